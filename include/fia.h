@@ -1,0 +1,331 @@
+/*
+ * fia.h - fused LLM-inference attention operators for CPUs (C11).
+ *
+ * fia implements, with the semantics of the Ascend CANN operators that serve DeepSeek, Llama and
+ * Qwen models, the attention operator family on x86-64 CPUs (AVX-512 and AVX2 kernels, and a
+ * portable scalar path). This is the one public header.
+ *
+ * How a call works
+ *   1. Create a context once: it detects the CPU, picks the kernels and starts the thread pool.
+ *   2. Plan an operator: fia_<op>_plan() validates every tensor and parameter, builds the
+ *      schedule (work list, split-KV decisions) and returns the workspace size it needs.
+ *   3. Execute the plan as often as needed: fia_plan_execute() never allocates, reads the inputs
+ *      at the addresses given at plan time and writes the outputs there.
+ *   A one-shot fia_<op>() wraps the three steps (it allocates and frees the workspace).
+ *
+ * Errors
+ *   Every entry point that can fail returns a fia_status. On failure nothing is written to any
+ *   output tensor, and fia_last_error() returns a message of the calling thread that names the
+ *   tensor, the dimension and both values ("key dim 3 is 100, query has 128"). The library never
+ *   aborts and never reads outside the tensors it is given, whatever the input.
+ *
+ * Threads
+ *   A context owns one persistent thread pool. A context runs one call at a time: concurrent
+ *   calls on the same context are serialized. Use one context per calling thread to run calls in
+ *   parallel. Plans are immutable after planning and may be executed from any thread.
+ *
+ * Determinism
+ *   Split points are fixed in token space and merges run in a fixed order, so an output is
+ *   bitwise identical for any thread count and whatever other requests share the batch. Results
+ *   differ between ISAs (scalar, AVX2, AVX-512) within the documented tolerances.
+ *
+ * Environment
+ *   FIA_ISA=scalar|avx2|avx512  forces a kernel level (an unavailable level is an error).
+ *   FIA_NUM_THREADS=N            default thread count of a new context.
+ *   FIA_VERBOSE=1                prints the CPU features and kernels chosen to stderr.
+ */
+#ifndef FIA_H
+#define FIA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FIA_API
+#else
+#define FIA_API __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+#define FIA_VERSION_MAJOR 0
+#define FIA_VERSION_MINOR 1
+#define FIA_VERSION_PATCH 0
+#define FIA_VERSION_NUMBER (FIA_VERSION_MAJOR * 10000 + FIA_VERSION_MINOR * 100 + FIA_VERSION_PATCH)
+
+/* Returns FIA_VERSION_NUMBER of the library actually linked. */
+FIA_API unsigned fia_version_number(void);
+/* Returns "MAJOR.MINOR.PATCH" of the library actually linked (static storage). */
+FIA_API const char *fia_version_string(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The values are fixed and will not change. */
+typedef enum fia_status {
+    FIA_STATUS_SUCCESS = 0,
+    FIA_STATUS_INVALID_ARGUMENT = 1,    /* a tensor, shape, dtype, stride or value breaks the contract */
+    FIA_STATUS_UNSUPPORTED = 2,         /* allowed by the operator contract, not implemented by fia */
+    FIA_STATUS_OUT_OF_MEMORY = 3,       /* an allocation failed (plan, context or one-shot call) */
+    FIA_STATUS_WORKSPACE_TOO_SMALL = 4, /* fia_plan_execute got fewer bytes than the plan asked for */
+    FIA_STATUS_UNSUPPORTED_ISA = 5,     /* FIA_ISA or the options ask for an ISA this CPU lacks */
+    FIA_STATUS_INTERNAL = 6             /* a bug in fia: please report it */
+} fia_status;
+
+/* Returns the name of a status ("FIA_STATUS_INVALID_ARGUMENT"); "FIA_STATUS_UNKNOWN" otherwise. */
+FIA_API const char *fia_status_string(fia_status status);
+
+/* Returns the message of the last failed call made by the calling thread ("" if none). The string
+ * stays valid until the next fia call on this thread. */
+FIA_API const char *fia_last_error(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tensors                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The values are fixed. BFLOAT16 is stored as the upper 16 bits of an IEEE float32. */
+typedef enum fia_dtype {
+    FIA_DTYPE_FLOAT32 = 0,
+    FIA_DTYPE_FLOAT16 = 1,
+    FIA_DTYPE_BFLOAT16 = 2,
+    FIA_DTYPE_INT8 = 3,
+    FIA_DTYPE_UINT8 = 4,
+    FIA_DTYPE_BOOL = 5, /* one byte, nonzero is true */
+    FIA_DTYPE_INT32 = 6,
+    FIA_DTYPE_INT64 = 7
+} fia_dtype;
+
+/* Returns the size of one element in bytes, 0 for an unknown dtype. */
+FIA_API size_t fia_dtype_size(fia_dtype dtype);
+/* Returns "float16", "bfloat16", ... ("unknown" for an unknown dtype). */
+FIA_API const char *fia_dtype_name(fia_dtype dtype);
+
+#define FIA_MAX_DIMS 8
+
+/* A strided view of memory the caller owns. It maps one-to-one onto DLPack's DLTensor (data +
+ * byte_offset, dtype, ndim, shape, strides): strides count elements, not bytes, as in DLPack.
+ * fia reads inputs and writes outputs through the view at execute time and never frees them.
+ * Operators require the innermost stride of their main tensors to be 1 and all strides >= 0;
+ * each operator says which tensors may have other strides. */
+typedef struct fia_tensor {
+    void *data;
+    fia_dtype dtype;
+    int32_t ndim; /* 0..FIA_MAX_DIMS */
+    int64_t shape[FIA_MAX_DIMS];
+    int64_t strides[FIA_MAX_DIMS]; /* in elements */
+} fia_tensor;
+
+/* Fills *t. strides == NULL gives compact row-major strides (DLPack's NULL strides).
+ * Returns FIA_STATUS_INVALID_ARGUMENT (and leaves *t untouched) for t == NULL, ndim outside
+ * 0..FIA_MAX_DIMS, a negative dim, an unknown dtype or shape == NULL with ndim > 0. */
+FIA_API fia_status fia_tensor_init(fia_tensor *t, void *data, fia_dtype dtype, int32_t ndim,
+                                   const int64_t *shape, const int64_t *strides);
+
+/* Number of elements (product of the shape; 1 for ndim 0). */
+FIA_API int64_t fia_tensor_numel(const fia_tensor *t);
+
+/* fp16/bf16 <-> fp32 conversions with round-to-nearest-even (NaN stays NaN). */
+FIA_API float fia_f16_to_f32(uint16_t h);
+FIA_API uint16_t fia_f32_to_f16(float f);
+FIA_API float fia_bf16_to_f32(uint16_t b);
+FIA_API uint16_t fia_f32_to_bf16(float f);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Context                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum fia_isa {
+    FIA_ISA_AUTO = 0, /* FIA_ISA if set, else the best level this CPU runs */
+    FIA_ISA_SCALAR = 1,
+    FIA_ISA_AVX2 = 2,   /* AVX2 + FMA + F16C */
+    FIA_ISA_AVX512 = 3  /* AVX-512 F/BW/DQ/VL (+ VNNI where present) */
+} fia_isa;
+
+/* Returns "auto", "scalar", "avx2", "avx512" ("unknown" otherwise). */
+FIA_API const char *fia_isa_name(fia_isa isa);
+
+typedef struct fia_context_options {
+    int32_t num_threads; /* 0: FIA_NUM_THREADS if set, else the number of online CPUs */
+    fia_isa isa;         /* FIA_ISA_AUTO: FIA_ISA if set, else the best */
+} fia_context_options;
+
+typedef struct fia_context fia_context;
+
+/* Creates a context: detects the CPU once, picks the kernel table and starts num_threads - 1
+ * worker threads (the calling thread is the last worker).
+ * options: NULL for the defaults. Returns FIA_STATUS_UNSUPPORTED_ISA when the requested level is
+ * not available on this CPU, FIA_STATUS_INVALID_ARGUMENT for a negative or > 1024 thread count
+ * or a bad FIA_ISA / FIA_NUM_THREADS value, FIA_STATUS_OUT_OF_MEMORY when a thread or
+ * allocation fails. *ctx is set only on success. */
+FIA_API fia_status fia_context_create(const fia_context_options *options, fia_context **ctx);
+
+/* Stops the threads and frees the context. Plans made with it must be destroyed first. NULL is
+ * a no-op. */
+FIA_API void fia_context_destroy(fia_context *ctx);
+
+/* The kernel level and thread count the context uses. */
+FIA_API fia_isa fia_context_isa(const fia_context *ctx);
+FIA_API int32_t fia_context_num_threads(const fia_context *ctx);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Plans                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct fia_plan fia_plan;
+
+/* The workspace size in bytes the plan needs (also returned by the plan function). */
+FIA_API size_t fia_plan_workspace_size(const fia_plan *plan);
+
+/* Runs a plan on the context it was made with. workspace: at least fia_plan_workspace_size()
+ * bytes, any alignment, owned by the caller, not shared with a concurrent execute; may be NULL
+ * when the size is 0. Never allocates. Reads the inputs and writes the outputs at the addresses
+ * given at plan time, so a plan can be re-run after the caller rewrites input contents in place.
+ * Returns FIA_STATUS_WORKSPACE_TOO_SMALL (nothing written) when workspace_bytes is too small,
+ * FIA_STATUS_INVALID_ARGUMENT for a NULL plan. */
+FIA_API fia_status fia_plan_execute(fia_plan *plan, void *workspace, size_t workspace_bytes);
+
+/* Frees a plan. NULL is a no-op. */
+FIA_API void fia_plan_destroy(fia_plan *plan);
+
+/* ------------------------------------------------------------------------------------------ */
+/* fused_infer_attention_score (FIA)                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Layouts of query / key / value / attention_out (torch_npu input_layout strings). */
+typedef enum fia_layout {
+    FIA_LAYOUT_BSH = 0,       /* [B, S, N*D] */
+    FIA_LAYOUT_BSND = 1,      /* [B, S, N, D] */
+    FIA_LAYOUT_BNSD = 2,      /* [B, N, S, D] */
+    FIA_LAYOUT_TND = 3,       /* [T, N, D], sequences packed along T (cumulative lengths) */
+    FIA_LAYOUT_BNSD_BSND = 4, /* inputs BNSD, attention_out BSND */
+    FIA_LAYOUT_NTD = 5,       /* reserved */
+    FIA_LAYOUT_TND_NTD = 6,   /* reserved */
+    FIA_LAYOUT_PA_BSND = 7,   /* reserved: paged [blocks, block_size, N, D] (MLA, indexer, SFA) */
+    FIA_LAYOUT_PA_NZ = 8      /* reserved: paged FRACTAL_NZ */
+} fia_layout;
+
+/* Parses "BSH", "BSND", ... into *layout. Returns FIA_STATUS_INVALID_ARGUMENT for an unknown
+ * name. */
+FIA_API fia_status fia_layout_parse(const char *name, fia_layout *layout);
+/* Returns "BSH", "BSND", ... ("unknown" otherwise). */
+FIA_API const char *fia_layout_name(fia_layout layout);
+
+/* Parameters, named after the torch_npu keywords of npu_fused_infer_attention_score. Call
+ * fia_fused_infer_attention_score_params_init() first: it sets the torch_npu defaults. */
+typedef struct fia_fused_infer_attention_score_params {
+    int64_t num_heads;           /* N1 >= 1 (default 1: set it) */
+    int64_t num_key_value_heads; /* N2, divides N1; 0 means N1 (default 0) */
+    double scale;                /* multiplies Q.K^T (default 1.0: set it) */
+    int64_t pre_tokens;          /* default 2147483647 */
+    int64_t next_tokens;         /* default 2147483647 */
+    fia_layout input_layout;     /* default BSH */
+    int32_t sparse_mode;         /* 0..4 (default 0) */
+    int64_t block_size;          /* paged cache block size (used when block_table is given) */
+    int32_t antiquant_mode;      /* 0 per-channel (incl. per-tensor), 1 per-token (default 0) */
+    int32_t inner_precise;       /* accepted and ignored: fia always accumulates in fp32 */
+    int32_t softmax_lse_flag;    /* nonzero: write softmax_lse (default 0) */
+    /* Per-batch query lengths (int64, copied at plan time). NULL: the full S of every batch.
+     * Non-TND: count 1 broadcasts to every batch, count >= B uses the first B values. TND:
+     * cumulative sums, non-decreasing, count = B (required). Ignored for decode (query S = 1,
+     * non-TND), as in the contract. */
+    const int64_t *actual_seq_lengths;
+    int64_t actual_seq_lengths_count;
+    /* Per-batch KV lengths, same rules; cumulative for TND without paging; per batch (not
+     * cumulative) and required with a paged cache. */
+    const int64_t *actual_seq_lengths_kv;
+    int64_t actual_seq_lengths_kv_count;
+} fia_fused_infer_attention_score_params;
+
+/* Sets the torch_npu defaults listed above. */
+FIA_API void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score_params *p);
+
+/* Tensors of one call. Optional tensors are NULL when absent. */
+typedef struct fia_fused_infer_attention_score_tensors {
+    const fia_tensor *query;            /* see the shape lines below */
+    const fia_tensor *key;
+    const fia_tensor *value;
+    const fia_tensor *atten_mask;       /* optional */
+    const fia_tensor *block_table;      /* optional: turns the paged KV cache on */
+    const fia_tensor *antiquant_scale;  /* required iff key/value are int8 */
+    const fia_tensor *antiquant_offset; /* optional, int8 key/value only */
+    const fia_tensor *query_rope;       /* reserved for MLA: must be NULL */
+    const fia_tensor *key_rope;         /* reserved for MLA: must be NULL */
+    fia_tensor *attention_out;          /* output */
+    fia_tensor *softmax_lse;            /* output, required iff softmax_lse_flag */
+} fia_fused_infer_attention_score_tensors;
+
+/*
+ * fia_fused_infer_attention_score_plan - validates a FusedInferAttentionScore call and plans it.
+ *
+ *   out = softmax(scale * Q.K^T + mask) . V      per batch b, query head h, kv head h / (N1/N2)
+ *
+ * Shapes (N1 = num_heads, N2 = num_key_value_heads, D = key head dim, Dv = value head dim):
+ *   query:          BSH [B, S1, N1*D]   BSND [B, S1, N1, D]   BNSD / BNSD_BSND [B, N1, S1, D]
+ *                   TND [T1, N1, D]
+ *   key, value:     same layout as query with S2 / T2 and N2 (value with Dv), or, with
+ *                   block_table, a paged cache: BnBsH [blocks, block_size, N2*D] (3-D) or
+ *                   BnNBsD [blocks, N2, block_size, D] (4-D); value the same with Dv.
+ *   attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]); query dtype.
+ *   softmax_lse:    float32 [B, N1, S1, 1], TND [T1, N1, 1]. lse = max + log(sum exp(s - max))
+ *                   over the visible scores s = scale * q.k; +inf for a row that sees no key.
+ *   block_table:    int32 [B, max_blocks]: token t of batch b is row t % block_size of block
+ *                   block_table[b][t / block_size]. Ids used by the lengths must lie in
+ *                   [0, blocks); entries beyond them are never read (-1 padding is fine).
+ *                   block_size: 1..1024 (a superset of the NPU's limits).
+ *   atten_mask:     bool/int8/uint8, nonzero = masked.
+ *                   full form: [S1, S2m], [B|1, S1, S2m], [B|1, 1, S1, S2m] with S1 >= the
+ *                   longest query and S2m >= the longest kv; for decode also [B, S2m].
+ *                   compressed form (sparse_mode 2, 3, 4): [2048, 2048], [1, 2048, 2048] or
+ *                   [1, 1, 2048, 2048]; its shape is checked, its contents are taken to be
+ *                   triu(ones, 1) as the contract requires and are not read.
+ *   antiquant_scale / _offset (int8 key and value, float query): index 0 is K, 1 is V.
+ *                   antiquant_mode 0: [2] (per tensor), [2, N2, 1, D], [2, N2, D], [2, N2*D]
+ *                   (per channel; needs D == Dv); mode 1: [2, B, S2s] (per token, S2s >= the
+ *                   longest kv). Any float dtype. K = (k + offset) * scale.
+ * dtypes: query float16/bfloat16/float32; key and value the same dtype: a float dtype or int8.
+ * Head dims D, Dv: 1..512. N1, N2 <= 256, N1 % N2 == 0. B <= 65536.
+ *
+ * Visibility of key j to query row i (0-based within the batch, Sq / Skv the actual lengths):
+ *   sparse_mode 0  no mask: all keys. full mask: -pre_tokens <= j - i <= next_tokens and
+ *                  mask[i][j] == 0.
+ *   sparse_mode 1  mask[i][j] == 0 (mask required; pre/next ignored).
+ *   sparse_mode 2  j <= i.
+ *   sparse_mode 3  j <= i + (Skv - Sq).
+ *   sparse_mode 4  -pre_tokens <= j - i - (Skv - Sq) <= next_tokens.
+ *   Decode (non-TND query with S1 = 1): sparse_mode, pre_tokens and next_tokens are ignored as
+ *   in the contract; a full mask still applies, a compressed one is ignored.
+ *   A row that sees no key outputs 0 (lse +inf), and so do the rows beyond a batch's actual
+ *   query length, and every row of a batch with kv length 0.
+ *
+ * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
+ *   names the tensor, the dim and the values), FIA_STATUS_UNSUPPORTED for contract features
+ *   fia does not implement (sparse_mode 5..9, MLA ropes, non-unit innermost strides, negative
+ *   strides), FIA_STATUS_OUT_OF_MEMORY.
+ * Memory: *plan is allocated and owned by the caller (fia_plan_destroy). The lengths, the block
+ *   table and the antiquant scale shapes are copied and checked at plan time: rewriting the
+ *   block table afterwards needs a new plan. Tensor contents are read at execute time.
+ * *plan and *workspace_bytes are written only on success. workspace_bytes may be NULL.
+ */
+FIA_API fia_status fia_fused_infer_attention_score_plan(
+    fia_context *ctx, const fia_fused_infer_attention_score_tensors *tensors,
+    const fia_fused_infer_attention_score_params *params, fia_plan **plan,
+    size_t *workspace_bytes);
+
+/* One-shot form: plan, allocate the workspace, execute, free. Same contract as the plan plus
+ * fia_plan_execute. */
+FIA_API fia_status fia_fused_infer_attention_score(
+    fia_context *ctx, const fia_fused_infer_attention_score_tensors *tensors,
+    const fia_fused_infer_attention_score_params *params);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FIA_H */

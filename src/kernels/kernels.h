@@ -1,0 +1,60 @@
+/*
+ * kernels.h - the kernel table: the only code that differs between ISAs.
+ *
+ * Every ISA (scalar, avx2, avx512) provides one const fia_kernels table with the same contract;
+ * the context picks one at creation. Operators (src/ops) are ISA-free and call kernels through
+ * the table only. The scalar table is the reference every other ISA is tested against
+ * (tests/test_kernels.c).
+ *
+ * Common rules for every kernel:
+ *   - Sizes are >= 0; a size of 0 is a no-op (gemm with k == 0 still applies row_scale / zero).
+ *   - Any size works: tails are handled inside (masks or scalar loops), never by reading or
+ *     writing past the last element named by the sizes and leading dimensions.
+ *   - Pointers need only their natural alignment; leading dimensions are in elements.
+ *   - No allocation, no global state: kernels may run concurrently on disjoint data.
+ */
+#ifndef FIA_KERNELS_H
+#define FIA_KERNELS_H
+
+#include <stdint.h>
+
+typedef struct fia_kernels {
+    const char *name; /* "scalar", "avx2", "avx512" */
+
+    /* C[m x n] = (row_scale ? diag(row_scale) . C : 0) + A[m x k] . B[k x n]
+     * A, B, C row-major with leading dims lda, ldb, ldc. When row_scale is NULL, C is
+     * overwritten and its old contents are never read (they may be NaN garbage).
+     * Used for S = Q.K^T (B = a transposed K panel [D x Nk]) and O = alpha.O + P.V
+     * (B = a V panel [Nk x Dv]). */
+    void (*gemm_f32)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float *c, int64_t ldc, const float *row_scale);
+
+    /* Element conversions dst[i] = convert(src[i]), i < n. f32 -> f16 / bf16 round to nearest
+     * even; NaN stays NaN; f16 overflow gives inf. */
+    void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
+    void (*i8_to_f32)(const int8_t *src, float *dst, int64_t n);
+    void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
+    void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+
+    /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. */
+    void (*transpose_f32)(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
+                          int64_t cols);
+
+    /* One online-softmax step over a score tile S[m x n] (leading dim lds), -inf = masked.
+     * For every row r < m, with mx = max(row_max[r], max_j S[r][j]):
+     *   mx == -inf (nothing visible yet): S[r][j] = 0 for all j, alpha[r] = 1, row_max[r] and
+     *                                     row_sum[r] unchanged;
+     *   otherwise: alpha[r] = exp(row_max[r] - mx) (0 when row_max[r] == -inf),
+     *              S[r][j] = exp(S[r][j] - mx) (0 for -inf),
+     *              row_sum[r] = row_sum[r] * alpha[r] + sum_j S[r][j], row_max[r] = mx.
+     * exp must be accurate to a few ulp of float over [-inf, 0]. */
+    void (*softmax_tile)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                         float *row_sum, float *alpha);
+} fia_kernels;
+
+extern const fia_kernels fia_kernels_scalar;
+extern const fia_kernels fia_kernels_avx2;
+extern const fia_kernels fia_kernels_avx512;
+
+#endif /* FIA_KERNELS_H */

@@ -1,0 +1,88 @@
+/*
+ * kernels_scalar.c - the portable kernel table, plain C, no ISA flags.
+ *
+ * Contract: src/kernels/kernels.h. This table is the reference that every SIMD table is tested
+ * against, so it stays simple: straight loops, fp32 accumulation, libm expf.
+ */
+#include <math.h>
+
+#include "core/convert.h"
+#include "kernels/kernels.h"
+
+static void gemm_f32_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc,
+                            const float *row_scale) {
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        if (row_scale) {
+            for (int64_t j = 0; j < n; j++) ci[j] *= row_scale[i];
+        } else {
+            for (int64_t j = 0; j < n; j++) ci[j] = 0.0f;
+        }
+        for (int64_t p = 0; p < k; p++) {
+            const float aip = a[i * lda + p];
+            const float *bp = b + p * ldb;
+            for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j];
+        }
+    }
+}
+
+static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f16_to_f32(src[i]);
+}
+
+static void bf16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_bf16_to_f32(src[i]);
+}
+
+static void i8_to_f32_scalar(const int8_t *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)src[i];
+}
+
+static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f32_to_f16(src[i]);
+}
+
+static void f32_to_bf16_scalar(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f32_to_bf16(src[i]);
+}
+
+static void transpose_f32_scalar(const float *src, int64_t lds, float *dst, int64_t ldd,
+                                 int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
+}
+
+static void softmax_tile_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                                float *row_sum, float *alpha) {
+    for (int64_t r = 0; r < m; r++) {
+        float *sr = s + r * lds;
+        float mx = row_max[r];
+        for (int64_t j = 0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+        if (mx == -INFINITY) {
+            for (int64_t j = 0; j < n; j++) sr[j] = 0.0f;
+            alpha[r] = 1.0f;
+            continue;
+        }
+        alpha[r] = row_max[r] == -INFINITY ? 0.0f : expf(row_max[r] - mx);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            sr[j] = expf(sr[j] - mx);
+            sum += sr[j];
+        }
+        row_sum[r] = row_sum[r] * alpha[r] + sum;
+        row_max[r] = mx;
+    }
+}
+
+const fia_kernels fia_kernels_scalar = {
+    .name = "scalar",
+    .gemm_f32 = gemm_f32_scalar,
+    .f16_to_f32 = f16_to_f32_scalar,
+    .bf16_to_f32 = bf16_to_f32_scalar,
+    .i8_to_f32 = i8_to_f32_scalar,
+    .f32_to_f16 = f32_to_f16_scalar,
+    .f32_to_bf16 = f32_to_bf16_scalar,
+    .transpose_f32 = transpose_f32_scalar,
+    .softmax_tile = softmax_tile_scalar,
+};
