@@ -1,0 +1,117 @@
+/*
+ * context.c - CPU detection (once per context), FIA_ISA / FIA_NUM_THREADS / FIA_VERBOSE, the
+ * kernel table choice and the thread pool.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/context.h"
+#include "core/status.h"
+
+const char *fia_isa_name(fia_isa isa) {
+    switch (isa) {
+    case FIA_ISA_AUTO: return "auto";
+    case FIA_ISA_SCALAR: return "scalar";
+    case FIA_ISA_AVX2: return "avx2";
+    case FIA_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+/* The best level this CPU (and OS) runs. */
+static fia_isa fia_detect_isa(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return FIA_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return FIA_ISA_AVX2;
+#endif
+    return FIA_ISA_SCALAR;
+}
+
+static const fia_kernels *fia_kernels_for(fia_isa isa) {
+    switch (isa) {
+    case FIA_ISA_AVX512: return &fia_kernels_avx512;
+    case FIA_ISA_AVX2: return &fia_kernels_avx2;
+    default: return &fia_kernels_scalar;
+    }
+}
+
+fia_status fia_context_create(const fia_context_options *options, fia_context **ctx) {
+    fia_error_clear();
+    if (!ctx) return FIA_INVALID("fia_context_create: ctx is NULL");
+    fia_context_options opt = {0, FIA_ISA_AUTO};
+    if (options) opt = *options;
+
+    const fia_isa best = fia_detect_isa();
+    fia_isa isa = opt.isa;
+    if (isa == FIA_ISA_AUTO) {
+        const char *env = getenv("FIA_ISA");
+        if (env && *env) {
+            if (!strcmp(env, "scalar")) isa = FIA_ISA_SCALAR;
+            else if (!strcmp(env, "avx2")) isa = FIA_ISA_AVX2;
+            else if (!strcmp(env, "avx512")) isa = FIA_ISA_AVX512;
+            else if (!strcmp(env, "auto")) isa = best;
+            else return FIA_INVALID("FIA_ISA is '%s': use scalar, avx2, avx512 or auto", env);
+        } else {
+            isa = best;
+        }
+    }
+    if (isa < FIA_ISA_SCALAR || isa > FIA_ISA_AVX512)
+        return FIA_INVALID("context isa is %d, must be 0..3", (int)isa);
+    if (isa > best)
+        return fia_error(FIA_STATUS_UNSUPPORTED_ISA, "isa %s is not available on this CPU (best: %s)",
+                         fia_isa_name(isa), fia_isa_name(best));
+
+    int32_t threads = opt.num_threads;
+    if (threads < 0 || threads > 1024)
+        return FIA_INVALID("context num_threads is %d, must be 0..1024", (int)threads);
+    if (threads == 0) {
+        const char *env = getenv("FIA_NUM_THREADS");
+        if (env && *env) {
+            char *end = NULL;
+            const long v = strtol(env, &end, 10);
+            if (*end != '\0' || v < 1 || v > 1024)
+                return FIA_INVALID("FIA_NUM_THREADS is '%s', must be 1..1024", env);
+            threads = (int32_t)v;
+        } else {
+            const long n = sysconf(_SC_NPROCESSORS_ONLN);
+            threads = n < 1 ? 1 : n > 1024 ? 1024 : (int32_t)n;
+        }
+    }
+
+    fia_context *c = calloc(1, sizeof *c);
+    if (!c) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "fia_context_create: out of memory");
+    c->isa = isa;
+    c->kernels = fia_kernels_for(isa);
+    c->num_threads = threads;
+    const char *verbose = getenv("FIA_VERBOSE");
+    c->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
+    fia_status st = fia_pool_create(threads, &c->pool);
+    if (st != FIA_STATUS_SUCCESS) {
+        free(c);
+        return st;
+    }
+    if (c->verbose)
+        fprintf(stderr, "fia: cpu best isa %s, using %s kernels, %d threads\n", fia_isa_name(best),
+                c->kernels->name, (int)threads);
+    *ctx = c;
+    return FIA_STATUS_SUCCESS;
+}
+
+void fia_context_destroy(fia_context *ctx) {
+    if (!ctx) return;
+    fia_pool_destroy(ctx->pool);
+    free(ctx);
+}
+
+fia_isa fia_context_isa(const fia_context *ctx) { return ctx ? ctx->isa : FIA_ISA_SCALAR; }
+
+int32_t fia_context_num_threads(const fia_context *ctx) { return ctx ? ctx->num_threads : 0; }

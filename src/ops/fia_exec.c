@@ -1,0 +1,358 @@
+/*
+ * fia_exec.c - fused_infer_attention_score: execution of a plan (FlashAttention-2).
+ *
+ * Phase 1 runs the work items on the pool. A TILE item packs its query tile once (fp32, scale
+ * folded in) and streams its key range in kv_tile steps: pack K (convert/dequantize, then
+ * transpose into a [D x kv_tile] panel), S = Q.K^T, mask, online softmax, pack V, O = alpha.O +
+ * P.V. It then writes the normalised output (and lse) or, for a split request, its partial
+ * state. A ZERO item writes 0 / +inf for rows no query position occupies.
+ * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
+ * Nothing here allocates; every buffer comes from the workspace laid out below.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/context.h"
+#include "core/tensor.h"
+#include "kernels/softmax_state.h"
+#include "ops/fia_internal.h"
+
+typedef struct fia_exec {
+    const fia_attn_plan *p;
+    char *ws;
+    const float *aq; /* [K|V][scale|offset][N2][D] (per channel) or 4 floats (per tensor) */
+    float *partials;
+} fia_exec;
+
+/* Carves one thread's scratch from base (base == NULL: sizing only); returns its bytes. */
+static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch *s) {
+    fia_arena a = {base, 0};
+    const size_t f = sizeof(float);
+    const int64_t rows = p->tile_rows, nk = p->kv_tile;
+    fia_scratch t;
+    t.q = fia_arena_take(&a, (size_t)(rows * p->dp) * f);
+    t.kr = fia_arena_take(&a, (size_t)(nk * p->dp) * f);
+    t.kt = fia_arena_take(&a, (size_t)(p->dp * nk) * f);
+    t.vp = fia_arena_take(&a, (size_t)(nk * p->dvp) * f);
+    t.s = fia_arena_take(&a, (size_t)(rows * nk) * f);
+    t.o = fia_arena_take(&a, (size_t)(rows * p->dvp) * f);
+    t.m = fia_arena_take(&a, (size_t)rows * f);
+    t.l = fia_arena_take(&a, (size_t)rows * f);
+    t.alpha = fia_arena_take(&a, (size_t)rows * f);
+    t.lo = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
+    t.hi = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
+    if (s) *s = t;
+    return a.used;
+}
+
+static int64_t fia_aq_floats(const fia_attn_plan *p) {
+    return p->aq == FIA_AQ_CHANNEL ? 4 * p->N2 * p->D : p->aq == FIA_AQ_TENSOR ? 4 : 0;
+}
+
+size_t fia_attn_workspace_layout(const fia_attn_plan *p, void *ws, float **aq_vectors,
+                                 float **partials) {
+    const size_t per_thread = fia_scratch_carve(p, NULL, NULL);
+    fia_arena a = {ws, 0};
+    fia_arena_take(&a, per_thread * (size_t)p->num_threads);
+    float *aq = fia_arena_take(&a, (size_t)fia_aq_floats(p) * sizeof(float));
+    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    if (aq_vectors) *aq_vectors = aq;
+    if (partials) *partials = part;
+    return a.used;
+}
+
+/* ---- addressing -------------------------------------------------------------------------- */
+
+static inline const char *fia_q_row(const fia_attn_plan *p, const fia_batch *bi, int64_t b,
+                                    int64_t h, int64_t i) {
+    const fia_seq *s = &p->q;
+    return s->base + (b * s->s_b + (bi->q_tok0 + i) * s->s_t + h * s->s_h) * s->esize;
+}
+
+static inline char *fia_o_row(const fia_attn_plan *p, const fia_batch *bi, int64_t b, int64_t h,
+                              int64_t i) {
+    const fia_seq *s = &p->o;
+    return s->base + (b * s->s_b + (bi->q_tok0 + i) * s->s_t + h * s->s_h) * s->esize;
+}
+
+static inline const char *fia_kv_row(const fia_attn_plan *p, const fia_seq *s, const fia_batch *bi,
+                                     int64_t b, int64_t h, int64_t tok) {
+    int64_t off;
+    if (p->paged) {
+        const int64_t blk = p->block_table[b * p->bt_cols + tok / p->block_size];
+        off = blk * s->s_blk + (tok % p->block_size) * s->s_t + h * s->s_h;
+    } else {
+        off = b * s->s_b + (bi->kv_tok0 + tok) * s->s_t + h * s->s_h;
+    }
+    return s->base + off * s->esize;
+}
+
+static inline void fia_row_to_f32(const fia_kernels *k, const char *src, fia_dtype dt, float *dst,
+                                  int64_t n) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: k->f16_to_f32((const uint16_t *)src, dst, n); break;
+    case FIA_DTYPE_BFLOAT16: k->bf16_to_f32((const uint16_t *)src, dst, n); break;
+    case FIA_DTYPE_INT8: k->i8_to_f32((const int8_t *)src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+static inline void fia_row_from_f32(const fia_kernels *k, const float *src, fia_dtype dt, char *dst,
+                                    int64_t n) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: k->f32_to_f16(src, (uint16_t *)dst, n); break;
+    case FIA_DTYPE_BFLOAT16: k->f32_to_bf16(src, (uint16_t *)dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i. */
+static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, int64_t i,
+                                 int64_t *lo, int64_t *hi) {
+    const int64_t skv = bi->skv, sq = bi->sq;
+    int64_t a = 0, e = skv - 1;
+    switch (p->vis) {
+    case FIA_VIS_ALL: break;
+    case FIA_VIS_BAND_TOP_LEFT: a = i - p->pre; e = i + p->next; break;
+    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
+    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
+    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - p->pre; e = i + skv - sq + p->next; break;
+    }
+    *lo = a < 0 ? 0 : a;
+    *hi = e > skv - 1 ? skv - 1 : e;
+}
+
+/* ---- K / V packing ----------------------------------------------------------------------- */
+
+/* Dequantizes one int8 row in place: which 0 = K, 1 = V. */
+static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int which, int64_t b,
+                            int64_t n2, int64_t tok, float *x, int64_t n) {
+    float sc, off = 0.0f;
+    switch (p->aq) {
+    case FIA_AQ_CHANNEL: {
+        const float *vs = ex->aq + ((int64_t)which * 2 * p->N2 + n2) * p->D;
+        const float *vo = vs + p->N2 * p->D;
+        for (int64_t d = 0; d < n; d++) x[d] = (x[d] + vo[d]) * vs[d];
+        return;
+    }
+    case FIA_AQ_TENSOR:
+        sc = ex->aq[which * 2];
+        off = ex->aq[which * 2 + 1];
+        break;
+    case FIA_AQ_TOKEN: {
+        const int64_t idx[3] = {which, b, tok};
+        sc = fia_load_float(fia_tensor_elem(&p->aq_scale, idx), p->aq_scale.dtype);
+        if (p->aq_offset.data)
+            off = fia_load_float(fia_tensor_elem(&p->aq_offset, idx), p->aq_offset.dtype);
+        break;
+    }
+    default: return;
+    }
+    for (int64_t d = 0; d < n; d++) x[d] = (x[d] + off) * sc;
+}
+
+/* Converts rows [t0, t0 + n) of K or V (kv head n2 of batch b) to fp32 rows of stride ld. */
+static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which, const fia_batch *bi,
+                          int64_t b, int64_t n2, int64_t t0, int64_t n, float *dst, int64_t ld) {
+    const fia_seq *s = which ? &p->v : &p->k;
+    const int64_t dim = which ? p->Dv : p->D;
+    for (int64_t j = 0; j < n; j++) {
+        const char *src = fia_kv_row(p, s, bi, b, n2, t0 + j);
+        if (j + 1 < n) __builtin_prefetch(fia_kv_row(p, s, bi, b, n2, t0 + j + 1));
+        fia_row_to_f32(p->kern, src, s->dtype, dst + j * ld, dim);
+        if (p->aq != FIA_AQ_NONE) fia_dequant_row(p, ex, which, b, n2, t0 + j, dst + j * ld, dim);
+    }
+}
+
+/* ---- the tile -------------------------------------------------------------------------- */
+
+/* Sets masked scores of the tile (keys [t0, t0 + n)) to -inf. Returns whether any score of the
+ * tile stays visible. */
+static bool fia_mask_tile(const fia_attn_plan *p, const fia_item *it, const fia_scratch *s,
+                          int64_t t0, int64_t n) {
+    const int64_t G = p->G, nk = p->kv_tile;
+    bool any = false;
+    for (int64_t pp = 0; pp < it->qn; pp++) {
+        int64_t a = s->lo[pp] - t0, e = s->hi[pp] - t0 + 1; /* visible columns [a, e) */
+        if (a < 0) a = 0;
+        if (e > n) e = n;
+        float *row0 = s->s + pp * G * nk;
+        if (a >= e) {
+            for (int64_t g = 0; g < G; g++)
+                for (int64_t j = 0; j < n; j++) row0[g * nk + j] = -INFINITY;
+            continue;
+        }
+        for (int64_t g = 0; g < G; g++) {
+            float *r = row0 + g * nk;
+            for (int64_t j = 0; j < a; j++) r[j] = -INFINITY;
+            for (int64_t j = e; j < n; j++) r[j] = -INFINITY;
+        }
+        if (!p->mask) {
+            any = true;
+            continue;
+        }
+        const uint8_t *mrow = p->mask + it->b * p->mask_s_b + (it->q0 + pp) * p->mask_s_i;
+        for (int64_t j = a; j < e; j++) {
+            if (mrow[(t0 + j) * p->mask_s_j]) {
+                for (int64_t g = 0; g < G; g++) row0[g * nk + j] = -INFINITY;
+            } else {
+                any = true;
+            }
+        }
+    }
+    return any;
+}
+
+static void fia_write_row(const fia_attn_plan *p, const fia_batch *bi, int64_t b, int64_t h,
+                          int64_t i, const float *o, float lse) {
+    fia_row_from_f32(p->kern, o, p->o.dtype, fia_o_row(p, bi, b, h, i), p->Dv);
+    if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
+}
+
+static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+    const fia_attn_plan *p = ex->p;
+    const fia_kernels *k = p->kern;
+    const int64_t b = it->b, n2 = it->n2, G = p->G, D = p->D, Dv = p->Dv;
+    const int64_t dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
+    const int64_t rows = it->qn * G;
+    const fia_batch *bi = &p->batches[b];
+
+    /* the resident query tile, scale folded in */
+    for (int64_t pp = 0; pp < it->qn; pp++) {
+        for (int64_t g = 0; g < G; g++) {
+            float *dst = s->q + (pp * G + g) * dp;
+            fia_row_to_f32(k, fia_q_row(p, bi, b, n2 * G + g, it->q0 + pp), p->q.dtype, dst, D);
+            for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
+        }
+        fia_row_range(p, bi, it->q0 + pp, &s->lo[pp], &s->hi[pp]);
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        s->m[r] = -INFINITY;
+        s->l[r] = 0.0f;
+    }
+
+    bool first = true;
+    for (int64_t t0 = it->kv0; t0 < it->kv1;) {
+        int64_t t1 = (t0 / nk + 1) * nk;
+        if (t1 > it->kv1) t1 = it->kv1;
+        const int64_t n = t1 - t0;
+        bool visible = false;
+        for (int64_t pp = 0; pp < it->qn && !visible; pp++)
+            visible = s->lo[pp] <= s->hi[pp] && s->lo[pp] < t1 && s->hi[pp] >= t0;
+        if (visible) {
+            fia_pack_rows(p, ex, 0, bi, b, n2, t0, n, s->kr, dp);
+            k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
+            k->gemm_f32(rows, n, D, s->q, dp, s->kt, nk, s->s, nk, NULL);
+            if (fia_mask_tile(p, it, s, t0, n)) {
+                k->softmax_tile(s->s, nk, rows, n, s->m, s->l, s->alpha);
+                fia_pack_rows(p, ex, 1, bi, b, n2, t0, n, s->vp, dvp);
+                k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, s->o, dvp, first ? NULL : s->alpha);
+                first = false;
+            }
+        }
+        t0 = t1;
+    }
+
+    if (it->group < 0) {
+        for (int64_t r = 0; r < rows; r++) {
+            float *o = s->o + r * dvp;
+            const float lse = fia_softmax_state_finish(first ? -INFINITY : s->m[r], s->l[r], o, Dv);
+            fia_write_row(p, bi, b, n2 * G + r % G, it->q0 + r / G, o, lse);
+        }
+        return;
+    }
+    /* partial state of this chunk: [m[rows], l[rows], o[rows x Dv]] */
+    float *slot = ex->partials + p->groups[it->group].partial + (int64_t)it->chunk * rows * (Dv + 2);
+    for (int64_t r = 0; r < rows; r++) {
+        slot[r] = first ? -INFINITY : s->m[r];
+        slot[rows + r] = s->l[r];
+        if (!first) memcpy(slot + 2 * rows + r * Dv, s->o + r * dvp, (size_t)Dv * sizeof(float));
+    }
+}
+
+static void fia_run_zero(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+    const fia_attn_plan *p = ex->p;
+    const fia_batch *bi = &p->batches[it->b];
+    memset(s->o, 0, (size_t)p->Dv * sizeof(float));
+    for (int64_t i = it->q0; i < it->q0 + it->qn; i++)
+        for (int64_t h = 0; h < p->N1; h++) fia_write_row(p, bi, it->b, h, i, s->o, INFINITY);
+}
+
+static void fia_merge_group(const fia_exec *ex, const fia_group *g, fia_scratch *s) {
+    const fia_attn_plan *p = ex->p;
+    const int64_t rows = g->qn * p->G, Dv = p->Dv;
+    const fia_batch *bi = &p->batches[g->b];
+    const float *base = ex->partials + g->partial;
+    float *o = s->o;
+    for (int64_t r = 0; r < rows; r++) {
+        float m = -INFINITY, l = 0.0f;
+        for (int32_t c = 0; c < g->nchunks; c++) {
+            const float *slot = base + (int64_t)c * rows * (Dv + 2);
+            fia_softmax_state_merge(&m, &l, o, slot[r], slot[rows + r], slot + 2 * rows + r * Dv, Dv);
+        }
+        const float lse = fia_softmax_state_finish(m, l, o, Dv);
+        fia_write_row(p, bi, g->b, g->n2 * p->G + r % p->G, g->q0 + r / p->G, o, lse);
+    }
+}
+
+static fia_scratch fia_thread_scratch(const fia_exec *ex, int32_t tid) {
+    fia_scratch s;
+    const size_t bytes = fia_scratch_carve(ex->p, NULL, NULL);
+    fia_scratch_carve(ex->p, ex->ws + bytes * (size_t)tid, &s);
+    return s;
+}
+
+static void fia_item_task(void *arg, int64_t task, int32_t tid) {
+    const fia_exec *ex = arg;
+    const fia_item *it = &ex->p->items[task];
+    fia_scratch s = fia_thread_scratch(ex, tid);
+    if (it->kind == FIA_ITEM_ZERO) fia_run_zero(ex, it, &s);
+    else fia_run_tile(ex, it, &s);
+}
+
+static void fia_merge_task(void *arg, int64_t task, int32_t tid) {
+    const fia_exec *ex = arg;
+    fia_scratch s = fia_thread_scratch(ex, tid);
+    fia_merge_group(ex, &ex->p->groups[task], &s);
+}
+
+/* Per-tensor / per-channel dequant vectors in fp32: [K|V][scale|offset][N2][D]. */
+static void fia_prepare_antiquant(const fia_attn_plan *p, float *aq) {
+    if (p->aq == FIA_AQ_TENSOR) {
+        for (int64_t w = 0; w < 2; w++) {
+            const int64_t idx[1] = {w};
+            aq[w * 2] = fia_load_float(fia_tensor_elem(&p->aq_scale, idx), p->aq_scale.dtype);
+            aq[w * 2 + 1] = p->aq_offset.data
+                                ? fia_load_float(fia_tensor_elem(&p->aq_offset, idx), p->aq_offset.dtype)
+                                : 0.0f;
+        }
+        return;
+    }
+    if (p->aq != FIA_AQ_CHANNEL) return;
+    const int32_t nd = p->aq_scale.ndim;
+    for (int64_t w = 0; w < 2; w++)
+        for (int64_t n2 = 0; n2 < p->N2; n2++)
+            for (int64_t d = 0; d < p->D; d++) {
+                int64_t idx[4];
+                if (nd == 4) { idx[0] = w; idx[1] = n2; idx[2] = 0; idx[3] = d; }
+                else if (nd == 3) { idx[0] = w; idx[1] = n2; idx[2] = d; }
+                else { idx[0] = w; idx[1] = n2 * p->D + d; }
+                float *sc = aq + ((w * 2) * p->N2 + n2) * p->D + d;
+                sc[0] = fia_load_float(fia_tensor_elem(&p->aq_scale, idx), p->aq_scale.dtype);
+                sc[p->N2 * p->D] = p->aq_offset.data
+                                       ? fia_load_float(fia_tensor_elem(&p->aq_offset, idx),
+                                                        p->aq_offset.dtype)
+                                       : 0.0f;
+            }
+}
+
+void fia_attn_execute(fia_plan *plan, void *workspace) {
+    const fia_attn_plan *p = (const fia_attn_plan *)plan;
+    fia_exec ex = {p, workspace, NULL, NULL};
+    float *aq = NULL;
+    fia_attn_workspace_layout(p, workspace, &aq, &ex.partials);
+    fia_prepare_antiquant(p, aq);
+    ex.aq = aq;
+    fia_pool_run(plan->ctx->pool, p->num_items, fia_item_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->num_groups, fia_merge_task, &ex);
+}

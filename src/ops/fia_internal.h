@@ -1,0 +1,143 @@
+/*
+ * fia_internal.h - the plan of fused_infer_attention_score, shared by its validation/scheduling
+ * half (fia_plan.c) and its execution half (fia_exec.c). Nothing outside src/ops/fia_*.c uses it.
+ *
+ * Work decomposition (all decided at plan time from the actual lengths):
+ *   - A query tile is G query heads (one GQA group, sharing one KV head) x up to tile_pos
+ *     consecutive query positions of one batch: rows r = p * G + g. It stays resident (packed,
+ *     pre-scaled fp32) while the visible K/V range streams through in tiles of kv_tile tokens.
+ *   - KV tiles are aligned to multiples of kv_tile in token space; a tile nobody in the query
+ *     tile can see is skipped.
+ *   - A request whose query rows for one KV head fit in a single query tile (decode, speculative
+ *     decode) is split along the KV length into chunks of kv_chunk tokens, also aligned in token
+ *     space; the partial softmax states are merged in chunk order afterwards. Whether and where
+ *     to split depends only on the request itself, never on the thread count or the batch, so
+ *     results are bitwise reproducible.
+ *   - Items are sorted by estimated cost (largest first) and handed out dynamically.
+ */
+#ifndef FIA_OPS_FIA_INTERNAL_H
+#define FIA_OPS_FIA_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/plan.h"
+#include "fia.h"
+#include "kernels/kernels.h"
+
+/* Addressing of a [batch, token, head, dim] tensor with a unit dim stride: element (b, t, h, d)
+ * of a non-paged tensor is at base + b*s_b + t*s_t + h*s_h + d (elements). For a paged cache
+ * token t of batch b is row t % block_size of block block_table[b][t / block_size]:
+ * base + block*s_blk + row*s_t + h*s_h + d. */
+typedef struct fia_seq {
+    char *base;
+    fia_dtype dtype;
+    int64_t esize;
+    int64_t s_b, s_t, s_h, s_blk;
+} fia_seq;
+
+typedef struct fia_batch {
+    int64_t sq, skv;      /* actual query and kv lengths */
+    int64_t q_tok0;       /* TND: first token of this batch in the query (else 0) */
+    int64_t kv_tok0;      /* TND without paging: first kv token (else 0) */
+} fia_batch;
+
+/* How rows see keys (the sparse_mode geometry), see row_range in fia_exec.c. */
+typedef enum fia_vis {
+    FIA_VIS_ALL = 0,          /* every key (mask tensor may still apply) */
+    FIA_VIS_BAND_TOP_LEFT,    /* sparse_mode 0 with a mask: i - pre <= j <= i + next */
+    FIA_VIS_CAUSAL_TOP_LEFT,  /* sparse_mode 2: j <= i */
+    FIA_VIS_CAUSAL_BOTTOM_RIGHT, /* sparse_mode 3: j <= i + skv - sq */
+    FIA_VIS_BAND_BOTTOM_RIGHT /* sparse_mode 4 */
+} fia_vis;
+
+typedef enum fia_antiquant {
+    FIA_AQ_NONE = 0,
+    FIA_AQ_TENSOR,  /* one scale (and offset) for K, one for V */
+    FIA_AQ_CHANNEL, /* per kv head and channel */
+    FIA_AQ_TOKEN    /* per batch and token */
+} fia_antiquant;
+
+typedef enum fia_item_kind { FIA_ITEM_TILE = 0, FIA_ITEM_ZERO = 1 } fia_item_kind;
+
+typedef struct fia_item {
+    int32_t kind;
+    int32_t b, n2;       /* batch, kv head (ZERO items: all heads) */
+    int32_t group;       /* split group, -1 when the item writes the output itself */
+    int32_t chunk;       /* index within the group */
+    int64_t q0, qn;      /* query positions [q0, q0 + qn) */
+    int64_t kv0, kv1;    /* keys [kv0, kv1) this item covers */
+    int64_t cost;
+} fia_item;
+
+typedef struct fia_group {
+    int32_t b, n2;
+    int32_t nchunks;
+    int64_t q0, qn;
+    int64_t partial;     /* offset (floats) of chunk 0's partial in the partial area */
+} fia_group;
+
+typedef struct fia_attn_plan {
+    fia_plan base;
+    const fia_kernels *kern;
+
+    int64_t B, N1, N2, G, D, Dv;
+    int64_t S1;          /* query S dim (non-TND) or T */
+    bool tnd;
+    float scale;
+
+    fia_seq q, k, v, o;
+    float *lse;          /* NULL when softmax_lse is off */
+    int64_t lse_s_b, lse_s_t, lse_s_h;
+
+    bool paged;
+    int64_t block_size;
+    int32_t *block_table; /* B x bt_cols, copied and validated */
+    int64_t bt_cols;
+
+    fia_vis vis;
+    int64_t pre, next;   /* clamped to +-2^40 */
+    const uint8_t *mask; /* NULL: no mask tensor applies */
+    int64_t mask_s_b, mask_s_i, mask_s_j;
+
+    fia_antiquant aq;
+    fia_tensor aq_scale, aq_offset; /* views (offset.data NULL when absent) */
+
+    fia_batch *batches;
+    fia_item *items;
+    int64_t num_items;
+    fia_group *groups;
+    int64_t num_groups;
+
+    /* tiles and workspace layout */
+    int64_t tile_pos;    /* query positions per tile */
+    int64_t tile_rows;   /* max rows of a tile: G * tile_pos */
+    int64_t kv_tile;
+    int64_t kv_chunk;
+    int64_t dp, dvp;     /* D, Dv rounded up to 16 floats */
+    int64_t num_threads;
+    size_t scratch_bytes;   /* per thread */
+    int64_t partial_floats; /* all groups */
+} fia_attn_plan;
+
+/* Per-thread scratch, carved from the workspace. */
+typedef struct fia_scratch {
+    float *q;     /* tile_rows x dp, pre-scaled */
+    float *kr;    /* kv_tile x dp: K rows in fp32 */
+    float *kt;    /* dp x kv_tile: K^T panel */
+    float *vp;    /* kv_tile x dvp */
+    float *s;     /* tile_rows x kv_tile */
+    float *o;     /* tile_rows x dvp */
+    float *m, *l, *alpha; /* tile_rows */
+    int64_t *lo, *hi;     /* per query position of the tile */
+} fia_scratch;
+
+/* Sizes (ws == NULL) or lays out the workspace: num_threads scratch areas, then the dequant
+ * vectors, then the split partials. Returns the bytes used. */
+size_t fia_attn_workspace_layout(const fia_attn_plan *p, void *ws, float **aq_vectors,
+                                 float **partials);
+
+/* Runs the plan (fia_exec.c). */
+void fia_attn_execute(fia_plan *plan, void *workspace);
+
+#endif /* FIA_OPS_FIA_INTERNAL_H */

@@ -1,0 +1,774 @@
+/*
+ * fia_plan.c - fused_infer_attention_score: validation and scheduling (the plan phase).
+ *
+ * validate: every tensor, shape, dtype, length, block id and parameter is checked against the
+ *           contract in fia.h before anything else happens; the first violation is reported.
+ * plan:     per-batch actual lengths, the copied block table, the mask geometry, then the work
+ *           list (see fia_internal.h for the decomposition) and the workspace layout.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/context.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "ops/fia_internal.h"
+
+enum {
+    FIA_MAX_HEADS = 256,
+    FIA_MAX_HEAD_DIM = 512,
+    FIA_MAX_BATCH = 65536,
+    FIA_MAX_BLOCK_SIZE = 1024,
+    FIA_KV_TILE = 64,     /* keys per K/V tile */
+    FIA_KV_CHUNK = 512,   /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
+    FIA_TILE_ROWS = 64,   /* target query rows per tile */
+    FIA_COMPRESSED_MASK = 2048
+};
+#define FIA_MAX_ITEMS (INT64_C(1) << 24)
+#define FIA_MAX_LEN (INT64_C(2147483647))
+#define FIA_BAND_LIMIT (INT64_C(1) << 40)
+
+static const char *const fia_layout_names[] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND",
+                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ"};
+
+fia_status fia_layout_parse(const char *name, fia_layout *layout) {
+    fia_error_clear();
+    if (!name || !layout) return FIA_INVALID("fia_layout_parse: NULL argument");
+    for (size_t i = 0; i < sizeof fia_layout_names / sizeof *fia_layout_names; i++)
+        if (!strcmp(name, fia_layout_names[i])) {
+            *layout = (fia_layout)i;
+            return FIA_STATUS_SUCCESS;
+        }
+    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND)", name);
+}
+
+const char *fia_layout_name(fia_layout layout) {
+    if ((unsigned)layout < sizeof fia_layout_names / sizeof *fia_layout_names)
+        return fia_layout_names[layout];
+    return "unknown";
+}
+
+void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->num_heads = 1;
+    p->num_key_value_heads = 0;
+    p->scale = 1.0;
+    p->pre_tokens = 2147483647;
+    p->next_tokens = 2147483647;
+    p->input_layout = FIA_LAYOUT_BSH;
+    p->sparse_mode = 0;
+    p->block_size = 0;
+    p->antiquant_mode = 0;
+}
+
+/* Dims of a query/key/value/output tensor in its layout. */
+typedef struct fia_dims {
+    int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
+} fia_dims;
+
+/* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with N heads and
+ * fills its addressing. */
+static fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout,
+                                int64_t heads, fia_seq *seq, fia_dims *dims) {
+    const int64_t *sh = t->shape, *st = t->strides;
+    memset(seq, 0, sizeof *seq);
+    seq->base = t->data;
+    seq->dtype = t->dtype;
+    seq->esize = (int64_t)fia_dtype_size(t->dtype);
+    switch (layout) {
+    case FIA_LAYOUT_BSH:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
+        if (sh[2] % heads != 0 || sh[2] == 0)
+            return FIA_INVALID("%s dim 2 (H) is %lld, not a positive multiple of the %lld heads",
+                               name, (long long)sh[2], (long long)heads);
+        *dims = (fia_dims){sh[0], sh[1], heads, sh[2] / heads};
+        seq->s_b = st[0];
+        seq->s_t = st[1];
+        seq->s_h = dims->D * st[2];
+        break;
+    case FIA_LAYOUT_BSND:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, heads, "the head count"));
+        *dims = (fia_dims){sh[0], sh[1], sh[2], sh[3]};
+        seq->s_b = st[0];
+        seq->s_t = st[1];
+        seq->s_h = st[2];
+        break;
+    case FIA_LAYOUT_BNSD:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
+        *dims = (fia_dims){sh[0], sh[2], sh[1], sh[3]};
+        seq->s_b = st[0];
+        seq->s_h = st[1];
+        seq->s_t = st[2];
+        break;
+    case FIA_LAYOUT_TND:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
+        *dims = (fia_dims){0, sh[0], sh[1], sh[2]};
+        seq->s_b = 0;
+        seq->s_t = st[0];
+        seq->s_h = st[1];
+        break;
+    default:
+        return FIA_INVALID("%s layout %d is not a tensor layout", name, (int)layout);
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* Paged cache: BnBsH [blocks, block_size, N2*D] or BnNBsD [blocks, N2, block_size, D]. */
+static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t heads,
+                                  int64_t block_size, fia_seq *seq, int64_t *blocks, int64_t *dim) {
+    const int64_t *sh = t->shape, *st = t->strides;
+    memset(seq, 0, sizeof *seq);
+    seq->base = t->data;
+    seq->dtype = t->dtype;
+    seq->esize = (int64_t)fia_dtype_size(t->dtype);
+    if (t->ndim == 3) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, block_size, "block_size"));
+        if (sh[2] % heads != 0 || sh[2] == 0)
+            return FIA_INVALID("%s dim 2 (H) is %lld, not a positive multiple of the %lld kv heads",
+                               name, (long long)sh[2], (long long)heads);
+        *dim = sh[2] / heads;
+        seq->s_blk = st[0];
+        seq->s_t = st[1];
+        seq->s_h = *dim * st[2];
+    } else if (t->ndim == 4) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "num_key_value_heads"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, block_size, "block_size"));
+        *dim = sh[3];
+        seq->s_blk = st[0];
+        seq->s_h = st[1];
+        seq->s_t = st[2];
+    } else {
+        return FIA_INVALID("%s has %d dims: a paged cache is BnBsH (3 dims) or BnNBsD (4 dims)",
+                           name, (int)t->ndim);
+    }
+    *blocks = sh[0];
+    return FIA_STATUS_SUCCESS;
+}
+
+/* Per-batch lengths (not cumulative): NULL -> full; count 1 broadcasts; count >= B. */
+static fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
+                                    int64_t full, const char *full_what, bool required,
+                                    int64_t *out) {
+    if (!v || count == 0) {
+        if (required) return FIA_INVALID("%s is required here", name);
+        for (int64_t b = 0; b < B; b++) out[b] = full;
+        return FIA_STATUS_SUCCESS;
+    }
+    if (count < 0) return FIA_INVALID("%s count is %lld", name, (long long)count);
+    if (count != 1 && count < B)
+        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t x = v[count == 1 ? 0 : b];
+        if (x < 0 || x > full)
+            return FIA_INVALID("%s[%lld] is %lld, must be 0..%lld (%s)", name,
+                               (long long)(count == 1 ? 0 : b), (long long)x, (long long)full,
+                               full_what);
+        out[b] = x;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* Cumulative lengths (TND): count == B, non-decreasing, last <= total. */
+static fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name,
+                                       int64_t B, int64_t total, const char *total_what,
+                                       int64_t *len, int64_t *start) {
+    if (!v || count <= 0) return FIA_INVALID("%s (cumulative) is required with layout TND", name);
+    if (count != B)
+        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
+    int64_t prev = 0;
+    for (int64_t b = 0; b < B; b++) {
+        if (v[b] < prev)
+            return FIA_INVALID("%s[%lld] is %lld, less than the previous %lld: TND lengths are "
+                               "cumulative", name, (long long)b, (long long)v[b], (long long)prev);
+        if (v[b] > total)
+            return FIA_INVALID("%s[%lld] is %lld, %s is %lld", name, (long long)b, (long long)v[b],
+                               total_what, (long long)total);
+        start[b] = prev;
+        len[b] = v[b] - prev;
+        prev = v[b];
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+static bool fia_is_compressed_mask(const fia_tensor *m) {
+    const int64_t C = FIA_COMPRESSED_MASK;
+    const int64_t *s = m->shape;
+    switch (m->ndim) {
+    case 2: return s[0] == C && s[1] == C;
+    case 3: return s[0] == 1 && s[1] == C && s[2] == C;
+    case 4: return s[0] == 1 && s[1] == 1 && s[2] == C && s[3] == C;
+    default: return false;
+    }
+}
+
+/* Full-form mask: [S1m, S2m], [B|1, S1m, S2m], [B|1, 1, S1m, S2m]; decode also [B, S2m]. */
+static fia_status fia_parse_full_mask(fia_attn_plan *p, const fia_tensor *m, bool decode,
+                                      int64_t max_sq, int64_t max_skv) {
+    const int64_t *sh = m->shape, *st = m->strides;
+    int64_t mb = 1, s1 = 0, s2 = 0;
+    switch (m->ndim) {
+    case 2:
+        if (decode && sh[0] == p->B && max_sq <= 1) {
+            mb = p->B; /* [B, S2m]: one row per batch */
+            s1 = 1;
+            p->mask_s_b = st[0];
+            p->mask_s_i = 0;
+        } else {
+            s1 = sh[0];
+            p->mask_s_b = 0;
+            p->mask_s_i = st[0];
+        }
+        s2 = sh[1];
+        p->mask_s_j = st[1];
+        break;
+    case 3:
+        mb = sh[0];
+        s1 = sh[1];
+        s2 = sh[2];
+        p->mask_s_b = st[0];
+        p->mask_s_i = st[1];
+        p->mask_s_j = st[2];
+        break;
+    case 4:
+        if (sh[1] != 1)
+            return FIA_INVALID("atten_mask dim 1 is %lld, must be 1 ([B, 1, S1, S2])",
+                               (long long)sh[1]);
+        mb = sh[0];
+        s1 = sh[2];
+        s2 = sh[3];
+        p->mask_s_b = st[0];
+        p->mask_s_i = st[2];
+        p->mask_s_j = st[3];
+        break;
+    default:
+        return FIA_INVALID("atten_mask has %d dims, expected 2, 3 or 4", (int)m->ndim);
+    }
+    if (mb != 1 && mb != p->B)
+        return FIA_INVALID("atten_mask dim 0 is %lld, batch is %lld (or use 1)", (long long)mb,
+                           (long long)p->B);
+    if (mb == 1) p->mask_s_b = 0;
+    if (s1 < max_sq)
+        return FIA_INVALID("atten_mask query dim is %lld, the longest query is %lld",
+                           (long long)s1, (long long)max_sq);
+    if (s2 < max_skv)
+        return FIA_INVALID("atten_mask key dim is %lld, the longest kv is %lld", (long long)s2,
+                           (long long)max_skv);
+    p->mask = m->data;
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status fia_parse_antiquant(fia_attn_plan *p, const fia_tensor *scale,
+                                      const fia_tensor *offset, int32_t mode, int64_t max_skv) {
+    const int64_t *sh = scale->shape;
+    if (!fia_dtype_is_float(scale->dtype))
+        return FIA_INVALID("antiquant_scale dtype is %s, must be a float dtype",
+                           fia_dtype_name(scale->dtype));
+    if (scale->ndim < 1 || sh[0] != 2)
+        return FIA_INVALID("antiquant_scale dim 0 is %lld, must be 2 (K and V)",
+                           scale->ndim < 1 ? -1LL : (long long)sh[0]);
+    if (mode == 0) {
+        if (scale->ndim == 1) {
+            p->aq = FIA_AQ_TENSOR;
+        } else {
+            if (p->D != p->Dv)
+                return FIA_INVALID("per-channel antiquant needs equal key and value head dims, "
+                                   "got %lld and %lld", (long long)p->D, (long long)p->Dv);
+            const bool ok = (scale->ndim == 4 && sh[1] == p->N2 && sh[2] == 1 && sh[3] == p->D) ||
+                            (scale->ndim == 3 && sh[1] == p->N2 && sh[2] == p->D) ||
+                            (scale->ndim == 2 && sh[1] == p->N2 * p->D);
+            if (!ok)
+                return FIA_INVALID("antiquant_scale (mode 0) must be [2], [2, %lld, 1, %lld], "
+                                   "[2, %lld, %lld] or [2, %lld]; it has %d dims, dim 1 is %lld",
+                                   (long long)p->N2, (long long)p->D, (long long)p->N2,
+                                   (long long)p->D, (long long)(p->N2 * p->D), (int)scale->ndim,
+                                   scale->ndim > 1 ? (long long)sh[1] : -1LL);
+            p->aq = FIA_AQ_CHANNEL;
+        }
+    } else if (mode == 1) {
+        if (scale->ndim != 3)
+            return FIA_INVALID("antiquant_scale (mode 1, per token) must be [2, B, S2], it has %d "
+                               "dims", (int)scale->ndim);
+        if (sh[1] != p->B)
+            return FIA_INVALID("antiquant_scale dim 1 is %lld, batch is %lld", (long long)sh[1],
+                               (long long)p->B);
+        if (sh[2] < max_skv)
+            return FIA_INVALID("antiquant_scale dim 2 is %lld, the longest kv is %lld",
+                               (long long)sh[2], (long long)max_skv);
+        p->aq = FIA_AQ_TOKEN;
+    } else {
+        return FIA_INVALID("antiquant_mode is %d, must be 0 (per channel) or 1 (per token)",
+                           (int)mode);
+    }
+    p->aq_scale = *scale;
+    memset(&p->aq_offset, 0, sizeof p->aq_offset);
+    if (offset) {
+        if (!fia_dtype_is_float(offset->dtype))
+            return FIA_INVALID("antiquant_offset dtype is %s, must be a float dtype",
+                               fia_dtype_name(offset->dtype));
+        if (offset->ndim != scale->ndim)
+            return FIA_INVALID("antiquant_offset has %d dims, antiquant_scale has %d",
+                               (int)offset->ndim, (int)scale->ndim);
+        for (int32_t i = 0; i < scale->ndim; i++)
+            if (offset->shape[i] != sh[i])
+                return FIA_INVALID("antiquant_offset dim %d is %lld, antiquant_scale has %lld",
+                                   (int)i, (long long)offset->shape[i], (long long)sh[i]);
+        p->aq_offset = *offset;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+static void fia_attn_destroy(fia_plan *plan) {
+    fia_attn_plan *p = (fia_attn_plan *)plan;
+    free(p->block_table);
+    free(p->batches);
+    free(p->items);
+    free(p->groups);
+    free(p);
+}
+
+/* Visible key range of query positions [q0, q0 + qn) of batch bi (lo, hi are monotonic in the
+ * position for every mode, so the first row gives the low end and the last the high end). */
+static void fia_tile_kv_range(const fia_attn_plan *p, const fia_batch *bi, int64_t q0, int64_t qn,
+                              int64_t *kv0, int64_t *kv1) {
+    const int64_t skv = bi->skv, sq = bi->sq, last = q0 + qn - 1;
+    int64_t lo = 0, hi = skv - 1;
+    switch (p->vis) {
+    case FIA_VIS_ALL: break;
+    case FIA_VIS_BAND_TOP_LEFT: lo = q0 - p->pre; hi = last + p->next; break;
+    case FIA_VIS_CAUSAL_TOP_LEFT: hi = last; break;
+    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: hi = last + skv - sq; break;
+    case FIA_VIS_BAND_BOTTOM_RIGHT:
+        lo = q0 + skv - sq - p->pre;
+        hi = last + skv - sq + p->next;
+        break;
+    }
+    if (lo < 0) lo = 0;
+    if (hi > skv - 1) hi = skv - 1;
+    *kv0 = lo;
+    *kv1 = hi + 1 > lo ? hi + 1 : lo;
+}
+
+static int fia_item_cmp(const void *a, const void *b) {
+    const fia_item *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
+    return 0;
+}
+
+/* Builds items and groups from the batches. */
+static fia_status fia_attn_schedule(fia_attn_plan *p) {
+    const int64_t tp = p->tile_pos;
+    /* pass 0 counts, pass 1 fills */
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t ni = 0, ng = 0, partial = 0;
+        for (int64_t b = 0; b < p->B; b++) {
+            const fia_batch *bi = &p->batches[b];
+            const int64_t ntiles = (bi->sq + tp - 1) / tp;
+            for (int64_t n2 = 0; n2 < p->N2; n2++) {
+                for (int64_t t = 0; t < ntiles; t++) {
+                    const int64_t q0 = t * tp, qn = bi->sq - q0 < tp ? bi->sq - q0 : tp;
+                    int64_t kv0, kv1;
+                    fia_tile_kv_range(p, bi, q0, qn, &kv0, &kv1);
+                    const int64_t rows = qn * p->G;
+                    const bool split = ntiles == 1 && kv1 - kv0 > p->kv_chunk;
+                    if (!split) {
+                        if (pass) {
+                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, -1, 0,
+                                                      q0, qn, kv0, kv1,
+                                                      rows * (kv1 - kv0) + rows * 16 + 64};
+                        }
+                        ni++;
+                        continue;
+                    }
+                    const int64_t c0 = kv0 / p->kv_chunk, c1 = (kv1 - 1) / p->kv_chunk;
+                    if (pass) {
+                        p->groups[ng] = (fia_group){(int32_t)b, (int32_t)n2, (int32_t)(c1 - c0 + 1),
+                                                    q0, qn, partial};
+                    }
+                    for (int64_t c = c0; c <= c1; c++) {
+                        const int64_t a = c * p->kv_chunk > kv0 ? c * p->kv_chunk : kv0;
+                        const int64_t e = (c + 1) * p->kv_chunk < kv1 ? (c + 1) * p->kv_chunk : kv1;
+                        if (pass) {
+                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
+                                                      (int32_t)ng, (int32_t)(c - c0), q0, qn, a, e,
+                                                      rows * (e - a) + rows * 16 + 64};
+                        }
+                        ni++;
+                    }
+                    partial += (c1 - c0 + 1) * rows * (p->Dv + 2);
+                    ng++;
+                }
+            }
+            /* rows past the actual query length (and, TND, past the last batch) output 0 */
+            const int64_t rows_alloc = !p->tnd ? p->S1 : b + 1 == p->B ? p->S1 - bi->q_tok0 : bi->sq;
+            if (rows_alloc > bi->sq) {
+                if (pass)
+                    p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, -1, 0, bi->sq,
+                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1};
+                ni++;
+            }
+            if (ni > FIA_MAX_ITEMS)
+                return FIA_UNSUPPORTED("the call needs more than %lld work items",
+                                       (long long)FIA_MAX_ITEMS);
+        }
+        if (!pass) {
+            p->num_items = ni;
+            p->num_groups = ng;
+            p->partial_floats = partial;
+            p->items = malloc((size_t)(ni ? ni : 1) * sizeof *p->items);
+            p->groups = malloc((size_t)(ng ? ng : 1) * sizeof *p->groups);
+            if (!p->items || !p->groups)
+                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: cannot allocate %lld work items",
+                                 (long long)ni);
+        }
+    }
+    qsort(p->items, (size_t)p->num_items, sizeof *p->items, fia_item_cmp);
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
+                                    const fia_fused_infer_attention_score_tensors *t,
+                                    const fia_fused_infer_attention_score_params *prm) {
+    if (t->query_rope || t->key_rope)
+        return FIA_UNSUPPORTED("query_rope / key_rope (MLA) are not supported by this version");
+    if (!t->query) return FIA_INVALID("query is NULL");
+    if (!t->key) return FIA_INVALID("key is NULL");
+    if (!t->value) return FIA_INVALID("value is NULL");
+    if (!t->attention_out) return FIA_INVALID("attention_out is NULL");
+    FIA_TRY(fia_tensor_check(t->query, "query", true));
+    FIA_TRY(fia_tensor_check(t->key, "key", true));
+    FIA_TRY(fia_tensor_check(t->value, "value", true));
+    FIA_TRY(fia_tensor_check(t->attention_out, "attention_out", true));
+    if (t->atten_mask) FIA_TRY(fia_tensor_check(t->atten_mask, "atten_mask", false));
+    if (t->block_table) FIA_TRY(fia_tensor_check(t->block_table, "block_table", false));
+    if (t->antiquant_scale) FIA_TRY(fia_tensor_check(t->antiquant_scale, "antiquant_scale", false));
+    if (t->antiquant_offset) FIA_TRY(fia_tensor_check(t->antiquant_offset, "antiquant_offset", false));
+    if (prm->softmax_lse_flag) {
+        if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but softmax_lse_flag is set");
+        FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
+    }
+
+    /* dtypes */
+    const fia_dtype qt = t->query->dtype, kt = t->key->dtype;
+    if (!fia_dtype_is_float(qt))
+        return FIA_INVALID("query dtype is %s, must be float16, bfloat16 or float32",
+                           fia_dtype_name(qt));
+    if (!fia_dtype_is_float(kt) && kt != FIA_DTYPE_INT8)
+        return FIA_INVALID("key dtype is %s, must be float16, bfloat16, float32 or int8",
+                           fia_dtype_name(kt));
+    if (t->value->dtype != kt)
+        return FIA_INVALID("value dtype is %s, key is %s", fia_dtype_name(t->value->dtype),
+                           fia_dtype_name(kt));
+    if (t->attention_out->dtype != qt)
+        return FIA_INVALID("attention_out dtype is %s, query is %s",
+                           fia_dtype_name(t->attention_out->dtype), fia_dtype_name(qt));
+    if (kt == FIA_DTYPE_INT8 && !t->antiquant_scale)
+        return FIA_INVALID("antiquant_scale is required with int8 key and value");
+    if (kt != FIA_DTYPE_INT8 && (t->antiquant_scale || t->antiquant_offset))
+        return FIA_INVALID("antiquant_scale/offset given but key is %s, not int8", fia_dtype_name(kt));
+
+    /* heads, scale, layout */
+    const int64_t N1 = prm->num_heads;
+    const int64_t N2 = prm->num_key_value_heads == 0 ? N1 : prm->num_key_value_heads;
+    if (N1 < 1 || N1 > FIA_MAX_HEADS)
+        return FIA_INVALID("num_heads is %lld, must be 1..%d", (long long)N1, FIA_MAX_HEADS);
+    if (N2 < 1 || N2 > FIA_MAX_HEADS)
+        return FIA_INVALID("num_key_value_heads is %lld, must be 0..%d", (long long)N2, FIA_MAX_HEADS);
+    if (N1 % N2 != 0)
+        return FIA_INVALID("num_heads %lld is not a multiple of num_key_value_heads %lld",
+                           (long long)N1, (long long)N2);
+    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
+    p->N1 = N1;
+    p->N2 = N2;
+    p->G = N1 / N2;
+    p->scale = (float)prm->scale;
+
+    const fia_layout layout = prm->input_layout;
+    if (layout == FIA_LAYOUT_NTD || layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_PA_BSND ||
+        layout == FIA_LAYOUT_PA_NZ)
+        return FIA_UNSUPPORTED("input_layout %s is not supported by fused_infer_attention_score "
+                               "yet", fia_layout_name(layout));
+    if ((unsigned)layout > FIA_LAYOUT_BNSD_BSND)
+        return FIA_INVALID("input_layout is %d, unknown", (int)layout);
+    const bool tnd = layout == FIA_LAYOUT_TND;
+    p->tnd = tnd;
+    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD : layout;
+    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND : layout;
+
+    /* query */
+    fia_dims qd;
+    FIA_TRY(fia_parse_seq(t->query, "query", in_layout, N1, &p->q, &qd));
+    if (qd.D < 1 || qd.D > FIA_MAX_HEAD_DIM)
+        return FIA_INVALID("query head dim is %lld, must be 1..%d", (long long)qd.D, FIA_MAX_HEAD_DIM);
+    p->D = qd.D;
+    p->S1 = qd.S;
+    if (tnd) {
+        const int64_t count = prm->actual_seq_lengths ? prm->actual_seq_lengths_count : 0;
+        if (count <= 0) return FIA_INVALID("actual_seq_lengths (cumulative) is required with TND");
+        if (count > FIA_MAX_BATCH)
+            return FIA_INVALID("actual_seq_lengths has %lld values, at most %d batches",
+                               (long long)count, FIA_MAX_BATCH);
+        p->B = count;
+    } else {
+        if (qd.B < 1 || qd.B > FIA_MAX_BATCH)
+            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)qd.B,
+                               FIA_MAX_BATCH);
+        if (qd.S < 1) return FIA_INVALID("query sequence dim is 0");
+        p->B = qd.B;
+    }
+    const int64_t B = p->B;
+    const bool decode = !tnd && qd.S == 1;
+
+    /* key / value */
+    p->paged = t->block_table != NULL;
+    int64_t kv_S = 0, blocks = 0;
+    if (p->paged) {
+        const int64_t bs = prm->block_size;
+        if (bs < 1 || bs > FIA_MAX_BLOCK_SIZE)
+            return FIA_INVALID("block_size is %lld, must be 1..%d with a block_table", (long long)bs,
+                               FIA_MAX_BLOCK_SIZE);
+        p->block_size = bs;
+        int64_t kblocks, vblocks;
+        FIA_TRY(fia_parse_paged(t->key, "key", N2, bs, &p->k, &kblocks, &p->D));
+        if (p->D != qd.D)
+            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)p->D, (long long)qd.D);
+        FIA_TRY(fia_parse_paged(t->value, "value", N2, bs, &p->v, &vblocks, &p->Dv));
+        if (t->value->ndim != t->key->ndim)
+            return FIA_INVALID("value has %d dims, key has %d", (int)t->value->ndim, (int)t->key->ndim);
+        if (vblocks != kblocks)
+            return FIA_INVALID("value dim 0 (blocks) is %lld, key has %lld", (long long)vblocks,
+                               (long long)kblocks);
+        blocks = kblocks;
+    } else {
+        fia_dims kd, vd;
+        FIA_TRY(fia_parse_seq(t->key, "key", in_layout, N2, &p->k, &kd));
+        FIA_TRY(fia_parse_seq(t->value, "value", in_layout, N2, &p->v, &vd));
+        if (kd.D != qd.D)
+            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)kd.D, (long long)qd.D);
+        if (!tnd && kd.B != B)
+            return FIA_INVALID("key dim 0 (batch) is %lld, query has %lld", (long long)kd.B, (long long)B);
+        if (!tnd && vd.B != B)
+            return FIA_INVALID("value dim 0 (batch) is %lld, query has %lld", (long long)vd.B, (long long)B);
+        if (vd.S != kd.S)
+            return FIA_INVALID("value sequence dim is %lld, key has %lld", (long long)vd.S, (long long)kd.S);
+        p->Dv = vd.D;
+        kv_S = kd.S;
+    }
+    if (p->Dv < 1 || p->Dv > FIA_MAX_HEAD_DIM)
+        return FIA_INVALID("value head dim is %lld, must be 1..%d", (long long)p->Dv, FIA_MAX_HEAD_DIM);
+
+    /* lengths */
+    p->batches = calloc((size_t)B, sizeof *p->batches);
+    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
+    if (!p->batches || !tmp) {
+        free(tmp);
+        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    }
+    int64_t *len = tmp, *start = tmp + B;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (tnd) {
+        st = fia_parse_cumulative(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                  "actual_seq_lengths", B, qd.S, "query dim 0 (T)", len, start);
+        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+            p->batches[b].sq = len[b];
+            p->batches[b].q_tok0 = start[b];
+        }
+    } else if (decode) {
+        for (int64_t b = 0; b < B; b++) p->batches[b].sq = 1;
+    } else {
+        st = fia_parse_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                               "actual_seq_lengths", B, qd.S, "query sequence dim", false, len);
+        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].sq = len[b];
+    }
+    if (st == FIA_STATUS_SUCCESS) {
+        const int64_t *kv = prm->actual_seq_lengths_kv;
+        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
+        if (p->paged) {
+            const int64_t cap = t->block_table->ndim == 2 ? t->block_table->shape[1] * p->block_size : 0;
+            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, cap < FIA_MAX_LEN ? cap : FIA_MAX_LEN,
+                                   "block_table columns x block_size", true, len);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
+        } else if (tnd) {
+            st = fia_parse_cumulative(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key dim 0 (T)",
+                                      len, start);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+                p->batches[b].skv = len[b];
+                p->batches[b].kv_tok0 = start[b];
+            }
+        } else {
+            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key sequence dim",
+                                   false, len);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
+        }
+    }
+    free(tmp);
+    FIA_TRY(st);
+    int64_t max_sq = 0, max_skv = 0;
+    for (int64_t b = 0; b < B; b++) {
+        if (p->batches[b].sq > max_sq) max_sq = p->batches[b].sq;
+        if (p->batches[b].skv > max_skv) max_skv = p->batches[b].skv;
+    }
+    if (max_skv > FIA_MAX_LEN)
+        return FIA_INVALID("kv length %lld is too long", (long long)max_skv);
+
+    /* block table: validated and copied */
+    if (p->paged) {
+        const fia_tensor *bt = t->block_table;
+        if (bt->dtype != FIA_DTYPE_INT32)
+            return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
+        FIA_TRY(fia_tensor_check_ndim(bt, "block_table", 2));
+        if (bt->shape[0] < B)
+            return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
+                               (long long)B);
+        const int64_t bs = p->block_size;
+        p->bt_cols = (max_skv + bs - 1) / bs;
+        if (p->bt_cols < 1) p->bt_cols = 1;
+        p->block_table = calloc((size_t)(B * p->bt_cols), sizeof *p->block_table);
+        if (!p->block_table) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t need = (p->batches[b].skv + bs - 1) / bs;
+            for (int64_t c = 0; c < need; c++) {
+                const int64_t idx[2] = {b, c};
+                int32_t id;
+                memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
+                if (id < 0 || id >= blocks)
+                    return FIA_INVALID("block_table[%lld][%lld] is %d, key has %lld blocks",
+                                       (long long)b, (long long)c, (int)id, (long long)blocks);
+                p->block_table[b * p->bt_cols + c] = id;
+            }
+        }
+    }
+
+    /* mask geometry */
+    const int32_t mode = prm->sparse_mode;
+    if (mode >= 5 && mode <= 9)
+        return FIA_UNSUPPORTED("sparse_mode %d is not supported (0..4 are)", (int)mode);
+    if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0..4", (int)mode);
+    const fia_tensor *m = t->atten_mask;
+    if (m && m->dtype != FIA_DTYPE_BOOL && m->dtype != FIA_DTYPE_INT8 && m->dtype != FIA_DTYPE_UINT8)
+        return FIA_INVALID("atten_mask dtype is %s, must be bool, int8 or uint8",
+                           fia_dtype_name(m->dtype));
+    const int64_t lim = FIA_BAND_LIMIT;
+    p->pre = prm->pre_tokens > lim ? lim : prm->pre_tokens < -lim ? -lim : prm->pre_tokens;
+    p->next = prm->next_tokens > lim ? lim : prm->next_tokens < -lim ? -lim : prm->next_tokens;
+    p->vis = FIA_VIS_ALL;
+    if (decode) {
+        if (m && !(mode >= 2 && fia_is_compressed_mask(m)))
+            FIA_TRY(fia_parse_full_mask(p, m, true, max_sq, max_skv));
+    } else if (mode == 0) {
+        if (m) {
+            FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
+            p->vis = FIA_VIS_BAND_TOP_LEFT;
+        }
+    } else if (mode == 1) {
+        if (!m) return FIA_INVALID("atten_mask is required with sparse_mode 1");
+        FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
+    } else {
+        if (m && !fia_is_compressed_mask(m))
+            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
+                               "sparse_mode %d (it has %d dims, last %lld)", (int)mode,
+                               (int)m->ndim, m->ndim ? (long long)m->shape[m->ndim - 1] : 0LL);
+        p->vis = mode == 2 ? FIA_VIS_CAUSAL_TOP_LEFT
+                 : mode == 3 ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_BAND_BOTTOM_RIGHT;
+    }
+
+    /* antiquant */
+    if (kt == FIA_DTYPE_INT8)
+        FIA_TRY(fia_parse_antiquant(p, t->antiquant_scale, t->antiquant_offset,
+                                    prm->antiquant_mode, max_skv));
+
+    /* outputs */
+    fia_dims od;
+    FIA_TRY(fia_parse_seq(t->attention_out, "attention_out", out_layout, N1, &p->o, &od));
+    if (od.D != p->Dv)
+        return FIA_INVALID("attention_out head dim is %lld, value has %lld", (long long)od.D,
+                           (long long)p->Dv);
+    if (!tnd && od.B != B)
+        return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld", (long long)od.B,
+                           (long long)B);
+    if (od.S != qd.S)
+        return FIA_INVALID("attention_out sequence dim is %lld, query has %lld", (long long)od.S,
+                           (long long)qd.S);
+    p->lse = NULL;
+    if (prm->softmax_lse_flag) {
+        const fia_tensor *l = t->softmax_lse;
+        if (l->dtype != FIA_DTYPE_FLOAT32)
+            return FIA_INVALID("softmax_lse dtype is %s, must be float32", fia_dtype_name(l->dtype));
+        if (tnd) {
+            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 3));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, qd.S, "query T"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "num_heads"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, 1, "required"));
+            p->lse_s_b = 0;
+            p->lse_s_t = l->strides[0];
+            p->lse_s_h = l->strides[1];
+        } else {
+            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 4));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, B, "batch"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "num_heads"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, qd.S, "query S"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 3, 1, "required"));
+            p->lse_s_b = l->strides[0];
+            p->lse_s_h = l->strides[1];
+            p->lse_s_t = l->strides[2];
+        }
+        p->lse = l->data;
+    }
+    (void)ctx;
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
+                                                const fia_fused_infer_attention_score_tensors *t,
+                                                const fia_fused_infer_attention_score_params *prm,
+                                                fia_plan **plan, size_t *workspace_bytes) {
+    fia_error_clear();
+    if (!ctx) return FIA_INVALID("context is NULL");
+    if (!t) return FIA_INVALID("tensors is NULL");
+    if (!prm) return FIA_INVALID("params is NULL");
+    if (!plan) return FIA_INVALID("plan is NULL");
+    fia_attn_plan *p = calloc(1, sizeof *p);
+    if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    p->base.ctx = ctx;
+    p->base.execute = fia_attn_execute;
+    p->base.destroy = fia_attn_destroy;
+    p->kern = ctx->kernels;
+    p->num_threads = ctx->num_threads;
+    fia_status st = fia_attn_validate(p, ctx, t, prm);
+    if (st == FIA_STATUS_SUCCESS) {
+        p->kv_tile = FIA_KV_TILE;
+        p->kv_chunk = FIA_KV_CHUNK;
+        p->tile_pos = p->G >= FIA_TILE_ROWS ? 1 : FIA_TILE_ROWS / p->G;
+        p->tile_rows = p->tile_pos * p->G;
+        p->dp = (p->D + 15) / 16 * 16;
+        p->dvp = (p->Dv + 15) / 16 * 16;
+        st = fia_attn_schedule(p);
+    }
+    if (st != FIA_STATUS_SUCCESS) {
+        fia_attn_destroy(&p->base);
+        return st;
+    }
+    p->base.workspace_bytes = fia_attn_workspace_layout(p, NULL, NULL, NULL) + FIA_WORKSPACE_ALIGN;
+    if (ctx->verbose)
+        fprintf(stderr, "fia: fused_infer_attention_score: B=%lld N1=%lld N2=%lld D=%lld Dv=%lld "
+                "items=%lld split-groups=%lld workspace=%zu kernels=%s\n", (long long)p->B,
+                (long long)p->N1, (long long)p->N2, (long long)p->D, (long long)p->Dv,
+                (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
+                p->kern->name);
+    *plan = &p->base;
+    if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_fused_infer_attention_score(fia_context *ctx,
+                                           const fia_fused_infer_attention_score_tensors *t,
+                                           const fia_fused_infer_attention_score_params *prm) {
+    fia_plan *plan = NULL;
+    FIA_TRY(fia_fused_infer_attention_score_plan(ctx, t, prm, &plan, NULL));
+    return fia_plan_run_once(plan);
+}
