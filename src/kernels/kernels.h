@@ -18,6 +18,8 @@
 
 #include <stdint.h>
 
+#include "fia.h"
+
 typedef struct fia_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
 
@@ -51,7 +53,35 @@ typedef struct fia_kernels {
      * exp must be accurate to a few ulp of float over [-inf, 0]. */
     void (*softmax_tile)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                          float *row_sum, float *alpha);
+
+    /* Decode kernels reading K/V rows in place (no packing), rows given by pointers so paged
+     * caches need no copy; dt is FLOAT16, BFLOAT16 or FLOAT32.
+     * qk_rows: S[r][j] = sum_{c<d} Q[r][c] * K_j[c]            (r < m, j < n; K_j = krows[j])
+     * pv_rows: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_{j<n} P[r][j] * V_j[c]
+     *          (r < m, c < dv; with row_scale NULL, O is never read). */
+    void (*qk_rows)(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                    const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+    void (*pv_rows)(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                    const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                    const float *row_scale);
 } fia_kernels;
+
+/* The row kernels of each ISA (defined in <isa>/rows_<isa>.c and kernels_scalar.c). */
+void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                        const float *row_scale);
+void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                      const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                      const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                      const float *row_scale);
+void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                        const float *row_scale);
 
 extern const fia_kernels fia_kernels_scalar;
 extern const fia_kernels fia_kernels_avx2;

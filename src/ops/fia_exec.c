@@ -17,6 +17,8 @@
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
 
+enum { FIA_GEMM_MIN_ROWS = 16 };
+
 typedef struct fia_exec {
     const fia_attn_plan *p;
     char *ws;
@@ -39,6 +41,8 @@ static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch 
     t.m = fia_arena_take(&a, (size_t)rows * f);
     t.l = fia_arena_take(&a, (size_t)rows * f);
     t.alpha = fia_arena_take(&a, (size_t)rows * f);
+    t.kptr = fia_arena_take(&a, (size_t)nk * sizeof(void *));
+    t.vptr = fia_arena_take(&a, (size_t)nk * sizeof(void *));
     t.lo = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
     t.hi = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
     if (s) *s = t;
@@ -151,17 +155,46 @@ static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int whic
     for (int64_t d = 0; d < n; d++) x[d] = (x[d] + off) * sc;
 }
 
-/* Converts rows [t0, t0 + n) of K or V (kv head n2 of batch b) to fp32 rows of stride ld. */
-static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which, const fia_batch *bi,
-                          int64_t b, int64_t n2, int64_t t0, int64_t n, float *dst, int64_t ld) {
+/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b). Also prefetches the same
+ * rows of the next tile (keys below t_end), so that one tile of K/V is always in flight from
+ * memory while the current one is computed (the CPU form of the seed's double buffering). */
+static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi, int64_t b,
+                         int64_t n2, int64_t t0, int64_t n, int64_t t_end, const void **ptrs) {
+    const fia_seq *s = which ? &p->v : &p->k;
+    const int64_t row_bytes = (which ? p->Dv : p->D) * s->esize;
+    const int64_t ahead = p->kv_tile, step = s->s_t * s->esize;
+    int64_t nf = t_end - (t0 + ahead); /* rows of the next tile to prefetch */
+    nf = nf < 0 ? 0 : nf > n ? n : nf;
+    if (!p->paged) {
+        const char *row = fia_kv_row(p, s, bi, b, n2, t0);
+        for (int64_t j = 0; j < n; j++) ptrs[j] = row + j * step;
+        const char *nx = row + ahead * step;
+        for (int64_t j = 0; j < nf; j++)
+            for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + j * step + off, 0, 2);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) ptrs[j] = fia_kv_row(p, s, bi, b, n2, t0 + j);
+    for (int64_t j = 0; j < nf; j++) {
+        const char *nx = fia_kv_row(p, s, bi, b, n2, t0 + ahead + j);
+        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off, 0, 2);
+    }
+}
+
+/* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld. */
+static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which, int64_t b,
+                          int64_t n2, int64_t t0, int64_t n, const void *const *ptrs, float *dst,
+                          int64_t ld) {
     const fia_seq *s = which ? &p->v : &p->k;
     const int64_t dim = which ? p->Dv : p->D;
     for (int64_t j = 0; j < n; j++) {
-        const char *src = fia_kv_row(p, s, bi, b, n2, t0 + j);
-        if (j + 1 < n) __builtin_prefetch(fia_kv_row(p, s, bi, b, n2, t0 + j + 1));
-        fia_row_to_f32(p->kern, src, s->dtype, dst + j * ld, dim);
+        fia_row_to_f32(p->kern, ptrs[j], s->dtype, dst + j * ld, dim);
         if (p->aq != FIA_AQ_NONE) fia_dequant_row(p, ex, which, b, n2, t0 + j, dst + j * ld, dim);
     }
+}
+
+/* Points ptrs at the fp32 rows of dst (after fia_pack_rows). */
+static void fia_point_rows(const void **ptrs, const float *dst, int64_t ld, int64_t n) {
+    for (int64_t j = 0; j < n; j++) ptrs[j] = dst + j * ld;
 }
 
 /* ---- the tile -------------------------------------------------------------------------- */
@@ -231,6 +264,9 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s)
         s->l[r] = 0.0f;
     }
 
+    /* Tiles of at least FIA_GEMM_MIN_ROWS rows amortise packing K/V over the rows (prefill). */
+    const bool gemm_path = rows >= FIA_GEMM_MIN_ROWS;
+    const fia_dtype kdt = p->aq != FIA_AQ_NONE ? FIA_DTYPE_FLOAT32 : p->k.dtype;
     bool first = true;
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / nk + 1) * nk;
@@ -240,13 +276,35 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s)
         for (int64_t pp = 0; pp < it->qn && !visible; pp++)
             visible = s->lo[pp] <= s->hi[pp] && s->lo[pp] < t1 && s->hi[pp] >= t0;
         if (visible) {
-            fia_pack_rows(p, ex, 0, bi, b, n2, t0, n, s->kr, dp);
-            k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
-            k->gemm_f32(rows, n, D, s->q, dp, s->kt, nk, s->s, nk, NULL);
+            /* S = Q.K^T: small tiles (decode) read K rows in place; large tiles pack K once into
+             * a transposed fp32 panel shared by all rows (GEMM). int8 rows are dequantized into
+             * fp32 rows first. */
+            fia_row_ptrs(p, 0, bi, b, n2, t0, n, it->kv1, s->kptr);
+            if (p->aq != FIA_AQ_NONE) {
+                fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
+                fia_point_rows(s->kptr, s->kr, dp, n);
+            }
+            if (gemm_path) {
+                if (p->aq == FIA_AQ_NONE) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
+                k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
+                k->gemm_f32(rows, n, D, s->q, dp, s->kt, nk, s->s, nk, NULL);
+            } else {
+                k->qk_rows(rows, n, D, s->q, dp, s->kptr, kdt, s->s, nk);
+            }
             if (fia_mask_tile(p, it, s, t0, n)) {
                 k->softmax_tile(s->s, nk, rows, n, s->m, s->l, s->alpha);
-                fia_pack_rows(p, ex, 1, bi, b, n2, t0, n, s->vp, dvp);
-                k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, s->o, dvp, first ? NULL : s->alpha);
+                const float *scale = first ? NULL : s->alpha;
+                fia_row_ptrs(p, 1, bi, b, n2, t0, n, it->kv1, s->vptr);
+                if (p->aq != FIA_AQ_NONE) {
+                    fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
+                    fia_point_rows(s->vptr, s->vp, dvp, n);
+                }
+                if (gemm_path) {
+                    if (p->aq == FIA_AQ_NONE) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
+                    k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, s->o, dvp, scale);
+                } else {
+                    k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, kdt, s->o, dvp, scale);
+                }
                 first = false;
             }
         }

@@ -68,6 +68,7 @@ typedef struct fia_item {
     int64_t q0, qn;      /* query positions [q0, q0 + qn) */
     int64_t kv0, kv1;    /* keys [kv0, kv1) this item covers */
     int64_t cost;
+    int64_t order;       /* position in the natural order (ties of the cost sort) */
 } fia_item;
 
 typedef struct fia_group {
@@ -129,6 +130,7 @@ typedef struct fia_scratch {
     float *s;     /* tile_rows x kv_tile */
     float *o;     /* tile_rows x dvp */
     float *m, *l, *alpha; /* tile_rows */
+    const void **kptr, **vptr; /* kv_tile row pointers */
     int64_t *lo, *hi;     /* per query position of the tile */
 } fia_scratch;
 

@@ -354,10 +354,12 @@ static void fia_tile_kv_range(const fia_attn_plan *p, const fia_batch *bi, int64
     *kv1 = hi + 1 > lo ? hi + 1 : lo;
 }
 
+/* Largest cost first; equal costs keep the natural (batch, head, query tile, chunk) order, so
+ * that threads walk neighbouring KV chunks together. */
 static int fia_item_cmp(const void *a, const void *b) {
     const fia_item *x = a, *y = b;
     if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
-    return 0;
+    return x->order < y->order ? -1 : x->order > y->order;
 }
 
 /* Builds items and groups from the batches. */
@@ -380,7 +382,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                         if (pass) {
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, -1, 0,
                                                       q0, qn, kv0, kv1,
-                                                      rows * (kv1 - kv0) + rows * 16 + 64};
+                                                      rows * (kv1 - kv0) + rows * 16 + 64, 0};
                         }
                         ni++;
                         continue;
@@ -396,7 +398,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                         if (pass) {
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
                                                       (int32_t)ng, (int32_t)(c - c0), q0, qn, a, e,
-                                                      rows * (e - a) + rows * 16 + 64};
+                                                      rows * (e - a) + rows * 16 + 64, 0};
                         }
                         ni++;
                     }
@@ -409,7 +411,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
             if (rows_alloc > bi->sq) {
                 if (pass)
                     p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, -1, 0, bi->sq,
-                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1};
+                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1, 0};
                 ni++;
             }
             if (ni > FIA_MAX_ITEMS)
@@ -427,6 +429,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                                  (long long)ni);
         }
     }
+    for (int64_t i = 0; i < p->num_items; i++) p->items[i].order = i;
     qsort(p->items, (size_t)p->num_items, sizeof *p->items, fia_item_cmp);
     return FIA_STATUS_SUCCESS;
 }

@@ -75,6 +75,35 @@ static void softmax_tile_scalar(float *s, int64_t lds, int64_t m, int64_t n, flo
     }
 }
 
+static float fia_row_elem(const void *row, int64_t i, fia_dtype dt) {
+    if (dt == FIA_DTYPE_FLOAT16) return fia_cvt_f16_to_f32(((const uint16_t *)row)[i]);
+    if (dt == FIA_DTYPE_BFLOAT16) return fia_cvt_bf16_to_f32(((const uint16_t *)row)[i]);
+    return ((const float *)row)[i];
+}
+
+void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < d; c++) acc += q[r * ldq + c] * fia_row_elem(krows[j], c, dt);
+            s[r * lds + j] = acc;
+        }
+}
+
+void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                        const float *row_scale) {
+    for (int64_t r = 0; r < m; r++) {
+        float *orow = o + r * ldo;
+        for (int64_t c = 0; c < dv; c++) orow[c] = row_scale ? orow[c] * row_scale[r] : 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            const float pj = p[r * ldp + j];
+            for (int64_t c = 0; c < dv; c++) orow[c] += pj * fia_row_elem(vrows[j], c, dt);
+        }
+    }
+}
+
 const fia_kernels fia_kernels_scalar = {
     .name = "scalar",
     .gemm_f32 = gemm_f32_scalar,
@@ -85,4 +114,6 @@ const fia_kernels fia_kernels_scalar = {
     .f32_to_bf16 = f32_to_bf16_scalar,
     .transpose_f32 = transpose_f32_scalar,
     .softmax_tile = softmax_tile_scalar,
+    .qk_rows = fia_qk_rows_scalar,
+    .pv_rows = fia_pv_rows_scalar,
 };

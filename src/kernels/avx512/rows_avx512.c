@@ -1,0 +1,233 @@
+/*
+ * rows_avx512.c - decode kernels that read K/V rows in place (AVX-512).
+ *
+ * qk_rows_avx512: S[r][j] = sum_d Q[r][d] * K_j[d]   (r < m, j < n)
+ *   K rows come as an array of row pointers (paged caches need no copy) in float16, bfloat16 or
+ *   float32 and are converted in registers. Blocks of RB query rows x KB keys with RB*KB = 16
+ *   zmm accumulators ((1,16), (2,8), (4,4), (8,2)); the head dim runs in 16-wide steps (the
+ *   tail masked); the 16 accumulators are folded into one vector of 16 dot products by a
+ *   4-level shuffle/add tree (45 ops per 16 dot products).
+ * pv_rows_avx512: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_j P[r][j] * V_j[c]
+ *   Blocks of up to 4 rows x 64 columns (16 zmm accumulators) stream over the n value rows; P
+ *   is broadcast from memory. With row_scale NULL, O is never read.
+ * Preconditions: Q, P, O fp32 with unit inner stride; row pointers valid for d (dv) elements.
+ * Nothing is read or written beyond the sizes given (masked loads and stores at the tails).
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#define FIA_AI static inline __attribute__((always_inline))
+
+FIA_AI __mmask16 fia_mask16(int64_t n) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+/* 16 elements (masked) of a row in dtype dt, as fp32. */
+FIA_AI __m512 fia_load16(const void *row, int64_t i, fia_dtype dt, __mmask16 mk) {
+    if (dt == FIA_DTYPE_FLOAT16)
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)row + i));
+    if (dt == FIA_DTYPE_BFLOAT16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)row + i)), 16));
+    return _mm512_maskz_loadu_ps(mk, (const float *)row + i);
+}
+
+/* Lane i of the result = horizontal sum of a_i. */
+FIA_AI __m512 fia_hadd_pair(__m512 x, __m512 y) {
+    return _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+}
+FIA_AI __m512 fia_hadd_quad(__m512 x, __m512 y) {
+    return _mm512_add_ps(_mm512_shuffle_ps(x, y, 0x44), _mm512_shuffle_ps(x, y, 0xEE));
+}
+FIA_AI __m512 fia_hadd_lane(__m512 x, __m512 y) {
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x88), _mm512_shuffle_f32x4(x, y, 0xDD));
+}
+FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5,
+                         __m512 a6, __m512 a7, __m512 a8, __m512 a9, __m512 a10, __m512 a11,
+                         __m512 a12, __m512 a13, __m512 a14, __m512 a15) {
+    const __m512 s0 = fia_hadd_quad(fia_hadd_pair(a0, a1), fia_hadd_pair(a2, a3));
+    const __m512 s1 = fia_hadd_quad(fia_hadd_pair(a4, a5), fia_hadd_pair(a6, a7));
+    const __m512 s2 = fia_hadd_quad(fia_hadd_pair(a8, a9), fia_hadd_pair(a10, a11));
+    const __m512 s3 = fia_hadd_quad(fia_hadd_pair(a12, a13), fia_hadd_pair(a14, a15));
+    return fia_hadd_lane(fia_hadd_lane(s0, s1), fia_hadd_lane(s2, s3));
+}
+
+/* Accumulator idx (a compile-time constant after inlining) of the 16 named ones. */
+#define FIA_ACC_FMA(idx, qq, kv)                                                                   \
+    switch (idx) {                                                                                \
+    case 0: c0 = _mm512_fmadd_ps(qq, kv, c0); break;                                              \
+    case 1: c1 = _mm512_fmadd_ps(qq, kv, c1); break;                                              \
+    case 2: c2 = _mm512_fmadd_ps(qq, kv, c2); break;                                              \
+    case 3: c3 = _mm512_fmadd_ps(qq, kv, c3); break;                                              \
+    case 4: c4 = _mm512_fmadd_ps(qq, kv, c4); break;                                              \
+    case 5: c5 = _mm512_fmadd_ps(qq, kv, c5); break;                                              \
+    case 6: c6 = _mm512_fmadd_ps(qq, kv, c6); break;                                              \
+    case 7: c7 = _mm512_fmadd_ps(qq, kv, c7); break;                                              \
+    case 8: c8 = _mm512_fmadd_ps(qq, kv, c8); break;                                              \
+    case 9: c9 = _mm512_fmadd_ps(qq, kv, c9); break;                                              \
+    case 10: c10 = _mm512_fmadd_ps(qq, kv, c10); break;                                           \
+    case 11: c11 = _mm512_fmadd_ps(qq, kv, c11); break;                                           \
+    case 12: c12 = _mm512_fmadd_ps(qq, kv, c12); break;                                           \
+    case 13: c13 = _mm512_fmadd_ps(qq, kv, c13); break;                                           \
+    case 14: c14 = _mm512_fmadd_ps(qq, kv, c14); break;                                           \
+    default: c15 = _mm512_fmadd_ps(qq, kv, c15); break;                                           \
+    }
+#define FIA_QK_ROW(rr, kk)                                                                        \
+    if (RB > rr) FIA_ACC_FMA((rr) * KB + (kk), q##rr, kv)
+#define FIA_QK_KEY(kk)                                                                            \
+    if (KB > kk) {                                                                                \
+        const __m512 kv = fia_load16(kptr[kk], c, dt, mk);                                        \
+        FIA_QK_ROW(0, kk) FIA_QK_ROW(1, kk) FIA_QK_ROW(2, kk) FIA_QK_ROW(3, kk)                   \
+        FIA_QK_ROW(4, kk) FIA_QK_ROW(5, kk) FIA_QK_ROW(6, kk) FIA_QK_ROW(7, kk)                   \
+    }
+#define FIA_QK_LOADQ(rr)                                                                          \
+    if (RB > rr) q##rr = _mm512_maskz_loadu_ps(mk, q + rr * ldq + c);
+
+/* One block of RB rows x KB keys (RB * KB == 16, compile-time constants; the accumulators are
+ * named variables so that they stay in registers). kptr has KB valid pointers (the caller
+ * repeats the last one for a partial block); only kb columns are stored. */
+FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
+                         int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
+                         int64_t lds) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
+    for (int64_t c = 0; c < d; c += 16) {
+        const __mmask16 mk = fia_mask16(d - c);
+        __m512 q0 = c0, q1 = c0, q2 = c0, q3 = c0, q4 = c0, q5 = c0, q6 = c0, q7 = c0;
+        (void)q1, (void)q2, (void)q3, (void)q4, (void)q5, (void)q6, (void)q7;
+        FIA_QK_LOADQ(0) FIA_QK_LOADQ(1) FIA_QK_LOADQ(2) FIA_QK_LOADQ(3)
+        FIA_QK_LOADQ(4) FIA_QK_LOADQ(5) FIA_QK_LOADQ(6) FIA_QK_LOADQ(7)
+        FIA_QK_KEY(0) FIA_QK_KEY(1) FIA_QK_KEY(2) FIA_QK_KEY(3)
+        FIA_QK_KEY(4) FIA_QK_KEY(5) FIA_QK_KEY(6) FIA_QK_KEY(7)
+        FIA_QK_KEY(8) FIA_QK_KEY(9) FIA_QK_KEY(10) FIA_QK_KEY(11)
+        FIA_QK_KEY(12) FIA_QK_KEY(13) FIA_QK_KEY(14) FIA_QK_KEY(15)
+    }
+    float out[16];
+    _mm512_storeu_ps(out, fia_hsum16(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,
+                                     c14, c15));
+    for (int rr = 0; rr < RB; rr++)
+        for (int64_t kk = 0; kk < kb; kk++) s[rr * lds + kk] = out[rr * KB + kk];
+}
+#undef FIA_QK_LOADQ
+#undef FIA_QK_KEY
+#undef FIA_QK_ROW
+#undef FIA_ACC_FMA
+
+/* All keys for RB rows. */
+FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, const float *q,
+                            int64_t ldq, const void *const *krows, fia_dtype dt, float *s,
+                            int64_t lds) {
+    int64_t j0 = 0;
+    for (; j0 + KB <= n; j0 += KB) fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds);
+    if (j0 < n) {
+        const void *kp[16];
+        for (int kk = 0; kk < KB; kk++) kp[kk] = krows[j0 + kk < n ? j0 + kk : n - 1];
+        fia_qk_block(RB, KB, n - j0, d, q, ldq, kp, dt, s + j0, lds);
+    }
+}
+
+FIA_AI void fia_qk_rows_dt(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                           const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+    int64_t r0 = 0;
+    for (; r0 + 8 <= m; r0 += 8) fia_qk_rowblock(8, 2, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
+    for (; r0 + 4 <= m; r0 += 4) fia_qk_rowblock(4, 4, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
+    for (; r0 + 2 <= m; r0 += 2) fia_qk_rowblock(2, 8, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
+    for (; r0 < m; r0++) fia_qk_rowblock(1, 16, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
+}
+
+void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds); break;
+    case FIA_DTYPE_BFLOAT16: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds); break;
+    default: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds); break;
+    }
+}
+
+#define FIA_PV_INIT(r)                                                                            \
+    if (RB > r && row_scale) {                                                                    \
+        const __m512 sc = _mm512_set1_ps(row_scale[r]);                                           \
+        const float *orow = o + r * ldo + c0;                                                     \
+        a##r##0 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m0, orow));                             \
+        a##r##1 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m1, orow + 16));                        \
+        a##r##2 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m2, orow + 32));                        \
+        a##r##3 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m3, orow + 48));                        \
+    }
+#define FIA_PV_FMA(r)                                                                             \
+    if (RB > r) {                                                                                 \
+        const __m512 pj = _mm512_set1_ps(p[r * ldp + j]);                                         \
+        a##r##0 = _mm512_fmadd_ps(pj, v0, a##r##0);                                               \
+        a##r##1 = _mm512_fmadd_ps(pj, v1, a##r##1);                                               \
+        a##r##2 = _mm512_fmadd_ps(pj, v2, a##r##2);                                               \
+        a##r##3 = _mm512_fmadd_ps(pj, v3, a##r##3);                                               \
+    }
+#define FIA_PV_STORE(r)                                                                           \
+    if (RB > r) {                                                                                 \
+        float *orow = o + r * ldo + c0;                                                           \
+        _mm512_mask_storeu_ps(orow, m0, a##r##0);                                                 \
+        _mm512_mask_storeu_ps(orow + 16, m1, a##r##1);                                            \
+        _mm512_mask_storeu_ps(orow + 32, m2, a##r##2);                                            \
+        _mm512_mask_storeu_ps(orow + 48, m3, a##r##3);                                            \
+    }
+
+/* RB rows x 64 columns [c0, c0 + 64) of O (RB <= 4, a compile-time constant; 16 named
+ * accumulators). */
+FIA_AI void fia_pv_block(const int RB, int64_t n, int64_t c0, int64_t dv, const float *p,
+                         int64_t ldp, const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                         const float *row_scale) {
+    const __mmask16 m0 = fia_mask16(dv - c0);
+    const __mmask16 m1 = c0 + 16 < dv ? fia_mask16(dv - c0 - 16) : 0;
+    const __mmask16 m2 = c0 + 32 < dv ? fia_mask16(dv - c0 - 32) : 0;
+    const __mmask16 m3 = c0 + 48 < dv ? fia_mask16(dv - c0 - 48) : 0;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+           a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
+           a32 = a00, a33 = a00;
+    FIA_PV_INIT(0) FIA_PV_INIT(1) FIA_PV_INIT(2) FIA_PV_INIT(3)
+    for (int64_t j = 0; j < n; j++) {
+        const void *row = vrows[j];
+        const __m512 v0 = fia_load16(row, c0, dt, m0);
+        const __m512 v1 = fia_load16(row, c0 + 16, dt, m1);
+        const __m512 v2 = fia_load16(row, c0 + 32, dt, m2);
+        const __m512 v3 = fia_load16(row, c0 + 48, dt, m3);
+        FIA_PV_FMA(0) FIA_PV_FMA(1) FIA_PV_FMA(2) FIA_PV_FMA(3)
+    }
+    FIA_PV_STORE(0) FIA_PV_STORE(1) FIA_PV_STORE(2) FIA_PV_STORE(3)
+}
+#undef FIA_PV_INIT
+#undef FIA_PV_FMA
+#undef FIA_PV_STORE
+
+FIA_AI void fia_pv_rowblock(const int RB, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                            const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                            const float *row_scale) {
+    for (int64_t c0 = 0; c0 < dv; c0 += 64)
+        fia_pv_block(RB, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale);
+}
+
+FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                           const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                           const float *row_scale) {
+    int64_t r0 = 0;
+#define FIA_PV_ARGS n, dv, p + r0 * ldp, ldp, vrows, dt, o + r0 * ldo, ldo, row_scale ? row_scale + r0 : NULL
+    for (; r0 + 4 <= m; r0 += 4) fia_pv_rowblock(4, FIA_PV_ARGS);
+    if (m - r0 == 3) fia_pv_rowblock(3, FIA_PV_ARGS);
+    else if (m - r0 == 2) fia_pv_rowblock(2, FIA_PV_ARGS);
+    else if (m - r0 == 1) fia_pv_rowblock(1, FIA_PV_ARGS);
+#undef FIA_PV_ARGS
+}
+
+void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                        const float *row_scale) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale);
+        break;
+    default: fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale); break;
+    }
+}
