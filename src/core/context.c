@@ -2,10 +2,15 @@
  * context.c - CPU detection (once per context), FIA_ISA / FIA_NUM_THREADS / FIA_VERBOSE, the
  * kernel table choice and the thread pool.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "core/context.h"
 #include "core/status.h"
@@ -20,18 +25,25 @@ const char *fia_isa_name(fia_isa isa) {
     return "unknown";
 }
 
-/* The best level this CPU (and OS) runs. */
+/* The best level this CPU (and OS) runs, from CPUID and XCR0 (so that it works the same with
+ * gcc and clang, whatever feature names their builtins know). */
 static fia_isa fia_detect_isa(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return FIA_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return FIA_ISA_AVX2;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return FIA_ISA_SCALAR;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
+               f16c = c & (1u << 29);
+    if (!(osxsave && avx && fma && f16c)) return FIA_ISA_SCALAR;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & 0x6u) != 0x6u) return FIA_ISA_SCALAR; /* the OS saves no YMM state */
+    if (__get_cpuid_max(0, NULL) < 7) return FIA_ISA_SCALAR;
+    __cpuid_count(7, 0, a, b, c, d);
+    const bool avx2 = b & (1u << 5);
+    const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
+                        (b & (1u << 31)) && (c & (1u << 11)) && (xlo & 0xe6u) == 0xe6u;
+    if (avx512) return FIA_ISA_AVX512;
+    if (avx2) return FIA_ISA_AVX2;
 #endif
     return FIA_ISA_SCALAR;
 }

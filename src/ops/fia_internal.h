@@ -68,7 +68,6 @@ typedef struct fia_item {
     int64_t q0, qn;      /* query positions [q0, q0 + qn) */
     int64_t kv0, kv1;    /* keys [kv0, kv1) this item covers */
     int64_t cost;
-    int64_t order;       /* position in the natural order (ties of the cost sort) */
 } fia_item;
 
 typedef struct fia_group {

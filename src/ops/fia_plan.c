@@ -354,12 +354,16 @@ static void fia_tile_kv_range(const fia_attn_plan *p, const fia_batch *bi, int64
     *kv1 = hi + 1 > lo ? hi + 1 : lo;
 }
 
-/* Largest cost first; equal costs keep the natural (batch, head, query tile, chunk) order, so
- * that threads walk neighbouring KV chunks together. */
+/* Largest cost first; equal costs in (batch, first key, kv head, query tile) order, so that
+ * threads working at the same time read neighbouring KV rows (for token-major layouts the
+ * chunks of all heads at one position are adjacent in memory). */
 static int fia_item_cmp(const void *a, const void *b) {
     const fia_item *x = a, *y = b;
     if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
-    return x->order < y->order ? -1 : x->order > y->order;
+    if (x->b != y->b) return x->b < y->b ? -1 : 1;
+    if (x->kv0 != y->kv0) return x->kv0 < y->kv0 ? -1 : 1;
+    if (x->n2 != y->n2) return x->n2 < y->n2 ? -1 : 1;
+    return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
 }
 
 /* Builds items and groups from the batches. */
@@ -382,7 +386,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                         if (pass) {
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, -1, 0,
                                                       q0, qn, kv0, kv1,
-                                                      rows * (kv1 - kv0) + rows * 16 + 64, 0};
+                                                      rows * (kv1 - kv0) + rows * 16 + 64};
                         }
                         ni++;
                         continue;
@@ -398,7 +402,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                         if (pass) {
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
                                                       (int32_t)ng, (int32_t)(c - c0), q0, qn, a, e,
-                                                      rows * (e - a) + rows * 16 + 64, 0};
+                                                      rows * (e - a) + rows * 16 + 64};
                         }
                         ni++;
                     }
@@ -411,7 +415,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
             if (rows_alloc > bi->sq) {
                 if (pass)
                     p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, -1, 0, bi->sq,
-                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1, 0};
+                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1};
                 ni++;
             }
             if (ni > FIA_MAX_ITEMS)
@@ -429,7 +433,6 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                                  (long long)ni);
         }
     }
-    for (int64_t i = 0; i < p->num_items; i++) p->items[i].order = i;
     qsort(p->items, (size_t)p->num_items, sizeof *p->items, fia_item_cmp);
     return FIA_STATUS_SUCCESS;
 }

@@ -1,0 +1,34 @@
+/*
+ * roofline.h - measures the machine's roofline in the same run as the benchmark: the
+ * multi-threaded streaming read bandwidth (GB/s) and the fp32 FMA peak (GFLOP/s), plus the
+ * last-level cache size used to size cold-cache buffer rotations.
+ */
+#ifndef FIA_BENCH_ROOFLINE_H
+#define FIA_BENCH_ROOFLINE_H
+
+#include <stddef.h>
+
+typedef struct roofline {
+    double read_gbps;  /* best pass of a streaming read/sum over a buffer >> LLC, all threads */
+    double fma_gflops; /* fp32, all threads running independent FMA chains */
+    int threads;       /* threads used by both probes */
+    const char *isa;   /* vector level of the probes: "avx512", "avx2" or "scalar" */
+    size_t llc_bytes;  /* last-level cache size (roofline_llc_bytes) */
+    size_t buffer_bytes; /* size of the bandwidth probe's buffer */
+} roofline;
+
+/* The last-level (L3) cache size in bytes: /sys/devices/system/cpu/cpu0/cache, then
+ * sysconf(_SC_LEVEL3_CACHE_SIZE), else 32 MiB. */
+size_t roofline_llc_bytes(void);
+
+/* Runs both probes with `threads` threads (>= 1); takes about a second. Returns 0, or -1 with a
+ * message in err (allocation or thread creation failed). */
+int roofline_measure(int threads, roofline *r, char *err, size_t err_len);
+
+/* The fraction of the roofline a run reached: max(bytes / seconds / read bandwidth,
+ * flops / seconds / FMA peak). *bound (may be NULL) is set to "memory" or "compute", whichever
+ * gave the maximum. */
+double roofline_fraction(const roofline *r, double bytes, double flops, double seconds,
+                         const char **bound);
+
+#endif /* FIA_BENCH_ROOFLINE_H */

@@ -1,0 +1,119 @@
+/*
+ * cli.h - declarations shared by the files of the `fia` command line: the subcommands, the
+ * operator table of `fia op`, the generic flag parser and the helpers every subcommand uses
+ * (one-line errors, exit codes, tolerances, the oracle comparison).
+ *
+ * Adding an operator to `fia op`: write a handler `int run_<op>(const cli_args *args)` and its
+ * flag table, and append one cli_op entry to the table in cmd_op.c. The generic parser handles
+ * --threads, --check, --out NAME=PATH and --help for every operator.
+ */
+#ifndef FIA_TOOLS_CLI_H
+#define FIA_TOOLS_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "fia.h"
+
+/* Exit statuses of every subcommand. */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAIL = 1,  /* ran, but a check failed or the machine ran out of something */
+    CLI_EXIT_USAGE = 2  /* bad flag, bad input file, or the library refused the call */
+};
+
+/* Prints "fia: error: <message>" as exactly one line on stderr (newlines and other control
+ * characters in the message are replaced by spaces). */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Subcommands: argv[0] is the subcommand name. Each returns an exit status. */
+int cmd_op(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+void cmd_op_usage(FILE *out);
+void cmd_demo_usage(FILE *out);
+void cmd_bench_usage(FILE *out);
+
+/* Creates a context with `threads` (0: the default) to learn its thread count and ISA, destroys
+ * it, then measures the roofline (bench/roofline.h) with that many threads, so that no idle pool
+ * competes with the probes. Returns an exit status (errors printed). */
+struct roofline;
+int cli_measure_roofline(int32_t threads, struct roofline *r, int32_t *ctx_threads,
+                         fia_isa *isa);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Flags of `fia op` operators                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+typedef enum cli_flag_kind {
+    CLI_FLAG_TENSOR,   /* PATH.npy or PATH.npy:bf16 */
+    CLI_FLAG_INT,      /* an int64 */
+    CLI_FLAG_FLOAT,    /* a finite double */
+    CLI_FLAG_INT_LIST, /* comma-separated int64s: "3,5" */
+    CLI_FLAG_STRING,   /* any text */
+    CLI_FLAG_SWITCH    /* no value */
+} cli_flag_kind;
+
+typedef struct cli_flag {
+    const char *name; /* without the leading "--" (torch_npu keyword names) */
+    cli_flag_kind kind;
+    int required;
+    const char *help;
+} cli_flag;
+
+#define CLI_MAX_FLAGS 48
+#define CLI_MAX_OUTS 8
+
+typedef struct cli_args cli_args;
+
+/* One operator of `fia op`. */
+typedef struct cli_op {
+    const char *name;
+    const char *summary;
+    const cli_flag *flags;        /* terminated by an entry with name == NULL */
+    const char *const *outputs;   /* names accepted by --out NAME=PATH, NULL-terminated */
+    int (*run)(const cli_args *args); /* returns an exit status */
+} cli_op;
+
+struct cli_args {
+    const cli_op *op;
+    const char *values[CLI_MAX_FLAGS]; /* text per entry of op->flags; NULL when absent */
+    int n_outs;
+    const char *out_names[CLI_MAX_OUTS];
+    const char *out_paths[CLI_MAX_OUTS];
+    int32_t threads; /* --threads (0: the library default) */
+    int check;       /* --check */
+};
+
+/* The text given for a flag of the operator; NULL when absent or unknown. */
+const char *cli_arg(const cli_args *a, const char *name);
+/* A flag's value (validated by the parser); def when absent. */
+int64_t cli_arg_int(const cli_args *a, const char *name, int64_t def);
+double cli_arg_float(const cli_args *a, const char *name, double def);
+int cli_arg_switch(const cli_args *a, const char *name);
+/* A comma-separated list: *values is malloc'ed (free it), *count its length; both zero when
+ * absent. Returns 0, or -1 (message printed) when out of memory. */
+int cli_arg_int_list(const cli_args *a, const char *name, int64_t **values, int64_t *count);
+/* The path given by --out NAME=PATH; NULL when absent. */
+const char *cli_out_path(const cli_args *a, const char *name);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Checks against the oracle                                                                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The tolerance of an output of the given dtype: atol 1e-3, rtol 5e-3 (float32: 1e-5, 1e-5). */
+void cli_tolerance(fia_dtype dtype, double *atol, double *rtol);
+
+typedef struct cli_check {
+    double max_abs_err;  /* over elements where both are finite */
+    int64_t failures;    /* elements outside atol + rtol * |want| (fia_ref_compare's rule) */
+    int64_t elements;
+} cli_check;
+
+/* Compares got (read through its strides) with the compact double array want and accumulates
+ * into *c. */
+void cli_check_tensor(const fia_tensor *got, const double *want, double atol, double rtol,
+                      cli_check *c);
+
+#endif /* FIA_TOOLS_CLI_H */

@@ -1,0 +1,196 @@
+/*
+ * cmd_bench.c - `fia bench [--json] [--filter TEXT] [--threads N] [--reps N]`.
+ *
+ * Measures the machine roofline (read bandwidth, fp32 FMA peak) in the same run, then times
+ * every case of bench/cases.c whose name contains TEXT, with cold caches (buffer copies rotated
+ * beyond twice the last-level cache), planned once and executed many times; reports the median
+ * time, GB/s, GFLOP/s and the fraction of the roofline, as a table or as one JSON object per line
+ * and case.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cases.h"
+#include "cli.h"
+#include "roofline.h"
+
+void cmd_bench_usage(FILE *out) {
+    fprintf(out,
+            "usage: fia bench [--json] [--filter TEXT] [--threads N] [--reps N]\n\n"
+            "  --json         one JSON object per line and case\n"
+            "  --filter TEXT  only the cases whose name contains TEXT\n"
+            "  --threads N    threads of the context and of the roofline probes (default: all)\n"
+            "  --reps N       timed runs per case (default: about 0.5 s worth, 5..1000)\n\n"
+            "Bytes count K and V once plus Q and the output; FLOPs are 2*(D+Dv)*N1 per visible\n"
+            "(query row, key) pair. roofline = max(GB/s / read GB/s, GFLOP/s / FMA GFLOP/s).\n"
+            "cases:\n");
+    size_t n;
+    const bench_case *cases = bench_cases(&n);
+    for (size_t i = 0; i < n; i++) {
+        char shape[128];
+        cases[i].op->shape(&cases[i], shape, sizeof shape);
+        fprintf(out, "  %-32s %s\n", cases[i].name, shape);
+    }
+}
+
+/* Writes s as a JSON string (quotes included). */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        const unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+static int parse_positive(const char *flag, const char *text, int *out) {
+    char *end = NULL;
+    errno = 0;
+    const long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < 0 || v > 1000000) {
+        cli_error("%s: '%s' is not a count", flag, text);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+/* Measures the roofline with the context's thread count, while no context exists (so its
+ * workers cannot compete with the probe threads). */
+int cli_measure_roofline(int32_t threads, roofline *r, int32_t *ctx_threads, fia_isa *isa) {
+    fia_context_options opts = {threads, FIA_ISA_AUTO};
+    fia_context *ctx = NULL;
+    const fia_status s = fia_context_create(&opts, &ctx);
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_error("%s", fia_last_error()[0] != '\0' ? fia_last_error() : fia_status_string(s));
+        return CLI_EXIT_USAGE;
+    }
+    *ctx_threads = fia_context_num_threads(ctx);
+    *isa = fia_context_isa(ctx);
+    fia_context_destroy(ctx);
+    char err[256];
+    if (roofline_measure(*ctx_threads, r, err, sizeof err) != 0) {
+        cli_error("%s", err);
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+}
+
+int cmd_bench(int argc, char **argv) {
+    int json = 0, reps = 0, threads = 0;
+    const char *filter = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            cmd_bench_usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (strcmp(a, "--filter") == 0 || strcmp(a, "--threads") == 0 ||
+                   strcmp(a, "--reps") == 0) {
+            if (i + 1 >= argc) {
+                cli_error("%s needs a value", a);
+                return CLI_EXIT_USAGE;
+            }
+            const char *v = argv[++i];
+            if (strcmp(a, "--filter") == 0)
+                filter = v;
+            else if (parse_positive(a, v, strcmp(a, "--reps") == 0 ? &reps : &threads) != 0)
+                return CLI_EXIT_USAGE;
+        } else {
+            cli_error("unknown flag '%s' for bench (see 'fia help bench')", a);
+            return CLI_EXIT_USAGE;
+        }
+    }
+
+    size_t n_cases;
+    const bench_case *cases = bench_cases(&n_cases);
+    int selected = 0;
+    for (size_t i = 0; i < n_cases; i++)
+        if (filter == NULL || strstr(cases[i].name, filter) != NULL) selected++;
+    if (selected == 0) {
+        cli_error("--filter: no case name contains '%s' (see 'fia help bench')", filter);
+        return CLI_EXIT_USAGE;
+    }
+
+    roofline rl;
+    int32_t n_threads = 0;
+    fia_isa isa = FIA_ISA_AUTO;
+    int rc = cli_measure_roofline(threads, &rl, &n_threads, &isa);
+    if (rc != CLI_EXIT_OK) return rc;
+    fia_context_options opts = {threads, FIA_ISA_AUTO};
+    fia_context *ctx = NULL;
+    if (fia_context_create(&opts, &ctx) != FIA_STATUS_SUCCESS) {
+        cli_error("%s", fia_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    if (!json) {
+        printf("fia %s bench: kernels %s, %d threads\n", fia_version_string(), fia_isa_name(isa),
+               (int)n_threads);
+        printf("roofline (measured now, %s probes): read %.1f GB/s (%zu MiB buffer), fp32 FMA "
+               "%.1f GFLOP/s; LLC %zu MiB\n\n",
+               rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.llc_bytes >> 20);
+        printf("%-31s %-40s %10s %8s %8s %9s %7s %6s\n", "case", "shape", "median", "GB/s",
+               "GFLOP/s", "roofline", "bound", "runs");
+    }
+    fflush(stdout);
+
+    for (size_t i = 0; i < n_cases; i++) {
+        const bench_case *c = &cases[i];
+        if (filter != NULL && strstr(c->name, filter) == NULL) continue;
+        bench_result res;
+        char err[512];
+        char shape[128];
+        c->op->shape(c, shape, sizeof shape);
+        if (bench_run_case(c, ctx, rl.llc_bytes, reps, 0.5, &res, NULL, err, sizeof err) != 0) {
+            rc = CLI_EXIT_FAIL;
+            if (json) {
+                printf("{\"op\":");
+                json_string(stdout, c->op->op);
+                printf(",\"case\":");
+                json_string(stdout, c->name);
+                printf(",\"error\":");
+                json_string(stdout, err);
+                printf("}\n");
+            } else {
+                printf("%-31s %-40s error: %s\n", c->name, shape, err);
+            }
+            fflush(stdout);
+            continue;
+        }
+        const char *bound = "";
+        const double frac = roofline_fraction(&rl, res.bytes, res.flops, res.seconds, &bound);
+        const double gbps = res.bytes / res.seconds * 1e-9;
+        const double gflops = res.flops / res.seconds * 1e-9;
+        if (json) {
+            char params[1024];
+            c->op->params_json(c, params, sizeof params);
+            printf("{\"op\":");
+            json_string(stdout, c->op->op);
+            printf(",\"case\":");
+            json_string(stdout, c->name);
+            printf(",\"params\":%s,\"seconds\":%.9g,\"bytes\":%.0f,\"flops\":%.0f,"
+                   "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
+                   "\"roofline_fraction\":%.4g,\"bound\":\"%s\",\"min_seconds\":%.9g,"
+                   "\"reps\":%d,\"copies\":%d,\"threads\":%d,\"isa\":\"%s\"}\n",
+                   params, res.seconds, res.bytes, res.flops, rl.read_gbps, rl.fma_gflops, gbps,
+                   gflops, frac, bound, res.min_seconds, res.reps, res.copies, (int)n_threads,
+                   fia_isa_name(isa));
+        } else {
+            printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d\n", c->name, shape,
+                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps);
+        }
+        fflush(stdout);
+    }
+    fia_context_destroy(ctx);
+    return rc;
+}
