@@ -58,30 +58,37 @@ typedef struct fia_kernels {
      * caches need no copy; dt is FLOAT16, BFLOAT16 or FLOAT32.
      * qk_rows: S[r][j] = sum_{c<d} Q[r][c] * K_j[c]            (r < m, j < n; K_j = krows[j])
      * pv_rows: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_{j<n} P[r][j] * V_j[c]
-     *          (r < m, c < dv; with row_scale NULL, O is never read). */
+     *          (r < m, c < dv; with row_scale NULL, O is never read).
+     * pf: npf row pointers (same dtype and length) of the next tile, which the kernel prefetches
+     *     spread over its own loop so that memory traffic overlaps the compute (pf may be NULL
+     *     when npf is 0; the scalar table ignores it). */
     void (*qk_rows)(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                    const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+                    const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                    const void *const *pf, int64_t npf);
     void (*pv_rows)(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                     const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                    const float *row_scale);
+                    const float *row_scale, const void *const *pf, int64_t npf);
 } fia_kernels;
 
 /* The row kernels of each ISA (defined in <isa>/rows_<isa>.c and kernels_scalar.c). */
 void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                        const void *const *pf, int64_t npf);
 void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale);
+                        const float *row_scale, const void *const *pf, int64_t npf);
 void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                      const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+                      const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                        const void *const *pf, int64_t npf);
 void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                       const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                      const float *row_scale);
+                      const float *row_scale, const void *const *pf, int64_t npf);
 void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds);
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                        const void *const *pf, int64_t npf);
 void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale);
+                        const float *row_scale, const void *const *pf, int64_t npf);
 
 extern const fia_kernels fia_kernels_scalar;
 extern const fia_kernels fia_kernels_avx2;

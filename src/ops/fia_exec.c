@@ -30,18 +30,20 @@ typedef struct fia_exec {
 static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch *s) {
     fia_arena a = {base, 0};
     const size_t f = sizeof(float);
-    const int64_t rows = p->tile_rows, nk = p->kv_tile;
+    const int64_t rows = p->tile_rows, all = p->state_rows, nk = p->kv_tile;
     fia_scratch t;
-    t.q = fia_arena_take(&a, (size_t)(rows * p->dp) * f);
+    t.q = fia_arena_take(&a, (size_t)(all * p->dp) * f);
     t.kr = fia_arena_take(&a, (size_t)(nk * p->dp) * f);
     t.kt = fia_arena_take(&a, (size_t)(p->dp * nk) * f);
     t.vp = fia_arena_take(&a, (size_t)(nk * p->dvp) * f);
     t.s = fia_arena_take(&a, (size_t)(rows * nk) * f);
-    t.o = fia_arena_take(&a, (size_t)(rows * p->dvp) * f);
-    t.m = fia_arena_take(&a, (size_t)rows * f);
-    t.l = fia_arena_take(&a, (size_t)rows * f);
+    t.o = fia_arena_take(&a, (size_t)(all * p->dvp) * f);
+    t.m = fia_arena_take(&a, (size_t)all * f);
+    t.l = fia_arena_take(&a, (size_t)all * f);
     t.alpha = fia_arena_take(&a, (size_t)rows * f);
     t.kptr = fia_arena_take(&a, (size_t)nk * sizeof(void *));
+    t.kpf = fia_arena_take(&a, (size_t)nk * sizeof(void *));
+    t.vpf = fia_arena_take(&a, (size_t)nk * sizeof(void *));
     t.vptr = fia_arena_take(&a, (size_t)nk * sizeof(void *));
     t.lo = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
     t.hi = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
@@ -130,12 +132,12 @@ static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, in
 
 /* Dequantizes one int8 row in place: which 0 = K, 1 = V. */
 static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int which, int64_t b,
-                            int64_t n2, int64_t tok, float *x, int64_t n) {
+                            int64_t n2, int64_t tok, float *restrict x, int64_t n) {
     float sc, off = 0.0f;
     switch (p->aq) {
     case FIA_AQ_CHANNEL: {
-        const float *vs = ex->aq + ((int64_t)which * 2 * p->N2 + n2) * p->D;
-        const float *vo = vs + p->N2 * p->D;
+        const float *restrict vs = ex->aq + ((int64_t)which * 2 * p->N2 + n2) * p->D;
+        const float *restrict vo = vs + p->N2 * p->D;
         for (int64_t d = 0; d < n; d++) x[d] = (x[d] + vo[d]) * vs[d];
         return;
     }
@@ -155,29 +157,28 @@ static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int whic
     for (int64_t d = 0; d < n; d++) x[d] = (x[d] + off) * sc;
 }
 
-/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b). Also prefetches the same
- * rows of the next tile (keys below t_end), so that one tile of K/V is always in flight from
- * memory while the current one is computed (the CPU form of the seed's double buffering). */
+/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b); n may be 0. */
 static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi, int64_t b,
-                         int64_t n2, int64_t t0, int64_t n, int64_t t_end, const void **ptrs) {
+                         int64_t n2, int64_t t0, int64_t n, const void **ptrs) {
     const fia_seq *s = which ? &p->v : &p->k;
-    const int64_t row_bytes = (which ? p->Dv : p->D) * s->esize;
-    const int64_t ahead = p->kv_tile, step = s->s_t * s->esize;
-    int64_t nf = t_end - (t0 + ahead); /* rows of the next tile to prefetch */
-    nf = nf < 0 ? 0 : nf > n ? n : nf;
+    if (n <= 0) return;
     if (!p->paged) {
         const char *row = fia_kv_row(p, s, bi, b, n2, t0);
+        const int64_t step = s->s_t * s->esize;
         for (int64_t j = 0; j < n; j++) ptrs[j] = row + j * step;
-        const char *nx = row + ahead * step;
-        for (int64_t j = 0; j < nf; j++)
-            for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + j * step + off, 0, 2);
         return;
     }
     for (int64_t j = 0; j < n; j++) ptrs[j] = fia_kv_row(p, s, bi, b, n2, t0 + j);
-    for (int64_t j = 0; j < nf; j++) {
-        const char *nx = fia_kv_row(p, s, bi, b, n2, t0 + ahead + j);
-        for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(nx + off, 0, 2);
-    }
+}
+
+/* Prefetches rows [t0, t0 + n) of K or V (the next tile) into L2 (prefill path; the decode
+ * kernels spread the prefetches over their own loops). */
+static void fia_prefetch_tile(const fia_attn_plan *p, int which, const void *const *ptrs,
+                              int64_t n) {
+    const int64_t row_bytes = (which ? p->Dv : p->D) * (which ? p->v.esize : p->k.esize);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t off = 0; off < row_bytes; off += 64)
+            __builtin_prefetch((const char *)ptrs[j] + off, 0, 2);
 }
 
 /* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld. */
@@ -242,89 +243,119 @@ static void fia_write_row(const fia_attn_plan *p, const fia_batch *bi, int64_t b
     if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
 }
 
-static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+/* Row r of an item's or group's state (heads hh = r / rows, then position-major rows) names
+ * query head (n2 + hh) * G + r % G at position q0 + (r % rows) / G. */
+static void fia_write_state_row(const fia_attn_plan *p, int64_t b, int64_t n2, int64_t q0,
+                                int64_t rows, int64_t r, float m, float l, float *o) {
+    const int64_t hh = r / rows, rr = r % rows;
+    const float lse = fia_softmax_state_finish(m, l, o, p->Dv);
+    fia_write_row(p, &p->batches[b], b, (n2 + hh) * p->G + rr % p->G, q0 + rr / p->G, o, lse);
+}
+
+/* One KV head of one tile: S = Q.K^T, mask, online softmax, O = alpha.O + P.V. Returns whether
+ * any score of the tile was visible (the same for every head of the item). */
+static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s, int64_t n2,
+                          int64_t hh, int64_t t0, int64_t n, int64_t nn, bool first) {
     const fia_attn_plan *p = ex->p;
     const fia_kernels *k = p->kern;
-    const int64_t b = it->b, n2 = it->n2, G = p->G, D = p->D, Dv = p->Dv;
+    const fia_batch *bi = &p->batches[it->b];
+    const int64_t b = it->b, D = p->D, Dv = p->Dv, dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
+    const int64_t rows = it->qn * p->G;
+    const bool gemm_path = rows >= FIA_GEMM_MIN_ROWS;
+    const bool quant = p->aq != FIA_AQ_NONE;
+    const fia_dtype kdt = quant ? FIA_DTYPE_FLOAT32 : p->k.dtype;
+    const float *q = s->q + hh * rows * dp;
+    float *o = s->o + hh * rows * dvp, *m = s->m + hh * rows, *l = s->l + hh * rows;
+
+    /* the next tile's rows, prefetched while this one is computed */
+    fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
+    fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
+    /* S = Q.K^T: small tiles (decode) read K rows in place; large tiles pack K once into a
+     * transposed fp32 panel shared by all rows (GEMM). int8 rows are dequantized first. */
+    fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
+    if (quant) {
+        fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
+        fia_point_rows(s->kptr, s->kr, dp, n);
+    }
+    if (gemm_path) {
+        fia_prefetch_tile(p, 0, s->kpf, nn);
+        if (!quant) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
+        k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
+        k->gemm_f32(rows, n, D, q, dp, s->kt, nk, s->s, nk, NULL);
+    } else {
+        k->qk_rows(rows, n, D, q, dp, s->kptr, kdt, s->s, nk, s->kpf, quant ? 0 : nn);
+    }
+    if (!fia_mask_tile(p, it, s, t0, n)) return false;
+    k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
+    const float *scale = first ? NULL : s->alpha;
+    fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
+    if (quant) {
+        fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
+        fia_point_rows(s->vptr, s->vp, dvp, n);
+    }
+    if (gemm_path) {
+        fia_prefetch_tile(p, 1, s->vpf, nn);
+        if (!quant) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
+        k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, o, dvp, scale);
+    } else {
+        k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, kdt, o, dvp, scale, s->vpf, quant ? 0 : nn);
+    }
+    return true;
+}
+
+/* A TILE item: the query tile of kv heads [n2, n2 + nh) stays resident (packed, scale folded
+ * in) while the item's key range streams through in kv_tile steps, all heads per step. */
+static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+    const fia_attn_plan *p = ex->p;
+    const int64_t b = it->b, G = p->G, D = p->D, Dv = p->Dv;
     const int64_t dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
-    const int64_t rows = it->qn * G;
+    const int64_t rows = it->qn * G, all = rows * it->nh;
     const fia_batch *bi = &p->batches[b];
 
-    /* the resident query tile, scale folded in */
-    for (int64_t pp = 0; pp < it->qn; pp++) {
-        for (int64_t g = 0; g < G; g++) {
-            float *dst = s->q + (pp * G + g) * dp;
-            fia_row_to_f32(k, fia_q_row(p, bi, b, n2 * G + g, it->q0 + pp), p->q.dtype, dst, D);
-            for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
-        }
+    for (int64_t hh = 0; hh < it->nh; hh++)
+        for (int64_t pp = 0; pp < it->qn; pp++)
+            for (int64_t g = 0; g < G; g++) {
+                float *dst = s->q + (hh * rows + pp * G + g) * dp;
+                fia_row_to_f32(p->kern, fia_q_row(p, bi, b, (it->n2 + hh) * G + g, it->q0 + pp),
+                               p->q.dtype, dst, D);
+                for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
+            }
+    for (int64_t pp = 0; pp < it->qn; pp++)
         fia_row_range(p, bi, it->q0 + pp, &s->lo[pp], &s->hi[pp]);
-    }
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = 0; r < all; r++) {
         s->m[r] = -INFINITY;
         s->l[r] = 0.0f;
     }
 
-    /* Tiles of at least FIA_GEMM_MIN_ROWS rows amortise packing K/V over the rows (prefill). */
-    const bool gemm_path = rows >= FIA_GEMM_MIN_ROWS;
-    const fia_dtype kdt = p->aq != FIA_AQ_NONE ? FIA_DTYPE_FLOAT32 : p->k.dtype;
     bool first = true;
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / nk + 1) * nk;
         if (t1 > it->kv1) t1 = it->kv1;
-        const int64_t n = t1 - t0;
         bool visible = false;
         for (int64_t pp = 0; pp < it->qn && !visible; pp++)
             visible = s->lo[pp] <= s->hi[pp] && s->lo[pp] < t1 && s->hi[pp] >= t0;
         if (visible) {
-            /* S = Q.K^T: small tiles (decode) read K rows in place; large tiles pack K once into
-             * a transposed fp32 panel shared by all rows (GEMM). int8 rows are dequantized into
-             * fp32 rows first. */
-            fia_row_ptrs(p, 0, bi, b, n2, t0, n, it->kv1, s->kptr);
-            if (p->aq != FIA_AQ_NONE) {
-                fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
-                fia_point_rows(s->kptr, s->kr, dp, n);
-            }
-            if (gemm_path) {
-                if (p->aq == FIA_AQ_NONE) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
-                k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
-                k->gemm_f32(rows, n, D, s->q, dp, s->kt, nk, s->s, nk, NULL);
-            } else {
-                k->qk_rows(rows, n, D, s->q, dp, s->kptr, kdt, s->s, nk);
-            }
-            if (fia_mask_tile(p, it, s, t0, n)) {
-                k->softmax_tile(s->s, nk, rows, n, s->m, s->l, s->alpha);
-                const float *scale = first ? NULL : s->alpha;
-                fia_row_ptrs(p, 1, bi, b, n2, t0, n, it->kv1, s->vptr);
-                if (p->aq != FIA_AQ_NONE) {
-                    fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
-                    fia_point_rows(s->vptr, s->vp, dvp, n);
-                }
-                if (gemm_path) {
-                    if (p->aq == FIA_AQ_NONE) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
-                    k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, s->o, dvp, scale);
-                } else {
-                    k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, kdt, s->o, dvp, scale);
-                }
-                first = false;
-            }
+            const int64_t nn = it->kv1 - t1 < nk ? it->kv1 - t1 : nk;
+            bool any = false;
+            for (int64_t hh = 0; hh < it->nh; hh++)
+                any = fia_tile_head(ex, it, s, it->n2 + hh, hh, t0, t1 - t0, nn, first);
+            if (any) first = false;
         }
         t0 = t1;
     }
 
     if (it->group < 0) {
-        for (int64_t r = 0; r < rows; r++) {
-            float *o = s->o + r * dvp;
-            const float lse = fia_softmax_state_finish(first ? -INFINITY : s->m[r], s->l[r], o, Dv);
-            fia_write_row(p, bi, b, n2 * G + r % G, it->q0 + r / G, o, lse);
-        }
+        for (int64_t r = 0; r < all; r++)
+            fia_write_state_row(p, b, it->n2, it->q0, rows, r, first ? -INFINITY : s->m[r], s->l[r],
+                                s->o + r * dvp);
         return;
     }
-    /* partial state of this chunk: [m[rows], l[rows], o[rows x Dv]] */
-    float *slot = ex->partials + p->groups[it->group].partial + (int64_t)it->chunk * rows * (Dv + 2);
-    for (int64_t r = 0; r < rows; r++) {
+    /* partial state of this chunk: [m[all], l[all], o[all x Dv]] */
+    float *slot = ex->partials + p->groups[it->group].partial + (int64_t)it->chunk * all * (Dv + 2);
+    for (int64_t r = 0; r < all; r++) {
         slot[r] = first ? -INFINITY : s->m[r];
-        slot[rows + r] = s->l[r];
-        if (!first) memcpy(slot + 2 * rows + r * Dv, s->o + r * dvp, (size_t)Dv * sizeof(float));
+        slot[all + r] = s->l[r];
+        if (!first) memcpy(slot + 2 * all + r * Dv, s->o + r * dvp, (size_t)Dv * sizeof(float));
     }
 }
 
@@ -338,18 +369,16 @@ static void fia_run_zero(const fia_exec *ex, const fia_item *it, fia_scratch *s)
 
 static void fia_merge_group(const fia_exec *ex, const fia_group *g, fia_scratch *s) {
     const fia_attn_plan *p = ex->p;
-    const int64_t rows = g->qn * p->G, Dv = p->Dv;
-    const fia_batch *bi = &p->batches[g->b];
+    const int64_t rows = g->qn * p->G, all = rows * g->nh, Dv = p->Dv;
     const float *base = ex->partials + g->partial;
     float *o = s->o;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = 0; r < all; r++) {
         float m = -INFINITY, l = 0.0f;
         for (int32_t c = 0; c < g->nchunks; c++) {
-            const float *slot = base + (int64_t)c * rows * (Dv + 2);
-            fia_softmax_state_merge(&m, &l, o, slot[r], slot[rows + r], slot + 2 * rows + r * Dv, Dv);
+            const float *slot = base + (int64_t)c * all * (Dv + 2);
+            fia_softmax_state_merge(&m, &l, o, slot[r], slot[all + r], slot + 2 * all + r * Dv, Dv);
         }
-        const float lse = fia_softmax_state_finish(m, l, o, Dv);
-        fia_write_row(p, bi, g->b, g->n2 * p->G + r % p->G, g->q0 + r / p->G, o, lse);
+        fia_write_state_row(p, g->b, g->n2, g->q0, rows, r, m, l, o);
     }
 }
 

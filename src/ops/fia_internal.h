@@ -62,7 +62,8 @@ typedef enum fia_item_kind { FIA_ITEM_TILE = 0, FIA_ITEM_ZERO = 1 } fia_item_kin
 
 typedef struct fia_item {
     int32_t kind;
-    int32_t b, n2;       /* batch, kv head (ZERO items: all heads) */
+    int32_t b, n2;       /* batch, first kv head (ZERO items: all heads) */
+    int32_t nh;          /* kv heads [n2, n2 + nh) */
     int32_t group;       /* split group, -1 when the item writes the output itself */
     int32_t chunk;       /* index within the group */
     int64_t q0, qn;      /* query positions [q0, q0 + qn) */
@@ -71,7 +72,7 @@ typedef struct fia_item {
 } fia_item;
 
 typedef struct fia_group {
-    int32_t b, n2;
+    int32_t b, n2, nh;
     int32_t nchunks;
     int64_t q0, qn;
     int64_t partial;     /* offset (floats) of chunk 0's partial in the partial area */
@@ -91,6 +92,7 @@ typedef struct fia_attn_plan {
     int64_t lse_s_b, lse_s_t, lse_s_h;
 
     bool paged;
+    bool token_major;    /* the rows of all kv heads of a token are adjacent (BSH/BSND/TND/BnBsH) */
     int64_t block_size;
     int32_t *block_table; /* B x bt_cols, copied and validated */
     int64_t bt_cols;
@@ -111,7 +113,8 @@ typedef struct fia_attn_plan {
 
     /* tiles and workspace layout */
     int64_t tile_pos;    /* query positions per tile */
-    int64_t tile_rows;   /* max rows of a tile: G * tile_pos */
+    int64_t tile_rows;   /* max rows of a tile of one kv head: G * tile_pos */
+    int64_t state_rows;  /* max rows of an item over all its kv heads */
     int64_t kv_tile;
     int64_t kv_chunk;
     int64_t dp, dvp;     /* D, Dv rounded up to 16 floats */
@@ -122,14 +125,16 @@ typedef struct fia_attn_plan {
 
 /* Per-thread scratch, carved from the workspace. */
 typedef struct fia_scratch {
-    float *q;     /* tile_rows x dp, pre-scaled */
+    float *q;     /* state_rows x dp, pre-scaled */
     float *kr;    /* kv_tile x dp: K rows in fp32 */
     float *kt;    /* dp x kv_tile: K^T panel */
     float *vp;    /* kv_tile x dvp */
     float *s;     /* tile_rows x kv_tile */
-    float *o;     /* tile_rows x dvp */
-    float *m, *l, *alpha; /* tile_rows */
+    float *o;     /* state_rows x dvp */
+    float *m, *l; /* state_rows */
+    float *alpha; /* tile_rows */
     const void **kptr, **vptr; /* kv_tile row pointers */
+    const void **kpf, **vpf;   /* row pointers of the next tile (prefetched) */
     int64_t *lo, *hi;     /* per query position of the tile */
 } fia_scratch;
 

@@ -366,55 +366,85 @@ static int fia_item_cmp(const void *a, const void *b) {
     return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
 }
 
+/* Whether request b is split along its keys (its query fits one tile and sees more than one
+ * chunk); *kv0 / *kv1 is then its key range. Depends on the request alone. */
+static bool fia_request_split(const fia_attn_plan *p, const fia_batch *bi, int64_t *kv0,
+                              int64_t *kv1) {
+    if (bi->sq < 1 || bi->sq > p->tile_pos) return false;
+    fia_tile_kv_range(p, bi, 0, bi->sq, kv0, kv1);
+    return *kv1 - *kv0 > p->kv_chunk;
+}
+
+/* KV heads per split item. Token-major caches (BSH, BSND, TND, BnBsH) keep the rows of all KV
+ * heads of a token together, so one item takes all heads of a chunk and reads memory
+ * sequentially, unless that leaves fewer than 4 items per thread. Head-major caches (BNSD,
+ * BnNBsD) take one head per item. The choice never changes a result: every head is computed
+ * the same way whichever item holds it. */
+static int64_t fia_split_head_block(const fia_attn_plan *p) {
+    if (!p->token_major) return 1;
+    int64_t chunks = 0;
+    for (int64_t b = 0; b < p->B; b++) {
+        int64_t kv0, kv1;
+        if (fia_request_split(p, &p->batches[b], &kv0, &kv1))
+            chunks += (kv1 - 1) / p->kv_chunk - kv0 / p->kv_chunk + 1;
+    }
+    int64_t hb = p->N2;
+    while (hb > 1 && chunks * ((p->N2 + hb - 1) / hb) < 4 * p->num_threads) hb = (hb + 1) / 2;
+    return hb;
+}
+
 /* Builds items and groups from the batches. */
 static fia_status fia_attn_schedule(fia_attn_plan *p) {
-    const int64_t tp = p->tile_pos;
+    const int64_t tp = p->tile_pos, hb = fia_split_head_block(p);
+    p->state_rows = p->tile_rows;
     /* pass 0 counts, pass 1 fills */
     for (int pass = 0; pass < 2; pass++) {
         int64_t ni = 0, ng = 0, partial = 0;
         for (int64_t b = 0; b < p->B; b++) {
             const fia_batch *bi = &p->batches[b];
-            const int64_t ntiles = (bi->sq + tp - 1) / tp;
-            for (int64_t n2 = 0; n2 < p->N2; n2++) {
-                for (int64_t t = 0; t < ntiles; t++) {
-                    const int64_t q0 = t * tp, qn = bi->sq - q0 < tp ? bi->sq - q0 : tp;
-                    int64_t kv0, kv1;
-                    fia_tile_kv_range(p, bi, q0, qn, &kv0, &kv1);
-                    const int64_t rows = qn * p->G;
-                    const bool split = ntiles == 1 && kv1 - kv0 > p->kv_chunk;
-                    if (!split) {
-                        if (pass) {
-                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, -1, 0,
-                                                      q0, qn, kv0, kv1,
-                                                      rows * (kv1 - kv0) + rows * 16 + 64};
-                        }
-                        ni++;
-                        continue;
-                    }
-                    const int64_t c0 = kv0 / p->kv_chunk, c1 = (kv1 - 1) / p->kv_chunk;
+            int64_t kv0, kv1;
+            if (fia_request_split(p, bi, &kv0, &kv1)) {
+                const int64_t rows = bi->sq * p->G;
+                const int64_t c0 = kv0 / p->kv_chunk, c1 = (kv1 - 1) / p->kv_chunk;
+                for (int64_t n2 = 0; n2 < p->N2; n2 += hb) {
+                    const int64_t nh = p->N2 - n2 < hb ? p->N2 - n2 : hb;
                     if (pass) {
-                        p->groups[ng] = (fia_group){(int32_t)b, (int32_t)n2, (int32_t)(c1 - c0 + 1),
-                                                    q0, qn, partial};
+                        p->groups[ng] = (fia_group){(int32_t)b, (int32_t)n2, (int32_t)nh,
+                                                    (int32_t)(c1 - c0 + 1), 0, bi->sq, partial};
+                        if (nh * rows > p->state_rows) p->state_rows = nh * rows;
                     }
                     for (int64_t c = c0; c <= c1; c++) {
                         const int64_t a = c * p->kv_chunk > kv0 ? c * p->kv_chunk : kv0;
                         const int64_t e = (c + 1) * p->kv_chunk < kv1 ? (c + 1) * p->kv_chunk : kv1;
-                        if (pass) {
+                        if (pass)
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
-                                                      (int32_t)ng, (int32_t)(c - c0), q0, qn, a, e,
-                                                      rows * (e - a) + rows * 16 + 64};
-                        }
+                                                      (int32_t)nh, (int32_t)ng, (int32_t)(c - c0),
+                                                      0, bi->sq, a, e,
+                                                      nh * (rows * (e - a) + rows * 16 + 64)};
                         ni++;
                     }
-                    partial += (c1 - c0 + 1) * rows * (p->Dv + 2);
+                    partial += (c1 - c0 + 1) * nh * rows * (p->Dv + 2);
                     ng++;
                 }
+            } else {
+                const int64_t ntiles = (bi->sq + tp - 1) / tp;
+                for (int64_t n2 = 0; n2 < p->N2; n2++)
+                    for (int64_t t = 0; t < ntiles; t++) {
+                        const int64_t q0 = t * tp, qn = bi->sq - q0 < tp ? bi->sq - q0 : tp;
+                        const int64_t rows = qn * p->G;
+                        fia_tile_kv_range(p, bi, q0, qn, &kv0, &kv1);
+                        if (pass)
+                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, 1, -1,
+                                                      0, q0, qn, kv0, kv1,
+                                                      rows * (kv1 - kv0) + rows * 16 + 64};
+                        ni++;
+                    }
             }
             /* rows past the actual query length (and, TND, past the last batch) output 0 */
             const int64_t rows_alloc = !p->tnd ? p->S1 : b + 1 == p->B ? p->S1 - bi->q_tok0 : bi->sq;
             if (rows_alloc > bi->sq) {
                 if (pass)
-                    p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, -1, 0, bi->sq,
+                    p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, 0, -1, 0, bi->sq,
                                               rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1};
                 ni++;
             }
@@ -532,6 +562,7 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
 
     /* key / value */
     p->paged = t->block_table != NULL;
+    p->token_major = p->paged ? t->key->ndim == 3 : in_layout != FIA_LAYOUT_BNSD;
     int64_t kv_S = 0, blocks = 0;
     if (p->paged) {
         const int64_t bs = prm->block_size;

@@ -95,7 +95,12 @@ FIA_AI void fia_qk_rows8_dt(int64_t m, int64_t n, int64_t d, const float *q, int
 }
 
 void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                      const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+                      const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                      const void *const *pf, int64_t npf) {
+    const int64_t row_bytes = d * (dt == FIA_DTYPE_FLOAT32 ? 4 : 2);
+    for (int64_t j = 0; j < npf; j++)
+        for (int64_t off = 0; off < row_bytes; off += 64)
+            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
     switch (dt) {
     case FIA_DTYPE_FLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds); break;
     case FIA_DTYPE_BFLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds); break;
@@ -158,7 +163,11 @@ FIA_AI void fia_pv_rows8_dt(int64_t m, int64_t n, int64_t dv, const float *p, in
 
 void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                       const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                      const float *row_scale) {
+                      const float *row_scale, const void *const *pf, int64_t npf) {
+    const int64_t row_bytes = dv * (dt == FIA_DTYPE_FLOAT32 ? 4 : 2);
+    for (int64_t j = 0; j < npf; j++)
+        for (int64_t off = 0; off < row_bytes; off += 64)
+            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
     switch (dt) {
     case FIA_DTYPE_FLOAT16:
         fia_pv_rows8_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale);

@@ -34,6 +34,17 @@ FIA_AI __m512 fia_load16(const void *row, int64_t i, fia_dtype dt, __mmask16 mk)
     return _mm512_maskz_loadu_ps(mk, (const float *)row + i);
 }
 
+/* Prefetches rows [j0, j1) of pf (clipped to npf) into L2, every cache line of row_bytes. */
+FIA_AI void fia_prefetch_rows(const void *const *pf, int64_t npf, int64_t j0, int64_t j1,
+                              int64_t row_bytes) {
+    if (j1 > npf) j1 = npf;
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t off = 0; off < row_bytes; off += 64)
+            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
+}
+
+FIA_AI int64_t fia_dt_size(fia_dtype dt) { return dt == FIA_DTYPE_FLOAT32 ? 4 : 2; }
+
 /* Lane i of the result = horizontal sum of a_i. */
 FIA_AI __m512 fia_hadd_pair(__m512 x, __m512 y) {
     return _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
@@ -115,12 +126,16 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
 #undef FIA_QK_ROW
 #undef FIA_ACC_FMA
 
-/* All keys for RB rows. */
+/* All keys for RB rows; prefetches the rows of pf as it goes (scaled to its own progress). */
 FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, const float *q,
                             int64_t ldq, const void *const *krows, fia_dtype dt, float *s,
-                            int64_t lds) {
+                            int64_t lds, const void *const *pf, int64_t npf) {
     int64_t j0 = 0;
-    for (; j0 + KB <= n; j0 += KB) fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds);
+    for (; j0 + KB <= n; j0 += KB) {
+        fia_prefetch_rows(pf, npf, j0, j0 + KB, d * fia_dt_size(dt));
+        fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds);
+    }
+    fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
     if (j0 < n) {
         const void *kp[16];
         for (int kk = 0; kk < KB; kk++) kp[kk] = krows[j0 + kk < n ? j0 + kk : n - 1];
@@ -128,21 +143,30 @@ FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, co
     }
 }
 
+/* Row blocks of 8, 4, 2, 1; the first block issues the prefetches of the next tile. */
 FIA_AI void fia_qk_rows_dt(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                           const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+                           const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                           const void *const *pf, int64_t npf) {
     int64_t r0 = 0;
-    for (; r0 + 8 <= m; r0 += 8) fia_qk_rowblock(8, 2, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
-    for (; r0 + 4 <= m; r0 += 4) fia_qk_rowblock(4, 4, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
-    for (; r0 + 2 <= m; r0 += 2) fia_qk_rowblock(2, 8, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
-    for (; r0 < m; r0++) fia_qk_rowblock(1, 16, n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds);
+#define FIA_QK_ARGS n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds, pf, r0 ? 0 : npf
+    for (; r0 + 8 <= m; r0 += 8) fia_qk_rowblock(8, 2, FIA_QK_ARGS);
+    for (; r0 + 4 <= m; r0 += 4) fia_qk_rowblock(4, 4, FIA_QK_ARGS);
+    for (; r0 + 2 <= m; r0 += 2) fia_qk_rowblock(2, 8, FIA_QK_ARGS);
+    for (; r0 < m; r0++) fia_qk_rowblock(1, 16, FIA_QK_ARGS);
+#undef FIA_QK_ARGS
 }
 
 void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                        const void *const *pf, int64_t npf) {
     switch (dt) {
-    case FIA_DTYPE_FLOAT16: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds); break;
-    case FIA_DTYPE_BFLOAT16: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds); break;
-    default: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds); break;
+    case FIA_DTYPE_FLOAT16:
+        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds, pf, npf);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds, pf, npf);
+        break;
+    default: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds, pf, npf); break;
     }
 }
 
@@ -176,7 +200,7 @@ void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t
  * accumulators). */
 FIA_AI void fia_pv_block(const int RB, int64_t n, int64_t c0, int64_t dv, const float *p,
                          int64_t ldp, const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                         const float *row_scale) {
+                         const float *row_scale, const void *const *pf, int64_t npf) {
     const __mmask16 m0 = fia_mask16(dv - c0);
     const __mmask16 m1 = c0 + 16 < dv ? fia_mask16(dv - c0 - 16) : 0;
     const __mmask16 m2 = c0 + 32 < dv ? fia_mask16(dv - c0 - 32) : 0;
@@ -185,7 +209,9 @@ FIA_AI void fia_pv_block(const int RB, int64_t n, int64_t c0, int64_t dv, const 
            a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
            a32 = a00, a33 = a00;
     FIA_PV_INIT(0) FIA_PV_INIT(1) FIA_PV_INIT(2) FIA_PV_INIT(3)
+    const int64_t pf_bytes = dv * fia_dt_size(dt);
     for (int64_t j = 0; j < n; j++) {
+        if (j < npf) fia_prefetch_rows(pf, npf, j, j + 1, pf_bytes);
         const void *row = vrows[j];
         const __m512 v0 = fia_load16(row, c0, dt, m0);
         const __m512 v1 = fia_load16(row, c0 + 16, dt, m1);
@@ -199,18 +225,21 @@ FIA_AI void fia_pv_block(const int RB, int64_t n, int64_t c0, int64_t dv, const 
 #undef FIA_PV_FMA
 #undef FIA_PV_STORE
 
+/* All columns for RB rows; the first column block issues the prefetches. */
 FIA_AI void fia_pv_rowblock(const int RB, int64_t n, int64_t dv, const float *p, int64_t ldp,
                             const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                            const float *row_scale) {
+                            const float *row_scale, const void *const *pf, int64_t npf) {
     for (int64_t c0 = 0; c0 < dv; c0 += 64)
-        fia_pv_block(RB, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale);
+        fia_pv_block(RB, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale, pf, c0 ? 0 : npf);
 }
 
 FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                            const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                           const float *row_scale) {
+                           const float *row_scale, const void *const *pf, int64_t npf) {
     int64_t r0 = 0;
-#define FIA_PV_ARGS n, dv, p + r0 * ldp, ldp, vrows, dt, o + r0 * ldo, ldo, row_scale ? row_scale + r0 : NULL
+#define FIA_PV_ARGS                                                                               \
+    n, dv, p + r0 * ldp, ldp, vrows, dt, o + r0 * ldo, ldo, row_scale ? row_scale + r0 : NULL,    \
+        pf, r0 ? 0 : npf
     for (; r0 + 4 <= m; r0 += 4) fia_pv_rowblock(4, FIA_PV_ARGS);
     if (m - r0 == 3) fia_pv_rowblock(3, FIA_PV_ARGS);
     else if (m - r0 == 2) fia_pv_rowblock(2, FIA_PV_ARGS);
@@ -220,14 +249,16 @@ FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int
 
 void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale) {
+                        const float *row_scale, const void *const *pf, int64_t npf) {
     switch (dt) {
     case FIA_DTYPE_FLOAT16:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale);
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale, pf, npf);
         break;
     case FIA_DTYPE_BFLOAT16:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale);
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale, pf, npf);
         break;
-    default: fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale); break;
+    default:
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale, pf, npf);
+        break;
     }
 }

@@ -82,7 +82,9 @@ static float fia_row_elem(const void *row, int64_t i, fia_dtype dt) {
 }
 
 void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds) {
+                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                        const void *const *pf, int64_t npf) {
+    (void)pf, (void)npf;
     for (int64_t r = 0; r < m; r++)
         for (int64_t j = 0; j < n; j++) {
             float acc = 0.0f;
@@ -93,7 +95,8 @@ void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t
 
 void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale) {
+                        const float *row_scale, const void *const *pf, int64_t npf) {
+    (void)pf, (void)npf;
     for (int64_t r = 0; r < m; r++) {
         float *orow = o + r * ldo;
         for (int64_t c = 0; c < dv; c++) orow[c] = row_scale ? orow[c] * row_scale[r] : 0.0f;
