@@ -324,6 +324,41 @@ FIA_API fia_status fia_fused_infer_attention_score(
     fia_context *ctx, const fia_fused_infer_attention_score_tensors *tensors,
     const fia_fused_infer_attention_score_params *params);
 
+/* ------------------------------------------------------------------------------------------ */
+/* smallq_flash_attention (the SmallQ decode operator)                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * fia_smallq_flash_attention_get_workspace_size - validates a SmallQ flash attention call (decode,
+ * multi-token prediction, speculative decoding: a few query tokens against a long KV) and plans
+ * it. The pair mirrors aclnnSmallqFlashAttentionGetWorkspaceSize / aclnnSmallqFlashAttention.
+ *
+ *   O = softmax(Q . K^T / sqrt(headDim)) . V     per head, no mask
+ *
+ * Shapes (all float16, each a 3-D view with a unit innermost stride, other strides free):
+ *   Q: [numHeads, qLen, headDim]    K, V: [numHeads, kvLen, headDim]    O: [numHeads, qLen, headDim]
+ *   numHeads, qLen, kvLen >= 1; headDim 1..512 with no alignment requirement. Accumulation is
+ *   fp32; O is rounded to float16 once. Writes never touch memory outside O's rows, so heads
+ *   packed back to back are safe.
+ * It runs on FIA's decode path (the query tile of a head stays resident, K/V stream in tiles
+ * with the next tile prefetched, the KV length is split across threads with the log-sum-exp
+ * merge), so results are bitwise identical for any thread count.
+ *
+ * Returns FIA_STATUS_INVALID_ARGUMENT (message names Q, K, V or O, the dim and both values) for
+ *   any other shape, dtype or a NULL argument; FIA_STATUS_UNSUPPORTED for headDim > 512 or
+ *   non-unit innermost strides; FIA_STATUS_OUT_OF_MEMORY.
+ * *executor (a plan: re-runnable, freed with fia_plan_destroy) and *workspace_size are written
+ *   only on success.
+ */
+FIA_API fia_status fia_smallq_flash_attention_get_workspace_size(
+    fia_context *ctx, const fia_tensor *q, const fia_tensor *k, const fia_tensor *v,
+    fia_tensor *o, uint64_t *workspace_size, fia_plan **executor);
+
+/* Runs a SmallQ executor: fia_plan_execute under the aclnn-style name. The executor stays valid
+ * (run it again or destroy it with fia_plan_destroy). */
+FIA_API fia_status fia_smallq_flash_attention(void *workspace, uint64_t workspace_size,
+                                              fia_plan *executor);
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,7 +23,7 @@ enum {
     FIA_MAX_BLOCK_SIZE = 1024,
     FIA_KV_TILE = 64,     /* keys per K/V tile */
     FIA_KV_CHUNK = 512,   /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
-    FIA_TILE_ROWS = 64,   /* target query rows per tile */
+    FIA_TILE_ROWS = 256,  /* target query rows per tile */
     FIA_COMPRESSED_MASK = 2048
 };
 #define FIA_MAX_ITEMS (INT64_C(1) << 24)
