@@ -171,23 +171,18 @@ static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi,
     for (int64_t j = 0; j < n; j++) ptrs[j] = fia_kv_row(p, s, bi, b, n2, t0 + j);
 }
 
-/* Prefetches rows [t0, t0 + n) of K or V (the next tile) into L2 (prefill path; the decode
- * kernels spread the prefetches over their own loops). */
-static void fia_prefetch_tile(const fia_attn_plan *p, int which, const void *const *ptrs,
-                              int64_t n) {
-    const int64_t row_bytes = (which ? p->Dv : p->D) * (which ? p->v.esize : p->k.esize);
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t off = 0; off < row_bytes; off += 64)
-            __builtin_prefetch((const char *)ptrs[j] + off, 0, 2);
-}
-
-/* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld. */
+/* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld, prefetching
+ * row j of the next tile (pf, npf rows) into L2 as row j is packed. */
 static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which, int64_t b,
-                          int64_t n2, int64_t t0, int64_t n, const void *const *ptrs, float *dst,
-                          int64_t ld) {
+                          int64_t n2, int64_t t0, int64_t n, const void *const *ptrs,
+                          const void *const *pf, int64_t npf, float *dst, int64_t ld) {
     const fia_seq *s = which ? &p->v : &p->k;
     const int64_t dim = which ? p->Dv : p->D;
+    const int64_t row_bytes = dim * s->esize;
     for (int64_t j = 0; j < n; j++) {
+        if (j < npf)
+            for (int64_t off = 0; off < row_bytes; off += 64)
+                __builtin_prefetch((const char *)pf[j] + off, 0, 2);
         fia_row_to_f32(p->kern, ptrs[j], s->dtype, dst + j * ld, dim);
         if (p->aq != FIA_AQ_NONE) fia_dequant_row(p, ex, which, b, n2, t0 + j, dst + j * ld, dim);
     }
@@ -270,16 +265,13 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s
     /* the next tile's rows, prefetched while this one is computed */
     fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
     fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
-    /* S = Q.K^T: small tiles (decode) read K rows in place; large tiles pack K once into a
-     * transposed fp32 panel shared by all rows (GEMM). int8 rows are dequantized first. */
+    /* S = Q.K^T: small tiles (decode) read K rows in place (the kernel prefetches the next
+     * tile); large tiles pack K once into a transposed fp32 panel shared by all rows (GEMM);
+     * int8 rows are dequantized into fp32 rows first (the packing prefetches). */
     fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
-    if (quant) {
-        fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
-        fia_point_rows(s->kptr, s->kr, dp, n);
-    }
+    if (quant || gemm_path) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kpf, nn, s->kr, dp);
+    if (quant) fia_point_rows(s->kptr, s->kr, dp, n);
     if (gemm_path) {
-        fia_prefetch_tile(p, 0, s->kpf, nn);
-        if (!quant) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kr, dp);
         k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
         k->gemm_f32(rows, n, D, q, dp, s->kt, nk, s->s, nk, NULL);
     } else {
@@ -289,13 +281,9 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s
     k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
     const float *scale = first ? NULL : s->alpha;
     fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
-    if (quant) {
-        fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
-        fia_point_rows(s->vptr, s->vp, dvp, n);
-    }
+    if (quant || gemm_path) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vpf, nn, s->vp, dvp);
+    if (quant) fia_point_rows(s->vptr, s->vp, dvp, n);
     if (gemm_path) {
-        fia_prefetch_tile(p, 1, s->vpf, nn);
-        if (!quant) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vp, dvp);
         k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, o, dvp, scale);
     } else {
         k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, kdt, o, dvp, scale, s->vpf, quant ? 0 : nn);
