@@ -145,7 +145,7 @@ typedef enum fia_isa {
     FIA_ISA_AUTO = 0, /* FIA_ISA if set, else the best level this CPU runs */
     FIA_ISA_SCALAR = 1,
     FIA_ISA_AVX2 = 2,   /* AVX2 + FMA + F16C */
-    FIA_ISA_AVX512 = 3  /* AVX-512 F/BW/DQ/VL (+ VNNI where present) */
+    FIA_ISA_AVX512 = 3  /* AVX-512 F/BW/DQ/VL + FMA + F16C */
 } fia_isa;
 
 /* Returns "auto", "scalar", "avx2", "avx512" ("unknown" otherwise). */

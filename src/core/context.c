@@ -41,7 +41,7 @@ static fia_isa fia_detect_isa(void) {
     __cpuid_count(7, 0, a, b, c, d);
     const bool avx2 = b & (1u << 5);
     const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
-                        (b & (1u << 31)) && (c & (1u << 11)) && (xlo & 0xe6u) == 0xe6u;
+                        (b & (1u << 31)) && (xlo & 0xe6u) == 0xe6u;
     if (avx512) return FIA_ISA_AVX512;
     if (avx2) return FIA_ISA_AVX2;
 #endif

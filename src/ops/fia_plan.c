@@ -87,7 +87,7 @@ static fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layou
         *dims = (fia_dims){sh[0], sh[1], heads, sh[2] / heads};
         seq->s_b = st[0];
         seq->s_t = st[1];
-        seq->s_h = dims->D * st[2];
+        seq->s_h = dims->D; /* the innermost stride is 1 wherever it matters */
         break;
     case FIA_LAYOUT_BSND:
         FIA_TRY(fia_tensor_check_ndim(t, name, 4));
@@ -135,7 +135,7 @@ static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t
         *dim = sh[2] / heads;
         seq->s_blk = st[0];
         seq->s_t = st[1];
-        seq->s_h = *dim * st[2];
+        seq->s_h = *dim; /* the innermost stride is 1 wherever it matters */
     } else if (t->ndim == 4) {
         FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "num_key_value_heads"));
         FIA_TRY(fia_tensor_check_dim(t, name, 2, block_size, "block_size"));

@@ -3,7 +3,7 @@
  *
  * Contract: src/kernels/kernels.h; results match the scalar table (bit-exact for conversions and
  * transpose, within fp32 rounding for gemm / softmax). Compiled with -mavx512f -mavx512bw
- * -mavx512dq -mavx512vl -mavx512vnni -mfma -mf16c; the context selects this table only when the
+ * -mavx512dq -mavx512vl -mfma -mf16c; the context selects this table only when the
  * CPU has AVX-512 F/BW/DQ/VL (plus FMA/F16C). No allocation, no global mutable state.
  * qk_rows / pv_rows come from rows_avx512.c.
  *
