@@ -1,7 +1,7 @@
 /*
  * cases.c - the benchmark case table, the cold-cache timing driver, and the benchmark hooks of
- * fused_infer_attention_score (inputs filled with random values in [-1, 1], one plan per buffer
- * copy, one workspace, a sampled oracle check).
+ * fused_infer_attention_score and smallq_flash_attention (inputs filled with random values in
+ * [-1, 1], one plan per buffer copy, one workspace, a sampled oracle check).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "ref_fia.h"
+#include "ref_smallq.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -546,6 +547,181 @@ static const bench_op fia_bench_op = {
 };
 
 /* ---------------------------------------------------------------------------------------- */
+/* smallq_flash_attention                                                                   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Bytes: K and V read once, Q read and O written once; FLOPs: 2 * (D + D) per (query row, key)
+ * pair and head (Q.K^T and P.V). */
+static void smallq_counts(const bench_case *c, double *bytes, double *flops) {
+    const bench_smallq_case *p = c->params;
+    const double n = (double)p->num_heads, d = (double)p->head_dim;
+    const double kv = 2.0 * n * (double)p->kv_len * d, qo = 2.0 * n * (double)p->q_len * d;
+    *bytes = (kv + qo) * 2.0;
+    *flops = 2.0 * (d + d) * n * (double)p->q_len * (double)p->kv_len;
+}
+
+static double smallq_copy_bytes(const bench_case *c) {
+    double bytes, flops;
+    smallq_counts(c, &bytes, &flops);
+    return bytes;
+}
+
+static void smallq_shape(const bench_case *c, char *buf, size_t len) {
+    const bench_smallq_case *p = c->params;
+    snprintf(buf, len, "q%lld kv%lld N%lld D%lld f16", (long long)p->q_len, (long long)p->kv_len,
+             (long long)p->num_heads, (long long)p->head_dim);
+}
+
+static void smallq_params_json(const bench_case *c, char *buf, size_t len) {
+    const bench_smallq_case *p = c->params;
+    snprintf(buf, len,
+             "{\"batch\":1,\"num_heads\":%lld,\"num_key_value_heads\":%lld,\"head_dim\":%lld,"
+             "\"head_dim_v\":%lld,\"q_len\":%lld,\"kv_len\":%lld,\"dtype\":\"float16\","
+             "\"kv_dtype\":\"float16\",\"layout\":\"NSD\"}",
+             (long long)p->num_heads, (long long)p->num_heads, (long long)p->head_dim,
+             (long long)p->head_dim, (long long)p->q_len, (long long)p->kv_len);
+}
+
+typedef struct smallq_copy {
+    void *q, *k, *v, *o;
+    fia_tensor tq, tk, tv, to;
+    fia_plan *executor;
+} smallq_copy;
+
+typedef struct smallq_instance {
+    const bench_smallq_case *p;
+    int copies;
+    smallq_copy *cp;
+    void *workspace;
+    uint64_t workspace_bytes;
+} smallq_instance;
+
+static void smallq_destroy(void *inst) {
+    smallq_instance *I = inst;
+    if (I == NULL) return;
+    if (I->cp != NULL) {
+        for (int i = 0; i < I->copies; i++) {
+            fia_plan_destroy(I->cp[i].executor);
+            free(I->cp[i].q);
+            free(I->cp[i].k);
+            free(I->cp[i].v);
+            free(I->cp[i].o);
+        }
+        free(I->cp);
+    }
+    free(I->workspace);
+    free(I);
+}
+
+static int smallq_prepare(const bench_case *c, fia_context *ctx, int copies, uint64_t seed,
+                          void **inst, char *err, size_t err_len) {
+    const bench_smallq_case *p = c->params;
+    smallq_instance *I = calloc(1, sizeof *I);
+    if (I == NULL) goto oom;
+    I->p = p;
+    I->copies = copies;
+    I->cp = calloc((size_t)copies, sizeof *I->cp);
+    if (I->cp == NULL) goto oom;
+    uint64_t rng = seed;
+    const size_t nq = (size_t)(p->num_heads * p->q_len * p->head_dim);
+    const size_t nkv = (size_t)(p->num_heads * p->kv_len * p->head_dim);
+    const int64_t qs[3] = {p->num_heads, p->q_len, p->head_dim};
+    const int64_t ks[3] = {p->num_heads, p->kv_len, p->head_dim};
+    for (int i = 0; i < copies; i++) {
+        smallq_copy *cp = &I->cp[i];
+        cp->q = alloc_bytes(nq * 2);
+        cp->k = alloc_bytes(nkv * 2);
+        cp->v = alloc_bytes(nkv * 2);
+        cp->o = alloc_bytes(nq * 2);
+        if (cp->q == NULL || cp->k == NULL || cp->v == NULL || cp->o == NULL) goto oom;
+        if (i == 0) {
+            if (fill_random(cp->q, FIA_DTYPE_FLOAT16, nq, &rng) != 0 ||
+                fill_random(cp->k, FIA_DTYPE_FLOAT16, nkv, &rng) != 0 ||
+                fill_random(cp->v, FIA_DTYPE_FLOAT16, nkv, &rng) != 0)
+                goto oom;
+        } else {
+            /* Same values, different addresses: what matters for the caches. */
+            memcpy(cp->q, I->cp[0].q, nq * 2);
+            memcpy(cp->k, I->cp[0].k, nkv * 2);
+            memcpy(cp->v, I->cp[0].v, nkv * 2);
+        }
+        memset(cp->o, 0, nq * 2);
+        fia_tensor_init(&cp->tq, cp->q, FIA_DTYPE_FLOAT16, 3, qs, NULL);
+        fia_tensor_init(&cp->tk, cp->k, FIA_DTYPE_FLOAT16, 3, ks, NULL);
+        fia_tensor_init(&cp->tv, cp->v, FIA_DTYPE_FLOAT16, 3, ks, NULL);
+        fia_tensor_init(&cp->to, cp->o, FIA_DTYPE_FLOAT16, 3, qs, NULL);
+        /* One executor per copy (an executor binds addresses); one workspace for all. */
+        uint64_t ws = 0;
+        const fia_status s = fia_smallq_flash_attention_get_workspace_size(
+            ctx, &cp->tq, &cp->tk, &cp->tv, &cp->to, &ws, &cp->executor);
+        if (s != FIA_STATUS_SUCCESS) {
+            set_err(err, err_len, "get_workspace_size: %s", fia_last_error()[0] != '\0'
+                                                                ? fia_last_error()
+                                                                : fia_status_string(s));
+            smallq_destroy(I);
+            return -1;
+        }
+        if (ws > I->workspace_bytes) I->workspace_bytes = ws;
+    }
+    if (I->workspace_bytes > 0 && (I->workspace = malloc((size_t)I->workspace_bytes)) == NULL)
+        goto oom;
+    *inst = I;
+    return 0;
+
+oom:
+    set_err(err, err_len, "out of memory preparing %s", c->name);
+    smallq_destroy(I);
+    return -1;
+}
+
+static fia_status smallq_execute(void *inst, int copy) {
+    smallq_instance *I = inst;
+    return fia_smallq_flash_attention(I->workspace, I->workspace_bytes, I->cp[copy].executor);
+}
+
+/* Compares four heads of copy 0 (the first, two inner ones, the last), every row, with the
+ * oracle. */
+static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
+    smallq_instance *I = inst;
+    const bench_smallq_case *p = I->p;
+    const smallq_copy *cp = &I->cp[0];
+    const int64_t n = p->num_heads;
+    int64_t heads[4] = {0, n / 3, (2 * n) / 3, n - 1};
+    int64_t count = 0;
+    for (int i = 0; i < 4; i++) /* distinct, in order (n may be < 4) */
+        if (count == 0 || heads[i] > heads[count - 1]) heads[count++] = heads[i];
+    const int64_t per_head = p->q_len * p->head_dim;
+    double *want = malloc((size_t)(count * per_head) * sizeof *want);
+    if (want == NULL) {
+        set_err(err, err_len, "check: out of memory");
+        return -1;
+    }
+    if (fia_ref_smallq_flash_attention(&cp->tq, &cp->tk, &cp->tv, heads, count, want) != 0) {
+        free(want);
+        set_err(err, err_len, "check: the oracle cannot run this call");
+        return -1;
+    }
+    double atol, rtol;
+    cli_tolerance(FIA_DTYPE_FLOAT16, &atol, &rtol);
+    cli_check chk = {0, 0, 0};
+    for (int64_t i = 0; i < count; i++) {
+        const fia_tensor o = sub_view(&cp->to, 0, heads[i], 1);
+        cli_check_tensor(&o, want + i * per_head, atol, rtol, &chk);
+    }
+    free(want);
+    r->passed = chk.failures == 0;
+    r->max_abs_err = chk.max_abs_err;
+    snprintf(r->detail, sizeof r->detail, "%lld/%lld heads x %lld/%lld rows", (long long)count,
+             (long long)n, (long long)p->q_len, (long long)p->q_len);
+    return 0;
+}
+
+static const bench_op smallq_bench_op = {
+    "smallq_flash_attention", smallq_shape, smallq_params_json, smallq_counts, smallq_copy_bytes,
+    smallq_prepare, smallq_execute, smallq_check, smallq_destroy,
+};
+
+/* ---------------------------------------------------------------------------------------- */
 /* The case table                                                                           */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -568,6 +744,13 @@ static const bench_fia_case gqa_decode_bf16 = {1, 32, 8, 128, 128, 1, 16384, NUL
                                                0};
 static const bench_fia_case gqa_decode_int8 = {1, 32, 8, 128, 128, 1, 16384, NULL, F16, I8, 0, 0};
 
+/* SmallQ (decode, multi-token prediction, speculative decoding): 32 heads, head dim 128, 16K
+ * context, 1 to 8 query tokens. */
+static const bench_smallq_case smallq_q1_16k = {32, 128, 1, 16384};
+static const bench_smallq_case smallq_q2_16k = {32, 128, 2, 16384};
+static const bench_smallq_case smallq_q4_16k = {32, 128, 4, 16384};
+static const bench_smallq_case smallq_q8_16k = {32, 128, 8, 16384};
+
 static const bench_case cases[] = {
     {"fia_prefill_causal_gqa_s2k", &fia_bench_op, &gqa_prefill_2k, 1},
     {"fia_decode_gqa_kv4k", &fia_bench_op, &gqa_decode_4k, 1},
@@ -578,6 +761,10 @@ static const bench_case cases[] = {
     {"fia_decode_gqa_paged128_kv16k", &fia_bench_op, &gqa_decode_paged, 0},
     {"fia_decode_gqa_bf16_kv16k", &fia_bench_op, &gqa_decode_bf16, 0},
     {"fia_decode_gqa_int8_kv16k", &fia_bench_op, &gqa_decode_int8, 0},
+    {"smallq_q1_kv16k", &smallq_bench_op, &smallq_q1_16k, 1},
+    {"smallq_q2_kv16k", &smallq_bench_op, &smallq_q2_16k, 1},
+    {"smallq_q4_kv16k", &smallq_bench_op, &smallq_q4_16k, 1},
+    {"smallq_q8_kv16k", &smallq_bench_op, &smallq_q8_16k, 1},
 };
 
 const bench_case *bench_cases(size_t *count) {

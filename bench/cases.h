@@ -63,6 +63,16 @@ typedef struct bench_fia_case {
     int64_t block_size;     /* > 0: paged KV cache with this block size */
 } bench_fia_case;
 
+/* Parameters of a smallq_flash_attention case: Q and O [num_heads, q_len, head_dim], K and V
+ * [num_heads, kv_len, head_dim], all float16 and compact (batch 1, as many KV heads as query
+ * heads). */
+typedef struct bench_smallq_case {
+    int64_t num_heads;
+    int64_t head_dim;
+    int64_t q_len;
+    int64_t kv_len;
+} bench_smallq_case;
+
 struct bench_case {
     const char *name;
     const bench_op *op;

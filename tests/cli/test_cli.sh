@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_cli.sh - end-to-end tests of the `fia` command line (tools/): writes small .npy inputs
-# with a python3 stdlib script (no numpy), runs `fia op fused_infer_attention_score` with
-# --check, and checks exit statuses, output files and their headers, and that bad calls exit 2
-# with exactly one line on stderr and no output file. Usage: test_cli.sh PATH/TO/fia
+# with a python3 stdlib script (no numpy), runs `fia op fused_infer_attention_score` and
+# `fia op smallq_flash_attention` with --check, and checks exit statuses, output files and their
+# headers, and that bad calls exit 2 with exactly one line on stderr and no output file.
+# Usage: test_cli.sh PATH/TO/fia
 # Ends with "N passed, N failed"; exits nonzero when a check failed.
 set -u
 
@@ -77,6 +78,12 @@ npy('kp.npy', '<f2', (4, BS, N2 * D), rnd(4 * BS * N2 * D))
 npy('vp.npy', '<f2', (4, BS, N2 * D), rnd(4 * BS * N2 * D))
 npy('bt.npy', '<i8', (B, 2), [2, 0, 3, 1])
 npy('q1.npy', '<f2', (B, 1, N1 * D), rnd(B * N1 * D))
+# smallq_flash_attention: Q [3, 2, 17], K/V [3, 37, 17] (an odd head dim); K with head dim 16
+SN, SQ, SKV, SD = 3, 2, 37, 17
+npy('sq_q.npy', '<f2', (SN, SQ, SD), rnd(SN * SQ * SD))
+npy('sq_k.npy', '<f2', (SN, SKV, SD), rnd(SN * SKV * SD))
+npy('sq_v.npy', '<f2', (SN, SKV, SD), rnd(SN * SKV * SD))
+npy('sq_k_bad.npy', '<f2', (SN, SKV, SD - 1), rnd(SN * SKV * (SD - 1)))
 # a truncated file and a file that is not npy
 with open(os.path.join(out, 'q.npy'), 'rb') as f:
     data = f.read()
@@ -119,11 +126,12 @@ run() {
 }
 
 # error_case NAME ARGS...: exit 2, exactly one stderr line starting "fia: error: ", no output.
+# The output requested is $ERR_OUT (default attention_out).
 error_case() {
     local name=$1
     shift
     rm -f "$WORK/err_out.npy"
-    if run "$name" 2 "$@" --out attention_out="$WORK/err_out.npy"; then
+    if run "$name" 2 "$@" --out "${ERR_OUT:-attention_out}"="$WORK/err_out.npy"; then
         local lines
         lines=$(wc -l <"$WORK/$name.err")
         if [ "$lines" -ne 1 ] || ! grep -q '^fia: error: ' "$WORK/$name.err"; then
@@ -221,6 +229,20 @@ if run paged 0 $OP --query "$WORK/q1.npy" --key "$WORK/kp.npy" --value "$WORK/vp
     fi
 fi
 
+# smallq_flash_attention: head dim 17, 3 heads, 2 query tokens; O is float16 [3, 2, 17].
+SQOP="$FIA op smallq_flash_attention"
+if run smallq 0 $SQOP --q "$WORK/sq_q.npy" --k "$WORK/sq_k.npy" --v "$WORK/sq_v.npy" \
+    --threads 2 --check --out o="$WORK/sq_o.npy"; then
+    h=$(npy_header "$WORK/sq_o.npy")
+    if ! grep -q '^check: pass' "$WORK/smallq.out"; then
+        bad "smallq: check did not pass" "$WORK/smallq.out"
+    elif [ "$h" != "<f2 (3, 2, 17) 204" ]; then
+        bad "smallq: o header is '$h'"
+    else
+        ok "smallq ($(grep 'check o' "$WORK/smallq.out"))"
+    fi
+fi
+
 # ---------------------------------------------------------------------------------------------
 # Bad calls: exit 2, one line on stderr, no output file.
 error_case bad_head_dim $OP --query "$WORK/q.npy" --key "$WORK/k_bad.npy" --value "$WORK/v.npy" \
@@ -241,6 +263,12 @@ error_case bad_layout $OP --query "$WORK/q.npy" --key "$WORK/k.npy" --value "$WO
     --num_heads 4 --num_key_value_heads 2 --input_layout XYZ
 error_case missing_required $OP --query "$WORK/q.npy" --key "$WORK/k.npy" --value "$WORK/v.npy"
 error_case unknown_op "$FIA" op no_such_operator --query "$WORK/q.npy"
+# smallq: K's head dim differs from Q's (the line names K and dim 2); V missing.
+ERR_OUT=o error_case smallq_bad_head_dim $SQOP --q "$WORK/sq_q.npy" --k "$WORK/sq_k_bad.npy" \
+    --v "$WORK/sq_v.npy"
+if grep -q 'K dim 2' "$WORK/smallq_bad_head_dim.err"; then ok "smallq_bad_head_dim names K dim 2"
+else bad "smallq_bad_head_dim: the line does not name K dim 2" "$WORK/smallq_bad_head_dim.err"; fi
+ERR_OUT=o error_case smallq_missing_v $SQOP --q "$WORK/sq_q.npy" --k "$WORK/sq_k.npy"
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]
