@@ -306,14 +306,14 @@ static void test_edges(uint64_t seed) {
     c.lse = 1;
     EDGE(c, "TND one-token queries, long kv");
 
-    /* Split-KV boundaries: kv tile 64, chunk 512; query tile = 256 / G positions. */
-    c = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_FLOAT32, 9, 4, 2, 1, 1100, 32, 32);
-    set_lens(&c, NULL, (const int64_t[]){63, 64, 65, 511, 512, 513, 1023, 1024, 1025});
+    /* Split-KV boundaries: kv tile 64, chunk 2048; query tile = 128 / G positions. */
+    c = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_FLOAT32, 9, 4, 2, 1, 4100, 32, 32);
+    set_lens(&c, NULL, (const int64_t[]){63, 64, 65, 2047, 2048, 2049, 4095, 4096, 4097});
     c.lse = 1;
     EDGE(c, "decode kv lengths at tile / chunk boundaries");
     set_paged(&c, 3, 64);
     EDGE(c, "decode kv lengths at tile / chunk boundaries, paged");
-    const int64_t tq[4][3] = {{8, 1, 32}, {8, 1, 33}, {6, 2, 85}, {6, 2, 86}}; /* N1, N2, S1 */
+    const int64_t tq[4][3] = {{8, 1, 16}, {8, 1, 17}, {6, 2, 42}, {6, 2, 43}}; /* N1, N2, S1 */
     for (int i = 0; i < 4; i++) {
         c = base_case(FIA_LAYOUT_BSH, FIA_DTYPE_FLOAT16, 1, tq[i][0], tq[i][1], tq[i][2], 1300, 16, 16);
         c.sparse_mode = 3, c.mask = MASK_C2, c.lse = 1;

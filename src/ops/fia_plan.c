@@ -22,7 +22,8 @@ enum {
     FIA_MAX_BATCH = 65536,
     FIA_MAX_BLOCK_SIZE = 1024,
     FIA_KV_TILE = 64,     /* keys per K/V tile */
-    FIA_KV_CHUNK = 512,   /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
+    FIA_KV_CHUNK = 2048,  /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
+    FIA_SPLIT_TILE_BYTES = 512 * 1024, /* K+V bytes of one step of a split item, current + next */
     FIA_TILE_ROWS = 256,  /* target query rows per tile */
     FIA_COMPRESSED_MASK = 2048
 };
@@ -376,10 +377,11 @@ static bool fia_request_split(const fia_attn_plan *p, const fia_batch *bi, int64
 }
 
 /* KV heads per split item. Token-major caches (BSH, BSND, TND, BnBsH) keep the rows of all KV
- * heads of a token together, so one item takes all heads of a chunk and reads memory
- * sequentially, unless that leaves fewer than 4 items per thread. Head-major caches (BNSD,
- * BnNBsD) take one head per item. The choice never changes a result: every head is computed
- * the same way whichever item holds it. */
+ * heads of a token together, so one item takes several heads of a chunk and reads memory
+ * sequentially: as many as keep one step (this tile and the prefetched next one) within
+ * FIA_SPLIT_TILE_BYTES of L2, and fewer when that would leave under 4 items per thread.
+ * Head-major caches (BNSD, BnNBsD) take one head per item. The choice never changes a result:
+ * every head is computed the same way whichever item holds it. */
 static int64_t fia_split_head_block(const fia_attn_plan *p) {
     if (!p->token_major) return 1;
     int64_t chunks = 0;
@@ -388,7 +390,9 @@ static int64_t fia_split_head_block(const fia_attn_plan *p) {
         if (fia_request_split(p, &p->batches[b], &kv0, &kv1))
             chunks += (kv1 - 1) / p->kv_chunk - kv0 / p->kv_chunk + 1;
     }
-    int64_t hb = p->N2;
+    const int64_t step_bytes = 2 * p->kv_tile * (p->D * p->k.esize + p->Dv * p->v.esize);
+    int64_t hb = FIA_SPLIT_TILE_BYTES / step_bytes;
+    hb = hb < 1 ? 1 : hb > p->N2 ? p->N2 : hb;
     while (hb > 1 && chunks * ((p->N2 + hb - 1) / hb) < 4 * p->num_threads) hb = (hb + 1) / 2;
     return hb;
 }
