@@ -6,6 +6,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "cases.h"
+#include "roofline.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -78,9 +79,10 @@ static int fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state) {
     return 0;
 }
 
+/* Buffers of 4 MiB and more are 2 MiB aligned and asked to be backed by transparent huge pages,
+ * as serving engines allocate KV caches (the roofline probe's buffer gets the same treatment). */
 static void *alloc_bytes(size_t bytes) {
-    const size_t rounded = bytes == 0 ? 64 : (bytes + 63) & ~(size_t)63;
-    return aligned_alloc(64, rounded);
+    return roofline_alloc(bytes);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -337,9 +338,20 @@ static double flops_per_iter(const char *isa) {
     return 8.0 * 2.0;
 }
 
+void *roofline_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < 2 * huge) return aligned_alloc(64, bytes == 0 ? 64 : (bytes + 63) & ~(size_t)63);
+    const size_t rounded = (bytes + huge - 1) & ~(huge - 1);
+    void *p = aligned_alloc(huge, rounded);
+#ifdef MADV_HUGEPAGE
+    if (p != NULL) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
 static int measure_bandwidth(int threads, read_fn rd, size_t bytes, double *gbps, char *err,
                              size_t err_len) {
-    unsigned char *buf = aligned_alloc(4096, bytes);
+    unsigned char *buf = roofline_alloc(bytes);
     probe_task *tasks = calloc((size_t)threads, sizeof *tasks);
     if (buf == NULL || tasks == NULL) {
         snprintf(err, err_len, "roofline: cannot allocate the %zu MiB bandwidth buffer",
@@ -436,6 +448,13 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len) {
     if (measure_fma(threads, fm, flops_per_iter(r->isa), &r->fma_gflops, err, err_len) != 0)
         return -1;
     return 0;
+}
+
+int roofline_measure_read(roofline *r, char *err, size_t err_len) {
+    read_fn rd;
+    fma_fn fm;
+    pick_isa(&rd, &fm);
+    return measure_bandwidth(r->threads, rd, r->buffer_bytes, &r->read_gbps, err, err_len);
 }
 
 double roofline_fraction(const roofline *r, double bytes, double flops, double seconds,

@@ -21,9 +21,18 @@ typedef struct roofline {
  * sysconf(_SC_LEVEL3_CACHE_SIZE), else 32 MiB. */
 size_t roofline_llc_bytes(void);
 
+/* A buffer for a probe or a benchmark case, freed with free(): 64-byte aligned, and for 4 MiB
+ * and more 2 MiB aligned and backed by transparent huge pages where the kernel allows. */
+void *roofline_alloc(size_t bytes);
+
 /* Runs both probes with `threads` threads (>= 1); takes about a second. Returns 0, or -1 with a
  * message in err (allocation or thread creation failed). */
 int roofline_measure(int threads, roofline *r, char *err, size_t err_len);
+
+/* Measures the read bandwidth again (same threads and buffer size as r), into r->read_gbps.
+ * The bandwidth of a shared machine drifts over seconds, so the bench measures it right before
+ * each case. Returns 0, or -1 with a message in err. */
+int roofline_measure_read(roofline *r, char *err, size_t err_len);
 
 /* The fraction of the roofline a run reached: max(bytes / seconds / read bandwidth,
  * flops / seconds / FMA peak). *bound (may be NULL) is set to "memory" or "compute", whichever

@@ -2,7 +2,8 @@
  * cmd_bench.c - `fia bench [--json] [--filter TEXT] [--threads N] [--reps N]`.
  *
  * Measures the machine roofline (read bandwidth, fp32 FMA peak) in the same run, then times
- * every case of bench/cases.c whose name contains TEXT, with cold caches (buffer copies rotated
+ * every case of bench/cases.c whose name contains TEXT (the read bandwidth is measured again
+ * right before each case, since a shared machine's bandwidth drifts), with cold caches (buffer copies rotated
  * beyond twice the last-level cache), planned once and executed many times; reports the median
  * time, GB/s, GFLOP/s and the fraction of the roofline, as a table or as one JSON object per line
  * and case.
@@ -139,8 +140,8 @@ int cmd_bench(int argc, char **argv) {
         printf("roofline (measured now, %s probes): read %.1f GB/s (%zu MiB buffer), fp32 FMA "
                "%.1f GFLOP/s; LLC %zu MiB\n\n",
                rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.llc_bytes >> 20);
-        printf("%-31s %-40s %10s %8s %8s %9s %7s %6s\n", "case", "shape", "median", "GB/s",
-               "GFLOP/s", "roofline", "bound", "runs");
+        printf("%-31s %-40s %10s %8s %8s %9s %7s %6s %7s\n", "case", "shape", "median", "GB/s",
+               "GFLOP/s", "roofline", "bound", "runs", "read");
     }
     fflush(stdout);
 
@@ -151,7 +152,8 @@ int cmd_bench(int argc, char **argv) {
         char err[512];
         char shape[128];
         c->op->shape(c, shape, sizeof shape);
-        if (bench_run_case(c, ctx, rl.llc_bytes, reps, 0.5, &res, NULL, err, sizeof err) != 0) {
+        if (roofline_measure_read(&rl, err, sizeof err) != 0 ||
+            bench_run_case(c, ctx, rl.llc_bytes, reps, 0.5, &res, NULL, err, sizeof err) != 0) {
             rc = CLI_EXIT_FAIL;
             if (json) {
                 printf("{\"op\":");
@@ -186,8 +188,8 @@ int cmd_bench(int argc, char **argv) {
                    gflops, frac, bound, res.min_seconds, res.reps, res.copies, (int)n_threads,
                    fia_isa_name(isa));
         } else {
-            printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d\n", c->name, shape,
-                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps);
+            printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d %7.1f\n", c->name, shape,
+                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps, rl.read_gbps);
         }
         fflush(stdout);
     }

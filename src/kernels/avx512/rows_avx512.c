@@ -101,10 +101,19 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
  * repeats the last one for a partial block); only kb columns are stored. */
 FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
                          int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
-                         int64_t lds) {
+                         int64_t lds, const void *const *pf, int64_t npf) {
+    /* The next tile's rows pf[0, npf) are prefetched a few cache lines per 16-wide step, so
+     * that the requests stay spread over the block instead of arriving in one burst. */
+    const int64_t lines = (d * fia_dt_size(dt) + 63) / 64, total = npf * lines;
+    const int64_t steps = (d + 15) / 16, per_step = (total + steps - 1) / steps;
+    int64_t next_line = 0;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
            c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
     for (int64_t c = 0; c < d; c += 16) {
+        for (int64_t e = next_line + per_step < total ? next_line + per_step : total;
+             next_line < e; next_line++)
+            _mm_prefetch((const char *)pf[next_line / lines] + (next_line % lines) * 64,
+                         _MM_HINT_T1);
         const __mmask16 mk = fia_mask16(d - c);
         __m512 q0 = c0, q1 = c0, q2 = c0, q3 = c0, q4 = c0, q5 = c0, q6 = c0, q7 = c0;
         (void)q1, (void)q2, (void)q3, (void)q4, (void)q5, (void)q6, (void)q7;
@@ -132,14 +141,15 @@ FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, co
                             int64_t lds, const void *const *pf, int64_t npf) {
     int64_t j0 = 0;
     for (; j0 + KB <= n; j0 += KB) {
-        fia_prefetch_rows(pf, npf, j0, j0 + KB, d * fia_dt_size(dt));
-        fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds);
+        const int64_t np = npf - j0 < 0 ? 0 : npf - j0 > KB ? KB : npf - j0;
+        fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds, np ? pf + j0 : NULL, np);
     }
-    fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
+    if (j0 >= n) fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
     if (j0 < n) {
         const void *kp[16];
         for (int kk = 0; kk < KB; kk++) kp[kk] = krows[j0 + kk < n ? j0 + kk : n - 1];
-        fia_qk_block(RB, KB, n - j0, d, q, ldq, kp, dt, s + j0, lds);
+        fia_qk_block(RB, KB, n - j0, d, q, ldq, kp, dt, s + j0, lds, npf > j0 ? pf + j0 : NULL,
+                     npf > j0 ? npf - j0 : 0);
     }
 }
 
