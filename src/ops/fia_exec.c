@@ -249,8 +249,8 @@ static void fia_write_state_row(const fia_attn_plan *p, int64_t b, int64_t n2, i
 
 /* One KV head of one tile: S = Q.K^T, mask, online softmax, O = alpha.O + P.V. Returns whether
  * any score of the tile was visible (the same for every head of the item). */
-static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s, int64_t n2,
-                          int64_t hh, int64_t t0, int64_t n, int64_t nn, bool first) {
+static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item *next,
+                          fia_scratch *s, int64_t n2, int64_t hh, int64_t t0, int64_t n, bool first) {
     const fia_attn_plan *p = ex->p;
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
@@ -262,9 +262,21 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s
     const float *q = s->q + hh * rows * dp;
     float *o = s->o + hh * rows * dvp, *m = s->m + hh * rows, *l = s->l + hh * rows;
 
-    /* the next tile's rows, prefetched while this one is computed */
-    fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
-    fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
+    /* The next tile's rows, prefetched while this one is computed; after the item's last tile,
+     * the first tile of the next item in the queue (whichever thread takes it). */
+    int64_t nn = it->kv1 - (t0 + n) < nk ? it->kv1 - (t0 + n) : nk;
+    if (nn > 0) {
+        fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
+        fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
+    } else if (next && hh < next->nh && next->kv1 > next->kv0) {
+        const int64_t e = (next->kv0 / nk + 1) * nk;
+        nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
+        const fia_batch *nb = &p->batches[next->b];
+        fia_row_ptrs(p, 0, nb, next->b, next->n2 + hh, next->kv0, nn, s->kpf);
+        fia_row_ptrs(p, 1, nb, next->b, next->n2 + hh, next->kv0, nn, s->vpf);
+    } else {
+        nn = 0;
+    }
     /* S = Q.K^T: small tiles (decode) read K rows in place (the kernel prefetches the next
      * tile); large tiles pack K once into a transposed fp32 panel shared by all rows (GEMM);
      * int8 rows are dequantized into fp32 rows first (the packing prefetches). */
@@ -293,7 +305,8 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, fia_scratch *s
 
 /* A TILE item: the query tile of kv heads [n2, n2 + nh) stays resident (packed, scale folded
  * in) while the item's key range streams through in kv_tile steps, all heads per step. */
-static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item *next,
+                         fia_scratch *s) {
     const fia_attn_plan *p = ex->p;
     const int64_t b = it->b, G = p->G, D = p->D, Dv = p->Dv;
     const int64_t dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
@@ -323,10 +336,9 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, fia_scratch *s)
         for (int64_t pp = 0; pp < it->qn && !visible; pp++)
             visible = s->lo[pp] <= s->hi[pp] && s->lo[pp] < t1 && s->hi[pp] >= t0;
         if (visible) {
-            const int64_t nn = it->kv1 - t1 < nk ? it->kv1 - t1 : nk;
             bool any = false;
             for (int64_t hh = 0; hh < it->nh; hh++)
-                any = fia_tile_head(ex, it, s, it->n2 + hh, hh, t0, t1 - t0, nn, first);
+                any = fia_tile_head(ex, it, next, s, it->n2 + hh, hh, t0, t1 - t0, first);
             if (any) first = false;
         }
         t0 = t1;
@@ -380,9 +392,10 @@ static fia_scratch fia_thread_scratch(const fia_exec *ex, int32_t tid) {
 static void fia_item_task(void *arg, int64_t task, int32_t tid) {
     const fia_exec *ex = arg;
     const fia_item *it = &ex->p->items[task];
+    const fia_item *next = task + 1 < ex->p->num_items ? it + 1 : NULL;
     fia_scratch s = fia_thread_scratch(ex, tid);
     if (it->kind == FIA_ITEM_ZERO) fia_run_zero(ex, it, &s);
-    else fia_run_tile(ex, it, &s);
+    else fia_run_tile(ex, it, next && next->kind == FIA_ITEM_TILE ? next : NULL, &s);
 }
 
 static void fia_merge_task(void *arg, int64_t task, int32_t tid) {
