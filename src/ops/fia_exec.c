@@ -26,6 +26,14 @@ typedef struct fia_exec {
     float *partials;
 } fia_exec;
 
+/* Keys per step of an item. Query tiles small enough for the row kernels (decode) stream K/V in
+ * steps of half a tile, so that one step and the prefetched next one stay within L1; GEMM tiles
+ * (prefill) take the whole tile. It depends only on the item's rows, i.e. on the request, so
+ * results stay independent of the schedule. */
+static inline int64_t fia_item_step(const fia_attn_plan *p, const fia_item *it) {
+    return it->qn * p->G < FIA_GEMM_MIN_ROWS ? p->kv_tile / 2 : p->kv_tile;
+}
+
 /* Carves one thread's scratch from base (base == NULL: sizing only); returns its bytes. */
 static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch *s) {
     fia_arena a = {base, 0};
@@ -255,6 +263,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
     const int64_t b = it->b, D = p->D, Dv = p->Dv, dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
+    const int64_t step = fia_item_step(p, it);
     const int64_t rows = it->qn * p->G;
     const bool gemm_path = rows >= FIA_GEMM_MIN_ROWS;
     const bool quant = p->aq != FIA_AQ_NONE;
@@ -264,12 +273,13 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
 
     /* The next tile's rows, prefetched while this one is computed; after the item's last tile,
      * the first tile of the next item in the queue (whichever thread takes it). */
-    int64_t nn = it->kv1 - (t0 + n) < nk ? it->kv1 - (t0 + n) : nk;
+    int64_t nn = it->kv1 - (t0 + n) < step ? it->kv1 - (t0 + n) : step;
     if (nn > 0) {
         fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
         fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
     } else if (next && hh < next->nh && next->kv1 > next->kv0) {
-        const int64_t e = (next->kv0 / nk + 1) * nk;
+        const int64_t nstep = fia_item_step(p, next);
+        const int64_t e = (next->kv0 / nstep + 1) * nstep;
         nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
         const fia_batch *nb = &p->batches[next->b];
         fia_row_ptrs(p, 0, nb, next->b, next->n2 + hh, next->kv0, nn, s->kpf);
@@ -309,7 +319,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
                          fia_scratch *s) {
     const fia_attn_plan *p = ex->p;
     const int64_t b = it->b, G = p->G, D = p->D, Dv = p->Dv;
-    const int64_t dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
+    const int64_t dp = p->dp, dvp = p->dvp, step = fia_item_step(p, it);
     const int64_t rows = it->qn * G, all = rows * it->nh;
     const fia_batch *bi = &p->batches[b];
 
@@ -330,7 +340,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
 
     bool first = true;
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
-        int64_t t1 = (t0 / nk + 1) * nk;
+        int64_t t1 = (t0 / step + 1) * step;
         if (t1 > it->kv1) t1 = it->kv1;
         bool visible = false;
         for (int64_t pp = 0; pp < it->qn && !visible; pp++)
