@@ -1,11 +1,14 @@
 /*
  * fia_exec.c - fused_infer_attention_score: execution of a plan (FlashAttention-2).
  *
- * Phase 1 runs the work items on the pool. A TILE item packs its query tile once (fp32, scale
- * folded in) and streams its key range in kv_tile steps: pack K (convert/dequantize, then
- * transpose into a [D x kv_tile] panel), S = Q.K^T, mask, online softmax, pack V, O = alpha.O +
- * P.V. It then writes the normalised output (and lse) or, for a split request, its partial
- * state. A ZERO item writes 0 / +inf for rows no query position occupies.
+ * Phase 1 runs the work items on the pool. A TILE item packs the query tiles of its KV heads
+ * once (fp32, scale folded in) and streams its key range in steps aligned in token space, for
+ * each head: S = Q.K^T, mask, online softmax, O = alpha.O + P.V, the next step's rows
+ * prefetched meanwhile. Decode-sized tiles read K/V rows in place (qk_rows / pv_rows); larger
+ * tiles (prefill) pack K into a transposed fp32 panel and V into fp32 rows and run GEMMs; int8
+ * rows are dequantized while packed. The item then writes the normalised output (and lse) or,
+ * for a split request, its partial state. A ZERO item writes 0 / +inf for rows no query
+ * position occupies.
  * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
  * Nothing here allocates; every buffer comes from the workspace laid out below.
  */
@@ -314,7 +317,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
 }
 
 /* A TILE item: the query tile of kv heads [n2, n2 + nh) stays resident (packed, scale folded
- * in) while the item's key range streams through in kv_tile steps, all heads per step. */
+ * in) while the item's key range streams through step by step, all heads per step. */
 static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item *next,
                          fia_scratch *s) {
     const fia_attn_plan *p = ex->p;

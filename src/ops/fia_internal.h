@@ -5,14 +5,17 @@
  * Work decomposition (all decided at plan time from the actual lengths):
  *   - A query tile is G query heads (one GQA group, sharing one KV head) x up to tile_pos
  *     consecutive query positions of one batch: rows r = p * G + g. It stays resident (packed,
- *     pre-scaled fp32) while the visible K/V range streams through in tiles of kv_tile tokens.
- *   - KV tiles are aligned to multiples of kv_tile in token space; a tile nobody in the query
+ *     pre-scaled fp32) while the visible K/V range streams through in steps of kv_tile tokens
+ *     (half of that for decode-sized tiles, see fia_item_step).
+ *   - Steps are aligned to multiples of their size in token space; a step nobody in the query
  *     tile can see is skipped.
  *   - A request whose query rows for one KV head fit in a single query tile (decode, speculative
  *     decode) is split along the KV length into chunks of kv_chunk tokens, also aligned in token
  *     space; the partial softmax states are merged in chunk order afterwards. Whether and where
  *     to split depends only on the request itself, never on the thread count or the batch, so
  *     results are bitwise reproducible.
+ *     For token-major caches one split item covers several KV heads of a chunk (sequential
+ *     reads); how many never changes a result.
  *   - Items are sorted by estimated cost (largest first) and handed out dynamically.
  */
 #ifndef FIA_OPS_FIA_INTERNAL_H
