@@ -123,22 +123,6 @@ static inline void fia_row_from_f32(const fia_kernels *k, const float *src, fia_
     }
 }
 
-/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i. */
-static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, int64_t i,
-                                 int64_t *lo, int64_t *hi) {
-    const int64_t skv = bi->skv, sq = bi->sq;
-    int64_t a = 0, e = skv - 1;
-    switch (p->vis) {
-    case FIA_VIS_ALL: break;
-    case FIA_VIS_BAND_TOP_LEFT: a = i - p->pre; e = i + p->next; break;
-    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
-    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
-    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - p->pre; e = i + skv - sq + p->next; break;
-    }
-    *lo = a < 0 ? 0 : a;
-    *hi = e > skv - 1 ? skv - 1 : e;
-}
-
 /* ---- K / V packing ----------------------------------------------------------------------- */
 
 /* Dequantizes one int8 row in place: which 0 = K, 1 = V. */

@@ -141,6 +141,24 @@ typedef struct fia_scratch {
     int64_t *lo, *hi;     /* per query position of the tile */
 } fia_scratch;
 
+/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i of batch
+ * bi: the sparse_mode geometry, written once for planning and execution. Both ends are
+ * non-decreasing in i for every mode. */
+static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, int64_t i,
+                                 int64_t *lo, int64_t *hi) {
+    const int64_t skv = bi->skv, sq = bi->sq;
+    int64_t a = 0, e = skv - 1;
+    switch (p->vis) {
+    case FIA_VIS_ALL: break;
+    case FIA_VIS_BAND_TOP_LEFT: a = i - p->pre; e = i + p->next; break;
+    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
+    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
+    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - p->pre; e = i + skv - sq + p->next; break;
+    }
+    *lo = a < 0 ? 0 : a;
+    *hi = e > skv - 1 ? skv - 1 : e;
+}
+
 /* Sizes (ws == NULL) or lays out the workspace: num_threads scratch areas, then the dequant
  * vectors, then the split partials. Returns the bytes used. */
 size_t fia_attn_workspace_layout(const fia_attn_plan *p, void *ws, float **aq_vectors,

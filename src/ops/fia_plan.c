@@ -337,20 +337,9 @@ static void fia_attn_destroy(fia_plan *plan) {
  * position for every mode, so the first row gives the low end and the last the high end). */
 static void fia_tile_kv_range(const fia_attn_plan *p, const fia_batch *bi, int64_t q0, int64_t qn,
                               int64_t *kv0, int64_t *kv1) {
-    const int64_t skv = bi->skv, sq = bi->sq, last = q0 + qn - 1;
-    int64_t lo = 0, hi = skv - 1;
-    switch (p->vis) {
-    case FIA_VIS_ALL: break;
-    case FIA_VIS_BAND_TOP_LEFT: lo = q0 - p->pre; hi = last + p->next; break;
-    case FIA_VIS_CAUSAL_TOP_LEFT: hi = last; break;
-    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: hi = last + skv - sq; break;
-    case FIA_VIS_BAND_BOTTOM_RIGHT:
-        lo = q0 + skv - sq - p->pre;
-        hi = last + skv - sq + p->next;
-        break;
-    }
-    if (lo < 0) lo = 0;
-    if (hi > skv - 1) hi = skv - 1;
+    int64_t lo, hi, unused;
+    fia_row_range(p, bi, q0, &lo, &unused);
+    fia_row_range(p, bi, q0 + qn - 1, &unused, &hi);
     *kv0 = lo;
     *kv1 = hi + 1 > lo ? hi + 1 : lo;
 }
