@@ -25,7 +25,7 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
+void bench_set_err(char *err, size_t err_len, const char *fmt, ...) {
     if (err == NULL || err_len == 0) return;
     va_list ap;
     va_start(ap, fmt);
@@ -49,7 +49,7 @@ static float level_to_float(uint32_t level16) { return ((float)level16 - 32768.0
 
 /* Fills n elements of dtype with random values in [-1, 1] (int8: [-127, 127]). Returns -1 when
  * out of memory. */
-static int fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state) {
+int bench_fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state) {
     if (dtype == FIA_DTYPE_FLOAT16 || dtype == FIA_DTYPE_BFLOAT16) {
         uint16_t *table = malloc(65536 * sizeof *table);
         if (table == NULL) return -1;
@@ -81,7 +81,7 @@ static int fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state) {
 
 /* Buffers of 4 MiB and more are 2 MiB aligned and asked to be backed by transparent huge pages,
  * as serving engines allocate KV caches (the roofline probe's buffer gets the same treatment). */
-static void *alloc_bytes(size_t bytes) {
+void *bench_alloc(size_t bytes) {
     return roofline_alloc(bytes);
 }
 
@@ -296,15 +296,15 @@ static int fia_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
     const int64_t n1 = p->num_heads, n2 = p->num_key_value_heads;
     for (int i = 0; i < copies; i++) {
         fia_copy *cp = &I->cp[i];
-        cp->q = alloc_bytes(nq * qe);
-        cp->k = alloc_bytes(nk * ke);
-        cp->v = alloc_bytes(nv * ke);
-        cp->out = alloc_bytes(nout * qe);
+        cp->q = bench_alloc(nq * qe);
+        cp->k = bench_alloc(nk * ke);
+        cp->v = bench_alloc(nv * ke);
+        cp->out = bench_alloc(nout * qe);
         if (cp->q == NULL || cp->k == NULL || cp->v == NULL || cp->out == NULL) goto oom;
         if (i == 0) {
-            if (fill_random(cp->q, p->dtype, nq, &rng) != 0 ||
-                fill_random(cp->k, p->kv_dtype, nk, &rng) != 0 ||
-                fill_random(cp->v, p->kv_dtype, nv, &rng) != 0)
+            if (bench_fill_random(cp->q, p->dtype, nq, &rng) != 0 ||
+                bench_fill_random(cp->k, p->kv_dtype, nk, &rng) != 0 ||
+                bench_fill_random(cp->v, p->kv_dtype, nv, &rng) != 0)
                 goto oom;
         } else {
             /* Same values, different addresses: what matters for the caches. */
@@ -334,7 +334,7 @@ static int fia_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
     /* The compressed causal mask: triu(ones, 1) of 2048 x 2048 (its contents are not read). */
     if (p->sparse_mode == 3 && p->q_len > 1) {
         const int64_t ms[2] = {2048, 2048};
-        I->mask = alloc_bytes(2048 * 2048);
+        I->mask = bench_alloc(2048 * 2048);
         if (I->mask == NULL) goto oom;
         uint8_t *m = I->mask;
         for (int64_t i = 0; i < 2048; i++)
@@ -375,8 +375,8 @@ static int fia_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
     if (p->kv_dtype == FIA_DTYPE_INT8) {
         const size_t n = (size_t)(2 * n2 * p->head_dim);
         const int64_t ss[4] = {2, n2, 1, p->head_dim};
-        I->aq_scale = alloc_bytes(n * qe);
-        I->aq_offset = alloc_bytes(n * qe);
+        I->aq_scale = bench_alloc(n * qe);
+        I->aq_offset = bench_alloc(n * qe);
         float *tmp = malloc(2 * n * sizeof *tmp);
         if (I->aq_scale == NULL || I->aq_offset == NULL || tmp == NULL) {
             free(tmp);
@@ -411,7 +411,7 @@ static int fia_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
         const fia_status s = fia_fused_infer_attention_score_plan(ctx, &t, prm, &I->cp[i].plan,
                                                                   &ws);
         if (s != FIA_STATUS_SUCCESS) {
-            set_err(err, err_len, "plan: %s", fia_last_error()[0] != '\0'
+            bench_set_err(err, err_len, "plan: %s", fia_last_error()[0] != '\0'
                                                   ? fia_last_error()
                                                   : fia_status_string(s));
             fia_destroy(I);
@@ -424,7 +424,7 @@ static int fia_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
     return 0;
 
 oom:
-    set_err(err, err_len, "out of memory preparing %s", c->name);
+    bench_set_err(err, err_len, "out of memory preparing %s", c->name);
     fia_destroy(I);
     return -1;
 }
@@ -522,12 +522,12 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
             const int64_t n = fia_tensor_numel(&out);
             double *want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
             if (want == NULL) {
-                set_err(err, err_len, "check: out of memory");
+                bench_set_err(err, err_len, "check: out of memory");
                 return -1;
             }
             if (fia_ref_fused_infer_attention_score(&t, &prm, want, NULL) != 0) {
                 free(want);
-                set_err(err, err_len, "check: the oracle cannot run this call");
+                bench_set_err(err, err_len, "check: the oracle cannot run this call");
                 return -1;
             }
             cli_check_tensor(&out, want, atol, rtol, &chk);
@@ -631,15 +631,15 @@ static int smallq_prepare(const bench_case *c, fia_context *ctx, int copies, uin
     const int64_t ks[3] = {p->num_heads, p->kv_len, p->head_dim};
     for (int i = 0; i < copies; i++) {
         smallq_copy *cp = &I->cp[i];
-        cp->q = alloc_bytes(nq * 2);
-        cp->k = alloc_bytes(nkv * 2);
-        cp->v = alloc_bytes(nkv * 2);
-        cp->o = alloc_bytes(nq * 2);
+        cp->q = bench_alloc(nq * 2);
+        cp->k = bench_alloc(nkv * 2);
+        cp->v = bench_alloc(nkv * 2);
+        cp->o = bench_alloc(nq * 2);
         if (cp->q == NULL || cp->k == NULL || cp->v == NULL || cp->o == NULL) goto oom;
         if (i == 0) {
-            if (fill_random(cp->q, FIA_DTYPE_FLOAT16, nq, &rng) != 0 ||
-                fill_random(cp->k, FIA_DTYPE_FLOAT16, nkv, &rng) != 0 ||
-                fill_random(cp->v, FIA_DTYPE_FLOAT16, nkv, &rng) != 0)
+            if (bench_fill_random(cp->q, FIA_DTYPE_FLOAT16, nq, &rng) != 0 ||
+                bench_fill_random(cp->k, FIA_DTYPE_FLOAT16, nkv, &rng) != 0 ||
+                bench_fill_random(cp->v, FIA_DTYPE_FLOAT16, nkv, &rng) != 0)
                 goto oom;
         } else {
             /* Same values, different addresses: what matters for the caches. */
@@ -657,7 +657,7 @@ static int smallq_prepare(const bench_case *c, fia_context *ctx, int copies, uin
         const fia_status s = fia_smallq_flash_attention_get_workspace_size(
             ctx, &cp->tq, &cp->tk, &cp->tv, &cp->to, &ws, &cp->executor);
         if (s != FIA_STATUS_SUCCESS) {
-            set_err(err, err_len, "get_workspace_size: %s", fia_last_error()[0] != '\0'
+            bench_set_err(err, err_len, "get_workspace_size: %s", fia_last_error()[0] != '\0'
                                                                 ? fia_last_error()
                                                                 : fia_status_string(s));
             smallq_destroy(I);
@@ -671,7 +671,7 @@ static int smallq_prepare(const bench_case *c, fia_context *ctx, int copies, uin
     return 0;
 
 oom:
-    set_err(err, err_len, "out of memory preparing %s", c->name);
+    bench_set_err(err, err_len, "out of memory preparing %s", c->name);
     smallq_destroy(I);
     return -1;
 }
@@ -695,12 +695,12 @@ static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
     const int64_t per_head = p->q_len * p->head_dim;
     double *want = malloc((size_t)(count * per_head) * sizeof *want);
     if (want == NULL) {
-        set_err(err, err_len, "check: out of memory");
+        bench_set_err(err, err_len, "check: out of memory");
         return -1;
     }
     if (fia_ref_smallq_flash_attention(&cp->tq, &cp->tk, &cp->tv, heads, count, want) != 0) {
         free(want);
-        set_err(err, err_len, "check: the oracle cannot run this call");
+        bench_set_err(err, err_len, "check: the oracle cannot run this call");
         return -1;
     }
     double atol, rtol;
@@ -769,9 +769,31 @@ static const bench_case cases[] = {
     {"smallq_q8_kv16k", &smallq_bench_op, &smallq_q8_16k, 1},
 };
 
-const bench_case *bench_cases(size_t *count) {
+/* Every operator's case table, in the order `fia bench` lists them. */
+typedef const bench_case *(*bench_table_fn)(size_t *count);
+
+static const bench_case *fia_cases(size_t *count) {
     *count = sizeof cases / sizeof cases[0];
     return cases;
+}
+
+static const bench_table_fn tables[] = {
+    fia_cases,
+};
+
+const bench_case *bench_cases(size_t *count) {
+    enum { MAX_CASES = 128 };
+    static bench_case all[MAX_CASES];
+    static size_t n_all = 0;
+    if (n_all == 0) {
+        for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+            size_t n = 0;
+            const bench_case *c = tables[t](&n);
+            for (size_t i = 0; i < n && n_all < MAX_CASES; i++) all[n_all++] = c[i];
+        }
+    }
+    *count = n_all;
+    return all;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -809,7 +831,7 @@ int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int 
     for (int i = 0; i < copies; i++) {
         const fia_status s = c->op->execute(inst, i);
         if (s != FIA_STATUS_SUCCESS) {
-            set_err(err, err_len, "execute: %s", fia_last_error()[0] != '\0'
+            bench_set_err(err, err_len, "execute: %s", fia_last_error()[0] != '\0'
                                                      ? fia_last_error()
                                                      : fia_status_string(s));
             c->op->destroy(inst);
@@ -823,7 +845,7 @@ int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int 
     }
     double *times = malloc((size_t)reps * sizeof *times);
     if (times == NULL) {
-        set_err(err, err_len, "out of memory");
+        bench_set_err(err, err_len, "out of memory");
         c->op->destroy(inst);
         return -1;
     }
@@ -833,7 +855,7 @@ int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int 
         const fia_status s = c->op->execute(inst, copy);
         times[r] = now_seconds() - t0;
         if (s != FIA_STATUS_SUCCESS) {
-            set_err(err, err_len, "execute: %s", fia_last_error());
+            bench_set_err(err, err_len, "execute: %s", fia_last_error());
             free(times);
             c->op->destroy(inst);
             return -1;

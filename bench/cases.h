@@ -80,7 +80,20 @@ struct bench_case {
     int demo; /* also run by `fia demo` */
 };
 
-/* The case table. */
+/* Helpers for the bench_op hooks of every operator (cases.c). */
+/* Formats a message into err (when err_len > 0). */
+void bench_set_err(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Fills n elements of dtype with random values in [-1, 1] (int8: [-127, 127]; other integer
+ * dtypes: zeros). Returns -1 when out of memory. */
+int bench_fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state);
+/* Allocates a benchmark buffer (free() it): 2 MiB aligned and backed by transparent huge pages
+ * from 4 MiB on, as serving engines allocate KV caches. NULL when out of memory. */
+void *bench_alloc(size_t bytes);
+
+/* Each operator's own case table, defined in bench/cases_<op>.c and listed in cases.c. */
+
+/* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);
 
 /* Number of buffer copies to rotate so that their total exceeds twice the last-level cache. */

@@ -116,4 +116,49 @@ typedef struct cli_check {
 void cli_check_tensor(const fia_tensor *got, const double *want, double atol, double rtol,
                       cli_check *c);
 
+
+/* ---------------------------------------------------------------------------------------- */
+/* Tensors and outputs of `fia op` handlers (cli_io.c)                                      */
+/* ---------------------------------------------------------------------------------------- */
+
+#include "npy.h"
+
+/* A tensor loaded from the .npy file given by a flag. */
+typedef struct cli_tensor {
+    const char *name; /* the flag / tensor name, for messages */
+    npy_array arr;
+    fia_tensor t;
+    int present;
+} cli_tensor;
+
+/* Loads the tensor given by flag `name` (absent is fine: present stays 0). Returns 0, or -1
+ * (message printed). */
+int cli_load_tensor(const cli_args *a, const char *name, cli_tensor *ot);
+void cli_free_tensor(cli_tensor *ot);
+/* Converts an int64 tensor to a compact int32 one when every value fits (else -1, printed). */
+int cli_narrow_to_int32(cli_tensor *ot);
+
+/* An output buffer (compact, zero-filled, 64-byte aligned). */
+typedef struct cli_output {
+    const char *name;
+    fia_tensor t;
+    void *data;
+} cli_output;
+
+/* Allocates an output; returns 0, or -1 (message printed). */
+int cli_alloc_output(cli_output *o, const char *name, fia_dtype dtype, int32_t ndim,
+                     const int64_t *shape);
+/* Writes every output requested by --out (temporary names renamed at the end, so a failure
+ * leaves no final name behind). Returns 0, or -1 (message printed). */
+int cli_write_outputs(const cli_args *a, const cli_output *outs, int n);
+double cli_now_seconds(void);
+void cli_print_shape(FILE *f, const fia_tensor *t);
+/* Prints "check NAME: max abs err ..., pass|FAIL". */
+void cli_print_check(const char *name, const cli_check *c, double atol, double rtol);
+/* Prints the library's message for a failed call. */
+void cli_library_error(fia_status s);
+
+/* The operators of `fia op` defined in their own files (tools/op_<name>.c); the table in
+ * cmd_op.c lists them. */
+
 #endif /* FIA_TOOLS_CLI_H */

@@ -329,179 +329,6 @@ void cli_check_tensor(const fia_tensor *got, const double *want, double atol, do
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Tensors from .npy files, outputs to .npy files                                           */
-/* ---------------------------------------------------------------------------------------- */
-
-typedef struct op_tensor {
-    const char *name; /* the flag / tensor name, for messages */
-    npy_array arr;
-    fia_tensor t;
-    int present;
-} op_tensor;
-
-/* Loads the tensor given by flag `name` (absent is fine). Returns 0, or -1 (message printed). */
-static int load_tensor(const cli_args *a, const char *name, op_tensor *ot) {
-    memset(ot, 0, sizeof *ot);
-    ot->name = name;
-    const char *spec = cli_arg(a, name);
-    if (spec == NULL) return 0;
-    char path[4096];
-    const size_t len = strlen(spec);
-    if (len >= sizeof path) {
-        cli_error("%s: path too long", name);
-        return -1;
-    }
-    memcpy(path, spec, len + 1);
-    int as_bf16 = 0;
-    if (len > 5 && strcmp(path + len - 5, ":bf16") == 0) {
-        path[len - 5] = '\0';
-        as_bf16 = 1;
-    }
-    char err[512];
-    if (npy_read(path, as_bf16, &ot->arr, err, sizeof err) != 0) {
-        cli_error("%s: %s: %s", name, path, err);
-        return -1;
-    }
-    if (fia_tensor_init(&ot->t, ot->arr.data, ot->arr.dtype, ot->arr.ndim, ot->arr.shape,
-                        ot->arr.strides) != FIA_STATUS_SUCCESS) {
-        cli_error("%s: %s: %s", name, path, fia_last_error());
-        npy_free(&ot->arr);
-        return -1;
-    }
-    ot->present = 1;
-    return 0;
-}
-
-static void free_tensor(op_tensor *ot) {
-    npy_free(&ot->arr);
-    ot->present = 0;
-}
-
-/* Converts an int64 tensor to a compact int32 one when every value fits. */
-static int narrow_to_int32(op_tensor *ot) {
-    if (!ot->present || ot->t.dtype != FIA_DTYPE_INT64) return 0;
-    const int64_t n = fia_tensor_numel(&ot->t);
-    int32_t *v = aligned_alloc(64, ((size_t)n * sizeof *v + 63) & ~(size_t)63);
-    if (v == NULL && n > 0) {
-        cli_error("%s: out of memory", ot->name);
-        return -1;
-    }
-    for (int64_t i = 0; i < n; i++) {
-        const double x = fia_ref_load(&ot->t, i);
-        if (x < (double)INT32_MIN || x > (double)INT32_MAX) {
-            cli_error("%s: element %lld is %.0f, which does not fit int32", ot->name,
-                      (long long)i, x);
-            free(v);
-            return -1;
-        }
-        v[i] = (int32_t)x;
-    }
-    int64_t shape[FIA_MAX_DIMS];
-    const int32_t ndim = ot->t.ndim;
-    memcpy(shape, ot->t.shape, sizeof shape);
-    npy_free(&ot->arr);
-    ot->arr.data = v;
-    ot->arr.dtype = FIA_DTYPE_INT32;
-    ot->arr.ndim = ndim;
-    memcpy(ot->arr.shape, shape, sizeof shape);
-    fia_tensor_init(&ot->t, v, FIA_DTYPE_INT32, ndim, shape, NULL);
-    return 0;
-}
-
-typedef struct op_output {
-    const char *name;
-    fia_tensor t;
-    void *data;
-} op_output;
-
-static int alloc_output(op_output *o, const char *name, fia_dtype dtype, int32_t ndim,
-                        const int64_t *shape) {
-    o->name = name;
-    o->data = NULL;
-    int64_t numel = 1;
-    for (int32_t d = 0; d < ndim; d++) {
-        if (shape[d] < 0 || (shape[d] != 0 && numel > INT64_MAX / 16 / shape[d])) {
-            cli_error("%s: shape is too large", name);
-            return -1;
-        }
-        numel *= shape[d];
-    }
-    const size_t bytes = (size_t)numel * fia_dtype_size(dtype);
-    o->data = aligned_alloc(64, bytes == 0 ? 64 : (bytes + 63) & ~(size_t)63);
-    if (o->data == NULL) {
-        cli_error("%s: out of memory (%zu bytes)", name, bytes);
-        return -1;
-    }
-    memset(o->data, 0, bytes);
-    fia_tensor_init(&o->t, o->data, dtype, ndim, shape, NULL);
-    return 0;
-}
-
-/* Writes every requested output to a temporary name first, then renames them all, so that a
- * failure leaves none of the final names behind. */
-static int write_outputs(const cli_args *a, const op_output *outs, int n) {
-    char tmp[CLI_MAX_OUTS][4096];
-    int written = 0;
-    int ok = 1;
-    const char *paths[CLI_MAX_OUTS];
-    for (int i = 0; i < n && ok; i++) {
-        paths[i] = cli_out_path(a, outs[i].name);
-        if (paths[i] == NULL) continue;
-        char err[512];
-        if (npy_temp_path(paths[i], tmp[i], sizeof tmp[i]) != 0) {
-            cli_error("%s: %s: path too long", outs[i].name, paths[i]);
-            ok = 0;
-            break;
-        }
-        if (npy_write_file(tmp[i], outs[i].t.dtype, outs[i].t.ndim, outs[i].t.shape,
-                           outs[i].data, err, sizeof err) != 0) {
-            cli_error("%s: %s", outs[i].name, err);
-            ok = 0;
-            break;
-        }
-        written = i + 1;
-    }
-    for (int i = 0; i < written; i++) {
-        if (paths[i] == NULL) continue;
-        if (ok && rename(tmp[i], paths[i]) != 0) {
-            cli_error("%s: cannot write %s: %s", outs[i].name, paths[i], strerror(errno));
-            ok = 0;
-        }
-        if (!ok) remove(tmp[i]);
-    }
-    return ok ? 0 : -1;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void print_shape(FILE *f, const fia_tensor *t) {
-    fputc('[', f);
-    for (int32_t d = 0; d < t->ndim; d++)
-        fprintf(f, d == 0 ? "%lld" : ", %lld", (long long)t->shape[d]);
-    fputc(']', f);
-}
-
-static void print_check(const char *name, const cli_check *c, double atol, double rtol) {
-    printf("check %s: max abs err %.3g, %lld of %lld elements outside atol %.0e + rtol %.0e: "
-           "%s\n",
-           name, c->max_abs_err, (long long)c->failures, (long long)c->elements, atol, rtol,
-           c->failures == 0 ? "pass" : "FAIL");
-}
-
-/* Prints the library's message for a failed call. */
-static void library_error(fia_status s) {
-    const char *msg = fia_last_error();
-    if (msg != NULL && msg[0] != '\0')
-        cli_error("%s", msg);
-    else
-        cli_error("%s", fia_status_string(s));
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* fused_infer_attention_score                                                              */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -612,8 +439,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
                                                "value",           "atten_mask",
                                                "block_table",     "antiquant_scale",
                                                "antiquant_offset"};
-    op_tensor in[T_COUNT];
-    op_output outs[2];
+    cli_tensor in[T_COUNT];
+    cli_output outs[2];
     memset(in, 0, sizeof in);
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
@@ -664,8 +491,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
 
     /* Inputs. */
     for (int i = 0; i < T_COUNT; i++)
-        if (load_tensor(a, names[i], &in[i]) != 0) goto done;
-    if (narrow_to_int32(&in[T_BLOCK_TABLE]) != 0) goto done;
+        if (cli_load_tensor(a, names[i], &in[i]) != 0) goto done;
+    if (cli_narrow_to_int32(&in[T_BLOCK_TABLE]) != 0) goto done;
 
     /* Outputs, with the contract's shapes; the dtype is the query's. */
     int32_t out_ndim = 0, lse_ndim = 0;
@@ -673,10 +500,10 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     if (fia_output_shapes(&in[T_QUERY].t, &in[T_VALUE].t, in[T_BLOCK_TABLE].present, &p,
                           &out_ndim, out_shape, &lse_ndim, lse_shape) != 0)
         goto done;
-    if (alloc_output(&outs[0], "attention_out", in[T_QUERY].t.dtype, out_ndim, out_shape) != 0)
+    if (cli_alloc_output(&outs[0], "attention_out", in[T_QUERY].t.dtype, out_ndim, out_shape) != 0)
         goto done;
     if (p.softmax_lse_flag &&
-        alloc_output(&outs[1], "softmax_lse", FIA_DTYPE_FLOAT32, lse_ndim, lse_shape) != 0)
+        cli_alloc_output(&outs[1], "softmax_lse", FIA_DTYPE_FLOAT32, lse_ndim, lse_shape) != 0)
         goto done;
     const int n_outs = p.softmax_lse_flag ? 2 : 1;
 
@@ -696,13 +523,13 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     fia_context_options opts = {a->threads, FIA_ISA_AUTO};
     fia_status s = fia_context_create(&opts, &ctx);
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     size_t ws_bytes = 0;
     s = fia_fused_infer_attention_score_plan(ctx, &t, &p, &plan, &ws_bytes);
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
@@ -710,15 +537,15 @@ static int run_fused_infer_attention_score(const cli_args *a) {
         rc = CLI_EXIT_FAIL;
         goto done;
     }
-    const double t0 = now_seconds();
+    const double t0 = cli_now_seconds();
     s = fia_plan_execute(plan, workspace, ws_bytes);
-    const double t1 = now_seconds();
+    const double t1 = cli_now_seconds();
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     printf("fused_infer_attention_score: attention_out ");
-    print_shape(stdout, &outs[0].t);
+    cli_print_shape(stdout, &outs[0].t);
     printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(outs[0].t.dtype),
            (t1 - t0) * 1e3, fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
 
@@ -745,12 +572,12 @@ static int run_fused_infer_attention_score(const cli_args *a) {
         cli_tolerance(in[T_QUERY].t.dtype, &atol, &rtol);
         cli_check c_out = {0, 0, 0};
         cli_check_tensor(&outs[0].t, want_out, atol, rtol, &c_out);
-        print_check("attention_out", &c_out, atol, rtol);
+        cli_print_check("attention_out", &c_out, atol, rtol);
         int failed = c_out.failures > 0;
         if (p.softmax_lse_flag) {
             cli_check c_lse = {0, 0, 0};
             cli_check_tensor(&outs[1].t, want_lse, atol, rtol, &c_lse);
-            print_check("softmax_lse", &c_lse, atol, rtol);
+            cli_print_check("softmax_lse", &c_lse, atol, rtol);
             failed |= c_lse.failures > 0;
         }
         printf("check: %s\n", failed ? "FAIL" : "pass");
@@ -758,7 +585,7 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     }
 
     /* Outputs last: only a successful call writes files. */
-    if (write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
+    if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
 done:
     free(want_out);
@@ -767,7 +594,7 @@ done:
     fia_plan_destroy(plan);
     fia_context_destroy(ctx);
     for (int i = 0; i < 2; i++) free(outs[i].data);
-    for (int i = 0; i < T_COUNT; i++) free_tensor(&in[i]);
+    for (int i = 0; i < T_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);
     free(seq_kv);
     return rc;
@@ -790,8 +617,8 @@ enum { SQ_Q, SQ_K, SQ_V, SQ_COUNT };
 
 static int run_smallq_flash_attention(const cli_args *a) {
     static const char *const names[SQ_COUNT] = {"q", "k", "v"};
-    op_tensor in[SQ_COUNT];
-    op_output out;
+    cli_tensor in[SQ_COUNT];
+    cli_output out;
     memset(in, 0, sizeof in);
     memset(&out, 0, sizeof out);
     double *want = NULL;
@@ -805,24 +632,24 @@ static int run_smallq_flash_attention(const cli_args *a) {
         goto done;
     }
     for (int i = 0; i < SQ_COUNT; i++)
-        if (load_tensor(a, names[i], &in[i]) != 0) goto done;
+        if (cli_load_tensor(a, names[i], &in[i]) != 0) goto done;
 
     /* O: float16 with Q's shape, as the contract gives it; the library validates every shape
      * and dtype (its message names Q, K, V or O and the dimension). */
-    if (alloc_output(&out, "o", FIA_DTYPE_FLOAT16, in[SQ_Q].t.ndim, in[SQ_Q].t.shape) != 0)
+    if (cli_alloc_output(&out, "o", FIA_DTYPE_FLOAT16, in[SQ_Q].t.ndim, in[SQ_Q].t.shape) != 0)
         goto done;
 
     fia_context_options opts = {a->threads, FIA_ISA_AUTO};
     fia_status s = fia_context_create(&opts, &ctx);
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     uint64_t ws_bytes = 0;
     s = fia_smallq_flash_attention_get_workspace_size(ctx, &in[SQ_Q].t, &in[SQ_K].t,
                                                       &in[SQ_V].t, &out.t, &ws_bytes, &executor);
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     if (ws_bytes > 0 && (workspace = malloc((size_t)ws_bytes)) == NULL) {
@@ -830,15 +657,15 @@ static int run_smallq_flash_attention(const cli_args *a) {
         rc = CLI_EXIT_FAIL;
         goto done;
     }
-    const double t0 = now_seconds();
+    const double t0 = cli_now_seconds();
     s = fia_smallq_flash_attention(workspace, ws_bytes, executor);
-    const double t1 = now_seconds();
+    const double t1 = cli_now_seconds();
     if (s != FIA_STATUS_SUCCESS) {
-        library_error(s);
+        cli_library_error(s);
         goto done;
     }
     printf("smallq_flash_attention: o ");
-    print_shape(stdout, &out.t);
+    cli_print_shape(stdout, &out.t);
     printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(out.t.dtype), (t1 - t0) * 1e3,
            fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
 
@@ -862,13 +689,13 @@ static int run_smallq_flash_attention(const cli_args *a) {
         cli_tolerance(out.t.dtype, &atol, &rtol);
         cli_check c = {0, 0, 0};
         cli_check_tensor(&out.t, want, atol, rtol, &c);
-        print_check("o", &c, atol, rtol);
+        cli_print_check("o", &c, atol, rtol);
         printf("check: %s\n", c.failures > 0 ? "FAIL" : "pass");
         if (c.failures > 0) rc = CLI_EXIT_FAIL;
     }
 
     /* Output last: only a successful call writes the file. */
-    if (write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
+    if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 
 done:
     free(want);
@@ -876,7 +703,7 @@ done:
     fia_plan_destroy(executor);
     fia_context_destroy(ctx);
     free(out.data);
-    for (int i = 0; i < SQ_COUNT; i++) free_tensor(&in[i]);
+    for (int i = 0; i < SQ_COUNT; i++) cli_free_tensor(&in[i]);
     return rc;
 }
 
@@ -884,13 +711,18 @@ done:
 /* The operator table: one entry per operator                                               */
 /* ---------------------------------------------------------------------------------------- */
 
-static const cli_op ops[] = {
-    {"fused_infer_attention_score",
-     "softmax(scale*Q.K^T + mask).V: prefill, decode, GQA, masks, paged KV, int8 KV",
-     fia_flags, fia_outputs, run_fused_infer_attention_score},
-    {"smallq_flash_attention",
-     "SmallQ decode: softmax(Q.K^T/sqrt(D)).V per head, fp16, few queries vs a long KV",
-     smallq_flags, smallq_outputs, run_smallq_flash_attention},
+static const cli_op op_fia = {
+    "fused_infer_attention_score",
+    "softmax(scale*Q.K^T + mask).V: prefill, decode, GQA, masks, paged KV, int8 KV",
+    fia_flags, fia_outputs, run_fused_infer_attention_score};
+static const cli_op op_smallq = {
+    "smallq_flash_attention",
+    "SmallQ decode: softmax(Q.K^T/sqrt(D)).V per head, fp16, few queries vs a long KV",
+    smallq_flags, smallq_outputs, run_smallq_flash_attention};
+
+static const cli_op *const ops[] = {
+    &op_fia,
+    &op_smallq,
 };
 
 static const size_t n_ops = sizeof ops / sizeof ops[0];
@@ -898,7 +730,7 @@ static const size_t n_ops = sizeof ops / sizeof ops[0];
 void cmd_op_usage(FILE *out) {
     fprintf(out, "usage: fia op OPERATOR --flag value ... --out NAME=PATH [--check]\n\n"
                  "operators:\n");
-    for (size_t i = 0; i < n_ops; i++) fprintf(out, "  %-30s %s\n", ops[i].name, ops[i].summary);
+    for (size_t i = 0; i < n_ops; i++) fprintf(out, "  %-30s %s\n", ops[i]->name, ops[i]->summary);
     fprintf(out, "\n'fia op OPERATOR --help' lists an operator's flags. Tensors are .npy files "
                  "(append :bf16 to read a\nuint16 array as bfloat16); bf16 outputs are written "
                  "as uint16 .npy. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
@@ -915,15 +747,15 @@ int cmd_op(int argc, char **argv) {
         return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < n_ops; i++) {
-        if (strcmp(argv[1], ops[i].name) != 0) continue;
+        if (strcmp(argv[1], ops[i]->name) != 0) continue;
         cli_args args;
-        const int r = parse_args(&ops[i], argc - 2, argv + 2, &args);
+        const int r = parse_args(ops[i], argc - 2, argv + 2, &args);
         if (r < 0) return CLI_EXIT_USAGE;
         if (r > 0) {
-            op_usage(&ops[i], stdout);
+            op_usage(ops[i], stdout);
             return CLI_EXIT_OK;
         }
-        return ops[i].run(&args);
+        return ops[i]->run(&args);
     }
     cli_error("unknown operator '%s' (see 'fia op --help')", argv[1]);
     return CLI_EXIT_USAGE;

@@ -27,7 +27,8 @@ const char *fia_isa_name(fia_isa isa) {
 
 /* The best level this CPU (and OS) runs, from CPUID and XCR0 (so that it works the same with
  * gcc and clang, whatever feature names their builtins know). */
-static fia_isa fia_detect_isa(void) {
+static fia_isa fia_detect_isa(bool *vnni) {
+    *vnni = false;
 #if defined(__x86_64__) && defined(__GNUC__)
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return FIA_ISA_SCALAR;
@@ -42,6 +43,7 @@ static fia_isa fia_detect_isa(void) {
     const bool avx2 = b & (1u << 5);
     const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
                         (b & (1u << 31)) && (xlo & 0xe6u) == 0xe6u;
+    *vnni = avx512 && (c & (1u << 11));
     if (avx512) return FIA_ISA_AVX512;
     if (avx2) return FIA_ISA_AVX2;
 #endif
@@ -62,7 +64,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     fia_context_options opt = {0, FIA_ISA_AUTO};
     if (options) opt = *options;
 
-    const fia_isa best = fia_detect_isa();
+    bool vnni = false;
+    const fia_isa best = fia_detect_isa(&vnni);
     fia_isa isa = opt.isa;
     if (isa == FIA_ISA_AUTO) {
         const char *env = getenv("FIA_ISA");
@@ -103,6 +106,7 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     if (!c) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "fia_context_create: out of memory");
     c->isa = isa;
     c->kernels = fia_kernels_for(isa);
+    c->vnni = isa == FIA_ISA_AVX512 && vnni;
     c->num_threads = threads;
     const char *verbose = getenv("FIA_VERBOSE");
     c->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
@@ -112,8 +116,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
         return st;
     }
     if (c->verbose)
-        fprintf(stderr, "fia: cpu best isa %s, using %s kernels, %d threads\n", fia_isa_name(best),
-                c->kernels->name, (int)threads);
+        fprintf(stderr, "fia: cpu best isa %s, using %s kernels%s, %d threads\n",
+                fia_isa_name(best), c->kernels->name, c->vnni ? " with VNNI" : "", (int)threads);
     *ctx = c;
     return FIA_STATUS_SUCCESS;
 }
