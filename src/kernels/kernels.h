@@ -54,6 +54,27 @@ typedef struct fia_kernels {
     void (*softmax_tile)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                          float *row_sum, float *alpha);
 
+    /* C[m x n] = (row_exp ? C . 2^row_exp[r] : C) + A[m x k] . B[k x n]: C is always read.
+     * The power-of-two rescale is AMLA's integer add of row_exp[r] << 23 to the fp32 bits
+     * (row_exp[r] in [-255, 0]); an element whose result would leave the normal range (zero,
+     * denormals, or too large a shift) becomes +-0, inf and NaN stay as they are. */
+    void (*gemm_f32_acc)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const float *b, int64_t ldb, float *c, int64_t ldc,
+                         const int32_t *row_exp);
+
+    /* The AMLA form of softmax_tile (the same row max; probabilities relative to a power of
+     * two instead of the max). Per row r, with mx = max(row_max[r], max_j S[r][j]):
+     *   mx == -inf: S[r][j] = 0, row_exp[r] = 0, state unchanged;
+     *   otherwise e = round(-mx / ln2) (|e| clamped to 2^30), c = exp(mx + e ln2) in
+     *     [2^-1/2, 2^1/2]; S[r][j] = exp(S[r][j] - mx) * c  (= exp(S) 2^e, never above 2^1/2);
+     *     row_exp[r] = max(e - row_e[r], -255) when row_max[r] > -inf, else -255 (the row's
+     *     accumulator is zeroed by gemm_f32_acc); row_sum[r] = row_sum[r] 2^row_exp[r] +
+     *     sum_j S[r][j]; row_max[r] = mx, row_e[r] = e.
+     * The state (m, l) = (-row_e ln2, row_sum) is then an ordinary softmax state (see
+     * softmax_state.h) of the accumulator, exact up to fp32 rounding. */
+    void (*softmax_tile_amla)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                              float *row_sum, int32_t *row_e, int32_t *row_exp);
+
     /* Decode kernels reading K/V rows in place (no packing), rows given by pointers so paged
      * caches need no copy; dt is FLOAT16, BFLOAT16 or FLOAT32.
      * qk_rows: S[r][j] = sum_{c<d} Q[r][c] * K_j[c]            (r < m, j < n; K_j = krows[j])
@@ -89,6 +110,12 @@ void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t
 void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                         const float *row_scale, const void *const *pf, int64_t npf);
+
+/* Scalar AMLA pieces shared by the tables (kernels_scalar.c). */
+void fia_softmax_tile_amla_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                                  float *row_sum, int32_t *row_e, int32_t *row_exp);
+/* c[j] = c[j] . 2^e (j < n) by the exponent-bit add of gemm_f32_acc. */
+void fia_exp_rescale_scalar(float *c, int64_t n, int32_t e);
 
 extern const fia_kernels fia_kernels_scalar;
 extern const fia_kernels fia_kernels_avx2;

@@ -413,9 +413,27 @@ static void softmax_tile_avx2(float *s, int64_t lds, int64_t m, int64_t n, float
     }
 }
 
+/* gemm_f32_acc: the exponent rescale as a scalar pass over C, then the GEMM with a unit row
+ * scale (MLA runs on AVX-512 where it matters; this level only has to be right). */
+static void gemm_f32_acc_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                              const float *b, int64_t ldb, float *c, int64_t ldc,
+                              const int32_t *row_exp) {
+    enum { CHUNK = 64 };
+    static const float ones[CHUNK] = {
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    if (row_exp)
+        for (int64_t i = 0; i < m; i++) fia_exp_rescale_scalar(c + i * ldc, n, row_exp[i]);
+    for (int64_t i = 0; i < m; i += CHUNK)
+        gemm_f32_avx2(m - i < CHUNK ? m - i : CHUNK, n, k, a + i * lda, lda, b, ldb, c + i * ldc,
+                      ldc, ones);
+}
+
 const fia_kernels fia_kernels_avx2 = {
     .name = "avx2",
     .gemm_f32 = gemm_f32_avx2,
+    .gemm_f32_acc = gemm_f32_acc_avx2,
+    .softmax_tile_amla = fia_softmax_tile_amla_scalar,
     .f16_to_f32 = f16_to_f32_avx2,
     .bf16_to_f32 = bf16_to_f32_avx2,
     .i8_to_f32 = i8_to_f32_avx2,

@@ -37,6 +37,7 @@
 #include <math.h>
 
 #include "core/convert.h"
+#include "kernels/amla.h"
 #include "kernels/kernels.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -53,30 +54,54 @@ static inline __mmask16 tail_mask16(int64_t n) {
 /* gemm_f32                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+/* How a micro-tile starts: from zero (gemm_f32 without row_scale), from C scaled per row
+ * (gemm_f32), from C (gemm_f32_acc without row_exp) or from C times 2^row_exp (gemm_f32_acc). */
+enum { GEMM_ZERO = 0, GEMM_SCALE = 1, GEMM_ACC = 2, GEMM_EXP = 3 };
+
+/* x . 2^e for 16 floats, sh = e << 23 (e <= 0): the AMLA exponent add on |x|, results that
+ * leave the normal range become +-0, inf / NaN lanes are kept. */
+FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __m512i r = _mm512_add_epi32(mag, sh);
+    const __mmask16 keep = _mm512_cmpgt_epi32_mask(r, _mm512_set1_epi32(0x007fffff));
+    const __mmask16 special = _mm512_cmpge_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    const __m512i sign = _mm512_xor_si512(bits, mag);
+    const __m512i out = _mm512_mask_or_epi32(sign, keep, sign, r);
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
+}
+
 /* One micro-tile: MR rows (compile-time after inlining) x NV zmm columns. The first NV-1
  * column vectors are always full; the last one is full when FULL, else masked by mt. */
 FIA_AI void gemm_tile(const int MR, const int NV, const int FULL, int64_t k, const float *a,
-                      int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc,
-                      const float *row_scale, __mmask16 mt) {
+                      int64_t lda, const float *b, int64_t ldb, float *c, int64_t ldc, int mode,
+                      const void *rs, __mmask16 mt) {
     /* Row loops are spelled out (GEMM_REP12) rather than left to the unroller, so that every
      * accumulator index is a constant and the tile lives in registers with gcc and clang. */
     __m512 acc0[GEMM_MR], acc1[GEMM_MR];
-    if (row_scale) {
-#define ROW_INIT(i)                                                                           \
+    if (mode == GEMM_SCALE || mode == GEMM_ACC || mode == GEMM_EXP) {
+        const float *row_scale = rs;
+        const int32_t *row_exp = rs;
+#define ROW_LOAD(i)                                                                           \
     if ((i) < MR) {                                                                           \
-        const __m512 s = _mm512_set1_ps(row_scale[i]);                                        \
         const float *ci = c + (i) * ldc;                                                      \
-        if (NV > 1) {                                                                         \
-            acc0[i] = _mm512_mul_ps(s, _mm512_loadu_ps(ci));                                  \
-            acc1[i] = _mm512_mul_ps(s, FULL ? _mm512_loadu_ps(ci + 16)                        \
-                                            : _mm512_maskz_loadu_ps(mt, ci + 16));            \
-        } else {                                                                              \
-            acc0[i] = _mm512_mul_ps(s, FULL ? _mm512_loadu_ps(ci)                             \
-                                            : _mm512_maskz_loadu_ps(mt, ci));                 \
+        __m512 x0 = NV > 1 || FULL ? _mm512_loadu_ps(ci) : _mm512_maskz_loadu_ps(mt, ci);     \
+        __m512 x1 = _mm512_setzero_ps();                                                      \
+        if (NV > 1) x1 = FULL ? _mm512_loadu_ps(ci + 16) : _mm512_maskz_loadu_ps(mt, ci + 16); \
+        if (mode == GEMM_SCALE) {                                                             \
+            const __m512 sc = _mm512_set1_ps(row_scale[i]);                                   \
+            x0 = _mm512_mul_ps(sc, x0);                                                       \
+            if (NV > 1) x1 = _mm512_mul_ps(sc, x1);                                           \
+        } else if (mode == GEMM_EXP && row_exp[i] != 0) {                                     \
+            const __m512i sh = _mm512_set1_epi32(row_exp[i] * (1 << 23));                     \
+            x0 = exp_add16(x0, sh);                                                           \
+            if (NV > 1) x1 = exp_add16(x1, sh);                                               \
         }                                                                                     \
+        acc0[i] = x0;                                                                         \
+        if (NV > 1) acc1[i] = x1;                                                             \
     }
-        GEMM_REP12(ROW_INIT)
-#undef ROW_INIT
+        GEMM_REP12(ROW_LOAD)
+#undef ROW_LOAD
     } else {
 #define ROW_ZERO(i)                                                                           \
     if ((i) < MR) {                                                                           \
@@ -128,16 +153,16 @@ FIA_AI void gemm_tile(const int MR, const int NV, const int FULL, int64_t k, con
 
 /* All column blocks of one row block of MR rows. */
 FIA_AI void gemm_rows(const int MR, int64_t n, int64_t k, const float *a, int64_t lda,
-                      const float *b, int64_t ldb, float *c, int64_t ldc,
-                      const float *row_scale) {
+                      const float *b, int64_t ldb, float *c, int64_t ldc, int mode,
+                      const void *rs) {
     int64_t j = 0;
     for (; j + GEMM_NR <= n; j += GEMM_NR)
-        gemm_tile(MR, 2, 1, k, a, lda, b + j, ldb, c + j, ldc, row_scale, 0xffff);
+        gemm_tile(MR, 2, 1, k, a, lda, b + j, ldb, c + j, ldc, mode, rs, 0xffff);
     const int64_t rem = n - j;
     if (rem > 16)
-        gemm_tile(MR, 2, 0, k, a, lda, b + j, ldb, c + j, ldc, row_scale, tail_mask16(rem - 16));
+        gemm_tile(MR, 2, 0, k, a, lda, b + j, ldb, c + j, ldc, mode, rs, tail_mask16(rem - 16));
     else if (rem > 0)
-        gemm_tile(MR, 1, 0, k, a, lda, b + j, ldb, c + j, ldc, row_scale, tail_mask16(rem));
+        gemm_tile(MR, 1, 0, k, a, lda, b + j, ldb, c + j, ldc, mode, rs, tail_mask16(rem));
 }
 
 /* One out-of-line function per row count: keeps each function small (compile time, notably
@@ -145,8 +170,8 @@ FIA_AI void gemm_rows(const int MR, int64_t n, int64_t k, const float *a, int64_
 #define GEMM_ROWS_FN(R)                                                                       \
     static __attribute__((noinline)) void gemm_rows_##R(                                      \
         int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,       \
-        float *c, int64_t ldc, const float *row_scale) {                                      \
-        gemm_rows(R, n, k, a, lda, b, ldb, c, ldc, row_scale);                                \
+        float *c, int64_t ldc, int mode, const void *rs) {                                    \
+        gemm_rows(R, n, k, a, lda, b, ldb, c, ldc, mode, rs);                                 \
     }
 GEMM_ROWS_FN(1)
 GEMM_ROWS_FN(2)
@@ -163,12 +188,12 @@ GEMM_ROWS_FN(12)
 
 #define GEMM_CASE(R)                                                                          \
     case R:                                                                                   \
-        gemm_rows_##R(n, k, a, lda, b, ldb, c, ldc, row_scale);                               \
+        gemm_rows_##R(n, k, a, lda, b, ldb, c, ldc, mode, rs);                                \
         break;
 
-static void gemm_f32_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                            const float *b, int64_t ldb, float *c, int64_t ldc,
-                            const float *row_scale) {
+static void gemm_any_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, int mode,
+                            const float *rs) {
     if (m <= 0 || n <= 0) return;
     if (k < 0) k = 0;
     /* Split m into nb blocks of near-equal size (<= GEMM_MR rows each). */
@@ -193,8 +218,22 @@ static void gemm_f32_avx512(int64_t m, int64_t n, int64_t k, const float *a, int
         }
         a += rows * lda;
         c += rows * ldc;
-        if (row_scale) row_scale += rows;
+        if (rs) rs += rows; /* floats or int32s: both 4 bytes */
     }
+}
+
+static void gemm_f32_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float *c, int64_t ldc,
+                            const float *row_scale) {
+    gemm_any_avx512(m, n, k, a, lda, b, ldb, c, ldc, row_scale ? GEMM_SCALE : GEMM_ZERO,
+                    row_scale);
+}
+
+static void gemm_f32_acc_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                const float *b, int64_t ldb, float *c, int64_t ldc,
+                                const int32_t *row_exp) {
+    gemm_any_avx512(m, n, k, a, lda, b, ldb, c, ldc, row_exp ? GEMM_EXP : GEMM_ACC,
+                    (const float *)(const void *)row_exp);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -397,8 +436,11 @@ FIA_AI __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(e, n);
 }
 
-static void softmax_tile_avx512(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
-                                float *row_sum, float *alpha) {
+/* softmax_tile and its AMLA form (amla: probabilities times c = exp(mx + e ln2), the
+ * accumulator rescale as an exponent delta, see kernels.h). */
+FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64_t n,
+                         float *row_max, float *row_sum, float *alpha, int32_t *row_e,
+                         int32_t *row_exp) {
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     const int64_t nfull = n & ~(int64_t)15;
     const __mmask16 tm = tail_mask16(n - nfull);
@@ -421,42 +463,74 @@ static void softmax_tile_avx512(float *s, int64_t lds, int64_t m, int64_t n, flo
             const __m512 z = _mm512_setzero_ps();
             for (j = 0; j < nfull; j += 16) _mm512_storeu_ps(sr + j, z);
             if (tm) _mm512_mask_storeu_ps(sr + nfull, tm, z);
-            alpha[r] = 1.0f;
+            if (amla) row_exp[r] = 0;
+            else alpha[r] = 1.0f;
             continue;
         }
-        const float al =
-            old == -INFINITY ? 0.0f : _mm512_cvtss_f32(exp16(_mm512_set1_ps(old - mx)));
-        const __m512 vmx = _mm512_set1_ps(mx);
+        float cf = 1.0f, al = 0.0f;
+        int32_t e = 0, d = -255;
+        if (amla) {
+            fia_amla_reference(mx, &e, &cf);
+            if (old != -INFINITY) {
+                const int64_t dd = (int64_t)e - row_e[r];
+                d = dd < -255 ? -255 : (int32_t)dd;
+            }
+        } else if (old != -INFINITY) {
+            al = _mm512_cvtss_f32(exp16(_mm512_set1_ps(old - mx)));
+        }
+        const __m512 vmx = _mm512_set1_ps(mx), vc = _mm512_set1_ps(cf);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+#define SM_EXP(x) (amla ? _mm512_mul_ps(exp16(_mm512_sub_ps((x), vmx)), vc)                  \
+                        : exp16(_mm512_sub_ps((x), vmx)))
         j = 0;
         for (; j + 32 <= nfull; j += 32) {
-            const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j), vmx));
-            const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j + 16), vmx));
+            const __m512 e0 = SM_EXP(_mm512_loadu_ps(sr + j));
+            const __m512 e1 = SM_EXP(_mm512_loadu_ps(sr + j + 16));
             _mm512_storeu_ps(sr + j, e0);
             _mm512_storeu_ps(sr + j + 16, e1);
             acc0 = _mm512_add_ps(acc0, e0);
             acc1 = _mm512_add_ps(acc1, e1);
         }
         if (j < nfull) {
-            const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j), vmx));
+            const __m512 e0 = SM_EXP(_mm512_loadu_ps(sr + j));
             _mm512_storeu_ps(sr + j, e0);
             acc0 = _mm512_add_ps(acc0, e0);
         }
         if (tm) {
-            const __m512 e1 = exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vmx));
+            const __m512 e1 = SM_EXP(_mm512_mask_loadu_ps(ninf, tm, sr + nfull));
             _mm512_mask_storeu_ps(sr + nfull, tm, e1);
             acc1 = _mm512_add_ps(acc1, _mm512_maskz_mov_ps(tm, e1));
         }
+#undef SM_EXP
         const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        alpha[r] = al;
-        row_sum[r] = row_sum[r] * al + sum;
+        if (amla) {
+            row_exp[r] = d;
+            row_sum[r] = (old == -INFINITY ? 0.0f : ldexpf(row_sum[r], d)) + sum;
+            row_e[r] = e;
+        } else {
+            alpha[r] = al;
+            row_sum[r] = row_sum[r] * al + sum;
+        }
         row_max[r] = mx;
     }
+}
+
+static void softmax_tile_avx512(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                                float *row_sum, float *alpha) {
+    softmax_rows(0, s, lds, m, n, row_max, row_sum, alpha, NULL, NULL);
+}
+
+static void softmax_tile_amla_avx512(float *s, int64_t lds, int64_t m, int64_t n,
+                                     float *row_max, float *row_sum, int32_t *row_e,
+                                     int32_t *row_exp) {
+    softmax_rows(1, s, lds, m, n, row_max, row_sum, NULL, row_e, row_exp);
 }
 
 const fia_kernels fia_kernels_avx512 = {
     .name = "avx512",
     .gemm_f32 = gemm_f32_avx512,
+    .gemm_f32_acc = gemm_f32_acc_avx512,
+    .softmax_tile_amla = softmax_tile_amla_avx512,
     .f16_to_f32 = f16_to_f32_avx512,
     .bf16_to_f32 = bf16_to_f32_avx512,
     .i8_to_f32 = i8_to_f32_avx512,

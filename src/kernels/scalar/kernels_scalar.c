@@ -5,8 +5,10 @@
  * against, so it stays simple: straight loops, fp32 accumulation, libm expf.
  */
 #include <math.h>
+#include <string.h>
 
 #include "core/convert.h"
+#include "kernels/amla.h"
 #include "kernels/kernels.h"
 
 static void gemm_f32_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
@@ -75,6 +77,70 @@ static void softmax_tile_scalar(float *s, int64_t lds, int64_t m, int64_t n, flo
     }
 }
 
+/* The exponent-bit add: |x| bits + (e << 23), +-0 when that leaves the normal range. */
+static inline float fia_exp_add(float x, int32_t e) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    const uint32_t sign = bits & 0x80000000u;
+    const int32_t mag = (int32_t)(bits & 0x7fffffffu);
+    if (mag >= 0x7f800000) return x; /* inf, NaN */
+    int32_t r = mag + e * (1 << 23);
+    if (r < (1 << 23)) r = 0;
+    bits = sign | (uint32_t)r;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+void fia_exp_rescale_scalar(float *c, int64_t n, int32_t e) {
+    if (e == 0) return;
+    for (int64_t j = 0; j < n; j++) c[j] = fia_exp_add(c[j], e);
+}
+
+static void gemm_f32_acc_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                const float *b, int64_t ldb, float *c, int64_t ldc,
+                                const int32_t *row_exp) {
+    for (int64_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        if (row_exp) fia_exp_rescale_scalar(ci, n, row_exp[i]);
+        for (int64_t p = 0; p < k; p++) {
+            const float aip = a[i * lda + p];
+            const float *bp = b + p * ldb;
+            for (int64_t j = 0; j < n; j++) ci[j] += aip * bp[j];
+        }
+    }
+}
+
+void fia_softmax_tile_amla_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                                  float *row_sum, int32_t *row_e, int32_t *row_exp) {
+    for (int64_t r = 0; r < m; r++) {
+        float *sr = s + r * lds;
+        float mx = row_max[r];
+        for (int64_t j = 0; j < n; j++) mx = sr[j] > mx ? sr[j] : mx;
+        if (mx == -INFINITY) {
+            for (int64_t j = 0; j < n; j++) sr[j] = 0.0f;
+            row_exp[r] = 0;
+            continue;
+        }
+        int32_t e;
+        float c;
+        fia_amla_reference(mx, &e, &c);
+        int32_t d = -255;
+        if (row_max[r] != -INFINITY) {
+            const int64_t dd = (int64_t)e - row_e[r];
+            d = dd < -255 ? -255 : (int32_t)dd;
+        }
+        float sum = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            sr[j] = expf(sr[j] - mx) * c;
+            sum += sr[j];
+        }
+        row_exp[r] = d;
+        row_sum[r] = (row_max[r] == -INFINITY ? 0.0f : ldexpf(row_sum[r], d)) + sum;
+        row_max[r] = mx;
+        row_e[r] = e;
+    }
+}
+
 static float fia_row_elem(const void *row, int64_t i, fia_dtype dt) {
     if (dt == FIA_DTYPE_FLOAT16) return fia_cvt_f16_to_f32(((const uint16_t *)row)[i]);
     if (dt == FIA_DTYPE_BFLOAT16) return fia_cvt_bf16_to_f32(((const uint16_t *)row)[i]);
@@ -117,6 +183,8 @@ const fia_kernels fia_kernels_scalar = {
     .f32_to_bf16 = f32_to_bf16_scalar,
     .transpose_f32 = transpose_f32_scalar,
     .softmax_tile = softmax_tile_scalar,
+    .gemm_f32_acc = gemm_f32_acc_scalar,
+    .softmax_tile_amla = fia_softmax_tile_amla_scalar,
     .qk_rows = fia_qk_rows_scalar,
     .pv_rows = fia_pv_rows_scalar,
 };
