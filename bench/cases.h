@@ -92,6 +92,7 @@ int bench_fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state);
 void *bench_alloc(size_t bytes);
 
 /* Each operator's own case table, defined in bench/cases_<op>.c and listed in cases.c. */
+const bench_case *bench_mla_cases(size_t *count);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);

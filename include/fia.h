@@ -206,7 +206,7 @@ typedef enum fia_layout {
     FIA_LAYOUT_TND = 3,       /* [T, N, D], sequences packed along T (cumulative lengths) */
     FIA_LAYOUT_BNSD_BSND = 4, /* inputs BNSD, attention_out BSND */
     FIA_LAYOUT_NTD = 5,       /* reserved */
-    FIA_LAYOUT_TND_NTD = 6,   /* reserved */
+    FIA_LAYOUT_TND_NTD = 6,   /* inputs TND, attention_out [N, T, D] (MLA) */
     FIA_LAYOUT_PA_BSND = 7,   /* reserved: paged [blocks, block_size, N, D] (MLA, indexer, SFA) */
     FIA_LAYOUT_PA_NZ = 8      /* reserved: paged FRACTAL_NZ */
 } fia_layout;
@@ -231,6 +231,8 @@ typedef struct fia_fused_infer_attention_score_params {
     int32_t antiquant_mode;      /* 0 per-channel (incl. per-tensor), 1 per-token (default 0) */
     int32_t inner_precise;       /* accepted and ignored: fia always accumulates in fp32 */
     int32_t softmax_lse_flag;    /* nonzero: write softmax_lse (default 0) */
+    int32_t mla_rescale;         /* MLA only: how the output accumulator is rescaled when a
+                                  * row's max grows; FIA_MLA_RESCALE_* (default 0) */
     /* Per-batch query lengths (int64, copied at plan time). NULL: the full S of every batch.
      * Non-TND: count 1 broadcasts to every batch, count >= B uses the first B values. TND:
      * cumulative sums, non-decreasing, count = B (required). Ignored for decode (query S = 1,
@@ -242,6 +244,15 @@ typedef struct fia_fused_infer_attention_score_params {
     const int64_t *actual_seq_lengths_kv;
     int64_t actual_seq_lengths_kv_count;
 } fia_fused_infer_attention_score_params;
+
+/* MLA output rescale variants (params.mla_rescale). Both give the same result to fp32
+ * rounding; DEFAULT picks the faster on this machine (measured: MULTIPLY, see README). */
+enum {
+    FIA_MLA_RESCALE_DEFAULT = 0,
+    FIA_MLA_RESCALE_MULTIPLY = 1, /* O = exp(m_old - m_new) . O, a vector multiply */
+    FIA_MLA_RESCALE_AMLA = 2      /* AMLA: probabilities relative to 2^-e, O rescaled by an
+                                   * integer add of (e_new - e_old) << 23 to its fp32 bits */
+};
 
 /* Sets the torch_npu defaults listed above. */
 FIA_API void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score_params *p);
@@ -255,10 +266,13 @@ typedef struct fia_fused_infer_attention_score_tensors {
     const fia_tensor *block_table;      /* optional: turns the paged KV cache on */
     const fia_tensor *antiquant_scale;  /* required iff key/value are int8 */
     const fia_tensor *antiquant_offset; /* optional, int8 key/value only */
-    const fia_tensor *query_rope;       /* reserved for MLA: must be NULL */
-    const fia_tensor *key_rope;         /* reserved for MLA: must be NULL */
+    const fia_tensor *query_rope;       /* MLA: turns the MLA path on (with key_rope) */
+    const fia_tensor *key_rope;         /* MLA */
     fia_tensor *attention_out;          /* output */
     fia_tensor *softmax_lse;            /* output, required iff softmax_lse_flag */
+    const fia_tensor *dequant_scale_query; /* MLA int8: fp32 per token and head */
+    const fia_tensor *dequant_scale_key;   /* MLA int8: fp32, one value */
+    const fia_tensor *dequant_scale_value; /* MLA int8: fp32, one value */
 } fia_fused_infer_attention_score_tensors;
 
 /*
@@ -304,10 +318,41 @@ typedef struct fia_fused_infer_attention_score_tensors {
  *   A row that sees no key outputs 0 (lse +inf), and so do the rows beyond a batch's actual
  *   query length, and every row of a batch with kv length 0.
  *
+ * MLA (DeepSeek absorbed attention; on when query_rope and key_rope are given):
+ *   query:          [B, S1, N, 512] BSND, [B, S1, N*512] BSH, [B, N, S1, 512] BNSD, [T, N, 512]
+ *                   TND and TND_NTD (output [N, T, 512]); N = num_heads 1..128.
+ *   query_rope:     the query's shape with 64 (BSH: N*64); the query's dtype (int8 form: fp16 or
+ *                   bf16).
+ *   key = value:    the latent cache, one head of 512 (num_key_value_heads 0 or 1):
+ *                   without block_table in the query's layout with S2 / T2 ([B, S2, 1, 512],
+ *                   [B, S2, 512], [B, 1, S2, 512], [T2, 1, 512]); with block_table a paged
+ *                   cache PA_BSND [blocks, block_size, 1, 512] (also [blocks, block_size, 512])
+ *                   or PA_NZ [blocks, 1, 512/16, block_size, 16] (int8: 512/32 and 32), read
+ *                   in place. value must have key's shape and dtype; its rows are read as V
+ *                   (pass the same tensor as key, as the contract does: then each row is read
+ *                   from memory once and used as K and V).
+ *   key_rope:       the cache of 64 in key's layout (PA_NZ: [blocks, 1, 4, block_size, 16]).
+ *   score = scale . (q_nope . k_nope + q_rope . k_rope), out = softmax(score) . v, 512 wide.
+ *   sparse_mode 0 (every key; no atten_mask) or 3 (j <= i + Skv - Sq; atten_mask optional,
+ *   the compressed form, not read). block_size: a multiple of 16, at most 1024.
+ *   float form: query, query_rope, key, value, key_rope float16, bfloat16 or float32 (query
+ *     and ropes one dtype, the cache one dtype); out in the query dtype.
+ *   int8 form (key int8): query int8 [.., N, 512], dequant_scale_query fp32 [B, S1, N] or
+ *     [B, S1, N, 1] (TND: [T, N] or [T, N, 1]), key/value int8, dequant_scale_key and
+ *     dequant_scale_value fp32 with one element, query_rope and key_rope fp16 or bf16, out
+ *     bfloat16 or float16. The formula is the one above on the dequantized values
+ *     q_nope = q8 . sq[t, h], k_nope = k8 . sk, v = v8 . sv. Q.K^T runs as an int8 dot product
+ *     (VNNI when the CPU has it) in int32; P.V runs in int8 too: each row of P (values in
+ *     [0, 1] relative to the running max) is quantized to u8 with its own scale (max / 255),
+ *     accumulated in int32 and rescaled in fp32.
+ *   softmax_lse works as for the dense path. mla_rescale picks the rescale variant (float form;
+ *   the int8 form multiplies).
+ *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values), FIA_STATUS_UNSUPPORTED for contract features
- *   fia does not implement (sparse_mode 5..9, MLA ropes, non-unit innermost strides, negative
- *   strides), FIA_STATUS_OUT_OF_MEMORY.
+ *   fia does not implement (sparse_mode 5..9, MLA with sparse modes other than 0 and 3 or head
+ *   dims other than 512 + 64, non-unit innermost strides, negative strides),
+ *   FIA_STATUS_OUT_OF_MEMORY.
  * Memory: *plan is allocated and owned by the caller (fia_plan_destroy). The lengths, the block
  *   table and the antiquant scale shapes are copied and checked at plan time: rewriting the
  *   block table afterwards needs a new plan. Tensor contents are read at execute time.

@@ -335,8 +335,8 @@ static void test_bad_input(uint64_t seed) {
     BAD(&fa, "attention_out negative stride", "attention_out", BAD_EITHER,
         t.attention_out = mk(FIA_DTYPE_FLOAT16, 4, (const int64_t[]){3, 3, 4, 16}, (const int64_t[]){-192, 64, 16, 1}));
     /* MLA ropes are reserved */
-    BAD(&fa, "query_rope given", "query_rope|rope", BAD_UNSUP, t.query_rope = fa.t.query);
-    BAD(&fa, "key_rope given", "key_rope|rope", BAD_UNSUP, t.key_rope = fa.t.key);
+    BAD(&fa, "query_rope without key_rope", "query_rope|rope", BAD_INV, t.query_rope = fa.t.query);
+    BAD(&fa, "key_rope without query_rope", "key_rope|rope", BAD_INV, t.key_rope = fa.t.key);
     /* lengths */
     BAD(&fa, "actual_seq_lengths 4 > S1 3", "actual_seq_lengths", BAD_INV, p.actual_seq_lengths = (const int64_t[]){4, 2, 1});
     BAD(&fa, "actual_seq_lengths negative", "actual_seq_lengths", BAD_INV, p.actual_seq_lengths = (const int64_t[]){3, -1, 1});

@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "npy.h"
 #include "ref_fia.h"
+#include "ref_mla.h"
 #include "ref_smallq.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -354,12 +355,21 @@ static const cli_flag fia_flags[] = {
     {"inner_precise", CLI_FLAG_INT, 0, "accepted and ignored (fia accumulates in fp32)"},
     {"softmax_lse_flag", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
                                              "softmax_lse=...)"},
+    {"query_rope", CLI_FLAG_TENSOR, 0, "MLA: query rope [.., N, 64] (turns MLA on with key_rope)"},
+    {"key_rope", CLI_FLAG_TENSOR, 0, "MLA: key rope cache (64 wide, key's layout)"},
+    {"dequant_scale_query", CLI_FLAG_TENSOR, 0, "MLA int8: fp32 per token and head"},
+    {"dequant_scale_key", CLI_FLAG_TENSOR, 0, "MLA int8: fp32 [1]"},
+    {"dequant_scale_value", CLI_FLAG_TENSOR, 0, "MLA int8: fp32 [1]"},
+    {"mla_rescale", CLI_FLAG_STRING, 0, "MLA: default, multiply or amla"},
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
 static const char *const fia_outputs[] = {"attention_out", "softmax_lse", NULL};
 
-enum { T_QUERY, T_KEY, T_VALUE, T_MASK, T_BLOCK_TABLE, T_SCALE, T_OFFSET, T_COUNT };
+enum {
+    T_QUERY, T_KEY, T_VALUE, T_MASK, T_BLOCK_TABLE, T_SCALE, T_OFFSET, T_QROPE, T_KROPE, T_DSQ,
+    T_DSK, T_DSV, T_COUNT
+};
 
 /* Shapes of attention_out and softmax_lse from the query, the value and the parameters, as the
  * contract gives them. Returns 0, or -1 (message printed). */
@@ -434,11 +444,47 @@ static int fia_output_shapes(const fia_tensor *q, const fia_tensor *v, int paged
     return 0;
 }
 
+/* MLA shapes: attention_out is the query's shape with 512 per head (TND_NTD: [N, T, 512]),
+ * softmax_lse as for the dense path. */
+static int mla_output_shapes(const fia_tensor *q, const fia_fused_infer_attention_score_params *p,
+                             int32_t *out_ndim, int64_t *out_shape, int32_t *lse_ndim,
+                             int64_t *lse_shape) {
+    const int64_t n = p->num_heads;
+    const fia_layout l = p->input_layout;
+    const int tnd = l == FIA_LAYOUT_TND || l == FIA_LAYOUT_TND_NTD;
+    const int want = l == FIA_LAYOUT_BSND || l == FIA_LAYOUT_BNSD ? 4 : 3;
+    if (n < 1 || q->ndim != want) {
+        cli_error("MLA: query has %d dims, input_layout %s needs %d (num_heads %lld)",
+                  (int)q->ndim, fia_layout_name(l), want, (long long)n);
+        return -1;
+    }
+    *out_ndim = q->ndim;
+    memcpy(out_shape, q->shape, sizeof q->shape[0] * (size_t)q->ndim);
+    out_shape[q->ndim - 1] = l == FIA_LAYOUT_BSH ? n * 512 : 512;
+    if (l == FIA_LAYOUT_TND_NTD) {
+        out_shape[0] = q->shape[1];
+        out_shape[1] = q->shape[0];
+    }
+    if (tnd) {
+        *lse_ndim = 3;
+        lse_shape[0] = q->shape[0];
+        lse_shape[1] = n;
+        lse_shape[2] = 1;
+    } else {
+        *lse_ndim = 4;
+        lse_shape[0] = q->shape[0];
+        lse_shape[1] = n;
+        lse_shape[2] = l == FIA_LAYOUT_BNSD ? q->shape[2] : q->shape[1];
+        lse_shape[3] = 1;
+    }
+    return 0;
+}
+
 static int run_fused_infer_attention_score(const cli_args *a) {
-    static const char *const names[T_COUNT] = {"query",           "key",
-                                               "value",           "atten_mask",
-                                               "block_table",     "antiquant_scale",
-                                               "antiquant_offset"};
+    static const char *const names[T_COUNT] = {
+        "query",           "key",        "value",    "atten_mask",          "block_table",
+        "antiquant_scale", "antiquant_offset", "query_rope", "key_rope", "dequant_scale_query",
+        "dequant_scale_key", "dequant_scale_value"};
     cli_tensor in[T_COUNT];
     cli_output outs[2];
     memset(in, 0, sizeof in);
@@ -494,13 +540,31 @@ static int run_fused_infer_attention_score(const cli_args *a) {
         if (cli_load_tensor(a, names[i], &in[i]) != 0) goto done;
     if (cli_narrow_to_int32(&in[T_BLOCK_TABLE]) != 0) goto done;
 
-    /* Outputs, with the contract's shapes; the dtype is the query's. */
+    const char *rescale = cli_arg(a, "mla_rescale");
+    if (rescale != NULL) {
+        if (!strcmp(rescale, "default")) p.mla_rescale = FIA_MLA_RESCALE_DEFAULT;
+        else if (!strcmp(rescale, "multiply")) p.mla_rescale = FIA_MLA_RESCALE_MULTIPLY;
+        else if (!strcmp(rescale, "amla")) p.mla_rescale = FIA_MLA_RESCALE_AMLA;
+        else {
+            cli_error("--mla_rescale: '%s' is not default, multiply or amla", rescale);
+            goto done;
+        }
+    }
+
+    /* Outputs, with the contract's shapes; the dtype is the query's (MLA int8 form: bf16). */
+    const int mla = in[T_QROPE].present || in[T_KROPE].present;
+    fia_dtype out_dtype = in[T_QUERY].t.dtype;
     int32_t out_ndim = 0, lse_ndim = 0;
     int64_t out_shape[FIA_MAX_DIMS], lse_shape[FIA_MAX_DIMS];
-    if (fia_output_shapes(&in[T_QUERY].t, &in[T_VALUE].t, in[T_BLOCK_TABLE].present, &p,
-                          &out_ndim, out_shape, &lse_ndim, lse_shape) != 0)
+    if (mla) {
+        if (mla_output_shapes(&in[T_QUERY].t, &p, &out_ndim, out_shape, &lse_ndim, lse_shape) != 0)
+            goto done;
+        if (out_dtype == FIA_DTYPE_INT8) out_dtype = FIA_DTYPE_BFLOAT16;
+    } else if (fia_output_shapes(&in[T_QUERY].t, &in[T_VALUE].t, in[T_BLOCK_TABLE].present, &p,
+                                 &out_ndim, out_shape, &lse_ndim, lse_shape) != 0) {
         goto done;
-    if (cli_alloc_output(&outs[0], "attention_out", in[T_QUERY].t.dtype, out_ndim, out_shape) != 0)
+    }
+    if (cli_alloc_output(&outs[0], "attention_out", out_dtype, out_ndim, out_shape) != 0)
         goto done;
     if (p.softmax_lse_flag &&
         cli_alloc_output(&outs[1], "softmax_lse", FIA_DTYPE_FLOAT32, lse_ndim, lse_shape) != 0)
@@ -518,6 +582,11 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     t.antiquant_offset = in[T_OFFSET].present ? &in[T_OFFSET].t : NULL;
     t.attention_out = &outs[0].t;
     t.softmax_lse = p.softmax_lse_flag ? &outs[1].t : NULL;
+    t.query_rope = in[T_QROPE].present ? &in[T_QROPE].t : NULL;
+    t.key_rope = in[T_KROPE].present ? &in[T_KROPE].t : NULL;
+    t.dequant_scale_query = in[T_DSQ].present ? &in[T_DSQ].t : NULL;
+    t.dequant_scale_key = in[T_DSK].present ? &in[T_DSK].t : NULL;
+    t.dequant_scale_value = in[T_DSV].present ? &in[T_DSV].t : NULL;
 
     /* The call: plan, workspace, execute. */
     fia_context_options opts = {a->threads, FIA_ISA_AUTO};
@@ -563,13 +632,15 @@ static int run_fused_infer_attention_score(const cli_args *a) {
             rc = CLI_EXIT_FAIL;
             goto done;
         }
-        if (fia_ref_fused_infer_attention_score(&t, &p, want_out, want_lse) != 0) {
+        if ((mla ? fia_ref_mla(&t, &p, want_out, want_lse)
+                 : fia_ref_fused_infer_attention_score(&t, &p, want_out, want_lse)) != 0) {
             cli_error("check: the oracle cannot run this call");
             rc = CLI_EXIT_FAIL;
             goto done;
         }
         double atol, rtol;
-        cli_tolerance(in[T_QUERY].t.dtype, &atol, &rtol);
+        cli_tolerance(out_dtype, &atol, &rtol);
+        if (in[T_KEY].t.dtype == FIA_DTYPE_INT8 && mla) atol = rtol = 2e-2; /* int8 MLA form */
         cli_check c_out = {0, 0, 0};
         cli_check_tensor(&outs[0].t, want_out, atol, rtol, &c_out);
         cli_print_check("attention_out", &c_out, atol, rtol);

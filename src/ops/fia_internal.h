@@ -159,6 +159,37 @@ static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, in
     *hi = e > skv - 1 ? skv - 1 : e;
 }
 
+/* ---- validation pieces shared by the dense path (fia_plan.c) and MLA (fia_mla.c) ---- */
+
+/* Dims of a query/key/value/output tensor in its layout. */
+typedef struct fia_dims {
+    int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
+} fia_dims;
+
+/* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with `heads` heads
+ * and fills its addressing. */
+fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout, int64_t heads,
+                         fia_seq *seq, fia_dims *dims);
+/* Per-batch lengths (not cumulative) into out[B]: NULL -> full (unless required); count 1
+ * broadcasts; count >= B uses the first B; each in 0..full. */
+fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
+                             int64_t full, const char *full_what, bool required, int64_t *out);
+/* Cumulative lengths (TND): count == B, non-decreasing, last <= total; fills len and start. */
+fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name, int64_t B,
+                                int64_t total, const char *total_what, int64_t *len,
+                                int64_t *start);
+/* Whether a mask tensor has the compressed [2048, 2048] shape (2, 3 or 4 dims). */
+bool fia_is_compressed_mask(const fia_tensor *m);
+/* Validates the int32 block table [>= B, *] against the blocks each batch's kv length uses
+ * (ids in [0, blocks)) and copies those entries into a malloc'ed B x *cols table. */
+fia_status fia_copy_block_table(const fia_tensor *bt, int64_t B, const int64_t *kv_len,
+                                int64_t block_size, int64_t blocks, int32_t **table,
+                                int64_t *cols);
+
+/* The MLA path of fused_infer_attention_score (query_rope / key_rope given), fia_mla.c. */
+fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,
+                        const fia_fused_infer_attention_score_params *prm, fia_plan **plan);
+
 /* Sizes (ws == NULL) or lays out the workspace: num_threads scratch areas, then the dequant
  * vectors, then the split partials. Returns the bytes used. */
 size_t fia_attn_workspace_layout(const fia_attn_plan *p, void *ws, float **aq_vectors,

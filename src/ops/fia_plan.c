@@ -65,14 +65,9 @@ void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score
     p->antiquant_mode = 0;
 }
 
-/* Dims of a query/key/value/output tensor in its layout. */
-typedef struct fia_dims {
-    int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
-} fia_dims;
-
 /* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with N heads and
  * fills its addressing. */
-static fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout,
+fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout,
                                 int64_t heads, fia_seq *seq, fia_dims *dims) {
     const int64_t *sh = t->shape, *st = t->strides;
     memset(seq, 0, sizeof *seq);
@@ -153,7 +148,7 @@ static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t
 }
 
 /* Per-batch lengths (not cumulative): NULL -> full; count 1 broadcasts; count >= B. */
-static fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
+fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
                                     int64_t full, const char *full_what, bool required,
                                     int64_t *out) {
     if (!v || count == 0) {
@@ -176,7 +171,7 @@ static fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char 
 }
 
 /* Cumulative lengths (TND): count == B, non-decreasing, last <= total. */
-static fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name,
+fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name,
                                        int64_t B, int64_t total, const char *total_what,
                                        int64_t *len, int64_t *start) {
     if (!v || count <= 0) return FIA_INVALID("%s (cumulative) is required with layout TND", name);
@@ -197,7 +192,7 @@ static fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const ch
     return FIA_STATUS_SUCCESS;
 }
 
-static bool fia_is_compressed_mask(const fia_tensor *m) {
+bool fia_is_compressed_mask(const fia_tensor *m) {
     const int64_t C = FIA_COMPRESSED_MASK;
     const int64_t *s = m->shape;
     switch (m->ndim) {
@@ -321,6 +316,42 @@ static fia_status fia_parse_antiquant(fia_attn_plan *p, const fia_tensor *scale,
                                    (int)i, (long long)offset->shape[i], (long long)sh[i]);
         p->aq_offset = *offset;
     }
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_copy_block_table(const fia_tensor *bt, int64_t B, const int64_t *kv_len,
+                                int64_t block_size, int64_t blocks, int32_t **table,
+                                int64_t *cols) {
+    if (bt->dtype != FIA_DTYPE_INT32)
+        return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
+    FIA_TRY(fia_tensor_check_ndim(bt, "block_table", 2));
+    if (bt->shape[0] < B)
+        return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
+                           (long long)B);
+    int64_t max_len = 0;
+    for (int64_t b = 0; b < B; b++) max_len = kv_len[b] > max_len ? kv_len[b] : max_len;
+    int64_t nc = (max_len + block_size - 1) / block_size;
+    if (nc < 1) nc = 1;
+    if (B < 1 || block_size < 1) return FIA_INVALID("block table: batch %lld, block_size %lld",
+                                                    (long long)B, (long long)block_size);
+    int32_t *out = calloc((size_t)B * (size_t)nc, sizeof *out);
+    if (!out) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    for (int64_t b = 0; b < B; b++) {
+        const int64_t need = (kv_len[b] + block_size - 1) / block_size;
+        for (int64_t c = 0; c < need; c++) {
+            const int64_t idx[2] = {b, c};
+            int32_t id;
+            memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
+            if (id < 0 || id >= blocks) {
+                free(out);
+                return FIA_INVALID("block_table[%lld][%lld] is %d, the cache has %lld blocks",
+                                   (long long)b, (long long)c, (int)id, (long long)blocks);
+            }
+            out[b * nc + c] = id;
+        }
+    }
+    *table = out;
+    *cols = nc;
     return FIA_STATUS_SUCCESS;
 }
 
@@ -463,8 +494,9 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
 static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
                                     const fia_fused_infer_attention_score_tensors *t,
                                     const fia_fused_infer_attention_score_params *prm) {
-    if (t->query_rope || t->key_rope)
-        return FIA_UNSUPPORTED("query_rope / key_rope (MLA) are not supported by this version");
+    if (t->dequant_scale_query || t->dequant_scale_key || t->dequant_scale_value)
+        return FIA_UNSUPPORTED("dequant_scale_query/key/value (full int8 quant) are supported "
+                               "only with MLA (query_rope and key_rope given)");
     if (!t->query) return FIA_INVALID("query is NULL");
     if (!t->key) return FIA_INVALID("key is NULL");
     if (!t->value) return FIA_INVALID("value is NULL");
@@ -648,30 +680,13 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
 
     /* block table: validated and copied */
     if (p->paged) {
-        const fia_tensor *bt = t->block_table;
-        if (bt->dtype != FIA_DTYPE_INT32)
-            return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
-        FIA_TRY(fia_tensor_check_ndim(bt, "block_table", 2));
-        if (bt->shape[0] < B)
-            return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
-                               (long long)B);
-        const int64_t bs = p->block_size;
-        p->bt_cols = (max_skv + bs - 1) / bs;
-        if (p->bt_cols < 1) p->bt_cols = 1;
-        p->block_table = calloc((size_t)(B * p->bt_cols), sizeof *p->block_table);
-        if (!p->block_table) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        for (int64_t b = 0; b < B; b++) {
-            const int64_t need = (p->batches[b].skv + bs - 1) / bs;
-            for (int64_t c = 0; c < need; c++) {
-                const int64_t idx[2] = {b, c};
-                int32_t id;
-                memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
-                if (id < 0 || id >= blocks)
-                    return FIA_INVALID("block_table[%lld][%lld] is %d, key has %lld blocks",
-                                       (long long)b, (long long)c, (int)id, (long long)blocks);
-                p->block_table[b * p->bt_cols + c] = id;
-            }
-        }
+        int64_t *need = malloc((size_t)(B > 0 ? B : 1) * sizeof *need);
+        if (!need) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+        for (int64_t b = 0; b < B; b++) need[b] = p->batches[b].skv;
+        st = fia_copy_block_table(t->block_table, B, need, p->block_size, blocks, &p->block_table,
+                                  &p->bt_cols);
+        free(need);
+        FIA_TRY(st);
     }
 
     /* mask geometry */
@@ -762,6 +777,13 @@ fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
     if (!t) return FIA_INVALID("tensors is NULL");
     if (!prm) return FIA_INVALID("params is NULL");
     if (!plan) return FIA_INVALID("plan is NULL");
+    if (t->query_rope || t->key_rope) {
+        fia_plan *mla = NULL;
+        FIA_TRY(fia_mla_plan(ctx, t, prm, &mla));
+        *plan = mla;
+        if (workspace_bytes) *workspace_bytes = mla->workspace_bytes;
+        return FIA_STATUS_SUCCESS;
+    }
     fia_attn_plan *p = calloc(1, sizeof *p);
     if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
     p->base.ctx = ctx;

@@ -1,0 +1,1028 @@
+/*
+ * fia_mla.c - fused_infer_attention_score, the MLA path (DeepSeek absorbed attention): the query
+ * is 512 + 64 (rope) wide per head, key = value = a 512-wide latent cache shared by every head
+ * plus a 64-wide key rope; the output is 512 wide. Contract: include/fia.h ("MLA").
+ *
+ * Work decomposition (plan time, from the actual lengths only):
+ *   - The rows of a tile are (query position, head) pairs, position-major, at most MLA_ROWS:
+ *     all heads of up to MLA_ROWS / N consecutive positions of one request. The query tile is
+ *     packed once (fp32, scale folded in; int8 form: u8 codes + fp32 rope) and stays resident.
+ *   - The tile's visible keys stream in steps of p->step tokens aligned in token space. Each
+ *     latent row is read from memory once per step, converted once into an fp32 row of 576
+ *     (latent + rope) that serves as K (through a transposed panel) and, when value is the
+ *     same tensor as key, as V (its first 512): S = Q.K^T (all heads are GEMM rows), mask,
+ *     online softmax, O = alpha.O + P.V.
+ *   - Split-KV: a tile that sees more than MLA_CHUNK keys is split into chunks aligned to
+ *     multiples of MLA_CHUNK in token space; the partial (m, l, O) states are merged in chunk
+ *     order (softmax_state.h). Where to split depends only on the request, so results are
+ *     bitwise identical for any thread count and batch composition.
+ *   - Items are sorted by cost (rows x keys plus a fixed overhead, as FlashMLA balances) and
+ *     handed out dynamically; the next step's rows are prefetched while a step computes.
+ *   - AMLA (mla_rescale): probabilities relative to a power of two, O rescaled by an integer add
+ *     on its exponent bits (kernels.h gemm_f32_acc / softmax_tile_amla).
+ *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [VNNI] + scale . q_rope . k_rope [fp32];
+ *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [VNNI].
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/context.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/i8gemm.h"
+#include "kernels/softmax_state.h"
+#include "ops/fia_internal.h"
+
+enum {
+    MLA_DN = 512,          /* latent (nope) width, also the output width */
+    MLA_DR = 64,           /* rope width */
+    MLA_DK = MLA_DN + MLA_DR,
+    MLA_MAX_HEADS = 128,
+    MLA_ROWS = 128,        /* query rows (positions x heads) per tile */
+    MLA_STEP_FLOAT = 32,   /* keys per step, float form (one step's fp32 K rows, K^T panel,
+                            * scores plus the resident Q and O tiles stay within L2) */
+    MLA_STEP_INT8 = 64,    /* keys per step, int8 form (its tiles are 4x smaller; a deeper
+                            * P.V keeps the int8 GEMM near its peak) */
+    MLA_CHUNK = 1024,      /* keys per split-KV chunk (a multiple of both steps) */
+    MLA_MAX_BLOCK = 1024,
+    MLA_MAX_BATCH = 65536
+};
+#define MLA_MAX_LEN (INT64_C(2147483647))
+#define MLA_MAX_ITEMS (INT64_C(1) << 24)
+
+/* A cache tensor (latent, rope or value). Element d of token row `row` of block blk (paged) or
+ * of token tok of batch b (dense) is at
+ *   dense:  base + (b s_b + tok s_t + d) es
+ *   paged:  base + (blk s_blk + row s_t + d) es
+ *   NZ:     base + (blk s_blk + (d / w) s_c + row w + d % w) es     (w > 0) */
+typedef struct mla_cache {
+    const char *base;
+    fia_dtype dt;
+    int64_t es, dim;
+    int64_t s_b, s_t, s_blk, s_c, w;
+} mla_cache;
+
+typedef enum { MLA_ITEM_TILE = 0, MLA_ITEM_ZERO = 1 } mla_item_kind;
+
+typedef struct mla_item {
+    int32_t kind, b;
+    int32_t group, chunk; /* group -1: the item writes the output itself */
+    int64_t q0, qn;       /* query positions */
+    int64_t kv0, kv1;     /* keys */
+    int64_t cost;
+} mla_item;
+
+typedef struct mla_group {
+    int32_t b, nchunks;
+    int64_t q0, qn;
+    int64_t partial;      /* offset (floats) of chunk 0's partial state */
+} mla_group;
+
+typedef struct mla_plan {
+    fia_plan base;
+    const fia_kernels *kern;
+    const fia_i8_kernels *i8;
+    int64_t B, N, S1, num_threads;
+    bool tnd, paged, quant, amla, v_is_k, causal;
+    float scale;
+    fia_seq q, qr, o;
+    mla_cache k, kr, v;
+    float *lse;
+    int64_t lse_s_b, lse_s_t, lse_s_h;
+    int64_t block_size, bt_cols;
+    int32_t *block_table;
+    const char *sq;       /* int8 form: dequant_scale_query, fp32, (token, head) strides */
+    int64_t sq_s_b, sq_s_t, sq_s_h;
+    const float *sk, *sv; /* int8 form: the per-tensor scales (read at execute time) */
+    fia_batch *batches;
+    mla_item *items;
+    mla_group *groups;
+    int64_t num_items, num_groups, partial_floats;
+    int64_t pos_per_tile, rows_max;
+    int64_t step;         /* keys per step: T_FLOAT or T_INT8 */
+} mla_plan;
+
+typedef struct mla_scratch {
+    float *q;            /* rows x MLA_DK (float form) */
+    uint8_t *q8;         /* rows x MLA_DN (int8 form, u8 codes) */
+    float *qr;           /* rows x MLA_DR (int8 form: the rope part) */
+    float *qs;           /* rows: scale . sq . sk */
+    float *kr;           /* step x MLA_DK: K rows in fp32 (latent + rope) */
+    float *kt;           /* MLA_DK x step: the transposed panel */
+    float *vp;           /* step x MLA_DN: V rows when value is not key */
+    float *s;            /* rows x step */
+    float *o;            /* rows x MLA_DN */
+    float *m, *l, *alpha, *ones, *ps;
+    int32_t *e, *ex;
+    float *tmp;          /* step x 32: NZ conversion */
+    int8_t *k8;          /* step x MLA_DN: int8 rows gathered from NZ */
+    void *kpack, *vpack; /* int8 packed panels */
+    uint8_t *p8;         /* rows x step */
+    const int8_t **kptr, **vptr;
+    int64_t *lo, *hi;    /* per position of the tile */
+} mla_scratch;
+
+/* ---- workspace ---------------------------------------------------------------------------- */
+
+static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out) {
+    fia_arena a = {base, 0};
+    const size_t f = sizeof(float);
+    const int64_t R = p->rows_max, T = p->step;
+    mla_scratch s;
+    memset(&s, 0, sizeof s);
+    if (p->quant) {
+        s.q8 = fia_arena_take(&a, (size_t)(R * MLA_DN));
+        s.qr = fia_arena_take(&a, (size_t)(R * MLA_DR) * f);
+        s.qs = fia_arena_take(&a, (size_t)R * f);
+        s.k8 = fia_arena_take(&a, (size_t)(T * MLA_DN));
+        s.kpack = fia_arena_take(&a, p->i8->pack_bytes(T, MLA_DN));
+        s.vpack = fia_arena_take(&a, p->i8->pack_bytes(MLA_DN, T));
+        s.p8 = fia_arena_take(&a, (size_t)(R * T));
+        s.ps = fia_arena_take(&a, (size_t)R * f);
+        s.kptr = fia_arena_take(&a, (size_t)T * sizeof(void *));
+        s.vptr = fia_arena_take(&a, (size_t)T * sizeof(void *));
+    } else {
+        s.q = fia_arena_take(&a, (size_t)(R * MLA_DK) * f);
+        if (!p->v_is_k) s.vp = fia_arena_take(&a, (size_t)(T * MLA_DN) * f);
+    }
+    s.kr = fia_arena_take(&a, (size_t)(T * MLA_DK) * f);
+    s.kt = fia_arena_take(&a, (size_t)(MLA_DK * T) * f);
+    s.s = fia_arena_take(&a, (size_t)(R * T) * f);
+    s.o = fia_arena_take(&a, (size_t)(R * MLA_DN) * f);
+    s.m = fia_arena_take(&a, (size_t)R * f);
+    s.l = fia_arena_take(&a, (size_t)R * f);
+    s.alpha = fia_arena_take(&a, (size_t)R * f);
+    s.ones = fia_arena_take(&a, (size_t)R * f);
+    s.e = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
+    s.ex = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
+    s.tmp = fia_arena_take(&a, (size_t)(T * 32) * f);
+    s.lo = fia_arena_take(&a, (size_t)p->pos_per_tile * sizeof(int64_t));
+    s.hi = fia_arena_take(&a, (size_t)p->pos_per_tile * sizeof(int64_t));
+    if (out) *out = s;
+    return a.used;
+}
+
+static size_t mla_workspace_layout(const mla_plan *p, void *ws, float **partials) {
+    const size_t per_thread = mla_scratch_carve(p, NULL, NULL);
+    fia_arena a = {ws, 0};
+    fia_arena_take(&a, per_thread * (size_t)p->num_threads);
+    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    if (partials) *partials = part;
+    return a.used;
+}
+
+/* ---- addressing and conversion ------------------------------------------------------------- */
+
+static inline void mla_to_f32(const fia_kernels *k, const void *src, fia_dtype dt, float *dst,
+                              int64_t n) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: k->f16_to_f32(src, dst, n); break;
+    case FIA_DTYPE_BFLOAT16: k->bf16_to_f32(src, dst, n); break;
+    case FIA_DTYPE_INT8: k->i8_to_f32(src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+/* Element offset (in elements) of (token tok of batch b, dim d0) and, for paged caches, the
+ * number of tokens left in tok's block (dense: all). */
+static inline int64_t mla_cache_off(const mla_plan *p, const mla_cache *c, int64_t b, int64_t tok,
+                                    int64_t *run) {
+    if (!p->paged) {
+        *run = INT64_MAX;
+        return b * c->s_b + (p->batches[b].kv_tok0 + tok) * c->s_t;
+    }
+    const int64_t bs = p->block_size, row = tok % bs;
+    const int64_t blk = p->block_table[b * p->bt_cols + tok / bs];
+    *run = bs - row;
+    return blk * c->s_blk + row * (c->w ? c->w : c->s_t);
+}
+
+/* Prefetches (into L2) the rows of tokens [t0, t0 + n) of batch b. */
+static void mla_prefetch(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n) {
+    for (int64_t j = 0; j < n;) {
+        int64_t run;
+        const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
+        if (run > n - j) run = n - j;
+        if (c->w) {
+            const int64_t bytes = run * c->w * c->es;
+            for (int64_t ci = 0; ci < c->dim / c->w; ci++) {
+                const char *src = c->base + (off + ci * c->s_c) * c->es;
+                for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(src + o, 0, 2);
+            }
+        } else {
+            for (int64_t r = 0; r < run; r++) {
+                const char *src = c->base + (off + r * c->s_t) * c->es;
+                for (int64_t o = 0; o < c->dim * c->es; o += 64) __builtin_prefetch(src + o, 0, 2);
+            }
+        }
+        j += run;
+    }
+}
+
+/* Converts the rows of tokens [t0, t0 + n) of batch b to fp32: row j at dst + j ld. */
+static void mla_load_rows(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n,
+                          float *dst, int64_t ld, float *tmp) {
+    const fia_kernels *k = p->kern;
+    for (int64_t j = 0; j < n;) {
+        int64_t run;
+        const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
+        if (run > n - j) run = n - j;
+        if (c->w) {
+            /* NZ: chunk ci of `run` consecutive rows is contiguous (run x w elements) */
+            for (int64_t ci = 0; ci < c->dim / c->w; ci++) {
+                mla_to_f32(k, c->base + (off + ci * c->s_c) * c->es, c->dt, tmp, run * c->w);
+                for (int64_t r = 0; r < run; r++)
+                    memcpy(dst + (j + r) * ld + ci * c->w, tmp + r * c->w,
+                           (size_t)c->w * sizeof(float));
+            }
+        } else {
+            for (int64_t r = 0; r < run; r++)
+                mla_to_f32(k, c->base + (off + r * c->s_t) * c->es, c->dt, dst + (j + r) * ld,
+                           c->dim);
+        }
+        j += run;
+    }
+}
+
+/* int8 rows of tokens [t0, t0 + n): pointers into the cache, or (NZ) into rows gathered in buf. */
+static void mla_int8_rows(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n,
+                          const int8_t **ptrs, int8_t *buf) {
+    for (int64_t j = 0; j < n;) {
+        int64_t run;
+        const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
+        if (run > n - j) run = n - j;
+        for (int64_t r = 0; r < run; r++) {
+            if (c->w) {
+                int8_t *row = buf + (j + r) * MLA_DN;
+                for (int64_t ci = 0; ci < MLA_DN / c->w; ci++)
+                    memcpy(row + ci * c->w, c->base + off + ci * c->s_c + r * c->w, (size_t)c->w);
+                ptrs[j + r] = row;
+            } else {
+                ptrs[j + r] = (const int8_t *)c->base + off + r * c->s_t;
+            }
+        }
+        j += run;
+    }
+}
+
+static inline const char *mla_seq_row(const fia_seq *s, const fia_batch *bi, int64_t b, int64_t h,
+                                      int64_t i) {
+    return s->base + (b * s->s_b + (bi->q_tok0 + i) * s->s_t + h * s->s_h) * s->esize;
+}
+
+/* ---- one item ------------------------------------------------------------------------------ */
+
+typedef struct mla_exec {
+    const mla_plan *p;
+    char *ws;
+    float *partials;
+} mla_exec;
+
+/* Visible keys [lo, hi] of query position i of batch bi. */
+static inline void mla_row_range(const mla_plan *p, const fia_batch *bi, int64_t i, int64_t *lo,
+                                 int64_t *hi) {
+    int64_t e = bi->skv - 1;
+    if (p->causal && i + bi->skv - bi->sq < e) e = i + bi->skv - bi->sq;
+    *lo = 0;
+    *hi = e;
+}
+
+/* Packs the query tile of positions [q0, q0 + qn) of batch b (all heads): rows r = pp N + h. */
+static void mla_pack_query(const mla_plan *p, const mla_item *it, mla_scratch *s) {
+    const fia_kernels *k = p->kern;
+    const fia_batch *bi = &p->batches[it->b];
+    const float sc = p->scale;
+    const float skv = p->quant ? *p->sk : 1.0f;
+    for (int64_t pp = 0; pp < it->qn; pp++)
+        for (int64_t h = 0; h < p->N; h++) {
+            const int64_t r = pp * p->N + h, i = it->q0 + pp;
+            const char *qn = mla_seq_row(&p->q, bi, it->b, h, i);
+            const char *qr = mla_seq_row(&p->qr, bi, it->b, h, i);
+            if (p->quant) {
+                p->i8->s8_to_u8_offset((const int8_t *)qn, s->q8 + r * MLA_DN, MLA_DN);
+                float *dst = s->qr + r * MLA_DR;
+                mla_to_f32(k, qr, p->qr.dtype, dst, MLA_DR);
+                for (int64_t d = 0; d < MLA_DR; d++) dst[d] *= sc;
+                float sq;
+                memcpy(&sq, p->sq + (it->b * p->sq_s_b + (bi->q_tok0 + i) * p->sq_s_t +
+                                     h * p->sq_s_h) * (int64_t)sizeof(float), sizeof sq);
+                s->qs[r] = sc * sq * skv;
+            } else {
+                float *dst = s->q + r * MLA_DK;
+                mla_to_f32(k, qn, p->q.dtype, dst, MLA_DN);
+                mla_to_f32(k, qr, p->qr.dtype, dst + MLA_DN, MLA_DR);
+                for (int64_t d = 0; d < MLA_DK; d++) dst[d] *= sc;
+            }
+        }
+}
+
+/* Sets the scores of keys [t0, t0 + n) that a row cannot see to -inf; returns whether any
+ * score stays visible. */
+static bool mla_mask(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0, int64_t n) {
+    bool any = false;
+    for (int64_t pp = 0; pp < it->qn; pp++) {
+        int64_t a = s->lo[pp] - t0, e = s->hi[pp] - t0 + 1;
+        if (a < 0) a = 0;
+        if (e > n) e = n;
+        if (a < e) any = true;
+        if (a == 0 && e == n) continue;
+        for (int64_t h = 0; h < p->N; h++) {
+            float *row = s->s + (pp * p->N + h) * p->step;
+            for (int64_t j = 0; j < n; j++)
+                if (j < a || j >= e) row[j] = -INFINITY;
+        }
+    }
+    return any;
+}
+
+/* Float form: one step of keys [t0, t0 + n). */
+static bool mla_step_float(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0,
+                           int64_t n, bool first) {
+    const fia_kernels *k = p->kern;
+    const int64_t rows = it->qn * p->N, b = it->b, T = p->step;
+    mla_load_rows(p, &p->k, b, t0, n, s->kr, MLA_DK, s->tmp);
+    mla_load_rows(p, &p->kr, b, t0, n, s->kr + MLA_DN, MLA_DK, s->tmp);
+    k->transpose_f32(s->kr, MLA_DK, s->kt, T, n, MLA_DK);
+    k->gemm_f32(rows, n, MLA_DK, s->q, MLA_DK, s->kt, T, s->s, T, NULL);
+    if (!mla_mask(p, it, s, t0, n)) return false;
+
+    const float *v = s->kr;
+    int64_t ldv = MLA_DK;
+    if (!p->v_is_k) {
+        mla_load_rows(p, &p->v, b, t0, n, s->vp, MLA_DN, s->tmp);
+        v = s->vp;
+        ldv = MLA_DN;
+    }
+    if (p->amla) {
+        k->softmax_tile_amla(s->s, T, rows, n, s->m, s->l, s->e, s->ex);
+        if (first) {
+            k->gemm_f32(rows, MLA_DN, n, s->s, T, v, ldv, s->o, MLA_DN, NULL);
+        } else {
+            bool shift = false;
+            for (int64_t r = 0; r < rows && !shift; r++) shift = s->ex[r] != 0;
+            k->gemm_f32_acc(rows, MLA_DN, n, s->s, T, v, ldv, s->o, MLA_DN,
+                            shift ? s->ex : NULL);
+        }
+    } else {
+        k->softmax_tile(s->s, T, rows, n, s->m, s->l, s->alpha);
+        if (first) {
+            k->gemm_f32(rows, MLA_DN, n, s->s, T, v, ldv, s->o, MLA_DN, NULL);
+        } else {
+            bool scale = false;
+            for (int64_t r = 0; r < rows && !scale; r++) scale = s->alpha[r] != 1.0f;
+            if (scale)
+                k->gemm_f32(rows, MLA_DN, n, s->s, T, v, ldv, s->o, MLA_DN, s->alpha);
+            else
+                k->gemm_f32_acc(rows, MLA_DN, n, s->s, T, v, ldv, s->o, MLA_DN, NULL);
+        }
+    }
+    return true;
+}
+
+/* int8 form: one step of keys [t0, t0 + n). */
+static bool mla_step_int8(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0,
+                          int64_t n, bool first) {
+    const fia_kernels *k = p->kern;
+    const fia_i8_kernels *i8 = p->i8;
+    const int64_t rows = it->qn * p->N, b = it->b, T = p->step;
+    /* rope part in fp32, then the int8 latent dot products added on top */
+    mla_load_rows(p, &p->kr, b, t0, n, s->kr, MLA_DR, s->tmp);
+    k->transpose_f32(s->kr, MLA_DR, s->kt, T, n, MLA_DR);
+    k->gemm_f32(rows, n, MLA_DR, s->qr, MLA_DR, s->kt, T, s->s, T, NULL);
+    mla_int8_rows(p, &p->k, b, t0, n, s->kptr, s->k8);
+    i8->pack_b_nk(s->kptr, n, MLA_DN, s->kpack);
+    i8->gemm(rows, n, MLA_DN, s->q8, MLA_DN, s->kpack, s->s, T, s->qs, s->ones, 128);
+    if (!mla_mask(p, it, s, t0, n)) return false;
+    k->softmax_tile(s->s, T, rows, n, s->m, s->l, s->alpha);
+
+    /* P (in [0, 1] relative to the running max) to u8 codes with a per-row scale */
+    const float sv = *p->sv;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *pr = s->s + r * T;
+        uint8_t *q = s->p8 + r * T;
+        float mx = 0.0f;
+        for (int64_t j = 0; j < n; j++) mx = pr[j] > mx ? pr[j] : mx;
+        if (!(mx > 0.0f)) {
+            memset(q, 0, (size_t)n);
+            s->ps[r] = 0.0f;
+            continue;
+        }
+        const float f = 255.0f / mx;
+        for (int64_t j = 0; j < n; j++) q[j] = (uint8_t)(int32_t)(pr[j] * f + 0.5f);
+        s->ps[r] = sv * mx / 255.0f;
+    }
+    if (p->v_is_k) {
+        memcpy(s->vptr, s->kptr, (size_t)n * sizeof *s->vptr);
+    } else {
+        mla_int8_rows(p, &p->v, b, t0, n, s->vptr, s->k8);
+    }
+    i8->pack_b_kn(s->vptr, n, MLA_DN, s->vpack);
+    i8->gemm(rows, MLA_DN, n, s->p8, T, s->vpack, s->o, MLA_DN, s->ps,
+             first ? NULL : s->alpha, 0);
+    return true;
+}
+
+static void mla_write_row(const mla_plan *p, int64_t b, int64_t h, int64_t i, float m, float l,
+                          float *o) {
+    const fia_batch *bi = &p->batches[b];
+    const float lse = fia_softmax_state_finish(m, l, o, MLA_DN);
+    char *dst = (char *)mla_seq_row(&p->o, bi, b, h, i);
+    switch (p->o.dtype) {
+    case FIA_DTYPE_FLOAT16: p->kern->f32_to_f16(o, (uint16_t *)dst, MLA_DN); break;
+    case FIA_DTYPE_BFLOAT16: p->kern->f32_to_bf16(o, (uint16_t *)dst, MLA_DN); break;
+    default: memcpy(dst, o, MLA_DN * sizeof(float)); break;
+    }
+    if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
+}
+
+static void mla_run_tile(const mla_exec *ex, const mla_item *it, const mla_item *next,
+                         mla_scratch *s) {
+    const mla_plan *p = ex->p;
+    const fia_batch *bi = &p->batches[it->b];
+    const int64_t rows = it->qn * p->N, T = p->step;
+    mla_pack_query(p, it, s);
+    for (int64_t pp = 0; pp < it->qn; pp++) mla_row_range(p, bi, it->q0 + pp, &s->lo[pp], &s->hi[pp]);
+    for (int64_t r = 0; r < rows; r++) {
+        s->m[r] = -INFINITY;
+        s->l[r] = 0.0f;
+        s->e[r] = 0;
+        s->ones[r] = 1.0f;
+    }
+    bool first = true;
+    for (int64_t t0 = it->kv0; t0 < it->kv1;) {
+        int64_t t1 = (t0 / T + 1) * T;
+        if (t1 > it->kv1) t1 = it->kv1;
+        /* the next step's rows (or the next item's first step) stream in meanwhile */
+        if (t1 < it->kv1) {
+            const int64_t n2 = it->kv1 - t1 < T ? it->kv1 - t1 : T;
+            mla_prefetch(p, &p->k, it->b, t1, n2);
+            mla_prefetch(p, &p->kr, it->b, t1, n2);
+        } else if (next) {
+            const int64_t e = (next->kv0 / T + 1) * T;
+            const int64_t n2 = (e < next->kv1 ? e : next->kv1) - next->kv0;
+            if (n2 > 0) {
+                mla_prefetch(p, &p->k, next->b, next->kv0, n2);
+                mla_prefetch(p, &p->kr, next->b, next->kv0, n2);
+            }
+        }
+        const bool any = p->quant ? mla_step_int8(p, it, s, t0, t1 - t0, first)
+                                  : mla_step_float(p, it, s, t0, t1 - t0, first);
+        if (any) first = false;
+        t0 = t1;
+    }
+    /* AMLA: the accumulator is relative to 2^-e, i.e. a softmax state with m = -e ln2 */
+    if (p->amla && !p->quant)
+        for (int64_t r = 0; r < rows; r++)
+            if (s->m[r] != -INFINITY) s->m[r] = -(float)s->e[r] * 0.69314718055994530942f;
+    if (it->group < 0) {
+        for (int64_t r = 0; r < rows; r++)
+            mla_write_row(p, it->b, r % p->N, it->q0 + r / p->N, first ? -INFINITY : s->m[r],
+                          s->l[r], s->o + r * MLA_DN);
+        return;
+    }
+    float *slot = ex->partials + p->groups[it->group].partial +
+                  (int64_t)it->chunk * rows * (MLA_DN + 2);
+    for (int64_t r = 0; r < rows; r++) {
+        slot[r] = first ? -INFINITY : s->m[r];
+        slot[rows + r] = s->l[r];
+        if (!first) memcpy(slot + 2 * rows + r * MLA_DN, s->o + r * MLA_DN, MLA_DN * sizeof(float));
+    }
+}
+
+static void mla_run_zero(const mla_exec *ex, const mla_item *it, mla_scratch *s) {
+    const mla_plan *p = ex->p;
+    for (int64_t i = it->q0; i < it->q0 + it->qn; i++)
+        for (int64_t h = 0; h < p->N; h++) mla_write_row(p, it->b, h, i, -INFINITY, 0.0f, s->o);
+}
+
+static mla_scratch mla_thread_scratch(const mla_exec *ex, int32_t tid) {
+    mla_scratch s;
+    const size_t bytes = mla_scratch_carve(ex->p, NULL, NULL);
+    mla_scratch_carve(ex->p, ex->ws + bytes * (size_t)tid, &s);
+    return s;
+}
+
+static void mla_item_task(void *arg, int64_t task, int32_t tid) {
+    const mla_exec *ex = arg;
+    const mla_plan *p = ex->p;
+    const mla_item *it = &p->items[task];
+    const mla_item *next = task + 1 < p->num_items ? it + 1 : NULL;
+    mla_scratch s = mla_thread_scratch(ex, tid);
+    if (it->kind == MLA_ITEM_ZERO) mla_run_zero(ex, it, &s);
+    else mla_run_tile(ex, it, next && next->kind == MLA_ITEM_TILE ? next : NULL, &s);
+}
+
+static void mla_merge_task(void *arg, int64_t task, int32_t tid) {
+    const mla_exec *ex = arg;
+    const mla_plan *p = ex->p;
+    const mla_group *g = &p->groups[task];
+    mla_scratch s = mla_thread_scratch(ex, tid);
+    const int64_t rows = g->qn * p->N;
+    const float *base = ex->partials + g->partial;
+    for (int64_t r = 0; r < rows; r++) {
+        float m = -INFINITY, l = 0.0f;
+        for (int32_t c = 0; c < g->nchunks; c++) {
+            const float *slot = base + (int64_t)c * rows * (MLA_DN + 2);
+            fia_softmax_state_merge(&m, &l, s.o, slot[r], slot[rows + r],
+                                    slot + 2 * rows + r * MLA_DN, MLA_DN);
+        }
+        mla_write_row(p, g->b, r % p->N, g->q0 + r / p->N, m, l, s.o);
+    }
+}
+
+static void mla_execute(fia_plan *plan, void *workspace) {
+    const mla_plan *p = (const mla_plan *)plan;
+    mla_exec ex = {p, workspace, NULL};
+    mla_workspace_layout(p, workspace, &ex.partials);
+    fia_pool_run(plan->ctx->pool, p->num_items, mla_item_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->num_groups, mla_merge_task, &ex);
+}
+
+/* ---- schedule ------------------------------------------------------------------------------ */
+
+static int mla_item_cmp(const void *a, const void *b) {
+    const mla_item *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
+    if (x->b != y->b) return x->b < y->b ? -1 : 1;
+    if (x->kv0 != y->kv0) return x->kv0 < y->kv0 ? -1 : 1;
+    return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
+}
+
+static fia_status mla_schedule(mla_plan *p) {
+    const int64_t tp = p->pos_per_tile, C = MLA_CHUNK;
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t ni = 0, ng = 0, partial = 0;
+        for (int64_t b = 0; b < p->B; b++) {
+            const fia_batch *bi = &p->batches[b];
+            for (int64_t q0 = 0; q0 < bi->sq; q0 += tp) {
+                const int64_t qn = bi->sq - q0 < tp ? bi->sq - q0 : tp, rows = qn * p->N;
+                int64_t lo, hi, unused;
+                mla_row_range(p, bi, q0, &lo, &unused);
+                mla_row_range(p, bi, q0 + qn - 1, &unused, &hi);
+                const int64_t kv0 = lo, kv1 = hi + 1 > lo ? hi + 1 : lo;
+                if (kv1 - kv0 <= C) {
+                    if (pass)
+                        p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, -1, 0, q0, qn, kv0,
+                                                  kv1, rows * (kv1 - kv0) + rows * 16 + 64};
+                    ni++;
+                    continue;
+                }
+                const int64_t c0 = kv0 / C, c1 = (kv1 - 1) / C;
+                if (pass)
+                    p->groups[ng] = (mla_group){(int32_t)b, (int32_t)(c1 - c0 + 1), q0, qn, partial};
+                for (int64_t c = c0; c <= c1; c++) {
+                    const int64_t a = c * C > kv0 ? c * C : kv0;
+                    const int64_t e = (c + 1) * C < kv1 ? (c + 1) * C : kv1;
+                    if (pass)
+                        p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, (int32_t)ng,
+                                                  (int32_t)(c - c0), q0, qn, a, e,
+                                                  rows * (e - a) + rows * 16 + 64};
+                    ni++;
+                }
+                partial += (c1 - c0 + 1) * rows * (MLA_DN + 2);
+                ng++;
+            }
+            const int64_t rows_alloc = !p->tnd ? p->S1 : b + 1 == p->B ? p->S1 - bi->q_tok0 : bi->sq;
+            if (rows_alloc > bi->sq) {
+                if (pass)
+                    p->items[ni] = (mla_item){MLA_ITEM_ZERO, (int32_t)b, -1, 0, bi->sq,
+                                              rows_alloc - bi->sq, 0, 0,
+                                              (rows_alloc - bi->sq) * p->N};
+                ni++;
+            }
+            if (ni > MLA_MAX_ITEMS)
+                return FIA_UNSUPPORTED("the call needs more than %lld work items",
+                                       (long long)MLA_MAX_ITEMS);
+        }
+        if (!pass) {
+            p->num_items = ni;
+            p->num_groups = ng;
+            p->partial_floats = partial;
+            p->items = malloc((size_t)(ni ? ni : 1) * sizeof *p->items);
+            p->groups = malloc((size_t)(ng ? ng : 1) * sizeof *p->groups);
+            if (!p->items || !p->groups)
+                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: cannot allocate %lld work items",
+                                 (long long)ni);
+        }
+    }
+    qsort(p->items, (size_t)p->num_items, sizeof *p->items, mla_item_cmp);
+    return FIA_STATUS_SUCCESS;
+}
+
+/* ---- validation ---------------------------------------------------------------------------- */
+
+static void mla_destroy(fia_plan *plan) {
+    mla_plan *p = (mla_plan *)plan;
+    free(p->block_table);
+    free(p->batches);
+    free(p->items);
+    free(p->groups);
+    free(p);
+}
+
+/* The latent / rope / value cache: dense in the query's layout, or paged (PA_BSND 4-D or 3-D,
+ * PA_NZ 5-D). Checks the width `dim`; *blocks gets the block count (paged) or *seq the S2 / T2
+ * (dense) and *batch the batch dim (dense non-TND). */
+static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const char *name,
+                                  fia_layout in_layout, int64_t dim, mla_cache *c, int64_t *blocks,
+                                  int64_t *seq, int64_t *batch) {
+    memset(c, 0, sizeof *c);
+    c->base = t->data;
+    c->dt = t->dtype;
+    c->es = (int64_t)fia_dtype_size(t->dtype);
+    c->dim = dim;
+    const int64_t *sh = t->shape, *st = t->strides, bs = p->block_size;
+    if (!p->paged) {
+        fia_seq s;
+        fia_dims d;
+        FIA_TRY(fia_parse_seq(t, name, in_layout, 1, &s, &d));
+        if (d.D != dim)
+            return FIA_INVALID("%s head dim is %lld, must be %lld", name, (long long)d.D,
+                               (long long)dim);
+        c->s_b = s.s_b;
+        c->s_t = s.s_t;
+        *seq = d.S;
+        *batch = d.B;
+        return FIA_STATUS_SUCCESS;
+    }
+    *blocks = sh[0];
+    if (t->ndim == 5) {
+        const int64_t w = 32 / c->es;
+        if (sh[1] != 1)
+            return FIA_INVALID("%s (PA_NZ) dim 1 is %lld, must be 1", name, (long long)sh[1]);
+        if (sh[2] * w != dim || sh[4] != w)
+            return FIA_INVALID("%s (PA_NZ) must be [blocks, 1, %lld, block_size, %lld]; dims 2 "
+                               "and 4 are %lld and %lld", name, (long long)(dim / w), (long long)w,
+                               (long long)sh[2], (long long)sh[4]);
+        FIA_TRY(fia_tensor_check_dim(t, name, 3, bs, "block_size"));
+        if (st[3] != w)
+            return FIA_UNSUPPORTED("%s (PA_NZ) dim 3 stride is %lld, must be %lld (rows of a "
+                                   "chunk adjacent)", name, (long long)st[3], (long long)w);
+        c->w = w;
+        c->s_blk = st[0];
+        c->s_c = st[2];
+        return FIA_STATUS_SUCCESS;
+    }
+    if (t->ndim == 4) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, bs, "block_size"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, 1, "the one latent head"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 3, dim, "required"));
+    } else if (t->ndim == 3) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, bs, "block_size"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, dim, "required"));
+    } else {
+        return FIA_INVALID("%s has %d dims: a paged MLA cache is [blocks, block_size, 1, %lld] "
+                           "(PA_BSND), [blocks, block_size, %lld] or 5-D PA_NZ", name,
+                           (int)t->ndim, (long long)dim, (long long)dim);
+    }
+    c->s_blk = st[0];
+    c->s_t = st[1];
+    return FIA_STATUS_SUCCESS;
+}
+
+/* A per-tensor fp32 dequant scale (one element). */
+static fia_status mla_scalar_scale(const fia_tensor *t, const char *name, const float **out) {
+    if (!t) return FIA_INVALID("%s is required with an int8 key", name);
+    FIA_TRY(fia_tensor_check(t, name, false));
+    if (t->dtype != FIA_DTYPE_FLOAT32)
+        return FIA_INVALID("%s dtype is %s, must be float32", name, fia_dtype_name(t->dtype));
+    if (fia_tensor_numel(t) != 1)
+        return FIA_INVALID("%s has %lld elements, must have 1 (per tensor)", name,
+                           (long long)fia_tensor_numel(t));
+    *out = t->data;
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status mla_validate(mla_plan *p, fia_context *ctx,
+                               const fia_fused_infer_attention_score_tensors *t,
+                               const fia_fused_infer_attention_score_params *prm) {
+    if (!t->query_rope) return FIA_INVALID("key_rope is given but query_rope is NULL");
+    if (!t->key_rope) return FIA_INVALID("query_rope is given but key_rope is NULL");
+    if (!t->query) return FIA_INVALID("query is NULL");
+    if (!t->key) return FIA_INVALID("key is NULL");
+    if (!t->value) return FIA_INVALID("value is NULL");
+    if (!t->attention_out) return FIA_INVALID("attention_out is NULL");
+    FIA_TRY(fia_tensor_check(t->query, "query", true));
+    FIA_TRY(fia_tensor_check(t->query_rope, "query_rope", true));
+    FIA_TRY(fia_tensor_check(t->key, "key", true));
+    FIA_TRY(fia_tensor_check(t->key_rope, "key_rope", true));
+    FIA_TRY(fia_tensor_check(t->value, "value", true));
+    FIA_TRY(fia_tensor_check(t->attention_out, "attention_out", true));
+    if (t->atten_mask) FIA_TRY(fia_tensor_check(t->atten_mask, "atten_mask", false));
+    if (t->block_table) FIA_TRY(fia_tensor_check(t->block_table, "block_table", false));
+    if (t->antiquant_scale || t->antiquant_offset)
+        return FIA_UNSUPPORTED("antiquant is not supported with MLA (use the int8 form with "
+                               "dequant_scale_query/key/value)");
+    if (prm->softmax_lse_flag) {
+        if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but softmax_lse_flag is set");
+        FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
+    }
+
+    /* dtypes */
+    const fia_dtype qt = t->query->dtype, kt = t->key->dtype;
+    p->quant = kt == FIA_DTYPE_INT8;
+    if (p->quant) {
+        if (qt != FIA_DTYPE_INT8)
+            return FIA_INVALID("query dtype is %s: with an int8 key (MLA int8 form) query must "
+                               "be int8", fia_dtype_name(qt));
+        if (t->query_rope->dtype != FIA_DTYPE_FLOAT16 && t->query_rope->dtype != FIA_DTYPE_BFLOAT16)
+            return FIA_INVALID("query_rope dtype is %s, must be float16 or bfloat16 (int8 form)",
+                               fia_dtype_name(t->query_rope->dtype));
+        if (t->key_rope->dtype != FIA_DTYPE_FLOAT16 && t->key_rope->dtype != FIA_DTYPE_BFLOAT16)
+            return FIA_INVALID("key_rope dtype is %s, must be float16 or bfloat16 (int8 form)",
+                               fia_dtype_name(t->key_rope->dtype));
+        const fia_dtype ot = t->attention_out->dtype;
+        if (ot != FIA_DTYPE_BFLOAT16 && ot != FIA_DTYPE_FLOAT16)
+            return FIA_INVALID("attention_out dtype is %s, must be bfloat16 or float16 (int8 "
+                               "form)", fia_dtype_name(ot));
+        FIA_TRY(mla_scalar_scale(t->dequant_scale_key, "dequant_scale_key", &p->sk));
+        FIA_TRY(mla_scalar_scale(t->dequant_scale_value, "dequant_scale_value", &p->sv));
+        if (!t->dequant_scale_query)
+            return FIA_INVALID("dequant_scale_query is required with an int8 query");
+        FIA_TRY(fia_tensor_check(t->dequant_scale_query, "dequant_scale_query", false));
+        if (t->dequant_scale_query->dtype != FIA_DTYPE_FLOAT32)
+            return FIA_INVALID("dequant_scale_query dtype is %s, must be float32",
+                               fia_dtype_name(t->dequant_scale_query->dtype));
+    } else {
+        if (!fia_dtype_is_float(qt))
+            return FIA_INVALID("query dtype is %s, must be float16, bfloat16 or float32 (or int8 "
+                               "with an int8 key)", fia_dtype_name(qt));
+        if (!fia_dtype_is_float(kt))
+            return FIA_INVALID("key dtype is %s, must be a float dtype or int8",
+                               fia_dtype_name(kt));
+        if (t->query_rope->dtype != qt)
+            return FIA_INVALID("query_rope dtype is %s, query is %s",
+                               fia_dtype_name(t->query_rope->dtype), fia_dtype_name(qt));
+        if (t->key_rope->dtype != kt)
+            return FIA_INVALID("key_rope dtype is %s, key is %s",
+                               fia_dtype_name(t->key_rope->dtype), fia_dtype_name(kt));
+        if (t->attention_out->dtype != qt)
+            return FIA_INVALID("attention_out dtype is %s, query is %s",
+                               fia_dtype_name(t->attention_out->dtype), fia_dtype_name(qt));
+        if (t->dequant_scale_query || t->dequant_scale_key || t->dequant_scale_value)
+            return FIA_INVALID("dequant_scale_query/key/value are given but key is %s, not int8",
+                               fia_dtype_name(kt));
+    }
+    if (t->value->dtype != kt)
+        return FIA_INVALID("value dtype is %s, key is %s", fia_dtype_name(t->value->dtype),
+                           fia_dtype_name(kt));
+
+    /* heads, scale, rescale variant */
+    const int64_t N = prm->num_heads;
+    if (N < 1 || N > MLA_MAX_HEADS)
+        return FIA_INVALID("num_heads is %lld, must be 1..%d with MLA", (long long)N, MLA_MAX_HEADS);
+    if (prm->num_key_value_heads != 0 && prm->num_key_value_heads != 1)
+        return FIA_INVALID("num_key_value_heads is %lld, must be 1 (or 0) with MLA: the latent "
+                           "cache has one head", (long long)prm->num_key_value_heads);
+    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
+    p->N = N;
+    p->scale = (float)prm->scale;
+    if (prm->mla_rescale < FIA_MLA_RESCALE_DEFAULT || prm->mla_rescale > FIA_MLA_RESCALE_AMLA)
+        return FIA_INVALID("mla_rescale is %d, must be 0 (default), 1 (multiply) or 2 (AMLA)",
+                           (int)prm->mla_rescale);
+    p->amla = prm->mla_rescale == FIA_MLA_RESCALE_AMLA && !p->quant;
+
+    /* layout and query */
+    const fia_layout layout = prm->input_layout;
+    if (layout != FIA_LAYOUT_BSH && layout != FIA_LAYOUT_BSND && layout != FIA_LAYOUT_BNSD &&
+        layout != FIA_LAYOUT_TND && layout != FIA_LAYOUT_TND_NTD)
+        return FIA_UNSUPPORTED("input_layout %s is not supported with MLA (BSH, BSND, BNSD, TND, "
+                               "TND_NTD are)", fia_layout_name(layout));
+    p->tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_TND_NTD;
+    const fia_layout in_layout = p->tnd ? FIA_LAYOUT_TND : layout;
+    fia_dims qd, rd;
+    FIA_TRY(fia_parse_seq(t->query, "query", in_layout, N, &p->q, &qd));
+    if (qd.D != MLA_DN)
+        return FIA_UNSUPPORTED("query head dim is %lld: MLA supports 512 (+ 64 rope)",
+                               (long long)qd.D);
+    FIA_TRY(fia_parse_seq(t->query_rope, "query_rope", in_layout, N, &p->qr, &rd));
+    if (rd.D != MLA_DR)
+        return FIA_UNSUPPORTED("query_rope head dim is %lld: MLA supports 64", (long long)rd.D);
+    if (rd.B != qd.B || rd.S != qd.S)
+        return FIA_INVALID("query_rope dims 0/1 are %lld/%lld, query has %lld/%lld",
+                           (long long)rd.B, (long long)rd.S, (long long)qd.B, (long long)qd.S);
+    p->S1 = qd.S;
+    if (p->tnd) {
+        const int64_t count = prm->actual_seq_lengths ? prm->actual_seq_lengths_count : 0;
+        if (count <= 0) return FIA_INVALID("actual_seq_lengths (cumulative) is required with TND");
+        if (count > MLA_MAX_BATCH)
+            return FIA_INVALID("actual_seq_lengths has %lld values, at most %d batches",
+                               (long long)count, MLA_MAX_BATCH);
+        p->B = count;
+    } else {
+        if (qd.B < 1 || qd.B > MLA_MAX_BATCH)
+            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)qd.B,
+                               MLA_MAX_BATCH);
+        if (qd.S < 1) return FIA_INVALID("query sequence dim is 0");
+        p->B = qd.B;
+    }
+    const int64_t B = p->B;
+
+    /* caches */
+    p->paged = t->block_table != NULL;
+    if (p->paged) {
+        const int64_t bs = prm->block_size;
+        if (bs < 16 || bs > MLA_MAX_BLOCK || bs % 16 != 0)
+            return FIA_INVALID("block_size is %lld, must be a multiple of 16 up to %d with MLA",
+                               (long long)bs, MLA_MAX_BLOCK);
+        p->block_size = bs;
+    }
+    int64_t kblocks = 0, rblocks = 0, vblocks = 0, kS = 0, rS = 0, vS = 0, kB = 0, rB = 0, vB = 0;
+    FIA_TRY(mla_parse_cache(p, t->key, "key", in_layout, MLA_DN, &p->k, &kblocks, &kS, &kB));
+    FIA_TRY(mla_parse_cache(p, t->key_rope, "key_rope", in_layout, MLA_DR, &p->kr, &rblocks, &rS,
+                            &rB));
+    FIA_TRY(mla_parse_cache(p, t->value, "value", in_layout, MLA_DN, &p->v, &vblocks, &vS, &vB));
+    if (t->value->ndim != t->key->ndim)
+        return FIA_INVALID("value has %d dims, key has %d", (int)t->value->ndim, (int)t->key->ndim);
+    for (int32_t d = 0; d < t->key->ndim; d++)
+        if (t->value->shape[d] != t->key->shape[d])
+            return FIA_INVALID("value dim %d is %lld, key has %lld (value is the latent cache)",
+                               (int)d, (long long)t->value->shape[d], (long long)t->key->shape[d]);
+    p->v_is_k = t->value->data == t->key->data && !memcmp(t->value->strides, t->key->strides,
+                                                           sizeof(int64_t) * (size_t)t->key->ndim);
+    if (p->paged) {
+        if (rblocks != kblocks)
+            return FIA_INVALID("key_rope dim 0 (blocks) is %lld, key has %lld", (long long)rblocks,
+                               (long long)kblocks);
+    } else {
+        if (!p->tnd && (kB != B || rB != B))
+            return FIA_INVALID("key / key_rope dim 0 (batch) are %lld / %lld, query has %lld",
+                               (long long)kB, (long long)rB, (long long)B);
+        if (rS != kS)
+            return FIA_INVALID("key_rope sequence dim is %lld, key has %lld", (long long)rS,
+                               (long long)kS);
+    }
+    (void)vblocks, (void)vS, (void)vB;
+
+    /* lengths */
+    p->batches = calloc((size_t)B, sizeof *p->batches);
+    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
+    if (!p->batches || !tmp) {
+        free(tmp);
+        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    }
+    int64_t *len = tmp, *start = tmp + B;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (p->tnd) {
+        st = fia_parse_cumulative(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                  "actual_seq_lengths", B, qd.S, "query dim 0 (T)", len, start);
+        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+            p->batches[b].sq = len[b];
+            p->batches[b].q_tok0 = start[b];
+        }
+    } else if (qd.S == 1) {
+        for (int64_t b = 0; b < B; b++) p->batches[b].sq = 1;
+    } else {
+        st = fia_parse_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                               "actual_seq_lengths", B, qd.S, "query sequence dim", false, len);
+        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].sq = len[b];
+    }
+    if (st == FIA_STATUS_SUCCESS) {
+        const int64_t *kv = prm->actual_seq_lengths_kv;
+        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
+        if (p->paged) {
+            const fia_tensor *bt = t->block_table;
+            const int64_t cap = bt->ndim == 2 ? bt->shape[1] * p->block_size : 0;
+            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B,
+                                   cap < MLA_MAX_LEN ? cap : MLA_MAX_LEN,
+                                   "block_table columns x block_size", true, len);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
+        } else if (p->tnd) {
+            st = fia_parse_cumulative(kv, kc, "actual_seq_lengths_kv", B, kS, "key dim 0 (T)", len,
+                                      start);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+                p->batches[b].skv = len[b];
+                p->batches[b].kv_tok0 = start[b];
+            }
+        } else {
+            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, kS, "key sequence dim",
+                                   false, len);
+            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
+        }
+    }
+    if (st == FIA_STATUS_SUCCESS && p->paged) {
+        for (int64_t b = 0; b < B; b++) len[b] = p->batches[b].skv;
+        st = fia_copy_block_table(t->block_table, B, len, p->block_size, kblocks, &p->block_table,
+                                  &p->bt_cols);
+    }
+    free(tmp);
+    FIA_TRY(st);
+
+    /* sparse mode and mask */
+    const int32_t mode = prm->sparse_mode;
+    if (mode != 0 && mode != 3) {
+        if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0 or 3", (int)mode);
+        return FIA_UNSUPPORTED("sparse_mode %d is not supported with MLA (0 and 3 are)", (int)mode);
+    }
+    p->causal = mode == 3;
+    if (t->atten_mask) {
+        if (mode == 0)
+            return FIA_UNSUPPORTED("atten_mask with sparse_mode 0 is not supported with MLA");
+        if (!fia_is_compressed_mask(t->atten_mask))
+            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
+                               "sparse_mode 3");
+    }
+
+    /* int8 query scale: [B, S1, N] / [B, S1, N, 1] (TND: [T, N] / [T, N, 1]) */
+    if (p->quant) {
+        const fia_tensor *s = t->dequant_scale_query;
+        const int32_t base = p->tnd ? 2 : 3;
+        const bool ok = (s->ndim == base || (s->ndim == base + 1 && s->shape[base] == 1)) &&
+                        (p->tnd ? s->shape[0] == qd.S && s->shape[1] == N
+                                : s->shape[0] == B && s->shape[1] == qd.S && s->shape[2] == N);
+        if (!ok)
+            return FIA_INVALID("dequant_scale_query must be %s (per token and head); it has %d "
+                               "dims", p->tnd ? "[T, N] or [T, N, 1]" : "[B, S1, N] or [B, S1, N, 1]",
+                               (int)s->ndim);
+        p->sq = s->data;
+        p->sq_s_b = p->tnd ? 0 : s->strides[0];
+        p->sq_s_t = p->tnd ? s->strides[0] : s->strides[1];
+        p->sq_s_h = p->tnd ? s->strides[1] : s->strides[2];
+        p->i8 = fia_i8_kernels_for(ctx->vnni);
+    }
+
+    /* outputs */
+    if (layout == FIA_LAYOUT_TND_NTD) {
+        const fia_tensor *o = t->attention_out;
+        FIA_TRY(fia_tensor_check_ndim(o, "attention_out", 3));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 0, N, "num_heads (TND_NTD: [N, T, 512])"));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 1, qd.S, "query T"));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 2, MLA_DN, "required"));
+        memset(&p->o, 0, sizeof p->o);
+        p->o.base = o->data;
+        p->o.dtype = o->dtype;
+        p->o.esize = (int64_t)fia_dtype_size(o->dtype);
+        p->o.s_h = o->strides[0];
+        p->o.s_t = o->strides[1];
+    } else {
+        fia_dims od;
+        FIA_TRY(fia_parse_seq(t->attention_out, "attention_out", in_layout, N, &p->o, &od));
+        if (od.D != MLA_DN)
+            return FIA_INVALID("attention_out head dim is %lld, must be 512", (long long)od.D);
+        if (!p->tnd && od.B != B)
+            return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld",
+                               (long long)od.B, (long long)B);
+        if (od.S != qd.S)
+            return FIA_INVALID("attention_out sequence dim is %lld, query has %lld",
+                               (long long)od.S, (long long)qd.S);
+    }
+    p->lse = NULL;
+    if (prm->softmax_lse_flag) {
+        const fia_tensor *l = t->softmax_lse;
+        if (l->dtype != FIA_DTYPE_FLOAT32)
+            return FIA_INVALID("softmax_lse dtype is %s, must be float32", fia_dtype_name(l->dtype));
+        if (p->tnd) {
+            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 3));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, qd.S, "query T"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N, "num_heads"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, 1, "required"));
+            p->lse_s_b = 0;
+            p->lse_s_t = l->strides[0];
+            p->lse_s_h = l->strides[1];
+        } else {
+            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 4));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, B, "batch"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N, "num_heads"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, qd.S, "query S"));
+            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 3, 1, "required"));
+            p->lse_s_b = l->strides[0];
+            p->lse_s_h = l->strides[1];
+            p->lse_s_t = l->strides[2];
+        }
+        p->lse = l->data;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,
+                        const fia_fused_infer_attention_score_params *prm, fia_plan **plan) {
+    mla_plan *p = calloc(1, sizeof *p);
+    if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    p->base.ctx = ctx;
+    p->base.execute = mla_execute;
+    p->base.destroy = mla_destroy;
+    p->kern = ctx->kernels;
+    p->num_threads = ctx->num_threads;
+    fia_status st = mla_validate(p, ctx, t, prm);
+    if (st == FIA_STATUS_SUCCESS) {
+        p->step = p->quant ? MLA_STEP_INT8 : MLA_STEP_FLOAT;
+        p->pos_per_tile = MLA_ROWS / p->N;
+        p->rows_max = p->pos_per_tile * p->N;
+        st = mla_schedule(p);
+    }
+    if (st != FIA_STATUS_SUCCESS) {
+        mla_destroy(&p->base);
+        return st;
+    }
+    p->base.workspace_bytes = mla_workspace_layout(p, NULL, NULL) + FIA_WORKSPACE_ALIGN;
+    if (ctx->verbose)
+        fprintf(stderr, "fia: fused_infer_attention_score (MLA%s%s): B=%lld N=%lld items=%lld "
+                "split-groups=%lld workspace=%zu kernels=%s%s\n", p->quant ? ", int8" : "",
+                p->amla ? ", AMLA" : "", (long long)p->B, (long long)p->N,
+                (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
+                p->kern->name, p->quant ? (ctx->vnni ? " + vnni" : " + scalar int8") : "");
+    *plan = &p->base;
+    return FIA_STATUS_SUCCESS;
+}
