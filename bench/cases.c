@@ -780,6 +780,7 @@ static const bench_case *fia_cases(size_t *count) {
 static const bench_table_fn tables[] = {
     fia_cases,
     bench_mla_cases,
+    bench_sfa_cases,
 };
 
 const bench_case *bench_cases(size_t *count) {

@@ -404,6 +404,158 @@ FIA_API fia_status fia_smallq_flash_attention_get_workspace_size(
 FIA_API fia_status fia_smallq_flash_attention(void *workspace, uint64_t workspace_size,
                                               fia_plan *executor);
 
+/* ------------------------------------------------------------------------------------------ */
+/* sparse_flash_attention (SFA) and kv_quant_sparse_flash_attention (C8)                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Parameters, named after the torch_npu keywords of npu_sparse_flash_attention. Call
+ * fia_sparse_flash_attention_params_init() first: it sets the defaults listed here. */
+typedef struct fia_sparse_flash_attention_params {
+    double scale_value;          /* multiplies the logits (default 1.0: set it) */
+    int64_t sparse_block_size;   /* tokens per index entry: a power of two 1..128 (default 1) */
+    fia_layout layout_query;     /* BSND or TND (default BSND) */
+    fia_layout layout_kv;        /* BSND, TND or PA_BSND (default BSND) */
+    int32_t sparse_mode;         /* 0 (no causal bound) or 3 (right-down causal, default) */
+    int32_t attention_mode;      /* must be 2 (MLA-absorb); the default here is 2 */
+    int32_t return_softmax_lse;  /* nonzero: write softmax_lse (default 0) */
+    /* Query lengths (int64, copied at plan time). BSND: per batch, NULL = S1 for every batch,
+     * count 1 broadcasts, count >= B uses the first B. TND: cumulative, count = B (required). */
+    const int64_t *actual_seq_lengths_query;
+    int64_t actual_seq_lengths_query_count;
+    /* KV lengths: BSND per batch (NULL = S2), TND cumulative (required), PA_BSND per batch
+     * (required, not cumulative). Same count rules. */
+    const int64_t *actual_seq_lengths_kv;
+    int64_t actual_seq_lengths_kv_count;
+} fia_sparse_flash_attention_params;
+
+/* Sets the defaults listed above. */
+FIA_API void fia_sparse_flash_attention_params_init(fia_sparse_flash_attention_params *p);
+
+/* Tensors of one call. Optional tensors are NULL when absent. */
+typedef struct fia_sparse_flash_attention_tensors {
+    const fia_tensor *query;          /* q_nope, see the shape lines below */
+    const fia_tensor *key;            /* the latent cache (k_nope) */
+    const fia_tensor *value;          /* NULL, or the same view as key (values are k_nope) */
+    const fia_tensor *sparse_indices; /* int32 */
+    const fia_tensor *block_table;    /* required iff layout_kv is PA_BSND */
+    const fia_tensor *query_rope;
+    const fia_tensor *key_rope;
+    fia_tensor *attention_out;        /* output */
+    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+} fia_sparse_flash_attention_tensors;
+
+/*
+ * fia_sparse_flash_attention_plan - validates a sparse flash attention call (DeepSeek-V3.2 /
+ * GLM-5 DSA: attention over the top-k tokens the lightning indexer selected) and plans it.
+ *
+ *   For query row i of batch b and head h, with the selected token set T(b, i):
+ *   s_t = scale_value * ([q_nope, q_rope] . [k_nope_t, k_rope_t])      (576-wide dot product)
+ *   out = sum_{t in T} softmax(s)_t * k_nope_t                         (attention_mode 2)
+ *
+ * Shapes (N1 = query heads, 1..128; the cache has one head; B from the query, or from the
+ * query lengths for TND):
+ *   query:           BSND [B, S1, N1, 512]   TND [T1, N1, 512]
+ *   query_rope:      the query's shape with 64
+ *   key:             BSND [B, S2, 1, 512]    TND [T2, 1, 512]
+ *                    PA_BSND [blocks, block_size, 1, 512] with block_table
+ *   key_rope:        the key's shape with 64
+ *   value:           NULL or the same view as key (data, dtype, shape and strides): the values
+ *                    are k_nope, read once from the key rows. Anything else is invalid.
+ *   sparse_indices:  int32, BSND query [B, S1, 1, K], TND query [T1, 1, K]; K >= 0
+ *   block_table:     int32 [B, >= ceil(max kv length / block_size)]: token t of batch b is row
+ *                    t % block_size of block block_table[b][t / block_size]. Ids used by the
+ *                    kv lengths must lie in [0, blocks); entries beyond them are never read.
+ *                    block_size (key dim 1): 1..1024, a multiple of sparse_block_size.
+ *   attention_out:   the query's shape (512 wide), query dtype.
+ *   softmax_lse:     float32 [B, N1, S1, 1], TND [T1, N1, 1]: max + log(sum exp(s - max)) over
+ *                    the selected tokens; +inf for a row with no valid token.
+ * dtypes: query, query_rope, key, key_rope float16 or bfloat16, all the same.
+ *
+ * Selection of row i (0-based within its batch; Sq, Skv the actual lengths):
+ *   threshold = Skv (sparse_mode 0), or Skv - Sq + i + 1 clamped to <= Skv (sparse_mode 3).
+ *   Entries of sparse_indices[b, i, 0, :] are read in order; the first -1 ends the list. An
+ *   entry e >= 0 selects tokens [e * sbs, min((e + 1) * sbs, threshold)) (sbs =
+ *   sparse_block_size); an entry whose first token is at or beyond the threshold selects
+ *   nothing and is skipped, and so is any value < -1 (invalid, never dereferenced). A
+ *   duplicated entry counts as often as it appears (as the golden). A row with no valid token
+ *   outputs 0 (lse +inf), and so do rows beyond a batch's actual query length.
+ *
+ * Computation: fp32 accumulation, the scale folded into the query. Each row's entries are cut
+ * into fixed slices (in entry space, never by thread count) whose partial softmax states are
+ * merged in slice order, so results are bitwise identical for any thread count and batch.
+ *
+ * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
+ *   names the tensor, the dim and the values), FIA_STATUS_UNSUPPORTED for non-unit innermost
+ *   or negative strides, FIA_STATUS_OUT_OF_MEMORY.
+ * Memory: *plan is allocated and owned by the caller (fia_plan_destroy). Lengths and the block
+ *   table are copied and checked at plan time; sparse_indices and the other tensors are read
+ *   at execute time (indices are untrusted: checked one by one as above).
+ * *plan and *workspace_bytes are written only on success. workspace_bytes may be NULL.
+ */
+FIA_API fia_status fia_sparse_flash_attention_plan(fia_context *ctx,
+                                                   const fia_sparse_flash_attention_tensors *tensors,
+                                                   const fia_sparse_flash_attention_params *params,
+                                                   fia_plan **plan, size_t *workspace_bytes);
+
+/* One-shot form: plan, allocate the workspace, execute, free. */
+FIA_API fia_status fia_sparse_flash_attention(fia_context *ctx,
+                                              const fia_sparse_flash_attention_tensors *tensors,
+                                              const fia_sparse_flash_attention_params *params);
+
+/* Parameters of npu_kv_quant_sparse_flash_attention: those of sparse_flash_attention plus the
+ * quantization flags, which must have the values set by the init function (the C8 form). */
+typedef struct fia_kv_quant_sparse_flash_attention_params {
+    fia_sparse_flash_attention_params base; /* the same fields and rules */
+    int32_t key_quant_mode;       /* must be 2 (per tile) */
+    int32_t value_quant_mode;     /* must be 2 */
+    int32_t quant_scale_repo_mode; /* must be 1 (scales inside the row) */
+    int64_t tile_size;            /* must be 128 */
+    int64_t rope_head_dim;        /* must be 64 */
+} fia_kv_quant_sparse_flash_attention_params;
+
+/* Sets the sparse_flash_attention defaults and the only accepted quant flags (2, 2, 1, 128,
+ * 64). */
+FIA_API void fia_kv_quant_sparse_flash_attention_params_init(
+    fia_kv_quant_sparse_flash_attention_params *p);
+
+typedef struct fia_kv_quant_sparse_flash_attention_tensors {
+    const fia_tensor *query;          /* [q_nope, q_rope], 576 wide */
+    const fia_tensor *key;            /* int8 656-byte rows */
+    const fia_tensor *value;          /* NULL, or the same view as key */
+    const fia_tensor *sparse_indices; /* int32 */
+    const fia_tensor *block_table;    /* required iff layout_kv is PA_BSND */
+    fia_tensor *attention_out;        /* output, 512 wide */
+    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+} fia_kv_quant_sparse_flash_attention_tensors;
+
+/*
+ * fia_kv_quant_sparse_flash_attention_plan - sparse flash attention over the C8 latent cache.
+ *
+ * Each cached token is one 656-byte int8 row: bytes [0, 512) the int8 latent k_nope, bytes
+ * [512, 640) 64 bfloat16 k_rope values, bytes [640, 656) 4 float32 scales (little endian), one
+ * per 128-value tile: k_nope[c] = int8[c] * scale[c / 128]. The logits and the output are those
+ * of fia_sparse_flash_attention_plan on the dequantized row (values = dequantized k_nope).
+ *
+ * Shapes:
+ *   query:          BSND [B, S1, N1, 576]   TND [T1, N1, 576]   ([q_nope 512, q_rope 64])
+ *   key:            int8 BSND [B, S2, 1, 656]   TND [T2, 1, 656]
+ *                   PA_BSND [blocks, block_size, 1, 656] with block_table
+ *   value:          NULL or the same view as key.
+ *   attention_out:  the query's shape with 512; query dtype (float16 or bfloat16).
+ *   sparse_indices, block_table, softmax_lse, lengths, selection rules: as sparse_flash_attention
+ *   (sparse_block_size 1..128, a superset of the NPU's 1..16 for this form).
+ * Returns, memory, determinism: as fia_sparse_flash_attention_plan.
+ */
+FIA_API fia_status fia_kv_quant_sparse_flash_attention_plan(
+    fia_context *ctx, const fia_kv_quant_sparse_flash_attention_tensors *tensors,
+    const fia_kv_quant_sparse_flash_attention_params *params, fia_plan **plan,
+    size_t *workspace_bytes);
+
+/* One-shot form: plan, allocate the workspace, execute, free. */
+FIA_API fia_status fia_kv_quant_sparse_flash_attention(
+    fia_context *ctx, const fia_kv_quant_sparse_flash_attention_tensors *tensors,
+    const fia_kv_quant_sparse_flash_attention_params *params);
+
 #ifdef __cplusplus
 }
 #endif

@@ -160,5 +160,7 @@ void cli_library_error(fia_status s);
 
 /* The operators of `fia op` defined in their own files (tools/op_<name>.c); the table in
  * cmd_op.c lists them. */
+extern const cli_op cli_op_sparse_flash_attention;
+extern const cli_op cli_op_kv_quant_sparse_flash_attention;
 
 #endif /* FIA_TOOLS_CLI_H */

@@ -794,6 +794,8 @@ static const cli_op op_smallq = {
 static const cli_op *const ops[] = {
     &op_fia,
     &op_smallq,
+    &cli_op_sparse_flash_attention,
+    &cli_op_kv_quant_sparse_flash_attention,
 };
 
 static const size_t n_ops = sizeof ops / sizeof ops[0];

@@ -1,0 +1,327 @@
+/*
+ * sfa_exec.c - sparse_flash_attention / kv_quant_sparse_flash_attention: execution of a plan
+ * (see sparse_flash_attention.c for the decomposition and sfa_internal.h for the plan).
+ *
+ * Phase 1 runs the work items: per item, the query tile is packed once (fp32, scale folded in),
+ * then each slice streams its selected tokens in tiles: entries checked, rows gathered by
+ * pointer, the next tile prefetched as the current one is packed (C8 rows dequantized), K^T and
+ * V panels built, S = Q.K^T, the online-softmax step, O = alpha.O + P.V. Whole-row items merge
+ * their slices in order and write the output; split items write their slice's partial state.
+ * Phase 2 merges the partials of split rows in slice order (fia_softmax_state_merge).
+ * Nothing here allocates.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/context.h"
+#include "kernels/softmax_state.h"
+#include "ops/sfa_internal.h"
+
+/* ---- workspace --------------------------------------------------------------------------- */
+
+size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
+    fia_arena a = {base, 0};
+    const size_t f = sizeof(float), hb = (size_t)p->head_block;
+    sfa_scratch t;
+    t.q = fia_arena_take(&a, hb * SFA_DK * f);
+    t.kt = fia_arena_take(&a, (size_t)SFA_DK * SFA_TILE * f);
+    t.vp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_LDV * f);
+    t.rp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_DR * f);
+    t.s = fia_arena_take(&a, hb * SFA_TILE * f);
+    t.o = fia_arena_take(&a, hb * SFA_LDV * f);
+    t.m = fia_arena_take(&a, hb * f);
+    t.l = fia_arena_take(&a, hb * f);
+    t.alpha = fia_arena_take(&a, hb * f);
+    t.ao = fia_arena_take(&a, hb * SFA_LDV * f);
+    t.am = fia_arena_take(&a, hb * f);
+    t.al = fia_arena_take(&a, hb * f);
+    for (int i = 0; i < 2; i++) {
+        t.nope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
+        t.rope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
+    }
+    if (s) *s = t;
+    return a.used;
+}
+
+size_t fia_sfa_workspace_layout(const sfa_plan *p, void *ws, float **partials) {
+    fia_arena a = {ws, 0};
+    fia_arena_take(&a, p->scratch_bytes * (size_t)p->num_threads);
+    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    if (partials) *partials = part;
+    return a.used;
+}
+
+/* ---- execution --------------------------------------------------------------------------- */
+
+typedef struct sfa_exec {
+    const sfa_plan *p;
+    char *ws;
+    float *partials;
+} sfa_exec;
+
+/* Where a slice stands in a row's index entries: entry e, token offset off within it. */
+typedef struct sfa_cursor {
+    int64_t e, e1;
+    int64_t off;
+    bool ended; /* met the -1 that ends the row */
+} sfa_cursor;
+
+static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) {
+    int32_t v;
+    memcpy(&v, p->idx + (r->b * p->idx_s_b + r->t * p->idx_s_t + e * p->idx_s_e) * 4, sizeof v);
+    return v;
+}
+
+/* Element offset of token tok (< the batch's kv length, so always inside the cache) in a view
+ * with token stride s_t and block stride s_blk (paged) or batch stride s_b: the block / row pair
+ * (or the batch row) is computed once and serves the nope and the rope view. */
+typedef struct sfa_tok {
+    int64_t blk, row;
+} sfa_tok;
+
+static inline sfa_tok sfa_locate(const sfa_plan *p, int64_t b, int64_t tok) {
+    sfa_tok t;
+    if (p->paged) {
+        const int64_t col = p->bs_shift >= 0 ? tok >> p->bs_shift : tok / p->block_size;
+        t.blk = p->block_table[b * p->bt_cols + col];
+        t.row = tok - col * p->block_size;
+    } else {
+        t.blk = b;
+        t.row = p->batches[b].kv_tok0 + tok;
+    }
+    return t;
+}
+
+static inline const char *sfa_kv_row(const sfa_plan *p, const sfa_seq *s, sfa_tok t) {
+    const int64_t off = t.blk * (p->paged ? s->s_blk : s->s_b) + t.row * s->s_t;
+    return s->base + off * s->esize;
+}
+
+/* Fills the row pointers of the next tile (at most SFA_TILE tokens) from the cursor and
+ * advances it. Every entry is checked before a token is formed: -1 ends the row (the cursor
+ * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. */
+static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, const void **nope,
+                          const void **rope) {
+    int64_t n = 0;
+    const int64_t sbs = p->sbs, thr = r->thr;
+    while (n < SFA_TILE && c->e < c->e1) {
+        const int32_t v = sfa_index(p, r, c->e);
+        if (v == -1) {
+            c->e = c->e1;
+            c->ended = true;
+            break;
+        }
+        const int64_t start = (int64_t)v * sbs;
+        if (v < -1 || start >= thr) {
+            c->e++;
+            c->off = 0;
+            continue;
+        }
+        const int64_t end = start + sbs < thr ? start + sbs : thr;
+        int64_t tok = start + c->off;
+        while (n < SFA_TILE && tok < end) {
+            const sfa_tok at = sfa_locate(p, r->b, tok);
+            nope[n] = sfa_kv_row(p, &p->k, at);
+            if (!p->c8) rope[n] = sfa_kv_row(p, &p->kr, at);
+            n++;
+            tok++;
+        }
+        if (tok >= end) {
+            c->e++;
+            c->off = 0;
+        } else {
+            c->off = tok - start;
+        }
+    }
+    return n;
+}
+
+static inline void sfa_to_f32(const fia_kernels *k, const void *src, fia_dtype dt, float *dst,
+                              int64_t n) {
+    if (dt == FIA_DTYPE_FLOAT16) k->f16_to_f32(src, dst, n);
+    else k->bf16_to_f32(src, dst, n);
+}
+
+static inline void sfa_prefetch(const void *row, int64_t bytes) {
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)row + off, 0, 2);
+}
+
+/* Prefetches rows [j0, j1) of the next tile into L2. */
+static inline void sfa_prefetch_rows(const sfa_plan *p, const sfa_scratch *s, int nxt, int64_t j0,
+                                     int64_t j1) {
+    const int64_t nbytes = p->c8 ? FIA_C8_ROW_BYTES : SFA_DN * p->k.esize;
+    for (int64_t j = j0; j < j1; j++) {
+        sfa_prefetch(s->nope[nxt][j], nbytes);
+        if (!p->c8) sfa_prefetch(s->rope[nxt][j], SFA_DR * p->kr.esize);
+    }
+}
+
+/* Converts the n rows of the current tile into the V panel and the rope rows (row j of the next
+ * tile, nn rows, is prefetched as row j is packed), then transposes both into the K^T panel. */
+static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n, int64_t nn) {
+    const fia_kernels *k = p->kern;
+    const void **nope = s->nope[cur], **rope = s->rope[cur];
+    for (int64_t j = 0; j < n; j++) {
+        if (j < nn) sfa_prefetch_rows(p, s, cur ^ 1, j, j + 1);
+        if (p->c8) {
+            p->skern->c8_rows_to_f32(nope + j, 1, s->vp + j * SFA_LDV, SFA_LDV, s->rp + j * SFA_DR,
+                                     SFA_DR);
+        } else {
+            sfa_to_f32(k, nope[j], p->k.dtype, s->vp + j * SFA_LDV, SFA_DN);
+            sfa_to_f32(k, rope[j], p->kr.dtype, s->rp + j * SFA_DR, SFA_DR);
+        }
+    }
+    if (nn > n) sfa_prefetch_rows(p, s, cur ^ 1, n, nn);
+    k->transpose_f32(s->vp, SFA_LDV, s->kt, SFA_TILE, n, SFA_DN);
+    k->transpose_f32(s->rp, SFA_DR, s->kt + SFA_DN * SFA_TILE, SFA_TILE, n, SFA_DR);
+}
+
+/* One slice of a row for heads [0, nh) of the packed query tile: the state (o, m, l) of the
+ * slice's tokens from empty. Returns whether the slice had any token (else the state is the
+ * empty one and o is not written). */
+static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t slice,
+                          sfa_scratch *s) {
+    const fia_kernels *k = p->kern;
+    const int64_t e0 = slice * p->slice_entries;
+    sfa_cursor c = {e0, e0 + p->slice_entries < p->K ? e0 + p->slice_entries : p->K, 0, false};
+    for (int64_t h = 0; h < nh; h++) {
+        s->m[h] = -INFINITY;
+        s->l[h] = 0.0f;
+    }
+    int cur = 0;
+    int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
+    bool first = true;
+    while (n > 0) {
+        const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
+        sfa_pack_tile(p, s, cur, n, nn);
+        k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
+        k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+        k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
+                    first ? NULL : s->alpha);
+        first = false;
+        cur ^= 1;
+        n = nn;
+    }
+    s->ended = c.ended;
+    return !first;
+}
+
+/* Packs the query rows of heads [h0, h0 + nh) of a row, fp32, scale folded in. */
+static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int64_t nh,
+                           float *q) {
+    for (int64_t h = 0; h < nh; h++) {
+        float *dst = q + h * SFA_DK;
+        const int64_t qoff = r->b * p->q.s_b + r->t * p->q.s_t + (h0 + h) * p->q.s_h;
+        if (p->c8) {
+            sfa_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DK);
+        } else {
+            sfa_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DN);
+            const int64_t roff = r->b * p->qr.s_b + r->t * p->qr.s_t + (h0 + h) * p->qr.s_h;
+            sfa_to_f32(p->kern, p->qr.base + roff * p->qr.esize, p->qr.dtype, dst + SFA_DN, SFA_DR);
+        }
+        for (int64_t d = 0; d < SFA_DK; d++) dst[d] *= p->scale;
+    }
+}
+
+/* Writes the finished output row of head h (and its lse). */
+static void sfa_write(const sfa_plan *p, const sfa_row *r, int64_t h, const float *o, float lse) {
+    const int64_t off = r->b * p->o.s_b + r->t * p->o.s_t + h * p->o.s_h;
+    char *dst = (char *)p->o.base + off * p->o.esize;
+    if (p->o.dtype == FIA_DTYPE_FLOAT16) p->kern->f32_to_f16(o, (uint16_t *)dst, SFA_DN);
+    else p->kern->f32_to_bf16(o, (uint16_t *)dst, SFA_DN);
+    if (p->lse) p->lse[r->b * p->lse_s_b + r->t * p->lse_s_t + h * p->lse_s_h] = lse;
+}
+
+static void sfa_run_item(const sfa_exec *ex, const sfa_item *it, sfa_scratch *s) {
+    const sfa_plan *p = ex->p;
+    const sfa_row *r = &p->rows[it->row];
+    if (it->zero) {
+        memset(s->ao, 0, SFA_DN * sizeof(float));
+        for (int64_t h = 0; h < p->N1; h++) sfa_write(p, r, h, s->ao, INFINITY);
+        return;
+    }
+    const int64_t nh = it->nh;
+    sfa_pack_query(p, r, it->h0, nh, s->q);
+    if (it->group >= 0) {
+        /* one slice: its partial state [m[nh], l[nh], o[nh x 512]] */
+        float *slot = ex->partials +
+                      ((int64_t)it->group * p->nslices + it->s0) * p->head_block * (SFA_DN + 2);
+        /* a -1 in an earlier slice ended the row */
+        bool ended = false;
+        for (int64_t e = 0; e < (int64_t)it->s0 * p->slice_entries && !ended; e++)
+            ended = sfa_index(p, r, e) == -1;
+        const bool any = !ended && sfa_run_slice(p, r, nh, it->s0, s);
+        for (int64_t h = 0; h < nh; h++) {
+            slot[h] = any ? s->m[h] : -INFINITY;
+            slot[nh + h] = any ? s->l[h] : 0.0f;
+            if (any) memcpy(slot + 2 * nh + h * SFA_DN, s->o + h * SFA_LDV, SFA_DN * sizeof(float));
+        }
+        return;
+    }
+    for (int64_t h = 0; h < nh; h++) {
+        s->am[h] = -INFINITY;
+        s->al[h] = 0.0f;
+    }
+    for (int64_t sl = it->s0; sl < it->s1; sl++) {
+        const bool any = sfa_run_slice(p, r, nh, sl, s);
+        const bool ended = s->ended;
+        if (any)
+            for (int64_t h = 0; h < nh; h++)
+                fia_softmax_state_merge(&s->am[h], &s->al[h], s->ao + h * SFA_LDV, s->m[h],
+                                        s->l[h], s->o + h * SFA_LDV, SFA_DN);
+        if (ended) break;
+    }
+    for (int64_t h = 0; h < nh; h++) {
+        float *o = s->ao + h * SFA_LDV;
+        const float lse = fia_softmax_state_finish(s->am[h], s->al[h], o, SFA_DN);
+        sfa_write(p, r, it->h0 + h, o, lse);
+    }
+}
+
+static sfa_scratch sfa_thread_scratch(const sfa_exec *ex, int32_t tid) {
+    sfa_scratch s;
+    fia_sfa_scratch_carve(ex->p, ex->ws + ex->p->scratch_bytes * (size_t)tid, &s);
+    return s;
+}
+
+static void sfa_item_task(void *arg, int64_t task, int32_t tid) {
+    const sfa_exec *ex = arg;
+    sfa_scratch s = sfa_thread_scratch(ex, tid);
+    sfa_run_item(ex, &ex->p->items[task], &s);
+}
+
+/* Merge task: heads [16 c, 16 c + 16) of group task / chunks, slices merged in order. */
+enum { SFA_MERGE_HEADS = 16 };
+
+static void sfa_merge_task(void *arg, int64_t task, int32_t tid) {
+    const sfa_exec *ex = arg;
+    const sfa_plan *p = ex->p;
+    const int64_t chunks = (p->head_block + SFA_MERGE_HEADS - 1) / SFA_MERGE_HEADS;
+    const int64_t gi = task / chunks, h0 = task % chunks * SFA_MERGE_HEADS;
+    const sfa_group *g = &p->groups[gi];
+    const sfa_row *r = &p->rows[g->row];
+    const int64_t nh = g->nh, h1 = h0 + SFA_MERGE_HEADS < nh ? h0 + SFA_MERGE_HEADS : nh;
+    sfa_scratch s = sfa_thread_scratch(ex, tid);
+    const float *base = ex->partials + gi * p->nslices * p->head_block * (SFA_DN + 2);
+    for (int64_t h = h0; h < h1; h++) {
+        float m = -INFINITY, l = 0.0f;
+        float *o = s.ao;
+        for (int64_t sl = 0; sl < p->nslices; sl++) {
+            const float *slot = base + sl * p->head_block * (SFA_DN + 2);
+            fia_softmax_state_merge(&m, &l, o, slot[h], slot[nh + h], slot + 2 * nh + h * SFA_DN,
+                                    SFA_DN);
+        }
+        const float lse = fia_softmax_state_finish(m, l, o, SFA_DN);
+        sfa_write(p, r, g->h0 + h, o, lse);
+    }
+}
+
+void fia_sfa_execute(fia_plan *plan, void *workspace) {
+    const sfa_plan *p = (const sfa_plan *)plan;
+    sfa_exec ex = {p, workspace, NULL};
+    fia_sfa_workspace_layout(p, workspace, &ex.partials);
+    fia_pool_run(plan->ctx->pool, p->num_items, sfa_item_task, &ex);
+    const int64_t chunks = (p->head_block + SFA_MERGE_HEADS - 1) / SFA_MERGE_HEADS;
+    if (p->num_groups) fia_pool_run(plan->ctx->pool, p->num_groups * chunks, sfa_merge_task, &ex);
+}
+

@@ -1,0 +1,251 @@
+/*
+ * ref_sfa.c - the double-precision oracles of sparse_flash_attention and its C8 form, from the
+ * contract text in fia.h (see ref_sfa.h). For each output row: find its batch and position,
+ * compute the visible threshold, walk the index entries (stop at the first -1, skip values < -1
+ * and entries starting at or beyond the threshold, truncate the last block at the threshold),
+ * then a two-pass softmax over the selected tokens per head, in double.
+ */
+#include "ref_sfa.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double rd(const fia_tensor *t, const int64_t *c) {
+    int64_t off = 0;
+    for (int32_t i = 0; i < t->ndim; i++) off += c[i] * t->strides[i];
+    const char *p = (const char *)t->data;
+    switch (t->dtype) {
+    case FIA_DTYPE_FLOAT32: {
+        float v;
+        memcpy(&v, p + off * 4, 4);
+        return v;
+    }
+    case FIA_DTYPE_FLOAT16: {
+        uint16_t v;
+        memcpy(&v, p + off * 2, 2);
+        return fia_f16_to_f32(v);
+    }
+    case FIA_DTYPE_BFLOAT16: {
+        uint16_t v;
+        memcpy(&v, p + off * 2, 2);
+        return fia_bf16_to_f32(v);
+    }
+    case FIA_DTYPE_INT8: return (double)((const int8_t *)p)[off];
+    case FIA_DTYPE_INT32: {
+        int32_t v;
+        memcpy(&v, p + off * 4, 4);
+        return v;
+    }
+    default: return NAN;
+    }
+}
+
+/* Address of an element (for the byte-level C8 row reads). */
+static const unsigned char *addr(const fia_tensor *t, const int64_t *c) {
+    int64_t off = 0;
+    for (int32_t i = 0; i < t->ndim; i++) off += c[i] * t->strides[i];
+    return (const unsigned char *)t->data + off * (int64_t)fia_dtype_size(t->dtype);
+}
+
+typedef struct ref_call {
+    const fia_tensor *q, *qr, *k, *kr, *idx, *bt, *out;
+    const fia_sparse_flash_attention_params *p;
+    int c8;
+} ref_call;
+
+/* Batch lengths from the params, as fia.h describes them. */
+static int lengths(const int64_t *v, int64_t count, int cumulative, int64_t B, int64_t full,
+                   int64_t *len, int64_t *start) {
+    int64_t prev = 0;
+    for (int64_t b = 0; b < B; b++) {
+        if (cumulative) {
+            if (!v || count < B) return -1;
+            start[b] = prev;
+            len[b] = v[b] - prev;
+            prev = v[b];
+        } else {
+            start[b] = 0;
+            len[b] = (!v || count == 0) ? full : v[count == 1 ? 0 : b];
+        }
+    }
+    return 0;
+}
+
+/* The selected key vector of token tok of batch b: k[0..576) (nope then rope). */
+static void key_vec(const ref_call *c, int64_t b, int64_t kstart, int64_t tok, double *k) {
+    int64_t co[4];
+    const fia_layout L = c->p->layout_kv;
+    if (L == FIA_LAYOUT_PA_BSND) {
+        const int64_t bs = c->k->shape[1];
+        const int64_t bc[2] = {b, tok / bs};
+        co[0] = (int64_t)rd(c->bt, bc);
+        co[1] = tok % bs;
+        co[2] = 0;
+    } else if (L == FIA_LAYOUT_TND) {
+        co[0] = kstart + tok;
+        co[1] = 0;
+    } else {
+        co[0] = b;
+        co[1] = tok;
+        co[2] = 0;
+    }
+    const int nd = L == FIA_LAYOUT_TND ? 2 : 3; /* index of the last dim */
+    if (c->c8) {
+        co[nd] = 0;
+        const unsigned char *row = addr(c->k, co);
+        float sc[4];
+        memcpy(sc, row + 640, sizeof sc);
+        for (int d = 0; d < 512; d++) k[d] = (double)(int8_t)row[d] * (double)sc[d / 128];
+        for (int d = 0; d < 64; d++) {
+            uint16_t h;
+            memcpy(&h, row + 512 + 2 * d, 2);
+            k[512 + d] = fia_bf16_to_f32(h);
+        }
+        return;
+    }
+    for (int d = 0; d < 512; d++) {
+        co[nd] = d;
+        k[d] = rd(c->k, co);
+    }
+    for (int d = 0; d < 64; d++) {
+        co[nd] = d;
+        k[512 + d] = rd(c->kr, co);
+    }
+}
+
+static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *out, double *lse) {
+    const fia_sparse_flash_attention_params *p = c->p;
+    const int qtnd = p->layout_query == FIA_LAYOUT_TND;
+    const int64_t N1 = qtnd ? c->q->shape[1] : c->q->shape[2];
+    const int64_t S1 = qtnd ? c->q->shape[0] : c->q->shape[1];
+    const int64_t B = qtnd ? p->actual_seq_lengths_query_count : c->q->shape[0];
+    const int64_t K = qtnd ? c->idx->shape[2] : c->idx->shape[3];
+    const int64_t sbs = p->sparse_block_size;
+    const int64_t total = qtnd ? S1 : B * S1;
+    int64_t *qlen = calloc((size_t)B, sizeof *qlen), *qst = calloc((size_t)B, sizeof *qst);
+    int64_t *klen = calloc((size_t)B, sizeof *klen), *kst = calloc((size_t)B, sizeof *kst);
+    int64_t *toks = malloc((size_t)(K * sbs + 1) * sizeof *toks);
+    double *kv = NULL, *sc = NULL;
+    double *q = malloc((size_t)N1 * 576 * sizeof *q);
+    int rc = -1;
+    if (!qlen || !qst || !klen || !kst || !toks || !q) goto done;
+    const int64_t kvS = p->layout_kv == FIA_LAYOUT_PA_BSND ? 0
+                        : p->layout_kv == FIA_LAYOUT_TND  ? c->k->shape[0] : c->k->shape[1];
+    if (lengths(p->actual_seq_lengths_query, p->actual_seq_lengths_query_count, qtnd, B, S1, qlen,
+                qst) ||
+        lengths(p->actual_seq_lengths_kv, p->actual_seq_lengths_kv_count,
+                p->layout_kv == FIA_LAYOUT_TND, B, kvS, klen, kst)) {
+        fprintf(stderr, "ref_sfa: bad lengths\n");
+        goto done;
+    }
+    const int64_t nr = rows ? n_rows : total;
+    for (int64_t rr = 0; rr < nr; rr++) {
+        const int64_t row = rows ? rows[rr] : rr;
+        double *o = out + rr * N1 * 512;
+        for (int64_t x = 0; x < N1 * 512; x++) o[x] = 0.0;
+        if (lse)
+            for (int64_t h = 0; h < N1; h++) lse[rr * N1 + h] = INFINITY;
+        /* batch and position */
+        int64_t b = -1, i = 0;
+        if (qtnd) {
+            for (int64_t x = 0; x < B; x++)
+                if (row >= qst[x] && row < qst[x] + qlen[x]) {
+                    b = x;
+                    i = row - qst[x];
+                    break;
+                }
+        } else {
+            b = row / S1;
+            i = row % S1;
+            if (i >= qlen[b]) b = -1;
+        }
+        if (b < 0) continue;
+        int64_t thr = klen[b];
+        if (p->sparse_mode == 3) {
+            const int64_t t3 = klen[b] - qlen[b] + i + 1;
+            if (t3 < thr) thr = t3;
+        }
+        /* the selected tokens */
+        int64_t n = 0;
+        for (int64_t e = 0; e < K; e++) {
+            int64_t ic[4];
+            if (qtnd) { ic[0] = row; ic[1] = 0; ic[2] = e; }
+            else { ic[0] = b; ic[1] = i; ic[2] = 0; ic[3] = e; }
+            const int64_t v = (int64_t)rd(c->idx, ic);
+            if (v == -1) break;
+            if (v < -1) continue;
+            for (int64_t t = v * sbs; t < (v + 1) * sbs && t < thr; t++) toks[n++] = t;
+        }
+        if (n == 0) continue;
+        free(kv);
+        free(sc);
+        kv = malloc((size_t)(n * 576) * sizeof *kv);
+        sc = malloc((size_t)(n * N1) * sizeof *sc);
+        if (!kv || !sc) {
+            fprintf(stderr, "ref_sfa: out of memory\n");
+            goto done;
+        }
+        for (int64_t j = 0; j < n; j++) key_vec(c, b, kst[b], toks[j], kv + j * 576);
+        /* query rows */
+        for (int64_t h = 0; h < N1; h++)
+            for (int d = 0; d < 576; d++) {
+                int64_t qc[4];
+                const fia_tensor *src = c->q;
+                int64_t dd = d;
+                if (!c->c8 && d >= 512) {
+                    src = c->qr;
+                    dd = d - 512;
+                }
+                if (qtnd) { qc[0] = row; qc[1] = h; qc[2] = dd; }
+                else { qc[0] = b; qc[1] = i; qc[2] = h; qc[3] = dd; }
+                q[h * 576 + d] = rd(src, qc);
+            }
+        for (int64_t h = 0; h < N1; h++) {
+            double mx = -INFINITY;
+            double *s = sc + h * n;
+            for (int64_t j = 0; j < n; j++) {
+                double acc = 0.0;
+                for (int d = 0; d < 576; d++) acc += q[h * 576 + d] * kv[j * 576 + d];
+                s[j] = p->scale_value * acc;
+                if (s[j] > mx) mx = s[j];
+            }
+            double sum = 0.0;
+            for (int64_t j = 0; j < n; j++) sum += exp(s[j] - mx);
+            for (int64_t j = 0; j < n; j++) {
+                const double w = exp(s[j] - mx) / sum;
+                for (int d = 0; d < 512; d++) o[h * 512 + d] += w * kv[j * 576 + d];
+            }
+            if (lse) lse[rr * N1 + h] = mx + log(sum);
+        }
+    }
+    rc = 0;
+done:
+    free(qlen);
+    free(qst);
+    free(klen);
+    free(kst);
+    free(toks);
+    free(kv);
+    free(sc);
+    free(q);
+    return rc;
+}
+
+int fia_ref_sparse_flash_attention(const fia_sparse_flash_attention_tensors *t,
+                                   const fia_sparse_flash_attention_params *p,
+                                   const int64_t *rows, int64_t n_rows, double *out, double *lse) {
+    const ref_call c = {t->query, t->query_rope, t->key, t->key_rope, t->sparse_indices,
+                        t->block_table, t->attention_out, p, 0};
+    return run(&c, rows, n_rows, out, lse);
+}
+
+int fia_ref_kv_quant_sparse_flash_attention(
+    const fia_kv_quant_sparse_flash_attention_tensors *t,
+    const fia_kv_quant_sparse_flash_attention_params *p, const int64_t *rows, int64_t n_rows,
+    double *out, double *lse) {
+    const ref_call c = {t->query, NULL, t->key, NULL, t->sparse_indices, t->block_table,
+                        t->attention_out, &p->base, 1};
+    return run(&c, rows, n_rows, out, lse);
+}

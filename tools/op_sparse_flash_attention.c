@@ -1,0 +1,294 @@
+/*
+ * op_sparse_flash_attention.c - `fia op sparse_flash_attention` and
+ * `fia op kv_quant_sparse_flash_attention` (the C8 cache): load the .npy inputs, allocate the
+ * outputs with the contract's shapes, run the library, optionally compare with the oracle
+ * (tests/ref/ref_sfa.c), then write the outputs.
+ *
+ * --value is optional: the values of attention_mode 2 are the key rows. When given, it must be
+ * the same file as --key or hold exactly the key's shape, dtype and bytes (else exit 2).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "ref_sfa.h"
+
+static const cli_flag sfa_flags[] = {
+    {"query", CLI_FLAG_TENSOR, 1, "q_nope [B, S1, N1, 512] or [T1, N1, 512], float16 / bfloat16"},
+    {"key", CLI_FLAG_TENSOR, 1, "latent cache [B, S2, 1, 512], [T2, 1, 512] or paged "
+                                "[blocks, block_size, 1, 512]"},
+    {"value", CLI_FLAG_TENSOR, 0, "optional: must equal --key (values are k_nope)"},
+    {"sparse_indices", CLI_FLAG_TENSOR, 1, "int32 (or int64) [B, S1, 1, K] or [T1, 1, K]"},
+    {"scale_value", CLI_FLAG_FLOAT, 1, "multiplies the logits"},
+    {"query_rope", CLI_FLAG_TENSOR, 1, "[.., N1, 64], the query's dtype"},
+    {"key_rope", CLI_FLAG_TENSOR, 1, "[.., 1, 64], the key's layout"},
+    {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"},
+    {"actual_seq_lengths_query", CLI_FLAG_INT_LIST, 0, "query lengths (TND: cumulative)"},
+    {"actual_seq_lengths_kv", CLI_FLAG_INT_LIST, 0, "kv lengths (TND: cumulative; PA_BSND: "
+                                                     "per batch, required)"},
+    {"sparse_block_size", CLI_FLAG_INT, 0, "tokens per index entry, power of two 1..128 "
+                                           "(default 1)"},
+    {"layout_query", CLI_FLAG_STRING, 0, "BSND (default) or TND"},
+    {"layout_kv", CLI_FLAG_STRING, 0, "BSND (default), TND or PA_BSND"},
+    {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"},
+    {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
+    {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
+                                               "softmax_lse=...)"},
+    {NULL, CLI_FLAG_SWITCH, 0, NULL},
+};
+
+static const cli_flag c8_flags[] = {
+    {"query", CLI_FLAG_TENSOR, 1, "[q_nope, q_rope] [B, S1, N1, 576] or [T1, N1, 576], float16 / "
+                                  "bfloat16"},
+    {"key", CLI_FLAG_TENSOR, 1, "int8 656-byte rows [B, S2, 1, 656], [T2, 1, 656] or paged "
+                                "[blocks, block_size, 1, 656]"},
+    {"value", CLI_FLAG_TENSOR, 0, "optional: must equal --key"},
+    {"sparse_indices", CLI_FLAG_TENSOR, 1, "int32 (or int64) [B, S1, 1, K] or [T1, 1, K]"},
+    {"scale_value", CLI_FLAG_FLOAT, 1, "multiplies the logits"},
+    {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"},
+    {"actual_seq_lengths_query", CLI_FLAG_INT_LIST, 0, "query lengths (TND: cumulative)"},
+    {"actual_seq_lengths_kv", CLI_FLAG_INT_LIST, 0, "kv lengths (TND: cumulative; PA_BSND: "
+                                                     "per batch, required)"},
+    {"sparse_block_size", CLI_FLAG_INT, 0, "tokens per index entry, power of two 1..128 "
+                                           "(default 1)"},
+    {"layout_query", CLI_FLAG_STRING, 0, "BSND (default) or TND"},
+    {"layout_kv", CLI_FLAG_STRING, 0, "BSND (default), TND or PA_BSND"},
+    {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"},
+    {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
+    {"key_quant_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
+    {"value_quant_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
+    {"quant_scale_repo_mode", CLI_FLAG_INT, 0, "must be 1 (default 1)"},
+    {"tile_size", CLI_FLAG_INT, 0, "must be 128 (default 128)"},
+    {"rope_head_dim", CLI_FLAG_INT, 0, "must be 64 (default 64)"},
+    {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
+                                               "softmax_lse=...)"},
+    {NULL, CLI_FLAG_SWITCH, 0, NULL},
+};
+
+static const char *const sfa_outputs[] = {"attention_out", "softmax_lse", NULL};
+
+enum { S_QUERY, S_KEY, S_VALUE, S_IDX, S_BT, S_QROPE, S_KROPE, S_COUNT };
+
+static int fits_int32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+/* --value must be --key itself or the same bytes: the values of attention_mode 2 are k_nope. */
+static int value_matches_key(const cli_tensor *v, const cli_tensor *k) {
+    if (v->t.dtype != k->t.dtype || v->t.ndim != k->t.ndim) return 0;
+    for (int32_t i = 0; i < k->t.ndim; i++)
+        if (v->t.shape[i] != k->t.shape[i]) return 0;
+    const int64_t n = fia_tensor_numel(&k->t);
+    const size_t es = fia_dtype_size(k->t.dtype);
+    for (int64_t i = 0; i < n; i++) { /* logical order, through the strides */
+        int64_t ov = 0, ok = 0, rem = i;
+        for (int32_t d = k->t.ndim - 1; d >= 0; d--) {
+            const int64_t c = rem % k->t.shape[d];
+            rem /= k->t.shape[d];
+            ov += c * v->t.strides[d];
+            ok += c * k->t.strides[d];
+        }
+        if (memcmp((const char *)v->t.data + ov * (int64_t)es,
+                   (const char *)k->t.data + ok * (int64_t)es, es) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int run_sfa_common(const cli_args *a, int c8) {
+    static const char *const names[S_COUNT] = {"query", "key", "value", "sparse_indices",
+                                               "block_table", "query_rope", "key_rope"};
+    cli_tensor in[S_COUNT];
+    cli_output outs[2];
+    memset(in, 0, sizeof in);
+    memset(outs, 0, sizeof outs);
+    int64_t *seq = NULL, *seq_kv = NULL;
+    double *want_out = NULL, *want_lse = NULL, *lse_perm = NULL;
+    fia_context *ctx = NULL;
+    fia_plan *plan = NULL;
+    void *workspace = NULL;
+    int rc = CLI_EXIT_USAGE;
+    const char *opname = c8 ? "kv_quant_sparse_flash_attention" : "sparse_flash_attention";
+
+    fia_kv_quant_sparse_flash_attention_params qp;
+    fia_kv_quant_sparse_flash_attention_params_init(&qp);
+    fia_sparse_flash_attention_params *p = &qp.base;
+    p->scale_value = cli_arg_float(a, "scale_value", p->scale_value);
+    p->sparse_block_size = cli_arg_int(a, "sparse_block_size", p->sparse_block_size);
+    const int64_t mode = cli_arg_int(a, "sparse_mode", p->sparse_mode);
+    const int64_t amode = cli_arg_int(a, "attention_mode", p->attention_mode);
+    const int64_t kq = cli_arg_int(a, "key_quant_mode", qp.key_quant_mode);
+    const int64_t vq = cli_arg_int(a, "value_quant_mode", qp.value_quant_mode);
+    const int64_t repo = cli_arg_int(a, "quant_scale_repo_mode", qp.quant_scale_repo_mode);
+    if (!fits_int32(mode) || !fits_int32(amode) || !fits_int32(kq) || !fits_int32(vq) ||
+        !fits_int32(repo)) {
+        cli_error("--sparse_mode, --attention_mode or a quant mode is out of the int32 range");
+        goto done;
+    }
+    p->sparse_mode = (int32_t)mode;
+    p->attention_mode = (int32_t)amode;
+    qp.key_quant_mode = (int32_t)kq;
+    qp.value_quant_mode = (int32_t)vq;
+    qp.quant_scale_repo_mode = (int32_t)repo;
+    qp.tile_size = cli_arg_int(a, "tile_size", qp.tile_size);
+    qp.rope_head_dim = cli_arg_int(a, "rope_head_dim", qp.rope_head_dim);
+    const char *lse_path = cli_out_path(a, "softmax_lse");
+    p->return_softmax_lse = cli_arg_switch(a, "return_softmax_lse") || lse_path != NULL;
+    const char *lq = cli_arg(a, "layout_query"), *lkv = cli_arg(a, "layout_kv");
+    if (lq != NULL && fia_layout_parse(lq, &p->layout_query) != FIA_STATUS_SUCCESS) {
+        cli_error("--layout_query: unknown layout '%s' (BSND or TND)", lq);
+        goto done;
+    }
+    if (lkv != NULL && fia_layout_parse(lkv, &p->layout_kv) != FIA_STATUS_SUCCESS) {
+        cli_error("--layout_kv: unknown layout '%s' (BSND, TND or PA_BSND)", lkv);
+        goto done;
+    }
+    if (cli_arg_int_list(a, "actual_seq_lengths_query", &seq,
+                         &p->actual_seq_lengths_query_count) != 0 ||
+        cli_arg_int_list(a, "actual_seq_lengths_kv", &seq_kv, &p->actual_seq_lengths_kv_count) != 0)
+        goto done;
+    p->actual_seq_lengths_query = seq;
+    p->actual_seq_lengths_kv = seq_kv;
+    if (cli_out_path(a, "attention_out") == NULL && !a->check) {
+        cli_error("--out attention_out=PATH is required (or --check)");
+        goto done;
+    }
+
+    /* Inputs. */
+    for (int i = 0; i < S_COUNT; i++)
+        if ((!c8 || (i != S_QROPE && i != S_KROPE)) && cli_load_tensor(a, names[i], &in[i]) != 0)
+            goto done;
+    if (cli_narrow_to_int32(&in[S_IDX]) != 0 || cli_narrow_to_int32(&in[S_BT]) != 0) goto done;
+    if (in[S_VALUE].present && !value_matches_key(&in[S_VALUE], &in[S_KEY])) {
+        cli_error("value: must equal key (attention_mode 2 takes the values from the key rows)");
+        goto done;
+    }
+
+    /* Outputs: attention_out is the query's shape with 512; softmax_lse [B, N1, S1, 1] or
+     * [T1, N1, 1]. */
+    const fia_tensor *q = &in[S_QUERY].t;
+    const int tnd = p->layout_query == FIA_LAYOUT_TND;
+    if (q->ndim != (tnd ? 3 : 4)) {
+        cli_error("query has %d dims, layout_query %s needs %d", (int)q->ndim,
+                  fia_layout_name(p->layout_query), tnd ? 3 : 4);
+        goto done;
+    }
+    int64_t oshape[FIA_MAX_DIMS], lshape[FIA_MAX_DIMS];
+    memcpy(oshape, q->shape, sizeof q->shape[0] * (size_t)q->ndim);
+    oshape[q->ndim - 1] = 512;
+    int32_t lnd;
+    if (tnd) lnd = 3, lshape[0] = q->shape[0], lshape[1] = q->shape[1], lshape[2] = 1;
+    else lnd = 4, lshape[0] = q->shape[0], lshape[1] = q->shape[2], lshape[2] = q->shape[1], lshape[3] = 1;
+    if (cli_alloc_output(&outs[0], "attention_out", q->dtype, q->ndim, oshape) != 0) goto done;
+    if (p->return_softmax_lse &&
+        cli_alloc_output(&outs[1], "softmax_lse", FIA_DTYPE_FLOAT32, lnd, lshape) != 0)
+        goto done;
+    const int n_outs = p->return_softmax_lse ? 2 : 1;
+    const fia_tensor *bt = in[S_BT].present ? &in[S_BT].t : NULL;
+    fia_sparse_flash_attention_tensors t = {q, &in[S_KEY].t, NULL, &in[S_IDX].t, bt,
+                                            &in[S_QROPE].t, &in[S_KROPE].t, &outs[0].t,
+                                            p->return_softmax_lse ? &outs[1].t : NULL};
+    if (!in[S_QROPE].present) t.query_rope = NULL;
+    if (!in[S_KROPE].present) t.key_rope = NULL;
+    fia_kv_quant_sparse_flash_attention_tensors tq = {q, &in[S_KEY].t, NULL, &in[S_IDX].t, bt,
+                                                      &outs[0].t, t.softmax_lse};
+
+    fia_context_options opts = {a->threads, FIA_ISA_AUTO};
+    fia_status s = fia_context_create(&opts, &ctx);
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_library_error(s);
+        goto done;
+    }
+    size_t ws_bytes = 0;
+    s = c8 ? fia_kv_quant_sparse_flash_attention_plan(ctx, &tq, &qp, &plan, &ws_bytes)
+           : fia_sparse_flash_attention_plan(ctx, &t, p, &plan, &ws_bytes);
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_library_error(s);
+        goto done;
+    }
+    if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
+        cli_error("workspace: out of memory (%zu bytes)", ws_bytes);
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    const double t0 = cli_now_seconds();
+    s = fia_plan_execute(plan, workspace, ws_bytes);
+    const double t1 = cli_now_seconds();
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_library_error(s);
+        goto done;
+    }
+    printf("%s: attention_out ", opname);
+    cli_print_shape(stdout, &outs[0].t);
+    printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(outs[0].t.dtype), (t1 - t0) * 1e3,
+           fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
+
+    rc = CLI_EXIT_OK;
+    if (a->check) {
+        const int64_t n_out = fia_tensor_numel(&outs[0].t);
+        const int64_t n1 = tnd ? q->shape[1] : q->shape[2];
+        const int64_t n_rows = n1 > 0 ? n_out / (512 * n1) : 0;
+        want_out = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *want_out);
+        want_lse = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_lse);
+        lse_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *lse_perm);
+        if (!want_out || !want_lse || !lse_perm) {
+            cli_error("check: out of memory");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+        const int r = c8 ? fia_ref_kv_quant_sparse_flash_attention(&tq, &qp, NULL, 0, want_out,
+                                                                   want_lse)
+                         : fia_ref_sparse_flash_attention(&t, p, NULL, 0, want_out, want_lse);
+        if (r != 0) {
+            cli_error("check: the oracle cannot run this call");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+        double atol, rtol;
+        cli_tolerance(q->dtype, &atol, &rtol);
+        cli_check c_out = {0, 0, 0};
+        cli_check_tensor(&outs[0].t, want_out, atol, rtol, &c_out);
+        cli_print_check("attention_out", &c_out, atol, rtol);
+        int failed = c_out.failures > 0;
+        if (p->return_softmax_lse) {
+            /* the oracle's lse is [rows, N1]; the tensor's [B, N1, S1] (TND [T1, N1]) */
+            const int64_t s1 = tnd ? 1 : q->shape[1];
+            for (int64_t row = 0; row < n_rows; row++)
+                for (int64_t h = 0; h < n1; h++) {
+                    const int64_t dst = tnd ? row * n1 + h : ((row / s1) * n1 + h) * s1 + row % s1;
+                    lse_perm[dst] = want_lse[row * n1 + h];
+                }
+            cli_check c_lse = {0, 0, 0};
+            cli_check_tensor(&outs[1].t, lse_perm, atol, rtol, &c_lse);
+            cli_print_check("softmax_lse", &c_lse, atol, rtol);
+            failed |= c_lse.failures > 0;
+        }
+        printf("check: %s\n", failed ? "FAIL" : "pass");
+        if (failed) rc = CLI_EXIT_FAIL;
+    }
+    if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
+
+done:
+    free(want_out);
+    free(want_lse);
+    free(lse_perm);
+    free(workspace);
+    fia_plan_destroy(plan);
+    fia_context_destroy(ctx);
+    for (int i = 0; i < 2; i++) free(outs[i].data);
+    for (int i = 0; i < S_COUNT; i++) cli_free_tensor(&in[i]);
+    free(seq);
+    free(seq_kv);
+    return rc;
+}
+
+static int run_sfa(const cli_args *a) { return run_sfa_common(a, 0); }
+static int run_c8(const cli_args *a) { return run_sfa_common(a, 1); }
+
+const cli_op cli_op_sparse_flash_attention = {
+    "sparse_flash_attention",
+    "DSA sparse attention over the selected tokens of the MLA latent cache (fp16/bf16)",
+    sfa_flags, sfa_outputs, run_sfa};
+
+const cli_op cli_op_kv_quant_sparse_flash_attention = {
+    "kv_quant_sparse_flash_attention",
+    "sparse attention over the C8 latent cache (656-byte int8 rows, per-tile scales)",
+    c8_flags, sfa_outputs, run_c8};
