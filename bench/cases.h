@@ -94,6 +94,7 @@ void *bench_alloc(size_t bytes);
 /* Each operator's own case table, defined in bench/cases_<op>.c and listed in cases.c. */
 const bench_case *bench_mla_cases(size_t *count);
 const bench_case *bench_sfa_cases(size_t *count);
+const bench_case *bench_li_cases(size_t *count);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);

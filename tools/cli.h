@@ -162,5 +162,6 @@ void cli_library_error(fia_status s);
  * cmd_op.c lists them. */
 extern const cli_op cli_op_sparse_flash_attention;
 extern const cli_op cli_op_kv_quant_sparse_flash_attention;
+extern const cli_op cli_op_lightning_indexer, cli_op_quant_lightning_indexer;
 
 #endif /* FIA_TOOLS_CLI_H */

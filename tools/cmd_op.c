@@ -796,6 +796,8 @@ static const cli_op *const ops[] = {
     &op_smallq,
     &cli_op_sparse_flash_attention,
     &cli_op_kv_quant_sparse_flash_attention,
+    &cli_op_lightning_indexer,
+    &cli_op_quant_lightning_indexer,
 };
 
 static const size_t n_ops = sizeof ops / sizeof ops[0];

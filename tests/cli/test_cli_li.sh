@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# test_cli_li.sh - end-to-end tests of `fia op lightning_indexer` and
+# `fia op quant_lightning_indexer`: writes small .npy inputs with a python3 stdlib script (no
+# numpy), runs the operators with --check, compares the indices of one call with a top-k computed
+# independently in python, and checks that bad calls exit 2 with exactly one stderr line and no
+# output file.
+# Usage: test_cli_li.sh PATH/TO/fia
+# Ends with "N passed, N failed"; exits nonzero when a check failed.
+set -u
+
+FIA=${1:?usage: test_cli_li.sh PATH/TO/fia}
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "python3 is needed"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fia_cli_li.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+echo "seed 5 (fixed), work dir $WORK"
+
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2"; }
+
+python3 - "$WORK" <<'PY'
+import random, struct, sys, os
+out = sys.argv[1]
+random.seed(5)
+
+def npy(name, descr, shape, values):
+    fmt = {'<f2': 'e', '<f4': 'f', '|i1': 'b', '<i4': 'i', '<i8': 'q', '<u2': 'H'}[descr]
+    shape_txt = '(' + ', '.join(str(d) for d in shape) + (',)' if len(shape) == 1 else ')')
+    head = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape_txt)
+    pad = 64 - (10 + len(head) + 1) % 64
+    head = head + ' ' * (pad % 64) + '\n'
+    with open(os.path.join(out, name), 'wb') as f:
+        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(head)) + head.encode())
+        f.write(struct.pack('<%d%s' % (len(values), fmt), *values))
+
+def f16(x):  # round through float16
+    return struct.unpack('<e', struct.pack('<e', x))[0]
+
+def bf16(x):
+    b = struct.unpack('<I', struct.pack('<f', x))[0]
+    return (b + 0x7fff + ((b >> 16) & 1)) >> 16
+
+# decode: B 2, S1 1, S2 50, N1 8, D 16, k 7 (BSND, fp16); python computes the expected top-k
+B, S2, N1, D, K = 2, 50, 8, 16, 7
+q = [f16(random.uniform(-1, 1)) for _ in range(B * N1 * D)]
+k = [f16(random.uniform(-1, 1)) for _ in range(B * S2 * D)]
+w = [f16(random.uniform(-0.5, 1)) for _ in range(B * N1)]
+npy('q.npy', '<f2', (B, 1, N1, D), q)
+npy('k.npy', '<f2', (B, S2, 1, D), k)
+npy('w.npy', '<f2', (B, 1, N1), w)
+want = []
+for b in range(B):
+    sc = []
+    for j in range(S2):
+        s = 0.0
+        for h in range(N1):
+            dot = sum(q[(b * N1 + h) * D + c] * k[(b * S2 + j) * D + c] for c in range(D))
+            s += w[b * N1 + h] * max(dot, 0.0)
+        sc.append(s)
+    order = sorted(range(S2), key=lambda j: (-sc[j], j))
+    want += order[:K]
+with open(os.path.join(out, 'want.txt'), 'w') as f:
+    f.write(' '.join(str(x) for x in want) + '\n')
+
+# TND query (lengths 3, 2) against a paged bf16 cache (block 4), fp32 weights, k 12
+T, bs, nblk = 5, 4, 6
+npy('qt.npy', '<u2', (T, N1, D), [bf16(random.uniform(-1, 1)) for _ in range(T * N1 * D)])
+npy('kp.npy', '<u2', (nblk, bs, 1, D), [bf16(random.uniform(-1, 1)) for _ in range(nblk * bs * D)])
+npy('wt.npy', '<f4', (T, N1), [random.uniform(-0.5, 1) for _ in range(T * N1)])
+npy('bt.npy', '<i8', (2, 3), [4, 0, 2, 5, 1, -1])
+# int8: the same geometry as the decode case
+npy('qi.npy', '|i1', (B, 1, N1, D), [random.randint(-127, 127) for _ in range(B * N1 * D)])
+npy('ki.npy', '|i1', (B, S2, 1, D), [random.randint(-127, 127) for _ in range(B * S2 * D)])
+npy('sq.npy', '<f2', (B, 1, N1), [random.uniform(0.001, 0.02) for _ in range(B * N1)])
+sk = [random.uniform(0.001, 0.02) for _ in range(B * S2)]
+npy('sk.npy', '<f2', (B, S2, 1), sk)
+sk[7] = -0.01
+npy('sk_neg.npy', '<f2', (B, S2, 1), sk)
+PY
+[ -f "$WORK/q.npy" ] || { echo "cannot write the inputs"; echo "0 passed, 1 failed"; exit 1; }
+
+# Prints "descr shape payload-bytes" of an npy file.
+npy_header() {
+    python3 - "$1" <<'PY'
+import ast, struct, sys
+with open(sys.argv[1], 'rb') as f:
+    magic = f.read(8)
+    n = struct.unpack('<H', f.read(2))[0] if magic[6] == 1 else struct.unpack('<I', f.read(4))[0]
+    h = ast.literal_eval(f.read(n).decode())
+    rest = f.read()
+print(h['descr'], tuple(h['shape']), len(rest))
+PY
+}
+# Prints the int32 payload of an npy file, space separated.
+npy_ints() {
+    python3 - "$1" <<'PY'
+import ast, struct, sys
+with open(sys.argv[1], 'rb') as f:
+    f.read(8)
+    n = struct.unpack('<H', f.read(2))[0]
+    f.read(n)
+    rest = f.read()
+print(' '.join(str(x) for x in struct.unpack('<%di' % (len(rest) // 4), rest)))
+PY
+}
+
+run() {
+    local name=$1 want=$2
+    shift 2
+    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        bad "$name: exit status $got, want $want"
+        cat "$WORK/$name.out" "$WORK/$name.err" | sed 's/^/     /'
+        return 1
+    fi
+    return 0
+}
+
+error_case() {
+    local name=$1
+    shift
+    rm -f "$WORK/err_out.npy"
+    if run "$name" 2 "$@" --out sparse_indices="$WORK/err_out.npy"; then
+        if [ "$(wc -l <"$WORK/$name.err")" -ne 1 ] || ! grep -q '^fia: error: ' "$WORK/$name.err"; then
+            bad "$name: stderr is not one 'fia: error:' line" "$WORK/$name.err"
+        elif ls "$WORK"/err_out.npy* >/dev/null 2>&1; then
+            bad "$name: an output file was written"
+        else
+            ok "$name ($(cat "$WORK/$name.err"))"
+        fi
+    fi
+}
+
+LI="$FIA op lightning_indexer"
+QLI="$FIA op quant_lightning_indexer"
+
+if run li_help 0 $LI --help && grep -q -- '--sparse_count' "$WORK/li_help.out"; then ok li_help; fi
+
+# decode, fp16, checked against the oracle and against python's own top-k
+if run li_decode 0 $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$WORK/w.npy" \
+    --sparse_count 7 --check --out sparse_indices="$WORK/i.npy" --out sparse_values="$WORK/v.npy"; then
+    hi=$(npy_header "$WORK/i.npy")
+    hv=$(npy_header "$WORK/v.npy")
+    if ! grep -q '^check: pass' "$WORK/li_decode.out"; then
+        bad "li_decode: check did not pass" "$WORK/li_decode.out"
+    elif [ "$hi" != "<i4 (2, 1, 1, 7) 56" ] || [ "$hv" != "<f4 (2, 1, 1, 7) 56" ]; then
+        bad "li_decode: headers '$hi' / '$hv'"
+    elif [ "$(npy_ints "$WORK/i.npy")" != "$(cat "$WORK/want.txt")" ]; then
+        bad "li_decode: indices $(npy_ints "$WORK/i.npy") differ from python's $(cat "$WORK/want.txt")"
+    else
+        ok "li_decode (indices equal python's top-k)"
+    fi
+fi
+
+# TND query, paged bf16 cache, fp32 weights, k larger than what is visible: -1 padding
+if run li_paged 0 $LI --query "$WORK/qt.npy:bf16" --key "$WORK/kp.npy:bf16" --weights "$WORK/wt.npy" \
+    --block_table "$WORK/bt.npy" --layout_query TND --layout_key PA_BSND \
+    --actual_seq_lengths_query 3,5 --actual_seq_lengths_key 9,6 --sparse_count 12 --sparse_mode 3 \
+    --check --out sparse_indices="$WORK/ip.npy"; then
+    hi=$(npy_header "$WORK/ip.npy")
+    ints=$(npy_ints "$WORK/ip.npy")
+    # row 0 (batch 0, i 0) sees 9 - 3 + 0 + 1 = 7 keys: 7 indices then 5 times -1
+    row0=$(echo "$ints" | cut -d' ' -f1-12)
+    if ! grep -q '^check: pass' "$WORK/li_paged.out"; then
+        bad "li_paged: check did not pass" "$WORK/li_paged.out"
+    elif [ "$hi" != "<i4 (5, 1, 12) 240" ]; then
+        bad "li_paged: header '$hi'"
+    elif [ "$(echo "$row0" | tr ' ' '\n' | grep -c '^-1$')" -ne 5 ]; then
+        bad "li_paged: row 0 is '$row0', want 7 indices and 5 x -1"
+    else
+        ok "li_paged (row 0: $row0)"
+    fi
+fi
+
+# int8
+if run qli 0 $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy" \
+    --query_dequant_scale "$WORK/sq.npy" --key_dequant_scale "$WORK/sk.npy" --sparse_count 7 \
+    --sparse_mode 0 --check --out sparse_indices="$WORK/iq.npy"; then
+    if grep -q '^check: pass' "$WORK/qli.out" && [ "$(npy_header "$WORK/iq.npy")" = "<i4 (2, 1, 1, 7) 56" ]; then
+        ok qli
+    else
+        bad "qli" "$WORK/qli.out"
+    fi
+fi
+
+# errors: exit 2, one line, no output file
+error_case neg_scale $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy" \
+    --query_dequant_scale "$WORK/sq.npy" --key_dequant_scale "$WORK/sk_neg.npy"
+error_case k_zero $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$WORK/w.npy" --sparse_count 0
+error_case no_block_table $LI --query "$WORK/qt.npy:bf16" --key "$WORK/kp.npy:bf16" \
+    --weights "$WORK/wt.npy" --layout_query TND --layout_key PA_BSND \
+    --actual_seq_lengths_query 3,5 --actual_seq_lengths_key 9,6
+error_case bad_layout $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$WORK/w.npy" \
+    --layout_key BNSD
+error_case int8_to_float $LI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy"
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
