@@ -34,6 +34,10 @@ int cmd_bench(int argc, char **argv);
 void cmd_op_usage(FILE *out);
 void cmd_demo_usage(FILE *out);
 void cmd_bench_usage(FILE *out);
+/* The DeepSeek-V3.2 part of `fia demo` (demo_dsa.c): dense MLA vs lightning indexer + sparse
+ * flash attention at 32K and 128K. Returns 0, 1 (a check failed) or -1 (error, printed). */
+struct fia_context;
+int demo_dsa(struct fia_context *ctx);
 
 /* Creates a context with `threads` (0: the default) to learn its thread count and ISA, destroys
  * it, then measures the roofline (bench/roofline.h) with that many threads, so that no idle pool

@@ -101,6 +101,8 @@ int cmd_demo(int argc, char **argv) {
         fflush(stdout);
         if (!chk.passed) failed = 1;
     }
+    const int dsa = demo_dsa(ctx);
+    if (dsa != 0) failed = 1;
     fia_context_destroy(ctx);
     printf("\ntime: median of cold-cache runs (buffers rotated beyond 2x LLC). %%GB/s: fraction of "
            "the read bandwidth\n(the decode and SmallQ roofline), %%FMA: fraction of the fp32 FMA "
