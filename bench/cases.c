@@ -85,6 +85,13 @@ void *bench_alloc(size_t bytes) {
     return roofline_alloc(bytes);
 }
 
+fia_tensor bench_sub_view(const fia_tensor *t, int axis, int64_t first, int64_t count) {
+    fia_tensor s = *t;
+    s.shape[axis] = count;
+    s.data = (char *)t->data + (size_t)(first * t->strides[axis]) * fia_dtype_size(t->dtype);
+    return s;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* fused_infer_attention_score                                                              */
 /* ---------------------------------------------------------------------------------------- */
@@ -434,14 +441,6 @@ static fia_status fia_execute(void *inst, int copy) {
     return fia_plan_execute(I->cp[copy].plan, I->workspace, I->workspace_bytes);
 }
 
-/* A view of `count` entries from `first` along one axis. */
-static fia_tensor sub_view(const fia_tensor *t, int axis, int64_t first, int64_t count) {
-    fia_tensor s = *t;
-    s.shape[axis] = count;
-    s.data = (char *)t->data + (size_t)(first * t->strides[axis]) * fia_dtype_size(t->dtype);
-    return s;
-}
-
 /* Compares copy 0 with the oracle on reduced calls that give the same rows: the query heads of
  * the first and the last kv head, and for long queries (batch 1, dense cache) three blocks of
  * 16 rows with the keys they can see (sparse_mode 3 is bottom-right aligned, so rows [a, a+r)
@@ -485,15 +484,15 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
             fia_fused_infer_attention_score_params prm = I->params;
             prm.num_heads = g;
             prm.num_key_value_heads = 1;
-            fia_tensor q = sub_view(&cp->tq, 2, kvh * g, g);
-            fia_tensor out = sub_view(&cp->tout, 2, kvh * g, g);
+            fia_tensor q = bench_sub_view(&cp->tq, 2, kvh * g, g);
+            fia_tensor out = bench_sub_view(&cp->tout, 2, kvh * g, g);
             fia_tensor k, v, sc, of;
             if (p->block_size > 0) {
-                k = sub_view(&cp->tk, 2, kvh * p->head_dim, p->head_dim);
-                v = sub_view(&cp->tv, 2, kvh * p->head_dim_v, p->head_dim_v);
+                k = bench_sub_view(&cp->tk, 2, kvh * p->head_dim, p->head_dim);
+                v = bench_sub_view(&cp->tv, 2, kvh * p->head_dim_v, p->head_dim_v);
             } else {
-                k = sub_view(&cp->tk, 2, kvh, 1);
-                v = sub_view(&cp->tv, 2, kvh, 1);
+                k = bench_sub_view(&cp->tk, 2, kvh, 1);
+                v = bench_sub_view(&cp->tv, 2, kvh, 1);
             }
             if (sampled_rows) {
                 const int64_t a = row_first[bi], rc = row_count[bi];
@@ -503,10 +502,10 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
                     if (skv > p->kv_len) skv = p->kv_len;
                     if (skv < 1) continue;
                 }
-                q = sub_view(&q, 1, a, rc);
-                out = sub_view(&out, 1, a, rc);
-                k = sub_view(&k, 1, 0, skv);
-                v = sub_view(&v, 1, 0, skv);
+                q = bench_sub_view(&q, 1, a, rc);
+                out = bench_sub_view(&out, 1, a, rc);
+                k = bench_sub_view(&k, 1, 0, skv);
+                v = bench_sub_view(&v, 1, 0, skv);
             }
             fia_fused_infer_attention_score_tensors t = fia_tensors_of(I, 0);
             t.query = &q;
@@ -514,8 +513,8 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
             t.value = &v;
             t.attention_out = &out;
             if (I->aq_scale != NULL) {
-                sc = sub_view(&I->tscale, 1, kvh, 1);
-                of = sub_view(&I->toffset, 1, kvh, 1);
+                sc = bench_sub_view(&I->tscale, 1, kvh, 1);
+                of = bench_sub_view(&I->toffset, 1, kvh, 1);
                 t.antiquant_scale = &sc;
                 t.antiquant_offset = &of;
             }
@@ -707,7 +706,7 @@ static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
     cli_tolerance(FIA_DTYPE_FLOAT16, &atol, &rtol);
     cli_check chk = {0, 0, 0};
     for (int64_t i = 0; i < count; i++) {
-        const fia_tensor o = sub_view(&cp->to, 0, heads[i], 1);
+        const fia_tensor o = bench_sub_view(&cp->to, 0, heads[i], 1);
         cli_check_tensor(&o, want + i * per_head, atol, rtol, &chk);
     }
     free(want);

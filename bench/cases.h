@@ -90,6 +90,8 @@ int bench_fill_random(void *dst, fia_dtype dtype, size_t n, uint64_t *state);
 /* Allocates a benchmark buffer (free() it): 2 MiB aligned and backed by transparent huge pages
  * from 4 MiB on, as serving engines allocate KV caches. NULL when out of memory. */
 void *bench_alloc(size_t bytes);
+/* A view of `count` entries from `first` along one axis of t (same strides and dtype). */
+fia_tensor bench_sub_view(const fia_tensor *t, int axis, int64_t first, int64_t count);
 
 /* Each operator's own case table, defined in bench/cases_<op>.c and listed in cases.c. */
 const bench_case *bench_mla_cases(size_t *count);

@@ -241,13 +241,6 @@ static fia_status mla_execute(void *inst, int copy) {
     return fia_plan_execute(I->cp[copy].plan, I->workspace, I->workspace_bytes);
 }
 
-static fia_tensor mla_sub(const fia_tensor *t, int axis, int64_t first, int64_t count) {
-    fia_tensor s = *t;
-    s.shape[axis] = count;
-    s.data = (char *)t->data + (size_t)(first * t->strides[axis]) * fia_dtype_size(t->dtype);
-    return s;
-}
-
 static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
     mla_instance *I = inst;
     const bench_mla_case *p = I->p;
@@ -258,8 +251,9 @@ static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
     const int64_t first[2] = {0, p->num_heads - 2};
     for (int part = 0; part < 2; part++) {
         fia_fused_infer_attention_score_tensors t = mla_tensors_of(I, 0);
-        fia_tensor q = mla_sub(&cp->tq, 2, first[part], 2), qr = mla_sub(&cp->tqr, 2, first[part], 2);
-        fia_tensor o = mla_sub(&cp->tout, 2, first[part], 2), sq = mla_sub(&cp->tsq, 2, first[part], 2);
+        const int64_t h0 = first[part];
+        fia_tensor q = bench_sub_view(&cp->tq, 2, h0, 2), qr = bench_sub_view(&cp->tqr, 2, h0, 2);
+        fia_tensor o = bench_sub_view(&cp->tout, 2, h0, 2), sq = bench_sub_view(&cp->tsq, 2, h0, 2);
         t.query = &q;
         t.query_rope = &qr;
         t.attention_out = &o;

@@ -345,8 +345,8 @@ static void test_edges(tu_rng *r) {
             c.bs = 64;
             c.S1 = 1;
             c.qlen[0] = 1;
-            c.kvlen[0] = 2100;
-            c.S2 = 2100;
+            c.kvlen[0] = 1100;
+            c.S2 = 1100;
             if (resc == 3) {
                 c.qdt = c.kdt = FIA_DTYPE_INT8;
                 c.rdt = c.odt = FIA_DTYPE_BFLOAT16;

@@ -162,6 +162,24 @@ void cli_print_check(const char *name, const cli_check *c, double atol, double r
 /* Prints the library's message for a failed call. */
 void cli_library_error(fia_status s);
 
+/* Plans one operator call for ctx: `call` is the handler's own record of tensors and params
+ * (typically a wrapper around fia_<op>_plan). */
+typedef fia_status (*cli_plan_fn)(fia_context *ctx, const void *call, fia_plan **plan,
+                                  size_t *workspace_bytes);
+/* Runs one call the way every plan-based `fia op` handler does: creates a context with
+ * --threads, plans through plan_fn, allocates the workspace, executes the plan once (timed),
+ * prints "<op>: <out name> [shape] <dtype> in <ms> ms (<isa>, <threads> threads)" for the
+ * output `out`, and destroys everything it created (the outputs stay filled in). Returns
+ * CLI_EXIT_OK, CLI_EXIT_USAGE (the library refused the call; its message printed) or
+ * CLI_EXIT_FAIL (no memory for the workspace; printed). */
+int cli_run_op(const cli_args *a, const char *op, cli_plan_fn plan_fn, const void *call,
+               const cli_output *out);
+/* Checks outs[i] against the compact double array want[i] for i < n at atol / rtol, prints one
+ * "check NAME" line per output (cli_print_check) and then "check: pass|FAIL". Returns 1 when
+ * any element failed, else 0. */
+int cli_check_outputs(const cli_output *outs, const double *const *want, int n, double atol,
+                      double rtol);
+
 /* The operators of `fia op` defined in their own files (tools/op_<name>.c); the table in
  * cmd_op.c lists them. */
 extern const cli_op cli_op_sparse_flash_attention;

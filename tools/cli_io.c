@@ -1,6 +1,7 @@
 /*
  * cli_io.c - what every `fia op` handler uses: tensors loaded from .npy files, outputs allocated
- * and written atomically, timing, and the one-line report of a check or a library error.
+ * and written atomically, timing, the run of one planned call (context, plan, workspace,
+ * execute) and the one-line report of a check or a library error.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -177,3 +178,54 @@ void cli_library_error(fia_status s) {
         cli_error("%s", fia_status_string(s));
 }
 
+
+int cli_run_op(const cli_args *a, const char *op, cli_plan_fn plan_fn, const void *call,
+               const cli_output *out) {
+    fia_context *ctx = NULL;
+    fia_plan *plan = NULL;
+    void *workspace = NULL;
+    int rc = CLI_EXIT_USAGE;
+    fia_context_options opts = {a->threads, FIA_ISA_AUTO};
+    fia_status s = fia_context_create(&opts, &ctx);
+    size_t ws_bytes = 0;
+    if (s == FIA_STATUS_SUCCESS) s = plan_fn(ctx, call, &plan, &ws_bytes);
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_library_error(s);
+        goto done;
+    }
+    if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
+        cli_error("workspace: out of memory (%zu bytes)", ws_bytes);
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    const double t0 = cli_now_seconds();
+    s = fia_plan_execute(plan, workspace, ws_bytes);
+    const double t1 = cli_now_seconds();
+    if (s != FIA_STATUS_SUCCESS) {
+        cli_library_error(s);
+        goto done;
+    }
+    printf("%s: %s ", op, out->name);
+    cli_print_shape(stdout, &out->t);
+    printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(out->t.dtype), (t1 - t0) * 1e3,
+           fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
+    rc = CLI_EXIT_OK;
+done:
+    free(workspace);
+    fia_plan_destroy(plan);
+    fia_context_destroy(ctx);
+    return rc;
+}
+
+int cli_check_outputs(const cli_output *outs, const double *const *want, int n, double atol,
+                      double rtol) {
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        cli_check c = {0, 0, 0};
+        cli_check_tensor(&outs[i].t, want[i], atol, rtol, &c);
+        cli_print_check(outs[i].name, &c, atol, rtol);
+        failed |= c.failures > 0;
+    }
+    printf("check: %s\n", failed ? "FAIL" : "pass");
+    return failed;
+}

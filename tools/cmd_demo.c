@@ -3,9 +3,11 @@
  * attention shapes (32 query heads, 8 kv heads, head dim 128, float16, BSND): a causal prefill of
  * 2048 tokens (sparse_mode 3) and decode steps at 4K and 16K context; then smallq_flash_attention
  * (32 heads, head dim 128, float16) with 1, 2, 4 and 8 query tokens at 16K context (decode,
- * multi-token prediction, speculative decoding). It measures the machine roofline in the same
- * run, times each case with cold caches, checks a sample of every output against the
- * double-precision oracle, and prints one table. Under a minute in all.
+ * multi-token prediction, speculative decoding); MLA decode (DeepSeek-V3: 128 heads, latent
+ * 512 + rope 64, bf16 and int8); then one DeepSeek-V3.2 decode step at 32K and 128K context,
+ * dense MLA next to lightning indexer + sparse flash attention (demo_dsa.c). It measures the
+ * machine roofline in the same run, times each case with cold caches, checks a sample of every
+ * output against the double-precision oracle, and prints the tables. About a minute in all.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,14 +18,16 @@
 #include "roofline.h"
 
 void cmd_demo_usage(FILE *out) {
-    fprintf(out, "usage: fia demo [--threads N]\n\n"
-                 "Runs fused_infer_attention_score on Llama-3.1-8B shapes (32/8 heads, head dim "
-                 "128, float16):\na causal prefill of 2048 tokens and decode steps at 4K and 16K "
-                 "context; then\nsmallq_flash_attention (32 heads, head dim 128, float16) with 1, "
-                 "2, 4 and 8 query tokens at\n16K context. Prints time, GB/s, GFLOP/s and the "
-                 "fraction of the roofline measured in the\nsame run, and checks a sample of each "
-                 "output against the double-precision oracle. Exit\nstatus 1 when a check "
-                 "fails.\n");
+    fprintf(out,
+            "usage: fia demo [--threads N]\n\n"
+            "Runs fused_infer_attention_score on Llama-3.1-8B shapes (32/8 heads, head dim 128,\n"
+            "float16): a causal prefill of 2048 tokens and decode steps at 4K and 16K context;\n"
+            "smallq_flash_attention (32 heads, head dim 128, float16) with 1, 2, 4 and 8 query\n"
+            "tokens at 16K context; MLA decode (128 heads, latent 512 + rope 64, bf16 and int8);\n"
+            "then a DeepSeek-V3.2 decode step at 32K and 128K context, dense MLA next to the\n"
+            "lightning indexer + sparse flash attention. Prints time, GB/s, GFLOP/s and the\n"
+            "fraction of the roofline measured in the same run, and checks a sample of each\n"
+            "output against the double-precision oracle. Exit status 1 when a check fails.\n");
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -50,7 +54,8 @@ int cmd_demo(int argc, char **argv) {
     printf("fia %s demo: fused_infer_attention_score on Llama-3.1-8B attention\n"
            "(32 query heads, 8 kv heads, head dim 128, float16, BSND; prefill causal "
            "sparse_mode 3),\nthen smallq_flash_attention (32 heads, head dim 128, float16; "
-           "1, 2, 4, 8 query tokens at 16K context)\n",
+           "1, 2, 4, 8 query tokens at 16K context),\nMLA decode (DeepSeek-V3: 128 heads, latent "
+           "512 + rope 64) and the DeepSeek-V3.2 sparse attention chain\n",
            fia_version_string());
     fflush(stdout);
     roofline rl;

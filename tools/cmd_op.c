@@ -480,6 +480,18 @@ static int mla_output_shapes(const fia_tensor *q, const fia_fused_infer_attentio
     return 0;
 }
 
+/* One call of the operator, for cli_run_op. */
+typedef struct fia_call {
+    const fia_fused_infer_attention_score_tensors *t;
+    const fia_fused_infer_attention_score_params *p;
+} fia_call;
+
+static fia_status fia_call_plan(fia_context *ctx, const void *call, fia_plan **plan,
+                                size_t *workspace_bytes) {
+    const fia_call *c = call;
+    return fia_fused_infer_attention_score_plan(ctx, c->t, c->p, plan, workspace_bytes);
+}
+
 static int run_fused_infer_attention_score(const cli_args *a) {
     static const char *const names[T_COUNT] = {
         "query",           "key",        "value",    "atten_mask",          "block_table",
@@ -491,9 +503,6 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
     double *want_out = NULL, *want_lse = NULL;
-    fia_context *ctx = NULL;
-    fia_plan *plan = NULL;
-    void *workspace = NULL;
     int rc = CLI_EXIT_USAGE;
 
     /* Parameters. */
@@ -589,37 +598,11 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     t.dequant_scale_value = in[T_DSV].present ? &in[T_DSV].t : NULL;
 
     /* The call: plan, workspace, execute. */
-    fia_context_options opts = {a->threads, FIA_ISA_AUTO};
-    fia_status s = fia_context_create(&opts, &ctx);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    size_t ws_bytes = 0;
-    s = fia_fused_infer_attention_score_plan(ctx, &t, &p, &plan, &ws_bytes);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
-        cli_error("workspace: out of memory (%zu bytes)", ws_bytes);
-        rc = CLI_EXIT_FAIL;
-        goto done;
-    }
-    const double t0 = cli_now_seconds();
-    s = fia_plan_execute(plan, workspace, ws_bytes);
-    const double t1 = cli_now_seconds();
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    printf("fused_infer_attention_score: attention_out ");
-    cli_print_shape(stdout, &outs[0].t);
-    printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(outs[0].t.dtype),
-           (t1 - t0) * 1e3, fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
+    const fia_call call = {&t, &p};
+    rc = cli_run_op(a, "fused_infer_attention_score", fia_call_plan, &call, &outs[0]);
+    if (rc != CLI_EXIT_OK) goto done;
 
     /* The oracle. */
-    rc = CLI_EXIT_OK;
     if (a->check) {
         const int64_t n_out = fia_tensor_numel(&outs[0].t);
         want_out = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *want_out);
@@ -641,18 +624,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
         double atol, rtol;
         cli_tolerance(out_dtype, &atol, &rtol);
         if (in[T_KEY].t.dtype == FIA_DTYPE_INT8 && mla) atol = rtol = 2e-2; /* int8 MLA form */
-        cli_check c_out = {0, 0, 0};
-        cli_check_tensor(&outs[0].t, want_out, atol, rtol, &c_out);
-        cli_print_check("attention_out", &c_out, atol, rtol);
-        int failed = c_out.failures > 0;
-        if (p.softmax_lse_flag) {
-            cli_check c_lse = {0, 0, 0};
-            cli_check_tensor(&outs[1].t, want_lse, atol, rtol, &c_lse);
-            cli_print_check("softmax_lse", &c_lse, atol, rtol);
-            failed |= c_lse.failures > 0;
-        }
-        printf("check: %s\n", failed ? "FAIL" : "pass");
-        if (failed) rc = CLI_EXIT_FAIL;
+        const double *const want[2] = {want_out, want_lse};
+        if (cli_check_outputs(outs, want, n_outs, atol, rtol)) rc = CLI_EXIT_FAIL;
     }
 
     /* Outputs last: only a successful call writes files. */
@@ -661,9 +634,6 @@ static int run_fused_infer_attention_score(const cli_args *a) {
 done:
     free(want_out);
     free(want_lse);
-    free(workspace);
-    fia_plan_destroy(plan);
-    fia_context_destroy(ctx);
     for (int i = 0; i < 2; i++) free(outs[i].data);
     for (int i = 0; i < T_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);

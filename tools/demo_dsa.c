@@ -96,14 +96,6 @@ static double dsa_time(fia_plan *plan, void *ws, size_t bytes) {
     return t[2] < lo ? lo : t[2] > hi ? hi : t[2];
 }
 
-/* Heads [h0, h0 + 2) of a [1, 1, N, D] view. */
-static fia_tensor dsa_heads(const fia_tensor *t, int64_t h0) {
-    fia_tensor s = *t;
-    s.shape[2] = 2;
-    s.data = (char *)t->data + (size_t)(h0 * t->strides[2]) * fia_dtype_size(t->dtype);
-    return s;
-}
-
 /* One context length: returns 0 (checks passed), 1 (a check failed), -1 (error). */
 static int dsa_run(fia_context *ctx, int64_t len, uint64_t *seed) {
     dsa_bufs d;
@@ -187,8 +179,8 @@ static int dsa_run(fia_context *ctx, int64_t len, uint64_t *seed) {
     double want[2 * DSA_DN];
     for (int part = 0; part < 2; part++) {
         const int64_t h0 = part ? DSA_N - 2 : 0;
-        fia_tensor q = dsa_heads(&d.tq, h0), qr = dsa_heads(&d.tqr, h0);
-        fia_tensor o = dsa_heads(&d.tout, h0), so = dsa_heads(&d.tsout, h0);
+        fia_tensor q = bench_sub_view(&d.tq, 2, h0, 2), qr = bench_sub_view(&d.tqr, 2, h0, 2);
+        fia_tensor o = bench_sub_view(&d.tout, 2, h0, 2), so = bench_sub_view(&d.tsout, 2, h0, 2);
         fia_fused_infer_attention_score_tensors m2 = mt;
         m2.query = &q;
         m2.query_rope = &qr;

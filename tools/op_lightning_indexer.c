@@ -101,6 +101,20 @@ static int64_t li_check_rows(const fia_lightning_indexer_tensors *t,
     return bad;
 }
 
+/* One call of either operator, for cli_run_op. */
+typedef struct li_call {
+    int quant;
+    const fia_lightning_indexer_tensors *t;
+    const fia_lightning_indexer_params *p;
+} li_call;
+
+static fia_status li_call_plan(fia_context *ctx, const void *call, fia_plan **plan,
+                               size_t *workspace_bytes) {
+    const li_call *c = call;
+    return c->quant ? fia_quant_lightning_indexer_plan(ctx, c->t, c->p, plan, workspace_bytes)
+                    : fia_lightning_indexer_plan(ctx, c->t, c->p, plan, workspace_bytes);
+}
+
 static int run_li_common(const cli_args *a, int quant) {
     static const char *const names[L_COUNT] = {"query", "key", "weights", "query_dequant_scale",
                                                "key_dequant_scale", "block_table"};
@@ -110,9 +124,6 @@ static int run_li_common(const cli_args *a, int quant) {
     memset(in, 0, sizeof in);
     memset(outs, 0, sizeof outs);
     int64_t *seq_q = NULL, *seq_k = NULL;
-    fia_context *ctx = NULL;
-    fia_plan *plan = NULL;
-    void *workspace = NULL;
     int rc = CLI_EXIT_USAGE;
 
     fia_lightning_indexer_params p;
@@ -184,37 +195,10 @@ static int run_li_common(const cli_args *a, int quant) {
     t.sparse_indices = &outs[0].t;
     t.sparse_values = p.return_value ? &outs[1].t : NULL;
 
-    fia_context_options opts = {a->threads, FIA_ISA_AUTO};
-    fia_status s = fia_context_create(&opts, &ctx);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    size_t ws_bytes = 0;
-    s = quant ? fia_quant_lightning_indexer_plan(ctx, &t, &p, &plan, &ws_bytes)
-              : fia_lightning_indexer_plan(ctx, &t, &p, &plan, &ws_bytes);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
-        cli_error("workspace: out of memory (%zu bytes)", ws_bytes);
-        rc = CLI_EXIT_FAIL;
-        goto done;
-    }
-    const double t0 = cli_now_seconds();
-    s = fia_plan_execute(plan, workspace, ws_bytes);
-    const double t1 = cli_now_seconds();
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    printf("%s: sparse_indices ", opname);
-    cli_print_shape(stdout, &outs[0].t);
-    printf(" int32 in %.3f ms (%s, %d threads)\n", (t1 - t0) * 1e3,
-           fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
+    const li_call call = {quant, &t, &p};
+    rc = cli_run_op(a, opname, li_call_plan, &call, &outs[0]);
+    if (rc != CLI_EXIT_OK) goto done;
 
-    rc = CLI_EXIT_OK;
     if (a->check) {
         int64_t rows = 0;
         const int64_t bad = li_check_rows(&t, &p, quant, &rows);
@@ -232,9 +216,6 @@ static int run_li_common(const cli_args *a, int quant) {
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
 done:
-    free(workspace);
-    fia_plan_destroy(plan);
-    fia_context_destroy(ctx);
     for (int i = 0; i < 2; i++) free(outs[i].data);
     for (int i = 0; i < L_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq_q);

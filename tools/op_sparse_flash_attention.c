@@ -93,6 +93,23 @@ static int value_matches_key(const cli_tensor *v, const cli_tensor *k) {
     return 1;
 }
 
+/* One call of either operator, for cli_run_op. */
+typedef struct sfa_call {
+    int c8;
+    const fia_sparse_flash_attention_tensors *t;
+    const fia_sparse_flash_attention_params *p;
+    const fia_kv_quant_sparse_flash_attention_tensors *tq;
+    const fia_kv_quant_sparse_flash_attention_params *qp;
+} sfa_call;
+
+static fia_status sfa_call_plan(fia_context *ctx, const void *call, fia_plan **plan,
+                                size_t *workspace_bytes) {
+    const sfa_call *c = call;
+    return c->c8 ? fia_kv_quant_sparse_flash_attention_plan(ctx, c->tq, c->qp, plan,
+                                                             workspace_bytes)
+                 : fia_sparse_flash_attention_plan(ctx, c->t, c->p, plan, workspace_bytes);
+}
+
 static int run_sfa_common(const cli_args *a, int c8) {
     static const char *const names[S_COUNT] = {"query", "key", "value", "sparse_indices",
                                                "block_table", "query_rope", "key_rope"};
@@ -102,9 +119,6 @@ static int run_sfa_common(const cli_args *a, int c8) {
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
     double *want_out = NULL, *want_lse = NULL, *lse_perm = NULL;
-    fia_context *ctx = NULL;
-    fia_plan *plan = NULL;
-    void *workspace = NULL;
     int rc = CLI_EXIT_USAGE;
     const char *opname = c8 ? "kv_quant_sparse_flash_attention" : "sparse_flash_attention";
 
@@ -191,37 +205,10 @@ static int run_sfa_common(const cli_args *a, int c8) {
     fia_kv_quant_sparse_flash_attention_tensors tq = {q, &in[S_KEY].t, NULL, &in[S_IDX].t, bt,
                                                       &outs[0].t, t.softmax_lse};
 
-    fia_context_options opts = {a->threads, FIA_ISA_AUTO};
-    fia_status s = fia_context_create(&opts, &ctx);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    size_t ws_bytes = 0;
-    s = c8 ? fia_kv_quant_sparse_flash_attention_plan(ctx, &tq, &qp, &plan, &ws_bytes)
-           : fia_sparse_flash_attention_plan(ctx, &t, p, &plan, &ws_bytes);
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    if (ws_bytes > 0 && (workspace = malloc(ws_bytes)) == NULL) {
-        cli_error("workspace: out of memory (%zu bytes)", ws_bytes);
-        rc = CLI_EXIT_FAIL;
-        goto done;
-    }
-    const double t0 = cli_now_seconds();
-    s = fia_plan_execute(plan, workspace, ws_bytes);
-    const double t1 = cli_now_seconds();
-    if (s != FIA_STATUS_SUCCESS) {
-        cli_library_error(s);
-        goto done;
-    }
-    printf("%s: attention_out ", opname);
-    cli_print_shape(stdout, &outs[0].t);
-    printf(" %s in %.3f ms (%s, %d threads)\n", fia_dtype_name(outs[0].t.dtype), (t1 - t0) * 1e3,
-           fia_isa_name(fia_context_isa(ctx)), fia_context_num_threads(ctx));
+    const sfa_call call = {c8, &t, p, &tq, &qp};
+    rc = cli_run_op(a, opname, sfa_call_plan, &call, &outs[0]);
+    if (rc != CLI_EXIT_OK) goto done;
 
-    rc = CLI_EXIT_OK;
     if (a->check) {
         const int64_t n_out = fia_tensor_numel(&outs[0].t);
         const int64_t n1 = tnd ? q->shape[1] : q->shape[2];
@@ -244,10 +231,6 @@ static int run_sfa_common(const cli_args *a, int c8) {
         }
         double atol, rtol;
         cli_tolerance(q->dtype, &atol, &rtol);
-        cli_check c_out = {0, 0, 0};
-        cli_check_tensor(&outs[0].t, want_out, atol, rtol, &c_out);
-        cli_print_check("attention_out", &c_out, atol, rtol);
-        int failed = c_out.failures > 0;
         if (p->return_softmax_lse) {
             /* the oracle's lse is [rows, N1]; the tensor's [B, N1, S1] (TND [T1, N1]) */
             const int64_t s1 = tnd ? 1 : q->shape[1];
@@ -256,13 +239,9 @@ static int run_sfa_common(const cli_args *a, int c8) {
                     const int64_t dst = tnd ? row * n1 + h : ((row / s1) * n1 + h) * s1 + row % s1;
                     lse_perm[dst] = want_lse[row * n1 + h];
                 }
-            cli_check c_lse = {0, 0, 0};
-            cli_check_tensor(&outs[1].t, lse_perm, atol, rtol, &c_lse);
-            cli_print_check("softmax_lse", &c_lse, atol, rtol);
-            failed |= c_lse.failures > 0;
         }
-        printf("check: %s\n", failed ? "FAIL" : "pass");
-        if (failed) rc = CLI_EXIT_FAIL;
+        const double *const want[2] = {want_out, lse_perm};
+        if (cli_check_outputs(outs, want, n_outs, atol, rtol)) rc = CLI_EXIT_FAIL;
     }
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
@@ -270,9 +249,6 @@ done:
     free(want_out);
     free(want_lse);
     free(lse_perm);
-    free(workspace);
-    fia_plan_destroy(plan);
-    fia_context_destroy(ctx);
     for (int i = 0; i < 2; i++) free(outs[i].data);
     for (int i = 0; i < S_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);

@@ -27,6 +27,7 @@
 #include "core/plan.h"
 #include "fia.h"
 #include "kernels/kernels.h"
+#include "ops/validate.h"
 
 /* Addressing of a [batch, token, head, dim] tensor with a unit dim stride: element (b, t, h, d)
  * of a non-paged tensor is at base + b*s_b + t*s_t + h*s_h + d (elements). For a paged cache
@@ -170,21 +171,18 @@ typedef struct fia_dims {
  * and fills its addressing. */
 fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout, int64_t heads,
                          fia_seq *seq, fia_dims *dims);
-/* Per-batch lengths (not cumulative) into out[B]: NULL -> full (unless required); count 1
- * broadcasts; count >= B uses the first B; each in 0..full. */
-fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
-                             int64_t full, const char *full_what, bool required, int64_t *out);
-/* Cumulative lengths (TND): count == B, non-decreasing, last <= total; fills len and start. */
-fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name, int64_t B,
-                                int64_t total, const char *total_what, int64_t *len,
-                                int64_t *start);
-/* Whether a mask tensor has the compressed [2048, 2048] shape (2, 3 or 4 dims). */
-bool fia_is_compressed_mask(const fia_tensor *m);
-/* Validates the int32 block table [>= B, *] against the blocks each batch's kv length uses
- * (ids in [0, blocks)) and copies those entries into a malloc'ed B x *cols table. */
-fia_status fia_copy_block_table(const fia_tensor *bt, int64_t B, const int64_t *kv_len,
-                                int64_t block_size, int64_t blocks, int32_t **table,
-                                int64_t *cols);
+/* Checks attention_out's batch (non-TND) and sequence dims against the query's. */
+fia_status fia_check_out_dims(const fia_dims *od, const fia_dims *qd, bool tnd, int64_t B);
+/* The per-batch lengths of both paths into a calloc'ed *batches[B] (set even on failure, for
+ * the plan's destroy): query lengths (TND: cumulative actual_seq_lengths over qS tokens; decode,
+ * qS == 1 without TND: 1 each; else per batch up to qS), kv lengths (paged, t->block_table set:
+ * actual_seq_lengths_kv required, up to the table's capacity; TND: cumulative over kv_S; else
+ * per batch up to kv_S). A paged cache's block table is then validated against the kv lengths
+ * (ids in [0, blocks)) and copied into *table (B x *cols). Shared helpers: ops/validate.h. */
+fia_status fia_parse_batches(const fia_fused_infer_attention_score_tensors *t,
+                             const fia_fused_infer_attention_score_params *prm, int64_t B,
+                             bool tnd, int64_t qS, int64_t kv_S, int64_t block_size,
+                             int64_t blocks, fia_batch **batches, int32_t **table, int64_t *cols);
 
 /* The MLA path of fused_infer_attention_score (query_rope / key_rope given), fia_mla.c. */
 fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,

@@ -49,7 +49,6 @@ enum {
     MLA_MAX_BLOCK = 1024,
     MLA_MAX_BATCH = 65536
 };
-#define MLA_MAX_LEN (INT64_C(2147483647))
 #define MLA_MAX_ITEMS (INT64_C(1) << 24)
 
 /* A cache tensor (latent, rope or value). Element d of token row `row` of block blk (paged) or
@@ -804,20 +803,9 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         return FIA_INVALID("query_rope dims 0/1 are %lld/%lld, query has %lld/%lld",
                            (long long)rd.B, (long long)rd.S, (long long)qd.B, (long long)qd.S);
     p->S1 = qd.S;
-    if (p->tnd) {
-        const int64_t count = prm->actual_seq_lengths ? prm->actual_seq_lengths_count : 0;
-        if (count <= 0) return FIA_INVALID("actual_seq_lengths (cumulative) is required with TND");
-        if (count > MLA_MAX_BATCH)
-            return FIA_INVALID("actual_seq_lengths has %lld values, at most %d batches",
-                               (long long)count, MLA_MAX_BATCH);
-        p->B = count;
-    } else {
-        if (qd.B < 1 || qd.B > MLA_MAX_BATCH)
-            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)qd.B,
-                               MLA_MAX_BATCH);
-        if (qd.S < 1) return FIA_INVALID("query sequence dim is 0");
-        p->B = qd.B;
-    }
+    FIA_TRY(fia_parse_batch_count(p->tnd, prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                  "actual_seq_lengths", "TND", qd.B, MLA_MAX_BATCH, &p->B));
+    if (!p->tnd && qd.S < 1) return FIA_INVALID("query sequence dim is 0");
     const int64_t B = p->B;
 
     /* caches */
@@ -856,59 +844,9 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
     }
     (void)vblocks, (void)vS, (void)vB;
 
-    /* lengths */
-    p->batches = calloc((size_t)B, sizeof *p->batches);
-    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
-    if (!p->batches || !tmp) {
-        free(tmp);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-    }
-    int64_t *len = tmp, *start = tmp + B;
-    fia_status st = FIA_STATUS_SUCCESS;
-    if (p->tnd) {
-        st = fia_parse_cumulative(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                                  "actual_seq_lengths", B, qd.S, "query dim 0 (T)", len, start);
-        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-            p->batches[b].sq = len[b];
-            p->batches[b].q_tok0 = start[b];
-        }
-    } else if (qd.S == 1) {
-        for (int64_t b = 0; b < B; b++) p->batches[b].sq = 1;
-    } else {
-        st = fia_parse_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                               "actual_seq_lengths", B, qd.S, "query sequence dim", false, len);
-        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].sq = len[b];
-    }
-    if (st == FIA_STATUS_SUCCESS) {
-        const int64_t *kv = prm->actual_seq_lengths_kv;
-        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
-        if (p->paged) {
-            const fia_tensor *bt = t->block_table;
-            const int64_t cap = bt->ndim == 2 ? bt->shape[1] * p->block_size : 0;
-            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B,
-                                   cap < MLA_MAX_LEN ? cap : MLA_MAX_LEN,
-                                   "block_table columns x block_size", true, len);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
-        } else if (p->tnd) {
-            st = fia_parse_cumulative(kv, kc, "actual_seq_lengths_kv", B, kS, "key dim 0 (T)", len,
-                                      start);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-                p->batches[b].skv = len[b];
-                p->batches[b].kv_tok0 = start[b];
-            }
-        } else {
-            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, kS, "key sequence dim",
-                                   false, len);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
-        }
-    }
-    if (st == FIA_STATUS_SUCCESS && p->paged) {
-        for (int64_t b = 0; b < B; b++) len[b] = p->batches[b].skv;
-        st = fia_copy_block_table(t->block_table, B, len, p->block_size, kblocks, &p->block_table,
-                                  &p->bt_cols);
-    }
-    free(tmp);
-    FIA_TRY(st);
+    /* lengths and the block table */
+    FIA_TRY(fia_parse_batches(t, prm, B, p->tnd, qd.S, kS, p->block_size, kblocks, &p->batches,
+                              &p->block_table, &p->bt_cols));
 
     /* sparse mode and mask */
     const int32_t mode = prm->sparse_mode;
@@ -961,38 +899,13 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         FIA_TRY(fia_parse_seq(t->attention_out, "attention_out", in_layout, N, &p->o, &od));
         if (od.D != MLA_DN)
             return FIA_INVALID("attention_out head dim is %lld, must be 512", (long long)od.D);
-        if (!p->tnd && od.B != B)
-            return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld",
-                               (long long)od.B, (long long)B);
-        if (od.S != qd.S)
-            return FIA_INVALID("attention_out sequence dim is %lld, query has %lld",
-                               (long long)od.S, (long long)qd.S);
+        FIA_TRY(fia_check_out_dims(&od, &qd, p->tnd, B));
     }
     p->lse = NULL;
-    if (prm->softmax_lse_flag) {
-        const fia_tensor *l = t->softmax_lse;
-        if (l->dtype != FIA_DTYPE_FLOAT32)
-            return FIA_INVALID("softmax_lse dtype is %s, must be float32", fia_dtype_name(l->dtype));
-        if (p->tnd) {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 3));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, qd.S, "query T"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N, "num_heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, 1, "required"));
-            p->lse_s_b = 0;
-            p->lse_s_t = l->strides[0];
-            p->lse_s_h = l->strides[1];
-        } else {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 4));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, B, "batch"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N, "num_heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, qd.S, "query S"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 3, 1, "required"));
-            p->lse_s_b = l->strides[0];
-            p->lse_s_h = l->strides[1];
-            p->lse_s_t = l->strides[2];
-        }
-        p->lse = l->data;
-    }
+    if (prm->softmax_lse_flag)
+        FIA_TRY(fia_parse_lse(t->softmax_lse, p->tnd, B, N, qd.S, "num_heads",
+                              p->tnd ? "query T" : "query S", &p->lse, &p->lse_s_b, &p->lse_s_t,
+                              &p->lse_s_h));
     return FIA_STATUS_SUCCESS;
 }
 

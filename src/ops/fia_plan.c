@@ -24,8 +24,7 @@ enum {
     FIA_KV_TILE = 64,     /* keys per K/V tile */
     FIA_KV_CHUNK = 2048,  /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
     FIA_SPLIT_TILE_BYTES = 512 * 1024, /* K+V bytes of one step of a split item, current + next */
-    FIA_TILE_ROWS = 256,  /* target query rows per tile */
-    FIA_COMPRESSED_MASK = 2048
+    FIA_TILE_ROWS = 256   /* target query rows per tile */
 };
 #define FIA_MAX_ITEMS (INT64_C(1) << 24)
 #define FIA_MAX_LEN (INT64_C(2147483647))
@@ -147,62 +146,6 @@ static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t
     return FIA_STATUS_SUCCESS;
 }
 
-/* Per-batch lengths (not cumulative): NULL -> full; count 1 broadcasts; count >= B. */
-fia_status fia_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
-                                    int64_t full, const char *full_what, bool required,
-                                    int64_t *out) {
-    if (!v || count == 0) {
-        if (required) return FIA_INVALID("%s is required here", name);
-        for (int64_t b = 0; b < B; b++) out[b] = full;
-        return FIA_STATUS_SUCCESS;
-    }
-    if (count < 0) return FIA_INVALID("%s count is %lld", name, (long long)count);
-    if (count != 1 && count < B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t x = v[count == 1 ? 0 : b];
-        if (x < 0 || x > full)
-            return FIA_INVALID("%s[%lld] is %lld, must be 0..%lld (%s)", name,
-                               (long long)(count == 1 ? 0 : b), (long long)x, (long long)full,
-                               full_what);
-        out[b] = x;
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
-/* Cumulative lengths (TND): count == B, non-decreasing, last <= total. */
-fia_status fia_parse_cumulative(const int64_t *v, int64_t count, const char *name,
-                                       int64_t B, int64_t total, const char *total_what,
-                                       int64_t *len, int64_t *start) {
-    if (!v || count <= 0) return FIA_INVALID("%s (cumulative) is required with layout TND", name);
-    if (count != B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
-    int64_t prev = 0;
-    for (int64_t b = 0; b < B; b++) {
-        if (v[b] < prev)
-            return FIA_INVALID("%s[%lld] is %lld, less than the previous %lld: TND lengths are "
-                               "cumulative", name, (long long)b, (long long)v[b], (long long)prev);
-        if (v[b] > total)
-            return FIA_INVALID("%s[%lld] is %lld, %s is %lld", name, (long long)b, (long long)v[b],
-                               total_what, (long long)total);
-        start[b] = prev;
-        len[b] = v[b] - prev;
-        prev = v[b];
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
-bool fia_is_compressed_mask(const fia_tensor *m) {
-    const int64_t C = FIA_COMPRESSED_MASK;
-    const int64_t *s = m->shape;
-    switch (m->ndim) {
-    case 2: return s[0] == C && s[1] == C;
-    case 3: return s[0] == 1 && s[1] == C && s[2] == C;
-    case 4: return s[0] == 1 && s[1] == 1 && s[2] == C && s[3] == C;
-    default: return false;
-    }
-}
-
 /* Full-form mask: [S1m, S2m], [B|1, S1m, S2m], [B|1, 1, S1m, S2m]; decode also [B, S2m]. */
 static fia_status fia_parse_full_mask(fia_attn_plan *p, const fia_tensor *m, bool decode,
                                       int64_t max_sq, int64_t max_skv) {
@@ -319,39 +262,62 @@ static fia_status fia_parse_antiquant(fia_attn_plan *p, const fia_tensor *scale,
     return FIA_STATUS_SUCCESS;
 }
 
-fia_status fia_copy_block_table(const fia_tensor *bt, int64_t B, const int64_t *kv_len,
-                                int64_t block_size, int64_t blocks, int32_t **table,
-                                int64_t *cols) {
-    if (bt->dtype != FIA_DTYPE_INT32)
-        return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
-    FIA_TRY(fia_tensor_check_ndim(bt, "block_table", 2));
-    if (bt->shape[0] < B)
-        return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
-                           (long long)B);
-    int64_t max_len = 0;
-    for (int64_t b = 0; b < B; b++) max_len = kv_len[b] > max_len ? kv_len[b] : max_len;
-    int64_t nc = (max_len + block_size - 1) / block_size;
-    if (nc < 1) nc = 1;
-    if (B < 1 || block_size < 1) return FIA_INVALID("block table: batch %lld, block_size %lld",
-                                                    (long long)B, (long long)block_size);
-    int32_t *out = calloc((size_t)B * (size_t)nc, sizeof *out);
-    if (!out) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t need = (kv_len[b] + block_size - 1) / block_size;
-        for (int64_t c = 0; c < need; c++) {
-            const int64_t idx[2] = {b, c};
-            int32_t id;
-            memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
-            if (id < 0 || id >= blocks) {
-                free(out);
-                return FIA_INVALID("block_table[%lld][%lld] is %d, the cache has %lld blocks",
-                                   (long long)b, (long long)c, (int)id, (long long)blocks);
-            }
-            out[b * nc + c] = id;
+fia_status fia_parse_batches(const fia_fused_infer_attention_score_tensors *t,
+                             const fia_fused_infer_attention_score_params *prm, int64_t B,
+                             bool tnd, int64_t qS, int64_t kv_S, int64_t block_size,
+                             int64_t blocks, fia_batch **batches, int32_t **table, int64_t *cols) {
+    const bool paged = t->block_table != NULL;
+    fia_batch *bt = calloc((size_t)B, sizeof *bt);
+    *batches = bt;
+    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
+    if (!bt || !tmp) {
+        free(tmp);
+        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    }
+    int64_t *len = tmp, *start = tmp + B;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (!tnd && qS == 1) { /* decode: one query row per batch whatever the lengths say */
+        for (int64_t b = 0; b < B; b++) len[b] = 1, start[b] = 0;
+    } else {
+        st = fia_parse_seq_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                   "actual_seq_lengths", B, tnd, qS,
+                                   tnd ? "query dim 0 (T)" : "query sequence dim", NULL, len,
+                                   start);
+    }
+    for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+        bt[b].sq = len[b];
+        bt[b].q_tok0 = start[b];
+    }
+    if (st == FIA_STATUS_SUCCESS) {
+        const int64_t *kv = prm->actual_seq_lengths_kv;
+        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
+        if (paged)
+            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, false,
+                                       fia_block_table_capacity(t->block_table, block_size),
+                                       "block_table columns x block_size", "here", len, start);
+        else
+            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, tnd, kv_S,
+                                       tnd ? "key dim 0 (T)" : "key sequence dim", NULL, len,
+                                       start);
+        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
+            bt[b].skv = len[b];
+            bt[b].kv_tok0 = paged ? 0 : start[b];
         }
     }
-    *table = out;
-    *cols = nc;
+    if (st == FIA_STATUS_SUCCESS && paged)
+        st = fia_copy_block_table(t->block_table, B, len, block_size, blocks, "the cache", table,
+                                  cols);
+    free(tmp);
+    return st;
+}
+
+fia_status fia_check_out_dims(const fia_dims *od, const fia_dims *qd, bool tnd, int64_t B) {
+    if (!tnd && od->B != B)
+        return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld", (long long)od->B,
+                           (long long)B);
+    if (od->S != qd->S)
+        return FIA_INVALID("attention_out sequence dim is %lld, query has %lld", (long long)od->S,
+                           (long long)qd->S);
     return FIA_STATUS_SUCCESS;
 }
 
@@ -568,20 +534,9 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
         return FIA_INVALID("query head dim is %lld, must be 1..%d", (long long)qd.D, FIA_MAX_HEAD_DIM);
     p->D = qd.D;
     p->S1 = qd.S;
-    if (tnd) {
-        const int64_t count = prm->actual_seq_lengths ? prm->actual_seq_lengths_count : 0;
-        if (count <= 0) return FIA_INVALID("actual_seq_lengths (cumulative) is required with TND");
-        if (count > FIA_MAX_BATCH)
-            return FIA_INVALID("actual_seq_lengths has %lld values, at most %d batches",
-                               (long long)count, FIA_MAX_BATCH);
-        p->B = count;
-    } else {
-        if (qd.B < 1 || qd.B > FIA_MAX_BATCH)
-            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)qd.B,
-                               FIA_MAX_BATCH);
-        if (qd.S < 1) return FIA_INVALID("query sequence dim is 0");
-        p->B = qd.B;
-    }
+    FIA_TRY(fia_parse_batch_count(tnd, prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                  "actual_seq_lengths", "TND", qd.B, FIA_MAX_BATCH, &p->B));
+    if (!tnd && qd.S < 1) return FIA_INVALID("query sequence dim is 0");
     const int64_t B = p->B;
     const bool decode = !tnd && qd.S == 1;
 
@@ -624,52 +579,9 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     if (p->Dv < 1 || p->Dv > FIA_MAX_HEAD_DIM)
         return FIA_INVALID("value head dim is %lld, must be 1..%d", (long long)p->Dv, FIA_MAX_HEAD_DIM);
 
-    /* lengths */
-    p->batches = calloc((size_t)B, sizeof *p->batches);
-    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
-    if (!p->batches || !tmp) {
-        free(tmp);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-    }
-    int64_t *len = tmp, *start = tmp + B;
-    fia_status st = FIA_STATUS_SUCCESS;
-    if (tnd) {
-        st = fia_parse_cumulative(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                                  "actual_seq_lengths", B, qd.S, "query dim 0 (T)", len, start);
-        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-            p->batches[b].sq = len[b];
-            p->batches[b].q_tok0 = start[b];
-        }
-    } else if (decode) {
-        for (int64_t b = 0; b < B; b++) p->batches[b].sq = 1;
-    } else {
-        st = fia_parse_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                               "actual_seq_lengths", B, qd.S, "query sequence dim", false, len);
-        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].sq = len[b];
-    }
-    if (st == FIA_STATUS_SUCCESS) {
-        const int64_t *kv = prm->actual_seq_lengths_kv;
-        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
-        if (p->paged) {
-            const int64_t cap = t->block_table->ndim == 2 ? t->block_table->shape[1] * p->block_size : 0;
-            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, cap < FIA_MAX_LEN ? cap : FIA_MAX_LEN,
-                                   "block_table columns x block_size", true, len);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
-        } else if (tnd) {
-            st = fia_parse_cumulative(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key dim 0 (T)",
-                                      len, start);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-                p->batches[b].skv = len[b];
-                p->batches[b].kv_tok0 = start[b];
-            }
-        } else {
-            st = fia_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key sequence dim",
-                                   false, len);
-            for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) p->batches[b].skv = len[b];
-        }
-    }
-    free(tmp);
-    FIA_TRY(st);
+    /* lengths and the block table */
+    FIA_TRY(fia_parse_batches(t, prm, B, tnd, qd.S, kv_S, p->block_size, blocks, &p->batches,
+                              &p->block_table, &p->bt_cols));
     int64_t max_sq = 0, max_skv = 0;
     for (int64_t b = 0; b < B; b++) {
         if (p->batches[b].sq > max_sq) max_sq = p->batches[b].sq;
@@ -677,17 +589,6 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     }
     if (max_skv > FIA_MAX_LEN)
         return FIA_INVALID("kv length %lld is too long", (long long)max_skv);
-
-    /* block table: validated and copied */
-    if (p->paged) {
-        int64_t *need = malloc((size_t)(B > 0 ? B : 1) * sizeof *need);
-        if (!need) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        for (int64_t b = 0; b < B; b++) need[b] = p->batches[b].skv;
-        st = fia_copy_block_table(t->block_table, B, need, p->block_size, blocks, &p->block_table,
-                                  &p->bt_cols);
-        free(need);
-        FIA_TRY(st);
-    }
 
     /* mask geometry */
     const int32_t mode = prm->sparse_mode;
@@ -733,37 +634,12 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     if (od.D != p->Dv)
         return FIA_INVALID("attention_out head dim is %lld, value has %lld", (long long)od.D,
                            (long long)p->Dv);
-    if (!tnd && od.B != B)
-        return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld", (long long)od.B,
-                           (long long)B);
-    if (od.S != qd.S)
-        return FIA_INVALID("attention_out sequence dim is %lld, query has %lld", (long long)od.S,
-                           (long long)qd.S);
+    FIA_TRY(fia_check_out_dims(&od, &qd, tnd, B));
     p->lse = NULL;
-    if (prm->softmax_lse_flag) {
-        const fia_tensor *l = t->softmax_lse;
-        if (l->dtype != FIA_DTYPE_FLOAT32)
-            return FIA_INVALID("softmax_lse dtype is %s, must be float32", fia_dtype_name(l->dtype));
-        if (tnd) {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 3));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, qd.S, "query T"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "num_heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, 1, "required"));
-            p->lse_s_b = 0;
-            p->lse_s_t = l->strides[0];
-            p->lse_s_h = l->strides[1];
-        } else {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 4));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, B, "batch"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "num_heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, qd.S, "query S"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 3, 1, "required"));
-            p->lse_s_b = l->strides[0];
-            p->lse_s_h = l->strides[1];
-            p->lse_s_t = l->strides[2];
-        }
-        p->lse = l->data;
-    }
+    if (prm->softmax_lse_flag)
+        FIA_TRY(fia_parse_lse(t->softmax_lse, tnd, B, N1, qd.S, "num_heads",
+                              tnd ? "query T" : "query S", &p->lse, &p->lse_s_b, &p->lse_s_t,
+                              &p->lse_s_h));
     (void)ctx;
     return FIA_STATUS_SUCCESS;
 }

@@ -22,6 +22,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ops/li_internal.h"
+#include "ops/validate.h"
 
 enum {
     LI_MAX_HEAD_DIM = 512,
@@ -46,51 +47,6 @@ void fia_lightning_indexer_params_init(fia_lightning_indexer_params *p) {
 /* ------------------------------------------------------------------------------------------ */
 /* Validation helpers                                                                         */
 /* ------------------------------------------------------------------------------------------ */
-
-/* Per-batch lengths: NULL -> full; count 1 broadcasts; count >= B uses the first B. */
-static fia_status li_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
-                             int64_t full, const char *full_what, bool required, int64_t *len) {
-    if (!v || count == 0) {
-        if (required) return FIA_INVALID("%s is required with a paged key (PA_BSND)", name);
-        for (int64_t b = 0; b < B; b++) len[b] = full;
-        return FIA_STATUS_SUCCESS;
-    }
-    if (count < 0) return FIA_INVALID("%s count is %lld", name, (long long)count);
-    if (count != 1 && count < B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count,
-                           (long long)B);
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t i = count == 1 ? 0 : b, x = v[i];
-        if (x < 0 || x > full)
-            return FIA_INVALID("%s[%lld] is %lld, must be 0..%lld (%s)", name, (long long)i,
-                               (long long)x, (long long)full, full_what);
-        len[b] = x;
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
-/* Cumulative lengths (TND): count == B, non-decreasing, last <= total. */
-static fia_status li_cumulative(const int64_t *v, int64_t count, const char *name, int64_t B,
-                                int64_t total, const char *total_what, int64_t *len,
-                                int64_t *start) {
-    if (!v || count <= 0) return FIA_INVALID("%s (cumulative) is required with layout TND", name);
-    if (count != B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count,
-                           (long long)B);
-    int64_t prev = 0;
-    for (int64_t b = 0; b < B; b++) {
-        if (v[b] < prev)
-            return FIA_INVALID("%s[%lld] is %lld, less than the previous %lld: TND lengths are "
-                               "cumulative", name, (long long)b, (long long)v[b], (long long)prev);
-        if (v[b] > total)
-            return FIA_INVALID("%s[%lld] is %lld, %s is %lld", name, (long long)b,
-                               (long long)v[b], total_what, (long long)total);
-        start[b] = prev;
-        len[b] = v[b] - prev;
-        prev = v[b];
-    }
-    return FIA_STATUS_SUCCESS;
-}
 
 /* Requires the shape of t to be want[0..ndim) (what[i] names dim i). */
 static fia_status li_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
@@ -251,21 +207,9 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
         return FIA_INVALID("query dim %d (head dim) is %lld, must be 1..%d", (int)q->ndim - 1,
                            (long long)D, LI_MAX_HEAD_DIM);
     int64_t B;
-    if (qtnd) {
-        const int64_t c = prm->actual_seq_lengths_query ? prm->actual_seq_lengths_query_count : 0;
-        if (c <= 0)
-            return FIA_INVALID("actual_seq_lengths_query (cumulative) is required with "
-                               "layout_query TND");
-        if (c > LI_MAX_BATCH)
-            return FIA_INVALID("actual_seq_lengths_query has %lld values, at most %d batches",
-                               (long long)c, LI_MAX_BATCH);
-        B = c;
-    } else {
-        B = q->shape[0];
-        if (B < 1 || B > LI_MAX_BATCH)
-            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)B,
-                               LI_MAX_BATCH);
-    }
+    FIA_TRY(fia_parse_batch_count(qtnd, prm->actual_seq_lengths_query,
+                                  prm->actual_seq_lengths_query_count, "actual_seq_lengths_query",
+                                  "layout_query TND", q->shape[0], LI_MAX_BATCH, &B));
     p->B = B;
     p->N1 = N1;
     p->D = D;
@@ -367,68 +311,32 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
     L->sq = buf;
     L->skv = buf + B;
     L->q_tok0 = buf + 2 * B;
-    fia_status st;
-    int64_t *start = L->q_tok0;
-    if (qtnd)
-        st = li_cumulative(prm->actual_seq_lengths_query, prm->actual_seq_lengths_query_count,
-                           "actual_seq_lengths_query", B, S1, "query dim 0 (T1)", L->sq, start);
-    else {
-        st = li_lengths(prm->actual_seq_lengths_query, prm->actual_seq_lengths_query_count,
-                        "actual_seq_lengths_query", B, S1, "query dim 1 (S1)", false, L->sq);
-        for (int64_t b = 0; b < B; b++) start[b] = 0;
-    }
-    FIA_TRY(st);
+    FIA_TRY(fia_parse_seq_lengths(prm->actual_seq_lengths_query,
+                                  prm->actual_seq_lengths_query_count, "actual_seq_lengths_query",
+                                  B, qtnd, S1, qtnd ? "query dim 0 (T1)" : "query dim 1 (S1)",
+                                  NULL, L->sq, L->q_tok0));
     const int64_t *kl = prm->actual_seq_lengths_key;
     const int64_t kc = kl ? prm->actual_seq_lengths_key_count : 0;
     if (p->paged) {
-        const fia_tensor *bt = t->block_table;
-        if (bt->dtype != FIA_DTYPE_INT32)
-            return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
-        FIA_TRY(fia_tensor_check_ndim(bt, "block_table", 2));
-        if (bt->shape[0] < B)
-            return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
-                               (long long)B);
-        const int64_t cap = bt->shape[1] > LI_MAX_LEN / p->block_size
-                                ? LI_MAX_LEN : bt->shape[1] * p->block_size;
-        FIA_TRY(li_lengths(kl, kc, "actual_seq_lengths_key", B, cap,
-                           "block_table columns x block_size", true, L->skv));
-        for (int64_t b = 0; b < B; b++) p->kv_tok0[b] = 0;
-    } else if (lk == FIA_LAYOUT_TND) {
-        FIA_TRY(li_cumulative(kl, kc, "actual_seq_lengths_key", B, S2, "key dim 0 (T2)", L->skv,
-                              p->kv_tok0));
+        FIA_TRY(fia_check_block_table(t->block_table, B));
+        FIA_TRY(fia_parse_seq_lengths(kl, kc, "actual_seq_lengths_key", B, false,
+                                      fia_block_table_capacity(t->block_table, p->block_size),
+                                      "block_table columns x block_size",
+                                      "with a paged key (PA_BSND)", L->skv, p->kv_tok0));
     } else {
-        FIA_TRY(li_lengths(kl, kc, "actual_seq_lengths_key", B, S2, "key dim 1 (S2)", false,
-                           L->skv));
-        for (int64_t b = 0; b < B; b++) p->kv_tok0[b] = 0;
+        const bool ktnd = lk == FIA_LAYOUT_TND;
+        FIA_TRY(fia_parse_seq_lengths(kl, kc, "actual_seq_lengths_key", B, ktnd, S2,
+                                      ktnd ? "key dim 0 (T2)" : "key dim 1 (S2)", NULL, L->skv,
+                                      p->kv_tok0));
     }
     for (int64_t b = 0; b < B; b++)
         if (L->skv[b] > LI_MAX_LEN)
             return FIA_INVALID("key length %lld is too long", (long long)L->skv[b]);
 
     /* block table: validated and copied */
-    if (p->paged) {
-        const fia_tensor *bt = t->block_table;
-        const int64_t bs = p->block_size;
-        int64_t max_skv = 0;
-        for (int64_t b = 0; b < B; b++)
-            if (L->skv[b] > max_skv) max_skv = L->skv[b];
-        p->bt_cols = (max_skv + bs - 1) / bs;
-        if (p->bt_cols < 1) p->bt_cols = 1;
-        p->block_table = calloc((size_t)(B * p->bt_cols), sizeof *p->block_table);
-        if (!p->block_table) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        for (int64_t b = 0; b < B; b++) {
-            const int64_t need = (L->skv[b] + bs - 1) / bs;
-            for (int64_t c = 0; c < need; c++) {
-                const int64_t idx[2] = {b, c};
-                int32_t id;
-                memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
-                if (id < 0 || id >= blocks)
-                    return FIA_INVALID("block_table[%lld][%lld] is %d, key has %lld blocks",
-                                       (long long)b, (long long)c, (int)id, (long long)blocks);
-                p->block_table[b * p->bt_cols + c] = id;
-            }
-        }
-    }
+    if (p->paged)
+        FIA_TRY(fia_copy_block_table(t->block_table, B, L->skv, p->block_size, blocks, "key",
+                                     &p->block_table, &p->bt_cols));
 
     /* outputs: [B, S1, 1, k] or [T1, 1, k] */
     {

@@ -31,7 +31,6 @@ enum {
 };
 #define SFA_MAX_ITEMS (INT64_C(1) << 24)
 #define SFA_MAX_PARTIAL_BYTES (INT64_C(256) << 20)
-#define SFA_MAX_LEN (INT64_C(2147483647))
 /* Split items rescan the entries before their slice for the -1: at most this many reads. */
 #define SFA_MAX_PRESCAN (INT64_C(1) << 24)
 

@@ -36,6 +36,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ops/sfa_internal.h"
+#include "ops/validate.h"
 
 static void sfa_destroy(fia_plan *plan) {
     sfa_plan *p = (sfa_plan *)plan;
@@ -105,49 +106,6 @@ static fia_status sfa_parse_paged(const fia_tensor *t, const char *name, int64_t
     FIA_TRY(fia_tensor_check_dim(t, name, 3, dim, "required"));
     s->s_blk = t->strides[0];
     s->s_t = t->strides[1];
-    return FIA_STATUS_SUCCESS;
-}
-
-static fia_status sfa_parse_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
-                                    int64_t full, const char *full_what, bool required,
-                                    int64_t *out) {
-    if (!v || count == 0) {
-        if (required) return FIA_INVALID("%s is required here", name);
-        for (int64_t b = 0; b < B; b++) out[b] = full;
-        return FIA_STATUS_SUCCESS;
-    }
-    if (count < 0) return FIA_INVALID("%s count is %lld", name, (long long)count);
-    if (count != 1 && count < B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
-    for (int64_t b = 0; b < B; b++) {
-        const int64_t x = v[count == 1 ? 0 : b];
-        if (x < 0 || x > full)
-            return FIA_INVALID("%s[%lld] is %lld, must be 0..%lld (%s)", name,
-                               (long long)(count == 1 ? 0 : b), (long long)x, (long long)full,
-                               full_what);
-        out[b] = x;
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
-static fia_status sfa_parse_cumulative(const int64_t *v, int64_t count, const char *name,
-                                       int64_t B, int64_t total, const char *total_what,
-                                       int64_t *len, int64_t *start) {
-    if (!v || count <= 0) return FIA_INVALID("%s (cumulative) is required with layout TND", name);
-    if (count != B)
-        return FIA_INVALID("%s has %lld values, batch is %lld", name, (long long)count, (long long)B);
-    int64_t prev = 0;
-    for (int64_t b = 0; b < B; b++) {
-        if (v[b] < prev)
-            return FIA_INVALID("%s[%lld] is %lld, less than the previous %lld: TND lengths are "
-                               "cumulative", name, (long long)b, (long long)v[b], (long long)prev);
-        if (v[b] > total)
-            return FIA_INVALID("%s[%lld] is %lld, %s is %lld", name, (long long)b, (long long)v[b],
-                               total_what, (long long)total);
-        start[b] = prev;
-        len[b] = v[b] - prev;
-        prev = v[b];
-    }
     return FIA_STATUS_SUCCESS;
 }
 
@@ -249,20 +207,9 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
                                (long long)qS);
     }
     int64_t B;
-    if (qtnd) {
-        const int64_t count = prm->actual_seq_lengths_query ? prm->actual_seq_lengths_query_count : 0;
-        if (count <= 0)
-            return FIA_INVALID("actual_seq_lengths_query (cumulative) is required with layout_query TND");
-        if (count > SFA_MAX_BATCH)
-            return FIA_INVALID("actual_seq_lengths_query has %lld values, at most %d batches",
-                               (long long)count, SFA_MAX_BATCH);
-        B = count;
-    } else {
-        if (qB < 1 || qB > SFA_MAX_BATCH)
-            return FIA_INVALID("query dim 0 (batch) is %lld, must be 1..%d", (long long)qB,
-                               SFA_MAX_BATCH);
-        B = qB;
-    }
+    FIA_TRY(fia_parse_batch_count(qtnd, prm->actual_seq_lengths_query,
+                                  prm->actual_seq_lengths_query_count, "actual_seq_lengths_query",
+                                  "layout_query TND", qB, SFA_MAX_BATCH, &B));
     p->B = B;
 
     /* key / key_rope */
@@ -317,36 +264,26 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
         return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
     }
     int64_t *qlen = tmp, *qstart = tmp + B, *klen = tmp + 2 * B, *kstart = tmp + 3 * B;
-    fia_status st;
-    if (qtnd) {
-        st = sfa_parse_cumulative(prm->actual_seq_lengths_query, prm->actual_seq_lengths_query_count,
-                                  "actual_seq_lengths_query", B, qS, "query dim 0 (T)", qlen, qstart);
-    } else {
-        st = sfa_parse_lengths(prm->actual_seq_lengths_query, prm->actual_seq_lengths_query_count,
-                               "actual_seq_lengths_query", B, qS, "query dim 1 (S1)", false, qlen);
-        for (int64_t b = 0; b < B; b++) qstart[b] = 0;
-    }
+    fia_status st = fia_parse_seq_lengths(prm->actual_seq_lengths_query,
+                                          prm->actual_seq_lengths_query_count,
+                                          "actual_seq_lengths_query", B, qtnd, qS,
+                                          qtnd ? "query dim 0 (T)" : "query dim 1 (S1)", NULL,
+                                          qlen, qstart);
     if (st == FIA_STATUS_SUCCESS) {
         const int64_t *kv = prm->actual_seq_lengths_kv;
         const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
-        for (int64_t b = 0; b < B; b++) kstart[b] = 0;
-        if (p->paged) {
-            if (t->block_table->ndim != 2)
-                st = FIA_INVALID("block_table has %d dims, expected 2 ([B, max_blocks])",
-                                 (int)t->block_table->ndim);
-            else {
-                const int64_t cap = t->block_table->shape[1] * p->block_size;
-                st = sfa_parse_lengths(kv, kc, "actual_seq_lengths_kv", B,
-                                       cap < SFA_MAX_LEN ? cap : SFA_MAX_LEN,
-                                       "block_table columns x block_size", true, klen);
-            }
-        } else if (prm->layout_kv == FIA_LAYOUT_TND) {
-            st = sfa_parse_cumulative(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key dim 0 (T)",
-                                      klen, kstart);
-        } else {
-            st = sfa_parse_lengths(kv, kc, "actual_seq_lengths_kv", B, kv_S, "key dim 1 (S2)",
-                                   false, klen);
-        }
+        const bool ktnd = prm->layout_kv == FIA_LAYOUT_TND;
+        if (p->paged && t->block_table->ndim != 2)
+            st = FIA_INVALID("block_table has %d dims, expected 2 ([B, max_blocks])",
+                             (int)t->block_table->ndim);
+        else if (p->paged)
+            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, false,
+                                       fia_block_table_capacity(t->block_table, p->block_size),
+                                       "block_table columns x block_size", "here", klen, kstart);
+        else
+            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, ktnd, kv_S,
+                                       ktnd ? "key dim 0 (T)" : "key dim 1 (S2)", NULL, klen,
+                                       kstart);
     }
     for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
         p->batches[b].sq = qlen[b];
@@ -384,38 +321,12 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
             r->active = thr > 0;
         }
     }
+    /* block table: validated and copied */
+    if (st == FIA_STATUS_SUCCESS && p->paged)
+        st = fia_copy_block_table(t->block_table, B, klen, p->block_size, blocks, "key",
+                                  &p->block_table, &p->bt_cols);
     free(tmp);
     FIA_TRY(st);
-    int64_t max_skv = 0;
-    for (int64_t b = 0; b < B; b++)
-        if (p->batches[b].skv > max_skv) max_skv = p->batches[b].skv;
-
-    /* block table: validated and copied */
-    if (p->paged) {
-        const fia_tensor *bt = t->block_table;
-        if (bt->dtype != FIA_DTYPE_INT32)
-            return FIA_INVALID("block_table dtype is %s, must be int32", fia_dtype_name(bt->dtype));
-        if (bt->shape[0] < B)
-            return FIA_INVALID("block_table dim 0 is %lld, batch is %lld", (long long)bt->shape[0],
-                               (long long)B);
-        const int64_t bs = p->block_size;
-        p->bt_cols = (max_skv + bs - 1) / bs;
-        if (p->bt_cols < 1) p->bt_cols = 1;
-        p->block_table = calloc((size_t)(B * p->bt_cols), sizeof *p->block_table);
-        if (!p->block_table) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        for (int64_t b = 0; b < B; b++) {
-            const int64_t need = (p->batches[b].skv + bs - 1) / bs;
-            for (int64_t c = 0; c < need; c++) {
-                const int64_t idx[2] = {b, c};
-                int32_t id;
-                memcpy(&id, fia_tensor_elem(bt, idx), sizeof id);
-                if (id < 0 || id >= blocks)
-                    return FIA_INVALID("block_table[%lld][%lld] is %d, key has %lld blocks",
-                                       (long long)b, (long long)c, (int)id, (long long)blocks);
-                p->block_table[b * p->bt_cols + c] = id;
-            }
-        }
-    }
 
     /* sparse_indices: [B, S1, 1, K] or [T1, 1, K] */
     const fia_tensor *ix = t->sparse_indices;
@@ -450,30 +361,10 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
         return FIA_INVALID("attention_out dim 0 is %lld, query has %lld", (long long)oB,
                            (long long)qB);
     p->lse = NULL;
-    if (prm->return_softmax_lse) {
-        const fia_tensor *l = t->softmax_lse;
-        if (l->dtype != FIA_DTYPE_FLOAT32)
-            return FIA_INVALID("softmax_lse dtype is %s, must be float32", fia_dtype_name(l->dtype));
-        if (qtnd) {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 3));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, qS, "query T1"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "the query heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, 1, "required"));
-            p->lse_s_b = 0;
-            p->lse_s_t = l->strides[0];
-            p->lse_s_h = l->strides[1];
-        } else {
-            FIA_TRY(fia_tensor_check_ndim(l, "softmax_lse", 4));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 0, B, "batch"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 1, N1, "the query heads"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 2, qS, "query S1"));
-            FIA_TRY(fia_tensor_check_dim(l, "softmax_lse", 3, 1, "required"));
-            p->lse_s_b = l->strides[0];
-            p->lse_s_h = l->strides[1];
-            p->lse_s_t = l->strides[2];
-        }
-        p->lse = l->data;
-    }
+    if (prm->return_softmax_lse)
+        FIA_TRY(fia_parse_lse(t->softmax_lse, qtnd, B, N1, qS, "the query heads",
+                              qtnd ? "query T1" : "query S1", &p->lse, &p->lse_s_b, &p->lse_s_t,
+                              &p->lse_s_h));
     return FIA_STATUS_SUCCESS;
 }
 

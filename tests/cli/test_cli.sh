@@ -8,50 +8,17 @@
 set -u
 
 FIA=${1:?usage: test_cli.sh PATH/TO/fia}
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "python3 is needed"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fia_cli_test.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-echo "seed 1 (fixed), work dir $WORK"
-
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2"; }
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cli_setup fia_cli_test 1
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: npy files written with struct (float16 via struct's 'e' format).
-python3 - "$WORK" <<'PY'
-import random, struct, sys, os
+# Inputs: npy files written by npy_write.py (float16 via struct's 'e' format).
+write_inputs q.npy <<'PY'
+import random, sys, os
+from npy_write import writer, rnd, bf16
 out = sys.argv[1]
+npy = writer(out)
 random.seed(1)
-
-def npy(name, descr, shape, values, fortran=False, version=1):
-    fmt = {'<f2': 'e', '<f4': 'f', '|i1': 'b', '|u1': 'B', '|b1': 'B', '<i4': 'i', '<i8': 'q',
-           '<u2': 'H'}[descr]
-    shape_txt = '(' + ', '.join(str(d) for d in shape) + (',)' if len(shape) == 1 else ')')
-    head = "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }" % (
-        descr, 'True' if fortran else 'False', shape_txt)
-    pre = 10 if version == 1 else 12
-    pad = 64 - (pre + len(head) + 1) % 64
-    head = head + ' ' * (pad % 64) + '\n'
-    with open(os.path.join(out, name), 'wb') as f:
-        if version == 1:
-            f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(head)) + head.encode())
-        else:
-            f.write(b'\x93NUMPY' + bytes([version, 0]) + struct.pack('<I', len(head)) +
-                    head.encode())
-        f.write(struct.pack('<%d%s' % (len(values), fmt), *values))
-
-def rnd(n):
-    return [random.uniform(-1, 1) for _ in range(n)]
-
-def bf16(x):
-    b = struct.unpack('<I', struct.pack('<f', x))[0]
-    return (b + 0x7fff + ((b >> 16) & 1)) >> 16
 
 B, S1, S2, N1, N2, D = 2, 3, 5, 4, 2, 8
 q, k, v = rnd(B * S1 * N1 * D), rnd(B * S2 * N2 * D), rnd(B * S2 * N2 * D)
@@ -92,57 +59,11 @@ with open(os.path.join(out, 'trunc.npy'), 'wb') as f:
 with open(os.path.join(out, 'junk.npy'), 'wb') as f:
     f.write(b'this is not an npy file at all, just text\n')
 PY
-[ -f "$WORK/q.npy" ] || { echo "cannot write the inputs"; echo "0 passed, 1 failed"; exit 1; }
-
-# Reads an npy header with python3 and prints "descr shape" (e.g. "<f2 (2, 3, 4, 8)").
-npy_header() {
-    python3 - "$1" <<'PY'
-import ast, struct, sys
-with open(sys.argv[1], 'rb') as f:
-    magic = f.read(8)
-    assert magic[:6] == b'\x93NUMPY', magic
-    n = struct.unpack('<H', f.read(2))[0] if magic[6] == 1 else struct.unpack('<I', f.read(4))[0]
-    h = ast.literal_eval(f.read(n).decode())
-    rest = f.read()
-print(h['descr'], tuple(h['shape']), len(rest))
-PY
-}
 
 OP="$FIA op fused_infer_attention_score"
 COMMON="--num_heads 4 --num_key_value_heads 2 --scale 0.35 --input_layout BSND"
 
-# run NAME EXPECTED_STATUS ARGS...: runs fia, stdout/stderr to $WORK/NAME.{out,err}.
-run() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        bad "$name: exit status $got, want $want"
-        cat "$WORK/$name.out" "$WORK/$name.err" | sed 's/^/     /'
-        return 1
-    fi
-    return 0
-}
-
-# error_case NAME ARGS...: exit 2, exactly one stderr line starting "fia: error: ", no output.
-# The output requested is $ERR_OUT (default attention_out).
-error_case() {
-    local name=$1
-    shift
-    rm -f "$WORK/err_out.npy"
-    if run "$name" 2 "$@" --out "${ERR_OUT:-attention_out}"="$WORK/err_out.npy"; then
-        local lines
-        lines=$(wc -l <"$WORK/$name.err")
-        if [ "$lines" -ne 1 ] || ! grep -q '^fia: error: ' "$WORK/$name.err"; then
-            bad "$name: stderr is not one 'fia: error:' line" "$WORK/$name.err"
-        elif ls "$WORK"/err_out.npy* >/dev/null 2>&1; then
-            bad "$name: an output file was written"
-        else
-            ok "$name ($(cat "$WORK/$name.err"))"
-        fi
-    fi
-}
+# error_case outputs $ERR_OUT (default attention_out), see common.sh.
 
 # ---------------------------------------------------------------------------------------------
 # Basic commands.
@@ -270,5 +191,4 @@ if grep -q 'K dim 2' "$WORK/smallq_bad_head_dim.err"; then ok "smallq_bad_head_d
 else bad "smallq_bad_head_dim: the line does not name K dim 2" "$WORK/smallq_bad_head_dim.err"; fi
 ERR_OUT=o error_case smallq_missing_v $SQOP --q "$WORK/sq_q.npy" --k "$WORK/sq_k.npy"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

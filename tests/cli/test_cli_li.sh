@@ -9,41 +9,16 @@
 set -u
 
 FIA=${1:?usage: test_cli_li.sh PATH/TO/fia}
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "python3 is needed"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fia_cli_li.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-echo "seed 5 (fixed), work dir $WORK"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cli_setup fia_cli_li 5
+ERR_OUT=sparse_indices
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2"; }
-
-python3 - "$WORK" <<'PY'
-import random, struct, sys, os
+write_inputs q.npy <<'PY'
+import random, sys, os
+from npy_write import writer, f16, bf16
 out = sys.argv[1]
+npy = writer(out)
 random.seed(5)
-
-def npy(name, descr, shape, values):
-    fmt = {'<f2': 'e', '<f4': 'f', '|i1': 'b', '<i4': 'i', '<i8': 'q', '<u2': 'H'}[descr]
-    shape_txt = '(' + ', '.join(str(d) for d in shape) + (',)' if len(shape) == 1 else ')')
-    head = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape_txt)
-    pad = 64 - (10 + len(head) + 1) % 64
-    head = head + ' ' * (pad % 64) + '\n'
-    with open(os.path.join(out, name), 'wb') as f:
-        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(head)) + head.encode())
-        f.write(struct.pack('<%d%s' % (len(values), fmt), *values))
-
-def f16(x):  # round through float16
-    return struct.unpack('<e', struct.pack('<e', x))[0]
-
-def bf16(x):
-    b = struct.unpack('<I', struct.pack('<f', x))[0]
-    return (b + 0x7fff + ((b >> 16) & 1)) >> 16
 
 # decode: B 2, S1 1, S2 50, N1 8, D 16, k 7 (BSND, fp16); python computes the expected top-k
 B, S2, N1, D, K = 2, 50, 8, 16, 7
@@ -82,20 +57,7 @@ npy('sk.npy', '<f2', (B, S2, 1), sk)
 sk[7] = -0.01
 npy('sk_neg.npy', '<f2', (B, S2, 1), sk)
 PY
-[ -f "$WORK/q.npy" ] || { echo "cannot write the inputs"; echo "0 passed, 1 failed"; exit 1; }
 
-# Prints "descr shape payload-bytes" of an npy file.
-npy_header() {
-    python3 - "$1" <<'PY'
-import ast, struct, sys
-with open(sys.argv[1], 'rb') as f:
-    magic = f.read(8)
-    n = struct.unpack('<H', f.read(2))[0] if magic[6] == 1 else struct.unpack('<I', f.read(4))[0]
-    h = ast.literal_eval(f.read(n).decode())
-    rest = f.read()
-print(h['descr'], tuple(h['shape']), len(rest))
-PY
-}
 # Prints the int32 payload of an npy file, space separated.
 npy_ints() {
     python3 - "$1" <<'PY'
@@ -107,34 +69,6 @@ with open(sys.argv[1], 'rb') as f:
     rest = f.read()
 print(' '.join(str(x) for x in struct.unpack('<%di' % (len(rest) // 4), rest)))
 PY
-}
-
-run() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        bad "$name: exit status $got, want $want"
-        cat "$WORK/$name.out" "$WORK/$name.err" | sed 's/^/     /'
-        return 1
-    fi
-    return 0
-}
-
-error_case() {
-    local name=$1
-    shift
-    rm -f "$WORK/err_out.npy"
-    if run "$name" 2 "$@" --out sparse_indices="$WORK/err_out.npy"; then
-        if [ "$(wc -l <"$WORK/$name.err")" -ne 1 ] || ! grep -q '^fia: error: ' "$WORK/$name.err"; then
-            bad "$name: stderr is not one 'fia: error:' line" "$WORK/$name.err"
-        elif ls "$WORK"/err_out.npy* >/dev/null 2>&1; then
-            bad "$name: an output file was written"
-        else
-            ok "$name ($(cat "$WORK/$name.err"))"
-        fi
-    fi
 }
 
 LI="$FIA op lightning_indexer"
@@ -200,5 +134,4 @@ error_case bad_layout $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$
     --layout_key BNSD
 error_case int8_to_float $LI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy"
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

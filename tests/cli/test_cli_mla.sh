@@ -6,29 +6,15 @@
 # Usage: test_cli_mla.sh PATH/TO/fia. Ends with "N passed, N failed".
 set -u
 FIA=${1:?usage: test_cli_mla.sh PATH/TO/fia}
-command -v python3 >/dev/null 2>&1 || { echo "python3 is needed"; echo "0 passed, 1 failed"; exit 1; }
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fia_cli_mla.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2"; }
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cli_setup fia_cli_mla
 
-python3 - "$WORK" <<'PY'
-import random, struct, sys, os
+write_inputs q.npy <<'PY'
+import random, sys, os
+from npy_write import writer, bf16
 out = sys.argv[1]
+npy = writer(out)
 random.seed(3)
-def npy(name, descr, shape, values):
-    fmt = {'<f4': 'f', '|i1': 'b', '<i4': 'i', '<u2': 'H'}[descr]
-    shape_txt = '(' + ', '.join(str(d) for d in shape) + (',)' if len(shape) == 1 else ')')
-    head = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape_txt)
-    head = head + ' ' * ((64 - (10 + len(head) + 1) % 64) % 64) + '\n'
-    with open(os.path.join(out, name), 'wb') as f:
-        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(head)) + head.encode())
-        f.write(struct.pack('<%d%s' % (len(values), fmt), *values))
-def bf16(x):
-    b = struct.unpack('<I', struct.pack('<f', x))[0]
-    return (b + 0x7fff + ((b >> 16) & 1)) >> 16
 def rb(n):
     return [bf16(random.uniform(-1, 1)) for _ in range(n)]
 def ri8(n):
@@ -53,7 +39,6 @@ npy('sk.npy', '<f4', (1,), [0.008])
 npy('sv.npy', '<f4', (1,), [0.006])
 npy('sk_neg_shape.npy', '<f4', (2,), [0.008, 0.008])
 PY
-[ -f "$WORK/q.npy" ] || { echo "cannot write the inputs"; echo "0 passed, 1 failed"; exit 1; }
 
 OP="$FIA op fused_infer_attention_score"
 MLA="--num_heads 8 --num_key_value_heads 1 --scale 0.1352 --input_layout BSND --block_size 16"
@@ -70,20 +55,6 @@ check_run() { # NAME ARGS...: exit 0 and "check: pass"
         sed 's/^/     /' "$WORK/$name.out"
     fi
 }
-error_case() { # NAME ARGS...: exit 2, one 'fia: error:' line, no output
-    local name=$1
-    shift
-    rm -f "$WORK/err.npy"
-    "$@" --out attention_out="$WORK/err.npy" >"$WORK/$name.out" 2>"$WORK/$name.err"
-    local st=$?
-    if [ $st -eq 2 ] && [ "$(wc -l <"$WORK/$name.err")" -eq 1 ] &&
-        grep -q '^fia: error: ' "$WORK/$name.err" && [ ! -e "$WORK/err.npy" ]; then
-        ok "$name ($(cat "$WORK/$name.err"))"
-    else
-        bad "$name: status $st" "$WORK/$name.err"
-    fi
-}
-
 check_run decode_pa_bsnd $OP --query "$WORK/q.npy:bf16" --query_rope "$WORK/qr.npy:bf16" \
     --key "$WORK/kv.npy:bf16" --value "$WORK/kv.npy:bf16" --key_rope "$WORK/kr.npy:bf16" \
     --block_table "$WORK/bt.npy" --actual_seq_lengths_kv 40,19 $MLA --check \
@@ -117,5 +88,4 @@ error_case bad_rescale $OP --query "$WORK/q.npy:bf16" --query_rope "$WORK/qr.npy
     --key "$WORK/kv.npy:bf16" --value "$WORK/kv.npy:bf16" --key_rope "$WORK/kr.npy:bf16" \
     --block_table "$WORK/bt.npy" --actual_seq_lengths_kv 40,19 $MLA --mla_rescale fast
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

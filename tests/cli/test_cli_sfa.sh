@@ -7,37 +7,15 @@
 set -u
 
 FIA=${1:?usage: test_cli_sfa.sh PATH/TO/fia}
-command -v python3 >/dev/null 2>&1 || { echo "python3 is needed"; echo "0 passed, 1 failed"; exit 1; }
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/fia_cli_sfa.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-echo "seed 1 (fixed), work dir $WORK"
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cli_setup fia_cli_sfa 1
 
-PASS=0
-FAIL=0
-ok() { PASS=$((PASS + 1)); echo "ok   $1"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2"; }
-
-python3 - "$WORK" <<'PY'
+write_inputs q.npy <<'PY'
 import random, struct, sys, os
+from npy_write import writer, rnd, bf16
 out = sys.argv[1]
+npy = writer(out)
 random.seed(1)
-
-def npy(name, descr, shape, values):
-    fmt = {'<f2': 'e', '<f4': 'f', '|i1': 'b', '<i4': 'i', '<i8': 'q', '<u2': 'H'}[descr]
-    shape_txt = '(' + ', '.join(str(d) for d in shape) + (',)' if len(shape) == 1 else ')')
-    head = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape_txt)
-    pad = 64 - (10 + len(head) + 1) % 64
-    head = head + ' ' * (pad % 64) + '\n'
-    with open(os.path.join(out, name), 'wb') as f:
-        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(head)) + head.encode())
-        f.write(struct.pack('<%d%s' % (len(values), fmt), *values))
-
-def rnd(n):
-    return [random.uniform(-1, 1) for _ in range(n)]
-
-def bf16(x):
-    b = struct.unpack('<I', struct.pack('<f', x))[0]
-    return (b + 0x7fff + ((b >> 16) & 1)) >> 16
 
 # BSND: B 2, S1 2, N1 4, S2 10, K 6 (sbs 1); one row ends early, one row is all -1
 B, S1, N1, S2, K = 2, 2, 4, 10, 6
@@ -68,47 +46,6 @@ for r in range(4 * BS):
 npy('c8k.npy', '|i1', (4, BS, 1, 656), rows)
 npy('c8q.npy', '<u2', (T, N1, 576), [bf16(x) for x in rnd(T * N1 * 576)])
 PY
-[ -f "$WORK/q.npy" ] || { echo "cannot write the inputs"; echo "0 passed, 1 failed"; exit 1; }
-
-npy_header() {
-    python3 - "$1" <<'PY'
-import ast, struct, sys
-with open(sys.argv[1], 'rb') as f:
-    magic = f.read(8)
-    n = struct.unpack('<H', f.read(2))[0]
-    h = ast.literal_eval(f.read(n).decode())
-    rest = f.read()
-print(h['descr'], tuple(h['shape']), len(rest))
-PY
-}
-
-run() {
-    local name=$1 want=$2
-    shift 2
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
-    local got=$?
-    if [ "$got" -ne "$want" ]; then
-        bad "$name: exit status $got, want $want"
-        cat "$WORK/$name.out" "$WORK/$name.err" | sed 's/^/     /'
-        return 1
-    fi
-    return 0
-}
-
-error_case() {
-    local name=$1
-    shift
-    rm -f "$WORK/err_out.npy"
-    if run "$name" 2 "$@" --out attention_out="$WORK/err_out.npy"; then
-        if [ "$(wc -l <"$WORK/$name.err")" -ne 1 ] || ! grep -q '^fia: error: ' "$WORK/$name.err"; then
-            bad "$name: stderr is not one 'fia: error:' line" "$WORK/$name.err"
-        elif ls "$WORK"/err_out.npy* >/dev/null 2>&1; then
-            bad "$name: an output file was written"
-        else
-            ok "$name ($(cat "$WORK/$name.err"))"
-        fi
-    fi
-}
 
 SFA="$FIA op sparse_flash_attention"
 C8="$FIA op kv_quant_sparse_flash_attention"
@@ -169,5 +106,4 @@ error_case c8_bf16_key $C8 --query "$WORK/c8q.npy:bf16" --key "$WORK/pk.npy:bf16
 error_case missing_rope $SFA --query "$WORK/q.npy" --key "$WORK/k.npy" \
     --sparse_indices "$WORK/idx.npy" --scale_value 1
 
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

@@ -5,6 +5,7 @@
  * Nothing here is shared with src/.
  */
 #include "ref_fia.h"
+#include "ref_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -15,69 +16,18 @@
 /* Element access                                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-static double ref_read(const fia_tensor *t, int64_t off) {
-    const char *p = (const char *)t->data;
-    switch (t->dtype) {
-    case FIA_DTYPE_FLOAT32: {
-        float v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    case FIA_DTYPE_FLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_f16_to_f32(v);
-    }
-    case FIA_DTYPE_BFLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_bf16_to_f32(v);
-    }
-    case FIA_DTYPE_INT8: return (double)((const int8_t *)p)[off];
-    case FIA_DTYPE_UINT8: return (double)((const uint8_t *)p)[off];
-    case FIA_DTYPE_BOOL: return ((const uint8_t *)p)[off] ? 1.0 : 0.0;
-    case FIA_DTYPE_INT32: {
-        int32_t v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    case FIA_DTYPE_INT64: {
-        int64_t v;
-        memcpy(&v, p + off * 8, 8);
-        return (double)v;
-    }
-    }
-    return NAN;
-}
-
-/* Element at coordinates c[0..ndim-1] (no bounds check: the callers check). */
-static double at(const fia_tensor *t, const int64_t *c) {
-    int64_t off = 0;
-    for (int32_t i = 0; i < t->ndim; i++) off += c[i] * t->strides[i];
-    return ref_read(t, off);
-}
-
+/* Element at coordinates (a, b[, c3[, d]]); reads go through ref_util.c. */
 static double at2(const fia_tensor *t, int64_t a, int64_t b) {
     const int64_t c[2] = {a, b};
-    return at(t, c);
+    return fia_ref_at(t, c);
 }
 static double at3(const fia_tensor *t, int64_t a, int64_t b, int64_t c3) {
     const int64_t c[3] = {a, b, c3};
-    return at(t, c);
+    return fia_ref_at(t, c);
 }
 static double at4(const fia_tensor *t, int64_t a, int64_t b, int64_t c3, int64_t d) {
     const int64_t c[4] = {a, b, c3, d};
-    return at(t, c);
-}
-
-double fia_ref_load(const fia_tensor *t, int64_t logical_index) {
-    int64_t c[FIA_MAX_DIMS] = {0};
-    for (int32_t i = t->ndim - 1; i >= 0; i--) {
-        const int64_t n = t->shape[i] > 0 ? t->shape[i] : 1;
-        c[i] = logical_index % n;
-        logical_index /= n;
-    }
-    return at(t, c);
+    return fia_ref_at(t, c);
 }
 
 static int64_t numel(const fia_tensor *t) {

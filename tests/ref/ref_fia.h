@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "fia.h"
+#include "ref_util.h" /* fia_ref_load and the other element readers */
 
 /* FusedInferAttentionScore in double precision, semantics as documented in fia.h.
  * out: compact row-major double array with the logical shape of tensors->attention_out
@@ -22,10 +23,6 @@
 int fia_ref_fused_infer_attention_score(const fia_fused_infer_attention_score_tensors *tensors,
                                         const fia_fused_infer_attention_score_params *params,
                                         double *out, double *lse);
-
-/* Reads element i (row-major logical index over the shape) of a tensor of any dtype as double,
- * through its strides. */
-double fia_ref_load(const fia_tensor *t, int64_t logical_index);
 
 /* Compares a tensor (float32/float16/bfloat16, read through its strides) with a compact double
  * array: element i passes when |got - want| <= atol + rtol * |want| (want == +inf needs

@@ -8,36 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Element at coordinates c[0..ndim) of any dtype, as double. */
-static double li_at(const fia_tensor *t, const int64_t *c) {
-    int64_t off = 0;
-    for (int32_t i = 0; i < t->ndim; i++) off += c[i] * t->strides[i];
-    const char *p = (const char *)t->data;
-    switch (t->dtype) {
-    case FIA_DTYPE_FLOAT32: {
-        float v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    case FIA_DTYPE_FLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_f16_to_f32(v);
-    }
-    case FIA_DTYPE_BFLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_bf16_to_f32(v);
-    }
-    case FIA_DTYPE_INT8: return (double)((const int8_t *)p)[off];
-    case FIA_DTYPE_INT32: {
-        int32_t v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    default: return NAN;
-    }
-}
+#include "ref_util.h"
 
 /* Where row r lives: batch b, position i within the batch, token along the query's token dim,
  * the batch's query and key lengths and its first key token (TND keys). b = -1: padding row. */
@@ -107,7 +78,7 @@ static double li_key_at(const fia_lightning_indexer_tensors *t,
     if (prm->layout_key == FIA_LAYOUT_PA_BSND) {
         const int64_t bs = t->key->shape[1];
         const int64_t bt[2] = {w->b, j / bs};
-        co[0] = (int64_t)li_at(t->block_table, bt);
+        co[0] = (int64_t)fia_ref_at(t->block_table, bt);
         co[1] = j % bs;
         co[3] = c; /* [blocks, bs, 1, D] or scale [blocks, bs, 1] */
     } else if (prm->layout_key == FIA_LAYOUT_TND) {
@@ -118,7 +89,7 @@ static double li_key_at(const fia_lightning_indexer_tensors *t,
         co[1] = j;
         co[3] = c; /* [B, S2, 1, D] or scale [B, S2, 1] */
     }
-    return li_at(x, co);
+    return fia_ref_at(x, co);
 }
 
 /* Query-side element (head h, dim c; c = -1 for weights and query scale). */
@@ -135,7 +106,7 @@ static double li_query_at(const fia_lightning_indexer_params *prm, const fia_ten
         co[2] = h;
         co[3] = c;
     }
-    return li_at(x, co);
+    return fia_ref_at(x, co);
 }
 
 int64_t fia_ref_li_row_scores(const fia_lightning_indexer_tensors *t,

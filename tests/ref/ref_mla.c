@@ -9,15 +9,9 @@
 #include <string.h>
 
 #include "ref_fia.h"
+#include "ref_util.h"
 
 enum { DN = 512, DR = 64 };
-
-/* Logical (row-major) index of coordinates c in t. */
-static int64_t lidx(const fia_tensor *t, const int64_t *c) {
-    int64_t i = 0;
-    for (int32_t d = 0; d < t->ndim; d++) i = i * t->shape[d] + c[d];
-    return i;
-}
 
 /* Element d of head h at query token (b, s) of a query-side tensor (query, query_rope, out) in
  * layout l with width w (TND: s is the global token, b unused). */
@@ -31,7 +25,7 @@ static int64_t q_index(const fia_tensor *t, fia_layout l, int64_t b, int64_t s, 
     case FIA_LAYOUT_TND_NTD: /* output only: [N, T, D] */ c[0] = h; c[1] = s; c[2] = d; break;
     default: c[0] = s; c[1] = h; c[2] = d; break; /* TND */
     }
-    return lidx(t, c);
+    return fia_ref_index(t, c);
 }
 
 typedef struct cache_ctx {
@@ -46,7 +40,7 @@ static double kv_at(const fia_tensor *t, const cache_ctx *cc, int64_t b, int64_t
     int64_t c[5];
     if (cc->bt) {
         const int64_t bc[2] = {b, tok / cc->bs};
-        const int64_t blk = (int64_t)fia_ref_load(cc->bt, lidx(cc->bt, bc));
+        const int64_t blk = (int64_t)fia_ref_at(cc->bt, bc);
         const int64_t row = tok % cc->bs;
         if (t->ndim == 5) {
             const int64_t cw = t->shape[4];
@@ -56,7 +50,7 @@ static double kv_at(const fia_tensor *t, const cache_ctx *cc, int64_t b, int64_t
         } else {
             c[0] = blk; c[1] = row; c[2] = d;
         }
-        return fia_ref_load(t, lidx(t, c));
+        return fia_ref_at(t, c);
     }
     switch (cc->layout) {
     case FIA_LAYOUT_BSH: c[0] = b; c[1] = tok; c[2] = d; break;
@@ -65,7 +59,7 @@ static double kv_at(const fia_tensor *t, const cache_ctx *cc, int64_t b, int64_t
     default: c[0] = tok; c[1] = 0; c[2] = d; break;
     }
     (void)w;
-    return fia_ref_load(t, lidx(t, c));
+    return fia_ref_at(t, c);
 }
 
 int fia_ref_mla(const fia_fused_infer_attention_score_tensors *t,
@@ -156,7 +150,7 @@ int fia_ref_mla(const fia_fused_infer_attention_score_tensors *t,
                     const fia_tensor *s = t->dequant_scale_query;
                     int64_t c[4] = {0, 0, 0, 0};
                     if (tnd) { c[0] = tok; c[1] = h; } else { c[0] = b; c[1] = tok; c[2] = h; }
-                    sqs = fia_ref_load(s, lidx(s, c));
+                    sqs = fia_ref_at(s, c);
                 }
                 for (int64_t d = 0; d < DN; d++)
                     qv[d] = fia_ref_load(q, q_index(q, in_l, qb, tok, h, d, DN)) * sqs;

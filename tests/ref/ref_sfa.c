@@ -12,35 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double rd(const fia_tensor *t, const int64_t *c) {
-    int64_t off = 0;
-    for (int32_t i = 0; i < t->ndim; i++) off += c[i] * t->strides[i];
-    const char *p = (const char *)t->data;
-    switch (t->dtype) {
-    case FIA_DTYPE_FLOAT32: {
-        float v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    case FIA_DTYPE_FLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_f16_to_f32(v);
-    }
-    case FIA_DTYPE_BFLOAT16: {
-        uint16_t v;
-        memcpy(&v, p + off * 2, 2);
-        return fia_bf16_to_f32(v);
-    }
-    case FIA_DTYPE_INT8: return (double)((const int8_t *)p)[off];
-    case FIA_DTYPE_INT32: {
-        int32_t v;
-        memcpy(&v, p + off * 4, 4);
-        return v;
-    }
-    default: return NAN;
-    }
-}
+#include "ref_util.h"
 
 /* Address of an element (for the byte-level C8 row reads). */
 static const unsigned char *addr(const fia_tensor *t, const int64_t *c) {
@@ -80,7 +52,7 @@ static void key_vec(const ref_call *c, int64_t b, int64_t kstart, int64_t tok, d
     if (L == FIA_LAYOUT_PA_BSND) {
         const int64_t bs = c->k->shape[1];
         const int64_t bc[2] = {b, tok / bs};
-        co[0] = (int64_t)rd(c->bt, bc);
+        co[0] = (int64_t)fia_ref_at(c->bt, bc);
         co[1] = tok % bs;
         co[2] = 0;
     } else if (L == FIA_LAYOUT_TND) {
@@ -107,11 +79,11 @@ static void key_vec(const ref_call *c, int64_t b, int64_t kstart, int64_t tok, d
     }
     for (int d = 0; d < 512; d++) {
         co[nd] = d;
-        k[d] = rd(c->k, co);
+        k[d] = fia_ref_at(c->k, co);
     }
     for (int d = 0; d < 64; d++) {
         co[nd] = d;
-        k[512 + d] = rd(c->kr, co);
+        k[512 + d] = fia_ref_at(c->kr, co);
     }
 }
 
@@ -173,7 +145,7 @@ static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *o
             int64_t ic[4];
             if (qtnd) { ic[0] = row; ic[1] = 0; ic[2] = e; }
             else { ic[0] = b; ic[1] = i; ic[2] = 0; ic[3] = e; }
-            const int64_t v = (int64_t)rd(c->idx, ic);
+            const int64_t v = (int64_t)fia_ref_at(c->idx, ic);
             if (v == -1) break;
             if (v < -1) continue;
             for (int64_t t = v * sbs; t < (v + 1) * sbs && t < thr; t++) toks[n++] = t;
@@ -200,7 +172,7 @@ static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *o
                 }
                 if (qtnd) { qc[0] = row; qc[1] = h; qc[2] = dd; }
                 else { qc[0] = b; qc[1] = i; qc[2] = h; qc[3] = dd; }
-                q[h * 576 + d] = rd(src, qc);
+                q[h * 576 + d] = fia_ref_at(src, qc);
             }
         for (int64_t h = 0; h < N1; h++) {
             double mx = -INFINITY;
