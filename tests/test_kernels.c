@@ -8,7 +8,7 @@
  *                  specials, every f16 rounding boundary (+-1 ulp), random bit patterns; every
  *                  length 0..70 at odd offsets with exactly sized buffers and output canaries.
  *   transpose_f32: exact on odd shapes, canaries in dst padding.
- *   qk_rows / pv_rows: f32 / f16 / bf16 rows, each its own exactly sized allocation, every
+ *   qk_rows / pv_rows: f32 / f16 / bf16 / int8 rows, each its own exactly sized allocation, every
  *                  head-dim / row tail, padded leading dims with canaries, 1e-5 * sum |x y|.
  *   softmax_tile:  1e-6 relative of scalar (libm expf), -inf entries, fully -inf rows,
  *                  row_max = -inf starts, large spreads (underflow), canaries in the lds padding
@@ -143,7 +143,7 @@ static void test_gemm(const fia_kernels *kt, tu_rng *rng) {
  * fp32 value of every element (row-major n x len). */
 static void **make_rows(tu_rng *rng, int64_t n, int64_t len, fia_dtype dt, float *vals) {
     void **rows = (void **)malloc((size_t)(n > 0 ? n : 1) * sizeof(void *));
-    const size_t es = dt == FIA_DTYPE_FLOAT32 ? 4 : 2;
+    const size_t es = dt == FIA_DTYPE_FLOAT32 ? 4 : dt == FIA_DTYPE_INT8 ? 1 : 2;
     for (int64_t j = 0; j < n; j++) {
         rows[j] = malloc((size_t)(len > 0 ? len : 1) * es);
         for (int64_t c = 0; c < len; c++) {
@@ -157,6 +157,10 @@ static void **make_rows(tu_rng *rng, int64_t n, int64_t len, fia_dtype dt, float
                 const uint16_t h = fia_cvt_f32_to_bf16(x);
                 ((uint16_t *)rows[j])[c] = h;
                 v = fia_cvt_bf16_to_f32(h);
+            } else if (dt == FIA_DTYPE_INT8) {
+                const int8_t i8 = (int8_t)tu_int(rng, -128, 127);
+                ((int8_t *)rows[j])[c] = i8;
+                v = (float)i8;
             } else {
                 ((float *)rows[j])[c] = x;
             }
@@ -246,7 +250,8 @@ static void pv_rows_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t 
 }
 
 static void test_rows(const fia_kernels *kt, tu_rng *rng) {
-    static const fia_dtype dts[] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
+    static const fia_dtype dts[] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16,
+                                    FIA_DTYPE_INT8};
     static const int64_t dims[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70, 96, 128, 130, 256};
     for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++) {
         for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {

@@ -76,7 +76,8 @@ typedef struct fia_kernels {
                               float *row_sum, int32_t *row_e, int32_t *row_exp);
 
     /* Decode kernels reading K/V rows in place (no packing), rows given by pointers so paged
-     * caches need no copy; dt is FLOAT16, BFLOAT16 or FLOAT32.
+     * caches need no copy; dt is FLOAT16, BFLOAT16, FLOAT32 or INT8 (the raw integer values,
+     * widened to fp32 in registers: antiquant scales and offsets are folded in by the caller).
      * qk_rows: S[r][j] = sum_{c<d} Q[r][c] * K_j[c]            (r < m, j < n; K_j = krows[j])
      * pv_rows: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_{j<n} P[r][j] * V_j[c]
      *          (r < m, c < dv; with row_scale NULL, O is never read).

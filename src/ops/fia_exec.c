@@ -6,9 +6,10 @@
  * each head: S = Q.K^T, mask, online softmax, O = alpha.O + P.V, the next step's rows
  * prefetched meanwhile. Decode-sized tiles read K/V rows in place (qk_rows / pv_rows); larger
  * tiles (prefill) pack K into a transposed fp32 panel and V into fp32 rows and run GEMMs; int8
- * rows are dequantized while packed. The item then writes the normalised output (and lse) or,
- * for a split request, its partial state. A ZERO item writes 0 / +inf for rows no query
- * position occupies.
+ * rows are dequantized while packed there. Decode tiles read int8 rows raw with the
+ * dequantization folded around the kernels (see "antiquant on the row path" below). The item
+ * then writes the normalised output (and lse) or, for a split request, its partial state. A
+ * ZERO item writes 0 / +inf for rows no query position occupies.
  * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
  * Nothing here allocates; every buffer comes from the workspace laid out below.
  */
@@ -45,7 +46,12 @@ static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch 
     fia_scratch t;
     t.q = fia_arena_take(&a, (size_t)(all * p->dp) * f);
     t.kr = fia_arena_take(&a, (size_t)(nk * p->dp) * f);
-    t.kt = fia_arena_take(&a, (size_t)(p->dp * nk) * f);
+    /* kt: the K^T panel of GEMM tiles; row-path antiquant items use it instead for their
+     * per-row constants and per-token factors (fia_aq_rowbias / fia_aq_tokens). */
+    int64_t kt_floats = p->dp * nk;
+    const int64_t aq_floats = all + 4 * nk + FIA_GEMM_MIN_ROWS;
+    if (p->aq != FIA_AQ_NONE && kt_floats < aq_floats) kt_floats = aq_floats;
+    t.kt = fia_arena_take(&a, (size_t)kt_floats * f);
     t.vp = fia_arena_take(&a, (size_t)(nk * p->dvp) * f);
     t.s = fia_arena_take(&a, (size_t)(rows * nk) * f);
     t.o = fia_arena_take(&a, (size_t)(all * p->dvp) * f);
@@ -183,9 +189,166 @@ static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which,
     }
 }
 
-/* Points ptrs at the fp32 rows of dst (after fia_pack_rows). */
-static void fia_point_rows(const void **ptrs, const float *dst, int64_t ld, int64_t n) {
-    for (int64_t j = 0; j < n; j++) ptrs[j] = dst + j * ld;
+/* ---- antiquant on the row path ---------------------------------------------------------- */
+/*
+ * Decode tiles (fia_item_rows) pass the raw int8 rows to qk_rows / pv_rows, which widen them in
+ * registers; the dequantization K = (k + o) s is folded algebraically instead:
+ *   per channel / per tensor (s[c], o[c] of the kv head; per tensor: one value):
+ *     S_j = sum_c q[c] s[c] k_j[c] + sum_c q[c] s[c] o[c]: the item's packed query rows take
+ *     s once (q' = q s, fia_aq_fold_query) and every score of row r gets the row constant
+ *     b[r] = q'.o added (so softmax_lse stays exact, not just the probabilities);
+ *     O[c] = sum_j p_j (v_j[c] + o[c]) s[c] = s[c] (sum_j p_j v_j[c] + o[c] l): the state
+ *     accumulates raw V and is mapped O <- s (O + o l) once when the item ends (fia_aq_finish),
+ *     before the output is written or the partial stored. The map is linear in (O, l), so
+ *     partials of a split request merge as before (the merge is a sum of exp-weighted (O, l)).
+ *   per token (s_j, o_j of key j, the same for every head):
+ *     S_j = s_j (q . k_j) + s_j o_j sum_c q[c]: the score column is scaled and the row's query
+ *     sum b[r] times s_j o_j added after qk_rows;
+ *     O = sum_j p_j s_j (v_j + o_j) = sum_j (p_j s_j) v_j + (sum_j p_j s_j o_j): after the
+ *     softmax (which has updated the row sum l from the unscaled p) the probabilities are scaled
+ *     by s_j in place, pv_rows accumulates raw V, and the scalar term is added to every channel.
+ * Storage: s->kt (unused by row tiles) holds b[state_rows], the per-token factors
+ * [s_k | s_k o_k | s_v | s_v o_v] x kv_tile of the current step and the scalar terms (< 16 rows).
+ */
+
+static inline bool fia_item_rows(const fia_attn_plan *p, const fia_item *it) {
+    return it->qn * p->G < FIA_GEMM_MIN_ROWS;
+}
+
+static inline float *fia_aq_rowbias(const fia_scratch *s) { return s->kt; }
+static inline float *fia_aq_tokens(const fia_attn_plan *p, const fia_scratch *s) {
+    return s->kt + p->state_rows;
+}
+
+/* Per-channel (inc 1) or per-tensor (inc 0) scale and offset of K (which 0) or V of head n2. */
+static inline void fia_aq_vectors(const fia_attn_plan *p, const fia_exec *ex, int which, int64_t n2,
+                                  const float **sc, const float **of, int64_t *inc) {
+    if (p->aq == FIA_AQ_CHANNEL) {
+        *sc = ex->aq + ((int64_t)which * 2 * p->N2 + n2) * p->D;
+        *of = *sc + p->N2 * p->D;
+        *inc = 1;
+    } else {
+        *sc = ex->aq + which * 2;
+        *of = *sc + 1;
+        *inc = 0;
+    }
+}
+
+/* Folds the K scale into the item's packed query rows and computes each row's constant b[r]:
+ * q'.o (per channel / tensor) or sum_c q[c] (per token). */
+static void fia_aq_fold_query(const fia_attn_plan *p, const fia_exec *ex, const fia_item *it,
+                              fia_scratch *s) {
+    const int64_t rows = it->qn * p->G, D = p->D;
+    float *bias = fia_aq_rowbias(s);
+    for (int64_t hh = 0; hh < it->nh; hh++) {
+        const float *sc = NULL, *of = NULL;
+        int64_t inc = 0;
+        if (p->aq != FIA_AQ_TOKEN) fia_aq_vectors(p, ex, 0, it->n2 + hh, &sc, &of, &inc);
+        for (int64_t r = 0; r < rows; r++) {
+            float *q = s->q + (hh * rows + r) * p->dp;
+            double b = 0.0;
+            if (p->aq == FIA_AQ_TOKEN) {
+                for (int64_t c = 0; c < D; c++) b += q[c];
+            } else {
+                for (int64_t c = 0; c < D; c++) {
+                    q[c] *= sc[c * inc];
+                    b += (double)q[c] * of[c * inc];
+                }
+            }
+            bias[hh * rows + r] = (float)b;
+        }
+    }
+}
+
+/* n floats of a per-token tensor [2, B, S2s] at (w, b, t0 ..) (0 when the tensor is absent). */
+static void fia_aq_load_tokens(const fia_tensor *t, int64_t w, int64_t b, int64_t t0, int64_t n,
+                               float *dst) {
+    if (!t->data) {
+        memset(dst, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    const int64_t idx[3] = {w, b, t0};
+    const char *src = fia_tensor_elem(t, idx);
+    const int64_t step = t->strides[2] * (int64_t)fia_dtype_size(t->dtype);
+    switch (t->dtype) {
+    case FIA_DTYPE_FLOAT32:
+        for (int64_t j = 0; j < n; j++) memcpy(&dst[j], src + j * step, sizeof(float));
+        break;
+    default:
+        for (int64_t j = 0; j < n; j++) dst[j] = fia_load_float(src + j * step, t->dtype);
+        break;
+    }
+}
+
+/* The per-token factors of keys [t0, t0 + n) of batch b (one step, all heads). */
+static void fia_aq_step_tokens(const fia_attn_plan *p, fia_scratch *s, int64_t b, int64_t t0,
+                               int64_t n) {
+    const int64_t nk = p->kv_tile;
+    float *f = fia_aq_tokens(p, s);
+    for (int w = 0; w < 2; w++) {
+        float *sc = f + 2 * w * nk, *so = sc + nk;
+        fia_aq_load_tokens(&p->aq_scale, w, b, t0, n, sc);
+        fia_aq_load_tokens(&p->aq_offset, w, b, t0, n, so);
+        for (int64_t j = 0; j < n; j++) so[j] *= sc[j];
+    }
+}
+
+/* The scores of a row tile (rows x n, head hh of the item) from raw int8 K: adds the row
+ * constants (per channel / tensor) or applies the per-token scale and offset term. */
+static void fia_aq_scores(const fia_attn_plan *p, const fia_scratch *s, int64_t hh, int64_t rows,
+                          int64_t n) {
+    const int64_t nk = p->kv_tile;
+    const float *bias = fia_aq_rowbias(s) + hh * rows;
+    const bool off = p->aq_offset.data != NULL;
+    if (p->aq != FIA_AQ_TOKEN) {
+        if (!off) return;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < n; j++) s->s[r * nk + j] += bias[r];
+        return;
+    }
+    const float *ks = fia_aq_tokens(p, s), *kso = ks + nk;
+    for (int64_t r = 0; r < rows; r++) {
+        float *sr = s->s + r * nk;
+        const float br = off ? bias[r] : 0.0f;
+        for (int64_t j = 0; j < n; j++) sr[j] = sr[j] * ks[j] + br * kso[j];
+    }
+}
+
+/* Per token, before P.V: P[r][j] *= s_j (in place, after the softmax took its row sums);
+ * returns in t[r] the row's scalar term sum_j P[r][j] s_j o_j. */
+static void fia_aq_probs(const fia_attn_plan *p, fia_scratch *s, int64_t rows, int64_t n,
+                         float *t) {
+    const int64_t nk = p->kv_tile;
+    const float *vs = fia_aq_tokens(p, s) + 2 * nk, *vso = vs + nk;
+    for (int64_t r = 0; r < rows; r++) {
+        float *pr = s->s + r * nk, acc = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            acc += pr[j] * vso[j];
+            pr[j] *= vs[j];
+        }
+        t[r] = acc;
+    }
+}
+
+/* Per channel / tensor, at the end of an item: O <- s (O + o l) for every state row. */
+static void fia_aq_finish(const fia_attn_plan *p, const fia_exec *ex, const fia_item *it,
+                          fia_scratch *s) {
+    const int64_t rows = it->qn * p->G, Dv = p->Dv;
+    const bool off = p->aq_offset.data != NULL;
+    for (int64_t hh = 0; hh < it->nh; hh++) {
+        const float *sc, *of;
+        int64_t inc;
+        fia_aq_vectors(p, ex, 1, it->n2 + hh, &sc, &of, &inc);
+        for (int64_t r = hh * rows; r < (hh + 1) * rows; r++) {
+            float *o = s->o + r * p->dvp;
+            const float l = s->l[r];
+            if (off) {
+                for (int64_t c = 0; c < Dv; c++) o[c] = (o[c] + of[c * inc] * l) * sc[c * inc];
+            } else {
+                for (int64_t c = 0; c < Dv; c++) o[c] *= sc[c * inc];
+            }
+        }
+    }
 }
 
 /* ---- the tile -------------------------------------------------------------------------- */
@@ -252,9 +415,8 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
     const int64_t b = it->b, D = p->D, Dv = p->Dv, dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
     const int64_t step = fia_item_step(p, it);
     const int64_t rows = it->qn * p->G;
-    const bool gemm_path = rows >= FIA_GEMM_MIN_ROWS;
+    const bool gemm_path = !fia_item_rows(p, it);
     const bool quant = p->aq != FIA_AQ_NONE;
-    const fia_dtype kdt = quant ? FIA_DTYPE_FLOAT32 : p->k.dtype;
     const float *q = s->q + hh * rows * dp;
     float *o = s->o + hh * rows * dvp, *m = s->m + hh * rows, *l = s->l + hh * rows;
 
@@ -274,28 +436,35 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
     } else {
         nn = 0;
     }
-    /* S = Q.K^T: small tiles (decode) read K rows in place (the kernel prefetches the next
-     * tile); large tiles pack K once into a transposed fp32 panel shared by all rows (GEMM);
-     * int8 rows are dequantized into fp32 rows first (the packing prefetches). */
+    /* S = Q.K^T: small tiles (decode) read K rows in place, int8 ones raw with the dequant
+     * folded around the kernel (the kernel prefetches the next tile); large tiles pack K once
+     * into a transposed fp32 panel shared by all rows (GEMM), dequantizing int8 rows as they
+     * are packed (the packing prefetches). */
     fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
-    if (quant || gemm_path) fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kpf, nn, s->kr, dp);
-    if (quant) fia_point_rows(s->kptr, s->kr, dp, n);
     if (gemm_path) {
+        fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kpf, nn, s->kr, dp);
         k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
         k->gemm_f32(rows, n, D, q, dp, s->kt, nk, s->s, nk, NULL);
     } else {
-        k->qk_rows(rows, n, D, q, dp, s->kptr, kdt, s->s, nk, s->kpf, quant ? 0 : nn);
+        k->qk_rows(rows, n, D, q, dp, s->kptr, p->k.dtype, s->s, nk, s->kpf, nn);
+        if (quant) fia_aq_scores(p, s, hh, rows, n);
     }
     if (!fia_mask_tile(p, it, s, t0, n)) return false;
     k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
     const float *scale = first ? NULL : s->alpha;
     fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
-    if (quant || gemm_path) fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vpf, nn, s->vp, dvp);
-    if (quant) fia_point_rows(s->vptr, s->vp, dvp, n);
     if (gemm_path) {
+        fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vpf, nn, s->vp, dvp);
         k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, o, dvp, scale);
+    } else if (quant && p->aq == FIA_AQ_TOKEN) {
+        float *t = fia_aq_tokens(p, s) + 4 * nk;
+        fia_aq_probs(p, s, rows, n, t);
+        k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, p->v.dtype, o, dvp, scale, s->vpf, nn);
+        if (p->aq_offset.data)
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < Dv; c++) o[r * dvp + c] += t[r];
     } else {
-        k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, kdt, o, dvp, scale, s->vpf, quant ? 0 : nn);
+        k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, p->v.dtype, o, dvp, scale, s->vpf, nn);
     }
     return true;
 }
@@ -318,6 +487,8 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
                                p->q.dtype, dst, D);
                 for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
             }
+    const bool fold = p->aq != FIA_AQ_NONE && fia_item_rows(p, it);
+    if (fold) fia_aq_fold_query(p, ex, it, s);
     for (int64_t pp = 0; pp < it->qn; pp++)
         fia_row_range(p, bi, it->q0 + pp, &s->lo[pp], &s->hi[pp]);
     for (int64_t r = 0; r < all; r++) {
@@ -334,12 +505,14 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
             visible = s->lo[pp] <= s->hi[pp] && s->lo[pp] < t1 && s->hi[pp] >= t0;
         if (visible) {
             bool any = false;
+            if (fold && p->aq == FIA_AQ_TOKEN) fia_aq_step_tokens(p, s, b, t0, t1 - t0);
             for (int64_t hh = 0; hh < it->nh; hh++)
                 any = fia_tile_head(ex, it, next, s, it->n2 + hh, hh, t0, t1 - t0, first);
             if (any) first = false;
         }
         t0 = t1;
     }
+    if (fold && p->aq != FIA_AQ_TOKEN && !first) fia_aq_finish(p, ex, it, s);
 
     if (it->group < 0) {
         for (int64_t r = 0; r < all; r++)

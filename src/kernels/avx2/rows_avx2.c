@@ -1,7 +1,8 @@
 /*
  * rows_avx2.c - decode kernels that read K/V rows in place (AVX2 + FMA + F16C).
  *
- * Same contract as rows_avx512.c (see kernels.h). qk_rows: blocks of RB rows x KB keys with
+ * Same contract as rows_avx512.c (see kernels.h); int8 rows widen in registers (vpmovsxbd +
+ * vcvtdq2ps, 8 bytes per 8 elements). qk_rows: blocks of RB rows x KB keys with
  * RB*KB = 8 ymm accumulators ((1,8), (2,4), (4,2)), head dim in 8-wide steps with a scalar-safe
  * tail (a zero-padded copy of the last partial chunk), folded by a 3-level shuffle/add tree.
  * pv_rows: blocks of up to 4 rows x 16 columns (8 ymm accumulators); column tails go through a
@@ -22,7 +23,16 @@ FIA_AI __m256 fia_load8(const void *row, int64_t i, fia_dtype dt) {
     if (dt == FIA_DTYPE_BFLOAT16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)row + i))), 16));
+    if (dt == FIA_DTYPE_INT8) {
+        int64_t x8;
+        memcpy(&x8, (const int8_t *)row + i, 8);
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(x8)));
+    }
     return _mm256_loadu_ps((const float *)row + i);
+}
+
+FIA_AI int64_t fia_dt_bytes(fia_dtype dt) {
+    return dt == FIA_DTYPE_FLOAT32 ? 4 : dt == FIA_DTYPE_INT8 ? 1 : 2;
 }
 
 /* The last n < 8 elements from i, zero padded, as fp32 (reads only the n elements). */
@@ -31,6 +41,7 @@ FIA_AI __m256 fia_load8_tail(const void *row, int64_t i, int64_t n, fia_dtype dt
     for (int64_t k = 0; k < n; k++) {
         if (dt == FIA_DTYPE_FLOAT16) buf[k] = fia_cvt_f16_to_f32(((const uint16_t *)row)[i + k]);
         else if (dt == FIA_DTYPE_BFLOAT16) buf[k] = fia_cvt_bf16_to_f32(((const uint16_t *)row)[i + k]);
+        else if (dt == FIA_DTYPE_INT8) buf[k] = (float)((const int8_t *)row)[i + k];
         else buf[k] = ((const float *)row)[i + k];
     }
     return _mm256_loadu_ps(buf);
@@ -97,13 +108,14 @@ FIA_AI void fia_qk_rows8_dt(int64_t m, int64_t n, int64_t d, const float *q, int
 void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                       const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                       const void *const *pf, int64_t npf) {
-    const int64_t row_bytes = d * (dt == FIA_DTYPE_FLOAT32 ? 4 : 2);
+    const int64_t row_bytes = d * fia_dt_bytes(dt);
     for (int64_t j = 0; j < npf; j++)
         for (int64_t off = 0; off < row_bytes; off += 64)
             _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
     switch (dt) {
     case FIA_DTYPE_FLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds); break;
     case FIA_DTYPE_BFLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds); break;
+    case FIA_DTYPE_INT8: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_INT8, s, lds); break;
     default: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds); break;
     }
 }
@@ -164,7 +176,7 @@ FIA_AI void fia_pv_rows8_dt(int64_t m, int64_t n, int64_t dv, const float *p, in
 void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                       const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                       const float *row_scale, const void *const *pf, int64_t npf) {
-    const int64_t row_bytes = dv * (dt == FIA_DTYPE_FLOAT32 ? 4 : 2);
+    const int64_t row_bytes = dv * fia_dt_bytes(dt);
     for (int64_t j = 0; j < npf; j++)
         for (int64_t off = 0; off < row_bytes; off += 64)
             _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
@@ -174,6 +186,9 @@ void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t 
         break;
     case FIA_DTYPE_BFLOAT16:
         fia_pv_rows8_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale);
+        break;
+    case FIA_DTYPE_INT8:
+        fia_pv_rows8_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_INT8, o, ldo, row_scale);
         break;
     default: fia_pv_rows8_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale); break;
     }

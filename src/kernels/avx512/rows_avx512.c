@@ -2,8 +2,9 @@
  * rows_avx512.c - decode kernels that read K/V rows in place (AVX-512).
  *
  * qk_rows_avx512: S[r][j] = sum_d Q[r][d] * K_j[d]   (r < m, j < n)
- *   K rows come as an array of row pointers (paged caches need no copy) in float16, bfloat16 or
- *   float32 and are converted in registers. Blocks of RB query rows x KB keys with RB*KB = 16
+ *   K rows come as an array of row pointers (paged caches need no copy) in float16, bfloat16,
+ *   float32 or int8 and are converted in registers (int8: vpmovsxbd + vcvtdq2ps, 16 bytes per
+ *   16 elements). Blocks of RB query rows x KB keys with RB*KB = 16
  *   zmm accumulators ((1,16), (2,8), (4,4), (8,2)); the head dim runs in 16-wide steps (the
  *   tail masked); the 16 accumulators are folded into one vector of 16 dot products by a
  *   4-level shuffle/add tree (45 ops per 16 dot products).
@@ -24,13 +25,32 @@ FIA_AI __mmask16 fia_mask16(int64_t n) {
     return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
 }
 
-/* 16 elements (masked) of a row in dtype dt, as fp32. */
+/* 16 elements (all in bounds) of a row in dtype dt, as fp32. */
+FIA_AI __m512 fia_load16_full(const void *row, int64_t i, fia_dtype dt) {
+    if (dt == FIA_DTYPE_FLOAT16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i)));
+    if (dt == FIA_DTYPE_BFLOAT16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i))),
+            16));
+    if (dt == FIA_DTYPE_INT8)
+        return _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)row + i))));
+    return _mm512_loadu_ps((const float *)row + i);
+}
+
+/* 16 elements (masked) of a row in dtype dt, as fp32. Full chunks take plain loads (masked
+ * loads cost more on some cores, e.g. Zen 4). */
 FIA_AI __m512 fia_load16(const void *row, int64_t i, fia_dtype dt, __mmask16 mk) {
+    if (mk == (__mmask16)0xffff) return fia_load16_full(row, i, dt);
     if (dt == FIA_DTYPE_FLOAT16)
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)row + i));
     if (dt == FIA_DTYPE_BFLOAT16)
         return _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, (const uint16_t *)row + i)), 16));
+    if (dt == FIA_DTYPE_INT8)
+        return _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mk, (const int8_t *)row + i)));
     return _mm512_maskz_loadu_ps(mk, (const float *)row + i);
 }
 
@@ -43,7 +63,9 @@ FIA_AI void fia_prefetch_rows(const void *const *pf, int64_t npf, int64_t j0, in
             _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
 }
 
-FIA_AI int64_t fia_dt_size(fia_dtype dt) { return dt == FIA_DTYPE_FLOAT32 ? 4 : 2; }
+FIA_AI int64_t fia_dt_size(fia_dtype dt) {
+    return dt == FIA_DTYPE_FLOAT32 ? 4 : dt == FIA_DTYPE_INT8 ? 1 : 2;
+}
 
 /* Lane i of the result = horizontal sum of a_i. */
 FIA_AI __m512 fia_hadd_pair(__m512 x, __m512 y) {
@@ -94,7 +116,8 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
         FIA_QK_ROW(4, kk) FIA_QK_ROW(5, kk) FIA_QK_ROW(6, kk) FIA_QK_ROW(7, kk)                   \
     }
 #define FIA_QK_LOADQ(rr)                                                                          \
-    if (RB > rr) q##rr = _mm512_maskz_loadu_ps(mk, q + rr * ldq + c);
+    if (RB > rr) q##rr = mk == (__mmask16)0xffff ? _mm512_loadu_ps(q + rr * ldq + c)              \
+                                                  : _mm512_maskz_loadu_ps(mk, q + rr * ldq + c);
 
 /* One block of RB rows x KB keys (RB * KB == 16, compile-time constants; the accumulators are
  * named variables so that they stay in registers). kptr has KB valid pointers (the caller
@@ -106,14 +129,16 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
      * that the requests stay spread over the block instead of arriving in one burst. */
     const int64_t lines = (d * fia_dt_size(dt) + 63) / 64, total = npf * lines;
     const int64_t steps = (d + 15) / 16, per_step = (total + steps - 1) / steps;
-    int64_t next_line = 0;
+    int64_t next_line = 0, pf_row = 0, pf_off = 0;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
            c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
     for (int64_t c = 0; c < d; c += 16) {
         for (int64_t e = next_line + per_step < total ? next_line + per_step : total;
-             next_line < e; next_line++)
-            _mm_prefetch((const char *)pf[next_line / lines] + (next_line % lines) * 64,
-                         _MM_HINT_T1);
+             next_line < e; next_line++) {
+            _mm_prefetch((const char *)pf[pf_row] + pf_off, _MM_HINT_T1);
+            pf_off += 64;
+            if (pf_off == lines * 64) pf_off = 0, pf_row++;
+        }
         const __mmask16 mk = fia_mask16(d - c);
         __m512 q0 = c0, q1 = c0, q2 = c0, q3 = c0, q4 = c0, q5 = c0, q6 = c0, q7 = c0;
         (void)q1, (void)q2, (void)q3, (void)q4, (void)q5, (void)q6, (void)q7;
@@ -124,11 +149,23 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
         FIA_QK_KEY(8) FIA_QK_KEY(9) FIA_QK_KEY(10) FIA_QK_KEY(11)
         FIA_QK_KEY(12) FIA_QK_KEY(13) FIA_QK_KEY(14) FIA_QK_KEY(15)
     }
-    float out[16];
-    _mm512_storeu_ps(out, fia_hsum16(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,
-                                     c14, c15));
-    for (int rr = 0; rr < RB; rr++)
-        for (int64_t kk = 0; kk < kb; kk++) s[rr * lds + kk] = out[rr * KB + kk];
+    /* Lanes [rr * KB, rr * KB + kb) are row rr's scores: moved to lane 0 and stored straight
+     * from the register (a 64-byte stack store re-read in narrower pieces stalls the
+     * store-to-load forwarding). */
+    const __m512 sum = fia_hsum16(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,
+                                  c14, c15);
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    for (int rr = 0; rr < RB; rr++) {
+        const __m512 v =
+            rr ? _mm512_permutexvar_ps(_mm512_add_epi32(iota, _mm512_set1_epi32(rr * KB)), sum)
+               : sum;
+        float *dst = s + rr * lds;
+        if (kb < KB) _mm512_mask_storeu_ps(dst, fia_mask16(kb), v);
+        else if (KB == 16) _mm512_storeu_ps(dst, v);
+        else if (KB == 8) _mm256_storeu_ps(dst, _mm512_castps512_ps256(v));
+        else if (KB == 4) _mm_storeu_ps(dst, _mm512_castps512_ps128(v));
+        else _mm_storel_pi((__m64 *)dst, _mm512_castps512_ps128(v));
+    }
 }
 #undef FIA_QK_LOADQ
 #undef FIA_QK_KEY
@@ -175,6 +212,9 @@ void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t
         break;
     case FIA_DTYPE_BFLOAT16:
         fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds, pf, npf);
+        break;
+    case FIA_DTYPE_INT8:
+        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_INT8, s, lds, pf, npf);
         break;
     default: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds, pf, npf); break;
     }
@@ -266,6 +306,9 @@ void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_
         break;
     case FIA_DTYPE_BFLOAT16:
         fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale, pf, npf);
+        break;
+    case FIA_DTYPE_INT8:
+        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_INT8, o, ldo, row_scale, pf, npf);
         break;
     default:
         fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale, pf, npf);

@@ -144,6 +144,7 @@ void fia_softmax_tile_amla_scalar(float *s, int64_t lds, int64_t m, int64_t n, f
 static float fia_row_elem(const void *row, int64_t i, fia_dtype dt) {
     if (dt == FIA_DTYPE_FLOAT16) return fia_cvt_f16_to_f32(((const uint16_t *)row)[i]);
     if (dt == FIA_DTYPE_BFLOAT16) return fia_cvt_bf16_to_f32(((const uint16_t *)row)[i]);
+    if (dt == FIA_DTYPE_INT8) return (float)((const int8_t *)row)[i];
     return ((const float *)row)[i];
 }
 
