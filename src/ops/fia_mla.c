@@ -409,7 +409,11 @@ static bool mla_step_int8(const mla_plan *p, const mla_item *it, mla_scratch *s,
             continue;
         }
         const float f = 255.0f / mx;
-        for (int64_t j = 0; j < n; j++) q[j] = (uint8_t)(int32_t)(pr[j] * f + 0.5f);
+        for (int64_t j = 0; j < n; j++) {
+            /* a NaN probability (NaN inputs; the row sum is NaN too) becomes code 0 */
+            const float x = pr[j] * f + 0.5f;
+            q[j] = x >= 1.0f ? (uint8_t)(int32_t)(x < 255.0f ? x : 255.0f) : 0;
+        }
         s->ps[r] = sv * mx / 255.0f;
     }
     if (p->v_is_k) {

@@ -294,6 +294,12 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     /* rows: one per output token */
     if (st == FIA_STATUS_SUCCESS) {
         p->num_rows = qtnd ? qS : B * qS;
+        /* every row becomes at least one work item: the same cap, before allocating */
+        if (p->num_rows > SFA_MAX_ITEMS)
+            st = FIA_UNSUPPORTED("query has %lld rows (batch x S1 or T), at most %lld",
+                                 (long long)p->num_rows, (long long)SFA_MAX_ITEMS);
+    }
+    if (st == FIA_STATUS_SUCCESS) {
         p->rows = malloc((size_t)(p->num_rows ? p->num_rows : 1) * sizeof *p->rows);
         if (!p->rows) st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
     }
