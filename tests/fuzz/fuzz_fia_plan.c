@@ -24,71 +24,15 @@
 
 #include "fia.h"
 
+/* interesting() draws from 20 ways here (10 special values, 10 typical) */
+#define FZ_INTERESTING_WAYS 20
+#include "fuzz/fuzz_util.h"
+
 #define MAX_TENSOR_BYTES ((int64_t)4 << 20)
 #define MAX_WORKSPACE ((size_t)256 << 20)
 #define MAX_WORK ((int64_t)1 << 24) /* multiply-adds per execute */
 
-typedef struct fz {
-    const uint8_t *p;
-    size_t n;
-} fz;
 
-static uint64_t next_rand(void);
-
-/* The next input byte; past the end, bytes from a generator seeded by the whole input, so that
- * the short inputs libFuzzer starts with still reach every field (and stay reproducible). */
-static uint8_t u8(fz *f) {
-    if (!f->n) return (uint8_t)(next_rand() >> 24);
-    f->n--;
-    return *f->p++;
-}
-
-static uint64_t un(fz *f, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint64_t)u8(f) << (8 * i);
-    return v;
-}
-
-/* [lo, hi] from two bytes (uniform for small ranges). */
-static int64_t rng(fz *f, int64_t lo, int64_t hi) {
-    const uint64_t span = (uint64_t)hi - (uint64_t)lo + 1u, x = un(f, 2);
-    return (int64_t)((uint64_t)lo + (span ? x % span : x));
-}
-
-static int64_t interesting(fz *f, int64_t typical_hi) {
-    switch (u8(f) % 20) {
-    case 0: return 0;
-    case 1: return -1;
-    case 2: return INT64_MAX;
-    case 3: return INT64_MIN;
-    case 4: return INT32_MAX;
-    case 5: return INT32_MIN;
-    case 6: return 2048;
-    case 7: return 65537;
-    case 8: return (int64_t)un(f, 8);
-    case 9: return -(int64_t)rng(f, 1, 100);
-    default: return rng(f, 0, typical_hi);
-    }
-}
-
-/* Saturating int64 arithmetic for carved values. */
-static int64_t smul(int64_t a, int64_t b) {
-    int64_t r;
-    return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? INT64_MIN : INT64_MAX) : r;
-}
-
-static int64_t sadd(int64_t a, int64_t b) {
-    int64_t r;
-    return __builtin_add_overflow(a, b, &r) ? (b < 0 ? INT64_MIN : INT64_MAX) : r;
-}
-
-static uint64_t g_rng = 1;
-static uint64_t next_rand(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
 
 static uint8_t g_cmask[2048 * 2048]; /* the compressed mask triu(ones, 1), built once */
 static uint8_t g_dummy[64];
@@ -244,9 +188,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     g_runs++;
     fz f = {data, size};
-    g_rng = 0x9e3779b97f4a7c15ull ^ size;
-    for (size_t i = 0; i < size; i++) g_rng = (g_rng ^ data[i]) * 0x100000001b3ull;
-    if (!g_rng) g_rng = 1;
+    fz_seed(data, size);
 
     /* Parameters. */
     fia_fused_infer_attention_score_params p;

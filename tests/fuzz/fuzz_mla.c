@@ -33,289 +33,13 @@
 #include <string.h>
 
 #include "fia.h"
+#include "fuzz/fuzz_tensors.h"
 
-#define MAX_TENSOR_BYTES ((int64_t)4 << 20)
 #define MAX_WORKSPACE ((size_t)256 << 20)
 #define MAX_WORK ((int64_t)1 << 17) /* query rows (positions x heads) x keys per execute */
 
 enum { DN = 512, DR = 64 };
 
-/* ---- input reader ---------------------------------------------------------------------------- */
-
-typedef struct fz {
-    const uint8_t *p;
-    size_t n;
-} fz;
-
-static uint64_t g_rng = 1;
-static uint64_t next_rand(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return g_rng;
-}
-
-/* The next input byte; past the end, bytes from a generator seeded by the whole input. */
-static uint8_t u8(fz *f) {
-    if (!f->n) return (uint8_t)(next_rand() >> 24);
-    f->n--;
-    return *f->p++;
-}
-
-static uint64_t un(fz *f, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint64_t)u8(f) << (8 * i);
-    return v;
-}
-
-/* [lo, hi] from two bytes. */
-static int64_t rng(fz *f, int64_t lo, int64_t hi) {
-    const uint64_t span = (uint64_t)hi - (uint64_t)lo + 1u, x = un(f, 2);
-    return (int64_t)((uint64_t)lo + (span ? x % span : x));
-}
-
-static int64_t interesting(fz *f, int64_t typical_hi) {
-    switch (u8(f) % 16) {
-    case 0: return 0;
-    case 1: return -1;
-    case 2: return INT64_MAX;
-    case 3: return INT64_MIN;
-    case 4: return INT32_MAX;
-    case 5: return INT32_MIN;
-    case 6: return 2048;
-    case 7: return 65537;
-    case 8: return (int64_t)un(f, 8);
-    case 9: return -(int64_t)rng(f, 1, 100);
-    default: return rng(f, 0, typical_hi);
-    }
-}
-
-/* Corrupted inputs only: true with probability 1/denom. Always consumes one byte. */
-static int g_corrupt;
-static int rare(fz *f, int denom) {
-    const uint8_t b = u8(f);
-    return g_corrupt && b % denom == 0;
-}
-
-static int64_t smul(int64_t a, int64_t b) {
-    int64_t r;
-    return __builtin_mul_overflow(a, b, &r) ? ((a < 0) != (b < 0) ? INT64_MIN : INT64_MAX) : r;
-}
-
-static int64_t sadd(int64_t a, int64_t b) {
-    int64_t r;
-    return __builtin_add_overflow(a, b, &r) ? (b < 0 ? INT64_MIN : INT64_MAX) : r;
-}
-
-/* ---- tensors --------------------------------------------------------------------------------- */
-
-/* How build() fills a tensor (FILL_OUT: random bytes and a snapshot); KEEP2 keeps the two
- * innermost strides compact (PA_NZ); INNER_ANY lets the innermost stride be 0..3 (tensors with any
- * strides), INNER_POS 1..3 (outputs with any strides). */
-enum {
-    FILL_FLOAT = 0, FILL_OUT = 1, FILL_BYTES = 2, FILL_KIND = 0xf,
-    KEEP2 = 0x10, INNER_ANY = 0x20, INNER_POS = 0x40
-};
-
-typedef struct ftensor {
-    fia_tensor t;
-    void *buf;
-    size_t bytes;
-    void *snap;   /* outputs: a copy of the bytes before the call */
-    int oversize; /* data is a dummy: plan only */
-    int finite;   /* every element holds a finite value */
-    int raw;      /* a float tensor filled with raw bytes (NaN / inf possible) */
-} ftensor;
-
-static uint8_t g_dummy[64];
-
-static float small_float(void) { return (float)((int64_t)(next_rand() % 2001) - 1000) / 1000.0f; }
-
-/* Small finite values in each float encoding (fp32, fp16, bf16), copied out in runs from random
- * starts: much faster than converting every element. */
-enum { TAB_ELEMS = 8192 };
-static uint8_t g_tab[3][TAB_ELEMS * 4];
-
-static void store_float(void *dst, fia_dtype dt, float v) {
-    if (dt == FIA_DTYPE_FLOAT32) {
-        memcpy(dst, &v, 4);
-    } else {
-        const uint16_t h = dt == FIA_DTYPE_FLOAT16 ? fia_f32_to_f16(v) : fia_f32_to_bf16(v);
-        memcpy(dst, &h, 2);
-    }
-}
-
-static float load_float(const void *src, fia_dtype dt) {
-    if (dt == FIA_DTYPE_FLOAT32) {
-        float v;
-        memcpy(&v, src, 4);
-        return v;
-    }
-    uint16_t h;
-    memcpy(&h, src, 2);
-    return dt == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(h) : fia_bf16_to_f32(h);
-}
-
-static int is_float(fia_dtype dt) {
-    return dt == FIA_DTYPE_FLOAT32 || dt == FIA_DTYPE_FLOAT16 || dt == FIA_DTYPE_BFLOAT16;
-}
-
-/* Sets x to dt / shape (or, on corrupted inputs, a carved variant) with compact or padded strides
- * (rarely carved ones), allocates exactly its extent and fills it. */
-static void build(fz *f, ftensor *x, fia_dtype dt, int32_t nd, const int64_t *shape_in, int fill) {
-    const int keep = fill & KEEP2 ? 2 : 1, inner = fill & (INNER_ANY | INNER_POS);
-    fill &= FILL_KIND;
-    int64_t shape[FIA_MAX_DIMS] = {0}, strides[FIA_MAX_DIMS];
-    memset(x, 0, sizeof *x);
-    for (int32_t i = 0; i < nd; i++) shape[i] = shape_in[i];
-    if (rare(f, 48)) dt = (fia_dtype)(u8(f) % 9); /* incl. one unknown dtype */
-    const uint8_t m = u8(f);
-    if (g_corrupt && m % 64 == 0) { /* any rank, any dims */
-        nd = u8(f) % 6;
-        for (int32_t i = 0; i < nd; i++) shape[i] = u8(f) % 4 ? rng(f, 0, 40) : interesting(f, 600);
-    } else if (g_corrupt && m % 64 == 1 && nd > 0) { /* one dim changed */
-        const int32_t d = u8(f) % nd;
-        shape[d] = u8(f) % 2 ? shape[d] + rng(f, -1, 1) : interesting(f, 70);
-    }
-    int64_t s = 1;
-    if (inner && nd > 0 && u8(f) % 8 == 0) s = rng(f, inner & INNER_ANY ? 0 : 1, 3);
-    for (int32_t i = nd - 1; i >= 0; i--) {
-        strides[i] = s;
-        s = smul(s ? s : 1, shape[i] > 0 ? shape[i] : 1);
-    }
-    const uint8_t sm = u8(f) % 16;
-    if (sm >= 12 && nd > keep) { /* padded outer strides: a random subset of the dims */
-        const uint8_t which = u8(f);
-        for (int32_t i = nd - 2; i >= 0; i--) {
-            int64_t pad = 0;
-            if (i < nd - keep && which >> (i % 8) & 1) pad = rng(f, 1, 9);
-            strides[i] = sadd(smul(strides[i + 1] ? strides[i + 1] : 1, shape[i + 1] > 0 ? shape[i + 1] : 1), pad);
-        }
-    } else if (g_corrupt && sm == 11 && nd > 0) { /* one stride carved */
-        strides[u8(f) % nd] = u8(f) % 2 ? rng(f, -2, 3) : interesting(f, 100);
-    }
-    fia_tensor_init(&x->t, NULL, FIA_DTYPE_UINT8, 0, NULL, NULL);
-    x->t.dtype = dt, x->t.ndim = nd;
-    for (int32_t i = 0; i < nd; i++) x->t.shape[i] = shape[i], x->t.strides[i] = strides[i];
-
-    /* extent [lo, hi] in elements, with overflow checks */
-    int64_t lo = 0, hi = 0;
-    const int64_t es = (int64_t)fia_dtype_size(dt);
-    int empty = 0, over = es == 0;
-    for (int32_t i = 0; i < nd && !over; i++) {
-        if (shape[i] <= 0) {
-            empty |= shape[i] == 0;
-            continue;
-        }
-        int64_t span;
-        if (__builtin_mul_overflow(shape[i] - 1, strides[i], &span)) {
-            over = 1;
-            break;
-        }
-        if (span < 0) over |= __builtin_add_overflow(lo, span, &lo);
-        else over |= __builtin_add_overflow(hi, span, &hi);
-    }
-    int64_t elems = 0, bytes = 0;
-    if (empty) lo = hi = 0;
-    if (!over && !empty)
-        over = __builtin_sub_overflow(hi, lo, &elems) || __builtin_add_overflow(elems, 1, &elems) ||
-               __builtin_mul_overflow(elems, es ? es : 1, &bytes);
-    if (over || bytes > MAX_TENSOR_BYTES) {
-        x->oversize = 1;
-        x->t.data = g_dummy;
-        return;
-    }
-    x->buf = malloc(bytes ? (size_t)bytes : 1);
-    if (!x->buf) abort();
-    x->bytes = (size_t)bytes;
-    x->t.data = (char *)x->buf - lo * es;
-    /* contents: small floats (1 in 8 tensors: raw bytes, so NaN / inf) or any bytes */
-    const int raw = fill != FILL_FLOAT || !is_float(dt) || u8(f) % 8 == 0;
-    x->finite = !raw;
-    x->raw = raw && fill == FILL_FLOAT && is_float(dt);
-    if (!raw) {
-        const uint8_t *tab = g_tab[dt == FIA_DTYPE_FLOAT32 ? 0 : dt == FIA_DTYPE_FLOAT16 ? 1 : 2];
-        for (int64_t i = 0; i < bytes;) {
-            const int64_t n = bytes - i < (TAB_ELEMS / 2) * es ? bytes - i : (TAB_ELEMS / 2) * es;
-            memcpy((char *)x->buf + i, tab + (next_rand() % (TAB_ELEMS / 2)) * es, (size_t)n);
-            i += n;
-        }
-    } else {
-        for (int64_t i = 0; i < bytes; i += 8) {
-            const uint64_t r = next_rand();
-            memcpy((char *)x->buf + i, &r, bytes - i < 8 ? (size_t)(bytes - i) : 8);
-        }
-    }
-    if (fill == FILL_OUT) {
-        x->snap = malloc(x->bytes ? x->bytes : 1);
-        memcpy(x->snap, x->buf, x->bytes);
-    }
-}
-
-static void release(ftensor *x) {
-    free(x->buf);
-    free(x->snap);
-}
-
-static int untouched(const ftensor *x) { return !x->snap || !memcmp(x->buf, x->snap, x->bytes); }
-
-/* Whether no two elements of the view share an address (else concurrent writes race). */
-static int no_alias(const fia_tensor *t) {
-    int used[FIA_MAX_DIMS] = {0};
-    int64_t extent = 1;
-    for (;;) { /* dims of size > 1 by increasing stride: each must step past the ones inside */
-        int32_t best = -1;
-        for (int32_t i = 0; i < t->ndim; i++)
-            if (!used[i] && t->shape[i] > 1 && (best < 0 || t->strides[i] < t->strides[best])) best = i;
-        if (best < 0) return 1;
-        used[best] = 1;
-        if (t->strides[best] < extent) return 0;
-        extent = sadd(smul(t->strides[best], t->shape[best] - 1), extent);
-    }
-}
-
-/* Calls fn on every element of the view (0 dims of size 0: none). Returns the first nonzero. */
-static int each_elem(const fia_tensor *t, int (*fn)(char *, fia_dtype)) {
-    int64_t idx[FIA_MAX_DIMS] = {0};
-    const int64_t es = (int64_t)fia_dtype_size(t->dtype);
-    for (int32_t i = 0; i < t->ndim; i++)
-        if (t->shape[i] <= 0) return 0;
-    for (;;) {
-        int64_t off = 0;
-        for (int32_t i = 0; i < t->ndim; i++) off += idx[i] * t->strides[i];
-        const int r = fn((char *)t->data + off * es, t->dtype);
-        if (r) return r;
-        int32_t d = t->ndim - 1;
-        while (d >= 0 && ++idx[d] == t->shape[d]) idx[d--] = 0;
-        if (d < 0) return 0;
-    }
-}
-
-static int not_finite(char *p, fia_dtype dt) { return !isfinite(load_float(p, dt)); }
-static int is_nan(char *p, fia_dtype dt) { return isnan(load_float(p, dt)); }
-
-/* FIA_FUZZ_VERBOSE=1: one line per tensor of the call (to describe a failing input). */
-static int g_verbose;
-static void describe(const char *name, const fia_tensor *t, const ftensor *x) {
-    if (!g_verbose) return;
-    if (!t) {
-        fprintf(stderr, "  %-20s NULL\n", name);
-        return;
-    }
-    fprintf(stderr, "  %-20s %-8s [", name, fia_dtype_name(t->dtype));
-    for (int32_t i = 0; i < t->ndim; i++) fprintf(stderr, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-    fprintf(stderr, "] strides [");
-    for (int32_t i = 0; i < t->ndim; i++) fprintf(stderr, "%s%lld", i ? ", " : "", (long long)t->strides[i]);
-    fprintf(stderr, "]%s%s\n", x && x->oversize ? " (dummy data)" : "",
-            x && x->raw ? " (raw bytes: may hold NaN / inf)" : "");
-}
-
-static void describe_lengths(const char *name, const int64_t *v, int64_t n) {
-    if (!g_verbose) return;
-    fprintf(stderr, "  %-20s count %lld:", name, (long long)n);
-    for (int64_t i = 0; v && i < n && i < 16; i++) fprintf(stderr, " %lld", (long long)v[i]);
-    fprintf(stderr, "\n");
-}
 
 /* Query-side shape of width w for layout l (TND / TND_NTD and unknown layouts: [T, N, w]). */
 static int32_t q_shape(fia_layout l, int64_t B, int64_t S, int64_t N, int64_t w, int64_t *sh) {
@@ -326,42 +50,6 @@ static int32_t q_shape(fia_layout l, int64_t B, int64_t S, int64_t N, int64_t w,
     case FIA_LAYOUT_BNSD: sh[0] = B, sh[1] = N, sh[2] = S, sh[3] = w; return 4;
     default: sh[0] = S, sh[1] = N, sh[2] = w; return 3;
     }
-}
-
-/* Per-batch lengths in [0, hi] (running sums when cumulative), count B; on corrupted inputs also
- * other counts, values out of range and decreasing sums. NULL with *count 0: absent. */
-static int64_t *gen_lengths(fz *f, int64_t B, int64_t hi, int cumulative, int may_omit,
-                            int64_t *count) {
-    const uint8_t m = u8(f) % 32;
-    if (may_omit && m < 6) {
-        *count = 0;
-        return NULL;
-    }
-    int64_t n = B;
-    if (!cumulative && m == 6) n = 1; /* broadcast */
-    if (!cumulative && m == 7) n = B + 1;
-    if (g_corrupt && m == 8) n = rng(f, 0, B + 2);
-    if (g_corrupt && m == 9) {
-        *count = B; /* NULL with a count */
-        return NULL;
-    }
-    *count = n;
-    int64_t *v = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-    int64_t acc = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t x = rng(f, 0, hi);
-        if (u8(f) % 4 == 0) x = hi;
-        if (rare(f, 24)) x = u8(f) % 2 ? hi + rng(f, 1, 2) : interesting(f, hi);
-        if (cumulative) {
-            acc += x >= 0 && x <= hi ? x : 0;
-            v[i] = acc;
-            if (rare(f, 32)) v[i] = acc - rng(f, 1, 3);
-            if (rare(f, 64)) v[i] = x;
-        } else {
-            v[i] = x;
-        }
-    }
-    return v;
 }
 
 /* ---- the target -------------------------------------------------------------------------------- */
@@ -387,10 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ctx) {
         for (int64_t i = 0; i < 2048; i++)
             for (int64_t j = 0; j < 2048; j++) g_cmask[i * 2048 + j] = j > i;
-        static const fia_dtype tdt[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
-        for (int d = 0; d < 3; d++)
-            for (int64_t i = 0; i < TAB_ELEMS; i++)
-                store_float(g_tab[d] + i * (int64_t)fia_dtype_size(tdt[d]), tdt[d], small_float());
+        fz_init_tables();
         fia_context_options o = {2, FIA_ISA_AUTO};
         if (fia_context_create(&o, &ctx) != FIA_STATUS_SUCCESS) abort();
         stats = getenv("FIA_FUZZ_STATS") != NULL;
@@ -399,9 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     g_runs++;
     fz f = {data, size};
-    g_rng = 0x9e3779b97f4a7c15ull ^ size;
-    for (size_t i = 0; i < size; i++) g_rng = (g_rng ^ data[i]) * 0x100000001b3ull;
-    if (!g_rng) g_rng = 1;
+    fz_seed(data, size);
     g_corrupt = u8(&f) & 1;
     g_clean += !g_corrupt;
 
