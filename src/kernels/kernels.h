@@ -17,6 +17,7 @@
 #define FIA_KERNELS_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "fia.h"
 
@@ -91,6 +92,28 @@ typedef struct fia_kernels {
                     const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                     const float *row_scale, const void *const *pf, int64_t npf);
 } fia_kernels;
+
+/* Converts n elements of a row of dtype dt (float16, bfloat16, int8 or float32) to fp32 with the
+ * table's conversion kernels, and back (float16, bfloat16 or float32): the one dtype dispatch
+ * every operator uses for its rows. */
+static inline void fia_kernels_to_f32(const fia_kernels *k, const void *src, fia_dtype dt,
+                                      float *dst, int64_t n) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: k->f16_to_f32((const uint16_t *)src, dst, n); break;
+    case FIA_DTYPE_BFLOAT16: k->bf16_to_f32((const uint16_t *)src, dst, n); break;
+    case FIA_DTYPE_INT8: k->i8_to_f32((const int8_t *)src, dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
+
+static inline void fia_kernels_from_f32(const fia_kernels *k, const float *src, fia_dtype dt,
+                                        void *dst, int64_t n) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: k->f32_to_f16(src, (uint16_t *)dst, n); break;
+    case FIA_DTYPE_BFLOAT16: k->f32_to_bf16(src, (uint16_t *)dst, n); break;
+    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    }
+}
 
 /* The row kernels of each ISA (defined in <isa>/rows_<isa>.c and kernels_scalar.c). */
 void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,

@@ -110,25 +110,6 @@ static inline const char *fia_kv_row(const fia_attn_plan *p, const fia_seq *s, c
     return s->base + off * s->esize;
 }
 
-static inline void fia_row_to_f32(const fia_kernels *k, const char *src, fia_dtype dt, float *dst,
-                                  int64_t n) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16: k->f16_to_f32((const uint16_t *)src, dst, n); break;
-    case FIA_DTYPE_BFLOAT16: k->bf16_to_f32((const uint16_t *)src, dst, n); break;
-    case FIA_DTYPE_INT8: k->i8_to_f32((const int8_t *)src, dst, n); break;
-    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    }
-}
-
-static inline void fia_row_from_f32(const fia_kernels *k, const float *src, fia_dtype dt, char *dst,
-                                    int64_t n) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16: k->f32_to_f16(src, (uint16_t *)dst, n); break;
-    case FIA_DTYPE_BFLOAT16: k->f32_to_bf16(src, (uint16_t *)dst, n); break;
-    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    }
-}
-
 /* ---- K / V packing ----------------------------------------------------------------------- */
 
 /* Dequantizes one int8 row in place: which 0 = K, 1 = V. */
@@ -184,7 +165,7 @@ static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which,
         if (j < npf)
             for (int64_t off = 0; off < row_bytes; off += 64)
                 __builtin_prefetch((const char *)pf[j] + off, 0, 2);
-        fia_row_to_f32(p->kern, ptrs[j], s->dtype, dst + j * ld, dim);
+        fia_kernels_to_f32(p->kern, ptrs[j], s->dtype, dst + j * ld, dim);
         if (p->aq != FIA_AQ_NONE) fia_dequant_row(p, ex, which, b, n2, t0 + j, dst + j * ld, dim);
     }
 }
@@ -392,7 +373,7 @@ static bool fia_mask_tile(const fia_attn_plan *p, const fia_item *it, const fia_
 
 static void fia_write_row(const fia_attn_plan *p, const fia_batch *bi, int64_t b, int64_t h,
                           int64_t i, const float *o, float lse) {
-    fia_row_from_f32(p->kern, o, p->o.dtype, fia_o_row(p, bi, b, h, i), p->Dv);
+    fia_kernels_from_f32(p->kern, o, p->o.dtype, fia_o_row(p, bi, b, h, i), p->Dv);
     if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
 }
 
@@ -483,8 +464,8 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
         for (int64_t pp = 0; pp < it->qn; pp++)
             for (int64_t g = 0; g < G; g++) {
                 float *dst = s->q + (hh * rows + pp * G + g) * dp;
-                fia_row_to_f32(p->kern, fia_q_row(p, bi, b, (it->n2 + hh) * G + g, it->q0 + pp),
-                               p->q.dtype, dst, D);
+                const char *q = fia_q_row(p, bi, b, (it->n2 + hh) * G + g, it->q0 + pp);
+                fia_kernels_to_f32(p->kern, q, p->q.dtype, dst, D);
                 for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
             }
     const bool fold = p->aq != FIA_AQ_NONE && fia_item_rows(p, it);

@@ -174,16 +174,6 @@ static size_t mla_workspace_layout(const mla_plan *p, void *ws, float **partials
 
 /* ---- addressing and conversion ------------------------------------------------------------- */
 
-static inline void mla_to_f32(const fia_kernels *k, const void *src, fia_dtype dt, float *dst,
-                              int64_t n) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16: k->f16_to_f32(src, dst, n); break;
-    case FIA_DTYPE_BFLOAT16: k->bf16_to_f32(src, dst, n); break;
-    case FIA_DTYPE_INT8: k->i8_to_f32(src, dst, n); break;
-    default: memcpy(dst, src, (size_t)n * sizeof(float)); break;
-    }
-}
-
 /* Element offset (in elements) of (token tok of batch b, dim d0) and, for paged caches, the
  * number of tokens left in tok's block (dense: all). */
 static inline int64_t mla_cache_off(const mla_plan *p, const mla_cache *c, int64_t b, int64_t tok,
@@ -231,15 +221,16 @@ static void mla_load_rows(const mla_plan *p, const mla_cache *c, int64_t b, int6
         if (c->w) {
             /* NZ: chunk ci of `run` consecutive rows is contiguous (run x w elements) */
             for (int64_t ci = 0; ci < c->dim / c->w; ci++) {
-                mla_to_f32(k, c->base + (off + ci * c->s_c) * c->es, c->dt, tmp, run * c->w);
+                fia_kernels_to_f32(k, c->base + (off + ci * c->s_c) * c->es, c->dt, tmp,
+                                   run * c->w);
                 for (int64_t r = 0; r < run; r++)
                     memcpy(dst + (j + r) * ld + ci * c->w, tmp + r * c->w,
                            (size_t)c->w * sizeof(float));
             }
         } else {
             for (int64_t r = 0; r < run; r++)
-                mla_to_f32(k, c->base + (off + r * c->s_t) * c->es, c->dt, dst + (j + r) * ld,
-                           c->dim);
+                fia_kernels_to_f32(k, c->base + (off + r * c->s_t) * c->es, c->dt,
+                                   dst + (j + r) * ld, c->dim);
         }
         j += run;
     }
@@ -302,7 +293,7 @@ static void mla_pack_query(const mla_plan *p, const mla_item *it, mla_scratch *s
             if (p->quant) {
                 p->i8->s8_to_u8_offset((const int8_t *)qn, s->q8 + r * MLA_DN, MLA_DN);
                 float *dst = s->qr + r * MLA_DR;
-                mla_to_f32(k, qr, p->qr.dtype, dst, MLA_DR);
+                fia_kernels_to_f32(k, qr, p->qr.dtype, dst, MLA_DR);
                 for (int64_t d = 0; d < MLA_DR; d++) dst[d] *= sc;
                 float sq;
                 memcpy(&sq, p->sq + (it->b * p->sq_s_b + (bi->q_tok0 + i) * p->sq_s_t +
@@ -310,8 +301,8 @@ static void mla_pack_query(const mla_plan *p, const mla_item *it, mla_scratch *s
                 s->qs[r] = sc * sq * skv;
             } else {
                 float *dst = s->q + r * MLA_DK;
-                mla_to_f32(k, qn, p->q.dtype, dst, MLA_DN);
-                mla_to_f32(k, qr, p->qr.dtype, dst + MLA_DN, MLA_DR);
+                fia_kernels_to_f32(k, qn, p->q.dtype, dst, MLA_DN);
+                fia_kernels_to_f32(k, qr, p->qr.dtype, dst + MLA_DN, MLA_DR);
                 for (int64_t d = 0; d < MLA_DK; d++) dst[d] *= sc;
             }
         }
@@ -432,11 +423,7 @@ static void mla_write_row(const mla_plan *p, int64_t b, int64_t h, int64_t i, fl
     const fia_batch *bi = &p->batches[b];
     const float lse = fia_softmax_state_finish(m, l, o, MLA_DN);
     char *dst = (char *)mla_seq_row(&p->o, bi, b, h, i);
-    switch (p->o.dtype) {
-    case FIA_DTYPE_FLOAT16: p->kern->f32_to_f16(o, (uint16_t *)dst, MLA_DN); break;
-    case FIA_DTYPE_BFLOAT16: p->kern->f32_to_bf16(o, (uint16_t *)dst, MLA_DN); break;
-    default: memcpy(dst, o, MLA_DN * sizeof(float)); break;
-    }
+    fia_kernels_from_f32(p->kern, o, p->o.dtype, dst, MLA_DN);
     if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
 }
 

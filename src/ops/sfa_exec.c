@@ -136,12 +136,6 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
     return n;
 }
 
-static inline void sfa_to_f32(const fia_kernels *k, const void *src, fia_dtype dt, float *dst,
-                              int64_t n) {
-    if (dt == FIA_DTYPE_FLOAT16) k->f16_to_f32(src, dst, n);
-    else k->bf16_to_f32(src, dst, n);
-}
-
 static inline void sfa_prefetch(const void *row, int64_t bytes) {
     for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch((const char *)row + off, 0, 2);
 }
@@ -167,8 +161,8 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
             p->skern->c8_rows_to_f32(nope + j, 1, s->vp + j * SFA_LDV, SFA_LDV, s->rp + j * SFA_DR,
                                      SFA_DR);
         } else {
-            sfa_to_f32(k, nope[j], p->k.dtype, s->vp + j * SFA_LDV, SFA_DN);
-            sfa_to_f32(k, rope[j], p->kr.dtype, s->rp + j * SFA_DR, SFA_DR);
+            fia_kernels_to_f32(k, nope[j], p->k.dtype, s->vp + j * SFA_LDV, SFA_DN);
+            fia_kernels_to_f32(k, rope[j], p->kr.dtype, s->rp + j * SFA_DR, SFA_DR);
         }
     }
     if (nn > n) sfa_prefetch_rows(p, s, cur ^ 1, n, nn);
@@ -213,11 +207,12 @@ static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int6
         float *dst = q + h * SFA_DK;
         const int64_t qoff = r->b * p->q.s_b + r->t * p->q.s_t + (h0 + h) * p->q.s_h;
         if (p->c8) {
-            sfa_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DK);
+            fia_kernels_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DK);
         } else {
-            sfa_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DN);
+            fia_kernels_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DN);
             const int64_t roff = r->b * p->qr.s_b + r->t * p->qr.s_t + (h0 + h) * p->qr.s_h;
-            sfa_to_f32(p->kern, p->qr.base + roff * p->qr.esize, p->qr.dtype, dst + SFA_DN, SFA_DR);
+            fia_kernels_to_f32(p->kern, p->qr.base + roff * p->qr.esize, p->qr.dtype, dst + SFA_DN,
+                               SFA_DR);
         }
         for (int64_t d = 0; d < SFA_DK; d++) dst[d] *= p->scale;
     }
@@ -227,8 +222,7 @@ static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int6
 static void sfa_write(const sfa_plan *p, const sfa_row *r, int64_t h, const float *o, float lse) {
     const int64_t off = r->b * p->o.s_b + r->t * p->o.s_t + h * p->o.s_h;
     char *dst = (char *)p->o.base + off * p->o.esize;
-    if (p->o.dtype == FIA_DTYPE_FLOAT16) p->kern->f32_to_f16(o, (uint16_t *)dst, SFA_DN);
-    else p->kern->f32_to_bf16(o, (uint16_t *)dst, SFA_DN);
+    fia_kernels_from_f32(p->kern, o, p->o.dtype, dst, SFA_DN);
     if (p->lse) p->lse[r->b * p->lse_s_b + r->t * p->lse_s_t + h * p->lse_s_h] = lse;
 }
 
