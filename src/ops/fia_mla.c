@@ -463,7 +463,7 @@ static void mla_run_tile(const mla_exec *ex, const mla_item *it, const mla_item 
         t0 = t1;
     }
     /* AMLA: the accumulator is relative to 2^-e, i.e. a softmax state with m = -e ln2 */
-    if (p->amla && !p->quant)
+    if (p->amla)
         for (int64_t r = 0; r < rows; r++)
             if (s->m[r] != -INFINITY) s->m[r] = -(float)s->e[r] * 0.69314718055994530942f;
     if (it->group < 0) {
