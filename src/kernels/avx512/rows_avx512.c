@@ -4,13 +4,18 @@
  * qk_rows_avx512: S[r][j] = sum_d Q[r][d] * K_j[d]   (r < m, j < n)
  *   K rows come as an array of row pointers (paged caches need no copy) in float16, bfloat16,
  *   float32 or int8 and are converted in registers (int8: vpmovsxbd + vcvtdq2ps, 16 bytes per
- *   16 elements). Blocks of RB query rows x KB keys with RB*KB = 16
- *   zmm accumulators ((1,16), (2,8), (4,4), (8,2)); the head dim runs in 16-wide steps (the
- *   tail masked); the 16 accumulators are folded into one vector of 16 dot products by a
- *   4-level shuffle/add tree (45 ops per 16 dot products).
+ *   16 elements). Blocks of RB query rows x KB keys with RB*KB = 16 zmm accumulators ((1,16),
+ *   (2,8), (4,4), (8,2)), key-major: each key row is read front to back in 16-wide steps (the
+ *   tail masked), every step feeding the RB rows (Q from L1), so that the cache sees one
+ *   sequential stream the hardware prefetchers follow (a head-dim-major order touches KB rows
+ *   in turn and defeats them: 10 GB/s instead of 27 GB/s on one Zen 4 core without software
+ *   prefetch). The 16 accumulators are folded into one vector of 16 dot products by a 4-level
+ *   shuffle/add tree (45 ops per 16 dot products).
  * pv_rows_avx512: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_j P[r][j] * V_j[c]
- *   Blocks of up to 4 rows x 64 columns (16 zmm accumulators) stream over the n value rows; P
- *   is broadcast from memory. With row_scale NULL, O is never read.
+ *   Blocks of RB rows x NV 16-wide column vectors, RB * NV <= 16 zmm accumulators: 1 or 2 rows
+ *   x 128 columns (a 128-wide value row read whole, converted once), 3 or 4 rows x 64 columns;
+ *   P broadcast from memory; full blocks without masks. With row_scale NULL, O is never read.
+ * Both prefetch the next tile's rows (pf) spread over their own loop.
  * Preconditions: Q, P, O fp32 with unit inner stride; row pointers valid for d (dv) elements.
  * Nothing is read or written beyond the sizes given (masked loads and stores at the tails).
  */
@@ -87,7 +92,10 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
     return fia_hadd_lane(fia_hadd_lane(s0, s1), fia_hadd_lane(s2, s3));
 }
 
-/* Accumulator idx (a compile-time constant after inlining) of the 16 named ones. */
+/* RB rows x KB keys (RB * KB == 16, compile-time constants; the accumulators are named
+ * variables so that they stay in registers), key-major (see the top of the file). kptr has KB
+ * valid pointers (the caller repeats the last one for a partial block); only kb columns are
+ * stored. Row kk of the next tile (pf) is prefetched as key kk is read. */
 #define FIA_ACC_FMA(idx, qq, kv)                                                                   \
     switch (idx) {                                                                                \
     case 0: c0 = _mm512_fmadd_ps(qq, kv, c0); break;                                              \
@@ -107,51 +115,38 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
     case 14: c14 = _mm512_fmadd_ps(qq, kv, c14); break;                                           \
     default: c15 = _mm512_fmadd_ps(qq, kv, c15); break;                                           \
     }
-#define FIA_QK_ROW(rr, kk)                                                                        \
-    if (RB > rr) FIA_ACC_FMA((rr) * KB + (kk), q##rr, kv)
+#define FIA_QK_ROW(rr, kk, kv, qoff, mk)                                                          \
+    if (RB > rr) FIA_ACC_FMA((rr) * KB + (kk), _mm512_maskz_loadu_ps(mk, q + rr * ldq + qoff), kv)
+#define FIA_QK_ROWS(kk, kv, qoff, mk)                                                             \
+    FIA_QK_ROW(0, kk, kv, qoff, mk) FIA_QK_ROW(1, kk, kv, qoff, mk)                               \
+    FIA_QK_ROW(2, kk, kv, qoff, mk) FIA_QK_ROW(3, kk, kv, qoff, mk)                               \
+    FIA_QK_ROW(4, kk, kv, qoff, mk) FIA_QK_ROW(5, kk, kv, qoff, mk)                               \
+    FIA_QK_ROW(6, kk, kv, qoff, mk) FIA_QK_ROW(7, kk, kv, qoff, mk)
 #define FIA_QK_KEY(kk)                                                                            \
     if (KB > kk) {                                                                                \
-        const __m512 kv = fia_load16(kptr[kk], c, dt, mk);                                        \
-        FIA_QK_ROW(0, kk) FIA_QK_ROW(1, kk) FIA_QK_ROW(2, kk) FIA_QK_ROW(3, kk)                   \
-        FIA_QK_ROW(4, kk) FIA_QK_ROW(5, kk) FIA_QK_ROW(6, kk) FIA_QK_ROW(7, kk)                   \
+        const void *row = kptr[kk];                                                               \
+        if (kk < npf) fia_prefetch_rows(pf, npf, kk, kk + 1, row_bytes);                          \
+        int64_t c = 0;                                                                            \
+        for (; c + 16 <= d; c += 16) {                                                            \
+            const __m512 kv = fia_load16_full(row, c, dt);                                        \
+            FIA_QK_ROWS(kk, kv, c, full)                                                          \
+        }                                                                                         \
+        if (c < d) {                                                                              \
+            const __m512 kv = fia_load16(row, c, dt, tail);                                       \
+            FIA_QK_ROWS(kk, kv, c, tail)                                                          \
+        }                                                                                         \
     }
-#define FIA_QK_LOADQ(rr)                                                                          \
-    if (RB > rr) q##rr = mk == (__mmask16)0xffff ? _mm512_loadu_ps(q + rr * ldq + c)              \
-                                                  : _mm512_maskz_loadu_ps(mk, q + rr * ldq + c);
-
-/* One block of RB rows x KB keys (RB * KB == 16, compile-time constants; the accumulators are
- * named variables so that they stay in registers). kptr has KB valid pointers (the caller
- * repeats the last one for a partial block); only kb columns are stored. */
 FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
                          int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
                          int64_t lds, const void *const *pf, int64_t npf) {
-    /* The next tile's rows pf[0, npf) are prefetched a few cache lines per 16-wide step, so
-     * that the requests stay spread over the block instead of arriving in one burst. */
-    const int64_t lines = (d * fia_dt_size(dt) + 63) / 64, total = npf * lines;
-    const int64_t steps = (d + 15) / 16, per_step = (total + steps - 1) / steps;
-    int64_t next_line = 0, pf_row = 0, pf_off = 0;
+    const int64_t row_bytes = d * fia_dt_size(dt);
+    const __mmask16 tail = fia_mask16(d & 15), full = (__mmask16)0xffff;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
            c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
-    for (int64_t c = 0; c < d; c += 16) {
-        for (int64_t e = next_line + per_step < total ? next_line + per_step : total;
-             next_line < e; next_line++) {
-            _mm_prefetch((const char *)pf[pf_row] + pf_off, _MM_HINT_T1);
-            pf_off += 64;
-            if (pf_off == lines * 64) pf_off = 0, pf_row++;
-        }
-        const __mmask16 mk = fia_mask16(d - c);
-        __m512 q0 = c0, q1 = c0, q2 = c0, q3 = c0, q4 = c0, q5 = c0, q6 = c0, q7 = c0;
-        (void)q1, (void)q2, (void)q3, (void)q4, (void)q5, (void)q6, (void)q7;
-        FIA_QK_LOADQ(0) FIA_QK_LOADQ(1) FIA_QK_LOADQ(2) FIA_QK_LOADQ(3)
-        FIA_QK_LOADQ(4) FIA_QK_LOADQ(5) FIA_QK_LOADQ(6) FIA_QK_LOADQ(7)
-        FIA_QK_KEY(0) FIA_QK_KEY(1) FIA_QK_KEY(2) FIA_QK_KEY(3)
-        FIA_QK_KEY(4) FIA_QK_KEY(5) FIA_QK_KEY(6) FIA_QK_KEY(7)
-        FIA_QK_KEY(8) FIA_QK_KEY(9) FIA_QK_KEY(10) FIA_QK_KEY(11)
-        FIA_QK_KEY(12) FIA_QK_KEY(13) FIA_QK_KEY(14) FIA_QK_KEY(15)
-    }
-    /* Lanes [rr * KB, rr * KB + kb) are row rr's scores: moved to lane 0 and stored straight
-     * from the register (a 64-byte stack store re-read in narrower pieces stalls the
-     * store-to-load forwarding). */
+    FIA_QK_KEY(0) FIA_QK_KEY(1) FIA_QK_KEY(2) FIA_QK_KEY(3)
+    FIA_QK_KEY(4) FIA_QK_KEY(5) FIA_QK_KEY(6) FIA_QK_KEY(7)
+    FIA_QK_KEY(8) FIA_QK_KEY(9) FIA_QK_KEY(10) FIA_QK_KEY(11)
+    FIA_QK_KEY(12) FIA_QK_KEY(13) FIA_QK_KEY(14) FIA_QK_KEY(15)
     const __m512 sum = fia_hsum16(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,
                                   c14, c15);
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -159,20 +154,15 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
         const __m512 v =
             rr ? _mm512_permutexvar_ps(_mm512_add_epi32(iota, _mm512_set1_epi32(rr * KB)), sum)
                : sum;
-        float *dst = s + rr * lds;
-        if (kb < KB) _mm512_mask_storeu_ps(dst, fia_mask16(kb), v);
-        else if (KB == 16) _mm512_storeu_ps(dst, v);
-        else if (KB == 8) _mm256_storeu_ps(dst, _mm512_castps512_ps256(v));
-        else if (KB == 4) _mm_storeu_ps(dst, _mm512_castps512_ps128(v));
-        else _mm_storel_pi((__m64 *)dst, _mm512_castps512_ps128(v));
+        _mm512_mask_storeu_ps(s + rr * lds, fia_mask16(kb < KB ? kb : KB), v);
     }
 }
-#undef FIA_QK_LOADQ
 #undef FIA_QK_KEY
+#undef FIA_QK_ROWS
 #undef FIA_QK_ROW
 #undef FIA_ACC_FMA
 
-/* All keys for RB rows; prefetches the rows of pf as it goes (scaled to its own progress). */
+/* All keys for RB rows in blocks of KB; prefetches the rows of pf as it goes. */
 FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, const float *q,
                             int64_t ldq, const void *const *krows, fia_dtype dt, float *s,
                             int64_t lds, const void *const *pf, int64_t npf) {
@@ -181,13 +171,14 @@ FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, co
         const int64_t np = npf - j0 < 0 ? 0 : npf - j0 > KB ? KB : npf - j0;
         fia_qk_block(RB, KB, KB, d, q, ldq, krows + j0, dt, s + j0, lds, np ? pf + j0 : NULL, np);
     }
-    if (j0 >= n) fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
     if (j0 < n) {
         const void *kp[16];
         for (int kk = 0; kk < KB; kk++) kp[kk] = krows[j0 + kk < n ? j0 + kk : n - 1];
         fia_qk_block(RB, KB, n - j0, d, q, ldq, kp, dt, s + j0, lds, npf > j0 ? pf + j0 : NULL,
                      npf > j0 ? npf - j0 : 0);
+        j0 += KB; /* the partial block prefetched KB rows of pf */
     }
+    if (npf > j0) fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
 }
 
 /* Row blocks of 8, 4, 2, 1; the first block issues the prefetches of the next tile. */
@@ -220,69 +211,107 @@ void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t
     }
 }
 
+/* PV accumulators: a<r><v> is row r (< RB), column vector v (< NV) of the block. */
+#define FIA_PV_INIT1(r, v)                                                                        \
+    if (NV > v)                                                                                   \
+        a##r##v = _mm512_mul_ps(sc, FULL ? _mm512_loadu_ps(orow + 16 * v)                         \
+                                         : _mm512_maskz_loadu_ps(m##v, orow + 16 * v));
 #define FIA_PV_INIT(r)                                                                            \
     if (RB > r && row_scale) {                                                                    \
         const __m512 sc = _mm512_set1_ps(row_scale[r]);                                           \
         const float *orow = o + r * ldo + c0;                                                     \
-        a##r##0 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m0, orow));                             \
-        a##r##1 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m1, orow + 16));                        \
-        a##r##2 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m2, orow + 32));                        \
-        a##r##3 = _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m3, orow + 48));                        \
+        FIA_PV_INIT1(r, 0) FIA_PV_INIT1(r, 1) FIA_PV_INIT1(r, 2) FIA_PV_INIT1(r, 3)               \
+        FIA_PV_INIT1(r, 4) FIA_PV_INIT1(r, 5) FIA_PV_INIT1(r, 6) FIA_PV_INIT1(r, 7)               \
     }
+#define FIA_PV_LOAD(k)                                                                            \
+    const __m512 v##k = NV > k ? (FULL ? fia_load16_full(row, c0 + 16 * k, dt)                    \
+                                       : fia_load16(row, c0 + 16 * k, dt, m##k))                  \
+                               : zero;
+#define FIA_PV_FMA1(r, k)                                                                         \
+    if (NV > k) a##r##k = _mm512_fmadd_ps(pj, v##k, a##r##k);
 #define FIA_PV_FMA(r)                                                                             \
     if (RB > r) {                                                                                 \
         const __m512 pj = _mm512_set1_ps(p[r * ldp + j]);                                         \
-        a##r##0 = _mm512_fmadd_ps(pj, v0, a##r##0);                                               \
-        a##r##1 = _mm512_fmadd_ps(pj, v1, a##r##1);                                               \
-        a##r##2 = _mm512_fmadd_ps(pj, v2, a##r##2);                                               \
-        a##r##3 = _mm512_fmadd_ps(pj, v3, a##r##3);                                               \
+        FIA_PV_FMA1(r, 0) FIA_PV_FMA1(r, 1) FIA_PV_FMA1(r, 2) FIA_PV_FMA1(r, 3)                   \
+        FIA_PV_FMA1(r, 4) FIA_PV_FMA1(r, 5) FIA_PV_FMA1(r, 6) FIA_PV_FMA1(r, 7)                   \
+    }
+#define FIA_PV_STORE1(r, v)                                                                       \
+    if (NV > v) {                                                                                 \
+        if (FULL) _mm512_storeu_ps(orow + 16 * v, a##r##v);                                       \
+        else _mm512_mask_storeu_ps(orow + 16 * v, m##v, a##r##v);                                 \
     }
 #define FIA_PV_STORE(r)                                                                           \
     if (RB > r) {                                                                                 \
         float *orow = o + r * ldo + c0;                                                           \
-        _mm512_mask_storeu_ps(orow, m0, a##r##0);                                                 \
-        _mm512_mask_storeu_ps(orow + 16, m1, a##r##1);                                            \
-        _mm512_mask_storeu_ps(orow + 32, m2, a##r##2);                                            \
-        _mm512_mask_storeu_ps(orow + 48, m3, a##r##3);                                            \
+        FIA_PV_STORE1(r, 0) FIA_PV_STORE1(r, 1) FIA_PV_STORE1(r, 2) FIA_PV_STORE1(r, 3)           \
+        FIA_PV_STORE1(r, 4) FIA_PV_STORE1(r, 5) FIA_PV_STORE1(r, 6) FIA_PV_STORE1(r, 7)           \
     }
+#define FIA_PV_MASK(v)                                                                            \
+    const __mmask16 m##v = c0 + 16 * v < dv ? fia_mask16(dv - c0 - 16 * v) : 0;
 
-/* RB rows x 64 columns [c0, c0 + 64) of O (RB <= 4, a compile-time constant; 16 named
- * accumulators). */
-FIA_AI void fia_pv_block(const int RB, int64_t n, int64_t c0, int64_t dv, const float *p,
-                         int64_t ldp, const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                         const float *row_scale, const void *const *pf, int64_t npf) {
-    const __mmask16 m0 = fia_mask16(dv - c0);
-    const __mmask16 m1 = c0 + 16 < dv ? fia_mask16(dv - c0 - 16) : 0;
-    const __mmask16 m2 = c0 + 32 < dv ? fia_mask16(dv - c0 - 32) : 0;
-    const __mmask16 m3 = c0 + 48 < dv ? fia_mask16(dv - c0 - 48) : 0;
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
-           a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
-           a32 = a00, a33 = a00;
+/* RB rows x NV * 16 columns [c0, c0 + 16 NV) of O (RB * NV <= 16, RB <= 4, NV <= 8,
+ * compile-time constants; named accumulators so that they stay in registers). FULL: all
+ * NV * 16 columns are inside dv (plain loads and stores, no mask tests in the loop). */
+FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, int64_t c0,
+                         int64_t dv, const float *p, int64_t ldp, const void *const *vrows,
+                         fia_dtype dt, float *o, int64_t ldo, const float *row_scale,
+                         const void *const *pf, int64_t npf) {
+    FIA_PV_MASK(0) FIA_PV_MASK(1) FIA_PV_MASK(2) FIA_PV_MASK(3)
+    FIA_PV_MASK(4) FIA_PV_MASK(5) FIA_PV_MASK(6) FIA_PV_MASK(7)
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 a00 = zero, a01 = zero, a02 = zero, a03 = zero, a04 = zero, a05 = zero, a06 = zero,
+           a07 = zero, a10 = zero, a11 = zero, a12 = zero, a13 = zero, a14 = zero, a15 = zero,
+           a16 = zero, a17 = zero, a20 = zero, a21 = zero, a22 = zero, a23 = zero, a24 = zero,
+           a25 = zero, a26 = zero, a27 = zero, a30 = zero, a31 = zero, a32 = zero, a33 = zero,
+           a34 = zero, a35 = zero, a36 = zero, a37 = zero;
     FIA_PV_INIT(0) FIA_PV_INIT(1) FIA_PV_INIT(2) FIA_PV_INIT(3)
+    /* The next tile's rows are prefetched one per value row, spread over the loop. */
     const int64_t pf_bytes = dv * fia_dt_size(dt);
-    for (int64_t j = 0; j < n; j++) {
-        if (j < npf) fia_prefetch_rows(pf, npf, j, j + 1, pf_bytes);
+    const int64_t npre = npf < n ? npf : n;
+    int64_t j = 0;
+    for (; j < npre; j++) {
+        for (int64_t off = 0; off < pf_bytes; off += 64)
+            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
         const void *row = vrows[j];
-        const __m512 v0 = fia_load16(row, c0, dt, m0);
-        const __m512 v1 = fia_load16(row, c0 + 16, dt, m1);
-        const __m512 v2 = fia_load16(row, c0 + 32, dt, m2);
-        const __m512 v3 = fia_load16(row, c0 + 48, dt, m3);
+        FIA_PV_LOAD(0) FIA_PV_LOAD(1) FIA_PV_LOAD(2) FIA_PV_LOAD(3)
+        FIA_PV_LOAD(4) FIA_PV_LOAD(5) FIA_PV_LOAD(6) FIA_PV_LOAD(7)
         FIA_PV_FMA(0) FIA_PV_FMA(1) FIA_PV_FMA(2) FIA_PV_FMA(3)
     }
+    for (; j < n; j++) {
+        const void *row = vrows[j];
+        FIA_PV_LOAD(0) FIA_PV_LOAD(1) FIA_PV_LOAD(2) FIA_PV_LOAD(3)
+        FIA_PV_LOAD(4) FIA_PV_LOAD(5) FIA_PV_LOAD(6) FIA_PV_LOAD(7)
+        FIA_PV_FMA(0) FIA_PV_FMA(1) FIA_PV_FMA(2) FIA_PV_FMA(3)
+    }
+    if (npf > n) fia_prefetch_rows(pf, npf, n, npf, pf_bytes);
     FIA_PV_STORE(0) FIA_PV_STORE(1) FIA_PV_STORE(2) FIA_PV_STORE(3)
 }
+#undef FIA_PV_INIT1
 #undef FIA_PV_INIT
+#undef FIA_PV_LOAD
+#undef FIA_PV_FMA1
 #undef FIA_PV_FMA
+#undef FIA_PV_STORE1
 #undef FIA_PV_STORE
+#undef FIA_PV_MASK
 
-/* All columns for RB rows; the first column block issues the prefetches. */
-FIA_AI void fia_pv_rowblock(const int RB, int64_t n, int64_t dv, const float *p, int64_t ldp,
-                            const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                            const float *row_scale, const void *const *pf, int64_t npf) {
-    for (int64_t c0 = 0; c0 < dv; c0 += 64)
-        fia_pv_block(RB, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale, pf, c0 ? 0 : npf);
+/* All columns for RB rows in blocks of NV vectors; the first column block issues the
+ * prefetches. */
+FIA_AI void fia_pv_rowblock(const int RB, const int NV, int64_t n, int64_t dv, const float *p,
+                            int64_t ldp, const void *const *vrows, fia_dtype dt, float *o,
+                            int64_t ldo, const float *row_scale, const void *const *pf,
+                            int64_t npf) {
+    for (int64_t c0 = 0; c0 < dv; c0 += 16 * NV) {
+        const int64_t np = c0 ? 0 : npf;
+        if (c0 + 16 * NV <= dv)
+            fia_pv_block(RB, NV, 1, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale, pf, np);
+        else
+            fia_pv_block(RB, NV, 0, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale, pf, np);
+    }
 }
 
+/* Row blocks of 4 rows x 64 columns, the rest as 3 x 64, 2 x 128 or 1 x 128 (8 x 32 would
+ * convert each V element once per 8 rows, but its 8 broadcasts per 2 loads cost more). */
 FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                            const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                            const float *row_scale, const void *const *pf, int64_t npf) {
@@ -290,10 +319,10 @@ FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int
 #define FIA_PV_ARGS                                                                               \
     n, dv, p + r0 * ldp, ldp, vrows, dt, o + r0 * ldo, ldo, row_scale ? row_scale + r0 : NULL,    \
         pf, r0 ? 0 : npf
-    for (; r0 + 4 <= m; r0 += 4) fia_pv_rowblock(4, FIA_PV_ARGS);
-    if (m - r0 == 3) fia_pv_rowblock(3, FIA_PV_ARGS);
-    else if (m - r0 == 2) fia_pv_rowblock(2, FIA_PV_ARGS);
-    else if (m - r0 == 1) fia_pv_rowblock(1, FIA_PV_ARGS);
+    for (; r0 + 4 <= m; r0 += 4) fia_pv_rowblock(4, 4, FIA_PV_ARGS);
+    if (m - r0 == 3) fia_pv_rowblock(3, 4, FIA_PV_ARGS);
+    else if (m - r0 == 2) fia_pv_rowblock(2, 8, FIA_PV_ARGS);
+    else if (m - r0 == 1) fia_pv_rowblock(1, 8, FIA_PV_ARGS);
 #undef FIA_PV_ARGS
 }
 
