@@ -195,19 +195,23 @@ static int no_alias(const fia_tensor *t) {
     }
 }
 
-/* Calls fn on every element of the view (0 dims of size 0: none). Returns the first nonzero. */
+/* Calls fn on every distinct element of the view (none when a dim is 0): a dim of stride 0
+ * repeats the same elements, so it is visited once (a broadcast view of a huge shape would
+ * otherwise take hours). Returns the first nonzero. */
 static int each_elem(const fia_tensor *t, int (*fn)(char *, fia_dtype)) {
-    int64_t idx[FIA_MAX_DIMS] = {0};
+    int64_t idx[FIA_MAX_DIMS] = {0}, n[FIA_MAX_DIMS];
     const int64_t es = (int64_t)fia_dtype_size(t->dtype);
-    for (int32_t i = 0; i < t->ndim; i++)
+    for (int32_t i = 0; i < t->ndim; i++) {
         if (t->shape[i] <= 0) return 0;
+        n[i] = t->strides[i] == 0 ? 1 : t->shape[i];
+    }
     for (;;) {
         int64_t off = 0;
         for (int32_t i = 0; i < t->ndim; i++) off += idx[i] * t->strides[i];
         const int r = fn((char *)t->data + off * es, t->dtype);
         if (r) return r;
         int32_t d = t->ndim - 1;
-        while (d >= 0 && ++idx[d] == t->shape[d]) idx[d--] = 0;
+        while (d >= 0 && ++idx[d] == n[d]) idx[d--] = 0;
         if (d < 0) return 0;
     }
 }
