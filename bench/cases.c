@@ -820,9 +820,55 @@ static uint64_t name_seed(const char *name) {
     return h;
 }
 
+/* The median of x[0, n) (n >= 1); sorts x. */
+static double median(double *x, int n) {
+    qsort(x, (size_t)n, sizeof *x, compare_double);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+/* A tiny SmallQ call on the bench's context, run untimed right before each timed run when a
+ * probe separates the runs: the probe leaves the pool's workers asleep (and, in a VM, their
+ * vCPUs halted), which back-to-back layers of a model never do; waking them costs tens to
+ * hundreds of microseconds that would otherwise be charged to the run. */
+typedef struct bench_waker {
+    uint16_t q[2 * 16], k[2 * 16 * 16], v[2 * 16 * 16], o[2 * 16];
+    fia_plan *plan;
+    void *ws;
+    uint64_t ws_size;
+} bench_waker;
+
+static void waker_init(bench_waker *w, fia_context *ctx) {
+    memset(w, 0, sizeof *w);
+    fia_tensor q, k, v, o;
+    const int64_t sq[3] = {2, 1, 16}, sk[3] = {2, 16, 16};
+    fia_tensor_init(&q, w->q, FIA_DTYPE_FLOAT16, 3, sq, NULL);
+    fia_tensor_init(&o, w->o, FIA_DTYPE_FLOAT16, 3, sq, NULL);
+    fia_tensor_init(&k, w->k, FIA_DTYPE_FLOAT16, 3, sk, NULL);
+    fia_tensor_init(&v, w->v, FIA_DTYPE_FLOAT16, 3, sk, NULL);
+    if (fia_smallq_flash_attention_get_workspace_size(ctx, &q, &k, &v, &o, &w->ws_size,
+                                                      &w->plan) != FIA_STATUS_SUCCESS) {
+        w->plan = NULL;
+        return;
+    }
+    w->ws = w->ws_size ? malloc(w->ws_size) : NULL;
+    if (w->ws_size && w->ws == NULL) {
+        fia_plan_destroy(w->plan);
+        w->plan = NULL;
+    }
+}
+
+static void waker_run(bench_waker *w) {
+    if (w->plan != NULL) fia_plan_execute(w->plan, w->ws, w->ws_size);
+}
+
+static void waker_free(bench_waker *w) {
+    fia_plan_destroy(w->plan);
+    free(w->ws);
+}
+
 int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int reps,
-                   double budget_s, bench_result *res, bench_check *check, char *err,
-                   size_t err_len) {
+                   double budget_s, roofline_probe *probe, bench_result *res, bench_check *check,
+                   char *err, size_t err_len) {
     memset(res, 0, sizeof *res);
     const int copies = bench_copies(c, llc_bytes);
     void *inst = NULL;
@@ -841,34 +887,57 @@ int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int 
         }
     }
     const double per_run = (now_seconds() - w0) / copies;
+    /* The probe before the first run; its time counts against the budget of every run. */
+    const double p0 = now_seconds();
+    const double bw0 = probe != NULL ? roofline_probe_read(probe) : 0.0;
+    const double cycle = per_run + (now_seconds() - p0);
     if (reps <= 0) {
-        const double n = per_run > 0 ? budget_s / per_run : 1000;
+        const double n = cycle > 0 ? budget_s / cycle : 1000;
         reps = n < 5 ? 5 : n > 1000 ? 1000 : (int)n;
     }
-    double *times = malloc((size_t)reps * sizeof *times);
+    double *times = malloc((size_t)reps * 3 * sizeof *times);
     if (times == NULL) {
         bench_set_err(err, err_len, "out of memory");
         c->op->destroy(inst);
         return -1;
     }
+    double *bw = times + reps, *frac = times + 2 * reps;
+    bench_waker waker;
+    if (probe != NULL) waker_init(&waker, ctx);
     for (int r = 0; r < reps; r++) {
         const int copy = (r + 1) % copies; /* the warm-up ended with the last copy */
+        if (probe != NULL) waker_run(&waker);
         const double t0 = now_seconds();
         const fia_status s = c->op->execute(inst, copy);
         times[r] = now_seconds() - t0;
+        bw[r] = probe != NULL && s == FIA_STATUS_SUCCESS ? roofline_probe_read(probe) : 0.0;
         if (s != FIA_STATUS_SUCCESS) {
             bench_set_err(err, err_len, "execute: %s", fia_last_error());
             free(times);
+            if (probe != NULL) waker_free(&waker);
             c->op->destroy(inst);
             return -1;
         }
     }
-    qsort(times, (size_t)reps, sizeof *times, compare_double);
-    res->seconds = reps % 2 ? times[reps / 2] : 0.5 * (times[reps / 2 - 1] + times[reps / 2]);
-    res->min_seconds = times[0];
+    if (probe != NULL) waker_free(&waker);
+    c->op->counts(c, &res->bytes, &res->flops);
+    /* Each run against the larger of the probes just before and just after it (strict: the
+     * bandwidth the machine offered around the run, never the lower of the two). */
+    int paired = probe != NULL && bw0 > 0;
+    for (int r = 0; r < reps; r++) {
+        const double around = r == 0 ? (bw0 > bw[0] ? bw0 : bw[0])
+                                     : (bw[r - 1] > bw[r] ? bw[r - 1] : bw[r]);
+        if (bw[r] <= 0 || times[r] <= 0) paired = 0;
+        else frac[r] = res->bytes / times[r] * 1e-9 / around;
+    }
+    if (paired) {
+        res->read_gbps = median(bw, reps);
+        res->mem_fraction = median(frac, reps);
+    }
+    res->seconds = median(times, reps);
+    res->min_seconds = times[0]; /* sorted by median() */
     res->reps = reps;
     res->copies = copies;
-    c->op->counts(c, &res->bytes, &res->flops);
     free(times);
 
     int rc = 0;

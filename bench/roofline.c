@@ -457,6 +457,83 @@ int roofline_measure_read(roofline *r, char *err, size_t err_len) {
     return measure_bandwidth(r->threads, rd, r->buffer_bytes, &r->read_gbps, err, err_len);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Paired probe                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+struct roofline_probe {
+    unsigned char *buf;
+    size_t bytes, slice; /* buffer, bytes read per call (a multiple of 4 KiB per thread) */
+    size_t next;         /* offset of the next call's slice */
+    int threads;
+    read_fn read;
+    probe_task *tasks;
+    uint64_t sink;
+};
+
+roofline_probe *roofline_probe_create(const roofline *r, char *err, size_t err_len) {
+    roofline_probe *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        snprintf(err, err_len, "roofline: out of memory");
+        return NULL;
+    }
+    fma_fn fm;
+    pick_isa(&p->read, &fm);
+    p->threads = r->threads < 1 ? 1 : r->threads;
+    p->bytes = r->buffer_bytes;
+    /* A quarter of the buffer per call, at least 4x the LLC: read from memory, not cache. */
+    size_t slice = p->bytes / 4;
+    if (slice < 4 * r->llc_bytes && 4 * r->llc_bytes <= p->bytes) slice = 4 * r->llc_bytes;
+    p->slice = slice / ((size_t)p->threads * 4096) * ((size_t)p->threads * 4096);
+    p->buf = roofline_alloc(p->bytes);
+    p->tasks = calloc((size_t)p->threads, sizeof *p->tasks);
+    if (p->buf == NULL || p->tasks == NULL || p->slice == 0) {
+        snprintf(err, err_len, "roofline: cannot allocate the %zu MiB probe buffer",
+                 p->bytes / MiB);
+        roofline_probe_destroy(p);
+        return NULL;
+    }
+    /* First touch by the probe threads themselves (page placement), not timed. */
+    const size_t part = (p->bytes / (size_t)p->threads) & ~(size_t)4095;
+    for (int i = 0; i < p->threads; i++) {
+        p->tasks[i].base = p->buf + (size_t)i * part;
+        p->tasks[i].bytes = part;
+        p->tasks[i].touch = 1;
+        p->tasks[i].read = NULL;
+        p->tasks[i].fma = NULL;
+    }
+    if (run_tasks(p->tasks, p->threads) < 0) {
+        snprintf(err, err_len, "roofline: cannot start %d threads", p->threads);
+        roofline_probe_destroy(p);
+        return NULL;
+    }
+    return p;
+}
+
+double roofline_probe_read(roofline_probe *p) {
+    if (p->next + p->slice > p->bytes) p->next = 0;
+    const size_t part = p->slice / (size_t)p->threads;
+    for (int i = 0; i < p->threads; i++) {
+        p->tasks[i].base = p->buf + p->next + (size_t)i * part;
+        p->tasks[i].bytes = part;
+        p->tasks[i].touch = 0;
+        p->tasks[i].read = p->read;
+        p->tasks[i].fma = NULL;
+    }
+    p->next += p->slice;
+    const double s = run_tasks(p->tasks, p->threads);
+    if (s <= 0) return -1.0;
+    for (int i = 0; i < p->threads; i++) p->sink += p->tasks[i].sum;
+    return (double)p->slice / s * 1e-9;
+}
+
+void roofline_probe_destroy(roofline_probe *p) {
+    if (p == NULL) return;
+    free(p->buf);
+    free(p->tasks);
+    free(p);
+}
+
 double roofline_fraction(const roofline *r, double bytes, double flops, double seconds,
                          const char **bound) {
     double mem = 0.0, cmp = 0.0;

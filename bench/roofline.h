@@ -34,6 +34,17 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len);
  * each case. Returns 0, or -1 with a message in err. */
 int roofline_measure_read(roofline *r, char *err, size_t err_len);
 
+/* A read probe short enough to run between the timed runs of a case: a shared machine's
+ * bandwidth can change several-fold within a second, so a case is compared with the bandwidth
+ * measured next to each of its runs rather than once before it. The buffer (r->buffer_bytes,
+ * touched once at creation) is read a quarter (at least 4x the LLC) per call, rotating, with
+ * r->threads threads. create returns NULL with a message in err on failure. */
+typedef struct roofline_probe roofline_probe;
+roofline_probe *roofline_probe_create(const roofline *r, char *err, size_t err_len);
+/* One pass: the read bandwidth in GB/s, or < 0 when the threads could not start. */
+double roofline_probe_read(roofline_probe *p);
+void roofline_probe_destroy(roofline_probe *p); /* NULL is a no-op */
+
 /* The fraction of the roofline a run reached: max(bytes / seconds / read bandwidth,
  * flops / seconds / FMA peak). *bound (may be NULL) is set to "memory" or "compute", whichever
  * gave the maximum. */

@@ -76,6 +76,13 @@ int cmd_demo(int argc, char **argv) {
         cli_error("%s", fia_last_error());
         return CLI_EXIT_USAGE;
     }
+    char perr[256];
+    roofline_probe *probe = roofline_probe_create(&rl, perr, sizeof perr);
+    if (probe == NULL) {
+        cli_error("%s", perr);
+        fia_context_destroy(ctx);
+        return CLI_EXIT_FAIL;
+    }
     size_t n_cases;
     const bench_case *cases = bench_cases(&n_cases);
     int failed = 0;
@@ -86,7 +93,8 @@ int cmd_demo(int argc, char **argv) {
         c->op->shape(c, shape, sizeof shape);
         bench_result res;
         bench_check chk;
-        if (bench_run_case(c, ctx, rl.llc_bytes, 0, 0.3, &res, &chk, err, sizeof err) != 0) {
+        if (bench_run_case(c, ctx, rl.llc_bytes, 0, 0.3, probe, &res, &chk, err, sizeof err) !=
+            0) {
             printf("%-28s %-34s error: %s\n", c->name, shape, err);
             fflush(stdout);
             failed = 1;
@@ -95,7 +103,7 @@ int cmd_demo(int argc, char **argv) {
         /* Both fractions of the roofline; '*' marks the binding one (the larger). */
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
-        const double f_bw = rl.read_gbps > 0 ? gbps / rl.read_gbps : 0.0;
+        const double f_bw = res.mem_fraction; /* against the probe next to each run */
         const double f_fma = rl.fma_gflops > 0 ? gflops / rl.fma_gflops : 0.0;
         char bw[16], fma[16];
         snprintf(bw, sizeof bw, "%.1f%%%s", f_bw * 100.0, f_bw >= f_fma ? "*" : " ");
@@ -106,11 +114,12 @@ int cmd_demo(int argc, char **argv) {
         fflush(stdout);
         if (!chk.passed) failed = 1;
     }
+    roofline_probe_destroy(probe);
     const int dsa = demo_dsa(ctx);
     if (dsa != 0) failed = 1;
     fia_context_destroy(ctx);
     printf("\ntime: median of cold-cache runs (buffers rotated beyond 2x LLC). %%GB/s: fraction of "
-           "the read bandwidth\n(the decode and SmallQ roofline), %%FMA: fraction of the fp32 FMA "
+           "the read bandwidth\nmeasured after each run (the decode and SmallQ roofline), %%FMA: fraction of the fp32 FMA "
            "peak (the prefill and MLA roofline); * marks\nthe binding bound. int8 cases count "
            "the FLOPs of the float formula but run on int8 dot products\n(4x the fp32 FMA rate), "
            "hence above 100%%. Oracle: double precision, atol 1e-3 + rtol 5e-3\n(int8 MLA: "
