@@ -450,13 +450,6 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len) {
     return 0;
 }
 
-int roofline_measure_read(roofline *r, char *err, size_t err_len) {
-    read_fn rd;
-    fma_fn fm;
-    pick_isa(&rd, &fm);
-    return measure_bandwidth(r->threads, rd, r->buffer_bytes, &r->read_gbps, err, err_len);
-}
-
 /* ---------------------------------------------------------------------------------------- */
 /* Paired probe                                                                             */
 /* ---------------------------------------------------------------------------------------- */

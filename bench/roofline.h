@@ -29,11 +29,6 @@ void *roofline_alloc(size_t bytes);
  * message in err (allocation or thread creation failed). */
 int roofline_measure(int threads, roofline *r, char *err, size_t err_len);
 
-/* Measures the read bandwidth again (same threads and buffer size as r), into r->read_gbps.
- * The bandwidth of a shared machine drifts over seconds, so the bench measures it right before
- * each case. Returns 0, or -1 with a message in err. */
-int roofline_measure_read(roofline *r, char *err, size_t err_len);
-
 /* A read probe short enough to run between the timed runs of a case: a shared machine's
  * bandwidth can change several-fold within a second, so a case is compared with the bandwidth
  * measured next to each of its runs rather than once before it. The buffer (r->buffer_bytes,
