@@ -5,8 +5,8 @@
  * every case of bench/cases.c whose name contains TEXT with cold caches (buffer copies rotated
  * beyond twice the last-level cache), planned once and executed many times. A short read probe
  * runs after every timed run, since a shared machine's bandwidth can change several-fold within
- * a second: the memory fraction is the median over runs of the run's GB/s over its own probe's,
- * and `read` is the median probe. Reports the median time, GB/s, GFLOP/s and the fraction of the
+ * a second: the memory fraction is the median over runs of the run's GB/s over the larger of
+ * the probes around it, and `read` is the median probe. Reports the median time, GB/s, GFLOP/s and the fraction of the
  * roofline, as a table or as one JSON object per line and case.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -181,10 +181,16 @@ int cmd_bench(int argc, char **argv) {
         }
         /* The memory side against the bandwidth measured next to each run (paired), the
          * compute side against the FMA peak. */
-        rl.read_gbps = res.read_gbps;
-        const double f_cmp = res.flops / res.seconds * 1e-9 / rl.fma_gflops;
-        const double frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
-        const char *bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
+        const char *bound = "";
+        double frac;
+        if (res.mem_fraction > 0) {
+            rl.read_gbps = res.read_gbps;
+            const double f_cmp = res.flops / res.seconds * 1e-9 / rl.fma_gflops;
+            frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
+            bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
+        } else { /* a probe failed: the bandwidth measured at start */
+            frac = roofline_fraction(&rl, res.bytes, res.flops, res.seconds, &bound);
+        }
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
         if (json) {

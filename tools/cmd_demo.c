@@ -103,7 +103,10 @@ int cmd_demo(int argc, char **argv) {
         /* Both fractions of the roofline; '*' marks the binding one (the larger). */
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
-        const double f_bw = res.mem_fraction; /* against the probe next to each run */
+        /* against the probes around each run (the bandwidth at start if a probe failed) */
+        const double f_bw = res.mem_fraction > 0   ? res.mem_fraction
+                            : rl.read_gbps > 0 ? gbps / rl.read_gbps
+                                               : 0.0;
         const double f_fma = rl.fma_gflops > 0 ? gflops / rl.fma_gflops : 0.0;
         char bw[16], fma[16];
         snprintf(bw, sizeof bw, "%.1f%%%s", f_bw * 100.0, f_bw >= f_fma ? "*" : " ");
@@ -119,10 +122,10 @@ int cmd_demo(int argc, char **argv) {
     if (dsa != 0) failed = 1;
     fia_context_destroy(ctx);
     printf("\ntime: median of cold-cache runs (buffers rotated beyond 2x LLC). %%GB/s: fraction of "
-           "the read bandwidth\nmeasured after each run (the decode and SmallQ roofline), %%FMA: fraction of the fp32 FMA "
-           "peak (the prefill and MLA roofline); * marks\nthe binding bound. int8 cases count "
-           "the FLOPs of the float formula but run on int8 dot products\n(4x the fp32 FMA rate), "
-           "hence above 100%%. Oracle: double precision, atol 1e-3 + rtol 5e-3\n(int8 MLA: "
-           "2e-2 + 2e-2); prefill rows, SmallQ and MLA heads sampled.\n");
+           "the read bandwidth\nmeasured around each run (the decode and SmallQ roofline), %%FMA: "
+           "fraction of the fp32 FMA\npeak (the prefill and MLA roofline); * marks the binding "
+           "bound. int8 cases count the FLOPs of the\nfloat formula but run on int8 dot products "
+           "(4x the fp32 FMA rate), hence above 100%%. Oracle:\ndouble precision, atol 1e-3 + "
+           "rtol 5e-3 (int8 MLA: 2e-2 + 2e-2); prefill rows, SmallQ and MLA heads\nsampled.\n");
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }

@@ -92,48 +92,33 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
     return fia_hadd_lane(fia_hadd_lane(s0, s1), fia_hadd_lane(s2, s3));
 }
 
-/* RB rows x KB keys (RB * KB == 16, compile-time constants; the accumulators are named
- * variables so that they stay in registers), key-major (see the top of the file). kptr has KB
- * valid pointers (the caller repeats the last one for a partial block); only kb columns are
- * stored. Row kk of the next tile (pf) is prefetched as key kk is read. */
-#define FIA_ACC_FMA(idx, qq, kv)                                                                   \
-    switch (idx) {                                                                                \
-    case 0: c0 = _mm512_fmadd_ps(qq, kv, c0); break;                                              \
-    case 1: c1 = _mm512_fmadd_ps(qq, kv, c1); break;                                              \
-    case 2: c2 = _mm512_fmadd_ps(qq, kv, c2); break;                                              \
-    case 3: c3 = _mm512_fmadd_ps(qq, kv, c3); break;                                              \
-    case 4: c4 = _mm512_fmadd_ps(qq, kv, c4); break;                                              \
-    case 5: c5 = _mm512_fmadd_ps(qq, kv, c5); break;                                              \
-    case 6: c6 = _mm512_fmadd_ps(qq, kv, c6); break;                                              \
-    case 7: c7 = _mm512_fmadd_ps(qq, kv, c7); break;                                              \
-    case 8: c8 = _mm512_fmadd_ps(qq, kv, c8); break;                                              \
-    case 9: c9 = _mm512_fmadd_ps(qq, kv, c9); break;                                              \
-    case 10: c10 = _mm512_fmadd_ps(qq, kv, c10); break;                                           \
-    case 11: c11 = _mm512_fmadd_ps(qq, kv, c11); break;                                           \
-    case 12: c12 = _mm512_fmadd_ps(qq, kv, c12); break;                                           \
-    case 13: c13 = _mm512_fmadd_ps(qq, kv, c13); break;                                           \
-    case 14: c14 = _mm512_fmadd_ps(qq, kv, c14); break;                                           \
-    default: c15 = _mm512_fmadd_ps(qq, kv, c15); break;                                           \
-    }
-#define FIA_QK_ROW(rr, kk, kv, qoff, mk)                                                          \
-    if (RB > rr) FIA_ACC_FMA((rr) * KB + (kk), _mm512_maskz_loadu_ps(mk, q + rr * ldq + qoff), kv)
-#define FIA_QK_ROWS(kk, kv, qoff, mk)                                                             \
-    FIA_QK_ROW(0, kk, kv, qoff, mk) FIA_QK_ROW(1, kk, kv, qoff, mk)                               \
-    FIA_QK_ROW(2, kk, kv, qoff, mk) FIA_QK_ROW(3, kk, kv, qoff, mk)                               \
-    FIA_QK_ROW(4, kk, kv, qoff, mk) FIA_QK_ROW(5, kk, kv, qoff, mk)                               \
-    FIA_QK_ROW(6, kk, kv, qoff, mk) FIA_QK_ROW(7, kk, kv, qoff, mk)
-#define FIA_QK_KEY(kk)                                                                            \
-    if (KB > kk) {                                                                                \
-        const void *row = kptr[kk];                                                               \
-        if (kk < npf) fia_prefetch_rows(pf, npf, kk, kk + 1, row_bytes);                          \
-        int64_t c = 0;                                                                            \
-        for (; c + 16 <= d; c += 16) {                                                            \
-            const __m512 kv = fia_load16_full(row, c, dt);                                        \
-            FIA_QK_ROWS(kk, kv, c, full)                                                          \
+/* RB rows x KB keys (RB * KB == 16, compile-time constants), key-major (see the top of the
+ * file): a loop over groups of U keys, their U x RB dot products in named accumulators,
+ * whose 16-lane partial sums are parked in L1 and folded for all 16 (row, key) pairs at once. kptr
+ * has KB valid pointers (the caller repeats the last one for a partial block); only kb
+ * columns are stored. Row kk of the next tile (pf) is prefetched as key kk is read. (A fully
+ * unrolled key loop is no faster and takes clang minutes to compile under the sanitizers.) */
+#define FIA_QK_ROW(rr, qoff, mk)                                                                  \
+    if (RB > rr) {                                                                                \
+        const __m512 qq = _mm512_maskz_loadu_ps(mk, q + rr * ldq + qoff);                         \
+        a##rr = _mm512_fmadd_ps(qq, k0, a##rr);                                                   \
+        b##rr = _mm512_fmadd_ps(qq, k1, b##rr);                                                   \
+        if (U > 2) {                                                                              \
+            e##rr = _mm512_fmadd_ps(qq, k2, e##rr);                                               \
+            f##rr = _mm512_fmadd_ps(qq, k3, f##rr);                                               \
         }                                                                                         \
-        if (c < d) {                                                                              \
-            const __m512 kv = fia_load16(row, c, dt, tail);                                       \
-            FIA_QK_ROWS(kk, kv, c, tail)                                                          \
+    }
+#define FIA_QK_ROWS(qoff, mk)                                                                     \
+    FIA_QK_ROW(0, qoff, mk) FIA_QK_ROW(1, qoff, mk) FIA_QK_ROW(2, qoff, mk)                       \
+    FIA_QK_ROW(3, qoff, mk) FIA_QK_ROW(4, qoff, mk) FIA_QK_ROW(5, qoff, mk)                       \
+    FIA_QK_ROW(6, qoff, mk) FIA_QK_ROW(7, qoff, mk)
+#define FIA_QK_PARK(rr)                                                                           \
+    if (RB > rr) {                                                                                \
+        _mm512_store_ps(part[rr * KB + kk], a##rr);                                               \
+        _mm512_store_ps(part[rr * KB + kk + 1], b##rr);                                           \
+        if (U > 2) {                                                                              \
+            _mm512_store_ps(part[rr * KB + kk + 2], e##rr);                                       \
+            _mm512_store_ps(part[rr * KB + kk + 3], f##rr);                                       \
         }                                                                                         \
     }
 FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
@@ -141,14 +126,41 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
                          int64_t lds, const void *const *pf, int64_t npf) {
     const int64_t row_bytes = d * fia_dt_size(dt);
     const __mmask16 tail = fia_mask16(d & 15), full = (__mmask16)0xffff;
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
-           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0, c12 = c0, c13 = c0, c14 = c0, c15 = c0;
-    FIA_QK_KEY(0) FIA_QK_KEY(1) FIA_QK_KEY(2) FIA_QK_KEY(3)
-    FIA_QK_KEY(4) FIA_QK_KEY(5) FIA_QK_KEY(6) FIA_QK_KEY(7)
-    FIA_QK_KEY(8) FIA_QK_KEY(9) FIA_QK_KEY(10) FIA_QK_KEY(11)
-    FIA_QK_KEY(12) FIA_QK_KEY(13) FIA_QK_KEY(14) FIA_QK_KEY(15)
-    const __m512 sum = fia_hsum16(c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13,
-                                  c14, c15);
+    float part[16][16] __attribute__((aligned(64)));
+    /* U keys per iteration (U divides KB): U independent FMA chains per row, U * RB <= 16
+     * accumulators. One row takes 2 keys: 4 rows read in turn streamed 10% slower from
+     * memory, while the extra chains gain nothing there (the conversions bind). */
+    const int U = RB == 1 || RB == 8 ? 2 : 4;
+    for (int kk = 0; kk < KB; kk += U) {
+        const void *r0 = kptr[kk], *r1 = kptr[kk + 1], *r2 = kptr[kk + (U > 2 ? 2 : 0)],
+                   *r3 = kptr[kk + (U > 2 ? 3 : 0)];
+        if (kk < npf) fia_prefetch_rows(pf, npf, kk, kk + U, row_bytes);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+               a7 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0,
+               e0 = a0, e1 = a0, e2 = a0, e3 = a0, e4 = a0, e5 = a0, e6 = a0, e7 = a0, f0 = a0,
+               f1 = a0, f2 = a0, f3 = a0, f4 = a0, f5 = a0, f6 = a0, f7 = a0;
+        int64_t c = 0;
+        for (; c + 16 <= d; c += 16) {
+            const __m512 k0 = fia_load16_full(r0, c, dt), k1 = fia_load16_full(r1, c, dt);
+            const __m512 k2 = U > 2 ? fia_load16_full(r2, c, dt) : k0;
+            const __m512 k3 = U > 2 ? fia_load16_full(r3, c, dt) : k1;
+            FIA_QK_ROWS(c, full)
+        }
+        if (c < d) {
+            const __m512 k0 = fia_load16(r0, c, dt, tail), k1 = fia_load16(r1, c, dt, tail);
+            const __m512 k2 = U > 2 ? fia_load16(r2, c, dt, tail) : k0;
+            const __m512 k3 = U > 2 ? fia_load16(r3, c, dt, tail) : k1;
+            FIA_QK_ROWS(c, tail)
+        }
+        FIA_QK_PARK(0) FIA_QK_PARK(1) FIA_QK_PARK(2) FIA_QK_PARK(3)
+        FIA_QK_PARK(4) FIA_QK_PARK(5) FIA_QK_PARK(6) FIA_QK_PARK(7)
+    }
+#define FIA_QK_P(i) _mm512_load_ps(part[i])
+    const __m512 sum = fia_hsum16(FIA_QK_P(0), FIA_QK_P(1), FIA_QK_P(2), FIA_QK_P(3), FIA_QK_P(4),
+                                  FIA_QK_P(5), FIA_QK_P(6), FIA_QK_P(7), FIA_QK_P(8), FIA_QK_P(9),
+                                  FIA_QK_P(10), FIA_QK_P(11), FIA_QK_P(12), FIA_QK_P(13),
+                                  FIA_QK_P(14), FIA_QK_P(15));
+#undef FIA_QK_P
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int rr = 0; rr < RB; rr++) {
         const __m512 v =
@@ -157,10 +169,9 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
         _mm512_mask_storeu_ps(s + rr * lds, fia_mask16(kb < KB ? kb : KB), v);
     }
 }
-#undef FIA_QK_KEY
+#undef FIA_QK_PARK
 #undef FIA_QK_ROWS
 #undef FIA_QK_ROW
-#undef FIA_ACC_FMA
 
 /* All keys for RB rows in blocks of KB; prefetches the rows of pf as it goes. */
 FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, const float *q,
