@@ -866,11 +866,11 @@ static void waker_free(bench_waker *w) {
     free(w->ws);
 }
 
-int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int reps,
+int bench_run_case(const bench_case *c, fia_context *ctx, const roofline *rl, int reps,
                    double budget_s, roofline_probe *probe, bench_result *res, bench_check *check,
                    char *err, size_t err_len) {
     memset(res, 0, sizeof *res);
-    const int copies = bench_copies(c, llc_bytes);
+    const int copies = bench_copies(c, rl->llc_bytes);
     void *inst = NULL;
     if (c->op->prepare(c, ctx, copies, name_seed(c->name), &inst, err, err_len) != 0) return -1;
 
@@ -930,11 +930,15 @@ int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int 
         if (bw[r] <= 0 || times[r] <= 0) paired = 0;
         else frac[r] = res->bytes / times[r] * 1e-9 / around;
     }
+    res->seconds = median(times, reps);
     if (paired) {
         res->read_gbps = median(bw, reps);
         res->mem_fraction = median(frac, reps);
+    } else { /* no probe, or one failed: the bandwidth measured at start */
+        res->read_gbps = rl->read_gbps;
+        res->mem_fraction =
+            rl->read_gbps > 0 ? res->bytes / res->seconds * 1e-9 / rl->read_gbps : 0.0;
     }
-    res->seconds = median(times, reps);
     res->min_seconds = times[0]; /* sorted by median() */
     res->reps = reps;
     res->copies = copies;

@@ -14,6 +14,7 @@
 
 #include "fia.h"
 
+struct roofline;
 struct roofline_probe;
 
 typedef struct bench_case bench_case;
@@ -115,18 +116,20 @@ typedef struct bench_result {
     double flops;
     /* With a paired probe: the median of the read bandwidths measured right after each run
      * (GB/s), and the median over runs of (bytes / run time) / the larger of the bandwidths
-     * measured just before and just after the run; else 0. */
+     * measured just before and just after the run. Without one (or when a probe failed): the
+     * roofline's bandwidth and bytes / median time / that bandwidth. */
     double read_gbps;
     double mem_fraction;
 } bench_result;
 
 /* Prepares a case, runs it once per copy to warm up code paths (not caches), then times `reps`
  * executions rotating over the copies (reps <= 0: as many as fit in about budget_s, 5..1000),
- * and optionally checks copy 0 against the oracle (check != NULL). probe (may be NULL): a read
- * probe run after every timed run, which pairs each run with the bandwidth of its moment (see
- * roofline_probe_create). Returns 0, or -1 with a message in err (allocation, planning or
- * execution failed). */
-int bench_run_case(const bench_case *c, fia_context *ctx, size_t llc_bytes, int reps,
+ * and optionally checks copy 0 against the oracle (check != NULL). rl: its LLC size sizes the
+ * copy rotation, its read bandwidth is the fallback of the memory fraction. probe (may be
+ * NULL): a read probe run after every timed run, which pairs each run with the bandwidth of its
+ * moment (see roofline_probe_create). Returns 0, or -1 with a message in err (allocation,
+ * planning or execution failed). */
+int bench_run_case(const bench_case *c, fia_context *ctx, const struct roofline *rl, int reps,
                    double budget_s, struct roofline_probe *probe, bench_result *result,
                    bench_check *check, char *err, size_t err_len);
 

@@ -526,12 +526,3 @@ void roofline_probe_destroy(roofline_probe *p) {
     free(p->tasks);
     free(p);
 }
-
-double roofline_fraction(const roofline *r, double bytes, double flops, double seconds,
-                         const char **bound) {
-    double mem = 0.0, cmp = 0.0;
-    if (seconds > 0 && r->read_gbps > 0) mem = bytes / seconds * 1e-9 / r->read_gbps;
-    if (seconds > 0 && r->fma_gflops > 0) cmp = flops / seconds * 1e-9 / r->fma_gflops;
-    if (bound != NULL) *bound = mem >= cmp ? "memory" : "compute";
-    return mem >= cmp ? mem : cmp;
-}

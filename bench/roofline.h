@@ -40,10 +40,4 @@ roofline_probe *roofline_probe_create(const roofline *r, char *err, size_t err_l
 double roofline_probe_read(roofline_probe *p);
 void roofline_probe_destroy(roofline_probe *p); /* NULL is a no-op */
 
-/* The fraction of the roofline a run reached: max(bytes / seconds / read bandwidth,
- * flops / seconds / FMA peak). *bound (may be NULL) is set to "memory" or "compute", whichever
- * gave the maximum. */
-double roofline_fraction(const roofline *r, double bytes, double flops, double seconds,
-                         const char **bound);
-
 #endif /* FIA_BENCH_ROOFLINE_H */

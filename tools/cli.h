@@ -40,11 +40,14 @@ struct fia_context;
 int demo_dsa(struct fia_context *ctx);
 
 /* Creates a context with `threads` (0: the default) to learn its thread count and ISA, destroys
- * it, then measures the roofline (bench/roofline.h) with that many threads, so that no idle pool
- * competes with the probes. Returns an exit status (errors printed). */
+ * it, then measures the roofline (bench/roofline.h) with that many threads and creates the
+ * paired read probe the benchmark runs between timed runs (*probe, freed with
+ * roofline_probe_destroy), so that no idle pool competes with the probes. Returns an exit
+ * status (errors printed); *probe is set only on success. */
 struct roofline;
-int cli_measure_roofline(int32_t threads, struct roofline *r, int32_t *ctx_threads,
-                         fia_isa *isa);
+struct roofline_probe;
+int cli_measure_roofline(int32_t threads, struct roofline *r, struct roofline_probe **probe,
+                         int32_t *ctx_threads, fia_isa *isa);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Flags of `fia op` operators                                                              */

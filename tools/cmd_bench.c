@@ -6,8 +6,8 @@
  * beyond twice the last-level cache), planned once and executed many times. A short read probe
  * runs after every timed run, since a shared machine's bandwidth can change several-fold within
  * a second: the memory fraction is the median over runs of the run's GB/s over the larger of
- * the probes around it, and `read` is the median probe. Reports the median time, GB/s, GFLOP/s and the fraction of the
- * roofline, as a table or as one JSON object per line and case.
+ * the probes around it, and `read` is the median probe. Reports the median time, GB/s,
+ * GFLOP/s and the fraction of the roofline, as a table or as one JSON object per line and case.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -70,7 +70,8 @@ static int parse_positive(const char *flag, const char *text, int *out) {
 
 /* Measures the roofline with the context's thread count, while no context exists (so its
  * workers cannot compete with the probe threads). */
-int cli_measure_roofline(int32_t threads, roofline *r, int32_t *ctx_threads, fia_isa *isa) {
+int cli_measure_roofline(int32_t threads, roofline *r, roofline_probe **probe,
+                         int32_t *ctx_threads, fia_isa *isa) {
     fia_context_options opts = {threads, FIA_ISA_AUTO};
     fia_context *ctx = NULL;
     const fia_status s = fia_context_create(&opts, &ctx);
@@ -82,7 +83,8 @@ int cli_measure_roofline(int32_t threads, roofline *r, int32_t *ctx_threads, fia
     *isa = fia_context_isa(ctx);
     fia_context_destroy(ctx);
     char err[256];
-    if (roofline_measure(*ctx_threads, r, err, sizeof err) != 0) {
+    if (roofline_measure(*ctx_threads, r, err, sizeof err) != 0 ||
+        (*probe = roofline_probe_create(r, err, sizeof err)) == NULL) {
         cli_error("%s", err);
         return CLI_EXIT_FAIL;
     }
@@ -129,12 +131,14 @@ int cmd_bench(int argc, char **argv) {
     roofline rl;
     int32_t n_threads = 0;
     fia_isa isa = FIA_ISA_AUTO;
-    int rc = cli_measure_roofline(threads, &rl, &n_threads, &isa);
+    roofline_probe *probe = NULL;
+    int rc = cli_measure_roofline(threads, &rl, &probe, &n_threads, &isa);
     if (rc != CLI_EXIT_OK) return rc;
     fia_context_options opts = {threads, FIA_ISA_AUTO};
     fia_context *ctx = NULL;
     if (fia_context_create(&opts, &ctx) != FIA_STATUS_SUCCESS) {
         cli_error("%s", fia_last_error());
+        roofline_probe_destroy(probe);
         return CLI_EXIT_USAGE;
     }
     if (!json) {
@@ -147,13 +151,6 @@ int cmd_bench(int argc, char **argv) {
                "GFLOP/s", "roofline", "bound", "runs", "read");
     }
     fflush(stdout);
-    char perr[256];
-    roofline_probe *probe = roofline_probe_create(&rl, perr, sizeof perr);
-    if (probe == NULL) {
-        cli_error("%s", perr);
-        fia_context_destroy(ctx);
-        return CLI_EXIT_FAIL;
-    }
 
     for (size_t i = 0; i < n_cases; i++) {
         const bench_case *c = &cases[i];
@@ -162,8 +159,7 @@ int cmd_bench(int argc, char **argv) {
         char err[512];
         char shape[128];
         c->op->shape(c, shape, sizeof shape);
-        if (bench_run_case(c, ctx, rl.llc_bytes, reps, 0.5, probe, &res, NULL, err, sizeof err) !=
-            0) {
+        if (bench_run_case(c, ctx, &rl, reps, 0.5, probe, &res, NULL, err, sizeof err) != 0) {
             rc = CLI_EXIT_FAIL;
             if (json) {
                 printf("{\"op\":");
@@ -179,18 +175,12 @@ int cmd_bench(int argc, char **argv) {
             fflush(stdout);
             continue;
         }
-        /* The memory side against the bandwidth measured next to each run (paired), the
-         * compute side against the FMA peak. */
-        const char *bound = "";
-        double frac;
-        if (res.mem_fraction > 0) {
-            rl.read_gbps = res.read_gbps;
-            const double f_cmp = res.flops / res.seconds * 1e-9 / rl.fma_gflops;
-            frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
-            bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
-        } else { /* a probe failed: the bandwidth measured at start */
-            frac = roofline_fraction(&rl, res.bytes, res.flops, res.seconds, &bound);
-        }
+        /* The memory side against the bandwidth measured around each run (bench_run_case),
+         * the compute side against the FMA peak; the larger binds. */
+        const double f_cmp = rl.fma_gflops > 0 ? res.flops / res.seconds * 1e-9 / rl.fma_gflops
+                                               : 0.0;
+        const double frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
+        const char *bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
         if (json) {
@@ -204,12 +194,12 @@ int cmd_bench(int argc, char **argv) {
                    "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
                    "\"roofline_fraction\":%.4g,\"bound\":\"%s\",\"min_seconds\":%.9g,"
                    "\"reps\":%d,\"copies\":%d,\"threads\":%d,\"isa\":\"%s\"}\n",
-                   params, res.seconds, res.bytes, res.flops, rl.read_gbps, rl.fma_gflops, gbps,
+                   params, res.seconds, res.bytes, res.flops, res.read_gbps, rl.fma_gflops, gbps,
                    gflops, frac, bound, res.min_seconds, res.reps, res.copies, (int)n_threads,
                    fia_isa_name(isa));
         } else {
             printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d %7.1f\n", c->name, shape,
-                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps, rl.read_gbps);
+                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps, res.read_gbps);
         }
         fflush(stdout);
     }

@@ -61,7 +61,8 @@ int cmd_demo(int argc, char **argv) {
     roofline rl;
     int32_t n_threads = 0;
     fia_isa isa = FIA_ISA_AUTO;
-    int rc = cli_measure_roofline(threads, &rl, &n_threads, &isa);
+    roofline_probe *probe = NULL;
+    int rc = cli_measure_roofline(threads, &rl, &probe, &n_threads, &isa);
     if (rc != CLI_EXIT_OK) return rc;
     printf("machine: kernels %s, %d threads; roofline measured now: read %.1f GB/s, "
            "fp32 FMA %.1f GFLOP/s (LLC %zu MiB)\n\n",
@@ -74,14 +75,8 @@ int cmd_demo(int argc, char **argv) {
     fia_context *ctx = NULL;
     if (fia_context_create(&opts, &ctx) != FIA_STATUS_SUCCESS) {
         cli_error("%s", fia_last_error());
+        roofline_probe_destroy(probe);
         return CLI_EXIT_USAGE;
-    }
-    char perr[256];
-    roofline_probe *probe = roofline_probe_create(&rl, perr, sizeof perr);
-    if (probe == NULL) {
-        cli_error("%s", perr);
-        fia_context_destroy(ctx);
-        return CLI_EXIT_FAIL;
     }
     size_t n_cases;
     const bench_case *cases = bench_cases(&n_cases);
@@ -93,8 +88,7 @@ int cmd_demo(int argc, char **argv) {
         c->op->shape(c, shape, sizeof shape);
         bench_result res;
         bench_check chk;
-        if (bench_run_case(c, ctx, rl.llc_bytes, 0, 0.3, probe, &res, &chk, err, sizeof err) !=
-            0) {
+        if (bench_run_case(c, ctx, &rl, 0, 0.3, probe, &res, &chk, err, sizeof err) != 0) {
             printf("%-28s %-34s error: %s\n", c->name, shape, err);
             fflush(stdout);
             failed = 1;
@@ -103,10 +97,7 @@ int cmd_demo(int argc, char **argv) {
         /* Both fractions of the roofline; '*' marks the binding one (the larger). */
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
-        /* against the probes around each run (the bandwidth at start if a probe failed) */
-        const double f_bw = res.mem_fraction > 0   ? res.mem_fraction
-                            : rl.read_gbps > 0 ? gbps / rl.read_gbps
-                                               : 0.0;
+        const double f_bw = res.mem_fraction; /* against the probes around each run */
         const double f_fma = rl.fma_gflops > 0 ? gflops / rl.fma_gflops : 0.0;
         char bw[16], fma[16];
         snprintf(bw, sizeof bw, "%.1f%%%s", f_bw * 100.0, f_bw >= f_fma ? "*" : " ");
