@@ -119,28 +119,9 @@ static void build(fz *f, ftensor *x, fia_dtype dt, int32_t nd, const int64_t *sh
     x->t.dtype = dt, x->t.ndim = nd;
     for (int32_t i = 0; i < nd; i++) x->t.shape[i] = shape[i], x->t.strides[i] = strides[i];
 
-    /* extent [lo, hi] in elements, with overflow checks */
-    int64_t lo = 0, hi = 0;
     const int64_t es = (int64_t)fia_dtype_size(dt);
-    int empty = 0, over = es == 0;
-    for (int32_t i = 0; i < nd && !over; i++) {
-        if (shape[i] <= 0) {
-            empty |= shape[i] == 0;
-            continue;
-        }
-        int64_t span;
-        if (__builtin_mul_overflow(shape[i] - 1, strides[i], &span)) {
-            over = 1;
-            break;
-        }
-        if (span < 0) over |= __builtin_add_overflow(lo, span, &lo);
-        else over |= __builtin_add_overflow(hi, span, &hi);
-    }
-    int64_t elems = 0, bytes = 0;
-    if (empty) lo = hi = 0;
-    if (!over && !empty)
-        over = __builtin_sub_overflow(hi, lo, &elems) || __builtin_add_overflow(elems, 1, &elems) ||
-               __builtin_mul_overflow(elems, es ? es : 1, &bytes);
+    int64_t lo, bytes;
+    const int over = fz_extent(nd, shape, strides, es, &lo, &bytes);
     if (over || bytes > MAX_TENSOR_BYTES) {
         x->oversize = 1;
         x->t.data = g_dummy;

@@ -84,4 +84,33 @@ static void fz_seed(const uint8_t *data, size_t size) {
     if (!g_rng) g_rng = 1;
 }
 
+/* The memory a strided view reaches, in elements of es bytes: *lo (<= 0) is the lowest element
+ * offset, *bytes the size of [lo, highest] (0 for a view with a dim of 0; dims < 0 are skipped).
+ * Returns nonzero when that overflows or es is 0. */
+static int fz_extent(int32_t nd, const int64_t *shape, const int64_t *strides, int64_t es,
+                     int64_t *lo, int64_t *bytes) {
+    int64_t l = 0, hi = 0, elems = 0;
+    int empty = 0, over = es == 0;
+    for (int32_t i = 0; i < nd && !over; i++) {
+        if (shape[i] <= 0) {
+            empty |= shape[i] == 0;
+            continue;
+        }
+        int64_t span;
+        if (__builtin_mul_overflow(shape[i] - 1, strides[i], &span)) {
+            over = 1;
+            break;
+        }
+        if (span < 0) over |= __builtin_add_overflow(l, span, &l);
+        else over |= __builtin_add_overflow(hi, span, &hi);
+    }
+    *bytes = 0;
+    if (empty) l = hi = 0; /* no element: nothing to reach */
+    if (!over && !empty)
+        over = __builtin_sub_overflow(hi, l, &elems) || __builtin_add_overflow(elems, 1, &elems) ||
+               __builtin_mul_overflow(elems, es ? es : 1, bytes);
+    *lo = l;
+    return over;
+}
+
 #endif /* FIA_FUZZ_UTIL_H */
