@@ -145,9 +145,14 @@ static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi,
     const fia_seq *s = which ? &p->v : &p->k;
     if (n <= 0) return;
     if (!p->paged) {
+        /* The rows lie in the validated view, so the byte step of two or more fits an int64;
+         * a single row's token stride may be anything (a length-1 dim). */
         const char *row = fia_kv_row(p, s, bi, b, n2, t0);
-        const int64_t step = s->s_t * s->esize;
-        for (int64_t j = 0; j < n; j++) ptrs[j] = row + j * step;
+        ptrs[0] = row;
+        if (n > 1) {
+            const int64_t step = s->s_t * s->esize;
+            for (int64_t j = 1; j < n; j++) ptrs[j] = row + j * step;
+        }
         return;
     }
     for (int64_t j = 0; j < n; j++) ptrs[j] = fia_kv_row(p, s, bi, b, n2, t0 + j);
