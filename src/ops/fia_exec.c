@@ -139,23 +139,28 @@ static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int whic
     for (int64_t d = 0; d < n; d++) x[d] = (x[d] + off) * sc;
 }
 
-/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b); n may be 0. */
+/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b); n may be 0. The rows of
+ * a dense cache, and those of one block of a paged cache, lie at a constant byte step: one
+ * address computation (and block-table lookup) per such run. Two or more rows of a run lie in
+ * the validated view, so their byte step fits an int64; a single row's token stride may be
+ * anything (a length-1 dim). */
 static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi, int64_t b,
                          int64_t n2, int64_t t0, int64_t n, const void **ptrs) {
     const fia_seq *s = which ? &p->v : &p->k;
-    if (n <= 0) return;
-    if (!p->paged) {
-        /* The rows lie in the validated view, so the byte step of two or more fits an int64;
-         * a single row's token stride may be anything (a length-1 dim). */
-        const char *row = fia_kv_row(p, s, bi, b, n2, t0);
-        ptrs[0] = row;
-        if (n > 1) {
-            const int64_t step = s->s_t * s->esize;
-            for (int64_t j = 1; j < n; j++) ptrs[j] = row + j * step;
+    for (int64_t j = 0; j < n;) {
+        int64_t run = n - j;
+        if (p->paged) {
+            const int64_t left = p->block_size - (t0 + j) % p->block_size;
+            if (run > left) run = left;
         }
-        return;
+        const char *row = fia_kv_row(p, s, bi, b, n2, t0 + j);
+        ptrs[j] = row;
+        if (run > 1) {
+            const int64_t step = s->s_t * s->esize;
+            for (int64_t k = 1; k < run; k++) ptrs[j + k] = row + k * step;
+        }
+        j += run;
     }
-    for (int64_t j = 0; j < n; j++) ptrs[j] = fia_kv_row(p, s, bi, b, n2, t0 + j);
 }
 
 /* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld, prefetching
