@@ -28,14 +28,12 @@
 #define FZ_INTERESTING_WAYS 20
 #include "fuzz/fuzz_util.h"
 
-#define MAX_TENSOR_BYTES ((int64_t)4 << 20)
 #define MAX_WORKSPACE ((size_t)256 << 20)
 #define MAX_WORK ((int64_t)1 << 24) /* multiply-adds per execute */
 
 
 
 static uint8_t g_cmask[2048 * 2048]; /* the compressed mask triu(ones, 1), built once */
-static uint8_t g_dummy[64];
 
 typedef struct ftensor {
     fia_tensor t;
@@ -78,26 +76,9 @@ static void build(fz *f, ftensor *x, fia_dtype dt, int32_t nd, const int64_t *sh
     } else if (sm == 30 && nd > 0) {
         strides[nd - 1] = u8(f) % 3 == 0 ? 0 : rng(f, -2, 3);
     }
-    fia_tensor_init(&x->t, NULL, FIA_DTYPE_UINT8, 0, NULL, NULL);
-    x->t.dtype = dt, x->t.ndim = nd;
-    for (int32_t i = 0; i < nd; i++) x->t.shape[i] = shape[i], x->t.strides[i] = strides[i];
-
-    const int64_t es = (int64_t)fia_dtype_size(dt);
-    int64_t lo, bytes;
-    const int over = fz_extent(nd, shape, strides, es, &lo, &bytes);
-    if (over || bytes > MAX_TENSOR_BYTES) {
-        x->oversize = 1;
-        x->t.data = g_dummy;
-        return;
-    }
-    x->buf = malloc((size_t)bytes);
-    x->bytes = (size_t)bytes;
-    x->t.data = (char *)x->buf - lo * es;
-    if (!x->buf && bytes) {
-        x->oversize = 1;
-        x->t.data = g_dummy;
-        return;
-    }
+    x->oversize = fz_place(&x->t, dt, nd, shape, strides, &x->buf, &x->bytes);
+    if (x->oversize) return;
+    const int64_t bytes = (int64_t)x->bytes;
     /* Contents: small floats (sometimes raw bits: NaN, inf), any bytes otherwise. */
     const int raw = (m & 3) == 3;
     for (int64_t i = 0; i < bytes;) {

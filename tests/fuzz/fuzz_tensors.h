@@ -19,7 +19,6 @@
 #include "fia.h"
 #include "fuzz/fuzz_util.h"
 
-#define MAX_TENSOR_BYTES ((int64_t)4 << 20)
 
 /* Corrupted inputs only: true with probability 1/denom. Always consumes one byte. */
 static int g_corrupt;
@@ -48,7 +47,6 @@ typedef struct ftensor {
     int raw;      /* a float tensor filled with raw bytes (NaN / inf possible) */
 } ftensor;
 
-static uint8_t g_dummy[64];
 
 static float small_float(void) { return (float)((int64_t)(next_rand() % 2001) - 1000) / 1000.0f; }
 
@@ -115,22 +113,9 @@ static void build(fz *f, ftensor *x, fia_dtype dt, int32_t nd, const int64_t *sh
     } else if (g_corrupt && sm == 11 && nd > 0) { /* one stride carved */
         strides[u8(f) % nd] = u8(f) % 2 ? rng(f, -2, 3) : interesting(f, 100);
     }
-    fia_tensor_init(&x->t, NULL, FIA_DTYPE_UINT8, 0, NULL, NULL);
-    x->t.dtype = dt, x->t.ndim = nd;
-    for (int32_t i = 0; i < nd; i++) x->t.shape[i] = shape[i], x->t.strides[i] = strides[i];
-
-    const int64_t es = (int64_t)fia_dtype_size(dt);
-    int64_t lo, bytes;
-    const int over = fz_extent(nd, shape, strides, es, &lo, &bytes);
-    if (over || bytes > MAX_TENSOR_BYTES) {
-        x->oversize = 1;
-        x->t.data = g_dummy;
-        return;
-    }
-    x->buf = malloc(bytes ? (size_t)bytes : 1);
-    if (!x->buf) abort();
-    x->bytes = (size_t)bytes;
-    x->t.data = (char *)x->buf - lo * es;
+    x->oversize = fz_place(&x->t, dt, nd, shape, strides, &x->buf, &x->bytes);
+    if (x->oversize) return;
+    const int64_t bytes = (int64_t)x->bytes, es = (int64_t)fia_dtype_size(dt);
     /* contents: small floats (1 in 8 tensors: raw bytes, so NaN / inf) or any bytes */
     const int raw = fill != FILL_FLOAT || !is_float(dt) || u8(f) % 8 == 0;
     x->finite = !raw;

@@ -2,7 +2,8 @@
  * fuzz_util.h - the input reader shared by the libFuzzer targets (tests/fuzz/fuzz_*.c): bytes of
  * the fuzz input, then (past its end) a generator seeded by the whole input, so that the short
  * inputs libFuzzer starts with still reach every field and stay reproducible; integers in a range,
- * "interesting" values, saturating arithmetic for carved sizes.
+ * "interesting" values, saturating arithmetic for carved sizes; the extent of a strided view and
+ * a buffer placed under it (fz_place).
  *
  * Header-only (static functions) and stateful (g_rng): include it from exactly one .c file per
  * executable. A target may define FZ_INTERESTING_WAYS before including it (default 16): the ways
@@ -13,6 +14,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+#include "fia.h"
 
 #ifndef FZ_INTERESTING_WAYS
 #define FZ_INTERESTING_WAYS 16
@@ -111,6 +115,31 @@ static int fz_extent(int32_t nd, const int64_t *shape, const int64_t *strides, i
                __builtin_mul_overflow(elems, es ? es : 1, bytes);
     *lo = l;
     return over;
+}
+
+#define MAX_TENSOR_BYTES ((int64_t)4 << 20)
+static uint8_t g_dummy[64];
+
+/* Makes *t the view of dtype dt with nd dims of shape / strides over a new buffer *buf holding
+ * exactly the view's extent (*bytes; at least 1 byte allocated). A view whose extent overflows or
+ * exceeds MAX_TENSOR_BYTES points at g_dummy with no buffer instead: returns 1 (plan only). */
+static int fz_place(fia_tensor *t, fia_dtype dt, int32_t nd, const int64_t *shape,
+                    const int64_t *strides, void **buf, size_t *bytes) {
+    fia_tensor_init(t, NULL, FIA_DTYPE_UINT8, 0, NULL, NULL);
+    t->dtype = dt, t->ndim = nd;
+    for (int32_t i = 0; i < nd; i++) t->shape[i] = shape[i], t->strides[i] = strides[i];
+    const int64_t es = (int64_t)fia_dtype_size(dt);
+    int64_t lo, n;
+    *buf = NULL, *bytes = 0;
+    if (fz_extent(nd, shape, strides, es, &lo, &n) || n > MAX_TENSOR_BYTES) {
+        t->data = g_dummy;
+        return 1;
+    }
+    *buf = malloc(n ? (size_t)n : 1);
+    if (!*buf) abort();
+    *bytes = (size_t)n;
+    t->data = (char *)*buf - lo * es;
+    return 0;
 }
 
 #endif /* FIA_FUZZ_UTIL_H */
