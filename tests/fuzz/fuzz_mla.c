@@ -153,12 +153,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                !tnd && !paged, &kvcount);
     p.actual_seq_lengths = ql, p.actual_seq_lengths_count = qcount;
     p.actual_seq_lengths_kv = kvl, p.actual_seq_lengths_kv_count = kvcount;
-    if (tnd) { /* T from the last cumulative value (if sane), sometimes rows past it */
-        T1 = ql && qcount > 0 && ql[qcount - 1] >= 0 && ql[qcount - 1] <= 64 ? ql[qcount - 1] : 4;
-        T1 += u8(&f) % 4 == 0 ? rng(&f, 1, 2) : 0;
-        T2 = kvl && kvcount > 0 && kvl[kvcount - 1] >= 0 && kvl[kvcount - 1] <= 1400
-                 ? kvl[kvcount - 1] : 16;
-        T2 += u8(&f) % 4 == 0 ? rng(&f, 1, 3) : 0;
+    if (tnd) {
+        T1 = tnd_rows(&f, ql, qcount, 64, 4, 2);
+        T2 = tnd_rows(&f, kvl, kvcount, 1400, 16, 3);
     }
     const int64_t Bq = tnd ? 0 : B; /* batch dim of query-side tensors */
 

@@ -305,14 +305,8 @@ static void run_sfa(fia_context *ctx, fz *f, int c8) {
                                !ktnd && !paged, &kvcount);
     p->actual_seq_lengths_query = ql, p->actual_seq_lengths_query_count = qcount;
     p->actual_seq_lengths_kv = kvl, p->actual_seq_lengths_kv_count = kvcount;
-    if (qtnd) {
-        T1 = ql && qcount > 0 && ql[qcount - 1] >= 0 && ql[qcount - 1] <= 64 ? ql[qcount - 1] : 4;
-        T1 += u8(f) % 4 == 0 ? rng(f, 1, 2) : 0;
-    }
-    if (ktnd) {
-        T2 = kvl && kvcount > 0 && kvl[kvcount - 1] >= 0 && kvl[kvcount - 1] <= 3000 ? kvl[kvcount - 1] : 16;
-        T2 += u8(f) % 4 == 0 ? rng(f, 1, 3) : 0;
-    }
+    if (qtnd) T1 = tnd_rows(f, ql, qcount, 64, 4, 2);
+    if (ktnd) T2 = tnd_rows(f, kvl, kvcount, 3000, 16, 3);
     const int64_t maxkv = paged ? cols * bsd : ktnd ? T2 : S2;
 
     /* tensors */
@@ -573,14 +567,8 @@ static void run_li(fia_context *ctx, fz *f, int quant) {
                               !ktnd && !paged, &kcount);
     p.actual_seq_lengths_query = ql, p.actual_seq_lengths_query_count = qcount;
     p.actual_seq_lengths_key = kl, p.actual_seq_lengths_key_count = kcount;
-    if (qtnd) {
-        T1 = ql && qcount > 0 && ql[qcount - 1] >= 0 && ql[qcount - 1] <= 64 ? ql[qcount - 1] : 4;
-        T1 += u8(f) % 4 == 0 ? rng(f, 1, 2) : 0;
-    }
-    if (ktnd) {
-        T2 = kl && kcount > 0 && kl[kcount - 1] >= 0 && kl[kcount - 1] <= 5000 ? kl[kcount - 1] : 16;
-        T2 += u8(f) % 4 == 0 ? rng(f, 1, 3) : 0;
-    }
+    if (qtnd) T1 = tnd_rows(f, ql, qcount, 64, 4, 2);
+    if (ktnd) T2 = tnd_rows(f, kl, kcount, 5000, 16, 3);
     const int64_t maxkv = paged ? cols * bsd : ktnd ? T2 : S2;
 
     /* tensors */

@@ -208,6 +208,15 @@ static void describe_lengths(const char *name, const int64_t *v, int64_t n) {
     fprintf(stderr, "\n");
 }
 
+/* Token count of a TND tensor from its cumulative lengths v: the last value when it lies in
+ * [0, cap], else dflt; in 1 of 4 inputs 1 to extra rows past it. */
+static int64_t tnd_rows(fz *f, const int64_t *v, int64_t count, int64_t cap, int64_t dflt,
+                        int64_t extra) {
+    const int64_t last = v && count > 0 ? v[count - 1] : -1;
+    const int64_t t = last >= 0 && last <= cap ? last : dflt;
+    return t + (u8(f) % 4 == 0 ? rng(f, 1, extra) : 0);
+}
+
 /* Per-batch lengths in [0, hi] (running sums when cumulative), count B; on corrupted inputs also
  * other counts, values out of range and decreasing sums. NULL with *count 0: absent. */
 static int64_t *gen_lengths(fz *f, int64_t B, int64_t hi, int cumulative, int may_omit,
