@@ -120,6 +120,7 @@ typedef struct bench_result {
      * roofline's bandwidth and bytes / median time / that bandwidth. */
     double read_gbps;
     double mem_fraction;
+    double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one) */
 } bench_result;
 
 /* Prepares a case, runs it once per copy to warm up code paths (not caches), then times `reps`

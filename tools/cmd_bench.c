@@ -177,8 +177,7 @@ int cmd_bench(int argc, char **argv) {
         }
         /* The memory side against the bandwidth measured around each run (bench_run_case),
          * the compute side against the FMA peak; the larger binds. */
-        const double f_cmp = rl.fma_gflops > 0 ? res.flops / res.seconds * 1e-9 / rl.fma_gflops
-                                               : 0.0;
+        const double f_cmp = res.fma_fraction;
         const double frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
         const char *bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
         const double gbps = res.bytes / res.seconds * 1e-9;

@@ -98,7 +98,7 @@ int cmd_demo(int argc, char **argv) {
         const double gbps = res.bytes / res.seconds * 1e-9;
         const double gflops = res.flops / res.seconds * 1e-9;
         const double f_bw = res.mem_fraction; /* against the probes around each run */
-        const double f_fma = rl.fma_gflops > 0 ? gflops / rl.fma_gflops : 0.0;
+        const double f_fma = res.fma_fraction;
         char bw[16], fma[16];
         snprintf(bw, sizeof bw, "%.1f%%%s", f_bw * 100.0, f_bw >= f_fma ? "*" : " ");
         snprintf(fma, sizeof fma, "%.1f%%%s", f_fma * 100.0, f_fma > f_bw ? "*" : " ");
