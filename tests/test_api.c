@@ -451,6 +451,92 @@ static void test_params_defaults(void) {
     fia_plan_destroy(NULL);
 }
 
+static fia_status run_plan(fia_plan *plan) {
+    const size_t n = fia_plan_workspace_size(plan);
+    void *ws = n ? malloc(n) : NULL;
+    fia_status st = n && !ws ? FIA_STATUS_OUT_OF_MEMORY : fia_plan_execute(plan, ws, n);
+    free(ws);
+    return st;
+}
+
+/* fia_tensor's DLPack fields and the params struct_size: byte_offset is honoured, a device other
+ * than the host is refused, a params struct not set by its init function is refused. */
+static void test_abi_fields(void) {
+    fia_context *ctx = NULL;
+    fia_context_options o = {1, FIA_ISA_AUTO};
+    if (fia_context_create(&o, &ctx) != FIA_STATUS_SUCCESS) {
+        tu_check(0, "context for the ABI tests: %s", fia_last_error());
+        return;
+    }
+    enum { H = 2, L = 5, D = 8, N = H * L * D, OFF = 24 };
+    uint16_t buf[3][OFF + N], out_a[N], out_b[OFF + N];
+    for (int w = 0; w < 3; w++)
+        for (int i = 0; i < OFF + N; i++) buf[w][i] = fia_f32_to_f16((float)((i * 7 + w * 3) % 11) / 11.0f - 0.4f);
+    const int64_t qs[3] = {H, 1, D}, ks[3] = {H, L, D};
+    fia_tensor q, k, v, oa, qo, ko, vo, ob;
+    fia_tensor_init(&q, buf[0] + OFF, FIA_DTYPE_FLOAT16, 3, qs, NULL);
+    fia_tensor_init(&k, buf[1] + OFF, FIA_DTYPE_FLOAT16, 3, ks, NULL);
+    fia_tensor_init(&v, buf[2] + OFF, FIA_DTYPE_FLOAT16, 3, ks, NULL);
+    fia_tensor_init(&oa, out_a, FIA_DTYPE_FLOAT16, 3, qs, NULL);
+    qo = q, ko = k, vo = v;
+    qo.data = buf[0], ko.data = buf[1], vo.data = buf[2];
+    qo.byte_offset = ko.byte_offset = vo.byte_offset = OFF * sizeof(uint16_t);
+    qo.device_type = FIA_DEVICE_CPU;
+    memset(out_b, 0, sizeof out_b);
+    fia_tensor_init(&ob, out_b, FIA_DTYPE_FLOAT16, 3, qs, NULL);
+    ob.byte_offset = OFF * sizeof(uint16_t);
+    uint64_t ws = 0;
+    fia_plan *pa = NULL, *pb = NULL;
+    fia_status sa = fia_smallq_flash_attention_get_workspace_size(ctx, &q, &k, &v, &oa, &ws, &pa);
+    fia_status sb = fia_smallq_flash_attention_get_workspace_size(ctx, &qo, &ko, &vo, &ob, &ws, &pb);
+    if (sa == FIA_STATUS_SUCCESS) sa = run_plan(pa);
+    if (sb == FIA_STATUS_SUCCESS) sb = run_plan(pb);
+    int zero_head = 1;
+    for (int i = 0; i < OFF; i++) zero_head &= out_b[i] == 0;
+    tu_check(sa == FIA_STATUS_SUCCESS && sb == FIA_STATUS_SUCCESS && zero_head &&
+                 memcmp(out_a, out_b + OFF, H * D * sizeof(uint16_t)) == 0,
+             "byte_offset views give the same output as offset data pointers, written at the offset");
+    fia_tensor bad = k;
+    bad.device_type = 2;
+    fia_plan *pc = NULL;
+    fia_status sc = fia_smallq_flash_attention_get_workspace_size(ctx, &q, &bad, &v, &oa, &ws, &pc);
+    tu_check(sc == FIA_STATUS_UNSUPPORTED && strstr(fia_last_error(), "K") && pc == NULL,
+             "a device tensor is UNSUPPORTED, naming it (\"%s\")", fia_last_error());
+    bad = k;
+    bad.device_id = 1;
+    sc = fia_smallq_flash_attention_get_workspace_size(ctx, &q, &bad, &v, &oa, &ws, &pc);
+    tu_check(sc == FIA_STATUS_UNSUPPORTED && pc == NULL, "device_id 1 is UNSUPPORTED");
+
+    fia_fused_infer_attention_score_params p;
+    fia_fused_infer_attention_score_params_init(&p);
+    tu_check(p.struct_size == sizeof p, "params_init sets struct_size");
+    p.struct_size = 0;
+    const int64_t bq[4] = {1, 1, H, D}, bk[4] = {1, L, H, D};
+    fia_tensor fq, fk, fv, fo;
+    fia_tensor_init(&fq, buf[0], FIA_DTYPE_FLOAT16, 4, bq, NULL);
+    fia_tensor_init(&fk, buf[1], FIA_DTYPE_FLOAT16, 4, bk, NULL);
+    fia_tensor_init(&fv, buf[2], FIA_DTYPE_FLOAT16, 4, bk, NULL);
+    fia_tensor_init(&fo, out_a, FIA_DTYPE_FLOAT16, 4, bq, NULL);
+    fia_fused_infer_attention_score_tensors t = {0};
+    t.query = &fq, t.key = &fk, t.value = &fv, t.attention_out = &fo;
+    fia_plan *pd = NULL;
+    fia_status sd = fia_fused_infer_attention_score_plan(ctx, &t, &p, &pd, NULL);
+    tu_check(sd == FIA_STATUS_INVALID_ARGUMENT && strstr(fia_last_error(), "struct_size") &&
+                 strstr(fia_last_error(), "params_init") && pd == NULL,
+             "struct_size 0 is INVALID_ARGUMENT naming the init function (\"%s\")", fia_last_error());
+    p.struct_size = sizeof p + 8;
+    sd = fia_fused_infer_attention_score_plan(ctx, &t, &p, &pd, NULL);
+    tu_check(sd == FIA_STATUS_INVALID_ARGUMENT && pd == NULL, "a struct_size beyond this library's is INVALID_ARGUMENT");
+    p.struct_size = sizeof p;
+    p.num_heads = H, p.input_layout = FIA_LAYOUT_BSND, p.scale = 0.5;
+    sd = fia_fused_infer_attention_score_plan(ctx, &t, &p, &pd, NULL);
+    tu_check(sd == FIA_STATUS_SUCCESS, "the same call with struct_size set plans (%s)", fia_last_error());
+    fia_plan_destroy(pa);
+    fia_plan_destroy(pb);
+    fia_plan_destroy(pd);
+    fia_context_destroy(ctx);
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20250611, "test_api");
     test_version_status();
@@ -460,5 +546,6 @@ int main(int argc, char **argv) {
     test_conversions(seed);
     test_last_error();
     test_params_defaults();
+    test_abi_fields();
     return tu_summary();
 }

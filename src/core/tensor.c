@@ -81,6 +81,9 @@ fia_status fia_tensor_check(const fia_tensor *t, const char *name, bool inner_un
     if (!t) return FIA_INVALID("%s is NULL", name);
     if (t->ndim < 0 || t->ndim > FIA_MAX_DIMS)
         return FIA_INVALID("%s ndim is %d, must be 0..%d", name, (int)t->ndim, FIA_MAX_DIMS);
+    if ((t->device_type != FIA_DEVICE_DEFAULT && t->device_type != FIA_DEVICE_CPU) || t->device_id != 0)
+        return FIA_UNSUPPORTED("%s is on device type %d id %d: fia reads host memory only (type 0 or "
+                               "1, id 0)", name, (int)t->device_type, (int)t->device_id);
     const int64_t esize = (int64_t)fia_dtype_size(t->dtype);
     if (esize == 0) return FIA_INVALID("%s dtype %d is unknown", name, (int)t->dtype);
     bool empty = false;

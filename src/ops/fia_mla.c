@@ -619,7 +619,7 @@ static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const 
                                   fia_layout in_layout, int64_t dim, mla_cache *c, int64_t *blocks,
                                   int64_t *seq, int64_t *batch) {
     memset(c, 0, sizeof *c);
-    c->base = t->data;
+    c->base = fia_tensor_ptr(t);
     c->dt = t->dtype;
     c->es = (int64_t)fia_dtype_size(t->dtype);
     c->dim = dim;
@@ -681,7 +681,7 @@ static fia_status mla_scalar_scale(const fia_tensor *t, const char *name, const 
     if (fia_tensor_numel(t) != 1)
         return FIA_INVALID("%s has %lld elements, must have 1 (per tensor)", name,
                            (long long)fia_tensor_numel(t));
-    *out = t->data;
+    *out = fia_tensor_ptr(t);
     return FIA_STATUS_SUCCESS;
 }
 
@@ -819,7 +819,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         if (t->value->shape[d] != t->key->shape[d])
             return FIA_INVALID("value dim %d is %lld, key has %lld (value is the latent cache)",
                                (int)d, (long long)t->value->shape[d], (long long)t->key->shape[d]);
-    p->v_is_k = t->value->data == t->key->data && !memcmp(t->value->strides, t->key->strides,
+    p->v_is_k = fia_tensor_ptr(t->value) == fia_tensor_ptr(t->key) && !memcmp(t->value->strides, t->key->strides,
                                                            sizeof(int64_t) * (size_t)t->key->ndim);
     if (p->paged) {
         if (rblocks != kblocks)
@@ -865,7 +865,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
             return FIA_INVALID("dequant_scale_query must be %s (per token and head); it has %d "
                                "dims", p->tnd ? "[T, N] or [T, N, 1]" : "[B, S1, N] or [B, S1, N, 1]",
                                (int)s->ndim);
-        p->sq = s->data;
+        p->sq = fia_tensor_ptr(s);
         p->sq_s_b = p->tnd ? 0 : s->strides[0];
         p->sq_s_t = p->tnd ? s->strides[0] : s->strides[1];
         p->sq_s_h = p->tnd ? s->strides[1] : s->strides[2];
@@ -880,7 +880,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         FIA_TRY(fia_tensor_check_dim(o, "attention_out", 1, qd.S, "query T"));
         FIA_TRY(fia_tensor_check_dim(o, "attention_out", 2, MLA_DN, "required"));
         memset(&p->o, 0, sizeof p->o);
-        p->o.base = o->data;
+        p->o.base = fia_tensor_ptr(o);
         p->o.dtype = o->dtype;
         p->o.esize = (int64_t)fia_dtype_size(o->dtype);
         p->o.s_h = o->strides[0];

@@ -13,6 +13,7 @@
 
 #include "core/context.h"
 #include "core/status.h"
+#include "core/params.h"
 #include "core/tensor.h"
 #include "ops/fia_internal.h"
 
@@ -53,6 +54,7 @@ const char *fia_layout_name(fia_layout layout) {
 void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score_params *p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
     p->num_heads = 1;
     p->num_key_value_heads = 0;
     p->scale = 1.0;
@@ -70,7 +72,7 @@ fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layou
                                 int64_t heads, fia_seq *seq, fia_dims *dims) {
     const int64_t *sh = t->shape, *st = t->strides;
     memset(seq, 0, sizeof *seq);
-    seq->base = t->data;
+    seq->base = fia_tensor_ptr(t);
     seq->dtype = t->dtype;
     seq->esize = (int64_t)fia_dtype_size(t->dtype);
     switch (layout) {
@@ -119,7 +121,7 @@ static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t
                                   int64_t block_size, fia_seq *seq, int64_t *blocks, int64_t *dim) {
     const int64_t *sh = t->shape, *st = t->strides;
     memset(seq, 0, sizeof *seq);
-    seq->base = t->data;
+    seq->base = fia_tensor_ptr(t);
     seq->dtype = t->dtype;
     seq->esize = (int64_t)fia_dtype_size(t->dtype);
     if (t->ndim == 3) {
@@ -198,7 +200,7 @@ static fia_status fia_parse_full_mask(fia_attn_plan *p, const fia_tensor *m, boo
     if (s2 < max_skv)
         return FIA_INVALID("atten_mask key dim is %lld, the longest kv is %lld", (long long)s2,
                            (long long)max_skv);
-    p->mask = m->data;
+    p->mask = fia_tensor_ptr(m);
     return FIA_STATUS_SUCCESS;
 }
 
@@ -653,6 +655,11 @@ fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
     if (!t) return FIA_INVALID("tensors is NULL");
     if (!prm) return FIA_INVALID("params is NULL");
     if (!plan) return FIA_INVALID("plan is NULL");
+    fia_fused_infer_attention_score_params prm_v;
+    fia_fused_infer_attention_score_params_init(&prm_v);
+    FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
+                              "fia_fused_infer_attention_score_params_init"));
+    prm = &prm_v;
     if (t->query_rope || t->key_rope) {
         fia_plan *mla = NULL;
         FIA_TRY(fia_mla_plan(ctx, t, prm, &mla));

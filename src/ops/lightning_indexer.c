@@ -20,6 +20,7 @@
 #include "core/context.h"
 #include "core/convert.h"
 #include "core/status.h"
+#include "core/params.h"
 #include "core/tensor.h"
 #include "ops/li_internal.h"
 #include "ops/validate.h"
@@ -36,6 +37,7 @@ enum {
 void fia_lightning_indexer_params_init(fia_lightning_indexer_params *p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
     p->layout_query = FIA_LAYOUT_BSND;
     p->layout_key = FIA_LAYOUT_BSND;
     p->sparse_count = 2048;
@@ -63,7 +65,7 @@ static fia_status li_check_shape(const fia_tensor *t, const char *name, int32_t 
 static fia_li_view li_view(const fia_tensor *t) {
     fia_li_view v;
     memset(&v, 0, sizeof v);
-    v.base = t->data;
+    v.base = fia_tensor_ptr(t);
     v.dtype = t->dtype;
     v.esize = (int64_t)fia_dtype_size(t->dtype);
     return v;
@@ -353,13 +355,13 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
             else FIA_TRY(li_check_shape(o, names[i], 4, want4, what4));
         }
         const fia_tensor *oi = t->sparse_indices;
-        p->out_idx = oi->data;
+        p->out_idx = fia_tensor_ptr(oi);
         p->oi_s_b = qtnd ? 0 : oi->strides[0];
         p->oi_s_t = qtnd ? oi->strides[0] : oi->strides[1];
         p->oi_s_k = oi->strides[oi->ndim - 1];
         if (prm->return_value) {
             const fia_tensor *ov = t->sparse_values;
-            p->out_val = ov->data;
+            p->out_val = fia_tensor_ptr(ov);
             p->ov_s_b = qtnd ? 0 : ov->strides[0];
             p->ov_s_t = qtnd ? ov->strides[0] : ov->strides[1];
             p->ov_s_k = ov->strides[ov->ndim - 1];
@@ -757,6 +759,11 @@ static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors 
     if (!t) return FIA_INVALID("tensors is NULL");
     if (!prm) return FIA_INVALID("params is NULL");
     if (!plan) return FIA_INVALID("plan is NULL");
+    fia_lightning_indexer_params prm_v;
+    fia_lightning_indexer_params_init(&prm_v);
+    FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
+                              "fia_lightning_indexer_params_init"));
+    prm = &prm_v;
     fia_li_plan *p = calloc(1, sizeof *p);
     if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
     p->base.ctx = ctx;

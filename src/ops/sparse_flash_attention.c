@@ -34,6 +34,7 @@
 
 #include "core/context.h"
 #include "core/status.h"
+#include "core/params.h"
 #include "core/tensor.h"
 #include "ops/sfa_internal.h"
 #include "ops/validate.h"
@@ -63,7 +64,7 @@ static fia_status sfa_parse_seq(const fia_tensor *t, const char *name, fia_layou
                                 int64_t heads, int64_t dim, sfa_seq *s, int64_t *B, int64_t *S,
                                 int64_t *N) {
     memset(s, 0, sizeof *s);
-    s->base = t->data;
+    s->base = fia_tensor_ptr(t);
     s->dtype = t->dtype;
     s->esize = (int64_t)fia_dtype_size(t->dtype);
     const int64_t *sh = t->shape, *st = t->strides;
@@ -98,7 +99,7 @@ static fia_status sfa_parse_seq(const fia_tensor *t, const char *name, fia_layou
 /* Paged [blocks, block_size, 1, dim]. */
 static fia_status sfa_parse_paged(const fia_tensor *t, const char *name, int64_t dim, sfa_seq *s) {
     memset(s, 0, sizeof *s);
-    s->base = t->data;
+    s->base = fia_tensor_ptr(t);
     s->dtype = t->dtype;
     s->esize = (int64_t)fia_dtype_size(t->dtype);
     FIA_TRY(fia_tensor_check_ndim(t, name, 4));
@@ -110,7 +111,7 @@ static fia_status sfa_parse_paged(const fia_tensor *t, const char *name, int64_t
 }
 
 static bool sfa_same_view(const fia_tensor *a, const fia_tensor *b) {
-    if (a->data != b->data || a->dtype != b->dtype || a->ndim != b->ndim) return false;
+    if (fia_tensor_ptr(a) != fia_tensor_ptr(b) || a->dtype != b->dtype || a->ndim != b->ndim) return false;
     for (int32_t i = 0; i < a->ndim; i++)
         if (a->shape[i] != b->shape[i] || a->strides[i] != b->strides[i]) return false;
     return true;
@@ -336,7 +337,7 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
 
     /* sparse_indices: [B, S1, 1, K] or [T1, 1, K] */
     const fia_tensor *ix = t->sparse_indices;
-    p->idx = ix->data;
+    p->idx = fia_tensor_ptr(ix);
     if (qtnd) {
         FIA_TRY(fia_tensor_check_ndim(ix, "sparse_indices", 3));
         FIA_TRY(fia_tensor_check_dim(ix, "sparse_indices", 0, qS, "query dim 0 (T1)"));
@@ -479,6 +480,7 @@ static fia_status sfa_plan_common(fia_context *ctx, const sfa_tensors *t,
 void fia_sparse_flash_attention_params_init(fia_sparse_flash_attention_params *p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
     p->scale_value = 1.0;
     p->sparse_block_size = 1;
     p->layout_query = FIA_LAYOUT_BSND;
@@ -490,6 +492,7 @@ void fia_sparse_flash_attention_params_init(fia_sparse_flash_attention_params *p
 void fia_kv_quant_sparse_flash_attention_params_init(fia_kv_quant_sparse_flash_attention_params *p) {
     if (!p) return;
     memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
     fia_sparse_flash_attention_params_init(&p->base);
     p->key_quant_mode = 2;
     p->value_quant_mode = 2;
@@ -507,6 +510,11 @@ fia_status fia_sparse_flash_attention_plan(fia_context *ctx,
     if (!tensors) return FIA_INVALID("tensors is NULL");
     if (!params) return FIA_INVALID("params is NULL");
     if (!plan) return FIA_INVALID("plan is NULL");
+    fia_sparse_flash_attention_params prm;
+    fia_sparse_flash_attention_params_init(&prm);
+    FIA_TRY(fia_params_import(&prm, sizeof prm, params, sizeof prm,
+                              "fia_sparse_flash_attention_params_init"));
+    params = &prm;
     const sfa_tensors t = {tensors->query, tensors->query_rope, tensors->key, tensors->key_rope,
                            tensors->value, tensors->sparse_indices, tensors->block_table,
                            tensors->attention_out, tensors->softmax_lse};
@@ -530,6 +538,13 @@ fia_status fia_kv_quant_sparse_flash_attention_plan(
     if (!tensors) return FIA_INVALID("tensors is NULL");
     if (!params) return FIA_INVALID("params is NULL");
     if (!plan) return FIA_INVALID("plan is NULL");
+    fia_kv_quant_sparse_flash_attention_params prm;
+    fia_kv_quant_sparse_flash_attention_params_init(&prm);
+    FIA_TRY(fia_params_import(&prm, sizeof prm, params, sizeof prm,
+                              "fia_kv_quant_sparse_flash_attention_params_init"));
+    FIA_TRY(fia_params_import(&prm.base, sizeof prm.base, &params->base, sizeof prm.base,
+                              "fia_kv_quant_sparse_flash_attention_params_init"));
+    params = &prm;
     if (params->key_quant_mode != 2)
         return FIA_INVALID("key_quant_mode is %d, must be 2 (per-tile)", (int)params->key_quant_mode);
     if (params->value_quant_mode != 2)

@@ -168,6 +168,6 @@ fia_status fia_parse_lse(const fia_tensor *l, bool tnd, int64_t B, int64_t N, in
         *s_h = l->strides[1];
         *s_t = l->strides[2];
     }
-    *data = l->data;
+    *data = fia_tensor_ptr(l);
     return FIA_STATUS_SUCCESS;
 }
