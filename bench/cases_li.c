@@ -19,6 +19,7 @@
 
 #include "cases.h"
 #include "cli.h"
+#include "core/context.h"
 #include "ops/li_internal.h"
 #include "ref_li.h"
 
@@ -332,7 +333,7 @@ static int topk_prepare(const bench_case *c, fia_context *ctx, int copies, uint6
     if (!bad)
         bad = bench_fill_random(q, FIA_DTYPE_FLOAT32, (size_t)(nh * d), &st) ||
               bench_fill_random(w, FIA_DTYPE_FLOAT32, (size_t)nh, &st);
-    const fia_li_kernels *lk = fia_li_kernels_for(fia_context_isa(ctx), false);
+    const fia_li_kernels *lk = &ctx->kernels.li;
     for (int64_t h = 0; !bad && h < nh; h++)
         for (int64_t i = 0; i < d; i++) qt[i * nh + h] = q[h * d + i];
     for (int64_t j0 = 0; !bad && j0 < I->n; j0 += tile) {

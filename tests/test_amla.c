@@ -17,7 +17,7 @@
 
 #include "core/context.h"
 #include "core/convert.h"
-#include "kernels/kernels.h"
+#include "kernel_variants.h"
 #include "test_util.h"
 
 static void test_exp_add(tu_rng *r) {
@@ -60,7 +60,7 @@ static void gemm_acc_case(const fia_kernels *kt, tu_rng *r, int64_t m, int64_t n
     for (int64_t i = 0; i < m; i++) ex[i] = TU_PICK(r, shifts);
     memcpy(cr, c0, sizeof(float) * (size_t)(m * ldc));
     memcpy(cg, c0, sizeof(float) * (size_t)(m * ldc));
-    fia_kernels_scalar.gemm_f32_acc(m, n, k, a, lda, b, ldb, cr, ldc, with_exp ? ex : NULL);
+    tu_scalar_kernels()->core.gemm_f32_acc(m, n, k, a, lda, b, ldb, cr, ldc, with_exp ? ex : NULL);
     kt->gemm_f32_acc(m, n, k, a, lda, b, ldb, cg, ldc, with_exp ? ex : NULL);
     int ok = 1;
     for (int64_t i = 0; i < m && ok; i++)
@@ -112,7 +112,7 @@ static void softmax_amla_case(const fia_kernels *kt, tu_rng *r, int64_t m, int64
     memcpy(mr, mx0, sizeof mr), memcpy(mg, mx0, sizeof mg), memcpy(mp, mx0, sizeof mp);
     memcpy(lr, l0, sizeof lr), memcpy(lg, l0, sizeof lg);
     memcpy(er, e0, sizeof er), memcpy(eg, e0, sizeof eg);
-    fia_kernels_scalar.softmax_tile_amla(sr, lds, m, n, mr, lr, er, xr);
+    tu_scalar_kernels()->core.softmax_tile_amla(sr, lds, m, n, mr, lr, er, xr);
     kt->softmax_tile_amla(sg, lds, m, n, mg, lg, eg, xg);
     int ok = 1;
     for (int64_t i = 0; i < m && ok; i++) {
@@ -136,7 +136,7 @@ static void softmax_amla_case(const fia_kernels *kt, tu_rng *r, int64_t m, int64
     int32_t eq[32], xq[32];
     for (int64_t i = 0; i < m; i++) mq[i] = -INFINITY, lq[i] = 0.0f, eq[i] = 0;
     memcpy(sp, s0, sizeof(float) * (size_t)(m * lds));
-    fia_kernels_scalar.softmax_tile(sp, lds, m, n, mp, lp, al);
+    tu_scalar_kernels()->core.softmax_tile(sp, lds, m, n, mp, lp, al);
     memcpy(sg, s0, sizeof(float) * (size_t)(m * lds));
     kt->softmax_tile_amla(sg, lds, m, n, mq, lq, eq, xq);
     for (int64_t i = 0; i < m && ok; i++) {
@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
             printf("%s: not available, skipped\n", fia_isa_name(levels[li]));
             continue;
         }
-        const fia_kernels *kt = ctx->kernels;
+        const fia_kernels *kt = &ctx->kernels.core;
         for (int t = 0; t < 60; t++)
             gemm_acc_case(kt, &r, tu_int(&r, 1, 30), tu_int(&r, 1, 70), tu_int(&r, 0, 80), t & 1);
         gemm_acc_case(kt, &r, 128, 512, 32, 1);

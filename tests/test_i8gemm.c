@@ -29,7 +29,7 @@
 
 #include "core/context.h"
 #include "core/convert.h"
-#include "kernels/i8gemm.h"
+#include "kernel_variants.h"
 #include "test_util.h"
 
 #define CANARY_BITS 0x7fa5a5a5u /* a NaN pattern no kernel produces */
@@ -139,7 +139,7 @@ static void pack_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t n, int64_t 
     bmat_make(&B, rng, k, n);
     for (int kn = 0; kn < 2; kn++) {
         size_t bytes, bytes2;
-        uint8_t *ps = pack_checked(&fia_i8_kernels_scalar, &B, kn, &bytes);
+        uint8_t *ps = pack_checked(&tu_scalar_kernels()->i8, &B, kn, &bytes);
         tu_check(check_layout(ps, &B), "scalar pack_b_%s n=%" PRId64 " k=%" PRId64 ": layout",
                  kn ? "kn" : "nk", n, k);
         if (vn) {
@@ -181,7 +181,7 @@ static void gemm_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t m, int64_t 
     bmat B;
     bmat_make(&B, rng, k, n);
     size_t bytes;
-    uint8_t *pk = pack_checked(&fia_i8_kernels_scalar, &B, o.kn, &bytes);
+    uint8_t *pk = pack_checked(&tu_scalar_kernels()->i8, &B, o.kn, &bytes);
 
     /* A: exactly sized; junk between rows. For a_offset 128 it comes from s8 via the helper. */
     const int64_t na = m > 0 && k > 0 ? (m - 1) * lda + k : 0;
@@ -190,7 +190,7 @@ static void gemm_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t m, int64_t 
     const int ext = tu_chance(rng, 0.2) ? (o.offset ? 1 : 2) : 0;
     for (int64_t i = 0; i < na; i++) as[i] = (int8_t)rnd_byte(rng, ext);
     if (o.offset) {
-        fia_i8_kernels_scalar.s8_to_u8_offset(as, a, na);
+        tu_scalar_kernels()->i8.s8_to_u8_offset(as, a, na);
         if (vn) {
             vn->s8_to_u8_offset(as, a2, na);
             tu_check(na == 0 || memcmp(a, a2, (size_t)na) == 0, "%s s8_to_u8_offset n=%" PRId64,
@@ -220,7 +220,7 @@ static void gemm_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t m, int64_t 
     float *cv = (float *)xmalloc((size_t)nc * sizeof(float));
     memcpy(cs, c0, (size_t)nc * sizeof(float));
     memcpy(cv, c0, (size_t)nc * sizeof(float));
-    fia_i8_kernels_scalar.gemm(m, n, k, a, lda, pk, cs, ldc, row_scale, row_beta, a_offset);
+    tu_scalar_kernels()->i8.gemm(m, n, k, a, lda, pk, cs, ldc, row_scale, row_beta, a_offset);
     uint8_t *pv = NULL;
     if (vn) {
         size_t bytes2;
@@ -328,7 +328,7 @@ static void test_gemm(const fia_i8_kernels *vn, tu_rng *rng) {
         rnd_case(vn, rng, 1, 130, 1, 200, 0, 300);
 
     /* m == 0 / n == 0: no-op */
-    const fia_i8_kernels *tabs[2] = {&fia_i8_kernels_scalar, vn};
+    const fia_i8_kernels *tabs[2] = {&tu_scalar_kernels()->i8, vn};
     for (int t = 0; t < (vn ? 2 : 1); t++) {
         float c[4] = {canary(), canary(), canary(), canary()};
         const uint8_t a[4] = {1, 2, 3, 4};
@@ -377,29 +377,21 @@ static void test_offset(const fia_i8_kernels *kt, tu_rng *rng) {
 
 /* ------------------------------------------------------------------------------------------ */
 
-/* VNNI is usable when a context asked for AVX-512 says so (ctx->vnni). */
-static int have_vnni(void) {
-    fia_context_options opt = {1, FIA_ISA_AVX512};
-    fia_context *ctx = NULL;
-    if (fia_context_create(&opt, &ctx) != FIA_STATUS_SUCCESS) return 0;
-    const int v = ctx->vnni;
-    fia_context_destroy(ctx);
-    return v;
-}
-
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261121, "test_i8gemm");
     tu_rng rng = tu_rng_make(seed);
-    const fia_i8_kernels *vn = have_vnni() ? &fia_i8_kernels_vnni : NULL;
-    tu_check(fia_i8_kernels_for(false) == &fia_i8_kernels_scalar &&
-                 fia_i8_kernels_for(true) == &fia_i8_kernels_vnni,
-             "fia_i8_kernels_for");
-    if (!vn) printf("vnni: not supported by this CPU, skipped (scalar table still tested)\n");
-    test_offset(&fia_i8_kernels_scalar, &rng);
-    if (vn) test_offset(vn, &rng);
-    test_pack(vn, &rng);
-    test_gemm(vn, &rng);
-    printf("scalar%s: done\n", vn ? " + vnni" : "");
-    fflush(stdout);
+    test_offset(&tu_scalar_kernels()->i8, &rng);
+    /* every int8 variant this CPU runs (registry.inc), each against the scalar kernels */
+    tu_kernel_variant v[16];
+    const int nv = TU_KERNEL_VARIANTS(i8, v, 16);
+    if (!nv) printf("no int8 variant runs on this CPU (scalar kernels still tested)\n");
+    for (int t = 0; t < (nv ? nv : 1); t++) {
+        const fia_i8_kernels *vn = nv ? &v[t].set.i8 : NULL;
+        if (vn) test_offset(vn, &rng);
+        test_pack(vn, &rng);
+        test_gemm(vn, &rng);
+        printf("scalar%s%s: done\n", vn ? " + " : "", vn ? vn->name : "");
+        fflush(stdout);
+    }
     return tu_summary();
 }

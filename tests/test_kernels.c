@@ -1,5 +1,7 @@
 /*
- * test_kernels.c - every SIMD kernel table the CPU supports against the scalar reference table.
+ * test_kernels.c - every core kernel variant the CPU runs (kernels/registry.inc) against the scalar
+ * kernels, and the registry itself (every line this CPU runs is reachable and chosen by its own
+ * feature mask).
  *
  *   gemm_f32:      random shapes covering every row / column / k tail, padded leading dims,
  *                  row_scale NULL (C pre-filled with NaN garbage) and non-NULL; tolerance
@@ -24,12 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <cpuid.h>
-#endif
-
 #include "core/convert.h"
-#include "kernels/kernels.h"
+#include "kernel_variants.h"
 #include "test_util.h"
 
 #define CANARY_BITS 0x7fa5a5a5u /* a NaN pattern no kernel produces */
@@ -68,7 +66,7 @@ static int gemm_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t n, i
     }
     memcpy(cr, c0, (size_t)nc * sizeof(float));
     memcpy(cg, c0, (size_t)nc * sizeof(float));
-    fia_kernels_scalar.gemm_f32(m, n, k, a, lda, b, ldb, cr, ldc, with_scale ? rs : NULL);
+    tu_scalar_kernels()->core.gemm_f32(m, n, k, a, lda, b, ldb, cr, ldc, with_scale ? rs : NULL);
     kt->gemm_f32(m, n, k, a, lda, b, ldb, cg, ldc, with_scale ? rs : NULL);
 
     int ok = 1;
@@ -186,7 +184,7 @@ static void qk_rows_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t 
     /* prefetch list: none, or the rows themselves */
     const int64_t npf = tu_chance(rng, 0.5) ? n : 0;
     const void *const *pf = npf ? (const void *const *)kr : NULL;
-    fia_kernels_scalar.qk_rows(m, n, d, q, ldq, (const void *const *)kr, dt, sr, lds, pf, npf);
+    tu_scalar_kernels()->core.qk_rows(m, n, d, q, ldq, (const void *const *)kr, dt, sr, lds, pf, npf);
     kt->qk_rows(m, n, d, q, ldq, (const void *const *)kr, dt, sg, lds, pf, npf);
     int ok = 1;
     int64_t wr = -1, wj = -1;
@@ -224,7 +222,7 @@ static void pv_rows_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t 
     memcpy(og, o0, (size_t)no * sizeof(float));
     const int64_t npf = tu_chance(rng, 0.5) ? n : 0;
     const void *const *pf = npf ? (const void *const *)vr : NULL;
-    fia_kernels_scalar.pv_rows(m, n, dv, p, ldp, (const void *const *)vr, dt, orf, ldo,
+    tu_scalar_kernels()->core.pv_rows(m, n, dv, p, ldp, (const void *const *)vr, dt, orf, ldo,
                                with_scale ? rs : NULL, pf, npf);
     kt->pv_rows(m, n, dv, p, ldp, (const void *const *)vr, dt, og, ldo, with_scale ? rs : NULL,
                 pf, npf);
@@ -354,15 +352,15 @@ static void check_f32_to_u16(const char *what, const fia_kernels *kt, cvt_f32_u1
 }
 
 static void test_conversions(const fia_kernels *kt, tu_rng *rng) {
-    check_u16_to_f32("f16_to_f32", kt, kt->f16_to_f32, fia_kernels_scalar.f16_to_f32);
-    check_u16_to_f32("bf16_to_f32", kt, kt->bf16_to_f32, fia_kernels_scalar.bf16_to_f32);
+    check_u16_to_f32("f16_to_f32", kt, kt->f16_to_f32, tu_scalar_kernels()->core.f16_to_f32);
+    check_u16_to_f32("bf16_to_f32", kt, kt->bf16_to_f32, tu_scalar_kernels()->core.bf16_to_f32);
 
     /* i8: all 256 values, every length 0..70 */
     {
         int8_t all[256];
         float want[256], got[256];
         for (int i = 0; i < 256; i++) all[i] = (int8_t)(i - 128);
-        fia_kernels_scalar.i8_to_f32(all, want, 256);
+        tu_scalar_kernels()->core.i8_to_f32(all, want, 256);
         kt->i8_to_f32(all, got, 256);
         int64_t at = -1;
         tu_check(same_f32(got, want, 256, &at), "%s i8_to_f32: all values", kt->name);
@@ -416,8 +414,8 @@ static void test_conversions(const fia_kernels *kt, tu_rng *rng) {
         vals[q++] = (i & 1) ? fia_bits_f32((uint32_t)x) : (float)tu_uniform(rng, -70000.0, 70000.0) *
                                                               (float)ldexp(1.0, (int)(x % 40) - 30);
     }
-    check_f32_to_u16("f32_to_f16", kt, kt->f32_to_f16, fia_kernels_scalar.f32_to_f16, vals, total);
-    check_f32_to_u16("f32_to_bf16", kt, kt->f32_to_bf16, fia_kernels_scalar.f32_to_bf16, vals, total);
+    check_f32_to_u16("f32_to_f16", kt, kt->f32_to_f16, tu_scalar_kernels()->core.f32_to_f16, vals, total);
+    check_f32_to_u16("f32_to_bf16", kt, kt->f32_to_bf16, tu_scalar_kernels()->core.f32_to_bf16, vals, total);
     free(vals);
 }
 
@@ -493,7 +491,7 @@ static void softmax_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t 
     memcpy(sg, s0, (size_t)ns * sizeof(float));
     memcpy(str, st0, sizeof st0);
     memcpy(stg, st0, sizeof st0);
-    fia_kernels_scalar.softmax_tile(sr, lds, m, n, str[0], str[1], str[2]);
+    tu_scalar_kernels()->core.softmax_tile(sr, lds, m, n, str[0], str[1], str[2]);
     kt->softmax_tile(sg, lds, m, n, stg[0], stg[1], stg[2]);
 
     int ok = 1;
@@ -568,41 +566,31 @@ static void test_softmax(const fia_kernels *kt, tu_rng *rng) {
 
 /* ------------------------------------------------------------------------------------------ */
 
-/* F16C from CPUID leaf 1 (clang 14's __builtin_cpu_supports does not know "f16c"); the AVX
- * check below already covers the OS saving ymm state. */
-static int has_f16c(void) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    unsigned eax, ebx, ecx, edx;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return 0;
-    return (ecx >> 29) & 1u;
-#else
-    return 0;
-#endif
-}
-
-static int supports(const char *name) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __builtin_cpu_init();
-    if (!strcmp(name, "avx512"))
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("fma") && has_f16c();
-    if (!strcmp(name, "avx2"))
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
-#endif
-    (void)name;
-    return 0;
+/* Every registry line this CPU runs is the kernel of its slot in the set built from exactly its
+ * own features (else a later line with fewer needs hides it: dead code). */
+static void test_registry(void) {
+    const uint32_t cpu = fia_cpu_features();
+    size_t runnable = 0;
+    for (size_t i = 0; i < fia_kernel_registry_size; i++) {
+        const fia_kernel_info *k = &fia_kernel_registry[i];
+        if (k->features & ~cpu) continue;
+        fia_kernel_set set;
+        fia_kernel_set_build(&set, k->features);
+        tu_check(fia_kernel_set_uses(&set, i), "registry: %s.%s %s is not chosen by its features",
+                 k->family, k->slot, k->name);
+        runnable++;
+    }
+    printf("registry: %zu kernels, %zu run on this CPU (features up to %s)\n",
+           fia_kernel_registry_size, runnable, fia_cpu_feature_name(cpu));
 }
 
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20240611, "test_kernels");
-    const fia_kernels *tables[] = {&fia_kernels_avx512, &fia_kernels_avx2};
-    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
-        const fia_kernels *kt = tables[t];
-        if (!supports(kt->name)) {
-            printf("%s: not supported by this CPU, skipped\n", kt->name);
-            continue;
-        }
+    test_registry();
+    tu_kernel_variant v[16];
+    const int nv = TU_KERNEL_VARIANTS(core, v, 16);
+    for (int t = 0; t < nv; t++) {
+        const fia_kernels *kt = &v[t].set.core;
         tu_rng rng = tu_rng_make(seed + 1000003u * (uint64_t)t);
         test_gemm(kt, &rng);
         test_conversions(kt, &rng);

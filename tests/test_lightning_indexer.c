@@ -32,7 +32,7 @@
 
 #include "core/convert.h"
 #include "fia.h"
-#include "kernels/li_kernels.h"
+#include "kernel_variants.h"
 #include "ops/li_internal.h"
 #include "ref/ref_li.h"
 #include "test_util.h"
@@ -42,27 +42,10 @@
 /* ------------------------------------------------------------------------------------------ */
 
 static void test_kernels(tu_rng *rng) {
-    const fia_li_kernels *tables[3] = {&fia_li_kernels_avx2, &fia_li_kernels_avx512,
-                                       &fia_li_kernels_avx512_vnni};
-    fia_context *probe = NULL;
-    fia_context_options o = {1, FIA_ISA_AUTO};
-    if (fia_context_create(&o, &probe) != FIA_STATUS_SUCCESS) return;
-    const fia_isa best = fia_context_isa(probe);
-    fia_context_destroy(probe);
-    /* VNNI presence: the avx512-vnni table is tested only when the CPU has it (CPUID leaf 7). */
-    int vnni = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (best == FIA_ISA_AVX512) {
-        unsigned a = 7, b, c = 0, d;
-        __asm__ volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
-        vnni = (c >> 11) & 1u;
-    }
-#endif
-    for (int ti = 0; ti < 3; ti++) {
-        if ((ti == 0 && best < FIA_ISA_AVX2) || (ti >= 1 && best < FIA_ISA_AVX512) ||
-            (ti == 2 && !vnni))
-            continue;
-        const fia_li_kernels *kt = tables[ti];
+    tu_kernel_variant v[16]; /* every indexer variant this CPU runs (registry.inc) */
+    const int nv = TU_KERNEL_VARIANTS(li, v, 16);
+    for (int ti = 0; ti < nv; ti++) {
+        const fia_li_kernels *kt = &v[ti].set.li;
         int bad_f = 0, bad_i = 0;
         for (int rep = 0; rep < 60; rep++) {
             const int64_t n = tu_int(rng, 1, 53), nh = rep < 4 ? 64 : tu_int(rng, 1, 64);
@@ -95,7 +78,7 @@ static void test_kernels(tu_rng *rng) {
                 qb[h] = 128 * sum;
             }
             for (int64_t j = 0; j < n; j++) sk[j] = (float)tu_uniform(rng, 0, 0.01);
-            fia_li_kernels_scalar.score_f32(n, d, nh, k, ldk, qt, ldq, w, o1);
+            tu_scalar_kernels()->li.score_f32(n, d, nh, k, ldk, qt, ldq, w, o1);
             kt->score_f32(n, d, nh, k, ldk, qt, ldq, w, o2);
             for (int64_t j = 0; j < n; j++) {
                 double mag = 0;
@@ -107,7 +90,7 @@ static void test_kernels(tu_rng *rng) {
                 if (!(fabs((double)o1[j] - o2[j]) <= 2e-5 * mag + 1e-30)) bad_f++;
             }
             /* w beyond nh must be ignored: the 7.0 pad weights would show */
-            fia_li_kernels_scalar.score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, o1);
+            tu_scalar_kernels()->li.score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, o1);
             kt->score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, o2);
             for (int64_t j = 0; j < n; j++) {
                 double mag = 0; /* sum of |terms| of the head sum */
@@ -140,7 +123,7 @@ static void test_kernels(tu_rng *rng) {
                 const fia_dtype t = dt ? FIA_DTYPE_BFLOAT16 : FIA_DTYPE_FLOAT16;
                 memset(f1, 0, sizeof(float) * (size_t)(n * ldk));
                 memset(f2, 0, sizeof(float) * (size_t)(n * ldk));
-                fia_li_kernels_scalar.keys_to_f32(n, d, rows, t, f1, ldk);
+                tu_scalar_kernels()->li.keys_to_f32(n, d, rows, t, f1, ldk);
                 kt->keys_to_f32(n, d, rows, t, f2, ldk);
                 for (int64_t j = 0; j < n; j++)
                     for (int64_t c = 0; c < d; c++)
@@ -151,7 +134,7 @@ static void test_kernels(tu_rng *rng) {
             for (int64_t j = 0; j < n; j++) rows[j] = (const uint8_t *)src + j * d;
             memset(u1, 7, (size_t)(n * ldk));
             memset(u2, 7, (size_t)(n * ldk));
-            fia_li_kernels_scalar.keys_to_u8(n, d, d4, rows, u1, ldk);
+            tu_scalar_kernels()->li.keys_to_u8(n, d, d4, rows, u1, ldk);
             kt->keys_to_u8(n, d, d4, rows, u2, ldk);
             bad_c += memcmp(u1, u2, (size_t)(n * ldk)) != 0;
             free(src), free(rows), free(f1), free(f2), free(u1), free(u2);

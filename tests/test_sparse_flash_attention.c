@@ -24,7 +24,7 @@
 #include <time.h>
 
 #include "fia.h"
-#include "kernels/sfa_kernels.h"
+#include "kernel_variants.h"
 #include "ref/ref_fia.h"
 #include "ref/ref_sfa.h"
 #include "test_util.h"
@@ -807,7 +807,7 @@ static void test_kernels(uint64_t seed) {
         ptrs[j] = rows + 3 + (N - 1 - j) * 656; /* odd alignment, reversed order */
         fill_row((char *)ptrs[j], FIA_DTYPE_BFLOAT16, 656, 1, 0, &r);
     }
-    fia_sfa_kernels_scalar.c8_rows_to_f32(ptrs, N, n0, 520, r0, 70);
+    tu_scalar_kernels()->sfa.c8_rows_to_f32(ptrs, N, n0, 520, r0, 70);
     /* the scalar table itself against the definition */
     int ok = 1;
     for (int j = 0; j < N && ok; j++) {
@@ -822,11 +822,10 @@ static void test_kernels(uint64_t seed) {
         }
     }
     tu_check(ok, "c8_rows_to_f32 scalar matches the definition");
-    const fia_sfa_kernels *tabs[2] = {&fia_sfa_kernels_avx2, &fia_sfa_kernels_avx512};
-    for (int k = 0; k < g_nctx; k++) {
-        if (g_isa[k] == FIA_ISA_SCALAR) continue;
-        const fia_sfa_kernels *kt = tabs[g_isa[k] == FIA_ISA_AVX512];
-        tu_check(fia_sfa_kernels_for(g_isa[k]) == kt, "table lookup %s", kt->name);
+    tu_kernel_variant v[16]; /* every C8 variant this CPU runs (registry.inc) */
+    const int nv = TU_KERNEL_VARIANTS(sfa, v, 16);
+    for (int k = 0; k < nv; k++) {
+        const fia_sfa_kernels *kt = &v[k].set.sfa;
         memset(n1, 0, sizeof(float) * N * 520);
         memset(r1, 0, sizeof(float) * N * 70);
         kt->c8_rows_to_f32(ptrs, N, n1, 520, r1, 70);

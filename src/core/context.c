@@ -1,12 +1,17 @@
 /*
- * context.c - CPU detection (once per context), FIA_ISA / FIA_NUM_THREADS / FIA_VERBOSE, the
- * kernel table choice and the thread pool.
+ * context.c - CPU feature detection (once per context), FIA_ISA / FIA_NUM_THREADS / FIA_VERBOSE,
+ * the kernel set (built from the registry by kernels/registry.c) and the thread pool.
  */
+#define _DEFAULT_SOURCE /* syscall() for the AMX permission request */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
@@ -25,37 +30,61 @@ const char *fia_isa_name(fia_isa isa) {
     return "unknown";
 }
 
-/* The best level this CPU (and OS) runs, from CPUID and XCR0 (so that it works the same with
- * gcc and clang, whatever feature names their builtins know). */
-static fia_isa fia_detect_isa(bool *vnni) {
-    *vnni = false;
+/* The features this CPU and OS provide, from CPUID and XCR0 (so that it works the same with gcc
+ * and clang, whatever feature names their builtins know). AMX also needs the tile data state,
+ * which Linux grants per process on request (arch_prctl ARCH_REQ_XCOMP_PERM). */
+uint32_t fia_cpu_features(void) {
+    uint32_t f = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return FIA_ISA_SCALAR;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
                f16c = c & (1u << 29);
-    if (!(osxsave && avx && fma && f16c)) return FIA_ISA_SCALAR;
+    if (!(osxsave && avx && fma && f16c)) return 0;
     unsigned xlo, xhi;
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
-    if ((xlo & 0x6u) != 0x6u) return FIA_ISA_SCALAR; /* the OS saves no YMM state */
-    if (__get_cpuid_max(0, NULL) < 7) return FIA_ISA_SCALAR;
+    if ((xlo & 0x6u) != 0x6u) return 0; /* the OS saves no YMM state */
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
     __cpuid_count(7, 0, a, b, c, d);
-    const bool avx2 = b & (1u << 5);
-    const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
-                        (b & (1u << 31)) && (xlo & 0xe6u) == 0xe6u;
-    *vnni = avx512 && (c & (1u << 11));
-    if (avx512) return FIA_ISA_AVX512;
-    if (avx2) return FIA_ISA_AVX2;
+    const unsigned ebx7 = b, ecx7 = c, edx7 = d;
+    __cpuid_count(7, 1, a, b, c, d);
+    const unsigned eax71 = a;
+    if (ebx7 & (1u << 5)) f |= FIA_CPU_AVX2;
+    const bool avx512 = (ebx7 & (1u << 16)) && (ebx7 & (1u << 17)) && (ebx7 & (1u << 30)) &&
+                        (ebx7 & (1u << 31)) && (xlo & 0xe6u) == 0xe6u;
+    if (avx512) {
+        f |= FIA_CPU_AVX512;
+        if (ecx7 & (1u << 11)) f |= FIA_CPU_AVX512VNNI;
+        if (eax71 & (1u << 5)) f |= FIA_CPU_AVX512BF16;
+        if (edx7 & (1u << 23)) f |= FIA_CPU_AVX512FP16;
+    }
+    const bool amx_tile = edx7 & (1u << 24);
+#if defined(__linux__)
+    /* XCR0 bits 17-18: XTILECFG / XTILEDATA enabled; then ask for XTILEDATA (feature 18). */
+    if (amx_tile && (xlo & 0x60000u) == 0x60000u && syscall(SYS_arch_prctl, 0x1023, 18) == 0) {
+        if (edx7 & (1u << 22)) f |= FIA_CPU_AMX_BF16;
+        if (edx7 & (1u << 25)) f |= FIA_CPU_AMX_INT8;
+    }
+#else
+    (void)amx_tile;
 #endif
-    return FIA_ISA_SCALAR;
+#endif
+    return f;
 }
 
-static const fia_kernels *fia_kernels_for(fia_isa isa) {
+/* The features an ISA level may use: avx512 (and auto) means everything the CPU has. */
+static uint32_t fia_isa_features(fia_isa isa, uint32_t cpu) {
     switch (isa) {
-    case FIA_ISA_AVX512: return &fia_kernels_avx512;
-    case FIA_ISA_AVX2: return &fia_kernels_avx2;
-    default: return &fia_kernels_scalar;
+    case FIA_ISA_SCALAR: return 0;
+    case FIA_ISA_AVX2: return cpu & FIA_CPU_AVX2;
+    default: return cpu;
     }
+}
+
+static fia_isa fia_best_isa(uint32_t cpu) {
+    if (cpu & FIA_CPU_AVX512) return FIA_ISA_AVX512;
+    if (cpu & FIA_CPU_AVX2) return FIA_ISA_AVX2;
+    return FIA_ISA_SCALAR;
 }
 
 fia_status fia_context_create(const fia_context_options *options, fia_context **ctx) {
@@ -64,8 +93,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     fia_context_options opt = {0, FIA_ISA_AUTO};
     if (options) opt = *options;
 
-    bool vnni = false;
-    const fia_isa best = fia_detect_isa(&vnni);
+    const uint32_t cpu = fia_cpu_features();
+    const fia_isa best = fia_best_isa(cpu);
     fia_isa isa = opt.isa;
     if (isa == FIA_ISA_AUTO) {
         const char *env = getenv("FIA_ISA");
@@ -105,8 +134,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     fia_context *c = calloc(1, sizeof *c);
     if (!c) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "fia_context_create: out of memory");
     c->isa = isa;
-    c->kernels = fia_kernels_for(isa);
-    c->vnni = isa == FIA_ISA_AVX512 && vnni;
+    c->features = fia_isa_features(isa, cpu);
+    fia_kernel_set_build(&c->kernels, c->features);
     c->num_threads = threads;
     const char *verbose = getenv("FIA_VERBOSE");
     c->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;
@@ -115,9 +144,12 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
         free(c);
         return st;
     }
-    if (c->verbose)
-        fprintf(stderr, "fia: cpu best isa %s, using %s kernels%s, %d threads\n",
-                fia_isa_name(best), c->kernels->name, c->vnni ? " with VNNI" : "", (int)threads);
+    if (c->verbose) {
+        fprintf(stderr, "fia: cpu best isa %s (features up to %s), using %s, %d threads\n",
+                fia_isa_name(best), fia_cpu_feature_name(cpu), fia_cpu_feature_name(c->features),
+                (int)threads);
+        fia_kernel_set_log(&c->kernels);
+    }
     *ctx = c;
     return FIA_STATUS_SUCCESS;
 }

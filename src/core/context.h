@@ -1,4 +1,5 @@
-/* context.h - what a context holds: the ISA level, its kernel table and the thread pool. */
+/* context.h - what a context holds: the ISA level, the CPU features it may use, the kernel set
+ * built from them (kernels/registry.h) and the thread pool. */
 #ifndef FIA_CORE_CONTEXT_H
 #define FIA_CORE_CONTEXT_H
 
@@ -6,12 +7,12 @@
 
 #include "core/threadpool.h"
 #include "fia.h"
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
 struct fia_context {
     fia_isa isa;
-    const fia_kernels *kernels;
-    bool vnni; /* AVX-512 VNNI (int8 dot products) usable: isa is AVX512 and the CPU has it */
+    uint32_t features;      /* FIA_CPU_* bits: the CPU's, capped by isa */
+    fia_kernel_set kernels; /* every family's table, chosen from features */
     fia_pool *pool;
     int32_t num_threads;
     int verbose;

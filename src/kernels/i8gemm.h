@@ -3,10 +3,10 @@
  * epilogue. Used by the int8 MLA path of fused_infer_attention_score (S = Q8 . K8^T over the
  * 512-deep latent, O = beta . O + P8 . V8) and by the quantized lightning indexer.
  *
- * Two tables with one contract: fia_i8_kernels_scalar (plain C, the reference) and
- * fia_i8_kernels_vnni (AVX-512 VNNI, vpdpbusd; use it only when ctx->vnni is true).
- * fia_i8_kernels_for(vnni) picks one. Both tables read and write the same packed B format, so
- * a panel packed by one table may be used by the other's gemm.
+ * Two variants with one contract (the i8 family of registry.inc): scalar (plain C, the
+ * reference) and AVX-512 VNNI (vpdpbusd), chosen by the context from the CPU features. Both
+ * read and write the same packed B format, so a panel packed by one may be used by the other's
+ * gemm.
  *
  * Packed B panel (B is the logical k x n matrix, b[t][j], t < k depth, j < n columns):
  *   k4 = ceil(k / 4), panels = ceil(n / 16), panel_bytes = 64 * k4 + 64,
@@ -34,7 +34,7 @@
  *         c[r*ldc + j] = (row_beta ? row_beta[r] * c[r*ldc + j] : 0)
  *                        + (row_scale ? row_scale[r] : 1) * (float)dot
  *       a: m rows of k unsigned bytes (lda >= k; only a[r*lda + t], t < k, is read).
- *       packed: a pack of exactly this n and k (made by either table's pack_b_*).
+ *       packed: a pack of exactly this n and k (made by either variant's pack_b_*).
  *       c: fp32, ldc >= n; with row_beta NULL, c is only written (never read: NaN garbage is
  *          fine). Elements outside the m x n block are never touched.
  *       a_offset: 0 for a naturally unsigned A (probabilities quantized to 0..255); 128 when the
@@ -59,25 +59,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The kernel signatures (one typedef per slot: the registry declares every kernel with it). */
+typedef size_t fia_i8_pack_bytes_fn(int64_t n, int64_t k);
+typedef void fia_i8_pack_b_nk_fn(const int8_t *const *rows, int64_t n, int64_t k, void *packed);
+typedef void fia_i8_pack_b_kn_fn(const int8_t *const *rows, int64_t k, int64_t n, void *packed);
+typedef void fia_i8_gemm_fn(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+                            const void *packed, float *c, int64_t ldc, const float *row_scale,
+                            const float *row_beta, int32_t a_offset);
+typedef void fia_i8_s8_to_u8_offset_fn(const int8_t *src, uint8_t *dst, int64_t n);
+
 typedef struct fia_i8_kernels {
-    const char *name; /* "scalar", "vnni" */
+    const char *name;
 
-    size_t (*pack_bytes)(int64_t n, int64_t k);
-    void (*pack_b_nk)(const int8_t *const *rows, int64_t n, int64_t k, void *packed);
-    void (*pack_b_kn)(const int8_t *const *rows, int64_t k, int64_t n, void *packed);
-    void (*gemm)(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
-                 const void *packed, float *c, int64_t ldc, const float *row_scale,
-                 const float *row_beta, int32_t a_offset);
-    void (*s8_to_u8_offset)(const int8_t *src, uint8_t *dst, int64_t n);
+    fia_i8_pack_bytes_fn *pack_bytes;
+    fia_i8_pack_b_nk_fn *pack_b_nk;
+    fia_i8_pack_b_kn_fn *pack_b_kn;
+    fia_i8_gemm_fn *gemm;
+    fia_i8_s8_to_u8_offset_fn *s8_to_u8_offset;
 } fia_i8_kernels;
-
-/* The pack size (same function in both tables). */
-size_t fia_i8_pack_bytes(int64_t n, int64_t k);
-
-extern const fia_i8_kernels fia_i8_kernels_scalar;
-extern const fia_i8_kernels fia_i8_kernels_vnni;
-
-/* &fia_i8_kernels_vnni when vnni (pass ctx->vnni), else &fia_i8_kernels_scalar. */
-const fia_i8_kernels *fia_i8_kernels_for(bool vnni);
 
 #endif /* FIA_KERNELS_I8GEMM_H */

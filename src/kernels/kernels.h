@@ -1,10 +1,11 @@
 /*
- * kernels.h - the kernel table: the only code that differs between ISAs.
+ * kernels.h - the core kernel table: the only code that differs between ISAs.
  *
- * Every ISA (scalar, avx2, avx512) provides one const fia_kernels table with the same contract;
- * the context picks one at creation. Operators (src/ops) are ISA-free and call kernels through
- * the table only. The scalar table is the reference every other ISA is tested against
- * (tests/test_kernels.c).
+ * Every kernel is declared once in registry.inc with the CPU features it needs and its tile; a
+ * context fills its fia_kernels table slot by slot from the registry (registry.h), the scalar
+ * kernel of each slot being the fallback and the reference every other variant is tested
+ * against (tests/test_kernels.c). Operators (src/ops) are ISA-free and call kernels through the
+ * table only.
  *
  * Common rules for every kernel:
  *   - Sizes are >= 0; a size of 0 is a no-op (gemm with k == 0 still applies row_scale / zero).
@@ -21,28 +22,52 @@
 
 #include "fia.h"
 
+/* The kernel signatures (one typedef per slot: the registry declares every kernel with it). */
+typedef void fia_core_gemm_f32_fn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                  const float *b, int64_t ldb, float *c, int64_t ldc,
+                                  const float *row_scale);
+typedef void fia_core_f16_to_f32_fn(const uint16_t *src, float *dst, int64_t n);
+typedef void fia_core_bf16_to_f32_fn(const uint16_t *src, float *dst, int64_t n);
+typedef void fia_core_i8_to_f32_fn(const int8_t *src, float *dst, int64_t n);
+typedef void fia_core_f32_to_f16_fn(const float *src, uint16_t *dst, int64_t n);
+typedef void fia_core_f32_to_bf16_fn(const float *src, uint16_t *dst, int64_t n);
+typedef void fia_core_transpose_f32_fn(const float *src, int64_t lds, float *dst, int64_t ldd,
+                                       int64_t rows, int64_t cols);
+typedef void fia_core_softmax_tile_fn(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                                      float *row_sum, float *alpha);
+typedef void fia_core_gemm_f32_acc_fn(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                                      const float *b, int64_t ldb, float *c, int64_t ldc,
+                                      const int32_t *row_exp);
+typedef void fia_core_softmax_tile_amla_fn(float *s, int64_t lds, int64_t m, int64_t n,
+                                           float *row_max, float *row_sum, int32_t *row_e,
+                                           int32_t *row_exp);
+typedef void fia_core_qk_rows_fn(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+                                 const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                                 const void *const *pf, int64_t npf);
+typedef void fia_core_pv_rows_fn(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                                 const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
+                                 const float *row_scale, const void *const *pf, int64_t npf);
+
 typedef struct fia_kernels {
-    const char *name; /* "scalar", "avx2", "avx512" */
+    const char *name; /* the features of its best kernel: "scalar", "avx2", "avx512", ... */
 
     /* C[m x n] = (row_scale ? diag(row_scale) . C : 0) + A[m x k] . B[k x n]
      * A, B, C row-major with leading dims lda, ldb, ldc. When row_scale is NULL, C is
      * overwritten and its old contents are never read (they may be NaN garbage).
      * Used for S = Q.K^T (B = a transposed K panel [D x Nk]) and O = alpha.O + P.V
      * (B = a V panel [Nk x Dv]). */
-    void (*gemm_f32)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                     const float *b, int64_t ldb, float *c, int64_t ldc, const float *row_scale);
+    fia_core_gemm_f32_fn *gemm_f32;
 
     /* Element conversions dst[i] = convert(src[i]), i < n. f32 -> f16 / bf16 round to nearest
      * even; NaN stays NaN; f16 overflow gives inf. */
-    void (*f16_to_f32)(const uint16_t *src, float *dst, int64_t n);
-    void (*bf16_to_f32)(const uint16_t *src, float *dst, int64_t n);
-    void (*i8_to_f32)(const int8_t *src, float *dst, int64_t n);
-    void (*f32_to_f16)(const float *src, uint16_t *dst, int64_t n);
-    void (*f32_to_bf16)(const float *src, uint16_t *dst, int64_t n);
+    fia_core_f16_to_f32_fn *f16_to_f32;
+    fia_core_bf16_to_f32_fn *bf16_to_f32;
+    fia_core_i8_to_f32_fn *i8_to_f32;
+    fia_core_f32_to_f16_fn *f32_to_f16;
+    fia_core_f32_to_bf16_fn *f32_to_bf16;
 
     /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. */
-    void (*transpose_f32)(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
-                          int64_t cols);
+    fia_core_transpose_f32_fn *transpose_f32;
 
     /* One online-softmax step over a score tile S[m x n] (leading dim lds), -inf = masked.
      * For every row r < m, with mx = max(row_max[r], max_j S[r][j]):
@@ -52,16 +77,13 @@ typedef struct fia_kernels {
      *              S[r][j] = exp(S[r][j] - mx) (0 for -inf),
      *              row_sum[r] = row_sum[r] * alpha[r] + sum_j S[r][j], row_max[r] = mx.
      * exp must be accurate to a few ulp of float over [-inf, 0]. */
-    void (*softmax_tile)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
-                         float *row_sum, float *alpha);
+    fia_core_softmax_tile_fn *softmax_tile;
 
     /* C[m x n] = (row_exp ? C . 2^row_exp[r] : C) + A[m x k] . B[k x n]: C is always read.
      * The power-of-two rescale is AMLA's integer add of row_exp[r] << 23 to the fp32 bits
      * (row_exp[r] in [-255, 0]); an element whose result would leave the normal range (zero,
      * denormals, or too large a shift) becomes +-0, inf and NaN stay as they are. */
-    void (*gemm_f32_acc)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                         const float *b, int64_t ldb, float *c, int64_t ldc,
-                         const int32_t *row_exp);
+    fia_core_gemm_f32_acc_fn *gemm_f32_acc;
 
     /* The AMLA form of softmax_tile (the same row max; probabilities relative to a power of
      * two instead of the max). Per row r, with mx = max(row_max[r], max_j S[r][j]):
@@ -73,8 +95,7 @@ typedef struct fia_kernels {
      *     sum_j S[r][j]; row_max[r] = mx, row_e[r] = e.
      * The state (m, l) = (-row_e ln2, row_sum) is then an ordinary softmax state (see
      * softmax_state.h) of the accumulator, exact up to fp32 rounding. */
-    void (*softmax_tile_amla)(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
-                              float *row_sum, int32_t *row_e, int32_t *row_exp);
+    fia_core_softmax_tile_amla_fn *softmax_tile_amla;
 
     /* Decode kernels reading K/V rows in place (no packing), rows given by pointers so paged
      * caches need no copy; dt is FLOAT16, BFLOAT16, FLOAT32 or INT8 (the raw integer values,
@@ -85,12 +106,8 @@ typedef struct fia_kernels {
      * pf: npf row pointers (same dtype and length) of the next tile, which the kernel prefetches
      *     spread over its own loop so that memory traffic overlaps the compute (pf may be NULL
      *     when npf is 0; the scalar table ignores it). */
-    void (*qk_rows)(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                    const void *const *krows, fia_dtype dt, float *s, int64_t lds,
-                    const void *const *pf, int64_t npf);
-    void (*pv_rows)(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
-                    const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                    const float *row_scale, const void *const *pf, int64_t npf);
+    fia_core_qk_rows_fn *qk_rows;
+    fia_core_pv_rows_fn *pv_rows;
 } fia_kernels;
 
 /* Converts n elements of a row of dtype dt (float16, bfloat16, int8 or float32) to fp32 with the
@@ -115,34 +132,7 @@ static inline void fia_kernels_from_f32(const fia_kernels *k, const float *src, 
     }
 }
 
-/* The row kernels of each ISA (defined in <isa>/rows_<isa>.c and kernels_scalar.c). */
-void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
-                        const void *const *pf, int64_t npf);
-void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
-                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale, const void *const *pf, int64_t npf);
-void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                      const void *const *krows, fia_dtype dt, float *s, int64_t lds,
-                        const void *const *pf, int64_t npf);
-void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
-                      const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                      const float *row_scale, const void *const *pf, int64_t npf);
-void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
-                        const void *const *krows, fia_dtype dt, float *s, int64_t lds,
-                        const void *const *pf, int64_t npf);
-void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
-                        const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
-                        const float *row_scale, const void *const *pf, int64_t npf);
-
-/* Scalar AMLA pieces shared by the tables (kernels_scalar.c). */
-void fia_softmax_tile_amla_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
-                                  float *row_sum, int32_t *row_e, int32_t *row_exp);
 /* c[j] = c[j] . 2^e (j < n) by the exponent-bit add of gemm_f32_acc. */
 void fia_exp_rescale_scalar(float *c, int64_t n, int32_t e);
-
-extern const fia_kernels fia_kernels_scalar;
-extern const fia_kernels fia_kernels_avx2;
-extern const fia_kernels fia_kernels_avx512;
 
 #endif /* FIA_KERNELS_H */

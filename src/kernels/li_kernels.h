@@ -1,6 +1,6 @@
 /*
  * li_kernels.h - the scoring kernels of the lightning indexer (lightning_indexer and
- * quant_lightning_indexer), one small table per ISA.
+ * quant_lightning_indexer): the li family of the kernel registry (registry.inc).
  *
  * Both kernels score a tile of n keys of one query token against all of its heads at once:
  *
@@ -27,7 +27,7 @@
  * fp32 arithmetic (ReLU of NaN is 0 on AVX-512 and NaN in the scalar code: the operator ranks NaN
  * scores last either way). No allocation; kernels may run concurrently on disjoint outputs.
  *
- * The scalar table is the reference the others are tested against (tests/test_lightning_indexer.c):
+ * The scalar kernels are the reference the others are tested against (tests/test_lightning_indexer.c):
  * the float kernel sums in a different order per ISA (fp32 rounding differences), the int8
  * kernel's integer part is exact everywhere.
  */
@@ -41,48 +41,27 @@
 
 enum { FIA_LI_HEAD_PAD = 16, FIA_LI_MAX_HEADS = 64 };
 
+/* The kernel signatures (one typedef per slot: the registry declares every kernel with it). */
+typedef void fia_li_keys_to_f32_fn(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
+                                   float *dst, int64_t ldk);
+typedef void fia_li_keys_to_u8_fn(int64_t n, int64_t d, int64_t d4, const void *const *rows,
+                                  uint8_t *dst, int64_t ldk);
+typedef void fia_li_score_f32_fn(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
+                                 const float *qt, int64_t ldq, const float *w, float *out);
+typedef void fia_li_score_i8_fn(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
+                                const int8_t *qp, int64_t ldq, const int32_t *qbias,
+                                const float *ws, const float *sk, float *out);
+
 typedef struct fia_li_kernels {
     const char *name;
     /* dst[j * ldk + c] = fp32(rows[j][c]) for j < n, c < d; rows are float16 or bfloat16 (dt).
      * Exact conversions; an fp16 signalling NaN may come out quiet (it scores like any NaN). */
-    void (*keys_to_f32)(int64_t n, int64_t d, const void *const *rows, fia_dtype dt, float *dst,
-                        int64_t ldk);
+    fia_li_keys_to_f32_fn *keys_to_f32;
     /* dst[j * ldk + c] = rows[j][c] ^ 0x80 (int8 k as uint8 k + 128) for c < d, and 0x80 for
      * d <= c < d4 * 4 (a zero key), j < n. */
-    void (*keys_to_u8)(int64_t n, int64_t d, int64_t d4, const void *const *rows, uint8_t *dst,
-                       int64_t ldk);
-    void (*score_f32)(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
-                      const float *qt, int64_t ldq, const float *w, float *out);
-    void (*score_i8)(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
-                     const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
-                     const float *sk, float *out);
+    fia_li_keys_to_u8_fn *keys_to_u8;
+    fia_li_score_f32_fn *score_f32;
+    fia_li_score_i8_fn *score_i8;
 } fia_li_kernels;
-
-extern const fia_li_kernels fia_li_kernels_scalar;
-extern const fia_li_kernels fia_li_kernels_avx2;   /* avx2 float kernel, scalar int8 kernel */
-extern const fia_li_kernels fia_li_kernels_avx512; /* avx512 float, int8 without VNNI: scalar */
-extern const fia_li_kernels fia_li_kernels_avx512_vnni;
-
-/* The table for a context's level (vnni: the context found AVX-512 VNNI). */
-static inline const fia_li_kernels *fia_li_kernels_for(fia_isa isa, bool vnni) {
-    if (isa == FIA_ISA_AVX512) return vnni ? &fia_li_kernels_avx512_vnni : &fia_li_kernels_avx512;
-    if (isa == FIA_ISA_AVX2) return &fia_li_kernels_avx2;
-    return &fia_li_kernels_scalar;
-}
-
-/* The kernels of each ISA shared between the tables. */
-void fia_li_keys_to_f32_scalar(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
-                               float *dst, int64_t ldk);
-void fia_li_keys_to_f32_avx512(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
-                               float *dst, int64_t ldk);
-void fia_li_keys_to_u8_scalar(int64_t n, int64_t d, int64_t d4, const void *const *rows,
-                              uint8_t *dst, int64_t ldk);
-void fia_li_keys_to_u8_avx512(int64_t n, int64_t d, int64_t d4, const void *const *rows,
-                              uint8_t *dst, int64_t ldk);
-void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
-                            const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
-                            const float *sk, float *out);
-void fia_li_score_f32_avx512(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
-                             const float *qt, int64_t ldq, const float *w, float *out);
 
 #endif /* FIA_LI_KERNELS_H */

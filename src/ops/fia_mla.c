@@ -869,7 +869,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         p->sq_s_b = p->tnd ? 0 : s->strides[0];
         p->sq_s_t = p->tnd ? s->strides[0] : s->strides[1];
         p->sq_s_h = p->tnd ? s->strides[1] : s->strides[2];
-        p->i8 = fia_i8_kernels_for(ctx->vnni);
+        p->i8 = &ctx->kernels.i8;
     }
 
     /* outputs */
@@ -907,7 +907,7 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
     p->base.ctx = ctx;
     p->base.execute = mla_execute;
     p->base.destroy = mla_destroy;
-    p->kern = ctx->kernels;
+    p->kern = &ctx->kernels.core;
     p->num_threads = ctx->num_threads;
     fia_status st = mla_validate(p, ctx, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
@@ -923,10 +923,10 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
     p->base.workspace_bytes = mla_workspace_layout(p, NULL, NULL) + FIA_WORKSPACE_ALIGN;
     if (ctx->verbose)
         fprintf(stderr, "fia: fused_infer_attention_score (MLA%s%s): B=%lld N=%lld items=%lld "
-                "split-groups=%lld workspace=%zu kernels=%s%s\n", p->quant ? ", int8" : "",
+                "split-groups=%lld workspace=%zu kernels=%s%s%s\n", p->quant ? ", int8" : "",
                 p->amla ? ", AMLA" : "", (long long)p->B, (long long)p->N,
                 (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
-                p->kern->name, p->quant ? (ctx->vnni ? " + vnni" : " + scalar int8") : "");
+                p->kern->name, p->quant ? " + int8 " : "", p->quant ? p->i8->name : "");
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;
 }

@@ -672,7 +672,7 @@ fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
     p->base.ctx = ctx;
     p->base.execute = fia_attn_execute;
     p->base.destroy = fia_attn_destroy;
-    p->kern = ctx->kernels;
+    p->kern = &ctx->kernels.core;
     p->num_threads = ctx->num_threads;
     fia_status st = fia_attn_validate(p, ctx, t, prm);
     if (st == FIA_STATUS_SUCCESS) {

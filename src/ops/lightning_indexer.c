@@ -769,8 +769,8 @@ static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors 
     p->base.ctx = ctx;
     p->base.execute = li_execute;
     p->base.destroy = li_destroy;
-    p->kern = ctx->kernels;
-    p->lik = fia_li_kernels_for(ctx->isa, ctx->vnni);
+    p->kern = &ctx->kernels.core;
+    p->lik = &ctx->kernels.li;
     p->quant = quant;
     p->num_threads = ctx->num_threads;
     li_lens L = {NULL, NULL, NULL};

@@ -453,8 +453,8 @@ static fia_status sfa_plan_common(fia_context *ctx, const sfa_tensors *t,
     p->base.ctx = ctx;
     p->base.execute = fia_sfa_execute;
     p->base.destroy = sfa_destroy;
-    p->kern = ctx->kernels;
-    p->skern = fia_sfa_kernels_for(ctx->isa);
+    p->kern = &ctx->kernels.core;
+    p->skern = &ctx->kernels.sfa;
     p->num_threads = ctx->num_threads;
     p->c8 = c8;
     fia_status st = sfa_validate(p, t, prm);

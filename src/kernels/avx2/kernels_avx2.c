@@ -33,7 +33,7 @@
 #include <math.h>
 
 #include "core/convert.h"
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 #define FIA_UNROLL _Pragma("GCC unroll 16")
@@ -173,7 +173,7 @@ GEMM_ROWS_FN(6)
         gemm_rows_##R(n, k, a, lda, b, ldb, c, ldc, row_scale);                               \
         break;
 
-static void gemm_f32_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32__avx2_6x16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                           const float *b, int64_t ldb, float *c, int64_t ldc,
                           const float *row_scale) {
     if (m <= 0 || n <= 0) return;
@@ -217,14 +217,14 @@ FIA_AI __m256 cvt8_f16_f32(__m128i h) {
     return f;
 }
 
-static void f16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
+void fia_f16_to_f32__avx2_f16c_u8(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, cvt8_f16_f32(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++) dst[i] = fia_cvt_f16_to_f32(src[i]);
 }
 
-static void bf16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
+void fia_bf16_to_f32__avx2_shift_u8(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + i)));
@@ -233,7 +233,7 @@ static void bf16_to_f32_avx2(const uint16_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = fia_cvt_bf16_to_f32(src[i]);
 }
 
-static void i8_to_f32_avx2(const int8_t *src, float *dst, int64_t n) {
+void fia_i8_to_f32__avx2_u8(const int8_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m128i v = _mm_loadl_epi64((const __m128i *)(src + i));
@@ -242,7 +242,7 @@ static void i8_to_f32_avx2(const int8_t *src, float *dst, int64_t n) {
     for (; i < n; i++) dst[i] = (float)src[i];
 }
 
-static void f32_to_f16_avx2(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_f16__avx2_f16c_u8(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     /* Hardware NaN handling (quiet bit set, payload truncated) equals fia_cvt_f32_to_f16. */
     for (; i + 8 <= n; i += 8)
@@ -266,7 +266,7 @@ FIA_AI __m128i cvt8_f32_bf16(__m256 f) {
     return _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
 }
 
-static void f32_to_bf16_avx2(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_bf16__avx2_rne_u8(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), cvt8_f32_bf16(_mm256_loadu_ps(src + i)));
@@ -304,7 +304,7 @@ static __attribute__((noinline)) void transpose_block8(const float *src, int64_t
     }
 }
 
-static void transpose_f32_avx2(const float *src, int64_t lds, float *dst, int64_t ldd,
+void fia_transpose_f32__avx2_8x8(const float *src, int64_t lds, float *dst, int64_t ldd,
                                int64_t rows, int64_t cols) {
     const int64_t rows8 = rows & ~(int64_t)7, cols8 = cols & ~(int64_t)7;
     for (int64_t r0 = 0; r0 < rows8; r0 += 8) {
@@ -349,7 +349,7 @@ FIA_AI __m256 exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(e, s1), s2);
 }
 
-static void softmax_tile_avx2(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+void fia_softmax_tile__avx2_expcw_u8(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                               float *row_sum, float *alpha) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const int64_t nfull = n & ~(int64_t)7;
@@ -415,7 +415,7 @@ static void softmax_tile_avx2(float *s, int64_t lds, int64_t m, int64_t n, float
 
 /* gemm_f32_acc: the exponent rescale as a scalar pass over C, then the GEMM with a unit row
  * scale (MLA runs on AVX-512 where it matters; this level only has to be right). */
-static void gemm_f32_acc_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32_acc__avx2_6x16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                               const float *b, int64_t ldb, float *c, int64_t ldc,
                               const int32_t *row_exp) {
     enum { CHUNK = 64 };
@@ -425,22 +425,7 @@ static void gemm_f32_acc_avx2(int64_t m, int64_t n, int64_t k, const float *a, i
     if (row_exp)
         for (int64_t i = 0; i < m; i++) fia_exp_rescale_scalar(c + i * ldc, n, row_exp[i]);
     for (int64_t i = 0; i < m; i += CHUNK)
-        gemm_f32_avx2(m - i < CHUNK ? m - i : CHUNK, n, k, a + i * lda, lda, b, ldb, c + i * ldc,
+        fia_gemm_f32__avx2_6x16(m - i < CHUNK ? m - i : CHUNK, n, k, a + i * lda, lda, b, ldb, c + i * ldc,
                       ldc, ones);
 }
 
-const fia_kernels fia_kernels_avx2 = {
-    .name = "avx2",
-    .gemm_f32 = gemm_f32_avx2,
-    .gemm_f32_acc = gemm_f32_acc_avx2,
-    .softmax_tile_amla = fia_softmax_tile_amla_scalar,
-    .f16_to_f32 = f16_to_f32_avx2,
-    .bf16_to_f32 = bf16_to_f32_avx2,
-    .i8_to_f32 = i8_to_f32_avx2,
-    .f32_to_f16 = f32_to_f16_avx2,
-    .f32_to_bf16 = f32_to_bf16_avx2,
-    .transpose_f32 = transpose_f32_avx2,
-    .softmax_tile = softmax_tile_avx2,
-    .qk_rows = fia_qk_rows_avx2,
-    .pv_rows = fia_pv_rows_avx2,
-};

@@ -10,7 +10,7 @@
  */
 #include <immintrin.h>
 
-#include "kernels/li_kernels.h"
+#include "kernels/registry.h"
 
 #define LI_AI static inline __attribute__((always_inline))
 
@@ -68,7 +68,7 @@ static void li_block_avx2(int64_t n, int64_t d, const float *k, int64_t ldk, con
     }
 }
 
-static void li_score_f32_avx2(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
+void fia_li_score_f32__avx2_6x16(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
                               const float *qt, int64_t ldq, const float *w, float *out) {
     if (n <= 0) return;
     for (int64_t h0 = 0; h0 < nh; h0 += 16) {
@@ -83,7 +83,7 @@ static void li_score_f32_avx2(int64_t n, int64_t d, int64_t nh, const float *k, 
 }
 
 /* Keys to fp32: 8 elements per step (F16C / a 16-bit shift), scalar tail. */
-static void li_keys_to_f32_avx2(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
+void fia_li_keys_to_f32__avx2_u8(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
                                 float *dst, int64_t ldk) {
     const int bf = dt == FIA_DTYPE_BFLOAT16;
     for (int64_t j = 0; j < n; j++) {
@@ -95,10 +95,7 @@ static void li_keys_to_f32_avx2(int64_t n, int64_t d, const void *const *rows, f
             _mm256_storeu_ps(o + c, bf ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
                                        : _mm256_cvtph_ps(h));
         }
-        if (c < d) fia_li_keys_to_f32_scalar(1, d - c, (const void *const[]){r + c}, dt, o + c, ldk);
+        if (c < d) fia_li_keys_to_f32__scalar(1, d - c, (const void *const[]){r + c}, dt, o + c, ldk);
     }
 }
 
-const fia_li_kernels fia_li_kernels_avx2 = {"avx2", li_keys_to_f32_avx2, fia_li_keys_to_u8_scalar,
-                                            li_score_f32_avx2,
-                                            fia_li_score_i8_scalar};

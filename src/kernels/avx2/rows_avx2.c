@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "core/convert.h"
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 
@@ -105,7 +105,7 @@ FIA_AI void fia_qk_rows8_dt(int64_t m, int64_t n, int64_t d, const float *q, int
                           s + r0 * lds + j0, lds);
 }
 
-void fia_qk_rows_avx2(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+void fia_qk_rows__avx2_kmajor_8acc(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                       const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                       const void *const *pf, int64_t npf) {
     const int64_t row_bytes = d * fia_dt_bytes(dt);
@@ -173,7 +173,7 @@ FIA_AI void fia_pv_rows8_dt(int64_t m, int64_t n, int64_t dv, const float *p, in
     }
 }
 
-void fia_pv_rows_avx2(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+void fia_pv_rows__avx2_4x16(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                       const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                       const float *row_scale, const void *const *pf, int64_t npf) {
     const int64_t row_bytes = dv * fia_dt_bytes(dt);

@@ -7,9 +7,9 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/sfa_kernels.h"
+#include "kernels/registry.h"
 
-static void c8_rows_to_f32_avx2(const void *const *rows, int64_t n, float *nope, int64_t ldn,
+void fia_sfa_c8_rows_to_f32__avx2_u8(const void *const *rows, int64_t n, float *nope, int64_t ldn,
                                 float *rope, int64_t ldr) {
     for (int64_t j = 0; j < n; j++) {
         const unsigned char *r = rows[j];
@@ -30,7 +30,3 @@ static void c8_rows_to_f32_avx2(const void *const *rows, int64_t n, float *nope,
     }
 }
 
-const fia_sfa_kernels fia_sfa_kernels_avx2 = {
-    .name = "avx2",
-    .c8_rows_to_f32 = c8_rows_to_f32_avx2,
-};

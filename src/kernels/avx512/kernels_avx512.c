@@ -38,7 +38,7 @@
 
 #include "core/convert.h"
 #include "kernels/amla.h"
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 #define FIA_UNROLL _Pragma("GCC unroll 16")
@@ -222,14 +222,14 @@ static void gemm_any_avx512(int64_t m, int64_t n, int64_t k, const float *a, int
     }
 }
 
-static void gemm_f32_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32__avx512_12x32(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                             const float *b, int64_t ldb, float *c, int64_t ldc,
                             const float *row_scale) {
     gemm_any_avx512(m, n, k, a, lda, b, ldb, c, ldc, row_scale ? GEMM_SCALE : GEMM_ZERO,
                     row_scale);
 }
 
-static void gemm_f32_acc_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32_acc__avx512_12x32(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                 const float *b, int64_t ldb, float *c, int64_t ldc,
                                 const int32_t *row_exp) {
     gemm_any_avx512(m, n, k, a, lda, b, ldb, c, ldc, row_exp ? GEMM_EXP : GEMM_ACC,
@@ -255,7 +255,7 @@ FIA_AI __m512 cvt16_f16_f32(__m256i h) {
     return f;
 }
 
-static void f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+void fia_f16_to_f32__avx512_f16c_u16(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(dst + i, cvt16_f16_f32(_mm256_loadu_si256((const __m256i *)(src + i))));
@@ -270,7 +270,7 @@ FIA_AI __m512 cvt16_bf16_f32(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-static void bf16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+void fia_bf16_to_f32__avx512_shift_u16(const uint16_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(dst + i, cvt16_bf16_f32(_mm256_loadu_si256((const __m256i *)(src + i))));
@@ -280,7 +280,7 @@ static void bf16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
     }
 }
 
-static void i8_to_f32_avx512(const int8_t *src, float *dst, int64_t n) {
+void fia_i8_to_f32__avx512_u16(const int8_t *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         const __m128i v = _mm_loadu_si128((const __m128i *)(src + i));
@@ -298,7 +298,7 @@ FIA_AI __m256i cvt16_f32_f16(__m512 f) {
     return _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-static void f32_to_f16_avx512(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_f16__avx512_f16c_u16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i), cvt16_f32_f16(_mm512_loadu_ps(src + i)));
@@ -322,7 +322,7 @@ FIA_AI __m256i cvt16_f32_bf16(__m512 f) {
     return _mm512_cvtepi32_epi16(hi);
 }
 
-static void f32_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_bf16__avx512_rne_u16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i), cvt16_f32_bf16(_mm512_loadu_ps(src + i)));
@@ -394,7 +394,7 @@ static __attribute__((noinline)) void transpose_edge16(const float *src, int64_t
     transpose_block16(0, src, lds, dst, ldd, nr, nc);
 }
 
-static void transpose_f32_avx512(const float *src, int64_t lds, float *dst, int64_t ldd,
+void fia_transpose_f32__avx512_16x16(const float *src, int64_t lds, float *dst, int64_t ldd,
                                  int64_t rows, int64_t cols) {
     for (int64_t r0 = 0; r0 < rows; r0 += 16) {
         const int nr = (int)(rows - r0 < 16 ? rows - r0 : 16);
@@ -515,29 +515,14 @@ FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64
     }
 }
 
-static void softmax_tile_avx512(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+void fia_softmax_tile__avx512_expcw_u16(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                                 float *row_sum, float *alpha) {
     softmax_rows(0, s, lds, m, n, row_max, row_sum, alpha, NULL, NULL);
 }
 
-static void softmax_tile_amla_avx512(float *s, int64_t lds, int64_t m, int64_t n,
+void fia_softmax_tile_amla__avx512_expcw_u16(float *s, int64_t lds, int64_t m, int64_t n,
                                      float *row_max, float *row_sum, int32_t *row_e,
                                      int32_t *row_exp) {
     softmax_rows(1, s, lds, m, n, row_max, row_sum, NULL, row_e, row_exp);
 }
 
-const fia_kernels fia_kernels_avx512 = {
-    .name = "avx512",
-    .gemm_f32 = gemm_f32_avx512,
-    .gemm_f32_acc = gemm_f32_acc_avx512,
-    .softmax_tile_amla = softmax_tile_amla_avx512,
-    .f16_to_f32 = f16_to_f32_avx512,
-    .bf16_to_f32 = bf16_to_f32_avx512,
-    .i8_to_f32 = i8_to_f32_avx512,
-    .f32_to_f16 = f32_to_f16_avx512,
-    .f32_to_bf16 = f32_to_bf16_avx512,
-    .transpose_f32 = transpose_f32_avx512,
-    .softmax_tile = softmax_tile_avx512,
-    .qk_rows = fia_qk_rows_avx512,
-    .pv_rows = fia_pv_rows_avx512,
-};

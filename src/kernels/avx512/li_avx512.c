@@ -18,7 +18,7 @@
  */
 #include <immintrin.h>
 
-#include "kernels/li_kernels.h"
+#include "kernels/registry.h"
 
 #define LI_AI static inline __attribute__((always_inline))
 
@@ -99,7 +99,7 @@ static void li_rows_nv4(int64_t n, int64_t d, const float *k, int64_t ldk, const
     li_rows_f32(6, 4, n, d, k, ldk, qt, ldq, w, m, out);
 }
 
-void fia_li_score_f32_avx512(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
+void fia_li_score_f32__avx512_12x64(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
                              const float *qt, int64_t ldq, const float *w, float *out) {
     if (n <= 0) return;
     const int64_t nv = (nh + 15) / 16;
@@ -115,7 +115,7 @@ void fia_li_score_f32_avx512(int64_t n, int64_t d, int64_t nh, const float *k, i
 
 /* Keys to fp32: 16 elements per step, the tail masked; f16 with vcvtph2ps, bf16 as a 16-bit
  * shift. */
-void fia_li_keys_to_f32_avx512(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
+void fia_li_keys_to_f32__avx512_u16(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
                                float *dst, int64_t ldk) {
     const int bf = dt == FIA_DTYPE_BFLOAT16;
     const int64_t full = d / 16 * 16;
@@ -141,7 +141,7 @@ void fia_li_keys_to_f32_avx512(int64_t n, int64_t d, const void *const *rows, fi
 }
 
 /* int8 keys to uint8 + 128: 64 bytes per step, the tail masked and padded with 0x80. */
-void fia_li_keys_to_u8_avx512(int64_t n, int64_t d, int64_t d4, const void *const *rows,
+void fia_li_keys_to_u8__avx512_u64(int64_t n, int64_t d, int64_t d4, const void *const *rows,
                               uint8_t *dst, int64_t ldk) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     const int64_t full = d / 64 * 64, w = 4 * d4;
@@ -159,6 +159,3 @@ void fia_li_keys_to_u8_avx512(int64_t n, int64_t d, int64_t d4, const void *cons
     }
 }
 
-const fia_li_kernels fia_li_kernels_avx512 = {"avx512", fia_li_keys_to_f32_avx512,
-                                              fia_li_keys_to_u8_avx512, fia_li_score_f32_avx512,
-                                              fia_li_score_i8_scalar};

@@ -22,7 +22,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 
@@ -205,7 +205,7 @@ FIA_AI void fia_qk_rows_dt(int64_t m, int64_t n, int64_t d, const float *q, int6
 #undef FIA_QK_ARGS
 }
 
-void fia_qk_rows_avx512(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+void fia_qk_rows__avx512_kmajor_16acc(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                         const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                         const void *const *pf, int64_t npf) {
     switch (dt) {
@@ -337,7 +337,7 @@ FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int
 #undef FIA_PV_ARGS
 }
 
-void fia_pv_rows_avx512(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+void fia_pv_rows__avx512_4x64(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                         const float *row_scale, const void *const *pf, int64_t npf) {
     switch (dt) {

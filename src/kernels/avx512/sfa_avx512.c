@@ -8,9 +8,9 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/sfa_kernels.h"
+#include "kernels/registry.h"
 
-static void c8_rows_to_f32_avx512(const void *const *rows, int64_t n, float *nope, int64_t ldn,
+void fia_sfa_c8_rows_to_f32__avx512_u16(const void *const *rows, int64_t n, float *nope, int64_t ldn,
                                   float *rope, int64_t ldr) {
     for (int64_t j = 0; j < n; j++) {
         const unsigned char *r = rows[j];
@@ -31,7 +31,3 @@ static void c8_rows_to_f32_avx512(const void *const *rows, int64_t n, float *nop
     }
 }
 
-const fia_sfa_kernels fia_sfa_kernels_avx512 = {
-    .name = "avx512",
-    .c8_rows_to_f32 = c8_rows_to_f32_avx512,
-};

@@ -35,7 +35,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/i8gemm.h"
+#include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 #define FIA_UNROLL _Pragma("GCC unroll 16")
@@ -237,7 +237,7 @@ static void gemm_row_blocks(int64_t m, int64_t n, int64_t k, int64_t mr, const u
     }
 }
 
-static void gemm_vnni(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+void fia_i8_gemm__avx512vnni_6x64(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
                       const void *packed, float *c, int64_t ldc, const float *row_scale,
                       const float *row_beta, int32_t a_offset) {
     if (m <= 0 || n <= 0) return;
@@ -287,7 +287,7 @@ FIA_AI void transpose16x16_epi32(__m512i r[16]) {
     }
 }
 
-static void pack_b_nk_vnni(const int8_t *const *rows, int64_t n, int64_t k, void *packed) {
+void fia_i8_pack_b_nk__avx512vnni(const int8_t *const *rows, int64_t n, int64_t k, void *packed) {
     if (n <= 0) return;
     if (k < 0) k = 0;
     const int64_t k4 = (k + 3) / 4, pb = 64 * k4 + 64;
@@ -318,7 +318,7 @@ static void pack_b_nk_vnni(const int8_t *const *rows, int64_t n, int64_t k, void
     }
 }
 
-static void pack_b_kn_vnni(const int8_t *const *rows, int64_t k, int64_t n, void *packed) {
+void fia_i8_pack_b_kn__avx512vnni(const int8_t *const *rows, int64_t k, int64_t n, void *packed) {
     if (n <= 0) return;
     if (k < 0) k = 0;
     const int64_t k4 = (k + 3) / 4, pb = 64 * k4 + 64;
@@ -372,7 +372,7 @@ static void pack_b_kn_vnni(const int8_t *const *rows, int64_t k, int64_t n, void
     }
 }
 
-static void s8_to_u8_offset_vnni(const int8_t *src, uint8_t *dst, int64_t n) {
+void fia_i8_s8_to_u8_offset__avx512vnni_u64(const int8_t *src, uint8_t *dst, int64_t n) {
     const __m512i x80 = _mm512_set1_epi8((char)0x80);
     int64_t i = 0;
     for (; i + 64 <= n; i += 64)
@@ -383,11 +383,3 @@ static void s8_to_u8_offset_vnni(const int8_t *src, uint8_t *dst, int64_t n) {
     }
 }
 
-const fia_i8_kernels fia_i8_kernels_vnni = {
-    .name = "vnni",
-    .pack_bytes = fia_i8_pack_bytes,
-    .pack_b_nk = pack_b_nk_vnni,
-    .pack_b_kn = pack_b_kn_vnni,
-    .gemm = gemm_vnni,
-    .s8_to_u8_offset = s8_to_u8_offset_vnni,
-};

@@ -16,7 +16,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "kernels/li_kernels.h"
+#include "kernels/registry.h"
 
 #define LI_AI static inline __attribute__((always_inline))
 
@@ -115,7 +115,7 @@ LI_ROWS_I8(li_rows_i8_nv3, 8, 3)
 LI_ROWS_I8(li_rows_i8_nv4, 6, 4)
 #undef LI_ROWS_I8
 
-static void li_score_i8_vnni(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
+void fia_li_score_i8__avx512vnni_12x64(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
                              const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
                              const float *sk, float *out) {
     if (n <= 0) return;
@@ -130,7 +130,3 @@ static void li_score_i8_vnni(int64_t n, int64_t d4, int64_t nh, const uint8_t *k
     }
 }
 
-const fia_li_kernels fia_li_kernels_avx512_vnni = {"avx512-vnni", fia_li_keys_to_f32_avx512,
-                                                   fia_li_keys_to_u8_avx512,
-                                                   fia_li_score_f32_avx512,
-                                                   li_score_i8_vnni};

@@ -9,7 +9,7 @@
  */
 #include <string.h>
 
-#include "kernels/i8gemm.h"
+#include "kernels/registry.h"
 
 size_t fia_i8_pack_bytes(int64_t n, int64_t k) {
     if (n <= 0) return 0;
@@ -22,7 +22,7 @@ static void put_colsums(int8_t *panel, int64_t k4, const int32_t *cs) {
     memcpy(panel + 64 * k4, cs, 16 * sizeof(int32_t));
 }
 
-static void pack_b_nk_scalar(const int8_t *const *rows, int64_t n, int64_t k, void *packed) {
+void fia_i8_pack_b_nk__scalar(const int8_t *const *rows, int64_t n, int64_t k, void *packed) {
     if (n <= 0) return;
     if (k < 0) k = 0;
     const int64_t k4 = (k + 3) / 4, pb = 64 * k4 + 64;
@@ -45,7 +45,7 @@ static void pack_b_nk_scalar(const int8_t *const *rows, int64_t n, int64_t k, vo
     }
 }
 
-static void pack_b_kn_scalar(const int8_t *const *rows, int64_t k, int64_t n, void *packed) {
+void fia_i8_pack_b_kn__scalar(const int8_t *const *rows, int64_t k, int64_t n, void *packed) {
     if (n <= 0) return;
     if (k < 0) k = 0;
     const int64_t k4 = (k + 3) / 4, pb = 64 * k4 + 64;
@@ -65,7 +65,7 @@ static void pack_b_kn_scalar(const int8_t *const *rows, int64_t k, int64_t n, vo
     }
 }
 
-static void gemm_scalar(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
+void fia_i8_gemm__scalar(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64_t lda,
                         const void *packed, float *c, int64_t ldc, const float *row_scale,
                         const float *row_beta, int32_t a_offset) {
     if (m <= 0 || n <= 0) return;
@@ -101,19 +101,8 @@ static void gemm_scalar(int64_t m, int64_t n, int64_t k, const uint8_t *a, int64
     }
 }
 
-static void s8_to_u8_offset_scalar(const int8_t *src, uint8_t *dst, int64_t n) {
+void fia_i8_s8_to_u8_offset__scalar(const int8_t *src, uint8_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = (uint8_t)((uint8_t)src[i] ^ 0x80u);
 }
 
-const fia_i8_kernels fia_i8_kernels_scalar = {
-    .name = "scalar",
-    .pack_bytes = fia_i8_pack_bytes,
-    .pack_b_nk = pack_b_nk_scalar,
-    .pack_b_kn = pack_b_kn_scalar,
-    .gemm = gemm_scalar,
-    .s8_to_u8_offset = s8_to_u8_offset_scalar,
-};
 
-const fia_i8_kernels *fia_i8_kernels_for(bool vnni) {
-    return vnni ? &fia_i8_kernels_vnni : &fia_i8_kernels_scalar;
-}

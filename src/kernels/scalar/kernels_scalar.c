@@ -9,9 +9,9 @@
 
 #include "core/convert.h"
 #include "kernels/amla.h"
-#include "kernels/kernels.h"
+#include "kernels/registry.h"
 
-static void gemm_f32_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32__scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                             const float *b, int64_t ldb, float *c, int64_t ldc,
                             const float *row_scale) {
     for (int64_t i = 0; i < m; i++) {
@@ -29,33 +29,33 @@ static void gemm_f32_scalar(int64_t m, int64_t n, int64_t k, const float *a, int
     }
 }
 
-static void f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
+void fia_f16_to_f32__scalar(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f16_to_f32(src[i]);
 }
 
-static void bf16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n) {
+void fia_bf16_to_f32__scalar(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_bf16_to_f32(src[i]);
 }
 
-static void i8_to_f32_scalar(const int8_t *src, float *dst, int64_t n) {
+void fia_i8_to_f32__scalar(const int8_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = (float)src[i];
 }
 
-static void f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_f16__scalar(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f32_to_f16(src[i]);
 }
 
-static void f32_to_bf16_scalar(const float *src, uint16_t *dst, int64_t n) {
+void fia_f32_to_bf16__scalar(const float *src, uint16_t *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = fia_cvt_f32_to_bf16(src[i]);
 }
 
-static void transpose_f32_scalar(const float *src, int64_t lds, float *dst, int64_t ldd,
+void fia_transpose_f32__scalar(const float *src, int64_t lds, float *dst, int64_t ldd,
                                  int64_t rows, int64_t cols) {
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) dst[c * ldd + r] = src[r * lds + c];
 }
 
-static void softmax_tile_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+void fia_softmax_tile__scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                                 float *row_sum, float *alpha) {
     for (int64_t r = 0; r < m; r++) {
         float *sr = s + r * lds;
@@ -96,7 +96,7 @@ void fia_exp_rescale_scalar(float *c, int64_t n, int32_t e) {
     for (int64_t j = 0; j < n; j++) c[j] = fia_exp_add(c[j], e);
 }
 
-static void gemm_f32_acc_scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+void fia_gemm_f32_acc__scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                                 const float *b, int64_t ldb, float *c, int64_t ldc,
                                 const int32_t *row_exp) {
     for (int64_t i = 0; i < m; i++) {
@@ -110,7 +110,7 @@ static void gemm_f32_acc_scalar(int64_t m, int64_t n, int64_t k, const float *a,
     }
 }
 
-void fia_softmax_tile_amla_scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+void fia_softmax_tile_amla__scalar(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                                   float *row_sum, int32_t *row_e, int32_t *row_exp) {
     for (int64_t r = 0; r < m; r++) {
         float *sr = s + r * lds;
@@ -148,7 +148,7 @@ static float fia_row_elem(const void *row, int64_t i, fia_dtype dt) {
     return ((const float *)row)[i];
 }
 
-void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
+void fia_qk_rows__scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                         const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                         const void *const *pf, int64_t npf) {
     (void)pf, (void)npf;
@@ -160,7 +160,7 @@ void fia_qk_rows_scalar(int64_t m, int64_t n, int64_t d, const float *q, int64_t
         }
 }
 
-void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
+void fia_pv_rows__scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                         const float *row_scale, const void *const *pf, int64_t npf) {
     (void)pf, (void)npf;
@@ -174,18 +174,3 @@ void fia_pv_rows_scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64_
     }
 }
 
-const fia_kernels fia_kernels_scalar = {
-    .name = "scalar",
-    .gemm_f32 = gemm_f32_scalar,
-    .f16_to_f32 = f16_to_f32_scalar,
-    .bf16_to_f32 = bf16_to_f32_scalar,
-    .i8_to_f32 = i8_to_f32_scalar,
-    .f32_to_f16 = f32_to_f16_scalar,
-    .f32_to_bf16 = f32_to_bf16_scalar,
-    .transpose_f32 = transpose_f32_scalar,
-    .softmax_tile = softmax_tile_scalar,
-    .gemm_f32_acc = gemm_f32_acc_scalar,
-    .softmax_tile_amla = fia_softmax_tile_amla_scalar,
-    .qk_rows = fia_qk_rows_scalar,
-    .pv_rows = fia_pv_rows_scalar,
-};

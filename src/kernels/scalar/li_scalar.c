@@ -4,9 +4,9 @@
  * per head, an fp32 (float form) or int32 (int8 form) dot product in dimension order.
  */
 #include "core/convert.h"
-#include "kernels/li_kernels.h"
+#include "kernels/registry.h"
 
-void fia_li_keys_to_f32_scalar(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
+void fia_li_keys_to_f32__scalar(int64_t n, int64_t d, const void *const *rows, fia_dtype dt,
                                float *dst, int64_t ldk) {
     for (int64_t j = 0; j < n; j++) {
         const uint16_t *r = rows[j];
@@ -18,7 +18,7 @@ void fia_li_keys_to_f32_scalar(int64_t n, int64_t d, const void *const *rows, fi
     }
 }
 
-void fia_li_keys_to_u8_scalar(int64_t n, int64_t d, int64_t d4, const void *const *rows,
+void fia_li_keys_to_u8__scalar(int64_t n, int64_t d, int64_t d4, const void *const *rows,
                               uint8_t *dst, int64_t ldk) {
     for (int64_t j = 0; j < n; j++) {
         const uint8_t *r = rows[j];
@@ -29,7 +29,7 @@ void fia_li_keys_to_u8_scalar(int64_t n, int64_t d, int64_t d4, const void *cons
     }
 }
 
-static void li_score_f32_scalar(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
+void fia_li_score_f32__scalar(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
                                 const float *qt, int64_t ldq, const float *w, float *out) {
     for (int64_t j = 0; j < n; j++) {
         const float *kj = k + j * ldk;
@@ -43,7 +43,7 @@ static void li_score_f32_scalar(int64_t n, int64_t d, int64_t nh, const float *k
     }
 }
 
-void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
+void fia_li_score_i8__scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
                             const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
                             const float *sk, float *out) {
     for (int64_t j = 0; j < n; j++) {
@@ -61,6 +61,3 @@ void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku
     }
 }
 
-const fia_li_kernels fia_li_kernels_scalar = {"scalar", fia_li_keys_to_f32_scalar,
-                                              fia_li_keys_to_u8_scalar, li_score_f32_scalar,
-                                              fia_li_score_i8_scalar};

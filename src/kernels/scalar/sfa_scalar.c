@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "core/convert.h"
-#include "kernels/sfa_kernels.h"
+#include "kernels/registry.h"
 
-static void c8_rows_to_f32_scalar(const void *const *rows, int64_t n, float *nope, int64_t ldn,
+void fia_sfa_c8_rows_to_f32__scalar(const void *const *rows, int64_t n, float *nope, int64_t ldn,
                                   float *rope, int64_t ldr) {
     for (int64_t j = 0; j < n; j++) {
         const unsigned char *r = rows[j];
@@ -24,15 +24,4 @@ static void c8_rows_to_f32_scalar(const void *const *rows, int64_t n, float *nop
     }
 }
 
-const fia_sfa_kernels fia_sfa_kernels_scalar = {
-    .name = "scalar",
-    .c8_rows_to_f32 = c8_rows_to_f32_scalar,
-};
 
-const fia_sfa_kernels *fia_sfa_kernels_for(fia_isa isa) {
-    switch (isa) {
-    case FIA_ISA_AVX512: return &fia_sfa_kernels_avx512;
-    case FIA_ISA_AVX2: return &fia_sfa_kernels_avx2;
-    default: return &fia_sfa_kernels_scalar;
-    }
-}
