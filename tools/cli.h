@@ -83,6 +83,10 @@ typedef struct cli_op {
     int (*run)(const cli_args *args); /* returns an exit status */
 } cli_op;
 
+/* The flag parser of `fia op` (cli_args.c): 0 ok, 1 --help was given, -1 error (printed). */
+int cli_parse_args(const cli_op *op, int argc, char **argv, cli_args *a);
+void cli_op_usage(const cli_op *op, FILE *out);
+
 struct cli_args {
     const cli_op *op;
     const char *values[CLI_MAX_FLAGS]; /* text per entry of op->flags; NULL when absent */

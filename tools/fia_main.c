@@ -1,23 +1,11 @@
 /*
  * fia_main.c - the `fia` command line: main, the subcommand table, `fia help` and
- * `fia --version`, and the one-line error printer every subcommand uses.
+ * `fia --version`.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
-
-void cli_error(const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    for (char *p = msg; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = ' ';
-    fprintf(stderr, "fia: error: %s\n", msg);
-}
 
 typedef struct subcommand {
     const char *name;

@@ -160,7 +160,7 @@ static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, in
     *hi = e > skv - 1 ? skv - 1 : e;
 }
 
-/* ---- validation pieces shared by the dense path (fia_plan.c) and MLA (fia_mla.c) ---- */
+/* ---- validation pieces shared by the dense path and MLA (fia_common.c) ---- */
 
 /* Dims of a query/key/value/output tensor in its layout. */
 typedef struct fia_dims {
@@ -184,7 +184,10 @@ fia_status fia_parse_batches(const fia_fused_infer_attention_score_tensors *t,
                              bool tnd, int64_t qS, int64_t kv_S, int64_t block_size,
                              int64_t blocks, fia_batch **batches, int32_t **table, int64_t *cols);
 
-/* The MLA path of fused_infer_attention_score (query_rope / key_rope given), fia_mla.c. */
+/* The two paths of fused_infer_attention_score, each planning from imported params (fia.c
+ * dispatches): dense (fia_plan.c) and MLA (query_rope / key_rope given, fia_mla.c). */
+fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,
+                          const fia_fused_infer_attention_score_params *prm, fia_plan **plan);
 fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,
                         const fia_fused_infer_attention_score_params *prm, fia_plan **plan);
 

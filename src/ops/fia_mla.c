@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/limits.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "kernels/i8gemm.h"
@@ -39,17 +40,13 @@ enum {
     MLA_DN = 512,          /* latent (nope) width, also the output width */
     MLA_DR = 64,           /* rope width */
     MLA_DK = MLA_DN + MLA_DR,
-    MLA_MAX_HEADS = 128,
     MLA_ROWS = 128,        /* query rows (positions x heads) per tile */
     MLA_STEP_FLOAT = 32,   /* keys per step, float form (one step's fp32 K rows, K^T panel,
                             * scores plus the resident Q and O tiles stay within L2) */
     MLA_STEP_INT8 = 64,    /* keys per step, int8 form (its tiles are 4x smaller; a deeper
                             * P.V keeps the int8 GEMM near its peak) */
-    MLA_CHUNK = 1024,      /* keys per split-KV chunk (a multiple of both steps) */
-    MLA_MAX_BLOCK = 1024,
-    MLA_MAX_BATCH = 65536
+    MLA_CHUNK = 1024       /* keys per split-KV chunk (a multiple of both steps) */
 };
-#define MLA_MAX_ITEMS (INT64_C(1) << 24)
 
 /* A cache tensor (latent, rope or value). Element d of token row `row` of block blk (paged) or
  * of token tok of batch b (dense) is at
@@ -555,7 +552,7 @@ static fia_status mla_schedule(mla_plan *p) {
                 if (kv1 - kv0 <= C) {
                     if (pass)
                         p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, -1, 0, q0, qn, kv0,
-                                                  kv1, rows * (kv1 - kv0) + rows * 16 + 64};
+                                                  kv1, fia_cost_tile(rows, kv1 - kv0)};
                     ni++;
                     continue;
                 }
@@ -568,7 +565,7 @@ static fia_status mla_schedule(mla_plan *p) {
                     if (pass)
                         p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, (int32_t)ng,
                                                   (int32_t)(c - c0), q0, qn, a, e,
-                                                  rows * (e - a) + rows * 16 + 64};
+                                                  fia_cost_tile(rows, e - a)};
                     ni++;
                 }
                 partial += (c1 - c0 + 1) * rows * (MLA_DN + 2);
@@ -582,9 +579,9 @@ static fia_status mla_schedule(mla_plan *p) {
                                               (rows_alloc - bi->sq) * p->N};
                 ni++;
             }
-            if (ni > MLA_MAX_ITEMS)
+            if (ni > FIA_MAX_ITEMS)
                 return FIA_UNSUPPORTED("the call needs more than %lld work items",
-                                       (long long)MLA_MAX_ITEMS);
+                                       (long long)FIA_MAX_ITEMS);
         }
         if (!pass) {
             p->num_items = ni;
@@ -761,8 +758,8 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
 
     /* heads, scale, rescale variant */
     const int64_t N = prm->num_heads;
-    if (N < 1 || N > MLA_MAX_HEADS)
-        return FIA_INVALID("num_heads is %lld, must be 1..%d with MLA", (long long)N, MLA_MAX_HEADS);
+    if (N < 1 || N > FIA_MAX_LATENT_HEADS)
+        return FIA_INVALID("num_heads is %lld, must be 1..%d with MLA", (long long)N, FIA_MAX_LATENT_HEADS);
     if (prm->num_key_value_heads != 0 && prm->num_key_value_heads != 1)
         return FIA_INVALID("num_key_value_heads is %lld, must be 1 (or 0) with MLA: the latent "
                            "cache has one head", (long long)prm->num_key_value_heads);
@@ -795,7 +792,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
                            (long long)rd.B, (long long)rd.S, (long long)qd.B, (long long)qd.S);
     p->S1 = qd.S;
     FIA_TRY(fia_parse_batch_count(p->tnd, prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                                  "actual_seq_lengths", "TND", qd.B, MLA_MAX_BATCH, &p->B));
+                                  "actual_seq_lengths", "TND", qd.B, FIA_MAX_BATCH, &p->B));
     if (!p->tnd && qd.S < 1) return FIA_INVALID("query sequence dim is 0");
     const int64_t B = p->B;
 
@@ -803,9 +800,9 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
     p->paged = t->block_table != NULL;
     if (p->paged) {
         const int64_t bs = prm->block_size;
-        if (bs < 16 || bs > MLA_MAX_BLOCK || bs % 16 != 0)
+        if (bs < 16 || bs > FIA_MAX_BLOCK_SIZE || bs % 16 != 0)
             return FIA_INVALID("block_size is %lld, must be a multiple of 16 up to %d with MLA",
-                               (long long)bs, MLA_MAX_BLOCK);
+                               (long long)bs, FIA_MAX_BLOCK_SIZE);
         p->block_size = bs;
     }
     int64_t kblocks = 0, rblocks = 0, vblocks = 0, kS = 0, rS = 0, vS = 0, kB = 0, rB = 0, vB = 0;

@@ -1,5 +1,6 @@
 /*
- * fia_plan.c - fused_infer_attention_score: validation and scheduling (the plan phase).
+ * fia_plan.c - fused_infer_attention_score, dense path: validation and scheduling (the plan
+ * phase). The public entry (fia.c) dispatches here when neither query_rope nor key_rope is set.
  *
  * validate: every tensor, shape, dtype, length, block id and parameter is checked against the
  *           contract in fia.h before anything else happens; the first violation is reported.
@@ -12,109 +13,19 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/limits.h"
 #include "core/status.h"
 #include "core/params.h"
 #include "core/tensor.h"
 #include "ops/fia_internal.h"
 
 enum {
-    FIA_MAX_HEADS = 256,
-    FIA_MAX_HEAD_DIM = 512,
-    FIA_MAX_BATCH = 65536,
-    FIA_MAX_BLOCK_SIZE = 1024,
     FIA_KV_TILE = 64,     /* keys per K/V tile */
     FIA_KV_CHUNK = 2048,  /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
     FIA_SPLIT_TILE_BYTES = 512 * 1024, /* K+V bytes of one step of a split item, current + next */
     FIA_TILE_ROWS = 256   /* target query rows per tile */
 };
-#define FIA_MAX_ITEMS (INT64_C(1) << 24)
-#define FIA_MAX_LEN (INT64_C(2147483647))
 #define FIA_BAND_LIMIT (INT64_C(1) << 40)
-
-static const char *const fia_layout_names[] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND",
-                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ"};
-
-fia_status fia_layout_parse(const char *name, fia_layout *layout) {
-    fia_error_clear();
-    if (!name || !layout) return FIA_INVALID("fia_layout_parse: NULL argument");
-    for (size_t i = 0; i < sizeof fia_layout_names / sizeof *fia_layout_names; i++)
-        if (!strcmp(name, fia_layout_names[i])) {
-            *layout = (fia_layout)i;
-            return FIA_STATUS_SUCCESS;
-        }
-    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND)", name);
-}
-
-const char *fia_layout_name(fia_layout layout) {
-    if ((unsigned)layout < sizeof fia_layout_names / sizeof *fia_layout_names)
-        return fia_layout_names[layout];
-    return "unknown";
-}
-
-void fia_fused_infer_attention_score_params_init(fia_fused_infer_attention_score_params *p) {
-    if (!p) return;
-    memset(p, 0, sizeof *p);
-    p->struct_size = (uint32_t)sizeof *p;
-    p->num_heads = 1;
-    p->num_key_value_heads = 0;
-    p->scale = 1.0;
-    p->pre_tokens = 2147483647;
-    p->next_tokens = 2147483647;
-    p->input_layout = FIA_LAYOUT_BSH;
-    p->sparse_mode = 0;
-    p->block_size = 0;
-    p->antiquant_mode = 0;
-}
-
-/* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with N heads and
- * fills its addressing. */
-fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout,
-                                int64_t heads, fia_seq *seq, fia_dims *dims) {
-    const int64_t *sh = t->shape, *st = t->strides;
-    memset(seq, 0, sizeof *seq);
-    seq->base = fia_tensor_ptr(t);
-    seq->dtype = t->dtype;
-    seq->esize = (int64_t)fia_dtype_size(t->dtype);
-    switch (layout) {
-    case FIA_LAYOUT_BSH:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
-        if (sh[2] % heads != 0 || sh[2] == 0)
-            return FIA_INVALID("%s dim 2 (H) is %lld, not a positive multiple of the %lld heads",
-                               name, (long long)sh[2], (long long)heads);
-        *dims = (fia_dims){sh[0], sh[1], heads, sh[2] / heads};
-        seq->s_b = st[0];
-        seq->s_t = st[1];
-        seq->s_h = dims->D; /* the innermost stride is 1 wherever it matters */
-        break;
-    case FIA_LAYOUT_BSND:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
-        FIA_TRY(fia_tensor_check_dim(t, name, 2, heads, "the head count"));
-        *dims = (fia_dims){sh[0], sh[1], sh[2], sh[3]};
-        seq->s_b = st[0];
-        seq->s_t = st[1];
-        seq->s_h = st[2];
-        break;
-    case FIA_LAYOUT_BNSD:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
-        *dims = (fia_dims){sh[0], sh[2], sh[1], sh[3]};
-        seq->s_b = st[0];
-        seq->s_h = st[1];
-        seq->s_t = st[2];
-        break;
-    case FIA_LAYOUT_TND:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
-        *dims = (fia_dims){0, sh[0], sh[1], sh[2]};
-        seq->s_b = 0;
-        seq->s_t = st[0];
-        seq->s_h = st[1];
-        break;
-    default:
-        return FIA_INVALID("%s layout %d is not a tensor layout", name, (int)layout);
-    }
-    return FIA_STATUS_SUCCESS;
-}
 
 /* Paged cache: BnBsH [blocks, block_size, N2*D] or BnNBsD [blocks, N2, block_size, D]. */
 static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t heads,
@@ -264,65 +175,6 @@ static fia_status fia_parse_antiquant(fia_attn_plan *p, const fia_tensor *scale,
     return FIA_STATUS_SUCCESS;
 }
 
-fia_status fia_parse_batches(const fia_fused_infer_attention_score_tensors *t,
-                             const fia_fused_infer_attention_score_params *prm, int64_t B,
-                             bool tnd, int64_t qS, int64_t kv_S, int64_t block_size,
-                             int64_t blocks, fia_batch **batches, int32_t **table, int64_t *cols) {
-    const bool paged = t->block_table != NULL;
-    fia_batch *bt = calloc((size_t)B, sizeof *bt);
-    *batches = bt;
-    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
-    if (!bt || !tmp) {
-        free(tmp);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-    }
-    int64_t *len = tmp, *start = tmp + B;
-    fia_status st = FIA_STATUS_SUCCESS;
-    if (!tnd && qS == 1) { /* decode: one query row per batch whatever the lengths say */
-        for (int64_t b = 0; b < B; b++) len[b] = 1, start[b] = 0;
-    } else {
-        st = fia_parse_seq_lengths(prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                                   "actual_seq_lengths", B, tnd, qS,
-                                   tnd ? "query dim 0 (T)" : "query sequence dim", NULL, len,
-                                   start);
-    }
-    for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-        bt[b].sq = len[b];
-        bt[b].q_tok0 = start[b];
-    }
-    if (st == FIA_STATUS_SUCCESS) {
-        const int64_t *kv = prm->actual_seq_lengths_kv;
-        const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
-        if (paged)
-            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, false,
-                                       fia_block_table_capacity(t->block_table, block_size),
-                                       "block_table columns x block_size", "here", len, start);
-        else
-            st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, tnd, kv_S,
-                                       tnd ? "key dim 0 (T)" : "key sequence dim", NULL, len,
-                                       start);
-        for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) {
-            bt[b].skv = len[b];
-            bt[b].kv_tok0 = paged ? 0 : start[b];
-        }
-    }
-    if (st == FIA_STATUS_SUCCESS && paged)
-        st = fia_copy_block_table(t->block_table, B, len, block_size, blocks, "the cache", table,
-                                  cols);
-    free(tmp);
-    return st;
-}
-
-fia_status fia_check_out_dims(const fia_dims *od, const fia_dims *qd, bool tnd, int64_t B) {
-    if (!tnd && od->B != B)
-        return FIA_INVALID("attention_out dim 0 (batch) is %lld, query has %lld", (long long)od->B,
-                           (long long)B);
-    if (od->S != qd->S)
-        return FIA_INVALID("attention_out sequence dim is %lld, query has %lld", (long long)od->S,
-                           (long long)qd->S);
-    return FIA_STATUS_SUCCESS;
-}
-
 static void fia_attn_destroy(fia_plan *plan) {
     fia_attn_plan *p = (fia_attn_plan *)plan;
     free(p->block_table);
@@ -412,7 +264,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
                                                       (int32_t)nh, (int32_t)ng, (int32_t)(c - c0),
                                                       0, bi->sq, a, e,
-                                                      nh * (rows * (e - a) + rows * 16 + 64)};
+                                                      nh * fia_cost_tile(rows, e - a)};
                         ni++;
                     }
                     partial += (c1 - c0 + 1) * nh * rows * (p->Dv + 2);
@@ -428,7 +280,7 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
                         if (pass)
                             p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, 1, -1,
                                                       0, q0, qn, kv0, kv1,
-                                                      rows * (kv1 - kv0) + rows * 16 + 64};
+                                                      fia_cost_tile(rows, kv1 - kv0)};
                         ni++;
                     }
             }
@@ -646,27 +498,8 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     return FIA_STATUS_SUCCESS;
 }
 
-fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
-                                                const fia_fused_infer_attention_score_tensors *t,
-                                                const fia_fused_infer_attention_score_params *prm,
-                                                fia_plan **plan, size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
-    fia_fused_infer_attention_score_params prm_v;
-    fia_fused_infer_attention_score_params_init(&prm_v);
-    FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
-                              "fia_fused_infer_attention_score_params_init"));
-    prm = &prm_v;
-    if (t->query_rope || t->key_rope) {
-        fia_plan *mla = NULL;
-        FIA_TRY(fia_mla_plan(ctx, t, prm, &mla));
-        *plan = mla;
-        if (workspace_bytes) *workspace_bytes = mla->workspace_bytes;
-        return FIA_STATUS_SUCCESS;
-    }
+fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_score_tensors *t,
+                          const fia_fused_infer_attention_score_params *prm, fia_plan **plan) {
     fia_attn_plan *p = calloc(1, sizeof *p);
     if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
     p->base.ctx = ctx;
@@ -696,14 +529,5 @@ fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
                 (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
                 p->kern->name);
     *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
     return FIA_STATUS_SUCCESS;
-}
-
-fia_status fia_fused_infer_attention_score(fia_context *ctx,
-                                           const fia_fused_infer_attention_score_tensors *t,
-                                           const fia_fused_infer_attention_score_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_fused_infer_attention_score_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/plan.h"
+#include "core/limits.h"
 #include "fia.h"
 #include "kernels/kernels.h"
 #include "kernels/li_kernels.h"
@@ -29,8 +30,7 @@
 enum {
     FIA_LI_BLOCK_ROWS = 8,  /* query rows sharing a converted key tile */
     FIA_LI_KEY_TILE = 48,   /* keys per converted tile (a multiple of the kernels' 6, 8, 12) */
-    FIA_LI_CHUNK = 4096,    /* keys per scoring item (split points fixed in token space) */
-    FIA_LI_MAX_K = 8192
+    FIA_LI_CHUNK = 4096     /* keys per scoring item (split points fixed in token space) */
 };
 
 typedef struct fia_li_row {

@@ -26,12 +26,8 @@
 #include "ops/validate.h"
 
 enum {
-    LI_MAX_HEAD_DIM = 512,
-    LI_MAX_BATCH = 65536,
-    LI_MAX_BLOCK_SIZE = 1024,
     LI_WAVE_FLOATS = 4 << 20 /* 16 MiB of scores per wave (at least one block) */
 };
-#define LI_MAX_LEN INT64_C(2147483647)
 #define LI_MAX_ROWS (INT64_C(1) << 28)
 
 void fia_lightning_indexer_params_init(fia_lightning_indexer_params *p) {
@@ -172,9 +168,9 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
                            fia_dtype_name(t->sparse_values->dtype));
 
     /* parameters */
-    if (prm->sparse_count < 1 || prm->sparse_count > FIA_LI_MAX_K)
+    if (prm->sparse_count < 1 || prm->sparse_count > FIA_MAX_TOPK)
         return FIA_INVALID("sparse_count is %lld, must be 1..%d", (long long)prm->sparse_count,
-                           FIA_LI_MAX_K);
+                           FIA_MAX_TOPK);
     if (prm->sparse_mode != 0 && prm->sparse_mode != 3)
         return FIA_INVALID("sparse_mode is %d, must be 0 or 3", (int)prm->sparse_mode);
     if (prm->pre_tokens != INT64_MAX || prm->next_tokens != INT64_MAX)
@@ -205,13 +201,13 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
     if (N1 < 1 || N1 > FIA_LI_MAX_HEADS)
         return FIA_INVALID("query dim %d (heads) is %lld, must be 1..%d", (int)q->ndim - 2,
                            (long long)N1, FIA_LI_MAX_HEADS);
-    if (D < 1 || D > LI_MAX_HEAD_DIM)
+    if (D < 1 || D > FIA_MAX_HEAD_DIM)
         return FIA_INVALID("query dim %d (head dim) is %lld, must be 1..%d", (int)q->ndim - 1,
-                           (long long)D, LI_MAX_HEAD_DIM);
+                           (long long)D, FIA_MAX_HEAD_DIM);
     int64_t B;
     FIA_TRY(fia_parse_batch_count(qtnd, prm->actual_seq_lengths_query,
                                   prm->actual_seq_lengths_query_count, "actual_seq_lengths_query",
-                                  "layout_query TND", q->shape[0], LI_MAX_BATCH, &B));
+                                  "layout_query TND", q->shape[0], FIA_MAX_BATCH, &B));
     p->B = B;
     p->N1 = N1;
     p->D = D;
@@ -259,9 +255,9 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
         if (p->paged) {
             blocks = k->shape[0];
             p->block_size = k->shape[1];
-            if (p->block_size < 1 || p->block_size > LI_MAX_BLOCK_SIZE)
+            if (p->block_size < 1 || p->block_size > FIA_MAX_BLOCK_SIZE)
                 return FIA_INVALID("key dim 1 (block_size) is %lld, must be 1..%d",
-                                   (long long)p->block_size, LI_MAX_BLOCK_SIZE);
+                                   (long long)p->block_size, FIA_MAX_BLOCK_SIZE);
             p->k.s_blk = k->strides[0];
         } else {
             if (k->shape[0] != B)
@@ -332,7 +328,7 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
                                       p->kv_tok0));
     }
     for (int64_t b = 0; b < B; b++)
-        if (L->skv[b] > LI_MAX_LEN)
+        if (L->skv[b] > FIA_MAX_LEN)
             return FIA_INVALID("key length %lld is too long", (long long)L->skv[b]);
 
     /* block table: validated and copied */
@@ -463,7 +459,7 @@ static fia_status li_schedule(fia_li_plan *p, const li_lens *L, int32_t mode) {
                 for (int64_t kv0 = 0; kv0 < vmax; kv0 += FIA_LI_CHUNK) {
                     const int64_t kv1 = kv0 + FIA_LI_CHUNK < vmax ? kv0 + FIA_LI_CHUNK : vmax;
                     if (pass) {
-                        int64_t cost = 64;
+                        int64_t cost = FIA_COST_PER_ITEM;
                         for (int64_t i = 0; i < bl->nrows; i++) {
                             const int64_t v = p->rows[r + i].vis;
                             cost += (v < kv1 ? v : kv1) > kv0 ? (v < kv1 ? v : kv1) - kv0 : 0;

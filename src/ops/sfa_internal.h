@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "core/plan.h"
+#include "core/limits.h"
 #include "fia.h"
 #include "kernels/kernels.h"
 #include "kernels/sfa_kernels.h"
@@ -21,15 +22,10 @@ enum {
     SFA_DR = 64,   /* rope width */
     SFA_DK = 576,  /* logit width: nope + rope */
     SFA_LDV = 528, /* leading dim of the V panel and the O state (512 padded against aliasing) */
-    SFA_MAX_HEADS = 128,
-    SFA_MAX_SBS = 128,
-    SFA_MAX_BLOCK_SIZE = 1024,
-    SFA_MAX_BATCH = 65536,
     SFA_TILE = 64,            /* selected tokens per K/V tile */
     SFA_SLICE_TOKENS = 512,   /* nominal tokens per slice */
     SFA_MIN_HEAD_BLOCK = 16   /* head blocks are split down to this many heads at most */
 };
-#define SFA_MAX_ITEMS (INT64_C(1) << 24)
 #define SFA_MAX_PARTIAL_BYTES (INT64_C(256) << 20)
 /* Split items rescan the entries before their slice for the -1: at most this many reads. */
 #define SFA_MAX_PRESCAN (INT64_C(1) << 24)

@@ -8,11 +8,11 @@
  */
 #include <math.h>
 
+#include "core/limits.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "fia.h"
 
-enum { FIA_SMALLQ_MAX_HEAD_DIM = 512 };
 
 /* [N, S, D] float16 with the given dims (-1: any value >= 1). */
 static fia_status fia_smallq_check(const fia_tensor *t, const char *name, int64_t n, int64_t s,
@@ -63,9 +63,9 @@ fia_status fia_smallq_flash_attention_get_workspace_size(fia_context *ctx, const
     if (!executor) return FIA_INVALID("executor is NULL");
     FIA_TRY(fia_smallq_check(q, "Q", -1, -1, -1, "Q"));
     const int64_t N = q->shape[0], S1 = q->shape[1], D = q->shape[2];
-    if (D > FIA_SMALLQ_MAX_HEAD_DIM)
+    if (D > FIA_MAX_HEAD_DIM)
         return FIA_UNSUPPORTED("Q dim 2 (headDim) is %lld, at most %d is supported", (long long)D,
-                               FIA_SMALLQ_MAX_HEAD_DIM);
+                               FIA_MAX_HEAD_DIM);
     FIA_TRY(fia_smallq_check(k, "K", N, -1, D, "Q"));
     FIA_TRY(fia_smallq_check(v, "V", N, k->shape[1], D, "K"));
     FIA_TRY(fia_smallq_check(o, "O", N, S1, D, "Q"));

@@ -89,9 +89,9 @@ static fia_status sfa_parse_seq(const fia_tensor *t, const char *name, fia_layou
     if (heads >= 0) {
         FIA_TRY(fia_tensor_check_dim(t, name, nd, heads, heads == 1 ? "required (one kv head)"
                                                                     : "the query heads"));
-    } else if (sh[nd] < 1 || sh[nd] > SFA_MAX_HEADS) {
+    } else if (sh[nd] < 1 || sh[nd] > FIA_MAX_LATENT_HEADS) {
         return FIA_INVALID("%s dim %d (heads) is %lld, must be 1..%d", name, (int)nd,
-                           (long long)sh[nd], SFA_MAX_HEADS);
+                           (long long)sh[nd], FIA_MAX_LATENT_HEADS);
     }
     return fia_tensor_check_dim(t, name, nd + 1, dim, "required");
 }
@@ -150,9 +150,9 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     if (prm->sparse_mode != 0 && prm->sparse_mode != 3)
         return FIA_INVALID("sparse_mode is %d, must be 0 or 3", (int)prm->sparse_mode);
     const int64_t sbs = prm->sparse_block_size;
-    if (sbs < 1 || sbs > SFA_MAX_SBS || (sbs & (sbs - 1)) != 0)
+    if (sbs < 1 || sbs > FIA_MAX_SPARSE_BLOCK || (sbs & (sbs - 1)) != 0)
         return FIA_INVALID("sparse_block_size is %lld, must be a power of two 1..%d",
-                           (long long)sbs, SFA_MAX_SBS);
+                           (long long)sbs, FIA_MAX_SPARSE_BLOCK);
     if (!isfinite(prm->scale_value)) return FIA_INVALID("scale_value is not finite");
     if (prm->layout_query != FIA_LAYOUT_BSND && prm->layout_query != FIA_LAYOUT_TND)
         return FIA_INVALID("layout_query is %s, must be BSND or TND",
@@ -210,7 +210,7 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     int64_t B;
     FIA_TRY(fia_parse_batch_count(qtnd, prm->actual_seq_lengths_query,
                                   prm->actual_seq_lengths_query_count, "actual_seq_lengths_query",
-                                  "layout_query TND", qB, SFA_MAX_BATCH, &B));
+                                  "layout_query TND", qB, FIA_MAX_BATCH, &B));
     p->B = B;
 
     /* key / key_rope */
@@ -220,9 +220,9 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
         FIA_TRY(sfa_parse_paged(t->key, "key", kdim, &p->k));
         blocks = t->key->shape[0];
         p->block_size = t->key->shape[1];
-        if (p->block_size < 1 || p->block_size > SFA_MAX_BLOCK_SIZE)
+        if (p->block_size < 1 || p->block_size > FIA_MAX_BLOCK_SIZE)
             return FIA_INVALID("key dim 1 (block_size) is %lld, must be 1..%d",
-                               (long long)p->block_size, SFA_MAX_BLOCK_SIZE);
+                               (long long)p->block_size, FIA_MAX_BLOCK_SIZE);
         p->bs_shift = -1;
         for (int sh = 0; sh < 11; sh++)
             if (p->block_size == (INT64_C(1) << sh)) p->bs_shift = sh;
@@ -296,9 +296,9 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     if (st == FIA_STATUS_SUCCESS) {
         p->num_rows = qtnd ? qS : B * qS;
         /* every row becomes at least one work item: the same cap, before allocating */
-        if (p->num_rows > SFA_MAX_ITEMS)
+        if (p->num_rows > FIA_MAX_ITEMS)
             st = FIA_UNSUPPORTED("query has %lld rows (batch x S1 or T), at most %lld",
-                                 (long long)p->num_rows, (long long)SFA_MAX_ITEMS);
+                                 (long long)p->num_rows, (long long)FIA_MAX_ITEMS);
     }
     if (st == FIA_STATUS_SUCCESS) {
         p->rows = malloc((size_t)(p->num_rows ? p->num_rows : 1) * sizeof *p->rows);
@@ -407,9 +407,9 @@ static fia_status sfa_schedule(sfa_plan *p) {
                        pairs * p->nslices * hb * (SFA_DN + 2) * 4 <= SFA_MAX_PARTIAL_BYTES &&
                        p->K * p->nslices <= SFA_MAX_PRESCAN;
     const int64_t ni = (p->num_rows - nact) + pairs * (split ? p->nslices : 1);
-    if (ni > SFA_MAX_ITEMS)
+    if (ni > FIA_MAX_ITEMS)
         return FIA_UNSUPPORTED("the call needs %lld work items, more than %lld", (long long)ni,
-                               (long long)SFA_MAX_ITEMS);
+                               (long long)FIA_MAX_ITEMS);
     p->items = malloc((size_t)(ni ? ni : 1) * sizeof *p->items);
     p->groups = malloc((size_t)(split && pairs ? pairs : 1) * sizeof *p->groups);
     if (!p->items || !p->groups) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
@@ -428,11 +428,11 @@ static fia_status sfa_schedule(sfa_plan *p) {
                 const int64_t per = cap / p->nslices + 1;
                 for (int64_t s = 0; s < p->nslices; s++)
                     p->items[k++] = (sfa_item){n, (int32_t)h0, (int32_t)nh, (int32_t)s,
-                                               (int32_t)(s + 1), (int32_t)g, 0, nh * per + 64};
+                                               (int32_t)(s + 1), (int32_t)g, 0, nh * per + FIA_COST_PER_ITEM};
                 g++;
             } else {
                 p->items[k++] = (sfa_item){n, (int32_t)h0, (int32_t)nh, 0, (int32_t)p->nslices, -1,
-                                           0, nh * cap + 64};
+                                           0, nh * cap + FIA_COST_PER_ITEM};
             }
         }
     }

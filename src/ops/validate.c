@@ -88,7 +88,7 @@ fia_status fia_parse_seq_lengths(const int64_t *v, int64_t count, const char *na
 
 int64_t fia_block_table_capacity(const fia_tensor *bt, int64_t block_size) {
     if (bt->ndim != 2) return 0;
-    return bt->shape[1] > FIA_MAX_SEQ_LEN / block_size ? FIA_MAX_SEQ_LEN
+    return bt->shape[1] > FIA_MAX_LEN / block_size ? FIA_MAX_LEN
                                                        : bt->shape[1] * block_size;
 }
 

@@ -14,10 +14,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/limits.h"
 #include "fia.h"
 
-/* The longest sequence (kv length) any operator accepts. */
-#define FIA_MAX_SEQ_LEN (INT64_C(2147483647))
 
 /* Batch count. tnd: the number of cumulative lengths `name` (v, count), required ("%s
  * (cumulative) is required with <tnd_what>") and at most max_batch; else query dim 0, qB, in
@@ -36,7 +35,7 @@ fia_status fia_parse_seq_lengths(const int64_t *v, int64_t count, const char *na
                                  const char *required_with, int64_t *len, int64_t *start);
 
 /* The longest kv length a block table can address: its columns x block_size (block_size >= 1),
- * at most FIA_MAX_SEQ_LEN; 0 when the table is not 2-D. */
+ * at most FIA_MAX_LEN; 0 when the table is not 2-D. */
 int64_t fia_block_table_capacity(const fia_tensor *bt, int64_t block_size);
 
 /* The block table's own checks: int32, 2-D, dim 0 at least B. */
