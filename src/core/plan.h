@@ -32,6 +32,14 @@ static inline void *fia_arena_take(fia_arena *a, size_t bytes) {
     return p;
 }
 
+/* Per-thread scratch, one scheme for every operator: the workspace starts with num_threads
+ * areas of per_thread bytes each (per_thread: what the operator's carve function, run with a
+ * NULL arena base, reserves; computed once per execute), thread tid's area first. A thread
+ * finds its area from its id alone, so no state is shared between threads. */
+static inline char *fia_thread_scratch(void *workspace, size_t per_thread, int32_t tid) {
+    return (char *)workspace + per_thread * (size_t)tid;
+}
+
 /* Runs plan with a freshly allocated workspace and destroys it: the one-shot calls. */
 fia_status fia_plan_run_once(fia_plan *plan);
 

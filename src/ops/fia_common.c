@@ -11,56 +11,6 @@
 #include "ops/fia_internal.h"
 #include "ops/validate.h"
 
-/* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with N heads and
- * fills its addressing. */
-fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout,
-                                int64_t heads, fia_seq *seq, fia_dims *dims) {
-    const int64_t *sh = t->shape, *st = t->strides;
-    memset(seq, 0, sizeof *seq);
-    seq->base = fia_tensor_ptr(t);
-    seq->dtype = t->dtype;
-    seq->esize = (int64_t)fia_dtype_size(t->dtype);
-    switch (layout) {
-    case FIA_LAYOUT_BSH:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
-        if (sh[2] % heads != 0 || sh[2] == 0)
-            return FIA_INVALID("%s dim 2 (H) is %lld, not a positive multiple of the %lld heads",
-                               name, (long long)sh[2], (long long)heads);
-        *dims = (fia_dims){sh[0], sh[1], heads, sh[2] / heads};
-        seq->s_b = st[0];
-        seq->s_t = st[1];
-        seq->s_h = dims->D; /* the innermost stride is 1 wherever it matters */
-        break;
-    case FIA_LAYOUT_BSND:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
-        FIA_TRY(fia_tensor_check_dim(t, name, 2, heads, "the head count"));
-        *dims = (fia_dims){sh[0], sh[1], sh[2], sh[3]};
-        seq->s_b = st[0];
-        seq->s_t = st[1];
-        seq->s_h = st[2];
-        break;
-    case FIA_LAYOUT_BNSD:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
-        *dims = (fia_dims){sh[0], sh[2], sh[1], sh[3]};
-        seq->s_b = st[0];
-        seq->s_h = st[1];
-        seq->s_t = st[2];
-        break;
-    case FIA_LAYOUT_TND:
-        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "the head count"));
-        *dims = (fia_dims){0, sh[0], sh[1], sh[2]};
-        seq->s_b = 0;
-        seq->s_t = st[0];
-        seq->s_h = st[1];
-        break;
-    default:
-        return FIA_INVALID("%s layout %d is not a tensor layout", name, (int)layout);
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
 fia_status fia_parse_batches(const fia_fused_infer_attention_score_tensors *t,
                              const fia_fused_infer_attention_score_params *prm, int64_t B,
                              bool tnd, int64_t qS, int64_t kv_S, int64_t block_size,

@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
+#include "sched/splitkv.h"
 
 enum { FIA_GEMM_MIN_ROWS = 16 };
 
@@ -28,13 +29,14 @@ typedef struct fia_exec {
     char *ws;
     const float *aq; /* [K|V][scale|offset][N2][D] (per channel) or 4 floats (per tensor) */
     float *partials;
+    size_t scratch_bytes; /* per thread */
 } fia_exec;
 
 /* Keys per step of an item. Query tiles small enough for the row kernels (decode) stream K/V in
  * steps of half a tile, so that one step and the prefetched next one stay within L1; GEMM tiles
  * (prefill) take the whole tile. It depends only on the item's rows, i.e. on the request, so
  * results stay independent of the schedule. */
-static inline int64_t fia_item_step(const fia_attn_plan *p, const fia_item *it) {
+static inline int64_t fia_item_step(const fia_attn_plan *p, const fia_work_item *it) {
     return it->qn * p->G < FIA_GEMM_MIN_ROWS ? p->kv_tile / 2 : p->kv_tile;
 }
 
@@ -78,7 +80,7 @@ size_t fia_attn_workspace_layout(const fia_attn_plan *p, void *ws, float **aq_ve
     fia_arena a = {ws, 0};
     fia_arena_take(&a, per_thread * (size_t)p->num_threads);
     float *aq = fia_arena_take(&a, (size_t)fia_aq_floats(p) * sizeof(float));
-    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
     if (aq_vectors) *aq_vectors = aq;
     if (partials) *partials = part;
     return a.used;
@@ -96,18 +98,6 @@ static inline char *fia_o_row(const fia_attn_plan *p, const fia_batch *bi, int64
                               int64_t i) {
     const fia_seq *s = &p->o;
     return s->base + (b * s->s_b + (bi->q_tok0 + i) * s->s_t + h * s->s_h) * s->esize;
-}
-
-static inline const char *fia_kv_row(const fia_attn_plan *p, const fia_seq *s, const fia_batch *bi,
-                                     int64_t b, int64_t h, int64_t tok) {
-    int64_t off;
-    if (p->paged) {
-        const int64_t blk = p->block_table[b * p->bt_cols + tok / p->block_size];
-        off = blk * s->s_blk + (tok % p->block_size) * s->s_t + h * s->s_h;
-    } else {
-        off = b * s->s_b + (bi->kv_tok0 + tok) * s->s_t + h * s->s_h;
-    }
-    return s->base + off * s->esize;
 }
 
 /* ---- K / V packing ----------------------------------------------------------------------- */
@@ -139,28 +129,10 @@ static void fia_dequant_row(const fia_attn_plan *p, const fia_exec *ex, int whic
     for (int64_t d = 0; d < n; d++) x[d] = (x[d] + off) * sc;
 }
 
-/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b); n may be 0. The rows of
- * a dense cache, and those of one block of a paged cache, lie at a constant byte step: one
- * address computation (and block-table lookup) per such run. Two or more rows of a run lie in
- * the validated view, so their byte step fits an int64; a single row's token stride may be
- * anything (a length-1 dim). */
-static void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi, int64_t b,
-                         int64_t n2, int64_t t0, int64_t n, const void **ptrs) {
-    const fia_seq *s = which ? &p->v : &p->k;
-    for (int64_t j = 0; j < n;) {
-        int64_t run = n - j;
-        if (p->paged) {
-            const int64_t left = p->block_size - (t0 + j) % p->block_size;
-            if (run > left) run = left;
-        }
-        const char *row = fia_kv_row(p, s, bi, b, n2, t0 + j);
-        ptrs[j] = row;
-        if (run > 1) {
-            const int64_t step = s->s_t * s->esize;
-            for (int64_t k = 1; k < run; k++) ptrs[j + k] = row + k * step;
-        }
-        j += run;
-    }
+/* Row pointers of keys [t0, t0 + n) of K or V (kv head n2 of batch b); n may be 0. */
+static inline void fia_row_ptrs(const fia_attn_plan *p, int which, const fia_batch *bi, int64_t b,
+                                int64_t n2, int64_t t0, int64_t n, const void **ptrs) {
+    fia_seq_row_ptrs(which ? &p->v : &p->k, &p->pages, b, bi->kv_tok0, n2, t0, n, ptrs);
 }
 
 /* Converts (and dequantizes) n rows given by pointers to fp32 rows of stride ld, prefetching
@@ -202,7 +174,7 @@ static void fia_pack_rows(const fia_attn_plan *p, const fia_exec *ex, int which,
  * [s_k | s_k o_k | s_v | s_v o_v] x kv_tile of the current step and the scalar terms (< 16 rows).
  */
 
-static inline bool fia_item_rows(const fia_attn_plan *p, const fia_item *it) {
+static inline bool fia_item_rows(const fia_attn_plan *p, const fia_work_item *it) {
     return it->qn * p->G < FIA_GEMM_MIN_ROWS;
 }
 
@@ -227,14 +199,14 @@ static inline void fia_aq_vectors(const fia_attn_plan *p, const fia_exec *ex, in
 
 /* Folds the K scale into the item's packed query rows and computes each row's constant b[r]:
  * q'.o (per channel / tensor) or sum_c q[c] (per token). */
-static void fia_aq_fold_query(const fia_attn_plan *p, const fia_exec *ex, const fia_item *it,
+static void fia_aq_fold_query(const fia_attn_plan *p, const fia_exec *ex, const fia_work_item *it,
                               fia_scratch *s) {
     const int64_t rows = it->qn * p->G, D = p->D;
     float *bias = fia_aq_rowbias(s);
     for (int64_t hh = 0; hh < it->nh; hh++) {
         const float *sc = NULL, *of = NULL;
         int64_t inc = 0;
-        if (p->aq != FIA_AQ_TOKEN) fia_aq_vectors(p, ex, 0, it->n2 + hh, &sc, &of, &inc);
+        if (p->aq != FIA_AQ_TOKEN) fia_aq_vectors(p, ex, 0, it->h0 + hh, &sc, &of, &inc);
         for (int64_t r = 0; r < rows; r++) {
             float *q = s->q + (hh * rows + r) * p->dp;
             double b = 0.0;
@@ -322,14 +294,14 @@ static void fia_aq_probs(const fia_attn_plan *p, fia_scratch *s, int64_t rows, i
 }
 
 /* Per channel / tensor, at the end of an item: O <- s (O + o l) for every state row. */
-static void fia_aq_finish(const fia_attn_plan *p, const fia_exec *ex, const fia_item *it,
+static void fia_aq_finish(const fia_attn_plan *p, const fia_exec *ex, const fia_work_item *it,
                           fia_scratch *s) {
     const int64_t rows = it->qn * p->G, Dv = p->Dv;
     const bool off = p->aq_offset.data != NULL;
     for (int64_t hh = 0; hh < it->nh; hh++) {
         const float *sc, *of;
         int64_t inc;
-        fia_aq_vectors(p, ex, 1, it->n2 + hh, &sc, &of, &inc);
+        fia_aq_vectors(p, ex, 1, it->h0 + hh, &sc, &of, &inc);
         for (int64_t r = hh * rows; r < (hh + 1) * rows; r++) {
             float *o = s->o + r * p->dvp;
             const float l = s->l[r];
@@ -346,7 +318,7 @@ static void fia_aq_finish(const fia_attn_plan *p, const fia_exec *ex, const fia_
 
 /* Sets masked scores of the tile (keys [t0, t0 + n)) to -inf. Returns whether any score of the
  * tile stays visible. */
-static bool fia_mask_tile(const fia_attn_plan *p, const fia_item *it, const fia_scratch *s,
+static bool fia_mask_tile(const fia_attn_plan *p, const fia_work_item *it, const fia_scratch *s,
                           int64_t t0, int64_t n) {
     const int64_t G = p->G, nk = p->kv_tile;
     bool any = false;
@@ -398,7 +370,7 @@ static void fia_write_state_row(const fia_attn_plan *p, int64_t b, int64_t n2, i
 
 /* One KV head of one tile: S = Q.K^T, mask, online softmax, O = alpha.O + P.V. Returns whether
  * any score of the tile was visible (the same for every head of the item). */
-static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item *next,
+static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia_work_item *next,
                           fia_scratch *s, int64_t n2, int64_t hh, int64_t t0, int64_t n, bool first) {
     const fia_attn_plan *p = ex->p;
     const fia_kernels *k = p->kern;
@@ -422,8 +394,8 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
         const int64_t e = (next->kv0 / nstep + 1) * nstep;
         nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
         const fia_batch *nb = &p->batches[next->b];
-        fia_row_ptrs(p, 0, nb, next->b, next->n2 + hh, next->kv0, nn, s->kpf);
-        fia_row_ptrs(p, 1, nb, next->b, next->n2 + hh, next->kv0, nn, s->vpf);
+        fia_row_ptrs(p, 0, nb, next->b, next->h0 + hh, next->kv0, nn, s->kpf);
+        fia_row_ptrs(p, 1, nb, next->b, next->h0 + hh, next->kv0, nn, s->vpf);
     } else {
         nn = 0;
     }
@@ -462,7 +434,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_item *it, const fia_item
 
 /* A TILE item: the query tile of kv heads [n2, n2 + nh) stays resident (packed, scale folded
  * in) while the item's key range streams through step by step, all heads per step. */
-static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item *next,
+static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_work_item *next,
                          fia_scratch *s) {
     const fia_attn_plan *p = ex->p;
     const int64_t b = it->b, G = p->G, D = p->D, Dv = p->Dv;
@@ -474,7 +446,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
         for (int64_t pp = 0; pp < it->qn; pp++)
             for (int64_t g = 0; g < G; g++) {
                 float *dst = s->q + (hh * rows + pp * G + g) * dp;
-                const char *q = fia_q_row(p, bi, b, (it->n2 + hh) * G + g, it->q0 + pp);
+                const char *q = fia_q_row(p, bi, b, (it->h0 + hh) * G + g, it->q0 + pp);
                 fia_kernels_to_f32(p->kern, q, p->q.dtype, dst, D);
                 for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
             }
@@ -498,7 +470,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
             bool any = false;
             if (fold && p->aq == FIA_AQ_TOKEN) fia_aq_step_tokens(p, s, b, t0, t1 - t0);
             for (int64_t hh = 0; hh < it->nh; hh++)
-                any = fia_tile_head(ex, it, next, s, it->n2 + hh, hh, t0, t1 - t0, first);
+                any = fia_tile_head(ex, it, next, s, it->h0 + hh, hh, t0, t1 - t0, first);
             if (any) first = false;
         }
         t0 = t1;
@@ -507,20 +479,15 @@ static void fia_run_tile(const fia_exec *ex, const fia_item *it, const fia_item 
 
     if (it->group < 0) {
         for (int64_t r = 0; r < all; r++)
-            fia_write_state_row(p, b, it->n2, it->q0, rows, r, first ? -INFINITY : s->m[r], s->l[r],
+            fia_write_state_row(p, b, it->h0, it->q0, rows, r, first ? -INFINITY : s->m[r], s->l[r],
                                 s->o + r * dvp);
         return;
     }
-    /* partial state of this chunk: [m[all], l[all], o[all x Dv]] */
-    float *slot = ex->partials + p->groups[it->group].partial + (int64_t)it->chunk * all * (Dv + 2);
-    for (int64_t r = 0; r < all; r++) {
-        slot[r] = first ? -INFINITY : s->m[r];
-        slot[all + r] = s->l[r];
-        if (!first) memcpy(slot + 2 * all + r * Dv, s->o + r * dvp, (size_t)Dv * sizeof(float));
-    }
+    fia_splitkv_store(ex->partials, &p->work.groups[it->group], it->chunk, all, Dv, first, s->m,
+                      s->l, s->o, dvp);
 }
 
-static void fia_run_zero(const fia_exec *ex, const fia_item *it, fia_scratch *s) {
+static void fia_run_zero(const fia_exec *ex, const fia_work_item *it, fia_scratch *s) {
     const fia_attn_plan *p = ex->p;
     const fia_batch *bi = &p->batches[it->b];
     memset(s->o, 0, (size_t)p->Dv * sizeof(float));
@@ -528,41 +495,41 @@ static void fia_run_zero(const fia_exec *ex, const fia_item *it, fia_scratch *s)
         for (int64_t h = 0; h < p->N1; h++) fia_write_row(p, bi, it->b, h, i, s->o, INFINITY);
 }
 
-static void fia_merge_group(const fia_exec *ex, const fia_group *g, fia_scratch *s) {
-    const fia_attn_plan *p = ex->p;
-    const int64_t rows = g->qn * p->G, all = rows * g->nh, Dv = p->Dv;
-    const float *base = ex->partials + g->partial;
-    float *o = s->o;
-    for (int64_t r = 0; r < all; r++) {
-        float m = -INFINITY, l = 0.0f;
-        for (int32_t c = 0; c < g->nchunks; c++) {
-            const float *slot = base + (int64_t)c * all * (Dv + 2);
-            fia_softmax_state_merge(&m, &l, o, slot[r], slot[all + r], slot + 2 * all + r * Dv, Dv);
-        }
-        fia_write_state_row(p, g->b, g->n2, g->q0, rows, r, m, l, o);
-    }
+typedef struct fia_merge_ctx {
+    const fia_attn_plan *p;
+    const fia_work_group *g;
+} fia_merge_ctx;
+
+static void fia_merge_write(const void *arg, int64_t r, float m, float l, float *o) {
+    const fia_merge_ctx *c = arg;
+    fia_write_state_row(c->p, c->g->b, c->g->h0, c->g->q0, c->g->qn * c->p->G, r, m, l, o);
 }
 
-static fia_scratch fia_thread_scratch(const fia_exec *ex, int32_t tid) {
+static void fia_merge_group(const fia_exec *ex, const fia_work_group *g, fia_scratch *s) {
+    const fia_merge_ctx c = {ex->p, g};
+    fia_splitkv_merge(ex->partials, g, g->qn * ex->p->G * g->nh, ex->p->Dv, s->o, fia_merge_write,
+                      &c);
+}
+
+static fia_scratch fia_scratch_of(const fia_exec *ex, int32_t tid) {
     fia_scratch s;
-    const size_t bytes = fia_scratch_carve(ex->p, NULL, NULL);
-    fia_scratch_carve(ex->p, ex->ws + bytes * (size_t)tid, &s);
+    fia_scratch_carve(ex->p, fia_thread_scratch(ex->ws, ex->scratch_bytes, tid), &s);
     return s;
 }
 
 static void fia_item_task(void *arg, int64_t task, int32_t tid) {
     const fia_exec *ex = arg;
-    const fia_item *it = &ex->p->items[task];
-    const fia_item *next = task + 1 < ex->p->num_items ? it + 1 : NULL;
-    fia_scratch s = fia_thread_scratch(ex, tid);
-    if (it->kind == FIA_ITEM_ZERO) fia_run_zero(ex, it, &s);
-    else fia_run_tile(ex, it, next && next->kind == FIA_ITEM_TILE ? next : NULL, &s);
+    const fia_work_item *it = &ex->p->work.items[task];
+    const fia_work_item *next = task + 1 < ex->p->work.num_items ? it + 1 : NULL;
+    fia_scratch s = fia_scratch_of(ex, tid);
+    if (it->kind == FIA_WORK_ZERO) fia_run_zero(ex, it, &s);
+    else fia_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
 }
 
 static void fia_merge_task(void *arg, int64_t task, int32_t tid) {
     const fia_exec *ex = arg;
-    fia_scratch s = fia_thread_scratch(ex, tid);
-    fia_merge_group(ex, &ex->p->groups[task], &s);
+    fia_scratch s = fia_scratch_of(ex, tid);
+    fia_merge_group(ex, &ex->p->work.groups[task], &s);
 }
 
 /* Per-tensor / per-channel dequant vectors in fp32: [K|V][scale|offset][N2][D]. */
@@ -597,11 +564,11 @@ static void fia_prepare_antiquant(const fia_attn_plan *p, float *aq) {
 
 void fia_attn_execute(fia_plan *plan, void *workspace) {
     const fia_attn_plan *p = (const fia_attn_plan *)plan;
-    fia_exec ex = {p, workspace, NULL, NULL};
+    fia_exec ex = {p, workspace, NULL, NULL, fia_scratch_carve(p, NULL, NULL)};
     float *aq = NULL;
     fia_attn_workspace_layout(p, workspace, &aq, &ex.partials);
     fia_prepare_antiquant(p, aq);
     ex.aq = aq;
-    fia_pool_run(plan->ctx->pool, p->num_items, fia_item_task, &ex);
-    fia_pool_run(plan->ctx->pool, p->num_groups, fia_merge_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_items, fia_item_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_groups, fia_merge_task, &ex);
 }

@@ -28,17 +28,9 @@
 #include "fia.h"
 #include "kernels/kernels.h"
 #include "ops/validate.h"
+#include "sched/kvcache.h"
+#include "sched/worklist.h"
 
-/* Addressing of a [batch, token, head, dim] tensor with a unit dim stride: element (b, t, h, d)
- * of a non-paged tensor is at base + b*s_b + t*s_t + h*s_h + d (elements). For a paged cache
- * token t of batch b is row t % block_size of block block_table[b][t / block_size]:
- * base + block*s_blk + row*s_t + h*s_h + d. */
-typedef struct fia_seq {
-    char *base;
-    fia_dtype dtype;
-    int64_t esize;
-    int64_t s_b, s_t, s_h, s_blk;
-} fia_seq;
 
 typedef struct fia_batch {
     int64_t sq, skv;      /* actual query and kv lengths */
@@ -62,26 +54,6 @@ typedef enum fia_antiquant {
     FIA_AQ_TOKEN    /* per batch and token */
 } fia_antiquant;
 
-typedef enum fia_item_kind { FIA_ITEM_TILE = 0, FIA_ITEM_ZERO = 1 } fia_item_kind;
-
-typedef struct fia_item {
-    int32_t kind;
-    int32_t b, n2;       /* batch, first kv head (ZERO items: all heads) */
-    int32_t nh;          /* kv heads [n2, n2 + nh) */
-    int32_t group;       /* split group, -1 when the item writes the output itself */
-    int32_t chunk;       /* index within the group */
-    int64_t q0, qn;      /* query positions [q0, q0 + qn) */
-    int64_t kv0, kv1;    /* keys [kv0, kv1) this item covers */
-    int64_t cost;
-} fia_item;
-
-typedef struct fia_group {
-    int32_t b, n2, nh;
-    int32_t nchunks;
-    int64_t q0, qn;
-    int64_t partial;     /* offset (floats) of chunk 0's partial in the partial area */
-} fia_group;
-
 typedef struct fia_attn_plan {
     fia_plan base;
     const fia_kernels *kern;
@@ -97,9 +69,8 @@ typedef struct fia_attn_plan {
 
     bool paged;
     bool token_major;    /* the rows of all kv heads of a token are adjacent (BSH/BSND/TND/BnBsH) */
-    int64_t block_size;
-    int32_t *block_table; /* B x bt_cols, copied and validated */
-    int64_t bt_cols;
+    fia_pages pages;     /* the copied, validated block table (table NULL: dense) */
+    int32_t *block_table; /* owned copy behind pages.table */
 
     fia_vis vis;
     int64_t pre, next;   /* clamped to +-2^40 */
@@ -110,10 +81,7 @@ typedef struct fia_attn_plan {
     fia_tensor aq_scale, aq_offset; /* views (offset.data NULL when absent) */
 
     fia_batch *batches;
-    fia_item *items;
-    int64_t num_items;
-    fia_group *groups;
-    int64_t num_groups;
+    fia_worklist work;   /* items (h0, nh: kv heads) and split groups */
 
     /* tiles and workspace layout */
     int64_t tile_pos;    /* query positions per tile */
@@ -123,8 +91,6 @@ typedef struct fia_attn_plan {
     int64_t kv_chunk;
     int64_t dp, dvp;     /* D, Dv rounded up to 16 floats */
     int64_t num_threads;
-    size_t scratch_bytes;   /* per thread */
-    int64_t partial_floats; /* all groups */
 } fia_attn_plan;
 
 /* Per-thread scratch, carved from the workspace. */
@@ -162,15 +128,6 @@ static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, in
 
 /* ---- validation pieces shared by the dense path and MLA (fia_common.c) ---- */
 
-/* Dims of a query/key/value/output tensor in its layout. */
-typedef struct fia_dims {
-    int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
-} fia_dims;
-
-/* Reads [B, S, N, D] of a tensor laid out as layout (BSH, BSND, BNSD, TND) with `heads` heads
- * and fills its addressing. */
-fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layout, int64_t heads,
-                         fia_seq *seq, fia_dims *dims);
 /* Checks attention_out's batch (non-TND) and sequence dims against the query's. */
 fia_status fia_check_out_dims(const fia_dims *od, const fia_dims *qd, bool tnd, int64_t B);
 /* The per-batch lengths of both paths into a calloc'ed *batches[B] (set even on failure, for

@@ -24,6 +24,7 @@
  *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [VNNI].
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@
 #include "kernels/i8gemm.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
+#include "sched/splitkv.h"
+#include "sched/tensor_spec.h"
 
 enum {
     MLA_DN = 512,          /* latent (nope) width, also the output width */
@@ -48,34 +51,6 @@ enum {
     MLA_CHUNK = 1024       /* keys per split-KV chunk (a multiple of both steps) */
 };
 
-/* A cache tensor (latent, rope or value). Element d of token row `row` of block blk (paged) or
- * of token tok of batch b (dense) is at
- *   dense:  base + (b s_b + tok s_t + d) es
- *   paged:  base + (blk s_blk + row s_t + d) es
- *   NZ:     base + (blk s_blk + (d / w) s_c + row w + d % w) es     (w > 0) */
-typedef struct mla_cache {
-    const char *base;
-    fia_dtype dt;
-    int64_t es, dim;
-    int64_t s_b, s_t, s_blk, s_c, w;
-} mla_cache;
-
-typedef enum { MLA_ITEM_TILE = 0, MLA_ITEM_ZERO = 1 } mla_item_kind;
-
-typedef struct mla_item {
-    int32_t kind, b;
-    int32_t group, chunk; /* group -1: the item writes the output itself */
-    int64_t q0, qn;       /* query positions */
-    int64_t kv0, kv1;     /* keys */
-    int64_t cost;
-} mla_item;
-
-typedef struct mla_group {
-    int32_t b, nchunks;
-    int64_t q0, qn;
-    int64_t partial;      /* offset (floats) of chunk 0's partial state */
-} mla_group;
-
 typedef struct mla_plan {
     fia_plan base;
     const fia_kernels *kern;
@@ -84,18 +59,16 @@ typedef struct mla_plan {
     bool tnd, paged, quant, amla, v_is_k, causal;
     float scale;
     fia_seq q, qr, o;
-    mla_cache k, kr, v;
+    fia_seq k, kr, v;
     float *lse;
     int64_t lse_s_b, lse_s_t, lse_s_h;
-    int64_t block_size, bt_cols;
-    int32_t *block_table;
+    fia_pages pages;      /* the block table (table NULL: dense caches) */
+    int32_t *block_table; /* owned copy behind pages.table */
     const char *sq;       /* int8 form: dequant_scale_query, fp32, (token, head) strides */
     int64_t sq_s_b, sq_s_t, sq_s_h;
     const float *sk, *sv; /* int8 form: the per-tensor scales (read at execute time) */
     fia_batch *batches;
-    mla_item *items;
-    mla_group *groups;
-    int64_t num_items, num_groups, partial_floats;
+    fia_worklist work;    /* items (h0 = 0, nh = 1: all heads) and split groups */
     int64_t pos_per_tile, rows_max;
     int64_t step;         /* keys per step: T_FLOAT or T_INT8 */
 } mla_plan;
@@ -164,43 +137,36 @@ static size_t mla_workspace_layout(const mla_plan *p, void *ws, float **partials
     const size_t per_thread = mla_scratch_carve(p, NULL, NULL);
     fia_arena a = {ws, 0};
     fia_arena_take(&a, per_thread * (size_t)p->num_threads);
-    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
     if (partials) *partials = part;
     return a.used;
 }
 
 /* ---- addressing and conversion ------------------------------------------------------------- */
 
-/* Element offset (in elements) of (token tok of batch b, dim d0) and, for paged caches, the
+/* Element offset of token tok of batch b in a cache and, for paged caches, the
  * number of tokens left in tok's block (dense: all). */
-static inline int64_t mla_cache_off(const mla_plan *p, const mla_cache *c, int64_t b, int64_t tok,
+static inline int64_t mla_cache_off(const mla_plan *p, const fia_seq *c, int64_t b, int64_t tok,
                                     int64_t *run) {
-    if (!p->paged) {
-        *run = INT64_MAX;
-        return b * c->s_b + (p->batches[b].kv_tok0 + tok) * c->s_t;
-    }
-    const int64_t bs = p->block_size, row = tok % bs;
-    const int64_t blk = p->block_table[b * p->bt_cols + tok / bs];
-    *run = bs - row;
-    return blk * c->s_blk + row * (c->w ? c->w : c->s_t);
+    return fia_seq_offset(c, &p->pages, b, p->batches[b].kv_tok0, 0, tok, run);
 }
 
 /* Prefetches (into L2) the rows of tokens [t0, t0 + n) of batch b. */
-static void mla_prefetch(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n) {
+static void mla_prefetch(const mla_plan *p, const fia_seq *c, int64_t b, int64_t t0, int64_t n) {
     for (int64_t j = 0; j < n;) {
         int64_t run;
         const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
         if (run > n - j) run = n - j;
-        if (c->w) {
-            const int64_t bytes = run * c->w * c->es;
-            for (int64_t ci = 0; ci < c->dim / c->w; ci++) {
-                const char *src = c->base + (off + ci * c->s_c) * c->es;
+        if (c->nz_w) {
+            const int64_t bytes = run * c->nz_w * c->esize;
+            for (int64_t ci = 0; ci < c->dim / c->nz_w; ci++) {
+                const char *src = c->base + (off + ci * c->s_nz) * c->esize;
                 for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(src + o, 0, 2);
             }
         } else {
             for (int64_t r = 0; r < run; r++) {
-                const char *src = c->base + (off + r * c->s_t) * c->es;
-                for (int64_t o = 0; o < c->dim * c->es; o += 64) __builtin_prefetch(src + o, 0, 2);
+                const char *src = c->base + (off + r * c->s_t) * c->esize;
+                for (int64_t o = 0; o < c->dim * c->esize; o += 64) __builtin_prefetch(src + o, 0, 2);
             }
         }
         j += run;
@@ -208,25 +174,25 @@ static void mla_prefetch(const mla_plan *p, const mla_cache *c, int64_t b, int64
 }
 
 /* Converts the rows of tokens [t0, t0 + n) of batch b to fp32: row j at dst + j ld. */
-static void mla_load_rows(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n,
+static void mla_load_rows(const mla_plan *p, const fia_seq *c, int64_t b, int64_t t0, int64_t n,
                           float *dst, int64_t ld, float *tmp) {
     const fia_kernels *k = p->kern;
     for (int64_t j = 0; j < n;) {
         int64_t run;
         const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
         if (run > n - j) run = n - j;
-        if (c->w) {
+        if (c->nz_w) {
             /* NZ: chunk ci of `run` consecutive rows is contiguous (run x w elements) */
-            for (int64_t ci = 0; ci < c->dim / c->w; ci++) {
-                fia_kernels_to_f32(k, c->base + (off + ci * c->s_c) * c->es, c->dt, tmp,
-                                   run * c->w);
+            for (int64_t ci = 0; ci < c->dim / c->nz_w; ci++) {
+                fia_kernels_to_f32(k, c->base + (off + ci * c->s_nz) * c->esize, c->dtype, tmp,
+                                   run * c->nz_w);
                 for (int64_t r = 0; r < run; r++)
-                    memcpy(dst + (j + r) * ld + ci * c->w, tmp + r * c->w,
-                           (size_t)c->w * sizeof(float));
+                    memcpy(dst + (j + r) * ld + ci * c->nz_w, tmp + r * c->nz_w,
+                           (size_t)c->nz_w * sizeof(float));
             }
         } else {
             for (int64_t r = 0; r < run; r++)
-                fia_kernels_to_f32(k, c->base + (off + r * c->s_t) * c->es, c->dt,
+                fia_kernels_to_f32(k, c->base + (off + r * c->s_t) * c->esize, c->dtype,
                                    dst + (j + r) * ld, c->dim);
         }
         j += run;
@@ -234,17 +200,17 @@ static void mla_load_rows(const mla_plan *p, const mla_cache *c, int64_t b, int6
 }
 
 /* int8 rows of tokens [t0, t0 + n): pointers into the cache, or (NZ) into rows gathered in buf. */
-static void mla_int8_rows(const mla_plan *p, const mla_cache *c, int64_t b, int64_t t0, int64_t n,
+static void mla_int8_rows(const mla_plan *p, const fia_seq *c, int64_t b, int64_t t0, int64_t n,
                           const int8_t **ptrs, int8_t *buf) {
     for (int64_t j = 0; j < n;) {
         int64_t run;
         const int64_t off = mla_cache_off(p, c, b, t0 + j, &run);
         if (run > n - j) run = n - j;
         for (int64_t r = 0; r < run; r++) {
-            if (c->w) {
+            if (c->nz_w) {
                 int8_t *row = buf + (j + r) * MLA_DN;
-                for (int64_t ci = 0; ci < MLA_DN / c->w; ci++)
-                    memcpy(row + ci * c->w, c->base + off + ci * c->s_c + r * c->w, (size_t)c->w);
+                for (int64_t ci = 0; ci < MLA_DN / c->nz_w; ci++)
+                    memcpy(row + ci * c->nz_w, c->base + off + ci * c->s_nz + r * c->nz_w, (size_t)c->nz_w);
                 ptrs[j + r] = row;
             } else {
                 ptrs[j + r] = (const int8_t *)c->base + off + r * c->s_t;
@@ -265,6 +231,7 @@ typedef struct mla_exec {
     const mla_plan *p;
     char *ws;
     float *partials;
+    size_t scratch_bytes; /* per thread */
 } mla_exec;
 
 /* Visible keys [lo, hi] of query position i of batch bi. */
@@ -277,7 +244,7 @@ static inline void mla_row_range(const mla_plan *p, const fia_batch *bi, int64_t
 }
 
 /* Packs the query tile of positions [q0, q0 + qn) of batch b (all heads): rows r = pp N + h. */
-static void mla_pack_query(const mla_plan *p, const mla_item *it, mla_scratch *s) {
+static void mla_pack_query(const mla_plan *p, const fia_work_item *it, mla_scratch *s) {
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
     const float sc = p->scale;
@@ -307,7 +274,7 @@ static void mla_pack_query(const mla_plan *p, const mla_item *it, mla_scratch *s
 
 /* Sets the scores of keys [t0, t0 + n) that a row cannot see to -inf; returns whether any
  * score stays visible. */
-static bool mla_mask(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0, int64_t n) {
+static bool mla_mask(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0, int64_t n) {
     bool any = false;
     for (int64_t pp = 0; pp < it->qn; pp++) {
         int64_t a = s->lo[pp] - t0, e = s->hi[pp] - t0 + 1;
@@ -325,7 +292,7 @@ static bool mla_mask(const mla_plan *p, const mla_item *it, mla_scratch *s, int6
 }
 
 /* Float form: one step of keys [t0, t0 + n). */
-static bool mla_step_float(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0,
+static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
                            int64_t n, bool first) {
     const fia_kernels *k = p->kern;
     const int64_t rows = it->qn * p->N, b = it->b, T = p->step;
@@ -369,7 +336,7 @@ static bool mla_step_float(const mla_plan *p, const mla_item *it, mla_scratch *s
 }
 
 /* int8 form: one step of keys [t0, t0 + n). */
-static bool mla_step_int8(const mla_plan *p, const mla_item *it, mla_scratch *s, int64_t t0,
+static bool mla_step_int8(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
                           int64_t n, bool first) {
     const fia_kernels *k = p->kern;
     const fia_i8_kernels *i8 = p->i8;
@@ -424,7 +391,7 @@ static void mla_write_row(const mla_plan *p, int64_t b, int64_t h, int64_t i, fl
     if (p->lse) p->lse[b * p->lse_s_b + (bi->q_tok0 + i) * p->lse_s_t + h * p->lse_s_h] = lse;
 }
 
-static void mla_run_tile(const mla_exec *ex, const mla_item *it, const mla_item *next,
+static void mla_run_tile(const mla_exec *ex, const fia_work_item *it, const fia_work_item *next,
                          mla_scratch *s) {
     const mla_plan *p = ex->p;
     const fia_batch *bi = &p->batches[it->b];
@@ -469,78 +436,66 @@ static void mla_run_tile(const mla_exec *ex, const mla_item *it, const mla_item 
                           s->l[r], s->o + r * MLA_DN);
         return;
     }
-    float *slot = ex->partials + p->groups[it->group].partial +
-                  (int64_t)it->chunk * rows * (MLA_DN + 2);
-    for (int64_t r = 0; r < rows; r++) {
-        slot[r] = first ? -INFINITY : s->m[r];
-        slot[rows + r] = s->l[r];
-        if (!first) memcpy(slot + 2 * rows + r * MLA_DN, s->o + r * MLA_DN, MLA_DN * sizeof(float));
-    }
+    fia_splitkv_store(ex->partials, &p->work.groups[it->group], it->chunk, rows, MLA_DN, first,
+                      s->m, s->l, s->o, MLA_DN);
 }
 
-static void mla_run_zero(const mla_exec *ex, const mla_item *it, mla_scratch *s) {
+static void mla_run_zero(const mla_exec *ex, const fia_work_item *it, mla_scratch *s) {
     const mla_plan *p = ex->p;
     for (int64_t i = it->q0; i < it->q0 + it->qn; i++)
         for (int64_t h = 0; h < p->N; h++) mla_write_row(p, it->b, h, i, -INFINITY, 0.0f, s->o);
 }
 
-static mla_scratch mla_thread_scratch(const mla_exec *ex, int32_t tid) {
+static mla_scratch mla_scratch_of(const mla_exec *ex, int32_t tid) {
     mla_scratch s;
-    const size_t bytes = mla_scratch_carve(ex->p, NULL, NULL);
-    mla_scratch_carve(ex->p, ex->ws + bytes * (size_t)tid, &s);
+    mla_scratch_carve(ex->p, fia_thread_scratch(ex->ws, ex->scratch_bytes, tid), &s);
     return s;
 }
 
 static void mla_item_task(void *arg, int64_t task, int32_t tid) {
     const mla_exec *ex = arg;
     const mla_plan *p = ex->p;
-    const mla_item *it = &p->items[task];
-    const mla_item *next = task + 1 < p->num_items ? it + 1 : NULL;
-    mla_scratch s = mla_thread_scratch(ex, tid);
-    if (it->kind == MLA_ITEM_ZERO) mla_run_zero(ex, it, &s);
-    else mla_run_tile(ex, it, next && next->kind == MLA_ITEM_TILE ? next : NULL, &s);
+    const fia_work_item *it = &p->work.items[task];
+    const fia_work_item *next = task + 1 < p->work.num_items ? it + 1 : NULL;
+    mla_scratch s = mla_scratch_of(ex, tid);
+    if (it->kind == FIA_WORK_ZERO) mla_run_zero(ex, it, &s);
+    else mla_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
+}
+
+typedef struct mla_merge_ctx {
+    const mla_plan *p;
+    const fia_work_group *g;
+} mla_merge_ctx;
+
+static void mla_merge_write(const void *arg, int64_t r, float m, float l, float *o) {
+    const mla_merge_ctx *c = arg;
+    mla_write_row(c->p, c->g->b, r % c->p->N, c->g->q0 + r / c->p->N, m, l, o);
 }
 
 static void mla_merge_task(void *arg, int64_t task, int32_t tid) {
     const mla_exec *ex = arg;
-    const mla_plan *p = ex->p;
-    const mla_group *g = &p->groups[task];
-    mla_scratch s = mla_thread_scratch(ex, tid);
-    const int64_t rows = g->qn * p->N;
-    const float *base = ex->partials + g->partial;
-    for (int64_t r = 0; r < rows; r++) {
-        float m = -INFINITY, l = 0.0f;
-        for (int32_t c = 0; c < g->nchunks; c++) {
-            const float *slot = base + (int64_t)c * rows * (MLA_DN + 2);
-            fia_softmax_state_merge(&m, &l, s.o, slot[r], slot[rows + r],
-                                    slot + 2 * rows + r * MLA_DN, MLA_DN);
-        }
-        mla_write_row(p, g->b, r % p->N, g->q0 + r / p->N, m, l, s.o);
-    }
+    const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task]};
+    mla_scratch s = mla_scratch_of(ex, tid);
+    fia_splitkv_merge(ex->partials, c.g, c.g->qn * ex->p->N, MLA_DN, s.o, mla_merge_write, &c);
 }
 
 static void mla_execute(fia_plan *plan, void *workspace) {
     const mla_plan *p = (const mla_plan *)plan;
-    mla_exec ex = {p, workspace, NULL};
+    mla_exec ex = {p, workspace, NULL, mla_scratch_carve(p, NULL, NULL)};
     mla_workspace_layout(p, workspace, &ex.partials);
-    fia_pool_run(plan->ctx->pool, p->num_items, mla_item_task, &ex);
-    fia_pool_run(plan->ctx->pool, p->num_groups, mla_merge_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_items, mla_item_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_groups, mla_merge_task, &ex);
 }
 
 /* ---- schedule ------------------------------------------------------------------------------ */
 
-static int mla_item_cmp(const void *a, const void *b) {
-    const mla_item *x = a, *y = b;
-    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
-    if (x->b != y->b) return x->b < y->b ? -1 : 1;
-    if (x->kv0 != y->kv0) return x->kv0 < y->kv0 ? -1 : 1;
-    return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
-}
-
+/* The work list: one item per query tile, split into chunk groups where the tile sees more
+ * than MLA_CHUNK keys; ZERO items for rows past the actual query length. */
 static fia_status mla_schedule(mla_plan *p) {
     const int64_t tp = p->pos_per_tile, C = MLA_CHUNK;
+    fia_worklist *wl = &p->work;
     for (int pass = 0; pass < 2; pass++) {
-        int64_t ni = 0, ng = 0, partial = 0;
+        fia_worklist_begin(wl, pass);
         for (int64_t b = 0; b < p->B; b++) {
             const fia_batch *bi = &p->batches[b];
             for (int64_t q0 = 0; q0 < bi->sq; q0 += tp) {
@@ -549,52 +504,17 @@ static fia_status mla_schedule(mla_plan *p) {
                 mla_row_range(p, bi, q0, &lo, &unused);
                 mla_row_range(p, bi, q0 + qn - 1, &unused, &hi);
                 const int64_t kv0 = lo, kv1 = hi + 1 > lo ? hi + 1 : lo;
-                if (kv1 - kv0 <= C) {
-                    if (pass)
-                        p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, -1, 0, q0, qn, kv0,
-                                                  kv1, fia_cost_tile(rows, kv1 - kv0)};
-                    ni++;
-                    continue;
-                }
-                const int64_t c0 = kv0 / C, c1 = (kv1 - 1) / C;
-                if (pass)
-                    p->groups[ng] = (mla_group){(int32_t)b, (int32_t)(c1 - c0 + 1), q0, qn, partial};
-                for (int64_t c = c0; c <= c1; c++) {
-                    const int64_t a = c * C > kv0 ? c * C : kv0;
-                    const int64_t e = (c + 1) * C < kv1 ? (c + 1) * C : kv1;
-                    if (pass)
-                        p->items[ni] = (mla_item){MLA_ITEM_TILE, (int32_t)b, (int32_t)ng,
-                                                  (int32_t)(c - c0), q0, qn, a, e,
-                                                  fia_cost_tile(rows, e - a)};
-                    ni++;
-                }
-                partial += (c1 - c0 + 1) * rows * (MLA_DN + 2);
-                ng++;
+                if (kv1 - kv0 <= C) fia_worklist_tile(wl, b, 0, 1, q0, qn, kv0, kv1, rows);
+                else fia_worklist_split(wl, b, 0, 1, q0, qn, kv0, kv1, C, rows, MLA_DN);
             }
             const int64_t rows_alloc = !p->tnd ? p->S1 : b + 1 == p->B ? p->S1 - bi->q_tok0 : bi->sq;
-            if (rows_alloc > bi->sq) {
-                if (pass)
-                    p->items[ni] = (mla_item){MLA_ITEM_ZERO, (int32_t)b, -1, 0, bi->sq,
-                                              rows_alloc - bi->sq, 0, 0,
-                                              (rows_alloc - bi->sq) * p->N};
-                ni++;
-            }
-            if (ni > FIA_MAX_ITEMS)
-                return FIA_UNSUPPORTED("the call needs more than %lld work items",
-                                       (long long)FIA_MAX_ITEMS);
+            if (rows_alloc > bi->sq)
+                fia_worklist_zero(wl, b, bi->sq, rows_alloc - bi->sq, (rows_alloc - bi->sq) * p->N);
+            FIA_TRY(fia_worklist_check(wl));
         }
-        if (!pass) {
-            p->num_items = ni;
-            p->num_groups = ng;
-            p->partial_floats = partial;
-            p->items = malloc((size_t)(ni ? ni : 1) * sizeof *p->items);
-            p->groups = malloc((size_t)(ng ? ng : 1) * sizeof *p->groups);
-            if (!p->items || !p->groups)
-                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: cannot allocate %lld work items",
-                                 (long long)ni);
-        }
+        FIA_TRY(fia_worklist_end(wl));
     }
-    qsort(p->items, (size_t)p->num_items, sizeof *p->items, mla_item_cmp);
+    fia_worklist_sort(wl);
     return FIA_STATUS_SUCCESS;
 }
 
@@ -604,8 +524,7 @@ static void mla_destroy(fia_plan *plan) {
     mla_plan *p = (mla_plan *)plan;
     free(p->block_table);
     free(p->batches);
-    free(p->items);
-    free(p->groups);
+    fia_worklist_free(&p->work);
     free(p);
 }
 
@@ -613,18 +532,18 @@ static void mla_destroy(fia_plan *plan) {
  * PA_NZ 5-D). Checks the width `dim`; *blocks gets the block count (paged) or *seq the S2 / T2
  * (dense) and *batch the batch dim (dense non-TND). */
 static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const char *name,
-                                  fia_layout in_layout, int64_t dim, mla_cache *c, int64_t *blocks,
+                                  fia_layout in_layout, int64_t dim, fia_seq *c, int64_t *blocks,
                                   int64_t *seq, int64_t *batch) {
     memset(c, 0, sizeof *c);
     c->base = fia_tensor_ptr(t);
-    c->dt = t->dtype;
-    c->es = (int64_t)fia_dtype_size(t->dtype);
+    c->dtype = t->dtype;
+    c->esize = (int64_t)fia_dtype_size(t->dtype);
     c->dim = dim;
-    const int64_t *sh = t->shape, *st = t->strides, bs = p->block_size;
+    const int64_t *sh = t->shape, *st = t->strides, bs = p->pages.block_size;
     if (!p->paged) {
         fia_seq s;
         fia_dims d;
-        FIA_TRY(fia_parse_seq(t, name, in_layout, 1, &s, &d));
+        FIA_TRY(fia_seq_parse(t, name, in_layout, 1, &s, &d));
         if (d.D != dim)
             return FIA_INVALID("%s head dim is %lld, must be %lld", name, (long long)d.D,
                                (long long)dim);
@@ -636,7 +555,7 @@ static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const 
     }
     *blocks = sh[0];
     if (t->ndim == 5) {
-        const int64_t w = 32 / c->es;
+        const int64_t w = 32 / c->esize;
         if (sh[1] != 1)
             return FIA_INVALID("%s (PA_NZ) dim 1 is %lld, must be 1", name, (long long)sh[1]);
         if (sh[2] * w != dim || sh[4] != w)
@@ -647,9 +566,9 @@ static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const 
         if (st[3] != w)
             return FIA_UNSUPPORTED("%s (PA_NZ) dim 3 stride is %lld, must be %lld (rows of a "
                                    "chunk adjacent)", name, (long long)st[3], (long long)w);
-        c->w = w;
+        c->nz_w = w;
         c->s_blk = st[0];
-        c->s_c = st[2];
+        c->s_nz = st[2];
         return FIA_STATUS_SUCCESS;
     }
     if (t->ndim == 4) {
@@ -682,32 +601,26 @@ static fia_status mla_scalar_scale(const fia_tensor *t, const char *name, const 
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status mla_validate(mla_plan *p, fia_context *ctx,
-                               const fia_fused_infer_attention_score_tensors *t,
-                               const fia_fused_infer_attention_score_params *prm) {
-    if (!t->query_rope) return FIA_INVALID("key_rope is given but query_rope is NULL");
-    if (!t->key_rope) return FIA_INVALID("query_rope is given but key_rope is NULL");
-    if (!t->query) return FIA_INVALID("query is NULL");
-    if (!t->key) return FIA_INVALID("key is NULL");
-    if (!t->value) return FIA_INVALID("value is NULL");
-    if (!t->attention_out) return FIA_INVALID("attention_out is NULL");
-    FIA_TRY(fia_tensor_check(t->query, "query", true));
-    FIA_TRY(fia_tensor_check(t->query_rope, "query_rope", true));
-    FIA_TRY(fia_tensor_check(t->key, "key", true));
-    FIA_TRY(fia_tensor_check(t->key_rope, "key_rope", true));
-    FIA_TRY(fia_tensor_check(t->value, "value", true));
-    FIA_TRY(fia_tensor_check(t->attention_out, "attention_out", true));
-    if (t->atten_mask) FIA_TRY(fia_tensor_check(t->atten_mask, "atten_mask", false));
-    if (t->block_table) FIA_TRY(fia_tensor_check(t->block_table, "block_table", false));
-    if (t->antiquant_scale || t->antiquant_offset)
-        return FIA_UNSUPPORTED("antiquant is not supported with MLA (use the int8 form with "
-                               "dequant_scale_query/key/value)");
-    if (prm->softmax_lse_flag) {
-        if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but softmax_lse_flag is set");
-        FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
-    }
+/* The tensors of the MLA path (dtypes depend on the form, checked below; dequant scales and
+ * softmax_lse: when the form or the flag asks for them). */
+#define MLA_T(m) offsetof(fia_fused_infer_attention_score_tensors, m)
+#define MLA_REQ (FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT)
+static const fia_tensor_spec mla_tensors[] = {
+    {"query", MLA_T(query), MLA_REQ, 0, NULL, -1},
+    {"query_rope", MLA_T(query_rope), MLA_REQ, 0, NULL, -1},
+    {"key", MLA_T(key), MLA_REQ, 0, NULL, -1},
+    {"key_rope", MLA_T(key_rope), MLA_REQ, 0, NULL, -1},
+    {"value", MLA_T(value), MLA_REQ, 0, NULL, -1},
+    {"attention_out", MLA_T(attention_out), MLA_REQ, 0, NULL, -1},
+    {"atten_mask", MLA_T(atten_mask), 0, 0, NULL, -1},
+    {"block_table", MLA_T(block_table), 0, 0, NULL, -1},
+};
+#undef MLA_REQ
+#undef MLA_T
 
-    /* dtypes */
+/* The dtypes of the two forms: float (query, ropes, output alike; caches float) or int8
+ * (int8 query and latent cache, fp16/bf16 ropes and output, fp32 dequant scales). */
+static fia_status mla_check_dtypes(mla_plan *p, const fia_fused_infer_attention_score_tensors *t) {
     const fia_dtype qt = t->query->dtype, kt = t->key->dtype;
     p->quant = kt == FIA_DTYPE_INT8;
     if (p->quant) {
@@ -756,54 +669,22 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         return FIA_INVALID("value dtype is %s, key is %s", fia_dtype_name(t->value->dtype),
                            fia_dtype_name(kt));
 
-    /* heads, scale, rescale variant */
-    const int64_t N = prm->num_heads;
-    if (N < 1 || N > FIA_MAX_LATENT_HEADS)
-        return FIA_INVALID("num_heads is %lld, must be 1..%d with MLA", (long long)N, FIA_MAX_LATENT_HEADS);
-    if (prm->num_key_value_heads != 0 && prm->num_key_value_heads != 1)
-        return FIA_INVALID("num_key_value_heads is %lld, must be 1 (or 0) with MLA: the latent "
-                           "cache has one head", (long long)prm->num_key_value_heads);
-    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
-    p->N = N;
-    p->scale = (float)prm->scale;
-    if (prm->mla_rescale < FIA_MLA_RESCALE_DEFAULT || prm->mla_rescale > FIA_MLA_RESCALE_AMLA)
-        return FIA_INVALID("mla_rescale is %d, must be 0 (default), 1 (multiply) or 2 (AMLA)",
-                           (int)prm->mla_rescale);
-    p->amla = prm->mla_rescale == FIA_MLA_RESCALE_AMLA && !p->quant;
+    return FIA_STATUS_SUCCESS;
+}
 
-    /* layout and query */
-    const fia_layout layout = prm->input_layout;
-    if (layout != FIA_LAYOUT_BSH && layout != FIA_LAYOUT_BSND && layout != FIA_LAYOUT_BNSD &&
-        layout != FIA_LAYOUT_TND && layout != FIA_LAYOUT_TND_NTD)
-        return FIA_UNSUPPORTED("input_layout %s is not supported with MLA (BSH, BSND, BNSD, TND, "
-                               "TND_NTD are)", fia_layout_name(layout));
-    p->tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_TND_NTD;
-    const fia_layout in_layout = p->tnd ? FIA_LAYOUT_TND : layout;
-    fia_dims qd, rd;
-    FIA_TRY(fia_parse_seq(t->query, "query", in_layout, N, &p->q, &qd));
-    if (qd.D != MLA_DN)
-        return FIA_UNSUPPORTED("query head dim is %lld: MLA supports 512 (+ 64 rope)",
-                               (long long)qd.D);
-    FIA_TRY(fia_parse_seq(t->query_rope, "query_rope", in_layout, N, &p->qr, &rd));
-    if (rd.D != MLA_DR)
-        return FIA_UNSUPPORTED("query_rope head dim is %lld: MLA supports 64", (long long)rd.D);
-    if (rd.B != qd.B || rd.S != qd.S)
-        return FIA_INVALID("query_rope dims 0/1 are %lld/%lld, query has %lld/%lld",
-                           (long long)rd.B, (long long)rd.S, (long long)qd.B, (long long)qd.S);
-    p->S1 = qd.S;
-    FIA_TRY(fia_parse_batch_count(p->tnd, prm->actual_seq_lengths, prm->actual_seq_lengths_count,
-                                  "actual_seq_lengths", "TND", qd.B, FIA_MAX_BATCH, &p->B));
-    if (!p->tnd && qd.S < 1) return FIA_INVALID("query sequence dim is 0");
+/* The latent cache (key, also read as value) and its rope: paged (PA_BSND, BnBsH, PA_NZ) or
+ * dense in in_layout; *kS: the dense sequence dim, *kblocks: the paged block count. */
+static fia_status mla_parse_caches(mla_plan *p, const fia_fused_infer_attention_score_tensors *t,
+                                   const fia_fused_infer_attention_score_params *prm,
+                                   fia_layout in_layout, int64_t *kS_out, int64_t *kblocks_out) {
     const int64_t B = p->B;
-
-    /* caches */
     p->paged = t->block_table != NULL;
     if (p->paged) {
         const int64_t bs = prm->block_size;
         if (bs < 16 || bs > FIA_MAX_BLOCK_SIZE || bs % 16 != 0)
             return FIA_INVALID("block_size is %lld, must be a multiple of 16 up to %d with MLA",
                                (long long)bs, FIA_MAX_BLOCK_SIZE);
-        p->block_size = bs;
+        p->pages.block_size = bs;
     }
     int64_t kblocks = 0, rblocks = 0, vblocks = 0, kS = 0, rS = 0, vS = 0, kB = 0, rB = 0, vB = 0;
     FIA_TRY(mla_parse_cache(p, t->key, "key", in_layout, MLA_DN, &p->k, &kblocks, &kS, &kB));
@@ -832,9 +713,107 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
     }
     (void)vblocks, (void)vS, (void)vB;
 
+    *kS_out = kS;
+    *kblocks_out = kblocks;
+    return FIA_STATUS_SUCCESS;
+}
+
+/* attention_out ([N, T, 512] for TND_NTD, else the query's layout) and softmax_lse. */
+static fia_status mla_parse_outputs(mla_plan *p, const fia_fused_infer_attention_score_tensors *t,
+                                    const fia_fused_infer_attention_score_params *prm,
+                                    fia_layout layout, fia_layout in_layout, const fia_dims *qdp) {
+    const fia_dims qd = *qdp;
+    const int64_t N = p->N, B = p->B;
+    if (layout == FIA_LAYOUT_TND_NTD) {
+        const fia_tensor *o = t->attention_out;
+        FIA_TRY(fia_tensor_check_ndim(o, "attention_out", 3));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 0, N, "num_heads (TND_NTD: [N, T, 512])"));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 1, qd.S, "query T"));
+        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 2, MLA_DN, "required"));
+        memset(&p->o, 0, sizeof p->o);
+        p->o.base = fia_tensor_ptr(o);
+        p->o.dtype = o->dtype;
+        p->o.esize = (int64_t)fia_dtype_size(o->dtype);
+        p->o.s_h = o->strides[0];
+        p->o.s_t = o->strides[1];
+    } else {
+        fia_dims od;
+        FIA_TRY(fia_seq_parse(t->attention_out, "attention_out", in_layout, N, &p->o, &od));
+        if (od.D != MLA_DN)
+            return FIA_INVALID("attention_out head dim is %lld, must be 512", (long long)od.D);
+        FIA_TRY(fia_check_out_dims(&od, &qd, p->tnd, B));
+    }
+    p->lse = NULL;
+    if (prm->softmax_lse_flag)
+        FIA_TRY(fia_parse_lse(t->softmax_lse, p->tnd, B, N, qd.S, "num_heads",
+                              p->tnd ? "query T" : "query S", &p->lse, &p->lse_s_b, &p->lse_s_t,
+                              &p->lse_s_h));
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status mla_validate(mla_plan *p, fia_context *ctx,
+                               const fia_fused_infer_attention_score_tensors *t,
+                               const fia_fused_infer_attention_score_params *prm) {
+    if (!t->query_rope) return FIA_INVALID("key_rope is given but query_rope is NULL");
+    if (!t->key_rope) return FIA_INVALID("query_rope is given but key_rope is NULL");
+    FIA_TRY(fia_tensor_spec_check(t, mla_tensors, FIA_SPEC_COUNT(mla_tensors)));
+    if (t->antiquant_scale || t->antiquant_offset)
+        return FIA_UNSUPPORTED("antiquant is not supported with MLA (use the int8 form with "
+                               "dequant_scale_query/key/value)");
+    if (prm->softmax_lse_flag) {
+        if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but softmax_lse_flag is set");
+        FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
+    }
+
+    FIA_TRY(mla_check_dtypes(p, t));
+
+    /* heads, scale, rescale variant */
+    const int64_t N = prm->num_heads;
+    if (N < 1 || N > FIA_MAX_LATENT_HEADS)
+        return FIA_INVALID("num_heads is %lld, must be 1..%d with MLA", (long long)N, FIA_MAX_LATENT_HEADS);
+    if (prm->num_key_value_heads != 0 && prm->num_key_value_heads != 1)
+        return FIA_INVALID("num_key_value_heads is %lld, must be 1 (or 0) with MLA: the latent "
+                           "cache has one head", (long long)prm->num_key_value_heads);
+    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
+    p->N = N;
+    p->scale = (float)prm->scale;
+    if (prm->mla_rescale < FIA_MLA_RESCALE_DEFAULT || prm->mla_rescale > FIA_MLA_RESCALE_AMLA)
+        return FIA_INVALID("mla_rescale is %d, must be 0 (default), 1 (multiply) or 2 (AMLA)",
+                           (int)prm->mla_rescale);
+    p->amla = prm->mla_rescale == FIA_MLA_RESCALE_AMLA && !p->quant;
+
+    /* layout and query */
+    const fia_layout layout = prm->input_layout;
+    if (layout != FIA_LAYOUT_BSH && layout != FIA_LAYOUT_BSND && layout != FIA_LAYOUT_BNSD &&
+        layout != FIA_LAYOUT_TND && layout != FIA_LAYOUT_TND_NTD)
+        return FIA_UNSUPPORTED("input_layout %s is not supported with MLA (BSH, BSND, BNSD, TND, "
+                               "TND_NTD are)", fia_layout_name(layout));
+    p->tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_TND_NTD;
+    const fia_layout in_layout = p->tnd ? FIA_LAYOUT_TND : layout;
+    fia_dims qd, rd;
+    FIA_TRY(fia_seq_parse(t->query, "query", in_layout, N, &p->q, &qd));
+    if (qd.D != MLA_DN)
+        return FIA_UNSUPPORTED("query head dim is %lld: MLA supports 512 (+ 64 rope)",
+                               (long long)qd.D);
+    FIA_TRY(fia_seq_parse(t->query_rope, "query_rope", in_layout, N, &p->qr, &rd));
+    if (rd.D != MLA_DR)
+        return FIA_UNSUPPORTED("query_rope head dim is %lld: MLA supports 64", (long long)rd.D);
+    if (rd.B != qd.B || rd.S != qd.S)
+        return FIA_INVALID("query_rope dims 0/1 are %lld/%lld, query has %lld/%lld",
+                           (long long)rd.B, (long long)rd.S, (long long)qd.B, (long long)qd.S);
+    p->S1 = qd.S;
+    FIA_TRY(fia_parse_batch_count(p->tnd, prm->actual_seq_lengths, prm->actual_seq_lengths_count,
+                                  "actual_seq_lengths", "TND", qd.B, FIA_MAX_BATCH, &p->B));
+    if (!p->tnd && qd.S < 1) return FIA_INVALID("query sequence dim is 0");
+    const int64_t B = p->B;
+
+    int64_t kS = 0, kblocks = 0;
+    FIA_TRY(mla_parse_caches(p, t, prm, in_layout, &kS, &kblocks));
+
     /* lengths and the block table */
-    FIA_TRY(fia_parse_batches(t, prm, B, p->tnd, qd.S, kS, p->block_size, kblocks, &p->batches,
-                              &p->block_table, &p->bt_cols));
+    FIA_TRY(fia_parse_batches(t, prm, B, p->tnd, qd.S, kS, p->pages.block_size, kblocks,
+                              &p->batches, &p->block_table, &p->pages.cols));
+    p->pages.table = p->block_table;
 
     /* sparse mode and mask */
     const int32_t mode = prm->sparse_mode;
@@ -869,31 +848,7 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
         p->i8 = &ctx->kernels.i8;
     }
 
-    /* outputs */
-    if (layout == FIA_LAYOUT_TND_NTD) {
-        const fia_tensor *o = t->attention_out;
-        FIA_TRY(fia_tensor_check_ndim(o, "attention_out", 3));
-        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 0, N, "num_heads (TND_NTD: [N, T, 512])"));
-        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 1, qd.S, "query T"));
-        FIA_TRY(fia_tensor_check_dim(o, "attention_out", 2, MLA_DN, "required"));
-        memset(&p->o, 0, sizeof p->o);
-        p->o.base = fia_tensor_ptr(o);
-        p->o.dtype = o->dtype;
-        p->o.esize = (int64_t)fia_dtype_size(o->dtype);
-        p->o.s_h = o->strides[0];
-        p->o.s_t = o->strides[1];
-    } else {
-        fia_dims od;
-        FIA_TRY(fia_parse_seq(t->attention_out, "attention_out", in_layout, N, &p->o, &od));
-        if (od.D != MLA_DN)
-            return FIA_INVALID("attention_out head dim is %lld, must be 512", (long long)od.D);
-        FIA_TRY(fia_check_out_dims(&od, &qd, p->tnd, B));
-    }
-    p->lse = NULL;
-    if (prm->softmax_lse_flag)
-        FIA_TRY(fia_parse_lse(t->softmax_lse, p->tnd, B, N, qd.S, "num_heads",
-                              p->tnd ? "query T" : "query S", &p->lse, &p->lse_s_b, &p->lse_s_t,
-                              &p->lse_s_h));
+    FIA_TRY(mla_parse_outputs(p, t, prm, layout, in_layout, &qd));
     return FIA_STATUS_SUCCESS;
 }
 
@@ -922,7 +877,7 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
         fprintf(stderr, "fia: fused_infer_attention_score (MLA%s%s): B=%lld N=%lld items=%lld "
                 "split-groups=%lld workspace=%zu kernels=%s%s%s\n", p->quant ? ", int8" : "",
                 p->amla ? ", AMLA" : "", (long long)p->B, (long long)p->N,
-                (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
+                (long long)p->work.num_items, (long long)p->work.num_groups, p->base.workspace_bytes,
                 p->kern->name, p->quant ? " + int8 " : "", p->quant ? p->i8->name : "");
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;

@@ -8,6 +8,7 @@
  *           list (see fia_internal.h for the decomposition) and the workspace layout.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "core/params.h"
 #include "core/tensor.h"
 #include "ops/fia_internal.h"
+#include "sched/tensor_spec.h"
 
 enum {
     FIA_KV_TILE = 64,     /* keys per K/V tile */
@@ -27,37 +29,6 @@ enum {
 };
 #define FIA_BAND_LIMIT (INT64_C(1) << 40)
 
-/* Paged cache: BnBsH [blocks, block_size, N2*D] or BnNBsD [blocks, N2, block_size, D]. */
-static fia_status fia_parse_paged(const fia_tensor *t, const char *name, int64_t heads,
-                                  int64_t block_size, fia_seq *seq, int64_t *blocks, int64_t *dim) {
-    const int64_t *sh = t->shape, *st = t->strides;
-    memset(seq, 0, sizeof *seq);
-    seq->base = fia_tensor_ptr(t);
-    seq->dtype = t->dtype;
-    seq->esize = (int64_t)fia_dtype_size(t->dtype);
-    if (t->ndim == 3) {
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, block_size, "block_size"));
-        if (sh[2] % heads != 0 || sh[2] == 0)
-            return FIA_INVALID("%s dim 2 (H) is %lld, not a positive multiple of the %lld kv heads",
-                               name, (long long)sh[2], (long long)heads);
-        *dim = sh[2] / heads;
-        seq->s_blk = st[0];
-        seq->s_t = st[1];
-        seq->s_h = *dim; /* the innermost stride is 1 wherever it matters */
-    } else if (t->ndim == 4) {
-        FIA_TRY(fia_tensor_check_dim(t, name, 1, heads, "num_key_value_heads"));
-        FIA_TRY(fia_tensor_check_dim(t, name, 2, block_size, "block_size"));
-        *dim = sh[3];
-        seq->s_blk = st[0];
-        seq->s_h = st[1];
-        seq->s_t = st[2];
-    } else {
-        return FIA_INVALID("%s has %d dims: a paged cache is BnBsH (3 dims) or BnNBsD (4 dims)",
-                           name, (int)t->ndim);
-    }
-    *blocks = sh[0];
-    return FIA_STATUS_SUCCESS;
-}
 
 /* Full-form mask: [S1m, S2m], [B|1, S1m, S2m], [B|1, 1, S1m, S2m]; decode also [B, S2m]. */
 static fia_status fia_parse_full_mask(fia_attn_plan *p, const fia_tensor *m, bool decode,
@@ -179,8 +150,7 @@ static void fia_attn_destroy(fia_plan *plan) {
     fia_attn_plan *p = (fia_attn_plan *)plan;
     free(p->block_table);
     free(p->batches);
-    free(p->items);
-    free(p->groups);
+    fia_worklist_free(&p->work);
     free(p);
 }
 
@@ -193,18 +163,6 @@ static void fia_tile_kv_range(const fia_attn_plan *p, const fia_batch *bi, int64
     fia_row_range(p, bi, q0 + qn - 1, &unused, &hi);
     *kv0 = lo;
     *kv1 = hi + 1 > lo ? hi + 1 : lo;
-}
-
-/* Largest cost first; equal costs in (batch, first key, kv head, query tile) order, so that
- * threads working at the same time read neighbouring KV rows (for token-major layouts the
- * chunks of all heads at one position are adjacent in memory). */
-static int fia_item_cmp(const void *a, const void *b) {
-    const fia_item *x = a, *y = b;
-    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
-    if (x->b != y->b) return x->b < y->b ? -1 : 1;
-    if (x->kv0 != y->kv0) return x->kv0 < y->kv0 ? -1 : 1;
-    if (x->n2 != y->n2) return x->n2 < y->n2 ? -1 : 1;
-    return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
 }
 
 /* Whether request b is split along its keys (its query fits one tile and sees more than one
@@ -237,117 +195,165 @@ static int64_t fia_split_head_block(const fia_attn_plan *p) {
     return hb;
 }
 
-/* Builds items and groups from the batches. */
+/* Builds the work list from the batches: a request whose query fits one tile and sees more than
+ * one chunk becomes split groups of hb kv heads; every other request one item per (kv head,
+ * query tile); rows past the actual query length (and, TND, past the last batch) a ZERO item. */
 static fia_status fia_attn_schedule(fia_attn_plan *p) {
     const int64_t tp = p->tile_pos, hb = fia_split_head_block(p);
+    fia_worklist *wl = &p->work;
     p->state_rows = p->tile_rows;
-    /* pass 0 counts, pass 1 fills */
     for (int pass = 0; pass < 2; pass++) {
-        int64_t ni = 0, ng = 0, partial = 0;
+        fia_worklist_begin(wl, pass);
         for (int64_t b = 0; b < p->B; b++) {
             const fia_batch *bi = &p->batches[b];
             int64_t kv0, kv1;
             if (fia_request_split(p, bi, &kv0, &kv1)) {
                 const int64_t rows = bi->sq * p->G;
-                const int64_t c0 = kv0 / p->kv_chunk, c1 = (kv1 - 1) / p->kv_chunk;
                 for (int64_t n2 = 0; n2 < p->N2; n2 += hb) {
                     const int64_t nh = p->N2 - n2 < hb ? p->N2 - n2 : hb;
-                    if (pass) {
-                        p->groups[ng] = (fia_group){(int32_t)b, (int32_t)n2, (int32_t)nh,
-                                                    (int32_t)(c1 - c0 + 1), 0, bi->sq, partial};
-                        if (nh * rows > p->state_rows) p->state_rows = nh * rows;
-                    }
-                    for (int64_t c = c0; c <= c1; c++) {
-                        const int64_t a = c * p->kv_chunk > kv0 ? c * p->kv_chunk : kv0;
-                        const int64_t e = (c + 1) * p->kv_chunk < kv1 ? (c + 1) * p->kv_chunk : kv1;
-                        if (pass)
-                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2,
-                                                      (int32_t)nh, (int32_t)ng, (int32_t)(c - c0),
-                                                      0, bi->sq, a, e,
-                                                      nh * fia_cost_tile(rows, e - a)};
-                        ni++;
-                    }
-                    partial += (c1 - c0 + 1) * nh * rows * (p->Dv + 2);
-                    ng++;
+                    if (nh * rows > p->state_rows) p->state_rows = nh * rows;
+                    fia_worklist_split(wl, b, n2, nh, 0, bi->sq, kv0, kv1, p->kv_chunk, rows, p->Dv);
                 }
             } else {
                 const int64_t ntiles = (bi->sq + tp - 1) / tp;
                 for (int64_t n2 = 0; n2 < p->N2; n2++)
                     for (int64_t t = 0; t < ntiles; t++) {
                         const int64_t q0 = t * tp, qn = bi->sq - q0 < tp ? bi->sq - q0 : tp;
-                        const int64_t rows = qn * p->G;
                         fia_tile_kv_range(p, bi, q0, qn, &kv0, &kv1);
-                        if (pass)
-                            p->items[ni] = (fia_item){FIA_ITEM_TILE, (int32_t)b, (int32_t)n2, 1, -1,
-                                                      0, q0, qn, kv0, kv1,
-                                                      fia_cost_tile(rows, kv1 - kv0)};
-                        ni++;
+                        fia_worklist_tile(wl, b, n2, 1, q0, qn, kv0, kv1, qn * p->G);
                     }
             }
-            /* rows past the actual query length (and, TND, past the last batch) output 0 */
             const int64_t rows_alloc = !p->tnd ? p->S1 : b + 1 == p->B ? p->S1 - bi->q_tok0 : bi->sq;
-            if (rows_alloc > bi->sq) {
-                if (pass)
-                    p->items[ni] = (fia_item){FIA_ITEM_ZERO, (int32_t)b, 0, 0, -1, 0, bi->sq,
-                                              rows_alloc - bi->sq, 0, 0, (rows_alloc - bi->sq) * p->N1};
-                ni++;
-            }
-            if (ni > FIA_MAX_ITEMS)
-                return FIA_UNSUPPORTED("the call needs more than %lld work items",
-                                       (long long)FIA_MAX_ITEMS);
+            if (rows_alloc > bi->sq)
+                fia_worklist_zero(wl, b, bi->sq, rows_alloc - bi->sq, (rows_alloc - bi->sq) * p->N1);
+            FIA_TRY(fia_worklist_check(wl));
         }
-        if (!pass) {
-            p->num_items = ni;
-            p->num_groups = ng;
-            p->partial_floats = partial;
-            p->items = malloc((size_t)(ni ? ni : 1) * sizeof *p->items);
-            p->groups = malloc((size_t)(ng ? ng : 1) * sizeof *p->groups);
-            if (!p->items || !p->groups)
-                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: cannot allocate %lld work items",
-                                 (long long)ni);
-        }
+        FIA_TRY(fia_worklist_end(wl));
     }
-    qsort(p->items, (size_t)p->num_items, sizeof *p->items, fia_item_cmp);
+    fia_worklist_sort(wl);
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
+/* The tensors of the dense path (softmax_lse: checked when softmax_lse_flag is set). */
+#define FIA_T(m) offsetof(fia_fused_infer_attention_score_tensors, m)
+static const fia_tensor_spec fia_dense_tensors[] = {
+    {"query", FIA_T(query), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT,
+     "float16, bfloat16 or float32", -1},
+    {"key", FIA_T(key), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT | FIA_DT(INT8),
+     "float16, bfloat16, float32 or int8", -1},
+    {"value", FIA_T(value), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 1},
+    {"attention_out", FIA_T(attention_out), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 0},
+    {"atten_mask", FIA_T(atten_mask), 0, 0, NULL, -1},
+    {"block_table", FIA_T(block_table), 0, 0, NULL, -1},
+    {"antiquant_scale", FIA_T(antiquant_scale), 0, 0, NULL, -1},
+    {"antiquant_offset", FIA_T(antiquant_offset), 0, 0, NULL, -1},
+};
+#undef FIA_T
+
+/* Key and value: a paged cache (block_table given) or dense views in in_layout; fills p->k, p->v,
+ * p->D / p->Dv, the paged flags and, dense, *kv_S; paged, *blocks. */
+static fia_status fia_attn_parse_kv(fia_attn_plan *p, const fia_fused_infer_attention_score_tensors *t,
+                                    const fia_fused_infer_attention_score_params *prm,
+                                    fia_layout in_layout, const fia_dims *qdp, int64_t *kv_S_out,
+                                    int64_t *blocks_out) {
+    const fia_dims qd = *qdp;
+    const int64_t N2 = p->N2, B = p->B;
+    const bool tnd = p->tnd;
+    int64_t kv_S = 0, blocks = 0;
+    p->paged = t->block_table != NULL;
+    p->token_major = p->paged ? t->key->ndim == 3 : in_layout != FIA_LAYOUT_BNSD;
+    if (p->paged) {
+        const int64_t bs = prm->block_size;
+        if (bs < 1 || bs > FIA_MAX_BLOCK_SIZE)
+            return FIA_INVALID("block_size is %lld, must be 1..%d with a block_table", (long long)bs,
+                               FIA_MAX_BLOCK_SIZE);
+        p->pages.block_size = bs;
+        int64_t kblocks, vblocks;
+        FIA_TRY(fia_seq_parse_paged(t->key, "key", N2, bs, &p->k, &kblocks, &p->D));
+        if (p->D != qd.D)
+            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)p->D, (long long)qd.D);
+        FIA_TRY(fia_seq_parse_paged(t->value, "value", N2, bs, &p->v, &vblocks, &p->Dv));
+        if (t->value->ndim != t->key->ndim)
+            return FIA_INVALID("value has %d dims, key has %d", (int)t->value->ndim, (int)t->key->ndim);
+        if (vblocks != kblocks)
+            return FIA_INVALID("value dim 0 (blocks) is %lld, key has %lld", (long long)vblocks,
+                               (long long)kblocks);
+        blocks = kblocks;
+    } else {
+        fia_dims kd, vd;
+        FIA_TRY(fia_seq_parse(t->key, "key", in_layout, N2, &p->k, &kd));
+        FIA_TRY(fia_seq_parse(t->value, "value", in_layout, N2, &p->v, &vd));
+        if (kd.D != qd.D)
+            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)kd.D, (long long)qd.D);
+        if (!tnd && kd.B != B)
+            return FIA_INVALID("key dim 0 (batch) is %lld, query has %lld", (long long)kd.B, (long long)B);
+        if (!tnd && vd.B != B)
+            return FIA_INVALID("value dim 0 (batch) is %lld, query has %lld", (long long)vd.B, (long long)B);
+        if (vd.S != kd.S)
+            return FIA_INVALID("value sequence dim is %lld, key has %lld", (long long)vd.S, (long long)kd.S);
+        p->Dv = vd.D;
+        kv_S = kd.S;
+    }
+    if (p->Dv < 1 || p->Dv > FIA_MAX_HEAD_DIM)
+        return FIA_INVALID("value head dim is %lld, must be 1..%d", (long long)p->Dv, FIA_MAX_HEAD_DIM);
+
+    *kv_S_out = kv_S;
+    *blocks_out = blocks;
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The mask geometry: sparse_mode, the atten_mask form it takes, the band (pre/next tokens). */
+static fia_status fia_attn_parse_mask(fia_attn_plan *p, const fia_fused_infer_attention_score_tensors *t,
+                                      const fia_fused_infer_attention_score_params *prm,
+                                      bool decode, int64_t max_sq, int64_t max_skv) {
+    const int32_t mode = prm->sparse_mode;
+    if (mode >= 5 && mode <= 9)
+        return FIA_UNSUPPORTED("sparse_mode %d is not supported (0..4 are)", (int)mode);
+    if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0..4", (int)mode);
+    const fia_tensor *m = t->atten_mask;
+    if (m && m->dtype != FIA_DTYPE_BOOL && m->dtype != FIA_DTYPE_INT8 && m->dtype != FIA_DTYPE_UINT8)
+        return FIA_INVALID("atten_mask dtype is %s, must be bool, int8 or uint8",
+                           fia_dtype_name(m->dtype));
+    const int64_t lim = FIA_BAND_LIMIT;
+    p->pre = prm->pre_tokens > lim ? lim : prm->pre_tokens < -lim ? -lim : prm->pre_tokens;
+    p->next = prm->next_tokens > lim ? lim : prm->next_tokens < -lim ? -lim : prm->next_tokens;
+    p->vis = FIA_VIS_ALL;
+    if (decode) {
+        if (m && !(mode >= 2 && fia_is_compressed_mask(m)))
+            FIA_TRY(fia_parse_full_mask(p, m, true, max_sq, max_skv));
+    } else if (mode == 0) {
+        if (m) {
+            FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
+            p->vis = FIA_VIS_BAND_TOP_LEFT;
+        }
+    } else if (mode == 1) {
+        if (!m) return FIA_INVALID("atten_mask is required with sparse_mode 1");
+        FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
+    } else {
+        if (m && !fia_is_compressed_mask(m))
+            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
+                               "sparse_mode %d (it has %d dims, last %lld)", (int)mode,
+                               (int)m->ndim, m->ndim ? (long long)m->shape[m->ndim - 1] : 0LL);
+        p->vis = mode == 2 ? FIA_VIS_CAUSAL_TOP_LEFT
+                 : mode == 3 ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_BAND_BOTTOM_RIGHT;
+    }
+
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status fia_attn_validate(fia_attn_plan *p,
                                     const fia_fused_infer_attention_score_tensors *t,
                                     const fia_fused_infer_attention_score_params *prm) {
     if (t->dequant_scale_query || t->dequant_scale_key || t->dequant_scale_value)
         return FIA_UNSUPPORTED("dequant_scale_query/key/value (full int8 quant) are supported "
                                "only with MLA (query_rope and key_rope given)");
-    if (!t->query) return FIA_INVALID("query is NULL");
-    if (!t->key) return FIA_INVALID("key is NULL");
-    if (!t->value) return FIA_INVALID("value is NULL");
-    if (!t->attention_out) return FIA_INVALID("attention_out is NULL");
-    FIA_TRY(fia_tensor_check(t->query, "query", true));
-    FIA_TRY(fia_tensor_check(t->key, "key", true));
-    FIA_TRY(fia_tensor_check(t->value, "value", true));
-    FIA_TRY(fia_tensor_check(t->attention_out, "attention_out", true));
-    if (t->atten_mask) FIA_TRY(fia_tensor_check(t->atten_mask, "atten_mask", false));
-    if (t->block_table) FIA_TRY(fia_tensor_check(t->block_table, "block_table", false));
-    if (t->antiquant_scale) FIA_TRY(fia_tensor_check(t->antiquant_scale, "antiquant_scale", false));
-    if (t->antiquant_offset) FIA_TRY(fia_tensor_check(t->antiquant_offset, "antiquant_offset", false));
+    FIA_TRY(fia_tensor_spec_check(t, fia_dense_tensors, FIA_SPEC_COUNT(fia_dense_tensors)));
     if (prm->softmax_lse_flag) {
         if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but softmax_lse_flag is set");
         FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
     }
-
-    /* dtypes */
-    const fia_dtype qt = t->query->dtype, kt = t->key->dtype;
-    if (!fia_dtype_is_float(qt))
-        return FIA_INVALID("query dtype is %s, must be float16, bfloat16 or float32",
-                           fia_dtype_name(qt));
-    if (!fia_dtype_is_float(kt) && kt != FIA_DTYPE_INT8)
-        return FIA_INVALID("key dtype is %s, must be float16, bfloat16, float32 or int8",
-                           fia_dtype_name(kt));
-    if (t->value->dtype != kt)
-        return FIA_INVALID("value dtype is %s, key is %s", fia_dtype_name(t->value->dtype),
-                           fia_dtype_name(kt));
-    if (t->attention_out->dtype != qt)
-        return FIA_INVALID("attention_out dtype is %s, query is %s",
-                           fia_dtype_name(t->attention_out->dtype), fia_dtype_name(qt));
+    FIA_TRY(fia_tensor_spec_dtypes(t, fia_dense_tensors, FIA_SPEC_COUNT(fia_dense_tensors)));
+    const fia_dtype kt = t->key->dtype;
     if (kt == FIA_DTYPE_INT8 && !t->antiquant_scale)
         return FIA_INVALID("antiquant_scale is required with int8 key and value");
     if (kt != FIA_DTYPE_INT8 && (t->antiquant_scale || t->antiquant_offset))
@@ -383,7 +389,7 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
 
     /* query */
     fia_dims qd;
-    FIA_TRY(fia_parse_seq(t->query, "query", in_layout, N1, &p->q, &qd));
+    FIA_TRY(fia_seq_parse(t->query, "query", in_layout, N1, &p->q, &qd));
     if (qd.D < 1 || qd.D > FIA_MAX_HEAD_DIM)
         return FIA_INVALID("query head dim is %lld, must be 1..%d", (long long)qd.D, FIA_MAX_HEAD_DIM);
     p->D = qd.D;
@@ -395,47 +401,12 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     const bool decode = !tnd && qd.S == 1;
 
     /* key / value */
-    p->paged = t->block_table != NULL;
-    p->token_major = p->paged ? t->key->ndim == 3 : in_layout != FIA_LAYOUT_BNSD;
     int64_t kv_S = 0, blocks = 0;
-    if (p->paged) {
-        const int64_t bs = prm->block_size;
-        if (bs < 1 || bs > FIA_MAX_BLOCK_SIZE)
-            return FIA_INVALID("block_size is %lld, must be 1..%d with a block_table", (long long)bs,
-                               FIA_MAX_BLOCK_SIZE);
-        p->block_size = bs;
-        int64_t kblocks, vblocks;
-        FIA_TRY(fia_parse_paged(t->key, "key", N2, bs, &p->k, &kblocks, &p->D));
-        if (p->D != qd.D)
-            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)p->D, (long long)qd.D);
-        FIA_TRY(fia_parse_paged(t->value, "value", N2, bs, &p->v, &vblocks, &p->Dv));
-        if (t->value->ndim != t->key->ndim)
-            return FIA_INVALID("value has %d dims, key has %d", (int)t->value->ndim, (int)t->key->ndim);
-        if (vblocks != kblocks)
-            return FIA_INVALID("value dim 0 (blocks) is %lld, key has %lld", (long long)vblocks,
-                               (long long)kblocks);
-        blocks = kblocks;
-    } else {
-        fia_dims kd, vd;
-        FIA_TRY(fia_parse_seq(t->key, "key", in_layout, N2, &p->k, &kd));
-        FIA_TRY(fia_parse_seq(t->value, "value", in_layout, N2, &p->v, &vd));
-        if (kd.D != qd.D)
-            return FIA_INVALID("key head dim is %lld, query has %lld", (long long)kd.D, (long long)qd.D);
-        if (!tnd && kd.B != B)
-            return FIA_INVALID("key dim 0 (batch) is %lld, query has %lld", (long long)kd.B, (long long)B);
-        if (!tnd && vd.B != B)
-            return FIA_INVALID("value dim 0 (batch) is %lld, query has %lld", (long long)vd.B, (long long)B);
-        if (vd.S != kd.S)
-            return FIA_INVALID("value sequence dim is %lld, key has %lld", (long long)vd.S, (long long)kd.S);
-        p->Dv = vd.D;
-        kv_S = kd.S;
-    }
-    if (p->Dv < 1 || p->Dv > FIA_MAX_HEAD_DIM)
-        return FIA_INVALID("value head dim is %lld, must be 1..%d", (long long)p->Dv, FIA_MAX_HEAD_DIM);
-
+    FIA_TRY(fia_attn_parse_kv(p, t, prm, in_layout, &qd, &kv_S, &blocks));
     /* lengths and the block table */
-    FIA_TRY(fia_parse_batches(t, prm, B, tnd, qd.S, kv_S, p->block_size, blocks, &p->batches,
-                              &p->block_table, &p->bt_cols));
+    FIA_TRY(fia_parse_batches(t, prm, B, tnd, qd.S, kv_S, p->pages.block_size, blocks,
+                              &p->batches, &p->block_table, &p->pages.cols));
+    p->pages.table = p->block_table;
     int64_t max_sq = 0, max_skv = 0;
     for (int64_t b = 0; b < B; b++) {
         if (p->batches[b].sq > max_sq) max_sq = p->batches[b].sq;
@@ -444,38 +415,7 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     if (max_skv > FIA_MAX_LEN)
         return FIA_INVALID("kv length %lld is too long", (long long)max_skv);
 
-    /* mask geometry */
-    const int32_t mode = prm->sparse_mode;
-    if (mode >= 5 && mode <= 9)
-        return FIA_UNSUPPORTED("sparse_mode %d is not supported (0..4 are)", (int)mode);
-    if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0..4", (int)mode);
-    const fia_tensor *m = t->atten_mask;
-    if (m && m->dtype != FIA_DTYPE_BOOL && m->dtype != FIA_DTYPE_INT8 && m->dtype != FIA_DTYPE_UINT8)
-        return FIA_INVALID("atten_mask dtype is %s, must be bool, int8 or uint8",
-                           fia_dtype_name(m->dtype));
-    const int64_t lim = FIA_BAND_LIMIT;
-    p->pre = prm->pre_tokens > lim ? lim : prm->pre_tokens < -lim ? -lim : prm->pre_tokens;
-    p->next = prm->next_tokens > lim ? lim : prm->next_tokens < -lim ? -lim : prm->next_tokens;
-    p->vis = FIA_VIS_ALL;
-    if (decode) {
-        if (m && !(mode >= 2 && fia_is_compressed_mask(m)))
-            FIA_TRY(fia_parse_full_mask(p, m, true, max_sq, max_skv));
-    } else if (mode == 0) {
-        if (m) {
-            FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
-            p->vis = FIA_VIS_BAND_TOP_LEFT;
-        }
-    } else if (mode == 1) {
-        if (!m) return FIA_INVALID("atten_mask is required with sparse_mode 1");
-        FIA_TRY(fia_parse_full_mask(p, m, false, max_sq, max_skv));
-    } else {
-        if (m && !fia_is_compressed_mask(m))
-            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
-                               "sparse_mode %d (it has %d dims, last %lld)", (int)mode,
-                               (int)m->ndim, m->ndim ? (long long)m->shape[m->ndim - 1] : 0LL);
-        p->vis = mode == 2 ? FIA_VIS_CAUSAL_TOP_LEFT
-                 : mode == 3 ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_BAND_BOTTOM_RIGHT;
-    }
+    FIA_TRY(fia_attn_parse_mask(p, t, prm, decode, max_sq, max_skv));
 
     /* antiquant */
     if (kt == FIA_DTYPE_INT8)
@@ -484,7 +424,7 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
 
     /* outputs */
     fia_dims od;
-    FIA_TRY(fia_parse_seq(t->attention_out, "attention_out", out_layout, N1, &p->o, &od));
+    FIA_TRY(fia_seq_parse(t->attention_out, "attention_out", out_layout, N1, &p->o, &od));
     if (od.D != p->Dv)
         return FIA_INVALID("attention_out head dim is %lld, value has %lld", (long long)od.D,
                            (long long)p->Dv);
@@ -494,7 +434,6 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
         FIA_TRY(fia_parse_lse(t->softmax_lse, tnd, B, N1, qd.S, "num_heads",
                               tnd ? "query T" : "query S", &p->lse, &p->lse_s_b, &p->lse_s_t,
                               &p->lse_s_h));
-    (void)ctx;
     return FIA_STATUS_SUCCESS;
 }
 
@@ -507,7 +446,7 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
     p->base.destroy = fia_attn_destroy;
     p->kern = &ctx->kernels.core;
     p->num_threads = ctx->num_threads;
-    fia_status st = fia_attn_validate(p, ctx, t, prm);
+    fia_status st = fia_attn_validate(p, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
         p->kv_tile = FIA_KV_TILE;
         p->kv_chunk = FIA_KV_CHUNK;
@@ -526,7 +465,7 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
         fprintf(stderr, "fia: fused_infer_attention_score: B=%lld N1=%lld N2=%lld D=%lld Dv=%lld "
                 "items=%lld split-groups=%lld workspace=%zu kernels=%s\n", (long long)p->B,
                 (long long)p->N1, (long long)p->N2, (long long)p->D, (long long)p->Dv,
-                (long long)p->num_items, (long long)p->num_groups, p->base.workspace_bytes,
+                (long long)p->work.num_items, (long long)p->work.num_groups, p->base.workspace_bytes,
                 p->kern->name);
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;

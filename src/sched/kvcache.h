@@ -1,0 +1,77 @@
+/*
+ * kvcache.h - where token t of batch b, head h lives, for every cache the attention operators
+ * read and the cache writers write: dense [batch, token, head, dim] views (BSH, BSND, BNSD, TND),
+ * paged caches (BnBsH, BnNBsD, PA_BSND: token t of batch b is row t % block_size of block
+ * block_table[b][t / block_size]) and PA_NZ (rows inside a block in chunks of nz_w elements).
+ *
+ * One offset function answers the question for all of them, with the length of the run of
+ * tokens that follow at a constant step (the rest of a block; all of a dense view), so that
+ * callers look up the block table once per run, never per row.
+ */
+#ifndef FIA_SCHED_KVCACHE_H
+#define FIA_SCHED_KVCACHE_H
+
+#include <stdint.h>
+
+#include "fia.h"
+
+/* Addressing of a [batch, token, head, dim] tensor with a unit dim stride (elements):
+ *   dense:  (b, t, h, d) at base + b s_b + t s_t + h s_h + d;
+ *   paged:  (blk, row, h, d) at base + blk s_blk + row s_t + h s_h + d;
+ *   PA_NZ:  (blk, row, d) at base + blk s_blk + (d / nz_w) s_nz + row nz_w + d % nz_w. */
+typedef struct fia_seq {
+    char *base;
+    fia_dtype dtype;
+    int64_t esize;
+    int64_t s_b, s_t, s_h, s_blk;
+    int64_t nz_w, s_nz; /* PA_NZ: chunk width and chunk stride; 0 otherwise */
+    int64_t dim;        /* values per row, where the parser knows it */
+} fia_seq;
+
+/* A paged cache's (copied, validated) block table; table NULL: the cache is dense. */
+typedef struct fia_pages {
+    const int32_t *table; /* B x cols */
+    int64_t cols, block_size;
+} fia_pages;
+
+/* Element offset of head h of token tok of batch b (tok0: the batch's first token in a dense
+ * TND view, else 0) and, in *run, how many tokens from tok on follow at a constant step
+ * (row_step below). */
+static inline int64_t fia_seq_offset(const fia_seq *s, const fia_pages *pg, int64_t b,
+                                     int64_t tok0, int64_t h, int64_t tok, int64_t *run) {
+    if (!pg->table) {
+        *run = INT64_MAX;
+        return b * s->s_b + (tok0 + tok) * s->s_t + h * s->s_h;
+    }
+    const int64_t bs = pg->block_size, row = tok % bs;
+    const int64_t blk = pg->table[b * pg->cols + tok / bs];
+    *run = bs - row;
+    return blk * s->s_blk + row * (s->nz_w ? s->nz_w : s->s_t) + h * s->s_h;
+}
+
+/* The element step between consecutive tokens of a run. */
+static inline int64_t fia_seq_row_step(const fia_seq *s) { return s->nz_w ? s->nz_w : s->s_t; }
+
+/* Pointers to the rows of tokens [t0, t0 + n) of head h of batch b (not PA_NZ, whose rows are
+ * not contiguous); n may be 0. One offset computation (and block-table lookup) per run. Two or
+ * more rows of a run lie in the validated view, so their byte step fits an int64; a single
+ * row's token stride may be anything (a length-1 dim). */
+void fia_seq_row_ptrs(const fia_seq *s, const fia_pages *pg, int64_t b, int64_t tok0, int64_t h,
+                      int64_t t0, int64_t n, const void **ptrs);
+
+/* Dims of a query/key/value/output tensor in its layout. */
+typedef struct fia_dims {
+    int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
+} fia_dims;
+
+/* Reads [B, S, N, D] of a dense tensor laid out as layout (BSH, BSND, BNSD, TND) with `heads`
+ * heads and fills its addressing. */
+fia_status fia_seq_parse(const fia_tensor *t, const char *name, fia_layout layout, int64_t heads,
+                         fia_seq *seq, fia_dims *dims);
+
+/* A paged cache BnBsH [blocks, block_size, heads * D] or BnNBsD [blocks, heads, block_size, D]:
+ * its addressing, block count and D. */
+fia_status fia_seq_parse_paged(const fia_tensor *t, const char *name, int64_t heads,
+                               int64_t block_size, fia_seq *seq, int64_t *blocks, int64_t *dim);
+
+#endif /* FIA_SCHED_KVCACHE_H */

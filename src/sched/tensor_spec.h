@@ -1,0 +1,45 @@
+/*
+ * tensor_spec.h - declarative tensor checks: an operator lists its tensors once (name, where the
+ * pointer sits in its tensors struct, required or optional, unit inner stride, allowed dtypes or
+ * the tensor whose dtype it must share) and this shared code checks them in a fixed order, with
+ * the messages every operator used to write by hand:
+ *   pass 1, required tensors in table order:  "<name> is NULL"
+ *   pass 2, every given tensor in table order: fia_tensor_check (view, device, extent, stride)
+ *   pass 3 (fia_tensor_spec_dtypes), every given tensor with a rule, in table order:
+ *     "<name> dtype is <dtype>, must be <dtypes_what>"  or  "<name> dtype is <d>, <other> is <d2>"
+ * The operator keeps only what no table says: its shape algebra and conditional rules.
+ */
+#ifndef FIA_SCHED_TENSOR_SPEC_H
+#define FIA_SCHED_TENSOR_SPEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fia.h"
+
+enum {
+    FIA_SPEC_REQUIRED = 1u << 0,  /* NULL is an error */
+    FIA_SPEC_INNER_UNIT = 1u << 1 /* the innermost stride must be 1 */
+};
+
+#define FIA_DT(x) (1u << FIA_DTYPE_##x)
+#define FIA_DT_FLOAT (FIA_DT(FLOAT16) | FIA_DT(BFLOAT16) | FIA_DT(FLOAT32))
+
+typedef struct fia_tensor_spec {
+    const char *name;
+    size_t offset;           /* offsetof the (const) fia_tensor * in the operator's tensors struct */
+    uint32_t flags;          /* FIA_SPEC_* */
+    uint32_t dtypes;         /* FIA_DT bits allowed; 0: no dtype rule here */
+    const char *dtypes_what; /* the allowed dtypes as the message lists them */
+    int32_t same_as;         /* index of the entry whose dtype this one must have; -1: none */
+} fia_tensor_spec;
+
+/* Passes 1 and 2 over spec[0..n) of the tensors struct at tensors. */
+fia_status fia_tensor_spec_check(const void *tensors, const fia_tensor_spec *spec, size_t n);
+
+/* Pass 3: the dtype rules (call after fia_tensor_spec_check succeeded). */
+fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *spec, size_t n);
+
+#define FIA_SPEC_COUNT(spec) (sizeof(spec) / sizeof((spec)[0]))
+
+#endif /* FIA_SCHED_TENSOR_SPEC_H */
