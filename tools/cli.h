@@ -187,8 +187,10 @@ int cli_run_op(const cli_args *a, const char *op, cli_plan_fn plan_fn, const voi
 int cli_check_outputs(const cli_output *outs, const double *const *want, int n, double atol,
                       double rtol);
 
-/* The operators of `fia op` defined in their own files (tools/op_<name>.c); the table in
+/* The operators of `fia op`, each defined in its own file (tools/op_<name>.c); the table in
  * cmd_op.c lists them. */
+extern const cli_op cli_op_fused_infer_attention_score;
+extern const cli_op cli_op_smallq_flash_attention;
 extern const cli_op cli_op_sparse_flash_attention;
 extern const cli_op cli_op_kv_quant_sparse_flash_attention;
 extern const cli_op cli_op_lightning_indexer, cli_op_quant_lightning_indexer;
