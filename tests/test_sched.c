@@ -1,0 +1,213 @@
+/*
+ * test_sched.c - the shared scheduling framework (src/sched/) on its own:
+ *   worklist:    chunks of a split group tile the key range exactly, with boundaries only at
+ *                multiples of the chunk (token space: the same for any thread count); costs are
+ *                nh x fia_cost_tile; partial offsets are consecutive; the sort is a total order
+ *                (two shuffled copies sort to the same list); the item limit is UNSUPPORTED;
+ *   splitkv:     storing the chunks' states and merging them equals merging them directly, in
+ *                chunk order, bit for bit; an empty chunk is skipped;
+ *   kvcache:     fia_seq_row_ptrs against the definition (dense, TND offset, paged with runs
+ *                crossing blocks, every block size 1..9);
+ *   tensor_spec: the order of the three passes and their messages.
+ * Usage: test_sched [seed].
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/softmax_state.h"
+#include "sched/kvcache.h"
+#include "sched/splitkv.h"
+#include "sched/tensor_spec.h"
+#include "sched/worklist.h"
+#include "test_util.h"
+
+static void build(fia_worklist *wl, tu_rng *r, int64_t nreq, const int64_t *kv0,
+                  const int64_t *kv1, int64_t chunk) {
+    for (int pass = 0; pass < 2; pass++) {
+        fia_worklist_begin(wl, pass);
+        for (int64_t b = 0; b < nreq; b++) {
+            if (kv1[b] - kv0[b] > chunk) fia_worklist_split(wl, b, 0, 2, 0, 1, kv0[b], kv1[b], chunk, 3, 5);
+            else fia_worklist_tile(wl, b, 0, 1, 0, 1, kv0[b], kv1[b], 3);
+            if (b % 3 == 0) fia_worklist_zero(wl, b, 1, 2, 7);
+        }
+        tu_check(fia_worklist_end(wl) == FIA_STATUS_SUCCESS, "worklist_end");
+    }
+    (void)r;
+}
+
+static void test_worklist(tu_rng *r) {
+    for (int rep = 0; rep < 200; rep++) {
+        const int64_t nreq = tu_int(r, 1, 12), chunk = TU_PICK(r, ((int64_t[]){16, 64, 100, 2048}));
+        int64_t kv0[12], kv1[12];
+        for (int64_t b = 0; b < nreq; b++) {
+            kv0[b] = tu_int(r, 0, 5000);
+            kv1[b] = kv0[b] + tu_int(r, 0, 9000);
+        }
+        fia_worklist wl = {0}, w2 = {0};
+        build(&wl, r, nreq, kv0, kv1, chunk);
+        build(&w2, r, nreq, kv0, kv1, chunk);
+        int ok = 1;
+        int64_t floats = 0;
+        for (int64_t g = 0; g < wl.num_groups; g++) {
+            const fia_work_group *gr = &wl.groups[g];
+            ok &= gr->partial == floats;
+            floats += (int64_t)gr->nchunks * gr->nh * 3 * (5 + 2);
+            int64_t at = kv0[gr->b], seen = 0;
+            for (int64_t i = 0; i < wl.num_items; i++) {
+                const fia_work_item *it = &wl.items[i];
+                if (it->group != g) continue;
+                seen++;
+                ok &= it->kind == FIA_WORK_TILE && it->b == gr->b && it->chunk < gr->nchunks;
+                ok &= it->cost == 2 * fia_cost_tile(3, it->kv1 - it->kv0);
+                ok &= it->kv0 == (it->chunk == 0 ? kv0[gr->b] : (kv0[gr->b] / chunk + it->chunk) * chunk);
+                ok &= it->kv1 > it->kv0 && (it->kv1 == kv1[gr->b] || it->kv1 % chunk == 0);
+                if (it->kv0 == at) at = it->kv1; /* items are in creation order here */
+            }
+            ok &= seen == gr->nchunks && at == kv1[gr->b];
+        }
+        ok &= floats == wl.partial_floats;
+        /* the order is total: a shuffled copy sorts to the same list */
+        for (int64_t i = w2.num_items - 1; i > 0; i--) {
+            const int64_t j = tu_int(r, 0, i);
+            fia_work_item t = w2.items[i];
+            w2.items[i] = w2.items[j];
+            w2.items[j] = t;
+        }
+        fia_worklist_sort(&wl);
+        fia_worklist_sort(&w2);
+        ok &= wl.num_items == w2.num_items &&
+              !memcmp(wl.items, w2.items, (size_t)wl.num_items * sizeof *wl.items);
+        for (int64_t i = 1; i < wl.num_items; i++) ok &= wl.items[i - 1].cost >= wl.items[i].cost;
+        tu_check(ok, "worklist rep %d (%lld requests, chunk %lld)", rep, (long long)nreq,
+                 (long long)chunk);
+        fia_worklist_free(&wl);
+        fia_worklist_free(&w2);
+    }
+    fia_worklist big = {0};
+    fia_worklist_begin(&big, 0);
+    big.num_items = FIA_MAX_ITEMS + 1;
+    tu_check(fia_worklist_check(&big) == FIA_STATUS_UNSUPPORTED, "item limit");
+}
+
+typedef struct merged {
+    float m[8], l[8], o[8][6];
+} merged;
+
+static void keep_row(const void *ctx, int64_t r, float m, float l, float *o) {
+    merged *out = (merged *)ctx;
+    out->m[r] = m;
+    out->l[r] = l;
+    memcpy(out->o[r], o, sizeof out->o[r]);
+}
+
+static void test_splitkv(tu_rng *r) {
+    enum { ROWS = 8, DV = 6, NC = 5 };
+    for (int rep = 0; rep < 100; rep++) {
+        float m[NC][ROWS], l[NC][ROWS], o[NC][ROWS][DV + 2];
+        int empty[NC];
+        for (int c = 0; c < NC; c++) {
+            empty[c] = tu_chance(r, 0.2);
+            for (int i = 0; i < ROWS; i++) {
+                m[c][i] = (float)tu_uniform(r, -5, 5);
+                l[c][i] = (float)tu_uniform(r, 0.5, 9);
+                for (int d = 0; d < DV + 2; d++) o[c][i][d] = (float)tu_uniform(r, -3, 3);
+            }
+        }
+        float partials[1 + NC * ROWS * (DV + 2)];
+        const fia_work_group g = {0, 0, 1, NC, 0, 1, 1};
+        for (int c = 0; c < NC; c++)
+            fia_splitkv_store(partials, &g, c, ROWS, DV, empty[c], m[c], l[c], &o[c][0][0], DV + 2);
+        merged got;
+        float scratch[DV];
+        fia_splitkv_merge(partials, &g, ROWS, DV, scratch, keep_row, &got);
+        int ok = 1;
+        for (int i = 0; i < ROWS; i++) {
+            float wm = -INFINITY, wl = 0.0f, wo[DV] = {0};
+            for (int c = 0; c < NC; c++)
+                if (!empty[c]) fia_softmax_state_merge(&wm, &wl, wo, m[c][i], l[c][i], o[c][i], DV);
+            ok &= !memcmp(&wm, &got.m[i], sizeof wm) && (wm == -INFINITY || (!memcmp(&wl, &got.l[i], sizeof wl) && !memcmp(wo, got.o[i], sizeof wo)));
+        }
+        tu_check(ok, "splitkv rep %d: store + merge == direct merge, bitwise", rep);
+    }
+}
+
+static void test_kvcache(tu_rng *r) {
+    for (int rep = 0; rep < 300; rep++) {
+        const int64_t bs = tu_int(r, 1, 9), B = tu_int(r, 1, 3), cols = tu_int(r, 1, 6);
+        int32_t table[3 * 6];
+        for (int i = 0; i < B * cols; i++) table[i] = (int32_t)tu_int(r, 0, 40);
+        fia_seq s = {0};
+        s.base = (char *)0x1000;
+        s.esize = 2;
+        s.s_b = 100000, s.s_t = tu_int(r, 1, 50), s.s_h = 7, s.s_blk = 9000;
+        const fia_pages dense = {NULL, 0, 0}, paged = {table, cols, bs};
+        const int64_t b = tu_int(r, 0, B - 1), h = tu_int(r, 0, 3), tok0 = tu_int(r, 0, 20);
+        const int64_t t0 = tu_int(r, 0, cols * bs - 1), n = tu_int(r, 0, cols * bs - t0);
+        const void *p1[64], *p2[64];
+        fia_seq_row_ptrs(&s, &paged, b, tok0, h, t0, n, p1);
+        fia_seq_row_ptrs(&s, &dense, b, tok0, h, t0, n, p2);
+        int ok = 1;
+        for (int64_t j = 0; j < n; j++) {
+            const int64_t t = t0 + j, blk = table[b * cols + t / bs];
+            ok &= p1[j] == s.base + (blk * s.s_blk + (t % bs) * s.s_t + h * s.s_h) * s.esize;
+            ok &= p2[j] == s.base + (b * s.s_b + (tok0 + t) * s.s_t + h * s.s_h) * s.esize;
+        }
+        tu_check(ok, "kvcache rep %d (block_size %lld, t0 %lld, n %lld)", rep, (long long)bs,
+                 (long long)t0, (long long)n);
+    }
+}
+
+typedef struct three {
+    const fia_tensor *a, *b, *c;
+} three;
+
+static void test_tensor_spec(void) {
+    const int64_t sh[2] = {2, 3};
+    fia_tensor f16, f32, bad;
+    float buf[6];
+    fia_tensor_init(&f16, buf, FIA_DTYPE_FLOAT16, 2, sh, NULL);
+    fia_tensor_init(&f32, buf, FIA_DTYPE_FLOAT32, 2, sh, NULL);
+    bad = f32;
+    bad.ndim = 99;
+    const fia_tensor_spec spec[] = {
+        {"a", offsetof(three, a), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT,
+         "float16, bfloat16 or float32", -1},
+        {"b", offsetof(three, b), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1},
+        {"c", offsetof(three, c), 0, 0, NULL, 0},
+    };
+    const size_t n = FIA_SPEC_COUNT(spec);
+    three t = {NULL, NULL, &bad};
+    tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a is NULL"),
+             "pass 1 first: %s", fia_last_error());
+    t = (three){&f32, &f16, &bad};
+    tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_INVALID_ARGUMENT &&
+                 strstr(fia_last_error(), "c ndim is 99") != NULL,
+             "pass 2 (views): %s", fia_last_error());
+    t = (three){&f32, &f32, &f16};
+    tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes(&t, spec, n) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "b dtype is float32, must be float16"),
+             "pass 3 (dtype set): %s", fia_last_error());
+    t = (three){&f32, &f16, &f16};
+    tu_check(fia_tensor_spec_dtypes(&t, spec, n) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c dtype is float16, a is float32"),
+             "pass 3 (same as): %s", fia_last_error());
+    t = (three){&f16, &f16, NULL};
+    tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes(&t, spec, n) == FIA_STATUS_SUCCESS,
+             "valid tensors pass");
+}
+
+int main(int argc, char **argv) {
+    const uint64_t seed = tu_seed(argc, argv, 20261202, "test_sched");
+    tu_rng r = tu_rng_make(seed);
+    test_worklist(&r);
+    test_splitkv(&r);
+    test_kvcache(&r);
+    test_tensor_spec();
+    return tu_summary();
+}
