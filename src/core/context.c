@@ -145,7 +145,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
         return st;
     }
     if (c->verbose) {
-        fprintf(stderr, "fia: cpu best isa %s (features up to %s), using %s, %d threads\n",
+        fprintf(stderr,
+                "fia: cpu best isa %s (features up to %s), kernels may use up to %s, %d threads\n",
                 fia_isa_name(best), fia_cpu_feature_name(cpu), fia_cpu_feature_name(c->features),
                 (int)threads);
         fia_kernel_set_log(&c->kernels);

@@ -69,7 +69,8 @@ typedef void fia_i8_gemm_fn(int64_t m, int64_t n, int64_t k, const uint8_t *a, i
 typedef void fia_i8_s8_to_u8_offset_fn(const int8_t *src, uint8_t *dst, int64_t n);
 
 typedef struct fia_i8_kernels {
-    const char *name;
+    const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
+    uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
 
     fia_i8_pack_bytes_fn *pack_bytes;
     fia_i8_pack_b_nk_fn *pack_b_nk;

@@ -49,7 +49,8 @@ typedef void fia_core_pv_rows_fn(int64_t m, int64_t n, int64_t dv, const float *
                                  const float *row_scale, const void *const *pf, int64_t npf);
 
 typedef struct fia_kernels {
-    const char *name; /* the features of its best kernel: "scalar", "avx2", "avx512", ... */
+    const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
+    uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
 
     /* C[m x n] = (row_scale ? diag(row_scale) . C : 0) + A[m x k] . B[k x n]
      * A, B, C row-major with leading dims lda, ldb, ldc. When row_scale is NULL, C is

@@ -53,7 +53,8 @@ typedef void fia_li_score_i8_fn(int64_t n, int64_t d4, int64_t nh, const uint8_t
                                 const float *ws, const float *sk, float *out);
 
 typedef struct fia_li_kernels {
-    const char *name;
+    const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
+    uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
     /* dst[j * ldk + c] = fp32(rows[j][c]) for j < n, c < d; rows are float16 or bfloat16 (dt).
      * Exact conversions; an fp16 signalling NaN may come out quiet (it scores like any NaN). */
     fia_li_keys_to_f32_fn *keys_to_f32;

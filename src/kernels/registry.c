@@ -3,6 +3,7 @@
  * choice; lists the variants for the tests. ISA-free (no ISA flags): it only takes addresses.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "kernels/registry.h"
 
@@ -24,18 +25,18 @@ const char *fia_cpu_feature_name(uint32_t mask) {
 }
 
 void fia_kernel_set_build(fia_kernel_set *set, uint32_t features) {
-    uint32_t core = 0, i8 = 0, li = 0, sfa = 0; /* the features each family's kernels use */
+    memset(set, 0, sizeof *set);
+    /* every slot: the last line whose features are all present */
 #define FIA_KERNEL(family, slot, function, need, tile) \
-    if (((uint32_t)(need) & ~features) == 0u) {        \
-        set->family.slot = function;                   \
-        family |= (uint32_t)(need);                    \
-    }
+    if (((uint32_t)(need) & ~features) == 0u) set->family.slot = function;
 #include "kernels/registry.inc"
 #undef FIA_KERNEL
-    set->core.name = fia_cpu_feature_name(core);
-    set->i8.name = fia_cpu_feature_name(i8);
-    set->li.name = fia_cpu_feature_name(li);
-    set->sfa.name = fia_cpu_feature_name(sfa);
+    /* every table: the features of the kernels it holds, and their name */
+#define FIA_KERNEL(family, slot, function, need, tile)                      \
+    if (set->family.slot == function) set->family.features |= (uint32_t)(need); \
+    set->family.name = fia_cpu_feature_name(set->family.features);
+#include "kernels/registry.inc"
+#undef FIA_KERNEL
 }
 
 bool fia_kernel_set_uses(const fia_kernel_set *set, size_t i) {

@@ -39,7 +39,9 @@ uint32_t fia_cpu_features(void);
 /* "scalar", "avx2", "avx512", "avx512vnni", ...: the name of the highest feature in mask. */
 const char *fia_cpu_feature_name(uint32_t mask);
 
-/* One table per family, filled slot by slot from the registry. */
+/* One table per family, filled slot by slot from the registry. A new family is its header (the
+ * slot typedefs and a table struct whose first members are name and features) plus one member
+ * here; registry.c needs no change. */
 typedef struct fia_kernel_set {
     fia_kernels core;
     fia_i8_kernels i8;
@@ -62,8 +64,8 @@ extern const size_t fia_kernel_registry_size;
 #undef FIA_KERNEL
 
 /* Fills every slot of *set with the last registry line of that slot whose features are all in
- * features (the scalar line needs none, so no slot stays empty); each table's name is the
- * highest feature its kernels use. */
+ * features (the scalar line needs none, so no slot stays empty); each table's features are the
+ * bits its kernels use and its name the highest of them. */
 void fia_kernel_set_build(fia_kernel_set *set, uint32_t features);
 
 /* Whether registry line i is the kernel in its slot of set. */

@@ -22,7 +22,8 @@ typedef void fia_sfa_c8_rows_to_f32_fn(const void *const *rows, int64_t n, float
                                        float *rope, int64_t ldr);
 
 typedef struct fia_sfa_kernels {
-    const char *name;
+    const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
+    uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
     /* Dequantizes n C8 rows given by pointers:
      *   nope[j * ldn + c] = (float)int8_j[c] * scale_j[c / 128]      c < 512
      *   rope[j * ldr + c] = bf16_to_f32(rope_j[c])                    c < 64
