@@ -42,5 +42,6 @@
 #include "fia/attention.h"
 #include "fia/sparse.h"
 #include "fia/norm.h"
+#include "fia/rope.h"
 
 #endif /* FIA_H */
