@@ -43,5 +43,6 @@
 #include "fia/sparse.h"
 #include "fia/norm.h"
 #include "fia/rope.h"
+#include "fia/quant.h"
 
 #endif /* FIA_H */
