@@ -78,8 +78,10 @@ typedef struct fia_chain_kernels {
 extern const fia_chain_kernels fia_chain_kernels_scalar;
 extern const fia_chain_kernels fia_chain_kernels_avx2;
 extern const fia_chain_kernels fia_chain_kernels_avx512;
+extern const fia_chain_kernels fia_chain_kernels_avx512bf16; /* AVX-512 + AVX512-BF16 stores */
 
-/* The table for a context's ISA level (scalar for anything unknown). */
+/* The table for a context's ISA level (scalar for anything unknown); for AVX-512, the
+ * AVX512-BF16 form when the CPU has it. */
 const fia_chain_kernels *fia_chain_kernels_for(fia_isa isa);
 
 /* Per-token symmetric int8 quantization of one row, as dynamic_quant does it:
