@@ -57,6 +57,7 @@ static void norm_task(void *arg, int64_t task, int32_t tid) {
         if (p->has_rstd)
             *((float *)fia_tensor_ptr(&p->rstd) + chain_off(&p->rstd, idx, p->lead)) = rstd;
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void norm_execute(fia_plan *plan, void *ws) {

@@ -97,6 +97,7 @@ static void quant_token_task(void *arg, int64_t task, int32_t tid) {
                                                                  p->smooth.dtype, p->H, sc, y);
         *((float *)fia_tensor_ptr(&p->scale) + chain_off(&p->scale, idx, p->lead)) = sc;
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void quant_max_task(void *arg, int64_t task, int32_t tid) {

@@ -52,6 +52,7 @@ static void rope_task(void *arg, int64_t task, int32_t tid) {
                        sb + chain_off(&p->sin, idx, p->lead) * es, dt, p->d, p->mode,
                        yb + chain_off(&p->y, idx, p->lead) * es, dt);
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void rope_execute(fia_plan *plan, void *ws) {
