@@ -27,6 +27,13 @@ static double *snapshot(const fia_tensor *t) {
     return d;
 }
 
+/* Element i (logical order) of t as double (through a freed snapshot: no leak). */
+static double elem_at(const fia_tensor *t, int64_t i) {
+    double *d = snapshot(t), v = d[i];
+    free(d);
+    return v;
+}
+
 static int same(const fia_tensor *t, const double *want) {
     double *g = snapshot(t);
     const int64_t n = tu_numel(t);
@@ -76,7 +83,7 @@ static void run_nd(const ndcase *c, tu_rng *rng) {
         for (int32_t j = 0; j < c->a; j++) {
             const int64_t lim = c->mode ? slots : c->shape[j];
             int64_t v = tu_int(rng, 0, lim - 1);
-            if (c->dup && k > 0 && tu_chance(rng, 0.5)) v = (int64_t)snapshot(&ix.t)[(k - 1) * c->a + j];
+            if (c->dup && k > 0 && tu_chance(rng, 0.5)) v = (int64_t)elem_at(&ix.t, (k - 1) * c->a + j);
             tu_store(&ix.t, k * c->a + j, (double)v);
         }
     if (c->bad) /* one entry out of range: negative or past the end */
@@ -220,7 +227,7 @@ static void run_gs(const gscase *c, tu_rng *rng) {
         const int64_t end = tu_int(rng, 0, K); /* entries after `end` are -1 (or junk after a -1) */
         for (int64_t i = 0; i < K; i++) {
             int64_t e = tu_int(rng, 0, fmax * c->fbs / c->sbs + 2); /* some beyond n: skipped */
-            if (i > 0 && tu_chance(rng, 0.15)) e = (int64_t)snapshot(&topk.t)[r * K + i - 1]; /* duplicate */
+            if (i > 0 && tu_chance(rng, 0.15)) e = (int64_t)elem_at(&topk.t, r * K + i - 1); /* duplicate */
             if (i >= end) e = i == end ? -1 : tu_int(rng, -3, 9);
             tu_store(&topk.t, r * K + i, (double)e);
         }
@@ -253,7 +260,7 @@ static void run_gs(const gscase *c, tu_rng *rng) {
     fia_gather_selection_kv_cache_tensors t = {&srope.t, &skv.t, &stab.t, &status.t, &topk.t, &frope.t,
                                                &fkv.t, &ftab.t, &kvl.t, &ql.t, &out.t};
     memset(out.buf, 0x7F, out.bytes);
-    const double q0 = snapshot(&ql.t)[0];
+    const double q0 = elem_at(&ql.t, 0);
     tu_store(&ql.t, 0, (double)(S + 1));
     fia_status st = fia_gather_selection_kv_cache(g_ctx[0], &t, &prm);
     tu_check(st == FIA_STATUS_INVALID_ARGUMENT && strstr(fia_last_error(), "full_q_actual_seq"), "%s: q length error", desc);
