@@ -41,5 +41,9 @@
 #include "fia/core.h"
 #include "fia/attention.h"
 #include "fia/sparse.h"
+#include "fia/norm.h"
+#include "fia/rope.h"
+#include "fia/quant.h"
+#include "fia/cache.h"
 
 #endif /* FIA_H */

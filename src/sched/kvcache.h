@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fia.h"
+#include "sched/kv_addr.h"
 
 /* Addressing of a [batch, token, head, dim] tensor with a unit dim stride (elements):
  *   dense:  (b, t, h, d) at base + b s_b + t s_t + h s_h + d;
@@ -43,10 +44,11 @@ static inline int64_t fia_seq_offset(const fia_seq *s, const fia_pages *pg, int6
         *run = INT64_MAX;
         return b * s->s_b + (tok0 + tok) * s->s_t + h * s->s_h;
     }
-    const int64_t bs = pg->block_size, row = tok % bs;
-    const int64_t blk = pg->table[b * pg->cols + tok / bs];
-    *run = bs - row;
-    return blk * s->s_blk + row * (s->nz_w ? s->nz_w : s->s_t) + h * s->s_h;
+    /* the paged addressing every cache reader and writer shares (sched/kv_addr.h) */
+    const fia_kv_slot sl = fia_kv_locate(pg->table, pg->cols, pg->block_size, -1, b, tok);
+    const fia_kv_view v = {s->s_blk, s->s_t, s->s_h, 0, s->nz_w};
+    *run = pg->block_size - sl.row;
+    return fia_kv_row_off(&v, sl, h);
 }
 
 /* The element step between consecutive tokens of a run. */
