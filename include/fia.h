@@ -41,5 +41,6 @@
 #include "fia/core.h"
 #include "fia/attention.h"
 #include "fia/sparse.h"
+#include "fia/prolog.h"
 
 #endif /* FIA_H */
