@@ -1,7 +1,7 @@
 /*
  * test_mla_prolog.c - mla_prolog_v3 against the double-precision oracle (tests/ref/ref_prolog.c).
  *
- * Sections: seeded random small cases over every supported mode (PA_BSND 3-D / 4-D caches with
+ * Sections: seeded random small cases over every supported mode (PA_BSND 3-D / 4-D and PA_NZ caches with
  * negative and shuffled cache indices, BSND, TND, token_x 2-D / 3-D, query_norm_flag, scales),
  * run on every ISA context and on 1 and 2 threads (outputs bitwise identical across them);
  * DeepSeek-V3.2 and GLM-5 shapes at T = 2; edge cases (T = 1, odd He, every cache index
@@ -37,6 +37,21 @@ typedef struct pbufs {
 } pbufs;
 
 static int64_t ntok(const pcase *c) { return c->B * c->S; }
+static int paged(const pcase *c) {
+    return c->mode == FIA_LAYOUT_PA_BSND || c->mode == FIA_LAYOUT_PA_NZ;
+}
+
+/* A PA_NZ cache [blocks, 1, W / 16, bs, 16] gathered into row-major [blocks * bs, W] (bytes
+ * moved as they are, so untouched 0x55 bytes stay 0x55). */
+static void nz_to_rows(const tu_tensor *nz, int64_t W, unsigned char *rows) {
+    const int64_t blocks = nz->t.shape[0], bs = nz->t.shape[3];
+    const uint16_t *src = nz->buf;
+    uint16_t *dst = (uint16_t *)rows;
+    for (int64_t b = 0; b < blocks; b++)
+        for (int64_t r = 0; r < bs; r++)
+            for (int64_t d = 0; d < W; d++)
+                dst[(b * bs + r) * W + d] = src[b * W * bs + (d / 16) * bs * 16 + r * 16 + d % 16];
+}
 
 static void free_bufs(pbufs *b) {
     tu_tensor *all[] = {&b->x, &b->wdq, &b->wuq, &b->wuk, &b->wdkv, &b->gcq, &b->gckv, &b->sin,
@@ -77,7 +92,11 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     e |= tok_alloc(&b->qo, c, FIA_DTYPE_BFLOAT16, 2, qo, 0);
     e |= tok_alloc(&b->qr, c, FIA_DTYPE_BFLOAT16, 2, qr, 0);
     if (c->qnorm) e |= tok_alloc(&b->qn, c, FIA_DTYPE_BFLOAT16, 1, hcq, 0);
-    if (c->mode == FIA_LAYOUT_PA_BSND) {
+    if (c->mode == FIA_LAYOUT_PA_NZ) {
+        e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){c->blocks, 1, HCKV / 16, c->bs, 16}, NULL, 0x55);
+        e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){c->blocks, 1, DR / 16, c->bs, 16}, NULL, 0x55);
+        e |= tok_alloc(&b->ci, c, FIA_DTYPE_INT64, 0, NULL, 0);
+    } else if (c->mode == FIA_LAYOUT_PA_BSND) {
         if (c->cache4d) {
             e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, HCKV}, NULL, 0x55);
             e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, DR}, NULL, 0x55);
@@ -108,7 +127,7 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
         tu_store(&b->sin.t, tt * DR + j, sin(a));
         tu_store(&b->sin.t, tt * DR + j + DR / 2, sin(a));
     }
-    if (c->mode == FIA_LAYOUT_PA_BSND) {
+    if (paged(c)) {
         /* distinct slots, shuffled; some negative */
         const int64_t slots = c->blocks * c->bs;
         int64_t *perm = malloc(sizeof(int64_t) * (size_t)slots);
@@ -141,7 +160,7 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     t->rope_cos = &b->cos.t;
     t->kv_cache = &b->kv.t;
     t->kr_cache = &b->kr.t;
-    t->cache_index = c->mode == FIA_LAYOUT_PA_BSND ? &b->ci.t : NULL;
+    t->cache_index = paged(c) ? &b->ci.t : NULL;
     t->query_out = &b->qo.t;
     t->query_rope_out = &b->qr.t;
     t->query_norm = c->qnorm ? &b->qn.t : NULL;
@@ -184,13 +203,22 @@ static void check_outputs(const pcase *c, pbufs *b, const ref_prolog_out *o, con
     bad += cmp_block("query_out", &b->qo.t, 0, o->qo, o->sqo, T * c->N * HCKV, cdesc);
     bad += cmp_block("query_rope_out", &b->qr.t, 0, o->qr, o->sqr, T * c->N * DR, cdesc);
     if (c->qnorm) bad += cmp_block("query_norm", &b->qn.t, 0, o->qn, o->sqn, T * c->Hcq, cdesc);
-    /* caches: expected rows, everything else untouched */
-    const int64_t rows = c->mode == FIA_LAYOUT_PA_BSND ? c->blocks * c->bs : T;
+    /* caches: expected rows, everything else untouched (PA_NZ: gathered into rows first) */
+    const int64_t rows = paged(c) ? c->blocks * c->bs : T;
+    tu_tensor kvr = b->kv, krr = b->kr; /* views only; buffers replaced for PA_NZ */
+    unsigned char *nzbuf = NULL;
+    if (c->mode == FIA_LAYOUT_PA_NZ) {
+        nzbuf = malloc(b->kv.bytes + b->kr.bytes);
+        nz_to_rows(&b->kv, HCKV, nzbuf);
+        nz_to_rows(&b->kr, DR, nzbuf + b->kv.bytes);
+        kvr.t.data = nzbuf;
+        krr.t.data = nzbuf + b->kv.bytes;
+    }
     int64_t *owner = malloc(sizeof(int64_t) * (size_t)(rows ? rows : 1));
     for (int64_t i = 0; i < rows; i++) owner[i] = -1;
     for (int64_t tt = 0; tt < T; tt++) {
         int64_t s = tt;
-        if (c->mode == FIA_LAYOUT_PA_BSND) {
+        if (paged(c)) {
             int64_t v;
             memcpy(&v, (char *)b->ci.t.data + tu_offset(&b->ci.t, tt) * 8, 8);
             s = v;
@@ -200,23 +228,24 @@ static void check_outputs(const pcase *c, pbufs *b, const ref_prolog_out *o, con
     int64_t untouched_bad = 0;
     for (int64_t s = 0; s < rows; s++) {
         if (owner[s] >= 0) {
-            bad += cmp_block("kv_cache", &b->kv.t, s * HCKV, o->kv + owner[s] * HCKV,
+            bad += cmp_block("kv_cache", &kvr.t, s * HCKV, o->kv + owner[s] * HCKV,
                              o->skv ? o->skv + owner[s] * HCKV : NULL, HCKV, cdesc);
-            bad += cmp_block("kr_cache", &b->kr.t, s * DR, o->kr + owner[s] * DR,
+            bad += cmp_block("kr_cache", &krr.t, s * DR, o->kr + owner[s] * DR,
                              o->skr ? o->skr + owner[s] * DR : NULL, DR, cdesc);
         } else {
             for (int64_t j = 0; j < HCKV * 2; j++)
-                untouched_bad += ((unsigned char *)b->kv.t.data)[s * HCKV * 2 + j] != 0x55;
+                untouched_bad += ((unsigned char *)kvr.t.data)[s * HCKV * 2 + j] != 0x55;
             for (int64_t j = 0; j < DR * 2; j++)
-                untouched_bad += ((unsigned char *)b->kr.t.data)[s * DR * 2 + j] != 0x55;
+                untouched_bad += ((unsigned char *)krr.t.data)[s * DR * 2 + j] != 0x55;
         }
     }
     free(owner);
+    free(nzbuf);
     if (exact) {
         int64_t total = T * c->N * (HCKV + DR) + (c->qnorm ? T * c->Hcq : 0);
         for (int64_t tt = 0; tt < T; tt++) {
             int64_t s = tt;
-            if (c->mode == FIA_LAYOUT_PA_BSND) {
+            if (paged(c)) {
                 memcpy(&s, (char *)b->ci.t.data + tu_offset(&b->ci.t, tt) * 8, 8);
             }
             if (s >= 0) total += HCKV + DR;
@@ -334,8 +363,8 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
 static pcase random_case(tu_rng *r) {
     pcase c;
     memset(&c, 0, sizeof c);
-    const fia_layout modes[] = {FIA_LAYOUT_PA_BSND, FIA_LAYOUT_PA_BSND, FIA_LAYOUT_BSND,
-                                FIA_LAYOUT_TND};
+    const fia_layout modes[] = {FIA_LAYOUT_PA_BSND, FIA_LAYOUT_PA_BSND, FIA_LAYOUT_PA_NZ,
+                                FIA_LAYOUT_BSND, FIA_LAYOUT_TND};
     c.mode = TU_PICK(r, modes);
     c.three_d = c.mode == FIA_LAYOUT_BSND ? 1 : c.mode == FIA_LAYOUT_TND ? 0 : (int)tu_int(r, 0, 1);
     c.B = c.three_d ? tu_int(r, 1, 3) : 1;
@@ -406,10 +435,10 @@ static void test_errors(uint64_t seed) {
     }
     {
         fia_mla_prolog_v3_params p = b.prm;
-        p.cache_mode = FIA_LAYOUT_PA_NZ;
+        p.cache_mode = FIA_LAYOUT_PA_NZ; /* with PA_BSND-shaped caches */
         st = fia_mla_prolog_v3(ctx, &b.t, &p);
-        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("PA_NZ"), "PA_NZ: %s %s",
-                 fia_status_string(st), fia_last_error());
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("kv_cache has 4 dims: a PA_NZ"),
+                 "PA_NZ shapes: %s %s", fia_status_string(st), fia_last_error());
     }
     {
         fia_mla_prolog_v3_tensors t = b.t;
@@ -533,6 +562,8 @@ int main(int argc, char **argv) {
         run_case(&zero, seed + 3, g_nctx); /* T = 0: nothing written */
         pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1};
         run_case(&big_t, seed + 4, g_nctx); /* more tokens than one gemm row tile */
+        pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2};
+        run_case(&nz, seed + 8, g_nctx); /* PA_NZ, the largest block size */
     }
     /* model shapes at small T (one context plus the 1-thread one for determinism) */
     {

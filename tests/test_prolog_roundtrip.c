@@ -2,7 +2,9 @@
  * test_prolog_roundtrip.c - the caches mla_prolog_v3 writes are read by the attention
  * operators: a prefill of L tokens through mla_prolog_v3 (PA_BSND cache, shuffled block table,
  * cache_index from it) feeds sparse_flash_attention (TND query, top-k selections) and
- * fused_infer_attention_score (MLA, TND, causal). Each output is compared (1) with the
+ * fused_infer_attention_score (MLA, TND, causal); the same prefill into PA_NZ caches must hold
+ * the same values in FRACTAL_NZ order and feed fused_infer_attention_score (MLA) from them.
+ * Each output is compared (1) with the
  * attention oracle on the same caches and queries (every element: checks that the rows land
  * where the readers look), and (2) end to end with the oracle chain (at most 0.1% of the
  * elements off: a q_c bf16 rounding tie decided differently moves a whole head's logits): ref_prolog (the golden's rounding points) -> its outputs rounded to bf16
@@ -226,6 +228,65 @@ static void roundtrip(fia_context *ctx, uint64_t seed, int64_t L, int64_t N, int
                          desc);
             }
         }
+    }
+    /* 4. the same prefill into PA_NZ caches: the same values in FRACTAL_NZ order, read by
+     *    fused_infer_attention_score (MLA) from the NZ cache */
+    {
+        tu_tensor nkv, nkr, no;
+        e = tu_alloc(&nkv, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){blocks, 1, HCKV / 16, BS, 16}, NULL, 0);
+        e |= tu_alloc(&nkr, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){blocks, 1, DR / 16, BS, 16}, NULL, 0);
+        e |= tu_alloc(&no, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){L, N, HCKV}, NULL, 0);
+        if (tu_check(e == 0, "allocation")) {
+            fia_mla_prolog_v3_params np = pp;
+            np.cache_mode = FIA_LAYOUT_PA_NZ;
+            fia_mla_prolog_v3_tensors nt = pt;
+            nt.kv_cache = &nkv.t;
+            nt.kr_cache = &nkr.t;
+            st = fia_mla_prolog_v3(ctx, &nt, &np);
+            if (tu_check(st == FIA_STATUS_SUCCESS, "prolog PA_NZ: %s %s: %s",
+                         fia_status_string(st), fia_last_error(), desc)) {
+                int64_t diff = 0;
+                const uint16_t *a16 = kv.buf, *n16 = nkv.buf, *ar = kr.buf, *nr = nkr.buf;
+                for (int64_t bl = 0; bl < blocks; bl++)
+                    for (int64_t rw = 0; rw < BS; rw++) {
+                        for (int64_t d = 0; d < HCKV; d++)
+                            diff += a16[(bl * BS + rw) * HCKV + d] !=
+                                    n16[bl * HCKV * BS + (d / 16) * BS * 16 + rw * 16 + d % 16];
+                        for (int64_t d = 0; d < DR; d++)
+                            diff += ar[(bl * BS + rw) * DR + d] !=
+                                    nr[bl * DR * BS + (d / 16) * BS * 16 + rw * 16 + d % 16];
+                    }
+                tu_check(diff == 0, "PA_NZ caches differ from the PA_BSND ones in %lld "
+                         "elements: %s", (long long)diff, desc);
+                fia_fused_infer_attention_score_params fp;
+                fia_fused_infer_attention_score_params_init(&fp);
+                fp.num_heads = N;
+                fp.num_key_value_heads = 1;
+                fp.scale = scale;
+                fp.input_layout = FIA_LAYOUT_TND;
+                fp.sparse_mode = 3;
+                fp.block_size = BS;
+                fp.actual_seq_lengths = qlen;
+                fp.actual_seq_lengths_count = 1;
+                fp.actual_seq_lengths_kv = kvlen;
+                fp.actual_seq_lengths_kv_count = 1;
+                fia_fused_infer_attention_score_tensors ft;
+                memset(&ft, 0, sizeof ft);
+                ft.query = &qo.t, ft.key = &nkv.t, ft.value = &nkv.t, ft.block_table = &bt.t;
+                ft.query_rope = &qr.t, ft.key_rope = &nkr.t, ft.attention_out = &no.t;
+                st = fia_fused_infer_attention_score(ctx, &ft, &fp);
+                if (tu_check(st == FIA_STATUS_SUCCESS, "fia mla NZ: %s %s: %s",
+                             fia_status_string(st), fia_last_error(), desc) &&
+                    tu_check(fia_ref_mla(&ft, &fp, want, NULL) == 0, "mla oracle NZ")) {
+                    const int64_t bad = cmp_out(&no.t, want, L * N * HCKV, vmax);
+                    tu_check(bad == 0, "prolog PA_NZ caches -> fused_infer_attention_score MLA: "
+                             "%lld elements off: %s", (long long)bad, desc);
+                }
+            }
+        }
+        tu_free(&nkv);
+        tu_free(&nkr);
+        tu_free(&no);
     }
 done:
     free(want), free(oqo), free(oqr), free(okv), free(okr);

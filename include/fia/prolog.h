@@ -18,7 +18,7 @@ typedef struct fia_mla_prolog_v3_params {
     uint32_t struct_size;         /* sizeof the struct: set by _params_init */
     double rmsnorm_epsilon_cq;    /* default 1e-5 */
     double rmsnorm_epsilon_ckv;   /* default 1e-5 */
-    fia_layout cache_mode;        /* PA_BSND (default), BSND or TND; PA_NZ: unsupported */
+    fia_layout cache_mode;        /* PA_BSND (default), PA_NZ, BSND or TND */
     int32_t query_norm_flag;      /* nonzero: write query_norm (default 0) */
     int32_t weight_quant_mode;    /* 0 only (1 and 2: FIA_STATUS_UNSUPPORTED) */
     int32_t kv_cache_quant_mode;  /* 0 only (1, 2, 3: FIA_STATUS_UNSUPPORTED) */
@@ -100,6 +100,9 @@ typedef struct fia_mla_prolog_v3_tensors {
  *              to slot cache_index[t] = row slot % block_size of block slot / block_size, the
  *              same slot in both; a negative cache_index skips the write; an index
  *              >= blocks * block_size is invalid (checked at plan time, nothing written).
+ *     PA_NZ    [blocks, 1, Hckv / 16, block_size, 16] / [blocks, 1, Dr / 16, block_size, 16]:
+ *              the same slots, each block in FRACTAL_NZ order (element d of row r at
+ *              [block][0][d / 16][r][d % 16]), as fused_infer_attention_score (MLA) reads it.
  *     BSND     [B, S, 1, Hckv] (token_x 3-D) and TND [T, 1, Hckv]: token t writes row t.
  *   cache_index    int64 [T] or [B, S] (copied at plan time)
  *   query_out      [T, N, Hckv] or [B, S, N, Hckv]; query_rope_out [.., N, Dr]
@@ -113,7 +116,7 @@ typedef struct fia_mla_prolog_v3_tensors {
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values); FIA_STATUS_UNSUPPORTED for the modes fia does
- *   not implement (PA_NZ, weight_quant_mode 1/2, kv_cache_quant_mode 1-3, query_quant_mode 1,
+ *   not implement (weight_quant_mode 1/2, kv_cache_quant_mode 1-3, query_quant_mode 1,
  *   a quantization tensor given), for non-unit innermost strides, and when fia was built
  *   without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
  * Memory: *plan is owned by the caller (fia_plan_destroy). *plan and *workspace_bytes are

@@ -1,6 +1,7 @@
 /*
  * mla_prolog.c - mla_prolog_v3 (include/fia/prolog.h): validation, planning and execution of
- * the bf16 path (weight_quant_mode 0, kv_cache_quant_mode 0) for PA_BSND, BSND and TND caches.
+ * the bf16 path (weight_quant_mode 0, kv_cache_quant_mode 0) for PA_BSND, PA_NZ, BSND and TND
+ * caches.
  *
  * Execution, five pool runs over fixed tasks (none depends on the thread count):
  *   1. x . W_DQ -> cq and x . W_DKV_KR -> kvkr (fp32 results), tiles of the tiled gemms;
@@ -57,6 +58,8 @@ typedef struct pro_plan {
     /* caches */
     char *kv, *kr;
     int64_t kv_sblk, kv_st, kr_sblk, kr_st, block_size, blocks;
+    int64_t kv_sc, kr_sc;         /* PA_NZ: stride of a 16-element chunk (0: row-major rows) */
+    uint16_t *row_kv, *row_kr;    /* PA_NZ: per-thread row buffers (plan-owned) */
     int64_t *slot;                /* paged: cache_index copy; positional: NULL */
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
     size_t scratch_bytes;         /* per thread */
@@ -133,7 +136,6 @@ static void stage_down(void *arg, int64_t task, int32_t tid) {
 }
 
 static void stage_norm(void *arg, int64_t t, int32_t tid) {
-    (void)tid;
     pro_run *r = arg;
     pro_plan *p = r->p;
     uint16_t *cqn = r->w.cqn + t * p->Hcq;
@@ -151,11 +153,21 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
         row_kr = t * p->kr_st;
     }
     const float *kvkr = r->w.kvkr + t * (PRO_HCKV + PRO_DR);
-    prolog_norm_row(kvkr, PRO_HCKV, p->gckv, p->eps_ckv, p->alpha_kv,
-                    (uint16_t *)p->kv + row_kv);
+    const bool nz = p->kv_sc != 0;
+    uint16_t *dkv = nz ? p->row_kv + (size_t)tid * PRO_HCKV : (uint16_t *)p->kv + row_kv;
+    uint16_t *dkr = nz ? p->row_kr + (size_t)tid * PRO_DR : (uint16_t *)p->kr + row_kr;
+    prolog_norm_row(kvkr, PRO_HCKV, p->gckv, p->eps_ckv, p->alpha_kv, dkv);
     float cs[PRO_DR], sn[PRO_DR];
     load_trig(p, t, cs, sn);
-    prolog_rope_row(kvkr + PRO_HCKV, cs, sn, (uint16_t *)p->kr + row_kr);
+    prolog_rope_row(kvkr + PRO_HCKV, cs, sn, dkr);
+    if (nz) {
+        /* PA_NZ (FRACTAL_NZ blocks, as fia_mla.c reads them): element d of a row lives in
+         * chunk d / 16 at chunk stride s_c, row r at r * 16 within the chunk */
+        for (int64_t c = 0; c < PRO_HCKV / 16; c++)
+            memcpy((uint16_t *)p->kv + row_kv + c * p->kv_sc, dkv + c * 16, 32);
+        for (int64_t c = 0; c < PRO_DR / 16; c++)
+            memcpy((uint16_t *)p->kr + row_kr + c * p->kr_sc, dkr + c * 16, 32);
+    }
 }
 
 static void stage_up(void *arg, int64_t task, int32_t tid) {
@@ -225,6 +237,8 @@ static void pro_destroy(fia_plan *plan) {
     free(p->gcq);
     free(p->gckv);
     free(p->slot);
+    free(p->row_kv);
+    free(p->row_kr);
     free(p);
 }
 
@@ -303,10 +317,31 @@ static fia_status gamma_copy(const fia_tensor *t, const char *name, int64_t n, f
     return FIA_STATUS_SUCCESS;
 }
 
-/* A paged cache [blocks, block_size, 1, width] or [blocks, block_size, width]. */
-static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t width,
-                              int64_t *blocks, int64_t *bs, int64_t *sblk, int64_t *st) {
+/* A paged cache [blocks, block_size, 1, width] or [blocks, block_size, width] (PA_BSND), or
+ * [blocks, 1, width / 16, block_size, 16] (PA_NZ, bf16: 32-byte chunks; *sc the chunk
+ * stride, *st = 16). */
+static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t width, bool nz,
+                              int64_t *blocks, int64_t *bs, int64_t *sblk, int64_t *st,
+                              int64_t *sc) {
     FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+    *sc = 0;
+    if (nz) {
+        if (t->ndim != 5)
+            return FIA_INVALID("%s has %d dims: a PA_NZ cache is [blocks, 1, %lld, block_size, "
+                               "16]", name, (int)t->ndim, (long long)(width / 16));
+        FIA_TRY(fia_tensor_check_dim(t, name, 1, 1, "the one KV head"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, width / 16, "width / 16"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 4, 16, "the NZ chunk (16 bf16)"));
+        if (t->shape[3] > 1 && t->strides[3] != 16)
+            return FIA_UNSUPPORTED("%s (PA_NZ) dim 3 stride is %lld, must be 16 (rows of a "
+                                   "chunk adjacent)", name, (long long)t->strides[3]);
+        *blocks = t->shape[0];
+        *bs = t->shape[3];
+        *sblk = t->strides[0];
+        *sc = t->strides[2];
+        *st = 16;
+        return FIA_STATUS_SUCCESS;
+    }
     if (t->ndim == 4) {
         FIA_TRY(fia_tensor_check_dim(t, name, 2, 1, "the one KV head"));
         FIA_TRY(fia_tensor_check_dim(t, name, 3, width, "required"));
@@ -350,10 +385,8 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     if (prm->quant_scale_repo_mode != 0)
         return FIA_UNSUPPORTED("quant_scale_repo_mode %d is not implemented (only 0)",
                                (int)prm->quant_scale_repo_mode);
-    if (prm->cache_mode == FIA_LAYOUT_PA_NZ)
-        return FIA_UNSUPPORTED("cache_mode PA_NZ is not implemented (PA_BSND, BSND, TND are)");
-    if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_BSND &&
-        prm->cache_mode != FIA_LAYOUT_TND)
+    if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_PA_NZ &&
+        prm->cache_mode != FIA_LAYOUT_BSND && prm->cache_mode != FIA_LAYOUT_TND)
         return FIA_INVALID("cache_mode is %s, must be PA_BSND, PA_NZ, BSND or TND",
                            fia_layout_name(prm->cache_mode));
     const struct {
@@ -449,13 +482,20 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     /* caches */
     if (!t->kv_cache) return FIA_INVALID("kv_cache is NULL");
     if (!t->kr_cache) return FIA_INVALID("kr_cache is NULL");
-    p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND;
+    p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND || prm->cache_mode == FIA_LAYOUT_PA_NZ;
     if (p->paged) {
+        const bool nz = prm->cache_mode == FIA_LAYOUT_PA_NZ;
         int64_t kb, kbs, rb, rbs;
-        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, &kb, &kbs, &p->kv_sblk,
-                            &p->kv_st));
-        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, &rb, &rbs, &p->kr_sblk,
-                            &p->kr_st));
+        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, nz, &kb, &kbs, &p->kv_sblk,
+                            &p->kv_st, &p->kv_sc));
+        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, &rb, &rbs, &p->kr_sblk,
+                            &p->kr_st, &p->kr_sc));
+        if (nz) {
+            p->row_kv = malloc((size_t)p->num_threads * PRO_HCKV * 2);
+            p->row_kr = malloc((size_t)p->num_threads * PRO_DR * 2);
+            if (!p->row_kv || !p->row_kr)
+                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+        }
         if (rb != kb || rbs != kbs)
             return FIA_INVALID("kr_cache is [%lld blocks, %lld], kv_cache [%lld, %lld]: they "
                                "must match", (long long)rb, (long long)rbs, (long long)kb,
@@ -467,7 +507,8 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         p->block_size = kbs;
         /* cache_index: copied and checked now, so that nothing is written on a bad index */
         const fia_tensor *ci = t->cache_index;
-        if (!ci) return FIA_INVALID("cache_index is NULL; cache_mode PA_BSND requires it");
+        if (!ci) return FIA_INVALID("cache_index is NULL; cache_mode %s requires it",
+                                    nz ? "PA_NZ" : "PA_BSND");
         FIA_TRY(need(ci, "cache_index", FIA_DTYPE_INT64));
         if (ci->ndim != tok_dims)
             return FIA_INVALID("cache_index has %d dims, must be %d (token_x's leading dims)",
