@@ -4,11 +4,12 @@
  * cache_index from it) feeds sparse_flash_attention (TND query, top-k selections) and
  * fused_infer_attention_score (MLA, TND, causal); the same prefill into PA_NZ caches must hold
  * the same values in FRACTAL_NZ order and feed fused_infer_attention_score (MLA) from them.
- * Each output is compared (1) with the
- * attention oracle on the same caches and queries (every element: checks that the rows land
- * where the readers look), and (2) end to end with the oracle chain (at most 0.1% of the
- * elements off: a q_c bf16 rounding tie decided differently moves a whole head's logits): ref_prolog (the golden's rounding points) -> its outputs rounded to bf16
- * (the dtype of the prolog's outputs and caches) in fp32 tensors -> ref_sfa / ref_mla.
+ * Each output is compared (1) with the attention oracle on the same caches and queries (every
+ * element: checks that the rows land where the readers look), and (2) end to end with the
+ * oracle chain, at most 0.1% of the elements off (a q_c bf16 rounding tie decided differently
+ * moves a whole head's logits): ref_prolog (the golden's rounding points) -> its outputs
+ * rounded to bf16 (the dtype of the prolog's outputs and caches) in fp32 tensors -> ref_sfa /
+ * ref_mla.
  * Tolerance per element: 1e-3 max(1, max |cache value|) + 5e-3 |ref| + one bf16 ulp of ref
  * (the cache rows after RMSNorm reach |3|; an output is a convex combination of them, so the
  * absolute term scales with them; the ulp covers input rounding ties).
@@ -297,14 +298,23 @@ done:
 
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 15, "test_prolog_roundtrip");
-    const char *why = NULL;
-    (void)why;
     int threads[2] = {1, 2};
     for (int k = 0; k < 2; k++) {
         fia_context_options opt = {threads[k], FIA_ISA_AUTO};
         fia_context *ctx = NULL;
         if (!tu_check(fia_context_create(&opt, &ctx) == FIA_STATUS_SUCCESS, "context")) continue;
-        /* probe: without oneDNN the prolog is UNSUPPORTED and there is nothing to round-trip */
+        /* without oneDNN the prolog is UNSUPPORTED (checked before any tensor): nothing to
+         * round-trip */
+        fia_mla_prolog_v3_tensors none;
+        memset(&none, 0, sizeof none);
+        fia_mla_prolog_v3_params pp;
+        fia_mla_prolog_v3_params_init(&pp);
+        if (fia_mla_prolog_v3(ctx, &none, &pp) == FIA_STATUS_UNSUPPORTED) {
+            printf("skipped: %s\n", fia_last_error());
+            tu_check(1, "unsupported without oneDNN");
+            fia_context_destroy(ctx);
+            break;
+        }
         tu_rng r = tu_rng_make(seed + (uint64_t)k);
         for (int i = 0; i < 4; i++) {
             const int64_t L = tu_int(&r, 1, 70), N = i == 3 ? 128 : (int64_t[]){1, 4, 16}[i];
