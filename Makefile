@@ -5,7 +5,7 @@
 BUILD      ?= build
 SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
-APT_PKGS   := cmake make gcc clang libclang-rt-14-dev python3
+APT_PKGS   := cmake make gcc clang libclang-rt-14-dev python3 libdnnl-dev
 
 .PHONY: run test deps build build-asan test-release test-asan bench clean
 
@@ -19,6 +19,7 @@ deps:
 	@missing=""; \
 	for p in cmake gcc clang; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing="$$missing libclang-rt-14-dev"; \
+	[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing="$$missing libdnnl-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
