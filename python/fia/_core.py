@@ -146,13 +146,13 @@ class Plan:
 
 def run(fn, args, outputs, post=None):
     """Runs fn(ctx, make_plan, *args), or returns a Plan when called under fia.plan.<op>."""
-    ctx = getattr(_tls, "ctx", None)
+    st = _tls.__dict__
+    ctx = st.get("ctx")
     if ctx is None or (ctx._gen >= 0 and ctx._gen != _default["gen"]):
         ctx = current_context()
-    if getattr(_tls, "planning", False):
-        _tls.planning = False
-        p = fn(ctx._c, True, *args)
-        return Plan(p, args, outputs, post)
+    if st.get("planning"):
+        st["planning"] = False
+        return Plan(fn(ctx._c, True, *args), args, outputs, post)
     fn(ctx._c, False, *args)
     if post is not None:
         post()
@@ -183,10 +183,18 @@ def planner(op):
 # Tensor kinds, dtypes and output allocation
 # ---------------------------------------------------------------------------------------------
 
+_TORCH_TYPES = set()
+
+
 def is_torch(x):
     t = type(x)
-    return t.__module__.startswith("torch") and "torch" in sys.modules and isinstance(
-        x, sys.modules["torch"].Tensor)
+    if t in _TORCH_TYPES:
+        return True
+    if t.__module__.startswith("torch") and "torch" in sys.modules and isinstance(
+            x, sys.modules["torch"].Tensor):
+        _TORCH_TYPES.add(t)
+        return True
+    return False
 
 
 def as_array(x):
@@ -219,12 +227,26 @@ _NP_DT = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfl
           "uint8": np.dtype(np.uint8), "bool": np.dtype(np.bool_)}
 
 
+_NP_NAMES = {}
+_TORCH_NAMES = {}
+
+
 def dtype_name(x):
-    """'float16', 'bfloat16', 'int8', ... of a numpy array or torch tensor."""
+    """'float16', 'bfloat16', 'int8', ... of a numpy array or torch tensor (cached: numpy's
+    dtype.name is a Python-level property costing microseconds)."""
     d = x.dtype
-    if type(d) is np.dtype or isinstance(d, np.dtype):
-        return d.name
-    return str(d)[6:]  # torch.bfloat16 -> bfloat16
+    if type(x) is np.ndarray:
+        n = _NP_NAMES.get(d.num)
+        if n is None:
+            n = _NP_NAMES[d.num] = d.name
+        return n
+    n = _TORCH_NAMES.get(d)
+    if n is None:
+        n = _TORCH_NAMES[d] = str(d).rpartition(".")[2]
+    return n
+
+
+_torch_mod = []
 
 
 def empty(like, shape, dtype):
@@ -232,10 +254,15 @@ def empty(like, shape, dtype):
     or None for like's dtype."""
     if type(like) is np.ndarray:
         return np.empty(shape, like.dtype if dtype is None else _NP_DT[dtype])
-    import torch
+    if not _torch_mod:
+        import torch
 
-    return torch.empty(shape, dtype=like.dtype if dtype is None else _torch_dtype(dtype),
-                       device=like.device)
+        _torch_mod.append(torch)
+    torch = _torch_mod[0]
+    dt = like.dtype if dtype is None else _torch_dtype(dtype)
+    if like.is_cpu:  # torch.empty(*shape) parses faster than a shape tuple plus device=
+        return torch.empty(*shape, dtype=dt)
+    return torch.empty(shape, dtype=dt, device=like.device)
 
 
 def cast_into(dst, src):
