@@ -104,6 +104,8 @@ def _fia_call(query, key, value, atten_mask, actual_seq_lengths, actual_seq_leng
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
     if out is None:
+        if type(value) is not np.ndarray and not is_torch(value):
+            value = as_array(value)
         o, lse = fia_outputs(query, value, input_layout, num_heads, num_key_value_heads,
                              query_rope, block_table, lse_flag)
     else:

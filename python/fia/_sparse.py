@@ -202,6 +202,8 @@ def npu_lightning_indexer(
             raise FiaInvalidArgument("%s: sparse_values_dtype is %s, expected None (the query "
                                      "dtype) or float32" % (op, vdt))
     if out is None:
+        if type(key) is not np.ndarray and not is_torch(key):
+            key = as_array(key)
         idx, vals = li_outputs(query, key, layout_query, layout_key, sparse_count, return_value,
                                vdt)
     else:
@@ -255,6 +257,8 @@ def npu_quant_lightning_indexer(
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
     if out is None:
+        if type(key) is not np.ndarray and not is_torch(key):
+            key = as_array(key)
         idx = li_outputs(query, key, layout_query, layout_key, sparse_count, False, None)[0]
     else:
         idx = check_out(op, out, 1)
