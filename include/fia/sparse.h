@@ -49,7 +49,10 @@ typedef struct fia_sparse_flash_attention_tensors {
     const fia_tensor *query_rope;
     const fia_tensor *key_rope;
     fia_tensor *attention_out;        /* output */
-    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+    fia_tensor *softmax_lse;          /* output (return_softmax_lse; see the rule below) */
+    fia_tensor *softmax_max;          /* output, torch_npu's form (return_softmax_lse) */
+    fia_tensor *softmax_sum;          /* output, with softmax_max */
+    const fia_tensor *sinks;          /* optional: float32 [N1], one logit per head */
 } fia_sparse_flash_attention_tensors;
 
 /*
@@ -76,12 +79,32 @@ typedef struct fia_sparse_flash_attention_tensors {
  *                    block_size (key dim 1): 1..1024, a multiple of sparse_block_size.
  *   attention_out:   the query's shape (512 wide), query dtype.
  *   softmax_lse:     float32 [B, N1, S1, 1], TND [T1, N1, 1]: max + log(sum exp(s - max)) over
- *                    the selected tokens; +inf for a row with no valid token.
+ *                    the selected tokens (and the sink); +inf for a row with no valid token.
+ *   softmax_max:     float32 [B, 1, S1, N1] (BSND: [B, N2, S1, N1/N2]), TND [1, T1, N1]
+ *                    ([N2, T1, N1/N2]), as torch_npu returns them: max = the largest logit of
+ *                    the row (scale included; the sink counts as a logit),
+ *   softmax_sum:     the shape of softmax_max: sum = sum exp(s - max) over the selected tokens
+ *                    plus exp(sink - max), so that lse = max + log(sum).
+ *                    A row with no valid token (and rows beyond a batch's query length) holds
+ *                    max = 0 and sum = 0, as the NPU golden leaves them: a merge that weights
+ *                    each part by sum * exp(max - M) gives such a row weight 0.
+ *   sinks:           NULL, or float32 [N1] (any stride): the learnable sink of each head, a
+ *                    logit with no value (torch_npu's sinks / the V2 operator):
+ *                    out = sum_t exp(s_t - m) v_t / (sum_t exp(s_t - m) + exp(sink - m)).
+ *                    A row with no valid token still outputs 0 (and the values above).
+ * Softmax outputs: with return_softmax_lse set, pass softmax_lse, or softmax_max and
+ *   softmax_sum, or all three (at least one form; max and sum go together); every one given is
+ *   written. With return_softmax_lse 0 none of them is read or written.
  * dtypes: query, query_rope, key, key_rope float16 or bfloat16, all the same.
  *
  * Selection of row i (0-based within its batch; Sq, Skv the actual lengths):
  *   threshold = Skv (sparse_mode 0), or Skv - Sq + i + 1 clamped to <= Skv (sparse_mode 3).
- *   Entries of sparse_indices[b, i, 0, :] are read in order; the first -1 ends the list. An
+ *   Entries of sparse_indices[b, i, 0, :] are read in order up to the first -1 (all K of them
+ *   when there is none): an entry for a future token (at or beyond the threshold) placed before
+ *   valid ones is skipped and the entries after it are still read (the recipes golden's rule;
+ *   the NPU kernel reads only the first min(K, ceil(threshold / sbs)) entries, which agrees
+ *   whenever the valid entries come first, as the lightning indexer writes them). The first -1
+ *   ends the list. An
  *   entry e >= 0 selects tokens [e * sbs, min((e + 1) * sbs, threshold)) (sbs =
  *   sparse_block_size); an entry whose first token is at or beyond the threshold selects
  *   nothing and is skipped, and so is any value < -1 (invalid, never dereferenced). A
@@ -134,7 +157,10 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
     const fia_tensor *sparse_indices; /* int32 */
     const fia_tensor *block_table;    /* required iff layout_kv is PA_BSND */
     fia_tensor *attention_out;        /* output, 512 wide */
-    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+    fia_tensor *softmax_lse;          /* output (return_softmax_lse), as sparse_flash_attention */
+    fia_tensor *softmax_max;          /* output (return_softmax_lse), as sparse_flash_attention;  */
+    fia_tensor *softmax_sum;          /* an fia extension: torch_npu's C8 op returns only out */
+    const fia_tensor *sinks;          /* optional float32 [N1], as sparse_flash_attention */
 } fia_kv_quant_sparse_flash_attention_tensors;
 
 /*
@@ -142,8 +168,19 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
  *
  * Each cached token is one 656-byte int8 row: bytes [0, 512) the int8 latent k_nope, bytes
  * [512, 640) 64 bfloat16 k_rope values, bytes [640, 656) 4 float32 scales (little endian), one
- * per 128-value tile: k_nope[c] = int8[c] * scale[c / 128]. The logits and the output are those
- * of fia_sparse_flash_attention_plan on the dequantized row (values = dequantized k_nope).
+ * per 128-value tile. The contract's rounding points (npu_kv_quant_sparse_flash_attention's
+ * golden) are kept, fp32 everywhere else:
+ *   k_nope[c] = to_qdtype((float)int8[c] * scale[c / 128])   (fp32 product, then rounded to the
+ *               query dtype, nearest even): this rounded row is K (with k_rope) for Q.K^T and V;
+ *   P is rounded to the query dtype before P.V: fia rounds the unnormalised probabilities of
+ *               its one-pass (flash) loop, exp(s - m), as exp(s - k ln2) with k = round(m / ln2),
+ *               so the rounded mantissas do not depend on the running max m (rounding commutes
+ *               with powers of two) nor on the thread count; the sum and the final division
+ *               stay fp32. The Python golden rounds the normalised probabilities exp(s - M) / l,
+ *               which no one-pass kernel can (the NPU kernel rounds exp(s - m) too): the two
+ *               differ by at most one query-dtype ulp per probability.
+ * Otherwise the logits and the output are those of fia_sparse_flash_attention_plan on the
+ * dequantized row (values = the rounded k_nope).
  *
  * Shapes:
  *   query:          BSND [B, S1, N1, 576]   TND [T1, N1, 576]   ([q_nope 512, q_rope 64])
@@ -151,8 +188,9 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
  *                   PA_BSND [blocks, block_size, 1, 656] with block_table
  *   value:          NULL or the same view as key.
  *   attention_out:  the query's shape with 512; query dtype (float16 or bfloat16).
- *   sparse_indices, block_table, softmax_lse, lengths, selection rules: as sparse_flash_attention
- *   (sparse_block_size 1..128, a superset of the NPU's 1..16 for this form).
+ *   sparse_indices, block_table, softmax_lse / softmax_max / softmax_sum, sinks, lengths,
+ *   selection rules: as sparse_flash_attention (sparse_block_size 1..128, a superset of the
+ *   NPU's 1..16 for this form).
  * Returns, memory, determinism: as fia_sparse_flash_attention_plan.
  */
 FIA_API fia_status fia_kv_quant_sparse_flash_attention_plan(
