@@ -230,6 +230,10 @@ typedef struct fia_lightning_indexer_params {
      * symmetric int8, the only mode (default 0). */
     int32_t query_quant_mode;
     int32_t key_quant_mode;
+    /* quant_lightning_indexer only: 0 (default) ranks by the contract's scores, with its fp16
+     * rounding points; 1 ranks by the exact formula (fp32, no fp16 rounding). See the quant
+     * indexer's Numerics below. */
+    int32_t exact_ranking;
 } fia_lightning_indexer_params;
 
 /* Sets the defaults listed above. */
@@ -244,7 +248,9 @@ typedef struct fia_lightning_indexer_tensors {
     const fia_tensor *key_dequant_scale;   /* quant_lightning_indexer only (else NULL) */
     const fia_tensor *block_table;         /* required iff layout_key is PA_BSND */
     fia_tensor *sparse_indices;            /* output, int32 */
-    fia_tensor *sparse_values;             /* output, float32, required iff return_value */
+    fia_tensor *sparse_values;             /* output, required iff return_value: float32, or
+                                            * float16 / bfloat16 (torch_npu returns the query
+                                            * dtype); the tensor's dtype decides */
 } fia_lightning_indexer_tensors;
 
 /*
@@ -265,7 +271,9 @@ typedef struct fia_lightning_indexer_tensors {
  *                    lengths must lie in [0, blocks); entries beyond them are never read.
  *                    block_size (key dim 1): 1..1024.
  *   sparse_indices:  int32, BSND query [B, S1, 1, k], TND query [T1, 1, k]
- *   sparse_values:   float32, the shape of sparse_indices
+ *   sparse_values:   the shape of sparse_indices; float32, float16 or bfloat16 (torch_npu
+ *                    returns the query dtype: pass that dtype to match it, float32 to keep
+ *                    the fp32 scores); the scores are rounded to it (nearest even)
  * dtypes: query and key float16 or bfloat16, the same; weights the query dtype or float32.
  * Any non-negative strides, except a unit innermost stride for query and key.
  *
@@ -278,7 +286,8 @@ typedef struct fia_lightning_indexer_tensors {
  * key (Sq > Skv under sparse_mode 3) are all -1.
  * Numerics: q, k and w are converted to fp32 exactly; each dot product is accumulated in fp32
  *   (order unspecified: it differs between ISAs), ReLU(NaN) is 0, the head sum is fp32.
- *   sparse_values holds these fp32 scores. In the ranking -0 equals +0 and a NaN score ranks
+ *   sparse_values holds these fp32 scores (rounded to its dtype; the ranking always uses the
+ *   fp32 scores). In the ranking -0 equals +0 and a NaN score ranks
  *   below every number (below -inf); among NaNs the lower index comes first. The ranking is a
  *   pure function of the scores, so the indices are bitwise identical for any thread count.
  *
@@ -317,10 +326,19 @@ FIA_API fia_status fia_lightning_indexer(fia_context *ctx,
  *                         [B, S2, 1], TND [T2, 1], PA_BSND [blocks, block_size, 1] (paged with
  *                         the same block table); any float dtype
  *   query_quant_mode, key_quant_mode: 0.
- * Numerics: w * sq is formed in fp32 per head, ReLU of the int32 dot is converted to fp32 and
- *   summed over heads in fp32, then multiplied by sk. The NPU golden's division of the dot by
- *   1024 and its fp16 rounding of intermediate values are not reproduced (they do not change the
- *   ranking except through rounding).
+ * Numerics (exact_ranking 0, the default): the contract's rounding points, in the order of the
+ *   NPU kernel and its golden (op-plugin / cann-recipes test_npu_lightning_indexer_quant):
+ *     w~[h]  = fp16(w[h] * sq[h])                  (the product in fp32, rounded to fp16)
+ *     S'[h]  = fp16(ReLU(q[h] . k) / 1024)         (exact int32 dot, to fp32, / 1024, to fp16)
+ *     score  = 1024 * sk * sum_h w~[h] * S'[h]     (fp32 products and head sum, order
+ *                                                   unspecified; 1024 is exact and restores the
+ *                                                   formula's scale, so sparse_values hold the
+ *                                                   formula's magnitude)
+ *   (fp16 rounding to nearest even; a w * sq beyond fp16's range becomes inf, as in the kernel).
+ *   The fp16 steps create ties the exact formula does not have; they are broken by the lower
+ *   index, as every tie. exact_ranking 1: w * sq in fp32, ReLU of the dot to fp32, fp32 head
+ *   sum, times sk: the exact formula up to fp32 rounding (not the golden's ranking: on the
+ *   golden's test shapes 0.5-26% of the positions differ).
  * Every scale must be >= 0 (the formula's ReLU factoring needs it): the scales that the call
  *   will read (all of sq for the valid query rows, sk of the visible key tokens) are checked at
  *   plan time, and a negative or NaN one is FIA_STATUS_INVALID_ARGUMENT naming the tensor and the
