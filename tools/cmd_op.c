@@ -241,8 +241,31 @@ static int parse_args(const cli_op *op, int argc, char **argv, cli_args *a) {
                 cli_error("--out: too many outputs");
                 return -1;
             }
+            /* PATH:bf16 writes the output as bfloat16 bits (uint16 .npy) under PATH; any other
+             * ":suffix" is refused rather than becoming part of the file name */
+            const char *path = sep + 1, *colon = strrchr(path, ':');
+            int bf16 = 0;
+            if (colon != NULL && colon[1] != '\0' && strchr(colon, '/') == NULL) {
+                if (strcmp(colon, ":bf16") != 0) {
+                    cli_error("--out %s: unknown suffix '%s' (only :bf16 is accepted)",
+                              op->outputs[known], colon);
+                    return -1;
+                }
+                if (colon == path) {
+                    cli_error("--out %s: ':bf16' needs a path before it", op->outputs[known]);
+                    return -1;
+                }
+                char *copy = strndup(path, (size_t)(colon - path)); /* lives until exit */
+                if (copy == NULL) {
+                    cli_error("out of memory");
+                    return -1;
+                }
+                path = copy;
+                bf16 = 1;
+            }
             a->out_names[a->n_outs] = op->outputs[known];
-            a->out_paths[a->n_outs] = sep + 1;
+            a->out_paths[a->n_outs] = path;
+            a->out_bf16[a->n_outs] = bf16;
             a->n_outs++;
         }
     }
@@ -296,6 +319,12 @@ const char *cli_out_path(const cli_args *a, const char *name) {
     for (int k = 0; k < a->n_outs; k++)
         if (strcmp(a->out_names[k], name) == 0) return a->out_paths[k];
     return NULL;
+}
+
+int cli_out_bf16(const cli_args *a, const char *name) {
+    for (int k = 0; k < a->n_outs; k++)
+        if (strcmp(a->out_names[k], name) == 0) return a->out_bf16[k];
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -778,7 +807,8 @@ void cmd_op_usage(FILE *out) {
     for (size_t i = 0; i < n_ops; i++) fprintf(out, "  %-30s %s\n", ops[i]->name, ops[i]->summary);
     fprintf(out, "\n'fia op OPERATOR --help' lists an operator's flags. Tensors are .npy files "
                  "(append :bf16 to read a\nuint16 array as bfloat16); bf16 outputs are written "
-                 "as uint16 .npy. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
+                 "as uint16 .npy, and --out NAME=PATH:bf16\nwrites a float output as bfloat16 "
+                 "(uint16 .npy) under PATH. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
                  "refused the call.\n");
 }
 
