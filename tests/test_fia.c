@@ -239,6 +239,17 @@ static void test_edges(uint64_t seed) {
         set_quant(&c, AQ_C3, 1, FIA_DTYPE_FLOAT32);
         EDGE(c, "head dim 256/512 decode antiquant");
     }
+    /* head dims beyond the NPU's 512: 576 (the MLA absorbed width) and fia's cap 1024 */
+    for (int64_t d = 576; d <= 1024; d += 448) {
+        c = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_BFLOAT16, 1, 2, 1, 5, 40, d, d);
+        c.sparse_mode = 2, c.mask = MASK_C2, c.lse = 1;
+        EDGE(c, "head dim 576/1024 prefill");
+        c.S1 = 1;
+        set_paged(&c, 4, 16);
+        EDGE(c, "head dim 576/1024 decode paged");
+        c = base_case(FIA_LAYOUT_BNSD, FIA_DTYPE_FLOAT16, 1, 2, 2, 1, 300, d, d);
+        EDGE(c, "head dim 576/1024 decode");
+    }
 
     /* GQA ratios 1, 2, 4, 8 and MQA. */
     const int64_t n1s[5] = {4, 4, 8, 16, 16}, n2s[5] = {4, 2, 2, 2, 1};

@@ -103,7 +103,8 @@ typedef struct fia_fused_infer_attention_score_tensors {
  *                   (per channel; needs D == Dv); mode 1: [2, B, S2s] (per token, S2s >= the
  *                   longest kv). Any float dtype. K = (k + offset) * scale.
  * dtypes: query float16/bfloat16/float32; key and value the same dtype: a float dtype or int8.
- * Head dims D, Dv: 1..512. N1, N2 <= 256, N1 % N2 == 0. B <= 65536.
+ * Head dims D, Dv: 1..1024, any value (the NPU: <= 512, aligned; 576, the MLA absorbed width,
+ * works); above 1024 FIA_STATUS_INVALID_ARGUMENT. N1, N2 <= 256, N1 % N2 == 0. B <= 65536.
  *
  * Visibility of key j to query row i (0-based within the batch, Sq / Skv the actual lengths):
  *   sparse_mode 0  no mask: all keys. full mask: -pre_tokens <= j - i <= next_tokens and
@@ -181,7 +182,7 @@ FIA_API fia_status fia_fused_infer_attention_score(
  *
  * Shapes (all float16, each a 3-D view with a unit innermost stride, other strides free):
  *   Q: [numHeads, qLen, headDim]    K, V: [numHeads, kvLen, headDim]    O: [numHeads, qLen, headDim]
- *   numHeads, qLen, kvLen >= 1; headDim 1..512 with no alignment requirement. Accumulation is
+ *   numHeads, qLen, kvLen >= 1; headDim 1..1024 (576 included) with no alignment requirement. Accumulation is
  *   fp32; O is rounded to float16 once. Writes never touch memory outside O's rows, so heads
  *   packed back to back are safe.
  * It runs on FIA's decode path (the query tile of a head stays resident, K/V stream in tiles
@@ -189,7 +190,7 @@ FIA_API fia_status fia_fused_infer_attention_score(
  * merge), so results are bitwise identical for any thread count.
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT (message names Q, K, V or O, the dim and both values) for
- *   any other shape, dtype or a NULL argument; FIA_STATUS_UNSUPPORTED for headDim > 512 or
+ *   any other shape, dtype or a NULL argument; FIA_STATUS_UNSUPPORTED for headDim > 1024 or
  *   non-unit innermost strides; FIA_STATUS_OUT_OF_MEMORY.
  * *executor (a plan: re-runnable, freed with fia_plan_destroy) and *workspace_size are written
  *   only on success.

@@ -19,7 +19,7 @@
 
 enum {
     FIA_MAX_HEADS = 256,
-    FIA_MAX_HEAD_DIM = 512,
+    FIA_MAX_HEAD_DIM = 1024, /* fia's cap (the NPU: 512); any value up to it, no alignment */
     FIA_MAX_BATCH = 65536,
     FIA_MAX_BLOCK_SIZE = 1024,
     FIA_KV_TILE = 64,     /* keys per K/V tile */
