@@ -81,12 +81,15 @@ typedef struct fia_fused_infer_attention_score_tensors {
  *
  * Shapes (N1 = num_heads, N2 = num_key_value_heads, D = key head dim, Dv = value head dim):
  *   query:          BSH [B, S1, N1*D]   BSND [B, S1, N1, D]   BNSD / BNSD_BSND [B, N1, S1, D]
- *                   TND [T1, N1, D]
- *   key, value:     same layout as query with S2 / T2 and N2 (value with Dv), or, with
+ *                   TND / TND_NTD [T1, N1, D]   NTD / NTD_TND [N1, T1, D]
+ *                   (the four token-packed layouts follow TND's rules: cumulative lengths,
+ *                   count = B, no decode special case; "TND" below means any of them)
+ *   key, value:     the query's input layout with S2 / T2 and N2 (value with Dv), or, with
  *                   block_table, a paged cache: BnBsH [blocks, block_size, N2*D] (3-D) or
  *                   BnNBsD [blocks, N2, block_size, D] (4-D); value the same with Dv.
- *   attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]); query dtype.
- *   softmax_lse:    float32 [B, N1, S1, 1], TND [T1, N1, 1]. lse = max + log(sum exp(s - max))
+ *   attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]; TND_NTD:
+ *                   [N1, T1, Dv]; NTD_TND: [T1, N1, Dv]); query dtype.
+ *   softmax_lse:    float32 [B, N1, S1, 1]; every token-packed layout [T1, N1, 1]. lse = max + log(sum exp(s - max))
  *                   over the visible scores s = scale * q.k; +inf for a row that sees no key.
  *   block_table:    int32 [B, max_blocks]: token t of batch b is row t % block_size of block
  *                   block_table[b][t / block_size]. Ids used by the lengths must lie in
