@@ -92,8 +92,9 @@ static void test_dtypes_layouts(void) {
     tu_check(strcmp(fia_dtype_name((fia_dtype)8), "unknown") == 0 && strcmp(fia_dtype_name((fia_dtype)-3), "unknown") == 0,
              "fia_dtype_name(unknown) = \"unknown\"");
 
-    static const char *const lnames[9] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND", "NTD", "TND_NTD", "PA_BSND", "PA_NZ"};
-    for (int i = 0; i < 9; i++) {
+    static const char *const lnames[10] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND", "NTD", "TND_NTD", "PA_BSND", "PA_NZ",
+                                           "NTD_TND"};
+    for (int i = 0; i < 10; i++) {
         fia_layout l = (fia_layout)-1;
         const fia_status st = fia_layout_parse(lnames[i], &l);
         tu_check(st == FIA_STATUS_SUCCESS && l == (fia_layout)i, "fia_layout_parse(\"%s\") = %d (%s)", lnames[i], (int)l,
@@ -111,7 +112,7 @@ static void test_dtypes_layouts(void) {
     fia_layout l;
     tu_check(fia_layout_parse(NULL, &l) == FIA_STATUS_INVALID_ARGUMENT, "fia_layout_parse(NULL) is INVALID_ARGUMENT");
     tu_check(fia_layout_parse("BSH", NULL) == FIA_STATUS_INVALID_ARGUMENT, "fia_layout_parse(\"BSH\", NULL) is INVALID_ARGUMENT");
-    tu_check(strcmp(fia_layout_name((fia_layout)9), "unknown") == 0 && strcmp(fia_layout_name((fia_layout)-1), "unknown") == 0,
+    tu_check(strcmp(fia_layout_name((fia_layout)10), "unknown") == 0 && strcmp(fia_layout_name((fia_layout)-1), "unknown") == 0,
              "fia_layout_name(unknown)");
     static const char *const inames[4] = {"auto", "scalar", "avx2", "avx512"};
     for (int i = 0; i < 4; i++)

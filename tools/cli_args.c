@@ -242,8 +242,31 @@ int cli_parse_args(const cli_op *op, int argc, char **argv, cli_args *a) {
                 cli_error("--out: too many outputs");
                 return -1;
             }
+            /* PATH:bf16 writes the output as bfloat16 bits (uint16 .npy) under PATH; any other
+             * ":suffix" is refused rather than becoming part of the file name */
+            const char *path = sep + 1, *colon = strrchr(path, ':');
+            int bf16 = 0;
+            if (colon != NULL && colon[1] != '\0' && strchr(colon, '/') == NULL) {
+                if (strcmp(colon, ":bf16") != 0) {
+                    cli_error("--out %s: unknown suffix '%s' (only :bf16 is accepted)",
+                              op->outputs[known], colon);
+                    return -1;
+                }
+                if (colon == path) {
+                    cli_error("--out %s: ':bf16' needs a path before it", op->outputs[known]);
+                    return -1;
+                }
+                char *copy = strndup(path, (size_t)(colon - path)); /* lives until exit */
+                if (copy == NULL) {
+                    cli_error("out of memory");
+                    return -1;
+                }
+                path = copy;
+                bf16 = 1;
+            }
             a->out_names[a->n_outs] = op->outputs[known];
-            a->out_paths[a->n_outs] = sep + 1;
+            a->out_paths[a->n_outs] = path;
+            a->out_bf16[a->n_outs] = bf16;
             a->n_outs++;
         }
     }
@@ -290,6 +313,12 @@ int cli_arg_int_list(const cli_args *a, const char *name, int64_t **values, int6
     parse_int_list(text, v);
     *values = v;
     *count = n;
+    return 0;
+}
+
+int cli_out_bf16(const cli_args *a, const char *name) {
+    for (int k = 0; k < a->n_outs; k++)
+        if (strcmp(a->out_names[k], name) == 0) return a->out_bf16[k];
     return 0;
 }
 

@@ -43,7 +43,8 @@ void cmd_op_usage(FILE *out) {
     for (size_t i = 0; i < n_ops; i++) fprintf(out, "  %-30s %s\n", ops[i]->name, ops[i]->summary);
     fprintf(out, "\n'fia op OPERATOR --help' lists an operator's flags. Tensors are .npy files "
                  "(append :bf16 to read a\nuint16 array as bfloat16); bf16 outputs are written "
-                 "as uint16 .npy. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
+                 "as uint16 .npy, and --out NAME=PATH:bf16\nwrites a float output as bfloat16 "
+                 "(uint16 .npy) under PATH. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
                  "refused the call.\n");
 }
 

@@ -36,7 +36,8 @@ static const cli_flag fia_flags[] = {
     {"num_heads", CLI_FLAG_INT, 1, "query heads N1"},
     {"num_key_value_heads", CLI_FLAG_INT, 0, "kv heads N2 (default 0: N1)"},
     {"scale", CLI_FLAG_FLOAT, 0, "multiplies Q.K^T (default 1.0)"},
-    {"input_layout", CLI_FLAG_STRING, 0, "BSH (default), BSND, BNSD, TND, BNSD_BSND"},
+    {"input_layout", CLI_FLAG_STRING, 0, "BSH (default), BSND, BNSD, TND, BNSD_BSND, NTD, TND_NTD, "
+                                         "NTD_TND"},
     {"sparse_mode", CLI_FLAG_INT, 0, "0..4 (default 0)"},
     {"pre_tokens", CLI_FLAG_INT, 0, "default 2147483647"},
     {"next_tokens", CLI_FLAG_INT, 0, "default 2147483647"},
@@ -93,7 +94,10 @@ static int fia_output_shapes(const fia_tensor *q, const fia_tensor *v, int paged
     const char *layout = fia_layout_name(p->input_layout);
     switch (p->input_layout) {
     case FIA_LAYOUT_BSH:
-    case FIA_LAYOUT_TND: want_ndim = 3; break;
+    case FIA_LAYOUT_TND:
+    case FIA_LAYOUT_NTD:
+    case FIA_LAYOUT_TND_NTD:
+    case FIA_LAYOUT_NTD_TND: want_ndim = 3; break;
     case FIA_LAYOUT_BSND:
     case FIA_LAYOUT_BNSD:
     case FIA_LAYOUT_BNSD_BSND: want_ndim = 4; break;
@@ -117,11 +121,18 @@ static int fia_output_shapes(const fia_tensor *q, const fia_tensor *v, int paged
         out_shape[1] = s1;
         out_shape[2] = q->shape[1];
         break;
+    case FIA_LAYOUT_TND_NTD: /* [T, N, D] in, [N, T, Dv] out */
+    case FIA_LAYOUT_NTD_TND: /* [N, T, D] in, [T, N, Dv] out */
+        out_shape[0] = q->shape[1];
+        out_shape[1] = q->shape[0];
+        break;
     default: break;
     }
-    if (p->input_layout == FIA_LAYOUT_TND) {
+    const fia_layout il = p->input_layout;
+    if (il == FIA_LAYOUT_TND || il == FIA_LAYOUT_NTD || il == FIA_LAYOUT_TND_NTD ||
+        il == FIA_LAYOUT_NTD_TND) { /* [T, N, 1] */
         *lse_ndim = 3;
-        lse_shape[0] = q->shape[0];
+        lse_shape[0] = il == FIA_LAYOUT_TND || il == FIA_LAYOUT_TND_NTD ? q->shape[0] : q->shape[1];
         lse_shape[1] = n1;
         lse_shape[2] = 1;
     } else {
@@ -219,8 +230,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     p.softmax_lse_flag = cli_arg_switch(a, "softmax_lse_flag") || lse_path != NULL;
     const char *layout = cli_arg(a, "input_layout");
     if (layout != NULL && fia_layout_parse(layout, &p.input_layout) != FIA_STATUS_SUCCESS) {
-        cli_error("--input_layout: unknown layout '%s' (BSH, BSND, BNSD, TND, BNSD_BSND)",
-                  layout);
+        cli_error("--input_layout: unknown layout '%s' (BSH, BSND, BNSD, TND, BNSD_BSND, NTD, "
+                  "TND_NTD, NTD_TND)", layout);
         goto done;
     }
     if (cli_arg_int_list(a, "actual_seq_lengths", &seq, &p.actual_seq_lengths_count) != 0 ||

@@ -8,7 +8,7 @@
 #include "fia.h"
 
 static const char *const fia_layout_names[] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND",
-                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ"};
+                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ", "NTD_TND"};
 
 fia_status fia_layout_parse(const char *name, fia_layout *layout) {
     fia_error_clear();
@@ -18,7 +18,8 @@ fia_status fia_layout_parse(const char *name, fia_layout *layout) {
             *layout = (fia_layout)i;
             return FIA_STATUS_SUCCESS;
         }
-    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND)", name);
+    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND, NTD, "
+                       "TND_NTD, NTD_TND, PA_BSND, PA_NZ)", name);
 }
 
 const char *fia_layout_name(fia_layout layout) {

@@ -13,7 +13,9 @@ enum {
     FIA_MAX_BLOCK_SIZE = 1024, /* tokens per block of a paged cache */
     FIA_MAX_HEADS = 256,       /* N1, N2 of dense fused_infer_attention_score */
     FIA_MAX_LATENT_HEADS = 128, /* N1 of MLA and sparse_flash_attention (DeepSeek latent heads) */
-    FIA_MAX_HEAD_DIM = 512,    /* D, Dv of dense attention and SmallQ; indexer head dim */
+    FIA_MAX_HEAD_DIM = 1024,   /* D, Dv of dense attention and SmallQ (the NPU: 512; any value up
+                                * to it, no alignment: 576, the MLA absorbed width, included) */
+    FIA_MAX_LI_HEAD_DIM = 512, /* D of the lightning indexer */
     FIA_MAX_SPARSE_BLOCK = 128, /* sparse_block_size of sparse_flash_attention */
     FIA_MAX_TOPK = 8192        /* sparse_count of the lightning indexer */
 };

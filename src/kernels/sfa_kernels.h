@@ -19,16 +19,22 @@ enum { FIA_C8_ROW_BYTES = 656, FIA_C8_NOPE = 512, FIA_C8_ROPE = 64, FIA_C8_TILE 
 
 /* The kernel signatures (one typedef per slot: the registry declares every kernel with it). */
 typedef void fia_sfa_c8_rows_to_f32_fn(const void *const *rows, int64_t n, float *nope, int64_t ldn,
-                                       float *rope, int64_t ldr);
+                                       float *rope, int64_t ldr, fia_dtype round);
+typedef void fia_sfa_round_scaled_fn(float *x, int64_t n, float c, float inv, fia_dtype round);
 
 typedef struct fia_sfa_kernels {
     const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
     uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
     /* Dequantizes n C8 rows given by pointers:
-     *   nope[j * ldn + c] = (float)int8_j[c] * scale_j[c / 128]      c < 512
+     *   nope[j * ldn + c] = R((float)int8_j[c] * scale_j[c / 128])   c < 512
      *   rope[j * ldr + c] = bf16_to_f32(rope_j[c])                    c < 64
-     * n >= 0; ldn >= 512, ldr >= 64 (floats). */
+     * R: with round FLOAT16 or BFLOAT16 the fp32 product rounded to that dtype (nearest even,
+     * NaN stays NaN: the contract's cast of the dequantized row to the query dtype) and widened
+     * back; any other dtype: the product itself. n >= 0; ldn >= 512, ldr >= 64 (floats). */
     fia_sfa_c8_rows_to_f32_fn *c8_rows_to_f32;
+    /* x[j] = R(x[j] * c) * inv for j < n (R as above: round to FLOAT16 / BFLOAT16, else none;
+     * two fp32 multiplies around it): the C8 cast of P, done on a max-independent scale. */
+    fia_sfa_round_scaled_fn *round_scaled;
 } fia_sfa_kernels;
 
 #endif /* FIA_KERNELS_SFA_KERNELS_H */

@@ -261,7 +261,8 @@ static fia_status fia_attn_parse_kv(fia_attn_plan *p, const fia_fused_infer_atte
     const bool tnd = p->tnd;
     int64_t kv_S = 0, blocks = 0;
     p->paged = t->block_table != NULL;
-    p->token_major = p->paged ? t->key->ndim == 3 : in_layout != FIA_LAYOUT_BNSD;
+    p->token_major = p->paged ? t->key->ndim == 3
+                              : in_layout != FIA_LAYOUT_BNSD && in_layout != FIA_LAYOUT_NTD;
     if (p->paged) {
         const int64_t bs = prm->block_size;
         if (bs < 1 || bs > FIA_MAX_BLOCK_SIZE)
@@ -376,16 +377,21 @@ static fia_status fia_attn_validate(fia_attn_plan *p,
     p->scale = (float)prm->scale;
 
     const fia_layout layout = prm->input_layout;
-    if (layout == FIA_LAYOUT_NTD || layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_PA_BSND ||
-        layout == FIA_LAYOUT_PA_NZ)
+    if (layout == FIA_LAYOUT_PA_BSND || layout == FIA_LAYOUT_PA_NZ)
         return FIA_UNSUPPORTED("input_layout %s is not supported by fused_infer_attention_score "
                                "yet", fia_layout_name(layout));
-    if ((unsigned)layout > FIA_LAYOUT_BNSD_BSND)
+    if ((unsigned)layout > FIA_LAYOUT_NTD_TND)
         return FIA_INVALID("input_layout is %d, unknown", (int)layout);
-    const bool tnd = layout == FIA_LAYOUT_TND;
+    /* the token-packed layouts (TND, NTD and their input_output pairs) share TND's rules */
+    const bool tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD ||
+                     layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_NTD_TND;
     p->tnd = tnd;
-    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD : layout;
-    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND : layout;
+    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD
+                                 : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND
+                                 : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : layout;
+    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND
+                                  : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_NTD
+                                  : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_TND : layout;
 
     /* query */
     fia_dims qd;

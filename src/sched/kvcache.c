@@ -66,6 +66,14 @@ fia_status fia_seq_parse(const fia_tensor *t, const char *name, fia_layout layou
         seq->s_t = st[0];
         seq->s_h = st[1];
         break;
+    case FIA_LAYOUT_NTD:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
+        FIA_TRY(fia_tensor_check_dim(t, name, 0, heads, "the head count"));
+        *dims = (fia_dims){0, sh[1], sh[0], sh[2]};
+        seq->s_b = 0;
+        seq->s_h = st[0];
+        seq->s_t = st[1];
+        break;
     default:
         return FIA_INVALID("%s layout %d is not a tensor layout", name, (int)layout);
     }
