@@ -547,13 +547,14 @@ void fill_sfa_params(fia_sparse_flash_attention_params &p, const Lens &lq, const
 
 nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle query, nb::handle key,
                                      nb::handle value, nb::handle sparse_indices, nb::handle block_table,
-                                     nb::handle query_rope, nb::handle key_rope, nb::handle attention_out,
-                                     nb::handle softmax_lse, nb::handle actual_seq_lengths_query,
+                                     nb::handle query_rope, nb::handle key_rope, nb::handle sinks,
+                                     nb::handle attention_out, nb::handle softmax_lse, nb::handle softmax_max,
+                                     nb::handle softmax_sum, nb::handle actual_seq_lengths_query,
                                      nb::handle actual_seq_lengths_kv, double scale_value, int64_t sparse_block_size,
                                      const char *layout_query, const char *layout_kv, int32_t sparse_mode,
                                      int32_t attention_mode, bool return_softmax_lse)
 {
-    Tn q, k, v, si, bt, qr, kr, o, lse;
+    Tn q, k, v, si, bt, qr, kr, sk, o, lse, smax, ssum;
     load_in(query, "query", q);
     load_in(key, "key", k);
     load_in(value, "value", v);
@@ -561,8 +562,11 @@ nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle 
     load_in(block_table, "block_table", bt);
     load_in(query_rope, "query_rope", qr);
     load_in(key_rope, "key_rope", kr);
+    load_in(sinks, "sinks", sk);
     load_out(attention_out, "attention_out", o);
     load_out(softmax_lse, "softmax_lse", lse);
+    load_out(softmax_max, "softmax_max", smax);
+    load_out(softmax_sum, "softmax_sum", ssum);
     Lens lq, lkv;
     load_lens(actual_seq_lengths_query, "actual_seq_lengths_query", lq);
     load_lens(actual_seq_lengths_kv, "actual_seq_lengths_kv", lkv);
@@ -581,6 +585,9 @@ nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle 
     t.key_rope = kr.in();
     t.attention_out = o.out();
     t.softmax_lse = lse.out();
+    t.softmax_max = smax.out();
+    t.softmax_sum = ssum.out();
+    t.sinks = sk.in();
     return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
         return fia_sparse_flash_attention_plan(c, &t, &p, pl, ws);
     });
@@ -588,20 +595,24 @@ nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle 
 
 nb::object op_kv_quant_sparse_flash_attention(
     nb::handle ctx, bool make_plan, nb::handle query, nb::handle key, nb::handle value, nb::handle sparse_indices,
-    nb::handle block_table, nb::handle attention_out, nb::handle softmax_lse, nb::handle actual_seq_lengths_query,
+    nb::handle block_table, nb::handle sinks, nb::handle attention_out, nb::handle softmax_lse,
+    nb::handle softmax_max, nb::handle softmax_sum, nb::handle actual_seq_lengths_query,
     nb::handle actual_seq_lengths_kv, double scale_value, int32_t key_quant_mode, int32_t value_quant_mode,
     int64_t sparse_block_size, const char *layout_query, const char *layout_kv, int32_t sparse_mode,
     int32_t attention_mode, int32_t quant_scale_repo_mode, int64_t tile_size, int64_t rope_head_dim,
     bool return_softmax_lse)
 {
-    Tn q, k, v, si, bt, o, lse;
+    Tn q, k, v, si, bt, sk, o, lse, smax, ssum;
     load_in(query, "query", q);
     load_in(key, "key", k);
     load_in(value, "value", v);
     load_in(sparse_indices, "sparse_indices", si);
     load_in(block_table, "block_table", bt);
+    load_in(sinks, "sinks", sk);
     load_out(attention_out, "attention_out", o);
     load_out(softmax_lse, "softmax_lse", lse);
+    load_out(softmax_max, "softmax_max", smax);
+    load_out(softmax_sum, "softmax_sum", ssum);
     Lens lq, lkv;
     load_lens(actual_seq_lengths_query, "actual_seq_lengths_query", lq);
     load_lens(actual_seq_lengths_kv, "actual_seq_lengths_kv", lkv);
@@ -623,6 +634,9 @@ nb::object op_kv_quant_sparse_flash_attention(
     t.block_table = bt.in();
     t.attention_out = o.out();
     t.softmax_lse = lse.out();
+    t.softmax_max = smax.out();
+    t.softmax_sum = ssum.out();
+    t.sinks = sk.in();
     return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
         return fia_kv_quant_sparse_flash_attention_plan(c, &t, &p, pl, ws);
     });
@@ -635,7 +649,7 @@ nb::object op_lightning_indexer(nb::handle ctx, bool make_plan, bool quant, nb::
                                 nb::handle actual_seq_lengths_query, nb::handle actual_seq_lengths_key,
                                 const char *layout_query, const char *layout_key, int64_t sparse_count,
                                 int32_t sparse_mode, int64_t pre_tokens, int64_t next_tokens, bool return_value,
-                                int32_t query_quant_mode, int32_t key_quant_mode)
+                                int32_t query_quant_mode, int32_t key_quant_mode, bool exact_ranking)
 {
     Tn q, k, w, qs, ks, bt, si, sv;
     load_in(query, "query", q);
@@ -664,6 +678,7 @@ nb::object op_lightning_indexer(nb::handle ctx, bool make_plan, bool quant, nb::
     p.actual_seq_lengths_key_count = lk.count();
     p.query_quant_mode = query_quant_mode;
     p.key_quant_mode = key_quant_mode;
+    p.exact_ranking = exact_ranking ? 1 : 0;
     fia_lightning_indexer_tensors t;
     std::memset(&t, 0, sizeof t);
     t.query = q.in();

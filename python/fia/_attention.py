@@ -10,13 +10,15 @@ from ._core import (INT32_MAX, FiaInvalidArgument, check_out, dtype_arg, dtype_n
 _FIA_DOC_SHAPES = """
     Shapes (N1 = num_heads, N2 = num_key_value_heads, D = key head dim, Dv = value head dim):
       query:          BSH [B, S1, N1*D]   BSND [B, S1, N1, D]   BNSD / BNSD_BSND [B, N1, S1, D]
-                      TND [T1, N1, D]
-      key, value:     same layout as query with S2 / T2 and N2 (value with Dv), or, with
+                      TND / TND_NTD [T1, N1, D]   NTD / NTD_TND [N1, T1, D] (token-packed:
+                      cumulative lengths, count = B)
+      key, value:     the query's input layout with S2 / T2 and N2 (value with Dv), or, with
                       block_table, a paged cache: BnBsH [blocks, block_size, N2*D] (3-D) or
                       BnNBsD [blocks, N2, block_size, D] (4-D); value the same with Dv.
-      attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]); query dtype.
-      softmax_lse:    float32 [B, N1, S1, 1], TND [T1, N1, 1] (natural log); shape [0] when
-                      the flag is off.
+      attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]; TND_NTD:
+                      [N1, T1, Dv]; NTD_TND: [T1, N1, Dv]); query dtype.
+      softmax_lse:    float32 [B, N1, S1, 1]; token-packed layouts [T1, N1, 1] (natural log);
+                      shape [0] when the flag is off.
       block_table:    int32 [B, max_blocks]; block_size 1..1024.
       atten_mask:     bool/int8/uint8, nonzero = masked: [S1, S2m], [B|1, S1, S2m],
                       [B|1, 1, S1, S2m] (decode also [B, S2m]); sparse_mode 2/3/4 take the

@@ -4,7 +4,7 @@ npu_kv_quant_sparse_flash_attention, npu_lightning_indexer, npu_quant_lightning_
 import numpy as np
 
 from . import _fia
-from ._core import (INT64_MAX, FiaInvalidArgument, as_array, cast_into, check_out, dtype_arg,
+from ._core import (INT64_MAX, FiaInvalidArgument, as_array, check_out, dtype_arg,
                     dtype_name, empty, is_torch, run, unsupported)
 
 
@@ -19,11 +19,22 @@ def _kw_check(op, items):
 # sparse_flash_attention (SFA)
 # ---------------------------------------------------------------------------------------------
 
-def sfa_outputs(query, return_softmax_lse=False):
-    """(attention_out, softmax_max, softmax_sum): the query's shape and dtype, and torch_npu's
-    [0] float32 tensors for the flag-off max / sum."""
-    return (empty(query, tuple(query.shape), None), empty(query, (0,), "float32"),
-            empty(query, (0,), "float32"))
+def sfa_outputs(query, key, layout_query="BSND", layout_kv="BSND", return_softmax_lse=False):
+    """(attention_out, softmax_max, softmax_sum): attention_out the query's shape and dtype;
+    max / sum float32 [B, N2, S1, N1/N2] (BSND) or [N2, T1, N1/N2] (TND), torch_npu's [0]
+    tensors when return_softmax_lse is False."""
+    qs = tuple(query.shape)
+    out = empty(query, qs, None)
+    if not return_softmax_lse:
+        return out, empty(query, (0,), "float32"), empty(query, (0,), "float32")
+    ks = tuple(key.shape)
+    n2 = (ks[1] if layout_kv == "TND" else ks[2]) if len(ks) > 2 else 1
+    n2 = n2 or 1
+    if layout_query == "TND":
+        shape = (n2, qs[0], qs[1] // n2)
+    else:
+        shape = (qs[0], n2, qs[1], qs[2] // n2)
+    return out, empty(query, shape, "float32"), empty(query, shape, "float32")
 
 
 def npu_sparse_flash_attention(
@@ -49,29 +60,38 @@ def npu_sparse_flash_attention(
       block_table:     int32 [B, >= ceil(max kv length / block_size)]
       lengths:         int32 tensors (or lists): BSND per batch, TND cumulative
     dtypes: query, query_rope, key, key_rope float16 or bfloat16, all the same.
+      sinks:           None or float32 [N1]: one learnable sink logit per head (a logit with no
+                       value: out = sum_t e^(s_t - m) v_t / (sum_t e^(s_t - m) + e^(sink - m)))
     Returns (attention_out, softmax_max, softmax_sum): attention_out the query's shape and dtype;
-    softmax_max / softmax_sum are float32 shape [0] (return_softmax_lse=False).
+    with return_softmax_lse, softmax_max / softmax_sum are float32 [B, N2, S1, N1/N2] (BSND) or
+    [N2, T1, N1/N2] (TND), N2 = 1: max = the largest logit of the row (scale included, the sink
+    counts), sum = sum exp(s - max) (+ exp(sink - max)), so lse = max + log(sum); a row with no
+    valid token holds max = 0, sum = 0. Without the flag they are float32 shape [0].
     attention_mode must be 2 (the only mode the NPU supports; torch_npu's default 0 raises
     NotImplementedError rather than guess). sparse_block_size: a power of two 1..128.
-    sparse_mode 0 or 3. out=(attention_out, softmax_max, softmax_sum) preallocates.
-    Not supported (NotImplementedError): return_softmax_lse=True, sinks, pre_tokens /
-    next_tokens other than the default.
+    sparse_mode 0 or 3. out=(attention_out, softmax_max, softmax_sum) preallocates (max / sum
+    are not touched without the flag).
+    Not supported (NotImplementedError): pre_tokens / next_tokens other than the default.
     """
     op = "npu_sparse_flash_attention"
-    if (attention_mode != 2 or return_softmax_lse or sinks is not None
-            or pre_tokens != INT64_MAX or next_tokens != INT64_MAX):
+    if attention_mode != 2 or pre_tokens != INT64_MAX or next_tokens != INT64_MAX:
         _kw_check(op, (("attention_mode", attention_mode, attention_mode == 2),
-                       ("return_softmax_lse", return_softmax_lse, not return_softmax_lse),
-                       ("sinks", "<tensor>", sinks is None),
                        ("pre_tokens", pre_tokens, pre_tokens == INT64_MAX),
                        ("next_tokens", next_tokens, next_tokens == INT64_MAX)))
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
-    outs = sfa_outputs(query) if out is None else check_out(op, out, 3)
+    if out is None:
+        if type(key) is not np.ndarray and not is_torch(key):
+            key = as_array(key)
+        outs = sfa_outputs(query, key, layout_query, layout_kv, return_softmax_lse)
+    else:
+        outs = check_out(op, out, 3)
+    flag = bool(return_softmax_lse)
     return run(_fia.sparse_flash_attention,
-               (query, key, value, sparse_indices, block_table, query_rope, key_rope, outs[0],
-                None, actual_seq_lengths_query, actual_seq_lengths_kv, scale_value,
-                sparse_block_size, layout_query, layout_kv, sparse_mode, 2, False), outs)
+               (query, key, value, sparse_indices, block_table, query_rope, key_rope, sinks,
+                outs[0], None, outs[1] if flag else None, outs[2] if flag else None,
+                actual_seq_lengths_query, actual_seq_lengths_kv, scale_value, sparse_block_size,
+                layout_query, layout_kv, sparse_mode, 2, flag), outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,12 +123,13 @@ def npu_kv_quant_sparse_flash_attention(
       value:          None or the same view as key
       sparse_indices, block_table, lengths, selection rules: as npu_sparse_flash_attention
       (sparse_block_size 1..128).
+      sinks:          None or float32 [N1], as npu_sparse_flash_attention.
     Returns attention_out: the query's shape with 512 (D - rope_head_dim), query dtype
     (float16 or bfloat16). out= preallocates it.
     Supported flags (anything else raises NotImplementedError naming it): key_quant_mode=2,
     value_quant_mode=2, attention_mode=2, quant_scale_repo_mode=1, tile_size=128,
     rope_head_dim=64, key_dtype / value_dtype None or int8, no key/value_dequant_scale
-    (the scales are inside the rows), no sinks, default pre/next_tokens.
+    (the scales are inside the rows), default pre/next_tokens.
     """
     op = "npu_kv_quant_sparse_flash_attention"
     kd, vd = dtype_arg(key_dtype), dtype_arg(value_dtype)
@@ -122,14 +143,13 @@ def npu_kv_quant_sparse_flash_attention(
                    ("value_dequant_scale", "<tensor>", value_dequant_scale is None),
                    ("key_dtype", kd, kd in (None, "int8")),
                    ("value_dtype", vd, vd in (None, "int8")),
-                   ("sinks", "<tensor>", sinks is None),
                    ("pre_tokens", pre_tokens, pre_tokens == INT64_MAX),
                    ("next_tokens", next_tokens, next_tokens == INT64_MAX)))
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
     o = kv_quant_sfa_outputs(query, rope_head_dim) if out is None else check_out(op, out, 1)
     return run(_fia.kv_quant_sparse_flash_attention,
-               (query, key, value, sparse_indices, block_table, o, None,
+               (query, key, value, sparse_indices, block_table, sinks, o, None, None, None,
                 actual_seq_lengths_query, actual_seq_lengths_kv, scale_value, key_quant_mode,
                 value_quant_mode, sparse_block_size, layout_query, layout_kv, sparse_mode,
                 attention_mode, quant_scale_repo_mode, tile_size, rope_head_dim, False), o)
@@ -182,9 +202,9 @@ def npu_lightning_indexer(
       sparse_indices[t, :] = the k visible keys j of highest score, by descending score
     {shapes}
     dtypes: query and key float16 or bfloat16 (the same); weights the query dtype or float32.
-    Returns (sparse_indices, sparse_values): sparse_values holds the scores in the query dtype
-    (as torch_npu; -inf where the index is -1), shape [0] when return_value is False.
-    fia extensions: sparse_values_dtype="float32" returns the fp32 scores fia computes;
+    Returns (sparse_indices, sparse_values): sparse_values holds the scores rounded to the query
+    dtype (as torch_npu; -inf where the index is -1), shape [0] when return_value is False.
+    fia extensions: sparse_values_dtype="float32" returns the fp32 scores fia ranks by;
     out=(sparse_indices, sparse_values) preallocates.
     """
     op = "npu_lightning_indexer"
@@ -208,21 +228,11 @@ def npu_lightning_indexer(
                                vdt)
     else:
         idx, vals = check_out(op, out, 2)
-    post = None
-    cvals = None
-    if return_value:
-        if dtype_name(vals) == "float32":
-            cvals = vals
-        else:  # fia writes fp32 scores: convert into the query-dtype output after the call
-            cvals = empty(query, tuple(vals.shape), "float32")
-
-            def post():
-                cast_into(vals, cvals)
     return run(_fia.lightning_indexer,
-               (False, query, key, weights, None, None, block_table, idx, cvals,
-                actual_seq_lengths_query, actual_seq_lengths_key, layout_query, layout_key,
-                sparse_count, sparse_mode, pre_tokens, next_tokens, bool(return_value), 0, 0),
-               (idx, vals), post)
+               (False, query, key, weights, None, None, block_table, idx,
+                vals if return_value else None, actual_seq_lengths_query, actual_seq_lengths_key,
+                layout_query, layout_key, sparse_count, sparse_mode, pre_tokens, next_tokens,
+                bool(return_value), 0, 0, False), (idx, vals))
 
 
 def npu_quant_lightning_indexer(
@@ -230,12 +240,15 @@ def npu_quant_lightning_indexer(
         key_quant_mode, *, actual_seq_lengths_query=None, actual_seq_lengths_key=None,
         block_table=None, layout_query="BSND", layout_key="BSND", sparse_count=2048,
         sparse_mode=3, pre_tokens=INT64_MAX, next_tokens=INT64_MAX, query_dtype=None,
-        key_dtype=None, out=None):
+        key_dtype=None, exact_ranking=False, out=None):
     """torch_npu.npu_quant_lightning_indexer: the int8 ("A8C8") lightning indexer, with
 
       score[t, j] = sum_h w[t, h] * sq[t, h] * sk[j] * ReLU(q[t, h] . k[j])
 
-    where q . k is the exact int32 dot product of the int8 vectors.
+    where q . k is the exact int32 dot product of the int8 vectors. By default the ranking uses
+    the contract's rounding points (the NPU kernel and its golden): w~ = fp16(w * sq),
+    S' = fp16(ReLU(q . k) / 1024), score = 1024 * sk * sum_h w~ S'. fia extension:
+    exact_ranking=True ranks by the exact formula in fp32 instead.
     {shapes}
     dtypes: query and key int8; weights float16 (bfloat16, float32 accepted);
       query_dequant_scale sq: the weights' shape; key_dequant_scale sk: BSND [B, S2, 1],
@@ -266,7 +279,7 @@ def npu_quant_lightning_indexer(
                (True, query, key, weights, query_dequant_scale, key_dequant_scale, block_table,
                 idx, None, actual_seq_lengths_query, actual_seq_lengths_key, layout_query,
                 layout_key, sparse_count, sparse_mode, pre_tokens, next_tokens, False,
-                query_quant_mode, key_quant_mode), idx)
+                query_quant_mode, key_quant_mode, bool(exact_ranking)), idx)
 
 
 for _f in (npu_lightning_indexer, npu_quant_lightning_indexer):
@@ -274,7 +287,8 @@ for _f in (npu_lightning_indexer, npu_quant_lightning_indexer):
 
 
 def _sfa_fake(query, key, value, sparse_indices, scale_value, **kw):
-    return sfa_outputs(query)
+    return sfa_outputs(query, key, kw.get("layout_query", "BSND"), kw.get("layout_kv", "BSND"),
+                       kw.get("return_softmax_lse", False))
 
 
 def _kv_quant_sfa_fake(query, key, value, sparse_indices, scale_value, key_quant_mode,

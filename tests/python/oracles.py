@@ -144,3 +144,44 @@ def smallq(q, k, v):
         s = q[h] @ k[h].T / np.sqrt(q.shape[-1])
         out[h], _ = softmax_rows(s, v[h])
     return out
+
+
+def sfa_batch_stats(q, qr, k, kr, idx, scale, sq, skv, sbs, sparse_mode, sinks=None):
+    """sfa_batch with torch_npu's statistics and optional per-head sinks [N1]: returns
+    out [S1, N1, 512], softmax_max [S1, N1], softmax_sum [S1, N1] (max = largest logit, the sink
+    included; sum = sum exp(s - max) + exp(sink - max); 0 and 0 for a row with no token)."""
+    s1, n1 = q.shape[0], q.shape[1]
+    out = np.zeros((s1, n1, k.shape[-1]))
+    mx = np.zeros((s1, n1))
+    sm = np.zeros((s1, n1))
+    for i in range(min(s1, sq)):
+        thr = skv if sparse_mode == 0 else min(skv - sq + i + 1, skv)
+        toks = sfa_selected(idx[i], sbs, thr)
+        if not toks:
+            continue
+        kt, krt = k[toks], kr[toks]
+        s = scale * (q[i] @ kt.T + qr[i] @ krt.T)  # [N1, T]
+        m = s.max(axis=1)
+        if sinks is not None:
+            m = np.maximum(m, sinks)
+        p = np.exp(s - m[:, None])
+        den = p.sum(axis=1) + (np.exp(sinks - m) if sinks is not None else 0.0)
+        out[i] = p @ kt / den[:, None]
+        mx[i], sm[i] = m, den
+    return out, mx, sm
+
+
+def qli_contract_scores(q, k, w, sq, sk, sqlen, skv, sparse_mode):
+    """The quant indexer's default ranking scores (the contract's fp16 rounding points):
+    1024 * sk * sum_h fp16(w * sq) * fp16(ReLU(q . k) / 1024); -inf where not visible."""
+    wt = (w.astype(np.float32) * sq.astype(np.float32)).astype(np.float16).astype(np.float64)
+    dots = np.einsum("thd,jd->thj", q.astype(np.int64), k.astype(np.int64)).astype(np.float64)
+    sp = (np.maximum(dots, 0).astype(np.float32) / np.float32(1024)).astype(np.float16)
+    sc = 1024.0 * np.einsum("th,thj->tj", wt, sp.astype(np.float64)) * sk[None, :]
+    s1, s2 = q.shape[0], k.shape[0]
+    i = np.arange(s1)[:, None]
+    j = np.arange(s2)[None, :]
+    vis = (i < sqlen) & (j < skv)
+    if sparse_mode == 3:
+        vis &= j <= (skv - sqlen) + i
+    return np.where(vis, sc, -INF)

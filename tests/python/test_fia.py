@@ -347,3 +347,37 @@ def test_plan_reexecute_with_new_data(kind, rng):
     if plan.workspace_size:
         with pytest.raises(ValueError, match="workspace"):
             plan.execute(workspace=np.empty(plan.workspace_size - 1, np.uint8))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", ["NTD", "TND_NTD", "NTD_TND"])
+def test_token_packed_layouts(kind, layout, rng):
+    need(kind)
+    N1, N2, D = 4, 2, 32
+    lq, lkv = [3, 4], [6, 8]
+    cq, ckv = np.cumsum(lq).tolist(), np.cumsum(lkv).tolist()
+    q = rnd(rng, (cq[-1], N1, D))  # TND
+    k = rnd(rng, (ckv[-1], N2, D))
+    v = rnd(rng, (ckv[-1], N2, D))
+    lin, lout = (layout.split("_") + [layout])[:2]
+    tr = lambda x: np.ascontiguousarray(x.transpose(1, 0, 2)) if lin == "NTD" else x
+    out, lse = fia.npu_fused_infer_attention_score(
+        *[to_kind(tr(x), kind) for x in (q, k, v)], actual_seq_lengths=cq,
+        actual_seq_lengths_kv=ckv, num_heads=N1, num_key_value_heads=N2, scale=0.2,
+        input_layout=layout, softmax_lse_flag=True)
+    T = cq[-1]
+    assert tuple(lse.shape) == (T, N1, 1)
+    want = np.zeros((T, N1, D))
+    wl = np.zeros((T, N1))
+    q0 = k0 = 0
+    for b in range(2):
+        qb = f64(q[q0:q0 + lq[b]]).transpose(1, 0, 2)
+        kb = f64(k[k0:k0 + lkv[b]]).transpose(1, 0, 2)
+        vb = f64(v[k0:k0 + lkv[b]]).transpose(1, 0, 2)
+        wo, l = fia_batch(qb, kb, vb, 0.2, lq[b], lkv[b])
+        want[q0:q0 + lq[b]] = wo.transpose(1, 0, 2)
+        wl[q0:q0 + lq[b]] = l.T
+        q0 += lq[b]
+        k0 += lkv[b]
+    assert_close(out, want.transpose(1, 0, 2) if lout == "NTD" else want, "float16", "out")
+    assert_close(lse, wl[..., None], "float32", "lse")

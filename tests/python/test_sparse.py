@@ -250,3 +250,94 @@ def test_plans_of_sparse_ops(rng):
     assert idx2 is idx
     ri, rv = fia.npu_lightning_indexer(q, key, w, sparse_count=8, return_value=True)
     assert np.array_equal(idx, ri) and np.array_equal(vals, rv)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("layout", ["BSND", "TND"])
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_sparse_flash_attention_softmax_stats_and_sinks(kind, layout, with_sinks, rng):
+    need(kind)
+    from oracles import sfa_batch_stats
+
+    N1, K = 4, 10
+    lq, lkv = [3, 2], [40, 24]
+    sinks = (rng.standard_normal(N1) * 2).astype(np.float32) if with_sinks else None
+    if layout == "BSND":
+        q = rnd(rng, (2, 3, N1, 512))
+        qr = rnd(rng, (2, 3, N1, 64))
+        k = rnd(rng, (2, 40, 1, 512))
+        kr = rnd(rng, (2, 40, 1, 64))
+        idx = _indices(rng, 2, 3, K, 40)
+        lens = dict(actual_seq_lengths_query=lq, actual_seq_lengths_kv=lkv)
+    else:
+        cq, ckv = np.cumsum(lq), np.cumsum(lkv)
+        q = rnd(rng, (cq[-1], N1, 512))
+        qr = rnd(rng, (cq[-1], N1, 64))
+        k = rnd(rng, (ckv[-1], 1, 512))
+        kr = rnd(rng, (ckv[-1], 1, 64))
+        idx = _indices(rng, 1, cq[-1], K, 24)[0]
+        lens = dict(actual_seq_lengths_query=cq.tolist(), actual_seq_lengths_kv=ckv.tolist())
+    out, smax, ssum = fia.npu_sparse_flash_attention(
+        *[to_kind(x, kind) for x in (q, k, k, idx)], 0.06, query_rope=to_kind(qr, kind),
+        key_rope=to_kind(kr, kind), layout_query=layout, layout_kv=layout, attention_mode=2,
+        return_softmax_lse=True, sinks=to_kind(sinks, kind), **lens)
+    want_shape = (2, 1, 3, N1) if layout == "BSND" else (1, sum(lq), N1)
+    assert tuple(smax.shape) == want_shape and tuple(ssum.shape) == want_shape
+    assert str(smax.dtype).endswith("float32")
+    go, gm, gs = f64(out), f64(smax), f64(ssum)
+    q0 = k0 = 0
+    for b in range(2):
+        nq = lq[b]
+        if layout == "BSND":
+            qb, qrb, kb, krb, ib = q[b], qr[b], k[b, :, 0], kr[b, :, 0], idx[b, :, 0]
+            ob, mb, sb = go[b], gm[b, 0], gs[b, 0]
+        else:
+            sl = slice(q0, q0 + nq)
+            qb, qrb, ib = q[sl], qr[sl], idx[sl, 0]
+            kb, krb = k[k0:k0 + lkv[b], 0], kr[k0:k0 + lkv[b], 0]
+            ob, mb, sb = go[sl], gm[0, sl], gs[0, sl]
+        wo, wm, ws = sfa_batch_stats(f64(qb), f64(qrb), f64(kb), f64(krb), ib, 0.06, nq, lkv[b], 1,
+                                     3, None if sinks is None else sinks.astype(np.float64))
+        assert_close(ob[:nq], wo[:nq], "float16", "out b%d" % b)
+        assert np.allclose(mb[:nq], wm[:nq], rtol=1e-5, atol=1e-5), (mb, wm)
+        assert np.allclose(sb[:nq], ws[:nq], rtol=1e-4, atol=1e-5), (sb, ws)
+        q0 += lq[b]
+        k0 += lkv[b]
+
+
+def test_kv_quant_sparse_flash_attention_sinks(rng):
+    from oracles import sfa_batch_stats
+
+    B, S1, N1, S2, K = 1, 2, 4, 32, 8
+    q = rnd(rng, (B, S1, N1, 576), "float16", 2.0)
+    rows, knope, krope = _c8_rows(rng, B * S2)
+    idx = _indices(rng, B, S1, K, S2)
+    sinks = (rng.standard_normal(N1) * 2).astype(np.float32)
+    out = fia.npu_kv_quant_sparse_flash_attention(q, rows.reshape(B, S2, 1, 656), None, idx, 0.1,
+                                                  2, 2, attention_mode=2, sinks=sinks)
+    # the C8 contract rounds the dequantized row to the query dtype
+    kn = knope.astype(np.float16).astype(np.float64)
+    qb = f64(q[0])
+    wo, _, _ = sfa_batch_stats(qb[..., :512], qb[..., 512:], kn, krope, idx[0, :, 0], 0.1, S1,
+                               S2, 1, 3, sinks.astype(np.float64))
+    assert_close(f64(out)[0], wo, "float16")
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_quant_lightning_indexer_ranking_modes(exact, rng):
+    from oracles import qli_contract_scores
+
+    B, S1, N1, S2, D, k = 1, 4, 8, 300, 64, 32
+    q = rnd(rng, (B, S1, N1, D), "int8")
+    key = rnd(rng, (B, S2, 1, D), "int8")
+    w = rnd(rng, (B, S1, N1), "float16")
+    sq = (rng.random((B, S1, N1)) * 0.01).astype(np.float16)
+    sk = (rng.random((B, S2, 1)) * 0.01).astype(np.float16)
+    idx = fia.npu_quant_lightning_indexer(q, key, w, sq, sk, 0, 0, sparse_count=k,
+                                          exact_ranking=exact)
+    if exact:
+        sc = li_scores(f64(q[0]), f64(key[0, :, 0]), f64(w[0]) * f64(sq[0]), S1, S2, 3) \
+            * f64(sk[0, :, 0])[None]
+    else:
+        sc = qli_contract_scores(q[0], key[0, :, 0], w[0], sq[0], f64(sk[0, :, 0]), S1, S2, 3)
+    check_topk(idx[0, :, 0].astype(np.int64), sc, k, 1e-5)
