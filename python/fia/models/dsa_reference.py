@@ -33,6 +33,8 @@ Options:
       quantized to int8 per token (and head) with scale amax/127; the latent cache quantized
       per token per 128-wide tile (scale amax/127, amax >= 1e-8), k_pe kept in bfloat16; the
       attention runs on the dequantized values;
+  round_out: round the layer output to bfloat16 (default: as emulate_bf16); comparisons of a
+      bf16 output use the unrounded value, so the output's own rounding counts once;
   mode="mha": the expanded (non-absorbed) prefill form of the demo, as a self-check;
   selection: per query row, the token positions to attend to (instead of the reference's own
       top-k), to evaluate the attention on another implementation's selection.
@@ -178,7 +180,7 @@ class RefOutput:
 
 def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int = 0, *,
                     positions=None, c8: bool = False, emulate_bf16: bool = False,
-                    mode: str = "absorb",
+                    mode: str = "absorb", round_out: Optional[bool] = None,
                     selection: Optional[Sequence] = None) -> RefOutput:
     """One request: hidden/residual [L, He] for positions 0..L-1 (or `positions`), outputs of
     rows q_start..L-1. w: {HF short name: array} (see dsa_weights)."""
@@ -265,7 +267,9 @@ def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int
     else:
         lat = torch.zeros(Lq, N, C, dtype=F64)
         ov = o
-    out = bf(ov.reshape(Lq, N * Dv) @ W["self_attn.o_proj.weight"].T)
+    out = ov.reshape(Lq, N * Dv) @ W["self_attn.o_proj.weight"].T
+    if emulate_bf16 if round_out is None else round_out:
+        out = out.to(torch.bfloat16).to(F64)
     return RefOutput(out=out, residual=x[q_start:], topk=topk, index_scores=iscore, lse=lse,
                      attn_latent=lat, q_nope_abs=q_abs[q_start:], q_pe=q_pe[q_start:],
                      latent=c_att, k_pe=k_pe)

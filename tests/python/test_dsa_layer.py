@@ -1,0 +1,60 @@
+"""fia.models.dsa: the layer's chain against the float64 reference (tests/python/dsa_harness.py
+states the tolerance rule), on the fia operators and on the pure-torch goldens of the
+torch_npu contracts (tests/python/npu_golden.py, which checks the composition itself)."""
+import numpy as np
+import pytest
+import torch
+
+import npu_golden
+from dsa_harness import missing_ops, run_session
+from fia.models.dsa import BlockAllocator, Step
+from fia.models.dsa_config import DEEPSEEK_V32, GLM5, small_config
+
+CFGS = [small_config(DEEPSEEK_V32), small_config(GLM5)]
+
+
+def _fia_ops():
+    try:
+        import fia
+    except ImportError as e:
+        pytest.skip(f"fia package not importable: {e}")
+    miss = missing_ops(fia)
+    if miss:
+        pytest.skip(f"fia lacks {miss}")
+    return fia
+
+
+def test_allocator_and_step():
+    a = BlockAllocator(6, 4)
+    a.add("x")
+    a.add("y")
+    s = Step.build(a, ["x", "y"], [5, 3])
+    assert s.prefill and list(s.q_lens) == [5, 3] and list(s.kv_lens) == [5, 3]
+    assert list(s.cu_q) == [5, 8]
+    assert list(s.slots) == [0, 1, 2, 3, 4, 8, 9, 10]  # x: blocks 0, 1; y: block 2
+    assert s.block_table.tolist() == [[0, 1], [2, 0]]
+    s = Step.build(a, ["x", "y"], [1, 1])
+    assert not s.prefill and list(s.slots) == [5, 11] and list(s.positions) == [5, 3]
+    a.drop("x")
+    a.add("z")
+    s = Step.build(a, ["z"], [6])
+    assert list(s.slots[:4]) == [0, 1, 2, 3] and list(s.slots[4:]) == [4, 5]  # reused blocks
+    with pytest.raises(MemoryError):
+        Step.build(a, ["z"], [100])
+    with pytest.raises(ValueError):
+        a.add("z")
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("c8", [False, True], ids=["bf16", "c8"])
+def test_layer_golden_ops(cfg, c8):
+    ses = run_session(cfg, npu_golden, c8=c8, seed=11, decode_steps=16)
+    assert ses.checked_rows == 136  # 72 prefill + 12 + 15 (mixed) + 16 + 21 decode
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.name)
+@pytest.mark.parametrize("c8", [False, True], ids=["bf16", "c8"])
+def test_layer_fia_ops(cfg, c8):
+    fia = _fia_ops()
+    ses = run_session(cfg, fia, c8=c8, seed=12, decode_steps=16)
+    assert ses.checked_rows == 136  # 72 prefill + 12 + 15 (mixed) + 16 + 21 decode
