@@ -59,37 +59,50 @@ class BlockAllocator:
     `block_size` tokens and, per request id, its block list and its (local) token count.
     Requests are added, extended by their new tokens, and dropped (their blocks freed)."""
 
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, *, rank: int = 0, world: int = 1):
         if num_blocks <= 0 or block_size <= 0:
             raise ValueError(f"BlockAllocator: num_blocks {num_blocks} and block_size "
                              f"{block_size} must be positive")
+        if not 0 <= rank < world:
+            raise ValueError(f"BlockAllocator: rank {rank} outside world {world}")
         self.num_blocks, self.block_size = num_blocks, block_size
+        self.rank, self.world = rank, world
         self.free: List[int] = list(range(num_blocks - 1, -1, -1))  # pop() gives 0, 1, ...
         self.blocks: Dict[object, List[int]] = {}
-        self.length: Dict[object, int] = {}
+        self.length: Dict[object, int] = {}   # tokens stored on this rank
+        self.glength: Dict[object, int] = {}  # tokens of the request on all ranks
 
     def add(self, rid):
         if rid in self.blocks:
             raise ValueError(f"request {rid!r} already present")
-        self.blocks[rid], self.length[rid] = [], 0
+        self.blocks[rid], self.length[rid], self.glength[rid] = [], 0, 0
 
     def drop(self, rid):
         self.free.extend(reversed(self.blocks.pop(rid)))
-        del self.length[rid]
+        del self.length[rid], self.glength[rid]
 
     def extend(self, rid, n: int) -> np.ndarray:
-        """Appends n tokens to request rid; returns their slots (block * block_size + row)."""
-        L, bs = self.length[rid], self.block_size
-        need = -(-(L + n) // bs) - len(self.blocks[rid])
+        """Appends n tokens (global positions G..G+n-1) to request rid; returns the slot of
+        each on this rank (block * block_size + row), -1 for positions another rank stores
+        (position g lives on rank g % world, at local position g // world)."""
+        G, P, bs = self.glength[rid], self.world, self.block_size
+        g = np.arange(G, G + n)
+        own = g % P == self.rank
+        L = self.length[rid]
+        m = int(own.sum())
+        need = -(-(L + m) // bs) - len(self.blocks[rid])
         if need > len(self.free):
             raise MemoryError(f"BlockAllocator: request {rid!r} needs {need} more blocks, "
                               f"{len(self.free)} free")
         for _ in range(need):
             self.blocks[rid].append(self.free.pop())
-        pos = np.arange(L, L + n)
-        blk = np.asarray(self.blocks[rid], dtype=np.int64)
-        self.length[rid] = L + n
-        return blk[pos // bs] * bs + pos % bs if n else np.zeros(0, np.int64)
+        blk = np.asarray(self.blocks[rid] or [0], dtype=np.int64)
+        loc = g[own] // P
+        slots = np.full(n, -1, dtype=np.int64)
+        slots[own] = blk[loc // bs] * bs + loc % bs
+        self.length[rid] = L + m
+        self.glength[rid] = G + n
+        return slots
 
     def block_table(self, rids: Sequence) -> np.ndarray:
         """int32 [B, max blocks] (rows padded with 0, never read beyond the lengths)."""
@@ -131,7 +144,8 @@ class Step:
     rids       request ids, in TND order
     q_lens     new tokens per request (int64 [B])
     positions  int64 [T]: the position of every new token within its request
-    kv_lens    int64 [B]: (local) context length after the call, new tokens included
+    kv_lens    int64 [B]: context length on this rank after the call, new tokens included
+    glens      int64 [B]: context length on all ranks (= kv_lens without parallelism)
     slots      int64 [T]: cache slot of each new token on this rank (-1: not stored here)
     block_table int32 [B, W]
     prefill    whether the indexer cache is written with scatter_update_ (else scatter_nd)
@@ -140,6 +154,7 @@ class Step:
     q_lens: np.ndarray
     positions: np.ndarray
     kv_lens: np.ndarray
+    glens: np.ndarray
     slots: np.ndarray
     block_table: np.ndarray
     prefill: bool
@@ -156,12 +171,13 @@ class Step:
         q = np.asarray(q_lens, dtype=np.int64)
         pos, slots = [], []
         for r, n in zip(rids, q):
-            L = alloc.length[r]
+            G = alloc.glength[r]
             slots.append(alloc.extend(r, int(n)))
-            pos.append(np.arange(L, L + n))
+            pos.append(np.arange(G, G + n))
         kv = np.asarray([alloc.length[r] for r in rids], dtype=np.int64)
+        gl = np.asarray([alloc.glength[r] for r in rids], dtype=np.int64)
         pf = bool((q > 1).any()) if prefill is None else prefill
-        return Step(list(rids), q, np.concatenate(pos or [np.zeros(0, np.int64)]), kv,
+        return Step(list(rids), q, np.concatenate(pos or [np.zeros(0, np.int64)]), kv, gl,
                     np.concatenate(slots or [np.zeros(0, np.int64)]),
                     alloc.block_table(rids), pf)
 
@@ -372,5 +388,157 @@ class DSAAttention:
     __call__ = forward
 
     # ------------------------------------------------------------------ context parallelism
+    def _gather(self, t, counts):
+        """All-gathers rows t [counts[rank], ...] of every rank (gloo moves raw bytes);
+        returns the list of the P ranks' tensors."""
+        import torch.distributed as dist
+        P, mx = self.world, max(counts)
+        shape = tuple(t.shape[1:])
+        raw = t.contiguous().view(torch.uint8).reshape(t.shape[0], -1)
+        w = raw.shape[1]
+        pad = torch.zeros(mx, w, dtype=torch.uint8)
+        pad[:raw.shape[0]] = raw
+        bufs = [torch.empty(mx, w, dtype=torch.uint8) for _ in range(P)]
+        dist.all_gather(bufs, pad, group=self.group)
+        return [b[:c].contiguous().view(t.dtype).reshape((c,) + shape)
+                for b, c in zip(bufs, counts)]
+
     def _forward_cp(self, hidden, residual, step, pool, return_topk):
-        raise NotImplementedError  # filled below
+        if step.prefill:
+            return self._prefill_cp(hidden, residual, step, pool, return_topk)
+        return self._decode_cp(hidden, residual, step, pool, return_topk)
+
+    def _prefill_cp(self, hidden, residual, step, pool, return_topk):
+        cfg, P, rk = self.cfg, self.world, self.rank
+        if not np.array_equal(step.q_lens, step.glens):
+            raise NotImplementedError("context-parallel prefill covers new requests only (every "
+                                      "request of the call must start at position 0)")
+        n = step.q_lens
+        off = np.r_[0, np.cumsum(n)[:-1]]
+        lo = [[r * int(nb) // P for nb in n] for r in range(P + 1)]   # chunk r: [lo[r], lo[r+1])
+        cnt = [int(sum(lo[r + 1][b] - lo[r][b] for b in range(len(n)))) for r in range(P)]
+        mine = np.concatenate([np.arange(off[b] + lo[rk][b], off[b] + lo[rk + 1][b])
+                               for b in range(len(n))] + [np.zeros(0, np.int64)]).astype(np.int64)
+        Tl = len(mine)
+        sel = torch.from_numpy(mine)
+        u, x_loc = self._norm(hidden[sel], residual[sel] if residual is not None else None)
+        self._pos = step.positions[mine]
+        cos, sin = self.rope_tables(self._pos)
+        W = C8_ROW if self.c8 else cfg.kv_lora_rank
+        kv_buf = torch.zeros(1, max(Tl, 1), 1, W, dtype=pool.kv_cache.dtype)
+        kr_buf = torch.zeros(1, max(Tl, 1), 1, cfg.qk_rope_head_dim, dtype=BF16)
+        if Tl:
+            q_nope, q_pe, qr = self._prolog(u[None], cos[None], sin[None], kv_buf, kr_buf,
+                                            None, "BSND")
+            q_nope, q_pe, qr = q_nope[0], q_pe[0], qr[0]
+            qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
+        else:
+            ki = torch.zeros(0, cfg.index_head_dim, dtype=torch.int8 if self.c8 else BF16)
+            ks = torch.zeros(0, dtype=torch.float32)
+        # all-gather the context: latent (C8: 656-byte rows), k_pe, indexer keys (+ scales)
+        parts = [self._gather(kv_buf[0, :Tl, 0], cnt), self._gather(kr_buf[0, :Tl, 0], cnt),
+                 self._gather(ki, cnt)]
+        if self.c8:
+            parts.append(self._gather(ks.reshape(-1, 1).float(), cnt))
+        # context rows in request order: request b's chunk of rank r sits at
+        # sum_{b' < b} (size of rank r's chunk of b') in rank r's rows
+        order = []
+        for b in range(len(n)):
+            for r in range(P):
+                base = sum(lo[r + 1][bb] - lo[r][bb] for bb in range(b))
+                order.append((r, base, lo[r + 1][b] - lo[r][b]))
+        full = [torch.cat([pr[r][a:a + c] for r, a, c in order]) for pr in parts]
+        # scratch pool with the whole context of every request, consecutive blocks
+        bs = pool.block_size
+        nblk = [-(-int(nb) // bs) for nb in n]
+        scratch = KVPool(cfg, max(sum(nblk), 1), bs, c8=self.c8)
+        first = np.r_[0, np.cumsum(nblk)[:-1]]
+        bt = np.zeros((len(n), max(nblk + [1])), dtype=np.int32)
+        for b in range(len(n)):
+            bt[b, :nblk[b]] = np.arange(first[b], first[b] + nblk[b])
+        sslots = np.concatenate([first[b] * bs + np.arange(n[b]) for b in range(len(n))])
+        self._write_context(scratch, full, sslots)
+        # indexer and attention of this rank's chunk over the whole context
+        out_loc = torch.zeros(Tl, cfg.hidden_size, dtype=BF16)
+        topk_loc = torch.full((Tl, 1, cfg.index_topk), -1, dtype=torch.int32)
+        if Tl:
+            bsel = [b for b in range(len(n)) if lo[rk + 1][b] > lo[rk][b]]
+            qlen = np.asarray([lo[rk + 1][b] - lo[rk][b] for b in bsel], dtype=np.int64)
+            kvl = np.asarray([lo[rk + 1][b] for b in bsel], dtype=np.int64)
+            q_cu = np.cumsum(qlen)
+            idx, _ = self._indexer(scratch, qi, qs, w, q_cu, kvl, bt[bsel], False)
+            lat, _ = self._sfa(scratch, q_nope, q_pe, idx, q_cu, kvl, bt[bsel], False)
+            out_loc = self._epilogue(lat)
+            topk_loc = idx
+        # this rank's shard of the context into its persistent pool
+        own = step.slots >= 0
+        if own.any():
+            self._write_context(pool, [f[torch.from_numpy(own)] for f in full], step.slots[own])
+        # every rank returns all rows
+        outs = self._gather(out_loc, cnt)
+        xs = self._gather(x_loc, cnt)
+        tks = self._gather(topk_loc, cnt) if return_topk else None
+        T = int(n.sum())
+        out = torch.empty(T, cfg.hidden_size, dtype=BF16)
+        x = torch.empty(T, cfg.hidden_size, dtype=x_loc.dtype)
+        topk = torch.empty(T, 1, cfg.index_topk, dtype=torch.int32) if return_topk else None
+        for r in range(P):
+            rows = torch.from_numpy(np.concatenate(
+                [np.arange(off[b] + lo[r][b], off[b] + lo[r + 1][b]) for b in range(len(n))]
+                + [np.zeros(0, np.int64)]).astype(np.int64))
+            out[rows], x[rows] = outs[r], xs[r]
+            if return_topk:
+                topk[rows] = tks[r]
+        return (out, x, topk) if return_topk else (out, x)
+
+    def _write_context(self, pool, full, slots):
+        """Context rows (latent or C8 row, k_pe, indexer key, C8 key scale) into `pool` at
+        `slots` with scatter_update_ (one call per run of consecutive slots)."""
+        self._scatter_rows(pool.kv_cache.view(-1, pool.kv_cache.shape[-1]), slots, full[0], True)
+        if not self.c8:
+            self._scatter_rows(pool.kr_cache.view(-1, pool.kr_cache.shape[-1]), slots, full[1],
+                               True)
+        self._scatter_rows(pool.idx_cache.view(-1, pool.idx_cache.shape[-1]), slots, full[2],
+                           True)
+        if self.c8:
+            self._scatter_rows(pool.idx_scale.view(-1, 1), slots, full[3], True)
+
+    def _decode_cp(self, hidden, residual, step, pool, return_topk):
+        cfg, P, rk = self.cfg, self.world, self.rank
+        T = hidden.shape[0]
+        self._pos = step.positions
+        u, x = self._norm(hidden, residual)
+        cos, sin = self.rope_tables(step.positions)
+        q_nope, q_pe, qr = self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache,
+                                        _i64(step.slots), "PA_BSND")
+        qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
+        self._write_index(pool, ki, ks, step.slots, False)
+        k = cfg.index_topk
+        idx, val = self._indexer(pool, qi, qs, w, step.cu_q, step.kv_lens, step.block_table,
+                                 True)
+        idx = idx.reshape(T, k).to(torch.int64)
+        g = torch.where(idx >= 0, idx * P + rk, torch.full_like(idx, -1))
+        cnt = [T] * P
+        gs = self._gather(g, cnt)
+        vs = self._gather(val.reshape(T, k).float(), cnt)
+        G = torch.cat(gs, 1).numpy()            # [T, P k] global positions, -1 invalid
+        V = torch.cat(vs, 1).numpy()
+        sel_g = np.full((T, k), -1, dtype=np.int64)
+        sel_l = np.full((T, 1, k), -1, dtype=np.int32)
+        for t in range(T):
+            ok = G[t] >= 0
+            gg, vv = G[t][ok], V[t][ok]
+            o = np.lexsort((gg, -vv))[:k]       # descending score, ties to the lower position
+            top = gg[o]
+            sel_g[t, :len(top)] = top
+            m = top[top % P == rk] // P
+            sel_l[t, 0, :len(m)] = m
+        lat, lse = self._sfa(pool, q_nope, q_pe, torch.from_numpy(sel_l), step.cu_q,
+                             step.kv_lens, step.block_table, True)
+        lats = self._gather(lat, cnt)
+        lses = self._gather(lse.contiguous(), cnt)
+        lat, _ = merge_attention_states(lats, lses)
+        out = self._epilogue(lat.to(BF16))
+        if return_topk:
+            return out, x, torch.from_numpy(sel_g.astype(np.int32)).view(T, 1, k)
+        return out, x
