@@ -41,5 +41,8 @@
 #include "fia/core.h"
 #include "fia/attention.h"
 #include "fia/sparse.h"
+#include "fia/norm.h"
+#include "fia/rope.h"
+#include "fia/quant.h"
 
 #endif /* FIA_H */

@@ -22,6 +22,7 @@ fia_status fia_plan_execute(fia_plan *plan, void *workspace, size_t workspace_by
         const uintptr_t mis = (uintptr_t)ws % FIA_WORKSPACE_ALIGN;
         if (mis) ws += FIA_WORKSPACE_ALIGN - mis;
     }
+    if (plan->check) FIA_TRY(plan->check(plan));
     plan->execute(plan, ws);
     return FIA_STATUS_SUCCESS;
 }

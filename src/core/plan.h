@@ -17,6 +17,10 @@ struct fia_plan {
     /* Runs the plan on a FIA_WORKSPACE_ALIGN-aligned workspace. Must not fail. */
     void (*execute)(fia_plan *plan, void *workspace);
     void (*destroy)(fia_plan *plan);
+    /* Optional (NULL when unused; plans are zero-initialised): validates the data the plan
+     * reads at execute time (indices of a scatter, group boundaries) before anything is
+     * written. A failure is returned by fia_plan_execute with nothing written. */
+    fia_status (*check)(fia_plan *plan);
 };
 
 /* Bump layout of a workspace: the same code sizes it (base == NULL) and lays it out. */

@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
+#include "ops/kv_addr.h"
 
 enum { FIA_GEMM_MIN_ROWS = 16 };
 
@@ -102,8 +103,10 @@ static inline const char *fia_kv_row(const fia_attn_plan *p, const fia_seq *s, c
                                      int64_t b, int64_t h, int64_t tok) {
     int64_t off;
     if (p->paged) {
-        const int64_t blk = p->block_table[b * p->bt_cols + tok / p->block_size];
-        off = blk * s->s_blk + (tok % p->block_size) * s->s_t + h * s->s_h;
+        /* the paged addressing shared by every cache reader and writer (ops/kv_addr.h) */
+        const fia_kv_slot sl = fia_kv_locate(p->block_table, p->bt_cols, p->block_size, -1, b, tok);
+        const fia_kv_view v = {s->s_blk, s->s_t, s->s_h, 0, 0};
+        off = fia_kv_row_off(&v, sl, h);
     } else {
         off = b * s->s_b + (bi->kv_tok0 + tok) * s->s_t + h * s->s_h;
     }

@@ -34,6 +34,7 @@
 #include "kernels/i8gemm.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
+#include "ops/kv_addr.h"
 
 enum {
     MLA_DN = 512,          /* latent (nope) width, also the output width */
@@ -182,10 +183,11 @@ static inline int64_t mla_cache_off(const mla_plan *p, const mla_cache *c, int64
         *run = INT64_MAX;
         return b * c->s_b + (p->batches[b].kv_tok0 + tok) * c->s_t;
     }
-    const int64_t bs = p->block_size, row = tok % bs;
-    const int64_t blk = p->block_table[b * p->bt_cols + tok / bs];
-    *run = bs - row;
-    return blk * c->s_blk + row * (c->w ? c->w : c->s_t);
+    /* the paged addressing shared by every cache reader and writer (ops/kv_addr.h) */
+    const fia_kv_slot s = fia_kv_locate(p->block_table, p->bt_cols, p->block_size, -1, b, tok);
+    const fia_kv_view v = {c->s_blk, c->s_t, 0, c->s_c, c->w};
+    *run = p->block_size - s.row;
+    return fia_kv_row_off(&v, s, 0);
 }
 
 /* Prefetches (into L2) the rows of tokens [t0, t0 + n) of batch b. */

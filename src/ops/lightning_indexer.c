@@ -22,6 +22,7 @@
 #include "core/status.h"
 #include "core/params.h"
 #include "core/tensor.h"
+#include "ops/kv_addr.h"
 #include "ops/li_internal.h"
 #include "ops/validate.h"
 
@@ -86,8 +87,10 @@ static void li_destroy(fia_plan *plan) {
 static inline const char *li_key_row(const fia_li_plan *p, const fia_li_view *v, int64_t b,
                                      int64_t j) {
     if (p->paged) {
-        const int64_t blk = p->block_table[b * p->bt_cols + j / p->block_size];
-        return v->base + (blk * v->s_blk + (j % p->block_size) * v->s_t) * v->esize;
+        /* the paged addressing shared by every cache reader and writer (ops/kv_addr.h) */
+        const fia_kv_slot s = fia_kv_locate(p->block_table, p->bt_cols, p->block_size, -1, b, j);
+        const fia_kv_view kv = {v->s_blk, v->s_t, 0, 0, 0};
+        return v->base + fia_kv_row_off(&kv, s, 0) * v->esize;
     }
     return v->base + (b * v->s_b + (p->kv_tok0[b] + j) * v->s_t) * v->esize;
 }

@@ -15,6 +15,7 @@
 
 #include "core/context.h"
 #include "kernels/softmax_state.h"
+#include "ops/kv_addr.h"
 #include "ops/sfa_internal.h"
 
 /* ---- workspace --------------------------------------------------------------------------- */
@@ -72,29 +73,20 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
     return v;
 }
 
-/* Element offset of token tok (< the batch's kv length, so always inside the cache) in a view
- * with token stride s_t and block stride s_blk (paged) or batch stride s_b: the block / row pair
- * (or the batch row) is computed once and serves the nope and the rope view. */
-typedef struct sfa_tok {
-    int64_t blk, row;
-} sfa_tok;
-
-static inline sfa_tok sfa_locate(const sfa_plan *p, int64_t b, int64_t tok) {
-    sfa_tok t;
-    if (p->paged) {
-        const int64_t col = p->bs_shift >= 0 ? tok >> p->bs_shift : tok / p->block_size;
-        t.blk = p->block_table[b * p->bt_cols + col];
-        t.row = tok - col * p->block_size;
-    } else {
-        t.blk = b;
-        t.row = p->batches[b].kv_tok0 + tok;
-    }
+/* Block / row of token tok (< the batch's kv length, so always inside the cache) of batch b:
+ * paged through the block table (ops/kv_addr.h, the addressing every cache reader and writer
+ * shares), dense as (batch, first token + tok). Computed once, it serves the nope and the rope
+ * view. */
+static inline fia_kv_slot sfa_locate(const sfa_plan *p, int64_t b, int64_t tok) {
+    if (p->paged)
+        return fia_kv_locate(p->block_table, p->bt_cols, p->block_size, p->bs_shift, b, tok);
+    const fia_kv_slot t = {b, p->batches[b].kv_tok0 + tok};
     return t;
 }
 
-static inline const char *sfa_kv_row(const sfa_plan *p, const sfa_seq *s, sfa_tok t) {
-    const int64_t off = t.blk * (p->paged ? s->s_blk : s->s_b) + t.row * s->s_t;
-    return s->base + off * s->esize;
+static inline const char *sfa_kv_row(const sfa_plan *p, const sfa_seq *s, fia_kv_slot t) {
+    const fia_kv_view v = {p->paged ? s->s_blk : s->s_b, s->s_t, 0, 0, 0};
+    return s->base + fia_kv_row_off(&v, t, 0) * s->esize;
 }
 
 /* Fills the row pointers of the next tile (at most SFA_TILE tokens) from the cursor and
@@ -120,7 +112,7 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
         const int64_t end = start + sbs < thr ? start + sbs : thr;
         int64_t tok = start + c->off;
         while (n < SFA_TILE && tok < end) {
-            const sfa_tok at = sfa_locate(p, r->b, tok);
+            const fia_kv_slot at = sfa_locate(p, r->b, tok);
             nope[n] = sfa_kv_row(p, &p->k, at);
             if (!p->c8) rope[n] = sfa_kv_row(p, &p->kr, at);
             n++;

@@ -36,6 +36,7 @@
 #include "core/status.h"
 #include "core/params.h"
 #include "core/tensor.h"
+#include "ops/kv_addr.h"
 #include "ops/sfa_internal.h"
 #include "ops/validate.h"
 
@@ -223,9 +224,7 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
         if (p->block_size < 1 || p->block_size > SFA_MAX_BLOCK_SIZE)
             return FIA_INVALID("key dim 1 (block_size) is %lld, must be 1..%d",
                                (long long)p->block_size, SFA_MAX_BLOCK_SIZE);
-        p->bs_shift = -1;
-        for (int sh = 0; sh < 11; sh++)
-            if (p->block_size == (INT64_C(1) << sh)) p->bs_shift = sh;
+        p->bs_shift = fia_kv_shift(p->block_size);
         if (p->block_size % sbs != 0)
             return FIA_INVALID("sparse_block_size %lld does not divide block_size %lld",
                                (long long)sbs, (long long)p->block_size);

@@ -1,0 +1,87 @@
+/*
+ * chain_avx2.c - the AVX2 table of chain_kernels.h: chain_rows.inc over 8-lane fp32 vectors.
+ * f16 through F16C, bf16 by integer arithmetic (round to nearest even, NaN kept quiet, as
+ * core/convert.h). Compiled with -mavx2 -mfma -mf16c.
+ */
+#include <immintrin.h>
+#include <math.h>
+
+#include "kernels/chain_kernels.h"
+
+#define CV_AI static inline __attribute__((always_inline))
+
+CV_AI __m256 cv8_load(const void *p, fia_dtype dt) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    case FIA_DTYPE_BFLOAT16:
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    default: return _mm256_loadu_ps((const float *)p);
+    }
+}
+
+CV_AI __m128i cv8_bf16(__m256 f) {
+    const __m256i u = _mm256_castps_si256(f);
+    const __m256i absu = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    const __m256i nan = _mm256_cmpgt_epi32(absu, _mm256_set1_epi32(0x7f800000));
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    const __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    const __m256i h = _mm256_blendv_epi8(r, q, nan);
+    /* 8 x 32-bit values < 65536 -> 8 x 16-bit */
+    return _mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+CV_AI void cv8_store(void *p, fia_dtype dt, __m256 v) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        break;
+    case FIA_DTYPE_BFLOAT16: _mm_storeu_si128((__m128i *)p, cv8_bf16(v)); break;
+    default: _mm256_storeu_ps((float *)p, v); break;
+    }
+}
+
+CV_AI float cv8_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CV_AI float cv8_hmax(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+CV_AI void cv8_store_i8(int8_t *y, __m256 v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)y, _mm_packs_epi16(p16, p16));
+}
+
+#define CV_W 8
+#define CV_ISA_NAME "avx2"
+#define CV_NAME(x) x##_avx2
+#define cv_f __m256
+#define cv_load(p, dt) cv8_load((p), (dt))
+#define cv_store(p, dt, v) cv8_store((p), (dt), (v))
+#define cv_set1(f) _mm256_set1_ps(f)
+#define cv_add(a, b) _mm256_add_ps((a), (b))
+#define cv_sub(a, b) _mm256_sub_ps((a), (b))
+#define cv_mul(a, b) _mm256_mul_ps((a), (b))
+#define cv_div(a, b) _mm256_div_ps((a), (b))
+#define cv_abs(a) _mm256_and_ps((a), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)))
+#define cv_max(a, b) _mm256_max_ps((a), (b))
+#define cv_min(a, b) _mm256_min_ps((a), (b))
+#define cv_rint(a) _mm256_round_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define cv_hsum(a) cv8_hsum(a)
+#define cv_hmax(a) cv8_hmax(a)
+#define cv_swap_pairs(a) _mm256_permute_ps((a), 0xB1)
+#define cv_pair_sign() _mm256_setr_ps(-1.f, 1.f, -1.f, 1.f, -1.f, 1.f, -1.f, 1.f)
+#define cv_store_i8(y, v) cv8_store_i8((y), (v))
+
+#include "kernels/chain_rows.inc"

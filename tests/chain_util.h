@@ -1,0 +1,76 @@
+/*
+ * chain_util.h - what the tests of the chain operators (test_norm, test_rope, test_quant,
+ * test_cache) share: one context per ISA the CPU has (3 threads) plus a 1-thread context of the
+ * best ISA for the determinism checks, and the element comparison against an oracle array at
+ * the issue's tolerance (atol 1e-3 + rtol 5e-3 for fp16 / bf16, 1e-5 + 1e-5 for fp32).
+ */
+#ifndef FIA_TESTS_CHAIN_UTIL_H
+#define FIA_TESTS_CHAIN_UTIL_H
+
+#include <math.h>
+
+#include "test_util.h"
+
+static fia_context *g_ctx[4];
+static fia_isa g_isa[4];
+static int g_nctx;
+static fia_context *g_ctx1; /* best ISA, 1 thread: determinism */
+
+static void open_contexts(void) {
+    const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        fia_context_options o = {3, levels[i]};
+        fia_context *ctx = NULL;
+        const fia_status st = fia_context_create(&o, &ctx);
+        if (st == FIA_STATUS_UNSUPPORTED_ISA) continue;
+        if (!tu_check(st == FIA_STATUS_SUCCESS, "context %s", fia_isa_name(levels[i]))) continue;
+        g_ctx[g_nctx] = ctx;
+        g_isa[g_nctx++] = levels[i];
+    }
+    fia_context_options o1 = {1, g_isa[g_nctx - 1]};
+    tu_check(fia_context_create(&o1, &g_ctx1) == FIA_STATUS_SUCCESS, "1-thread context");
+    printf("testing ISAs:");
+    for (int i = 0; i < g_nctx; i++) printf(" %s", fia_isa_name(g_isa[i]));
+    printf("\n");
+}
+
+static inline double tol_of(fia_dtype dt, double want) {
+    return dt == FIA_DTYPE_FLOAT32 ? 1e-5 + 1e-5 * fabs(want) : 1e-3 + 5e-3 * fabs(want);
+}
+
+/* Compares every element of got with want; returns the number of mismatches. */
+static inline int64_t cmp(const fia_tensor *got, const double *want, fia_dtype tol_dt) {
+    const int64_t n = tu_numel(got);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c[FIA_MAX_DIMS], j = i;
+        for (int32_t d = got->ndim - 1; d >= 0; d--) c[d] = j % got->shape[d], j /= got->shape[d];
+        double g;
+        int64_t off = 0;
+        for (int32_t d = 0; d < got->ndim; d++) off += c[d] * got->strides[d];
+        const char *p = (const char *)got->data + off * (int64_t)fia_dtype_size(got->dtype);
+        if (got->dtype == FIA_DTYPE_FLOAT32) { float f; memcpy(&f, p, 4); g = f; }
+        else { uint16_t h; memcpy(&h, p, 2); g = got->dtype == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(h) : fia_bf16_to_f32(h); }
+        if (!(fabs(g - want[i]) <= tol_of(tol_dt, want[i]))) {
+            if (bad < 3) fprintf(stderr, "  elem %lld: got %.6g want %.6g\n", (long long)i, g, want[i]);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* Closes the contexts of open_contexts. */
+static void close_contexts(void) {
+    for (int i = 0; i < g_nctx; i++) fia_context_destroy(g_ctx[i]);
+    fia_context_destroy(g_ctx1);
+}
+
+/* Nonzero when every byte of buf[0..n) is b (an output that a failed call must not touch). */
+static inline int all_bytes(const void *buf, size_t n, unsigned char b) {
+    const unsigned char *p = buf;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != b) return 0;
+    return 1;
+}
+
+#endif /* FIA_TESTS_CHAIN_UTIL_H */

@@ -1,0 +1,140 @@
+/* ref_chain.c - the oracles of ref_chain.h, straight from the contracts, in double. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ref_chain.h"
+#include "ref_util.h"
+
+/* Coordinates of logical index i over shape[0..nd). */
+static void ref_coords(const int64_t *shape, int32_t nd, int64_t i, int64_t *c) {
+    for (int32_t d = nd - 1; d >= 0; d--) {
+        c[d] = shape[d] > 0 ? i % shape[d] : 0;
+        i = shape[d] > 0 ? i / shape[d] : 0;
+    }
+}
+
+static int64_t ref_numel(const fia_tensor *t) {
+    int64_t n = 1;
+    for (int32_t d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+/* Element of t at coordinates c of a tensor it broadcasts to (size-1 dims read index 0). */
+static double ref_bcast(const fia_tensor *t, const int64_t *c) {
+    int64_t cc[FIA_MAX_DIMS];
+    for (int32_t d = 0; d < t->ndim; d++) cc[d] = t->shape[d] == 1 ? 0 : c[d];
+    return fia_ref_at(t, cc);
+}
+
+static double ref_round_to(double v, fia_dtype dt) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16: return fia_f16_to_f32(fia_f32_to_f16((float)v));
+    case FIA_DTYPE_BFLOAT16: return fia_bf16_to_f32(fia_f32_to_bf16((float)v));
+    case FIA_DTYPE_FLOAT32: return (float)v;
+    default: return v;
+    }
+}
+
+void fia_ref_rms_norm(const fia_tensor *x1, const fia_tensor *x2, const fia_tensor *gamma,
+                      double eps, double *y, double *rstd, double *xsum) {
+    int64_t n = 1;
+    for (int32_t d = 0; d < gamma->ndim; d++) n *= gamma->shape[d];
+    const int64_t total = ref_numel(x1), rows = n > 0 ? total / n : 0;
+    double *row = malloc((size_t)(n > 0 ? n : 1) * sizeof *row);
+    int64_t c[FIA_MAX_DIMS];
+    for (int64_t r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < n; j++) {
+            ref_coords(x1->shape, x1->ndim, r * n + j, c);
+            double v = fia_ref_at(x1, c);
+            if (x2) v = ref_round_to(v + fia_ref_at(x2, c), x1->dtype);
+            row[j] = v;
+            if (xsum) xsum[r * n + j] = v;
+            ss += v * v;
+        }
+        const double rs = 1.0 / sqrt(ss / (double)n + eps);
+        if (rstd) rstd[r] = rs;
+        for (int64_t j = 0; j < n; j++) y[r * n + j] = row[j] * rs * fia_ref_load(gamma, j);
+    }
+    free(row);
+}
+
+void fia_ref_rope(const fia_tensor *x, const fia_tensor *cos, const fia_tensor *sin, int mode,
+                  double *y) {
+    const int32_t nd = x->ndim;
+    const int64_t d = x->shape[nd - 1], h = d / 2, total = ref_numel(x);
+    double *q = malloc((size_t)(d > 0 ? d : 1) * sizeof *q);
+    int64_t c[FIA_MAX_DIMS];
+    for (int64_t r = 0; d > 0 && r < total / d; r++) {
+        for (int64_t j = 0; j < d; j++) {
+            ref_coords(x->shape, nd, r * d + j, c);
+            q[j] = fia_ref_at(x, c);
+        }
+        if (mode == 2) { /* de-interleave: evens first, then odds */
+            double *t = malloc((size_t)d * sizeof *t);
+            for (int64_t j = 0; j < h; j++) t[j] = q[2 * j], t[h + j] = q[2 * j + 1];
+            memcpy(q, t, (size_t)d * sizeof *t);
+            free(t);
+        }
+        for (int64_t j = 0; j < d; j++) {
+            ref_coords(x->shape, nd, r * d + j, c);
+            double rot;
+            if (mode == 1) rot = (j % 2 == 0) ? -q[j + 1] : q[j - 1];
+            else rot = j < h ? -q[j + h] : q[j - h];
+            y[r * d + j] = q[j] * ref_bcast(cos, c) + rot * ref_bcast(sin, c);
+        }
+    }
+    free(q);
+}
+
+static double ref_rint_even(double v) {
+    const double f = floor(v), diff = v - f;
+    if (diff > 0.5) return f + 1;
+    if (diff < 0.5) return f;
+    return fmod(f, 2.0) == 0.0 ? f : f + 1;
+}
+
+void fia_ref_dynamic_quant(const fia_tensor *x, const fia_tensor *smooth,
+                           const fia_tensor *group_index, int mode, double dst_max, double *q,
+                           double *quot, double *scale) {
+    const int32_t nd = x->ndim;
+    const int64_t H = x->shape[nd - 1], total = ref_numel(x), rows = H > 0 ? total / H : 0;
+    const int64_t R = nd >= 2 ? x->shape[nd - 2] : 1;
+    double *v = malloc((size_t)(total > 0 ? total : 1) * sizeof *v);
+    int64_t c[FIA_MAX_DIMS];
+    for (int64_t i = 0; i < total; i++) {
+        ref_coords(x->shape, nd, i, c);
+        const int64_t row = i / H, col = i % H;
+        double s = 1.0;
+        if (smooth && mode == 2) {
+            s = fia_ref_load(smooth, row % R);
+        } else if (smooth && group_index) {
+            int64_t e = 0;
+            const int64_t E = smooth->shape[0];
+            while (e < E - 1 && fia_ref_load(group_index, e) <= row) e++;
+            s = fia_ref_load(smooth, e * H + col);
+        } else if (smooth) {
+            s = fia_ref_load(smooth, col);
+        }
+        v[i] = fia_ref_at(x, c) * s;
+    }
+    /* scales */
+    int64_t nscale = mode == 0 ? rows : mode == 1 ? 1 : (R > 0 ? total / R : 0);
+    for (int64_t k = 0; k < nscale; k++) scale[k] = 0;
+    for (int64_t i = 0; i < total; i++) {
+        const int64_t row = i / H, col = i % H;
+        const int64_t k = mode == 0 ? row : mode == 1 ? 0 : (row / R) * H + col;
+        const double a = fabs(v[i]);
+        if (a > scale[k]) scale[k] = a;
+    }
+    for (int64_t k = 0; k < nscale; k++) scale[k] /= dst_max;
+    for (int64_t i = 0; i < total; i++) {
+        const int64_t row = i / H, col = i % H;
+        const int64_t k = mode == 0 ? row : mode == 1 ? 0 : (row / R) * H + col;
+        const double t = scale[k] > 0 ? v[i] / scale[k] : 0.0;
+        if (quot) quot[i] = t;
+        q[i] = ref_rint_even(t);
+    }
+    free(v);
+}
