@@ -51,7 +51,7 @@ def npu_dynamic_quant(x, *, smooth_scales=None, group_index=None, dst_type=None,
     xf = x.float()
     scale = xf.abs().amax(-1) / 127.0
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    y = _round_half_away(xf / safe[..., None]).clamp(-127, 127).to(torch.int8)
+    y = torch.round(xf / safe[..., None]).clamp(-128, 127).to(torch.int8)  # half to even
     return y, scale
 
 

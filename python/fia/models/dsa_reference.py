@@ -116,12 +116,12 @@ def _round_half_away(x):
 
 
 def quant_int8_rows(x):
-    """Symmetric int8 per row (last dim): scale = amax/127, q = round(x/scale) (half away
-    from zero), clamped to [-127, 127]. Returns (q as float64, scale [..., 1] float64)."""
+    """Symmetric int8 per row (last dim), npu_dynamic_quant's rule: scale = amax/127 (fp32),
+    q = round(x/scale) half to even. Returns (q as float64, scale [..., 1] float64)."""
     amax = x.abs().amax(-1, keepdim=True)
-    scale = amax / 127.0
+    scale = (amax / 127.0).to(torch.float32).to(F64)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    q = _round_half_away(x / safe).clamp(-127, 127)
+    q = torch.round(x / safe).clamp(-127, 127)
     return q, scale
 
 
