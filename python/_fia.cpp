@@ -680,6 +680,107 @@ nb::object op_lightning_indexer(nb::handle ctx, bool make_plan, bool quant, nb::
     });
 }
 
+// ---- the chain of the DeepSeek-V3.2 / GLM-5 layer: norms, RoPE, dynamic quant (fia/norm.h,
+// fia/rope.h, fia/quant.h) ----
+
+nb::object op_rms_norm(nb::handle ctx, bool make_plan, nb::handle x, nb::handle x2, nb::handle gamma,
+                       nb::handle y, nb::handle rstd, nb::handle xsum, double epsilon)
+{
+    Tn tx, tx2, tg, ty, tr, ts;
+    load_in(x, x2.is_none() ? "self" : "x1", tx);
+    load_in(x2, "x2", tx2);
+    load_in(gamma, "gamma", tg);
+    load_out(y, "y", ty);
+    load_out(rstd, "rstd", tr);
+    load_out(xsum, "x", ts);
+    fia_rms_norm_params p;
+    fia_rms_norm_params_init(&p);
+    p.epsilon = epsilon;
+    if (!tx2.has) {
+        fia_rms_norm_tensors t;
+        std::memset(&t, 0, sizeof t);
+        t.x = tx.in();
+        t.gamma = tg.in();
+        t.y = ty.out();
+        t.rstd = tr.out();
+        return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+            return fia_rms_norm_plan(c, &t, &p, pl, ws);
+        });
+    }
+    fia_add_rms_norm_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x1 = tx.in();
+    t.x2 = tx2.in();
+    t.gamma = tg.in();
+    t.y = ty.out();
+    t.rstd = tr.out();
+    t.x = ts.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_add_rms_norm_plan(c, &t, &p, pl, ws);
+    });
+}
+
+// rotary_mul (mode "half" / "interleave") or, with interleave_rope set, the MLA k_rope form.
+nb::object op_rotary_mul(nb::handle ctx, bool make_plan, bool interleave_rope, nb::handle x, nb::handle cos,
+                         nb::handle sin, nb::handle y, const char *rotary_mode)
+{
+    Tn tx, tc, ts, ty;
+    load_in(x, interleave_rope ? "x" : "self", tx);
+    load_in(cos, interleave_rope ? "cos" : "r1", tc);
+    load_in(sin, interleave_rope ? "sin" : "r2", ts);
+    load_out(y, "y", ty);
+    fia_rotary_mul_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x = tx.in();
+    t.cos = tc.in();
+    t.sin = ts.in();
+    t.y = ty.out();
+    if (interleave_rope) {
+        fia_interleave_rope_params p;
+        fia_interleave_rope_params_init(&p);
+        return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+            return fia_interleave_rope_plan(c, &t, &p, pl, ws);
+        });
+    }
+    fia_rotary_mul_params p;
+    fia_rotary_mul_params_init(&p);
+    if (!std::strcmp(rotary_mode, "half")) p.rotary_mode = FIA_ROTARY_MODE_HALF;
+    else if (!std::strcmp(rotary_mode, "interleave")) p.rotary_mode = FIA_ROTARY_MODE_INTERLEAVE;
+    else raise_invalid(std::string("rotary_mode: expected \"half\" or \"interleave\", got \"") + rotary_mode + "\"");
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_rotary_mul_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_dynamic_quant(nb::handle ctx, bool make_plan, nb::handle x, nb::handle smooth_scales,
+                            nb::handle group_index, nb::handle y, nb::handle scale, const char *quant_mode,
+                            double dst_type_max)
+{
+    Tn tx, tsm, tg, ty, tsc;
+    load_in(x, "input", tx);
+    load_in(smooth_scales, "smooth_scales", tsm);
+    load_in(group_index, "group_index", tg);
+    load_out(y, "y", ty);
+    load_out(scale, "scale", tsc);
+    fia_dynamic_quant_params p;
+    fia_dynamic_quant_params_init(&p);
+    if (!std::strcmp(quant_mode, "pertoken")) p.quant_mode = FIA_QUANT_MODE_PERTOKEN;
+    else if (!std::strcmp(quant_mode, "pertensor")) p.quant_mode = FIA_QUANT_MODE_PERTENSOR;
+    else if (!std::strcmp(quant_mode, "perchannel")) p.quant_mode = FIA_QUANT_MODE_PERCHANNEL;
+    else raise_invalid(std::string("quant_mode: expected pertoken, pertensor or perchannel, got \"") + quant_mode + "\"");
+    p.dst_type_max = dst_type_max;
+    fia_dynamic_quant_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x = tx.in();
+    t.smooth_scales = tsm.in();
+    t.group_index = tg.in();
+    t.y = ty.out();
+    t.scale = tsc.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_dynamic_quant_plan(c, &t, &p, pl, ws);
+    });
+}
+
 // Binds an operator with every argument accepting None (tensors and lengths are optional; the
 // Python wrapper passes all arguments positionally).
 template <typename R, typename... A> void def_op(nb::module_ &m, const char *name, R (*f)(A...))
@@ -720,4 +821,7 @@ NB_MODULE(_fia, m)
     def_op(m, "sparse_flash_attention", &op_sparse_flash_attention);
     def_op(m, "kv_quant_sparse_flash_attention", &op_kv_quant_sparse_flash_attention);
     def_op(m, "lightning_indexer", &op_lightning_indexer);
+    def_op(m, "rms_norm", &op_rms_norm);
+    def_op(m, "rotary_mul", &op_rotary_mul);
+    def_op(m, "dynamic_quant", &op_dynamic_quant);
 }

@@ -64,4 +64,19 @@ SCHEMAS = {
         "str layout_query=\"BSND\", str layout_key=\"BSND\", int sparse_count=2048, int sparse_mode=3, "
         "int pre_tokens=9223372036854775807, int next_tokens=9223372036854775807, int? query_dtype=None, "
         "int? key_dtype=None) -> Tensor",
+    # the chain of the DeepSeek-V3.2 / GLM-5 layer (op_plugin_functions.yaml L5805, L6865,
+    # L6886, L6384, L6128)
+    "npu_add_rms_norm":
+        "npu_add_rms_norm(Tensor x1, Tensor x2, Tensor gamma, float epsilon=1e-06) "
+        "-> (Tensor, Tensor, Tensor)",
+    "npu_rms_norm":
+        "npu_rms_norm(Tensor self, Tensor gamma, float epsilon=1e-06) -> (Tensor, Tensor)",
+    "npu_rotary_mul":
+        "npu_rotary_mul(Tensor self, Tensor r1, Tensor r2, str rotary_mode='half', "
+        "Tensor? rotate=None) -> Tensor",
+    "npu_interleave_rope":
+        "npu_interleave_rope(Tensor x, Tensor cos, Tensor sin) -> Tensor",
+    "npu_dynamic_quant":
+        "npu_dynamic_quant(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
+        "int? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) -> (Tensor, Tensor)",
 }
