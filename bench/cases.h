@@ -100,6 +100,7 @@ fia_tensor bench_sub_view(const fia_tensor *t, int axis, int64_t first, int64_t 
 const bench_case *bench_mla_cases(size_t *count);
 const bench_case *bench_sfa_cases(size_t *count);
 const bench_case *bench_li_cases(size_t *count);
+const bench_case *bench_chain_cases(size_t *count);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);

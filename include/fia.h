@@ -44,5 +44,6 @@
 #include "fia/norm.h"
 #include "fia/rope.h"
 #include "fia/quant.h"
+#include "fia/cache.h"
 
 #endif /* FIA_H */

@@ -8,6 +8,7 @@
  * within 2e-3 of a tie (fp32 vs double); scales within rtol 1e-5.
  */
 #include "chain_util.h"
+#include "kernels/chain_kernels.h"
 #include "ref_chain.h"
 
 typedef struct qcase {
@@ -204,6 +205,53 @@ static void test_errors(void) {
     tu_free(&x), tu_free(&y), tu_free(&y8), tu_free(&s), tu_free(&sb), tu_free(&sm), tu_free(&gi);
 }
 
+/* The row kernels directly: the streaming-store forms equal the plain ones bitwise (aligned and
+ * misaligned outputs), and every ISA's int8 quantization equals the scalar table's exactly. */
+static void test_kernel_tables(tu_rng *rng) {
+    const fia_chain_kernels *tabs[3] = {&fia_chain_kernels_scalar, NULL, NULL};
+    int nt = 1;
+    for (int k = 0; k < g_nctx; k++)
+        if (g_isa[k] != FIA_ISA_SCALAR) tabs[nt++] = fia_chain_kernels_for(g_isa[k]);
+    tu_check(fia_chain_kernels_for(FIA_ISA_SCALAR) == &fia_chain_kernels_scalar, "scalar table lookup");
+    enum { N = 1000 };
+    static uint16_t x[N + 64], x2[N + 64], g[N + 64], c[N + 64], sn[N + 64];
+    static _Alignas(64) unsigned char y1[4 * N + 128], y2[4 * N + 128], s1[4 * N + 128], s2[4 * N + 128];
+    for (int i = 0; i < N + 64; i++) {
+        x[i] = fia_f32_to_bf16((float)tu_uniform(rng, -3, 3));
+        x2[i] = fia_f32_to_bf16((float)tu_uniform(rng, -3, 3));
+        g[i] = fia_f32_to_bf16((float)tu_uniform(rng, 0.5, 1.5));
+        c[i] = fia_f32_to_bf16((float)tu_uniform(rng, -1, 1));
+        sn[i] = fia_f32_to_bf16((float)tu_uniform(rng, -1, 1));
+    }
+    const fia_dtype bf = FIA_DTYPE_BFLOAT16;
+    for (int t = 0; t < nt; t++) {
+        const fia_chain_kernels *kt = tabs[t];
+        for (int off = 0; off < 3; off += 2) { /* aligned, misaligned by 2 bytes */
+            for (int64_t n = 1; n <= N; n = n * 3 + 1) {
+                memset(y1, 0, sizeof y1), memset(y2, 1, sizeof y2), memset(s1, 0, sizeof s1), memset(s2, 1, sizeof s2);
+                const float r1 = kt->rms_norm_row(x, x2, bf, g, bf, n, 1e-6f, 1.0f, y1 + off, bf, s1 + off);
+                const float r2 = kt->rms_norm_row_nt(x, x2, bf, g, bf, n, 1e-6f, 1.0f, y2 + off, bf, s2 + off);
+                tu_check(r1 == r2 && !memcmp(y1 + off, y2 + off, (size_t)n * 2) && !memcmp(s1 + off, s2 + off, (size_t)n * 2),
+                         "%s rms_norm_row_nt n %lld off %d", kt->name, (long long)n, off);
+                const float sc = kt->absmax_row(x, bf, g, bf, n) / 127.0f;
+                kt->quant_row_i8(x, bf, g, bf, n, sc, (int8_t *)y1 + off);
+                kt->quant_row_i8_nt(x, bf, g, bf, n, sc, (int8_t *)y2 + off);
+                tu_check(!memcmp(y1 + off, y2 + off, (size_t)n), "%s quant_row_i8_nt n %lld", kt->name, (long long)n);
+                int8_t ref[N];
+                const float scs = fia_chain_kernels_scalar.absmax_row(x, bf, g, bf, n) / 127.0f;
+                fia_chain_kernels_scalar.quant_row_i8(x, bf, g, bf, n, scs, ref);
+                tu_check(scs == sc && !memcmp(ref, y1 + off, (size_t)n), "%s quant_row_i8 equals scalar, n %lld", kt->name, (long long)n);
+            }
+            for (int64_t d = 2; d <= 896 && d <= N; d = d * 2 + 2)
+                for (int m = 0; m < 3; m++) {
+                    kt->rope_row(x, bf, c, sn, bf, d, (fia_rope_mode)m, y1 + off, bf);
+                    kt->rope_row_nt(x, bf, c, sn, bf, d, (fia_rope_mode)m, y2 + off, bf);
+                    tu_check(!memcmp(y1 + off, y2 + off, (size_t)d * 2), "%s rope_row_nt d %lld mode %d", kt->name, (long long)d, m);
+                }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261204, "test_quant");
     tu_rng rng = tu_rng_make(seed);
@@ -238,6 +286,7 @@ int main(int argc, char **argv) {
     }
     test_ties();
     test_errors();
+    test_kernel_tables(&rng);
     close_contexts();
     return tu_summary();
 }

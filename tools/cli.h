@@ -188,5 +188,9 @@ int cli_check_outputs(const cli_output *outs, const double *const *want, int n, 
 extern const cli_op cli_op_sparse_flash_attention;
 extern const cli_op cli_op_kv_quant_sparse_flash_attention;
 extern const cli_op cli_op_lightning_indexer, cli_op_quant_lightning_indexer;
+/* tools/op_chain.c: the attention-chain helper operators. */
+extern const cli_op cli_op_rms_norm, cli_op_add_rms_norm, cli_op_rotary_mul,
+    cli_op_interleave_rope, cli_op_dynamic_quant, cli_op_scatter_update,
+    cli_op_scatter_nd_update, cli_op_gather_selection_kv_cache;
 
 #endif /* FIA_TOOLS_CLI_H */

@@ -768,6 +768,14 @@ static const cli_op *const ops[] = {
     &cli_op_kv_quant_sparse_flash_attention,
     &cli_op_lightning_indexer,
     &cli_op_quant_lightning_indexer,
+    &cli_op_rms_norm,
+    &cli_op_add_rms_norm,
+    &cli_op_rotary_mul,
+    &cli_op_interleave_rope,
+    &cli_op_dynamic_quant,
+    &cli_op_scatter_update,
+    &cli_op_scatter_nd_update,
+    &cli_op_gather_selection_kv_cache,
 };
 
 static const size_t n_ops = sizeof ops / sizeof ops[0];

@@ -58,7 +58,22 @@ typedef struct fia_chain_kernels {
     void (*absmax_cols)(const void *x, fia_dtype xdt, float s, int64_t n, float *acc);
     void (*quant_cols_i8)(const void *x, fia_dtype xdt, float s, const float *scale, int64_t n,
                           int8_t *y);
+
+    /* The same results as rms_norm_row, rope_row and quant_row_i8, written with non-temporal
+     * (streaming) stores where the output is aligned, then an sfence: for outputs far larger
+     * than the caches, which nobody reads right away (the operators use them above
+     * FIA_CHAIN_STREAM_BYTES of output). */
+    float (*rms_norm_row_nt)(const void *x1, const void *x2, fia_dtype xdt, const void *gamma,
+                             fia_dtype gdt, int64_t n, float eps, float alpha, void *y,
+                             fia_dtype ydt, void *xsum);
+    void (*rope_row_nt)(const void *x, fia_dtype xdt, const void *cos, const void *sin,
+                        fia_dtype cdt, int64_t d, fia_rope_mode mode, void *y, fia_dtype ydt);
+    void (*quant_row_i8_nt)(const void *x, fia_dtype xdt, const void *s, fia_dtype sdt,
+                            int64_t n, float scale, int8_t *y);
 } fia_chain_kernels;
+
+/* Output size from which the chain operators use the streaming-store kernels. */
+#define FIA_CHAIN_STREAM_BYTES (INT64_C(32) << 20)
 
 extern const fia_chain_kernels fia_chain_kernels_scalar;
 extern const fia_chain_kernels fia_chain_kernels_avx2;

@@ -24,6 +24,7 @@ typedef struct norm_plan {
     int32_t lead;  /* leading dims */
     int64_t rows, n, rows_per_task;
     float eps;
+    bool stream; /* outputs above FIA_CHAIN_STREAM_BYTES: streaming stores */
 } norm_plan;
 
 void fia_rms_norm_params_init(fia_rms_norm_params *p) {
@@ -51,8 +52,8 @@ static void norm_task(void *arg, int64_t task, int32_t tid) {
         char *y = (char *)fia_tensor_ptr(&p->y) + chain_off(&p->y, idx, p->lead) * es;
         char *xs = p->has_x ? (char *)fia_tensor_ptr(&p->x) + chain_off(&p->x, idx, p->lead) * es
                             : NULL;
-        const float rstd = p->k->rms_norm_row(a, b, dt, g, p->gamma.dtype, p->n, p->eps, 1.0f, y,
-                                              dt, xs);
+        const float rstd = (p->stream ? p->k->rms_norm_row_nt : p->k->rms_norm_row)(
+            a, b, dt, g, p->gamma.dtype, p->n, p->eps, 1.0f, y, dt, xs);
         if (p->has_rstd)
             *((float *)fia_tensor_ptr(&p->rstd) + chain_off(&p->rstd, idx, p->lead)) = rstd;
     }
@@ -137,6 +138,7 @@ static fia_status norm_validate(norm_plan *p, const fia_tensor *x1, const char *
     p->has_x = x != NULL;
     p->eps = (float)eps;
     p->rows_per_task = chain_rows_per_task(p->n);
+    p->stream = p->rows * p->n * (int64_t)fia_dtype_size(x1->dtype) > FIA_CHAIN_STREAM_BYTES;
     return FIA_STATUS_SUCCESS;
 }
 

@@ -31,6 +31,7 @@ typedef struct quant_plan {
     int32_t lead;      /* x dims before the last */
     int64_t rows, H, R, L, E, rows_per_task, tasks;
     float dmax;
+    bool stream; /* output above FIA_CHAIN_STREAM_BYTES: streaming stores */
 } quant_plan;
 
 /* One execution (the plan itself stays immutable). */
@@ -87,11 +88,13 @@ static void quant_token_task(void *arg, int64_t task, int32_t tid) {
         const void *x = quant_x_row(p, idx), *s = quant_smooth_row(p, r);
         int8_t *y = (int8_t *)fia_tensor_ptr(&p->y) + chain_off(&p->y, idx, p->lead);
         if (p->mode == FIA_QUANT_MODE_PERTENSOR) {
-            p->k->quant_row_i8(x, p->x.dtype, s, p->smooth.dtype, p->H, run->tensor_scale, y);
+            (p->stream ? p->k->quant_row_i8_nt : p->k->quant_row_i8)(
+                x, p->x.dtype, s, p->smooth.dtype, p->H, run->tensor_scale, y);
             continue;
         }
-        const float sc = fia_chain_quant_row_i8(p->k, x, p->x.dtype, s, p->smooth.dtype, p->H,
-                                                p->dmax, y);
+        const float sc = p->k->absmax_row(x, p->x.dtype, s, p->smooth.dtype, p->H) / p->dmax;
+        (p->stream ? p->k->quant_row_i8_nt : p->k->quant_row_i8)(x, p->x.dtype, s,
+                                                                 p->smooth.dtype, p->H, sc, y);
         *((float *)fia_tensor_ptr(&p->scale) + chain_off(&p->scale, idx, p->lead)) = sc;
     }
 }
@@ -308,6 +311,7 @@ static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors 
     if (p->H == 0) p->rows = 0;
     p->rows_per_task = chain_rows_per_task(p->H);
     p->tasks = (p->rows + p->rows_per_task - 1) / p->rows_per_task;
+    p->stream = p->rows * p->H > FIA_CHAIN_STREAM_BYTES;
     if (p->mode == FIA_QUANT_MODE_PERCHANNEL && (p->H == 0 || p->R == 0)) p->L = 0;
     return FIA_STATUS_SUCCESS;
 }

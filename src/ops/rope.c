@@ -19,6 +19,7 @@ typedef struct rope_plan {
     fia_rope_mode mode;
     int32_t lead;
     int64_t rows, d, rows_per_task;
+    bool stream; /* output above FIA_CHAIN_STREAM_BYTES: streaming stores */
 } rope_plan;
 
 void fia_rotary_mul_params_init(fia_rotary_mul_params *p) {
@@ -46,7 +47,7 @@ static void rope_task(void *arg, int64_t task, int32_t tid) {
     int64_t idx[FIA_MAX_DIMS];
     for (int64_t r = r0; r < r1; r++) {
         chain_unravel(p->x.shape, p->lead, r, idx);
-        p->k->rope_row(xb + chain_off(&p->x, idx, p->lead) * es, dt,
+        (p->stream ? p->k->rope_row_nt : p->k->rope_row)(xb + chain_off(&p->x, idx, p->lead) * es, dt,
                        cb + chain_off(&p->cos, idx, p->lead) * es,
                        sb + chain_off(&p->sin, idx, p->lead) * es, dt, p->d, p->mode,
                        yb + chain_off(&p->y, idx, p->lead) * es, dt);
@@ -110,6 +111,7 @@ static fia_status rope_plan_common(fia_context *ctx, const fia_rotary_mul_tensor
     p->d = D;
     p->rows = chain_prod(x->shape, 0, p->lead);
     p->rows_per_task = chain_rows_per_task(D);
+    p->stream = p->rows * D * (int64_t)fia_dtype_size(x->dtype) > FIA_CHAIN_STREAM_BYTES;
     *plan = &p->base;
     if (workspace_bytes) *workspace_bytes = 0;
     return FIA_STATUS_SUCCESS;

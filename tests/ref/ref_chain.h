@@ -32,4 +32,26 @@ void fia_ref_dynamic_quant(const fia_tensor *x, const fia_tensor *smooth,
                            const fia_tensor *group_index, int mode, double dst_max, double *q,
                            double *quot, double *scale);
 
+/* The in-place operators update `target`, a compact double copy of the target tensor over its
+ * logical shape (fia_ref_load order). They return 0, or -1 when an index is out of range (the
+ * contract's error; target is then unchanged). */
+
+/* scatter_update: data[b, .., p + j (axis), ..] = updates[k, .., j, ..]. */
+int fia_ref_scatter_update(const fia_tensor *data, double *target, const fia_tensor *indices,
+                           const fia_tensor *updates, int64_t axis);
+
+/* scatter_nd_update; mode 0 plain N-d, 1 PA_BSND flat slots, 2 PA_NZ flat slots. */
+int fia_ref_scatter_nd_update(const fia_tensor *input, double *target, const fia_tensor *indices,
+                              const fia_tensor *updates, int mode);
+
+/* gather_selection_kv_cache (the golden's all-host form): updates sel_kv / sel_rope (copies of
+ * selection_kv_cache / selection_k_rope, sel_rope NULL without rope) and status (a copy of
+ * selection_kv_block_status), writes out[B * S * H] (rows skipped keep 0). */
+void fia_ref_gather_selection(const fia_tensor *sel_kv_t, double *sel_kv, const fia_tensor *sel_rope_t,
+                              double *sel_rope, const fia_tensor *sel_table, double *status,
+                              const fia_tensor *topk, const fia_tensor *full_rope,
+                              const fia_tensor *full_kv, const fia_tensor *full_table,
+                              const fia_tensor *kv_len, const fia_tensor *q_len, int64_t sbs,
+                              int64_t *out);
+
 #endif /* FIA_REF_CHAIN_H */

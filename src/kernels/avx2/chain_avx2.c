@@ -5,6 +5,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels/chain_kernels.h"
 
@@ -62,6 +63,38 @@ CV_AI void cv8_store_i8(int8_t *y, __m256 v) {
     const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
     _mm_storel_epi64((__m128i *)y, _mm_packs_epi16(p16, p16));
 }
+
+/* Non-temporal forms: streamed when the destination is aligned to the vector width. */
+CV_AI void cv8_stream(void *p, fia_dtype dt, __m256 v) {
+    const uintptr_t a = (uintptr_t)p;
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        if (a % 16 == 0)
+            _mm_stream_si128((__m128i *)p, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        else cv8_store(p, dt, v);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        if (a % 16 == 0) _mm_stream_si128((__m128i *)p, cv8_bf16(v));
+        else cv8_store(p, dt, v);
+        break;
+    default:
+        if (a % 32 == 0) _mm256_stream_ps((float *)p, v);
+        else cv8_store(p, dt, v);
+        break;
+    }
+}
+
+CV_AI void cv8_stream_i8(int8_t *y, __m256 v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    const __m128i p8 = _mm_packs_epi16(p16, p16);
+    if ((uintptr_t)y % 8 == 0) _mm_stream_si64((long long *)y, _mm_cvtsi128_si64(p8));
+    else _mm_storel_epi64((__m128i *)y, p8);
+}
+
+#define cv_stream(p, dt, v) cv8_stream((p), (dt), (v))
+#define cv_stream_i8(y, v) cv8_stream_i8((y), (v))
+#define cv_sfence() _mm_sfence()
 
 #define CV_W 8
 #define CV_ISA_NAME "avx2"

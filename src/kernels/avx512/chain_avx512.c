@@ -5,6 +5,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels/chain_kernels.h"
 
@@ -62,6 +63,36 @@ CV_AI float cv16_hmax(__m512 v) {
 CV_AI void cv16_store_i8(int8_t *y, __m512 v) {
     _mm_storeu_si128((__m128i *)y, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
 }
+
+/* Non-temporal forms: streamed when the destination is aligned to the vector width. */
+CV_AI void cv16_stream(void *p, fia_dtype dt, __m512 v) {
+    const uintptr_t a = (uintptr_t)p;
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        if (a % 32 == 0)
+            _mm256_stream_si256((__m256i *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        else cv16_store(p, dt, v);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        if (a % 32 == 0) _mm256_stream_si256((__m256i *)p, cv16_bf16(v));
+        else cv16_store(p, dt, v);
+        break;
+    default:
+        if (a % 64 == 0) _mm512_stream_ps((float *)p, v);
+        else cv16_store(p, dt, v);
+        break;
+    }
+}
+
+CV_AI void cv16_stream_i8(int8_t *y, __m512 v) {
+    const __m128i q = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v));
+    if ((uintptr_t)y % 16 == 0) _mm_stream_si128((__m128i *)y, q);
+    else _mm_storeu_si128((__m128i *)y, q);
+}
+
+#define cv_stream(p, dt, v) cv16_stream((p), (dt), (v))
+#define cv_stream_i8(y, v) cv16_stream_i8((y), (v))
+#define cv_sfence() _mm_sfence()
 
 #define CV_W 16
 #define CV_ISA_NAME "avx512"
