@@ -7,7 +7,8 @@
 BUILD      ?= build
 SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
-APT_PKGS   := cmake make gcc g++ clang libclang-rt-14-dev python3 python3-venv python3-dev
+APT_PKGS   := cmake make gcc g++ clang libclang-rt-14-dev python3 python3-venv python3-dev \
+              libdnnl-dev
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PY_BUILD   ?= build-py
@@ -29,6 +30,7 @@ deps:
 	python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 	  >/dev/null 2>&1 || missing="$$missing python3-dev"; \
 	ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing="$$missing libclang-rt-14-dev"; \
+	[ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing="$$missing libdnnl-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -782,6 +782,7 @@ static const bench_table_fn tables[] = {
     bench_sfa_cases,
     bench_li_cases,
     bench_chain_cases,
+    bench_prolog_cases,
 };
 
 const bench_case *bench_cases(size_t *count) {

@@ -101,6 +101,7 @@ const bench_case *bench_mla_cases(size_t *count);
 const bench_case *bench_sfa_cases(size_t *count);
 const bench_case *bench_li_cases(size_t *count);
 const bench_case *bench_chain_cases(size_t *count);
+const bench_case *bench_prolog_cases(size_t *count);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);

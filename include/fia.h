@@ -45,5 +45,6 @@
 #include "fia/rope.h"
 #include "fia/quant.h"
 #include "fia/cache.h"
+#include "fia/prolog.h"
 
 #endif /* FIA_H */

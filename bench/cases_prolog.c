@@ -1,0 +1,266 @@
+/*
+ * cases_prolog.c - benchmark cases of mla_prolog_v3 on DeepSeek-V3.2 dimensions (He 7168,
+ * Hcq 1536, N 128, D 128; bf16 weights, PA_BSND caches of 128-token blocks): decode T = 1 and 8
+ * (weight-streaming GEMVs) and prefill T = 2048 (compute-bound GEMMs).
+ *
+ * Counting: bytes = the four weight matrices (read once) + token_x + the outputs and cache rows
+ * written; FLOPs = 2 T (He Hcq + Hcq N (D + 64) + N D 512 + He 576). Cold caches: every copy
+ * has its own weights, inputs and outputs, rotated over more than twice the last-level cache.
+ * The check compares token 0 (all heads, its cache rows) with the oracle.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cases.h"
+#include "cli.h"
+#include "ref_prolog.h"
+
+typedef struct bench_prolog_case {
+    int64_t T, He, Hcq, N, D;
+} bench_prolog_case;
+
+enum { PB_HCKV = 512, PB_DR = 64, PB_BS = 128 };
+
+static double weight_bytes(const bench_prolog_case *p) {
+    return 2.0 * ((double)p->He * (double)p->Hcq + (double)p->Hcq * (double)(p->N * (p->D + PB_DR)) +
+                  (double)(p->N * p->D * PB_HCKV) + (double)p->He * (PB_HCKV + PB_DR));
+}
+
+static void pro_counts(const bench_case *c, double *bytes, double *flops) {
+    const bench_prolog_case *p = c->params;
+    const double T = (double)p->T;
+    *bytes = weight_bytes(p) + 2.0 * T * (double)p->He +
+             2.0 * T * (double)(p->N * (PB_HCKV + PB_DR) + PB_HCKV + PB_DR);
+    *flops = 2.0 * T *
+             ((double)p->He * (double)p->Hcq + (double)p->Hcq * (double)(p->N * (p->D + PB_DR)) +
+              (double)(p->N * p->D * PB_HCKV) + (double)p->He * (PB_HCKV + PB_DR));
+}
+
+static double pro_copy_bytes(const bench_case *c) {
+    double b, f;
+    pro_counts(c, &b, &f);
+    return b;
+}
+
+static void pro_shape(const bench_case *c, char *buf, size_t len) {
+    const bench_prolog_case *p = c->params;
+    snprintf(buf, len, "T%lld He%lld Hcq%lld N%lld D%lld bf16 pa%d", (long long)p->T,
+             (long long)p->He, (long long)p->Hcq, (long long)p->N, (long long)p->D, PB_BS);
+}
+
+static void pro_params_json(const bench_case *c, char *buf, size_t len) {
+    const bench_prolog_case *p = c->params;
+    snprintf(buf, len,
+             "{\"T\":%lld,\"He\":%lld,\"Hcq\":%lld,\"N\":%lld,\"D\":%lld,\"cache_mode\":\"PA_BSND\","
+             "\"block_size\":%d,\"weight_quant_mode\":0,\"kv_cache_quant_mode\":0}",
+             (long long)p->T, (long long)p->He, (long long)p->Hcq, (long long)p->N,
+             (long long)p->D, PB_BS);
+}
+
+enum { PB_X, PB_WDQ, PB_WUQ, PB_WUK, PB_WDKV, PB_GCQ, PB_GCKV, PB_SIN, PB_COS, PB_KV, PB_KR,
+       PB_CI, PB_QO, PB_QR, PB_COUNT };
+
+typedef struct pro_copy {
+    void *buf[PB_COUNT];
+    fia_tensor t[PB_COUNT];
+    fia_plan *plan;
+} pro_copy;
+
+typedef struct pro_instance {
+    const bench_prolog_case *p;
+    int copies;
+    pro_copy *cp;
+    fia_mla_prolog_v3_params prm;
+    void *workspace;
+    size_t workspace_bytes;
+} pro_instance;
+
+static void pro_destroy(void *inst) {
+    pro_instance *I = inst;
+    if (!I) return;
+    for (int i = 0; I->cp && i < I->copies; i++) {
+        fia_plan_destroy(I->cp[i].plan);
+        for (int k = 0; k < PB_COUNT; k++) free(I->cp[i].buf[k]);
+    }
+    free(I->cp);
+    free(I->workspace);
+    free(I);
+}
+
+static void make_tensors(pro_instance *I, pro_copy *cp) {
+    const bench_prolog_case *p = I->p;
+    const int64_t blocks = (p->T + PB_BS - 1) / PB_BS, W = p->N * (p->D + PB_DR);
+    const struct {
+        fia_dtype dt;
+        int nd;
+        int64_t sh[4];
+    } d[PB_COUNT] = {
+        [PB_X] = {FIA_DTYPE_BFLOAT16, 2, {p->T, p->He}},
+        [PB_WDQ] = {FIA_DTYPE_BFLOAT16, 2, {p->He, p->Hcq}},
+        [PB_WUQ] = {FIA_DTYPE_BFLOAT16, 2, {p->Hcq, W}},
+        [PB_WUK] = {FIA_DTYPE_BFLOAT16, 3, {p->N, p->D, PB_HCKV}},
+        [PB_WDKV] = {FIA_DTYPE_BFLOAT16, 2, {p->He, PB_HCKV + PB_DR}},
+        [PB_GCQ] = {FIA_DTYPE_BFLOAT16, 1, {p->Hcq}},
+        [PB_GCKV] = {FIA_DTYPE_BFLOAT16, 1, {PB_HCKV}},
+        [PB_SIN] = {FIA_DTYPE_BFLOAT16, 2, {p->T, PB_DR}},
+        [PB_COS] = {FIA_DTYPE_BFLOAT16, 2, {p->T, PB_DR}},
+        [PB_KV] = {FIA_DTYPE_BFLOAT16, 4, {blocks, PB_BS, 1, PB_HCKV}},
+        [PB_KR] = {FIA_DTYPE_BFLOAT16, 4, {blocks, PB_BS, 1, PB_DR}},
+        [PB_CI] = {FIA_DTYPE_INT64, 1, {p->T}},
+        [PB_QO] = {FIA_DTYPE_BFLOAT16, 3, {p->T, p->N, PB_HCKV}},
+        [PB_QR] = {FIA_DTYPE_BFLOAT16, 3, {p->T, p->N, PB_DR}},
+    };
+    for (int k = 0; k < PB_COUNT; k++) fia_tensor_init(&cp->t[k], cp->buf[k], d[k].dt, d[k].nd, d[k].sh, NULL);
+}
+
+static fia_mla_prolog_v3_tensors tensors_of(pro_copy *cp) {
+    fia_mla_prolog_v3_tensors t;
+    memset(&t, 0, sizeof t);
+    t.token_x = &cp->t[PB_X];
+    t.weight_dq = &cp->t[PB_WDQ];
+    t.weight_uq_qr = &cp->t[PB_WUQ];
+    t.weight_uk = &cp->t[PB_WUK];
+    t.weight_dkv_kr = &cp->t[PB_WDKV];
+    t.rmsnorm_gamma_cq = &cp->t[PB_GCQ];
+    t.rmsnorm_gamma_ckv = &cp->t[PB_GCKV];
+    t.rope_sin = &cp->t[PB_SIN];
+    t.rope_cos = &cp->t[PB_COS];
+    t.kv_cache = &cp->t[PB_KV];
+    t.kr_cache = &cp->t[PB_KR];
+    t.cache_index = &cp->t[PB_CI];
+    t.query_out = &cp->t[PB_QO];
+    t.query_rope_out = &cp->t[PB_QR];
+    return t;
+}
+
+static int pro_prepare(const bench_case *c, fia_context *ctx, int copies, uint64_t seed,
+                       void **inst, char *err, size_t err_len) {
+    const bench_prolog_case *p = c->params;
+    pro_instance *I = calloc(1, sizeof *I);
+    if (!I) goto oom;
+    I->p = p;
+    I->cp = calloc((size_t)copies, sizeof *I->cp);
+    if (!I->cp) goto oom;
+    I->copies = copies;
+    fia_mla_prolog_v3_params_init(&I->prm);
+    uint64_t rng = seed;
+    for (int i = 0; i < copies; i++) {
+        pro_copy *cp = &I->cp[i];
+        make_tensors(I, cp); /* shapes first (data NULL), then buffers of their size */
+        for (int k = 0; k < PB_COUNT; k++) {
+            const size_t n = (size_t)fia_tensor_numel(&cp->t[k]);
+            const size_t es = fia_dtype_size(cp->t[k].dtype);
+            cp->buf[k] = bench_alloc(n * es);
+            if (!cp->buf[k]) goto oom;
+            cp->t[k].data = cp->buf[k];
+            if (k == PB_CI) {
+                for (size_t j = 0; j < n; j++) ((int64_t *)cp->buf[k])[j] = (int64_t)j;
+            } else if (k == PB_KV || k == PB_KR || k == PB_QO || k == PB_QR) {
+                memset(cp->buf[k], 0, n * es);
+            } else if (bench_fill_random(cp->buf[k], FIA_DTYPE_BFLOAT16, n, &rng) != 0) {
+                goto oom;
+            }
+        }
+        /* weights ~ U(-1,1) / sqrt(fan-in) keep the activations O(1) */
+        const struct {
+            int k;
+            double fan;
+        } sc[] = {{PB_WDQ, (double)p->He}, {PB_WUQ, (double)p->Hcq}, {PB_WUK, (double)p->D},
+                  {PB_WDKV, (double)p->He}};
+        for (size_t s = 0; s < sizeof sc / sizeof sc[0]; s++) {
+            uint16_t *w = cp->buf[sc[s].k];
+            const float f = 1.0f / sqrtf((float)sc[s].fan);
+            const size_t n = (size_t)fia_tensor_numel(&cp->t[sc[s].k]);
+            for (size_t j = 0; j < n; j++) w[j] = fia_f32_to_bf16(fia_bf16_to_f32(w[j]) * f);
+        }
+        const fia_mla_prolog_v3_tensors t = tensors_of(cp);
+        size_t ws = 0;
+        const fia_status s = fia_mla_prolog_v3_plan(ctx, &t, &I->prm, &cp->plan, &ws);
+        if (s != FIA_STATUS_SUCCESS) {
+            bench_set_err(err, err_len, "plan: %s",
+                          fia_last_error()[0] ? fia_last_error() : fia_status_string(s));
+            pro_destroy(I);
+            return -1;
+        }
+        if (ws > I->workspace_bytes) I->workspace_bytes = ws;
+    }
+    if (I->workspace_bytes && !(I->workspace = malloc(I->workspace_bytes))) goto oom;
+    *inst = I;
+    return 0;
+oom:
+    bench_set_err(err, err_len, "out of memory preparing %s", c->name);
+    pro_destroy(I);
+    return -1;
+}
+
+static fia_status pro_execute(void *inst, int copy) {
+    pro_instance *I = inst;
+    return fia_plan_execute(I->cp[copy].plan, I->workspace, I->workspace_bytes);
+}
+
+/* Token 0 of copy 0 (its outputs depend on its inputs only) against the oracle. */
+static int pro_check(void *inst, bench_check *r, char *err, size_t err_len) {
+    pro_instance *I = inst;
+    const bench_prolog_case *p = I->p;
+    pro_copy *cp = &I->cp[0];
+    fia_mla_prolog_v3_tensors t = tensors_of(cp);
+    fia_tensor x = bench_sub_view(t.token_x, 0, 0, 1), sn = bench_sub_view(t.rope_sin, 0, 0, 1),
+               cs = bench_sub_view(t.rope_cos, 0, 0, 1), qo = bench_sub_view(t.query_out, 0, 0, 1),
+               qr = bench_sub_view(t.query_rope_out, 0, 0, 1);
+    t.token_x = &x;
+    t.rope_sin = &sn;
+    t.rope_cos = &cs;
+    t.query_out = &qo;
+    t.query_rope_out = &qr;
+    const int64_t nqo = p->N * PB_HCKV, nqr = p->N * PB_DR;
+    double *want = malloc(sizeof(double) * (size_t)(nqo + nqr + PB_HCKV + PB_DR));
+    if (!want) {
+        bench_set_err(err, err_len, "check: out of memory");
+        return -1;
+    }
+    const ref_prolog_out o = {want, want + nqo, NULL, want + nqo + nqr, want + nqo + nqr + PB_HCKV,
+                              NULL, NULL, NULL, NULL, NULL};
+    if (fia_ref_mla_prolog_v3(&t, &I->prm, 2, &o) != 0) {
+        free(want);
+        bench_set_err(err, err_len, "check: the oracle cannot run this call");
+        return -1;
+    }
+    double atol, rtol;
+    cli_tolerance(FIA_DTYPE_BFLOAT16, &atol, &rtol);
+    cli_check chk = {0, 0, 0};
+    cli_check_tensor(&qo, want, atol, rtol, &chk);
+    cli_check_tensor(&qr, want + nqo, atol, rtol, &chk);
+    fia_tensor kv = bench_sub_view(&cp->t[PB_KV], 1, 0, 1), kr = bench_sub_view(&cp->t[PB_KR], 1, 0, 1);
+    kv = bench_sub_view(&kv, 0, 0, 1);
+    kr = bench_sub_view(&kr, 0, 0, 1);
+    cli_check_tensor(&kv, want + nqo + nqr, atol, rtol, &chk);
+    cli_check_tensor(&kr, want + nqo + nqr + PB_HCKV, atol, rtol, &chk);
+    free(want);
+    r->passed = chk.failures == 0;
+    r->max_abs_err = chk.max_abs_err;
+    snprintf(r->detail, sizeof r->detail, "token 0 of %lld, %lld heads + cache rows",
+             (long long)p->T, (long long)p->N);
+    return 0;
+}
+
+static const bench_op prolog_bench_op = {
+    "mla_prolog_v3", pro_shape, pro_params_json, pro_counts, pro_copy_bytes,
+    pro_prepare, pro_execute, pro_check, pro_destroy,
+};
+
+static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128};
+static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128};
+static const bench_prolog_case ds_t2048 = {2048, 7168, 1536, 128, 128};
+
+static const bench_case prolog_cases[] = {
+    {"prolog_decode_t1", &prolog_bench_op, &ds_t1, 0},
+    {"prolog_decode_t8", &prolog_bench_op, &ds_t8, 0},
+    {"prolog_prefill_t2048", &prolog_bench_op, &ds_t2048, 0},
+};
+
+const bench_case *bench_prolog_cases(size_t *count) {
+    *count = sizeof prolog_cases / sizeof prolog_cases[0];
+    return prolog_cases;
+}

@@ -1,0 +1,134 @@
+/*
+ * fia/prolog.h - the MLA pre-processing operator of DeepSeek-V3.2 / GLM-5 (npu_mla_prolog_v3):
+ * the query and latent-KV projections, their RMSNorms and RoPE, and the write of the latent
+ * and rope caches that sparse_flash_attention / fused_infer_attention_score (MLA) then read.
+ */
+#ifndef FIA_PROLOG_H
+#define FIA_PROLOG_H
+
+#include "core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Parameters, named after the torch_npu keywords of npu_mla_prolog_v3. Call
+ * fia_mla_prolog_v3_params_init() first: it sets the defaults listed here. */
+typedef struct fia_mla_prolog_v3_params {
+    uint32_t struct_size;         /* sizeof the struct: set by _params_init */
+    double rmsnorm_epsilon_cq;    /* default 1e-5 */
+    double rmsnorm_epsilon_ckv;   /* default 1e-5 */
+    fia_layout cache_mode;        /* PA_BSND (default), BSND or TND; PA_NZ: unsupported */
+    int32_t query_norm_flag;      /* nonzero: write query_norm (default 0) */
+    int32_t weight_quant_mode;    /* 0 only (1 and 2: FIA_STATUS_UNSUPPORTED) */
+    int32_t kv_cache_quant_mode;  /* 0 only (1, 2, 3: FIA_STATUS_UNSUPPORTED) */
+    int32_t query_quant_mode;     /* 0 only */
+    int32_t ckvkr_repo_mode;      /* 0 only */
+    int32_t quant_scale_repo_mode; /* 0 only */
+    int64_t tile_size;            /* default 128 (used by kv_cache_quant_mode 3) */
+    double qc_qr_scale;           /* alpha_q, default 1.0 */
+    double kc_scale;              /* alpha_kv, default 1.0 */
+} fia_mla_prolog_v3_params;
+
+/* Sets the defaults listed above. */
+FIA_API void fia_mla_prolog_v3_params_init(fia_mla_prolog_v3_params *p);
+
+/* Tensors of one call. Optional tensors are NULL when absent; the quantization tensors
+ * (dequant_scale_*, quant_scale_*, smooth_scales_cq, k_nope_clip_alpha, actual_seq_len,
+ * dequant_scale_q_nope, dequant_scale_q_norm) belong to the quant modes and must be NULL. */
+typedef struct fia_mla_prolog_v3_tensors {
+    const fia_tensor *token_x;
+    const fia_tensor *weight_dq;
+    const fia_tensor *weight_uq_qr;
+    const fia_tensor *weight_uk;
+    const fia_tensor *weight_dkv_kr;
+    const fia_tensor *rmsnorm_gamma_cq;
+    const fia_tensor *rmsnorm_gamma_ckv;
+    const fia_tensor *rope_sin;
+    const fia_tensor *rope_cos;
+    fia_tensor *kv_cache;             /* updated in place */
+    fia_tensor *kr_cache;             /* updated in place */
+    const fia_tensor *cache_index;    /* int64, required for PA_BSND */
+    const fia_tensor *dequant_scale_x;
+    const fia_tensor *dequant_scale_w_dq;
+    const fia_tensor *dequant_scale_w_uq_qr;
+    const fia_tensor *dequant_scale_w_dkv_kr;
+    const fia_tensor *quant_scale_ckv;
+    const fia_tensor *quant_scale_ckr;
+    const fia_tensor *smooth_scales_cq;
+    const fia_tensor *actual_seq_len;
+    const fia_tensor *k_nope_clip_alpha;
+    fia_tensor *query_out;            /* output */
+    fia_tensor *query_rope_out;       /* output */
+    fia_tensor *dequant_scale_q_nope; /* output of the quant modes: NULL */
+    fia_tensor *query_norm;           /* output, required iff query_norm_flag */
+    fia_tensor *dequant_scale_q_norm; /* output of the quant modes: NULL */
+} fia_mla_prolog_v3_tensors;
+
+/*
+ * fia_mla_prolog_v3_plan - validates an MLA prolog call and plans it.
+ *
+ * Dimensions: T tokens (token_x [T, He], or [B, S, He] with T = B*S, b-major); He hidden;
+ * Hcq the query latent; N heads (1..128); D the nope head dim; Dr = 64 the rope dim;
+ * Hckv = 512 the KV latent. Any He, Hcq, D >= 1 are accepted (DeepSeek-V3.2: He 7168, Hcq 1536,
+ * N 128, D 128; GLM-5: He 6144, Hcq 2048, N 64, D 192).
+ *
+ *   c_q    = bf16( x . W_DQ )                                       [T, Hcq]
+ *   cq     = bf16( qc_qr_scale * RmsNorm(c_q; gamma_cq, eps_cq) )   (= query_norm)
+ *   qcqr   = bf16( cq . W_UQ_QR )                                   [T, N*(D+Dr)], per head [D|Dr]
+ *   query_out[t, n]      = bf16( qcqr[t, n, :D] . W_UK[n] )        [T, N, Hckv]
+ *   query_rope_out[t, n] = bf16( RoPE(qcqr[t, n, D:]) )            [T, N, Dr]
+ *   kvkr   = bf16( x . W_DKV_KR )                                   [T, Hckv + Dr]
+ *   kv row = bf16( kc_scale * RmsNorm(kvkr[:Hckv]; gamma_ckv, eps_ckv) )
+ *   kr row = bf16( RoPE(kvkr[Hckv:]) )
+ * with RmsNorm(x) = x / sqrt(mean(x^2) + eps) * gamma, and the MLA "interleave-half" RoPE:
+ * x' = [x[0::2], x[1::2]], y = x' * cos + [-x'[32:], x'[:32]] * sin (cos, sin of the token, in
+ * half layout), so the rope outputs and the kr cache are de-interleaved (evens first), q and k
+ * alike. The bf16() steps are the rounding points of the contract's golden; fia rounds there
+ * too (accumulation in fp32).
+ *
+ * Shapes and dtypes (bfloat16 unless said):
+ *   token_x        [T, He] or [B, S, He]
+ *   weight_dq      [He, Hcq]            row-major (ND); the NPU's NZ storage is not taken
+ *   weight_uq_qr   [Hcq, N*(D+Dr)]
+ *   weight_uk      [N, D, Hckv]
+ *   weight_dkv_kr  [He, Hckv+Dr]
+ *   rmsnorm_gamma_cq [Hcq], rmsnorm_gamma_ckv [Hckv]
+ *   rope_sin, rope_cos  [T, Dr] or [B, S, Dr] (as token_x); bfloat16, float16 or float32
+ *   kv_cache / kr_cache:
+ *     PA_BSND  [blocks, block_size, 1, Hckv] / [.., Dr] (or 3-D without the 1): token t goes
+ *              to slot cache_index[t] = row slot % block_size of block slot / block_size, the
+ *              same slot in both; a negative cache_index skips the write; an index
+ *              >= blocks * block_size is invalid (checked at plan time, nothing written).
+ *     BSND     [B, S, 1, Hckv] (token_x 3-D) and TND [T, 1, Hckv]: token t writes row t.
+ *   cache_index    int64 [T] or [B, S] (copied at plan time)
+ *   query_out      [T, N, Hckv] or [B, S, N, Hckv]; query_rope_out [.., N, Dr]
+ *   query_norm     [T, Hcq] (or [B, S, Hcq]) when query_norm_flag
+ *
+ * Threads and determinism: the projections run on oneDNN (bf16 matmul: AMX, AVX512-BF16 or
+ * AVX-512, chosen at run time from the CPU, whatever FIA_ISA says), cut into fixed tiles run by
+ * the context's threads one tile per thread, so outputs are bitwise identical for any thread
+ * count. The norms and RoPE are per-token. A token's results can depend on T (the library
+ * picks kernels by shape).
+ *
+ * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
+ *   names the tensor, the dim and the values); FIA_STATUS_UNSUPPORTED for the modes fia does
+ *   not implement (PA_NZ, weight_quant_mode 1/2, kv_cache_quant_mode 1-3, query_quant_mode 1,
+ *   a quantization tensor given), for non-unit innermost strides, and when fia was built
+ *   without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
+ * Memory: *plan is owned by the caller (fia_plan_destroy). *plan and *workspace_bytes are
+ *   written only on success; workspace_bytes may be NULL.
+ */
+FIA_API fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                                          const fia_mla_prolog_v3_params *params,
+                                          fia_plan **plan, size_t *workspace_bytes);
+
+/* One-shot form: plan, allocate the workspace, execute, free. */
+FIA_API fia_status fia_mla_prolog_v3(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                                     const fia_mla_prolog_v3_params *params);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FIA_PROLOG_H */

@@ -1,0 +1,71 @@
+/*
+ * gemm.h - the projections of the MLA prolog, hidden behind one small interface so that nothing
+ * else in fia sees the GEMM library (oneDNN, when the build found it: gemm_dnnl.c).
+ *
+ * A gemm is planned once for fixed shapes and strides and run many times on new addresses:
+ *   C[b][m][n] = sum_k A[b][m][k] * B[b][k][n]        b < batch, m < M, n < N, k < K
+ * A and B are bfloat16, C is bfloat16 (rounded to nearest even from the fp32 accumulation) or
+ * float32. Strides count elements; the innermost stride of each matrix is 1. The library picks
+ * its kernels at run time from the CPU (AMX, AVX512-BF16, AVX-512, AVX2); fia's own ISA level
+ * (FIA_ISA) does not apply to it.
+ *
+ * Planning may allocate and may take milliseconds (kernel generation); running never allocates
+ * fia memory: the library's scratch memory comes from the caller (scratch_bytes, 64-aligned).
+ * Determinism: the library runs on one thread per call in fia (see gemm_dnnl.c), and the prolog
+ * cuts the work into fixed column panels, so a result never depends on the thread count.
+ */
+#ifndef FIA_OPS_PROLOG_GEMM_H
+#define FIA_OPS_PROLOG_GEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fia.h"
+
+typedef struct fia_gemm_desc {
+    int64_t M, N, K;
+    int64_t lda, ldb, ldc;  /* row strides of A, B and C (elements) */
+    fia_dtype c_dtype;      /* FIA_DTYPE_BFLOAT16 or FIA_DTYPE_FLOAT32 */
+} fia_gemm_desc;
+
+typedef struct fia_gemm fia_gemm;
+
+/* Whether fia was built with a GEMM library; when not, *why (may be NULL) says what to install. */
+bool fia_gemm_available(const char **why);
+
+/* Plans one gemm, runnable from `slots` threads at once (slot = the thread's index). Returns
+ * FIA_STATUS_UNSUPPORTED (message set) when no library was built in or it refuses the shapes,
+ * FIA_STATUS_OUT_OF_MEMORY. *scratch_bytes: the scratch memory one run needs. */
+fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
+                           size_t *scratch_bytes);
+
+/* Runs on the calling thread only (the library's own threading is held to one thread for the
+ * call). Returns false when the library failed (it does not for a gemm it planned). */
+bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void *c,
+                  void *scratch);
+
+/* The implementation the library chose (for FIA_VERBOSE), e.g. "brg:avx512_core_amx_bf16". */
+const char *fia_gemm_impl(const fia_gemm *g);
+
+void fia_gemm_destroy(fia_gemm *g); /* NULL is a no-op */
+
+/* ---- A gemm cut into fixed tiles of mc rows x nc columns (at most 4 tile shapes), one task
+ * per tile, so that fia's thread pool runs the tiles and the cut never depends on the thread
+ * count. ---- */
+typedef struct fia_tgemm {
+    fia_gemm_desc d;
+    int64_t mc, nc, mtiles, ntiles;
+    fia_gemm *g[4];         /* [full rows | tail rows] x [full cols | tail cols] */
+    size_t scratch_bytes;   /* per slot */
+} fia_tgemm;
+
+fia_status fia_tgemm_plan(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
+                          int32_t slots);
+static inline int64_t fia_tgemm_tasks(const fia_tgemm *t) { return t->mtiles * t->ntiles; }
+/* a, b: bfloat16; c: c_dtype. */
+bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
+                        void *c, void *scratch);
+void fia_tgemm_free(fia_tgemm *t);
+
+#endif /* FIA_OPS_PROLOG_GEMM_H */

@@ -1,0 +1,588 @@
+/*
+ * mla_prolog.c - mla_prolog_v3 (include/fia/prolog.h): validation, planning and execution of
+ * the bf16 path (weight_quant_mode 0, kv_cache_quant_mode 0) for PA_BSND, BSND and TND caches.
+ *
+ * Execution, five pool runs over fixed tasks (none depends on the thread count):
+ *   1. x . W_DQ -> cq and x . W_DKV_KR -> kvkr (fp32 results), tiles of the tiled gemms;
+ *   2. per token: RMSNorm of c_q (-> cqn16, query_norm) and of c_kv (-> kv cache), RoPE of
+ *      k_r (-> kr cache);
+ *   3. cqn16 . W_UQ_QR -> qcqr (fp32);
+ *   4. per token: q_c to bf16, RoPE of every head's q_r -> query_rope_out;
+ *   5. per head and row tile: q_c . W_UK[n] -> query_out (bf16, straight into the output).
+ * The per-token steps (prolog_norm_row, prolog_rope_row) are isolated so that the chain's row
+ * kernels can replace them.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/context.h"
+#include "core/convert.h"
+#include "core/params.h"
+#include "core/plan.h"
+#include "core/status.h"
+#include "core/tensor.h"
+#include "ops/prolog/gemm.h"
+
+enum {
+    PRO_HCKV = 512,
+    PRO_DR = 64,
+    PRO_MAX_HEADS = 128,
+    PRO_MAX_BLOCK = 1024,
+    PRO_MC = 512,     /* rows (tokens) per gemm tile */
+    PRO_NC = 256      /* columns per gemm tile */
+};
+
+/* A row-addressed tensor: row r of the flattened leading dims at base + r * rs (elements),
+ * plus an optional second stride (heads). */
+typedef struct pro_rows {
+    char *base;
+    fia_dtype dt;
+    int64_t rs, hs;
+} pro_rows;
+
+typedef struct pro_plan {
+    fia_plan base;
+    int64_t T, He, Hcq, N, D, W; /* W = N * (D + Dr) */
+    int32_t num_threads;
+    float eps_cq, eps_ckv, alpha_q, alpha_kv;
+    bool paged, qnorm;
+    pro_rows x, sin, cos, qo, qro, qn;
+    const uint16_t *wdq, *wuq, *wuk, *wdkv;
+    int64_t wuk_sn;               /* head stride of W_UK */
+    int64_t ld_dq, ld_uq, ld_uk, ld_dkv; /* row strides of the weights */
+    float *gcq, *gckv;            /* gammas as float (copied at plan time: they are weights
+                                   * read once per row; copying keeps execute simple) */
+    /* caches */
+    char *kv, *kr;
+    int64_t kv_sblk, kv_st, kr_sblk, kr_st, block_size, blocks;
+    int64_t *slot;                /* paged: cache_index copy; positional: NULL */
+    fia_tgemm g_dq, g_dkv, g_uq, g_uk;
+    size_t scratch_bytes;         /* per thread */
+} pro_plan;
+
+/* Workspace. The projections land in fp32 (cq, qcqr, kvkr) and are rounded to bf16 where
+ * they are read, at the contract golden's rounding points: x . W_DQ, cq . W_UQ_QR and
+ * x . W_DKV_KR (as a bf16 matmul output would be), then the normalized c_q (cqn) and q_c (qc),
+ * which feed the next bf16 gemm. */
+typedef struct pro_ws {
+    float *cq, *qcqr, *kvkr;
+    uint16_t *cqn, *qc;
+    char *scratch;
+} pro_ws;
+
+/* ---- per-row steps ----------------------------------------------------------------------- */
+
+/* y = bf16(alpha * x / sqrt(mean(x^2) + eps) * gamma); x fp32 [n]. Sequential fp32 sums. */
+static inline float rbf(float x) { return fia_cvt_bf16_to_f32(fia_cvt_f32_to_bf16(x)); }
+
+static void prolog_norm_row(const float *x, int64_t n, const float *gamma, float eps,
+                            float alpha, uint16_t *y) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float v = rbf(x[i]);
+        ss += v * v;
+    }
+    const float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = fia_cvt_f32_to_bf16(rbf(x[i]) * r * gamma[i] * alpha);
+}
+
+/* The MLA interleave-half RoPE of one 64-wide row: x' = [x[0::2], x[1::2]],
+ * y = x' * cos + [-x'[32:], x'[:32]] * sin. */
+static void prolog_rope_row(const float *x, const float *cs, const float *sn, uint16_t *y) {
+    float xp[PRO_DR];
+    for (int i = 0; i < PRO_DR / 2; i++) {
+        xp[i] = rbf(x[2 * i]);
+        xp[i + PRO_DR / 2] = rbf(x[2 * i + 1]);
+    }
+    for (int i = 0; i < PRO_DR; i++) {
+        const float rot = i < PRO_DR / 2 ? -xp[i + PRO_DR / 2] : xp[i - PRO_DR / 2];
+        y[i] = fia_cvt_f32_to_bf16(xp[i] * cs[i] + rot * sn[i]);
+    }
+}
+
+static void load_trig(const pro_plan *p, int64_t t, float *cs, float *sn) {
+    const size_t es = fia_dtype_size(p->sin.dt);
+    for (int i = 0; i < PRO_DR; i++) {
+        cs[i] = fia_load_float(p->cos.base + (size_t)(t * p->cos.rs + i) * es, p->cos.dt);
+        sn[i] = fia_load_float(p->sin.base + (size_t)(t * p->sin.rs + i) * es, p->sin.dt);
+    }
+}
+
+/* ---- execution ------------------------------------------------------------------------------ */
+
+typedef struct pro_run {
+    pro_plan *p;
+    pro_ws w;
+} pro_run;
+
+static char *slot_scratch(const pro_run *r, int32_t tid) {
+    return r->w.scratch + (size_t)tid * r->p->scratch_bytes;
+}
+
+static void stage_down(void *arg, int64_t task, int32_t tid) {
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    const int64_t n1 = fia_tgemm_tasks(&p->g_dq);
+    if (task < n1)
+        fia_tgemm_run_task(&p->g_dq, task, tid, p->x.base, p->wdq, r->w.cq, slot_scratch(r, tid));
+    else
+        fia_tgemm_run_task(&p->g_dkv, task - n1, tid, p->x.base, p->wdkv, r->w.kvkr,
+                           slot_scratch(r, tid));
+}
+
+static void stage_norm(void *arg, int64_t t, int32_t tid) {
+    (void)tid;
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    uint16_t *cqn = r->w.cqn + t * p->Hcq;
+    prolog_norm_row(r->w.cq + t * p->Hcq, p->Hcq, p->gcq, p->eps_cq, p->alpha_q, cqn);
+    if (p->qnorm) memcpy(p->qn.base + (size_t)(t * p->qn.rs) * 2, cqn, (size_t)p->Hcq * 2);
+    int64_t row_kv, row_kr;
+    if (p->paged) {
+        const int64_t s = p->slot[t];
+        if (s < 0) return; /* a negative cache_index: no write */
+        const int64_t blk = s / p->block_size, row = s % p->block_size;
+        row_kv = blk * p->kv_sblk + row * p->kv_st;
+        row_kr = blk * p->kr_sblk + row * p->kr_st;
+    } else {
+        row_kv = t * p->kv_st;
+        row_kr = t * p->kr_st;
+    }
+    const float *kvkr = r->w.kvkr + t * (PRO_HCKV + PRO_DR);
+    prolog_norm_row(kvkr, PRO_HCKV, p->gckv, p->eps_ckv, p->alpha_kv,
+                    (uint16_t *)p->kv + row_kv);
+    float cs[PRO_DR], sn[PRO_DR];
+    load_trig(p, t, cs, sn);
+    prolog_rope_row(kvkr + PRO_HCKV, cs, sn, (uint16_t *)p->kr + row_kr);
+}
+
+static void stage_up(void *arg, int64_t task, int32_t tid) {
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    fia_tgemm_run_task(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr, slot_scratch(r, tid));
+}
+
+/* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
+static void stage_split(void *arg, int64_t t, int32_t tid) {
+    (void)tid;
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    const int64_t dd = p->D + PRO_DR;
+    float cs[PRO_DR], sn[PRO_DR];
+    load_trig(p, t, cs, sn);
+    const float *q = r->w.qcqr + t * p->W;
+    uint16_t *qc = r->w.qc + t * p->N * p->D;
+    for (int64_t n = 0; n < p->N; n++) {
+        for (int64_t d = 0; d < p->D; d++) qc[n * p->D + d] = fia_cvt_f32_to_bf16(q[n * dd + d]);
+        /* (rounding q_c once is the golden's rounding of cq . W_UQ_QR) */
+        prolog_rope_row(q + n * dd + p->D, cs, sn,
+                        (uint16_t *)p->qro.base + t * p->qro.rs + n * p->qro.hs);
+    }
+}
+
+static void stage_heads(void *arg, int64_t task, int32_t tid) {
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    const int64_t per_head = fia_tgemm_tasks(&p->g_uk);
+    const int64_t n = task / per_head;
+    fia_tgemm_run_task(&p->g_uk, task % per_head, tid, r->w.qc + n * p->D,
+                       p->wuk + n * p->wuk_sn, (uint16_t *)p->qo.base + n * p->qo.hs,
+                       slot_scratch(r, tid));
+}
+
+static size_t pro_layout(const pro_plan *p, char *base, pro_ws *w) {
+    fia_arena a = {base, 0};
+    w->cq = fia_arena_take(&a, (size_t)(p->T * p->Hcq) * 4);
+    w->cqn = fia_arena_take(&a, (size_t)(p->T * p->Hcq) * 2);
+    w->qcqr = fia_arena_take(&a, (size_t)(p->T * p->W) * 4);
+    w->qc = fia_arena_take(&a, (size_t)(p->T * p->N * p->D) * 2);
+    w->kvkr = fia_arena_take(&a, (size_t)(p->T * (PRO_HCKV + PRO_DR)) * 4);
+    w->scratch = fia_arena_take(&a, p->scratch_bytes * (size_t)p->num_threads);
+    return a.used;
+}
+
+static void pro_execute(fia_plan *plan, void *workspace) {
+    pro_plan *p = (pro_plan *)plan;
+    if (p->T == 0) return;
+    pro_run r = {p, {0}};
+    pro_layout(p, workspace, &r.w);
+    fia_pool *pool = p->base.ctx->pool;
+    fia_pool_run(pool, fia_tgemm_tasks(&p->g_dq) + fia_tgemm_tasks(&p->g_dkv), stage_down, &r);
+    fia_pool_run(pool, p->T, stage_norm, &r);
+    fia_pool_run(pool, fia_tgemm_tasks(&p->g_uq), stage_up, &r);
+    fia_pool_run(pool, p->T, stage_split, &r);
+    fia_pool_run(pool, p->N * fia_tgemm_tasks(&p->g_uk), stage_heads, &r);
+}
+
+static void pro_destroy(fia_plan *plan) {
+    pro_plan *p = (pro_plan *)plan;
+    fia_tgemm_free(&p->g_dq);
+    fia_tgemm_free(&p->g_dkv);
+    fia_tgemm_free(&p->g_uq);
+    fia_tgemm_free(&p->g_uk);
+    free(p->gcq);
+    free(p->gckv);
+    free(p->slot);
+    free(p);
+}
+
+/* ---- validation ----------------------------------------------------------------------------- */
+
+void fia_mla_prolog_v3_params_init(fia_mla_prolog_v3_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->struct_size = (uint32_t)sizeof *p;
+    p->rmsnorm_epsilon_cq = 1e-5;
+    p->rmsnorm_epsilon_ckv = 1e-5;
+    p->cache_mode = FIA_LAYOUT_PA_BSND;
+    p->tile_size = 128;
+    p->qc_qr_scale = 1.0;
+    p->kc_scale = 1.0;
+}
+
+static fia_status need(const fia_tensor *t, const char *name, fia_dtype dt) {
+    if (!t) return FIA_INVALID("%s is NULL", name);
+    FIA_TRY(fia_tensor_check(t, name, true));
+    if (dt != (fia_dtype)-1 && t->dtype != dt)
+        return FIA_INVALID("%s dtype is %s, must be %s", name, fia_dtype_name(t->dtype),
+                           fia_dtype_name(dt));
+    return FIA_STATUS_SUCCESS;
+}
+
+/* A tensor whose leading dims are the tokens ([T, ...] or [B, S, ...], `tok_dims` of them,
+ * matching token_x) followed by `inner` trailing dims of sizes inner_shape. Sets the token
+ * stride (the leading dims must flatten to one stride) and the stride of trailing dim 0 when
+ * there are two trailing dims. */
+static fia_status token_rows(const fia_tensor *t, const char *name, const int64_t *tok_shape,
+                             int tok_dims, const int64_t *inner_shape, int inner,
+                             pro_rows *r) {
+    FIA_TRY(fia_tensor_check_ndim(t, name, tok_dims + inner));
+    for (int i = 0; i < tok_dims; i++)
+        if (t->shape[i] != tok_shape[i])
+            return FIA_INVALID("%s dim %d is %lld, token_x has %lld", name, i,
+                               (long long)t->shape[i], (long long)tok_shape[i]);
+    for (int i = 0; i < inner; i++)
+        if (t->shape[tok_dims + i] != inner_shape[i])
+            return FIA_INVALID("%s dim %d is %lld, must be %lld", name, tok_dims + i,
+                               (long long)t->shape[tok_dims + i], (long long)inner_shape[i]);
+    int64_t rs = t->strides[tok_dims - 1];
+    if (tok_dims == 2) {
+        const int64_t B = t->shape[0], S = t->shape[1];
+        if (S == 1) rs = t->strides[0];
+        else if (B > 1 && t->strides[0] != S * t->strides[1])
+            return FIA_UNSUPPORTED("%s: dim 0 stride %lld is not dim 1 size x stride (%lld); "
+                                   "the [B, S] tokens must flatten to one stride", name,
+                                   (long long)t->strides[0],
+                                   (long long)(S * t->strides[1]));
+    }
+    r->base = fia_tensor_ptr(t);
+    r->dt = t->dtype;
+    r->rs = rs;
+    r->hs = inner == 2 ? t->strides[tok_dims] : 0;
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status weight2(const fia_tensor *t, const char *name, int64_t rows, int64_t cols) {
+    FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+    FIA_TRY(fia_tensor_check_ndim(t, name, 2));
+    FIA_TRY(fia_tensor_check_dim(t, name, 0, rows, "required"));
+    return fia_tensor_check_dim(t, name, 1, cols, "required");
+}
+
+static fia_status gamma_copy(const fia_tensor *t, const char *name, int64_t n, float **out) {
+    FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+    FIA_TRY(fia_tensor_check_ndim(t, name, 1));
+    FIA_TRY(fia_tensor_check_dim(t, name, 0, n, "required"));
+    float *g = malloc((size_t)n * sizeof *g);
+    if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    const uint16_t *src = fia_tensor_ptr(t);
+    for (int64_t i = 0; i < n; i++) g[i] = fia_cvt_bf16_to_f32(src[i * t->strides[0]]);
+    *out = g;
+    return FIA_STATUS_SUCCESS;
+}
+
+/* A paged cache [blocks, block_size, 1, width] or [blocks, block_size, width]. */
+static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t width,
+                              int64_t *blocks, int64_t *bs, int64_t *sblk, int64_t *st) {
+    FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+    if (t->ndim == 4) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, 1, "the one KV head"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 3, width, "required"));
+    } else if (t->ndim == 3) {
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, width, "required"));
+    } else {
+        return FIA_INVALID("%s has %d dims: a PA_BSND cache is [blocks, block_size, 1, %lld] "
+                           "or [blocks, block_size, %lld]", name, (int)t->ndim,
+                           (long long)width, (long long)width);
+    }
+    *blocks = t->shape[0];
+    *bs = t->shape[1];
+    *sblk = t->strides[0];
+    *st = t->strides[1];
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
+                               const fia_mla_prolog_v3_params *prm) {
+    /* modes first: what fia does not implement is UNSUPPORTED, naming the argument */
+    if (prm->weight_quant_mode != 0) {
+        if (prm->weight_quant_mode < 0 || prm->weight_quant_mode > 5)
+            return FIA_INVALID("weight_quant_mode is %d, must be 0..5",
+                               (int)prm->weight_quant_mode);
+        return FIA_UNSUPPORTED("weight_quant_mode %d is not implemented (only 0, bf16 weights)",
+                               (int)prm->weight_quant_mode);
+    }
+    if (prm->kv_cache_quant_mode != 0) {
+        if (prm->kv_cache_quant_mode < 0 || prm->kv_cache_quant_mode > 3)
+            return FIA_INVALID("kv_cache_quant_mode is %d, must be 0..3",
+                               (int)prm->kv_cache_quant_mode);
+        return FIA_UNSUPPORTED("kv_cache_quant_mode %d is not implemented (only 0, bf16 caches)",
+                               (int)prm->kv_cache_quant_mode);
+    }
+    if (prm->query_quant_mode != 0)
+        return FIA_UNSUPPORTED("query_quant_mode %d is not implemented (only 0)",
+                               (int)prm->query_quant_mode);
+    if (prm->ckvkr_repo_mode != 0)
+        return FIA_UNSUPPORTED("ckvkr_repo_mode %d is not implemented (only 0, with "
+                               "kv_cache_quant_mode 0)", (int)prm->ckvkr_repo_mode);
+    if (prm->quant_scale_repo_mode != 0)
+        return FIA_UNSUPPORTED("quant_scale_repo_mode %d is not implemented (only 0)",
+                               (int)prm->quant_scale_repo_mode);
+    if (prm->cache_mode == FIA_LAYOUT_PA_NZ)
+        return FIA_UNSUPPORTED("cache_mode PA_NZ is not implemented (PA_BSND, BSND, TND are)");
+    if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_BSND &&
+        prm->cache_mode != FIA_LAYOUT_TND)
+        return FIA_INVALID("cache_mode is %s, must be PA_BSND, PA_NZ, BSND or TND",
+                           fia_layout_name(prm->cache_mode));
+    const struct {
+        const fia_tensor *t;
+        const char *name;
+    } quant[] = {{t->dequant_scale_x, "dequant_scale_x"},
+                 {t->dequant_scale_w_dq, "dequant_scale_w_dq"},
+                 {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr"},
+                 {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr"},
+                 {t->quant_scale_ckv, "quant_scale_ckv"},
+                 {t->quant_scale_ckr, "quant_scale_ckr"},
+                 {t->smooth_scales_cq, "smooth_scales_cq"},
+                 {t->actual_seq_len, "actual_seq_len"},
+                 {t->k_nope_clip_alpha, "k_nope_clip_alpha"},
+                 {t->dequant_scale_q_nope, "dequant_scale_q_nope"},
+                 {t->dequant_scale_q_norm, "dequant_scale_q_norm"}};
+    for (size_t i = 0; i < sizeof quant / sizeof quant[0]; i++)
+        if (quant[i].t)
+            return FIA_UNSUPPORTED("%s is given: the quantization modes are not implemented "
+                                   "(pass NULL)", quant[i].name);
+    if (!(prm->rmsnorm_epsilon_cq > 0) || !(prm->rmsnorm_epsilon_ckv > 0))
+        return FIA_INVALID("rmsnorm_epsilon_cq / _ckv are %g / %g, must be > 0",
+                           prm->rmsnorm_epsilon_cq, prm->rmsnorm_epsilon_ckv);
+    if (!isfinite(prm->qc_qr_scale) || !isfinite(prm->kc_scale))
+        return FIA_INVALID("qc_qr_scale / kc_scale are %g / %g, must be finite",
+                           prm->qc_qr_scale, prm->kc_scale);
+
+    /* token_x */
+    FIA_TRY(need(t->token_x, "token_x", FIA_DTYPE_BFLOAT16));
+    const fia_tensor *x = t->token_x;
+    if (x->ndim != 2 && x->ndim != 3)
+        return FIA_INVALID("token_x has %d dims, must be [T, He] or [B, S, He]", (int)x->ndim);
+    const int tok_dims = x->ndim - 1;
+    int64_t tok[2] = {x->shape[0], tok_dims == 2 ? x->shape[1] : 0};
+    p->T = tok_dims == 2 ? tok[0] * tok[1] : tok[0];
+    p->He = x->shape[x->ndim - 1];
+    if (p->He < 1) return FIA_INVALID("token_x dim %d (He) is 0, must be >= 1", x->ndim - 1);
+    int64_t he1[1] = {p->He};
+    FIA_TRY(token_rows(x, "token_x", tok, tok_dims, he1, 1, &p->x));
+
+    /* weights */
+    FIA_TRY(need(t->weight_dq, "weight_dq", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(fia_tensor_check_ndim(t->weight_dq, "weight_dq", 2));
+    p->Hcq = t->weight_dq->shape[1];
+    FIA_TRY(fia_tensor_check_dim(t->weight_dq, "weight_dq", 0, p->He, "token_x's He"));
+    if (p->Hcq < 1) return FIA_INVALID("weight_dq dim 1 (Hcq) is 0, must be >= 1");
+    FIA_TRY(need(t->weight_uk, "weight_uk", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(fia_tensor_check_ndim(t->weight_uk, "weight_uk", 3));
+    p->N = t->weight_uk->shape[0];
+    p->D = t->weight_uk->shape[1];
+    if (p->N < 1 || p->N > PRO_MAX_HEADS)
+        return FIA_INVALID("weight_uk dim 0 (N) is %lld, must be 1..%d", (long long)p->N,
+                           PRO_MAX_HEADS);
+    if (p->D < 1) return FIA_INVALID("weight_uk dim 1 (D) is 0, must be >= 1");
+    FIA_TRY(fia_tensor_check_dim(t->weight_uk, "weight_uk", 2, PRO_HCKV, "Hckv"));
+    p->wuk_sn = t->weight_uk->strides[0];
+    p->W = p->N * (p->D + PRO_DR);
+    FIA_TRY(weight2(t->weight_uq_qr, "weight_uq_qr", p->Hcq, p->W));
+    FIA_TRY(weight2(t->weight_dkv_kr, "weight_dkv_kr", p->He, PRO_HCKV + PRO_DR));
+    p->ld_dq = t->weight_dq->strides[0];
+    p->ld_uq = t->weight_uq_qr->strides[0];
+    p->ld_uk = t->weight_uk->strides[1];
+    p->ld_dkv = t->weight_dkv_kr->strides[0];
+    p->wdq = fia_tensor_ptr(t->weight_dq);
+    p->wuq = fia_tensor_ptr(t->weight_uq_qr);
+    p->wuk = fia_tensor_ptr(t->weight_uk);
+    p->wdkv = fia_tensor_ptr(t->weight_dkv_kr);
+    FIA_TRY(gamma_copy(t->rmsnorm_gamma_cq, "rmsnorm_gamma_cq", p->Hcq, &p->gcq));
+    FIA_TRY(gamma_copy(t->rmsnorm_gamma_ckv, "rmsnorm_gamma_ckv", PRO_HCKV, &p->gckv));
+
+    /* rope tables */
+    int64_t dr1[1] = {PRO_DR};
+    FIA_TRY(need(t->rope_sin, "rope_sin", (fia_dtype)-1));
+    FIA_TRY(need(t->rope_cos, "rope_cos", (fia_dtype)-1));
+    if (!fia_dtype_is_float(t->rope_sin->dtype) || t->rope_cos->dtype != t->rope_sin->dtype)
+        return FIA_INVALID("rope_sin / rope_cos dtypes are %s / %s, must be the same float type",
+                           fia_dtype_name(t->rope_sin->dtype), fia_dtype_name(t->rope_cos->dtype));
+    FIA_TRY(token_rows(t->rope_sin, "rope_sin", tok, tok_dims, dr1, 1, &p->sin));
+    FIA_TRY(token_rows(t->rope_cos, "rope_cos", tok, tok_dims, dr1, 1, &p->cos));
+
+    /* outputs */
+    int64_t qo_in[2] = {p->N, PRO_HCKV}, qr_in[2] = {p->N, PRO_DR}, qn_in[1] = {p->Hcq};
+    FIA_TRY(need(t->query_out, "query_out", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(token_rows(t->query_out, "query_out", tok, tok_dims, qo_in, 2, &p->qo));
+    FIA_TRY(need(t->query_rope_out, "query_rope_out", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(token_rows(t->query_rope_out, "query_rope_out", tok, tok_dims, qr_in, 2, &p->qro));
+    p->qnorm = prm->query_norm_flag != 0;
+    if (p->qnorm) {
+        FIA_TRY(need(t->query_norm, "query_norm (query_norm_flag is set)", FIA_DTYPE_BFLOAT16));
+        FIA_TRY(token_rows(t->query_norm, "query_norm", tok, tok_dims, qn_in, 1, &p->qn));
+    }
+
+    /* caches */
+    if (!t->kv_cache) return FIA_INVALID("kv_cache is NULL");
+    if (!t->kr_cache) return FIA_INVALID("kr_cache is NULL");
+    p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND;
+    if (p->paged) {
+        int64_t kb, kbs, rb, rbs;
+        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, &kb, &kbs, &p->kv_sblk,
+                            &p->kv_st));
+        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, &rb, &rbs, &p->kr_sblk,
+                            &p->kr_st));
+        if (rb != kb || rbs != kbs)
+            return FIA_INVALID("kr_cache is [%lld blocks, %lld], kv_cache [%lld, %lld]: they "
+                               "must match", (long long)rb, (long long)rbs, (long long)kb,
+                               (long long)kbs);
+        if (kbs < 1 || kbs > PRO_MAX_BLOCK)
+            return FIA_INVALID("kv_cache dim 1 (block_size) is %lld, must be 1..%d",
+                               (long long)kbs, PRO_MAX_BLOCK);
+        p->blocks = kb;
+        p->block_size = kbs;
+        /* cache_index: copied and checked now, so that nothing is written on a bad index */
+        const fia_tensor *ci = t->cache_index;
+        if (!ci) return FIA_INVALID("cache_index is NULL; cache_mode PA_BSND requires it");
+        FIA_TRY(need(ci, "cache_index", FIA_DTYPE_INT64));
+        if (ci->ndim != tok_dims)
+            return FIA_INVALID("cache_index has %d dims, must be %d (token_x's leading dims)",
+                               (int)ci->ndim, tok_dims);
+        for (int i = 0; i < tok_dims; i++)
+            if (ci->shape[i] != tok[i])
+                return FIA_INVALID("cache_index dim %d is %lld, token_x has %lld", i,
+                                   (long long)ci->shape[i], (long long)tok[i]);
+        p->slot = malloc((size_t)(p->T ? p->T : 1) * sizeof *p->slot);
+        if (!p->slot) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+        const int64_t slots = kb * kbs;
+        for (int64_t i = 0; i < p->T; i++) {
+            int64_t idx[2] = {tok_dims == 2 ? i / tok[1] : i, tok_dims == 2 ? i % tok[1] : 0};
+            int64_t v;
+            memcpy(&v, fia_tensor_elem(ci, idx), sizeof v);
+            if (v >= slots)
+                return FIA_INVALID("cache_index[%lld] is %lld, must be < blocks x block_size "
+                                   "(%lld x %lld = %lld) or negative (no write)", (long long)i,
+                                   (long long)v, (long long)kb, (long long)kbs,
+                                   (long long)slots);
+            p->slot[i] = v;
+        }
+        p->kv = fia_tensor_ptr(t->kv_cache);
+        p->kr = fia_tensor_ptr(t->kr_cache);
+    } else {
+        /* BSND: [B, S, 1, W] with token_x [B, S, He]; TND: [T, 1, W] with token_x [T, He] */
+        const bool bsnd = prm->cache_mode == FIA_LAYOUT_BSND;
+        if (bsnd != (tok_dims == 2))
+            return FIA_INVALID("cache_mode %s needs token_x %s; token_x has %d dims",
+                               bsnd ? "BSND" : "TND", bsnd ? "[B, S, He]" : "[T, He]",
+                               (int)x->ndim);
+        if (t->cache_index)
+            return FIA_INVALID("cache_index is given with cache_mode %s (it writes by position)",
+                               bsnd ? "BSND" : "TND");
+        int64_t kv_in[2] = {1, PRO_HCKV}, kr_in[2] = {1, PRO_DR};
+        pro_rows kv, kr;
+        FIA_TRY(need(t->kv_cache, "kv_cache", FIA_DTYPE_BFLOAT16));
+        FIA_TRY(need(t->kr_cache, "kr_cache", FIA_DTYPE_BFLOAT16));
+        FIA_TRY(token_rows(t->kv_cache, "kv_cache", tok, tok_dims, kv_in, 2, &kv));
+        FIA_TRY(token_rows(t->kr_cache, "kr_cache", tok, tok_dims, kr_in, 2, &kr));
+        p->kv = kv.base;
+        p->kr = kr.base;
+        p->kv_st = kv.rs;
+        p->kr_st = kr.rs;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status pro_gemms(pro_plan *p) {
+    const int32_t slots = p->num_threads;
+    const int64_t T = p->T;
+    fia_gemm_desc d;
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32};
+    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, PRO_MC, PRO_NC, slots));
+    d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
+                        FIA_DTYPE_FLOAT32};
+    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32};
+    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
+    d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk, p->qo.rs, FIA_DTYPE_BFLOAT16};
+    FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
+    const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
+    for (int i = 0; i < 4; i++)
+        if (g[i]->scratch_bytes > p->scratch_bytes) p->scratch_bytes = g[i]->scratch_bytes;
+    p->scratch_bytes = (p->scratch_bytes + 63) / 64 * 64;
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                                  const fia_mla_prolog_v3_params *prm, fia_plan **plan,
+                                  size_t *workspace_bytes) {
+    fia_error_clear();
+    if (!ctx) return FIA_INVALID("context is NULL");
+    if (!t) return FIA_INVALID("tensors is NULL");
+    if (!prm) return FIA_INVALID("params is NULL");
+    if (!plan) return FIA_INVALID("plan is NULL");
+    fia_mla_prolog_v3_params prm_v;
+    fia_mla_prolog_v3_params_init(&prm_v);
+    FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
+                              "fia_mla_prolog_v3_params_init"));
+    prm = &prm_v;
+    const char *why = NULL;
+    if (!fia_gemm_available(&why)) return FIA_UNSUPPORTED("mla_prolog_v3: %s", why);
+    pro_plan *p = calloc(1, sizeof *p);
+    if (!p) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    p->base.ctx = ctx;
+    p->base.execute = pro_execute;
+    p->base.destroy = pro_destroy;
+    p->num_threads = ctx->num_threads;
+    p->eps_cq = (float)prm->rmsnorm_epsilon_cq;
+    p->eps_ckv = (float)prm->rmsnorm_epsilon_ckv;
+    p->alpha_q = (float)prm->qc_qr_scale;
+    p->alpha_kv = (float)prm->kc_scale;
+    fia_status st = pro_validate(p, t, prm);
+    if (st == FIA_STATUS_SUCCESS && p->T > 0) st = pro_gemms(p);
+    if (st != FIA_STATUS_SUCCESS) {
+        pro_destroy(&p->base);
+        return st;
+    }
+    pro_ws w;
+    p->base.workspace_bytes = pro_layout(p, NULL, &w) + FIA_WORKSPACE_ALIGN;
+    if (ctx->verbose)
+        fprintf(stderr, "fia: mla_prolog_v3: T=%lld He=%lld Hcq=%lld N=%lld D=%lld %s "
+                "workspace=%zu gemm=%s\n", (long long)p->T, (long long)p->He,
+                (long long)p->Hcq, (long long)p->N, (long long)p->D,
+                fia_layout_name(prm->cache_mode), p->base.workspace_bytes,
+                p->T > 0 ? fia_gemm_impl(p->g_uq.g[0]) : "-");
+    *plan = &p->base;
+    if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_mla_prolog_v3(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                             const fia_mla_prolog_v3_params *prm) {
+    fia_plan *plan = NULL;
+    FIA_TRY(fia_mla_prolog_v3_plan(ctx, t, prm, &plan, NULL));
+    return fia_plan_run_once(plan);
+}

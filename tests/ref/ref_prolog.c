@@ -1,0 +1,160 @@
+/* ref_prolog.c - see ref_prolog.h. */
+#include "ref_prolog.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { HCKV = 512, DR = 64 };
+
+/* Element i (row-major logical index over the view) as double. */
+static double at(const fia_tensor *t, const int64_t *idx) {
+    int64_t off = 0;
+    for (int d = 0; d < t->ndim; d++) off += idx[d] * t->strides[d];
+    const char *p = (const char *)t->data + t->byte_offset + off * (int64_t)fia_dtype_size(t->dtype);
+    uint16_t h;
+    float f;
+    switch (t->dtype) {
+    case FIA_DTYPE_FLOAT32: memcpy(&f, p, 4); return f;
+    case FIA_DTYPE_FLOAT16: memcpy(&h, p, 2); return fia_f16_to_f32(h);
+    case FIA_DTYPE_BFLOAT16: memcpy(&h, p, 2); return fia_bf16_to_f32(h);
+    default: return 0.0;
+    }
+}
+
+static double at2(const fia_tensor *t, int64_t i, int64_t j) {
+    const int64_t idx[2] = {i, j};
+    return at(t, idx);
+}
+
+/* Row t of a token-major tensor ([T, W] or [B, S, W]), element j. */
+static double tok(const fia_tensor *t, int64_t S, int64_t tt, int64_t j) {
+    if (t->ndim == 2) return at2(t, tt, j);
+    const int64_t idx[3] = {tt / S, tt % S, j};
+    return at(t, idx);
+}
+
+static double bf(double x, int on) { return on ? fia_bf16_to_f32(fia_f32_to_bf16((float)x)) : x; }
+
+/* One bf16 ulp at x (2^-7 relative to the leading power of two). */
+static double ulp(double x) {
+    if (x == 0.0) return 0.0;
+    int e;
+    frexp(fabs(x), &e);
+    return ldexp(1.0, e - 8);
+}
+
+/* MLA interleave-half RoPE of a 64-wide row; slack (may be NULL): one ulp of each input. */
+static void rope(const double *x, const double *c, const double *s, double *y, double *slack,
+                 int rounded) {
+    double xp[DR];
+    for (int i = 0; i < DR / 2; i++) {
+        xp[i] = x[2 * i];
+        xp[i + DR / 2] = x[2 * i + 1];
+    }
+    for (int i = 0; i < DR; i++) {
+        const double rot = i < DR / 2 ? -xp[i + DR / 2] : xp[i - DR / 2];
+        y[i] = xp[i] * c[i] + rot * s[i];
+        if (slack)
+            slack[i] = rounded ? ulp(xp[i]) * fabs(c[i]) + ulp(rot) * fabs(s[i]) : 0.0;
+    }
+}
+
+int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
+                          const fia_mla_prolog_v3_params *prm, int g, const ref_prolog_out *o) {
+    double *qo = o->qo, *qr = o->qr, *qn = o->qn, *kv = o->kv, *kr = o->kr;
+    const fia_tensor *x = t->token_x;
+    const int64_t S = x->ndim == 3 ? x->shape[1] : 1;
+    const int64_t T = x->ndim == 3 ? x->shape[0] * x->shape[1] : x->shape[0];
+    const int64_t He = x->shape[x->ndim - 1];
+    const int64_t Hcq = t->weight_dq->shape[1];
+    const int64_t N = t->weight_uk->shape[0], D = t->weight_uk->shape[1];
+    const int64_t W = N * (D + DR);
+    double *cq = malloc(sizeof(double) * (size_t)Hcq);
+    double *q = malloc(sizeof(double) * (size_t)W);
+    double *xr = malloc(sizeof(double) * (size_t)He);
+    if (!cq || !q || !xr) {
+        free(cq);
+        free(q);
+        free(xr);
+        fprintf(stderr, "ref_prolog: out of memory\n");
+        return -1;
+    }
+    for (int64_t tt = 0; tt < T; tt++) {
+        for (int64_t k = 0; k < He; k++) xr[k] = tok(x, S, tt, k);
+        double cs[DR], sn[DR];
+        for (int i = 0; i < DR; i++) {
+            cs[i] = tok(t->rope_cos, S, tt, i);
+            sn[i] = tok(t->rope_sin, S, tt, i);
+        }
+        /* c_q = x . W_DQ, RmsNorm, alpha_q */
+        double ss = 0.0;
+        for (int64_t j = 0; j < Hcq; j++) {
+            double a = 0.0;
+            for (int64_t k = 0; k < He; k++) a += xr[k] * at2(t->weight_dq, k, j);
+            cq[j] = bf(a, g == 2);
+            ss += cq[j] * cq[j];
+        }
+        const double r = 1.0 / sqrt(ss / (double)Hcq + prm->rmsnorm_epsilon_cq);
+        for (int64_t j = 0; j < Hcq; j++) {
+            const int64_t i1[1] = {j};
+            const double f = r * at(t->rmsnorm_gamma_cq, i1) * prm->qc_qr_scale;
+            const double raw = cq[j] * f;
+            cq[j] = bf(raw, g);
+            if (qn) qn[tt * Hcq + j] = raw;
+            if (o->sqn) o->sqn[tt * Hcq + j] = g == 2 ? ulp(raw / f) * fabs(f) : 0.0;
+        }
+        /* qcqr = cq . W_UQ_QR */
+        for (int64_t j = 0; j < W; j++) {
+            double a = 0.0;
+            for (int64_t k = 0; k < Hcq; k++) a += cq[k] * at2(t->weight_uq_qr, k, j);
+            q[j] = bf(a, g == 2);
+        }
+        for (int64_t n = 0; n < N; n++) {
+            const double *qc = q + n * (D + DR);
+            for (int64_t c = 0; c < HCKV; c++) {
+                double a = 0.0, f1 = 0.0, f2 = 0.0; /* the two largest flips */
+                for (int64_t d = 0; d < D; d++) {
+                    const int64_t i3[3] = {n, d, c};
+                    const double w = at(t->weight_uk, i3);
+                    a += bf(qc[d], g) * w;
+                    const double f = g ? ulp(qc[d]) * fabs(w) : 0.0;
+                    if (f > f1) {
+                        f2 = f1;
+                        f1 = f;
+                    } else if (f > f2) {
+                        f2 = f;
+                    }
+                }
+                qo[(tt * N + n) * HCKV + c] = a;
+                if (o->sqo) o->sqo[(tt * N + n) * HCKV + c] = f1 + f2;
+            }
+            rope(qc + D, cs, sn, qr + (tt * N + n) * DR, o->sqr ? o->sqr + (tt * N + n) * DR : NULL,
+                 g == 2);
+        }
+        /* kv / kr */
+        double ck[HCKV + DR];
+        ss = 0.0;
+        for (int64_t j = 0; j < HCKV + DR; j++) {
+            double a = 0.0;
+            for (int64_t k = 0; k < He; k++) a += xr[k] * at2(t->weight_dkv_kr, k, j);
+            ck[j] = bf(a, g == 2);
+            if (j < HCKV) ss += ck[j] * ck[j];
+        }
+        const double rk = 1.0 / sqrt(ss / (double)HCKV + prm->rmsnorm_epsilon_ckv);
+        for (int64_t j = 0; j < HCKV; j++) {
+            const int64_t i1[1] = {j};
+            const double f = rk * at(t->rmsnorm_gamma_ckv, i1) * prm->kc_scale;
+            kv[tt * HCKV + j] = ck[j] * f;
+            if (o->skv)
+                o->skv[tt * HCKV + j] = g == 2 ? ulp(ck[j]) * fabs(f) : 0.0;
+        }
+        rope(ck + HCKV, cs, sn, kr + tt * DR, o->skr ? o->skr + tt * DR : NULL, g == 2);
+    }
+    free(cq);
+    free(q);
+    free(xr);
+    return 0;
+}

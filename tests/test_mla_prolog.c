@@ -1,0 +1,550 @@
+/*
+ * test_mla_prolog.c - mla_prolog_v3 against the double-precision oracle (tests/ref/ref_prolog.c).
+ *
+ * Sections: seeded random small cases over every supported mode (PA_BSND 3-D / 4-D caches with
+ * negative and shuffled cache indices, BSND, TND, token_x 2-D / 3-D, query_norm_flag, scales),
+ * run on every ISA context and on 1 and 2 threads (outputs bitwise identical across them);
+ * DeepSeek-V3.2 and GLM-5 shapes at T = 2; edge cases (T = 1, odd He, every cache index
+ * negative, T = 0, block size 1024); errors (nothing written, message names the argument).
+ * Tolerance: |fia - oracle| <= 1e-3 + 5e-3 |oracle| per element, the oracle rounding to bf16 at
+ * the contract golden's points.
+ */
+#include "ref_prolog.h"
+#include "test_util.h"
+
+enum { HCKV = 512, DR = 64 };
+
+static fia_context *g_ctx[4];
+static const char *g_ctx_name[4];
+static int g_nctx;
+
+typedef struct pcase {
+    int64_t B, S;     /* token_x [B, S, He] when three_d, else [T = B*S, He] */
+    int three_d;
+    int64_t He, Hcq, N, D;
+    fia_layout mode;  /* PA_BSND, BSND, TND */
+    int64_t blocks, bs;
+    int cache4d;
+    int qnorm;
+    double aq, akv;
+    double neg_frac;  /* share of negative cache indices */
+} pcase;
+
+typedef struct pbufs {
+    tu_tensor x, wdq, wuq, wuk, wdkv, gcq, gckv, sin, cos, kv, kr, ci, qo, qr, qn;
+    fia_mla_prolog_v3_tensors t;
+    fia_mla_prolog_v3_params prm;
+} pbufs;
+
+static int64_t ntok(const pcase *c) { return c->B * c->S; }
+
+static void free_bufs(pbufs *b) {
+    tu_tensor *all[] = {&b->x, &b->wdq, &b->wuq, &b->wuk, &b->wdkv, &b->gcq, &b->gckv, &b->sin,
+                        &b->cos, &b->kv, &b->kr, &b->ci, &b->qo, &b->qr, &b->qn};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tu_free(all[i]);
+}
+
+/* Token-major shape: [T, rest...] or [B, S, rest...]. */
+static int tok_alloc(tu_tensor *tt, const pcase *c, fia_dtype dt, int nrest, const int64_t *rest,
+                     unsigned char fill) {
+    int64_t sh[6];
+    int n = 0;
+    if (c->three_d) {
+        sh[n++] = c->B;
+        sh[n++] = c->S;
+    } else {
+        sh[n++] = ntok(c);
+    }
+    for (int i = 0; i < nrest; i++) sh[n++] = rest[i];
+    return tu_alloc(tt, dt, n, sh, NULL, fill);
+}
+
+static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
+    memset(b, 0, sizeof *b);
+    const int64_t T = ntok(c), W = c->N * (c->D + DR);
+    const int64_t he[1] = {c->He}, dr[1] = {DR}, qo[2] = {c->N, HCKV}, qr[2] = {c->N, DR},
+                  hcq[1] = {c->Hcq};
+    int e = 0;
+    e |= tok_alloc(&b->x, c, FIA_DTYPE_BFLOAT16, 1, he, 0);
+    e |= tu_alloc(&b->wdq, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->He, c->Hcq}, NULL, 0);
+    e |= tu_alloc(&b->wuq, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->Hcq, W}, NULL, 0);
+    e |= tu_alloc(&b->wuk, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->N, c->D, HCKV}, NULL, 0);
+    e |= tu_alloc(&b->wdkv, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->He, HCKV + DR}, NULL, 0);
+    e |= tu_alloc(&b->gcq, FIA_DTYPE_BFLOAT16, 1, (int64_t[]){c->Hcq}, NULL, 0);
+    e |= tu_alloc(&b->gckv, FIA_DTYPE_BFLOAT16, 1, (int64_t[]){HCKV}, NULL, 0);
+    e |= tok_alloc(&b->sin, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
+    e |= tok_alloc(&b->cos, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
+    e |= tok_alloc(&b->qo, c, FIA_DTYPE_BFLOAT16, 2, qo, 0);
+    e |= tok_alloc(&b->qr, c, FIA_DTYPE_BFLOAT16, 2, qr, 0);
+    if (c->qnorm) e |= tok_alloc(&b->qn, c, FIA_DTYPE_BFLOAT16, 1, hcq, 0);
+    if (c->mode == FIA_LAYOUT_PA_BSND) {
+        if (c->cache4d) {
+            e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, HCKV}, NULL, 0x55);
+            e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, DR}, NULL, 0x55);
+        } else {
+            e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->blocks, c->bs, HCKV}, NULL, 0x55);
+            e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->blocks, c->bs, DR}, NULL, 0x55);
+        }
+        e |= tok_alloc(&b->ci, c, FIA_DTYPE_INT64, 0, NULL, 0);
+    } else {
+        const int64_t kv1[2] = {1, HCKV}, kr1[2] = {1, DR};
+        e |= tok_alloc(&b->kv, c, FIA_DTYPE_BFLOAT16, 2, kv1, 0x55);
+        e |= tok_alloc(&b->kr, c, FIA_DTYPE_BFLOAT16, 2, kr1, 0x55);
+    }
+    if (e) return -1;
+    tu_fill_uniform(&b->x.t, r, -1, 1);
+    tu_fill_uniform(&b->wdq.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
+    tu_fill_uniform(&b->wuq.t, r, -1.0 / sqrt((double)c->Hcq), 1.0 / sqrt((double)c->Hcq));
+    tu_fill_uniform(&b->wuk.t, r, -1.0 / sqrt((double)c->D), 1.0 / sqrt((double)c->D));
+    tu_fill_uniform(&b->wdkv.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
+    tu_fill_uniform(&b->gcq.t, r, 0.5, 1.5);
+    tu_fill_uniform(&b->gckv.t, r, 0.5, 1.5);
+    /* cos/sin of random angles */
+    for (int64_t i = 0; i < T * DR / 2; i++) {
+        const double a = tu_uniform(r, -3.14159, 3.14159);
+        const int64_t tt = i / (DR / 2), j = i % (DR / 2);
+        tu_store(&b->cos.t, tt * DR + j, cos(a));
+        tu_store(&b->cos.t, tt * DR + j + DR / 2, cos(a));
+        tu_store(&b->sin.t, tt * DR + j, sin(a));
+        tu_store(&b->sin.t, tt * DR + j + DR / 2, sin(a));
+    }
+    if (c->mode == FIA_LAYOUT_PA_BSND) {
+        /* distinct slots, shuffled; some negative */
+        const int64_t slots = c->blocks * c->bs;
+        int64_t *perm = malloc(sizeof(int64_t) * (size_t)slots);
+        if (!perm) return -1;
+        for (int64_t i = 0; i < slots; i++) perm[i] = i;
+        for (int64_t i = slots - 1; i > 0; i--) {
+            const int64_t j = tu_int(r, 0, i), tmp = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tmp;
+        }
+        for (int64_t i = 0; i < T; i++)
+            tu_store(&b->ci.t, i, tu_chance(r, c->neg_frac) ? -1 - tu_int(r, 0, 5) : (double)perm[i]);
+        free(perm);
+    }
+    fia_mla_prolog_v3_params_init(&b->prm);
+    b->prm.cache_mode = c->mode;
+    b->prm.query_norm_flag = c->qnorm;
+    b->prm.qc_qr_scale = c->aq;
+    b->prm.kc_scale = c->akv;
+    fia_mla_prolog_v3_tensors *t = &b->t;
+    memset(t, 0, sizeof *t);
+    t->token_x = &b->x.t;
+    t->weight_dq = &b->wdq.t;
+    t->weight_uq_qr = &b->wuq.t;
+    t->weight_uk = &b->wuk.t;
+    t->weight_dkv_kr = &b->wdkv.t;
+    t->rmsnorm_gamma_cq = &b->gcq.t;
+    t->rmsnorm_gamma_ckv = &b->gckv.t;
+    t->rope_sin = &b->sin.t;
+    t->rope_cos = &b->cos.t;
+    t->kv_cache = &b->kv.t;
+    t->kr_cache = &b->kr.t;
+    t->cache_index = c->mode == FIA_LAYOUT_PA_BSND ? &b->ci.t : NULL;
+    t->query_out = &b->qo.t;
+    t->query_rope_out = &b->qr.t;
+    t->query_norm = c->qnorm ? &b->qn.t : NULL;
+    return 0;
+}
+
+static double ld(const fia_tensor *t, int64_t off) {
+    uint16_t h;
+    memcpy(&h, (const char *)t->data + off * 2, 2);
+    return fia_bf16_to_f32(h);
+}
+
+/* Compares n compact values with the oracle (tolerance 1e-3 + 5e-3 |ref| + slack); returns
+ * the failures (first few printed). slack may be NULL. */
+static int64_t cmp_block(const char *what, const fia_tensor *t, int64_t off0, const double *want,
+                         const double *slack, int64_t n, const char *desc) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = ld(t, off0 + i);
+        if (!(fabs(g - want[i]) <= 1e-3 + 5e-3 * fabs(want[i]) + (slack ? slack[i] : 0.0))) {
+            if (bad < 3 && desc)
+                fprintf(stderr, "  %s[%lld]: fia %.6g oracle %.6g (%s)\n", what,
+                        (long long)i, g, want[i], desc);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+static int64_t g_close, g_total; /* counts of the comparison with the all-double oracle */
+
+/* Checks one context's outputs against the oracle (o), and the untouched cache bytes.
+ * exact: o is the all-double oracle without slack: only count the elements within tolerance
+ * (g_close / g_total, printed at the end). */
+static void check_outputs(const pcase *c, pbufs *b, const ref_prolog_out *o, const char *desc,
+                          int exact) {
+    const int64_t T = ntok(c);
+    int64_t bad = 0;
+    const char *cdesc = exact ? NULL : desc; /* NULL: cmp_block prints nothing */
+    bad += cmp_block("query_out", &b->qo.t, 0, o->qo, o->sqo, T * c->N * HCKV, cdesc);
+    bad += cmp_block("query_rope_out", &b->qr.t, 0, o->qr, o->sqr, T * c->N * DR, cdesc);
+    if (c->qnorm) bad += cmp_block("query_norm", &b->qn.t, 0, o->qn, o->sqn, T * c->Hcq, cdesc);
+    /* caches: expected rows, everything else untouched */
+    const int64_t rows = c->mode == FIA_LAYOUT_PA_BSND ? c->blocks * c->bs : T;
+    int64_t *owner = malloc(sizeof(int64_t) * (size_t)(rows ? rows : 1));
+    for (int64_t i = 0; i < rows; i++) owner[i] = -1;
+    for (int64_t tt = 0; tt < T; tt++) {
+        int64_t s = tt;
+        if (c->mode == FIA_LAYOUT_PA_BSND) {
+            int64_t v;
+            memcpy(&v, (char *)b->ci.t.data + tu_offset(&b->ci.t, tt) * 8, 8);
+            s = v;
+        }
+        if (s >= 0) owner[s] = tt;
+    }
+    int64_t untouched_bad = 0;
+    for (int64_t s = 0; s < rows; s++) {
+        if (owner[s] >= 0) {
+            bad += cmp_block("kv_cache", &b->kv.t, s * HCKV, o->kv + owner[s] * HCKV,
+                             o->skv ? o->skv + owner[s] * HCKV : NULL, HCKV, cdesc);
+            bad += cmp_block("kr_cache", &b->kr.t, s * DR, o->kr + owner[s] * DR,
+                             o->skr ? o->skr + owner[s] * DR : NULL, DR, cdesc);
+        } else {
+            for (int64_t j = 0; j < HCKV * 2; j++)
+                untouched_bad += ((unsigned char *)b->kv.t.data)[s * HCKV * 2 + j] != 0x55;
+            for (int64_t j = 0; j < DR * 2; j++)
+                untouched_bad += ((unsigned char *)b->kr.t.data)[s * DR * 2 + j] != 0x55;
+        }
+    }
+    free(owner);
+    if (exact) {
+        int64_t total = T * c->N * (HCKV + DR) + (c->qnorm ? T * c->Hcq : 0);
+        for (int64_t tt = 0; tt < T; tt++) {
+            int64_t s = tt;
+            if (c->mode == FIA_LAYOUT_PA_BSND) {
+                memcpy(&s, (char *)b->ci.t.data + tu_offset(&b->ci.t, tt) * 8, 8);
+            }
+            if (s >= 0) total += HCKV + DR;
+        }
+        g_close += total - bad;
+        g_total += total;
+        tu_check(untouched_bad == 0, "cache bytes written outside the slots: %s", desc);
+        return; /* informational: the golden's bf16 intermediates move ~5% of elements past
+                 * the tolerance of exact math; main() prints the share */
+    }
+    tu_check(bad == 0, "%lld elements off the oracle: %s", (long long)bad, desc);
+    tu_check(untouched_bad == 0, "%lld cache bytes written outside the indexed slots: %s",
+             (long long)untouched_bad, desc);
+}
+
+static void reset_outputs(pbufs *b) {
+    memset(b->kv.buf, 0x55, b->kv.bytes);
+    memset(b->kr.buf, 0x55, b->kr.bytes);
+    memset(b->qo.buf, 0, b->qo.bytes);
+    memset(b->qr.buf, 0, b->qr.bytes);
+    if (b->qn.buf) memset(b->qn.buf, 0, b->qn.bytes);
+}
+
+typedef struct snap {
+    void *kv, *kr, *qo, *qr;
+} snap;
+
+static void run_case(const pcase *c, uint64_t seed, int nctx) {
+    char desc[256];
+    snprintf(desc, sizeof desc,
+             "seed %llu T %lld (%s) He %lld Hcq %lld N %lld D %lld %s%s bs %lld qnorm %d "
+             "aq %.2f akv %.2f",
+             (unsigned long long)seed, (long long)ntok(c), c->three_d ? "B,S" : "T",
+             (long long)c->He, (long long)c->Hcq, (long long)c->N, (long long)c->D,
+             fia_layout_name(c->mode), c->cache4d ? "-4d" : "", (long long)c->bs, c->qnorm,
+             c->aq, c->akv);
+    tu_rng r = tu_rng_make(seed);
+    pbufs b;
+    if (make_bufs(&b, c, &r) != 0) {
+        tu_check(0, "allocation failed: %s", desc);
+        free_bufs(&b);
+        return;
+    }
+    const int64_t T = ntok(c);
+    double *qo = malloc(sizeof(double) * (size_t)(T * c->N * HCKV + 1));
+    double *qr = malloc(sizeof(double) * (size_t)(T * c->N * DR + 1));
+    double *qn = malloc(sizeof(double) * (size_t)(T * c->Hcq + 1));
+    double *kv = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
+    double *kr = malloc(sizeof(double) * (size_t)(T * DR + 1));
+    double *go = malloc(sizeof(double) * (size_t)(T * c->N * HCKV + 1));
+    double *gr = malloc(sizeof(double) * (size_t)(T * c->N * DR + 1));
+    double *gn = malloc(sizeof(double) * (size_t)(T * c->Hcq + 1));
+    double *gv = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
+    double *gk = malloc(sizeof(double) * (size_t)(T * DR + 1));
+    double *sqo = malloc(sizeof(double) * (size_t)(T * c->N * HCKV + 1));
+    double *sqr = malloc(sizeof(double) * (size_t)(T * c->N * DR + 1));
+    double *sqn = malloc(sizeof(double) * (size_t)(T * c->Hcq + 1));
+    double *skv = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
+    double *skr = malloc(sizeof(double) * (size_t)(T * DR + 1));
+    const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr};
+    const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL};
+    if (fia_ref_mla_prolog_v3(&b.t, &b.prm, 2, &golden) != 0 ||
+        fia_ref_mla_prolog_v3(&b.t, &b.prm, 0, &exact) != 0)
+        tu_check(0, "oracle");
+    snap first = {0};
+    for (int k = 0; k < nctx; k++) {
+        reset_outputs(&b);
+        const fia_status st = fia_mla_prolog_v3(g_ctx[k], &b.t, &b.prm);
+        char d2[320];
+        snprintf(d2, sizeof d2, "%s ctx %s", desc, g_ctx_name[k]);
+        if (!tu_check(st == FIA_STATUS_SUCCESS, "status %s (%s): %s", fia_status_string(st),
+                      fia_last_error(), d2))
+            continue;
+        check_outputs(c, &b, &golden, d2, 0);
+        if (k == 0) {
+            check_outputs(c, &b, &exact, d2, 1);
+            first.kv = malloc(b.kv.bytes);
+            first.kr = malloc(b.kr.bytes);
+            first.qo = malloc(b.qo.bytes);
+            first.qr = malloc(b.qr.bytes);
+            memcpy(first.kv, b.kv.buf, b.kv.bytes);
+            memcpy(first.kr, b.kr.buf, b.kr.bytes);
+            memcpy(first.qo, b.qo.buf, b.qo.bytes);
+            memcpy(first.qr, b.qr.buf, b.qr.bytes);
+        } else if (first.kv) {
+            tu_check(!memcmp(first.kv, b.kv.buf, b.kv.bytes) &&
+                         !memcmp(first.kr, b.kr.buf, b.kr.bytes) &&
+                         !memcmp(first.qo, b.qo.buf, b.qo.bytes) &&
+                         !memcmp(first.qr, b.qr.buf, b.qr.bytes),
+                     "outputs differ bitwise from ctx %s: %s", g_ctx_name[0], d2);
+        }
+    }
+    free(first.kv);
+    free(first.kr);
+    free(first.qo);
+    free(first.qr);
+    free(qo);
+    free(qr);
+    free(qn);
+    free(kv);
+    free(kr);
+    free(sqo);
+    free(sqr);
+    free(sqn);
+    free(skv);
+    free(skr);
+    free(go);
+    free(gr);
+    free(gn);
+    free(gv);
+    free(gk);
+    free_bufs(&b);
+}
+
+static pcase random_case(tu_rng *r) {
+    pcase c;
+    memset(&c, 0, sizeof c);
+    const fia_layout modes[] = {FIA_LAYOUT_PA_BSND, FIA_LAYOUT_PA_BSND, FIA_LAYOUT_BSND,
+                                FIA_LAYOUT_TND};
+    c.mode = TU_PICK(r, modes);
+    c.three_d = c.mode == FIA_LAYOUT_BSND ? 1 : c.mode == FIA_LAYOUT_TND ? 0 : (int)tu_int(r, 0, 1);
+    c.B = c.three_d ? tu_int(r, 1, 3) : 1;
+    c.S = tu_int(r, 1, 6);
+    const int64_t hes[] = {1, 31, 64, 97, 128};
+    const int64_t hcqs[] = {8, 24, 48, 64};
+    const int64_t ns[] = {1, 2, 4, 8};
+    const int64_t ds[] = {8, 16, 24, 32};
+    c.He = TU_PICK(r, hes);
+    c.Hcq = TU_PICK(r, hcqs);
+    c.N = TU_PICK(r, ns);
+    c.D = TU_PICK(r, ds);
+    const int64_t bss[] = {1, 16, 32, 128};
+    c.bs = TU_PICK(r, bss);
+    c.blocks = (ntok(&c) + c.bs - 1) / c.bs + tu_int(r, 0, 2);
+    c.cache4d = (int)tu_int(r, 0, 1);
+    c.qnorm = (int)tu_int(r, 0, 1);
+    c.aq = tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.25, 2.0);
+    c.akv = tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.25, 2.0);
+    c.neg_frac = tu_chance(r, 0.3) ? 0.3 : 0.0;
+    return c;
+}
+
+/* ---- errors: nothing written, the message names the argument -------------------------- */
+
+static int msg_has(const char *s) { return strstr(fia_last_error(), s) != NULL; }
+
+static void test_errors(uint64_t seed) {
+    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.0};
+    tu_rng r = tu_rng_make(seed);
+    pbufs b;
+    if (make_bufs(&b, &c, &r) != 0) {
+        tu_check(0, "errors: allocation");
+        free_bufs(&b);
+        return;
+    }
+    fia_context *ctx = g_ctx[0];
+    reset_outputs(&b);
+    void *kv0 = malloc(b.kv.bytes);
+    memcpy(kv0, b.kv.buf, b.kv.bytes);
+    /* out-of-range cache index: INVALID, nothing written */
+    int64_t saved;
+    memcpy(&saved, (char *)b.ci.buf + 16, 8);
+    const int64_t big = c.blocks * c.bs;
+    memcpy((char *)b.ci.buf + 16, &big, 8);
+    fia_status st = fia_mla_prolog_v3(ctx, &b.t, &b.prm);
+    tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("cache_index[2]"),
+             "index out of range: %s %s", fia_status_string(st), fia_last_error());
+    tu_check(!memcmp(kv0, b.kv.buf, b.kv.bytes), "cache written on a failed call");
+    memcpy((char *)b.ci.buf + 16, &saved, 8);
+    /* unsupported modes name the argument */
+    struct {
+        int field;
+        int32_t value;
+        const char *name;
+    } modes[] = {{0, 1, "weight_quant_mode"}, {0, 2, "weight_quant_mode"},
+                 {1, 1, "kv_cache_quant_mode"}, {1, 3, "kv_cache_quant_mode"},
+                 {2, 1, "query_quant_mode"}, {3, 1, "ckvkr_repo_mode"},
+                 {4, 1, "quant_scale_repo_mode"}};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        fia_mla_prolog_v3_params p = b.prm;
+        int32_t *f[] = {&p.weight_quant_mode, &p.kv_cache_quant_mode, &p.query_quant_mode,
+                        &p.ckvkr_repo_mode, &p.quant_scale_repo_mode};
+        *f[modes[i].field] = modes[i].value;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has(modes[i].name), "%s %d: %s %s",
+                 modes[i].name, modes[i].value, fia_status_string(st), fia_last_error());
+    }
+    {
+        fia_mla_prolog_v3_params p = b.prm;
+        p.cache_mode = FIA_LAYOUT_PA_NZ;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("PA_NZ"), "PA_NZ: %s %s",
+                 fia_status_string(st), fia_last_error());
+    }
+    {
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.smooth_scales_cq = &b.gcq.t;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("smooth_scales_cq"), "smooth: %s %s",
+                 fia_status_string(st), fia_last_error());
+    }
+    /* shape errors name the tensor */
+    {
+        fia_tensor w = b.wdq.t;
+        w.shape[0] = c.He + 1;
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.weight_dq = &w;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("weight_dq dim 0"),
+                 "weight_dq He: %s %s", fia_status_string(st), fia_last_error());
+        fia_tensor kr = b.kr.t;
+        kr.shape[3] = 32;
+        t = b.t;
+        t.kr_cache = &kr;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("kr_cache dim 3"),
+                 "kr_cache width: %s %s", fia_status_string(st), fia_last_error());
+        t = b.t;
+        t.cache_index = NULL;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("cache_index"),
+                 "cache_index NULL: %s %s", fia_status_string(st), fia_last_error());
+        t = b.t;
+        t.query_norm = NULL;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("query_norm"),
+                 "query_norm NULL: %s %s", fia_status_string(st), fia_last_error());
+        fia_tensor qo = b.qo.t;
+        qo.shape[1] = c.N + 1;
+        t = b.t;
+        t.query_out = &qo;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("query_out dim 1"),
+                 "query_out N: %s %s", fia_status_string(st), fia_last_error());
+    }
+    tu_check(!memcmp(kv0, b.kv.buf, b.kv.bytes), "cache written by a failed call");
+    /* params struct not initialised */
+    {
+        fia_mla_prolog_v3_params p = b.prm;
+        p.struct_size = 3;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT, "struct_size 3: %s", fia_status_string(st));
+    }
+    /* plan / execute / workspace */
+    {
+        fia_plan *plan = NULL;
+        size_t ws = 0;
+        st = fia_mla_prolog_v3_plan(ctx, &b.t, &b.prm, &plan, &ws);
+        if (tu_check(st == FIA_STATUS_SUCCESS && plan, "plan: %s", fia_last_error())) {
+            tu_check(fia_plan_execute(plan, NULL, 0) == (ws ? FIA_STATUS_WORKSPACE_TOO_SMALL
+                                                            : FIA_STATUS_SUCCESS),
+                     "small workspace");
+            void *w = malloc(ws);
+            tu_check(fia_plan_execute(plan, w, ws) == FIA_STATUS_SUCCESS, "execute");
+            tu_check(fia_plan_execute(plan, w, ws) == FIA_STATUS_SUCCESS, "re-execute");
+            free(w);
+            fia_plan_destroy(plan);
+        }
+    }
+    free(kv0);
+    free_bufs(&b);
+}
+
+int main(int argc, char **argv) {
+    const uint64_t seed = tu_seed(argc, argv, 20261202, "test_mla_prolog");
+    const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        fia_context_options o = {2, levels[i]};
+        fia_context *ctx = NULL;
+        if (fia_context_create(&o, &ctx) != FIA_STATUS_SUCCESS) continue;
+        g_ctx_name[g_nctx] = fia_isa_name(levels[i]);
+        g_ctx[g_nctx++] = ctx;
+    }
+    {
+        fia_context_options o = {1, FIA_ISA_AUTO};
+        fia_context *ctx = NULL;
+        if (fia_context_create(&o, &ctx) == FIA_STATUS_SUCCESS) {
+            g_ctx_name[g_nctx] = "auto-1thread";
+            g_ctx[g_nctx++] = ctx;
+        }
+    }
+    printf("contexts:");
+    for (int i = 0; i < g_nctx; i++) printf(" %s", g_ctx_name[i]);
+    printf("\n");
+    /* without oneDNN the operator must say so, and nothing else is tested */
+    {
+        pcase c = {1, 1, 0, 16, 8, 1, 8, FIA_LAYOUT_TND, 0, 0, 0, 0, 1.0, 1.0, 0.0};
+        tu_rng r = tu_rng_make(seed);
+        pbufs b;
+        if (make_bufs(&b, &c, &r) == 0) {
+            const fia_status st = fia_mla_prolog_v3(g_ctx[0], &b.t, &b.prm);
+            if (st == FIA_STATUS_UNSUPPORTED && msg_has("oneDNN")) {
+                printf("built without oneDNN: %s\n", fia_last_error());
+                tu_check(1, "unsupported without oneDNN");
+                free_bufs(&b);
+                return tu_summary();
+            }
+        }
+        free_bufs(&b);
+    }
+    tu_rng r = tu_rng_make(seed);
+    const long n_random = tu_env_long("FIA_TEST_CASES", 40);
+    for (long i = 0; i < n_random; i++) {
+        pcase c = random_case(&r);
+        run_case(&c, tu_next(&r), g_nctx);
+    }
+    /* edge cases */
+    {
+        pcase c = {1, 1, 0, 1, 8, 1, 8, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 0, 1.0, 1.0, 0.0};
+        run_case(&c, seed + 1, g_nctx); /* T = 1, He = 1, the largest block size */
+        pcase odd = {2, 3, 1, 33, 24, 4, 16, FIA_LAYOUT_PA_BSND, 4, 16, 0, 1, 0.7, 1.3, 1.0};
+        run_case(&odd, seed + 2, g_nctx); /* every cache index negative */
+        pcase zero = {0, 4, 1, 16, 8, 2, 8, FIA_LAYOUT_PA_BSND, 1, 16, 1, 1, 1.0, 1.0, 0.0};
+        run_case(&zero, seed + 3, g_nctx); /* T = 0: nothing written */
+        pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1};
+        run_case(&big_t, seed + 4, g_nctx); /* more tokens than one gemm row tile */
+    }
+    /* model shapes at small T (one context plus the 1-thread one for determinism) */
+    {
+        pcase ds = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0, 0.0};
+        run_case(&ds, seed + 5, g_nctx);
+        pcase glm = {1, 2, 1, 6144, 2048, 64, 192, FIA_LAYOUT_PA_BSND, 1, 64, 0, 1, 1.0, 1.0, 0.0};
+        run_case(&glm, seed + 6, g_nctx);
+    }
+    test_errors(seed + 7);
+    printf("against the all-double oracle (no bf16 intermediates): %lld of %lld "
+           "elements within 1e-3 + 5e-3 |ref| (%.4f%%)\n", (long long)g_close, (long long)g_total,
+           g_total ? 100.0 * (double)g_close / (double)g_total : 100.0);
+    for (int i = 0; i < g_nctx; i++) fia_context_destroy(g_ctx[i]);
+    return tu_summary();
+}
