@@ -229,11 +229,12 @@ static int sfa_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
         fia_status s;
         if (p->c8) {
             const fia_kv_quant_sparse_flash_attention_tensors t = {
-                &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->to, NULL};
+                &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->to, NULL, NULL, NULL, NULL};
             s = fia_kv_quant_sparse_flash_attention_plan(ctx, &t, &I->qprm, &cp->plan, &ws);
         } else {
             const fia_sparse_flash_attention_tensors t = {
-                &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->tqr, &k->tkr, &cp->to, NULL};
+                &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->tqr, &k->tkr, &cp->to, NULL, NULL, NULL,
+                NULL};
             s = fia_sparse_flash_attention_plan(ctx, &t, prm, &cp->plan, &ws);
         }
         if (s != FIA_STATUS_SUCCESS) {
@@ -276,11 +277,12 @@ static int sfa_check(void *inst, bench_check *r, char *err, size_t err_len) {
     int rc;
     if (p->c8) {
         const fia_kv_quant_sparse_flash_attention_tensors t = {
-            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, (fia_tensor *)&cp->to, NULL};
+            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, (fia_tensor *)&cp->to, NULL, NULL, NULL, NULL};
         rc = fia_ref_kv_quant_sparse_flash_attention(&t, &I->qprm, rows, nrows, want, NULL);
     } else {
         const fia_sparse_flash_attention_tensors t = {
-            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->tqr, &k->tkr, (fia_tensor *)&cp->to, NULL};
+            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->tqr, &k->tkr, (fia_tensor *)&cp->to, NULL,
+            NULL, NULL, NULL};
         rc = fia_ref_sparse_flash_attention(&t, &I->prm, rows, nrows, want, NULL);
     }
     if (rc != 0) {

@@ -123,7 +123,22 @@ typedef struct fcase {
     double scale;
 } fcase;
 
-static inline int is_decode(const fcase *c) { return c->layout != FIA_LAYOUT_TND && c->S1 == 1; }
+/* The token-packed layouts (TND, NTD, TND_NTD, NTD_TND: TND's length rules), and the layout of
+ * the inputs and of attention_out of an input_output layout. */
+static inline int lay_tnd(fia_layout l) {
+    return l == FIA_LAYOUT_TND || l == FIA_LAYOUT_NTD || l == FIA_LAYOUT_TND_NTD ||
+           l == FIA_LAYOUT_NTD_TND;
+}
+static inline fia_layout lay_in(fia_layout l) {
+    return l == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND : l == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : l;
+}
+static inline fia_layout lay_out(fia_layout l) {
+    return l == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND
+           : l == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_NTD
+           : l == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_TND : l;
+}
+
+static inline int is_decode(const fcase *c) { return !lay_tnd(c->layout) && c->S1 == 1; }
 
 static inline void fcase_desc(const fcase *c, char *s, size_t n) {
     int w = snprintf(s, n, "%s q=%s kv=%s B=%lld N1=%lld N2=%lld%s S1=%lld S2=%lld D=%lld Dv=%lld mode=%d "
@@ -148,7 +163,7 @@ static inline void fcase_desc(const fcase *c, char *s, size_t n) {
 
 /* Makes the lengths agree with their forms and the decode rule. */
 static inline void fcase_normalize(fcase *c) {
-    const int tnd = c->layout == FIA_LAYOUT_TND;
+    const int tnd = lay_tnd(c->layout);
     if (tnd) c->qform = c->kvform = LEN_B; /* cumulative, count B */
     if (c->paged && c->kvform == LEN_NULL) c->kvform = LEN_B;
     for (int64_t b = 0; b < c->B; b++) {
@@ -205,6 +220,7 @@ static inline int32_t dense_shape(fia_layout l, int64_t B, int64_t S, int64_t N,
     case FIA_LAYOUT_BSH: sh[0] = B, sh[1] = S, sh[2] = N * D; return 3;
     case FIA_LAYOUT_BSND: sh[0] = B, sh[1] = S, sh[2] = N, sh[3] = D; return 4;
     case FIA_LAYOUT_TND: sh[0] = S, sh[1] = N, sh[2] = D; return 3;
+    case FIA_LAYOUT_NTD: sh[0] = N, sh[1] = S, sh[2] = D; return 3;
     default: sh[0] = B, sh[1] = N, sh[2] = S, sh[3] = D; return 4;
     }
 }
@@ -221,7 +237,7 @@ static inline void fbuf_free(fbuf *f) {
 /* Builds every tensor of case c with random contents. Returns 0, -1 on allocation failure. */
 static inline int fbuild(const fcase *c, tu_rng *r, fbuf *f) {
     memset(f, 0, sizeof *f);
-    const int tnd = c->layout == FIA_LAYOUT_TND;
+    const int tnd = lay_tnd(c->layout);
     const int64_t B = c->B, maxq = maxv(c->qlen, B), maxkv = maxv(c->kvlen, B);
     const int64_t S1 = tnd ? sumv(c->qlen, B) + c->tnd_pad : c->S1;
     const int64_t S2 = tnd ? sumv(c->kvlen, B) + c->tnd_pad : c->S2;
@@ -230,10 +246,10 @@ static inline int fbuild(const fcase *c, tu_rng *r, fbuf *f) {
     int rc = 0;
 
     random_pad(r, pad);
-    nd = dense_shape(c->layout, B, S1, c->N1, c->D, sh);
+    nd = dense_shape(lay_in(c->layout), B, S1, c->N1, c->D, sh);
     rc |= tu_alloc(&f->q, c->qdt, nd, sh, c->strided ? pad : NULL, 0);
     tu_fill_uniform(&f->q.t, r, -1.0, 1.0);
-    nd = dense_shape(c->layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND : c->layout, B, S1, c->N1,
+    nd = dense_shape(lay_out(c->layout), B, S1, c->N1,
                      c->Dv, sh);
     random_pad(r, pad);
     rc |= tu_alloc(&f->out, c->qdt, nd, sh, c->strided ? pad : NULL, 0xff);
@@ -279,7 +295,7 @@ static inline int fbuild(const fcase *c, tu_rng *r, fbuf *f) {
     } else {
         for (int side = 0; side < 2; side++) {
             tu_tensor *kv = side ? &f->v : &f->k;
-            nd = dense_shape(c->layout, B, S2, c->N2, side ? c->Dv : c->D, sh);
+            nd = dense_shape(lay_in(c->layout), B, S2, c->N2, side ? c->Dv : c->D, sh);
             random_pad(r, pad);
             rc |= tu_alloc(kv, c->kvdt, nd, sh, c->strided ? pad : NULL, 0);
             if (!rc) tu_fill_uniform(&kv->t, r, klo, khi);
@@ -449,6 +465,7 @@ static inline void dense_pos(const fia_tensor *t, fia_layout l, int64_t i, int64
     int64_t c[FIA_MAX_DIMS];
     for (int32_t d = t->ndim - 1; d >= 0; d--) c[d] = i % t->shape[d], i /= t->shape[d];
     if (l == FIA_LAYOUT_TND) *b = -1, *s = c[0];
+    else if (l == FIA_LAYOUT_NTD) *b = -1, *s = c[1];
     else if (l == FIA_LAYOUT_BNSD || l == FIA_LAYOUT_BNSD_BSND) *b = c[0], *s = c[2];
     else *b = c[0], *s = c[1];
 }
@@ -457,11 +474,11 @@ static inline void dense_pos(const fia_tensor *t, fia_layout l, int64_t i, int64
  * batch's length, keys / values beyond a batch's kv length, paged rows no table entry within the
  * lengths points to. The library must never let them reach an output. */
 static inline void poison(const fcase *c, fbuf *f) {
-    const int tnd = c->layout == FIA_LAYOUT_TND;
+    const int tnd = lay_tnd(c->layout);
     const int64_t B = c->B, tq = sumv(c->qlen, B), tkv = sumv(c->kvlen, B);
     for (int64_t i = 0; i < tu_numel(&f->q.t); i++) {
         int64_t b, s;
-        dense_pos(&f->q.t, c->layout, i, &b, &s);
+        dense_pos(&f->q.t, lay_in(c->layout), i, &b, &s);
         if (tnd ? s >= tq : s >= c->qlen[b]) tu_store(&f->q.t, i, NAN);
     }
     if (c->kvdt == FIA_DTYPE_INT8) return;
@@ -482,7 +499,7 @@ static inline void poison(const fcase *c, fbuf *f) {
                 for (int32_t d = t->ndim - 1; d >= 0; d--) cc[d] = j % t->shape[d], j /= t->shape[d];
                 dead = !used[cc[0] * c->bs + (t->ndim == 3 ? cc[1] : cc[2])];
             } else {
-                dense_pos(t, c->layout, i, &b, &s);
+                dense_pos(t, lay_in(c->layout), i, &b, &s);
                 dead = tnd ? s >= tkv : s >= c->kvlen[b];
             }
             if (dead) tu_store(t, i, NAN);
@@ -551,7 +568,7 @@ static inline fcase base_case(fia_layout layout, fia_dtype dt, int64_t B, int64_
     c.layout = layout, c.qdt = c.kvdt = dt;
     c.B = B, c.N1 = N1, c.N2 = N2, c.S1 = S1, c.S2 = S2, c.D = D, c.Dv = Dv;
     for (int64_t b = 0; b < MAXB; b++) c.qlen[b] = S1, c.kvlen[b] = S2;
-    c.qform = c.kvform = layout == FIA_LAYOUT_TND ? LEN_B : LEN_NULL;
+    c.qform = c.kvform = lay_tnd(layout) ? LEN_B : LEN_NULL;
     c.pre = c.next = 2147483647;
     c.mask_dt = FIA_DTYPE_BOOL;
     c.scale = 1.0 / sqrt((double)D);
@@ -564,7 +581,7 @@ static inline void set_lens(fcase *c, const int64_t *q, const int64_t *kv) {
         if (q) c->qlen[b] = q[b];
         if (kv) c->kvlen[b] = kv[b];
     }
-    if (q && c->layout != FIA_LAYOUT_TND) c->qform = LEN_B;
+    if (q && !lay_tnd(c->layout)) c->qform = LEN_B;
     if (kv) c->kvform = LEN_B;
 }
 

@@ -50,9 +50,14 @@ static void gen_random_case(tu_rng *r, int idx, fcase *c) {
     static const fia_dtype mdts[] = {FIA_DTYPE_BOOL, FIA_DTYPE_INT8, FIA_DTYPE_UINT8};
     static const fia_dtype aqdts[] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
     static const double mps[] = {0.0, 0.1, 0.3, 0.7};
-    const fia_layout layout = layouts[idx % 5];
+    fia_layout layout = layouts[idx % 5];
+    if (layout == FIA_LAYOUT_TND) { /* TND's siblings in turn: NTD, TND_NTD, NTD_TND */
+        static const fia_layout tnds[4] = {FIA_LAYOUT_TND, FIA_LAYOUT_NTD, FIA_LAYOUT_TND_NTD,
+                                           FIA_LAYOUT_NTD_TND};
+        layout = tnds[(idx / 5) % 4];
+    }
     const int64_t G = TU_PICK(r, groups), N2 = TU_PICK(r, kvheads), D = TU_PICK(r, dims);
-    const int decode = layout != FIA_LAYOUT_TND && tu_chance(r, 0.3);
+    const int decode = !lay_tnd(layout) && tu_chance(r, 0.3);
     const int64_t S1 = decode ? 1 : tu_int(r, 1, tu_chance(r, 0.15) ? 80 : 24);
     const int64_t S2 = tu_int(r, 1, tu_chance(r, 0.15) ? 160 : 48);
     *c = base_case(layout, qdts[(idx / 5) % 3], tu_int(r, 1, 4), N2 * G, N2, S1, S2, D,
@@ -60,7 +65,7 @@ static void gen_random_case(tu_rng *r, int idx, fcase *c) {
     c->sparse_mode = (idx / 15) % 5;
     c->n2_zero = G == 1 && tu_chance(r, 0.5);
     for (int64_t b = 0; b < c->B; b++) {
-        if (layout == FIA_LAYOUT_TND) {
+        if (lay_tnd(layout)) {
             c->qlen[b] = tu_int(r, 0, tu_chance(r, 0.15) ? 60 : 20);
             c->kvlen[b] = tu_int(r, 0, tu_chance(r, 0.15) ? 120 : 40);
         } else {
@@ -69,7 +74,7 @@ static void gen_random_case(tu_rng *r, int idx, fcase *c) {
         }
         if (tu_chance(r, 0.08)) c->kvlen[b] = 0;
     }
-    if (layout != FIA_LAYOUT_TND) c->qform = (int)tu_int(r, 0, 3), c->kvform = (int)tu_int(r, 0, 3);
+    if (!lay_tnd(layout)) c->qform = (int)tu_int(r, 0, 3), c->kvform = (int)tu_int(r, 0, 3);
     if (tu_chance(r, 0.35)) {
         set_paged(c, tu_chance(r, 0.5) ? 3 : 4, TU_PICK(r, bss));
         c->extra_blocks = tu_int(r, 0, 3), c->table_pad = tu_int(r, 0, 2);
@@ -105,7 +110,7 @@ static void gen_random_case(tu_rng *r, int idx, fcase *c) {
     c->strided = tu_chance(r, 0.2);
     c->poison = tu_chance(r, 0.5);
     c->cmask_junk = tu_chance(r, 0.3);
-    if (layout == FIA_LAYOUT_TND && tu_chance(r, 0.2)) c->tnd_pad = tu_int(r, 1, 3);
+    if (lay_tnd(layout) && tu_chance(r, 0.2)) c->tnd_pad = tu_int(r, 1, 3);
     c->scale *= tu_uniform(r, 0.5, 2.0);
     /* a 2-D decode mask with B rows would read as [B, S2]: keep the [S1, S2] form distinct */
     if (decode && c->mask == MASK_2D && c->B > 1 && 1 + c->mask_pad[0] == c->B) c->mask_pad[0]++;
@@ -139,6 +144,23 @@ static void test_edges(uint64_t seed) {
     const fia_layout L[5] = {FIA_LAYOUT_BSH, FIA_LAYOUT_BSND, FIA_LAYOUT_BNSD, FIA_LAYOUT_TND,
                              FIA_LAYOUT_BNSD_BSND};
     fcase c;
+
+    /* NTD, TND_NTD and NTD_TND: TND's length rules, lengths 0, causal with lse, paged */
+    {
+        const fia_layout T3[3] = {FIA_LAYOUT_NTD, FIA_LAYOUT_TND_NTD, FIA_LAYOUT_NTD_TND};
+        for (int l = 0; l < 3; l++) {
+            c = base_case(T3[l], FIA_DTYPE_FLOAT16, 3, 4, 2, 0, 0, 16, 16);
+            set_lens(&c, (const int64_t[]){4, 0, 3}, (const int64_t[]){0, 1, 6});
+            c.lse = 1, c.tnd_pad = 2;
+            EDGE(c, "token-packed layouts, lengths 0/1");
+            c = base_case(T3[l], FIA_DTYPE_BFLOAT16, 2, 8, 2, 0, 0, 64, 32);
+            set_lens(&c, (const int64_t[]){9, 4}, (const int64_t[]){33, 20});
+            c.sparse_mode = 3, c.mask = MASK_C2, c.lse = 1, c.strided = 1;
+            EDGE(c, "token-packed layouts, causal prefill");
+            set_paged(&c, l % 2 ? 3 : 4, 16);
+            EDGE(c, "token-packed layouts, causal prefill paged");
+        }
+    }
 
     /* KV length 0 and 1, in every layout, dense and paged. */
     for (int l = 0; l < 5; l++) {
@@ -238,6 +260,17 @@ static void test_edges(uint64_t seed) {
         c = base_case(FIA_LAYOUT_BSH, FIA_DTYPE_FLOAT16, 1, 2, 2, 1, 50, d, d);
         set_quant(&c, AQ_C3, 1, FIA_DTYPE_FLOAT32);
         EDGE(c, "head dim 256/512 decode antiquant");
+    }
+    /* head dims beyond the NPU's 512: 576 (the MLA absorbed width) and fia's cap 1024 */
+    for (int64_t d = 576; d <= 1024; d += 448) {
+        c = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_BFLOAT16, 1, 2, 1, 5, 40, d, d);
+        c.sparse_mode = 2, c.mask = MASK_C2, c.lse = 1;
+        EDGE(c, "head dim 576/1024 prefill");
+        c.S1 = 1;
+        set_paged(&c, 4, 16);
+        EDGE(c, "head dim 576/1024 decode paged");
+        c = base_case(FIA_LAYOUT_BNSD, FIA_DTYPE_FLOAT16, 1, 2, 2, 1, 300, d, d);
+        EDGE(c, "head dim 576/1024 decode");
     }
 
     /* GQA ratios 1, 2, 4, 8 and MQA. */

@@ -276,7 +276,7 @@ static void test_bad_input(uint64_t seed) {
     fcase ct = base_case(FIA_LAYOUT_TND, FIA_DTYPE_FLOAT16, 2, 2, 1, 0, 0, 8, 8);
     set_lens(&ct, (const int64_t[]){3, 2}, (const int64_t[]){4, 6});
     fbuild(&ct, &r, &ft);
-    fcase ch = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_FLOAT16, 1, 1, 1, 1, 2, 513, 513);
+    fcase ch = base_case(FIA_LAYOUT_BSND, FIA_DTYPE_FLOAT16, 1, 1, 1, 1, 2, 1025, 1025);
     fbuild(&ch, &r, &fh);
 
     /* Each base must be valid first. */
@@ -299,8 +299,8 @@ static void test_bad_input(uint64_t seed) {
     BAD(&fa, "num_key_value_heads -2", "num_key_value_heads", BAD_INV, p.num_key_value_heads = -2);
     BAD(&fa, "num_heads 512 > 256", "num_heads|query", BAD_INV, p.num_heads = 512,
         t.query = mk(FIA_DTYPE_FLOAT16, 4, (const int64_t[]){3, 3, 512, 16}, NULL));
-    BAD(&fh, "head dim 513", "query|key|value|head", BAD_INV, (void)0);
-    BAD(&fa, "value head dim 513", "value", BAD_INV, t.value = mk(FIA_DTYPE_FLOAT16, 4, (const int64_t[]){3, 10, 2, 513}, NULL));
+    BAD(&fh, "head dim 1025", "query|key|value|head", BAD_INV, (void)0);
+    BAD(&fa, "value head dim 1025", "value", BAD_INV, t.value = mk(FIA_DTYPE_FLOAT16, 4, (const int64_t[]){3, 10, 2, 1025}, NULL));
     BAD(&fa, "attention_out shape", "attention_out", BAD_INV,
         t.attention_out = mk(FIA_DTYPE_FLOAT16, 4, (const int64_t[]){3, 3, 4, 8}, NULL));
     BAD(&fa, "attention_out dtype", "attention_out", BAD_INV,

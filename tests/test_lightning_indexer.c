@@ -35,6 +35,7 @@
 #include "kernels/li_kernels.h"
 #include "ops/li_internal.h"
 #include "ref/ref_li.h"
+#include "ref/ref_util.h"
 #include "test_util.h"
 
 /* ------------------------------------------------------------------------------------------ */
@@ -107,15 +108,16 @@ static void test_kernels(tu_rng *rng) {
                 if (!(fabs((double)o1[j] - o2[j]) <= 2e-5 * mag + 1e-30)) bad_f++;
             }
             /* w beyond nh must be ignored: the 7.0 pad weights would show */
-            fia_li_kernels_scalar.score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, o1);
-            kt->score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, o2);
+            const int f16 = rep % 2; /* the contract's fp16 rounding point, or none */
+            fia_li_kernels_scalar.score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, f16, o1);
+            kt->score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, f16, o2);
             for (int64_t j = 0; j < n; j++) {
                 double mag = 0; /* sum of |terms| of the head sum */
                 for (int64_t h = 0; h < nh; h++) {
                     int64_t dot = -qb[h];
                     for (int64_t c = 0; c < 4 * d4; c++)
                         dot += (int64_t)ku[j * ldk8 + c] * qp[((c / 4) * ldq + h) * 4 + c % 4];
-                    mag += fabs(w[h]) * (double)(dot > 0 ? dot : 0);
+                    mag += fabs(w[h]) * (double)(dot > 0 ? dot : 0) / (f16 ? 1000.0 : 1.0);
                 }
                 if (!(fabs((double)o1[j] - o2[j]) <= 1e-5 * mag * sk[j] + 1e-30)) bad_i++;
             }
@@ -229,6 +231,11 @@ typedef struct li_cfg {
     int ret_val;
     int ties;                 /* 1: duplicated key rows; 2: all-zero keys */
     int pad;                  /* padded outer strides */
+    int exact;                /* quant: exact_ranking 1 */
+    fia_dtype vdt;            /* sparse_values dtype (0: float32) */
+    int data;                 /* quant data: 0 the default; 1 the golden's (int8 -128..127,
+                               * scales 0..10, weights 0..0.01, fp16); 2 one head, unit scales
+                               * and weight (fp16 rounding of the dot alone decides ties) */
 } li_cfg;
 
 typedef struct li_case {
@@ -256,6 +263,7 @@ static int li_case_build(li_case *x, const li_cfg *c, tu_rng *rng) {
     x->prm.sparse_count = c->K;
     x->prm.sparse_mode = c->mode;
     x->prm.return_value = c->ret_val;
+    x->prm.exact_ranking = c->exact;
     const fia_dtype qdt = c->quant ? FIA_DTYPE_INT8 : c->dt;
     /* query side */
     int64_t T1 = 0, maxkv = 0;
@@ -276,7 +284,7 @@ static int li_case_build(li_case *x, const li_cfg *c, tu_rng *rng) {
         r |= tu_alloc(&x->w, c->wdt, 2, ws, pad, 0);
         if (c->quant) r |= tu_alloc(&x->sq, FIA_DTYPE_FLOAT16, 2, ws, NULL, 0);
         r |= tu_alloc(&x->oi, FIA_DTYPE_INT32, 3, os, pad, 0xAB);
-        if (c->ret_val) r |= tu_alloc(&x->ov, FIA_DTYPE_FLOAT32, 3, os, NULL, 0xAB);
+        if (c->ret_val) r |= tu_alloc(&x->ov, c->vdt, 3, os, NULL, 0xAB);
     } else {
         if (c->sq) {
             for (int64_t b = 0; b < B; b++) x->qlens[b] = c->sq[b];
@@ -289,7 +297,7 @@ static int li_case_build(li_case *x, const li_cfg *c, tu_rng *rng) {
         r |= tu_alloc(&x->w, c->wdt, 3, ws, pad, 0);
         if (c->quant) r |= tu_alloc(&x->sq, FIA_DTYPE_FLOAT16, 3, ws, NULL, 0);
         r |= tu_alloc(&x->oi, FIA_DTYPE_INT32, 4, os, pad, 0xAB);
-        if (c->ret_val) r |= tu_alloc(&x->ov, FIA_DTYPE_FLOAT32, 4, os, NULL, 0xAB);
+        if (c->ret_val) r |= tu_alloc(&x->ov, c->vdt, 4, os, NULL, 0xAB);
     }
     /* key side */
     if (c->lk == FIA_LAYOUT_TND) {
@@ -349,6 +357,17 @@ static int li_case_build(li_case *x, const li_cfg *c, tu_rng *rng) {
         tu_fill_uniform(&x->k.t, rng, -1, 1);
     }
     tu_fill_uniform(&x->w.t, rng, -0.5, 1);
+    if (c->quant && c->data == 1) {
+        tu_fill_uniform(&x->q.t, rng, -128, 127);
+        tu_fill_uniform(&x->k.t, rng, -128, 127);
+        tu_fill_uniform(&x->sq.t, rng, 0, 10);
+        tu_fill_uniform(&x->sk.t, rng, 0, 10);
+        tu_fill_uniform(&x->w.t, rng, 0, 0.01);
+    } else if (c->quant && c->data == 2) {
+        for (int64_t i = 0; i < tu_numel(&x->sq.t); i++) tu_store(&x->sq.t, i, 1.0);
+        for (int64_t i = 0; i < tu_numel(&x->sk.t); i++) tu_store(&x->sk.t, i, 1.0);
+        for (int64_t i = 0; i < tu_numel(&x->w.t); i++) tu_store(&x->w.t, i, 1.0);
+    }
     /* ties: copy key element rows (logical rows of D elements) over later ones */
     const int64_t krows = tu_numel(&x->k.t) / c->D;
     if (c->ties == 1) {
@@ -477,9 +496,13 @@ static int64_t li_check_case(const li_case *x, const li_oracle *orc, const char 
         }
         if (!why && x->c.ret_val) {
             for (int64_t i = 0; i < K && !why; i++) {
-                float v;
-                memcpy(&v, (char *)x->ov.t.data + tu_offset(&x->ov.t, r * K + i) * 4, 4);
-                if (i >= cnt ? !(isinf(v) && v < 0) : !(fabs(v - s[got[i]]) <= tol[got[i]] + 1e-30))
+                /* the value rounded to the tensor's dtype: + half an ulp of it */
+                const double v = fia_ref_load(&x->ov.t, r * K + i);
+                const double half = x->c.vdt == FIA_DTYPE_FLOAT16 ? 0x1p-11
+                                    : x->c.vdt == FIA_DTYPE_BFLOAT16 ? 0x1p-8 : 0.0;
+                if (i >= cnt ? !(isinf(v) && v < 0)
+                             : !(fabs(v - s[got[i]]) <= tol[got[i]] * (1 + half) +
+                                                            half * fabs(s[got[i]]) + 1e-30))
                     why = "sparse_values differ", where = i;
             }
         }
@@ -515,30 +538,42 @@ static const int64_t sq3[] = {5, 0, 17}, skv3[] = {40, 10, 100};
 static const int64_t skv_pa[] = {100, 37, 0, 260};
 static const int64_t sq_pa[] = {3, 1, 2, 9};
 static const int64_t skv_long[] = {5000, 2100};
+static const int64_t skv_8192[] = {8192};
 static const int64_t sq_bs[] = {30, 12};
 static const int64_t skv_bs[] = {64, 9};
 
 static const li_cfg cfgs[] = {
     /* name                       q  lq    lk    B  S1   S2    sq      skv       N1  D   K    mode dt    wdt  bs ret ties pad */
-    {"decode_bsnd_f16_k7",        0, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 0, 0},
-    {"prefill_causal_bf16_k16",   0, BSND, BSND, 1, 150, 150,  NULL,   NULL,     64, 128, 16,  3, BF16, F32, 0, 0, 0, 1},
-    {"s1_gt_s2_causal",           0, BSND, BSND, 1, 50,  20,   NULL,   NULL,     8,  32,  4,   3, F16,  F16, 0, 0, 0, 0},
-    {"tnd_unequal_mode3",         0, TND,  TND,  3, 0,   0,    sq3,    skv3,     17, 64,  7,   3, F16,  F32, 0, 1, 1, 0},
-    {"tnd_unequal_mode0",         0, TND,  TND,  3, 0,   0,    sq3,    skv3,     33, 130, 7,   0, BF16, BF16,0, 0, 0, 1},
-    {"paged_k2048_gt_visible",    0, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   64, 128, 2048,3, BF16, BF16,16, 1, 0, 0},
-    {"paged_k1",                  0, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   48, 128, 1,   0, F16,  F16, 16, 0, 1, 0},
-    {"decode_k2048_select",       0, BSND, BSND, 2, 1,   5000, NULL,   skv_long, 64, 128, 2048,3, F16,  F32, 0, 1, 1, 0},
-    {"bsnd_lengths_mode0",        0, BSND, BSND, 2, 33,  70,   sq_bs,  skv_bs,   1,  7,   7,   0, F16,  F16, 0, 0, 0, 1},
-    {"bsnd_lengths_mode3",        0, BSND, BSND, 2, 33,  70,   sq_bs,  skv_bs,   20, 1,   7,   3, BF16, F32, 0, 0, 1, 0},
-    {"zero_keys_all_ties",        0, BSND, BSND, 1, 2,   90,   NULL,   NULL,     16, 128, 7,   0, F16,  F16, 0, 1, 2, 0},
-    {"quant_decode_k7",           1, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 1, 0},
-    {"quant_paged_k2048",         1, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   64, 128, 2048,3, F16,  F16, 16, 0, 0, 1},
-    {"quant_tnd_mode0",           1, TND,  TND,  3, 0,   0,    sq3,    skv3,     40, 100, 7,   0, F16,  F32, 0, 1, 1, 0},
-    {"quant_decode_select",       1, BSND, BSND, 2, 1,   5000, NULL,   skv_long, 64, 128, 2048,3, F16,  F16, 0, 0, 1, 0},
-    {"quant_prefill_causal",      1, BSND, BSND, 1, 70,  70,   NULL,   NULL,     64, 128, 16,  3, F16,  BF16,0, 1, 0, 0},
-    {"bsnd_query_paged_key",      0, BSND, PA,   2, 33,  0,    sq_bs,  skv_bs,   64, 128, 9,   3, F16,  F32, 8,  1, 1, 1},
-    {"quant_bsnd_query_tnd_key",  1, BSND, TND,  2, 33,  0,    sq_bs,  skv_bs,   24, 64,  9,   3, F16,  F16, 0,  1, 1, 0},
-    {"decode_k8192_block1",       0, BSND, PA,   2, 1,   0,    NULL,   skv_long, 64, 128, 8192,0, BF16, BF16,1,  0, 0, 0},
+    {"decode_bsnd_f16_k7",        0, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 0, 0, 0, 0, 0},
+    {"prefill_causal_bf16_k16",   0, BSND, BSND, 1, 150, 150,  NULL,   NULL,     64, 128, 16,  3, BF16, F32, 0, 0, 0, 1, 0, 0, 0},
+    {"s1_gt_s2_causal",           0, BSND, BSND, 1, 50,  20,   NULL,   NULL,     8,  32,  4,   3, F16,  F16, 0, 0, 0, 0, 0, 0, 0},
+    {"tnd_unequal_mode3",         0, TND,  TND,  3, 0,   0,    sq3,    skv3,     17, 64,  7,   3, F16,  F32, 0, 1, 1, 0, 0, 0, 0},
+    {"tnd_unequal_mode0",         0, TND,  TND,  3, 0,   0,    sq3,    skv3,     33, 130, 7,   0, BF16, BF16,0, 0, 0, 1, 0, 0, 0},
+    {"paged_k2048_gt_visible",    0, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   64, 128, 2048,3, BF16, BF16,16, 1, 0, 0, 0, 0, 0},
+    {"paged_k1",                  0, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   48, 128, 1,   0, F16,  F16, 16, 0, 1, 0, 0, 0, 0},
+    {"decode_k2048_select",       0, BSND, BSND, 2, 1,   5000, NULL,   skv_long, 64, 128, 2048,3, F16,  F32, 0, 1, 1, 0, 0, 0, 0},
+    {"bsnd_lengths_mode0",        0, BSND, BSND, 2, 33,  70,   sq_bs,  skv_bs,   1,  7,   7,   0, F16,  F16, 0, 0, 0, 1, 0, 0, 0},
+    {"bsnd_lengths_mode3",        0, BSND, BSND, 2, 33,  70,   sq_bs,  skv_bs,   20, 1,   7,   3, BF16, F32, 0, 0, 1, 0, 0, 0, 0},
+    {"zero_keys_all_ties",        0, BSND, BSND, 1, 2,   90,   NULL,   NULL,     16, 128, 7,   0, F16,  F16, 0, 1, 2, 0, 0, 0, 0},
+    {"quant_decode_k7",           1, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 1, 0, 0, 0, 0},
+    {"quant_paged_k2048",         1, TND,  PA,   4, 0,   0,    sq_pa,  skv_pa,   64, 128, 2048,3, F16,  F16, 16, 0, 0, 1, 0, 0, 0},
+    {"quant_tnd_mode0",           1, TND,  TND,  3, 0,   0,    sq3,    skv3,     40, 100, 7,   0, F16,  F32, 0, 1, 1, 0, 0, 0, 0},
+    {"quant_decode_select",       1, BSND, BSND, 2, 1,   5000, NULL,   skv_long, 64, 128, 2048,3, F16,  F16, 0, 0, 1, 0, 0, 0, 0},
+    {"quant_prefill_causal",      1, BSND, BSND, 1, 70,  70,   NULL,   NULL,     64, 128, 16,  3, F16,  BF16,0, 1, 0, 0, 0, 0, 0},
+    {"bsnd_query_paged_key",      0, BSND, PA,   2, 33,  0,    sq_bs,  skv_bs,   64, 128, 9,   3, F16,  F32, 8,  1, 1, 1, 0, 0, 0},
+    {"quant_bsnd_query_tnd_key",  1, BSND, TND,  2, 33,  0,    sq_bs,  skv_bs,   24, 64,  9,   3, F16,  F16, 0,  1, 1, 0, 0, 0, 0},
+    {"decode_k8192_block1",       0, BSND, PA,   2, 1,   0,    NULL,   skv_long, 64, 128, 8192,0, BF16, BF16,1,  0, 0, 0, 0, 0, 0},
+    /* values in the query dtype (torch_npu's), fp16 values of the quant form, exact ranking */
+    {"decode_values_f16",         0, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 1, 0, 0, F16, 0},
+    {"tnd_values_bf16",           0, TND,  TND,  3, 0,   0,    sq3,    skv3,     33, 130, 7,   0, BF16, BF16,0, 1, 0, 1, 0, BF16, 0},
+    {"quant_values_f16",          1, TND,  TND,  3, 0,   0,    sq3,    skv3,     40, 100, 7,   0, F16,  F32, 0, 1, 1, 0, 0, F16, 0},
+    {"quant_decode_k7_exact",     1, BSND, BSND, 2, 1,   300,  NULL,   NULL,     64, 128, 7,   3, F16,  F16, 0, 1, 1, 0, 1, 0, 0},
+    /* the golden's shapes and data (8192 keys, k 2048, block 128), both rankings */
+    {"quant_golden_8192",         1, BSND, PA,   1, 4,   0,    NULL,   skv_8192, 64, 128, 2048,3, F16,  F16, 128, 1, 0, 0, 0, 0, 1},
+    {"quant_golden_8192_exact",   1, BSND, PA,   1, 4,   0,    NULL,   skv_8192, 64, 128, 2048,3, F16,  F16, 128, 1, 0, 0, 1, 0, 1},
+    /* one head, unit scales: the fp16 rounding of the dot makes ties at the top-k boundary */
+    {"quant_one_head_ties_9000",  1, BSND, BSND, 1, 1,   9000, NULL,   NULL,     1,  128, 2048,0, F16,  F16, 0, 1, 0, 0, 0, 0, 2},
+    {"quant_one_head_9000_exact", 1, BSND, BSND, 1, 1,   9000, NULL,   NULL,     1,  128, 2048,0, F16,  F16, 0, 1, 0, 0, 1, 0, 2},
 };
 #define NCFG ((int)(sizeof cfgs / sizeof cfgs[0]))
 
@@ -592,6 +627,43 @@ static void test_cases(uint64_t seed) {
         li_oracle_free(&orc);
         li_case_free(&x);
     }
+}
+
+/* The quant indexer's rounding points matter: on the one-head 9000-key case (fp16 ties of the
+ * dot at the top-k boundary) and on the golden's 8192-key case, the default (contract) ranking
+ * and exact_ranking 1 differ in some positions; test_cases checked each against its oracle. */
+static void test_quant_rounding(uint64_t seed) {
+    const char *pairs[2][2] = {{"quant_one_head_ties_9000", "quant_one_head_9000_exact"},
+                               {"quant_golden_8192", "quant_golden_8192_exact"}};
+    fia_context *ctx = NULL;
+    if (!tu_check(fia_context_create(NULL, &ctx) == FIA_STATUS_SUCCESS, "context")) return;
+    for (int pi = 0; pi < 2; pi++) {
+        int32_t *idx[2] = {NULL, NULL};
+        int64_t n = 0;
+        for (int e = 0; e < 2; e++) {
+            int ci = 0;
+            while (ci < NCFG && strcmp(cfgs[ci].name, pairs[pi][e]) != 0) ci++;
+            if (!tu_check(ci < NCFG, "config %s", pairs[pi][e])) continue;
+            tu_rng rng = tu_rng_make(seed + 7u * (uint64_t)pi); /* the same data for both */
+            li_case x;
+            if (li_case_build(&x, &cfgs[ci], &rng) == 0 && li_call(ctx, &x) == FIA_STATUS_SUCCESS) {
+                idx[e] = li_copy_indices(&x);
+                n = tu_numel(&x.oi.t);
+            } else {
+                tu_check(0, "%s: %s", pairs[pi][e], fia_last_error());
+            }
+            li_case_free(&x);
+        }
+        if (idx[0] && idx[1]) {
+            int64_t diff = 0;
+            for (int64_t i = 0; i < n; i++) diff += idx[0][i] != idx[1][i];
+            printf("quant rounding: %s vs exact ranking: %lld of %lld positions differ\n",
+                   pairs[pi][0], (long long)diff, (long long)n);
+            tu_check(diff > 0, "%s: the fp16 rounding points change no position", pairs[pi][0]);
+        }
+        free(idx[0]), free(idx[1]);
+    }
+    fia_context_destroy(ctx);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -770,6 +842,7 @@ int main(int argc, char **argv) {
     test_kernels(&rng);
     test_topk(&rng);
     test_cases(seed);
+    test_quant_rounding(seed);
     test_nan(seed);
     test_errors(seed);
     return tu_summary();

@@ -14,7 +14,7 @@
  *                every head is checked to be finite and within the range of V (O is a convex
  *                combination of V rows). Sanitizer builds check fewer heads and run a quarter
  *                of the cases above 3e8 flops (memory errors depend on shapes, not on size).
- *   odd shapes   headDim 1, 2, 3, 17, 100, 257, 511, 512; numHeads 1, 3; qLen 1, 2, 13 (and a
+ *   odd shapes   headDim 1, 2, 3, 17, 100, 257, 511, 512, 576 (and 1000, 1024 below); numHeads 1, 3; qLen 1, 2, 13 (and a
  *                few longer queries, up to 300); under every ISA, every element against the
  *                oracle.
  *   determinism  bitwise identical O for contexts with 1, 2 and 7 threads, under every ISA.
@@ -566,7 +566,7 @@ static void run_sweep(fia_context *ctx, uint64_t seed, int only) {
 
 static void run_odd_shapes(fia_context *const *ctxs, const fia_isa *isas, int nctx,
                            uint64_t seed) {
-    static const int64_t dims[] = {1, 2, 3, 17, 100, 257, 511, 512};
+    static const int64_t dims[] = {1, 2, 3, 17, 100, 257, 511, 512, 576};
     static const int64_t heads[] = {1, 3};
     static const int64_t qlens[] = {1, 2, 13};
     static const int64_t kv_short[] = {1, 2, 15, 17, 64};
@@ -613,6 +613,8 @@ static void run_odd_shapes(fia_context *const *ctxs, const fia_isa *isas, int nc
             {"one head, long KV", 1, 1, 16384, 257, 4, 1, 1, L_PADDED, 0},
             {"packed heads", 128, 13, 17, 3, 1, 1, 1, L_COMPACT, 0},
             {"packed heads", 7, 5, 300, 1, 1, 1, 1, L_PADDED, 1},
+            {"headDim 1000", 3, 2, 300, 1000, 1, 1, 1, L_PADDED, 1},
+            {"headDim 1024", 2, 13, 129, 1024, 1, 1, 1, L_COMPACT, 0},
         };
         for (size_t e = 0; e < sizeof extra / sizeof extra[0]; e++, idx++) {
             char tag[48];
@@ -767,7 +769,7 @@ static void run_errors(fia_context *ctx, uint64_t seed) {
                       make_input(&f.k, N, S2, D, L_COMPACT, 1.0, &r) == 0 &&
                       make_input(&f.v, N, S2, D, L_COMPACT, 1.0, &r) == 0 &&
                       make_output(&f.o, N, S1, D, 0, &r) == 0 &&
-                      (f.big = calloc(1, 1 << 16)) != NULL,
+                      (f.big = calloc(1, 1 << 18)) != NULL,
                   "errors: out of memory"))
         return;
     const fia_tensor *tq = &f.q.t, *tk = &f.k.t, *tv = &f.v.t;
@@ -887,17 +889,17 @@ static void run_errors(fia_context *ctx, uint64_t seed) {
                      ti == 1 ? "K" : ti == 2 ? "V" : "O");
     }
 
-    /* headDim 513 everywhere: UNSUPPORTED (the contract's "any headDim" ends at 512 here). */
+    /* headDim 1025 everywhere: UNSUPPORTED (the contract's "any headDim" ends at 1024 here). */
     {
         fia_tensor q = *tq, k = *tk, v = *tv, o = *to;
         fia_tensor *all[4] = {&q, &k, &v, &o};
         for (int i = 0; i < 4; i++) {
-            all[i]->shape[2] = 513;
-            all[i]->strides[1] = 513;
-            all[i]->strides[0] = all[i]->shape[1] * 513;
+            all[i]->shape[2] = 1025;
+            all[i]->strides[1] = 1025;
+            all[i]->strides[0] = all[i]->shape[1] * 1025;
             all[i]->data = f.big;
         }
-        expect_error(&f, "headDim 513", ctx, &q, &k, &v, &o, YES, YESP, FIA_STATUS_UNSUPPORTED,
+        expect_error(&f, "headDim 1025", ctx, &q, &k, &v, &o, YES, YESP, FIA_STATUS_UNSUPPORTED,
                      "Q");
     }
     printf("errors: %d bad calls checked\n", g_error_calls);

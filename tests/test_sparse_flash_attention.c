@@ -12,8 +12,12 @@
  * row no selection may read; edge cases; determinism (1, 2 and 7 threads, bitwise); plan /
  * execute reuse; invalid input (nothing written).
  * Tolerance, every element: |got - want| <= 1e-3 + 5e-3 |want| for the output (float16 /
- * bfloat16), 1e-4 + 1e-5 |want| for softmax_lse (+inf exact). The C8 oracle works on the
- * dequantized cache in double.
+ * bfloat16), 1e-4 + 1e-5 |want| for softmax_lse / softmax_max / softmax_sum (+inf exact). The
+ * C8 oracle follows the contract's casts (dequantized K and P to the query dtype); C8 outputs
+ * may also differ by one query-dtype ulp of a single probability times its value (a rounding
+ * tie decided by fp32 arithmetic before the cast). "C8-wide" cases use the golden's cache data
+ * (int8 -5..10, tile scales -100..100), where a missing K cast fails. Random cases also pass
+ * sinks and softmax_max / softmax_sum.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -68,7 +72,8 @@ static void open_contexts(void) {
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct scase {
-    int c8;
+    int c8;                  /* 1: C8; 2: C8 with the golden's data (int8 -5..10, tile scales
+                              * -100..100: huge logits, where the K cast decides the winner) */
     fia_dtype dt;
     fia_layout lq, lkv;
     int64_t B, N1;
@@ -77,7 +82,9 @@ typedef struct scase {
     int qlen_null, kvlen_null; /* BSND: pass NULL lengths (the full S) */
     int64_t K, sbs, bs, extra_blocks;
     int mode;
-    int lse;
+    int lse;                 /* pass softmax_lse */
+    int maxsum;              /* pass softmax_max and softmax_sum */
+    int sinks;               /* pass sinks */
     int strided;
     double p_invalid;        /* probability of an invalid entry (< -1 or beyond the bound) */
     double fill;             /* fraction of the visible blocks selected */
@@ -87,11 +94,11 @@ typedef struct scase {
 
 static void scase_desc(const scase *c, char *s, size_t n) {
     int w = snprintf(s, n, "%s q=%s kv=%s B=%lld N1=%lld S1=%lld S2=%lld K=%lld sbs=%lld bs=%lld "
-                     "mode=%d lse=%d strided=%d p_inv=%.2f fill=%.2f qlen=",
-                     c->c8 ? "C8" : fia_dtype_name(c->dt), fia_layout_name(c->lq),
+                     "mode=%d lse=%d maxsum=%d sinks=%d strided=%d p_inv=%.2f fill=%.2f qlen=",
+                     c->c8 == 2 ? "C8-wide" : c->c8 ? "C8" : fia_dtype_name(c->dt), fia_layout_name(c->lq),
                      fia_layout_name(c->lkv), (long long)c->B, (long long)c->N1, (long long)c->S1,
                      (long long)c->S2, (long long)c->K, (long long)c->sbs, (long long)c->bs,
-                     c->mode, c->lse, c->strided, c->p_invalid, c->fill);
+                     c->mode, c->lse, c->maxsum, c->sinks, c->strided, c->p_invalid, c->fill);
     for (int64_t b = 0; b < c->B && w > 0 && (size_t)w < n; b++)
         w += snprintf(s + w, n - (size_t)w, "%s%lld", b ? "," : "", (long long)c->qlen[b]);
     if (w > 0 && (size_t)w < n) w += snprintf(s + w, n - (size_t)w, " kvlen=");
@@ -100,7 +107,7 @@ static void scase_desc(const scase *c, char *s, size_t n) {
 }
 
 typedef struct sbuf {
-    tu_tensor q, qr, k, kr, idx, bt, out, lse;
+    tu_tensor q, qr, k, kr, idx, bt, out, lse, smax, ssum, sinks;
     int64_t qcum[MAXB], kvcum[MAXB], qarr[MAXB], kvarr[MAXB];
     int64_t nblocks, bt_cols;
     fia_sparse_flash_attention_params prm;
@@ -110,6 +117,7 @@ typedef struct sbuf {
 static void sbuf_free(sbuf *s) {
     tu_free(&s->q), tu_free(&s->qr), tu_free(&s->k), tu_free(&s->kr);
     tu_free(&s->idx), tu_free(&s->bt), tu_free(&s->out), tu_free(&s->lse);
+    tu_free(&s->smax), tu_free(&s->ssum), tu_free(&s->sinks);
 }
 
 static int alloc_t(tu_tensor *t, fia_dtype dt, int32_t nd, const int64_t *shape, int strided,
@@ -134,13 +142,15 @@ static uint16_t half_bits(fia_dtype dt, double x) {
 /* Fills one cache row at p (dim values of dtype dt, or a 656-byte C8 row); poison: NaN. */
 static void fill_row(char *p, fia_dtype dt, int64_t dim, int c8, int poison, tu_rng *r) {
     if (c8) {
-        for (int d = 0; d < 512; d++) p[d] = (char)(int8_t)tu_int(r, -127, 127);
+        for (int d = 0; d < 512; d++)
+            p[d] = (char)(int8_t)(c8 == 2 ? tu_int(r, -5, 10) : tu_int(r, -127, 127));
         for (int d = 0; d < 64; d++) {
             const uint16_t h = fia_f32_to_bf16((float)tu_uniform(r, -1, 1));
             memcpy(p + 512 + 2 * d, &h, 2);
         }
         for (int d = 0; d < 4; d++) {
-            const float s = poison ? NAN : (float)tu_uniform(r, 0.002, 0.012);
+            const float s = poison ? NAN
+                            : (float)(c8 == 2 ? tu_uniform(r, -100, 100) : tu_uniform(r, 0.002, 0.012));
             memcpy(p + 640 + 4 * d, &s, 4);
         }
         return;
@@ -213,6 +223,18 @@ static int build(const scase *c, uint64_t seed, sbuf *s) {
         if (tq) ls[0] = c->S1, ls[1] = N1, ls[2] = 1;
         else ls[0] = B, ls[1] = N1, ls[2] = c->S1, ls[3] = 1;
         if (tu_alloc(&s->lse, FIA_DTYPE_FLOAT32, tq ? 3 : 4, ls, NULL, 0x5a)) return -1;
+    }
+    if (c->maxsum) { /* torch_npu's [B, N2, S1, N1/N2] / [N2, T1, N1/N2] */
+        int64_t ms[4];
+        if (tq) ms[0] = 1, ms[1] = c->S1, ms[2] = N1;
+        else ms[0] = B, ms[1] = 1, ms[2] = c->S1, ms[3] = N1;
+        if (alloc_t(&s->smax, FIA_DTYPE_FLOAT32, tq ? 3 : 4, ms, c->strided, &r)) return -1;
+        if (alloc_t(&s->ssum, FIA_DTYPE_FLOAT32, tq ? 3 : 4, ms, c->strided, &r)) return -1;
+    }
+    if (c->sinks) {
+        const int64_t ns[1] = {N1};
+        if (tu_alloc(&s->sinks, FIA_DTYPE_FLOAT32, 1, ns, NULL, 0)) return -1;
+        for (int64_t h = 0; h < N1; h++) ((float *)s->sinks.t.data)[h] = (float)tu_uniform(&r, -1, 3);
     }
     /* key (and key_rope): rows a batch may select are filled, every other row is NaN */
     int64_t ks[4];
@@ -360,7 +382,7 @@ static int build(const scase *c, uint64_t seed, sbuf *s) {
     p->layout_query = c->lq;
     p->layout_kv = c->lkv;
     p->sparse_mode = c->mode;
-    p->return_softmax_lse = c->lse;
+    p->return_softmax_lse = c->lse || c->maxsum;
     for (int64_t b = 0; b < B; b++) {
         s->qarr[b] = tq ? s->qcum[b] : c->qlen[b];
         s->kvarr[b] = tkv ? s->kvcum[b] : c->kvlen[b];
@@ -376,26 +398,32 @@ static fia_status call(fia_context *ctx, const scase *c, sbuf *s) {
     if (c->c8) {
         fia_kv_quant_sparse_flash_attention_tensors t = {
             &s->q.t, &s->k.t, c->strided ? &s->k.t : NULL, &s->idx.t,
-            c->lkv == FIA_LAYOUT_PA_BSND ? &s->bt.t : NULL, &s->out.t, c->lse ? &s->lse.t : NULL};
+            c->lkv == FIA_LAYOUT_PA_BSND ? &s->bt.t : NULL, &s->out.t, c->lse ? &s->lse.t : NULL,
+            c->maxsum ? &s->smax.t : NULL, c->maxsum ? &s->ssum.t : NULL,
+            c->sinks ? &s->sinks.t : NULL};
         return fia_kv_quant_sparse_flash_attention(ctx, &t, &s->qprm);
     }
     fia_sparse_flash_attention_tensors t = {
         &s->q.t, &s->k.t, NULL, &s->idx.t, c->lkv == FIA_LAYOUT_PA_BSND ? &s->bt.t : NULL,
-        &s->qr.t, &s->kr.t, &s->out.t, c->lse ? &s->lse.t : NULL};
+        &s->qr.t, &s->kr.t, &s->out.t, c->lse ? &s->lse.t : NULL,
+        c->maxsum ? &s->smax.t : NULL, c->maxsum ? &s->ssum.t : NULL,
+        c->sinks ? &s->sinks.t : NULL};
     return fia_sparse_flash_attention(ctx, &t, &s->prm);
 }
 
-static int oracle(const scase *c, sbuf *s, double *out, double *lse) {
+static int oracle(const scase *c, sbuf *s, double *out, double *lse, double *smax,
+                  double *ssum, double *slack) {
     if (c->c8) {
         fia_kv_quant_sparse_flash_attention_tensors t = {
             &s->q.t, &s->k.t, NULL, &s->idx.t, c->lkv == FIA_LAYOUT_PA_BSND ? &s->bt.t : NULL,
-            &s->out.t, NULL};
-        return fia_ref_kv_quant_sparse_flash_attention(&t, &s->qprm, NULL, 0, out, lse);
+            &s->out.t, NULL, NULL, NULL, c->sinks ? &s->sinks.t : NULL};
+        return fia_ref_kv_quant_sparse_flash_attention_stats(&t, &s->qprm, NULL, 0, out, lse,
+                                                             smax, ssum, slack);
     }
     fia_sparse_flash_attention_tensors t = {
         &s->q.t, &s->k.t, NULL, &s->idx.t, c->lkv == FIA_LAYOUT_PA_BSND ? &s->bt.t : NULL,
-        &s->qr.t, &s->kr.t, &s->out.t, NULL};
-    return fia_ref_sparse_flash_attention(&t, &s->prm, NULL, 0, out, lse);
+        &s->qr.t, &s->kr.t, &s->out.t, NULL, NULL, NULL, c->sinks ? &s->sinks.t : NULL};
+    return fia_ref_sparse_flash_attention_stats(&t, &s->prm, NULL, 0, out, lse, smax, ssum);
 }
 
 static double g_worst_out, g_worst_lse;
@@ -417,8 +445,12 @@ static int run_case(const scase *c0, uint64_t seed, const char *label) {
     double *want = malloc((size_t)(nout ? nout : 1) * sizeof *want);
     double *wl = malloc((size_t)(nrows * c.N1 + 1) * sizeof *wl);
     double *wlp = malloc((size_t)(nrows * c.N1 + 1) * sizeof *wlp);
+    double *wmx = malloc((size_t)(nrows * c.N1 + 1) * sizeof *wmx);
+    double *wsm = malloc((size_t)(nrows * c.N1 + 1) * sizeof *wsm);
+    double *slack = c.c8 ? calloc((size_t)(nout ? nout : 1), sizeof *slack) : NULL;
     int bad = 0;
-    if (!want || !wl || !wlp || oracle(&c, &s, want, wl) != 0) {
+    if (!want || !wl || !wlp || !wmx || !wsm || (c.c8 && !slack) ||
+        oracle(&c, &s, want, wl, wmx, wsm, slack) != 0) {
         tu_check(0, "%s: oracle failed on %s", label, desc);
         bad = 1;
         goto out;
@@ -435,13 +467,29 @@ static int run_case(const scase *c0, uint64_t seed, const char *label) {
     for (int k = 0; k < g_nctx; k++) {
         memset(s.out.buf, 0x5a, s.out.bytes);
         if (c.lse) memset(s.lse.buf, 0x5a, s.lse.bytes);
+        if (c.maxsum) memset(s.smax.buf, 0x5a, s.smax.bytes), memset(s.ssum.buf, 0x5a, s.ssum.bytes);
         const fia_status st = call(g_ctx[k], &c, &s);
         if (!tu_check(st == FIA_STATUS_SUCCESS, "%s [%s]: %s (%s) on %s", label,
                       fia_isa_name(g_isa[k]), fia_status_string(st), fia_last_error(), desc)) {
             bad++;
             continue;
         }
-        const int64_t f = fia_ref_compare("attention_out", &s.out.t, want, OUT_ATOL, OUT_RTOL);
+        int64_t f = 0;
+        if (!c.c8) {
+            f = fia_ref_compare("attention_out", &s.out.t, want, OUT_ATOL, OUT_RTOL);
+        } else { /* plus one query-dtype ulp of the largest contribution (the P cast's ties) */
+            int64_t worst = -1;
+            for (int64_t x = 0; x < nout; x++) {
+                const double g = fia_ref_load(&s.out.t, x);
+                if (!(fabs(g - want[x]) <= OUT_ATOL + OUT_RTOL * fabs(want[x]) + slack[x])) {
+                    if (f++ == 0) worst = x;
+                }
+            }
+            if (f)
+                fprintf(stderr, "  attention_out: %lld of %lld elements out of tolerance; first [%lld] "
+                        "got %.9g want %.9g slack %.3g\n", (long long)f, (long long)nout,
+                        (long long)worst, fia_ref_load(&s.out.t, worst), want[worst], slack[worst]);
+        }
         bad += !tu_check(f == 0, "%s [%s]: attention_out, %lld elements out of tolerance, seed %llu, %s",
                          label, fia_isa_name(g_isa[k]), (long long)f, (unsigned long long)seed, desc);
         for (int64_t x = 0; x < nout; x++) {
@@ -458,9 +506,29 @@ static int run_case(const scase *c0, uint64_t seed, const char *label) {
                     if (e > g_worst_lse) g_worst_lse = e;
                 }
         }
+        if (c.maxsum) { /* [row, h] in the oracle, the tensor's [b, 0, i, h] / [0, t, h] */
+            int64_t fm = 0, fs = 0;
+            for (int64_t row = 0; row < nrows; row++)
+                for (int64_t h = 0; h < c.N1; h++) {
+                    int64_t co[4];
+                    if (c.lq == FIA_LAYOUT_TND) co[0] = 0, co[1] = row, co[2] = h;
+                    else co[0] = row / c.S1, co[1] = 0, co[2] = row % c.S1, co[3] = h;
+                    const double gm = fia_ref_at(&s.smax.t, co), gs = fia_ref_at(&s.ssum.t, co);
+                    const double em = wmx[row * c.N1 + h], es = wsm[row * c.N1 + h];
+                    fm += !(fabs(gm - em) <= LSE_ATOL + LSE_RTOL * fabs(em));
+                    fs += !(fabs(gs - es) <= LSE_ATOL + 1e-5 * fabs(es));
+                }
+            bad += !tu_check(fm == 0 && fs == 0,
+                             "%s [%s]: softmax_max %lld / softmax_sum %lld elements out of "
+                             "tolerance, %s", label, fia_isa_name(g_isa[k]), (long long)fm,
+                             (long long)fs, desc);
+        }
     }
     g_cases++;
 out:
+    free(slack);
+    free(wmx);
+    free(wsm);
     free(want);
     free(wl);
     free(wlp);
@@ -523,8 +591,17 @@ static void gen_random(tu_rng *r, int idx, scase *c) {
     c->p_invalid = TU_PICK(r, ((const double[]){0.0, 0.0, 0.1, 0.3}));
     c->tail_garbage = tu_chance(r, 0.5);
     c->lse = tu_chance(r, 0.5);
+    c->maxsum = tu_chance(r, 0.4);
+    c->sinks = tu_chance(r, 0.25);
+    if (kind == 2 && tu_chance(r, 0.25)) {
+        /* the golden's cache data: large tile scales of both signs; a smaller softmax scale
+         * keeps the logits where fp32 logits are well conditioned (a few units apart) while the
+         * rounding of K to the query dtype still moves them */
+        c->c8 = 2;
+    }
     c->strided = tu_chance(r, 0.25);
     c->scale = tu_uniform(r, 0.5, 2.0) / 24.0;
+    if (c->c8 == 2) c->scale /= 100.0;
 }
 
 static void test_random(uint64_t seed) {
@@ -575,6 +652,14 @@ static void test_edges(uint64_t seed) {
         c.qlen[0] = 2, c.qlen[1] = 3, c.kvlen[0] = 40, c.kvlen[1] = 7;
         c.strided = 1, c.lse = 1, c.fill = 1.0, c.K = 40;
         EDGE(c, "TND with trailing rows");
+        /* future tokens listed before valid ones: skipped, the entries after them still read */
+        c = base(v == 2, dts[v], FIA_LAYOUT_BSND, FIA_LAYOUT_BSND, 2, 16);
+        c.S1 = 4, c.qlen[0] = c.qlen[1] = 4, c.kvlen[0] = 30, c.kvlen[1] = 50, c.K = 40;
+        c.fill = 1.0, c.p_invalid = 0.5, c.lse = 1, c.maxsum = 1;
+        EDGE(c, "future entries before valid ones");
+        /* sinks with softmax_max / softmax_sum and rows that see nothing */
+        c.p_invalid = 0.0, c.sinks = 1, c.qlen[1] = 2, c.kvlen[1] = 0;
+        EDGE(c, "sinks, empty rows, max/sum");
         /* K = 0 */
         c = base(v == 2, dts[v], FIA_LAYOUT_BSND, FIA_LAYOUT_BSND, 1, 1);
         c.K = 0, c.lse = 1;
@@ -666,7 +751,7 @@ static void test_plan_reuse(uint64_t seed) {
         return;
     }
     fia_sparse_flash_attention_tensors t = {&s.q.t, &s.k.t, &s.k.t, &s.idx.t, NULL,
-                                            &s.qr.t, &s.kr.t, &s.out.t, NULL};
+                                            &s.qr.t, &s.kr.t, &s.out.t, NULL, NULL, NULL, NULL};
     fia_plan *plan = NULL;
     size_t ws = 0;
     fia_status st = fia_sparse_flash_attention_plan(g_ctx[g_nctx - 1], &t, &s.prm, &plan, &ws);
@@ -720,7 +805,8 @@ static void test_invalid(uint64_t seed) {
         return;
     }
     const fia_sparse_flash_attention_tensors t0 = {&s.q.t, &s.k.t, NULL, &s.idx.t, &s.bt.t,
-                                                   &s.qr.t, &s.kr.t, &s.out.t, NULL};
+                                                   &s.qr.t, &s.kr.t, &s.out.t, NULL, NULL, NULL,
+                                                   NULL};
     fia_sparse_flash_attention_tensors t;
     fia_sparse_flash_attention_params p;
     tu_check(fia_sparse_flash_attention(ctx, &t0, &s.prm) == FIA_STATUS_SUCCESS, "valid base: %s",
@@ -746,6 +832,13 @@ static void test_invalid(uint64_t seed) {
     PARAM_CASE(t.key_rope = &s.qr.t, "key_rope of the wrong shape", "key_rope");
     PARAM_CASE(t.sparse_indices = &s.bt.t, "indices of the wrong shape", "sparse_indices");
     PARAM_CASE(p.return_softmax_lse = 1, "lse flag without a tensor", "softmax_lse");
+    /* softmax_max / softmax_sum go together and have torch_npu's shape; sinks float32 [N1] */
+    PARAM_CASE((p.return_softmax_lse = 1, t.softmax_max = &s.out.t), "softmax_max without softmax_sum",
+               "softmax_sum");
+    PARAM_CASE((p.return_softmax_lse = 1, t.softmax_max = &s.out.t, t.softmax_sum = &s.out.t),
+               "softmax_max of the wrong dtype", "softmax_max");
+    PARAM_CASE(t.sinks = &s.idx.t, "sinks int32", "sinks");
+    PARAM_CASE(t.sinks = &s.out.t, "sinks 4-D", "sinks");
     /* dims */
     fia_tensor bad;
     bad = s.q.t, bad.shape[3] = 256;
@@ -777,7 +870,7 @@ static void test_invalid(uint64_t seed) {
     fia_kv_quant_sparse_flash_attention_params_init(&qp);
     qp.tile_size = 64;
     fia_kv_quant_sparse_flash_attention_tensors qt = {&s.q.t, &s.k.t, NULL, &s.idx.t, &s.bt.t,
-                                                      &s.out.t, NULL};
+                                                      &s.out.t, NULL, NULL, NULL, NULL};
     tu_check(fia_kv_quant_sparse_flash_attention(ctx, &qt, &qp) == FIA_STATUS_INVALID_ARGUMENT &&
                  strstr(fia_last_error(), "tile_size"), "C8 tile_size 64 refused");
     fia_kv_quant_sparse_flash_attention_params_init(&qp);

@@ -88,7 +88,8 @@ struct cli_args {
     const char *values[CLI_MAX_FLAGS]; /* text per entry of op->flags; NULL when absent */
     int n_outs;
     const char *out_names[CLI_MAX_OUTS];
-    const char *out_paths[CLI_MAX_OUTS];
+    const char *out_paths[CLI_MAX_OUTS];  /* without a ":bf16" suffix */
+    int out_bf16[CLI_MAX_OUTS];           /* the path had ":bf16": write bfloat16 (uint16) */
     int32_t threads; /* --threads (0: the library default) */
     int check;       /* --check */
 };
@@ -104,6 +105,8 @@ int cli_arg_switch(const cli_args *a, const char *name);
 int cli_arg_int_list(const cli_args *a, const char *name, int64_t **values, int64_t *count);
 /* The path given by --out NAME=PATH; NULL when absent. */
 const char *cli_out_path(const cli_args *a, const char *name);
+/* Whether --out NAME=PATH:bf16 asked for bfloat16 bits. */
+int cli_out_bf16(const cli_args *a, const char *name);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Checks against the oracle                                                                */

@@ -130,8 +130,39 @@ int cli_write_outputs(const cli_args *a, const cli_output *outs, int n) {
             ok = 0;
             break;
         }
-        if (npy_write_file(tmp[i], outs[i].t.dtype, outs[i].t.ndim, outs[i].t.shape,
-                           outs[i].data, err, sizeof err) != 0) {
+        fia_dtype dt = outs[i].t.dtype;
+        void *data = outs[i].data, *conv = NULL;
+        if (cli_out_bf16(a, outs[i].name) && dt != FIA_DTYPE_BFLOAT16) {
+            if (dt != FIA_DTYPE_FLOAT32 && dt != FIA_DTYPE_FLOAT16) {
+                cli_error("%s: ':bf16' applies to float outputs, this one is %s", outs[i].name,
+                          fia_dtype_name(dt));
+                ok = 0;
+                break;
+            }
+            const int64_t cnt = fia_tensor_numel(&outs[i].t);
+            uint16_t *b = malloc((size_t)(cnt > 0 ? cnt : 1) * sizeof *b);
+            if (b == NULL) {
+                cli_error("%s: out of memory", outs[i].name);
+                ok = 0;
+                break;
+            }
+            for (int64_t x = 0; x < cnt; x++) {
+                float f;
+                if (dt == FIA_DTYPE_FLOAT32) memcpy(&f, (const char *)data + 4 * x, 4);
+                else {
+                    uint16_t h;
+                    memcpy(&h, (const char *)data + 2 * x, 2);
+                    f = fia_f16_to_f32(h);
+                }
+                b[x] = fia_f32_to_bf16(f);
+            }
+            data = conv = b;
+            dt = FIA_DTYPE_BFLOAT16;
+        }
+        const int wrc = npy_write_file(tmp[i], dt, outs[i].t.ndim, outs[i].t.shape, data, err,
+                                       sizeof err);
+        free(conv);
+        if (wrc != 0) {
             cli_error("%s: %s", outs[i].name, err);
             ok = 0;
             break;

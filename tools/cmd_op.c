@@ -241,8 +241,31 @@ static int parse_args(const cli_op *op, int argc, char **argv, cli_args *a) {
                 cli_error("--out: too many outputs");
                 return -1;
             }
+            /* PATH:bf16 writes the output as bfloat16 bits (uint16 .npy) under PATH; any other
+             * ":suffix" is refused rather than becoming part of the file name */
+            const char *path = sep + 1, *colon = strrchr(path, ':');
+            int bf16 = 0;
+            if (colon != NULL && colon[1] != '\0' && strchr(colon, '/') == NULL) {
+                if (strcmp(colon, ":bf16") != 0) {
+                    cli_error("--out %s: unknown suffix '%s' (only :bf16 is accepted)",
+                              op->outputs[known], colon);
+                    return -1;
+                }
+                if (colon == path) {
+                    cli_error("--out %s: ':bf16' needs a path before it", op->outputs[known]);
+                    return -1;
+                }
+                char *copy = strndup(path, (size_t)(colon - path)); /* lives until exit */
+                if (copy == NULL) {
+                    cli_error("out of memory");
+                    return -1;
+                }
+                path = copy;
+                bf16 = 1;
+            }
             a->out_names[a->n_outs] = op->outputs[known];
-            a->out_paths[a->n_outs] = sep + 1;
+            a->out_paths[a->n_outs] = path;
+            a->out_bf16[a->n_outs] = bf16;
             a->n_outs++;
         }
     }
@@ -298,6 +321,12 @@ const char *cli_out_path(const cli_args *a, const char *name) {
     return NULL;
 }
 
+int cli_out_bf16(const cli_args *a, const char *name) {
+    for (int k = 0; k < a->n_outs; k++)
+        if (strcmp(a->out_names[k], name) == 0) return a->out_bf16[k];
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Checks                                                                                   */
 /* ---------------------------------------------------------------------------------------- */
@@ -346,7 +375,8 @@ static const cli_flag fia_flags[] = {
     {"num_heads", CLI_FLAG_INT, 1, "query heads N1"},
     {"num_key_value_heads", CLI_FLAG_INT, 0, "kv heads N2 (default 0: N1)"},
     {"scale", CLI_FLAG_FLOAT, 0, "multiplies Q.K^T (default 1.0)"},
-    {"input_layout", CLI_FLAG_STRING, 0, "BSH (default), BSND, BNSD, TND, BNSD_BSND"},
+    {"input_layout", CLI_FLAG_STRING, 0, "BSH (default), BSND, BNSD, TND, BNSD_BSND, NTD, TND_NTD, "
+                                         "NTD_TND"},
     {"sparse_mode", CLI_FLAG_INT, 0, "0..4 (default 0)"},
     {"pre_tokens", CLI_FLAG_INT, 0, "default 2147483647"},
     {"next_tokens", CLI_FLAG_INT, 0, "default 2147483647"},
@@ -403,7 +433,10 @@ static int fia_output_shapes(const fia_tensor *q, const fia_tensor *v, int paged
     const char *layout = fia_layout_name(p->input_layout);
     switch (p->input_layout) {
     case FIA_LAYOUT_BSH:
-    case FIA_LAYOUT_TND: want_ndim = 3; break;
+    case FIA_LAYOUT_TND:
+    case FIA_LAYOUT_NTD:
+    case FIA_LAYOUT_TND_NTD:
+    case FIA_LAYOUT_NTD_TND: want_ndim = 3; break;
     case FIA_LAYOUT_BSND:
     case FIA_LAYOUT_BNSD:
     case FIA_LAYOUT_BNSD_BSND: want_ndim = 4; break;
@@ -427,11 +460,18 @@ static int fia_output_shapes(const fia_tensor *q, const fia_tensor *v, int paged
         out_shape[1] = s1;
         out_shape[2] = q->shape[1];
         break;
+    case FIA_LAYOUT_TND_NTD: /* [T, N, D] in, [N, T, Dv] out */
+    case FIA_LAYOUT_NTD_TND: /* [N, T, D] in, [T, N, Dv] out */
+        out_shape[0] = q->shape[1];
+        out_shape[1] = q->shape[0];
+        break;
     default: break;
     }
-    if (p->input_layout == FIA_LAYOUT_TND) {
+    const fia_layout il = p->input_layout;
+    if (il == FIA_LAYOUT_TND || il == FIA_LAYOUT_NTD || il == FIA_LAYOUT_TND_NTD ||
+        il == FIA_LAYOUT_NTD_TND) { /* [T, N, 1] */
         *lse_ndim = 3;
-        lse_shape[0] = q->shape[0];
+        lse_shape[0] = il == FIA_LAYOUT_TND || il == FIA_LAYOUT_TND_NTD ? q->shape[0] : q->shape[1];
         lse_shape[1] = n1;
         lse_shape[2] = 1;
     } else {
@@ -529,8 +569,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     p.softmax_lse_flag = cli_arg_switch(a, "softmax_lse_flag") || lse_path != NULL;
     const char *layout = cli_arg(a, "input_layout");
     if (layout != NULL && fia_layout_parse(layout, &p.input_layout) != FIA_STATUS_SUCCESS) {
-        cli_error("--input_layout: unknown layout '%s' (BSH, BSND, BNSD, TND, BNSD_BSND)",
-                  layout);
+        cli_error("--input_layout: unknown layout '%s' (BSH, BSND, BNSD, TND, BNSD_BSND, NTD, "
+                  "TND_NTD, NTD_TND)", layout);
         goto done;
     }
     if (cli_arg_int_list(a, "actual_seq_lengths", &seq, &p.actual_seq_lengths_count) != 0 ||
@@ -786,7 +826,8 @@ void cmd_op_usage(FILE *out) {
     for (size_t i = 0; i < n_ops; i++) fprintf(out, "  %-30s %s\n", ops[i]->name, ops[i]->summary);
     fprintf(out, "\n'fia op OPERATOR --help' lists an operator's flags. Tensors are .npy files "
                  "(append :bf16 to read a\nuint16 array as bfloat16); bf16 outputs are written "
-                 "as uint16 .npy. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
+                 "as uint16 .npy, and --out NAME=PATH:bf16\nwrites a float output as bfloat16 "
+                 "(uint16 .npy) under PATH. Exit status: 0 ok,\n1 check failed, 2 bad input or the library "
                  "refused the call.\n");
 }
 

@@ -24,7 +24,9 @@
     {"sparse_count", CLI_FLAG_INT, 0, "k, 1..8192 (default 2048)"},                           \
     {"sparse_mode", CLI_FLAG_INT, 0, "0 (all keys) or 3 (right-down causal, default)"},       \
     {"return_value", CLI_FLAG_SWITCH, 0,                                                      \
-     "also write sparse_values (implied by --out sparse_values=...)"}
+     "also write sparse_values (implied by --out sparse_values=...)"},                        \
+    {"values_dtype", CLI_FLAG_STRING, 0,                                                      \
+     "sparse_values dtype: float32 (default), float16 or bfloat16 (torch_npu: the query's)"}
 
 static const cli_flag li_flags[] = {
     {"query", CLI_FLAG_TENSOR, 1, "[B, S1, N1, D] or [T1, N1, D], float16 / bfloat16"},
@@ -44,6 +46,8 @@ static const cli_flag qli_flags[] = {
     LI_COMMON_FLAGS,
     {"query_quant_mode", CLI_FLAG_INT, 0, "must be 0 (default 0)"},
     {"key_quant_mode", CLI_FLAG_INT, 0, "must be 0 (default 0)"},
+    {"exact_ranking", CLI_FLAG_INT, 0,
+     "0 (default): the contract's fp16 rounding points; 1: the exact formula"},
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
@@ -88,10 +92,20 @@ static int64_t li_check_rows(const fia_lightning_indexer_tensors *t,
                 continue;
             }
             ok = g >= 0 && g < n && fabs(s[g] - s[order[i]]) <= tol[g] + tol[order[i]];
-            if (ok && ov) {
-                float v;
-                memcpy(&v, (const char *)ov->data + off * 4, 4);
-                ok = fabs(v - s[g]) <= tol[g] + 1e-30;
+            if (ok && ov) { /* the value rounded to its dtype: + half an ulp */
+                const double half = ov->dtype == FIA_DTYPE_FLOAT16 ? 0x1p-11
+                                    : ov->dtype == FIA_DTYPE_BFLOAT16 ? 0x1p-8 : 0.0;
+                double v;
+                if (ov->dtype == FIA_DTYPE_FLOAT32) {
+                    float f;
+                    memcpy(&f, (const char *)ov->data + off * 4, 4);
+                    v = f;
+                } else {
+                    uint16_t h;
+                    memcpy(&h, (const char *)ov->data + off * 2, 2);
+                    v = ov->dtype == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(h) : fia_bf16_to_f32(h);
+                }
+                ok = fabs(v - s[g]) <= tol[g] * (1 + half) + half * fabs(s[g]) + 1e-30;
             }
         }
         bad += !ok;
@@ -138,6 +152,23 @@ static int run_li_common(const cli_args *a, int quant) {
     p.sparse_mode = (int32_t)mode;
     p.query_quant_mode = (int32_t)qm;
     p.key_quant_mode = (int32_t)km;
+    const int64_t ex = quant ? cli_arg_int(a, "exact_ranking", 0) : 0;
+    if (ex != 0 && ex != 1) {
+        cli_error("--exact_ranking is %lld, must be 0 or 1", (long long)ex);
+        goto done;
+    }
+    p.exact_ranking = (int32_t)ex;
+    fia_dtype vdt = FIA_DTYPE_FLOAT32;
+    const char *vd = cli_arg(a, "values_dtype");
+    if (vd != NULL) {
+        if (strcmp(vd, "float32") == 0) vdt = FIA_DTYPE_FLOAT32;
+        else if (strcmp(vd, "float16") == 0) vdt = FIA_DTYPE_FLOAT16;
+        else if (strcmp(vd, "bfloat16") == 0) vdt = FIA_DTYPE_BFLOAT16;
+        else {
+            cli_error("--values_dtype: '%s' is not float32, float16 or bfloat16", vd);
+            goto done;
+        }
+    }
     p.return_value = cli_arg_switch(a, "return_value") || cli_out_path(a, "sparse_values") != NULL;
     const char *lq = cli_arg(a, "layout_query"), *lk = cli_arg(a, "layout_key");
     if (lq != NULL && fia_layout_parse(lq, &p.layout_query) != FIA_STATUS_SUCCESS) {
@@ -181,7 +212,7 @@ static int run_li_common(const cli_args *a, int quant) {
     else ond = 4, oshape[0] = q->shape[0], oshape[1] = q->shape[1], oshape[2] = 1, oshape[3] = p.sparse_count;
     if (cli_alloc_output(&outs[0], "sparse_indices", FIA_DTYPE_INT32, ond, oshape) != 0) goto done;
     if (p.return_value &&
-        cli_alloc_output(&outs[1], "sparse_values", FIA_DTYPE_FLOAT32, ond, oshape) != 0)
+        cli_alloc_output(&outs[1], "sparse_values", vdt, ond, oshape) != 0)
         goto done;
     const int n_outs = p.return_value ? 2 : 1;
     fia_lightning_indexer_tensors t;

@@ -6,6 +6,9 @@
  *
  * --value is optional: the values of attention_mode 2 are the key rows. When given, it must be
  * the same file as --key or hold exactly the key's shape, dtype and bytes (else exit 2).
+ * Softmax outputs: softmax_lse [B, N1, S1, 1] / [T1, N1, 1], and torch_npu's softmax_max /
+ * softmax_sum [B, 1, S1, N1] / [1, T1, N1] (written together); --return_softmax_lse alone
+ * computes softmax_lse. --sinks adds one logit per head to the softmax denominator.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +36,8 @@ static const cli_flag sfa_flags[] = {
     {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"},
     {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
     {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
-                                               "softmax_lse=...)"},
+                                               "softmax_lse / softmax_max / softmax_sum=...)"},
+    {"sinks", CLI_FLAG_TENSOR, 0, "optional float32 [N1]: one sink logit per head"},
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
@@ -61,13 +65,15 @@ static const cli_flag c8_flags[] = {
     {"tile_size", CLI_FLAG_INT, 0, "must be 128 (default 128)"},
     {"rope_head_dim", CLI_FLAG_INT, 0, "must be 64 (default 64)"},
     {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
-                                               "softmax_lse=...)"},
+                                               "softmax_lse / softmax_max / softmax_sum=...)"},
+    {"sinks", CLI_FLAG_TENSOR, 0, "optional float32 [N1]: one sink logit per head"},
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
-static const char *const sfa_outputs[] = {"attention_out", "softmax_lse", NULL};
+static const char *const sfa_outputs[] = {"attention_out", "softmax_lse", "softmax_max",
+                                          "softmax_sum", NULL};
 
-enum { S_QUERY, S_KEY, S_VALUE, S_IDX, S_BT, S_QROPE, S_KROPE, S_COUNT };
+enum { S_QUERY, S_KEY, S_VALUE, S_IDX, S_BT, S_QROPE, S_KROPE, S_SINKS, S_COUNT };
 
 static int fits_int32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
 
@@ -112,13 +118,14 @@ static fia_status sfa_call_plan(fia_context *ctx, const void *call, fia_plan **p
 
 static int run_sfa_common(const cli_args *a, int c8) {
     static const char *const names[S_COUNT] = {"query", "key", "value", "sparse_indices",
-                                               "block_table", "query_rope", "key_rope"};
+                                               "block_table", "query_rope", "key_rope", "sinks"};
     cli_tensor in[S_COUNT];
-    cli_output outs[2];
+    cli_output outs[4];
     memset(in, 0, sizeof in);
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
     double *want_out = NULL, *want_lse = NULL, *lse_perm = NULL;
+    double *want_mx = NULL, *want_sm = NULL, *mx_perm = NULL, *sm_perm = NULL;
     int rc = CLI_EXIT_USAGE;
     const char *opname = c8 ? "kv_quant_sparse_flash_attention" : "sparse_flash_attention";
 
@@ -145,7 +152,11 @@ static int run_sfa_common(const cli_args *a, int c8) {
     qp.tile_size = cli_arg_int(a, "tile_size", qp.tile_size);
     qp.rope_head_dim = cli_arg_int(a, "rope_head_dim", qp.rope_head_dim);
     const char *lse_path = cli_out_path(a, "softmax_lse");
-    p->return_softmax_lse = cli_arg_switch(a, "return_softmax_lse") || lse_path != NULL;
+    const int want_ms = cli_out_path(a, "softmax_max") != NULL ||
+                        cli_out_path(a, "softmax_sum") != NULL;
+    p->return_softmax_lse =
+        cli_arg_switch(a, "return_softmax_lse") || lse_path != NULL || want_ms;
+    const int want_lse_out = p->return_softmax_lse && (lse_path != NULL || !want_ms);
     const char *lq = cli_arg(a, "layout_query"), *lkv = cli_arg(a, "layout_kv");
     if (lq != NULL && fia_layout_parse(lq, &p->layout_query) != FIA_STATUS_SUCCESS) {
         cli_error("--layout_query: unknown layout '%s' (BSND or TND)", lq);
@@ -185,25 +196,40 @@ static int run_sfa_common(const cli_args *a, int c8) {
                   fia_layout_name(p->layout_query), tnd ? 3 : 4);
         goto done;
     }
-    int64_t oshape[FIA_MAX_DIMS], lshape[FIA_MAX_DIMS];
+    int64_t oshape[FIA_MAX_DIMS], lshape[FIA_MAX_DIMS], mshape[FIA_MAX_DIMS];
     memcpy(oshape, q->shape, sizeof q->shape[0] * (size_t)q->ndim);
     oshape[q->ndim - 1] = 512;
     int32_t lnd;
     if (tnd) lnd = 3, lshape[0] = q->shape[0], lshape[1] = q->shape[1], lshape[2] = 1;
     else lnd = 4, lshape[0] = q->shape[0], lshape[1] = q->shape[2], lshape[2] = q->shape[1], lshape[3] = 1;
+    if (tnd) mshape[0] = 1, mshape[1] = q->shape[0], mshape[2] = q->shape[1];
+    else mshape[0] = q->shape[0], mshape[1] = 1, mshape[2] = q->shape[1], mshape[3] = q->shape[2];
     if (cli_alloc_output(&outs[0], "attention_out", q->dtype, q->ndim, oshape) != 0) goto done;
-    if (p->return_softmax_lse &&
-        cli_alloc_output(&outs[1], "softmax_lse", FIA_DTYPE_FLOAT32, lnd, lshape) != 0)
-        goto done;
-    const int n_outs = p->return_softmax_lse ? 2 : 1;
+    int n_outs = 1, i_lse = -1, i_mx = -1;
+    if (want_lse_out) {
+        i_lse = n_outs++;
+        if (cli_alloc_output(&outs[i_lse], "softmax_lse", FIA_DTYPE_FLOAT32, lnd, lshape) != 0)
+            goto done;
+    }
+    if (want_ms) {
+        i_mx = n_outs;
+        n_outs += 2;
+        if (cli_alloc_output(&outs[i_mx], "softmax_max", FIA_DTYPE_FLOAT32, lnd, mshape) != 0 ||
+            cli_alloc_output(&outs[i_mx + 1], "softmax_sum", FIA_DTYPE_FLOAT32, lnd, mshape) != 0)
+            goto done;
+    }
     const fia_tensor *bt = in[S_BT].present ? &in[S_BT].t : NULL;
     fia_sparse_flash_attention_tensors t = {q, &in[S_KEY].t, NULL, &in[S_IDX].t, bt,
                                             &in[S_QROPE].t, &in[S_KROPE].t, &outs[0].t,
-                                            p->return_softmax_lse ? &outs[1].t : NULL};
+                                            i_lse >= 0 ? &outs[i_lse].t : NULL,
+                                            i_mx >= 0 ? &outs[i_mx].t : NULL,
+                                            i_mx >= 0 ? &outs[i_mx + 1].t : NULL,
+                                            in[S_SINKS].present ? &in[S_SINKS].t : NULL};
     if (!in[S_QROPE].present) t.query_rope = NULL;
     if (!in[S_KROPE].present) t.key_rope = NULL;
     fia_kv_quant_sparse_flash_attention_tensors tq = {q, &in[S_KEY].t, NULL, &in[S_IDX].t, bt,
-                                                      &outs[0].t, t.softmax_lse};
+                                                      &outs[0].t, t.softmax_lse, t.softmax_max,
+                                                      t.softmax_sum, t.sinks};
 
     const sfa_call call = {c8, &t, p, &tq, &qp};
     rc = cli_run_op(a, opname, sfa_call_plan, &call, &outs[0]);
@@ -216,14 +242,19 @@ static int run_sfa_common(const cli_args *a, int c8) {
         want_out = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *want_out);
         want_lse = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_lse);
         lse_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *lse_perm);
-        if (!want_out || !want_lse || !lse_perm) {
+        want_mx = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_mx);
+        want_sm = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_sm);
+        mx_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *mx_perm);
+        sm_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *sm_perm);
+        if (!want_out || !want_lse || !lse_perm || !want_mx || !want_sm || !mx_perm || !sm_perm) {
             cli_error("check: out of memory");
             rc = CLI_EXIT_FAIL;
             goto done;
         }
-        const int r = c8 ? fia_ref_kv_quant_sparse_flash_attention(&tq, &qp, NULL, 0, want_out,
-                                                                   want_lse)
-                         : fia_ref_sparse_flash_attention(&t, p, NULL, 0, want_out, want_lse);
+        const int r = c8 ? fia_ref_kv_quant_sparse_flash_attention_stats(
+                               &tq, &qp, NULL, 0, want_out, want_lse, want_mx, want_sm, NULL)
+                         : fia_ref_sparse_flash_attention_stats(&t, p, NULL, 0, want_out,
+                                                                want_lse, want_mx, want_sm);
         if (r != 0) {
             cli_error("check: the oracle cannot run this call");
             rc = CLI_EXIT_FAIL;
@@ -238,9 +269,14 @@ static int run_sfa_common(const cli_args *a, int c8) {
                 for (int64_t h = 0; h < n1; h++) {
                     const int64_t dst = tnd ? row * n1 + h : ((row / s1) * n1 + h) * s1 + row % s1;
                     lse_perm[dst] = want_lse[row * n1 + h];
+                    /* max / sum: [B, 1, S1, N1] (TND [1, T1, N1]) = row-major [row, h] */
+                    mx_perm[row * n1 + h] = want_mx[row * n1 + h];
+                    sm_perm[row * n1 + h] = want_sm[row * n1 + h];
                 }
         }
-        const double *const want[2] = {want_out, lse_perm};
+        const double *want[4] = {want_out, NULL, NULL, NULL};
+        if (i_lse >= 0) want[i_lse] = lse_perm;
+        if (i_mx >= 0) want[i_mx] = mx_perm, want[i_mx + 1] = sm_perm;
         if (cli_check_outputs(outs, want, n_outs, atol, rtol)) rc = CLI_EXIT_FAIL;
     }
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
@@ -249,7 +285,8 @@ done:
     free(want_out);
     free(want_lse);
     free(lse_perm);
-    for (int i = 0; i < 2; i++) free(outs[i].data);
+    free(want_mx), free(want_sm), free(mx_perm), free(sm_perm);
+    for (int i = 0; i < 4; i++) free(outs[i].data);
     for (int i = 0; i < S_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);
     free(seq_kv);

@@ -81,12 +81,15 @@ typedef struct fia_fused_infer_attention_score_tensors {
  *
  * Shapes (N1 = num_heads, N2 = num_key_value_heads, D = key head dim, Dv = value head dim):
  *   query:          BSH [B, S1, N1*D]   BSND [B, S1, N1, D]   BNSD / BNSD_BSND [B, N1, S1, D]
- *                   TND [T1, N1, D]
- *   key, value:     same layout as query with S2 / T2 and N2 (value with Dv), or, with
+ *                   TND / TND_NTD [T1, N1, D]   NTD / NTD_TND [N1, T1, D]
+ *                   (the four token-packed layouts follow TND's rules: cumulative lengths,
+ *                   count = B, no decode special case; "TND" below means any of them)
+ *   key, value:     the query's input layout with S2 / T2 and N2 (value with Dv), or, with
  *                   block_table, a paged cache: BnBsH [blocks, block_size, N2*D] (3-D) or
  *                   BnNBsD [blocks, N2, block_size, D] (4-D); value the same with Dv.
- *   attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]); query dtype.
- *   softmax_lse:    float32 [B, N1, S1, 1], TND [T1, N1, 1]. lse = max + log(sum exp(s - max))
+ *   attention_out:  the query's shape with Dv (BNSD_BSND: [B, S1, N1, Dv]; TND_NTD:
+ *                   [N1, T1, Dv]; NTD_TND: [T1, N1, Dv]); query dtype.
+ *   softmax_lse:    float32 [B, N1, S1, 1]; every token-packed layout [T1, N1, 1]. lse = max + log(sum exp(s - max))
  *                   over the visible scores s = scale * q.k; +inf for a row that sees no key.
  *   block_table:    int32 [B, max_blocks]: token t of batch b is row t % block_size of block
  *                   block_table[b][t / block_size]. Ids used by the lengths must lie in
@@ -103,7 +106,8 @@ typedef struct fia_fused_infer_attention_score_tensors {
  *                   (per channel; needs D == Dv); mode 1: [2, B, S2s] (per token, S2s >= the
  *                   longest kv). Any float dtype. K = (k + offset) * scale.
  * dtypes: query float16/bfloat16/float32; key and value the same dtype: a float dtype or int8.
- * Head dims D, Dv: 1..512. N1, N2 <= 256, N1 % N2 == 0. B <= 65536.
+ * Head dims D, Dv: 1..1024, any value (the NPU: <= 512, aligned; 576, the MLA absorbed width,
+ * works); above 1024 FIA_STATUS_INVALID_ARGUMENT. N1, N2 <= 256, N1 % N2 == 0. B <= 65536.
  *
  * Visibility of key j to query row i (0-based within the batch, Sq / Skv the actual lengths):
  *   sparse_mode 0  no mask: all keys. full mask: -pre_tokens <= j - i <= next_tokens and
@@ -181,7 +185,7 @@ FIA_API fia_status fia_fused_infer_attention_score(
  *
  * Shapes (all float16, each a 3-D view with a unit innermost stride, other strides free):
  *   Q: [numHeads, qLen, headDim]    K, V: [numHeads, kvLen, headDim]    O: [numHeads, qLen, headDim]
- *   numHeads, qLen, kvLen >= 1; headDim 1..512 with no alignment requirement. Accumulation is
+ *   numHeads, qLen, kvLen >= 1; headDim 1..1024 (576 included) with no alignment requirement. Accumulation is
  *   fp32; O is rounded to float16 once. Writes never touch memory outside O's rows, so heads
  *   packed back to back are safe.
  * It runs on FIA's decode path (the query tile of a head stays resident, K/V stream in tiles
@@ -189,7 +193,7 @@ FIA_API fia_status fia_fused_infer_attention_score(
  * merge), so results are bitwise identical for any thread count.
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT (message names Q, K, V or O, the dim and both values) for
- *   any other shape, dtype or a NULL argument; FIA_STATUS_UNSUPPORTED for headDim > 512 or
+ *   any other shape, dtype or a NULL argument; FIA_STATUS_UNSUPPORTED for headDim > 1024 or
  *   non-unit innermost strides; FIA_STATUS_OUT_OF_MEMORY.
  * *executor (a plan: re-runnable, freed with fia_plan_destroy) and *workspace_size are written
  *   only on success.

@@ -189,10 +189,11 @@ typedef enum fia_layout {
     FIA_LAYOUT_BNSD = 2,      /* [B, N, S, D] */
     FIA_LAYOUT_TND = 3,       /* [T, N, D], sequences packed along T (cumulative lengths) */
     FIA_LAYOUT_BNSD_BSND = 4, /* inputs BNSD, attention_out BSND */
-    FIA_LAYOUT_NTD = 5,       /* reserved */
-    FIA_LAYOUT_TND_NTD = 6,   /* inputs TND, attention_out [N, T, D] (MLA) */
+    FIA_LAYOUT_NTD = 5,       /* [N, T, D]: TND with the heads outermost (cumulative lengths) */
+    FIA_LAYOUT_TND_NTD = 6,   /* inputs TND, attention_out [N, T, D] */
     FIA_LAYOUT_PA_BSND = 7,   /* reserved: paged [blocks, block_size, N, D] (MLA, indexer, SFA) */
-    FIA_LAYOUT_PA_NZ = 8      /* reserved: paged FRACTAL_NZ */
+    FIA_LAYOUT_PA_NZ = 8,     /* reserved: paged FRACTAL_NZ */
+    FIA_LAYOUT_NTD_TND = 9    /* inputs NTD, attention_out [T, N, D] */
 } fia_layout;
 
 /* Parses "BSH", "BSND", ... into *layout. Returns FIA_STATUS_INVALID_ARGUMENT for an unknown

@@ -49,7 +49,10 @@ typedef struct fia_sparse_flash_attention_tensors {
     const fia_tensor *query_rope;
     const fia_tensor *key_rope;
     fia_tensor *attention_out;        /* output */
-    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+    fia_tensor *softmax_lse;          /* output (return_softmax_lse; see the rule below) */
+    fia_tensor *softmax_max;          /* output, torch_npu's form (return_softmax_lse) */
+    fia_tensor *softmax_sum;          /* output, with softmax_max */
+    const fia_tensor *sinks;          /* optional: float32 [N1], one logit per head */
 } fia_sparse_flash_attention_tensors;
 
 /*
@@ -76,12 +79,32 @@ typedef struct fia_sparse_flash_attention_tensors {
  *                    block_size (key dim 1): 1..1024, a multiple of sparse_block_size.
  *   attention_out:   the query's shape (512 wide), query dtype.
  *   softmax_lse:     float32 [B, N1, S1, 1], TND [T1, N1, 1]: max + log(sum exp(s - max)) over
- *                    the selected tokens; +inf for a row with no valid token.
+ *                    the selected tokens (and the sink); +inf for a row with no valid token.
+ *   softmax_max:     float32 [B, 1, S1, N1] (BSND: [B, N2, S1, N1/N2]), TND [1, T1, N1]
+ *                    ([N2, T1, N1/N2]), as torch_npu returns them: max = the largest logit of
+ *                    the row (scale included; the sink counts as a logit),
+ *   softmax_sum:     the shape of softmax_max: sum = sum exp(s - max) over the selected tokens
+ *                    plus exp(sink - max), so that lse = max + log(sum).
+ *                    A row with no valid token (and rows beyond a batch's query length) holds
+ *                    max = 0 and sum = 0, as the NPU golden leaves them: a merge that weights
+ *                    each part by sum * exp(max - M) gives such a row weight 0.
+ *   sinks:           NULL, or float32 [N1] (any stride): the learnable sink of each head, a
+ *                    logit with no value (torch_npu's sinks / the V2 operator):
+ *                    out = sum_t exp(s_t - m) v_t / (sum_t exp(s_t - m) + exp(sink - m)).
+ *                    A row with no valid token still outputs 0 (and the values above).
+ * Softmax outputs: with return_softmax_lse set, pass softmax_lse, or softmax_max and
+ *   softmax_sum, or all three (at least one form; max and sum go together); every one given is
+ *   written. With return_softmax_lse 0 none of them is read or written.
  * dtypes: query, query_rope, key, key_rope float16 or bfloat16, all the same.
  *
  * Selection of row i (0-based within its batch; Sq, Skv the actual lengths):
  *   threshold = Skv (sparse_mode 0), or Skv - Sq + i + 1 clamped to <= Skv (sparse_mode 3).
- *   Entries of sparse_indices[b, i, 0, :] are read in order; the first -1 ends the list. An
+ *   Entries of sparse_indices[b, i, 0, :] are read in order up to the first -1 (all K of them
+ *   when there is none): an entry for a future token (at or beyond the threshold) placed before
+ *   valid ones is skipped and the entries after it are still read (the recipes golden's rule;
+ *   the NPU kernel reads only the first min(K, ceil(threshold / sbs)) entries, which agrees
+ *   whenever the valid entries come first, as the lightning indexer writes them). The first -1
+ *   ends the list. An
  *   entry e >= 0 selects tokens [e * sbs, min((e + 1) * sbs, threshold)) (sbs =
  *   sparse_block_size); an entry whose first token is at or beyond the threshold selects
  *   nothing and is skipped, and so is any value < -1 (invalid, never dereferenced). A
@@ -134,7 +157,10 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
     const fia_tensor *sparse_indices; /* int32 */
     const fia_tensor *block_table;    /* required iff layout_kv is PA_BSND */
     fia_tensor *attention_out;        /* output, 512 wide */
-    fia_tensor *softmax_lse;          /* output, required iff return_softmax_lse */
+    fia_tensor *softmax_lse;          /* output (return_softmax_lse), as sparse_flash_attention */
+    fia_tensor *softmax_max;          /* output (return_softmax_lse), as sparse_flash_attention;  */
+    fia_tensor *softmax_sum;          /* an fia extension: torch_npu's C8 op returns only out */
+    const fia_tensor *sinks;          /* optional float32 [N1], as sparse_flash_attention */
 } fia_kv_quant_sparse_flash_attention_tensors;
 
 /*
@@ -142,8 +168,19 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
  *
  * Each cached token is one 656-byte int8 row: bytes [0, 512) the int8 latent k_nope, bytes
  * [512, 640) 64 bfloat16 k_rope values, bytes [640, 656) 4 float32 scales (little endian), one
- * per 128-value tile: k_nope[c] = int8[c] * scale[c / 128]. The logits and the output are those
- * of fia_sparse_flash_attention_plan on the dequantized row (values = dequantized k_nope).
+ * per 128-value tile. The contract's rounding points (npu_kv_quant_sparse_flash_attention's
+ * golden) are kept, fp32 everywhere else:
+ *   k_nope[c] = to_qdtype((float)int8[c] * scale[c / 128])   (fp32 product, then rounded to the
+ *               query dtype, nearest even): this rounded row is K (with k_rope) for Q.K^T and V;
+ *   P is rounded to the query dtype before P.V: fia rounds the unnormalised probabilities of
+ *               its one-pass (flash) loop, exp(s - m), as exp(s - k ln2) with k = round(m / ln2),
+ *               so the rounded mantissas do not depend on the running max m (rounding commutes
+ *               with powers of two) nor on the thread count; the sum and the final division
+ *               stay fp32. The Python golden rounds the normalised probabilities exp(s - M) / l,
+ *               which no one-pass kernel can (the NPU kernel rounds exp(s - m) too): the two
+ *               differ by at most one query-dtype ulp per probability.
+ * Otherwise the logits and the output are those of fia_sparse_flash_attention_plan on the
+ * dequantized row (values = the rounded k_nope).
  *
  * Shapes:
  *   query:          BSND [B, S1, N1, 576]   TND [T1, N1, 576]   ([q_nope 512, q_rope 64])
@@ -151,8 +188,9 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
  *                   PA_BSND [blocks, block_size, 1, 656] with block_table
  *   value:          NULL or the same view as key.
  *   attention_out:  the query's shape with 512; query dtype (float16 or bfloat16).
- *   sparse_indices, block_table, softmax_lse, lengths, selection rules: as sparse_flash_attention
- *   (sparse_block_size 1..128, a superset of the NPU's 1..16 for this form).
+ *   sparse_indices, block_table, softmax_lse / softmax_max / softmax_sum, sinks, lengths,
+ *   selection rules: as sparse_flash_attention (sparse_block_size 1..128, a superset of the
+ *   NPU's 1..16 for this form).
  * Returns, memory, determinism: as fia_sparse_flash_attention_plan.
  */
 FIA_API fia_status fia_kv_quant_sparse_flash_attention_plan(
@@ -192,6 +230,10 @@ typedef struct fia_lightning_indexer_params {
      * symmetric int8, the only mode (default 0). */
     int32_t query_quant_mode;
     int32_t key_quant_mode;
+    /* quant_lightning_indexer only: 0 (default) ranks by the contract's scores, with its fp16
+     * rounding points; 1 ranks by the exact formula (fp32, no fp16 rounding). See the quant
+     * indexer's Numerics below. */
+    int32_t exact_ranking;
 } fia_lightning_indexer_params;
 
 /* Sets the defaults listed above. */
@@ -206,7 +248,9 @@ typedef struct fia_lightning_indexer_tensors {
     const fia_tensor *key_dequant_scale;   /* quant_lightning_indexer only (else NULL) */
     const fia_tensor *block_table;         /* required iff layout_key is PA_BSND */
     fia_tensor *sparse_indices;            /* output, int32 */
-    fia_tensor *sparse_values;             /* output, float32, required iff return_value */
+    fia_tensor *sparse_values;             /* output, required iff return_value: float32, or
+                                            * float16 / bfloat16 (torch_npu returns the query
+                                            * dtype); the tensor's dtype decides */
 } fia_lightning_indexer_tensors;
 
 /*
@@ -227,7 +271,9 @@ typedef struct fia_lightning_indexer_tensors {
  *                    lengths must lie in [0, blocks); entries beyond them are never read.
  *                    block_size (key dim 1): 1..1024.
  *   sparse_indices:  int32, BSND query [B, S1, 1, k], TND query [T1, 1, k]
- *   sparse_values:   float32, the shape of sparse_indices
+ *   sparse_values:   the shape of sparse_indices; float32, float16 or bfloat16 (torch_npu
+ *                    returns the query dtype: pass that dtype to match it, float32 to keep
+ *                    the fp32 scores); the scores are rounded to it (nearest even)
  * dtypes: query and key float16 or bfloat16, the same; weights the query dtype or float32.
  * Any non-negative strides, except a unit innermost stride for query and key.
  *
@@ -240,7 +286,8 @@ typedef struct fia_lightning_indexer_tensors {
  * key (Sq > Skv under sparse_mode 3) are all -1.
  * Numerics: q, k and w are converted to fp32 exactly; each dot product is accumulated in fp32
  *   (order unspecified: it differs between ISAs), ReLU(NaN) is 0, the head sum is fp32.
- *   sparse_values holds these fp32 scores. In the ranking -0 equals +0 and a NaN score ranks
+ *   sparse_values holds these fp32 scores (rounded to its dtype; the ranking always uses the
+ *   fp32 scores). In the ranking -0 equals +0 and a NaN score ranks
  *   below every number (below -inf); among NaNs the lower index comes first. The ranking is a
  *   pure function of the scores, so the indices are bitwise identical for any thread count.
  *
@@ -279,10 +326,19 @@ FIA_API fia_status fia_lightning_indexer(fia_context *ctx,
  *                         [B, S2, 1], TND [T2, 1], PA_BSND [blocks, block_size, 1] (paged with
  *                         the same block table); any float dtype
  *   query_quant_mode, key_quant_mode: 0.
- * Numerics: w * sq is formed in fp32 per head, ReLU of the int32 dot is converted to fp32 and
- *   summed over heads in fp32, then multiplied by sk. The NPU golden's division of the dot by
- *   1024 and its fp16 rounding of intermediate values are not reproduced (they do not change the
- *   ranking except through rounding).
+ * Numerics (exact_ranking 0, the default): the contract's rounding points, in the order of the
+ *   NPU kernel and its golden (op-plugin / cann-recipes test_npu_lightning_indexer_quant):
+ *     w~[h]  = fp16(w[h] * sq[h])                  (the product in fp32, rounded to fp16)
+ *     S'[h]  = fp16(ReLU(q[h] . k) / 1024)         (exact int32 dot, to fp32, / 1024, to fp16)
+ *     score  = 1024 * sk * sum_h w~[h] * S'[h]     (fp32 products and head sum, order
+ *                                                   unspecified; 1024 is exact and restores the
+ *                                                   formula's scale, so sparse_values hold the
+ *                                                   formula's magnitude)
+ *   (fp16 rounding to nearest even; a w * sq beyond fp16's range becomes inf, as in the kernel).
+ *   The fp16 steps create ties the exact formula does not have; they are broken by the lower
+ *   index, as every tie. exact_ranking 1: w * sq in fp32, ReLU of the dot to fp32, fp32 head
+ *   sum, times sk: the exact formula up to fp32 rounding (not the golden's ranking: on the
+ *   golden's test shapes 0.5-26% of the positions differ).
  * Every scale must be >= 0 (the formula's ReLU factoring needs it): the scales that the call
  *   will read (all of sq for the valid query rows, sk of the visible key tokens) are checked at
  *   plan time, and a negative or NaN one is FIA_STATUS_INVALID_ARGUMENT naming the tensor and the

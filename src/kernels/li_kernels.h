@@ -5,8 +5,10 @@
  * Both kernels score a tile of n keys of one query token against all of its heads at once:
  *
  *   float: out[j] = sum_{h < nh} w[h] * ReLU( sum_{c < d} qt[c * ldq + h] * k[j * ldk + c] )
- *   int8:  out[j] = sk[j] * sum_{h < nh} ws[h] * ReLU( sum_{c < d} q[h][c] * k[j][c] )
- *                   with the dot product exact in int32
+ *   int8:  out[j] = sk[j] * sum_{h < nh} ws[h] * R( ReLU( sum_{c < d} q[h][c] * k[j][c] ) )
+ *                   with the dot product exact in int32; R(x) = x, or with f16 set the
+ *                   contract's rounding point: R(x) = fp16(x / 1024) (x converted to fp32,
+ *                   divided by 1024, rounded to fp16 nearest even, widened back)
  *
  * so the [nh x n] intermediate lives in registers only. The operator (src/ops/lightning_indexer.c)
  * converts or re-biases a tile of keys once (fp32 rows, or uint8 rows for the int8 form) and
@@ -55,7 +57,7 @@ typedef struct fia_li_kernels {
                       const float *qt, int64_t ldq, const float *w, float *out);
     void (*score_i8)(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
                      const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
-                     const float *sk, float *out);
+                     const float *sk, int f16, float *out);
 } fia_li_kernels;
 
 extern const fia_li_kernels fia_li_kernels_scalar;
@@ -81,7 +83,7 @@ void fia_li_keys_to_u8_avx512(int64_t n, int64_t d, int64_t d4, const void *cons
                               uint8_t *dst, int64_t ldk);
 void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
                             const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
-                            const float *sk, float *out);
+                            const float *sk, int f16, float *out);
 void fia_li_score_f32_avx512(int64_t n, int64_t d, int64_t nh, const float *k, int64_t ldk,
                              const float *qt, int64_t ldq, const float *w, float *out);
 

@@ -19,7 +19,7 @@
 
 enum {
     FIA_MAX_HEADS = 256,
-    FIA_MAX_HEAD_DIM = 512,
+    FIA_MAX_HEAD_DIM = 1024, /* fia's cap (the NPU: 512); any value up to it, no alignment */
     FIA_MAX_BATCH = 65536,
     FIA_MAX_BLOCK_SIZE = 1024,
     FIA_KV_TILE = 64,     /* keys per K/V tile */
@@ -32,7 +32,7 @@ enum {
 #define FIA_BAND_LIMIT (INT64_C(1) << 40)
 
 static const char *const fia_layout_names[] = {"BSH", "BSND", "BNSD", "TND", "BNSD_BSND",
-                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ"};
+                                               "NTD", "TND_NTD", "PA_BSND", "PA_NZ", "NTD_TND"};
 
 fia_status fia_layout_parse(const char *name, fia_layout *layout) {
     fia_error_clear();
@@ -42,7 +42,8 @@ fia_status fia_layout_parse(const char *name, fia_layout *layout) {
             *layout = (fia_layout)i;
             return FIA_STATUS_SUCCESS;
         }
-    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND)", name);
+    return FIA_INVALID("input_layout '%s' is unknown (BSH, BSND, BNSD, TND, BNSD_BSND, NTD, "
+                       "TND_NTD, NTD_TND, PA_BSND, PA_NZ)", name);
 }
 
 const char *fia_layout_name(fia_layout layout) {
@@ -109,6 +110,14 @@ fia_status fia_parse_seq(const fia_tensor *t, const char *name, fia_layout layou
         seq->s_b = 0;
         seq->s_t = st[0];
         seq->s_h = st[1];
+        break;
+    case FIA_LAYOUT_NTD:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 3));
+        FIA_TRY(fia_tensor_check_dim(t, name, 0, heads, "the head count"));
+        *dims = (fia_dims){0, sh[1], sh[0], sh[2]};
+        seq->s_b = 0;
+        seq->s_h = st[0];
+        seq->s_t = st[1];
         break;
     default:
         return FIA_INVALID("%s layout %d is not a tensor layout", name, (int)layout);
@@ -518,16 +527,21 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
     p->scale = (float)prm->scale;
 
     const fia_layout layout = prm->input_layout;
-    if (layout == FIA_LAYOUT_NTD || layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_PA_BSND ||
-        layout == FIA_LAYOUT_PA_NZ)
+    if (layout == FIA_LAYOUT_PA_BSND || layout == FIA_LAYOUT_PA_NZ)
         return FIA_UNSUPPORTED("input_layout %s is not supported by fused_infer_attention_score "
                                "yet", fia_layout_name(layout));
-    if ((unsigned)layout > FIA_LAYOUT_BNSD_BSND)
+    if ((unsigned)layout > FIA_LAYOUT_NTD_TND)
         return FIA_INVALID("input_layout is %d, unknown", (int)layout);
-    const bool tnd = layout == FIA_LAYOUT_TND;
+    /* the token-packed layouts (TND, NTD and their input_output pairs) share TND's rules */
+    const bool tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD ||
+                     layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_NTD_TND;
     p->tnd = tnd;
-    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD : layout;
-    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND : layout;
+    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD
+                                 : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND
+                                 : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : layout;
+    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND
+                                  : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_NTD
+                                  : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_TND : layout;
 
     /* query */
     fia_dims qd;
@@ -544,7 +558,8 @@ static fia_status fia_attn_validate(fia_attn_plan *p, fia_context *ctx,
 
     /* key / value */
     p->paged = t->block_table != NULL;
-    p->token_major = p->paged ? t->key->ndim == 3 : in_layout != FIA_LAYOUT_BNSD;
+    p->token_major = p->paged ? t->key->ndim == 3
+                              : in_layout != FIA_LAYOUT_BNSD && in_layout != FIA_LAYOUT_NTD;
     int64_t kv_S = 0, blocks = 0;
     if (p->paged) {
         const int64_t bs = prm->block_size;

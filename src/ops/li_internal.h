@@ -70,6 +70,7 @@ typedef struct fia_li_plan {
     const fia_kernels *kern;
     const fia_li_kernels *lik;
     bool quant;
+    bool exact;          /* quant: exact_ranking (no fp16 rounding points) */
     int64_t B, N1, D, K; /* K = sparse_count */
     int64_t S1;          /* query dim S1 (BSND) or T1 (TND) */
     bool tnd;            /* query layout TND */
@@ -88,7 +89,8 @@ typedef struct fia_li_plan {
 
     int32_t *out_idx;         /* sparse_indices data */
     int64_t oi_s_b, oi_s_t, oi_s_k; /* element strides: batch (0 for TND), token, slot */
-    float *out_val;           /* sparse_values data or NULL */
+    char *out_val;            /* sparse_values data or NULL */
+    fia_dtype ov_dtype;       /* float32, float16 or bfloat16 */
     int64_t ov_s_b, ov_s_t, ov_s_k;
 
     fia_li_row *rows;

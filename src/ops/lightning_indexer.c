@@ -170,9 +170,13 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
     if (t->sparse_indices->dtype != FIA_DTYPE_INT32)
         return FIA_INVALID("sparse_indices dtype is %s, must be int32",
                            fia_dtype_name(t->sparse_indices->dtype));
-    if (prm->return_value && t->sparse_values->dtype != FIA_DTYPE_FLOAT32)
-        return FIA_INVALID("sparse_values dtype is %s, must be float32",
+    if (prm->return_value && t->sparse_values->dtype != FIA_DTYPE_FLOAT32 &&
+        t->sparse_values->dtype != FIA_DTYPE_FLOAT16 &&
+        t->sparse_values->dtype != FIA_DTYPE_BFLOAT16)
+        return FIA_INVALID("sparse_values dtype is %s, must be float32, float16 or bfloat16",
                            fia_dtype_name(t->sparse_values->dtype));
+    if (prm->exact_ranking != 0 && prm->exact_ranking != 1)
+        return FIA_INVALID("exact_ranking is %d, must be 0 or 1", (int)prm->exact_ranking);
 
     /* parameters */
     if (prm->sparse_count < 1 || prm->sparse_count > FIA_LI_MAX_K)
@@ -365,6 +369,7 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
         if (prm->return_value) {
             const fia_tensor *ov = t->sparse_values;
             p->out_val = fia_tensor_ptr(ov);
+            p->ov_dtype = ov->dtype;
             p->ov_s_b = qtnd ? 0 : ov->strides[0];
             p->ov_s_t = qtnd ? ov->strides[0] : ov->strides[1];
             p->ov_s_k = ov->strides[ov->ndim - 1];
@@ -680,6 +685,8 @@ static void li_score_i8_item(const fia_li_plan *p, const fia_li_item *it, float 
             qb[h] = 128 * sum;
             w[h] = fia_load_float(li_query_elem(&p->w, b, rows[r].tok, h), p->w.dtype) *
                    fia_load_float(li_query_elem(&p->sq, b, rows[r].tok, h), p->sq.dtype);
+            /* the contract's first rounding point: w * sq cast to fp16 */
+            if (!p->exact) w[h] = fia_cvt_f16_to_f32(fia_cvt_f32_to_f16(w[h]));
         }
     }
     s->prepared = it->block;
@@ -689,12 +696,16 @@ static void li_score_i8_item(const fia_li_plan *p, const fia_li_item *it, float 
         for (int64_t j = 0; j < n; j++) rowp[j] = li_key_row(p, &p->k, b, j0 + j);
         p->lik->keys_to_u8(n, D, d4, rowp, s->ku, ldk);
         li_load_scales(p, b, j0, n, s->sk);
+        /* the fp16 path scores at the golden's scale (dot / 1024): 1024 sk restores the
+         * formula's scale exactly (a power of two) */
+        if (!p->exact)
+            for (int64_t j = 0; j < n; j++) s->sk[j] *= 1024.0f;
         li_prefetch_tile(p, b, j0 + n, it->kv1, D);
         for (int64_t r = 0; r < bl->nrows; r++) {
             const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;
             if (end <= j0) continue;
             p->lik->score_i8(end - j0, d4, N1, s->ku, ldk, s->qp + r * d4 * ldq * 4, ldq,
-                             s->qbias + r * ldq, s->w + r * ldq, s->sk,
+                             s->qbias + r * ldq, s->w + r * ldq, s->sk, !p->exact,
                              scores + rows[r].off + j0);
         }
     }
@@ -709,6 +720,18 @@ static void li_score_task(void *arg, int64_t task, int32_t tid) {
     else li_score_f32_item(p, it, run->scores, s);
 }
 
+/* sparse_values slot i of a row at ov: fp32, or rounded to fp16 / bf16 (nearest even). */
+static inline void li_store_value(const fia_li_plan *p, char *ov, int64_t i, float v) {
+    char *dst = ov + i * p->ov_s_k * (int64_t)fia_dtype_size(p->ov_dtype);
+    if (p->ov_dtype == FIA_DTYPE_FLOAT32) {
+        memcpy(dst, &v, sizeof v);
+    } else {
+        const uint16_t h = p->ov_dtype == FIA_DTYPE_FLOAT16 ? fia_cvt_f32_to_f16(v)
+                                                             : fia_cvt_f32_to_bf16(v);
+        memcpy(dst, &h, sizeof h);
+    }
+}
+
 /* Pass 2: one output row. */
 static void li_select_task(void *arg, int64_t task, int32_t tid) {
     const li_run *run = arg;
@@ -717,7 +740,9 @@ static void li_select_task(void *arg, int64_t task, int32_t tid) {
     const fia_li_row *row = &p->rows[r];
     const int64_t b = row->b < 0 ? 0 : row->b;
     int32_t *oi = p->out_idx + b * p->oi_s_b + row->tok * p->oi_s_t;
-    float *ov = p->out_val ? p->out_val + b * p->ov_s_b + row->tok * p->ov_s_t : NULL;
+    char *ov = p->out_val ? p->out_val + (b * p->ov_s_b + row->tok * p->ov_s_t) *
+                                              (int64_t)fia_dtype_size(p->ov_dtype)
+                          : NULL;
     int64_t cnt = 0;
     const float *sc = run->scores + row->off;
     if (row->vis > 0) {
@@ -725,11 +750,11 @@ static void li_select_task(void *arg, int64_t task, int32_t tid) {
         cnt = fia_li_topk(sc, row->vis, p->K, s->idx, s->topk);
         for (int64_t i = 0; i < cnt; i++) oi[i * p->oi_s_k] = s->idx[i];
         if (ov)
-            for (int64_t i = 0; i < cnt; i++) ov[i * p->ov_s_k] = sc[s->idx[i]];
+            for (int64_t i = 0; i < cnt; i++) li_store_value(p, ov, i, sc[s->idx[i]]);
     }
     for (int64_t i = cnt; i < p->K; i++) oi[i * p->oi_s_k] = -1;
     if (ov)
-        for (int64_t i = cnt; i < p->K; i++) ov[i * p->ov_s_k] = -INFINITY;
+        for (int64_t i = cnt; i < p->K; i++) li_store_value(p, ov, i, -INFINITY);
 }
 
 static void li_execute(fia_plan *plan, void *workspace) {
@@ -775,6 +800,7 @@ static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors 
     p->kern = ctx->kernels;
     p->lik = fia_li_kernels_for(ctx->isa, ctx->vnni);
     p->quant = quant;
+    p->exact = prm->exact_ranking != 0;
     p->num_threads = ctx->num_threads;
     li_lens L = {NULL, NULL, NULL};
     fia_status st = li_validate(p, t, prm, &L);

@@ -142,6 +142,33 @@ static inline void sfa_prefetch_rows(const sfa_plan *p, const sfa_scratch *s, in
     }
 }
 
+/* Rounds x[0, n) (n <= SFA_LDV) to dtype dt (float16 / bfloat16) in place, round to nearest
+ * even: the C8 contract's casts of the dequantized K row and of P to the query dtype. */
+static inline void sfa_round_to(const fia_kernels *k, fia_dtype dt, float *x, int64_t n) {
+    uint16_t tmp[SFA_LDV];
+    fia_kernels_from_f32(k, x, dt, tmp, n);
+    fia_kernels_to_f32(k, tmp, dt, x, n);
+}
+
+/* C8: P is cast to the query dtype before P.V; the running sum keeps the fp32 P. The tile holds
+ * p = exp(s - m) for the slice's running max m, which is not the row's final max; so that the
+ * rounding does not depend on m, p is rounded as exp(s - k ln2) = p * exp(m - k ln2) with k =
+ * round(m / ln2) (a power-of-two multiple of exp(s - M) for any max M, and rounding commutes
+ * with powers of two), then scaled back: every slice and thread rounds the same mantissas. */
+static void sfa_round_p(const sfa_plan *p, sfa_scratch *s, int64_t nh, int64_t n) {
+    static const double ln2 = 0.69314718055994530942;
+    for (int64_t h = 0; h < nh; h++) {
+        const float m = s->m[h];
+        if (!(m > -INFINITY && m < INFINITY)) continue; /* nothing visible yet: the tile is 0 */
+        const double kk = nearbyint((double)m / ln2), c = exp((double)m - kk * ln2);
+        const float cf = (float)c, inv = (float)(1.0 / c);
+        float *row = s->s + h * SFA_TILE;
+        for (int64_t j = 0; j < n; j++) row[j] *= cf;
+        sfa_round_to(p->kern, p->q.dtype, row, n);
+        for (int64_t j = 0; j < n; j++) row[j] *= inv;
+    }
+}
+
 /* Converts the n rows of the current tile into the V panel and the rope rows (row j of the next
  * tile, nn rows, is prefetched as row j is packed), then transposes both into the K^T panel. */
 static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n, int64_t nn) {
@@ -152,6 +179,9 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
         if (p->c8) {
             p->skern->c8_rows_to_f32(nope + j, 1, s->vp + j * SFA_LDV, SFA_LDV, s->rp + j * SFA_DR,
                                      SFA_DR);
+            /* the contract casts the dequantized k_nope row to the query dtype: that rounded
+             * row is K for Q.K^T and V for P.V */
+            sfa_round_to(k, p->q.dtype, s->vp + j * SFA_LDV, SFA_DN);
         } else {
             fia_kernels_to_f32(k, nope[j], p->k.dtype, s->vp + j * SFA_LDV, SFA_DN);
             fia_kernels_to_f32(k, rope[j], p->kr.dtype, s->rp + j * SFA_DR, SFA_DR);
@@ -182,6 +212,7 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
         sfa_pack_tile(p, s, cur, n, nn);
         k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
         k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+        if (p->c8) sfa_round_p(p, s, nh, n);
         k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
                     first ? NULL : s->alpha);
         first = false;
@@ -210,20 +241,39 @@ static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int6
     }
 }
 
-/* Writes the finished output row of head h (and its lse). */
-static void sfa_write(const sfa_plan *p, const sfa_row *r, int64_t h, const float *o, float lse) {
+/* Writes the output row of head h (and its softmax outputs) from the row's final state
+ * (m, l, o unnormalised): the head's sink joins the state first (a logit with a zero value), o
+ * is normalised in place. An empty state writes 0, lse +inf, max 0 and sum 0. */
+static void sfa_write(const sfa_plan *p, const sfa_row *r, int64_t h, float *o, float m,
+                      float l) {
+    const bool any = m != -INFINITY && l > 0.0f;
+    if (any && p->sinks) {
+        const float sink = p->sinks[h * p->sinks_s];
+        if (sink > m) {
+            const float a = expf(m - sink);
+            for (int64_t d = 0; d < SFA_DN; d++) o[d] *= a;
+            l = l * a + 1.0f;
+            m = sink;
+        } else {
+            l += expf(sink - m); /* -inf sink: adds 0; NaN propagates */
+        }
+    }
+    const float lse = fia_softmax_state_finish(m, l, o, SFA_DN);
     const int64_t off = r->b * p->o.s_b + r->t * p->o.s_t + h * p->o.s_h;
     char *dst = (char *)p->o.base + off * p->o.esize;
     fia_kernels_from_f32(p->kern, o, p->o.dtype, dst, SFA_DN);
     if (p->lse) p->lse[r->b * p->lse_s_b + r->t * p->lse_s_t + h * p->lse_s_h] = lse;
+    if (p->smax) {
+        p->smax[r->b * p->smax_s_b + r->t * p->smax_s_t + h * p->smax_s_h] = any ? m : 0.0f;
+        p->ssum[r->b * p->ssum_s_b + r->t * p->ssum_s_t + h * p->ssum_s_h] = any ? l : 0.0f;
+    }
 }
 
 static void sfa_run_item(const sfa_exec *ex, const sfa_item *it, sfa_scratch *s) {
     const sfa_plan *p = ex->p;
     const sfa_row *r = &p->rows[it->row];
     if (it->zero) {
-        memset(s->ao, 0, SFA_DN * sizeof(float));
-        for (int64_t h = 0; h < p->N1; h++) sfa_write(p, r, h, s->ao, INFINITY);
+        for (int64_t h = 0; h < p->N1; h++) sfa_write(p, r, h, s->ao, -INFINITY, 0.0f);
         return;
     }
     const int64_t nh = it->nh;
@@ -258,9 +308,7 @@ static void sfa_run_item(const sfa_exec *ex, const sfa_item *it, sfa_scratch *s)
         if (ended) break;
     }
     for (int64_t h = 0; h < nh; h++) {
-        float *o = s->ao + h * SFA_LDV;
-        const float lse = fia_softmax_state_finish(s->am[h], s->al[h], o, SFA_DN);
-        sfa_write(p, r, it->h0 + h, o, lse);
+        sfa_write(p, r, it->h0 + h, s->ao + h * SFA_LDV, s->am[h], s->al[h]);
     }
 }
 
@@ -297,8 +345,7 @@ static void sfa_merge_task(void *arg, int64_t task, int32_t tid) {
             fia_softmax_state_merge(&m, &l, o, slot[h], slot[nh + h], slot + 2 * nh + h * SFA_DN,
                                     SFA_DN);
         }
-        const float lse = fia_softmax_state_finish(m, l, o, SFA_DN);
-        sfa_write(p, r, g->h0 + h, o, lse);
+        sfa_write(p, r, g->h0 + h, o, m, l);
     }
 }
 

@@ -84,6 +84,10 @@ typedef struct sfa_plan {
     int64_t idx_s_b, idx_s_t, idx_s_e;
     float *lse;
     int64_t lse_s_b, lse_s_t, lse_s_h;
+    float *smax, *ssum; /* softmax_max / softmax_sum (NULL: not written) */
+    int64_t smax_s_b, smax_s_t, smax_s_h, ssum_s_b, ssum_s_t, ssum_s_h;
+    const float *sinks; /* NULL: none; else element h * sinks_s is head h's sink */
+    int64_t sinks_s;
 
     bool paged;
     int64_t block_size, bt_cols;

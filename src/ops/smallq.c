@@ -12,7 +12,8 @@
 #include "core/tensor.h"
 #include "fia.h"
 
-enum { FIA_SMALLQ_MAX_HEAD_DIM = 512 };
+/* The seed's "any headDim >= 1", up to FIA's cap (576, the MLA absorbed width, included). */
+enum { FIA_SMALLQ_MAX_HEAD_DIM = 1024 };
 
 /* [N, S, D] float16 with the given dims (-1: any value >= 1). */
 static fia_status fia_smallq_check(const fia_tensor *t, const char *name, int64_t n, int64_t s,

@@ -56,8 +56,30 @@ static void sfa_destroy(fia_plan *plan) {
 /* The common part of both operators' tensors. */
 typedef struct sfa_tensors {
     const fia_tensor *query, *query_rope, *key, *key_rope, *value, *sparse_indices, *block_table;
-    fia_tensor *attention_out, *softmax_lse;
+    fia_tensor *attention_out, *softmax_lse, *softmax_max, *softmax_sum;
+    const fia_tensor *sinks;
 } sfa_tensors;
+
+/* softmax_max / softmax_sum: float32 [B, 1, S, N] or (tnd) [1, S, N] (torch_npu's
+ * [B, N2, S1, N1/N2] / [N2, T1, N1/N2] with one kv head). */
+static fia_status sfa_parse_maxsum(const fia_tensor *l, const char *name, bool tnd, int64_t B,
+                                   int64_t N, int64_t S, float **data, int64_t *s_b,
+                                   int64_t *s_t, int64_t *s_h) {
+    FIA_TRY(fia_tensor_check(l, name, false));
+    if (l->dtype != FIA_DTYPE_FLOAT32)
+        return FIA_INVALID("%s dtype is %s, must be float32", name, fia_dtype_name(l->dtype));
+    const int o = tnd ? 0 : 1;
+    FIA_TRY(fia_tensor_check_ndim(l, name, 3 + o));
+    if (!tnd) FIA_TRY(fia_tensor_check_dim(l, name, 0, B, "query batch"));
+    FIA_TRY(fia_tensor_check_dim(l, name, o, 1, "required (one kv head)"));
+    FIA_TRY(fia_tensor_check_dim(l, name, o + 1, S, tnd ? "query T1" : "query S1"));
+    FIA_TRY(fia_tensor_check_dim(l, name, o + 2, N, "the query heads (N1 / N2)"));
+    *s_b = tnd ? 0 : l->strides[0];
+    *s_t = l->strides[o + 1];
+    *s_h = l->strides[o + 2];
+    *data = fia_tensor_ptr(l);
+    return FIA_STATUS_SUCCESS;
+}
 
 /* [B, S, N, D] (BSND) or [T, N, D] (TND) with N == heads (heads < 0: any 1..128) and D == dim.
  * Fills the addressing and the dims (B = -1 for TND). */
@@ -140,8 +162,23 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     }
     if (t->block_table) FIA_TRY(fia_tensor_check(t->block_table, "block_table", false));
     if (prm->return_softmax_lse) {
-        if (!t->softmax_lse) return FIA_INVALID("softmax_lse is NULL but return_softmax_lse is set");
-        FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
+        if (!t->softmax_lse && !t->softmax_max && !t->softmax_sum)
+            return FIA_INVALID("softmax_lse, softmax_max and softmax_sum are NULL but "
+                               "return_softmax_lse is set (pass softmax_lse, or softmax_max and "
+                               "softmax_sum, or all three)");
+        if (!t->softmax_max != !t->softmax_sum)
+            return FIA_INVALID("%s is NULL but %s is given: softmax_max and softmax_sum go together",
+                               t->softmax_max ? "softmax_sum" : "softmax_max",
+                               t->softmax_max ? "softmax_max" : "softmax_sum");
+        if (t->softmax_lse) FIA_TRY(fia_tensor_check(t->softmax_lse, "softmax_lse", false));
+    }
+    if (t->sinks) {
+        FIA_TRY(fia_tensor_check(t->sinks, "sinks", false));
+        if (t->sinks->dtype != FIA_DTYPE_FLOAT32)
+            return FIA_INVALID("sinks dtype is %s, must be float32",
+                               fia_dtype_name(t->sinks->dtype));
+        if (t->sinks->ndim != 1)
+            return FIA_INVALID("sinks has %d dims, must be 1 ([N1])", (int)t->sinks->ndim);
     }
 
     /* parameters */
@@ -366,11 +403,23 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     if (oB != qB)
         return FIA_INVALID("attention_out dim 0 is %lld, query has %lld", (long long)oB,
                            (long long)qB);
-    p->lse = NULL;
-    if (prm->return_softmax_lse)
+    p->lse = p->smax = p->ssum = NULL;
+    if (prm->return_softmax_lse && t->softmax_lse)
         FIA_TRY(fia_parse_lse(t->softmax_lse, qtnd, B, N1, qS, "the query heads",
                               qtnd ? "query T1" : "query S1", &p->lse, &p->lse_s_b, &p->lse_s_t,
                               &p->lse_s_h));
+    if (prm->return_softmax_lse && t->softmax_max) {
+        FIA_TRY(sfa_parse_maxsum(t->softmax_max, "softmax_max", qtnd, B, N1, qS, &p->smax,
+                                 &p->smax_s_b, &p->smax_s_t, &p->smax_s_h));
+        FIA_TRY(sfa_parse_maxsum(t->softmax_sum, "softmax_sum", qtnd, B, N1, qS, &p->ssum,
+                                 &p->ssum_s_b, &p->ssum_s_t, &p->ssum_s_h));
+    }
+    p->sinks = NULL;
+    if (t->sinks) {
+        FIA_TRY(fia_tensor_check_dim(t->sinks, "sinks", 0, N1, "the query heads"));
+        p->sinks = fia_tensor_ptr(t->sinks);
+        p->sinks_s = t->sinks->strides[0];
+    }
     return FIA_STATUS_SUCCESS;
 }
 
@@ -516,7 +565,8 @@ fia_status fia_sparse_flash_attention_plan(fia_context *ctx,
     params = &prm;
     const sfa_tensors t = {tensors->query, tensors->query_rope, tensors->key, tensors->key_rope,
                            tensors->value, tensors->sparse_indices, tensors->block_table,
-                           tensors->attention_out, tensors->softmax_lse};
+                           tensors->attention_out, tensors->softmax_lse, tensors->softmax_max,
+                           tensors->softmax_sum, tensors->sinks};
     return sfa_plan_common(ctx, &t, params, false, plan, workspace_bytes);
 }
 
@@ -560,7 +610,8 @@ fia_status fia_kv_quant_sparse_flash_attention_plan(
                            SFA_DR);
     const sfa_tensors t = {tensors->query, NULL, tensors->key, NULL, tensors->value,
                            tensors->sparse_indices, tensors->block_table, tensors->attention_out,
-                           tensors->softmax_lse};
+                           tensors->softmax_lse, tensors->softmax_max, tensors->softmax_sum,
+                           tensors->sinks};
     return sfa_plan_common(ctx, &t, &params->base, true, plan, workspace_bytes);
 }
 

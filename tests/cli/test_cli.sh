@@ -26,6 +26,10 @@ npy('q.npy', '<f2', (B, S1, N1, D), q)
 npy('k.npy', '<f2', (B, S2, N2, D), k)
 npy('v.npy', '<f2', (B, S2, N2, D), v)
 npy('k_bad.npy', '<f2', (B, S2, N2, D - 2), rnd(B * S2 * N2 * (D - 2)))
+# token-packed heads-outermost (NTD): T1 = 5 (lengths 2, 3), T2 = 9 (lengths 4, 5)
+npy('qn.npy', '<f2', (N1, 5, D), rnd(N1 * 5 * D))
+npy('kn.npy', '<f2', (N2, 9, D), rnd(N2 * 9 * D))
+npy('vn.npy', '<f2', (N2, 9, D), rnd(N2 * 9 * D))
 npy('q32.npy', '<f4', (B, S1, N1, D), q)
 npy('k32.npy', '<f4', (B, S2, N2, D), k)
 npy('v32.npy', '<f4', (B, S2, N2, D), v)
@@ -125,6 +129,17 @@ if run lengths 0 $OP --query "$WORK/q.npy" --key "$WORK/k.npy" --value "$WORK/v.
     --actual_seq_lengths 2,3 --actual_seq_lengths_kv 4,5 --check; then
     if grep -q '^check: pass' "$WORK/lengths.out"; then ok lengths; else
         bad lengths "$WORK/lengths.out"; fi
+fi
+
+# NTD_TND: NTD inputs, TND output [T1, N1, D]; lse [T1, N1, 1]
+if run ntd_tnd 0 $OP --query "$WORK/qn.npy" --key "$WORK/kn.npy" --value "$WORK/vn.npy" \
+    --num_heads 4 --num_key_value_heads 2 --scale 0.35 --input_layout NTD_TND --sparse_mode 3 \
+    --actual_seq_lengths 2,5 --actual_seq_lengths_kv 4,9 --check \
+    --out attention_out="$WORK/ont.npy" --out softmax_lse="$WORK/lnt.npy"; then
+    if grep -q '^check: pass' "$WORK/ntd_tnd.out" && [ "$(npy_header "$WORK/ont.npy")" = "<f2 (5, 4, 8) 320" ] &&
+        [ "$(npy_header "$WORK/lnt.npy")" = "<f4 (5, 4, 1) 80" ]; then
+        ok "ntd_tnd ($(grep 'check attention_out' "$WORK/ntd_tnd.out"))"
+    else bad ntd_tnd "$WORK/ntd_tnd.out"; fi
 fi
 
 # bfloat16 in and out (uint16 .npy with :bf16).

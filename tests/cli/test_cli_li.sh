@@ -123,6 +123,31 @@ if run qli 0 $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w
     fi
 fi
 
+# the contract's fp16 rounding (default) and --exact_ranking 1, both checked against their oracle;
+# sparse_values in the query dtype
+if run qli_exact 0 $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy" \
+    --query_dequant_scale "$WORK/sq.npy" --key_dequant_scale "$WORK/sk.npy" --sparse_count 7 \
+    --sparse_mode 0 --exact_ranking 1 --check --out sparse_indices="$WORK/iqe.npy"; then
+    if grep -q '^check: pass' "$WORK/qli_exact.out"; then ok qli_exact_ranking; else bad qli_exact "$WORK/qli_exact.out"; fi
+fi
+if run li_values_f16 0 $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$WORK/w.npy" \
+    --sparse_count 7 --values_dtype float16 --check --out sparse_values="$WORK/v16.npy"; then
+    if grep -q '^check: pass' "$WORK/li_values_f16.out" && [ "$(npy_header "$WORK/v16.npy")" = "<f2 (2, 1, 1, 7) 28" ]; then
+        ok li_values_float16
+    else bad li_values_f16 "$WORK/li_values_f16.out"; fi
+fi
+ERR_OUT=sparse_indices error_case exact_ranking_2 $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" \
+    --weights "$WORK/w.npy" --query_dequant_scale "$WORK/sq.npy" --key_dequant_scale "$WORK/sk.npy" \
+    --exact_ranking 2
+ERR_OUT=sparse_indices error_case values_dtype_int $LI --query "$WORK/q.npy" --key "$WORK/k.npy" \
+    --weights "$WORK/w.npy" --values_dtype int32
+# ':bf16' on an int32 output is refused (exit 2, no file)
+rm -f "$WORK/ib.npy"
+if run idx_bf16 2 $LI --query "$WORK/q.npy" --key "$WORK/k.npy" --weights "$WORK/w.npy" \
+    --sparse_count 7 --out sparse_indices="$WORK/ib.npy:bf16"; then
+    if ls "$WORK"/ib.npy* >/dev/null 2>&1; then bad "idx_bf16: a file was written"; else ok "int32 output :bf16 refused"; fi
+fi
+
 # errors: exit 2, one line, no output file
 error_case neg_scale $QLI --query "$WORK/qi.npy" --key "$WORK/ki.npy" --weights "$WORK/w.npy" \
     --query_dequant_scale "$WORK/sq.npy" --key_dequant_scale "$WORK/sk_neg.npy"

@@ -45,6 +45,7 @@ for r in range(4 * BS):
     rows += vals + list(struct.unpack('<144b', rope + scales))
 npy('c8k.npy', '|i1', (4, BS, 1, 656), rows)
 npy('c8q.npy', '<u2', (T, N1, 576), [bf16(x) for x in rnd(T * N1 * 576)])
+npy('sinks.npy', '<f4', (N1,), [0.5, -1.0, 2.0, 0.0])
 PY
 
 SFA="$FIA op sparse_flash_attention"
@@ -89,6 +90,28 @@ if run c8 0 $C8 $C8ARGS --check --out attention_out="$WORK/c8o.npy" --out softma
         ok "c8 ($(grep 'check attention_out' "$WORK/c8.out"))"
     else bad c8 "$WORK/c8.out"; fi
 fi
+# torch_npu's softmax_max / softmax_sum with sinks (TND: [1, T1, N1]), checked; C8 too.
+if run maxsum 0 $SFA $TND --block_table "$WORK/bt.npy" --sinks "$WORK/sinks.npy" --check \
+    --out softmax_max="$WORK/mx.npy" --out softmax_sum="$WORK/sm.npy"; then
+    if grep -q '^check: pass' "$WORK/maxsum.out" &&
+        [ "$(npy_header "$WORK/mx.npy")" = "<f4 (1, 3, 4) 48" ] &&
+        [ "$(npy_header "$WORK/sm.npy")" = "<f4 (1, 3, 4) 48" ] && [ ! -e "$WORK/lse_none.npy" ]; then
+        ok "softmax_max / softmax_sum with sinks"
+    else bad maxsum "$WORK/maxsum.out"; fi
+fi
+if run c8_maxsum 0 $C8 $C8ARGS --sinks "$WORK/sinks.npy" --check --out softmax_lse="$WORK/c8l2.npy" \
+    --out softmax_max="$WORK/c8mx.npy" --out softmax_sum="$WORK/c8sm.npy"; then
+    if grep -q '^check: pass' "$WORK/c8_maxsum.out"; then ok "c8 lse + max + sum with sinks"
+    else bad c8_maxsum "$WORK/c8_maxsum.out"; fi
+fi
+# --out NAME=PATH:bf16 writes bfloat16 bits under PATH (never a file named PATH:bf16)
+if run out_bf16 0 $SFA $BASE --out attention_out="$WORK/ob.npy:bf16" --out softmax_lse="$WORK/lb.npy:bf16"; then
+    if [ "$(npy_header "$WORK/ob.npy")" = "<u2 (2, 2, 4, 512) 16384" ] &&
+        [ "$(npy_header "$WORK/lb.npy")" = "<u2 (2, 4, 2, 1) 32" ] && ! ls "$WORK"/*:bf16 >/dev/null 2>&1; then
+        ok "out :bf16 suffix"
+    else bad "out :bf16: $(npy_header "$WORK/ob.npy") / $(npy_header "$WORK/lb.npy")"; fi
+fi
+ERR_OUT="attention_out" error_case out_bad_suffix $SFA $BASE --out softmax_lse="$WORK/err_out.npy:f16"
 
 # Bad calls: exit 2, one line, no output.
 error_case value_not_key $SFA $BASE --value "$WORK/k_other.npy"
@@ -105,5 +128,6 @@ error_case c8_bf16_key $C8 --query "$WORK/c8q.npy:bf16" --key "$WORK/pk.npy:bf16
     --actual_seq_lengths_query 1,3 --actual_seq_lengths_kv 12,16 --block_table "$WORK/bt.npy"
 error_case missing_rope $SFA --query "$WORK/q.npy" --key "$WORK/k.npy" \
     --sparse_indices "$WORK/idx.npy" --scale_value 1
+error_case sinks_shape $SFA $BASE --sinks "$WORK/bt.npy"
 
 finish

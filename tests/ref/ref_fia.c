@@ -53,6 +53,7 @@ static double dense_at(const fia_tensor *t, fia_layout layout, int64_t b, int64_
     case FIA_LAYOUT_BSH: return at3(t, b, s, n * nd + d);
     case FIA_LAYOUT_BSND: return at4(t, b, s, n, d);
     case FIA_LAYOUT_TND: return at3(t, s, n, d);
+    case FIA_LAYOUT_NTD: return at3(t, n, s, d);
     default: return at4(t, b, n, s, d); /* BNSD, BNSD_BSND */
     }
 }
@@ -60,13 +61,14 @@ static double dense_at(const fia_tensor *t, fia_layout layout, int64_t b, int64_
 /* Head dim of a dense tensor with `heads` heads; -1 when the rank does not fit the layout. */
 static int64_t dense_head_dim(const fia_tensor *t, fia_layout layout, int64_t heads) {
     if (layout == FIA_LAYOUT_BSH) return t->ndim == 3 && heads > 0 ? t->shape[2] / heads : -1;
-    if (layout == FIA_LAYOUT_TND) return t->ndim == 3 ? t->shape[2] : -1;
+    if (layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD) return t->ndim == 3 ? t->shape[2] : -1;
     return t->ndim == 4 ? t->shape[3] : -1;
 }
 
 /* Sequence dim (S, or T for TND) of a dense tensor. */
 static int64_t dense_seq(const fia_tensor *t, fia_layout layout) {
     if (layout == FIA_LAYOUT_TND) return t->shape[0];
+    if (layout == FIA_LAYOUT_NTD) return t->shape[1];
     if (layout == FIA_LAYOUT_BNSD || layout == FIA_LAYOUT_BNSD_BSND) return t->shape[2];
     return t->shape[1];
 }
@@ -178,11 +180,16 @@ int fia_ref_fused_infer_attention_score(const fia_fused_infer_attention_score_te
     const fia_tensor *aqs = tensors->antiquant_scale, *aqo = tensors->antiquant_offset;
     const fia_tensor *ot = tensors->attention_out;
     if (!q || !k || !v || !ot) return fail("NULL query/key/value/attention_out", 0, 0);
-    const fia_layout layout = params->input_layout;
-    if (layout != FIA_LAYOUT_BSH && layout != FIA_LAYOUT_BSND && layout != FIA_LAYOUT_BNSD &&
-        layout != FIA_LAYOUT_TND && layout != FIA_LAYOUT_BNSD_BSND)
-        return fail("unsupported layout", layout, 0);
-    const int tnd = layout == FIA_LAYOUT_TND;
+    const fia_layout io = params->input_layout;
+    if (io != FIA_LAYOUT_BSH && io != FIA_LAYOUT_BSND && io != FIA_LAYOUT_BNSD &&
+        io != FIA_LAYOUT_TND && io != FIA_LAYOUT_BNSD_BSND && io != FIA_LAYOUT_NTD &&
+        io != FIA_LAYOUT_TND_NTD && io != FIA_LAYOUT_NTD_TND)
+        return fail("unsupported layout", io, 0);
+    /* inputs in `layout`; the token-packed outputs in out_ntd ([N, T, Dv]) or [T, N, Dv] */
+    const fia_layout layout = io == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND
+                              : io == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : io;
+    const int tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD;
+    const int out_ntd = io == FIA_LAYOUT_NTD || io == FIA_LAYOUT_TND_NTD;
     const int64_t N1 = params->num_heads;
     const int64_t N2 = params->num_key_value_heads ? params->num_key_value_heads : N1;
     if (N1 < 1 || N2 < 1 || N1 % N2 != 0) return fail("bad head counts", N1, N2);
@@ -390,7 +397,8 @@ int fia_ref_fused_infer_attention_score(const fia_fused_infer_attention_score_te
                     }
                     const int64_t s_idx = qstart[b] + i; /* TND: packed token; else row */
                     double *o;
-                    if (tnd) o = out + (s_idx * N1 + h) * Dv;
+                    if (tnd && out_ntd) o = out + (h * S1 + s_idx) * Dv;
+                    else if (tnd) o = out + (s_idx * N1 + h) * Dv;
                     else if (bsnd_out) o = out + ((b * S1 + s_idx) * N1 + h) * Dv;
                     else o = out + ((b * N1 + h) * S1 + s_idx) * Dv;
                     for (int64_t d = 0; d < Dv; d++) {

@@ -121,6 +121,8 @@ int64_t fia_ref_li_row_scores(const fia_lightning_indexer_tensors *t,
     }
     const fia_tensor *q = t->query;
     const int64_t N1 = q->shape[q->ndim - 2], D = q->shape[q->ndim - 1];
+    /* quant, exact_ranking 0: the contract's fp16 rounding points (fia.h) */
+    const int f16 = quant && !prm->exact_ranking;
     for (int64_t j = 0; j < n; j++) {
         double s = 0.0, mag = 0.0;
         const double sk = quant ? li_key_at(t, prm, t->key_dequant_scale, &w, j, -1) : 1.0;
@@ -132,9 +134,17 @@ int64_t fia_ref_li_row_scores(const fia_lightning_indexer_tensors *t,
                 adot += fabs(x);
             }
             double f = li_query_at(prm, t->weights, &w, h, -1);
-            if (quant) f *= li_query_at(prm, t->query_dequant_scale, &w, h, -1) * sk;
-            s += f * (dot > 0.0 ? dot : 0.0);
-            mag += fabs(f) * (quant ? (dot > 0.0 ? dot : 0.0) : adot);
+            double rl = dot > 0.0 ? dot : 0.0;
+            if (f16) {
+                /* w~ = fp16(w * sq) (fp32 product), S' = fp16(ReLU(dot) / 1024), 1024 sk */
+                const float wsq = (float)f * (float)li_query_at(prm, t->query_dequant_scale, &w, h, -1);
+                f = fia_f16_to_f32(fia_f32_to_f16(wsq)) * 1024.0 * sk;
+                rl = fia_f16_to_f32(fia_f32_to_f16((float)rl / 1024.0f));
+            } else if (quant) {
+                f *= li_query_at(prm, t->query_dequant_scale, &w, h, -1) * sk;
+            }
+            s += f * rl;
+            mag += fabs(f) * (quant ? rl : adot);
         }
         scores[j] = s;
         if (tol) tol[j] = 2e-5 * mag;

@@ -22,10 +22,18 @@ static const unsigned char *addr(const fia_tensor *t, const int64_t *c) {
 }
 
 typedef struct ref_call {
-    const fia_tensor *q, *qr, *k, *kr, *idx, *bt, *out;
+    const fia_tensor *q, *qr, *k, *kr, *idx, *bt, *out, *sinks;
     const fia_sparse_flash_attention_params *p;
     int c8;
 } ref_call;
+
+/* x rounded to dtype dt (float16 / bfloat16) through float, nearest even: the C8 contract's
+ * casts to the query dtype. */
+static double to_dtype(double x, fia_dtype dt) {
+    if (dt == FIA_DTYPE_FLOAT16) return fia_f16_to_f32(fia_f32_to_f16((float)x));
+    if (dt == FIA_DTYPE_BFLOAT16) return fia_bf16_to_f32(fia_f32_to_bf16((float)x));
+    return x;
+}
 
 /* Batch lengths from the params, as fia.h describes them. */
 static int lengths(const int64_t *v, int64_t count, int cumulative, int64_t B, int64_t full,
@@ -69,7 +77,9 @@ static void key_vec(const ref_call *c, int64_t b, int64_t kstart, int64_t tok, d
         const unsigned char *row = addr(c->k, co);
         float sc[4];
         memcpy(sc, row + 640, sizeof sc);
-        for (int d = 0; d < 512; d++) k[d] = (double)(int8_t)row[d] * (double)sc[d / 128];
+        /* the fp32 product, cast to the query dtype (the contract's rounding point) */
+        for (int d = 0; d < 512; d++)
+            k[d] = to_dtype((float)(int8_t)row[d] * sc[d / 128], c->q->dtype);
         for (int d = 0; d < 64; d++) {
             uint16_t h;
             memcpy(&h, row + 512 + 2 * d, 2);
@@ -87,7 +97,8 @@ static void key_vec(const ref_call *c, int64_t b, int64_t kstart, int64_t tok, d
     }
 }
 
-static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *out, double *lse) {
+static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *out, double *lse,
+               double *smax, double *ssum, double *slack) {
     const fia_sparse_flash_attention_params *p = c->p;
     const int qtnd = p->layout_query == FIA_LAYOUT_TND;
     const int64_t N1 = qtnd ? c->q->shape[1] : c->q->shape[2];
@@ -117,8 +128,13 @@ static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *o
         const int64_t row = rows ? rows[rr] : rr;
         double *o = out + rr * N1 * 512;
         for (int64_t x = 0; x < N1 * 512; x++) o[x] = 0.0;
-        if (lse)
-            for (int64_t h = 0; h < N1; h++) lse[rr * N1 + h] = INFINITY;
+        if (slack)
+            for (int64_t x = 0; x < N1 * 512; x++) slack[rr * N1 * 512 + x] = 0.0;
+        for (int64_t h = 0; h < N1; h++) {
+            if (lse) lse[rr * N1 + h] = INFINITY;
+            if (smax) smax[rr * N1 + h] = 0.0;
+            if (ssum) ssum[rr * N1 + h] = 0.0;
+        }
         /* batch and position */
         int64_t b = -1, i = 0;
         if (qtnd) {
@@ -183,13 +199,33 @@ static int run(const ref_call *c, const int64_t *rows, int64_t n_rows, double *o
                 s[j] = p->scale_value * acc;
                 if (s[j] > mx) mx = s[j];
             }
-            double sum = 0.0;
+            double sink = -INFINITY;
+            if (c->sinks) {
+                const int64_t hc[1] = {h};
+                sink = fia_ref_at(c->sinks, hc);
+                if (sink > mx) mx = sink;
+            }
+            double sum = exp(sink - mx);
             for (int64_t j = 0; j < n; j++) sum += exp(s[j] - mx);
+            /* C8: P cast to the query dtype, as fia.h states it: the mantissa of exp(s - mx)
+             * rounded independently of the max (exp(s - k ln2), k = round(mx / ln2)) */
+            const double g = nearbyint(mx / 0.69314718055994530942) * 0.69314718055994530942;
             for (int64_t j = 0; j < n; j++) {
-                const double w = exp(s[j] - mx) / sum;
+                double w = exp(s[j] - mx) / sum;
+                if (c->c8) w = to_dtype(exp(s[j] - g), c->q->dtype) * exp(g - mx) / sum;
                 for (int d = 0; d < 512; d++) o[h * 512 + d] += w * kv[j * 576 + d];
+                if (slack && c->c8) { /* one query-dtype ulp of this probability */
+                    const double ulp = w * (c->q->dtype == FIA_DTYPE_FLOAT16 ? 0x1p-10 : 0x1p-7);
+                    for (int d = 0; d < 512; d++) {
+                        double *sl = slack + rr * N1 * 512 + h * 512 + d;
+                        const double e = ulp * fabs(kv[j * 576 + d]);
+                        if (e > *sl) *sl = e;
+                    }
+                }
             }
             if (lse) lse[rr * N1 + h] = mx + log(sum);
+            if (smax) smax[rr * N1 + h] = mx;
+            if (ssum) ssum[rr * N1 + h] = sum;
         }
     }
     rc = 0;
@@ -209,8 +245,17 @@ int fia_ref_sparse_flash_attention(const fia_sparse_flash_attention_tensors *t,
                                    const fia_sparse_flash_attention_params *p,
                                    const int64_t *rows, int64_t n_rows, double *out, double *lse) {
     const ref_call c = {t->query, t->query_rope, t->key, t->key_rope, t->sparse_indices,
-                        t->block_table, t->attention_out, p, 0};
-    return run(&c, rows, n_rows, out, lse);
+                        t->block_table, t->attention_out, t->sinks, p, 0};
+    return run(&c, rows, n_rows, out, lse, NULL, NULL, NULL);
+}
+
+int fia_ref_sparse_flash_attention_stats(const fia_sparse_flash_attention_tensors *t,
+                                         const fia_sparse_flash_attention_params *p,
+                                         const int64_t *rows, int64_t n_rows, double *out,
+                                         double *lse, double *smax, double *ssum) {
+    const ref_call c = {t->query, t->query_rope, t->key, t->key_rope, t->sparse_indices,
+                        t->block_table, t->attention_out, t->sinks, p, 0};
+    return run(&c, rows, n_rows, out, lse, smax, ssum, NULL);
 }
 
 int fia_ref_kv_quant_sparse_flash_attention(
@@ -218,6 +263,15 @@ int fia_ref_kv_quant_sparse_flash_attention(
     const fia_kv_quant_sparse_flash_attention_params *p, const int64_t *rows, int64_t n_rows,
     double *out, double *lse) {
     const ref_call c = {t->query, NULL, t->key, NULL, t->sparse_indices, t->block_table,
-                        t->attention_out, &p->base, 1};
-    return run(&c, rows, n_rows, out, lse);
+                        t->attention_out, t->sinks, &p->base, 1};
+    return run(&c, rows, n_rows, out, lse, NULL, NULL, NULL);
+}
+
+int fia_ref_kv_quant_sparse_flash_attention_stats(
+    const fia_kv_quant_sparse_flash_attention_tensors *t,
+    const fia_kv_quant_sparse_flash_attention_params *p, const int64_t *rows, int64_t n_rows,
+    double *out, double *lse, double *smax, double *ssum, double *slack) {
+    const ref_call c = {t->query, NULL, t->key, NULL, t->sparse_indices, t->block_table,
+                        t->attention_out, t->sinks, &p->base, 1};
+    return run(&c, rows, n_rows, out, lse, smax, ssum, slack);
 }

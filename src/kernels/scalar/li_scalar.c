@@ -45,7 +45,7 @@ static void li_score_f32_scalar(int64_t n, int64_t d, int64_t nh, const float *k
 
 void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
                             const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
-                            const float *sk, float *out) {
+                            const float *sk, int f16, float *out) {
     for (int64_t j = 0; j < n; j++) {
         const uint8_t *kj = ku + j * ldk;
         float s = 0.0f;
@@ -55,7 +55,9 @@ void fia_li_score_i8_scalar(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku
                 for (int t = 0; t < 4; t++)
                     dot += (int32_t)kj[c4 * 4 + t] * (int32_t)qp[(c4 * ldq + h) * 4 + t];
             dot -= qbias[h];
-            s += ws[h] * (float)(dot > 0 ? dot : 0);
+            float r = (float)(dot > 0 ? dot : 0);
+            if (f16) r = fia_cvt_f16_to_f32(fia_cvt_f32_to_f16(r * (1.0f / 1024.0f)));
+            s += ws[h] * r;
         }
         out[j] = sk[j] * s;
     }
