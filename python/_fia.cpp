@@ -548,12 +548,16 @@ void fill_sfa_params(fia_sparse_flash_attention_params &p, const Lens &lq, const
 nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle query, nb::handle key,
                                      nb::handle value, nb::handle sparse_indices, nb::handle block_table,
                                      nb::handle query_rope, nb::handle key_rope, nb::handle attention_out,
-                                     nb::handle softmax_lse, nb::handle actual_seq_lengths_query,
+                                     nb::handle softmax_lse, nb::handle softmax_max, nb::handle softmax_sum,
+                                     nb::handle sinks, nb::handle actual_seq_lengths_query,
                                      nb::handle actual_seq_lengths_kv, double scale_value, int64_t sparse_block_size,
                                      const char *layout_query, const char *layout_kv, int32_t sparse_mode,
                                      int32_t attention_mode, bool return_softmax_lse)
 {
-    Tn q, k, v, si, bt, qr, kr, o, lse;
+    Tn q, k, v, si, bt, qr, kr, o, lse, smax, ssum, snk;
+    load_out(softmax_max, "softmax_max", smax);
+    load_out(softmax_sum, "softmax_sum", ssum);
+    load_in(sinks, "sinks", snk);
     load_in(query, "query", q);
     load_in(key, "key", k);
     load_in(value, "value", v);
@@ -581,6 +585,9 @@ nb::object op_sparse_flash_attention(nb::handle ctx, bool make_plan, nb::handle 
     t.key_rope = kr.in();
     t.attention_out = o.out();
     t.softmax_lse = lse.out();
+    t.softmax_max = smax.out();
+    t.softmax_sum = ssum.out();
+    t.sinks = snk.in();
     return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
         return fia_sparse_flash_attention_plan(c, &t, &p, pl, ws);
     });
@@ -781,6 +788,110 @@ nb::object op_dynamic_quant(nb::handle ctx, bool make_plan, nb::handle x, nb::ha
     });
 }
 
+// ---- cache writes (fia/cache.h) and the MLA prolog (fia/prolog.h) ----
+
+nb::object op_scatter_update(nb::handle ctx, bool make_plan, nb::handle data, nb::handle indices,
+                             nb::handle updates, int64_t axis)
+{
+    Tn d, i, u;
+    load_out(data, "self", d);
+    load_in(indices, "indices", i);
+    load_in(updates, "updates", u);
+    fia_scatter_update_params p;
+    fia_scatter_update_params_init(&p);
+    p.axis = axis;
+    fia_scatter_update_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.data = d.out();
+    t.indices = i.in();
+    t.updates = u.in();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_scatter_update_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_scatter_nd_update(nb::handle ctx, bool make_plan, nb::handle input, nb::handle indices,
+                                nb::handle updates, const char *cache_mode)
+{
+    Tn d, i, u;
+    load_out(input, "self", d);
+    load_in(indices, "indices", i);
+    load_in(updates, "updates", u);
+    fia_scatter_nd_update_params p;
+    fia_scatter_nd_update_params_init(&p);
+    p.cache_mode = parse_layout(cache_mode, "cache_mode");
+    fia_scatter_nd_update_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.input = d.out();
+    t.indices = i.in();
+    t.updates = u.in();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_scatter_nd_update_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, nb::handle weight_dq,
+                            nb::handle weight_uq_qr, nb::handle weight_uk, nb::handle weight_dkv_kr,
+                            nb::handle gamma_cq, nb::handle gamma_ckv, nb::handle rope_sin, nb::handle rope_cos,
+                            nb::handle kv_cache, nb::handle kr_cache, nb::handle cache_index,
+                            nb::handle query_out, nb::handle query_rope_out, nb::handle query_norm,
+                            double eps_cq, double eps_ckv, const char *cache_mode, bool query_norm_flag,
+                            int32_t weight_quant_mode, int32_t kv_cache_quant_mode, int32_t query_quant_mode,
+                            int32_t ckvkr_repo_mode, int32_t quant_scale_repo_mode, int64_t tile_size,
+                            double qc_qr_scale, double kc_scale)
+{
+    Tn x, wdq, wuq, wuk, wdkv, gcq, gckv, sn, cs, kv, kr, ci, qo, qro, qn;
+    load_in(token_x, "token_x", x);
+    load_in(weight_dq, "weight_dq", wdq);
+    load_in(weight_uq_qr, "weight_uq_qr", wuq);
+    load_in(weight_uk, "weight_uk", wuk);
+    load_in(weight_dkv_kr, "weight_dkv_kr", wdkv);
+    load_in(gamma_cq, "rmsnorm_gamma_cq", gcq);
+    load_in(gamma_ckv, "rmsnorm_gamma_ckv", gckv);
+    load_in(rope_sin, "rope_sin", sn);
+    load_in(rope_cos, "rope_cos", cs);
+    load_out(kv_cache, "kv_cache", kv);
+    load_out(kr_cache, "kr_cache", kr);
+    load_in(cache_index, "cache_index", ci);
+    load_out(query_out, "query_out", qo);
+    load_out(query_rope_out, "query_rope_out", qro);
+    load_out(query_norm, "query_norm", qn);
+    fia_mla_prolog_v3_params p;
+    fia_mla_prolog_v3_params_init(&p);
+    p.rmsnorm_epsilon_cq = eps_cq;
+    p.rmsnorm_epsilon_ckv = eps_ckv;
+    p.cache_mode = parse_layout(cache_mode, "cache_mode");
+    p.query_norm_flag = query_norm_flag ? 1 : 0;
+    p.weight_quant_mode = weight_quant_mode;
+    p.kv_cache_quant_mode = kv_cache_quant_mode;
+    p.query_quant_mode = query_quant_mode;
+    p.ckvkr_repo_mode = ckvkr_repo_mode;
+    p.quant_scale_repo_mode = quant_scale_repo_mode;
+    p.tile_size = tile_size;
+    p.qc_qr_scale = qc_qr_scale;
+    p.kc_scale = kc_scale;
+    fia_mla_prolog_v3_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.token_x = x.in();
+    t.weight_dq = wdq.in();
+    t.weight_uq_qr = wuq.in();
+    t.weight_uk = wuk.in();
+    t.weight_dkv_kr = wdkv.in();
+    t.rmsnorm_gamma_cq = gcq.in();
+    t.rmsnorm_gamma_ckv = gckv.in();
+    t.rope_sin = sn.in();
+    t.rope_cos = cs.in();
+    t.kv_cache = kv.out();
+    t.kr_cache = kr.out();
+    t.cache_index = ci.in();
+    t.query_out = qo.out();
+    t.query_rope_out = qro.out();
+    t.query_norm = qn.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_mla_prolog_v3_plan(c, &t, &p, pl, ws);
+    });
+}
+
 // Binds an operator with every argument accepting None (tensors and lengths are optional; the
 // Python wrapper passes all arguments positionally).
 template <typename R, typename... A> void def_op(nb::module_ &m, const char *name, R (*f)(A...))
@@ -824,4 +935,7 @@ NB_MODULE(_fia, m)
     def_op(m, "rms_norm", &op_rms_norm);
     def_op(m, "rotary_mul", &op_rotary_mul);
     def_op(m, "dynamic_quant", &op_dynamic_quant);
+    def_op(m, "scatter_update", &op_scatter_update);
+    def_op(m, "scatter_nd_update", &op_scatter_nd_update);
+    def_op(m, "mla_prolog_v3", &op_mla_prolog_v3);
 }

@@ -2,8 +2,8 @@
 npu_rms_norm, npu_add_rms_norm, npu_rotary_mul, npu_interleave_rope, npu_dynamic_quant."""
 
 from . import _fia
-from ._core import (FiaInvalidArgument, as_array, check_out, dtype_arg, empty, is_torch, run,
-                    unsupported)
+from ._core import (FiaInvalidArgument, as_array, check_out, dtype_arg, empty, is_torch,
+                    run, unsupported)
 
 import numpy as np
 
@@ -117,6 +117,135 @@ def npu_dynamic_quant(input, *, smooth_scales=None, group_index=None, dst_type=N
                (y, scale))
 
 
+# ---------------------------------------------------------------------------------------------
+# cache writes (include/fia/cache.h)
+# ---------------------------------------------------------------------------------------------
+
+def scatter_update_(self, indices, updates, axis):
+    """torch_npu.scatter_update_ (in place): for every entry k (batch b = k with indices [B],
+    or (b, p) = indices[k] with indices [K, 2]) and start p = indices[k]:
+        self[b, ..., p + j, ...] = updates[k, ..., j, ...]   along `axis` (not 0)
+    the KV-cache append (cache [B, S, H] / [B, N, S, D], axis -2).
+      self:    2..8 dims, any dtype, updated in place (numpy array or torch tensor)
+      indices: int32 / int64 [B] or [K, 2]
+      updates: self's dtype and ndim; dim 0 the entries, dim `axis` <= self's, others equal
+    Every index is checked before anything is written (ValueError naming the entry, self
+    unchanged). Returns self."""
+    res = run(_fia.scatter_update, (self, _arr(indices), _arr(updates), int(axis)), self)
+    return res
+
+
+def scatter_update(self, indices, updates, axis):
+    """torch_npu.scatter_update: scatter_update_ on a copy of self (self unchanged)."""
+    data = self.clone() if is_torch(self) else np.array(self, copy=True)
+    return scatter_update_(data, indices, updates, axis)
+
+
+def npu_scatter_nd_update_(self, indices, updates, *, cache_mode="BSND"):
+    """torch_npu.npu_scatter_nd_update_ (in place): self[indices[i]] = updates[i] for every
+    index tuple i.
+      self:    1..8 dims, any dtype, updated in place
+      indices: int32 / int64 [..., a]: tuples indexing self's first a dims
+      updates: indices.shape[:-1] + self.shape[a:], self's dtype
+    fia extension: cache_mode="PA_BSND" takes a paged cache [blocks, block_size, (N,) D] with
+    flat slots as [..., 1] indices (no flat view needed). Every index is checked before
+    anything is written (negative or out-of-range: ValueError, self unchanged). Returns self."""
+    return run(_fia.scatter_nd_update, (self, _arr(indices), _arr(updates), str(cache_mode)),
+               self)
+
+
+def npu_scatter_nd_update(self, indices, updates):
+    """torch_npu.npu_scatter_nd_update: npu_scatter_nd_update_ on a copy of self."""
+    data = self.clone() if is_torch(self) else np.array(self, copy=True)
+    return npu_scatter_nd_update_(data, indices, updates)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLA prolog (include/fia/prolog.h)
+# ---------------------------------------------------------------------------------------------
+
+_PROLOG_QUANT_TENSORS = ("dequant_scale_x", "dequant_scale_w_dq", "dequant_scale_w_uq_qr",
+                         "dequant_scale_w_dkv_kr", "quant_scale_ckv", "quant_scale_ckr",
+                         "smooth_scales_cq", "actual_seq_len", "k_nope_clip_alpha")
+
+
+def _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq, query_norm_flag):
+    lead = tuple(token_x.shape[:-1])
+    N, _, C = tuple(weight_uk.shape)
+    Dr = tuple(rope_sin.shape)[-1]
+    e = empty(token_x, (0,), "float32")
+    qn = (empty(token_x, lead + (tuple(weight_dq.shape)[-1],), None) if query_norm_flag
+          else empty(token_x, (0,), None))
+    return (empty(token_x, lead + (N, C), None), empty(token_x, lead + (N, Dr), None), e, qn,
+            empty(token_x, (0,), "float32"))
+
+
+def npu_mla_prolog_v3(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr,
+                      rmsnorm_gamma_cq, rmsnorm_gamma_ckv, rope_sin, rope_cos, kv_cache,
+                      kr_cache, *, cache_index=None, dequant_scale_x=None,
+                      dequant_scale_w_dq=None, dequant_scale_w_uq_qr=None,
+                      dequant_scale_w_dkv_kr=None, quant_scale_ckv=None, quant_scale_ckr=None,
+                      smooth_scales_cq=None, actual_seq_len=None, k_nope_clip_alpha=None,
+                      rmsnorm_epsilon_cq=1e-05, rmsnorm_epsilon_ckv=1e-05, cache_mode="PA_BSND",
+                      query_norm_flag=False, weight_quant_mode=0, kv_cache_quant_mode=0,
+                      query_quant_mode=0, ckvkr_repo_mode=0, quant_scale_repo_mode=0,
+                      tile_size=128, qc_qr_scale=1.0, kc_scale=1.0, token_x_dtype=None,
+                      weight_dq_dtype=None, weight_uq_qr_dtype=None, weight_dkv_kr_dtype=None,
+                      kv_cache_dtype=None, out=None):
+    """torch_npu.npu_mla_prolog_v3 (DeepSeek-V3.2 / GLM-5): the MLA query and latent-KV
+    projections, RMSNorms and RoPE, writing the latent (kv_cache) and rope (kr_cache) caches of
+    the tokens in place.
+
+      c_q  = bf16(x . W_DQ);  cq = bf16(qc_qr_scale * RmsNorm(c_q))           (= query_norm)
+      qcqr = bf16(cq . W_UQ_QR) per head [D | Dr]
+      query_out = bf16(qcqr[:D] . W_UK[n]) [T, N, 512];  query_rope_out = RoPE(qcqr[D:])
+      kvkr = bf16(x . W_DKV_KR): kv row = bf16(kc_scale * RmsNorm(kvkr[:512])),
+             kr row = RoPE(kvkr[512:])
+    RoPE is the MLA interleave-half form (x' = [x[0::2], x[1::2]], then rotate-half with
+    cos / sin in half layout): the rope outputs and the kr cache are de-interleaved.
+    Shapes (bfloat16): token_x [T, He] or [B, S, He]; weight_dq [He, Hcq]; weight_uq_qr
+    [Hcq, N*(D+Dr)]; weight_uk [N, D, 512]; weight_dkv_kr [He, 512+Dr]; gammas [Hcq], [512];
+    rope_sin / rope_cos [T, Dr] (as token_x); kv_cache / kr_cache PA_BSND [blocks, block_size,
+    1, 512] / [.., 64] with cache_index int64 [T] (flat slots; negative: not written), BSND
+    [B, S, 1, 512] or TND [T, 1, 512] (row t).
+    Returns (query_out, query_rope_out, dequant_scale_q_nope, query_norm,
+    dequant_scale_q_norm): the unused ones are [0] tensors (query_norm [T, Hcq] with
+    query_norm_flag).
+    Not supported (NotImplementedError): the quantized modes (weight_quant_mode,
+    kv_cache_quant_mode, query_quant_mode, the repo modes and their scale tensors), PA_NZ, and
+    the `*_dtype` arguments other than None / bfloat16."""
+    op = "npu_mla_prolog_v3"
+    given = [n for n, v in zip(_PROLOG_QUANT_TENSORS,
+                               (dequant_scale_x, dequant_scale_w_dq, dequant_scale_w_uq_qr,
+                                dequant_scale_w_dkv_kr, quant_scale_ckv, quant_scale_ckr,
+                                smooth_scales_cq, actual_seq_len, k_nope_clip_alpha))
+             if v is not None]
+    modes = [("%s=%r" % (n, v)) for n, v in (("weight_quant_mode", weight_quant_mode),
+                                             ("kv_cache_quant_mode", kv_cache_quant_mode),
+                                             ("query_quant_mode", query_quant_mode),
+                                             ("ckvkr_repo_mode", ckvkr_repo_mode),
+                                             ("quant_scale_repo_mode", quant_scale_repo_mode))
+             if v != 0]
+    dts = [("%s=%s" % (n, dtype_arg(v))) for n, v in (
+        ("token_x_dtype", token_x_dtype), ("weight_dq_dtype", weight_dq_dtype),
+        ("weight_uq_qr_dtype", weight_uq_qr_dtype), ("weight_dkv_kr_dtype", weight_dkv_kr_dtype),
+        ("kv_cache_dtype", kv_cache_dtype)) if dtype_arg(v) not in (None, "bfloat16")]
+    if given or modes or dts:
+        unsupported(op, modes + given + dts)
+    x = _arr(token_x)
+    if out is None:
+        outs = _prolog_outputs(x, weight_uk, rope_sin, weight_dq, query_norm_flag)
+    else:
+        outs = check_out(op, out, 5)
+    return run(_fia.mla_prolog_v3,
+        (x, _arr(weight_dq), _arr(weight_uq_qr), _arr(weight_uk), _arr(weight_dkv_kr),
+         _arr(rmsnorm_gamma_cq), _arr(rmsnorm_gamma_ckv), _arr(rope_sin), _arr(rope_cos),
+         kv_cache, kr_cache, None if cache_index is None else _arr(cache_index), outs[0],
+         outs[1], outs[3] if query_norm_flag else None, float(rmsnorm_epsilon_cq),
+         float(rmsnorm_epsilon_ckv), str(cache_mode), bool(query_norm_flag), 0, 0, 0, 0, 0,
+         int(tile_size), float(qc_qr_scale), float(kc_scale)), outs)
+
+
 def _rms_fake(self, gamma, epsilon=1e-06):
     return _norm_outputs(self, gamma, False)
 
@@ -139,7 +268,24 @@ def _quant_fake(input, *, smooth_scales=None, group_index=None, dst_type=None,
             empty(input, _quant_scale_shape(input, quant_mode), "float32"))
 
 
+def _scatter_update_fake(self, indices, updates, axis):
+    return self
+
+
+def _scatter_nd_fake(self, indices, updates):
+    return self
+
+
+def _prolog_fake(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr, rmsnorm_gamma_cq,
+                 rmsnorm_gamma_ckv, rope_sin, rope_cos, kv_cache, kr_cache, **kw):
+    return _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq,
+                           kw.get("query_norm_flag", False))
+
+
 OPS = {
+    "scatter_update_": (scatter_update_, _scatter_update_fake),
+    "npu_scatter_nd_update_": (npu_scatter_nd_update_, _scatter_nd_fake),
+    "npu_mla_prolog_v3": (npu_mla_prolog_v3, _prolog_fake),
     "npu_rms_norm": (npu_rms_norm, _rms_fake),
     "npu_add_rms_norm": (npu_add_rms_norm, _add_rms_fake),
     "npu_rotary_mul": (npu_rotary_mul, _rotary_fake),

@@ -19,11 +19,17 @@ def _kw_check(op, items):
 # sparse_flash_attention (SFA)
 # ---------------------------------------------------------------------------------------------
 
-def sfa_outputs(query, return_softmax_lse=False):
-    """(attention_out, softmax_max, softmax_sum): the query's shape and dtype, and torch_npu's
-    [0] float32 tensors for the flag-off max / sum."""
-    return (empty(query, tuple(query.shape), None), empty(query, (0,), "float32"),
-            empty(query, (0,), "float32"))
+def sfa_outputs(query, return_softmax_lse=False, layout_query="BSND"):
+    """(attention_out, softmax_max, softmax_sum): the query's shape and dtype; max / sum float32
+    [B, 1, S1, N1] (TND [1, T1, N1]) with return_softmax_lse, else torch_npu's [0] tensors."""
+    qs = tuple(query.shape)
+    if not return_softmax_lse:
+        ms = (0,)
+    elif layout_query == "TND":
+        ms = (1, qs[0], qs[1])
+    else:
+        ms = (qs[0], 1, qs[1], qs[2])
+    return (empty(query, qs, None), empty(query, ms, "float32"), empty(query, ms, "float32"))
 
 
 def npu_sparse_flash_attention(
@@ -54,24 +60,26 @@ def npu_sparse_flash_attention(
     attention_mode must be 2 (the only mode the NPU supports; torch_npu's default 0 raises
     NotImplementedError rather than guess). sparse_block_size: a power of two 1..128.
     sparse_mode 0 or 3. out=(attention_out, softmax_max, softmax_sum) preallocates.
-    Not supported (NotImplementedError): return_softmax_lse=True, sinks, pre_tokens /
-    next_tokens other than the default.
+    return_softmax_lse=True fills softmax_max / softmax_sum, float32 [B, 1, S1, N1] (TND
+    [1, T1, N1]): the max of the scaled logits and sum exp(s - max) over the selected tokens
+    (lse = max + log(sum); a row with no valid token has sum 0). sinks: float32 [N1], one
+    logit per head that joins the softmax with no value.
+    Not supported (NotImplementedError): pre_tokens / next_tokens other than the default.
     """
     op = "npu_sparse_flash_attention"
-    if (attention_mode != 2 or return_softmax_lse or sinks is not None
-            or pre_tokens != INT64_MAX or next_tokens != INT64_MAX):
+    if attention_mode != 2 or pre_tokens != INT64_MAX or next_tokens != INT64_MAX:
         _kw_check(op, (("attention_mode", attention_mode, attention_mode == 2),
-                       ("return_softmax_lse", return_softmax_lse, not return_softmax_lse),
-                       ("sinks", "<tensor>", sinks is None),
                        ("pre_tokens", pre_tokens, pre_tokens == INT64_MAX),
                        ("next_tokens", next_tokens, next_tokens == INT64_MAX)))
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
-    outs = sfa_outputs(query) if out is None else check_out(op, out, 3)
+    lse = bool(return_softmax_lse)
+    outs = (sfa_outputs(query, lse, layout_query) if out is None else check_out(op, out, 3))
     return run(_fia.sparse_flash_attention,
                (query, key, value, sparse_indices, block_table, query_rope, key_rope, outs[0],
-                None, actual_seq_lengths_query, actual_seq_lengths_kv, scale_value,
-                sparse_block_size, layout_query, layout_kv, sparse_mode, 2, False), outs)
+                None, outs[1] if lse else None, outs[2] if lse else None, sinks,
+                actual_seq_lengths_query, actual_seq_lengths_kv, scale_value,
+                sparse_block_size, layout_query, layout_kv, sparse_mode, 2, lse), outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +282,7 @@ for _f in (npu_lightning_indexer, npu_quant_lightning_indexer):
 
 
 def _sfa_fake(query, key, value, sparse_indices, scale_value, **kw):
-    return sfa_outputs(query)
+    return sfa_outputs(query, kw.get("return_softmax_lse", False), kw.get("layout_query", "BSND"))
 
 
 def _kv_quant_sfa_fake(query, key, value, sparse_indices, scale_value, key_quant_mode,

@@ -17,7 +17,7 @@ from fia._schemas import SCHEMAS
 from conftest import f64, rnd, to_kind, torch
 
 # fia's keyword-only extensions beyond the torch_npu schemas (never a changed torch_npu default)
-EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype"}
+EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype", "cache_mode"}
 
 
 def parse_schema(s):
@@ -150,9 +150,6 @@ def test_library_message_names_tensor_dim_values(rng):
 
 @pytest.mark.parametrize("call,name", [
     (lambda a: fia.npu_sparse_flash_attention(*a, 0.1, attention_mode=0), "attention_mode"),
-    (lambda a: fia.npu_sparse_flash_attention(*a, 0.1, attention_mode=2,
-                                              return_softmax_lse=True), "return_softmax_lse"),
-    (lambda a: fia.npu_sparse_flash_attention(*a, 0.1, attention_mode=2, sinks=a[0]), "sinks"),
     (lambda a: fia.npu_sparse_flash_attention(*a, 0.1, attention_mode=2, pre_tokens=5),
      "pre_tokens"),
     (lambda a: fia.npu_kv_quant_sparse_flash_attention(*a, 0.1, 1, 2, attention_mode=2),

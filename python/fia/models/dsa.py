@@ -331,6 +331,8 @@ class DSAAttention:
             idx = ops.npu_quant_lightning_indexer(qi, pool.idx_cache, w, qs, pool.idx_scale, 0, 0,
                                                   **kw)
             return idx, None
+        if return_value:  # fia extension: the fp32 scores (torch_npu returns the query dtype)
+            kw["sparse_values_dtype"] = "float32"
         idx, val = ops.npu_lightning_indexer(qi, pool.idx_cache, w, return_value=return_value,
                                              **kw)
         return idx, val
