@@ -19,6 +19,7 @@ PIP        := $(PY) -m pip --disable-pip-version-check -q
 run: deps build py-install
 	./$(BUILD)/fia demo
 	$(PY) python/examples/quickstart.py
+	$(PY) -m fia.models.dsa_demo
 
 test: deps test-release test-asan test-python
 

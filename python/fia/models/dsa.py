@@ -38,6 +38,8 @@ sharded by token, position g on rank g % P at local position g // P.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -235,6 +237,19 @@ class DSAAttention:
         self.w_proj_t = t("self_attn.indexer.weights_proj.weight").T.contiguous()    # fp32
         self.hadamard = hadamard(cfg.index_head_dim, torch.float32) if c8 else None
         self.clip_alpha = torch.ones(1, dtype=torch.float32)
+        # Phase timings: set to a dict to accumulate seconds per phase ("prolog" = norm +
+        # mla_prolog_v3, "indexer" = projection, RoPE, quant, cache write and lightning_indexer,
+        # "attention" = sparse_flash_attention, "projections" = V absorb + o_proj).
+        self.timings: Optional[Dict[str, float]] = None
+
+    @contextlib.contextmanager
+    def _phase(self, name):
+        if self.timings is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
     # ---------------------------------------------------------------------------- helpers
     def rope_tables(self, positions):
@@ -375,16 +390,21 @@ class DSAAttention:
             return self._forward_cp(hidden, residual, step, pool, return_topk)
         cfg = self.cfg
         self._pos = step.positions
-        u, x = self._norm(hidden, residual)
-        cos, sin = self.rope_tables(step.positions)
-        q_nope, q_pe, qr = self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache,
-                                        _i64(step.slots), "PA_BSND")
-        qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
-        self._write_index(pool, ki, ks, step.slots, step.prefill)
-        idx, _ = self._indexer(pool, qi, qs, w, step.cu_q, step.kv_lens, step.block_table, False)
-        lat, _ = self._sfa(pool, q_nope, q_pe, idx, step.cu_q, step.kv_lens, step.block_table,
-                           False)
-        out = self._epilogue(lat)
+        with self._phase("prolog"):
+            u, x = self._norm(hidden, residual)
+            cos, sin = self.rope_tables(step.positions)
+            q_nope, q_pe, qr = self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache,
+                                            _i64(step.slots), "PA_BSND")
+        with self._phase("indexer"):
+            qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
+            self._write_index(pool, ki, ks, step.slots, step.prefill)
+            idx, _ = self._indexer(pool, qi, qs, w, step.cu_q, step.kv_lens, step.block_table,
+                                   False)
+        with self._phase("attention"):
+            lat, _ = self._sfa(pool, q_nope, q_pe, idx, step.cu_q, step.kv_lens,
+                               step.block_table, False)
+        with self._phase("projections"):
+            out = self._epilogue(lat)
         return (out, x, idx) if return_topk else (out, x)
 
     __call__ = forward
