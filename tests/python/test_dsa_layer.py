@@ -75,3 +75,26 @@ def test_layer_fia_ops(cfg, c8):
             pass  # implemented (the probe's shapes need not be valid)
     ses = run_session(cfg, fia, c8=c8, seed=12, decode_steps=16)
     assert ses.checked_rows == 136  # 72 prefill + 12 + 15 (mixed) + 16 + 21 decode
+
+
+def test_layer_from_safetensors(tmp_path):
+    """A layer built from a safetensors file with HF names equals the one built from memory."""
+    fia = _fia_ops()
+    import ml_dtypes
+    from fia.models.dsa import DSAAttention, KVPool
+    from fia.models.dsa_weights import random_weights, save_layer
+    cfg = CFGS[0]
+    w = random_weights(cfg, seed=3, dtype=ml_dtypes.bfloat16)
+    p = str(tmp_path / "layer5.safetensors")
+    save_layer(p, w, layer=5)
+    outs = []
+    for layer in (DSAAttention(cfg, w, ops=fia), DSAAttention.from_safetensors(p, cfg, layer=5,
+                                                                               ops=fia)):
+        a = BlockAllocator(8, 16)
+        pool = KVPool(cfg, 8, 16)
+        a.add(0)
+        g = torch.Generator().manual_seed(0)
+        h = torch.randn(20, cfg.hidden_size, generator=g).bfloat16()
+        r = torch.randn(20, cfg.hidden_size, generator=g).bfloat16()
+        outs.append(layer.forward(h, r, Step.build(a, [0], [20]), pool)[0])
+    assert torch.equal(outs[0], outs[1])

@@ -251,6 +251,14 @@ class DSAAttention:
         yield
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
 
+    @classmethod
+    def from_safetensors(cls, path, cfg: DSAConfig, layer: Optional[int] = None, **kw):
+        """The layer with the weights of `model.layers.<layer>.` (HF DeepSeek-V3.2 names) read
+        from a safetensors file, file list or checkpoint directory (see dsa_weights.load_layer;
+        FP8 block-scaled weights are dequantized)."""
+        from .dsa_weights import load_layer
+        return cls(cfg, load_layer(path, layer=layer, cfg=cfg), **kw)
+
     # ---------------------------------------------------------------------------- helpers
     def rope_tables(self, positions):
         """cos, sin [T, Dr] bf16 in the half layout (frequency i at i and i + Dr/2)."""
