@@ -200,7 +200,7 @@ def npu_quant_lightning_indexer(query, key, weights, query_dequant_scale, key_de
 
 
 def _sfa(q_full, rows_fn, sparse_indices, scale_value, actual_seq_lengths_query,
-         actual_seq_lengths_kv, sparse_mode, C):
+         actual_seq_lengths_kv, sparse_mode, C, round_p=False):
     T, N, _ = q_full.shape
     cu = [0] + [int(v) for v in actual_seq_lengths_query]
     out = torch.zeros(T, N, C, dtype=F32)
@@ -223,7 +223,12 @@ def _sfa(q_full, rows_fn, sparse_indices, scale_value, actual_seq_lengths_query,
             s = (q_full[q0 + i].float() @ k_full.T) * scale_value       # [N, k]
             m = s.amax(-1, keepdim=True)
             e = torch.exp(s - m)
-            out[q0 + i] = (e / e.sum(-1, keepdim=True)) @ v
+            if round_p:  # C8: P cast to bf16, its mantissa rounded independently of the max
+                g = torch.round(m / math.log(2)) * math.log(2)
+                w = _bf(torch.exp(s - g)) * torch.exp(g - m) / e.sum(-1, keepdim=True)
+            else:
+                w = e / e.sum(-1, keepdim=True)
+            out[q0 + i] = w @ v
             smax[0, q0 + i] = m[:, 0]
             ssum[0, q0 + i] = e.sum(-1)
     return out, smax, ssum
@@ -264,9 +269,10 @@ def npu_kv_quant_sparse_flash_attention(query, key, value, sparse_indices, scale
         blk = block_table[b, sel // bs].long()
         r = key[blk, sel % bs, 0]                                  # [k, 656] int8
         sc = r[:, C + 2 * rope_head_dim:].contiguous().view(F32)   # [k, C / tile]
-        kn = r[:, :C].float() * sc.repeat_interleave(tile_size, -1)
+        kn = (r[:, :C].float() * sc.repeat_interleave(tile_size, -1)).to(query.dtype).float()
         kr = r[:, C:C + 2 * rope_head_dim].contiguous().view(BF16).float()
         return torch.cat((kn, kr), -1), kn
     out, _, _ = _sfa(query.float(), rows, sparse_indices, scale_value,
-                     actual_seq_lengths_query, actual_seq_lengths_kv, sparse_mode, C)
+                     actual_seq_lengths_query, actual_seq_lengths_kv, sparse_mode, C,
+                     round_p=True)
     return out.to(query.dtype)

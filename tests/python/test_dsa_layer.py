@@ -98,3 +98,17 @@ def test_layer_from_safetensors(tmp_path):
         r = torch.randn(20, cfg.hidden_size, generator=g).bfloat16()
         outs.append(layer.forward(h, r, Step.build(a, [0], [20]), pool)[0])
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.name)
+def test_layer_c8_fia_indexer_and_attention(cfg):
+    """The C8 layer with fia's dynamic_quant, quant_lightning_indexer, scatter ops and
+    kv_quant_sparse_flash_attention, the 656-byte latent rows written by the pure-torch golden
+    of npu_mla_prolog_v3 (kv_cache_quant_mode 3, which fia's prolog does not implement yet)."""
+    import types
+    fia = _fia_ops()
+    from dsa_harness import NEED_OPS
+    ops = types.SimpleNamespace(**{n: getattr(fia, n) for n in NEED_OPS})
+    ops.npu_mla_prolog_v3 = npu_golden.npu_mla_prolog_v3
+    ses = run_session(cfg, ops, c8=True, seed=13, decode_steps=16)
+    assert ses.checked_rows == 136

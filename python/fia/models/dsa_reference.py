@@ -32,7 +32,8 @@ Options:
   c8: the seed's C8 path: indexer q and k Hadamard-rotated (orthogonal, 128^-0.5 Sylvester) and
       quantized to int8 per token (and head) with scale amax/127; the latent cache quantized
       per token per 128-wide tile (scale amax/127, amax >= 1e-8), k_pe kept in bfloat16; the
-      attention runs on the dequantized values;
+      attention runs on the dequantized values (with emulate_bf16 also at the C8 contract's
+      rounding points: the dequantized row and the probabilities P cast to bf16);
   round_out: round the layer output to bfloat16 (default: as emulate_bf16); comparisons of a
       bf16 output use the unrounded value, so the output's own rounding counts once;
   mode="mha": the expanded (non-absorbed) prefill form of the demo, as a self-check;
@@ -209,7 +210,7 @@ def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int
     wkv_b = W["self_attn.kv_b_proj.weight"].view(N, D + Dv, C)
     w_uk, w_uv = wkv_b[:, :D], wkv_b[:, D:]
     q_abs = bf(torch.einsum("lhd,hdc->lhc", q_nope, w_uk))
-    c_att = quant_int8_tiles(c)[0] if c8 else c
+    c_att = bf(quant_int8_tiles(c)[0]) if c8 else c  # C8: dequantized K cast to bf16
 
     # indexer
     qi = bf(qr @ W["self_attn.indexer.wq_b.weight"].T).view(L, Hi, Di)
@@ -250,7 +251,14 @@ def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int
             m = s.amax(-1, keepdim=True)
             e = torch.exp(s - m)
             lse = (m + torch.log(e.sum(-1, keepdim=True))).squeeze(-1)
-            o = (e / e.sum(-1, keepdim=True)) @ c_att[sel]                  # [N, C]
+            if c8 and emulate_bf16:
+                # the C8 contract casts P to the query dtype: the mantissa of exp(s - m),
+                # rounded independently of the max (exp(s - g), g = round(m / ln2) ln2)
+                g = torch.round(m / math.log(2)) * math.log(2)
+                pr = bf(torch.exp(s - g)) * torch.exp(g - m) / e.sum(-1, keepdim=True)
+            else:
+                pr = e / e.sum(-1, keepdim=True)
+            o = pr @ c_att[sel]                                             # [N, C]
         else:
             s = torch.einsum("he,the->ht", q_full[p], k_full[sel]) * scale
             m = s.amax(-1, keepdim=True)
