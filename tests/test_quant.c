@@ -231,11 +231,13 @@ static void test_kernel_tables(tu_rng *rng) {
                 memset(y1, 0, sizeof y1), memset(y2, 1, sizeof y2), memset(s1, 0, sizeof s1), memset(s2, 1, sizeof s2);
                 const float r1 = kt->rms_norm_row(x, x2, bf, g, bf, n, 1e-6f, 1.0f, y1 + off, bf, s1 + off);
                 const float r2 = kt->rms_norm_row_nt(x, x2, bf, g, bf, n, 1e-6f, 1.0f, y2 + off, bf, s2 + off);
+                kt->stream_fence();
                 tu_check(r1 == r2 && !memcmp(y1 + off, y2 + off, (size_t)n * 2) && !memcmp(s1 + off, s2 + off, (size_t)n * 2),
                          "%s rms_norm_row_nt n %lld off %d", kt->name, (long long)n, off);
                 const float sc = kt->absmax_row(x, bf, g, bf, n) / 127.0f;
                 kt->quant_row_i8(x, bf, g, bf, n, sc, (int8_t *)y1 + off);
                 kt->quant_row_i8_nt(x, bf, g, bf, n, sc, (int8_t *)y2 + off);
+                kt->stream_fence();
                 tu_check(!memcmp(y1 + off, y2 + off, (size_t)n), "%s quant_row_i8_nt n %lld", kt->name, (long long)n);
                 int8_t ref[N];
                 const float scs = fia_chain_kernels_scalar.absmax_row(x, bf, g, bf, n) / 127.0f;
@@ -246,6 +248,7 @@ static void test_kernel_tables(tu_rng *rng) {
                 for (int m = 0; m < 3; m++) {
                     kt->rope_row(x, bf, c, sn, bf, d, (fia_rope_mode)m, y1 + off, bf);
                     kt->rope_row_nt(x, bf, c, sn, bf, d, (fia_rope_mode)m, y2 + off, bf);
+                    kt->stream_fence();
                     tu_check(!memcmp(y1 + off, y2 + off, (size_t)d * 2), "%s rope_row_nt d %lld mode %d", kt->name, (long long)d, m);
                 }
         }

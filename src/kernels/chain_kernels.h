@@ -60,9 +60,10 @@ typedef struct fia_chain_kernels {
                           int8_t *y);
 
     /* The same results as rms_norm_row, rope_row and quant_row_i8, written with non-temporal
-     * (streaming) stores where the output is aligned, then an sfence: for outputs far larger
-     * than the caches, which nobody reads right away (the operators use them above
-     * FIA_CHAIN_STREAM_BYTES of output). */
+     * (streaming) stores where the output is aligned: for outputs far larger than the caches,
+     * which nobody reads right away (the operators use them above FIA_CHAIN_STREAM_BYTES of
+     * output). The caller runs stream_fence() (an sfence) after its last _nt call of a task,
+     * before the results are handed to another thread. */
     float (*rms_norm_row_nt)(const void *x1, const void *x2, fia_dtype xdt, const void *gamma,
                              fia_dtype gdt, int64_t n, float eps, float alpha, void *y,
                              fia_dtype ydt, void *xsum);
@@ -70,6 +71,7 @@ typedef struct fia_chain_kernels {
                         fia_dtype cdt, int64_t d, fia_rope_mode mode, void *y, fia_dtype ydt);
     void (*quant_row_i8_nt)(const void *x, fia_dtype xdt, const void *s, fia_dtype sdt,
                             int64_t n, float scale, int8_t *y);
+    void (*stream_fence)(void);
 } fia_chain_kernels;
 
 /* Output size from which the chain operators use the streaming-store kernels. */
@@ -78,8 +80,10 @@ typedef struct fia_chain_kernels {
 extern const fia_chain_kernels fia_chain_kernels_scalar;
 extern const fia_chain_kernels fia_chain_kernels_avx2;
 extern const fia_chain_kernels fia_chain_kernels_avx512;
+extern const fia_chain_kernels fia_chain_kernels_avx512bf16; /* AVX-512 + AVX512-BF16 stores */
 
-/* The table for a context's ISA level (scalar for anything unknown). */
+/* The table for a context's ISA level (scalar for anything unknown); for AVX-512, the
+ * AVX512-BF16 form when the CPU has it. */
 const fia_chain_kernels *fia_chain_kernels_for(fia_isa isa);
 
 /* Per-token symmetric int8 quantization of one row, as dynamic_quant does it:

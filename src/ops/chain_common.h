@@ -47,6 +47,14 @@ static inline void chain_unravel(const int64_t *shape, int32_t lead, int64_t r, 
     }
 }
 
+/* Advances idx to the next row (row-major odometer): no division per row. */
+static inline void chain_next(const int64_t *shape, int32_t lead, int64_t *idx) {
+    for (int32_t d = lead - 1; d >= 0; d--) {
+        if (++idx[d] < shape[d]) return;
+        idx[d] = 0;
+    }
+}
+
 /* Element offset of idx[0..lead) in t, reading a size-1 dim of t as broadcast (index 0).
  * t's first `lead` dims are aligned with idx (t->ndim >= lead). */
 static inline int64_t chain_off(const fia_tensor *t, const int64_t *idx, int32_t lead) {

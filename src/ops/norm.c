@@ -43,8 +43,8 @@ static void norm_task(void *arg, int64_t task, int32_t tid) {
     const int64_t es = (int64_t)fia_dtype_size(dt);
     const void *g = fia_tensor_ptr(&p->gamma);
     int64_t idx[FIA_MAX_DIMS];
-    for (int64_t r = r0; r < r1; r++) {
-        chain_unravel(p->x1.shape, p->lead, r, idx);
+    chain_unravel(p->x1.shape, p->lead, r0, idx);
+    for (int64_t r = r0; r < r1; r++, chain_next(p->x1.shape, p->lead, idx)) {
         const char *a = (const char *)fia_tensor_ptr(&p->x1) + chain_off(&p->x1, idx, p->lead) * es;
         const char *b = p->has_x2 ? (const char *)fia_tensor_ptr(&p->x2) +
                                         chain_off(&p->x2, idx, p->lead) * es
@@ -57,6 +57,7 @@ static void norm_task(void *arg, int64_t task, int32_t tid) {
         if (p->has_rstd)
             *((float *)fia_tensor_ptr(&p->rstd) + chain_off(&p->rstd, idx, p->lead)) = rstd;
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void norm_execute(fia_plan *plan, void *ws) {

@@ -83,8 +83,8 @@ static void quant_token_task(void *arg, int64_t task, int32_t tid) {
     const int64_t r0 = task * p->rows_per_task;
     const int64_t r1 = r0 + p->rows_per_task < p->rows ? r0 + p->rows_per_task : p->rows;
     int64_t idx[FIA_MAX_DIMS];
-    for (int64_t r = r0; r < r1; r++) {
-        chain_unravel(p->x.shape, p->lead, r, idx);
+    chain_unravel(p->x.shape, p->lead, r0, idx);
+    for (int64_t r = r0; r < r1; r++, chain_next(p->x.shape, p->lead, idx)) {
         const void *x = quant_x_row(p, idx), *s = quant_smooth_row(p, r);
         int8_t *y = (int8_t *)fia_tensor_ptr(&p->y) + chain_off(&p->y, idx, p->lead);
         if (p->mode == FIA_QUANT_MODE_PERTENSOR) {
@@ -97,6 +97,7 @@ static void quant_token_task(void *arg, int64_t task, int32_t tid) {
                                                                  p->smooth.dtype, p->H, sc, y);
         *((float *)fia_tensor_ptr(&p->scale) + chain_off(&p->scale, idx, p->lead)) = sc;
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void quant_max_task(void *arg, int64_t task, int32_t tid) {
@@ -107,8 +108,8 @@ static void quant_max_task(void *arg, int64_t task, int32_t tid) {
     const int64_t r1 = r0 + p->rows_per_task < p->rows ? r0 + p->rows_per_task : p->rows;
     int64_t idx[FIA_MAX_DIMS];
     float m = 0.0f;
-    for (int64_t r = r0; r < r1; r++) {
-        chain_unravel(p->x.shape, p->lead, r, idx);
+    chain_unravel(p->x.shape, p->lead, r0, idx);
+    for (int64_t r = r0; r < r1; r++, chain_next(p->x.shape, p->lead, idx)) {
         const float v = p->k->absmax_row(quant_x_row(p, idx), p->x.dtype, quant_smooth_row(p, r),
                                          p->smooth.dtype, p->H);
         if (v > m) m = v;

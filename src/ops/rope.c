@@ -45,13 +45,14 @@ static void rope_task(void *arg, int64_t task, int32_t tid) {
     const char *xb = fia_tensor_ptr(&p->x), *cb = fia_tensor_ptr(&p->cos), *sb = fia_tensor_ptr(&p->sin);
     char *yb = fia_tensor_ptr(&p->y);
     int64_t idx[FIA_MAX_DIMS];
-    for (int64_t r = r0; r < r1; r++) {
-        chain_unravel(p->x.shape, p->lead, r, idx);
+    chain_unravel(p->x.shape, p->lead, r0, idx);
+    for (int64_t r = r0; r < r1; r++, chain_next(p->x.shape, p->lead, idx)) {
         (p->stream ? p->k->rope_row_nt : p->k->rope_row)(xb + chain_off(&p->x, idx, p->lead) * es, dt,
                        cb + chain_off(&p->cos, idx, p->lead) * es,
                        sb + chain_off(&p->sin, idx, p->lead) * es, dt, p->d, p->mode,
                        yb + chain_off(&p->y, idx, p->lead) * es, dt);
     }
+    if (p->stream) p->k->stream_fence();
 }
 
 static void rope_execute(fia_plan *plan, void *ws) {

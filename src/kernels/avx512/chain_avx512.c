@@ -118,3 +118,36 @@ CV_AI void cv16_stream_i8(int8_t *y, __m512 v) {
 #define cv_store_i8(y, v) cv16_store_i8((y), (v))
 
 #include "kernels/chain_rows.inc"
+
+/* ------------------------------------------------------------------------------------------ */
+/* The same template with AVX512-BF16 conversions (vcvtneps2bf16: round to nearest even, NaN    */
+/* kept quiet; denormal results flush to zero), picked when the CPU has avx512_bf16. Only the  */
+/* bf16 stores differ from the table above.                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+#undef CV_FN
+#undef CV_ISA_NAME
+#undef CV_NAME
+#undef cv_store
+#undef cv_stream
+#define CV_FN __attribute__((target("avx512bf16,avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")))
+#define CV_ISA_NAME "avx512bf16"
+#define CV_NAME(x) x##_avx512bf16
+
+CV_FN static inline __m256i cv16b_bf16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+
+CV_FN static inline void cv16b_store(void *p, fia_dtype dt, __m512 v) {
+    if (dt == FIA_DTYPE_BFLOAT16) _mm256_storeu_si256((__m256i *)p, cv16b_bf16(v));
+    else cv16_store(p, dt, v);
+}
+
+CV_FN static inline void cv16b_stream(void *p, fia_dtype dt, __m512 v) {
+    if (dt == FIA_DTYPE_BFLOAT16 && (uintptr_t)p % 32 == 0) _mm256_stream_si256((__m256i *)p, cv16b_bf16(v));
+    else if (dt == FIA_DTYPE_BFLOAT16) _mm256_storeu_si256((__m256i *)p, cv16b_bf16(v));
+    else cv16_stream(p, dt, v);
+}
+
+#define cv_store(p, dt, v) cv16b_store((p), (dt), (v))
+#define cv_stream(p, dt, v) cv16b_stream((p), (dt), (v))
+
+#include "kernels/chain_rows.inc"

@@ -29,7 +29,9 @@
 
 const fia_chain_kernels *fia_chain_kernels_for(fia_isa isa) {
     switch (isa) {
-    case FIA_ISA_AVX512: return &fia_chain_kernels_avx512;
+    case FIA_ISA_AVX512:
+        return __builtin_cpu_supports("avx512bf16") ? &fia_chain_kernels_avx512bf16
+                                                    : &fia_chain_kernels_avx512;
     case FIA_ISA_AVX2: return &fia_chain_kernels_avx2;
     default: return &fia_chain_kernels_scalar;
     }
