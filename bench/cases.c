@@ -942,8 +942,9 @@ int bench_run_case(const bench_case *c, fia_context *ctx, const roofline *rl, in
             rl->read_gbps > 0 ? res->bytes / res->seconds * 1e-9 / rl->read_gbps : 0.0;
     }
     res->min_seconds = times[0]; /* sorted by median() */
-    res->fma_fraction =
-        rl->fma_gflops > 0 ? res->flops / res->seconds * 1e-9 / rl->fma_gflops : 0.0;
+    const double peak =
+        bench_op_bf16_compute(c->op) && rl->bf16_gflops > 0 ? rl->bf16_gflops : rl->fma_gflops;
+    res->fma_fraction = peak > 0 ? res->flops / res->seconds * 1e-9 / peak : 0.0;
     res->reps = reps;
     res->copies = copies;
     free(times);

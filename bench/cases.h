@@ -102,6 +102,9 @@ const bench_case *bench_sfa_cases(size_t *count);
 const bench_case *bench_li_cases(size_t *count);
 const bench_case *bench_chain_cases(size_t *count);
 const bench_case *bench_prolog_cases(size_t *count);
+/* Nonzero for the ops whose compute side is the roofline's bf16 dot-product peak (AMX or
+ * AVX512-BF16: their GEMMs run bf16 on a library) rather than the fp32 FMA peak. */
+int bench_op_bf16_compute(const bench_op *op);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);
@@ -122,7 +125,8 @@ typedef struct bench_result {
      * roofline's bandwidth and bytes / median time / that bandwidth. */
     double read_gbps;
     double mem_fraction;
-    double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one) */
+    double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one); for a
+                          * bench_op_bf16_compute op, / the bf16 dot-product peak if any */
 } bench_result;
 
 /* Prepares a case, runs it once per copy to warm up code paths (not caches), then times `reps`

@@ -250,6 +250,8 @@ static const bench_op prolog_bench_op = {
     pro_prepare, pro_execute, pro_check, pro_destroy,
 };
 
+int bench_op_bf16_compute(const bench_op *op) { return op == &prolog_bench_op; }
+
 static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128};
 static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128};
 static const bench_prolog_case ds_t2048 = {2048, 7168, 1536, 128, 128};

@@ -6,6 +6,8 @@
  * run time; the buffer is first touched by the same threads; best of several passes.
  * FMA peak: every thread runs 16 (AVX-512) or 12 (AVX2) independent fp32 FMA chains, enough
  * accumulators to cover FMA latency x throughput, for about 0.2 s; best of three runs.
+ * bf16 peak: the same chains with AMX TDPBF16PS tiles where the CPU and the OS allow them, else
+ * AVX512-BF16 VDPBF16PS (the instructions oneDNN's bf16 matmul uses for the MLA prolog).
  * The vector code lives in functions with __attribute__((target(...))), picked with
  * __builtin_cpu_supports, so this file needs no ISA compile flags.
  */
@@ -19,10 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define ROOFLINE_X86 1
 #else
@@ -217,6 +221,98 @@ __attribute__((target("avx512f"))) static float fma_avx512(long iters) {
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
     s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c12, c13), _mm512_add_ps(c14, c15)));
     return _mm512_reduce_add_ps(s);
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* bf16 dot-product peaks (what oneDNN's bf16 matmul runs on: the MLA prolog's projections)  */
+/* ---------------------------------------------------------------------------------------- */
+
+#if ROOFLINE_X86
+/* 16 independent VDPBF16PS chains: 16 lanes x 2 products x 2 flops = 64 flops each. The
+ * operands are small bf16 values; the accumulators stay finite for any run length here. */
+__attribute__((target("avx512f,avx512bf16"))) static float dpbf16_avx512(long iters) {
+    const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3c003c00); /* 2^-7 pairs */
+    __m512 c[16];
+    for (int k = 0; k < 16; k++) c[k] = _mm512_set1_ps((float)k);
+    for (long i = 0; i < iters; i++) {
+        c[0] = _mm512_dpbf16_ps(c[0], a, a);
+        c[1] = _mm512_dpbf16_ps(c[1], a, a);
+        c[2] = _mm512_dpbf16_ps(c[2], a, a);
+        c[3] = _mm512_dpbf16_ps(c[3], a, a);
+        c[4] = _mm512_dpbf16_ps(c[4], a, a);
+        c[5] = _mm512_dpbf16_ps(c[5], a, a);
+        c[6] = _mm512_dpbf16_ps(c[6], a, a);
+        c[7] = _mm512_dpbf16_ps(c[7], a, a);
+        c[8] = _mm512_dpbf16_ps(c[8], a, a);
+        c[9] = _mm512_dpbf16_ps(c[9], a, a);
+        c[10] = _mm512_dpbf16_ps(c[10], a, a);
+        c[11] = _mm512_dpbf16_ps(c[11], a, a);
+        c[12] = _mm512_dpbf16_ps(c[12], a, a);
+        c[13] = _mm512_dpbf16_ps(c[13], a, a);
+        c[14] = _mm512_dpbf16_ps(c[14], a, a);
+        c[15] = _mm512_dpbf16_ps(c[15], a, a);
+    }
+    __m512 s = c[0];
+    for (int k = 1; k < 16; k++) s = _mm512_add_ps(s, c[k]);
+    return _mm512_reduce_add_ps(s);
+}
+
+/* AMX: four TDPBF16PS per iteration on 16 x 32 bf16 tiles into four 16 x 16 fp32 tiles
+ * (16 * 16 * 32 * 2 = 16384 flops each). The tile configuration is per thread. */
+typedef struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+__attribute__((target("amx-tile,amx-bf16"))) static float dpbf16_amx(long iters) {
+    static const uint16_t zero[16 * 32];
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, zero, 64);
+    _tile_loadd(5, zero, 64);
+    _tile_loadd(6, zero, 64);
+    _tile_loadd(7, zero, 64);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    float out[16 * 16];
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
+/* CPUID leaf 7: subleaf 0 EDX bit 22 AMX-BF16, bit 24 AMX-TILE; subleaf 1 EAX bit 5
+ * AVX512_BF16 (read directly: not every compiler's __builtin_cpu_supports knows them). */
+static int cpu_has(int subleaf, int reg, int bit) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, (unsigned)subleaf, &a, &b, &c, &d)) return 0;
+    const unsigned v = reg == 0 ? a : d;
+    return (int)((v >> bit) & 1u);
+}
+
+/* Linux asks a process to request the AMX tile state before its first use. */
+static int amx_usable(void) {
+#if defined(__linux__)
+    if (!cpu_has(0, 3, 22) || !cpu_has(0, 3, 24)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+#else
+    return 0;
+#endif
 }
 #endif
 
@@ -447,6 +543,18 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len) {
     if (measure_bandwidth(threads, rd, bytes, &r->read_gbps, err, err_len) != 0) return -1;
     if (measure_fma(threads, fm, flops_per_iter(r->isa), &r->fma_gflops, err, err_len) != 0)
         return -1;
+    r->bf16_isa = "none";
+#if ROOFLINE_X86
+    if (amx_usable()) {
+        r->bf16_isa = "amx";
+        if (measure_fma(threads, dpbf16_amx, 4.0 * 16384.0, &r->bf16_gflops, err, err_len) != 0)
+            return -1;
+    } else if (__builtin_cpu_supports("avx512f") && cpu_has(1, 0, 5)) {
+        r->bf16_isa = "avx512_bf16";
+        if (measure_fma(threads, dpbf16_avx512, 16.0 * 64.0, &r->bf16_gflops, err, err_len) != 0)
+            return -1;
+    }
+#endif
     return 0;
 }
 

@@ -11,6 +11,8 @@
 typedef struct roofline {
     double read_gbps;  /* best pass of a streaming read/sum over a buffer >> LLC, all threads */
     double fma_gflops; /* fp32, all threads running independent FMA chains */
+    double bf16_gflops; /* bf16 dot products (AMX tiles, else AVX512-BF16), all threads; 0: none */
+    const char *bf16_isa; /* "amx", "avx512_bf16" or "none" */
     int threads;       /* threads used by both probes */
     const char *isa;   /* vector level of the probes: "avx512", "avx2" or "scalar" */
     size_t llc_bytes;  /* last-level cache size (roofline_llc_bytes) */

@@ -145,8 +145,9 @@ int cmd_bench(int argc, char **argv) {
         printf("fia %s bench: kernels %s, %d threads\n", fia_version_string(), fia_isa_name(isa),
                (int)n_threads);
         printf("roofline (measured now, %s probes): read %.1f GB/s (%zu MiB buffer), fp32 FMA "
-               "%.1f GFLOP/s; LLC %zu MiB\n\n",
-               rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.llc_bytes >> 20);
+               "%.1f GFLOP/s, bf16 (%s) %.1f GFLOP/s; LLC %zu MiB\n\n",
+               rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.bf16_isa,
+               rl.bf16_gflops, rl.llc_bytes >> 20);
         printf("%-31s %-40s %10s %8s %8s %9s %7s %6s %7s\n", "case", "shape", "median", "GB/s",
                "GFLOP/s", "roofline", "bound", "runs", "read");
     }
@@ -176,7 +177,7 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         /* The memory side against the bandwidth measured around each run (bench_run_case),
-         * the compute side against the FMA peak; the larger binds. */
+         * the compute side against the FMA peak (bf16 ops: the bf16 peak); the larger binds. */
         const double f_cmp = res.fma_fraction;
         const double frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
         const char *bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
@@ -190,10 +191,11 @@ int cmd_bench(int argc, char **argv) {
             printf(",\"case\":");
             json_string(stdout, c->name);
             printf(",\"params\":%s,\"seconds\":%.9g,\"bytes\":%.0f,\"flops\":%.0f,"
-                   "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
+                   "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"bf16_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
                    "\"roofline_fraction\":%.4g,\"bound\":\"%s\",\"min_seconds\":%.9g,"
                    "\"reps\":%d,\"copies\":%d,\"threads\":%d,\"isa\":\"%s\"}\n",
-                   params, res.seconds, res.bytes, res.flops, res.read_gbps, rl.fma_gflops, gbps,
+                   params, res.seconds, res.bytes, res.flops, res.read_gbps, rl.fma_gflops,
+                   rl.bf16_gflops, gbps,
                    gflops, frac, bound, res.min_seconds, res.reps, res.copies, (int)n_threads,
                    fia_isa_name(isa));
         } else {
