@@ -898,37 +898,79 @@ static void test_kernels(uint64_t seed) {
     }
     for (int j = 0; j < N; j++) {
         ptrs[j] = rows + 3 + (N - 1 - j) * 656; /* odd alignment, reversed order */
-        fill_row((char *)ptrs[j], FIA_DTYPE_BFLOAT16, 656, 1, 0, &r);
+        /* rows 0..5 the usual data, 6..8 the golden's wide scales; row 8 a NaN and an inf scale */
+        fill_row((char *)ptrs[j], FIA_DTYPE_BFLOAT16, 656, j >= 6 ? 2 : 1, 0, &r);
     }
-    fia_sfa_kernels_scalar.c8_rows_to_f32(ptrs, N, n0, 520, r0, 70);
-    /* the scalar table itself against the definition */
-    int ok = 1;
-    for (int j = 0; j < N && ok; j++) {
-        const unsigned char *p = ptrs[j];
-        float sc[4];
-        memcpy(sc, p + 640, 16);
-        for (int d = 0; d < 512; d++) ok &= n0[j * 520 + d] == (float)(int8_t)p[d] * sc[d / 128];
-        for (int d = 0; d < 64; d++) {
-            uint16_t h;
-            memcpy(&h, p + 512 + 2 * d, 2);
-            ok &= r0[j * 70 + d] == fia_bf16_to_f32(h);
+    {
+        const float bad[2] = {NAN, INFINITY};
+        memcpy((char *)ptrs[8] + 640, bad, sizeof bad);
+    }
+    /* no rounding, and the contract's casts to bfloat16 / float16 */
+    const fia_dtype rounds[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_BFLOAT16, FIA_DTYPE_FLOAT16};
+    for (int ri = 0; ri < 3; ri++) {
+        const fia_dtype rd = rounds[ri];
+        fia_sfa_kernels_scalar.c8_rows_to_f32(ptrs, N, n0, 520, r0, 70, rd);
+        /* the scalar table itself against the definition */
+        int ok = 1;
+        for (int j = 0; j < N && ok; j++) {
+            const unsigned char *p = ptrs[j];
+            float sc[4];
+            memcpy(sc, p + 640, 16);
+            for (int d = 0; d < 512; d++) {
+                const float x = (float)(int8_t)p[d] * sc[d / 128];
+                const float w = rd == FIA_DTYPE_BFLOAT16 ? fia_bf16_to_f32(fia_f32_to_bf16(x))
+                                : rd == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(fia_f32_to_f16(x)) : x;
+                ok &= n0[j * 520 + d] == w || (isnan(w) && isnan(n0[j * 520 + d]));
+            }
+            for (int d = 0; d < 64; d++) {
+                uint16_t h;
+                memcpy(&h, p + 512 + 2 * d, 2);
+                ok &= r0[j * 70 + d] == fia_bf16_to_f32(h);
+            }
+        }
+        tu_check(ok, "c8_rows_to_f32 scalar matches the definition (round to %s)", fia_dtype_name(rd));
+        const fia_sfa_kernels *tabs[2] = {&fia_sfa_kernels_avx2, &fia_sfa_kernels_avx512};
+        for (int k = 0; k < g_nctx; k++) {
+            if (g_isa[k] == FIA_ISA_SCALAR) continue;
+            const fia_sfa_kernels *kt = tabs[g_isa[k] == FIA_ISA_AVX512];
+            tu_check(fia_sfa_kernels_for(g_isa[k]) == kt, "table lookup %s", kt->name);
+            memset(n1, 0, sizeof(float) * N * 520);
+            memset(r1, 0, sizeof(float) * N * 70);
+            kt->c8_rows_to_f32(ptrs, N, n1, 520, r1, 70, rd);
+            int same = 1;
+            for (int j = 0; j < N; j++) {
+                same &= !memcmp(n1 + j * 520, n0 + j * 520, 512 * sizeof(float));
+                same &= !memcmp(r1 + j * 70, r0 + j * 70, 64 * sizeof(float));
+            }
+            tu_check(same, "c8_rows_to_f32 %s bit-exact with scalar (round to %s)", kt->name,
+                     fia_dtype_name(rd));
         }
     }
-    tu_check(ok, "c8_rows_to_f32 scalar matches the definition");
-    const fia_sfa_kernels *tabs[2] = {&fia_sfa_kernels_avx2, &fia_sfa_kernels_avx512};
-    for (int k = 0; k < g_nctx; k++) {
-        if (g_isa[k] == FIA_ISA_SCALAR) continue;
-        const fia_sfa_kernels *kt = tabs[g_isa[k] == FIA_ISA_AVX512];
-        tu_check(fia_sfa_kernels_for(g_isa[k]) == kt, "table lookup %s", kt->name);
-        memset(n1, 0, sizeof(float) * N * 520);
-        memset(r1, 0, sizeof(float) * N * 70);
-        kt->c8_rows_to_f32(ptrs, N, n1, 520, r1, 70);
-        int same = 1;
-        for (int j = 0; j < N; j++) {
-            same &= !memcmp(n1 + j * 520, n0 + j * 520, 512 * sizeof(float));
-            same &= !memcmp(r1 + j * 70, r0 + j * 70, 64 * sizeof(float));
+    /* round_scaled (the C8 cast of P): every ISA bit-exact with scalar, tails included */
+    for (int ri = 0; ri < 3; ri++) {
+        const fia_dtype rd = rounds[ri];
+        for (int rep = 0; rep < 20; rep++) {
+            const int64_t len = tu_int(&r, 0, 70);
+            const float c = (float)tu_uniform(&r, 0.7, 1.42), inv = 1.0f / c;
+            float x0[70], x1[70];
+            for (int64_t j = 0; j < len; j++) x0[j] = (float)exp(tu_uniform(&r, -30, 0));
+            if (len > 3) x0[3] = NAN;
+            memcpy(x1, x0, sizeof x0);
+            fia_sfa_kernels_scalar.round_scaled(x0, len, c, inv, rd);
+            for (int k = 0; k < g_nctx; k++) {
+                if (g_isa[k] == FIA_ISA_SCALAR) continue;
+                const fia_sfa_kernels *kt = fia_sfa_kernels_for(g_isa[k]);
+                float x2[70];
+                memcpy(x2, x1, sizeof x1);
+                kt->round_scaled(x2, len, c, inv, rd);
+                int same = 1;
+                for (int64_t j = 0; j < len; j++)
+                    same &= !memcmp(&x2[j], &x0[j], 4) || (isnan(x2[j]) && isnan(x0[j]));
+                if (!same || rep == 0)
+                    tu_check(same, "round_scaled %s bit-exact with scalar (%s, n %lld)", kt->name,
+                             fia_dtype_name(rd), (long long)len);
+            }
         }
-        tu_check(same, "c8_rows_to_f32 %s bit-exact with scalar", kt->name);
     }
 done:
     free(rows), free(n0), free(r0), free(n1), free(r1);

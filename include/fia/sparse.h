@@ -330,7 +330,7 @@ FIA_API fia_status fia_lightning_indexer(fia_context *ctx,
  *   NPU kernel and its golden (op-plugin / cann-recipes test_npu_lightning_indexer_quant):
  *     w~[h]  = fp16(w[h] * sq[h])                  (the product in fp32, rounded to fp16)
  *     S'[h]  = fp16(ReLU(q[h] . k) / 1024)         (exact int32 dot, to fp32, / 1024, to fp16)
- *     score  = 1024 * sk * sum_h w~[h] * S'[h]     (fp32 products and head sum, order
+ *     score  = sk * sum_h (1024 w~[h]) * S'[h]   (fp32 products and head sum, order
  *                                                   unspecified; 1024 is exact and restores the
  *                                                   formula's scale, so sparse_values hold the
  *                                                   formula's magnitude)

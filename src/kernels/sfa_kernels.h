@@ -20,11 +20,16 @@ enum { FIA_C8_ROW_BYTES = 656, FIA_C8_NOPE = 512, FIA_C8_ROPE = 64, FIA_C8_TILE 
 typedef struct fia_sfa_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* Dequantizes n C8 rows given by pointers:
-     *   nope[j * ldn + c] = (float)int8_j[c] * scale_j[c / 128]      c < 512
+     *   nope[j * ldn + c] = R((float)int8_j[c] * scale_j[c / 128])   c < 512
      *   rope[j * ldr + c] = bf16_to_f32(rope_j[c])                    c < 64
-     * n >= 0; ldn >= 512, ldr >= 64 (floats). */
+     * R: with round FLOAT16 or BFLOAT16 the fp32 product rounded to that dtype (nearest even,
+     * NaN stays NaN: the contract's cast of the dequantized row to the query dtype) and widened
+     * back; any other dtype: the product itself. n >= 0; ldn >= 512, ldr >= 64 (floats). */
     void (*c8_rows_to_f32)(const void *const *rows, int64_t n, float *nope, int64_t ldn,
-                           float *rope, int64_t ldr);
+                           float *rope, int64_t ldr, fia_dtype round);
+    /* x[j] = R(x[j] * c) * inv for j < n (R as above: round to FLOAT16 / BFLOAT16, else none;
+     * two fp32 multiplies around it): the C8 cast of P, done on a max-independent scale. */
+    void (*round_scaled)(float *x, int64_t n, float c, float inv, fia_dtype round);
 } fia_sfa_kernels;
 
 extern const fia_sfa_kernels fia_sfa_kernels_scalar;

@@ -685,8 +685,10 @@ static void li_score_i8_item(const fia_li_plan *p, const fia_li_item *it, float 
             qb[h] = 128 * sum;
             w[h] = fia_load_float(li_query_elem(&p->w, b, rows[r].tok, h), p->w.dtype) *
                    fia_load_float(li_query_elem(&p->sq, b, rows[r].tok, h), p->sq.dtype);
-            /* the contract's first rounding point: w * sq cast to fp16 */
-            if (!p->exact) w[h] = fia_cvt_f16_to_f32(fia_cvt_f32_to_f16(w[h]));
+            /* the contract's first rounding point: w * sq cast to fp16; the fp16 path scores
+             * at the golden's scale (dot / 1024), and 1024 w~ (exact: a power of two) restores
+             * the formula's scale */
+            if (!p->exact) w[h] = 1024.0f * fia_cvt_f16_to_f32(fia_cvt_f32_to_f16(w[h]));
         }
     }
     s->prepared = it->block;
@@ -696,10 +698,6 @@ static void li_score_i8_item(const fia_li_plan *p, const fia_li_item *it, float 
         for (int64_t j = 0; j < n; j++) rowp[j] = li_key_row(p, &p->k, b, j0 + j);
         p->lik->keys_to_u8(n, D, d4, rowp, s->ku, ldk);
         li_load_scales(p, b, j0, n, s->sk);
-        /* the fp16 path scores at the golden's scale (dot / 1024): 1024 sk restores the
-         * formula's scale exactly (a power of two) */
-        if (!p->exact)
-            for (int64_t j = 0; j < n; j++) s->sk[j] *= 1024.0f;
         li_prefetch_tile(p, b, j0 + n, it->kv1, D);
         for (int64_t r = 0; r < bl->nrows; r++) {
             const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;

@@ -142,14 +142,6 @@ static inline void sfa_prefetch_rows(const sfa_plan *p, const sfa_scratch *s, in
     }
 }
 
-/* Rounds x[0, n) (n <= SFA_LDV) to dtype dt (float16 / bfloat16) in place, round to nearest
- * even: the C8 contract's casts of the dequantized K row and of P to the query dtype. */
-static inline void sfa_round_to(const fia_kernels *k, fia_dtype dt, float *x, int64_t n) {
-    uint16_t tmp[SFA_LDV];
-    fia_kernels_from_f32(k, x, dt, tmp, n);
-    fia_kernels_to_f32(k, tmp, dt, x, n);
-}
-
 /* C8: P is cast to the query dtype before P.V; the running sum keeps the fp32 P. The tile holds
  * p = exp(s - m) for the slice's running max m, which is not the row's final max; so that the
  * rounding does not depend on m, p is rounded as exp(s - k ln2) = p * exp(m - k ln2) with k =
@@ -161,11 +153,7 @@ static void sfa_round_p(const sfa_plan *p, sfa_scratch *s, int64_t nh, int64_t n
         const float m = s->m[h];
         if (!(m > -INFINITY && m < INFINITY)) continue; /* nothing visible yet: the tile is 0 */
         const double kk = nearbyint((double)m / ln2), c = exp((double)m - kk * ln2);
-        const float cf = (float)c, inv = (float)(1.0 / c);
-        float *row = s->s + h * SFA_TILE;
-        for (int64_t j = 0; j < n; j++) row[j] *= cf;
-        sfa_round_to(p->kern, p->q.dtype, row, n);
-        for (int64_t j = 0; j < n; j++) row[j] *= inv;
+        p->skern->round_scaled(s->s + h * SFA_TILE, n, (float)c, (float)(1.0 / c), p->q.dtype);
     }
 }
 
@@ -177,11 +165,10 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
     for (int64_t j = 0; j < n; j++) {
         if (j < nn) sfa_prefetch_rows(p, s, cur ^ 1, j, j + 1);
         if (p->c8) {
-            p->skern->c8_rows_to_f32(nope + j, 1, s->vp + j * SFA_LDV, SFA_LDV, s->rp + j * SFA_DR,
-                                     SFA_DR);
             /* the contract casts the dequantized k_nope row to the query dtype: that rounded
              * row is K for Q.K^T and V for P.V */
-            sfa_round_to(k, p->q.dtype, s->vp + j * SFA_LDV, SFA_DN);
+            p->skern->c8_rows_to_f32(nope + j, 1, s->vp + j * SFA_LDV, SFA_LDV, s->rp + j * SFA_DR,
+                                     SFA_DR, p->q.dtype);
         } else {
             fia_kernels_to_f32(k, nope[j], p->k.dtype, s->vp + j * SFA_LDV, SFA_DN);
             fia_kernels_to_f32(k, rope[j], p->kr.dtype, s->rp + j * SFA_DR, SFA_DR);
