@@ -48,8 +48,10 @@ def test_allocator_and_step():
 @pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.name)
 @pytest.mark.parametrize("c8", [False, True], ids=["bf16", "c8"])
 def test_layer_golden_ops(cfg, c8):
-    ses = run_session(cfg, npu_golden, c8=c8, seed=11, decode_steps=16)
-    assert ses.checked_rows == 136  # 72 prefill + 12 + 15 (mixed) + 16 + 21 decode
+    # the pure-torch goldens are slow: 6 decode steps (the join at step 4 included) suffice to
+    # check the composition; the fia runs below take 16
+    ses = run_session(cfg, npu_golden, c8=c8, seed=11, decode_steps=6)
+    assert ses.checked_rows == 103  # 72 prefill + 12 + 15 (mixed) + 4 decode
 
 
 @pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.name)
