@@ -168,12 +168,13 @@ static void roundtrip(fia_context *ctx, uint64_t seed, int64_t L, int64_t N, int
         sp.actual_seq_lengths_kv = kvlen;
         sp.actual_seq_lengths_kv_count = 1;
         fia_sparse_flash_attention_tensors ft = {&qo.t, &kv.t, NULL, &idx.t, &bt.t, &qr.t, &kr.t,
-                                                 &so.t, NULL};
+                                                 &so.t, NULL, NULL, NULL, NULL};
         st = fia_sparse_flash_attention(ctx, &ft, &sp);
         if (tu_check(st == FIA_STATUS_SUCCESS, "sfa: %s %s: %s", fia_status_string(st),
                      fia_last_error(), desc)) {
             fia_sparse_flash_attention_tensors rt = {&q32.t, &kv32.t, NULL, &idx.t, &bt.t,
-                                                     &qr32.t, &kr32.t, &so.t, NULL};
+                                                     &qr32.t, &kr32.t, &so.t, NULL, NULL, NULL,
+                                                     NULL};
             if (tu_check(fia_ref_sparse_flash_attention(&ft, &sp, NULL, 0, want, NULL) == 0,
                          "sfa oracle")) {
                 const int64_t bad = cmp_out(&so.t, want, L * N * HCKV, vmax);
