@@ -7,7 +7,8 @@
 BUILD      ?= build
 SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
-APT_PKGS   := cmake make gcc g++ clang libclang-rt-14-dev python3 python3-venv python3-dev libdnnl-dev
+APT_PKGS   := cmake make gcc g++ clang libclang-rt-14-dev python3 python3-venv python3-dev \
+              libdnnl-dev
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 PY_BUILD   ?= build-py
@@ -18,6 +19,7 @@ PIP        := $(PY) -m pip --disable-pip-version-check -q
 run: deps build py-install
 	./$(BUILD)/fia demo
 	$(PY) python/examples/quickstart.py
+	$(PY) -m fia.models.dsa_demo
 
 test: deps test-release test-asan test-python
 

@@ -695,6 +695,211 @@ nb::object op_lightning_indexer(nb::handle ctx, bool make_plan, bool quant, nb::
     });
 }
 
+// ---- the chain of the DeepSeek-V3.2 / GLM-5 layer: norms, RoPE, dynamic quant (fia/norm.h,
+// fia/rope.h, fia/quant.h) ----
+
+nb::object op_rms_norm(nb::handle ctx, bool make_plan, nb::handle x, nb::handle x2, nb::handle gamma,
+                       nb::handle y, nb::handle rstd, nb::handle xsum, double epsilon)
+{
+    Tn tx, tx2, tg, ty, tr, ts;
+    load_in(x, x2.is_none() ? "self" : "x1", tx);
+    load_in(x2, "x2", tx2);
+    load_in(gamma, "gamma", tg);
+    load_out(y, "y", ty);
+    load_out(rstd, "rstd", tr);
+    load_out(xsum, "x", ts);
+    fia_rms_norm_params p;
+    fia_rms_norm_params_init(&p);
+    p.epsilon = epsilon;
+    if (!tx2.has) {
+        fia_rms_norm_tensors t;
+        std::memset(&t, 0, sizeof t);
+        t.x = tx.in();
+        t.gamma = tg.in();
+        t.y = ty.out();
+        t.rstd = tr.out();
+        return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+            return fia_rms_norm_plan(c, &t, &p, pl, ws);
+        });
+    }
+    fia_add_rms_norm_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x1 = tx.in();
+    t.x2 = tx2.in();
+    t.gamma = tg.in();
+    t.y = ty.out();
+    t.rstd = tr.out();
+    t.x = ts.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_add_rms_norm_plan(c, &t, &p, pl, ws);
+    });
+}
+
+// rotary_mul (mode "half" / "interleave") or, with interleave_rope set, the MLA k_rope form.
+nb::object op_rotary_mul(nb::handle ctx, bool make_plan, bool interleave_rope, nb::handle x, nb::handle cos,
+                         nb::handle sin, nb::handle y, const char *rotary_mode)
+{
+    Tn tx, tc, ts, ty;
+    load_in(x, interleave_rope ? "x" : "self", tx);
+    load_in(cos, interleave_rope ? "cos" : "r1", tc);
+    load_in(sin, interleave_rope ? "sin" : "r2", ts);
+    load_out(y, "y", ty);
+    fia_rotary_mul_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x = tx.in();
+    t.cos = tc.in();
+    t.sin = ts.in();
+    t.y = ty.out();
+    if (interleave_rope) {
+        fia_interleave_rope_params p;
+        fia_interleave_rope_params_init(&p);
+        return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+            return fia_interleave_rope_plan(c, &t, &p, pl, ws);
+        });
+    }
+    fia_rotary_mul_params p;
+    fia_rotary_mul_params_init(&p);
+    if (!std::strcmp(rotary_mode, "half")) p.rotary_mode = FIA_ROTARY_MODE_HALF;
+    else if (!std::strcmp(rotary_mode, "interleave")) p.rotary_mode = FIA_ROTARY_MODE_INTERLEAVE;
+    else raise_invalid(std::string("rotary_mode: expected \"half\" or \"interleave\", got \"") + rotary_mode + "\"");
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_rotary_mul_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_dynamic_quant(nb::handle ctx, bool make_plan, nb::handle x, nb::handle smooth_scales,
+                            nb::handle group_index, nb::handle y, nb::handle scale, const char *quant_mode,
+                            double dst_type_max)
+{
+    Tn tx, tsm, tg, ty, tsc;
+    load_in(x, "input", tx);
+    load_in(smooth_scales, "smooth_scales", tsm);
+    load_in(group_index, "group_index", tg);
+    load_out(y, "y", ty);
+    load_out(scale, "scale", tsc);
+    fia_dynamic_quant_params p;
+    fia_dynamic_quant_params_init(&p);
+    if (!std::strcmp(quant_mode, "pertoken")) p.quant_mode = FIA_QUANT_MODE_PERTOKEN;
+    else if (!std::strcmp(quant_mode, "pertensor")) p.quant_mode = FIA_QUANT_MODE_PERTENSOR;
+    else if (!std::strcmp(quant_mode, "perchannel")) p.quant_mode = FIA_QUANT_MODE_PERCHANNEL;
+    else raise_invalid(std::string("quant_mode: expected pertoken, pertensor or perchannel, got \"") + quant_mode + "\"");
+    p.dst_type_max = dst_type_max;
+    fia_dynamic_quant_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.x = tx.in();
+    t.smooth_scales = tsm.in();
+    t.group_index = tg.in();
+    t.y = ty.out();
+    t.scale = tsc.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_dynamic_quant_plan(c, &t, &p, pl, ws);
+    });
+}
+
+// ---- cache writes (fia/cache.h) and the MLA prolog (fia/prolog.h) ----
+
+nb::object op_scatter_update(nb::handle ctx, bool make_plan, nb::handle data, nb::handle indices,
+                             nb::handle updates, int64_t axis)
+{
+    Tn d, i, u;
+    load_out(data, "self", d);
+    load_in(indices, "indices", i);
+    load_in(updates, "updates", u);
+    fia_scatter_update_params p;
+    fia_scatter_update_params_init(&p);
+    p.axis = axis;
+    fia_scatter_update_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.data = d.out();
+    t.indices = i.in();
+    t.updates = u.in();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_scatter_update_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_scatter_nd_update(nb::handle ctx, bool make_plan, nb::handle input, nb::handle indices,
+                                nb::handle updates, const char *cache_mode)
+{
+    Tn d, i, u;
+    load_out(input, "self", d);
+    load_in(indices, "indices", i);
+    load_in(updates, "updates", u);
+    fia_scatter_nd_update_params p;
+    fia_scatter_nd_update_params_init(&p);
+    p.cache_mode = parse_layout(cache_mode, "cache_mode");
+    fia_scatter_nd_update_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.input = d.out();
+    t.indices = i.in();
+    t.updates = u.in();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_scatter_nd_update_plan(c, &t, &p, pl, ws);
+    });
+}
+
+nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, nb::handle weight_dq,
+                            nb::handle weight_uq_qr, nb::handle weight_uk, nb::handle weight_dkv_kr,
+                            nb::handle gamma_cq, nb::handle gamma_ckv, nb::handle rope_sin, nb::handle rope_cos,
+                            nb::handle kv_cache, nb::handle kr_cache, nb::handle cache_index,
+                            nb::handle query_out, nb::handle query_rope_out, nb::handle query_norm,
+                            double eps_cq, double eps_ckv, const char *cache_mode, bool query_norm_flag,
+                            int32_t weight_quant_mode, int32_t kv_cache_quant_mode, int32_t query_quant_mode,
+                            int32_t ckvkr_repo_mode, int32_t quant_scale_repo_mode, int64_t tile_size,
+                            double qc_qr_scale, double kc_scale)
+{
+    Tn x, wdq, wuq, wuk, wdkv, gcq, gckv, sn, cs, kv, kr, ci, qo, qro, qn;
+    load_in(token_x, "token_x", x);
+    load_in(weight_dq, "weight_dq", wdq);
+    load_in(weight_uq_qr, "weight_uq_qr", wuq);
+    load_in(weight_uk, "weight_uk", wuk);
+    load_in(weight_dkv_kr, "weight_dkv_kr", wdkv);
+    load_in(gamma_cq, "rmsnorm_gamma_cq", gcq);
+    load_in(gamma_ckv, "rmsnorm_gamma_ckv", gckv);
+    load_in(rope_sin, "rope_sin", sn);
+    load_in(rope_cos, "rope_cos", cs);
+    load_out(kv_cache, "kv_cache", kv);
+    load_out(kr_cache, "kr_cache", kr);
+    load_in(cache_index, "cache_index", ci);
+    load_out(query_out, "query_out", qo);
+    load_out(query_rope_out, "query_rope_out", qro);
+    load_out(query_norm, "query_norm", qn);
+    fia_mla_prolog_v3_params p;
+    fia_mla_prolog_v3_params_init(&p);
+    p.rmsnorm_epsilon_cq = eps_cq;
+    p.rmsnorm_epsilon_ckv = eps_ckv;
+    p.cache_mode = parse_layout(cache_mode, "cache_mode");
+    p.query_norm_flag = query_norm_flag ? 1 : 0;
+    p.weight_quant_mode = weight_quant_mode;
+    p.kv_cache_quant_mode = kv_cache_quant_mode;
+    p.query_quant_mode = query_quant_mode;
+    p.ckvkr_repo_mode = ckvkr_repo_mode;
+    p.quant_scale_repo_mode = quant_scale_repo_mode;
+    p.tile_size = tile_size;
+    p.qc_qr_scale = qc_qr_scale;
+    p.kc_scale = kc_scale;
+    fia_mla_prolog_v3_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.token_x = x.in();
+    t.weight_dq = wdq.in();
+    t.weight_uq_qr = wuq.in();
+    t.weight_uk = wuk.in();
+    t.weight_dkv_kr = wdkv.in();
+    t.rmsnorm_gamma_cq = gcq.in();
+    t.rmsnorm_gamma_ckv = gckv.in();
+    t.rope_sin = sn.in();
+    t.rope_cos = cs.in();
+    t.kv_cache = kv.out();
+    t.kr_cache = kr.out();
+    t.cache_index = ci.in();
+    t.query_out = qo.out();
+    t.query_rope_out = qro.out();
+    t.query_norm = qn.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_mla_prolog_v3_plan(c, &t, &p, pl, ws);
+    });
+}
+
 // Binds an operator with every argument accepting None (tensors and lengths are optional; the
 // Python wrapper passes all arguments positionally).
 template <typename R, typename... A> void def_op(nb::module_ &m, const char *name, R (*f)(A...))
@@ -735,4 +940,10 @@ NB_MODULE(_fia, m)
     def_op(m, "sparse_flash_attention", &op_sparse_flash_attention);
     def_op(m, "kv_quant_sparse_flash_attention", &op_kv_quant_sparse_flash_attention);
     def_op(m, "lightning_indexer", &op_lightning_indexer);
+    def_op(m, "rms_norm", &op_rms_norm);
+    def_op(m, "rotary_mul", &op_rotary_mul);
+    def_op(m, "dynamic_quant", &op_dynamic_quant);
+    def_op(m, "scatter_update", &op_scatter_update);
+    def_op(m, "scatter_nd_update", &op_scatter_nd_update);
+    def_op(m, "mla_prolog_v3", &op_mla_prolog_v3);
 }

@@ -64,4 +64,37 @@ SCHEMAS = {
         "str layout_query=\"BSND\", str layout_key=\"BSND\", int sparse_count=2048, int sparse_mode=3, "
         "int pre_tokens=9223372036854775807, int next_tokens=9223372036854775807, int? query_dtype=None, "
         "int? key_dtype=None) -> Tensor",
+    # the chain of the DeepSeek-V3.2 / GLM-5 layer (op_plugin_functions.yaml L5805, L6865,
+    # L6886, L6384, L6128)
+    "npu_add_rms_norm":
+        "npu_add_rms_norm(Tensor x1, Tensor x2, Tensor gamma, float epsilon=1e-06) "
+        "-> (Tensor, Tensor, Tensor)",
+    "npu_rms_norm":
+        "npu_rms_norm(Tensor self, Tensor gamma, float epsilon=1e-06) -> (Tensor, Tensor)",
+    "npu_rotary_mul":
+        "npu_rotary_mul(Tensor self, Tensor r1, Tensor r2, str rotary_mode='half', "
+        "Tensor? rotate=None) -> Tensor",
+    "npu_interleave_rope":
+        "npu_interleave_rope(Tensor x, Tensor cos, Tensor sin) -> Tensor",
+    "npu_dynamic_quant":
+        "npu_dynamic_quant(Tensor input, *, Tensor? smooth_scales=None, Tensor? group_index=None, "
+        "int? dst_type=None, str quant_mode=\"pertoken\", float dst_type_max=0.0) -> (Tensor, Tensor)",
+    # cache writes and the MLA prolog (L7154, L6935, L6517)
+    "scatter_update_":
+        "scatter_update_(Tensor(a!) self, Tensor indices, Tensor updates, int axis) -> Tensor(a!)",
+    "npu_scatter_nd_update_":
+        "npu_scatter_nd_update_(Tensor(a!) self, Tensor indices, Tensor updates) -> Tensor(a!)",
+    "npu_mla_prolog_v3":
+        "npu_mla_prolog_v3(Tensor token_x, Tensor weight_dq, Tensor weight_uq_qr, Tensor weight_uk, "
+        "Tensor weight_dkv_kr, Tensor rmsnorm_gamma_cq, Tensor rmsnorm_gamma_ckv, Tensor rope_sin, "
+        "Tensor rope_cos, Tensor(a!) kv_cache, Tensor(b!) kr_cache, *, Tensor? cache_index=None, "
+        "Tensor? dequant_scale_x=None, Tensor? dequant_scale_w_dq=None, Tensor? dequant_scale_w_uq_qr=None, "
+        "Tensor? dequant_scale_w_dkv_kr=None, Tensor? quant_scale_ckv=None, Tensor? quant_scale_ckr=None, "
+        "Tensor? smooth_scales_cq=None, Tensor? actual_seq_len=None, Tensor? k_nope_clip_alpha=None, "
+        "float rmsnorm_epsilon_cq=1e-05, float rmsnorm_epsilon_ckv=1e-05, str cache_mode=\"PA_BSND\", "
+        "bool query_norm_flag=False, int weight_quant_mode=0, int kv_cache_quant_mode=0, "
+        "int query_quant_mode=0, int ckvkr_repo_mode=0, int quant_scale_repo_mode=0, int tile_size=128, "
+        "float qc_qr_scale=1.0, float kc_scale=1.0, int? token_x_dtype=None, int? weight_dq_dtype=None, "
+        "int? weight_uq_qr_dtype=None, int? weight_dkv_kr_dtype=None, int? kv_cache_dtype=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
 }

@@ -17,7 +17,7 @@ from fia._schemas import SCHEMAS
 from conftest import f64, rnd, to_kind, torch
 
 # fia's keyword-only extensions beyond the torch_npu schemas (never a changed torch_npu default)
-EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype", "exact_ranking"}
+EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype", "exact_ranking", "cache_mode"}
 
 
 def parse_schema(s):
@@ -41,9 +41,9 @@ def py_default(text):
         return None
     if text in ("True", "False"):
         return text == "True"
-    if text.startswith('"'):
-        return text.strip('"')
-    return float(text) if "." in text else int(text)
+    if text[:1] in "\"'":  # the YAML quotes strings either way ('half', "pertoken")
+        return text[1:-1]
+    return float(text) if any(c in text for c in ".eE") else int(text)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -68,8 +68,10 @@ def test_signature_matches_torch_npu_schema(name):
 
 def test_docstrings_have_shape_lines():
     for name in SCHEMAS:
-        doc = getattr(fia, name).__doc__
-        assert doc and "query" in doc and "[" in doc, name
+        fn = getattr(fia, name)
+        doc = fn.__doc__
+        first = next(iter(inspect.signature(fn).parameters))  # query, self, x1, input, ...
+        assert doc and first in doc and "[" in doc, name
     assert "sparse_indices:  int32, BSND query [B, S1, 1, k]" in fia.npu_lightning_indexer.__doc__
     assert "BNSD / BNSD_BSND [B, N1, S1, D]" in fia.npu_fused_infer_attention_score.__doc__
 
