@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fia.models.dsa import BlockAllocator, DSAAttention, KVPool, Step  # noqa: E402
