@@ -47,6 +47,9 @@ typedef struct bench_op {
      * oracle would be slow. Returns 0, or -1 with a message in err (the oracle could not run). */
     int (*check)(void *inst, bench_check *result, char *err, size_t err_len);
     void (*destroy)(void *inst);
+    /* Optional: the plan of copy 0 (its `unit` names the compute unit of the fastest path the
+     * library chose, which the roofline judges the case against); NULL: fp32 FMA. */
+    const fia_plan *(*plan)(void *inst);
 } bench_op;
 
 /* Parameters of a fused_infer_attention_score case. Query and output are BSND; key and value are
@@ -121,6 +124,12 @@ typedef struct bench_result {
     double read_gbps;
     double mem_fraction;
     double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one) */
+    /* The compute unit of the path the library chose ("fma", "bf16dp", "vnni", "amx_bf16",
+     * "amx_int8"; bench_op.plan) and flops / median time / that unit's peak measured in the
+     * same run (the FMA fraction for "fma"). */
+    const char *unit;
+    double unit_peak;
+    double unit_fraction;
 } bench_result;
 
 /* Prepares a case, runs it once per copy to warm up code paths (not caches), then times `reps`

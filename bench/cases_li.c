@@ -265,7 +265,7 @@ static int li_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op li_bench_op = {
     "lightning_indexer", li_shape, li_params_json, li_counts, li_copy_bytes,
-    li_prepare, li_execute, li_check, li_destroy,
+    li_prepare, li_execute, li_check, li_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -370,7 +370,7 @@ static int topk_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op topk_bench_op = {
     "lightning_indexer_topk", topk_shape, topk_params_json, topk_counts, topk_copy_bytes,
-    topk_prepare, topk_execute, topk_check, topk_destroy,
+    topk_prepare, topk_execute, topk_check, topk_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */

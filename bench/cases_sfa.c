@@ -307,11 +307,11 @@ static int sfa_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op sfa_bench_op = {
     "sparse_flash_attention", sfa_shape, sfa_params_json, sfa_counts, sfa_copy_bytes,
-    sfa_prepare, sfa_execute, sfa_check, sfa_destroy,
+    sfa_prepare, sfa_execute, sfa_check, sfa_destroy, NULL,
 };
 static const bench_op c8_bench_op = {
     "kv_quant_sparse_flash_attention", sfa_shape, sfa_params_json, sfa_counts, sfa_copy_bytes,
-    sfa_prepare, sfa_execute, sfa_check, sfa_destroy,
+    sfa_prepare, sfa_execute, sfa_check, sfa_destroy, NULL,
 };
 
 /* DeepSeek-V3.2 decode: 128 heads, top-k 2048, paged cache of 64-token blocks. */

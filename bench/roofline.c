@@ -221,6 +221,159 @@ __attribute__((target("avx512f"))) static float fma_avx512(long iters) {
 #endif
 
 /* ---------------------------------------------------------------------------------------- */
+/* Other compute units: bf16 and int8 dot products, AMX tiles                               */
+/* ---------------------------------------------------------------------------------------- */
+
+#if ROOFLINE_X86
+#include <sys/syscall.h>
+
+/* 12 independent vdpbf16ps chains; the operands stay small (1.0 x 2^-20) so nothing overflows. */
+__attribute__((target("avx512f,avx512bf16"))) static float bf16dp_avx512(long iters) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3580);
+    for (long i = 0; i < iters; i++) {
+        c0 = _mm512_dpbf16_ps(c0, a, b);
+        c1 = _mm512_dpbf16_ps(c1, a, b);
+        c2 = _mm512_dpbf16_ps(c2, a, b);
+        c3 = _mm512_dpbf16_ps(c3, a, b);
+        c4 = _mm512_dpbf16_ps(c4, a, b);
+        c5 = _mm512_dpbf16_ps(c5, a, b);
+        c6 = _mm512_dpbf16_ps(c6, a, b);
+        c7 = _mm512_dpbf16_ps(c7, a, b);
+        c8 = _mm512_dpbf16_ps(c8, a, b);
+        c9 = _mm512_dpbf16_ps(c9, a, b);
+        c10 = _mm512_dpbf16_ps(c10, a, b);
+        c11 = _mm512_dpbf16_ps(c11, a, b);
+    }
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
+                             _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+    return _mm512_reduce_add_ps(s);
+}
+
+/* 12 independent vpdpbusd chains (int32 wrap-around is harmless). */
+__attribute__((target("avx512f,avx512vnni"))) static float vnni_avx512(long iters) {
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+            c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(3);
+    for (long i = 0; i < iters; i++) {
+        c0 = _mm512_dpbusd_epi32(c0, a, b);
+        c1 = _mm512_dpbusd_epi32(c1, a, b);
+        c2 = _mm512_dpbusd_epi32(c2, a, b);
+        c3 = _mm512_dpbusd_epi32(c3, a, b);
+        c4 = _mm512_dpbusd_epi32(c4, a, b);
+        c5 = _mm512_dpbusd_epi32(c5, a, b);
+        c6 = _mm512_dpbusd_epi32(c6, a, b);
+        c7 = _mm512_dpbusd_epi32(c7, a, b);
+        c8 = _mm512_dpbusd_epi32(c8, a, b);
+        c9 = _mm512_dpbusd_epi32(c9, a, b);
+        c10 = _mm512_dpbusd_epi32(c10, a, b);
+        c11 = _mm512_dpbusd_epi32(c11, a, b);
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+    return (float)_mm512_reduce_add_epi32(s);
+}
+
+/* AMX: four accumulator tiles fed by two A and two B tiles (16 x 64 bytes each), the
+ * 2 x 2 register blocking a GEMM micro-kernel uses; the tile state is configured per thread. */
+typedef struct roofline_tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} roofline_tilecfg;
+
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_bf16_probe(long iters) {
+    roofline_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    _Alignas(64) uint16_t buf[2 * 512];
+    for (int i = 0; i < 2 * 512; i++) buf[i] = 0x3580;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf + 512, 64);
+    _tile_loadd(6, buf, 64);
+    _tile_loadd(7, buf + 512, 64);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _Alignas(64) float out[256];
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+
+__attribute__((target("amx-tile,amx-int8"))) static float amx_int8_probe(long iters) {
+    roofline_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    _Alignas(64) int8_t buf[2 * 1024];
+    memset(buf, 1, sizeof buf);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf + 1024, 64);
+    _tile_loadd(6, buf, 64);
+    _tile_loadd(7, buf + 1024, 64);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _Alignas(64) int32_t out[256];
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return (float)out[0];
+}
+
+/* AMX usable: CPUID.(7,0):EDX amx-tile (24) plus amx-bf16 (22) / amx-int8 (25), and the OS
+ * grants this process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+). */
+static int amx_usable(int *bf16, int *int8) {
+    *bf16 = *int8 = 0;
+    __builtin_cpu_init();
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    if (a < 7) return 0;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!(d & (1u << 24))) return 0;
+#ifdef SYS_arch_prctl
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0)
+        return 0;
+    *bf16 = (d >> 22) & 1;
+    *int8 = (d >> 25) & 1;
+    return *bf16 || *int8;
+#else
+    return 0;
+#endif
+}
+#endif
+
+double roofline_unit_peak(const roofline *r, const char *unit) {
+    if (unit == NULL || strcmp(unit, "fma") == 0) return r->fma_gflops;
+    if (strcmp(unit, "bf16dp") == 0) return r->bf16dp_gflops;
+    if (strcmp(unit, "vnni") == 0) return r->vnni_gops;
+    if (strcmp(unit, "amx_bf16") == 0) return r->amx_bf16_gflops;
+    if (strcmp(unit, "amx_int8") == 0) return r->amx_int8_gops;
+    return 0.0;
+}
+
+
+/* ---------------------------------------------------------------------------------------- */
 /* Threads                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
@@ -447,6 +600,25 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len) {
     if (measure_bandwidth(threads, rd, bytes, &r->read_gbps, err, err_len) != 0) return -1;
     if (measure_fma(threads, fm, flops_per_iter(r->isa), &r->fma_gflops, err, err_len) != 0)
         return -1;
+#if ROOFLINE_X86
+    /* FLOP per iteration: chains x lanes x 2 products x 2 (bf16); ops for int8 (4 products) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") &&
+        measure_fma(threads, bf16dp_avx512, 12.0 * 16 * 4, &r->bf16dp_gflops, err, err_len) != 0)
+        return -1;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+        measure_fma(threads, vnni_avx512, 12.0 * 16 * 8, &r->vnni_gops, err, err_len) != 0)
+        return -1;
+    int ab = 0, ai = 0;
+    if (amx_usable(&ab, &ai)) {
+        /* 4 tile multiplies of 16 x 16 x (32 bf16 | 64 int8) per iteration */
+        if (ab && measure_fma(threads, amx_bf16_probe, 4.0 * 16 * 16 * 32 * 2, &r->amx_bf16_gflops,
+                              err, err_len) != 0)
+            return -1;
+        if (ai && measure_fma(threads, amx_int8_probe, 4.0 * 16 * 16 * 64 * 2, &r->amx_int8_gops,
+                              err, err_len) != 0)
+            return -1;
+    }
+#endif
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "fia.h"
+#include "kernels/amx.h"
 #include "ref/ref_fia.h"
 #include "ref/ref_mla.h"
 #include "test_util.h"
@@ -562,6 +563,33 @@ static void test_invalid(tu_rng *r) {
     }
 }
 
+/* The AMX bf16 path (bf16 query and latent, value = key, not PA_NZ, not AMLA): random cases of
+ * every shape it takes (1..128 heads, so padded row blocks; 1..4 positions; causal; paged with
+ * blocks of 16 (key blocks staged) or more, dense, split-KV), on the AVX-512 context, against
+ * the oracle at the unchanged tolerance; where the CPU has no AMX the same cases run the fp32
+ * path. Then the same with P rounded to bf16 (FIA_MLA_P_BF16=1), which must also stay inside
+ * the tolerance on these inputs. */
+static void test_amx(tu_rng *r, int count) {
+    bool ab = false, ai = false;
+    fia_amx_detect(&ab, &ai);
+    printf("AMX bf16: %s\n", ab ? "exercised" : "not available on this CPU (fp32 path tested)");
+    static const int64_t heads[] = {1, 3, 16, 20, 128};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) setenv("FIA_MLA_P_BF16", "1", 1);
+        for (int i = 0; i < count; i++) {
+            mcase c;
+            gen_random(r, &c);
+            c.qdt = c.kdt = c.rdt = c.odt = FIA_DTYPE_BFLOAT16;
+            c.N = TU_PICK(r, heads);
+            c.rescale = (int)tu_int(r, 0, 1);
+            c.sep_value = 0;
+            if (c.cache == CACHE_NZ) c.cache = CACHE_PA4;
+            run_case(&c, r);
+        }
+        unsetenv("FIA_MLA_P_BF16");
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261121, "test_mla");
     tu_rng r = tu_rng_make(seed);
@@ -578,6 +606,7 @@ int main(int argc, char **argv) {
     }
     test_random(&r, (int)tu_env_long("FIA_TEST_MLA_CASES", 36));
     test_edges(&r);
+    test_amx(&r, (int)tu_env_long("FIA_TEST_MLA_AMX_CASES", 16));
     test_determinism(&r);
     test_invalid(&r);
     printf("worst abs error: float forms %.3g, int8 form %.3g\n", g_worst[0], g_worst[1]);

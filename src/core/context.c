@@ -12,6 +12,8 @@
 #include <cpuid.h>
 #endif
 
+#include "kernels/amx.h"
+
 #include "core/context.h"
 #include "core/status.h"
 
@@ -107,6 +109,17 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     c->isa = isa;
     c->kernels = fia_kernels_for(isa);
     c->vnni = isa == FIA_ISA_AVX512 && vnni;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (isa == FIA_ISA_AVX512) {
+        unsigned a = 0, b = 0, cx = 0, d = 0;
+        if (__get_cpuid_max(0, NULL) >= 7) {
+            __cpuid_count(7, 1, a, b, cx, d);
+            c->bf16dp = (a >> 5) & 1; /* CPUID.(7,1):EAX.AVX512_BF16 */
+        }
+        fia_amx_detect(&c->amx_bf16, &c->amx_int8);
+        c->amx_bf16 = c->amx_bf16 && c->bf16dp;
+    }
+#endif
     c->num_threads = threads;
     const char *verbose = getenv("FIA_VERBOSE");
     c->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;

@@ -12,6 +12,9 @@ struct fia_context {
     fia_isa isa;
     const fia_kernels *kernels;
     bool vnni; /* AVX-512 VNNI (int8 dot products) usable: isa is AVX512 and the CPU has it */
+    bool bf16dp; /* AVX512-BF16 (vdpbf16ps) usable: isa is AVX512 and the CPU has it */
+    bool amx_bf16; /* AMX bf16 tiles usable (kernels/amx.h; also needs bf16dp), FIA_AMX=0: off */
+    bool amx_int8; /* AMX int8 tiles usable */
     fia_pool *pool;
     int32_t num_threads;
     int verbose;

@@ -17,6 +17,9 @@ struct fia_plan {
     /* Runs the plan on a FIA_WORKSPACE_ALIGN-aligned workspace. Must not fail. */
     void (*execute)(fia_plan *plan, void *workspace);
     void (*destroy)(fia_plan *plan);
+    /* The compute unit of the plan's fastest part, for the benchmark's roofline: "fma"
+     * (NULL means fma), "bf16dp", "vnni", "amx_bf16" or "amx_int8". */
+    const char *unit;
 };
 
 /* Bump layout of a workspace: the same code sizes it (base == NULL) and lays it out. */
