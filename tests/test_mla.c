@@ -29,8 +29,8 @@ enum { DN = 512, DR = 64, MAXB = 4 };
 enum { CACHE_DENSE = 0, CACHE_PA4 = 1, CACHE_PA3 = 2, CACHE_NZ = 3 };
 static const char *const cache_names[] = {"dense", "PA_BSND", "PA_BSND3", "PA_NZ"};
 
-static fia_context *g_ctx[3];
-static fia_isa g_isa[3];
+static fia_context *g_ctx[4];
+static fia_isa g_isa[4];
 static int g_nctx;
 
 typedef struct mcase {
@@ -603,6 +603,19 @@ int main(int argc, char **argv) {
         }
         g_ctx[g_nctx] = ctx;
         g_isa[g_nctx++] = levels[i];
+    }
+    /* With AMX: one more AVX-512 context without it and with the vdpbf16ps Q.K^T forced on
+     * (FIA_BF16DP=1), so the AVX512-BF16 path (or the fp32 path where the CPU has no BF16) is
+     * tested too. */
+    bool amx_bf16 = false, amx_int8 = false;
+    fia_amx_detect(&amx_bf16, &amx_int8);
+    if (amx_bf16 && g_nctx == 3) {
+        setenv("FIA_AMX", "0", 1);
+        setenv("FIA_BF16DP", "1", 1);
+        fia_context_options o = {2, FIA_ISA_AVX512};
+        if (fia_context_create(&o, &g_ctx[g_nctx]) == FIA_STATUS_SUCCESS) g_isa[g_nctx++] = FIA_ISA_AVX512;
+        unsetenv("FIA_AMX");
+        unsetenv("FIA_BF16DP");
     }
     test_random(&r, (int)tu_env_long("FIA_TEST_MLA_CASES", 36));
     test_edges(&r);

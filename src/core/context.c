@@ -118,6 +118,14 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
         }
         fia_amx_detect(&c->amx_bf16, &c->amx_int8);
         c->amx_bf16 = c->amx_bf16 && c->bf16dp;
+        unsigned va = 0, vb = 0, vc = 0, vd = 0;
+        __cpuid(0, va, vb, vc, vd);
+        c->bf16dp_fast = c->bf16dp && vb == 0x68747541u; /* "Auth"enticAMD */
+        const char *bf = getenv("FIA_BF16DP");
+        if (bf && !strcmp(bf, "0")) c->bf16dp_fast = false;
+        if (bf && !strcmp(bf, "1")) c->bf16dp_fast = c->bf16dp;
+        const char *amx = getenv("FIA_AMX"); /* FIA_AMX=0: AMX off for this context */
+        if (amx && !strcmp(amx, "0")) c->amx_bf16 = c->amx_int8 = false;
     }
 #endif
     c->num_threads = threads;

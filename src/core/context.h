@@ -13,6 +13,11 @@ struct fia_context {
     const fia_kernels *kernels;
     bool vnni; /* AVX-512 VNNI (int8 dot products) usable: isa is AVX512 and the CPU has it */
     bool bf16dp; /* AVX512-BF16 (vdpbf16ps) usable: isa is AVX512 and the CPU has it */
+    /* bf16dp and faster than fp32 FMA for the bf16 Q.K^T paths: AMD (Zen 4/5 run vdpbf16ps at
+     * twice the FMA's FLOP rate); not Intel, whose vdpbf16ps issues on one port (the FMA's FLOP
+     * rate: measured 96 vs 150 GFLOP/s per core on an AMX Xeon for the MLA Q.K^T in cache).
+     * FIA_BF16DP=1 / 0 at context creation forces it on / off (where bf16dp). */
+    bool bf16dp_fast;
     bool amx_bf16; /* AMX bf16 tiles usable (kernels/amx.h; also needs bf16dp), FIA_AMX=0: off */
     bool amx_int8; /* AMX int8 tiles usable */
     fia_pool *pool;

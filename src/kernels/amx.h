@@ -6,8 +6,8 @@
  * the tile state (bits 17, 18), and Linux granting the tile data state to the process
  * (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)). It lives in a file built without ISA
  * flags; the kernels (src/kernels/amx/) are built with -mamx-tile -mamx-bf16 plus AVX-512 BF16
- * and must be called only after fia_amx_detect() said yes. FIA_AMX=0 in the environment turns
- * AMX off (the AVX-512 paths run instead).
+ * and must be called only after fia_amx_detect() said yes. FIA_AMX=0 in the environment when a
+ * context is created turns AMX off for it (the AVX-512 paths run instead).
  *
  * MLA decode step (fia_amx_mla_step): one online-softmax step of the absorbed MLA attention over
  * up to FIA_AMX_MLA_STEP keys for a tile of query rows (heads x positions), with the bf16 query

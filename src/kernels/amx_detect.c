@@ -5,8 +5,6 @@
 #define _GNU_SOURCE
 #include "kernels/amx.h"
 
-#include <stdlib.h>
-#include <string.h>
 
 #if defined(__x86_64__) && defined(__linux__)
 #include <cpuid.h>
@@ -18,8 +16,6 @@ static bool g_bf16, g_int8;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void amx_detect_once(void) {
-    const char *env = getenv("FIA_AMX");
-    if (env && !strcmp(env, "0")) return;
     unsigned a, b, c, d;
     if (__get_cpuid_max(0, NULL) < 7) return;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return; /* OSXSAVE */
