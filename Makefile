@@ -7,7 +7,7 @@ SAN_BUILD  ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 APT_PKGS   := cmake make gcc clang libclang-rt-14-dev python3
 
-.PHONY: run test deps build build-asan test-release test-asan bench clean
+.PHONY: run test deps build build-asan test-release test-asan bench bench-torch clean
 
 run: deps build
 	./$(BUILD)/fia demo
@@ -42,6 +42,12 @@ test-asan: build-asan
 
 bench: build
 	./$(BUILD)/fia bench
+
+# torch's CPU path beside fia on the DeepSeek cases (bench/torch_peer.py): with the project's
+# venv when present, else python3; skips cleanly when torch is not importable.
+PEER_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+bench-torch: build
+	$(PEER_PY) bench/torch_peer.py --fia ./$(BUILD)/fia
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

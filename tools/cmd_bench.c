@@ -24,7 +24,7 @@ void cmd_bench_usage(FILE *out) {
     fprintf(out,
             "usage: fia bench [--json] [--filter TEXT] [--threads N] [--reps N]\n\n"
             "  --json         one JSON object per line and case\n"
-            "  --filter TEXT  only the cases whose name contains TEXT\n"
+            "  --filter TEXT  only the cases whose name contains TEXT (=NAME: exactly NAME)\n"
             "  --threads N    threads of the context and of the roofline probes (default: all)\n"
             "  --reps N       timed runs per case (default: about 0.5 s worth, 5..1000)\n\n"
             "Bytes count K and V once plus Q and the output; FLOPs are 2*(D+Dv)*N1 per visible\n"
@@ -68,6 +68,13 @@ static int parse_positive(const char *flag, const char *text, int *out) {
     }
     *out = (int)v;
     return 0;
+}
+
+/* --filter: a substring of the case name, or "=NAME" for exactly NAME (bench/torch_peer.py). */
+static int bench_name_matches(const char *name, const char *filter) {
+    if (filter == NULL) return 1;
+    if (filter[0] == '=') return strcmp(name, filter + 1) == 0;
+    return strstr(name, filter) != NULL;
 }
 
 /* Measures the roofline with the context's thread count, while no context exists (so its
@@ -124,7 +131,7 @@ int cmd_bench(int argc, char **argv) {
     const bench_case *cases = bench_cases(&n_cases);
     int selected = 0;
     for (size_t i = 0; i < n_cases; i++)
-        if (filter == NULL || strstr(cases[i].name, filter) != NULL) selected++;
+        if (bench_name_matches(cases[i].name, filter)) selected++;
     if (selected == 0) {
         cli_error("--filter: no case name contains '%s' (see 'fia help bench')", filter);
         return CLI_EXIT_USAGE;
@@ -161,7 +168,7 @@ int cmd_bench(int argc, char **argv) {
 
     for (size_t i = 0; i < n_cases; i++) {
         const bench_case *c = &cases[i];
-        if (filter != NULL && strstr(c->name, filter) == NULL) continue;
+        if (!bench_name_matches(c->name, filter)) continue;
         bench_result res;
         char err[512];
         char shape[128];
