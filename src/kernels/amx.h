@@ -58,7 +58,8 @@ typedef struct fia_amx_mla_args {
     bool first;                     /* O holds nothing yet (it is overwritten, never read) */
     bool p_bf16;                    /* P rounded to bf16 (one part) instead of hi + lo */
     float *m, *l;                   /* per row: running max and sum (rows entries) */
-    float *o;                       /* rows_pad x 512 fp32 accumulator */
+    float *o;                       /* rows_pad x 512 fp32 accumulator, rows ldo apart */
+    int64_t ldo;                    /* >= 512 */
     void *scratch;                  /* fia_amx_mla_scratch_bytes, 64-byte aligned */
 } fia_amx_mla_args;
 

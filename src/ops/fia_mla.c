@@ -453,7 +453,7 @@ static bool mla_step_amx(const mla_plan *p, const mla_item *it, mla_scratch *s, 
     }
     const fia_amx_mla_args args = {rows, (rows + 15) / 16 * 16, n, s->krow, s->rrow, s->qt,
                                    s->ka, s->ke, p->scale, first, p->p_bf16, s->m, s->l, s->o,
-                                   s->amx};
+                                   MLA_DN, s->amx};
     return fia_amx_mla_step(&args);
 }
 

@@ -321,11 +321,12 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s) {
     /* column groups outer: the V tiles of a group (16 KiB) stay in L1 across the row blocks */
     for (int64_t cg = 0; cg < NCB / 4; cg++)
         for (int64_t hb = 0; hb < nhb; hb++) {
-            float *ob = a->o + hb * 16 * DN + cg * 64;
-            _tile_loadd(0, ob, DN * 4);
-            _tile_loadd(1, ob + 16, DN * 4);
-            _tile_loadd(2, ob + 32, DN * 4);
-            _tile_loadd(3, ob + 48, DN * 4);
+            float *ob = a->o + hb * 16 * a->ldo + cg * 64;
+            const int64_t st = a->ldo * 4;
+            _tile_loadd(0, ob, st);
+            _tile_loadd(1, ob + 16, st);
+            _tile_loadd(2, ob + 32, st);
+            _tile_loadd(3, ob + 48, st);
             for (int64_t kk = 0; kk < nkk; kk++) {
                 const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
                 const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
@@ -344,10 +345,10 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s) {
                 _tile_dpbf16ps(3, 4, 7);
                 if (two) _tile_dpbf16ps(3, 5, 7);
             }
-            _tile_stored(0, ob, DN * 4);
-            _tile_stored(1, ob + 16, DN * 4);
-            _tile_stored(2, ob + 32, DN * 4);
-            _tile_stored(3, ob + 48, DN * 4);
+            _tile_stored(0, ob, st);
+            _tile_stored(1, ob + 16, st);
+            _tile_stored(2, ob + 32, st);
+            _tile_stored(3, ob + 48, st);
         }
 }
 
@@ -364,7 +365,7 @@ bool fia_amx_mla_step(const fia_amx_mla_args *a) {
     amx_pack_v(a, &s);
     /* the accumulator: zero on the first step, else rows rescaled where alpha != 1 */
     for (int64_t r = 0; r < a->rows_pad; r++) {
-        float *o = a->o + r * DN;
+        float *o = a->o + r * a->ldo;
         if (a->first) {
             memset(o, 0, DN * sizeof *o);
         } else if (al[r] != 1.0f) {
