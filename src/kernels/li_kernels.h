@@ -59,7 +59,7 @@ typedef struct fia_li_kernels {
 } fia_li_kernels;
 
 extern const fia_li_kernels fia_li_kernels_scalar;
-extern const fia_li_kernels fia_li_kernels_avx2;   /* avx2 float kernel, scalar int8 kernel */
+extern const fia_li_kernels fia_li_kernels_avx2;   /* avx2 float and int8 (vpmaddwd) kernels */
 extern const fia_li_kernels fia_li_kernels_avx512; /* avx512 float, int8 without VNNI: scalar */
 extern const fia_li_kernels fia_li_kernels_avx512_vnni;
 
