@@ -175,7 +175,10 @@ static void li_score_i8_avx2(int64_t n, int64_t d4, int64_t nh, const uint8_t *k
         float s = 0.0f;
         for (int64_t h = 0; h < nh; h++) {
             const int32_t dot = dots[h] - qbias[h];
-            s += ws[h] * (float)(dot > 0 ? dot : 0);
+            /* product and sum as two statements: never contracted into an FMA (clang contracts
+             * within an expression; the scalar kernel has no FMA), so bitwise the scalar order */
+            const float t = ws[h] * (float)(dot > 0 ? dot : 0);
+            s += t;
         }
         out[j] = sk[j] * s;
     }
