@@ -257,8 +257,8 @@ static void run_case(const mcase *c, tu_rng *r) {
                       fia_status_string(st), fia_last_error(), d))
             continue;
         const int64_t bad = fia_ref_compare("attention_out", &m.o.t, want, atol, rtol);
-        tu_check(bad == 0, "%s: %lld elements outside tolerance: %s", fia_isa_name(g_isa[i]),
-                 (long long)bad, d);
+        tu_check(bad == 0, "%s (context %d): %lld elements outside tolerance: %s",
+                 fia_isa_name(g_isa[i]), i, (long long)bad, d);
         for (int64_t e = 0; e < n && c->tol == 0; e++) {
             const double got = fia_ref_load(&m.o.t, e), err = fabs(got - want[e]);
             if (err > g_worst[quant]) g_worst[quant] = err;
@@ -567,8 +567,9 @@ static void test_invalid(tu_rng *r) {
  * every shape it takes (1..128 heads, so padded row blocks; 1..4 positions; causal; paged with
  * blocks of 16 (key blocks staged) or more, dense, split-KV), on the AVX-512 context, against
  * the oracle at the unchanged tolerance; where the CPU has no AMX the same cases run the fp32
- * path. Then the same with P rounded to bf16 (FIA_MLA_P_BF16=1), which must also stay inside
- * the tolerance on these inputs. */
+ * path. Then the same with P rounded to bf16 (FIA_MLA_P_BF16=1, the opt-in NPU numerics, not
+ * exact): its own bound, atol = rtol = 8e-3 (P's rounding, <= 2^-9 P, moves an output by at
+ * most 2^-9 max|V| ~ 2e-3 here; the default path's tolerance is not used for it). */
 static void test_amx(tu_rng *r, int count) {
     bool ab = false, ai = false;
     fia_amx_detect(&ab, &ai);
@@ -584,6 +585,7 @@ static void test_amx(tu_rng *r, int count) {
             c.rescale = (int)tu_int(r, 0, 1);
             c.sep_value = 0;
             if (c.cache == CACHE_NZ) c.cache = CACHE_PA4;
+            if (pass) c.tol = 8e-3;
             run_case(&c, r);
         }
         unsetenv("FIA_MLA_P_BF16");
