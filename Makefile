@@ -14,7 +14,7 @@ PY         := $(VENV)/bin/python
 PY_BUILD   ?= build-py
 PIP        := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test deps build build-asan test-release test-asan test-python py-install bench clean distclean
+.PHONY: run test deps build build-asan test-release test-asan test-python py-install bench bench-torch clean distclean
 
 run: deps build py-install
 	./$(BUILD)/fia demo
@@ -74,6 +74,12 @@ test-python: py-install $(VENV)/.deps-test
 
 bench: build
 	./$(BUILD)/fia bench
+
+# torch's CPU path beside fia on the DeepSeek cases (bench/torch_peer.py): with the project's
+# venv when present, else python3; skips cleanly when torch is not importable.
+PEER_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+bench-torch: build
+	$(PEER_PY) bench/torch_peer.py --fia ./$(BUILD)/fia
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD) $(PY_BUILD)

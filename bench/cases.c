@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "core/plan.h"
 #include "ref_fia.h"
 #include "ref_smallq.h"
 
@@ -544,7 +545,7 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op fia_bench_op = {
     "fused_infer_attention_score", fia_shape, fia_params_json, fia_counts, fia_copy_bytes,
-    fia_prepare, fia_execute, fia_check, fia_destroy,
+    fia_prepare, fia_execute, fia_check, fia_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -719,7 +720,7 @@ static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op smallq_bench_op = {
     "smallq_flash_attention", smallq_shape, smallq_params_json, smallq_counts, smallq_copy_bytes,
-    smallq_prepare, smallq_execute, smallq_check, smallq_destroy,
+    smallq_prepare, smallq_execute, smallq_check, smallq_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -942,9 +943,19 @@ int bench_run_case(const bench_case *c, fia_context *ctx, const roofline *rl, in
             rl->read_gbps > 0 ? res->bytes / res->seconds * 1e-9 / rl->read_gbps : 0.0;
     }
     res->min_seconds = times[0]; /* sorted by median() */
-    const double peak =
-        bench_op_bf16_compute(c->op) && rl->bf16_gflops > 0 ? rl->bf16_gflops : rl->fma_gflops;
-    res->fma_fraction = peak > 0 ? res->flops / res->seconds * 1e-9 / peak : 0.0;
+    res->fma_fraction =
+        rl->fma_gflops > 0 ? res->flops / res->seconds * 1e-9 / rl->fma_gflops : 0.0;
+    res->unit = "fma";
+    if (c->op->plan != NULL) {
+        const fia_plan *pl = c->op->plan(inst);
+        if (pl != NULL) res->unit = fia_plan_compute_unit(pl);
+    }
+    res->unit_peak = roofline_unit_peak(rl, res->unit);
+    if (!(res->unit_peak > 0)) { /* unit not probed: judged against fp32 FMA */
+        res->unit = "fma";
+        res->unit_peak = rl->fma_gflops;
+    }
+    res->unit_fraction = res->unit_peak > 0 ? res->flops / res->seconds * 1e-9 / res->unit_peak : 0.0;
     res->reps = reps;
     res->copies = copies;
     free(times);

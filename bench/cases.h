@@ -47,6 +47,9 @@ typedef struct bench_op {
      * oracle would be slow. Returns 0, or -1 with a message in err (the oracle could not run). */
     int (*check)(void *inst, bench_check *result, char *err, size_t err_len);
     void (*destroy)(void *inst);
+    /* Optional: the plan of copy 0 (its `unit` names the compute unit of the fastest path the
+     * library chose, which the roofline judges the case against); NULL: fp32 FMA. */
+    const fia_plan *(*plan)(void *inst);
 } bench_op;
 
 /* Parameters of a fused_infer_attention_score case. Query and output are BSND; key and value are
@@ -102,9 +105,6 @@ const bench_case *bench_sfa_cases(size_t *count);
 const bench_case *bench_li_cases(size_t *count);
 const bench_case *bench_chain_cases(size_t *count);
 const bench_case *bench_prolog_cases(size_t *count);
-/* Nonzero for the ops whose compute side is the roofline's bf16 dot-product peak (AMX or
- * AVX512-BF16: their GEMMs run bf16 on a library) rather than the fp32 FMA peak. */
-int bench_op_bf16_compute(const bench_op *op);
 
 /* The case table: every operator's cases. */
 const bench_case *bench_cases(size_t *count);
@@ -125,8 +125,13 @@ typedef struct bench_result {
      * roofline's bandwidth and bytes / median time / that bandwidth. */
     double read_gbps;
     double mem_fraction;
-    double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one); for a
-                          * bench_op_bf16_compute op, / the bf16 dot-product peak if any */
+    double fma_fraction; /* flops / median time / the roofline's FMA peak (0 without one) */
+    /* The compute unit of the path the library chose ("fma", "bf16dp", "vnni", "amx_bf16",
+     * "amx_int8"; bench_op.plan) and flops / median time / that unit's peak measured in the
+     * same run (the FMA fraction for "fma"). */
+    const char *unit;
+    double unit_peak;
+    double unit_fraction;
 } bench_result;
 
 /* Prepares a case, runs it once per copy to warm up code paths (not caches), then times `reps`

@@ -275,7 +275,7 @@ static int ch_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op ch_bench_op = {
     "chain", ch_shape, ch_params_json, ch_counts, ch_copy_bytes, ch_prepare, ch_execute,
-    ch_check, ch_destroy,
+    ch_check, ch_destroy, NULL,
 };
 
 static const bench_chain_case rms_4k = {CH_RMS, 4096, 7168};

@@ -266,7 +266,7 @@ static int li_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op li_bench_op = {
     "lightning_indexer", li_shape, li_params_json, li_counts, li_copy_bytes,
-    li_prepare, li_execute, li_check, li_destroy,
+    li_prepare, li_execute, li_check, li_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -371,7 +371,7 @@ static int topk_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op topk_bench_op = {
     "lightning_indexer_topk", topk_shape, topk_params_json, topk_counts, topk_copy_bytes,
-    topk_prepare, topk_execute, topk_check, topk_destroy,
+    topk_prepare, topk_execute, topk_check, topk_destroy, NULL,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -381,6 +381,8 @@ static const bench_op topk_bench_op = {
 static const bench_li_case li_decode_32k = {1, 32768, 64, 128, 2048, FIA_DTYPE_FLOAT16, 64};
 static const bench_li_case li_decode_128k = {1, 131072, 64, 128, 2048, FIA_DTYPE_FLOAT16, 64};
 static const bench_li_case li_decode_128k_bf16 = {1, 131072, 64, 128, 2048, FIA_DTYPE_BFLOAT16, 64};
+/* bf16 at 32K too: the DeepSeek indexer cache is bf16 */
+static const bench_li_case li_decode_32k_bf16 = {1, 32768, 64, 128, 2048, FIA_DTYPE_BFLOAT16, 64};
 static const bench_li_case li_quant_32k = {1, 32768, 64, 128, 2048, FIA_DTYPE_INT8, 64};
 static const bench_li_case li_quant_128k = {1, 131072, 64, 128, 2048, FIA_DTYPE_INT8, 64};
 static const bench_li_case li_prefill_4k = {4096, 4096, 64, 128, 2048, FIA_DTYPE_BFLOAT16, 0};
@@ -389,6 +391,7 @@ static const bench_li_case li_topk_128k = {1, 131072, 64, 128, 2048, FIA_DTYPE_F
 static const bench_case li_cases[] = {
     {"li_decode_kv32k", &li_bench_op, &li_decode_32k, 0},
     {"li_decode_kv128k", &li_bench_op, &li_decode_128k, 0},
+    {"li_decode_bf16_kv32k", &li_bench_op, &li_decode_32k_bf16, 0},
     {"li_decode_bf16_kv128k", &li_bench_op, &li_decode_128k_bf16, 0},
     {"li_quant_decode_kv32k", &li_bench_op, &li_quant_32k, 0},
     {"li_quant_decode_kv128k", &li_bench_op, &li_quant_128k, 0},

@@ -241,6 +241,11 @@ static fia_status mla_execute(void *inst, int copy) {
     return fia_plan_execute(I->cp[copy].plan, I->workspace, I->workspace_bytes);
 }
 
+static const fia_plan *mla_plan_of(void *inst) {
+    mla_instance *I = inst;
+    return I->cp[0].plan;
+}
+
 static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
     mla_instance *I = inst;
     const bench_mla_case *p = I->p;
@@ -279,7 +284,7 @@ static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op mla_bench_op = {
     "fused_infer_attention_score", mla_shape, mla_params_json, mla_counts, mla_copy_bytes,
-    mla_prepare, mla_execute, mla_check, mla_destroy,
+    mla_prepare, mla_execute, mla_check, mla_destroy, mla_plan_of,
 };
 
 #define BF16 FIA_DTYPE_BFLOAT16

@@ -245,12 +245,12 @@ static int pro_check(void *inst, bench_check *r, char *err, size_t err_len) {
     return 0;
 }
 
+static const fia_plan *pro_plan_of(void *inst) { return ((pro_instance *)inst)->cp[0].plan; }
+
 static const bench_op prolog_bench_op = {
     "mla_prolog_v3", pro_shape, pro_params_json, pro_counts, pro_copy_bytes,
-    pro_prepare, pro_execute, pro_check, pro_destroy,
+    pro_prepare, pro_execute, pro_check, pro_destroy, pro_plan_of,
 };
-
-int bench_op_bf16_compute(const bench_op *op) { return op == &prolog_bench_op; }
 
 static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128};
 static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128};

@@ -85,6 +85,8 @@ typedef struct sfa_instance {
     size_t workspace_bytes;
 } sfa_instance;
 
+static const fia_plan *sfa_plan_of(void *inst) { return ((sfa_instance *)inst)->cp[0].plan; }
+
 static void sfa_destroy(void *inst) {
     sfa_instance *I = inst;
     if (!I) return;
@@ -309,11 +311,11 @@ static int sfa_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op sfa_bench_op = {
     "sparse_flash_attention", sfa_shape, sfa_params_json, sfa_counts, sfa_copy_bytes,
-    sfa_prepare, sfa_execute, sfa_check, sfa_destroy,
+    sfa_prepare, sfa_execute, sfa_check, sfa_destroy, sfa_plan_of,
 };
 static const bench_op c8_bench_op = {
     "kv_quant_sparse_flash_attention", sfa_shape, sfa_params_json, sfa_counts, sfa_copy_bytes,
-    sfa_prepare, sfa_execute, sfa_check, sfa_destroy,
+    sfa_prepare, sfa_execute, sfa_check, sfa_destroy, sfa_plan_of,
 };
 
 /* DeepSeek-V3.2 decode: 128 heads, top-k 2048, paged cache of 64-token blocks. */

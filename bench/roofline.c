@@ -6,8 +6,6 @@
  * run time; the buffer is first touched by the same threads; best of several passes.
  * FMA peak: every thread runs 16 (AVX-512) or 12 (AVX2) independent fp32 FMA chains, enough
  * accumulators to cover FMA latency x throughput, for about 0.2 s; best of three runs.
- * bf16 peak: the same chains with AMX TDPBF16PS tiles where the CPU and the OS allow them, else
- * AVX512-BF16 VDPBF16PS (the instructions oneDNN's bf16 matmul uses for the MLA prolog).
  * The vector code lives in functions with __attribute__((target(...))), picked with
  * __builtin_cpu_supports, so this file needs no ISA compile flags.
  */
@@ -21,12 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define ROOFLINE_X86 1
 #else
@@ -225,96 +221,157 @@ __attribute__((target("avx512f"))) static float fma_avx512(long iters) {
 #endif
 
 /* ---------------------------------------------------------------------------------------- */
-/* bf16 dot-product peaks (what oneDNN's bf16 matmul runs on: the MLA prolog's projections)  */
+/* Other compute units: bf16 and int8 dot products, AMX tiles                               */
 /* ---------------------------------------------------------------------------------------- */
 
 #if ROOFLINE_X86
-/* 16 independent VDPBF16PS chains: 16 lanes x 2 products x 2 flops = 64 flops each. The
- * operands are small bf16 values; the accumulators stay finite for any run length here. */
-__attribute__((target("avx512f,avx512bf16"))) static float dpbf16_avx512(long iters) {
-    const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3c003c00); /* 2^-7 pairs */
-    __m512 c[16];
-    for (int k = 0; k < 16; k++) c[k] = _mm512_set1_ps((float)k);
+#include <sys/syscall.h>
+
+/* 12 independent vdpbf16ps chains; the operands stay small (1.0 x 2^-20) so nothing overflows. */
+__attribute__((target("avx512f,avx512bf16"))) static float bf16dp_avx512(long iters) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3580);
     for (long i = 0; i < iters; i++) {
-        c[0] = _mm512_dpbf16_ps(c[0], a, a);
-        c[1] = _mm512_dpbf16_ps(c[1], a, a);
-        c[2] = _mm512_dpbf16_ps(c[2], a, a);
-        c[3] = _mm512_dpbf16_ps(c[3], a, a);
-        c[4] = _mm512_dpbf16_ps(c[4], a, a);
-        c[5] = _mm512_dpbf16_ps(c[5], a, a);
-        c[6] = _mm512_dpbf16_ps(c[6], a, a);
-        c[7] = _mm512_dpbf16_ps(c[7], a, a);
-        c[8] = _mm512_dpbf16_ps(c[8], a, a);
-        c[9] = _mm512_dpbf16_ps(c[9], a, a);
-        c[10] = _mm512_dpbf16_ps(c[10], a, a);
-        c[11] = _mm512_dpbf16_ps(c[11], a, a);
-        c[12] = _mm512_dpbf16_ps(c[12], a, a);
-        c[13] = _mm512_dpbf16_ps(c[13], a, a);
-        c[14] = _mm512_dpbf16_ps(c[14], a, a);
-        c[15] = _mm512_dpbf16_ps(c[15], a, a);
+        c0 = _mm512_dpbf16_ps(c0, a, b);
+        c1 = _mm512_dpbf16_ps(c1, a, b);
+        c2 = _mm512_dpbf16_ps(c2, a, b);
+        c3 = _mm512_dpbf16_ps(c3, a, b);
+        c4 = _mm512_dpbf16_ps(c4, a, b);
+        c5 = _mm512_dpbf16_ps(c5, a, b);
+        c6 = _mm512_dpbf16_ps(c6, a, b);
+        c7 = _mm512_dpbf16_ps(c7, a, b);
+        c8 = _mm512_dpbf16_ps(c8, a, b);
+        c9 = _mm512_dpbf16_ps(c9, a, b);
+        c10 = _mm512_dpbf16_ps(c10, a, b);
+        c11 = _mm512_dpbf16_ps(c11, a, b);
     }
-    __m512 s = c[0];
-    for (int k = 1; k < 16; k++) s = _mm512_add_ps(s, c[k]);
+    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
+                             _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7)));
+    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
     return _mm512_reduce_add_ps(s);
 }
 
-/* AMX: four TDPBF16PS per iteration on 16 x 32 bf16 tiles into four 16 x 16 fp32 tiles
- * (16 * 16 * 32 * 2 = 16384 flops each). The tile configuration is per thread. */
-typedef struct amx_cfg {
+/* 12 independent vpdpbusd chains (int32 wrap-around is harmless). */
+__attribute__((target("avx512f,avx512vnni"))) static float vnni_avx512(long iters) {
+    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+            c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(3);
+    for (long i = 0; i < iters; i++) {
+        c0 = _mm512_dpbusd_epi32(c0, a, b);
+        c1 = _mm512_dpbusd_epi32(c1, a, b);
+        c2 = _mm512_dpbusd_epi32(c2, a, b);
+        c3 = _mm512_dpbusd_epi32(c3, a, b);
+        c4 = _mm512_dpbusd_epi32(c4, a, b);
+        c5 = _mm512_dpbusd_epi32(c5, a, b);
+        c6 = _mm512_dpbusd_epi32(c6, a, b);
+        c7 = _mm512_dpbusd_epi32(c7, a, b);
+        c8 = _mm512_dpbusd_epi32(c8, a, b);
+        c9 = _mm512_dpbusd_epi32(c9, a, b);
+        c10 = _mm512_dpbusd_epi32(c10, a, b);
+        c11 = _mm512_dpbusd_epi32(c11, a, b);
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(c0, c1), _mm512_add_epi32(c2, c3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(c4, c5), _mm512_add_epi32(c6, c7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(c8, c9), _mm512_add_epi32(c10, c11)));
+    return (float)_mm512_reduce_add_epi32(s);
+}
+
+/* AMX: four accumulator tiles fed by two A and two B tiles (16 x 64 bytes each), the
+ * 2 x 2 register blocking a GEMM micro-kernel uses; the tile state is configured per thread. */
+typedef struct roofline_tilecfg {
     uint8_t palette, start_row, reserved[14];
     uint16_t colsb[16];
     uint8_t rows[16];
-} amx_cfg;
+} roofline_tilecfg;
 
-__attribute__((target("amx-tile,amx-bf16"))) static float dpbf16_amx(long iters) {
-    static const uint16_t zero[16 * 32];
-    amx_cfg cfg;
+__attribute__((target("amx-tile,amx-bf16"))) static float amx_bf16_probe(long iters) {
+    roofline_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
     _tile_loadconfig(&cfg);
+    _Alignas(64) uint16_t buf[2 * 512];
+    for (int i = 0; i < 2 * 512; i++) buf[i] = 0x3580;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
     _tile_zero(3);
-    _tile_loadd(4, zero, 64);
-    _tile_loadd(5, zero, 64);
-    _tile_loadd(6, zero, 64);
-    _tile_loadd(7, zero, 64);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf + 512, 64);
+    _tile_loadd(6, buf, 64);
+    _tile_loadd(7, buf + 512, 64);
     for (long i = 0; i < iters; i++) {
         _tile_dpbf16ps(0, 4, 6);
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    float out[16 * 16];
+    _Alignas(64) float out[256];
     _tile_stored(0, out, 64);
     _tile_release();
     return out[0];
 }
 
-/* CPUID leaf 7: subleaf 0 EDX bit 22 AMX-BF16, bit 24 AMX-TILE; subleaf 1 EAX bit 5
- * AVX512_BF16 (read directly: not every compiler's __builtin_cpu_supports knows them). */
-static int cpu_has(int subleaf, int reg, int bit) {
-    unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, (unsigned)subleaf, &a, &b, &c, &d)) return 0;
-    const unsigned v = reg == 0 ? a : d;
-    return (int)((v >> bit) & 1u);
+__attribute__((target("amx-tile,amx-int8"))) static float amx_int8_probe(long iters) {
+    roofline_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    _Alignas(64) int8_t buf[2 * 1024];
+    memset(buf, 1, sizeof buf);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, buf, 64);
+    _tile_loadd(5, buf + 1024, 64);
+    _tile_loadd(6, buf, 64);
+    _tile_loadd(7, buf + 1024, 64);
+    for (long i = 0; i < iters; i++) {
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+    }
+    _Alignas(64) int32_t out[256];
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return (float)out[0];
 }
 
-/* Linux asks a process to request the AMX tile state before its first use. */
-static int amx_usable(void) {
-#if defined(__linux__)
-    if (!cpu_has(0, 3, 22) || !cpu_has(0, 3, 24)) return 0;
-    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+/* AMX usable: CPUID.(7,0):EDX amx-tile (24) plus amx-bf16 (22) / amx-int8 (25), and the OS
+ * grants this process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+). */
+static int amx_usable(int *bf16, int *int8) {
+    *bf16 = *int8 = 0;
+    __builtin_cpu_init();
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    if (a < 7) return 0;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    if (!(d & (1u << 24))) return 0;
+#ifdef SYS_arch_prctl
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) != 0)
+        return 0;
+    *bf16 = (d >> 22) & 1;
+    *int8 = (d >> 25) & 1;
+    return *bf16 || *int8;
 #else
     return 0;
 #endif
 }
 #endif
+
+double roofline_unit_peak(const roofline *r, const char *unit) {
+    if (unit == NULL || strcmp(unit, "fma") == 0) return r->fma_gflops;
+    if (strcmp(unit, "bf16dp") == 0) return r->bf16dp_gflops;
+    if (strcmp(unit, "vnni") == 0) return r->vnni_gops;
+    if (strcmp(unit, "amx_bf16") == 0) return r->amx_bf16_gflops;
+    if (strcmp(unit, "amx_int8") == 0) return r->amx_int8_gops;
+    return 0.0;
+}
+
 
 /* ---------------------------------------------------------------------------------------- */
 /* Threads                                                                                  */
@@ -543,15 +600,22 @@ int roofline_measure(int threads, roofline *r, char *err, size_t err_len) {
     if (measure_bandwidth(threads, rd, bytes, &r->read_gbps, err, err_len) != 0) return -1;
     if (measure_fma(threads, fm, flops_per_iter(r->isa), &r->fma_gflops, err, err_len) != 0)
         return -1;
-    r->bf16_isa = "none";
 #if ROOFLINE_X86
-    if (amx_usable()) {
-        r->bf16_isa = "amx";
-        if (measure_fma(threads, dpbf16_amx, 4.0 * 16384.0, &r->bf16_gflops, err, err_len) != 0)
+    /* FLOP per iteration: chains x lanes x 2 products x 2 (bf16); ops for int8 (4 products) */
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16") &&
+        measure_fma(threads, bf16dp_avx512, 12.0 * 16 * 4, &r->bf16dp_gflops, err, err_len) != 0)
+        return -1;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+        measure_fma(threads, vnni_avx512, 12.0 * 16 * 8, &r->vnni_gops, err, err_len) != 0)
+        return -1;
+    int ab = 0, ai = 0;
+    if (amx_usable(&ab, &ai)) {
+        /* 4 tile multiplies of 16 x 16 x (32 bf16 | 64 int8) per iteration */
+        if (ab && measure_fma(threads, amx_bf16_probe, 4.0 * 16 * 16 * 32 * 2, &r->amx_bf16_gflops,
+                              err, err_len) != 0)
             return -1;
-    } else if (__builtin_cpu_supports("avx512f") && cpu_has(1, 0, 5)) {
-        r->bf16_isa = "avx512_bf16";
-        if (measure_fma(threads, dpbf16_avx512, 16.0 * 64.0, &r->bf16_gflops, err, err_len) != 0)
+        if (ai && measure_fma(threads, amx_int8_probe, 4.0 * 16 * 16 * 64 * 2, &r->amx_int8_gops,
+                              err, err_len) != 0)
             return -1;
     }
 #endif

@@ -11,13 +11,23 @@
 typedef struct roofline {
     double read_gbps;  /* best pass of a streaming read/sum over a buffer >> LLC, all threads */
     double fma_gflops; /* fp32, all threads running independent FMA chains */
-    double bf16_gflops; /* bf16 dot products (AMX tiles, else AVX512-BF16), all threads; 0: none */
-    const char *bf16_isa; /* "amx", "avx512_bf16" or "none" */
+    /* The CPU's other compute units, probed in the same run (0 where the CPU lacks them):
+     * bf16 dot product (AVX512-BF16 vdpbf16ps, 4 FLOP per fp32 lane), int8 dot product (VNNI
+     * vpdpbusd, GOP/s: 8 ops per int32 lane), AMX bf16 (tdpbf16ps) and AMX int8 (tdpbssd)
+     * tile multiplies. AMX is probed only where the OS grants the tile state. */
+    double bf16dp_gflops;
+    double vnni_gops;
+    double amx_bf16_gflops;
+    double amx_int8_gops;
     int threads;       /* threads used by both probes */
     const char *isa;   /* vector level of the probes: "avx512", "avx2" or "scalar" */
     size_t llc_bytes;  /* last-level cache size (roofline_llc_bytes) */
     size_t buffer_bytes; /* size of the bandwidth probe's buffer */
 } roofline;
+
+/* The peak of a compute unit by name: "fma", "bf16dp", "vnni", "amx_bf16", "amx_int8";
+ * 0 when the unit is absent or unknown. */
+double roofline_unit_peak(const roofline *r, const char *unit);
 
 /* The last-level (L3) cache size in bytes: /sys/devices/system/cpu/cpu0/cache, then
  * sysconf(_SC_LEVEL3_CACHE_SIZE), else 32 MiB. */

@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "fia.h"
+#include "kernels/amx.h"
+#include "kernels/registry.h"
 #include "ref/ref_fia.h"
 #include "ref/ref_mla.h"
 #include "test_util.h"
@@ -28,8 +30,8 @@ enum { DN = 512, DR = 64, MAXB = 4 };
 enum { CACHE_DENSE = 0, CACHE_PA4 = 1, CACHE_PA3 = 2, CACHE_NZ = 3 };
 static const char *const cache_names[] = {"dense", "PA_BSND", "PA_BSND3", "PA_NZ"};
 
-static fia_context *g_ctx[3];
-static fia_isa g_isa[3];
+static fia_context *g_ctx[4];
+static fia_isa g_isa[4];
 static int g_nctx;
 
 typedef struct mcase {
@@ -256,8 +258,8 @@ static void run_case(const mcase *c, tu_rng *r) {
                       fia_status_string(st), fia_last_error(), d))
             continue;
         const int64_t bad = fia_ref_compare("attention_out", &m.o.t, want, atol, rtol);
-        tu_check(bad == 0, "%s: %lld elements outside tolerance: %s", fia_isa_name(g_isa[i]),
-                 (long long)bad, d);
+        tu_check(bad == 0, "%s (context %d): %lld elements outside tolerance: %s",
+                 fia_isa_name(g_isa[i]), i, (long long)bad, d);
         for (int64_t e = 0; e < n && c->tol == 0; e++) {
             const double got = fia_ref_load(&m.o.t, e), err = fabs(got - want[e]);
             if (err > g_worst[quant]) g_worst[quant] = err;
@@ -562,6 +564,34 @@ static void test_invalid(tu_rng *r) {
     }
 }
 
+/* The AMX bf16 path (bf16 query and latent, value = key, not PA_NZ, not AMLA): random cases of
+ * every shape it takes (1..128 heads, so padded row blocks; 1..4 positions; causal; paged with
+ * blocks of 16 (key blocks staged) or more, dense, split-KV), on the AVX-512 context, against
+ * the oracle at the unchanged tolerance; where the CPU has no AMX the same cases run the fp32
+ * path. Then the same with P rounded to bf16 (FIA_MLA_P_BF16=1, the opt-in NPU numerics, not
+ * exact): its own bound, atol = rtol = 8e-3 (P's rounding, <= 2^-9 P, moves an output by at
+ * most 2^-9 max|V| ~ 2e-3 here; the default path's tolerance is not used for it). */
+static void test_amx(tu_rng *r, int count) {
+    const bool ab = (fia_cpu_features() & FIA_CPU_AMX_BF16) != 0;
+    printf("AMX bf16: %s\n", ab ? "exercised" : "not available on this CPU (fp32 path tested)");
+    static const int64_t heads[] = {1, 3, 16, 20, 128};
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) setenv("FIA_MLA_P_BF16", "1", 1);
+        for (int i = 0; i < count; i++) {
+            mcase c;
+            gen_random(r, &c);
+            c.qdt = c.kdt = c.rdt = c.odt = FIA_DTYPE_BFLOAT16;
+            c.N = TU_PICK(r, heads);
+            c.rescale = (int)tu_int(r, 0, 1);
+            c.sep_value = 0;
+            if (c.cache == CACHE_NZ) c.cache = CACHE_PA4;
+            if (pass) c.tol = 8e-3;
+            run_case(&c, r);
+        }
+        unsetenv("FIA_MLA_P_BF16");
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261121, "test_mla");
     tu_rng r = tu_rng_make(seed);
@@ -576,8 +606,21 @@ int main(int argc, char **argv) {
         g_ctx[g_nctx] = ctx;
         g_isa[g_nctx++] = levels[i];
     }
+    /* With AMX: one more AVX-512 context without it and with the vdpbf16ps Q.K^T forced on
+     * (FIA_BF16DP=1), so the AVX512-BF16 path (or the fp32 path where the CPU has no BF16) is
+     * tested too. */
+    const bool amx_bf16 = (fia_cpu_features() & FIA_CPU_AMX_BF16) != 0;
+    if (amx_bf16 && g_nctx == 3) {
+        setenv("FIA_AMX", "0", 1);
+        setenv("FIA_BF16DP", "1", 1);
+        fia_context_options o = {2, FIA_ISA_AVX512};
+        if (fia_context_create(&o, &g_ctx[g_nctx]) == FIA_STATUS_SUCCESS) g_isa[g_nctx++] = FIA_ISA_AVX512;
+        unsetenv("FIA_AMX");
+        unsetenv("FIA_BF16DP");
+    }
     test_random(&r, (int)tu_env_long("FIA_TEST_MLA_CASES", 36));
     test_edges(&r);
+    test_amx(&r, (int)tu_env_long("FIA_TEST_MLA_AMX_CASES", 16));
     test_determinism(&r);
     test_invalid(&r);
     printf("worst abs error: float forms %.3g, int8 form %.3g\n", g_worst[0], g_worst[1]);

@@ -24,13 +24,15 @@ void cmd_bench_usage(FILE *out) {
     fprintf(out,
             "usage: fia bench [--json] [--filter TEXT] [--threads N] [--reps N]\n\n"
             "  --json         one JSON object per line and case\n"
-            "  --filter TEXT  only the cases whose name contains TEXT\n"
+            "  --filter TEXT  only the cases whose name contains TEXT (=NAME: exactly NAME)\n"
             "  --threads N    threads of the context and of the roofline probes (default: all)\n"
             "  --reps N       timed runs per case (default: about 0.5 s worth, 5..1000)\n\n"
             "Bytes count K and V once plus Q and the output; FLOPs are 2*(D+Dv)*N1 per visible\n"
-            "(query row, key) pair. roofline = max(GB/s / read GB/s, GFLOP/s / FMA GFLOP/s),\n"
+            "(query row, key) pair. roofline = max(GB/s / read GB/s, GFLOP/s / unit GFLOP/s),\n"
             "the read GB/s measured by a short probe after every run and the bandwidth side\n"
-            "taken as the median of the per-run ratios (read: the median probe).\n"
+            "taken as the median of the per-run ratios (read: the median probe); unit: the\n"
+            "compute unit of the path the library chose (fma, bf16dp = vdpbf16ps, vnni,\n"
+            "amx_bf16, amx_int8), each probed in the same run.\n"
             "cases:\n");
     size_t n;
     const bench_case *cases = bench_cases(&n);
@@ -66,6 +68,13 @@ static int parse_positive(const char *flag, const char *text, int *out) {
     }
     *out = (int)v;
     return 0;
+}
+
+/* --filter: a substring of the case name, or "=NAME" for exactly NAME (bench/torch_peer.py). */
+static int bench_name_matches(const char *name, const char *filter) {
+    if (filter == NULL) return 1;
+    if (filter[0] == '=') return strcmp(name, filter + 1) == 0;
+    return strstr(name, filter) != NULL;
 }
 
 /* Measures the roofline with the context's thread count, while no context exists (so its
@@ -122,7 +131,7 @@ int cmd_bench(int argc, char **argv) {
     const bench_case *cases = bench_cases(&n_cases);
     int selected = 0;
     for (size_t i = 0; i < n_cases; i++)
-        if (filter == NULL || strstr(cases[i].name, filter) != NULL) selected++;
+        if (bench_name_matches(cases[i].name, filter)) selected++;
     if (selected == 0) {
         cli_error("--filter: no case name contains '%s' (see 'fia help bench')", filter);
         return CLI_EXIT_USAGE;
@@ -145,17 +154,21 @@ int cmd_bench(int argc, char **argv) {
         printf("fia %s bench: kernels %s, %d threads\n", fia_version_string(), fia_isa_name(isa),
                (int)n_threads);
         printf("roofline (measured now, %s probes): read %.1f GB/s (%zu MiB buffer), fp32 FMA "
-               "%.1f GFLOP/s, bf16 (%s) %.1f GFLOP/s; LLC %zu MiB\n\n",
-               rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.bf16_isa,
-               rl.bf16_gflops, rl.llc_bytes >> 20);
-        printf("%-31s %-40s %10s %8s %8s %9s %7s %6s %7s\n", "case", "shape", "median", "GB/s",
-               "GFLOP/s", "roofline", "bound", "runs", "read");
+               "%.1f GFLOP/s; LLC %zu MiB\n",
+               rl.isa, rl.read_gbps, rl.buffer_bytes >> 20, rl.fma_gflops, rl.llc_bytes >> 20);
+        printf("compute units (same run; 0: absent): bf16 dot product (vdpbf16ps) %.1f GFLOP/s, "
+               "int8 dot product (VNNI) %.1f GOP/s, AMX bf16 %.1f GFLOP/s, AMX int8 %.1f GOP/s\n"
+               "each case's compute side is judged against the unit its fastest path uses "
+               "(column 'unit')\n\n",
+               rl.bf16dp_gflops, rl.vnni_gops, rl.amx_bf16_gflops, rl.amx_int8_gops);
+        printf("%-31s %-40s %10s %8s %8s %9s %7s %6s %7s %9s\n", "case", "shape", "median", "GB/s",
+               "GFLOP/s", "roofline", "bound", "runs", "read", "unit");
     }
     fflush(stdout);
 
     for (size_t i = 0; i < n_cases; i++) {
         const bench_case *c = &cases[i];
-        if (filter != NULL && strstr(c->name, filter) == NULL) continue;
+        if (!bench_name_matches(c->name, filter)) continue;
         bench_result res;
         char err[512];
         char shape[128];
@@ -177,8 +190,9 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         /* The memory side against the bandwidth measured around each run (bench_run_case),
-         * the compute side against the FMA peak (bf16 ops: the bf16 peak); the larger binds. */
-        const double f_cmp = res.fma_fraction;
+         * the compute side against the peak of the unit the library's path uses; the larger
+         * binds. */
+        const double f_cmp = res.unit_fraction;
         const double frac = res.mem_fraction >= f_cmp ? res.mem_fraction : f_cmp;
         const char *bound = res.mem_fraction >= f_cmp ? "memory" : "compute";
         const double gbps = res.bytes / res.seconds * 1e-9;
@@ -191,16 +205,21 @@ int cmd_bench(int argc, char **argv) {
             printf(",\"case\":");
             json_string(stdout, c->name);
             printf(",\"params\":%s,\"seconds\":%.9g,\"bytes\":%.0f,\"flops\":%.0f,"
-                   "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"bf16_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
+                   "\"read_gbps\":%.4g,\"fma_gflops\":%.4g,\"gbps\":%.4g,\"gflops\":%.4g,"
                    "\"roofline_fraction\":%.4g,\"bound\":\"%s\",\"min_seconds\":%.9g,"
-                   "\"reps\":%d,\"copies\":%d,\"threads\":%d,\"isa\":\"%s\"}\n",
-                   params, res.seconds, res.bytes, res.flops, res.read_gbps, rl.fma_gflops,
-                   rl.bf16_gflops, gbps,
+                   "\"reps\":%d,\"copies\":%d,\"threads\":%d,\"isa\":\"%s\","
+                   "\"unit\":\"%s\",\"unit_gflops\":%.4g,\"unit_fraction\":%.4g,"
+                   "\"fma_fraction\":%.4g,\"mem_fraction\":%.4g,\"bf16dp_gflops\":%.4g,"
+                   "\"vnni_gops\":%.4g,\"amx_bf16_gflops\":%.4g,\"amx_int8_gops\":%.4g}\n",
+                   params, res.seconds, res.bytes, res.flops, res.read_gbps, rl.fma_gflops, gbps,
                    gflops, frac, bound, res.min_seconds, res.reps, res.copies, (int)n_threads,
-                   fia_isa_name(isa));
+                   fia_isa_name(isa), res.unit, res.unit_peak, res.unit_fraction,
+                   res.fma_fraction, res.mem_fraction, rl.bf16dp_gflops, rl.vnni_gops,
+                   rl.amx_bf16_gflops, rl.amx_int8_gops);
         } else {
-            printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d %7.1f\n", c->name, shape,
-                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps, res.read_gbps);
+            printf("%-31s %-40s %7.3f ms %8.1f %8.1f %8.1f%% %7s %6d %7.1f %9s\n", c->name, shape,
+                   res.seconds * 1e3, gbps, gflops, frac * 100.0, bound, res.reps, res.read_gbps,
+                   res.unit);
         }
         fflush(stdout);
     }

@@ -174,6 +174,11 @@ FIA_API size_t fia_plan_workspace_size(const fia_plan *plan);
  * FIA_STATUS_INVALID_ARGUMENT for a NULL plan. */
 FIA_API fia_status fia_plan_execute(fia_plan *plan, void *workspace, size_t workspace_bytes);
 
+/* The compute unit the plan's fastest part runs on, which a roofline should judge it against:
+ * "fma" (fp32 FMA), "bf16dp" (AVX512-BF16 dot products), "vnni" (int8 dot products),
+ * "amx_bf16" or "amx_int8" (AMX tiles). Static storage; "fma" for NULL. */
+FIA_API const char *fia_plan_compute_unit(const fia_plan *plan);
+
 /* Frees a plan. NULL is a no-op. */
 FIA_API void fia_plan_destroy(fia_plan *plan);
 

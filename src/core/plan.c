@@ -47,3 +47,7 @@ fia_status fia_plan_run_once(fia_plan *plan) {
     fia_plan_destroy(plan);
     return st;
 }
+
+const char *fia_plan_compute_unit(const fia_plan *plan) {
+    return plan && plan->unit ? plan->unit : "fma";
+}

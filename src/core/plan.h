@@ -21,6 +21,8 @@ struct fia_plan {
      * reads at execute time (indices of a scatter, group boundaries) before anything is
      * written. A failure is returned by fia_plan_execute with nothing written. */
     fia_status (*check)(fia_plan *plan);
+    /* The compute unit of the plan's fastest part (fia_plan_compute_unit; NULL means "fma"). */
+    const char *unit;
 };
 
 /* Bump layout of a workspace: the same code sizes it (base == NULL) and lays it out. */

@@ -33,6 +33,8 @@
 #include "core/limits.h"
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/amx.h"
+#include "kernels/bf16dp.h"
 #include "kernels/i8gemm.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
@@ -70,7 +72,10 @@ typedef struct mla_plan {
     fia_batch *batches;
     fia_worklist work;    /* items (h0 = 0, nh = 1: all heads) and split groups */
     int64_t pos_per_tile, rows_max;
-    int64_t step;         /* keys per step: T_FLOAT or T_INT8 */
+    int64_t step;         /* keys per step: T_FLOAT, T_INT8 or FIA_AMX_MLA_STEP */
+    bool amx;             /* bf16 query and latent on AMX tiles (kernels/amx.h) */
+    bool p_bf16;          /* AMX: P rounded to bf16 (FIA_MLA_P_BF16=1, NPU numerics) */
+    bool bf16qk;          /* no AMX: Q.K^T on vdpbf16ps from the bf16 rows (kernels/bf16dp.h) */
 } mla_plan;
 
 typedef struct mla_scratch {
@@ -91,6 +96,12 @@ typedef struct mla_scratch {
     uint8_t *p8;         /* rows x step */
     const int8_t **kptr, **vptr;
     int64_t *lo, *hi;    /* per position of the tile */
+    uint16_t *qt;        /* AMX: the packed query tile */
+    const uint16_t **krow, **rrow, **qnp, **qrp; /* AMX: row pointers */
+    int32_t *ka, *ke;    /* AMX: visible keys of the step per row */
+    void *amx;           /* AMX: kernel scratch */
+    uint16_t *qb;        /* bf16qk: the query tile's bf16 rows (rows x 576) */
+    uint32_t *ktb;       /* bf16qk: the packed key pairs */
 } mla_scratch;
 
 /* ---- workspace ---------------------------------------------------------------------------- */
@@ -112,12 +123,28 @@ static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out)
         s.ps = fia_arena_take(&a, (size_t)R * f);
         s.kptr = fia_arena_take(&a, (size_t)T * sizeof(void *));
         s.vptr = fia_arena_take(&a, (size_t)T * sizeof(void *));
+    } else if (p->amx) {
+        const size_t pp = sizeof(void *);
+        s.qt = fia_arena_take(&a, (size_t)(R * MLA_DK) * 2);
+        s.krow = fia_arena_take(&a, (size_t)T * pp);
+        s.rrow = fia_arena_take(&a, (size_t)T * pp);
+        s.qnp = fia_arena_take(&a, (size_t)R * pp);
+        s.qrp = fia_arena_take(&a, (size_t)R * pp);
+        s.ka = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
+        s.ke = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
+        s.amx = fia_arena_take(&a, fia_amx_mla_scratch_bytes(R));
+    } else if (p->bf16qk) {
+        s.qb = fia_arena_take(&a, (size_t)(R * MLA_DK) * 2);
+        s.krow = fia_arena_take(&a, (size_t)T * sizeof(void *));
+        s.rrow = fia_arena_take(&a, (size_t)T * sizeof(void *));
+        s.ktb = fia_arena_take(&a, (size_t)(FIA_BF16_MLA_D2 * FIA_BF16_KT_KEYS) * 4);
+        if (!p->v_is_k) s.vp = fia_arena_take(&a, (size_t)(T * MLA_DN) * f);
     } else {
         s.q = fia_arena_take(&a, (size_t)(R * MLA_DK) * f);
         if (!p->v_is_k) s.vp = fia_arena_take(&a, (size_t)(T * MLA_DN) * f);
     }
-    s.kr = fia_arena_take(&a, (size_t)(T * MLA_DK) * f);
-    s.kt = fia_arena_take(&a, (size_t)(MLA_DK * T) * f);
+    if (!p->amx) s.kr = fia_arena_take(&a, (size_t)(T * MLA_DK) * f);
+    if (!p->amx && !p->bf16qk) s.kt = fia_arena_take(&a, (size_t)(MLA_DK * T) * f);
     s.s = fia_arena_take(&a, (size_t)(R * T) * f);
     s.o = fia_arena_take(&a, (size_t)(R * MLA_DN) * f);
     s.m = fia_arena_take(&a, (size_t)R * f);
@@ -249,6 +276,23 @@ static void mla_pack_query(const mla_plan *p, const fia_work_item *it, mla_scrat
     const fia_batch *bi = &p->batches[it->b];
     const float sc = p->scale;
     const float skv = p->quant ? *p->sk : 1.0f;
+    if (p->amx) { /* bf16 rows as they are; the scale is applied after the dot products */
+        const int64_t rows = it->qn * p->N;
+        for (int64_t r = 0; r < rows; r++) {
+            s->qnp[r] = (const uint16_t *)mla_seq_row(&p->q, bi, it->b, r % p->N, it->q0 + r / p->N);
+            s->qrp[r] = (const uint16_t *)mla_seq_row(&p->qr, bi, it->b, r % p->N, it->q0 + r / p->N);
+        }
+        fia_amx_mla_pack_q(rows, (rows + 15) / 16 * 16, s->qnp, s->qrp, s->qt);
+        return;
+    }
+    if (p->bf16qk) { /* bf16 rows as they are; the scale is applied after the dot products */
+        for (int64_t r = 0; r < it->qn * p->N; r++) {
+            const int64_t h = r % p->N, i = it->q0 + r / p->N;
+            memcpy(s->qb + r * MLA_DK, mla_seq_row(&p->q, bi, it->b, h, i), MLA_DN * 2);
+            memcpy(s->qb + r * MLA_DK + MLA_DN, mla_seq_row(&p->qr, bi, it->b, h, i), MLA_DR * 2);
+        }
+        return;
+    }
     for (int64_t pp = 0; pp < it->qn; pp++)
         for (int64_t h = 0; h < p->N; h++) {
             const int64_t r = pp * p->N + h, i = it->q0 + pp;
@@ -291,15 +335,36 @@ static bool mla_mask(const mla_plan *p, const fia_work_item *it, mla_scratch *s,
     return any;
 }
 
+/* Row pointers of the bf16 latent and rope rows of tokens [t0, t0 + n) of batch b (not PA_NZ). */
+static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
+    for (int64_t j = 0; j < n;) {
+        int64_t run, run2;
+        const int64_t off = mla_cache_off(p, &p->k, b, t0 + j, &run);
+        const int64_t off2 = mla_cache_off(p, &p->kr, b, t0 + j, &run2);
+        if (run > n - j) run = n - j;
+        for (int64_t r = 0; r < run; r++) {
+            s->krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
+            s->rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
+        }
+        j += run;
+    }
+}
+
 /* Float form: one step of keys [t0, t0 + n). */
 static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
                            int64_t n, bool first) {
     const fia_kernels *k = p->kern;
     const int64_t rows = it->qn * p->N, b = it->b, T = p->step;
     mla_load_rows(p, &p->k, b, t0, n, s->kr, MLA_DK, s->tmp);
-    mla_load_rows(p, &p->kr, b, t0, n, s->kr + MLA_DN, MLA_DK, s->tmp);
-    k->transpose_f32(s->kr, MLA_DK, s->kt, T, n, MLA_DK);
-    k->gemm_f32(rows, n, MLA_DK, s->q, MLA_DK, s->kt, T, s->s, T, NULL);
+    if (p->bf16qk) { /* K from its bf16 rows; kr keeps the fp32 latent rows for P.V */
+        mla_bf16_rows(p, b, t0, n, s);
+        fia_bf16_pack_kt(n, s->krow, s->rrow, s->ktb);
+        fia_bf16_qk_avx512bf16(rows, n, s->qb, MLA_DK, s->ktb, p->scale, s->s, T);
+    } else {
+        mla_load_rows(p, &p->kr, b, t0, n, s->kr + MLA_DN, MLA_DK, s->tmp);
+        k->transpose_f32(s->kr, MLA_DK, s->kt, T, n, MLA_DK);
+        k->gemm_f32(rows, n, MLA_DK, s->q, MLA_DK, s->kt, T, s->s, T, NULL);
+    }
     if (!mla_mask(p, it, s, t0, n)) return false;
 
     const float *v = s->kr;
@@ -333,6 +398,27 @@ static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scrat
         }
     }
     return true;
+}
+
+/* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h. */
+static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
+                         int64_t n, bool first) {
+    const int64_t rows = it->qn * p->N;
+    mla_bf16_rows(p, it->b, t0, n, s);
+    for (int64_t pp = 0; pp < it->qn; pp++) {
+        int64_t a = s->lo[pp] - t0, e = s->hi[pp] - t0 + 1;
+        if (a < 0) a = 0;
+        if (e > n) e = n;
+        if (e < a) e = a;
+        for (int64_t h = 0; h < p->N; h++) {
+            s->ka[pp * p->N + h] = (int32_t)a;
+            s->ke[pp * p->N + h] = (int32_t)e;
+        }
+    }
+    const fia_amx_mla_args args = {rows, (rows + 15) / 16 * 16, n, s->krow, s->rrow, s->qt,
+                                   s->ka, s->ke, p->scale, first, p->p_bf16, s->m, s->l, s->o,
+                                   MLA_DN, s->amx};
+    return fia_amx_mla_step(&args);
 }
 
 /* int8 form: one step of keys [t0, t0 + n). */
@@ -422,6 +508,7 @@ static void mla_run_tile(const mla_exec *ex, const fia_work_item *it, const fia_
             }
         }
         const bool any = p->quant ? mla_step_int8(p, it, s, t0, t1 - t0, first)
+                         : p->amx ? mla_step_amx(p, it, s, t0, t1 - t0, first)
                                   : mla_step_float(p, it, s, t0, t1 - t0, first);
         if (any) first = false;
         t0 = t1;
@@ -863,9 +950,21 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
     p->num_threads = ctx->num_threads;
     fia_status st = mla_validate(p, ctx, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
-        p->step = p->quant ? MLA_STEP_INT8 : MLA_STEP_FLOAT;
+        /* AMX: bf16 query and latent cache (PA_BSND or dense), value = key, default or
+         * multiply rescale (AMLA keeps the fp32 path) */
+        p->amx = ctx->amx_bf16 && !p->quant && !p->amla && p->v_is_k &&
+                 t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
+                 p->k.nz_w == 0 && p->kr.nz_w == 0;
+        p->bf16qk = !p->amx && ctx->bf16dp_fast && !p->quant &&
+                    t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
+                    p->k.nz_w == 0 && p->kr.nz_w == 0;
+        const char *pb = getenv("FIA_MLA_P_BF16");
+        p->p_bf16 = p->amx && pb && !strcmp(pb, "1");
+        p->step = p->quant ? MLA_STEP_INT8 : p->amx ? FIA_AMX_MLA_STEP : MLA_STEP_FLOAT;
         p->pos_per_tile = MLA_ROWS / p->N;
         p->rows_max = p->pos_per_tile * p->N;
+        if (p->amx) p->rows_max = (p->rows_max + 15) / 16 * 16;
+        p->base.unit = p->amx ? "amx_bf16" : p->bf16qk ? "bf16dp" : p->quant && (ctx->features & FIA_CPU_AVX512VNNI) ? "vnni" : "fma";
         st = mla_schedule(p);
     }
     if (st != FIA_STATUS_SUCCESS) {
@@ -878,7 +977,9 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
                 "split-groups=%lld workspace=%zu kernels=%s%s%s\n", p->quant ? ", int8" : "",
                 p->amla ? ", AMLA" : "", (long long)p->B, (long long)p->N,
                 (long long)p->work.num_items, (long long)p->work.num_groups, p->base.workspace_bytes,
-                p->kern->name, p->quant ? " + int8 " : "", p->quant ? p->i8->name : "");
+                p->kern->name, p->quant ? " + int8 " : "", p->quant ? p->i8->name
+                : p->amx ? (p->p_bf16 ? " (amx bf16, P in bf16)" : " (amx bf16)")
+                : p->bf16qk ? " (bf16 dot product Q.K^T)" : "");
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "kernels/amx.h"
 #include "kernels/softmax_state.h"
 #include "sched/kv_addr.h"
 #include "ops/sfa_internal.h"
@@ -29,7 +30,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     t.vp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_LDV * f);
     t.rp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_DR * f);
     t.s = fia_arena_take(&a, hb * SFA_TILE * f);
-    t.o = fia_arena_take(&a, hb * SFA_LDV * f);
+    /* AMX: o has whole 16-row blocks */
+    t.o = fia_arena_take(&a, (p->amx ? (hb + 15) / 16 * 16 : hb) * SFA_LDV * f);
     t.m = fia_arena_take(&a, hb * f);
     t.l = fia_arena_take(&a, hb * f);
     t.alpha = fia_arena_take(&a, hb * f);
@@ -39,6 +41,13 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     for (int i = 0; i < 2; i++) {
         t.nope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
         t.rope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
+    }
+    t.qt = NULL;
+    t.amx = NULL;
+    if (p->amx) {
+        const int64_t rp = (p->head_block + 15) / 16 * 16;
+        t.qt = fia_arena_take(&a, (size_t)rp * SFA_DK * 2);
+        t.amx = fia_arena_take(&a, fia_amx_mla_scratch_bytes(rp));
     }
     if (s) *s = t;
     return a.used;
@@ -179,6 +188,32 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
     k->transpose_f32(s->rp, SFA_DR, s->kt + SFA_DN * SFA_TILE, SFA_TILE, n, SFA_DR);
 }
 
+/* sfa_run_slice on AMX tiles (bf16 query and cache, kernels/amx.h): every gathered token is
+ * visible to every head, so the kernel's per-row key range is the whole tile. */
+static bool sfa_run_slice_amx(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t slice,
+                              sfa_scratch *s) {
+    const int64_t e0 = slice * p->slice_entries;
+    sfa_cursor c = {e0, e0 + p->slice_entries < p->K ? e0 + p->slice_entries : p->K, 0, false};
+    int32_t ka[FIA_MAX_LATENT_HEADS], ke[FIA_MAX_LATENT_HEADS];
+    int cur = 0;
+    int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
+    bool first = true;
+    while (n > 0) {
+        const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
+        sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
+        for (int64_t h = 0; h < nh; h++) ka[h] = 0, ke[h] = (int32_t)n;
+        const fia_amx_mla_args a = {nh, (nh + 15) / 16 * 16, n,
+                                    (const uint16_t *const *)s->nope[cur],
+                                    (const uint16_t *const *)s->rope[cur], s->qt, ka, ke,
+                                    p->scale, first, false, s->m, s->l, s->o, SFA_LDV, s->amx};
+        if (fia_amx_mla_step(&a)) first = false;
+        cur ^= 1;
+        n = nn;
+    }
+    s->ended = c.ended;
+    return !first;
+}
+
 /* One slice of a row for heads [0, nh) of the packed query tile: the state (o, m, l) of the
  * slice's tokens from empty. Returns whether the slice had any token (else the state is the
  * empty one and o is not written). */
@@ -191,6 +226,7 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
         s->m[h] = -INFINITY;
         s->l[h] = 0.0f;
     }
+    if (p->amx) return sfa_run_slice_amx(p, r, nh, slice, s);
     int cur = 0;
     int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
     bool first = true;
@@ -212,7 +248,18 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
 
 /* Packs the query rows of heads [h0, h0 + nh) of a row, fp32, scale folded in. */
 static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int64_t nh,
-                           float *q) {
+                           float *q, sfa_scratch *s) {
+    if (p->amx) { /* bf16 rows as they are, packed for the tiles; the scale comes after the dot */
+        const uint16_t *qn[FIA_MAX_LATENT_HEADS], *qr[FIA_MAX_LATENT_HEADS];
+        for (int64_t h = 0; h < nh; h++) {
+            qn[h] = (const uint16_t *)(const void *)(p->q.base + (r->b * p->q.s_b + r->t * p->q.s_t +
+                                                                  (h0 + h) * p->q.s_h) * p->q.esize);
+            qr[h] = (const uint16_t *)(const void *)(p->qr.base + (r->b * p->qr.s_b + r->t * p->qr.s_t +
+                                                                   (h0 + h) * p->qr.s_h) * p->qr.esize);
+        }
+        fia_amx_mla_pack_q(nh, (nh + 15) / 16 * 16, qn, qr, s->qt);
+        return;
+    }
     for (int64_t h = 0; h < nh; h++) {
         float *dst = q + h * SFA_DK;
         const int64_t qoff = r->b * p->q.s_b + r->t * p->q.s_t + (h0 + h) * p->q.s_h;
@@ -264,7 +311,7 @@ static void sfa_run_item(const sfa_exec *ex, const sfa_item *it, sfa_scratch *s)
         return;
     }
     const int64_t nh = it->nh;
-    sfa_pack_query(p, r, it->h0, nh, s->q);
+    sfa_pack_query(p, r, it->h0, nh, s->q, s);
     if (it->group >= 0) {
         /* one slice: its partial state [m[nh], l[nh], o[nh x 512]] */
         float *slot = ex->partials +

@@ -72,6 +72,7 @@ typedef struct sfa_plan {
     const fia_kernels *kern;
     const fia_sfa_kernels *skern;
     bool c8;
+    bool amx;            /* bf16 query and cache on AMX tiles (kernels/amx.h, sfa_exec.c) */
     int64_t B, N1, K, sbs, nslices, slice_entries;
     float scale;
 
@@ -114,6 +115,8 @@ typedef struct sfa_scratch {
     float *ao, *am, *al;            /* the row's merged state */
     const void **nope[2], **rope[2]; /* row pointers of the current and the next tile */
     bool ended;                      /* the last slice run met the row's -1 */
+    uint16_t *qt;                    /* AMX: the packed query of the head block */
+    void *amx;                       /* AMX: kernel scratch */
 } sfa_scratch;
 
 /* Sizes (ws == NULL) or carves one thread's scratch; returns its bytes. */

@@ -507,6 +507,11 @@ static fia_status sfa_plan_common(fia_context *ctx, const sfa_tensors *t,
     p->c8 = c8;
     fia_status st = sfa_validate(p, t, prm);
     if (st == FIA_STATUS_SUCCESS) st = sfa_schedule(p);
+    /* AMX: bf16 query and cache (not C8), sfa_exec.c sfa_run_slice_amx */
+    p->amx = st == FIA_STATUS_SUCCESS && ctx->amx_bf16 && !c8 &&
+             p->q.dtype == FIA_DTYPE_BFLOAT16 && p->qr.dtype == FIA_DTYPE_BFLOAT16 &&
+             p->k.dtype == FIA_DTYPE_BFLOAT16 && p->kr.dtype == FIA_DTYPE_BFLOAT16;
+    p->base.unit = p->amx ? "amx_bf16" : "fma";
     if (st != FIA_STATUS_SUCCESS) {
         sfa_destroy(&p->base);
         return st;
@@ -516,10 +521,10 @@ static fia_status sfa_plan_common(fia_context *ctx, const sfa_tensors *t,
     if (ctx->verbose)
         fprintf(stderr, "fia: %ssparse_flash_attention: B=%lld rows=%lld N1=%lld K=%lld sbs=%lld "
                 "slices=%lld head_block=%lld items=%lld merge-groups=%lld workspace=%zu "
-                "kernels=%s\n", c8 ? "kv_quant_" : "", (long long)p->B, (long long)p->num_rows,
+                "kernels=%s%s\n", c8 ? "kv_quant_" : "", (long long)p->B, (long long)p->num_rows,
                 (long long)p->N1, (long long)p->K, (long long)p->sbs, (long long)p->nslices,
                 (long long)p->head_block, (long long)p->num_items, (long long)p->num_groups,
-                p->base.workspace_bytes, p->kern->name);
+                p->base.workspace_bytes, p->kern->name, p->amx ? " + amx bf16" : "");
     *plan = &p->base;
     if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
     return FIA_STATUS_SUCCESS;

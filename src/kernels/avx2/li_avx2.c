@@ -1,6 +1,6 @@
 /*
- * li_avx2.c - the AVX2 lightning-indexer float scoring kernel (fia_li_kernels_avx2; its int8
- * kernel is the scalar one). Contract: src/kernels/li_kernels.h. Compiled with -mavx2 -mfma
+ * li_avx2.c - the AVX2 lightning-indexer scoring kernels (fia_li_kernels_avx2): float, and int8
+ * on vpmaddwd (AVX2 has no int8 dot product; see score_i8 below). Contract: src/kernels/li_kernels.h. Compiled with -mavx2 -mfma
  * -mf16c.
  *
  * score_f32: heads along the lanes in blocks of 16 (2 ymm), keys along the rows: a micro-tile of
@@ -10,6 +10,7 @@
  */
 #include <immintrin.h>
 
+#include "core/convert.h"
 #include "kernels/registry.h"
 
 #define LI_AI static inline __attribute__((always_inline))
@@ -99,3 +100,89 @@ void fia_li_keys_to_f32__avx2_u8(int64_t n, int64_t d, const void *const *rows, 
     }
 }
 
+/* ---- score_i8 (no VNNI on AVX2): vpmaddwd on 16-bit widened values, exact in int32 ------------
+ * Per key and group of 4 heads, one ymm of 8 int32 lanes (head, pair of dims): vpmaddwd of the
+ * query's 4 heads x 4 dims (int8 widened to int16) with the key's 4 dims (uint8 widened,
+ * broadcast to the 4 heads) adds q.k of dims (0,1) and (2,3) of each head into two lanes; the
+ * lanes of a head are added at the end. Products (<= 255 x 128) and pair sums fit int16 x int16
+ * -> int32 exactly, so the integer dot product is the scalar one, and the float epilogue runs in
+ * the scalar kernel's order (heads in order): results are bitwise the scalar kernel's. */
+
+/* acc[g] += q groups [g0, g0 + G) of dims 4 c4 .. 4 c4 + 3 times the key's 4 dims kw */
+#define LI_I8_GROUP(g)                                                                         \
+    a##g = _mm256_add_epi32(a##g, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(      \
+                                     (const __m128i *)(qc + (g) * 16))), kw));
+
+static void li_i8_key8(int64_t d4, const uint8_t *kj, const int8_t *qp, int64_t ldq, int64_t g0,
+                       int32_t *dots) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+            a7 = a0;
+    for (int64_t c4 = 0; c4 < d4; c4++) {
+        int32_t k4;
+        __builtin_memcpy(&k4, kj + c4 * 4, 4);
+        const __m256i kw = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(k4)));
+        const int8_t *qc = qp + (c4 * ldq + g0 * 4) * 4;
+        LI_I8_GROUP(0) LI_I8_GROUP(1) LI_I8_GROUP(2) LI_I8_GROUP(3)
+        LI_I8_GROUP(4) LI_I8_GROUP(5) LI_I8_GROUP(6) LI_I8_GROUP(7)
+    }
+    const __m256i s01 = _mm256_hadd_epi32(a0, a1), s23 = _mm256_hadd_epi32(a2, a3);
+    const __m256i s45 = _mm256_hadd_epi32(a4, a5), s67 = _mm256_hadd_epi32(a6, a7);
+    /* hadd(a, b) lanes: a01 a23 b01 b23 | a45 a67 b45 b67 (pairs summed): heads of a: 0 1, of
+     * b: 0 1, then a: 2 3, b: 2 3 */
+    int32_t t[4][8];
+    _mm256_storeu_si256((__m256i *)t[0], s01);
+    _mm256_storeu_si256((__m256i *)t[1], s23);
+    _mm256_storeu_si256((__m256i *)t[2], s45);
+    _mm256_storeu_si256((__m256i *)t[3], s67);
+    for (int i = 0; i < 4; i++) {
+        int32_t *d = dots + i * 8; /* groups 2i (heads 0-3) and 2i + 1 (heads 4-7) */
+        d[0] = t[i][0], d[1] = t[i][1], d[2] = t[i][4], d[3] = t[i][5];
+        d[4] = t[i][2], d[5] = t[i][3], d[6] = t[i][6], d[7] = t[i][7];
+    }
+}
+
+static void li_i8_key4(int64_t d4, const uint8_t *kj, const int8_t *qp, int64_t ldq, int64_t g0,
+                       int32_t *dots) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c4 = 0; c4 < d4; c4++) {
+        int32_t k4;
+        __builtin_memcpy(&k4, kj + c4 * 4, 4);
+        const __m256i kw = _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128(k4)));
+        const int8_t *qc = qp + (c4 * ldq + g0 * 4) * 4;
+        LI_I8_GROUP(0) LI_I8_GROUP(1) LI_I8_GROUP(2) LI_I8_GROUP(3)
+    }
+    const __m256i s01 = _mm256_hadd_epi32(a0, a1), s23 = _mm256_hadd_epi32(a2, a3);
+    int32_t t[2][8];
+    _mm256_storeu_si256((__m256i *)t[0], s01);
+    _mm256_storeu_si256((__m256i *)t[1], s23);
+    for (int i = 0; i < 2; i++) {
+        int32_t *d = dots + i * 8;
+        d[0] = t[i][0], d[1] = t[i][1], d[2] = t[i][4], d[3] = t[i][5];
+        d[4] = t[i][2], d[5] = t[i][3], d[6] = t[i][6], d[7] = t[i][7];
+    }
+}
+#undef LI_I8_GROUP
+
+void fia_li_score_i8__avx2_8x4(int64_t n, int64_t d4, int64_t nh, const uint8_t *ku, int64_t ldk,
+                               const int8_t *qp, int64_t ldq, const int32_t *qbias, const float *ws,
+                               const float *sk, int f16, float *out) {
+    const int64_t groups = (nh + 3) / 4; /* ldq >= 4 groups, a multiple of 16 heads */
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *kj = ku + j * ldk;
+        int32_t dots[FIA_LI_MAX_HEADS + 16];
+        int64_t g = 0;
+        for (; g + 8 <= groups; g += 8) li_i8_key8(d4, kj, qp, ldq, g, dots + g * 4);
+        for (; g < groups; g += 4) li_i8_key4(d4, kj, qp, ldq, g, dots + g * 4);
+        float s = 0.0f;
+        for (int64_t h = 0; h < nh; h++) {
+            const int32_t dot = dots[h] - qbias[h];
+            float r = (float)(dot > 0 ? dot : 0);
+            if (f16) r = fia_cvt_f16_to_f32(fia_cvt_f32_to_f16(r * (1.0f / 1024.0f)));
+            /* product and sum as two statements: never contracted into an FMA (clang contracts
+             * within an expression; the scalar kernel has no FMA), so bitwise the scalar order */
+            const float t = ws[h] * r;
+            s += t;
+        }
+        out[j] = sk[j] * s;
+    }
+}

@@ -597,6 +597,8 @@ fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tens
     p->base.ctx = ctx;
     p->base.execute = pro_execute;
     p->base.destroy = pro_destroy;
+    /* the projections run on oneDNN's bf16 matmul: AMX tiles where usable, else AVX512-BF16 */
+    p->base.unit = ctx->amx_bf16 ? "amx_bf16" : ctx->bf16dp ? "bf16dp" : "fma";
     p->num_threads = ctx->num_threads;
     p->eps_cq = (float)prm->rmsnorm_epsilon_cq;
     p->eps_ckv = (float)prm->rmsnorm_epsilon_ckv;

@@ -1,0 +1,64 @@
+/*
+ * amx.h - AMX (Intel Advanced Matrix Extensions) kernels.
+ *
+ * Whether AMX is usable is part of the context's CPU features (FIA_CPU_AMX_BF16 / _INT8 from
+ * fia_cpu_features(): CPUID, XCR0 and the Linux tile-data permission); the kernels
+ * (src/kernels/amx/) are built with -mamx-tile -mamx-bf16 plus AVX-512 BF16 and are called only
+ * where the context found them (ctx->amx_bf16). FIA_AMX=0 in the environment when a context is
+ * created turns AMX off for it (the AVX-512 paths run instead).
+ *
+ * MLA decode step (fia_amx_mla_step): one online-softmax step of the absorbed MLA attention over
+ * up to FIA_AMX_MLA_STEP keys for a tile of query rows (heads x positions), with the bf16 query
+ * and the bf16 latent cache used as they are (no conversion, no transposition of K):
+ *   S^T = K . Q^T on bf16 tiles (each product of two bf16 values is exact in fp32, sums in fp32),
+ *         times scale after the dot product;
+ *   per row: mask to the visible keys [ka[r], ke[r]), online softmax in fp32 (the same state
+ *         and update rule as fia_kernels.softmax_tile);
+ *   O = alpha . O + P . V with V = the first 512 columns of the latent rows and P split into
+ *         two bf16 parts P = hi + lo + O(2^-17 P) (hi = bf16(P), lo = bf16(P - hi)), both
+ *         multiplied on tiles into the same fp32 accumulators; with p_bf16 set only hi is used
+ *         (P rounded to bf16: the NPU numerics of the contract, an explicit option).
+ * Results are deterministic (a fixed order of tile operations) and independent of threads.
+ */
+#ifndef FIA_KERNELS_AMX_H
+#define FIA_KERNELS_AMX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    FIA_AMX_MLA_DN = 512,  /* latent width (also V and O) */
+    FIA_AMX_MLA_DR = 64,   /* rope width */
+    FIA_AMX_MLA_STEP = 128  /* most keys per step (a multiple of 32) */
+};
+
+/* Bytes of the per-thread scratch of fia_amx_mla_step for rows_pad rows (a multiple of 16). */
+size_t fia_amx_mla_scratch_bytes(int64_t rows_pad);
+
+/* Packs the query tile (rows r < rows; rows up to rows_pad are zero) into qt, the layout the
+ * tile multiplies read (rows_pad / 16 x 18 tiles of 1 KiB): qn[r] the 512 latent and qr[r] the
+ * 64 rope bf16 values of row r. */
+void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *qn,
+                        const uint16_t *const *qr, uint16_t *qt);
+
+typedef struct fia_amx_mla_args {
+    int64_t rows, rows_pad;         /* query rows, rounded up to 16 */
+    int64_t n;                      /* keys of this step, 1..FIA_AMX_MLA_STEP */
+    const uint16_t *const *krows;   /* n latent rows (512 bf16): K (512) and V */
+    const uint16_t *const *rrows;   /* n rope rows (64 bf16) */
+    const uint16_t *qt;             /* fia_amx_mla_pack_q */
+    const int32_t *ka, *ke;         /* per row r < rows: visible keys [ka, ke) of the step */
+    float scale;
+    bool first;                     /* O holds nothing yet (it is overwritten, never read) */
+    bool p_bf16;                    /* P rounded to bf16 (one part) instead of hi + lo */
+    float *m, *l;                   /* per row: running max and sum (rows entries) */
+    float *o;                       /* rows_pad x 512 fp32 accumulator, rows ldo apart */
+    int64_t ldo;                    /* >= 512 */
+    void *scratch;                  /* fia_amx_mla_scratch_bytes, 64-byte aligned */
+} fia_amx_mla_args;
+
+/* One step; returns whether any row saw a key (when not, nothing was changed). */
+bool fia_amx_mla_step(const fia_amx_mla_args *a);
+
+#endif /* FIA_KERNELS_AMX_H */

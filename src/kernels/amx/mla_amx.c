@@ -1,0 +1,378 @@
+/*
+ * mla_amx.c - the AMX bf16 MLA decode step (contract: kernels/amx.h).
+ *
+ * Layouts (all 1 KiB tiles of 16 rows x 64 bytes):
+ *   qt  [hb][db][d2][h][2]  Q^T in the pair (VNNI) layout: B operand of S^T = K . Q^T; hb a block
+ *       of 16 rows, db a block of 32 of the 576 dims (16 latent + 2 rope blocks).
+ *   K   A operand read straight from the cache: 16 consecutive keys at a constant stride (rows
+ *       that are not, or a partial block, are first copied to a zero-padded stage).
+ *   st  [j][rows_pad] fp32 S^T, then P^T in place.
+ *   pa  [part][hb][kk][h][32 keys] bf16: P (hi, lo) as the A operand of O = P . V (16 x 16
+ *       dword transposes of P^T key pairs).
+ *   vp  [kk][cb][j2][c][2] V in the pair layout (two key rows interleaved): B operand of P . V.
+ * Tile registers: QK uses 0-3 (C: 2 key blocks x 2 row blocks), 4-5 (K), 6-7 (Q^T); PV uses 0-3
+ * (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kernels/amx.h"
+
+#define FIA_AI static inline __attribute__((always_inline))
+enum { DN = FIA_AMX_MLA_DN, DR = FIA_AMX_MLA_DR, DK = DN + DR, T = FIA_AMX_MLA_STEP,
+       NDB = DK / 32, NCB = DN / 16, TILE = 512 /* bf16 per tile */ };
+
+typedef struct amx_tilecfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_tilecfg;
+
+static void amx_config(void) {
+    amx_tilecfg c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int i = 0; i < 8; i++) c.colsb[i] = 64, c.rows[i] = 16;
+    _tile_loadconfig(&c);
+}
+
+typedef struct amx_scratch {
+    float *st;
+    uint16_t *pa, *vp, *kstage, *rstage;
+} amx_scratch;
+
+static size_t carve(int64_t rows_pad, char *base, amx_scratch *s) {
+    size_t off = 0;
+#define TAKE(field, type, bytes)                                                               \
+    do {                                                                                       \
+        if (s) s->field = (type *)(void *)(base + off);                                        \
+        off += ((size_t)(bytes) + 63) & ~(size_t)63;                                           \
+    } while (0)
+    TAKE(st, float, (size_t)T * (size_t)rows_pad * 4);
+    TAKE(pa, uint16_t, 2 * (size_t)(rows_pad / 16) * (T / 32) * TILE * 2);
+    TAKE(vp, uint16_t, (size_t)(T / 32) * NCB * TILE * 2);
+    TAKE(kstage, uint16_t, (size_t)T * DN * 2);
+    TAKE(rstage, uint16_t, (size_t)T * DR * 2);
+#undef TAKE
+    return off;
+}
+
+size_t fia_amx_mla_scratch_bytes(int64_t rows_pad) { return carve(rows_pad, NULL, NULL); }
+
+void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *qn,
+                        const uint16_t *const *qr, uint16_t *qt) {
+    /* dword view: qt32[((hb NDB + db) 16 + d2) 16 + h] = pair (2 d2, 2 d2 + 1) of block db */
+    uint32_t *q32 = (uint32_t *)(void *)qt;
+    for (int64_t hb = 0; hb < rows_pad / 16; hb++)
+        for (int h = 0; h < 16; h++) {
+            const int64_t r = hb * 16 + h;
+            uint32_t *dst = q32 + hb * NDB * 256 + h;
+            if (r >= rows) {
+                for (int i = 0; i < NDB * 16; i++) dst[i * 16] = 0;
+                continue;
+            }
+            for (int i = 0; i < DN / 2; i++) {
+                uint32_t v;
+                memcpy(&v, qn[r] + 2 * i, 4);
+                dst[i * 16] = v;
+            }
+            for (int i = 0; i < DR / 2; i++) {
+                uint32_t v;
+                memcpy(&v, qr[r] + 2 * i, 4);
+                dst[(DN / 2 + i) * 16] = v;
+            }
+        }
+}
+
+/* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
+
+/* Base and byte stride of key block kb (16 keys) for the latent and rope parts: the cache rows
+ * in place when they are 16 full rows at one stride, else a zero-padded copy. */
+static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t kb,
+                      const void **kp, int64_t *ks, const void **rp, int64_t *rs) {
+    const int64_t j0 = kb * 16, cnt = a->n - j0 < 16 ? a->n - j0 : 16;
+    bool direct = cnt == 16;
+    if (direct) {
+        const char *k0 = (const char *)a->krows[j0], *r0 = (const char *)a->rrows[j0];
+        const int64_t kst = (const char *)a->krows[j0 + 1] - k0;
+        const int64_t rst = (const char *)a->rrows[j0 + 1] - r0;
+        for (int i = 2; i < 16 && direct; i++)
+            direct = (const char *)a->krows[j0 + i] == k0 + i * kst &&
+                     (const char *)a->rrows[j0 + i] == r0 + i * rst;
+        if (direct) {
+            *kp = k0, *ks = kst, *rp = r0, *rs = rst;
+            return;
+        }
+    }
+    uint16_t *kd = s->kstage + j0 * DN, *rd = s->rstage + j0 * DR;
+    for (int64_t i = 0; i < 16; i++) {
+        if (i < cnt) {
+            memcpy(kd + i * DN, a->krows[j0 + i], DN * 2);
+            memcpy(rd + i * DR, a->rrows[j0 + i], DR * 2);
+        } else {
+            memset(kd + i * DN, 0, DN * 2);
+            memset(rd + i * DR, 0, DR * 2);
+        }
+    }
+    *kp = kd, *ks = DN * 2, *rp = rd, *rs = DR * 2;
+}
+
+#define A_ADDR(kp, ks, rp, rs, db) ((db) < DN / 32 ? (const char *)(kp) + (db) * 64 : (const char *)(rp) + ((db) - DN / 32) * 64)
+#define A_STRIDE(ks, rs, db) ((db) < DN / 32 ? (ks) : (rs))
+
+static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s) {
+    const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16, ld = a->rows_pad;
+    for (int64_t kb = 0; kb < nkb; kb += 2) {
+        const bool two = kb + 1 < nkb;
+        const void *kp0, *rp0, *kp1 = NULL, *rp1 = NULL;
+        int64_t ks0, rs0, ks1 = 0, rs1 = 0;
+        key_block(a, s, kb, &kp0, &ks0, &rp0, &rs0);
+        if (two) key_block(a, s, kb + 1, &kp1, &ks1, &rp1, &rs1);
+        for (int64_t hb = 0; hb < nhb; hb += 2) {
+            const bool twoh = hb + 1 < nhb;
+            const uint16_t *q0 = a->qt + hb * NDB * TILE, *q1 = q0 + NDB * TILE;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int db = 0; db < NDB; db++) {
+                _tile_loadd(4, A_ADDR(kp0, ks0, rp0, rs0, db), A_STRIDE(ks0, rs0, db));
+                _tile_loadd(6, q0 + db * TILE, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (twoh) {
+                    _tile_loadd(7, q1 + db * TILE, 64);
+                    _tile_dpbf16ps(1, 4, 7);
+                }
+                if (two) {
+                    _tile_loadd(5, A_ADDR(kp1, ks1, rp1, rs1, db), A_STRIDE(ks1, rs1, db));
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (twoh) _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            float *c = s->st + kb * 16 * ld + hb * 16;
+            _tile_stored(0, c, ld * 4);
+            if (twoh) _tile_stored(1, c + 16, ld * 4);
+            if (two) {
+                _tile_stored(2, c + 16 * ld, ld * 4);
+                if (twoh) _tile_stored(3, c + 16 * ld + 16, ld * 4);
+            }
+        }
+    }
+}
+
+/* ---- softmax on S^T, P packing ------------------------------------------------------------ */
+
+/* e^x for 16 lanes (the softmax_tile exp of the AVX-512 table: Cody-Waite reduction, Cephes
+ * polynomial, vscalefps; x clamped to [-120, 89], -inf -> 0). */
+FIA_AI __m512 exp16(__m512 x) {
+    x = _mm512_max_ps(_mm512_set1_ps(-120.0f), x);
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 r2 = _mm512_mul_ps(r, r);
+    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(e, n);
+}
+
+/* Online softmax of the step, 16 rows per vector; P^T replaces S^T in st. Returns whether any
+ * row saw a key; alpha (rows_pad entries) gets each row's rescale factor. */
+static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *alpha) {
+    const int64_t ld = a->rows_pad, n = a->n;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(a->scale);
+    bool any = false;
+    for (int64_t h0 = 0; h0 < a->rows_pad; h0 += 16) {
+        const int64_t left = a->rows - h0;
+        const __mmask16 km = left >= 16 ? (__mmask16)0xffff
+                             : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        const __m512 m_old = _mm512_mask_loadu_ps(ninf, km, a->m + h0);
+        const __m512 l_old = _mm512_maskz_loadu_ps(km, a->l + h0);
+        const __m512i ka = _mm512_maskz_loadu_epi32(km, a->ka + h0);
+        const __m512i ke = _mm512_maskz_loadu_epi32(km, a->ke + h0);
+        __m512 mx = m_old;
+        for (int64_t j = 0; j < n; j++) {
+            float *sp = s->st + j * ld + h0;
+            const __m512i vj = _mm512_set1_epi32((int32_t)j);
+            const __mmask16 vis = _mm512_cmpge_epi32_mask(vj, ka) & _mm512_cmplt_epi32_mask(vj, ke);
+            const __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(sp), vscale);
+            _mm512_storeu_ps(sp, x);
+            mx = _mm512_max_ps(mx, x);
+        }
+        const __mmask16 seen = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_UQ) & km;
+        if (seen) any = true;
+        /* rows that see nothing: P = 0, alpha = 1, state unchanged */
+        const __m512 al = _mm512_mask_blend_ps(
+            seen, _mm512_set1_ps(1.0f),
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ),
+                                exp16(_mm512_sub_ps(m_old, mx))));
+        const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < n; j++) {
+            float *sp = s->st + j * ld + h0;
+            const __m512 p = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(_mm512_loadu_ps(sp), mxs)));
+            _mm512_storeu_ps(sp, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        _mm512_storeu_ps(alpha + h0, al);
+        _mm512_mask_storeu_ps(a->m + h0, seen, mx);
+        _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+    }
+    return any;
+}
+
+/* 16 x 16 transpose of dwords: r[i] lane c <- r[c] lane i. */
+FIA_AI void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* u[4 i + k] lane L holds column 4 L + k of rows 4 i .. 4 i + 3 */
+    for (int k = 0; k < 4; k++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
+        const __m512i x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
+        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
+        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
+        r[k] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+        r[4 + k] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+        r[8 + k] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        r[12 + k] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+    }
+}
+
+/* bf16 of 16 floats, round to nearest even (NaN stays NaN). */
+FIA_AI __m256i bf16_rne(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
+FIA_AI __m512 bf16_to_f32(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* P^T (fp32, st) into the A tiles of P . V: pa[part][hb][kk] rows = 16 rows x 32 keys. */
+static void amx_pack_p(const fia_amx_mla_args *a, const amx_scratch *s) {
+    const int64_t ld = a->rows_pad, n = a->n, nhb = a->rows_pad / 16, nkk = (n + 31) / 32;
+    const int64_t part = nhb * (T / 32) * TILE;
+    for (int64_t hb = 0; hb < nhb; hb++)
+        for (int64_t kk = 0; kk < nkk; kk++) {
+            __m512i hi[16], lo[16];
+            for (int j2 = 0; j2 < 16; j2++) {
+                const int64_t j = kk * 32 + 2 * j2;
+                const __m512 p0 = j < n ? _mm512_loadu_ps(s->st + j * ld + hb * 16) : _mm512_setzero_ps();
+                const __m512 p1 = j + 1 < n ? _mm512_loadu_ps(s->st + (j + 1) * ld + hb * 16) : _mm512_setzero_ps();
+                const __m256i h0 = bf16_rne(p0), h1 = bf16_rne(p1);
+                hi[j2] = _mm512_or_si512(_mm512_cvtepu16_epi32(h0),
+                                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
+                if (!a->p_bf16) {
+                    const __m256i l0 = bf16_rne(_mm512_sub_ps(p0, bf16_to_f32(h0)));
+                    const __m256i l1 = bf16_rne(_mm512_sub_ps(p1, bf16_to_f32(h1)));
+                    lo[j2] = _mm512_or_si512(_mm512_cvtepu16_epi32(l0),
+                                             _mm512_slli_epi32(_mm512_cvtepu16_epi32(l1), 16));
+                }
+            }
+            uint16_t *dh = s->pa + (hb * (T / 32) + kk) * TILE;
+            transpose16(hi);
+            for (int h = 0; h < 16; h++) _mm512_storeu_si512(dh + h * 32, hi[h]);
+            if (!a->p_bf16) {
+                transpose16(lo);
+                for (int h = 0; h < 16; h++) _mm512_storeu_si512(dh + part + h * 32, lo[h]);
+            }
+        }
+}
+
+/* V rows (the first 512 of each latent row) into the pair layout vp[kk][cb][j2][c][2]. */
+static void amx_pack_v(const fia_amx_mla_args *a, const amx_scratch *s) {
+    const int64_t n = a->n, nkk = (n + 31) / 32;
+    const __m512i i0 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
+                                        8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
+    for (int64_t kk = 0; kk < nkk; kk++)
+        for (int j2 = 0; j2 < 16; j2++) {
+            const int64_t j = kk * 32 + 2 * j2;
+            const uint16_t *ra = j < n ? a->krows[j] : NULL;
+            const uint16_t *rb = j + 1 < n ? a->krows[j + 1] : NULL;
+            uint16_t *dst = s->vp + kk * NCB * TILE + j2 * 32;
+            for (int cc = 0; cc < DN / 32; cc++) {
+                const __m512i va = ra ? _mm512_loadu_si512(ra + cc * 32) : _mm512_setzero_si512();
+                const __m512i vb = rb ? _mm512_loadu_si512(rb + cc * 32) : _mm512_setzero_si512();
+                _mm512_storeu_si512(dst + (2 * cc) * TILE, _mm512_permutex2var_epi16(va, i0, vb));
+                _mm512_storeu_si512(dst + (2 * cc + 1) * TILE, _mm512_permutex2var_epi16(va, i1, vb));
+            }
+        }
+}
+
+/* ---- O = alpha . O + P . V ---------------------------------------------------------------- */
+
+static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s) {
+    const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
+    const int64_t part = nhb * (T / 32) * TILE;
+    const bool two = !a->p_bf16;
+    /* column groups outer: the V tiles of a group (16 KiB) stay in L1 across the row blocks */
+    for (int64_t cg = 0; cg < NCB / 4; cg++)
+        for (int64_t hb = 0; hb < nhb; hb++) {
+            float *ob = a->o + hb * 16 * a->ldo + cg * 64;
+            const int64_t st = a->ldo * 4;
+            _tile_loadd(0, ob, st);
+            _tile_loadd(1, ob + 16, st);
+            _tile_loadd(2, ob + 32, st);
+            _tile_loadd(3, ob + 48, st);
+            for (int64_t kk = 0; kk < nkk; kk++) {
+                const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
+                const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
+                _tile_loadd(4, ph, 64);
+                if (two) _tile_loadd(5, ph + part, 64);
+                _tile_loadd(6, v, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (two) _tile_dpbf16ps(0, 5, 6);
+                _tile_loadd(7, v + TILE, 64);
+                _tile_dpbf16ps(1, 4, 7);
+                if (two) _tile_dpbf16ps(1, 5, 7);
+                _tile_loadd(6, v + 2 * TILE, 64);
+                _tile_dpbf16ps(2, 4, 6);
+                if (two) _tile_dpbf16ps(2, 5, 6);
+                _tile_loadd(7, v + 3 * TILE, 64);
+                _tile_dpbf16ps(3, 4, 7);
+                if (two) _tile_dpbf16ps(3, 5, 7);
+            }
+            _tile_stored(0, ob, st);
+            _tile_stored(1, ob + 16, st);
+            _tile_stored(2, ob + 32, st);
+            _tile_stored(3, ob + 48, st);
+        }
+}
+
+bool fia_amx_mla_step(const fia_amx_mla_args *a) {
+    amx_scratch s;
+    carve(a->rows_pad, a->scratch, &s);
+    amx_config();
+    amx_qk(a, &s);
+    _Alignas(64) float alpha[256];
+    float *al = a->rows_pad <= 256 ? alpha : NULL;
+    if (!al) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
+    if (!amx_softmax(a, &s, al)) return false;
+    amx_pack_p(a, &s);
+    amx_pack_v(a, &s);
+    /* the accumulator: zero on the first step, else rows rescaled where alpha != 1 */
+    for (int64_t r = 0; r < a->rows_pad; r++) {
+        float *o = a->o + r * a->ldo;
+        if (a->first) {
+            memset(o, 0, DN * sizeof *o);
+        } else if (al[r] != 1.0f) {
+            const __m512 f = _mm512_set1_ps(al[r]);
+            for (int c = 0; c < DN; c += 16) _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
+        }
+    }
+    amx_pv(a, &s);
+    return true;
+}
