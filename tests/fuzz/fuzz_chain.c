@@ -563,6 +563,10 @@ static void run_prolog(fia_context *ctx, fz *f) {
     fia_plan *plan = sentinel;
     size_t ws = 12345;
     const fia_status s = fia_mla_prolog_v3_plan(ctx, &t, &p, &plan, &ws);
+    if (g_verbose)
+        fprintf(stderr, "  mla_prolog_v3 %s T %lld He %lld Hcq %lld N %lld D %lld: %s\n",
+                fia_layout_name(p.cache_mode), (long long)T, (long long)He, (long long)Hcq, (long long)N,
+                (long long)D, s == FIA_STATUS_SUCCESS ? "planned" : fia_last_error());
     if (s != FIA_STATUS_SUCCESS) {
         if (plan != sentinel || ws != 12345) FAIL("mla_prolog_v3: a refused plan wrote *plan / *workspace_bytes");
         if (!all_untouched(list(outs), 5)) FAIL("mla_prolog_v3: a refused plan wrote an output");
