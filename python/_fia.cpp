@@ -838,6 +838,47 @@ nb::object op_scatter_nd_update(nb::handle ctx, bool make_plan, nb::handle input
     });
 }
 
+nb::object op_gather_selection_kv_cache(nb::handle ctx, bool make_plan, nb::handle selection_k_rope,
+                                        nb::handle selection_kv_cache, nb::handle selection_kv_block_table,
+                                        nb::handle selection_kv_block_status, nb::handle selection_topk_indices,
+                                        nb::handle full_k_rope, nb::handle full_kv_cache,
+                                        nb::handle full_kv_block_table, nb::handle full_kv_actual_seq,
+                                        nb::handle full_q_actual_seq, nb::handle selection_kv_actual_seq,
+                                        int64_t selection_topk_block_size)
+{
+    Tn sr, skv, st, ss, tk, fr, fkv, ft, kl, ql, out;
+    load_out(selection_k_rope, "selection_k_rope", sr);
+    load_out(selection_kv_cache, "selection_kv_cache", skv);
+    load_in(selection_kv_block_table, "selection_kv_block_table", st);
+    load_out(selection_kv_block_status, "selection_kv_block_status", ss);
+    load_in(selection_topk_indices, "selection_topk_indices", tk);
+    load_in(full_k_rope, "full_k_rope", fr);
+    load_in(full_kv_cache, "full_kv_cache", fkv);
+    load_in(full_kv_block_table, "full_kv_block_table", ft);
+    load_in(full_kv_actual_seq, "full_kv_actual_seq", kl);
+    load_in(full_q_actual_seq, "full_q_actual_seq", ql);
+    load_out(selection_kv_actual_seq, "selection_kv_actual_seq", out);
+    fia_gather_selection_kv_cache_params p;
+    fia_gather_selection_kv_cache_params_init(&p);
+    p.selection_topk_block_size = selection_topk_block_size;
+    fia_gather_selection_kv_cache_tensors t;
+    std::memset(&t, 0, sizeof t);
+    t.selection_k_rope = sr.out();
+    t.selection_kv_cache = skv.out();
+    t.selection_kv_block_table = st.in();
+    t.selection_kv_block_status = ss.out();
+    t.selection_topk_indices = tk.in();
+    t.full_k_rope = fr.in();
+    t.full_kv_cache = fkv.in();
+    t.full_kv_block_table = ft.in();
+    t.full_kv_actual_seq = kl.in();
+    t.full_q_actual_seq = ql.in();
+    t.selection_kv_actual_seq = out.out();
+    return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
+        return fia_gather_selection_kv_cache_plan(c, &t, &p, pl, ws);
+    });
+}
+
 nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, nb::handle weight_dq,
                             nb::handle weight_uq_qr, nb::handle weight_uk, nb::handle weight_dkv_kr,
                             nb::handle gamma_cq, nb::handle gamma_ckv, nb::handle rope_sin, nb::handle rope_cos,
@@ -946,4 +987,5 @@ NB_MODULE(_fia, m)
     def_op(m, "scatter_update", &op_scatter_update);
     def_op(m, "scatter_nd_update", &op_scatter_nd_update);
     def_op(m, "mla_prolog_v3", &op_mla_prolog_v3);
+    def_op(m, "gather_selection_kv_cache", &op_gather_selection_kv_cache);
 }

@@ -201,5 +201,7 @@ extern const cli_op cli_op_lightning_indexer, cli_op_quant_lightning_indexer;
 extern const cli_op cli_op_rms_norm, cli_op_add_rms_norm, cli_op_rotary_mul,
     cli_op_interleave_rope, cli_op_dynamic_quant, cli_op_scatter_update,
     cli_op_scatter_nd_update, cli_op_gather_selection_kv_cache;
+/* tools/op_mla_prolog_v3.c: the MLA prolog. */
+extern const cli_op cli_op_mla_prolog_v3;
 
 #endif /* FIA_TOOLS_CLI_H */

@@ -33,6 +33,7 @@ static const cli_op *const ops[] = {
     &cli_op_scatter_update,
     &cli_op_scatter_nd_update,
     &cli_op_gather_selection_kv_cache,
+    &cli_op_mla_prolog_v3,
 };
 
 static const size_t n_ops = sizeof ops / sizeof ops[0];

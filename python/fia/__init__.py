@@ -21,7 +21,8 @@ from ._attention import (npu_fused_infer_attention_score, npu_fused_infer_attent
                          npu_smallq_flash_attention)
 from ._sparse import (npu_kv_quant_sparse_flash_attention, npu_lightning_indexer,
                       npu_quant_lightning_indexer, npu_sparse_flash_attention)
-from ._chain import (npu_add_rms_norm, npu_dynamic_quant, npu_interleave_rope,
+from ._chain import (npu_add_rms_norm, npu_dynamic_quant, npu_gather_selection_kv_cache,
+                     npu_interleave_rope,
                      npu_mla_prolog_v3, npu_rms_norm, npu_rotary_mul, npu_scatter_nd_update,
                      npu_scatter_nd_update_, scatter_update, scatter_update_)
 from .merge import merge_attention_states

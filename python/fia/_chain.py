@@ -1,5 +1,6 @@
 """The rest of the DeepSeek-V3.2 / GLM-5 attention chain (include/fia/norm.h, rope.h, quant.h):
-npu_rms_norm, npu_add_rms_norm, npu_rotary_mul, npu_interleave_rope, npu_dynamic_quant."""
+npu_rms_norm, npu_add_rms_norm, npu_rotary_mul, npu_interleave_rope, npu_dynamic_quant; the cache writes (cache.h):
+scatter_update_, npu_scatter_nd_update_, npu_gather_selection_kv_cache; npu_mla_prolog_v3."""
 
 from . import _fia
 from ._core import (FiaInvalidArgument, as_array, check_out, dtype_arg, empty, is_torch,
@@ -160,6 +161,45 @@ def npu_scatter_nd_update(self, indices, updates):
     return npu_scatter_nd_update_(data, indices, updates)
 
 
+def npu_gather_selection_kv_cache(selection_k_rope, selection_kv_cache, selection_kv_block_table,
+                                  selection_kv_block_status, selection_topk_indices, full_k_rope,
+                                  full_kv_cache, full_kv_block_table, full_kv_actual_seq,
+                                  full_q_actual_seq, *, selection_topk_block_size=64, out=None):
+    """custom.npu_gather_selection_kv_cache (cann-recipes-infer, KV offload; in place): gathers
+    the top-k token blocks of a paged full cache into a compact selection cache. For batch b,
+    query position s and head h (H = 1), with sbs = selection_topk_block_size:
+      kv = full_kv_actual_seq[b] - (q - 1 - s) when s < q = full_q_actual_seq[b], else
+           full_kv_actual_seq[b] (the MTP offset); kv <= 0: the row is skipped (status kept,
+           length 0). n = ceil(kv / sbs) blocks, the last holding kv - (n - 1) sbs tokens.
+      selection_topk_indices[b, s, h, :] is read in order: a negative entry ends the list, an
+      entry >= n is skipped, a valid entry e (duplicates gathered again) is copied, as the v-th
+      valid one, from full tokens [e sbs, e sbs + len(e)) (through full_kv_block_table[b]) to
+      selection tokens [v sbs, ..) through row (b S + s) H + h of selection_kv_block_table, kv
+      cache and k_rope alike; status[v] = e; then status[v..K) = -1, status[K] = the count.
+
+      selection_k_rope / full_k_rope:   [blocks, block_size, R] (or [.., 1, R]); both empty
+                                        (numel 0) for the no-rope (C8) form
+      selection_kv_cache / full_kv_cache: [blocks, block_size, C], float16 / bfloat16 / int8
+      selection_kv_block_table: int32 [B*S*H, S_MAX_BLOCKS] (not written)
+      selection_kv_block_status: int32 [B, S, H, K+1] or [B*S, H, K+1] (written)
+      selection_topk_indices: int32 [B, S, H, K] or [B*S, H, K], K <= 2048 (sbs 1 when K > 32)
+      full_kv_block_table: int32 [B, F_MAX_BLOCKS]; full_kv_actual_seq / full_q_actual_seq
+                           int32 [B]
+    The selection caches and the status are updated in place (numpy arrays or torch tensors).
+    Returns selection_kv_actual_seq: int32 [B*S*H], the gathered token count of each row
+    (out= preallocates it). Bad indices (block ids out of range, lengths past the table) raise
+    ValueError with nothing written."""
+    op = "npu_gather_selection_kv_cache"
+    skv = selection_kv_cache
+    rows = tuple(selection_kv_block_table.shape)[0] if len(tuple(selection_kv_block_table.shape)) else 0
+    res = empty(skv, (rows,), "int32") if out is None else check_out(op, out, 1)
+    return run(_fia.gather_selection_kv_cache,
+               (selection_k_rope, skv, _arr(selection_kv_block_table), selection_kv_block_status,
+                _arr(selection_topk_indices), _arr(full_k_rope), _arr(full_kv_cache),
+                _arr(full_kv_block_table), _arr(full_kv_actual_seq), _arr(full_q_actual_seq), res,
+                int(selection_topk_block_size)), res)
+
+
 # ---------------------------------------------------------------------------------------------
 # MLA prolog (include/fia/prolog.h)
 # ---------------------------------------------------------------------------------------------
@@ -276,6 +316,13 @@ def _scatter_nd_fake(self, indices, updates):
     return self
 
 
+def _gather_selection_fake(selection_k_rope, selection_kv_cache, selection_kv_block_table,
+                           selection_kv_block_status, selection_topk_indices, full_k_rope,
+                           full_kv_cache, full_kv_block_table, full_kv_actual_seq,
+                           full_q_actual_seq, *, selection_topk_block_size=64):
+    return empty(selection_kv_cache, (tuple(selection_kv_block_table.shape)[0],), "int32")
+
+
 def _prolog_fake(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr, rmsnorm_gamma_cq,
                  rmsnorm_gamma_ckv, rope_sin, rope_cos, kv_cache, kr_cache, **kw):
     return _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq,
@@ -286,6 +333,7 @@ OPS = {
     "scatter_update_": (scatter_update_, _scatter_update_fake),
     "npu_scatter_nd_update_": (npu_scatter_nd_update_, _scatter_nd_fake),
     "npu_mla_prolog_v3": (npu_mla_prolog_v3, _prolog_fake),
+    "npu_gather_selection_kv_cache": (npu_gather_selection_kv_cache, _gather_selection_fake),
     "npu_rms_norm": (npu_rms_norm, _rms_fake),
     "npu_add_rms_norm": (npu_add_rms_norm, _add_rms_fake),
     "npu_rotary_mul": (npu_rotary_mul, _rotary_fake),

@@ -84,6 +84,13 @@ SCHEMAS = {
         "scatter_update_(Tensor(a!) self, Tensor indices, Tensor updates, int axis) -> Tensor(a!)",
     "npu_scatter_nd_update_":
         "npu_scatter_nd_update_(Tensor(a!) self, Tensor indices, Tensor updates) -> Tensor(a!)",
+    # cann-recipes-infer's custom op (ops_def_registration.cpp; not in torch_npu)
+    "npu_gather_selection_kv_cache":
+        "npu_gather_selection_kv_cache(Tensor(a!) selection_k_rope, Tensor(b!) selection_kv_cache, "
+        "Tensor(c!) selection_kv_block_table, Tensor(d!) selection_kv_block_status, "
+        "Tensor selection_topk_indices, Tensor full_k_rope, Tensor full_kv_cache, "
+        "Tensor full_kv_block_table, Tensor full_kv_actual_seq, Tensor full_q_actual_seq, *, "
+        "int selection_topk_block_size=64) -> Tensor",
     "npu_mla_prolog_v3":
         "npu_mla_prolog_v3(Tensor token_x, Tensor weight_dq, Tensor weight_uq_qr, Tensor weight_uk, "
         "Tensor weight_dkv_kr, Tensor rmsnorm_gamma_cq, Tensor rmsnorm_gamma_ckv, Tensor rope_sin, "

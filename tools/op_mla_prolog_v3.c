@@ -1,0 +1,252 @@
+/*
+ * op_mla_prolog_v3.c - `fia op mla_prolog_v3`: the MLA prolog (npu_mla_prolog_v3) on .npy files.
+ *
+ * Inputs as in fia/prolog.h (bfloat16: append :bf16 to a uint16 .npy); the caches are updated
+ * in place and written back with --out kv_cache=PATH / --out kr_cache=PATH; query_out,
+ * query_rope_out and (with --query_norm_flag 1) query_norm are bf16 outputs.
+ *
+ * --check compares with the double-precision oracle (tests/ref/ref_prolog.c) at the contract's
+ * rounding points: every float output within 1e-3 + 5e-3 |ref| plus the oracle's per-element
+ * slack (one bf16 ulp of the rounded intermediates it reads), every written cache row the same
+ * way, and every cache element outside the indexed slots unchanged.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/tensor.h"
+#include "ref_prolog.h"
+
+enum { HCKV = 512, DR = 64 };
+
+static const cli_flag prolog_flags[] = {
+    {"token_x", CLI_FLAG_TENSOR, 1, "[T, He] or [B, S, He] bfloat16"},
+    {"weight_dq", CLI_FLAG_TENSOR, 1, "[He, Hcq] bfloat16 (row-major)"},
+    {"weight_uq_qr", CLI_FLAG_TENSOR, 1, "[Hcq, N*(D+64)] bfloat16"},
+    {"weight_uk", CLI_FLAG_TENSOR, 1, "[N, D, 512] bfloat16"},
+    {"weight_dkv_kr", CLI_FLAG_TENSOR, 1, "[He, 576] bfloat16"},
+    {"rmsnorm_gamma_cq", CLI_FLAG_TENSOR, 1, "[Hcq] bfloat16"},
+    {"rmsnorm_gamma_ckv", CLI_FLAG_TENSOR, 1, "[512] bfloat16"},
+    {"rope_sin", CLI_FLAG_TENSOR, 1, "[T, 64] or [B, S, 64] (half layout)"},
+    {"rope_cos", CLI_FLAG_TENSOR, 1, "as rope_sin"},
+    {"kv_cache", CLI_FLAG_TENSOR, 1, "PA_BSND [blocks, bs, 1, 512], PA_NZ, BSND or TND (updated)"},
+    {"kr_cache", CLI_FLAG_TENSOR, 1, "as kv_cache with 64 (updated)"},
+    {"cache_index", CLI_FLAG_TENSOR, 0, "int64 [T] or [B, S] slots (PA_*; negative: no write)"},
+    {"cache_mode", CLI_FLAG_STRING, 0, "PA_BSND (default), PA_NZ, BSND or TND"},
+    {"rmsnorm_epsilon_cq", CLI_FLAG_FLOAT, 0, "default 1e-5"},
+    {"rmsnorm_epsilon_ckv", CLI_FLAG_FLOAT, 0, "default 1e-5"},
+    {"qc_qr_scale", CLI_FLAG_FLOAT, 0, "default 1.0"},
+    {"kc_scale", CLI_FLAG_FLOAT, 0, "default 1.0"},
+    {"query_norm_flag", CLI_FLAG_INT, 0, "1: write query_norm (default 0)"},
+    {"weight_quant_mode", CLI_FLAG_INT, 0, "0 (default; 1, 2 unsupported)"},
+    {"kv_cache_quant_mode", CLI_FLAG_INT, 0, "0 (default; 1-3 unsupported)"},
+    {"query_quant_mode", CLI_FLAG_INT, 0, "0 (default)"},
+    {NULL, CLI_FLAG_SWITCH, 0, NULL}};
+static const char *const prolog_outputs[] = {"query_out", "query_rope_out", "query_norm",
+                                             "kv_cache", "kr_cache", NULL};
+
+static fia_status prolog_plan_fn(fia_context *ctx, const void *call, fia_plan **plan, size_t *ws) {
+    const void *const *c = call;
+    return fia_mla_prolog_v3_plan(ctx, c[0], c[1], plan, ws);
+}
+
+/* Element (logical, row-major over the view) i of a loaded tensor as double. */
+static double load_at(const fia_tensor *t, int64_t i) {
+    int64_t off = 0, r = i;
+    for (int32_t k = t->ndim - 1; k >= 0; k--) {
+        off += (r % t->shape[k]) * t->strides[k];
+        r /= t->shape[k];
+    }
+    const char *p = (const char *)fia_tensor_ptr(t) + off * (int64_t)fia_dtype_size(t->dtype);
+    uint16_t h;
+    float f;
+    int64_t v;
+    switch (t->dtype) {
+    case FIA_DTYPE_FLOAT32: memcpy(&f, p, 4); return f;
+    case FIA_DTYPE_FLOAT16: memcpy(&h, p, 2); return fia_f16_to_f32(h);
+    case FIA_DTYPE_BFLOAT16: memcpy(&h, p, 2); return fia_bf16_to_f32(h);
+    case FIA_DTYPE_INT64: memcpy(&v, p, 8); return (double)v;
+    default: return 0.0;
+    }
+}
+
+static double *snap(const fia_tensor *t) {
+    const int64_t n = fia_tensor_numel(t);
+    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
+    if (d)
+        for (int64_t i = 0; i < n; i++) d[i] = load_at(t, i);
+    return d;
+}
+
+/* Compares a tensor with want[] at 1e-3 + 5e-3 |want| + slack[i] (slack may be NULL; tol0
+ * nonzero: exact where exact[i]); prints one check line; returns 1 on failure. */
+static int check_slack(const char *name, const fia_tensor *t, const double *want,
+                       const double *slack, const unsigned char *exact) {
+    const int64_t n = fia_tensor_numel(t);
+    int64_t bad = 0, first = -1;
+    double maxerr = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        const double g = load_at(t, i), e = fabs(g - want[i]);
+        const double tol = exact && exact[i] ? 0.0 : 1e-3 + 5e-3 * fabs(want[i]) + (slack ? slack[i] : 0.0);
+        if (e > maxerr) maxerr = e;
+        if (!(e <= tol)) {
+            if (first < 0) first = i;
+            bad++;
+        }
+    }
+    printf("check %s: max abs err %.3g, %lld of %lld off the oracle", name, maxerr, (long long)bad,
+           (long long)n);
+    if (first >= 0)
+        printf(" (first at %lld: fia %.6g oracle %.6g)", (long long)first, load_at(t, first), want[first]);
+    printf(", %s\n", bad ? "FAIL" : "pass");
+    return bad != 0;
+}
+
+/* The logical element index of element d of cache row `slot` (W wide) in `cache`. */
+static int64_t cache_elem(const fia_tensor *cache, fia_layout mode, int64_t slot, int64_t d, int64_t W) {
+    if (mode == FIA_LAYOUT_PA_NZ) {
+        const int64_t bs = cache->shape[3], b = slot / bs, r = slot % bs;
+        return ((b * (W / 16) + d / 16) * bs + r) * 16 + d % 16;
+    }
+    return slot * W + d;
+}
+
+static int run_prolog(const cli_args *a) {
+    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, N_IN };
+    static const char *const names[N_IN] = {
+        "token_x", "weight_dq", "weight_uq_qr", "weight_uk", "weight_dkv_kr", "rmsnorm_gamma_cq",
+        "rmsnorm_gamma_ckv", "rope_sin", "rope_cos", "kv_cache", "kr_cache", "cache_index"};
+    cli_tensor in[N_IN];
+    cli_output outs[5];
+    memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
+    int rc = CLI_EXIT_USAGE;
+    double *kv0 = NULL, *kr0 = NULL, *skvf = NULL, *skrf = NULL, *cidx = NULL;
+    unsigned char *ekv = NULL, *ekr = NULL;
+    ref_prolog_out o;
+    memset(&o, 0, sizeof o);
+
+    fia_mla_prolog_v3_params p;
+    fia_mla_prolog_v3_params_init(&p);
+    const char *cm = cli_arg(a, "cache_mode");
+    if (cm && fia_layout_parse(cm, &p.cache_mode) != FIA_STATUS_SUCCESS) {
+        cli_error("--cache_mode: unknown layout '%s' (PA_BSND, PA_NZ, BSND or TND)", cm);
+        return CLI_EXIT_USAGE;
+    }
+    p.rmsnorm_epsilon_cq = cli_arg_float(a, "rmsnorm_epsilon_cq", p.rmsnorm_epsilon_cq);
+    p.rmsnorm_epsilon_ckv = cli_arg_float(a, "rmsnorm_epsilon_ckv", p.rmsnorm_epsilon_ckv);
+    p.qc_qr_scale = cli_arg_float(a, "qc_qr_scale", p.qc_qr_scale);
+    p.kc_scale = cli_arg_float(a, "kc_scale", p.kc_scale);
+    p.query_norm_flag = (int32_t)cli_arg_int(a, "query_norm_flag", 0);
+    p.weight_quant_mode = (int32_t)cli_arg_int(a, "weight_quant_mode", 0);
+    p.kv_cache_quant_mode = (int32_t)cli_arg_int(a, "kv_cache_quant_mode", 0);
+    p.query_quant_mode = (int32_t)cli_arg_int(a, "query_quant_mode", 0);
+
+    for (int i = 0; i < N_IN; i++)
+        if (cli_load_tensor(a, names[i], &in[i]) != 0) goto done;
+    const fia_tensor *x = &in[X].t, *uk = &in[WUK].t, *dq = &in[WDQ].t;
+    if ((x->ndim != 2 && x->ndim != 3) || uk->ndim != 3 || dq->ndim != 2) {
+        cli_error("token_x has %d dims (2 or 3), weight_uk %d (3), weight_dq %d (2)", (int)x->ndim,
+                  (int)uk->ndim, (int)dq->ndim);
+        goto done;
+    }
+    const int64_t T = x->ndim == 3 ? x->shape[0] * x->shape[1] : x->shape[0];
+    const int64_t N = uk->shape[0], Hcq = dq->shape[1];
+    int64_t sq[4], sr[4], sn[3];
+    const int32_t lead = x->ndim - 1;
+    for (int32_t d = 0; d < lead; d++) sq[d] = sr[d] = sn[d] = x->shape[d];
+    sq[lead] = sr[lead] = N, sq[lead + 1] = HCKV, sr[lead + 1] = DR, sn[lead] = Hcq;
+    if (cli_alloc_output(&outs[0], "query_out", FIA_DTYPE_BFLOAT16, lead + 2, sq) != 0 ||
+        cli_alloc_output(&outs[1], "query_rope_out", FIA_DTYPE_BFLOAT16, lead + 2, sr) != 0 ||
+        (p.query_norm_flag && cli_alloc_output(&outs[2], "query_norm", FIA_DTYPE_BFLOAT16, lead + 1, sn) != 0))
+        goto done;
+    if (a->check) {
+        kv0 = snap(&in[KV].t), kr0 = snap(&in[KR].t);
+        if (!kv0 || !kr0) {
+            cli_error("check: out of memory");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+    }
+    fia_mla_prolog_v3_tensors t;
+    memset(&t, 0, sizeof t);
+    t.token_x = x, t.weight_dq = dq, t.weight_uq_qr = &in[WUQ].t, t.weight_uk = uk;
+    t.weight_dkv_kr = &in[WKV].t, t.rmsnorm_gamma_cq = &in[GCQ].t, t.rmsnorm_gamma_ckv = &in[GCKV].t;
+    t.rope_sin = &in[SIN].t, t.rope_cos = &in[COS].t, t.kv_cache = &in[KV].t, t.kr_cache = &in[KR].t;
+    t.cache_index = in[CI].present ? &in[CI].t : NULL;
+    t.query_out = &outs[0].t, t.query_rope_out = &outs[1].t;
+    t.query_norm = p.query_norm_flag ? &outs[2].t : NULL;
+    const void *call[2] = {&t, &p};
+    rc = cli_run_op(a, "mla_prolog_v3", prolog_plan_fn, call, &outs[0]);
+    if (rc != CLI_EXIT_OK) goto done;
+    outs[3].name = "kv_cache", outs[3].t = in[KV].t, outs[3].data = in[KV].t.data;
+    outs[4].name = "kr_cache", outs[4].t = in[KR].t, outs[4].data = in[KR].t.data;
+    if (a->check) {
+        const int64_t nkv = fia_tensor_numel(&in[KV].t), nkr = fia_tensor_numel(&in[KR].t);
+        const size_t q = (size_t)(T * N * HCKV + 1), r = (size_t)(T * N * DR + 1);
+        o.qo = malloc(q * 8), o.sqo = malloc(q * 8), o.qr = malloc(r * 8), o.sqr = malloc(r * 8);
+        o.kv = malloc((size_t)(T * HCKV + 1) * 8), o.skv = malloc((size_t)(T * HCKV + 1) * 8);
+        o.kr = malloc((size_t)(T * DR + 1) * 8), o.skr = malloc((size_t)(T * DR + 1) * 8);
+        if (p.query_norm_flag) {
+            o.qn = malloc((size_t)(T * Hcq + 1) * 8);
+            o.sqn = malloc((size_t)(T * Hcq + 1) * 8);
+        }
+        skvf = calloc((size_t)nkv + 1, 8), skrf = calloc((size_t)nkr + 1, 8);
+        ekv = malloc((size_t)nkv + 1), ekr = malloc((size_t)nkr + 1);
+        cidx = t.cache_index ? snap(t.cache_index) : NULL;
+        if (!o.qo || !o.sqo || !o.qr || !o.sqr || !o.kv || !o.skv || !o.kr || !o.skr ||
+            (p.query_norm_flag && (!o.qn || !o.sqn)) || !skvf || !skrf || !ekv || !ekr ||
+            (t.cache_index && !cidx)) {
+            cli_error("check: out of memory");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+        if (fia_ref_mla_prolog_v3(&t, &p, 2, &o) != 0) {
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+        /* the expected caches: the rows before the call, the written slots from the oracle */
+        memset(ekv, 1, (size_t)nkv), memset(ekr, 1, (size_t)nkr);
+        const int paged = p.cache_mode == FIA_LAYOUT_PA_BSND || p.cache_mode == FIA_LAYOUT_PA_NZ;
+        for (int64_t tt = 0; tt < T; tt++) {
+            const int64_t slot = paged ? (int64_t)cidx[tt] : tt;
+            if (slot < 0) continue;
+            for (int64_t d = 0; d < HCKV; d++) {
+                const int64_t e = cache_elem(&in[KV].t, p.cache_mode, slot, d, HCKV);
+                kv0[e] = o.kv[tt * HCKV + d], skvf[e] = o.skv[tt * HCKV + d], ekv[e] = 0;
+            }
+            for (int64_t d = 0; d < DR; d++) {
+                const int64_t e = cache_elem(&in[KR].t, p.cache_mode, slot, d, DR);
+                kr0[e] = o.kr[tt * DR + d], skrf[e] = o.skr[tt * DR + d], ekr[e] = 0;
+            }
+        }
+        int bad = check_slack("query_out", &outs[0].t, o.qo, o.sqo, NULL);
+        bad |= check_slack("query_rope_out", &outs[1].t, o.qr, o.sqr, NULL);
+        if (p.query_norm_flag) bad |= check_slack("query_norm", &outs[2].t, o.qn, o.sqn, NULL);
+        bad |= check_slack("kv_cache", &in[KV].t, kv0, skvf, ekv);
+        bad |= check_slack("kr_cache", &in[KR].t, kr0, skrf, ekr);
+        printf("check: %s\n", bad ? "FAIL" : "pass");
+        if (bad) rc = CLI_EXIT_FAIL;
+    }
+    {
+        /* query_norm only when computed */
+        cli_output w[5];
+        int nw = 0;
+        for (int i = 0; i < 5; i++)
+            if (outs[i].name) w[nw++] = outs[i];
+        if (cli_write_outputs(a, w, nw) != 0) rc = CLI_EXIT_USAGE;
+    }
+    outs[3].data = outs[4].data = NULL; /* views of the loaded caches */
+done:
+    free(kv0), free(kr0), free(skvf), free(skrf), free(cidx), free(ekv), free(ekr);
+    free(o.qo), free(o.sqo), free(o.qr), free(o.sqr), free(o.qn), free(o.sqn);
+    free(o.kv), free(o.skv), free(o.kr), free(o.skr);
+    for (int i = 0; i < N_IN; i++) cli_free_tensor(&in[i]);
+    for (int i = 0; i < 3; i++) free(outs[i].data);
+    return rc;
+}
+
+const cli_op cli_op_mla_prolog_v3 = {
+    "mla_prolog_v3",
+    "MLA prolog: q/kv projections, norms, RoPE, cache write (npu_mla_prolog_v3)",
+    prolog_flags, prolog_outputs, run_prolog};
