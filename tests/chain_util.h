@@ -35,14 +35,6 @@ static void open_contexts(void) {
     printf("\n");
 }
 
-/* Two kernels' outputs of dtype dt near want: the operator tolerance plus one ulp of dt (one
- * rounding of an fp32 value that the two computed in a different order may go either way). */
-static inline double tol_of(fia_dtype dt, double want);
-static inline double cu_tol_rounded(fia_dtype dt, double want) {
-    const double ulp = dt == FIA_DTYPE_BFLOAT16 ? 0x1p-7 : dt == FIA_DTYPE_FLOAT16 ? 0x1p-10 : 0x1p-23;
-    return tol_of(dt, want) + ulp * fabs(want);
-}
-
 /* Every chain-kernel variant this CPU runs (the registry's sets), the scalar one first, in *v;
  * returns how many (at most 16). */
 static inline int chain_variants(const tu_kernel_variant **v) {

@@ -9,9 +9,11 @@
  * Every row kernel reads and writes rows of n (or d) elements of dtype float32, float16 or
  * bfloat16 (int8 for quantized outputs), contiguous, any alignment; computes in fp32; converts
  * outputs with round to nearest even. No allocation, no state: kernels run concurrently on
- * disjoint rows. Results of different ISAs agree within fp32 rounding (sums are accumulated in
- * a different order); the int8 quantization of a given fp32 value and scale is exact on every
- * ISA (one fp32 division, round half to even, saturation).
+ * disjoint rows. Every variant computes the same fp32 operations in the same order (the RMSNorm
+ * sum of squares in the fixed order of chain_rows.inc, no FMA contraction), so results are
+ * bitwise the same on every ISA (the one exception: the AVX512-BF16 stores flush bf16 results
+ * below the smallest normal to zero); the int8 quantization of a given fp32 value and scale is
+ * exact on every ISA (one fp32 division, round half to even, saturation).
  */
 #ifndef FIA_KERNELS_CHAIN_KERNELS_H
 #define FIA_KERNELS_CHAIN_KERNELS_H
