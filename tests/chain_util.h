@@ -9,6 +9,7 @@
 
 #include <math.h>
 
+#include "kernel_variants.h"
 #include "test_util.h"
 
 static fia_context *g_ctx[4];
@@ -32,6 +33,34 @@ static void open_contexts(void) {
     printf("testing ISAs:");
     for (int i = 0; i < g_nctx; i++) printf(" %s", fia_isa_name(g_isa[i]));
     printf("\n");
+}
+
+/* Every chain-kernel variant this CPU runs (the registry's sets), the scalar one first, in *v;
+ * returns how many (at most 16). */
+static inline int chain_variants(const tu_kernel_variant **v) {
+    static tu_kernel_variant vs[16];
+    vs[0].set = *tu_scalar_kernels();
+    const int n = 1 + TU_KERNEL_VARIANTS(chain, vs + 1, 15);
+    printf("chain kernel variants:");
+    for (int i = 0; i < n; i++) printf(" %s", vs[i].set.chain.name);
+    printf("\n");
+    *v = vs;
+    return n;
+}
+
+/* Element i of a row of dtype dt (f32 / f16 / bf16) and the same row filled in [lo, hi]. */
+static inline double cu_ld(const void *p, fia_dtype dt, int64_t i) {
+    if (dt == FIA_DTYPE_FLOAT16) return fia_f16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == FIA_DTYPE_BFLOAT16) return fia_bf16_to_f32(((const uint16_t *)p)[i]);
+    return ((const float *)p)[i];
+}
+static inline void cu_fill(void *p, fia_dtype dt, int64_t n, tu_rng *r, double lo, double hi) {
+    for (int64_t i = 0; i < n; i++) {
+        const float f = (float)tu_uniform(r, lo, hi);
+        if (dt == FIA_DTYPE_FLOAT16) ((uint16_t *)p)[i] = fia_f32_to_f16(f);
+        else if (dt == FIA_DTYPE_BFLOAT16) ((uint16_t *)p)[i] = fia_f32_to_bf16(f);
+        else ((float *)p)[i] = f;
+    }
 }
 
 static inline double tol_of(fia_dtype dt, double want) {

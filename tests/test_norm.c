@@ -151,6 +151,45 @@ static void test_errors(void) {
     tu_free(&x), tu_free(&g), tu_free(&gbad), tu_free(&y), tu_free(&yi), tu_free(&r), tu_free(&rbad);
 }
 
+/* rms_norm_row of every chain variant against the scalar kernel (the reference), bit for bit
+ * (chain_kernels.h: every variant computes the same operations in the same order), with and
+ * without the residual add, gamma in x's dtype or fp32, odd n for every tail; the streaming
+ * form equals the plain one bitwise. */
+static void test_kernel_variants(tu_rng *rng) {
+    const tu_kernel_variant *cv;
+    const int nv = chain_variants(&cv);
+    const fia_chain_kernels *ref = &cv[0].set.chain;
+    enum { N = 2100 };
+    static _Alignas(64) float x1[N], x2[N], g[N], y0[N], s0[N], y1[N], s1[N], y2[N], s2[N];
+    const fia_dtype dts[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
+    for (int v = 1; v < nv; v++) {
+        const fia_chain_kernels *k = &cv[v].set.chain;
+        long bad = 0;
+        for (int it = 0; it < 40; it++) {
+            const fia_dtype dt = dts[it % 3], gdt = it % 4 == 3 ? FIA_DTYPE_FLOAT32 : dt;
+            const int64_t n = it < 3 ? 7168 / 4 + it : tu_int(rng, 1, N);
+            const int add = it % 2;
+            cu_fill(x1, dt, n, rng, -3, 3), cu_fill(x2, dt, n, rng, -3, 3);
+            cu_fill(g, gdt, n, rng, 0.5, 1.5);
+            const float alpha = it % 5 == 0 ? 0.5f : 1.0f;
+            const float r0 = ref->rms_norm_row(x1, add ? x2 : NULL, dt, g, gdt, n, 1e-6f, alpha, y0, dt, add ? s0 : NULL);
+            const float r1 = k->rms_norm_row(x1, add ? x2 : NULL, dt, g, gdt, n, 1e-6f, alpha, y1, dt, add ? s1 : NULL);
+            const float r2 = k->rms_norm_row_nt(x1, add ? x2 : NULL, dt, g, gdt, n, 1e-6f, alpha, y2, dt, add ? s2 : NULL);
+            k->stream_fence();
+            const size_t bytes = (size_t)n * fia_dtype_size(dt);
+            tu_check(r1 == r2 && !memcmp(y1, y2, bytes) && (!add || !memcmp(s1, s2, bytes)),
+                     "%s rms_norm_row_nt == rms_norm_row, n %lld", k->name, (long long)n);
+            bad += r1 != r0;
+            for (int64_t i = 0; i < n; i++) {
+                const double want = cu_ld(y0, dt, i);
+                bad += cu_ld(y1, dt, i) != want; /* bitwise: one order of operations on every ISA */
+                if (add) bad += cu_ld(s1, dt, i) != cu_ld(s0, dt, i); /* one rounding of an exact sum */
+            }
+        }
+        tu_check(bad == 0, "%s rms_norm_row vs scalar: %ld mismatches", k->name, bad);
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261202, "test_norm");
     tu_rng rng = tu_rng_make(seed);
@@ -185,6 +224,7 @@ int main(int argc, char **argv) {
     }
     (void)before;
     test_in_place(&rng);
+    test_kernel_variants(&rng);
     test_errors();
     close_contexts();
     return tu_summary();

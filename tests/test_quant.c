@@ -205,14 +205,13 @@ static void test_errors(void) {
     tu_free(&x), tu_free(&y), tu_free(&y8), tu_free(&s), tu_free(&sb), tu_free(&sm), tu_free(&gi);
 }
 
-/* The row kernels directly: the streaming-store forms equal the plain ones bitwise (aligned and
- * misaligned outputs), and every ISA's int8 quantization equals the scalar table's exactly. */
+/* The row kernels directly, every chain variant this CPU runs (the registry's sets, scalar
+ * first): the streaming-store forms equal the plain ones bitwise (aligned and misaligned
+ * outputs), and every variant's int8 quantization equals the scalar kernels' exactly. */
 static void test_kernel_tables(tu_rng *rng) {
-    const fia_chain_kernels *tabs[3] = {&fia_chain_kernels_scalar, NULL, NULL};
-    int nt = 1;
-    for (int k = 0; k < g_nctx; k++)
-        if (g_isa[k] != FIA_ISA_SCALAR) tabs[nt++] = fia_chain_kernels_for(g_isa[k]);
-    tu_check(fia_chain_kernels_for(FIA_ISA_SCALAR) == &fia_chain_kernels_scalar, "scalar table lookup");
+    const tu_kernel_variant *v;
+    const int nt = chain_variants(&v);
+    const fia_chain_kernels *scalar = &v[0].set.chain;
     enum { N = 1000 };
     static uint16_t x[N + 64], x2[N + 64], g[N + 64], c[N + 64], sn[N + 64];
     static _Alignas(64) unsigned char y1[4 * N + 128], y2[4 * N + 128], s1[4 * N + 128], s2[4 * N + 128];
@@ -225,7 +224,7 @@ static void test_kernel_tables(tu_rng *rng) {
     }
     const fia_dtype bf = FIA_DTYPE_BFLOAT16;
     for (int t = 0; t < nt; t++) {
-        const fia_chain_kernels *kt = tabs[t];
+        const fia_chain_kernels *kt = &v[t].set.chain;
         for (int off = 0; off < 3; off += 2) { /* aligned, misaligned by 2 bytes */
             for (int64_t n = 1; n <= N; n = n * 3 + 1) {
                 memset(y1, 0, sizeof y1), memset(y2, 1, sizeof y2), memset(s1, 0, sizeof s1), memset(s2, 1, sizeof s2);
@@ -240,8 +239,8 @@ static void test_kernel_tables(tu_rng *rng) {
                 kt->stream_fence();
                 tu_check(!memcmp(y1 + off, y2 + off, (size_t)n), "%s quant_row_i8_nt n %lld", kt->name, (long long)n);
                 int8_t ref[N];
-                const float scs = fia_chain_kernels_scalar.absmax_row(x, bf, g, bf, n) / 127.0f;
-                fia_chain_kernels_scalar.quant_row_i8(x, bf, g, bf, n, scs, ref);
+                const float scs = scalar->absmax_row(x, bf, g, bf, n) / 127.0f;
+                scalar->quant_row_i8(x, bf, g, bf, n, scs, ref);
                 tu_check(scs == sc && !memcmp(ref, y1 + off, (size_t)n), "%s quant_row_i8 equals scalar, n %lld", kt->name, (long long)n);
             }
             for (int64_t d = 2; d <= 896 && d <= N; d = d * 2 + 2)

@@ -5,7 +5,7 @@
  * A context detects the CPU's features once (fia_cpu_features), caps them by FIA_ISA / the
  * context options, and builds its fia_kernel_set with fia_kernel_set_build: for every slot of
  * every family, the last registry line whose features are all present. Operators take their
- * tables from the context (ctx->kernels.core, .i8, .li, .sfa) and never choose a kernel
+ * tables from the context (ctx->kernels.core, .i8, .li, .sfa, .chain) and never choose a kernel
  * themselves. Tests enumerate the variants this CPU runs with fia_kernel_variant_masks.
  */
 #ifndef FIA_KERNELS_REGISTRY_H
@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/chain_kernels.h"
 #include "kernels/i8gemm.h"
 #include "kernels/kernels.h"
 #include "kernels/li_kernels.h"
@@ -47,6 +48,7 @@ typedef struct fia_kernel_set {
     fia_i8_kernels i8;
     fia_li_kernels li;
     fia_sfa_kernels sfa;
+    fia_chain_kernels chain;
 } fia_kernel_set;
 
 /* One registry line, as data (for the log and the tests). */

@@ -157,7 +157,7 @@ static fia_status norm_plan_common(fia_context *ctx, const fia_tensor *x1, const
     FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v, "fia_rms_norm_params_init"));
     norm_plan *p = chain_plan_new(ctx, sizeof *p, norm_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    p->k = fia_chain_kernels_for(ctx->isa);
+    p->k = &ctx->kernels.chain;
     const fia_status st = norm_validate(p, x1, x1_name, x2, gamma, y, rstd, x, prm_v.epsilon);
     if (st != FIA_STATUS_SUCCESS) {
         free(p);

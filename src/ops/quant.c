@@ -330,7 +330,7 @@ fia_status fia_dynamic_quant_plan(fia_context *ctx, const fia_dynamic_quant_tens
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_dynamic_quant_params_init"));
     quant_plan *p = chain_plan_new(ctx, sizeof *p, quant_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    p->k = fia_chain_kernels_for(ctx->isa);
+    p->k = &ctx->kernels.chain;
     const fia_status st = quant_validate(p, t, &v);
     if (st != FIA_STATUS_SUCCESS) {
         free(p);

@@ -102,7 +102,7 @@ static fia_status rope_plan_common(fia_context *ctx, const fia_rotary_mul_tensor
     FIA_TRY(chain_check_out_lead(t->y, "y", x->ndim - 1));
     rope_plan *p = chain_plan_new(ctx, sizeof *p, rope_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    p->k = fia_chain_kernels_for(ctx->isa);
+    p->k = &ctx->kernels.chain;
     p->x = *x;
     p->cos = *t->cos;
     p->sin = *t->sin;

@@ -1,5 +1,5 @@
 /*
- * chain_avx2.c - the AVX2 table of chain_kernels.h: chain_rows.inc over 8-lane fp32 vectors.
+ * chain_avx2.c - the AVX2 chain kernels of chain_kernels.h: chain_rows.inc over 8-lane fp32 vectors.
  * f16 through F16C, bf16 by integer arithmetic (round to nearest even, NaN kept quiet, as
  * core/convert.h). Compiled with -mavx2 -mfma -mf16c.
  */
@@ -99,6 +99,7 @@ CV_AI void cv8_stream_i8(int8_t *y, __m256 v) {
 #define CV_W 8
 #define CV_ISA_NAME "avx2"
 #define CV_NAME(x) x##_avx2
+#define CV_K(slot) fia_chain_##slot##__avx2_u8
 #define cv_f __m256
 #define cv_load(p, dt) cv8_load((p), (dt))
 #define cv_store(p, dt, v) cv8_store((p), (dt), (v))

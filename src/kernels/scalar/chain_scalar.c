@@ -1,5 +1,5 @@
 /*
- * chain_scalar.c - the scalar table of chain_kernels.h (the reference): chain_rows.inc with
+ * chain_scalar.c - the scalar chain kernels of chain_kernels.h (the reference): chain_rows.inc with
  * one-lane "vectors".
  */
 #include <math.h>
@@ -9,6 +9,7 @@
 #define CV_W 1
 #define CV_ISA_NAME "scalar"
 #define CV_NAME(x) x##_scalar
+#define CV_K(slot) fia_chain_##slot##__scalar
 #define cv_f float
 #define cv_load(p, dt) s_ld_scalar((p), (dt), 0)
 #define cv_store(p, dt, v) s_st_scalar((p), (dt), 0, (v))
@@ -26,13 +27,3 @@
 #define cv_store_i8(y, v) (*(y) = (int8_t)(v))
 
 #include "kernels/chain_rows.inc"
-
-const fia_chain_kernels *fia_chain_kernels_for(fia_isa isa) {
-    switch (isa) {
-    case FIA_ISA_AVX512:
-        return __builtin_cpu_supports("avx512bf16") ? &fia_chain_kernels_avx512bf16
-                                                    : &fia_chain_kernels_avx512;
-    case FIA_ISA_AVX2: return &fia_chain_kernels_avx2;
-    default: return &fia_chain_kernels_scalar;
-    }
-}

@@ -10,8 +10,10 @@
  *   3. cqn16 . W_UQ_QR -> qcqr (fp32);
  *   4. per token: q_c to bf16, RoPE of every head's q_r -> query_rope_out;
  *   5. per head and row tile: q_c . W_UK[n] -> query_out (bf16, straight into the output).
- * The per-token steps (prolog_norm_row, prolog_rope_row) are isolated so that the chain's row
- * kernels can replace them.
+ * The per-token steps run the chain row kernels of the context (ctx->kernels.chain:
+ * rms_norm_row, rope_row in the interleave-half form) on the projections rounded to bf16 (the
+ * golden's rounding point), and the cache rows land through the shared addressing of
+ * sched/kv_addr.h (the one the attention readers use).
  */
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ops/prolog/gemm.h"
+#include "sched/kv_addr.h"
 
 enum {
     PRO_HCKV = 512,
@@ -55,10 +58,13 @@ typedef struct pro_plan {
     int64_t ld_dq, ld_uq, ld_uk, ld_dkv; /* row strides of the weights */
     float *gcq, *gckv;            /* gammas as float (copied at plan time: they are weights
                                    * read once per row; copying keeps execute simple) */
+    const fia_kernels *core;      /* the context's kernels (f32 -> bf16) */
+    const fia_chain_kernels *chain; /* RMSNorm and RoPE rows */
     /* caches */
     char *kv, *kr;
-    int64_t kv_sblk, kv_st, kr_sblk, kr_st, block_size, blocks;
-    int64_t kv_sc, kr_sc;         /* PA_NZ: stride of a 16-element chunk (0: row-major rows) */
+    fia_kv_view kvv, krv;         /* kv_addr.h views (PA_NZ: w = 16 elements; dense: s_t) */
+    int64_t block_size, blocks;
+    int block_shift;              /* fia_kv_shift(block_size) */
     uint16_t *row_kv, *row_kr;    /* PA_NZ: per-thread row buffers (plan-owned) */
     int64_t *slot;                /* paged: cache_index copy; positional: NULL */
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
@@ -77,40 +83,24 @@ typedef struct pro_ws {
 
 /* ---- per-row steps ----------------------------------------------------------------------- */
 
-/* y = bf16(alpha * x / sqrt(mean(x^2) + eps) * gamma); x fp32 [n]. Sequential fp32 sums. */
-static inline float rbf(float x) { return fia_cvt_bf16_to_f32(fia_cvt_f32_to_bf16(x)); }
-
-static void prolog_norm_row(const float *x, int64_t n, const float *gamma, float eps,
-                            float alpha, uint16_t *y) {
-    float ss = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        const float v = rbf(x[i]);
-        ss += v * v;
-    }
-    const float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int64_t i = 0; i < n; i++) y[i] = fia_cvt_f32_to_bf16(rbf(x[i]) * r * gamma[i] * alpha);
+/* y = bf16(alpha * x / sqrt(mean(x^2) + eps) * gamma) of the fp32 row x rounded to bf16 (in
+ * xb, n elements): the chain's rms_norm_row. */
+static void prolog_norm(const pro_plan *p, const float *x, int64_t n, const float *gamma,
+                        float eps, float alpha, uint16_t *xb, uint16_t *y) {
+    p->core->f32_to_bf16(x, xb, n);
+    p->chain->rms_norm_row(xb, NULL, FIA_DTYPE_BFLOAT16, gamma, FIA_DTYPE_FLOAT32, n, eps, alpha,
+                           y, FIA_DTYPE_BFLOAT16, NULL);
 }
 
-/* The MLA interleave-half RoPE of one 64-wide row: x' = [x[0::2], x[1::2]],
- * y = x' * cos + [-x'[32:], x'[:32]] * sin. */
-static void prolog_rope_row(const float *x, const float *cs, const float *sn, uint16_t *y) {
-    float xp[PRO_DR];
-    for (int i = 0; i < PRO_DR / 2; i++) {
-        xp[i] = rbf(x[2 * i]);
-        xp[i + PRO_DR / 2] = rbf(x[2 * i + 1]);
-    }
-    for (int i = 0; i < PRO_DR; i++) {
-        const float rot = i < PRO_DR / 2 ? -xp[i + PRO_DR / 2] : xp[i - PRO_DR / 2];
-        y[i] = fia_cvt_f32_to_bf16(xp[i] * cs[i] + rot * sn[i]);
-    }
-}
-
-static void load_trig(const pro_plan *p, int64_t t, float *cs, float *sn) {
+/* The MLA interleave-half RoPE of the 64-wide fp32 row x rounded to bf16, with token t's
+ * cos / sin: x' = [x[0::2], x[1::2]], y = x' * cos + [-x'[32:], x'[:32]] * sin. */
+static void prolog_rope(const pro_plan *p, int64_t t, const float *x, uint16_t *y) {
     const size_t es = fia_dtype_size(p->sin.dt);
-    for (int i = 0; i < PRO_DR; i++) {
-        cs[i] = fia_load_float(p->cos.base + (size_t)(t * p->cos.rs + i) * es, p->cos.dt);
-        sn[i] = fia_load_float(p->sin.base + (size_t)(t * p->sin.rs + i) * es, p->sin.dt);
-    }
+    uint16_t xb[PRO_DR];
+    p->core->f32_to_bf16(x, xb, PRO_DR);
+    p->chain->rope_row(xb, FIA_DTYPE_BFLOAT16, p->cos.base + (size_t)(t * p->cos.rs) * es,
+                       p->sin.base + (size_t)(t * p->sin.rs) * es, p->sin.dt, PRO_DR,
+                       FIA_ROPE_INTERLEAVE_HALF, y, FIA_DTYPE_BFLOAT16);
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -139,34 +129,27 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
     uint16_t *cqn = r->w.cqn + t * p->Hcq;
-    prolog_norm_row(r->w.cq + t * p->Hcq, p->Hcq, p->gcq, p->eps_cq, p->alpha_q, cqn);
+    uint16_t *xb = (uint16_t *)slot_scratch(r, tid); /* no gemm runs in this stage */
+    prolog_norm(p, r->w.cq + t * p->Hcq, p->Hcq, p->gcq, p->eps_cq, p->alpha_q, xb, cqn);
     if (p->qnorm) memcpy(p->qn.base + (size_t)(t * p->qn.rs) * 2, cqn, (size_t)p->Hcq * 2);
-    int64_t row_kv, row_kr;
+    fia_kv_slot s = {0, t}; /* positional caches: row t */
     if (p->paged) {
-        const int64_t s = p->slot[t];
-        if (s < 0) return; /* a negative cache_index: no write */
-        const int64_t blk = s / p->block_size, row = s % p->block_size;
-        row_kv = blk * p->kv_sblk + row * p->kv_st;
-        row_kr = blk * p->kr_sblk + row * p->kr_st;
-    } else {
-        row_kv = t * p->kv_st;
-        row_kr = t * p->kr_st;
+        if (p->slot[t] < 0) return; /* a negative cache_index: no write */
+        s = fia_kv_slot_of(p->slot[t], p->block_size, p->block_shift);
     }
     const float *kvkr = r->w.kvkr + t * (PRO_HCKV + PRO_DR);
-    const bool nz = p->kv_sc != 0;
-    uint16_t *dkv = nz ? p->row_kv + (size_t)tid * PRO_HCKV : (uint16_t *)p->kv + row_kv;
-    uint16_t *dkr = nz ? p->row_kr + (size_t)tid * PRO_DR : (uint16_t *)p->kr + row_kr;
-    prolog_norm_row(kvkr, PRO_HCKV, p->gckv, p->eps_ckv, p->alpha_kv, dkv);
-    float cs[PRO_DR], sn[PRO_DR];
-    load_trig(p, t, cs, sn);
-    prolog_rope_row(kvkr + PRO_HCKV, cs, sn, dkr);
-    if (nz) {
-        /* PA_NZ (FRACTAL_NZ blocks, as fia_mla.c reads them): element d of a row lives in
-         * chunk d / 16 at chunk stride s_c, row r at r * 16 within the chunk */
-        for (int64_t c = 0; c < PRO_HCKV / 16; c++)
-            memcpy((uint16_t *)p->kv + row_kv + c * p->kv_sc, dkv + c * 16, 32);
-        for (int64_t c = 0; c < PRO_DR / 16; c++)
-            memcpy((uint16_t *)p->kr + row_kr + c * p->kr_sc, dkr + c * 16, 32);
+    const bool nz = p->kvv.w != 0;
+    uint16_t *dkv = nz ? p->row_kv + (size_t)tid * PRO_HCKV
+                       : (uint16_t *)p->kv + fia_kv_row_off(&p->kvv, s, 0);
+    uint16_t *dkr = nz ? p->row_kr + (size_t)tid * PRO_DR
+                       : (uint16_t *)p->kr + fia_kv_row_off(&p->krv, s, 0);
+    prolog_norm(p, kvkr, PRO_HCKV, p->gckv, p->eps_ckv, p->alpha_kv, xb, dkv);
+    prolog_rope(p, t, kvkr + PRO_HCKV, dkr);
+    if (nz) { /* PA_NZ: the row in chunks of w elements (kv_addr.h, as the readers find it) */
+        for (int64_t d = 0; d < PRO_HCKV; d += p->kvv.w)
+            memcpy((uint16_t *)p->kv + fia_kv_elem_off(&p->kvv, s, d), dkv + d, (size_t)p->kvv.w * 2);
+        for (int64_t d = 0; d < PRO_DR; d += p->krv.w)
+            memcpy((uint16_t *)p->kr + fia_kv_elem_off(&p->krv, s, d), dkr + d, (size_t)p->krv.w * 2);
     }
 }
 
@@ -177,20 +160,18 @@ static void stage_up(void *arg, int64_t task, int32_t tid) {
 }
 
 /* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
+/* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
 static void stage_split(void *arg, int64_t t, int32_t tid) {
     (void)tid;
     pro_run *r = arg;
     pro_plan *p = r->p;
     const int64_t dd = p->D + PRO_DR;
-    float cs[PRO_DR], sn[PRO_DR];
-    load_trig(p, t, cs, sn);
     const float *q = r->w.qcqr + t * p->W;
     uint16_t *qc = r->w.qc + t * p->N * p->D;
     for (int64_t n = 0; n < p->N; n++) {
-        for (int64_t d = 0; d < p->D; d++) qc[n * p->D + d] = fia_cvt_f32_to_bf16(q[n * dd + d]);
         /* (rounding q_c once is the golden's rounding of cq . W_UQ_QR) */
-        prolog_rope_row(q + n * dd + p->D, cs, sn,
-                        (uint16_t *)p->qro.base + t * p->qro.rs + n * p->qro.hs);
+        p->core->f32_to_bf16(q + n * dd, qc + n * p->D, p->D);
+        prolog_rope(p, t, q + n * dd + p->D, (uint16_t *)p->qro.base + t * p->qro.rs + n * p->qro.hs);
     }
 }
 
@@ -318,13 +299,11 @@ static fia_status gamma_copy(const fia_tensor *t, const char *name, int64_t n, f
 }
 
 /* A paged cache [blocks, block_size, 1, width] or [blocks, block_size, width] (PA_BSND), or
- * [blocks, 1, width / 16, block_size, 16] (PA_NZ, bf16: 32-byte chunks; *sc the chunk
- * stride, *st = 16). */
+ * [blocks, 1, width / 16, block_size, 16] (PA_NZ, bf16: 32-byte chunks): its kv_addr.h view. */
 static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t width, bool nz,
-                              int64_t *blocks, int64_t *bs, int64_t *sblk, int64_t *st,
-                              int64_t *sc) {
+                              int64_t *blocks, int64_t *bs, fia_kv_view *v) {
     FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
-    *sc = 0;
+    memset(v, 0, sizeof *v);
     if (nz) {
         if (t->ndim != 5)
             return FIA_INVALID("%s has %d dims: a PA_NZ cache is [blocks, 1, %lld, block_size, "
@@ -337,9 +316,9 @@ static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t wid
                                    "chunk adjacent)", name, (long long)t->strides[3]);
         *blocks = t->shape[0];
         *bs = t->shape[3];
-        *sblk = t->strides[0];
-        *sc = t->strides[2];
-        *st = 16;
+        v->s_blk = t->strides[0];
+        v->s_c = t->strides[2];
+        v->s_t = v->w = 16;
         return FIA_STATUS_SUCCESS;
     }
     if (t->ndim == 4) {
@@ -354,8 +333,8 @@ static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t wid
     }
     *blocks = t->shape[0];
     *bs = t->shape[1];
-    *sblk = t->strides[0];
-    *st = t->strides[1];
+    v->s_blk = t->strides[0];
+    v->s_t = t->strides[1];
     return FIA_STATUS_SUCCESS;
 }
 
@@ -486,10 +465,8 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     if (p->paged) {
         const bool nz = prm->cache_mode == FIA_LAYOUT_PA_NZ;
         int64_t kb, kbs, rb, rbs;
-        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, nz, &kb, &kbs, &p->kv_sblk,
-                            &p->kv_st, &p->kv_sc));
-        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, &rb, &rbs, &p->kr_sblk,
-                            &p->kr_st, &p->kr_sc));
+        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, nz, &kb, &kbs, &p->kvv));
+        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, &rb, &rbs, &p->krv));
         if (nz) {
             p->row_kv = malloc((size_t)p->num_threads * PRO_HCKV * 2);
             p->row_kr = malloc((size_t)p->num_threads * PRO_DR * 2);
@@ -505,6 +482,7 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                                (long long)kbs, PRO_MAX_BLOCK);
         p->blocks = kb;
         p->block_size = kbs;
+        p->block_shift = fia_kv_shift(kbs);
         /* cache_index: copied and checked now, so that nothing is written on a bad index */
         const fia_tensor *ci = t->cache_index;
         if (!ci) return FIA_INVALID("cache_index is NULL; cache_mode %s requires it",
@@ -551,8 +529,8 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         FIA_TRY(token_rows(t->kr_cache, "kr_cache", tok, tok_dims, kr_in, 2, &kr));
         p->kv = kv.base;
         p->kr = kr.base;
-        p->kv_st = kv.rs;
-        p->kr_st = kr.rs;
+        p->kvv = (fia_kv_view){0, kv.rs, 0, 0, 0};
+        p->krv = (fia_kv_view){0, kr.rs, 0, 0, 0};
     }
     return FIA_STATUS_SUCCESS;
 }
@@ -573,6 +551,9 @@ static fia_status pro_gemms(pro_plan *p) {
     const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
     for (int i = 0; i < 4; i++)
         if (g[i]->scratch_bytes > p->scratch_bytes) p->scratch_bytes = g[i]->scratch_bytes;
+    /* stage_norm's bf16 row (no gemm runs then) */
+    const size_t row = (size_t)(p->Hcq > PRO_HCKV ? p->Hcq : PRO_HCKV) * 2;
+    if (row > p->scratch_bytes) p->scratch_bytes = row;
     p->scratch_bytes = (p->scratch_bytes + 63) / 64 * 64;
     return FIA_STATUS_SUCCESS;
 }
@@ -600,6 +581,8 @@ fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tens
     /* the projections run on oneDNN's bf16 matmul: AMX tiles where usable, else AVX512-BF16 */
     p->base.unit = ctx->amx_bf16 ? "amx_bf16" : ctx->bf16dp ? "bf16dp" : "fma";
     p->num_threads = ctx->num_threads;
+    p->core = &ctx->kernels.core;
+    p->chain = &ctx->kernels.chain;
     p->eps_cq = (float)prm->rmsnorm_epsilon_cq;
     p->eps_ckv = (float)prm->rmsnorm_epsilon_ckv;
     p->alpha_q = (float)prm->qc_qr_scale;
