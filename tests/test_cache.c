@@ -365,6 +365,40 @@ int main(int argc, char **argv) {
                  all_bytes(in.buf, in.bytes, 0x11), "all indices negative: error, nothing written");
         tu_free(&in), tu_free(&ix), tu_free(&up);
     }
+    /* empty rows / empty updates: nothing to write, but an out-of-range index is still an error */
+    {
+        const int64_t cs[2] = {16, 0}, is[2] = {2, 1}, us[2] = {2, 0}, cst[2] = {1, 1};
+        tu_tensor in, ix, up;
+        tu_alloc(&in, FIA_DTYPE_FLOAT32, 2, cs, cst, 0x11); /* distinct rows (an output) */
+        tu_alloc(&ix, FIA_DTYPE_INT32, 2, is, NULL, 0);
+        tu_alloc(&up, FIA_DTYPE_FLOAT32, 2, us, NULL, 0);
+        tu_store(&ix.t, 0, 3.0);
+        tu_store(&ix.t, 1, 99.0);
+        fia_scatter_nd_update_params prm;
+        fia_scatter_nd_update_params_init(&prm);
+        fia_scatter_nd_update_tensors t = {&in.t, &ix.t, &up.t};
+        tu_check(fia_scatter_nd_update(g_ctx[0], &t, &prm) == FIA_STATUS_INVALID_ARGUMENT,
+                 "scatter_nd_update with empty rows still checks its indices (%s)", fia_last_error());
+        tu_store(&ix.t, 1, 15.0);
+        tu_check(fia_scatter_nd_update(g_ctx[0], &t, &prm) == FIA_STATUS_SUCCESS,
+                 "scatter_nd_update with empty rows and valid indices succeeds (%s)", fia_last_error());
+        tu_free(&in), tu_free(&ix), tu_free(&up);
+        const int64_t ds[3] = {2, 8, 4}, js[1] = {2}, vs[3] = {2, 0, 4};
+        tu_tensor d, j, u;
+        tu_alloc(&d, FIA_DTYPE_FLOAT32, 3, ds, NULL, 0x22);
+        tu_alloc(&j, FIA_DTYPE_INT64, 1, js, NULL, 0);
+        tu_alloc(&u, FIA_DTYPE_FLOAT32, 3, vs, NULL, 0);
+        tu_store(&j.t, 0, 1.0);
+        tu_store(&j.t, 1, 9.0);
+        fia_scatter_update_params sp;
+        fia_scatter_update_params_init(&sp);
+        sp.axis = 1;
+        fia_scatter_update_tensors st = {&d.t, &j.t, &u.t};
+        tu_check(fia_scatter_update(g_ctx[0], &st, &sp) == FIA_STATUS_INVALID_ARGUMENT &&
+                     all_bytes(d.buf, d.bytes, 0x22),
+                 "scatter_update with empty updates still checks its indices (%s)", fia_last_error());
+        tu_free(&d), tu_free(&j), tu_free(&u);
+    }
     const fia_dtype dts[4] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16, FIA_DTYPE_INT8};
     for (int it = 0; it < 60; it++) {
         ndcase c;

@@ -64,6 +64,7 @@ typedef struct nd_plan {
     int32_t a;         /* index components */
     int32_t lead;      /* indices dims before the last */
     int64_t K;         /* index tuples */
+    bool empty;        /* the rows are empty: nothing to write (the indices are still checked) */
     int64_t es;
     int64_t block_size, blocks, slots;
     int shift;
@@ -106,6 +107,7 @@ static void nd_execute(fia_plan *plan, void *ws) {
     const char *up = fia_tensor_ptr(&p->upd);
     const int64_t es = p->es;
     const int32_t und = p->upd.ndim;
+    if (p->empty) return;
     for (int64_t i = 0; i < p->K; i++) {
         int64_t c[FIA_MAX_DIMS];
         chain_unravel(p->upd.shape, p->lead, i, c);
@@ -208,7 +210,7 @@ static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t
     }
     p->K = chain_prod(ix->shape, 0, p->lead);
     for (int32_t d = 0; d < rnd; d++)
-        if (row[d] == 0) p->K = 0; /* empty rows: nothing to write or check */
+        if (row[d] == 0) p->empty = true;
     p->es = (int64_t)fia_dtype_size(in->dtype);
     p->in = *in;
     p->idx = *ix;
@@ -257,6 +259,7 @@ typedef struct su_plan {
     int32_t axis;
     bool pairs;   /* indices [K, 2] */
     int64_t K, es;
+    bool empty;   /* updates are empty: nothing to write (the indices are still checked) */
 } su_plan;
 
 void fia_scatter_update_params_init(fia_scatter_update_params *p) {
@@ -299,6 +302,7 @@ static void su_execute(fia_plan *plan, void *ws) {
     const su_plan *p = (const su_plan *)plan;
     char *data = fia_tensor_ptr(&p->data);
     const char *up = fia_tensor_ptr(&p->upd);
+    if (p->empty) return;
     for (int64_t k = 0; k < p->K; k++) {
         int64_t b, pos;
         su_entry(p, k, &b, &pos);
@@ -353,7 +357,7 @@ static fia_status su_validate(su_plan *p, const fia_scatter_update_tensors *t, i
         }
     }
     FIA_TRY(chain_check_out_lead(d, "data", d->ndim));
-    if (fia_tensor_numel(up) == 0) p->K = 0;
+    p->empty = fia_tensor_numel(up) == 0; /* nothing to write; the indices are still checked */
     p->es = (int64_t)fia_dtype_size(d->dtype);
     p->data = *d;
     p->idx = *ix;
