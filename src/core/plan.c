@@ -51,3 +51,13 @@ fia_status fia_plan_run_once(fia_plan *plan) {
 const char *fia_plan_compute_unit(const fia_plan *plan) {
     return plan && plan->unit ? plan->unit : "fma";
 }
+
+fia_status fia_plan_args(const fia_context *ctx, const void *tensors, const void *params,
+                         fia_plan **plan) {
+    fia_error_clear();
+    if (!ctx) return FIA_INVALID("context is NULL");
+    if (!tensors) return FIA_INVALID("tensors is NULL");
+    if (!params) return FIA_INVALID("params is NULL");
+    if (!plan) return FIA_INVALID("plan is NULL");
+    return FIA_STATUS_SUCCESS;
+}

@@ -47,6 +47,11 @@ static inline char *fia_thread_scratch(void *workspace, size_t per_thread, int32
 }
 
 /* Runs plan with a freshly allocated workspace and destroys it: the one-shot calls. */
+/* The checks every fia_<op>_plan entry point starts with: clears the thread's error, then
+ * refuses a NULL context, tensors, params or plan (INVALID_ARGUMENT naming it). */
+fia_status fia_plan_args(const fia_context *ctx, const void *tensors, const void *params,
+                         fia_plan **plan);
+
 fia_status fia_plan_run_once(fia_plan *plan);
 
 #endif /* FIA_CORE_PLAN_H */

@@ -30,11 +30,7 @@ fia_status fia_fused_infer_attention_score_plan(fia_context *ctx,
                                                 const fia_fused_infer_attention_score_tensors *t,
                                                 const fia_fused_infer_attention_score_params *prm,
                                                 fia_plan **plan, size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_fused_infer_attention_score_params prm_v;
     fia_fused_infer_attention_score_params_init(&prm_v);
     FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,

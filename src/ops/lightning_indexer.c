@@ -776,11 +776,7 @@ static void li_execute(fia_plan *plan, void *workspace) {
 static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors *t,
                           const fia_lightning_indexer_params *prm, fia_plan **plan,
                           size_t *workspace_bytes, bool quant) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_lightning_indexer_params prm_v;
     fia_lightning_indexer_params_init(&prm_v);
     FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,

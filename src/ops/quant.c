@@ -320,11 +320,7 @@ static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors 
 fia_status fia_dynamic_quant_plan(fia_context *ctx, const fia_dynamic_quant_tensors *t,
                                   const fia_dynamic_quant_params *prm, fia_plan **plan,
                                   size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_dynamic_quant_params v;
     fia_dynamic_quant_params_init(&v);
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_dynamic_quant_params_init"));

@@ -121,11 +121,7 @@ static fia_status rope_plan_common(fia_context *ctx, const fia_rotary_mul_tensor
 fia_status fia_rotary_mul_plan(fia_context *ctx, const fia_rotary_mul_tensors *t,
                                const fia_rotary_mul_params *prm, fia_plan **plan,
                                size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_rotary_mul_params v;
     fia_rotary_mul_params_init(&v);
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_rotary_mul_params_init"));
@@ -148,11 +144,7 @@ fia_status fia_rotary_mul(fia_context *ctx, const fia_rotary_mul_tensors *t,
 fia_status fia_interleave_rope_plan(fia_context *ctx, const fia_rotary_mul_tensors *t,
                                     const fia_interleave_rope_params *prm, fia_plan **plan,
                                     size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_interleave_rope_params v;
     fia_interleave_rope_params_init(&v);
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_interleave_rope_params_init"));

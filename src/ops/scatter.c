@@ -221,11 +221,7 @@ static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t
 fia_status fia_scatter_nd_update_plan(fia_context *ctx, const fia_scatter_nd_update_tensors *t,
                                       const fia_scatter_nd_update_params *prm, fia_plan **plan,
                                       size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_scatter_nd_update_params v;
     fia_scatter_nd_update_params_init(&v);
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_nd_update_params_init"));
@@ -368,11 +364,7 @@ static fia_status su_validate(su_plan *p, const fia_scatter_update_tensors *t, i
 fia_status fia_scatter_update_plan(fia_context *ctx, const fia_scatter_update_tensors *t,
                                    const fia_scatter_update_params *prm, fia_plan **plan,
                                    size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_scatter_update_params v;
     fia_scatter_update_params_init(&v);
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_update_params_init"));

@@ -558,11 +558,7 @@ fia_status fia_sparse_flash_attention_plan(fia_context *ctx,
                                            const fia_sparse_flash_attention_tensors *tensors,
                                            const fia_sparse_flash_attention_params *params,
                                            fia_plan **plan, size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!tensors) return FIA_INVALID("tensors is NULL");
-    if (!params) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, tensors, params, plan));
     fia_sparse_flash_attention_params prm;
     fia_sparse_flash_attention_params_init(&prm);
     FIA_TRY(fia_params_import(&prm, sizeof prm, params, sizeof prm,
@@ -587,11 +583,7 @@ fia_status fia_kv_quant_sparse_flash_attention_plan(
     fia_context *ctx, const fia_kv_quant_sparse_flash_attention_tensors *tensors,
     const fia_kv_quant_sparse_flash_attention_params *params, fia_plan **plan,
     size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!tensors) return FIA_INVALID("tensors is NULL");
-    if (!params) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, tensors, params, plan));
     fia_kv_quant_sparse_flash_attention_params prm;
     fia_kv_quant_sparse_flash_attention_params_init(&prm);
     FIA_TRY(fia_params_import(&prm, sizeof prm, params, sizeof prm,

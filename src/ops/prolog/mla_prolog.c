@@ -561,11 +561,7 @@ static fia_status pro_gemms(pro_plan *p) {
 fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
                                   const fia_mla_prolog_v3_params *prm, fia_plan **plan,
                                   size_t *workspace_bytes) {
-    fia_error_clear();
-    if (!ctx) return FIA_INVALID("context is NULL");
-    if (!t) return FIA_INVALID("tensors is NULL");
-    if (!prm) return FIA_INVALID("params is NULL");
-    if (!plan) return FIA_INVALID("plan is NULL");
+    FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_mla_prolog_v3_params prm_v;
     fia_mla_prolog_v3_params_init(&prm_v);
     FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
