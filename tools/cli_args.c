@@ -256,12 +256,7 @@ int cli_parse_args(const cli_op *op, int argc, char **argv, cli_args *a) {
                     cli_error("--out %s: ':bf16' needs a path before it", op->outputs[known]);
                     return -1;
                 }
-                char *copy = strndup(path, (size_t)(colon - path)); /* lives until exit */
-                if (copy == NULL) {
-                    cli_error("out of memory");
-                    return -1;
-                }
-                path = copy;
+                ((char *)colon)[0] = '\0'; /* the path ends there: value points into argv, which is writable */
                 bf16 = 1;
             }
             a->out_names[a->n_outs] = op->outputs[known];

@@ -267,8 +267,12 @@ static void run_quant(fia_context *ctx, fz *f) {
         if (!gi.oversize && gi.buf && gi.t.dtype == FIA_DTYPE_INT32 && gi.t.ndim == 1) {
             int64_t acc = 0; /* non-decreasing boundaries ending at rows (sometimes not) */
             for (int64_t e = 0; e < gi.t.shape[0]; e++) {
-                acc = e == gi.t.shape[0] - 1 ? rows : acc + rng(f, 0, rows - acc);
-                if (u8(f) % 32 == 0) acc = index_value(f, rows + 1) - 1;
+                const int64_t base = acc < 0 ? 0 : acc > rows ? rows : acc; /* after a wild one */
+                acc = e == gi.t.shape[0] - 1 ? rows : base + rng(f, 0, rows - base);
+                if (u8(f) % 32 == 0) { /* anything, out of range included (not INT64_MIN - 1) */
+                    const int64_t v = index_value(f, rows + 1);
+                    acc = v > INT64_MIN ? v - 1 : v;
+                }
                 set_int(&gi.t, e, acc);
             }
         }
