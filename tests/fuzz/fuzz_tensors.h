@@ -94,7 +94,12 @@ static void build(fz *f, ftensor *x, fia_dtype dt, int32_t nd, const int64_t *sh
         for (int32_t i = 0; i < nd; i++) shape[i] = u8(f) % 4 ? rng(f, 0, 40) : interesting(f, 600);
     } else if (g_corrupt && m % 64 == 1 && nd > 0) { /* one dim changed */
         const int32_t d = u8(f) % nd;
-        shape[d] = u8(f) % 2 ? shape[d] + rng(f, -1, 1) : interesting(f, 70);
+        if (u8(f) % 2) { /* one off, saturating at the int64 ends */
+            const int64_t dl = rng(f, -1, 1);
+            if (!((dl > 0 && shape[d] == INT64_MAX) || (dl < 0 && shape[d] == INT64_MIN))) shape[d] += dl;
+        } else {
+            shape[d] = interesting(f, 70);
+        }
     }
     int64_t s = 1;
     if (inner && nd > 0 && u8(f) % 8 == 0) s = rng(f, inner & INNER_ANY ? 0 : 1, 3);
