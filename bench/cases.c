@@ -15,10 +15,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "core/plan.h"
 #include "ref_fia.h"
 #include "ref_smallq.h"
+#include "tolerance.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -451,9 +450,9 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
     const bench_fia_case *p = I->p;
     const fia_copy *cp = &I->cp[0];
     const int64_t n1 = p->num_heads, n2 = p->num_key_value_heads, g = n1 / n2;
-    double atol, rtol;
-    cli_tolerance(p->dtype, &atol, &rtol);
-    cli_check chk = {0, 0, 0};
+    /* the dtype-wide row of ref/tolerance.h (as fia op --check applies) */
+    const fia_ref_tolerance *tol = fia_ref_tolerance_of("fused_infer_attention_score", NULL, p->dtype);
+    fia_ref_check chk = FIA_REF_CHECK_INIT;
 
     int64_t row_first[3] = {0, 0, 0}, row_count[3] = {p->q_len, 0, 0};
     int n_blocks = 1;
@@ -530,7 +529,7 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
                 bench_set_err(err, err_len, "check: the oracle cannot run this call");
                 return -1;
             }
-            cli_check_tensor(&out, want, atol, rtol, &chk);
+            fia_ref_check_tensor(&out, want, NULL, tol, &chk);
             free(want);
             if (gi == 0) rows_checked += sampled_rows ? row_count[bi] : p->q_len;
         }
@@ -703,12 +702,11 @@ static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
         bench_set_err(err, err_len, "check: the oracle cannot run this call");
         return -1;
     }
-    double atol, rtol;
-    cli_tolerance(FIA_DTYPE_FLOAT16, &atol, &rtol);
-    cli_check chk = {0, 0, 0};
+    const fia_ref_tolerance *tol = fia_ref_tolerance_of("smallq_flash_attention", "o", FIA_DTYPE_FLOAT16);
+    fia_ref_check chk = FIA_REF_CHECK_INIT;
     for (int64_t i = 0; i < count; i++) {
         const fia_tensor o = bench_sub_view(&cp->to, 0, heads[i], 1);
-        cli_check_tensor(&o, want + i * per_head, atol, rtol, &chk);
+        fia_ref_check_tensor(&o, want + i * per_head, NULL, tol, &chk);
     }
     free(want);
     r->passed = chk.failures == 0;

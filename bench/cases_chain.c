@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "case.h"
 #include "cases.h"
-#include "ref_chain.h"
 
 enum { CH_RMS, CH_ADD_RMS, CH_ROPE, CH_QUANT, CH_SCATTER };
 
@@ -216,57 +216,57 @@ static fia_status ch_execute(void *inst, int copy) {
     return fia_plan_execute(I->cp[copy].plan, I->ws, I->ws_bytes);
 }
 
-/* Rows 0, T/2 and T-1 of copy 0 against the oracle (the scatter: the written row). */
+/* Rows 0, T/2 and T-1 of copy 0 against the oracle through the operator's case description
+ * (ref/case.h) on row views, at the tolerance table's rows (the scatter: the written row). */
 static int ch_check(void *inst, bench_check *r, char *err, size_t err_len) {
     ch_instance *I = inst;
     const bench_chain_case *p = I->p;
-    const ch_copy *cp = &I->cp[0];
-    const int64_t H = p->H, rows[3] = {0, p->T / 2, p->T - 1};
-    double *w = malloc((size_t)H * 3 * sizeof *w), *w2 = w ? w + H : NULL, *w3 = w ? w + 2 * H : NULL;
-    if (!w) {
-        bench_set_err(err, err_len, "check: out of memory");
-        return -1;
-    }
+    ch_copy *cp = &I->cp[0];
+    const int64_t rows[3] = {0, p->T / 2, p->T - 1};
     int64_t bad = 0;
     double worst = 0;
     for (int i = 0; i < 3 && p->kind != CH_SCATTER; i++) {
-        const fia_tensor xa = bench_sub_view(&cp->ta, 0, rows[i], 1);
-        fia_tensor got;
-        double rstd = 0;
-        if (p->kind == CH_RMS || p->kind == CH_ADD_RMS) {
-            const fia_tensor xb = bench_sub_view(&cp->tb, 0, rows[i], 1);
-            fia_ref_rms_norm(&xa, p->kind == CH_ADD_RMS ? &xb : NULL, &I->tg, 1e-6, w, &rstd, w2);
-            got = bench_sub_view(&cp->tc, 0, rows[i], 1);
+        fia_tensor xa = bench_sub_view(&cp->ta, 0, rows[i], 1), xb = bench_sub_view(&cp->tb, 0, rows[i], 1);
+        fia_tensor xc = bench_sub_view(&cp->tc, 0, rows[i], 1), xd = bench_sub_view(&cp->td, 0, rows[i], 1);
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        const char *op = ch_name(p->kind);
+        if (p->kind == CH_RMS) {
+            const fia_rms_norm_tensors t = {&xa, &I->tg, &xc, NULL};
+            c.t.rms_norm = t;
+            fia_rms_norm_params_init(&c.p.rms_norm);
+        } else if (p->kind == CH_ADD_RMS) {
+            const fia_add_rms_norm_tensors t = {&xa, &xb, &I->tg, &xc, NULL, NULL};
+            c.t.add_rms_norm = t;
+            fia_rms_norm_params_init(&c.p.rms_norm);
         } else if (p->kind == CH_ROPE) {
-            const fia_tensor c1 = bench_sub_view(&cp->tb, 0, rows[i], 1), s1 = bench_sub_view(&cp->tc, 0, rows[i], 1);
-            fia_ref_rope(&xa, &c1, &s1, 0, w);
-            got = bench_sub_view(&cp->td, 0, rows[i], 1);
+            const fia_rotary_mul_tensors t = {&xa, &xb, &xc, &xd};
+            c.t.rope = t;
+            fia_rotary_mul_params_init(&c.p.rotary_mul);
         } else {
-            double sc;
-            fia_ref_dynamic_quant(&xa, NULL, NULL, 0, 127.0, w, w3, &sc);
-            got = bench_sub_view(&cp->tb, 0, rows[i], 1);
+            const int64_t one[1] = {1};
+            fia_tensor sc;
+            fia_tensor_init(&sc, (float *)cp->c + rows[i], FIA_DTYPE_FLOAT32, 1, one, NULL);
+            xc = sc;
+            const fia_dynamic_quant_tensors t = {&xa, NULL, NULL, &xb, &xc};
+            c.t.dynamic_quant = t;
+            fia_dynamic_quant_params_init(&c.p.dynamic_quant);
         }
-        for (int64_t j = 0; j < H; j++) {
-            int64_t off = 0, q = j;
-            for (int32_t d = got.ndim - 1; d >= 0; d--) off += (q % got.shape[d]) * got.strides[d], q /= got.shape[d];
-            double g;
-            if (got.dtype == FIA_DTYPE_INT8) g = ((const int8_t *)got.data)[off];
-            else {
-                uint16_t h;
-                memcpy(&h, (const char *)got.data + off * 2, 2);
-                g = fia_bf16_to_f32(h);
-            }
-            const double e = fabs(g - w[j]);
-            if (e > worst) worst = e;
-            if (got.dtype == FIA_DTYPE_INT8) bad += !(e == 0 || (e == 1 && fabs(w3[j] - floor(w3[j]) - 0.5) < 2e-3));
-            else bad += !(e <= 1e-3 + 5e-3 * fabs(w[j]));
+        fia_case_bind(&c, op);
+        if (fia_case_oracle(&c) != 0) {
+            fia_case_free(&c);
+            bench_set_err(err, err_len, "check: out of memory");
+            return -1;
         }
+        fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+        bad += fia_case_check(&c, 0, each);
+        if (each[0].max_abs_err > worst) worst = each[0].max_abs_err; /* the main output's */
+        fia_case_free(&c);
     }
     if (p->kind == CH_SCATTER) {
         const int64_t slot = cp->slot[0];
-        bad = memcmp((const char *)cp->a + slot * H * 2, cp->b, (size_t)H * 2) != 0;
+        bad = memcmp((const char *)cp->a + slot * p->H * 2, cp->b, (size_t)p->H * 2) != 0;
     }
-    free(w);
     r->passed = bad == 0;
     r->max_abs_err = worst;
     snprintf(r->detail, sizeof r->detail, "%s", p->kind == CH_SCATTER ? "the written row" : "3 rows");

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
 #include "ref_mla.h"
+#include "tolerance.h"
 
 enum { MLA_DN = 512, MLA_DR = 64 };
 
@@ -251,8 +251,10 @@ static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
     const bench_mla_case *p = I->p;
     mla_copy *cp = &I->cp[0];
     const int quant = p->dtype == FIA_DTYPE_INT8;
-    const double atol = quant ? 2e-2 : 1e-3, rtol = quant ? 2e-2 : 5e-3;
-    cli_check chk = {0, 0, 0};
+    const fia_ref_tolerance *tol = fia_ref_tolerance_of(
+        quant ? "fused_infer_attention_score/mla_int8" : "fused_infer_attention_score/mla", "attention_out",
+        FIA_DTYPE_BFLOAT16);
+    fia_ref_check chk = FIA_REF_CHECK_INIT;
     const int64_t first[2] = {0, p->num_heads - 2};
     for (int part = 0; part < 2; part++) {
         fia_fused_infer_attention_score_tensors t = mla_tensors_of(I, 0);
@@ -272,7 +274,7 @@ static int mla_check(void *inst, bench_check *r, char *err, size_t err_len) {
             bench_set_err(err, err_len, "check: the oracle cannot run this call");
             return -1;
         }
-        cli_check_tensor(&o, want, atol, rtol, &chk);
+        fia_ref_check_tensor(&o, want, NULL, tol, &chk);
         free(want);
     }
     r->passed = chk.failures == 0;

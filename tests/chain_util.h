@@ -1,8 +1,9 @@
 /*
  * chain_util.h - what the tests of the chain operators (test_norm, test_rope, test_quant,
  * test_cache) share: one context per ISA the CPU has (3 threads) plus a 1-thread context of the
- * best ISA for the determinism checks, and the element comparison against an oracle array at
- * the issue's tolerance (atol 1e-3 + rtol 5e-3 for fp16 / bf16, 1e-5 + 1e-5 for fp32).
+ * best ISA for the determinism checks, and the element comparison against an oracle array under
+ * a row of ref/tolerance.h (by default the dtype's: atol 1e-3 + rtol 5e-3 for fp16 / bf16,
+ * 1e-5 + 1e-5 for fp32).
  */
 #ifndef FIA_TESTS_CHAIN_UTIL_H
 #define FIA_TESTS_CHAIN_UTIL_H
@@ -10,6 +11,7 @@
 #include <math.h>
 
 #include "kernel_variants.h"
+#include "ref/tolerance.h"
 #include "test_util.h"
 
 static fia_context *g_ctx[4];
@@ -63,12 +65,9 @@ static inline void cu_fill(void *p, fia_dtype dt, int64_t n, tu_rng *r, double l
     }
 }
 
-static inline double tol_of(fia_dtype dt, double want) {
-    return dt == FIA_DTYPE_FLOAT32 ? 1e-5 + 1e-5 * fabs(want) : 1e-3 + 5e-3 * fabs(want);
-}
-
-/* Compares every element of got with want; returns the number of mismatches. */
-static inline int64_t cmp(const fia_tensor *got, const double *want, fia_dtype tol_dt) {
+/* Compares every element of got with want under the table row tol; returns the number of
+ * mismatches (the first three printed). */
+static inline int64_t cmp_row(const fia_tensor *got, const double *want, const fia_ref_tolerance *tol) {
     const int64_t n = tu_numel(got);
     int64_t bad = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -80,12 +79,17 @@ static inline int64_t cmp(const fia_tensor *got, const double *want, fia_dtype t
         const char *p = (const char *)got->data + off * (int64_t)fia_dtype_size(got->dtype);
         if (got->dtype == FIA_DTYPE_FLOAT32) { float f; memcpy(&f, p, 4); g = f; }
         else { uint16_t h; memcpy(&h, p, 2); g = got->dtype == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(h) : fia_bf16_to_f32(h); }
-        if (!(fabs(g - want[i]) <= tol_of(tol_dt, want[i]))) {
+        if (!fia_ref_tolerance_pass(tol, g, want[i], 0.0, NULL)) {
             if (bad < 3) fprintf(stderr, "  elem %lld: got %.6g want %.6g\n", (long long)i, g, want[i]);
             bad++;
         }
     }
     return bad;
+}
+
+/* The same under the default row of dtype tol_dt (an output of op whose only row is its dtype's). */
+static inline int64_t cmp(const fia_tensor *got, const double *want, fia_dtype tol_dt) {
+    return cmp_row(got, want, fia_ref_tolerance_of(NULL, NULL, tol_dt));
 }
 
 /* Closes the contexts of open_contexts. */

@@ -37,12 +37,14 @@
 #include "ref/ref_fia.h"
 #include "test_util.h"
 
-#define FP32_ATOL 1e-6
-#define FP32_RTOL 1e-5
-#define HALF_ATOL 1e-3
-#define HALF_RTOL 5e-3
-#define LSE_ATOL 1e-5
-#define LSE_RTOL 1e-5
+/* the rows of ref/tolerance.h */
+#define FIA_TOL_(out, dt) fia_ref_tolerance_of("fused_infer_attention_score", out, dt)
+#define FP32_ATOL (FIA_TOL_("attention_out", FIA_DTYPE_FLOAT32)->atol)
+#define FP32_RTOL (FIA_TOL_("attention_out", FIA_DTYPE_FLOAT32)->rtol)
+#define HALF_ATOL (FIA_TOL_("attention_out", FIA_DTYPE_FLOAT16)->atol)
+#define HALF_RTOL (FIA_TOL_("attention_out", FIA_DTYPE_FLOAT16)->rtol)
+#define LSE_ATOL (FIA_TOL_("softmax_lse", FIA_DTYPE_FLOAT32)->atol)
+#define LSE_RTOL (FIA_TOL_("softmax_lse", FIA_DTYPE_FLOAT32)->rtol)
 
 #define MAXB 16
 

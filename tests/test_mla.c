@@ -248,8 +248,10 @@ static void run_case(const mcase *c, tu_rng *r) {
     double *wl = c->lse ? malloc((size_t)tu_numel(&m.lse.t) * sizeof *wl) : NULL;
     if (!tu_check(want && fia_ref_mla(&m.t, &m.prm, want, wl) == 0, "oracle: %s", d)) goto done;
     const int quant = c->kdt == FIA_DTYPE_INT8;
-    double atol = quant ? 2e-2 : c->odt == FIA_DTYPE_FLOAT32 ? 1e-5 : 1e-3;
-    double rtol = quant ? 2e-2 : c->odt == FIA_DTYPE_FLOAT32 ? 1e-5 : 5e-3;
+    const char *tol_op = quant ? "fused_infer_attention_score/mla_int8" : "fused_infer_attention_score/mla";
+    const fia_ref_tolerance *ot = fia_ref_tolerance_of(tol_op, "attention_out", c->odt);
+    const fia_ref_tolerance *lt = fia_ref_tolerance_of(tol_op, "softmax_lse", FIA_DTYPE_FLOAT32);
+    double atol = ot->atol, rtol = ot->rtol;
     if (c->tol > 0) atol = rtol = c->tol;
     for (int i = 0; i < g_nctx; i++) {
         memset(m.o.buf, 0xEE, m.o.bytes);
@@ -265,7 +267,7 @@ static void run_case(const mcase *c, tu_rng *r) {
             if (err > g_worst[quant]) g_worst[quant] = err;
         }
         if (c->lse)
-            tu_check(fia_ref_compare("softmax_lse", &m.lse.t, wl, 1e-4, 1e-4) == 0,
+            tu_check(fia_ref_compare("softmax_lse", &m.lse.t, wl, lt->atol, lt->rtol) == 0,
                      "%s: lse: %s", fia_isa_name(g_isa[i]), d);
     }
 done:

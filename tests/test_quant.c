@@ -5,7 +5,8 @@
  * all-zero rows, determinism across thread counts, and the errors (nothing written), including
  * a bad group_index detected at execute time.
  * int8 outputs must equal the oracle's rounded quotient exactly, except +-1 where the quotient is
- * within 2e-3 of a tie (fp32 vs double); scales within rtol 1e-5.
+ * within 2e-3 of a tie (fp32 vs double); scales within rtol 1e-5 (atol 1e-30): the rows of
+ * ref/tolerance.h.
  */
 #include "chain_util.h"
 #include "kernels/chain_kernels.h"
@@ -35,10 +36,9 @@ static int check_q(const fia_tensor *y, const double *q, const double *quot, int
     for (int64_t i = 0; i < n; i++) {
         const int8_t g = ((const int8_t *)y->data)[tu_offset(y, i)];
         double w = q[i] < -128 ? -128 : q[i] > 127 ? 127 : q[i];
-        if (g == w) continue;
-        const double fr = quot[i] - floor(quot[i]);
-        if (fabs(g - w) == 1 && fabs(fr - 0.5) < 2e-3) {
-            (*ties)++;
+        int tie;
+        if (fia_ref_tolerance_pass(fia_ref_tolerance_of("dynamic_quant", "y", FIA_DTYPE_INT8), g, w, quot[i], &tie)) {
+            *ties += tie;
             continue;
         }
         if (bad++ < 3) fprintf(stderr, "  y[%lld] = %d, oracle %g (quotient %.6f)\n", (long long)i, g, w, quot[i]);
@@ -50,7 +50,7 @@ static int check_scale(const fia_tensor *s, const double *want, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float g;
         memcpy(&g, (const char *)s->data + tu_offset(s, i) * 4, 4);
-        if (!(fabs(g - want[i]) <= 1e-5 * fabs(want[i]) + 1e-30)) {
+        if (!fia_ref_tolerance_pass(fia_ref_tolerance_of("dynamic_quant", "scale", FIA_DTYPE_FLOAT32), g, want[i], 0.0, NULL)) {
             fprintf(stderr, "  scale[%lld] = %.8g, oracle %.8g\n", (long long)i, g, want[i]);
             return 0;
         }

@@ -43,10 +43,12 @@
 
 #include "fia.h"
 #include "ref/ref_smallq.h"
+#include "ref/tolerance.h"
 #include "test_util.h"
 
-#define ATOL 1e-3
-#define RTOL 5e-3
+/* the row of ref/tolerance.h */
+#define ATOL (fia_ref_tolerance_of("smallq_flash_attention", "o", FIA_DTYPE_FLOAT16)->atol)
+#define RTOL (fia_ref_tolerance_of("smallq_flash_attention", "o", FIA_DTYPE_FLOAT16)->rtol)
 
 /* Sanitizer builds spend less oracle work per case (same cases, fewer sampled heads). */
 #if defined(__SANITIZE_ADDRESS__)

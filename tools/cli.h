@@ -116,17 +116,18 @@ int cli_out_bf16(const cli_args *a, const char *name);
 /* Checks against the oracle                                                                */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The tolerance of an output of the given dtype: atol 1e-3, rtol 5e-3 (float32: 1e-5, 1e-5). */
+/* The default row of ref/tolerance.h for an output of the given dtype: atol 1e-3, rtol 5e-3
+ * (float32: 1e-5, 1e-5). */
 void cli_tolerance(fia_dtype dtype, double *atol, double *rtol);
 
 typedef struct cli_check {
     double max_abs_err;  /* over elements where both are finite */
-    int64_t failures;    /* elements outside atol + rtol * |want| (fia_ref_compare's rule) */
+    int64_t failures;    /* elements outside atol + rtol * |want| (tolerance.h's rule) */
     int64_t elements;
 } cli_check;
 
 /* Compares got (read through its strides) with the compact double array want and accumulates
- * into *c. */
+ * into *c (fia_ref_check_close of tolerance.h). */
 void cli_check_tensor(const fia_tensor *got, const double *want, double atol, double rtol,
                       cli_check *c);
 

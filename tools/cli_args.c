@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "ref_util.h"
+#include "tolerance.h"
 
 void cli_error(const char *fmt, ...) {
     char msg[1024];
@@ -328,28 +328,16 @@ const char *cli_out_path(const cli_args *a, const char *name) {
 /* ---------------------------------------------------------------------------------------- */
 
 void cli_tolerance(fia_dtype dtype, double *atol, double *rtol) {
-    if (dtype == FIA_DTYPE_FLOAT32) {
-        *atol = 1e-5;
-        *rtol = 1e-5;
-    } else {
-        *atol = 1e-3;
-        *rtol = 5e-3;
-    }
+    const fia_ref_tolerance *t = fia_ref_tolerance_of(NULL, NULL, dtype); /* the default row */
+    *atol = t->atol;
+    *rtol = t->rtol;
 }
 
 void cli_check_tensor(const fia_tensor *got, const double *want, double atol, double rtol,
                       cli_check *c) {
-    const int64_t n = fia_tensor_numel(got);
-    for (int64_t i = 0; i < n; i++) {
-        const double g = fia_ref_load(got, i);
-        const double w = want[i];
-        c->elements++;
-        if (isinf(w) || isinf(g) || isnan(w) || isnan(g)) {
-            if (!(isinf(w) && isinf(g) && (w > 0) == (g > 0))) c->failures++;
-            continue;
-        }
-        const double err = fabs(g - w);
-        if (err > c->max_abs_err) c->max_abs_err = err;
-        if (!(err <= atol + rtol * fabs(w))) c->failures++;
-    }
+    fia_ref_check r = FIA_REF_CHECK_INIT;
+    fia_ref_check_close(got, want, atol, rtol, &r);
+    c->elements += r.elements;
+    c->failures += r.failures;
+    if (r.max_abs_err > c->max_abs_err) c->max_abs_err = r.max_abs_err;
 }

@@ -5,16 +5,17 @@
  * The in-place operators update the loaded target and write it back under its own name
  * (--out input=PATH, --out data=PATH, --out selection_kv_cache=PATH, ...).
  *
- * --check compares with the double-precision oracles (tests/ref/ref_chain.c): float outputs at
- * atol 1e-3 + rtol 5e-3 (fp32 1e-5), dynamic_quant's int8 exactly but for +-1 at rounding ties,
- * the in-place targets exactly.
+ * --check runs the operator's case description (ref/case.h: the double-precision oracles of
+ * ref/ref_chain.c) and compares at the op-wide rows of ref/tolerance.h: float outputs at atol
+ * 1e-3 + rtol 5e-3 (fp32 1e-5) by the main input's dtype, dynamic_quant's int8 exactly but for
+ * +-1 at rounding ties, the in-place targets exactly.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "case.h"
 #include "cli.h"
-#include "ref_chain.h"
 
 /* ---- shared -------------------------------------------------------------------------------- */
 
@@ -50,7 +51,6 @@ static void free_all(cli_tensor *in, int n, cli_output *outs, int nout) {
     for (int i = 0; i < nout; i++) free(outs[i].data);
 }
 
-static int64_t numel(const fia_tensor *t) { return fia_tensor_numel(t); }
 
 /* A view of a loaded (in-place) tensor as an output to write back. */
 static cli_output inplace_out(const char *name, const cli_tensor *t) {
@@ -62,37 +62,34 @@ static cli_output inplace_out(const char *name, const cli_tensor *t) {
     return o;
 }
 
-/* Compares a tensor with an oracle array exactly; prints the check line. Returns 1 on failure. */
-static int check_exact(const char *name, const fia_tensor *t, const double *want) {
-    cli_check c = {0, 0, 0};
-    cli_check_tensor(t, want, 0.0, 0.0, &c);
-    cli_print_check(name, &c, 0.0, 0.0);
-    return c.failures != 0;
-}
-
-static double *snapshot(const fia_tensor *t) {
-    const int64_t n = numel(t);
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (!d) return NULL;
-    /* the oracle reader: logical order through the strides */
-    for (int64_t i = 0; i < n; i++) {
-        int64_t off = 0, r = i;
-        for (int32_t k = t->ndim - 1; k >= 0; k--) {
-            off += (r % t->shape[k]) * t->strides[k];
-            r /= t->shape[k];
-        }
-        const char *p = (const char *)t->data + off * (int64_t)fia_dtype_size(t->dtype);
-        switch (t->dtype) {
-        case FIA_DTYPE_FLOAT32: { float f; memcpy(&f, p, 4); d[i] = f; break; }
-        case FIA_DTYPE_FLOAT16: { uint16_t h; memcpy(&h, p, 2); d[i] = fia_f16_to_f32(h); break; }
-        case FIA_DTYPE_BFLOAT16: { uint16_t h; memcpy(&h, p, 2); d[i] = fia_bf16_to_f32(h); break; }
-        case FIA_DTYPE_INT8: d[i] = *(const int8_t *)p; break;
-        case FIA_DTYPE_INT32: { int32_t v; memcpy(&v, p, 4); d[i] = v; break; }
-        case FIA_DTYPE_INT64: { int64_t v; memcpy(&v, p, 8); d[i] = (double)v; break; }
-        default: d[i] = *(const uint8_t *)p; break;
-        }
+/* --check through the operator's case description: binds c (c->t / c->p set by the caller, the
+ * in-place targets snapshotted by fia_case_prepare before the call), runs the oracle and prints
+ * one line per output at the op-wide tolerance, then the verdict. Returns 1 on failure. */
+static int check_case(fia_case *c) {
+    const int r = fia_case_oracle(c);
+    if (r < 0) {
+        cli_error("check: out of memory");
+        return 1;
     }
-    return d;
+    int failed = r != 0; /* the contract refuses the call the library ran */
+    fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+    if (!failed) fia_case_check(c, 1, each);
+    for (int i = 0; i < c->n_out && !failed; i++) {
+        if (!c->out[i].got) continue;
+        const fia_ref_tolerance *tol = fia_case_tolerance(c, i, 1);
+        const fia_ref_check *k = &each[i];
+        if (tol->rule == FIA_REF_TOL_INT_TIES) {
+            printf("check %s: %lld of %lld differ from the oracle (%lld +-1 at rounding ties), %s\n",
+                   c->out[i].name, (long long)k->failures, (long long)k->elements, (long long)k->ties,
+                   k->failures ? "FAIL" : "pass");
+        } else {
+            const cli_check cc = {k->max_abs_err, k->failures, k->elements};
+            cli_print_check(c->out[i].name, &cc, tol->atol, tol->rtol);
+        }
+        failed |= k->failures > 0;
+    }
+    printf("check: %s\n", failed ? "FAIL" : "pass");
+    return failed;
 }
 
 /* ---- rms_norm / add_rms_norm ---------------------------------------------------------------- */
@@ -118,7 +115,6 @@ static int run_norm(const cli_args *a, int add) {
     cli_output outs[3];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
-    double *w[3] = {NULL, NULL, NULL};
     if (load_all(a, add ? names : names1, in, 3) != 0) goto done;
     if (!in[0].present || !in[2].present) goto done;
     const fia_tensor *x = &in[0].t;
@@ -142,22 +138,17 @@ static int run_norm(const cli_args *a, int add) {
     rc = cli_run_op(a, add ? "add_rms_norm" : "rms_norm", chain_plan_fn, &call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
     if (a->check) {
-        const int64_t n = numel(x), rows = numel(&outs[1].t);
-        for (int i = 0; i < 3; i++) w[i] = malloc((size_t)(i == 1 ? rows : n) * sizeof(double) + 8);
-        if (!w[0] || !w[1] || !w[2]) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        fia_ref_rms_norm(x, add ? &in[1].t : NULL, &in[2].t, p.epsilon, w[0], w[1], w[2]);
-        double atol, rtol;
-        cli_tolerance(x->dtype, &atol, &rtol);
-        const double *want[3] = {w[0], w[1], w[2]};
-        if (cli_check_outputs(outs, want, add ? 3 : 2, atol, rtol)) rc = CLI_EXIT_FAIL;
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        if (add) c.t.add_rms_norm = t2;
+        else c.t.rms_norm = t1;
+        c.p.rms_norm = p;
+        fia_case_bind(&c, add ? "add_rms_norm" : "rms_norm");
+        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        fia_case_free(&c);
     }
     if (cli_write_outputs(a, outs, add ? 3 : 2) != 0) rc = CLI_EXIT_USAGE;
 done:
-    for (int i = 0; i < 3; i++) free(w[i]);
     free_all(in, 3, outs, 3);
     return rc;
 }
@@ -185,7 +176,6 @@ static int run_rope_common(const cli_args *a, int inter) {
     cli_output out;
     memset(in, 0, sizeof in), memset(&out, 0, sizeof out);
     int rc = CLI_EXIT_USAGE;
-    double *w = NULL;
     fia_rotary_mul_params p;
     fia_rotary_mul_params_init(&p);
     fia_interleave_rope_params ip;
@@ -203,21 +193,17 @@ static int run_rope_common(const cli_args *a, int inter) {
     rc = cli_run_op(a, inter ? "interleave_rope" : "rotary_mul", chain_plan_fn, &call, &out);
     if (rc != CLI_EXIT_OK) goto done;
     if (a->check) {
-        w = malloc((size_t)numel(&in[0].t) * sizeof *w + 8);
-        if (!w) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        fia_ref_rope(&in[0].t, &in[1].t, &in[2].t, inter ? 2 : (int)p.rotary_mode, w);
-        double atol, rtol;
-        cli_tolerance(in[0].t.dtype, &atol, &rtol);
-        const double *want[1] = {w};
-        if (cli_check_outputs(&out, want, 1, atol, rtol)) rc = CLI_EXIT_FAIL;
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.rope = t;
+        if (inter) c.p.interleave_rope = ip;
+        else c.p.rotary_mul = p;
+        fia_case_bind(&c, inter ? "interleave_rope" : "rotary_mul");
+        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        fia_case_free(&c);
     }
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
-    free(w);
     free_all(in, 3, &out, 1);
     return rc;
 }
@@ -241,7 +227,6 @@ static int run_quant(const cli_args *a) {
     cli_output outs[2];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
-    double *q = NULL, *quot = NULL, *sc = NULL;
     fia_dynamic_quant_params p;
     fia_dynamic_quant_params_init(&p);
     const char *mode = cli_arg(a, "quant_mode");
@@ -279,34 +264,16 @@ static int run_quant(const cli_args *a) {
     rc = cli_run_op(a, "dynamic_quant", chain_plan_fn, &call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
     if (a->check) {
-        const int64_t n = numel(x), ns = numel(&outs[1].t);
-        q = malloc((size_t)n * 8 + 8), quot = malloc((size_t)n * 8 + 8), sc = malloc((size_t)ns * 8 + 8);
-        if (!q || !quot || !sc) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        fia_ref_dynamic_quant(x, t.smooth_scales, t.group_index, (int)p.quant_mode,
-                              p.dst_type_max > 0 ? p.dst_type_max : 127.0, q, quot, sc);
-        int64_t bad = 0, ties = 0;
-        const int8_t *y = outs[0].data;
-        for (int64_t i = 0; i < n; i++) {
-            const double wq = q[i] < -128 ? -128 : q[i] > 127 ? 127 : q[i];
-            if (y[i] == wq) continue;
-            if (fabs(y[i] - wq) == 1 && fabs(quot[i] - floor(quot[i]) - 0.5) < 2e-3) ties++;
-            else bad++;
-        }
-        printf("check y: %lld of %lld differ from the oracle (%lld +-1 at rounding ties), %s\n",
-               (long long)bad, (long long)n, (long long)ties, bad ? "FAIL" : "pass");
-        cli_check c = {0, 0, 0};
-        cli_check_tensor(&outs[1].t, sc, 0.0, 1e-5, &c);
-        cli_print_check("scale", &c, 0.0, 1e-5);
-        printf("check: %s\n", bad || c.failures ? "FAIL" : "pass");
-        if (bad || c.failures) rc = CLI_EXIT_FAIL;
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.dynamic_quant = t;
+        c.p.dynamic_quant = p;
+        fia_case_bind(&c, "dynamic_quant");
+        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        fia_case_free(&c);
     }
     if (cli_write_outputs(a, outs, 2) != 0) rc = CLI_EXIT_USAGE;
 done:
-    free(q), free(quot), free(sc);
     free_all(in, 3, outs, 2);
     return rc;
 }
@@ -334,7 +301,8 @@ static int run_scatter_common(const cli_args *a, int nd) {
     cli_tensor in[3];
     memset(in, 0, sizeof in);
     int rc = CLI_EXIT_USAGE;
-    double *want = NULL;
+    fia_case c;
+    memset(&c, 0, sizeof c);
     fia_scatter_update_params sp;
     fia_scatter_update_params_init(&sp);
     sp.axis = cli_arg_int(a, "axis", sp.axis);
@@ -346,31 +314,26 @@ static int run_scatter_common(const cli_args *a, int nd) {
         goto done;
     }
     if (load_all(a, nd ? snd_names : su_names, in, 3) != 0) goto done;
-    if (a->check) {
-        want = snapshot(&in[0].t);
-        if (!want) {
+    fia_scatter_update_tensors ts = {&in[0].t, &in[1].t, &in[2].t};
+    fia_scatter_nd_update_tensors tn = {&in[0].t, &in[1].t, &in[2].t};
+    if (a->check) { /* the target as loaded: snapshotted before the call */
+        if (nd) c.t.scatter_nd_update = tn, c.p.scatter_nd_update = np;
+        else c.t.scatter_update = ts, c.p.scatter_update = sp;
+        fia_case_bind(&c, nd ? "scatter_nd_update" : "scatter_update");
+        if (fia_case_prepare(&c) != 0) {
             cli_error("check: out of memory");
             goto done;
         }
     }
-    fia_scatter_update_tensors ts = {&in[0].t, &in[1].t, &in[2].t};
-    fia_scatter_nd_update_tensors tn = {&in[0].t, &in[1].t, &in[2].t};
     const chain_call call = {nd ? OP_SND : OP_SU, nd ? (const void *)&tn : (const void *)&ts,
                              nd ? (const void *)&np : (const void *)&sp};
     const cli_output out = inplace_out(nd ? "input" : "data", &in[0]);
     rc = cli_run_op(a, nd ? "scatter_nd_update" : "scatter_update", chain_plan_fn, &call, &out);
     if (rc != CLI_EXIT_OK) goto done;
-    if (a->check) {
-        const int mode = np.cache_mode == FIA_LAYOUT_PA_BSND ? 1 : np.cache_mode == FIA_LAYOUT_PA_NZ ? 2 : 0;
-        const int r = nd ? fia_ref_scatter_nd_update(&in[0].t, want, &in[1].t, &in[2].t, mode)
-                         : fia_ref_scatter_update(&in[0].t, want, &in[1].t, &in[2].t, sp.axis);
-        const int bad = r != 0 || check_exact(out.name, &in[0].t, want);
-        printf("check: %s\n", bad ? "FAIL" : "pass");
-        if (bad) rc = CLI_EXIT_FAIL;
-    }
+    if (a->check && check_case(&c)) rc = CLI_EXIT_FAIL;
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
-    free(want);
+    fia_case_free(&c);
     free_all(in, 3, NULL, 0);
     return rc;
 }
@@ -405,8 +368,8 @@ static int run_gs(const cli_args *a) {
     cli_output outs[4];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
-    double *wkv = NULL, *wr = NULL, *wst = NULL, *wo = NULL;
-    int64_t *wout = NULL;
+    fia_case c;
+    memset(&c, 0, sizeof c);
     fia_gather_selection_kv_cache_params p;
     fia_gather_selection_kv_cache_params_init(&p);
     p.selection_topk_block_size = cli_arg_int(a, "selection_topk_block_size", p.selection_topk_block_size);
@@ -418,19 +381,18 @@ static int run_gs(const cli_args *a) {
     const int64_t rows = in[ST].t.ndim == 2 ? in[ST].t.shape[0] : 0;
     const int64_t rs[1] = {rows};
     if (cli_alloc_output(&outs[0], "selection_kv_actual_seq", FIA_DTYPE_INT32, 1, rs) != 0) goto done;
-    if (a->check) {
-        wkv = snapshot(&in[SKV].t), wst = snapshot(&in[SS].t);
-        wr = rope ? snapshot(&in[SR].t) : NULL;
-        wout = calloc((size_t)(rows > 0 ? rows : 1), sizeof *wout);
-        wo = calloc((size_t)(rows > 0 ? rows : 1), sizeof *wo);
-        if (!wkv || !wst || (rope && !wr) || !wout || !wo) {
+    fia_gather_selection_kv_cache_tensors t = {
+        rope ? &in[SR].t : NULL, &in[SKV].t, &in[ST].t, &in[SS].t, &in[TK].t,
+        rope ? &in[FR].t : NULL, &in[FKV].t, &in[FT].t, &in[KVL].t, &in[QL].t, &outs[0].t};
+    if (a->check) { /* the caches as loaded: snapshotted before the call */
+        c.t.gather_selection = t;
+        c.p.gather_selection = p;
+        fia_case_bind(&c, "gather_selection_kv_cache");
+        if (fia_case_prepare(&c) != 0) {
             cli_error("check: out of memory");
             goto done;
         }
     }
-    fia_gather_selection_kv_cache_tensors t = {
-        rope ? &in[SR].t : NULL, &in[SKV].t, &in[ST].t, &in[SS].t, &in[TK].t,
-        rope ? &in[FR].t : NULL, &in[FKV].t, &in[FT].t, &in[KVL].t, &in[QL].t, &outs[0].t};
     const chain_call call = {OP_GS, &t, &p};
     rc = cli_run_op(a, "gather_selection_kv_cache", chain_plan_fn, &call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
@@ -438,23 +400,11 @@ static int run_gs(const cli_args *a) {
     outs[2] = inplace_out("selection_kv_block_status", &in[SS]);
     int nout = 3;
     if (rope) outs[nout++] = inplace_out("selection_k_rope", &in[SR]);
-    if (a->check) {
-        /* the oracle runs on the inputs as loaded: the caches were snapshotted before the call */
-        fia_ref_gather_selection(&in[SKV].t, wkv, rope ? &in[SR].t : NULL, wr, &in[ST].t, wst,
-                                 &in[TK].t, rope ? &in[FR].t : NULL, &in[FKV].t, &in[FT].t,
-                                 &in[KVL].t, &in[QL].t, p.selection_topk_block_size, wout);
-        for (int64_t r = 0; r < rows; r++) wo[r] = (double)wout[r];
-        int bad = check_exact("selection_kv_actual_seq", &outs[0].t, wo);
-        bad |= check_exact("selection_kv_cache", &in[SKV].t, wkv);
-        bad |= check_exact("selection_kv_block_status", &in[SS].t, wst);
-        if (rope) bad |= check_exact("selection_k_rope", &in[SR].t, wr);
-        printf("check: %s\n", bad ? "FAIL" : "pass");
-        if (bad) rc = CLI_EXIT_FAIL;
-    }
+    if (a->check && check_case(&c)) rc = CLI_EXIT_FAIL;
     if (cli_write_outputs(a, outs, nout) != 0) rc = CLI_EXIT_USAGE;
     outs[1].data = outs[2].data = outs[3].data = NULL; /* views of inputs */
 done:
-    free(wkv), free(wr), free(wst), free(wo), free(wout);
+    fia_case_free(&c);
     free_all(in, N, outs, 1);
     return rc;
 }

@@ -6,6 +6,7 @@
  */
 #include "ref_fia.h"
 #include "ref_util.h"
+#include "tolerance.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -430,34 +431,9 @@ done:
 
 int64_t fia_ref_compare(const char *name, const fia_tensor *got, const double *want, double atol,
                         double rtol) {
-    const int64_t n = numel(got);
-    int64_t bad = 0, worst = -1;
-    double worst_excess = -1.0;
-    for (int64_t i = 0; i < n; i++) {
-        const double g = fia_ref_load(got, i), w = want[i];
-        int ok;
-        double excess;
-        if (isinf(w) && w > 0) {
-            ok = isinf(g) && g > 0;
-            excess = ok ? 0.0 : INFINITY;
-        } else {
-            const double tol = atol + rtol * fabs(w);
-            const double err = fabs(g - w);
-            ok = err <= tol; /* false for NaN */
-            excess = isnan(err) ? INFINITY : err / (tol > 0 ? tol : 1e-300);
-        }
-        if (!ok) {
-            bad++;
-            if (excess > worst_excess || worst < 0) {
-                worst_excess = excess;
-                worst = i;
-            }
-        }
-    }
-    if (bad > 0 && name)
-        fprintf(stderr, "  %s: %lld of %lld elements out of tolerance (atol %g rtol %g); worst [%lld] "
-                        "got %.9g want %.9g\n",
-                name, (long long)bad, (long long)n, atol, rtol, (long long)worst,
-                fia_ref_load(got, worst), want[worst]);
+    fia_ref_check c = FIA_REF_CHECK_INIT;
+    const fia_ref_tolerance tol = {"*", "*", -1, FIA_REF_TOL_CLOSE, atol, rtol, 0};
+    const int64_t bad = fia_ref_check_tensor(got, want, NULL, &tol, &c);
+    fia_ref_check_report(name, &c, &tol);
     return bad;
 }

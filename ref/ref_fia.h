@@ -12,6 +12,7 @@
 
 #include "fia.h"
 #include "ref_util.h" /* fia_ref_load and the other element readers */
+#include "tolerance.h" /* the tolerance table and fia_ref_check_tensor */
 
 /* FusedInferAttentionScore in double precision, semantics as documented in fia.h.
  * out: compact row-major double array with the logical shape of tensors->attention_out
@@ -25,9 +26,11 @@ int fia_ref_fused_infer_attention_score(const fia_fused_infer_attention_score_te
                                         double *out, double *lse);
 
 /* Compares a tensor (float32/float16/bfloat16, read through its strides) with a compact double
- * array: element i passes when |got - want| <= atol + rtol * |want| (want == +inf needs
- * got == +inf; NaN never passes). Returns the number of failing elements; when > 0 and name is
- * not NULL, prints the count and the worst element (index, got, want) to stderr. */
+ * array under tolerance.h's FIA_REF_TOL_CLOSE rule at atol / rtol: element i passes when
+ * |got - want| <= atol + rtol * |want| (want == +-inf needs the same infinity; NaN never
+ * passes). Returns the number of failing elements; when > 0 and name is not NULL, prints the
+ * count and the worst element (index, got, want) to stderr. The tolerances themselves come from
+ * fia_ref_tolerance_of (tolerance.h). */
 int64_t fia_ref_compare(const char *name, const fia_tensor *got, const double *want, double atol,
                         double rtol);
 

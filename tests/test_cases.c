@@ -1,0 +1,165 @@
+/*
+ * test_cases.c - every case description of ref/case.h with a builder, run the way ggml's
+ * test-backend-ops runs its test cases: for a list of shapes, dtypes and variants per operator
+ * and a few seeds, build the tensors, run the oracle, run the operator through the public API on
+ * every ISA context the CPU has (3 threads) and once on 1 thread, run the oracle (the in-place
+ * targets snapshotted before the run), and compare every output with
+ * the tolerance table (ref/tolerance.h). Calls the contract refuses (a scatter index out of
+ * range) must fail with FIA_STATUS_INVALID_ARGUMENT and leave the target as it was. The 1-thread
+ * run must give the same bytes as the 3-thread runs (determinism).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fia.h"
+#include "ref/case.h"
+#include "test_util.h"
+
+static fia_context *g_ctx[3];
+static fia_isa g_isa[3];
+static int g_nctx;
+static fia_context *g_ctx1;
+
+typedef struct tcase {
+    const char *op;
+    int64_t dims[6];
+    int variant;
+} tcase;
+
+static const tcase g_cases[] = {
+    {"rms_norm", {1, 1}, 0},          {"rms_norm", {3, 7}, 0},           {"rms_norm", {5, 7168}, 0},
+    {"add_rms_norm", {1, 1}, 0},      {"add_rms_norm", {4, 130}, 0},     {"add_rms_norm", {3, 7168}, 0},
+    {"rotary_mul", {2, 3, 64}, 0},    {"rotary_mul", {1, 1, 2}, 1},      {"rotary_mul", {5, 4, 128}, 1},
+    {"rotary_mul", {3, 2, 894}, 0},   {"interleave_rope", {2, 3, 64}, 0}, {"interleave_rope", {3, 2, 6}, 0},
+    {"dynamic_quant", {4, 33}, 0},    {"dynamic_quant", {1, 7}, 1},      {"dynamic_quant", {8, 256}, 2},
+    {"dynamic_quant", {3, 7168}, 0},  {"scatter_update", {2, 8, 16, 3}, 0}, {"scatter_update", {1, 1, 5, 1}, 0},
+    {"scatter_update", {3, 9, 4, 2}, 1}, {"scatter_nd_update", {10, 16, 4}, 0},
+    {"scatter_nd_update", {4, 16, 8, 5}, 1}, {"scatter_nd_update", {10, 16, 4}, 2},
+    {"fused_infer_attention_score", {1, 1, 100, 8, 2, 64}, 1},
+    {"fused_infer_attention_score", {2, 5, 37, 4, 4, 24}, 0},
+    {"fused_infer_attention_score", {1, 3, 3, 2, 1, 128}, 1},
+    {"smallq_flash_attention", {4, 2, 300, 128}, 0}, {"smallq_flash_attention", {1, 1, 1, 576}, 0},
+};
+
+static void open_contexts(void) {
+    const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
+    for (int i = 0; i < 3; i++) {
+        fia_context_options o = {3, levels[i]};
+        fia_context *ctx = NULL;
+        const fia_status st = fia_context_create(&o, &ctx);
+        if (st == FIA_STATUS_UNSUPPORTED_ISA) continue;
+        if (!tu_check(st == FIA_STATUS_SUCCESS, "context %s", fia_isa_name(levels[i]))) continue;
+        g_ctx[g_nctx] = ctx;
+        g_isa[g_nctx++] = levels[i];
+    }
+    fia_context_options o1 = {1, g_isa[g_nctx - 1]};
+    tu_check(fia_context_create(&o1, &g_ctx1) == FIA_STATUS_SUCCESS, "1-thread context");
+}
+
+/* The bytes of every output of c (for the determinism comparison); caller frees. */
+static unsigned char *output_bytes(const fia_case *c, size_t *len) {
+    size_t n = 0;
+    for (int i = 0; i < c->n_out; i++)
+        if (c->out[i].got) n += (size_t)fia_tensor_numel(c->out[i].got) * fia_dtype_size(c->out[i].got->dtype);
+    unsigned char *b = malloc(n ? n : 1), *p = b;
+    for (int i = 0; b && i < c->n_out; i++) {
+        if (!c->out[i].got) continue;
+        const size_t k = (size_t)fia_tensor_numel(c->out[i].got) * fia_dtype_size(c->out[i].got->dtype);
+        memcpy(p, c->out[i].got->data, k); /* built tensors are compact */
+        p += k;
+    }
+    *len = n;
+    return b;
+}
+
+static void run_one(const tcase *tc, fia_dtype dt, uint64_t seed) {
+    char desc[200];
+    snprintf(desc, sizeof desc, "%s %s [%lld %lld %lld %lld %lld %lld] variant %d seed %llu", tc->op,
+             fia_dtype_name(dt), (long long)tc->dims[0], (long long)tc->dims[1], (long long)tc->dims[2],
+             (long long)tc->dims[3], (long long)tc->dims[4], (long long)tc->dims[5], tc->variant,
+             (unsigned long long)seed);
+    fia_case_shape s;
+    memset(&s, 0, sizeof s);
+    memcpy(s.dims, tc->dims, sizeof s.dims);
+    s.dtype = dt;
+    s.variant = tc->variant;
+    unsigned char *first = NULL;
+    size_t first_len = 0;
+    for (int k = 0; k <= g_nctx; k++) {
+        fia_context *ctx = k < g_nctx ? g_ctx[k] : g_ctx1;
+        const char *isa = k < g_nctx ? fia_isa_name(g_isa[k]) : "1 thread";
+        fia_case c; /* rebuilt per context: the in-place operators update their target */
+        if (!tu_check(fia_case_build(&c, tc->op, &s, seed) == 0, "%s: build", desc)) return;
+        if (!tu_check(fia_case_prepare(&c) == 0, "%s: prepare", desc)) {
+            fia_case_free(&c);
+            break;
+        }
+        const fia_status st = fia_case_run(&c, ctx);
+        const int orc = fia_case_oracle(&c);
+        if (!tu_check(orc >= 0, "%s: oracle", desc)) {
+            fia_case_free(&c);
+            break;
+        }
+        if (orc == 1) {
+            tu_check(st == FIA_STATUS_INVALID_ARGUMENT, "%s %s: refused call returned %s", desc, isa,
+                     fia_status_string(st));
+        } else {
+            tu_check(st == FIA_STATUS_SUCCESS, "%s %s: %s", desc, isa, fia_last_error());
+        }
+        fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+        const int64_t bad = fia_case_check(&c, 0, each);
+        for (int i = 0; i < c.n_out && bad; i++)
+            if (each[i].failures) fia_ref_check_report(c.out[i].name, &each[i], fia_case_tolerance(&c, i, 0));
+        tu_check(bad == 0, "%s %s: %lld elements outside tolerance", desc, isa, (long long)bad);
+        size_t len = 0;
+        unsigned char *bytes = output_bytes(&c, &len);
+        if (k == 0) { /* the comparison sees a wrong element: a NaN in the first float output */
+            for (int i = 0; i < c.n_out; i++) {
+                fia_tensor *g = c.out[i].got;
+                if (!g || fia_tensor_numel(g) == 0 || g->dtype == FIA_DTYPE_INT8 || g->dtype == FIA_DTYPE_INT32 ||
+                    g->dtype == FIA_DTYPE_INT64)
+                    continue;
+                memset(g->data, 0xFF, fia_dtype_size(g->dtype));
+                tu_check(fia_case_check(&c, 0, NULL) >= 1, "%s: a NaN in %s passes the check", desc, c.out[i].name);
+                break;
+            }
+        }
+        if (k == g_nctx - 1) first = bytes, first_len = len; /* the best ISA on 3 threads */
+        else {
+            if (k == g_nctx)
+                tu_check(bytes && first && len == first_len && memcmp(bytes, first, len) == 0,
+                         "%s: 1 thread differs from 3 threads", desc);
+            free(bytes);
+        }
+        fia_case_free(&c);
+    }
+    free(first);
+}
+
+int main(int argc, char **argv) {
+    const uint64_t seed = tu_seed(argc, argv, 20261204, "test_cases");
+    open_contexts();
+    printf("testing ISAs:");
+    for (int i = 0; i < g_nctx; i++) printf(" %s", fia_isa_name(g_isa[i]));
+    printf("\n");
+    const fia_dtype dts[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
+    for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++)
+        for (int d = 0; d < 3; d++) {
+            const fia_dtype dt = dts[d];
+            if (strcmp(g_cases[i].op, "smallq_flash_attention") == 0 && dt != FIA_DTYPE_FLOAT16) continue;
+            for (uint64_t s = 0; s < 2; s++) run_one(&g_cases[i], dt, seed + 7919 * s + i);
+        }
+    /* a description without a builder, and a shape outside the contract, refuse to build */
+    fia_case c;
+    fia_case_shape bad;
+    memset(&bad, 0, sizeof bad);
+    bad.dtype = FIA_DTYPE_FLOAT16;
+    tu_check(fia_case_build(&c, "gather_selection_kv_cache", &bad, 1) == -1, "gather_selection: no builder");
+    bad.dims[0] = 2, bad.dims[1] = 3, bad.dims[2] = 5; /* odd D */
+    tu_check(fia_case_build(&c, "rotary_mul", &bad, 1) == -1, "rotary_mul: odd D refused by the builder");
+    tu_check(fia_case_build(&c, "no_such_op", &bad, 1) == -1, "unknown op");
+    for (int i = 0; i < g_nctx; i++) fia_context_destroy(g_ctx[i]);
+    fia_context_destroy(g_ctx1);
+    return tu_summary();
+}
