@@ -65,11 +65,11 @@ static fia_status plan_fia(fia_context *ctx, const fia_case *c, fia_plan **p, si
     return fia_fused_infer_attention_score_plan(ctx, &c->t.fia, &c->p.fia, p, ws);
 }
 static int oracle_fia(fia_case *c) {
-    if (c->t.fia.query_rope) return fia_ref_mla(&c->t.fia, &c->p.fia, c->out[0].want, c->out[1].want);
+    if (c->t.fia.query_rope || c->t.fia.key_rope) return fia_ref_mla(&c->t.fia, &c->p.fia, c->out[0].want, c->out[1].want);
     return fia_ref_fused_infer_attention_score(&c->t.fia, &c->p.fia, c->out[0].want, c->out[1].want);
 }
 static const char *tol_fia(const fia_case *c) {
-    if (!c->t.fia.query_rope) return "fused_infer_attention_score";
+    if (!c->t.fia.query_rope && !c->t.fia.key_rope) return "fused_infer_attention_score";
     return c->t.fia.key && c->t.fia.key->dtype == FIA_DTYPE_INT8 ? "fused_infer_attention_score/mla_int8"
                                                                   : "fused_infer_attention_score/mla";
 }

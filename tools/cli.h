@@ -185,6 +185,15 @@ typedef fia_status (*cli_plan_fn)(fia_context *ctx, const void *call, fia_plan *
  * CLI_EXIT_FAIL (no memory for the workspace; printed). */
 int cli_run_op(const cli_args *a, const char *op, cli_plan_fn plan_fn, const void *call,
                const cli_output *out);
+/* --check through an operator's case description (ref/case.h): c bound by the caller to the
+ * call's tensors (the in-place targets snapshotted by fia_case_prepare before the call); runs
+ * the oracle, prints one "check NAME" line per output at the op-wide tolerance of
+ * ref/tolerance.h (integer outputs with rounding ties: "check NAME: N of M differ ...") and
+ * then "check: pass|FAIL". Returns 1 when the oracle refused the call or any element failed;
+ * -1 (message printed) when the oracle could not run (out of memory, an input it cannot read). */
+struct fia_case;
+int cli_check_case(struct fia_case *c);
+
 /* Checks outs[i] against the compact double array want[i] for i < n at atol / rtol, prints one
  * "check NAME" line per output (cli_print_check) and then "check: pass|FAIL". Returns 1 when
  * any element failed, else 0. */

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "case.h"
 #include "cli.h"
 #include "npy.h"
 #include "ref_fia.h"
@@ -256,6 +257,35 @@ int cli_check_outputs(const cli_output *outs, const double *const *want, int n, 
         cli_check_tensor(&outs[i].t, want[i], atol, rtol, &c);
         cli_print_check(outs[i].name, &c, atol, rtol);
         failed |= c.failures > 0;
+    }
+    printf("check: %s\n", failed ? "FAIL" : "pass");
+    return failed;
+}
+
+int cli_check_case(fia_case *c) {
+    const int r = fia_case_oracle(c);
+    if (r < 0) {
+        int oom = 0;
+        for (int i = 0; i < c->n_out; i++) oom |= c->out[i].got && !c->out[i].want;
+        cli_error(oom ? "check: out of memory" : "check: the oracle cannot run this call");
+        return -1;
+    }
+    int failed = r != 0; /* the contract refuses the call the library ran */
+    fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+    if (!failed) fia_case_check(c, 1, each);
+    for (int i = 0; i < c->n_out && !failed; i++) {
+        if (!c->out[i].got) continue;
+        const fia_ref_tolerance *tol = fia_case_tolerance(c, i, 1);
+        const fia_ref_check *k = &each[i];
+        if (tol->rule == FIA_REF_TOL_INT_TIES) {
+            printf("check %s: %lld of %lld differ from the oracle (%lld +-1 at rounding ties), %s\n",
+                   c->out[i].name, (long long)k->failures, (long long)k->elements, (long long)k->ties,
+                   k->failures ? "FAIL" : "pass");
+        } else {
+            const cli_check cc = {k->max_abs_err, k->failures, k->elements};
+            cli_print_check(c->out[i].name, &cc, tol->atol, tol->rtol);
+        }
+        failed |= k->failures > 0;
     }
     printf("check: %s\n", failed ? "FAIL" : "pass");
     return failed;

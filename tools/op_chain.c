@@ -62,36 +62,6 @@ static cli_output inplace_out(const char *name, const cli_tensor *t) {
     return o;
 }
 
-/* --check through the operator's case description: binds c (c->t / c->p set by the caller, the
- * in-place targets snapshotted by fia_case_prepare before the call), runs the oracle and prints
- * one line per output at the op-wide tolerance, then the verdict. Returns 1 on failure. */
-static int check_case(fia_case *c) {
-    const int r = fia_case_oracle(c);
-    if (r < 0) {
-        cli_error("check: out of memory");
-        return 1;
-    }
-    int failed = r != 0; /* the contract refuses the call the library ran */
-    fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
-    if (!failed) fia_case_check(c, 1, each);
-    for (int i = 0; i < c->n_out && !failed; i++) {
-        if (!c->out[i].got) continue;
-        const fia_ref_tolerance *tol = fia_case_tolerance(c, i, 1);
-        const fia_ref_check *k = &each[i];
-        if (tol->rule == FIA_REF_TOL_INT_TIES) {
-            printf("check %s: %lld of %lld differ from the oracle (%lld +-1 at rounding ties), %s\n",
-                   c->out[i].name, (long long)k->failures, (long long)k->elements, (long long)k->ties,
-                   k->failures ? "FAIL" : "pass");
-        } else {
-            const cli_check cc = {k->max_abs_err, k->failures, k->elements};
-            cli_print_check(c->out[i].name, &cc, tol->atol, tol->rtol);
-        }
-        failed |= k->failures > 0;
-    }
-    printf("check: %s\n", failed ? "FAIL" : "pass");
-    return failed;
-}
-
 /* ---- rms_norm / add_rms_norm ---------------------------------------------------------------- */
 
 static const cli_flag rms_flags[] = {
@@ -144,8 +114,10 @@ static int run_norm(const cli_args *a, int add) {
         else c.t.rms_norm = t1;
         c.p.rms_norm = p;
         fia_case_bind(&c, add ? "add_rms_norm" : "rms_norm");
-        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        const int chk = cli_check_case(&c);
         fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
     }
     if (cli_write_outputs(a, outs, add ? 3 : 2) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -199,8 +171,10 @@ static int run_rope_common(const cli_args *a, int inter) {
         if (inter) c.p.interleave_rope = ip;
         else c.p.rotary_mul = p;
         fia_case_bind(&c, inter ? "interleave_rope" : "rotary_mul");
-        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        const int chk = cli_check_case(&c);
         fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
     }
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -269,8 +243,10 @@ static int run_quant(const cli_args *a) {
         c.t.dynamic_quant = t;
         c.p.dynamic_quant = p;
         fia_case_bind(&c, "dynamic_quant");
-        if (check_case(&c)) rc = CLI_EXIT_FAIL;
+        const int chk = cli_check_case(&c);
         fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
     }
     if (cli_write_outputs(a, outs, 2) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -330,7 +306,11 @@ static int run_scatter_common(const cli_args *a, int nd) {
     const cli_output out = inplace_out(nd ? "input" : "data", &in[0]);
     rc = cli_run_op(a, nd ? "scatter_nd_update" : "scatter_update", chain_plan_fn, &call, &out);
     if (rc != CLI_EXIT_OK) goto done;
-    if (a->check && check_case(&c)) rc = CLI_EXIT_FAIL;
+    if (a->check) {
+        const int chk = cli_check_case(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
+    }
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
     fia_case_free(&c);
@@ -400,7 +380,11 @@ static int run_gs(const cli_args *a) {
     outs[2] = inplace_out("selection_kv_block_status", &in[SS]);
     int nout = 3;
     if (rope) outs[nout++] = inplace_out("selection_k_rope", &in[SR]);
-    if (a->check && check_case(&c)) rc = CLI_EXIT_FAIL;
+    if (a->check) {
+        const int chk = cli_check_case(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
+    }
     if (cli_write_outputs(a, outs, nout) != 0) rc = CLI_EXIT_USAGE;
     outs[1].data = outs[2].data = outs[3].data = NULL; /* views of inputs */
 done:

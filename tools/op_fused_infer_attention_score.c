@@ -14,10 +14,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "case.h"
 #include "cli.h"
 #include "npy.h"
-#include "ref_fia.h"
-#include "ref_mla.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* fused_infer_attention_score                                                              */
@@ -203,7 +202,6 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     memset(in, 0, sizeof in);
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
-    double *want_out = NULL, *want_lse = NULL;
     int rc = CLI_EXIT_USAGE;
 
     /* Parameters. */
@@ -304,37 +302,22 @@ static int run_fused_infer_attention_score(const cli_args *a) {
     if (rc != CLI_EXIT_OK) goto done;
 
     /* The oracle. */
-    if (a->check) {
-        const int64_t n_out = fia_tensor_numel(&outs[0].t);
-        want_out = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *want_out);
-        if (p.softmax_lse_flag) {
-            const int64_t n_lse = fia_tensor_numel(&outs[1].t);
-            want_lse = malloc((size_t)(n_lse > 0 ? n_lse : 1) * sizeof *want_lse);
-        }
-        if (want_out == NULL || (p.softmax_lse_flag && want_lse == NULL)) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        if ((mla ? fia_ref_mla(&t, &p, want_out, want_lse)
-                 : fia_ref_fused_infer_attention_score(&t, &p, want_out, want_lse)) != 0) {
-            cli_error("check: the oracle cannot run this call");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        double atol, rtol;
-        cli_tolerance(out_dtype, &atol, &rtol);
-        if (in[T_KEY].t.dtype == FIA_DTYPE_INT8 && mla) atol = rtol = 2e-2; /* int8 MLA form */
-        const double *const want[2] = {want_out, want_lse};
-        if (cli_check_outputs(outs, want, n_outs, atol, rtol)) rc = CLI_EXIT_FAIL;
+    if (a->check) { /* the case description of ref/case.h: dense or MLA oracle, op-wide rows */
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.fia = t;
+        c.p.fia = p;
+        fia_case_bind(&c, "fused_infer_attention_score");
+        const int chk = cli_check_case(&c);
+        fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done; /* no oracle: no output written, as before */
     }
 
     /* Outputs last: only a successful call writes files. */
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
 done:
-    free(want_out);
-    free(want_lse);
     for (int i = 0; i < 2; i++) free(outs[i].data);
     for (int i = 0; i < T_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);

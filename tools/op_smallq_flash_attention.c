@@ -13,9 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "case.h"
 #include "cli.h"
 #include "npy.h"
-#include "ref_smallq.h"
 
 /* ---------------------------------------------------------------------------------------- */
 /* smallq_flash_attention                                                                   */
@@ -38,7 +38,6 @@ static int run_smallq_flash_attention(const cli_args *a) {
     cli_output out;
     memset(in, 0, sizeof in);
     memset(&out, 0, sizeof out);
-    double *want = NULL;
     fia_context *ctx = NULL;
     fia_plan *executor = NULL;
     void *workspace = NULL;
@@ -88,34 +87,22 @@ static int run_smallq_flash_attention(const cli_args *a) {
 
     /* The oracle, every head. */
     rc = CLI_EXIT_OK;
-    if (a->check) {
-        const int64_t n = fia_tensor_numel(&out.t);
-        want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
-        if (want == NULL) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        if (fia_ref_smallq_flash_attention(&in[SQ_Q].t, &in[SQ_K].t, &in[SQ_V].t, NULL, 0,
-                                           want) != 0) {
-            cli_error("check: the oracle cannot run this call");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        double atol, rtol;
-        cli_tolerance(out.t.dtype, &atol, &rtol);
-        cli_check c = {0, 0, 0};
-        cli_check_tensor(&out.t, want, atol, rtol, &c);
-        cli_print_check("o", &c, atol, rtol);
-        printf("check: %s\n", c.failures > 0 ? "FAIL" : "pass");
-        if (c.failures > 0) rc = CLI_EXIT_FAIL;
+    if (a->check) { /* the case description of ref/case.h */
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.smallq.q = &in[SQ_Q].t, c.t.smallq.k = &in[SQ_K].t, c.t.smallq.v = &in[SQ_V].t;
+        c.t.smallq.o = &out.t;
+        fia_case_bind(&c, "smallq_flash_attention");
+        const int chk = cli_check_case(&c);
+        fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done;
     }
 
     /* Output last: only a successful call writes the file. */
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 
 done:
-    free(want);
     free(workspace);
     fia_plan_destroy(executor);
     fia_context_destroy(ctx);
