@@ -15,9 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "ref_fia.h"
-#include "ref_smallq.h"
-#include "tolerance.h"
+#include "case.h"
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -518,19 +516,22 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
                 t.antiquant_scale = &sc;
                 t.antiquant_offset = &of;
             }
-            const int64_t n = fia_tensor_numel(&out);
-            double *want = malloc((size_t)(n > 0 ? n : 1) * sizeof *want);
-            if (want == NULL) {
-                bench_set_err(err, err_len, "check: out of memory");
+            /* the case description of ref/case.h on the reduced call (attention_out only) */
+            fia_case fc;
+            memset(&fc, 0, sizeof fc);
+            fc.t.fia = t;
+            fc.t.fia.softmax_lse = NULL;
+            fc.p.fia = prm;
+            fc.p.fia.softmax_lse_flag = 0;
+            fia_case_bind(&fc, "fused_infer_attention_score");
+            if (fia_case_oracle(&fc) != 0) {
+                const int oom = fc.out[0].want == NULL;
+                fia_case_free(&fc);
+                bench_set_err(err, err_len, oom ? "check: out of memory" : "check: the oracle cannot run this call");
                 return -1;
             }
-            if (fia_ref_fused_infer_attention_score(&t, &prm, want, NULL) != 0) {
-                free(want);
-                bench_set_err(err, err_len, "check: the oracle cannot run this call");
-                return -1;
-            }
-            fia_ref_check_tensor(&out, want, NULL, tol, &chk);
-            free(want);
+            fia_ref_check_tensor(&out, fc.out[0].want, NULL, tol, &chk);
+            fia_case_free(&fc);
             if (gi == 0) rows_checked += sampled_rows ? row_count[bi] : p->q_len;
         }
     }
@@ -691,24 +692,23 @@ static int smallq_check(void *inst, bench_check *r, char *err, size_t err_len) {
     int64_t count = 0;
     for (int i = 0; i < 4; i++) /* distinct, in order (n may be < 4) */
         if (count == 0 || heads[i] > heads[count - 1]) heads[count++] = heads[i];
-    const int64_t per_head = p->q_len * p->head_dim;
-    double *want = malloc((size_t)(count * per_head) * sizeof *want);
-    if (want == NULL) {
-        bench_set_err(err, err_len, "check: out of memory");
-        return -1;
-    }
-    if (fia_ref_smallq_flash_attention(&cp->tq, &cp->tk, &cp->tv, heads, count, want) != 0) {
-        free(want);
-        bench_set_err(err, err_len, "check: the oracle cannot run this call");
-        return -1;
-    }
-    const fia_ref_tolerance *tol = fia_ref_tolerance_of("smallq_flash_attention", "o", FIA_DTYPE_FLOAT16);
     fia_ref_check chk = FIA_REF_CHECK_INIT;
-    for (int64_t i = 0; i < count; i++) {
-        const fia_tensor o = bench_sub_view(&cp->to, 0, heads[i], 1);
-        fia_ref_check_tensor(&o, want + i * per_head, NULL, tol, &chk);
+    for (int64_t i = 0; i < count; i++) { /* the case description of ref/case.h, one head */
+        fia_tensor q = bench_sub_view(&cp->tq, 0, heads[i], 1), k = bench_sub_view(&cp->tk, 0, heads[i], 1);
+        fia_tensor v = bench_sub_view(&cp->tv, 0, heads[i], 1), o = bench_sub_view(&cp->to, 0, heads[i], 1);
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.smallq.q = &q, c.t.smallq.k = &k, c.t.smallq.v = &v, c.t.smallq.o = &o;
+        fia_case_bind(&c, "smallq_flash_attention");
+        if (fia_case_oracle(&c) != 0) {
+            const int oom = c.out[0].want == NULL;
+            fia_case_free(&c);
+            bench_set_err(err, err_len, oom ? "check: out of memory" : "check: the oracle cannot run this call");
+            return -1;
+        }
+        fia_ref_check_tensor(&o, c.out[0].want, NULL, fia_case_tolerance(&c, 0, 0), &chk);
+        fia_case_free(&c);
     }
-    free(want);
     r->passed = chk.failures == 0;
     r->max_abs_err = chk.max_abs_err;
     snprintf(r->detail, sizeof r->detail, "%lld/%lld heads x %lld/%lld rows", (long long)count,
