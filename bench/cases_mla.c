@@ -5,7 +5,7 @@
  *
  * FLOPs counted: 2 . N . (576 + 512) per query token per cached token (Q.K^T over 576, P.V over
  * 512). Bytes: the latent and rope rows read once, plus the query and the output.
- * The check runs the oracle (tests/ref/ref_mla.c) on 4 of the heads (a head's output depends
+ * The check runs the oracle (ref/ref_mla.c) on 4 of the heads (a head's output depends
  * only on its own query rows, so a call with a sub-view of the heads gives the same rows).
  */
 #define _POSIX_C_SOURCE 200809L

@@ -2,7 +2,7 @@
  * fia_cases.h - the case machinery shared by the FusedInferAttentionScore tests (test_fia.c,
  * test_fia_api.c): one context per ISA the CPU has, a case description (fcase) and the tensors
  * built from it (fbuf, fbuild), the call (run_fia), the comparison with the double-precision
- * oracle (tests/ref) under the tolerances below, NaN poisoning of what no batch may read,
+ * oracle (ref/) under the tolerances below, NaN poisoning of what no batch may read,
  * run_case (one case, oracle + every ISA), and the base_case / set_* helpers.
  *
  * Header-only, every function static inline, in the style of test_util.h. Its state (contexts,

@@ -1,6 +1,6 @@
 /*
  * test_mla.c - the MLA path of fused_infer_attention_score (query_rope / key_rope) against the
- * double-precision oracle (tests/ref/ref_mla.c), under every ISA the CPU has:
+ * double-precision oracle (ref/ref_mla.c), under every ISA the CPU has:
  *   - random cases: N in {1, 16, 128}, batch 1..4 with unequal lengths, query layouts BSND, BSH,
  *     BNSD, TND, TND_NTD, caches dense / PA_BSND (4-D and 3-D) / PA_NZ, block sizes 16, 64, 128,
  *     sparse_mode 0 and 3 with 1..4 query tokens, fp16, bf16, fp32 and the int8 form, both

@@ -1,6 +1,6 @@
 /*
  * test_smallq.c - smallq_flash_attention (the SmallQ decode operator) against the double-precision
- * oracle (tests/ref/ref_smallq.h).
+ * oracle (ref/ref_smallq.h).
  *
  *   test_smallq [seed]       FIA_TEST_ONLY=i runs sweep case i only (with the same seed)
  *

@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "ref_mla.h"
 #include "ref_sfa.h"
+#include "tolerance.h"
 
 enum { DSA_N = 128, DSA_DN = 512, DSA_DR = 64, DSA_LI_N = 64, DSA_LI_D = 128, DSA_TOPK = 2048,
        DSA_BS = 64 };
@@ -188,13 +189,15 @@ static int dsa_run(fia_context *ctx, int64_t len, uint64_t *seed) {
         fia_fused_infer_attention_score_params mp2 = mp;
         mp2.num_heads = 2;
         if (fia_ref_mla(&m2, &mp2, want, NULL) != 0) goto done;
-        cli_check_tensor(&o, want, 1e-3, 5e-3, &cm);
+        const fia_ref_tolerance *tm = fia_ref_tolerance_of("fused_infer_attention_score/mla", "attention_out", o.dtype);
+        cli_check_tensor(&o, want, tm->atol, tm->rtol, &cm);
         fia_sparse_flash_attention_tensors s2 = st;
         s2.query = &q;
         s2.query_rope = &qr;
         s2.attention_out = &so;
         if (fia_ref_sparse_flash_attention(&s2, &sp, NULL, 0, want, NULL) != 0) goto done;
-        cli_check_tensor(&so, want, 1e-3, 5e-3, &cs);
+        const fia_ref_tolerance *ts = fia_ref_tolerance_of("sparse_flash_attention", "attention_out", so.dtype);
+        cli_check_tensor(&so, want, ts->atol, ts->rtol, &cs);
     }
     const double flops_mla = 2.0 * DSA_N * (DSA_DN + DSA_DR + DSA_DN) * (double)len;
     printf("%6lldK  dense MLA %8.2f ms (%5.1f GFLOP/s)   indexer %6.2f ms + sparse %5.2f ms = "
