@@ -150,6 +150,32 @@ int main(int argc, char **argv) {
             if (strcmp(g_cases[i].op, "smallq_flash_attention") == 0 && dt != FIA_DTYPE_FLOAT16) continue;
             for (uint64_t s = 0; s < 2; s++) run_one(&g_cases[i], dt, seed + 7919 * s + i);
         }
+    /* the tolerance table keeps the values its clients used (ref/tolerance.c lists them) */
+    static const struct { const char *op, *out; fia_dtype dt; double atol, rtol; } rows[] = {
+        {"fused_infer_attention_score", "attention_out", FIA_DTYPE_FLOAT32, 1e-6, 1e-5},
+        {"fused_infer_attention_score", "attention_out", FIA_DTYPE_FLOAT16, 1e-3, 5e-3},
+        {"fused_infer_attention_score", "softmax_lse", FIA_DTYPE_FLOAT32, 1e-5, 1e-5},
+        {"fused_infer_attention_score", NULL, FIA_DTYPE_FLOAT32, 1e-5, 1e-5},
+        {"fused_infer_attention_score/mla", "attention_out", FIA_DTYPE_FLOAT32, 1e-5, 1e-5},
+        {"fused_infer_attention_score/mla", "softmax_lse", FIA_DTYPE_FLOAT32, 1e-4, 1e-4},
+        {"fused_infer_attention_score/mla_int8", "attention_out", FIA_DTYPE_BFLOAT16, 2e-2, 2e-2},
+        {"sparse_flash_attention", "softmax_lse", FIA_DTYPE_FLOAT32, 1e-4, 1e-5},
+        {"rms_norm", "rstd", FIA_DTYPE_FLOAT32, 1e-3, 5e-3},
+        {"rms_norm", NULL, FIA_DTYPE_FLOAT32, 1e-5, 1e-5},
+        {"add_rms_norm", "x", FIA_DTYPE_BFLOAT16, 1e-5, 1e-5},
+        {"dynamic_quant", "scale", FIA_DTYPE_FLOAT32, 1e-30, 1e-5},
+        {"dynamic_quant", NULL, FIA_DTYPE_FLOAT32, 0.0, 1e-5},
+        {"rotary_mul", "y", FIA_DTYPE_BFLOAT16, 1e-3, 5e-3},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const fia_ref_tolerance *t = fia_ref_tolerance_of(rows[i].op, rows[i].out, rows[i].dt);
+        tu_check(t->rule == FIA_REF_TOL_CLOSE && t->atol == rows[i].atol && t->rtol == rows[i].rtol,
+                 "tolerance of %s %s %s: %g + %g", rows[i].op, rows[i].out ? rows[i].out : "(op-wide)",
+                 fia_dtype_name(rows[i].dt), t->atol, t->rtol);
+    }
+    tu_check(fia_ref_tolerance_of("dynamic_quant", "y", FIA_DTYPE_INT8)->rule == FIA_REF_TOL_INT_TIES &&
+                 fia_ref_tolerance_of("scatter_nd_update", "input", FIA_DTYPE_BFLOAT16)->rule == FIA_REF_TOL_EXACT,
+             "tolerance rules of the integer and in-place outputs");
     /* a description without a builder, and a shape outside the contract, refuse to build */
     fia_case c;
     fia_case_shape bad;
