@@ -29,7 +29,7 @@ static int dims_ok(const int64_t *d, int n) {
 static int build_fia(fia_case *c, const fia_case_shape *s, uint64_t seed) {
     const int64_t B = s->dims[0], S1 = s->dims[1], S2 = s->dims[2], N1 = s->dims[3], N2 = s->dims[4],
                   D = s->dims[5];
-    if (!dims_ok(s->dims, 6) || N1 % N2 != 0 || D > 512 ||
+    if (!dims_ok(s->dims, 6) || N1 % N2 != 0 || N1 > 256 || D > 1024 || B > 65536 || /* fia.h's limits */
         (s->dtype != FIA_DTYPE_FLOAT16 && s->dtype != FIA_DTYPE_BFLOAT16 && s->dtype != FIA_DTYPE_FLOAT32))
         return -1;
     const int64_t qs[4] = {B, S1, N1, D}, ks[4] = {B, S2, N2, D}, ls[4] = {B, N1, S1, 1};
@@ -83,7 +83,8 @@ const fia_case_desc fia_case_fia = {
 /* ---- smallq_flash_attention: dims {heads, q_len, kv_len, D}, float16 ------------------------ */
 
 static int build_smallq(fia_case *c, const fia_case_shape *s, uint64_t seed) {
-    if (!dims_ok(s->dims, 4) || s->dims[3] > 1024 || s->dtype != FIA_DTYPE_FLOAT16) return -1;
+    /* heads <= 256: what the library accepts (it runs on FIA's path, N1 <= 256) */
+    if (!dims_ok(s->dims, 4) || s->dims[0] > 256 || s->dims[3] > 1024 || s->dtype != FIA_DTYPE_FLOAT16) return -1;
     const int64_t qs[3] = {s->dims[0], s->dims[1], s->dims[3]}, ks[3] = {s->dims[0], s->dims[2], s->dims[3]};
     if (ks[0] * ks[1] * ks[2] > BIG || qs[0] * qs[1] * qs[2] > BIG) return -1;
     uint64_t r = seed;
