@@ -56,11 +56,13 @@ typedef struct fia_li_plan {
     bool quant;
     bool exact;          /* quant: exact_ranking (no fp16 rounding points) */
     bool tnd;            /* query layout TND */
+    bool bf16;           /* bf16 query and key scored on AMX tiles (lik->score_bf16) */
     int64_t B, N1, D, K; /* K = sparse_count */
     int64_t S1;          /* query dim S1 (BSND) or T1 (TND) */
     int64_t ldq;         /* N1 rounded up to FIA_LI_HEAD_PAD */
     int64_t d4;          /* ceil(D / 4) (int8) */
     int64_t ldk;         /* fp32 key tile row: D rounded up to 16; int8: 4 d4 rounded to 64 */
+    int64_t dpad;        /* bf16: D rounded up to 32 (the packed query's dims) */
     int32_t num_threads;
 
     fia_seq q, w, sq;    /* query [b, tok, h, :], weights and query scale [b, tok, h] */

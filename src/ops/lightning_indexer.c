@@ -484,6 +484,8 @@ typedef struct li_scratch {
     float *qrow;    /* float: [N1][D], a query row before its transposition */
     uint8_t *ku;    /* int8:  [KEY_TILE][ldk] */
     float *sk;      /* int8:  [KEY_TILE] */
+    uint16_t *qb;   /* bf16:  [BLOCK_ROWS][dpad / 2][ldq][2] */
+    void *amx;      /* bf16:  FIA_LI_BF16_SCRATCH(D) */
     /* selection (pass 2), overlaying the scoring scratch */
     void *topk;
     int32_t *idx; /* [K] */
@@ -503,6 +505,10 @@ static size_t li_scratch_carve(const fia_li_plan *p, char *base, li_scratch *out
         s.w = fia_arena_take(&a, BR * (size_t)p->ldq * sizeof(float));
         s.ku = fia_arena_take(&a, KT * (size_t)p->ldk);
         s.sk = fia_arena_take(&a, KT * sizeof(float));
+    } else if (p->bf16) {
+        s.qb = fia_arena_take(&a, BR * (size_t)(p->dpad * p->ldq) * sizeof(uint16_t));
+        s.w = fia_arena_take(&a, BR * (size_t)p->ldq * sizeof(float));
+        s.amx = fia_arena_take(&a, FIA_LI_BF16_SCRATCH(p->D));
     } else {
         s.qt = fia_arena_take(&a, BR * (size_t)(p->D * p->ldq) * sizeof(float));
         s.w = fia_arena_take(&a, BR * (size_t)p->ldq * sizeof(float));
@@ -597,6 +603,47 @@ static void li_score_f32_item(const fia_li_plan *p, const fia_work_item *it, flo
     }
 }
 
+/* bf16 (AMX): the block's query rows in the pair layout [dpad / 2][ldq][2], zero padded. */
+static void li_prepare_bf16(const fia_li_plan *p, const fia_work_item *it, li_scratch *s) {
+    const fia_li_row *rows = p->rows + it->q0;
+    const int64_t D = p->D, ldq = p->ldq;
+    for (int64_t r = 0; r < it->qn; r++) {
+        uint16_t *qb = s->qb + r * p->dpad * ldq;
+        float *w = s->w + r * ldq;
+        memset(qb, 0, (size_t)(p->dpad * ldq) * sizeof *qb);
+        for (int64_t h = 0; h < ldq; h++) w[h] = 0.0f;
+        for (int64_t h = 0; h < p->N1; h++) {
+            const char *q = li_at(&p->q, it->b, rows[r].tok, h);
+            for (int64_t c = 0; c < D; c++) memcpy(qb + ((c / 2) * ldq + h) * 2 + c % 2, q + 2 * c, 2);
+            w[h] = fia_load_float(li_at(&p->w, it->b, rows[r].tok, h), p->w.dtype);
+        }
+    }
+}
+
+/* Pass 1, bf16 on AMX: one (block, key chunk) item; the keys are read in place. */
+static void li_score_bf16_item(const fia_li_plan *p, const fia_work_item *it, float *scores,
+                               li_scratch *s) {
+    const fia_li_row *rows = p->rows + it->q0;
+    const int64_t b = it->b;
+    if (*s->prepared != it->q0) li_prepare_bf16(p, it, s);
+    *s->prepared = it->q0;
+    const void *rowp[2][FIA_LI_KEY_TILE];
+    int cur = 0;
+    int64_t n = li_key_rows(p, &p->k, b, it->kv0, it->kv1, rowp[0]);
+    for (int64_t j0 = it->kv0; j0 < it->kv1; cur ^= 1) {
+        const int64_t next = li_key_rows(p, &p->k, b, j0 + n, it->kv1, rowp[cur ^ 1]);
+        li_prefetch_rows(rowp[cur ^ 1], next, 2 * p->D);
+        for (int64_t r = 0; r < it->qn; r++) {
+            const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;
+            if (end <= j0) continue;
+            p->lik->score_bf16(end - j0, p->D, p->N1, rowp[cur], s->qb + r * p->dpad * p->ldq,
+                               p->ldq, s->w + r * p->ldq, scores + rows[r].off + j0, s->amx);
+        }
+        j0 += n;
+        n = next;
+    }
+}
+
 /* Int8: the block's query rows packed [d4][ldq][4] with their bias and head factors. */
 static void li_prepare_i8(const fia_li_plan *p, const fia_work_item *it, li_scratch *s) {
     const fia_li_row *rows = p->rows + it->q0;
@@ -675,6 +722,7 @@ static void li_score_task(void *arg, int64_t task, int32_t tid) {
     li_scratch s = li_scratch_of(run, tid);
     const fia_work_item *it = &p->work.items[run->wave->item0 + task];
     if (p->quant) li_score_i8_item(p, it, run->scores, &s);
+    else if (p->bf16) li_score_bf16_item(p, it, run->scores, &s);
     else li_score_f32_item(p, it, run->scores, &s);
 }
 
@@ -766,6 +814,9 @@ static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors 
         p->d4 = (p->D + 3) / 4;
         p->ldk = quant ? (4 * p->d4 + 63) / 64 * 64 : (p->D + 15) / 16 * 16;
         if (quant && p->ldk < p->D) p->ldk = p->D;
+        p->dpad = (p->D + 31) / 32 * 32;
+        p->bf16 = !quant && p->q.dtype == FIA_DTYPE_BFLOAT16 && p->lik->score_bf16 != NULL;
+        p->base.unit = p->bf16 ? "amx_bf16" : "fma";
         st = li_make_rows(p, &L, prm->sparse_mode);
     }
     if (st == FIA_STATUS_SUCCESS) st = li_schedule(p);
