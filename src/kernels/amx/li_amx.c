@@ -14,21 +14,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/amx/amx_tiles.h"
 #include "kernels/li_kernels.h"
-
-typedef struct li_amx_cfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} li_amx_cfg;
-
-static void li_amx_config(void) {
-    li_amx_cfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 7; i++) c.colsb[i] = 64, c.rows[i] = 16;
-    _tile_loadconfig(&c);
-}
 
 /* The 16 key rows of a group as an A operand: in place (returns the row stride in bytes) or
  * copied to stage (zero rows beyond m, zero dims beyond d). */
@@ -64,7 +51,7 @@ void fia_li_score_bf16__amx_16x64(int64_t n, int64_t d, int64_t nh, const void *
     float *st = scratch;                                  /* [16][64] fp32 */
     uint16_t *stage = (uint16_t *)(void *)(st + 16 * 64); /* [16][dpad] bf16 */
     const int64_t qstride = ldq * 4;                      /* bytes per dim pair of qp */
-    li_amx_config();
+    fia_amx_config();
     for (int64_t j0 = 0; j0 < n; j0 += 16) {
         const int64_t m = n - j0 < 16 ? n - j0 : 16;
         int64_t kstride;
