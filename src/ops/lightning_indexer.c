@@ -578,31 +578,6 @@ static void li_prepare_f32(const fia_li_plan *p, const fia_work_item *it, li_scr
     }
 }
 
-/* Pass 1, float: one (block, key chunk) item. */
-static void li_score_f32_item(const fia_li_plan *p, const fia_work_item *it, float *scores,
-                              li_scratch *s) {
-    const fia_li_row *rows = p->rows + it->q0;
-    const int64_t D = p->D, ldq = p->ldq, ldk = p->ldk, N1 = p->N1, b = it->b;
-    if (*s->prepared != it->q0) li_prepare_f32(p, it, s);
-    *s->prepared = it->q0;
-    const void *rowp[2][FIA_LI_KEY_TILE];
-    int cur = 0;
-    int64_t n = li_key_rows(p, &p->k, b, it->kv0, it->kv1, rowp[0]);
-    for (int64_t j0 = it->kv0; j0 < it->kv1; cur ^= 1) {
-        p->lik->keys_to_f32(n, D, rowp[cur], p->k.dtype, s->kt, ldk);
-        const int64_t next = li_key_rows(p, &p->k, b, j0 + n, it->kv1, rowp[cur ^ 1]);
-        li_prefetch_rows(rowp[cur ^ 1], next, p->k.esize * D);
-        for (int64_t r = 0; r < it->qn; r++) {
-            const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;
-            if (end <= j0) continue;
-            p->lik->score_f32(end - j0, D, N1, s->kt, ldk, s->qt + r * D * ldq, ldq,
-                              s->w + r * ldq, scores + rows[r].off + j0);
-        }
-        j0 += n;
-        n = next;
-    }
-}
-
 /* bf16 (AMX): the block's query rows in the pair layout [dpad / 2][ldq][2], zero padded. */
 static void li_prepare_bf16(const fia_li_plan *p, const fia_work_item *it, li_scratch *s) {
     const fia_li_row *rows = p->rows + it->q0;
@@ -617,30 +592,6 @@ static void li_prepare_bf16(const fia_li_plan *p, const fia_work_item *it, li_sc
             for (int64_t c = 0; c < D; c++) memcpy(qb + ((c / 2) * ldq + h) * 2 + c % 2, q + 2 * c, 2);
             w[h] = fia_load_float(li_at(&p->w, it->b, rows[r].tok, h), p->w.dtype);
         }
-    }
-}
-
-/* Pass 1, bf16 on AMX: one (block, key chunk) item; the keys are read in place. */
-static void li_score_bf16_item(const fia_li_plan *p, const fia_work_item *it, float *scores,
-                               li_scratch *s) {
-    const fia_li_row *rows = p->rows + it->q0;
-    const int64_t b = it->b;
-    if (*s->prepared != it->q0) li_prepare_bf16(p, it, s);
-    *s->prepared = it->q0;
-    const void *rowp[2][FIA_LI_KEY_TILE];
-    int cur = 0;
-    int64_t n = li_key_rows(p, &p->k, b, it->kv0, it->kv1, rowp[0]);
-    for (int64_t j0 = it->kv0; j0 < it->kv1; cur ^= 1) {
-        const int64_t next = li_key_rows(p, &p->k, b, j0 + n, it->kv1, rowp[cur ^ 1]);
-        li_prefetch_rows(rowp[cur ^ 1], next, 2 * p->D);
-        for (int64_t r = 0; r < it->qn; r++) {
-            const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;
-            if (end <= j0) continue;
-            p->lik->score_bf16(end - j0, p->D, p->N1, rowp[cur], s->qb + r * p->dpad * p->ldq,
-                               p->ldq, s->w + r * p->ldq, scores + rows[r].off + j0, s->amx);
-        }
-        j0 += n;
-        n = next;
     }
 }
 
@@ -688,28 +639,57 @@ static void li_load_scales(const fia_li_plan *p, const void *const *rows, int64_
     }
 }
 
-/* Pass 1, int8: one (block, key chunk) item. */
-static void li_score_i8_item(const fia_li_plan *p, const fia_work_item *it, float *scores,
-                             li_scratch *s) {
+/* The tile of keys [j0, j0 + n) at rows, in the form the path's kernel reads: fp32 rows, or
+ * uint8 rows with their scales (bf16 reads the rows in place). */
+static void li_convert_tile(const fia_li_plan *p, li_scratch *s, int64_t b, int64_t j0,
+                            int64_t kv1, int64_t n, const void *const *rows) {
+    if (p->quant) {
+        const void *scp[FIA_LI_KEY_TILE];
+        p->lik->keys_to_u8(n, p->D, p->d4, rows, s->ku, p->ldk);
+        li_key_rows(p, &p->sk, b, j0, kv1, scp);
+        li_load_scales(p, scp, n, s->sk);
+    } else if (!p->bf16) {
+        p->lik->keys_to_f32(n, p->D, rows, p->k.dtype, s->kt, p->ldk);
+    }
+}
+
+/* Scores of row r of the block (prepared) for the first m keys of the converted tile. */
+static void li_score_row(const fia_li_plan *p, const li_scratch *s, int64_t r, int64_t m,
+                         const void *const *rows, float *out) {
+    const int64_t D = p->D, ldq = p->ldq, N1 = p->N1;
+    if (p->quant)
+        p->lik->score_i8(m, p->d4, N1, s->ku, p->ldk, s->qp + r * p->d4 * ldq * 4, ldq,
+                         s->qbias + r * ldq, s->w + r * ldq, s->sk, !p->exact, out);
+    else if (p->bf16)
+        p->lik->score_bf16(m, D, N1, rows, s->qb + r * p->dpad * ldq, ldq, s->w + r * ldq, out,
+                           s->amx);
+    else
+        p->lik->score_f32(m, D, N1, s->kt, p->ldk, s->qt + r * D * ldq, ldq, s->w + r * ldq, out);
+}
+
+/* Pass 1: one (block, key chunk) item. The block's query rows are prepared unless this thread's
+ * last item did; tiles of keys are converted once and scored against every row of the block,
+ * each row's causal bound applied by shortening its tile, the next tile's rows prefetched. */
+static void li_score_item(const fia_li_plan *p, const fia_work_item *it, float *scores,
+                          li_scratch *s) {
     const fia_li_row *rows = p->rows + it->q0;
-    const int64_t D = p->D, d4 = p->d4, ldq = p->ldq, ldk = p->ldk, N1 = p->N1, b = it->b;
-    if (*s->prepared != it->q0) li_prepare_i8(p, it, s);
+    const int64_t b = it->b, row_bytes = p->k.esize * p->D;
+    if (*s->prepared != it->q0) {
+        if (p->quant) li_prepare_i8(p, it, s);
+        else if (p->bf16) li_prepare_bf16(p, it, s);
+        else li_prepare_f32(p, it, s);
+    }
     *s->prepared = it->q0;
-    const void *rowp[2][FIA_LI_KEY_TILE], *scp[FIA_LI_KEY_TILE];
+    const void *rowp[2][FIA_LI_KEY_TILE];
     int cur = 0;
     int64_t n = li_key_rows(p, &p->k, b, it->kv0, it->kv1, rowp[0]);
     for (int64_t j0 = it->kv0; j0 < it->kv1; cur ^= 1) {
-        p->lik->keys_to_u8(n, D, d4, rowp[cur], s->ku, ldk);
-        li_key_rows(p, &p->sk, b, j0, it->kv1, scp);
-        li_load_scales(p, scp, n, s->sk);
+        li_convert_tile(p, s, b, j0, it->kv1, n, rowp[cur]);
         const int64_t next = li_key_rows(p, &p->k, b, j0 + n, it->kv1, rowp[cur ^ 1]);
-        li_prefetch_rows(rowp[cur ^ 1], next, D);
+        li_prefetch_rows(rowp[cur ^ 1], next, row_bytes);
         for (int64_t r = 0; r < it->qn; r++) {
             const int64_t end = rows[r].vis < j0 + n ? rows[r].vis : j0 + n;
-            if (end <= j0) continue;
-            p->lik->score_i8(end - j0, d4, N1, s->ku, ldk, s->qp + r * d4 * ldq * 4, ldq,
-                             s->qbias + r * ldq, s->w + r * ldq, s->sk, !p->exact,
-                             scores + rows[r].off + j0);
+            if (end > j0) li_score_row(p, s, r, end - j0, rowp[cur], scores + rows[r].off + j0);
         }
         j0 += n;
         n = next;
@@ -721,9 +701,7 @@ static void li_score_task(void *arg, int64_t task, int32_t tid) {
     const fia_li_plan *p = run->p;
     li_scratch s = li_scratch_of(run, tid);
     const fia_work_item *it = &p->work.items[run->wave->item0 + task];
-    if (p->quant) li_score_i8_item(p, it, run->scores, &s);
-    else if (p->bf16) li_score_bf16_item(p, it, run->scores, &s);
-    else li_score_f32_item(p, it, run->scores, &s);
+    li_score_item(p, it, run->scores, &s);
 }
 
 /* sparse_values slot i of a row at ov: fp32, or rounded to fp16 / bf16 (nearest even). */
