@@ -95,6 +95,10 @@ typedef struct li_instance {
     size_t workspace_bytes;
 } li_instance;
 
+/* The plan of copy 0: its compute unit (amx_bf16, vnni or fma) is the roof the case is judged
+ * against. */
+static const fia_plan *li_plan_of(void *inst) { return ((li_instance *)inst)->cp[0].plan; }
+
 static void li_destroy(void *inst) {
     li_instance *I = inst;
     if (!I) return;
@@ -266,7 +270,7 @@ static int li_check(void *inst, bench_check *r, char *err, size_t err_len) {
 
 static const bench_op li_bench_op = {
     "lightning_indexer", li_shape, li_params_json, li_counts, li_copy_bytes,
-    li_prepare, li_execute, li_check, li_destroy, NULL,
+    li_prepare, li_execute, li_check, li_destroy, li_plan_of,
 };
 
 /* ---------------------------------------------------------------------------------------- */
