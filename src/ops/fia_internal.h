@@ -32,12 +32,6 @@
 #include "sched/worklist.h"
 
 
-typedef struct fia_batch {
-    int64_t sq, skv;      /* actual query and kv lengths */
-    int64_t q_tok0;       /* TND: first token of this batch in the query (else 0) */
-    int64_t kv_tok0;      /* TND without paging: first kv token (else 0) */
-} fia_batch;
-
 /* How rows see keys (the sparse_mode geometry), see row_range in fia_exec.c. */
 typedef enum fia_vis {
     FIA_VIS_ALL = 0,          /* every key (mask tensor may still apply) */
