@@ -61,27 +61,29 @@ typedef struct sfa_tensors {
 
 /* Conditions of the tables: the bf16 / fp16 form (separate rope tensors), the C8 form, and
  * return_softmax_lse (the softmax outputs are read). */
-enum { SFA_ROPE = FIA_SPEC_WHEN(0), SFA_C8 = FIA_SPEC_WHEN(1), SFA_LSE = FIA_SPEC_WHEN(2) };
+enum { SFA_ROPE = 1, SFA_C8 = 2, SFA_LSE = 4 };
 enum { S_Q, S_K, S_K8, S_V, S_IDX, S_OUT, S_QR, S_KR, S_BT, S_LSE, S_MAX, S_SUM, S_SINKS };
 #define SFA_T(m) offsetof(sfa_tensors, m)
 #define SFA_REQ (FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT)
+#define SFA_ROPE_WHAT "the rope is required (dim 64)"
 static const fia_tensor_spec sfa_spec[] = {
     [S_Q] = {"query", SFA_T(query), SFA_REQ, FIA_DT(FLOAT16) | FIA_DT(BFLOAT16),
-             "float16 or bfloat16", -1},
-    [S_K] = {"key", SFA_T(key), SFA_REQ | SFA_ROPE, 0, NULL, S_Q},
-    [S_K8] = {"key", SFA_T(key), SFA_REQ | SFA_C8, FIA_DT(INT8), "int8 (656-byte C8 rows)", -1},
-    [S_V] = {"value", SFA_T(value), FIA_SPEC_INNER_UNIT, 0, NULL, -1},
+             "float16 or bfloat16", -1, 0, NULL},
+    [S_K] = {"key", SFA_T(key), SFA_REQ, 0, NULL, S_Q, SFA_ROPE, NULL},
+    [S_K8] = {"key", SFA_T(key), SFA_REQ, FIA_DT(INT8), "int8 (656-byte C8 rows)", -1, SFA_C8, NULL},
+    [S_V] = {"value", SFA_T(value), FIA_SPEC_INNER_UNIT, 0, NULL, -1, 0, NULL},
     [S_IDX] = {"sparse_indices", SFA_T(sparse_indices), FIA_SPEC_REQUIRED, FIA_DT(INT32), "int32",
-               -1},
-    [S_OUT] = {"attention_out", SFA_T(attention_out), SFA_REQ, 0, NULL, S_Q},
-    [S_QR] = {"query_rope", SFA_T(query_rope), SFA_REQ | SFA_ROPE, 0, NULL, S_Q},
-    [S_KR] = {"key_rope", SFA_T(key_rope), SFA_REQ | SFA_ROPE, 0, NULL, S_Q},
-    [S_BT] = {"block_table", SFA_T(block_table), 0, 0, NULL, -1},
-    [S_LSE] = {"softmax_lse", SFA_T(softmax_lse), SFA_LSE, FIA_DT(FLOAT32), "float32", -1},
-    [S_MAX] = {"softmax_max", SFA_T(softmax_max), SFA_LSE, FIA_DT(FLOAT32), "float32", -1},
-    [S_SUM] = {"softmax_sum", SFA_T(softmax_sum), SFA_LSE, FIA_DT(FLOAT32), "float32", -1},
-    [S_SINKS] = {"sinks", SFA_T(sinks), 0, FIA_DT(FLOAT32), "float32", -1},
+               -1, 0, NULL},
+    [S_OUT] = {"attention_out", SFA_T(attention_out), SFA_REQ, 0, NULL, S_Q, 0, NULL},
+    [S_QR] = {"query_rope", SFA_T(query_rope), SFA_REQ, 0, NULL, S_Q, SFA_ROPE, SFA_ROPE_WHAT},
+    [S_KR] = {"key_rope", SFA_T(key_rope), SFA_REQ, 0, NULL, S_Q, SFA_ROPE, SFA_ROPE_WHAT},
+    [S_BT] = {"block_table", SFA_T(block_table), 0, 0, NULL, -1, 0, NULL},
+    [S_LSE] = {"softmax_lse", SFA_T(softmax_lse), 0, FIA_DT(FLOAT32), "float32", -1, SFA_LSE, NULL},
+    [S_MAX] = {"softmax_max", SFA_T(softmax_max), 0, FIA_DT(FLOAT32), "float32", -1, SFA_LSE, NULL},
+    [S_SUM] = {"softmax_sum", SFA_T(softmax_sum), 0, FIA_DT(FLOAT32), "float32", -1, SFA_LSE, NULL},
+    [S_SINKS] = {"sinks", SFA_T(sinks), 0, FIA_DT(FLOAT32), "float32", -1, 0, NULL},
 };
+#undef SFA_ROPE_WHAT
 #undef SFA_REQ
 #undef SFA_T
 
