@@ -191,58 +191,57 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
     k->transpose_f32(s->rp, SFA_DR, s->kt + SFA_DN * SFA_TILE, SFA_TILE, n, SFA_DR);
 }
 
-/* sfa_run_slice on AMX tiles (bf16 query and cache, kernels/amx.h): every gathered token is
- * visible to every head, so the kernel's per-row key range is the whole tile. */
-static bool sfa_run_slice_amx(const sfa_plan *p, const sfa_row *r, int64_t nh, sfa_cursor *c,
-                              sfa_scratch *s) {
+/* One tile of n gathered tokens on AMX tiles (bf16 query and cache, kernels/amx.h): every
+ * gathered token is visible to every head, so the kernel's per-row key range is the whole tile.
+ * Returns whether any score was visible. */
+static bool sfa_step_amx(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                         bool first) {
     int32_t ka[FIA_MAX_LATENT_HEADS], ke[FIA_MAX_LATENT_HEADS];
-    int cur = 0;
-    int64_t n = sfa_gather(p, r, c, s->nope[0], s->rope[0]);
-    bool first = true;
-    while (n > 0) {
-        const int64_t nn = sfa_gather(p, r, c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-        sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
-        for (int64_t h = 0; h < nh; h++) ka[h] = 0, ke[h] = (int32_t)n;
-        const fia_amx_mla_args a = {nh, (nh + 15) / 16 * 16, n,
-                                    (const uint16_t *const *)s->nope[cur],
-                                    (const uint16_t *const *)s->rope[cur], s->qt, ka, ke,
-                                    p->scale, first, false, s->m, s->l, s->o, SFA_LDV, s->amx};
-        if (fia_amx_mla_step(&a)) first = false;
-        cur ^= 1;
-        n = nn;
-    }
-    return !first;
+    for (int64_t h = 0; h < nh; h++) ka[h] = 0, ke[h] = (int32_t)n;
+    const fia_amx_mla_args a = {nh, (nh + 15) / 16 * 16, n, (const uint16_t *const *)s->nope[cur],
+                                (const uint16_t *const *)s->rope[cur], s->qt, ka, ke, p->scale,
+                                first, false, s->m, s->l, s->o, SFA_LDV, s->amx};
+    return fia_amx_mla_step(&a);
+}
+
+/* One tile of n gathered tokens in fp32: K^T and V panels, S = Q.K^T, the online-softmax step
+ * (C8: P rounded), O = alpha.O + P.V. */
+static void sfa_step_f32(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                         int64_t nn, bool first) {
+    const fia_kernels *k = p->kern;
+    sfa_pack_tile(p, s, cur, n, nn);
+    k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
+    k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+    if (p->c8) sfa_round_p(p, s, nh, n);
+    k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
+                first ? NULL : s->alpha);
 }
 
 /* The slice of index entries [e0, e1) of a row for heads [0, nh) of the packed query tile: the
- * state (o, m, l) of the slice's tokens from empty. Returns whether the slice had any token
- * (else the state is the empty one and o is not written). */
+ * state (o, m, l) of the slice's tokens from empty, its tiles streamed (the next tile's rows
+ * gathered and prefetched while the current one computes). Returns whether the slice had any
+ * token (else the state is the empty one and o is not written). */
 static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t e0, int64_t e1,
                           sfa_scratch *s) {
-    const fia_kernels *k = p->kern;
     sfa_cursor c = {e0, e1, 0, false};
     for (int64_t h = 0; h < nh; h++) {
         s->m[h] = -INFINITY;
         s->l[h] = 0.0f;
     }
     bool first = true;
-    if (p->amx) {
-        first = !sfa_run_slice_amx(p, r, nh, &c, s);
-    } else {
-        int cur = 0;
-        int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
-        while (n > 0) {
-            const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-            sfa_pack_tile(p, s, cur, n, nn);
-            k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
-            k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
-            if (p->c8) sfa_round_p(p, s, nh, n);
-            k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
-                        first ? NULL : s->alpha);
+    int cur = 0;
+    int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
+    while (n > 0) {
+        const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
+        if (p->amx) {
+            sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
+            if (sfa_step_amx(p, s, cur, nh, n, first)) first = false;
+        } else {
+            sfa_step_f32(p, s, cur, nh, n, nn, first);
             first = false;
-            cur ^= 1;
-            n = nn;
         }
+        cur ^= 1;
+        n = nn;
     }
     s->ended = c.ended;
     return !first;
