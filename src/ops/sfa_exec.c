@@ -79,10 +79,9 @@ typedef struct sfa_row {
 
 static sfa_row sfa_row_of(const sfa_plan *p, int64_t b, int64_t i) {
     const fia_batch *bi = &p->batches[b];
-    const int64_t skv = bi->skv;
-    int64_t thr = p->causal ? skv - bi->sq + i + 1 : skv;
-    if (thr > skv) thr = skv;
-    const sfa_row r = {b, bi->q_tok0 + i, thr};
+    int64_t lo, hi;
+    fia_vis_range(p->vis, 0, 0, bi, i, &lo, &hi);
+    const sfa_row r = {b, bi->q_tok0 + i, hi + 1};
     return r;
 }
 

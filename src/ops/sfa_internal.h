@@ -46,7 +46,7 @@ typedef struct sfa_plan {
     const fia_sfa_kernels *skern;
     bool c8;
     bool amx;    /* bf16 query and cache on AMX tiles (kernels/amx.h, sfa_exec.c) */
-    bool causal; /* sparse_mode 3 */
+    fia_vis vis; /* sparse_mode 0: all keys, 3: causal bottom-right (sched/kvcache.h) */
     bool tnd;    /* layout_query TND */
     int64_t B, N1, K, sbs, nslices, slice_entries, num_rows, head_block, num_threads;
     float scale;

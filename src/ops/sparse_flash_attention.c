@@ -156,7 +156,7 @@ static fia_status sfa_check_params(sfa_plan *p, const fia_sparse_flash_attention
                            fia_layout_name(prm->layout_kv));
     p->sbs = sbs;
     p->scale = (float)prm->scale_value;
-    p->causal = prm->sparse_mode == 3;
+    p->vis = prm->sparse_mode == 3 ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_ALL;
     return FIA_STATUS_SUCCESS;
 }
 
@@ -314,12 +314,16 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
 
 /* ---- scheduling -------------------------------------------------------------------------- */
 
-/* The first query position of batch b that sees a token (positions before it output 0). */
+/* The first query position of batch b that sees a token (positions before it output 0; the
+ * visible bound never decreases along the positions). */
 static int64_t sfa_first_visible(const sfa_plan *p, const fia_batch *bi) {
-    if (bi->skv <= 0 || p->nslices == 0) return bi->sq;
-    if (!p->causal) return 0;
-    const int64_t n0 = bi->sq - bi->skv; /* thr = skv - sq + i + 1 > 0 */
-    return n0 < 0 ? 0 : n0;
+    if (p->nslices == 0) return bi->sq;
+    int64_t i = 0, lo, hi;
+    for (; i < bi->sq; i++) {
+        fia_vis_range(p->vis, 0, 0, bi, i, &lo, &hi);
+        if (hi >= 0) break;
+    }
+    return i;
 }
 
 /* Head blocks: all heads, halved while the rows and slices leave threads idle. Split (one item

@@ -43,6 +43,33 @@ typedef struct fia_batch {
     int64_t kv_tok0;  /* TND without paging: first kv token (else 0) */
 } fia_batch;
 
+/* How query rows see keys (the sparse_mode geometry of every attention operator). */
+typedef enum fia_vis {
+    FIA_VIS_ALL = 0,          /* every key (mask tensor may still apply) */
+    FIA_VIS_BAND_TOP_LEFT,    /* sparse_mode 0 with a mask: i - pre <= j <= i + next */
+    FIA_VIS_CAUSAL_TOP_LEFT,  /* sparse_mode 2: j <= i */
+    FIA_VIS_CAUSAL_BOTTOM_RIGHT, /* sparse_mode 3: j <= i + skv - sq */
+    FIA_VIS_BAND_BOTTOM_RIGHT /* sparse_mode 4 */
+} fia_vis;
+
+/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i of batch
+ * bi: the sparse_mode geometry, written once for planning and execution of every operator.
+ * Both ends are non-decreasing in i for every mode. */
+static inline void fia_vis_range(fia_vis vis, int64_t pre, int64_t next, const fia_batch *bi,
+                                 int64_t i, int64_t *lo, int64_t *hi) {
+    const int64_t skv = bi->skv, sq = bi->sq;
+    int64_t a = 0, e = skv - 1;
+    switch (vis) {
+    case FIA_VIS_ALL: break;
+    case FIA_VIS_BAND_TOP_LEFT: a = i - pre; e = i + next; break;
+    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
+    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
+    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - pre; e = i + skv - sq + next; break;
+    }
+    *lo = a < 0 ? 0 : a;
+    *hi = e > skv - 1 ? skv - 1 : e;
+}
+
 static inline void fia_pages_init(fia_pages *pg, const int32_t *table, int64_t cols,
                                   int64_t block_size) {
     const int s = fia_kv_shift(block_size);
