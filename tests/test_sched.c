@@ -8,7 +8,8 @@
  *                chunk order, bit for bit; an empty chunk is skipped;
  *   kvcache:     fia_seq_row_ptrs against the definition (dense, TND offset, paged with runs
  *                crossing blocks, every block size 1..9);
- *   tensor_spec: the order of the three passes and their messages.
+ *   tensor_spec: the order of the three passes and their messages; conditions (required when,
+ *                applies when), the rank and dim rules (dims from the end) and their messages.
  * Usage: test_sched [seed].
  */
 #include <math.h>
@@ -143,7 +144,9 @@ static void test_kvcache(tu_rng *r) {
         s.base = (char *)0x1000;
         s.esize = 2;
         s.s_b = 100000, s.s_t = tu_int(r, 1, 50), s.s_h = 7, s.s_blk = 9000;
-        const fia_pages dense = {NULL, 0, 0}, paged = {table, cols, bs};
+        const fia_pages dense = {NULL, 0, 0, 0};
+        fia_pages paged; /* power-of-two block sizes locate by shift */
+        fia_pages_init(&paged, table, cols, bs);
         const int64_t b = tu_int(r, 0, B - 1), h = tu_int(r, 0, 3), tok0 = tu_int(r, 0, 20);
         const int64_t t0 = tu_int(r, 0, cols * bs - 1), n = tu_int(r, 0, cols * bs - t0);
         const void *p1[64], *p2[64];
@@ -266,6 +269,75 @@ static void test_worklist_chunks(void) {
     fia_worklist_free(&wl);
 }
 
+typedef struct four {
+    const fia_tensor *q, *r, *o, *s;
+} four;
+
+/* Conditions on the rules, the rank / dim rules with their messages. */
+static void test_tensor_spec_rules(void) {
+    const int64_t q4[4] = {2, 3, 4, 8}, q3[3] = {3, 4, 8}, r4[4] = {2, 5, 4, 2}, s1[1] = {4};
+    float buf[256];
+    fia_tensor q, qt, r, s, s2;
+    fia_tensor_init(&q, buf, FIA_DTYPE_FLOAT32, 4, q4, NULL);
+    fia_tensor_init(&qt, buf, FIA_DTYPE_FLOAT32, 3, q3, NULL);
+    fia_tensor_init(&r, buf, FIA_DTYPE_FLOAT32, 4, r4, NULL);
+    fia_tensor_init(&s, buf, FIA_DTYPE_FLOAT32, 1, s1, NULL);
+    fia_tensor_init(&s2, buf, FIA_DTYPE_FLOAT32, 4, q4, NULL);
+    enum { ROPE = 1, OUT = 2 };
+    const fia_tensor_spec spec[] = {
+        {"q", offsetof(four, q), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+        {"r", offsetof(four, r), FIA_SPEC_REQUIRED, 0, NULL, -1, ROPE, NULL},
+        {"o", offsetof(four, o), 0, FIA_DT(FLOAT16), "float16", -1, OUT, NULL},
+        {"s", offsetof(four, s), 0, 0, NULL, -1, 0, NULL},
+    };
+    const fia_dim_rule rules[] = {
+        {FIA_RANK_CONST, 3, 0, 0, 0, 1, "[N]", 0},
+        {FIA_RANK_EQ, 1, 0, 0, 0, 0, NULL, ROPE},
+        {FIA_DIM_EQ, 1, -4, 0, -4, 0, NULL, ROPE},
+        {FIA_DIM_EQ, 1, -3, 0, -3, 0, NULL, ROPE},
+        {FIA_DIM_CONST, 1, -1, 0, 0, 2, "the rope", ROPE},
+        {FIA_DIM_EQ, 3, 0, 0, -2, 0, NULL, 0},
+    };
+    const size_t n = FIA_SPEC_COUNT(spec), nr = FIA_SPEC_COUNT(rules);
+    four t = {&q, NULL, &qt, &s};
+    tu_check(fia_tensor_spec_check_when(&t, spec, n, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes_when(&t, spec, n, 0) == FIA_STATUS_SUCCESS,
+             "entries of another condition are skipped: %s", fia_last_error());
+    tu_check(fia_tensor_spec_check_when(&t, spec, n, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r is NULL"),
+             "required when: %s", fia_last_error());
+    tu_check(fia_tensor_spec_dtypes_when(&t, spec, n, OUT) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "o dtype is float32, must be float16"),
+             "applies when: %s", fia_last_error());
+    t.r = &r;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r dim 1 is 5, q dim 1 is 3"),
+             "dim rule: %s", fia_last_error());
+    r.shape[1] = 3;
+    r.shape[3] = 3;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r dim 3 is 3, must be 2 (the rope)"),
+             "const dim: %s", fia_last_error());
+    r.shape[3] = 2;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_SUCCESS,
+             "rules pass: %s", fia_last_error());
+    t.q = &qt; /* 3-D: r's rank differs; without ROPE the rank rule is skipped, dim -4 too */
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r has 4 dims, q has 3"),
+             "rank rule: %s", fia_last_error());
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_SUCCESS,
+             "conditional rules skipped: %s", fia_last_error());
+    t.s = &s2;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "s has 4 dims, must be 1 ([N])"),
+             "const rank: %s", fia_last_error());
+    s.shape[0] = 5;
+    t.s = &s;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "s dim 0 is 5, q dim 1 is 4"),
+             "dim rule from the end of a 3-D tensor: %s", fia_last_error());
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261202, "test_sched");
     tu_rng r = tu_rng_make(seed);
@@ -273,6 +345,7 @@ int main(int argc, char **argv) {
     test_splitkv(&r);
     test_kvcache(&r);
     test_tensor_spec();
+    test_tensor_spec_rules();
     test_worklist_chunks();
     return tu_summary();
 }

@@ -264,10 +264,7 @@ typedef struct mla_exec {
 /* Visible keys [lo, hi] of query position i of batch bi. */
 static inline void mla_row_range(const mla_plan *p, const fia_batch *bi, int64_t i, int64_t *lo,
                                  int64_t *hi) {
-    int64_t e = bi->skv - 1;
-    if (p->causal && i + bi->skv - bi->sq < e) e = i + bi->skv - bi->sq;
-    *lo = 0;
-    *hi = e;
+    fia_vis_range(p->causal ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_ALL, 0, 0, bi, i, lo, hi);
 }
 
 /* Packs the query tile of positions [q0, q0 + qn) of batch b (all heads): rows r = pp N + h. */

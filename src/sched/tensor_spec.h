@@ -11,6 +11,8 @@
  * An entry with `when` bits applies only to calls whose conditions (the _when variants' conds)
  * include all of them: otherwise the tensor is ignored (not required, not checked, not read).
  * fia_tensor_check_shape compares a whole shape with the one the operator derived.
+ *   pass 4 (fia_tensor_spec_dims), the rank and dim rules between the table's tensors in their
+ *     order (fia_dim_rule), under the same conditions.
  * The operator keeps only what no table says: its shape algebra and conditional rules.
  */
 #ifndef FIA_SCHED_TENSOR_SPEC_H
@@ -56,6 +58,34 @@ fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *sp
  * message: "<name> has <n> dims, expected <ndim>" / "<name> dim <i> is <v>, <what> is <want>". */
 fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
                                   const int64_t *want, const char *const *what);
+
+/* A shape rule between table entries a and b (indices into the spec). Dims count from the end
+ * when negative (-1: the innermost), so that one rule serves layouts of different ranks (BSND
+ * and TND); a rule whose dim a tensor lacks, or whose tensor is NULL, is skipped (the rank rules
+ * come first).
+ *   FIA_DIM_EQ:     dim ad of a == dim bd of b  "<a> dim <i> is <x>, <b> dim <j> is <y>"
+ *   FIA_DIM_CONST:  dim ad of a == value        "<a> dim <i> is <x>, must be <value> (<what>)"
+ *   FIA_RANK_EQ:    a has as many dims as b      "<a> has <n> dims, <b> has <m>"
+ *   FIA_RANK_CONST: a has value dims            "<a> has <n> dims, must be <value> (<what>)" */
+typedef enum fia_dim_rule_kind {
+    FIA_DIM_EQ = 0,
+    FIA_DIM_CONST,
+    FIA_RANK_EQ,
+    FIA_RANK_CONST
+} fia_dim_rule_kind;
+
+typedef struct fia_dim_rule {
+    uint8_t kind;     /* fia_dim_rule_kind */
+    int8_t a, ad;     /* tensor (spec index) and dim */
+    int8_t b, bd;     /* the other tensor and dim (FIA_DIM_EQ, FIA_RANK_EQ) */
+    int64_t value;    /* FIA_DIM_CONST, FIA_RANK_CONST */
+    const char *what; /* what the constant is, for the message (NULL: "required") */
+    uint32_t when;    /* condition bits the call must have for the rule to apply; 0: always */
+} fia_dim_rule;
+
+/* Pass 4: rules[0..nr) over the tensors of spec (checked by the passes before). */
+fia_status fia_tensor_spec_dims(const void *tensors, const fia_tensor_spec *spec,
+                                const fia_dim_rule *rules, size_t nr, uint32_t conds);
 
 #define FIA_SPEC_COUNT(spec) (sizeof(spec) / sizeof((spec)[0]))
 
