@@ -53,8 +53,6 @@ void fia_lightning_indexer_params_init(fia_lightning_indexer_params *p) {
 /* Addressing (sched/kvcache.h)                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-static const fia_pages li_dense = {NULL, 0, 0};
-
 /* A [b, token, head] view of t with these element strides. */
 static fia_seq li_seq(const fia_tensor *t, int64_t s_b, int64_t s_t, int64_t s_h) {
     fia_seq s;
@@ -70,8 +68,7 @@ static fia_seq li_seq(const fia_tensor *t, int64_t s_b, int64_t s_t, int64_t s_h
 
 /* Element (b, token t, head h) of a query-side view (or slot h of an output row). */
 static inline char *li_at(const fia_seq *s, int64_t b, int64_t t, int64_t h) {
-    int64_t run;
-    return s->base + fia_seq_offset(s, &li_dense, b, 0, h, t, &run) * s->esize;
+    return s->base + fia_seq_dense_off(s, b, t, h) * s->esize;
 }
 
 /* Rows of key tokens [j0, j0 + n) of batch b of a key-side view, n = min(tile, kv1 - j0). */
@@ -305,9 +302,10 @@ static fia_status li_parse_lengths(fia_li_plan *p, const fia_lightning_indexer_t
             return FIA_INVALID("key length %lld is too long", (long long)L->kv_len[b]);
     if (lk != FIA_LAYOUT_PA_BSND) return FIA_STATUS_SUCCESS;
     int32_t *table = NULL;
+    int64_t cols = 0;
     const fia_status st = fia_copy_block_table(t->block_table, B, L->kv_len, p->pages.block_size,
-                                               blocks, "key", &table, &p->pages.cols);
-    p->pages.table = table;
+                                               blocks, "key", &table, &cols);
+    fia_pages_init(&p->pages, table, cols, p->pages.block_size);
     return st;
 }
 
@@ -380,11 +378,13 @@ static fia_status li_check_scales(const fia_li_plan *p) {
 /* Plan: rows, waves, items                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Visible keys of row i of a batch with lengths q_len, kv_len. */
+/* Visible keys of row i of a batch with lengths q_len, kv_len (sparse_mode 0 or 3): the shared
+ * visibility rule (sched/kvcache.h), whose range starts at key 0 for both modes. */
 static int64_t li_visible(int32_t mode, int64_t i, int64_t q_len, int64_t kv_len) {
-    if (mode == 0) return kv_len;
-    const int64_t v = kv_len - q_len + i + 1;
-    return v < 0 ? 0 : v > kv_len ? kv_len : v;
+    const fia_batch bi = {q_len, kv_len, 0, 0};
+    int64_t lo, hi;
+    fia_vis_range(mode == 3 ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_ALL, 0, 0, &bi, i, &lo, &hi);
+    return hi + 1 > lo ? hi + 1 : 0;
 }
 
 static fia_status li_make_rows(fia_li_plan *p, const li_lens *L, int32_t mode) {
