@@ -8,7 +8,8 @@
  *                chunk order, bit for bit; an empty chunk is skipped;
  *   kvcache:     fia_seq_row_ptrs against the definition (dense, TND offset, paged with runs
  *                crossing blocks, every block size 1..9);
- *   tensor_spec: the order of the three passes and their messages.
+ *   tensor_spec: the order of the three passes and their messages; conditions (required when,
+ *                applies when), the rank and dim rules (dims from the end) and their messages.
  * Usage: test_sched [seed].
  */
 #include <math.h>
@@ -143,7 +144,9 @@ static void test_kvcache(tu_rng *r) {
         s.base = (char *)0x1000;
         s.esize = 2;
         s.s_b = 100000, s.s_t = tu_int(r, 1, 50), s.s_h = 7, s.s_blk = 9000;
-        const fia_pages dense = {NULL, 0, 0}, paged = {table, cols, bs};
+        const fia_pages dense = {NULL, 0, 0, 0};
+        fia_pages paged; /* power-of-two block sizes locate by shift */
+        fia_pages_init(&paged, table, cols, bs);
         const int64_t b = tu_int(r, 0, B - 1), h = tu_int(r, 0, 3), tok0 = tu_int(r, 0, 20);
         const int64_t t0 = tu_int(r, 0, cols * bs - 1), n = tu_int(r, 0, cols * bs - t0);
         const void *p1[64], *p2[64];
@@ -174,9 +177,9 @@ static void test_tensor_spec(void) {
     bad.ndim = 99;
     const fia_tensor_spec spec[] = {
         {"a", offsetof(three, a), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT,
-         "float16, bfloat16 or float32", -1},
-        {"b", offsetof(three, b), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1},
-        {"c", offsetof(three, c), 0, 0, NULL, 0},
+         "float16, bfloat16 or float32", -1, 0, NULL},
+        {"b", offsetof(three, b), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1, 0, NULL},
+        {"c", offsetof(three, c), 0, 0, NULL, 0, 0, NULL},
     };
     const size_t n = FIA_SPEC_COUNT(spec);
     three t = {NULL, NULL, &bad};
@@ -200,6 +203,139 @@ static void test_tensor_spec(void) {
     tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_SUCCESS &&
                  fia_tensor_spec_dtypes(&t, spec, n) == FIA_STATUS_SUCCESS,
              "valid tensors pass");
+    /* conditional entries (when / when_what) and "same as or one of" (FIA_SPEC_SAME_OR) */
+    const fia_tensor_spec cond[] = {
+        {"a", offsetof(three, a), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1, 0, NULL},
+        {"b", offsetof(three, b), FIA_SPEC_SAME_OR, FIA_DT(FLOAT32), "float32", 0, 0, NULL},
+        {"c", offsetof(three, c), FIA_SPEC_REQUIRED, FIA_DT(FLOAT32), "float32", -1, 1u,
+         "flag is set"},
+    };
+    const size_t nc = FIA_SPEC_COUNT(cond);
+    t = (three){&f16, &f16, NULL};
+    tu_check(fia_tensor_spec_check_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_check_when(&t, cond, nc, 1u) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c is NULL but flag is set"),
+             "when: required only under its condition: %s", fia_last_error());
+    t = (three){&f16, &f32, &bad};
+    tu_check(fia_tensor_spec_check_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS,
+             "when: an inactive entry is not checked: %s", fia_last_error());
+    t = (three){&f16, &f16, &f16};
+    tu_check(fia_tensor_spec_dtypes_when(&t, cond, nc, 1u) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c dtype is float16, must be float32"),
+             "when: an active entry's dtype: %s", fia_last_error());
+    fia_tensor bf = f16;
+    bf.dtype = FIA_DTYPE_BFLOAT16;
+    t = (three){&f16, &bf, NULL};
+    tu_check(fia_tensor_spec_dtypes_when(&t, cond, nc, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(),
+                         "b dtype is bfloat16, must be float16 (the a's) or float32"),
+             "same-or: %s", fia_last_error());
+    const int64_t want[2] = {2, 4};
+    static const char *const what[2] = {"rows", "the width"};
+    tu_check(fia_tensor_check_shape(&f16, "a", 2, want, what) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a dim 1 is 3, the width is 4") &&
+                 fia_tensor_check_shape(&f16, "a", 3, want, what) ==
+                     FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
+                 fia_tensor_check_shape(&f16, "a", 2, sh, what) == FIA_STATUS_SUCCESS,
+             "check_shape: %s", fia_last_error());
+}
+
+/* fia_worklist_chunks: ungrouped items on the token grid; sort_range orders a range only. */
+static void test_worklist_chunks(void) {
+    fia_worklist wl;
+    memset(&wl, 0, sizeof wl);
+    int ok = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        fia_worklist_begin(&wl, pass);
+        fia_worklist_chunks(&wl, 1, 0, 1, 5, 2, 100, 9000, 4096, 2);
+        fia_worklist_chunks(&wl, 0, 0, 1, 0, 1, 0, 4096, 4096, 1);
+        ok &= fia_worklist_end(&wl) == FIA_STATUS_SUCCESS;
+    }
+    ok &= wl.num_items == 4 && wl.num_groups == 0;
+    if (ok) {
+        const int64_t a[4] = {100, 4096, 8192, 0}, e[4] = {4096, 8192, 9000, 4096};
+        for (int i = 0; i < 4; i++)
+            ok &= wl.items[i].kv0 == a[i] && wl.items[i].kv1 == e[i] && wl.items[i].group == -1 &&
+                  wl.items[i].cost == fia_cost_tile(wl.items[i].qn, e[i] - a[i]);
+        ok &= wl.items[0].chunk == 0 && wl.items[2].chunk == 2 && wl.items[0].q0 == 5;
+        fia_worklist_sort_range(&wl, 0, 3);
+        /* by cost: the full chunk, then the shorter ones; item 3 (outside the range) stays */
+        ok &= wl.items[0].kv0 == 4096 && wl.items[1].kv0 == 100 && wl.items[2].kv0 == 8192 &&
+              wl.items[3].kv0 == 0;
+    }
+    tu_check(ok, "worklist_chunks: items on the chunk grid, sort_range");
+    fia_worklist_free(&wl);
+}
+
+typedef struct four {
+    const fia_tensor *q, *r, *o, *s;
+} four;
+
+/* Conditions on the rules, the rank / dim rules with their messages. */
+static void test_tensor_spec_rules(void) {
+    const int64_t q4[4] = {2, 3, 4, 8}, q3[3] = {3, 4, 8}, r4[4] = {2, 5, 4, 2}, s1[1] = {4};
+    float buf[256];
+    fia_tensor q, qt, r, s, s2;
+    fia_tensor_init(&q, buf, FIA_DTYPE_FLOAT32, 4, q4, NULL);
+    fia_tensor_init(&qt, buf, FIA_DTYPE_FLOAT32, 3, q3, NULL);
+    fia_tensor_init(&r, buf, FIA_DTYPE_FLOAT32, 4, r4, NULL);
+    fia_tensor_init(&s, buf, FIA_DTYPE_FLOAT32, 1, s1, NULL);
+    fia_tensor_init(&s2, buf, FIA_DTYPE_FLOAT32, 4, q4, NULL);
+    enum { ROPE = 1, OUT = 2 };
+    const fia_tensor_spec spec[] = {
+        {"q", offsetof(four, q), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+        {"r", offsetof(four, r), FIA_SPEC_REQUIRED, 0, NULL, -1, ROPE, NULL},
+        {"o", offsetof(four, o), 0, FIA_DT(FLOAT16), "float16", -1, OUT, NULL},
+        {"s", offsetof(four, s), 0, 0, NULL, -1, 0, NULL},
+    };
+    const fia_dim_rule rules[] = {
+        {FIA_RANK_CONST, 3, 0, 0, 0, 1, "[N]", 0},
+        {FIA_RANK_EQ, 1, 0, 0, 0, 0, NULL, ROPE},
+        {FIA_DIM_EQ, 1, -4, 0, -4, 0, NULL, ROPE},
+        {FIA_DIM_EQ, 1, -3, 0, -3, 0, NULL, ROPE},
+        {FIA_DIM_CONST, 1, -1, 0, 0, 2, "the rope", ROPE},
+        {FIA_DIM_EQ, 3, 0, 0, -2, 0, NULL, 0},
+    };
+    const size_t n = FIA_SPEC_COUNT(spec), nr = FIA_SPEC_COUNT(rules);
+    four t = {&q, NULL, &qt, &s};
+    tu_check(fia_tensor_spec_check_when(&t, spec, n, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes_when(&t, spec, n, 0) == FIA_STATUS_SUCCESS,
+             "entries of another condition are skipped: %s", fia_last_error());
+    tu_check(fia_tensor_spec_check_when(&t, spec, n, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r is NULL"),
+             "required when: %s", fia_last_error());
+    tu_check(fia_tensor_spec_dtypes_when(&t, spec, n, OUT) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "o dtype is float32, must be float16"),
+             "applies when: %s", fia_last_error());
+    t.r = &r;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r dim 1 is 5, q dim 1 is 3"),
+             "dim rule: %s", fia_last_error());
+    r.shape[1] = 3;
+    r.shape[3] = 3;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r dim 3 is 3, must be 2 (the rope)"),
+             "const dim: %s", fia_last_error());
+    r.shape[3] = 2;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_SUCCESS,
+             "rules pass: %s", fia_last_error());
+    t.q = &qt; /* 3-D: r's rank differs; without ROPE the rank rule is skipped, dim -4 too */
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "r has 4 dims, q has 3"),
+             "rank rule: %s", fia_last_error());
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_SUCCESS,
+             "conditional rules skipped: %s", fia_last_error());
+    t.s = &s2;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "s has 4 dims, must be 1 ([N])"),
+             "const rank: %s", fia_last_error());
+    s.shape[0] = 5;
+    t.s = &s;
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "s dim 0 is 5, q dim 1 is 4"),
+             "dim rule from the end of a 3-D tensor: %s", fia_last_error());
 }
 
 int main(int argc, char **argv) {
@@ -209,5 +345,7 @@ int main(int argc, char **argv) {
     test_splitkv(&r);
     test_kvcache(&r);
     test_tensor_spec();
+    test_tensor_spec_rules();
+    test_worklist_chunks();
     return tu_summary();
 }

@@ -356,6 +356,19 @@ FIA_API fia_status fia_quant_lightning_indexer(fia_context *ctx,
                                                const fia_lightning_indexer_tensors *tensors,
                                                const fia_lightning_indexer_params *params);
 
+/*
+ * fia_topk - the indexer's top-k selection alone, on one row of fp32 scores: writes
+ * count = min(k, n) indices of scores[0..n) into indices[0..count), by descending score; equal
+ * scores keep the lower index first, -0 equals +0, NaN ranks below every number (among NaNs
+ * the lower index first), exactly as sparse_indices ranks a row. Returns count, or -1 (with
+ * fia_last_error) for a NULL buffer, n < 0, k < 1 or n, k beyond INT32_MAX.
+ * scratch: fia_topk_scratch_bytes(n, k) bytes, 8-byte aligned; no allocation, no context;
+ * calls on disjoint buffers may run concurrently. O(n) time (radix select) plus a sort of k.
+ */
+FIA_API size_t fia_topk_scratch_bytes(int64_t n, int64_t k);
+FIA_API int64_t fia_topk(const float *scores, int64_t n, int64_t k, int32_t *indices,
+                         void *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -148,6 +148,8 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     if (!c) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "fia_context_create: out of memory");
     c->isa = isa;
     c->features = fia_isa_features(isa, cpu);
+    const char *amx_env = getenv("FIA_AMX"); /* FIA_AMX=0: no AMX kernel in this context */
+    if (amx_env && !strcmp(amx_env, "0")) c->features &= ~(uint32_t)(FIA_CPU_AMX_BF16 | FIA_CPU_AMX_INT8);
     fia_kernel_set_build(&c->kernels, c->features);
     c->bf16dp = (c->features & FIA_CPU_AVX512BF16) != 0;
     c->amx_bf16 = c->bf16dp && (c->features & FIA_CPU_AMX_BF16) != 0;
@@ -156,8 +158,6 @@ fia_status fia_context_create(const fia_context_options *options, fia_context **
     const char *bf = getenv("FIA_BF16DP");
     if (bf && !strcmp(bf, "0")) c->bf16dp_fast = false;
     if (bf && !strcmp(bf, "1")) c->bf16dp_fast = c->bf16dp;
-    const char *amx = getenv("FIA_AMX"); /* FIA_AMX=0: AMX off for this context */
-    if (amx && !strcmp(amx, "0")) c->amx_bf16 = c->amx_int8 = false;
     c->num_threads = threads;
     const char *verbose = getenv("FIA_VERBOSE");
     c->verbose = verbose && *verbose && strcmp(verbose, "0") != 0;

@@ -29,6 +29,16 @@
  * fp32 arithmetic (ReLU of NaN is 0 on AVX-512 and NaN in the scalar code: the operator ranks NaN
  * scores last either way). No allocation; kernels may run concurrently on disjoint outputs.
  *
+ * bf16 (slot score_bf16, AMX only: NULL where the CPU has no AMX bf16 or FIA_AMX=0; then the
+ * float kernels run):
+ *   out[j] = sum_{h < nh} w[h] * ReLU( sum_{c < d} q[h][c] * k[j][c] )   with bf16 q and k,
+ *       every product exact in fp32, sums in fp32 in a fixed order (per 32-dim block); it is
+ *       tested against the scalar score_f32 on the same (exactly widened) values.
+ *   rows  n pointers to the bf16 key rows (d values each, any addresses);
+ *   qp    [dpad / 2 x ldq x 2] bf16 (dpad = d rounded up to 32): qp[(c2 * ldq + h) * 2 + t] =
+ *         q[h][2 c2 + t], zero beyond d and beyond nh (the pair layout of the tile unit);
+ *   w     [ldq] fp32, zero beyond nh; scratch: FIA_LI_BF16_SCRATCH(d) bytes, 64-byte aligned.
+ *
  * The scalar kernels are the reference the others are tested against (tests/test_lightning_indexer.c):
  * the float kernel sums in a different order per ISA (fp32 rounding differences), the int8
  * kernel's integer part is exact everywhere.
@@ -54,6 +64,13 @@ typedef void fia_li_score_i8_fn(int64_t n, int64_t d4, int64_t nh, const uint8_t
                                 const int8_t *qp, int64_t ldq, const int32_t *qbias,
                                 const float *ws, const float *sk, int f16, float *out);
 
+typedef void fia_li_score_bf16_fn(int64_t n, int64_t d, int64_t nh, const void *const *rows,
+                                  const uint16_t *qp, int64_t ldq, const float *w, float *out,
+                                  void *scratch);
+
+/* The scratch of score_bf16: 16 x 64 fp32 scores and a 16-key stage of dpad bf16. */
+#define FIA_LI_BF16_SCRATCH(d) ((size_t)(16 * 64 * 4) + (size_t)(16 * 2) * (size_t)(((d) + 31) / 32 * 32))
+
 typedef struct fia_li_kernels {
     const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
     uint32_t features; /* the FIA_CPU_* bits its kernels use (registry.h) */
@@ -65,6 +82,7 @@ typedef struct fia_li_kernels {
     fia_li_keys_to_u8_fn *keys_to_u8;
     fia_li_score_f32_fn *score_f32;
     fia_li_score_i8_fn *score_i8;
+    fia_li_score_bf16_fn *score_bf16; /* NULL unless the CPU has AMX bf16 */
 } fia_li_kernels;
 
 #endif /* FIA_LI_KERNELS_H */

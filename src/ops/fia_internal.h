@@ -32,21 +32,6 @@
 #include "sched/worklist.h"
 
 
-typedef struct fia_batch {
-    int64_t sq, skv;      /* actual query and kv lengths */
-    int64_t q_tok0;       /* TND: first token of this batch in the query (else 0) */
-    int64_t kv_tok0;      /* TND without paging: first kv token (else 0) */
-} fia_batch;
-
-/* How rows see keys (the sparse_mode geometry), see row_range in fia_exec.c. */
-typedef enum fia_vis {
-    FIA_VIS_ALL = 0,          /* every key (mask tensor may still apply) */
-    FIA_VIS_BAND_TOP_LEFT,    /* sparse_mode 0 with a mask: i - pre <= j <= i + next */
-    FIA_VIS_CAUSAL_TOP_LEFT,  /* sparse_mode 2: j <= i */
-    FIA_VIS_CAUSAL_BOTTOM_RIGHT, /* sparse_mode 3: j <= i + skv - sq */
-    FIA_VIS_BAND_BOTTOM_RIGHT /* sparse_mode 4 */
-} fia_vis;
-
 typedef enum fia_antiquant {
     FIA_AQ_NONE = 0,
     FIA_AQ_TENSOR,  /* one scale (and offset) for K, one for V */
@@ -108,22 +93,10 @@ typedef struct fia_scratch {
     int64_t *lo, *hi;     /* per query position of the tile */
 } fia_scratch;
 
-/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i of batch
- * bi: the sparse_mode geometry, written once for planning and execution. Both ends are
- * non-decreasing in i for every mode. */
+/* Visible key range [lo, hi] of query position i of batch bi (sched/kvcache.h fia_vis_range). */
 static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, int64_t i,
                                  int64_t *lo, int64_t *hi) {
-    const int64_t skv = bi->skv, sq = bi->sq;
-    int64_t a = 0, e = skv - 1;
-    switch (p->vis) {
-    case FIA_VIS_ALL: break;
-    case FIA_VIS_BAND_TOP_LEFT: a = i - p->pre; e = i + p->next; break;
-    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
-    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
-    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - p->pre; e = i + skv - sq + p->next; break;
-    }
-    *lo = a < 0 ? 0 : a;
-    *hi = e > skv - 1 ? skv - 1 : e;
+    fia_vis_range(p->vis, p->pre, p->next, bi, i, lo, hi);
 }
 
 /* ---- validation pieces shared by the dense path and MLA (fia_common.c) ---- */

@@ -264,10 +264,7 @@ typedef struct mla_exec {
 /* Visible keys [lo, hi] of query position i of batch bi. */
 static inline void mla_row_range(const mla_plan *p, const fia_batch *bi, int64_t i, int64_t *lo,
                                  int64_t *hi) {
-    int64_t e = bi->skv - 1;
-    if (p->causal && i + bi->skv - bi->sq < e) e = i + bi->skv - bi->sq;
-    *lo = 0;
-    *hi = e;
+    fia_vis_range(p->causal ? FIA_VIS_CAUSAL_BOTTOM_RIGHT : FIA_VIS_ALL, 0, 0, bi, i, lo, hi);
 }
 
 /* Packs the query tile of positions [q0, q0 + qn) of batch b (all heads): rows r = pp N + h. */
@@ -693,14 +690,14 @@ static fia_status mla_scalar_scale(const fia_tensor *t, const char *name, const 
 #define MLA_T(m) offsetof(fia_fused_infer_attention_score_tensors, m)
 #define MLA_REQ (FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT)
 static const fia_tensor_spec mla_tensors[] = {
-    {"query", MLA_T(query), MLA_REQ, 0, NULL, -1},
-    {"query_rope", MLA_T(query_rope), MLA_REQ, 0, NULL, -1},
-    {"key", MLA_T(key), MLA_REQ, 0, NULL, -1},
-    {"key_rope", MLA_T(key_rope), MLA_REQ, 0, NULL, -1},
-    {"value", MLA_T(value), MLA_REQ, 0, NULL, -1},
-    {"attention_out", MLA_T(attention_out), MLA_REQ, 0, NULL, -1},
-    {"atten_mask", MLA_T(atten_mask), 0, 0, NULL, -1},
-    {"block_table", MLA_T(block_table), 0, 0, NULL, -1},
+    {"query", MLA_T(query), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"query_rope", MLA_T(query_rope), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"key", MLA_T(key), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"key_rope", MLA_T(key_rope), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"value", MLA_T(value), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"attention_out", MLA_T(attention_out), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"atten_mask", MLA_T(atten_mask), 0, 0, NULL, -1, 0, NULL},
+    {"block_table", MLA_T(block_table), 0, 0, NULL, -1, 0, NULL},
 };
 #undef MLA_REQ
 #undef MLA_T

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core/convert.h"
+#include "core/status.h"
 #include "ops/li_internal.h"
 
 enum { LI_HIST1 = 2048, LI_SMALL_SORT = 32 };
@@ -163,4 +164,19 @@ int64_t fia_li_topk(const float *s, int64_t n, int64_t k, int32_t *idx, void *sc
     const uint64_t *r = li_sort_desc(merged, tmp, nm);
     for (int64_t i = 0; i < nm; i++) idx[i] = (int32_t)(uint32_t)r[i];
     return nm;
+}
+
+/* The public form (include/fia/sparse.h). */
+size_t fia_topk_scratch_bytes(int64_t n, int64_t k) {
+    return fia_li_topk_scratch_bytes(n < 0 ? 0 : n, k < 0 ? 0 : k);
+}
+
+int64_t fia_topk(const float *scores, int64_t n, int64_t k, int32_t *indices, void *scratch) {
+    fia_error_clear();
+    if (!scores || !indices || !scratch || n < 0 || k < 1 || n > INT32_MAX || k > INT32_MAX) {
+        (void)FIA_INVALID("fia_topk: scores, indices and scratch must be given, n (%lld) in "
+                    "0..2^31-1 and k (%lld) in 1..2^31-1", (long long)n, (long long)k);
+        return -1;
+    }
+    return fia_li_topk(scores, n, k, indices, scratch);
 }

@@ -7,7 +7,8 @@
  * pointer, the next tile prefetched as the current one is packed (C8 rows dequantized), K^T and
  * V panels built, S = Q.K^T, the online-softmax step, O = alpha.O + P.V. Whole-row items merge
  * their slices in order and write the output; split items write their slice's partial state.
- * Phase 2 merges the partials of split rows in slice order (fia_softmax_state_merge).
+ * Phase 2 merges the partials of split rows in slice order (sched/splitkv.h), SFA_MERGE_HEADS heads
+ * per task.
  * Nothing here allocates.
  */
 #include <math.h>
@@ -16,8 +17,8 @@
 #include "core/context.h"
 #include "kernels/amx.h"
 #include "kernels/softmax_state.h"
-#include "sched/kv_addr.h"
 #include "ops/sfa_internal.h"
+#include "sched/splitkv.h"
 
 /* ---- workspace --------------------------------------------------------------------------- */
 
@@ -55,8 +56,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
 
 size_t fia_sfa_workspace_layout(const sfa_plan *p, void *ws, float **partials) {
     fia_arena a = {ws, 0};
-    fia_arena_take(&a, p->scratch_bytes * (size_t)p->num_threads);
-    float *part = fia_arena_take(&a, (size_t)p->partial_floats * sizeof(float));
+    fia_arena_take(&a, fia_sfa_scratch_carve(p, NULL, NULL) * (size_t)p->num_threads);
+    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
     if (partials) *partials = part;
     return a.used;
 }
@@ -67,7 +68,22 @@ typedef struct sfa_exec {
     const sfa_plan *p;
     char *ws;
     float *partials;
+    size_t scratch_bytes; /* per thread */
 } sfa_exec;
+
+/* One output row: batch b, token coordinate t of the query / output / indices / lse views, and
+ * thr, the visible bound (tokens < thr may be selected). */
+typedef struct sfa_row {
+    int64_t b, t, thr;
+} sfa_row;
+
+static sfa_row sfa_row_of(const sfa_plan *p, int64_t b, int64_t i) {
+    const fia_batch *bi = &p->batches[b];
+    int64_t lo, hi;
+    fia_vis_range(p->vis, 0, 0, bi, i, &lo, &hi);
+    const sfa_row r = {b, bi->q_tok0 + i, hi + 1};
+    return r;
+}
 
 /* Where a slice stands in a row's index entries: entry e, token offset off within it. */
 typedef struct sfa_cursor {
@@ -82,29 +98,15 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
     return v;
 }
 
-/* Block / row of token tok (< the batch's kv length, so always inside the cache) of batch b:
- * paged through the block table (sched/kv_addr.h, the addressing every cache reader and writer
- * shares), dense as (batch, first token + tok). Computed once, it serves the nope and the rope
- * view. */
-static inline fia_kv_slot sfa_locate(const sfa_plan *p, int64_t b, int64_t tok) {
-    if (p->paged)
-        return fia_kv_locate(p->block_table, p->bt_cols, p->block_size, p->bs_shift, b, tok);
-    const fia_kv_slot t = {b, p->batches[b].kv_tok0 + tok};
-    return t;
-}
-
-static inline const char *sfa_kv_row(const sfa_plan *p, const sfa_seq *s, fia_kv_slot t) {
-    const fia_kv_view v = {p->paged ? s->s_blk : s->s_b, s->s_t, 0, 0, 0};
-    return s->base + fia_kv_row_off(&v, t, 0) * s->esize;
-}
-
 /* Fills the row pointers of the next tile (at most SFA_TILE tokens) from the cursor and
  * advances it. Every entry is checked before a token is formed: -1 ends the row (the cursor
- * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. */
+ * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. A
+ * token's slot (sched/kvcache.h: paged or dense, tok < the batch's kv length, so always inside
+ * the cache) serves the nope and the rope view. */
 static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, const void **nope,
                           const void **rope) {
     int64_t n = 0;
-    const int64_t sbs = p->sbs, thr = r->thr;
+    const int64_t sbs = p->sbs, thr = r->thr, tok0 = p->batches[r->b].kv_tok0;
     while (n < SFA_TILE && c->e < c->e1) {
         const int32_t v = sfa_index(p, r, c->e);
         if (v == -1) {
@@ -121,9 +123,9 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
         const int64_t end = start + sbs < thr ? start + sbs : thr;
         int64_t tok = start + c->off;
         while (n < SFA_TILE && tok < end) {
-            const fia_kv_slot at = sfa_locate(p, r->b, tok);
-            nope[n] = sfa_kv_row(p, &p->k, at);
-            if (!p->c8) rope[n] = sfa_kv_row(p, &p->kr, at);
+            const fia_kv_slot at = fia_seq_slot(&p->pages, r->b, tok0, tok);
+            nope[n] = p->k.base + fia_seq_slot_off(&p->k, &p->pages, at, 0) * p->k.esize;
+            if (!p->c8) rope[n] = p->kr.base + fia_seq_slot_off(&p->kr, &p->pages, at, 0) * p->kr.esize;
             n++;
             tok++;
         }
@@ -188,57 +190,55 @@ static void sfa_pack_tile(const sfa_plan *p, sfa_scratch *s, int cur, int64_t n,
     k->transpose_f32(s->rp, SFA_DR, s->kt + SFA_DN * SFA_TILE, SFA_TILE, n, SFA_DR);
 }
 
-/* sfa_run_slice on AMX tiles (bf16 query and cache, kernels/amx.h): every gathered token is
- * visible to every head, so the kernel's per-row key range is the whole tile. */
-static bool sfa_run_slice_amx(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t slice,
-                              sfa_scratch *s) {
-    const int64_t e0 = slice * p->slice_entries;
-    sfa_cursor c = {e0, e0 + p->slice_entries < p->K ? e0 + p->slice_entries : p->K, 0, false};
+/* One tile of n gathered tokens on AMX tiles (bf16 query and cache, kernels/amx.h): every
+ * gathered token is visible to every head, so the kernel's per-row key range is the whole tile.
+ * Returns whether any score was visible. */
+static bool sfa_step_amx(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                         bool first) {
     int32_t ka[FIA_MAX_LATENT_HEADS], ke[FIA_MAX_LATENT_HEADS];
-    int cur = 0;
-    int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
-    bool first = true;
-    while (n > 0) {
-        const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-        sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
-        for (int64_t h = 0; h < nh; h++) ka[h] = 0, ke[h] = (int32_t)n;
-        const fia_amx_mla_args a = {nh, (nh + 15) / 16 * 16, n,
-                                    (const uint16_t *const *)s->nope[cur],
-                                    (const uint16_t *const *)s->rope[cur], s->qt, ka, ke,
-                                    p->scale, first, false, s->m, s->l, s->o, SFA_LDV, s->amx};
-        if (fia_amx_mla_step(&a)) first = false;
-        cur ^= 1;
-        n = nn;
-    }
-    s->ended = c.ended;
-    return !first;
+    for (int64_t h = 0; h < nh; h++) ka[h] = 0, ke[h] = (int32_t)n;
+    const fia_amx_mla_args a = {nh, (nh + 15) / 16 * 16, n, (const uint16_t *const *)s->nope[cur],
+                                (const uint16_t *const *)s->rope[cur], s->qt, ka, ke, p->scale,
+                                first, false, s->m, s->l, s->o, SFA_LDV, s->amx};
+    return fia_amx_mla_step(&a);
 }
 
-/* One slice of a row for heads [0, nh) of the packed query tile: the state (o, m, l) of the
- * slice's tokens from empty. Returns whether the slice had any token (else the state is the
- * empty one and o is not written). */
-static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t slice,
-                          sfa_scratch *s) {
+/* One tile of n gathered tokens in fp32: K^T and V panels, S = Q.K^T, the online-softmax step
+ * (C8: P rounded), O = alpha.O + P.V. */
+static void sfa_step_f32(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                         int64_t nn, bool first) {
     const fia_kernels *k = p->kern;
-    const int64_t e0 = slice * p->slice_entries;
-    sfa_cursor c = {e0, e0 + p->slice_entries < p->K ? e0 + p->slice_entries : p->K, 0, false};
+    sfa_pack_tile(p, s, cur, n, nn);
+    k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
+    k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+    if (p->c8) sfa_round_p(p, s, nh, n);
+    k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
+                first ? NULL : s->alpha);
+}
+
+/* The slice of index entries [e0, e1) of a row for heads [0, nh) of the packed query tile: the
+ * state (o, m, l) of the slice's tokens from empty, its tiles streamed (the next tile's rows
+ * gathered and prefetched while the current one computes). Returns whether the slice had any
+ * token (else the state is the empty one and o is not written). */
+static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64_t e0, int64_t e1,
+                          sfa_scratch *s) {
+    sfa_cursor c = {e0, e1, 0, false};
     for (int64_t h = 0; h < nh; h++) {
         s->m[h] = -INFINITY;
         s->l[h] = 0.0f;
     }
-    if (p->amx) return sfa_run_slice_amx(p, r, nh, slice, s);
+    bool first = true;
     int cur = 0;
     int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
-    bool first = true;
     while (n > 0) {
         const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-        sfa_pack_tile(p, s, cur, n, nn);
-        k->gemm_f32(nh, n, SFA_DK, s->q, SFA_DK, s->kt, SFA_TILE, s->s, SFA_TILE, NULL);
-        k->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
-        if (p->c8) sfa_round_p(p, s, nh, n);
-        k->gemm_f32(nh, SFA_DN, n, s->s, SFA_TILE, s->vp, SFA_LDV, s->o, SFA_LDV,
-                    first ? NULL : s->alpha);
-        first = false;
+        if (p->amx) {
+            sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
+            if (sfa_step_amx(p, s, cur, nh, n, first)) first = false;
+        } else {
+            sfa_step_f32(p, s, cur, nh, n, nn, first);
+            first = false;
+        }
         cur ^= 1;
         n = nn;
     }
@@ -248,31 +248,32 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
 
 /* Packs the query rows of heads [h0, h0 + nh) of a row, fp32, scale folded in. */
 static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int64_t nh,
-                           float *q, sfa_scratch *s) {
+                           sfa_scratch *s) {
     if (p->amx) { /* bf16 rows as they are, packed for the tiles; the scale comes after the dot */
         const uint16_t *qn[FIA_MAX_LATENT_HEADS], *qr[FIA_MAX_LATENT_HEADS];
         for (int64_t h = 0; h < nh; h++) {
-            qn[h] = (const uint16_t *)(const void *)(p->q.base + (r->b * p->q.s_b + r->t * p->q.s_t +
-                                                                  (h0 + h) * p->q.s_h) * p->q.esize);
-            qr[h] = (const uint16_t *)(const void *)(p->qr.base + (r->b * p->qr.s_b + r->t * p->qr.s_t +
-                                                                   (h0 + h) * p->qr.s_h) * p->qr.esize);
+            qn[h] = (const uint16_t *)(const void *)fia_seq_row(&p->q, r->b, r->t, h0 + h);
+            qr[h] = (const uint16_t *)(const void *)fia_seq_row(&p->qr, r->b, r->t, h0 + h);
         }
         fia_amx_mla_pack_q(nh, (nh + 15) / 16 * 16, qn, qr, s->qt);
         return;
     }
     for (int64_t h = 0; h < nh; h++) {
-        float *dst = q + h * SFA_DK;
-        const int64_t qoff = r->b * p->q.s_b + r->t * p->q.s_t + (h0 + h) * p->q.s_h;
+        float *dst = s->q + h * SFA_DK;
+        const char *qrow = fia_seq_row(&p->q, r->b, r->t, h0 + h);
         if (p->c8) {
-            fia_kernels_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DK);
+            fia_kernels_to_f32(p->kern, qrow, p->q.dtype, dst, SFA_DK);
         } else {
-            fia_kernels_to_f32(p->kern, p->q.base + qoff * p->q.esize, p->q.dtype, dst, SFA_DN);
-            const int64_t roff = r->b * p->qr.s_b + r->t * p->qr.s_t + (h0 + h) * p->qr.s_h;
-            fia_kernels_to_f32(p->kern, p->qr.base + roff * p->qr.esize, p->qr.dtype, dst + SFA_DN,
-                               SFA_DR);
+            fia_kernels_to_f32(p->kern, qrow, p->q.dtype, dst, SFA_DN);
+            fia_kernels_to_f32(p->kern, fia_seq_row(&p->qr, r->b, r->t, h0 + h), p->qr.dtype,
+                               dst + SFA_DN, SFA_DR);
         }
         for (int64_t d = 0; d < SFA_DK; d++) dst[d] *= p->scale;
     }
+}
+
+static inline void sfa_put(const sfa_vals *v, const sfa_row *r, int64_t h, float x) {
+    if (v->data) v->data[r->b * v->s_b + r->t * v->s_t + h * v->s_h] = x;
 }
 
 /* Writes the output row of head h (and its softmax outputs) from the row's final state
@@ -293,102 +294,99 @@ static void sfa_write(const sfa_plan *p, const sfa_row *r, int64_t h, float *o, 
         }
     }
     const float lse = fia_softmax_state_finish(m, l, o, SFA_DN);
-    const int64_t off = r->b * p->o.s_b + r->t * p->o.s_t + h * p->o.s_h;
-    char *dst = (char *)p->o.base + off * p->o.esize;
-    fia_kernels_from_f32(p->kern, o, p->o.dtype, dst, SFA_DN);
-    if (p->lse) p->lse[r->b * p->lse_s_b + r->t * p->lse_s_t + h * p->lse_s_h] = lse;
-    if (p->smax) {
-        p->smax[r->b * p->smax_s_b + r->t * p->smax_s_t + h * p->smax_s_h] = any ? m : 0.0f;
-        p->ssum[r->b * p->ssum_s_b + r->t * p->ssum_s_t + h * p->ssum_s_h] = any ? l : 0.0f;
-    }
+    fia_kernels_from_f32(p->kern, o, p->o.dtype, fia_seq_row(&p->o, r->b, r->t, h), SFA_DN);
+    sfa_put(&p->lse, r, h, lse);
+    sfa_put(&p->smax, r, h, any ? m : 0.0f);
+    sfa_put(&p->ssum, r, h, any ? l : 0.0f);
 }
 
-static void sfa_run_item(const sfa_exec *ex, const sfa_item *it, sfa_scratch *s) {
+/* A split item: one slice, its partial state to the group's slot (sched/splitkv.h). */
+static void sfa_run_split(const sfa_exec *ex, const fia_work_item *it, const sfa_row *r,
+                          sfa_scratch *s) {
     const sfa_plan *p = ex->p;
-    const sfa_row *r = &p->rows[it->row];
-    if (it->zero) {
-        for (int64_t h = 0; h < p->N1; h++) sfa_write(p, r, h, s->ao, -INFINITY, 0.0f);
-        return;
-    }
+    /* a -1 in an earlier slice ended the row */
+    bool ended = false;
+    for (int64_t e = 0; e < it->kv0 && !ended; e++) ended = sfa_index(p, r, e) == -1;
+    const bool any = !ended && sfa_run_slice(p, r, it->nh, it->kv0, it->kv1, s);
+    fia_splitkv_store(ex->partials, &p->work.groups[it->group], it->chunk, it->nh, SFA_DN, !any,
+                      s->m, s->l, s->o, SFA_LDV);
+}
+
+/* A whole-row item: its slices merged in order (the same fold as the merge pass). */
+static void sfa_run_row(const sfa_plan *p, const fia_work_item *it, const sfa_row *r,
+                        sfa_scratch *s) {
     const int64_t nh = it->nh;
-    sfa_pack_query(p, r, it->h0, nh, s->q, s);
-    if (it->group >= 0) {
-        /* one slice: its partial state [m[nh], l[nh], o[nh x 512]] */
-        float *slot = ex->partials +
-                      ((int64_t)it->group * p->nslices + it->s0) * p->head_block * (SFA_DN + 2);
-        /* a -1 in an earlier slice ended the row */
-        bool ended = false;
-        for (int64_t e = 0; e < (int64_t)it->s0 * p->slice_entries && !ended; e++)
-            ended = sfa_index(p, r, e) == -1;
-        const bool any = !ended && sfa_run_slice(p, r, nh, it->s0, s);
-        for (int64_t h = 0; h < nh; h++) {
-            slot[h] = any ? s->m[h] : -INFINITY;
-            slot[nh + h] = any ? s->l[h] : 0.0f;
-            if (any) memcpy(slot + 2 * nh + h * SFA_DN, s->o + h * SFA_LDV, SFA_DN * sizeof(float));
-        }
-        return;
-    }
     for (int64_t h = 0; h < nh; h++) {
         s->am[h] = -INFINITY;
         s->al[h] = 0.0f;
     }
-    for (int64_t sl = it->s0; sl < it->s1; sl++) {
-        const bool any = sfa_run_slice(p, r, nh, sl, s);
-        const bool ended = s->ended;
+    for (int64_t e0 = it->kv0; e0 < it->kv1; e0 += p->slice_entries) {
+        const int64_t e1 = e0 + p->slice_entries < it->kv1 ? e0 + p->slice_entries : it->kv1;
+        const bool any = sfa_run_slice(p, r, nh, e0, e1, s);
         if (any)
             for (int64_t h = 0; h < nh; h++)
                 fia_softmax_state_merge(&s->am[h], &s->al[h], s->ao + h * SFA_LDV, s->m[h],
                                         s->l[h], s->o + h * SFA_LDV, SFA_DN);
-        if (ended) break;
+        if (s->ended) break;
     }
-    for (int64_t h = 0; h < nh; h++) {
+    for (int64_t h = 0; h < nh; h++)
         sfa_write(p, r, it->h0 + h, s->ao + h * SFA_LDV, s->am[h], s->al[h]);
-    }
 }
 
-static sfa_scratch sfa_thread_scratch(const sfa_exec *ex, int32_t tid) {
+static sfa_scratch sfa_scratch_of(const sfa_exec *ex, int32_t tid) {
     sfa_scratch s;
-    fia_sfa_scratch_carve(ex->p, ex->ws + ex->p->scratch_bytes * (size_t)tid, &s);
+    fia_sfa_scratch_carve(ex->p, fia_thread_scratch(ex->ws, ex->scratch_bytes, tid), &s);
     return s;
 }
 
 static void sfa_item_task(void *arg, int64_t task, int32_t tid) {
     const sfa_exec *ex = arg;
-    sfa_scratch s = sfa_thread_scratch(ex, tid);
-    sfa_run_item(ex, &ex->p->items[task], &s);
+    const sfa_plan *p = ex->p;
+    const fia_work_item *it = &p->work.items[task];
+    sfa_scratch s = sfa_scratch_of(ex, tid);
+    if (it->kind == FIA_WORK_ZERO) { /* rows that see nothing: 0, lse +inf */
+        for (int64_t i = it->q0; i < it->q0 + it->qn; i++) {
+            const sfa_row r = sfa_row_of(p, it->b, i);
+            for (int64_t h = 0; h < p->N1; h++) sfa_write(p, &r, h, s.ao, -INFINITY, 0.0f);
+        }
+        return;
+    }
+    const sfa_row r = sfa_row_of(p, it->b, it->q0);
+    sfa_pack_query(p, &r, it->h0, it->nh, &s);
+    if (it->group >= 0) sfa_run_split(ex, it, &r, &s);
+    else sfa_run_row(p, it, &r, &s);
+}
+
+typedef struct sfa_merge_ctx {
+    const sfa_plan *p;
+    const fia_work_group *g;
+    sfa_row r;
+} sfa_merge_ctx;
+
+static void sfa_merge_write(const void *arg, int64_t h, float m, float l, float *o) {
+    const sfa_merge_ctx *c = arg;
+    sfa_write(c->p, &c->r, c->g->h0 + h, o, m, l);
 }
 
 /* Merge task: heads [16 c, 16 c + 16) of group task / chunks, slices merged in order. */
-enum { SFA_MERGE_HEADS = 16 };
-
 static void sfa_merge_task(void *arg, int64_t task, int32_t tid) {
     const sfa_exec *ex = arg;
     const sfa_plan *p = ex->p;
     const int64_t chunks = (p->head_block + SFA_MERGE_HEADS - 1) / SFA_MERGE_HEADS;
-    const int64_t gi = task / chunks, h0 = task % chunks * SFA_MERGE_HEADS;
-    const sfa_group *g = &p->groups[gi];
-    const sfa_row *r = &p->rows[g->row];
-    const int64_t nh = g->nh, h1 = h0 + SFA_MERGE_HEADS < nh ? h0 + SFA_MERGE_HEADS : nh;
-    sfa_scratch s = sfa_thread_scratch(ex, tid);
-    const float *base = ex->partials + gi * p->nslices * p->head_block * (SFA_DN + 2);
-    for (int64_t h = h0; h < h1; h++) {
-        float m = -INFINITY, l = 0.0f;
-        float *o = s.ao;
-        for (int64_t sl = 0; sl < p->nslices; sl++) {
-            const float *slot = base + sl * p->head_block * (SFA_DN + 2);
-            fia_softmax_state_merge(&m, &l, o, slot[h], slot[nh + h], slot + 2 * nh + h * SFA_DN,
-                                    SFA_DN);
-        }
-        sfa_write(p, r, g->h0 + h, o, m, l);
-    }
+    const fia_work_group *g = &p->work.groups[task / chunks];
+    const int64_t h0 = task % chunks * SFA_MERGE_HEADS;
+    const int64_t h1 = h0 + SFA_MERGE_HEADS < g->nh ? h0 + SFA_MERGE_HEADS : g->nh;
+    const sfa_merge_ctx c = {p, g, sfa_row_of(p, g->b, g->q0)};
+    sfa_scratch s = sfa_scratch_of(ex, tid);
+    fia_splitkv_merge_rows(ex->partials, g, g->nh, SFA_DN, h0, h1, s.ao, sfa_merge_write, &c);
 }
 
 void fia_sfa_execute(fia_plan *plan, void *workspace) {
     const sfa_plan *p = (const sfa_plan *)plan;
-    sfa_exec ex = {p, workspace, NULL};
+    sfa_exec ex = {p, workspace, NULL, fia_sfa_scratch_carve(p, NULL, NULL)};
     fia_sfa_workspace_layout(p, workspace, &ex.partials);
-    fia_pool_run(plan->ctx->pool, p->num_items, sfa_item_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_items, sfa_item_task, &ex);
     const int64_t chunks = (p->head_block + SFA_MERGE_HEADS - 1) / SFA_MERGE_HEADS;
-    if (p->num_groups) fia_pool_run(plan->ctx->pool, p->num_groups * chunks, sfa_merge_task, &ex);
+    if (p->work.num_groups)
+        fia_pool_run(plan->ctx->pool, p->work.num_groups * chunks, sfa_merge_task, &ex);
 }
-

@@ -3,6 +3,7 @@
  */
 #include <string.h>
 
+#include "core/limits.h"
 #include "core/status.h"
 #include "core/tensor.h"
 #include "sched/kvcache.h"
@@ -57,6 +58,17 @@ fia_status fia_seq_parse(const fia_tensor *t, const char *name, fia_layout layou
         seq->s_b = st[0];
         seq->s_h = st[1];
         seq->s_t = st[2];
+        break;
+    case FIA_LAYOUT_PA_BSND:
+        FIA_TRY(fia_tensor_check_ndim(t, name, 4));
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, heads, "the head count"));
+        if (sh[1] < 1 || sh[1] > FIA_MAX_BLOCK_SIZE)
+            return FIA_INVALID("%s dim 1 (block_size) is %lld, must be 1..%d", name,
+                               (long long)sh[1], FIA_MAX_BLOCK_SIZE);
+        *dims = (fia_dims){sh[0], sh[1], sh[2], sh[3]};
+        seq->s_blk = st[0];
+        seq->s_t = st[1];
+        seq->s_h = st[2];
         break;
     case FIA_LAYOUT_TND:
         FIA_TRY(fia_tensor_check_ndim(t, name, 3));

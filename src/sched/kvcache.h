@@ -33,22 +33,93 @@ typedef struct fia_seq {
 typedef struct fia_pages {
     const int32_t *table; /* B x cols */
     int64_t cols, block_size;
+    int log2_bs; /* > 0: block_size is 1 << log2_bs (fia_pages_init); 0: locate by division */
 } fia_pages;
 
-/* Element offset of head h of token tok of batch b (tok0: the batch's first token in a dense
- * TND view, else 0) and, in *run, how many tokens from tok on follow at a constant step
- * (row_step below). */
+/* The lengths of one batch (request) and where its tokens start in a TND view. */
+typedef struct fia_batch {
+    int64_t sq, skv;  /* actual query and kv lengths */
+    int64_t q_tok0;   /* TND: first token of this batch in the query (else 0) */
+    int64_t kv_tok0;  /* TND without paging: first kv token (else 0) */
+} fia_batch;
+
+/* How query rows see keys (the sparse_mode geometry of every attention operator). */
+typedef enum fia_vis {
+    FIA_VIS_ALL = 0,          /* every key (mask tensor may still apply) */
+    FIA_VIS_BAND_TOP_LEFT,    /* sparse_mode 0 with a mask: i - pre <= j <= i + next */
+    FIA_VIS_CAUSAL_TOP_LEFT,  /* sparse_mode 2: j <= i */
+    FIA_VIS_CAUSAL_BOTTOM_RIGHT, /* sparse_mode 3: j <= i + skv - sq */
+    FIA_VIS_BAND_BOTTOM_RIGHT /* sparse_mode 4 */
+} fia_vis;
+
+/* Visible key range [lo, hi] (inclusive, may be empty: lo > hi) of query position i of batch
+ * bi: the sparse_mode geometry, written once for planning and execution of every operator.
+ * Both ends are non-decreasing in i for every mode. */
+static inline void fia_vis_range(fia_vis vis, int64_t pre, int64_t next, const fia_batch *bi,
+                                 int64_t i, int64_t *lo, int64_t *hi) {
+    const int64_t skv = bi->skv, sq = bi->sq;
+    int64_t a = 0, e = skv - 1;
+    switch (vis) {
+    case FIA_VIS_ALL: break;
+    case FIA_VIS_BAND_TOP_LEFT: a = i - pre; e = i + next; break;
+    case FIA_VIS_CAUSAL_TOP_LEFT: e = i; break;
+    case FIA_VIS_CAUSAL_BOTTOM_RIGHT: e = i + skv - sq; break;
+    case FIA_VIS_BAND_BOTTOM_RIGHT: a = i + skv - sq - pre; e = i + skv - sq + next; break;
+    }
+    *lo = a < 0 ? 0 : a;
+    *hi = e > skv - 1 ? skv - 1 : e;
+}
+
+static inline void fia_pages_init(fia_pages *pg, const int32_t *table, int64_t cols,
+                                  int64_t block_size) {
+    const int s = fia_kv_shift(block_size);
+    pg->table = table;
+    pg->cols = cols;
+    pg->block_size = block_size;
+    pg->log2_bs = s > 0 ? s : 0;
+}
+
+/* Element offset of head h of token tok of a dense view's batch b (tok: the token coordinate). */
+static inline int64_t fia_seq_dense_off(const fia_seq *s, int64_t b, int64_t tok, int64_t h) {
+    return b * s->s_b + tok * s->s_t + h * s->s_h;
+}
+
+/* Address of the row of head h of token tok of a dense view's batch b. */
+static inline char *fia_seq_row(const fia_seq *s, int64_t b, int64_t tok, int64_t h) {
+    return s->base + fia_seq_dense_off(s, b, tok, h) * s->esize;
+}
+
+/* Where token tok of batch b lives (tok0: the batch's first token in a dense TND view, else 0):
+ * paged, its block and row through the block table (sched/kv_addr.h, the addressing every cache
+ * reader and writer shares); dense, the batch and the token coordinate. One slot serves every
+ * view of the same cache geometry (a latent cache and its rope). */
+static inline fia_kv_slot fia_seq_slot(const fia_pages *pg, int64_t b, int64_t tok0,
+                                       int64_t tok) {
+    if (pg->table)
+        return fia_kv_locate(pg->table, pg->cols, pg->block_size, pg->log2_bs ? pg->log2_bs : -1,
+                             b, tok);
+    const fia_kv_slot sl = {b, tok0 + tok};
+    return sl;
+}
+
+/* Element offset of head h of slot sl in the view s. */
+static inline int64_t fia_seq_slot_off(const fia_seq *s, const fia_pages *pg, fia_kv_slot sl,
+                                       int64_t h) {
+    const fia_kv_view v = {pg->table ? s->s_blk : s->s_b, s->s_t, s->s_h, 0, s->nz_w};
+    return fia_kv_row_off(&v, sl, h);
+}
+
+/* Element offset of head h of token tok of batch b and, in *run, how many tokens from tok on
+ * follow at a constant step (row_step below). */
 static inline int64_t fia_seq_offset(const fia_seq *s, const fia_pages *pg, int64_t b,
                                      int64_t tok0, int64_t h, int64_t tok, int64_t *run) {
     if (!pg->table) {
         *run = INT64_MAX;
-        return b * s->s_b + (tok0 + tok) * s->s_t + h * s->s_h;
+        return fia_seq_dense_off(s, b, tok0 + tok, h);
     }
-    /* the paged addressing every cache reader and writer shares (sched/kv_addr.h) */
-    const fia_kv_slot sl = fia_kv_locate(pg->table, pg->cols, pg->block_size, -1, b, tok);
-    const fia_kv_view v = {s->s_blk, s->s_t, s->s_h, 0, s->nz_w};
+    const fia_kv_slot sl = fia_seq_slot(pg, b, tok0, tok);
     *run = pg->block_size - sl.row;
-    return fia_kv_row_off(&v, sl, h);
+    return fia_seq_slot_off(s, pg, sl, h);
 }
 
 /* The element step between consecutive tokens of a run. */
@@ -66,8 +137,9 @@ typedef struct fia_dims {
     int64_t B, S, N, D; /* TND: B = 0 (from the lengths), S = T */
 } fia_dims;
 
-/* Reads [B, S, N, D] of a dense tensor laid out as layout (BSH, BSND, BNSD, TND) with `heads`
- * heads and fills its addressing. */
+/* Reads [B, S, N, D] of a dense tensor laid out as layout (BSH, BSND, BNSD, TND, NTD) with
+ * `heads` heads and fills its addressing. PA_BSND, a paged cache [blocks, block_size, N, D]:
+ * dims {blocks, block_size (checked 1..FIA_MAX_BLOCK_SIZE), N, D} and s_blk for the block. */
 fia_status fia_seq_parse(const fia_tensor *t, const char *name, fia_layout layout, int64_t heads,
                          fia_seq *seq, fia_dims *dims);
 

@@ -25,9 +25,18 @@ void fia_splitkv_store(float *partials, const fia_work_group *g, int32_t chunk, 
  * scratch, e.g. normalise it in place). */
 typedef void fia_splitkv_write_fn(const void *ctx, int64_t r, float m, float l, float *o);
 
-/* Merges the group's chunks row by row in chunk order and calls write for every row r < rows;
- * o: dv floats of scratch. */
-void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows, int64_t dv,
-                       float *o, fia_splitkv_write_fn *write, const void *ctx);
+/* Merges the group's chunks row by row in chunk order and calls write for every row r of
+ * [r0, r1) (of the rows of each slot); o: dv floats of scratch. Rows are independent, so one
+ * group's rows may be merged by several tasks. */
+void fia_splitkv_merge_rows(const float *partials, const fia_work_group *g, int64_t rows,
+                            int64_t dv, int64_t r0, int64_t r1, float *o,
+                            fia_splitkv_write_fn *write, const void *ctx);
+
+/* All rows r < rows of the group. */
+static inline void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows,
+                                     int64_t dv, float *o, fia_splitkv_write_fn *write,
+                                     const void *ctx) {
+    fia_splitkv_merge_rows(partials, g, rows, dv, 0, rows, o, write, ctx);
+}
 
 #endif /* FIA_SCHED_SPLITKV_H */

@@ -18,24 +18,11 @@
 #include <string.h>
 
 #include "kernels/amx.h"
+#include "kernels/amx/amx_tiles.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 enum { DN = FIA_AMX_MLA_DN, DR = FIA_AMX_MLA_DR, DK = DN + DR, T = FIA_AMX_MLA_STEP,
        NDB = DK / 32, NCB = DN / 16, TILE = 512 /* bf16 per tile */ };
-
-typedef struct amx_tilecfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_tilecfg;
-
-static void amx_config(void) {
-    amx_tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) c.colsb[i] = 64, c.rows[i] = 16;
-    _tile_loadconfig(&c);
-}
 
 typedef struct amx_scratch {
     float *st;
@@ -355,7 +342,7 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s) {
 bool fia_amx_mla_step(const fia_amx_mla_args *a) {
     amx_scratch s;
     carve(a->rows_pad, a->scratch, &s);
-    amx_config();
+    fia_amx_config();
     amx_qk(a, &s);
     _Alignas(64) float alpha[256];
     float *al = a->rows_pad <= 256 ? alpha : NULL;
