@@ -98,6 +98,7 @@ typedef struct mla_scratch {
     int64_t *lo, *hi;    /* per position of the tile */
     uint16_t *qt;        /* AMX: the packed query tile */
     const uint16_t **krow, **rrow, **qnp, **qrp; /* AMX: row pointers */
+    const uint16_t **nkrow, **nrrow; /* AMX: rows of the next step (prefetched by the kernel) */
     int32_t *ka, *ke;    /* AMX: visible keys of the step per row */
     void *amx;           /* AMX: kernel scratch */
     uint16_t *qb;        /* bf16qk: the query tile's bf16 rows (rows x 576) */
@@ -128,6 +129,8 @@ static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out)
         s.qt = fia_arena_take(&a, (size_t)(R * MLA_DK) * 2);
         s.krow = fia_arena_take(&a, (size_t)T * pp);
         s.rrow = fia_arena_take(&a, (size_t)T * pp);
+        s.nkrow = fia_arena_take(&a, (size_t)T * pp);
+        s.nrrow = fia_arena_take(&a, (size_t)T * pp);
         s.qnp = fia_arena_take(&a, (size_t)R * pp);
         s.qrp = fia_arena_take(&a, (size_t)R * pp);
         s.ka = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
@@ -336,18 +339,23 @@ static bool mla_mask(const mla_plan *p, const fia_work_item *it, mla_scratch *s,
 }
 
 /* Row pointers of the bf16 latent and rope rows of tokens [t0, t0 + n) of batch b (not PA_NZ). */
-static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
+static void mla_bf16_rows_to(const mla_plan *p, int64_t b, int64_t t0, int64_t n,
+                             const uint16_t **krow, const uint16_t **rrow) {
     for (int64_t j = 0; j < n;) {
         int64_t run, run2;
         const int64_t off = mla_cache_off(p, &p->k, b, t0 + j, &run);
         const int64_t off2 = mla_cache_off(p, &p->kr, b, t0 + j, &run2);
         if (run > n - j) run = n - j;
         for (int64_t r = 0; r < run; r++) {
-            s->krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
-            s->rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
+            krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
+            rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
         }
         j += run;
     }
+}
+
+static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
+    mla_bf16_rows_to(p, b, t0, n, s->krow, s->rrow);
 }
 
 /* Float form: one step of keys [t0, t0 + n). */
@@ -400,9 +408,11 @@ static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scrat
     return true;
 }
 
-/* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h. */
+/* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h; the kernel
+ * prefetches the rows of keys [nt0, nt0 + nn) of batch nb (the next step) between its tile
+ * operations. */
 static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
-                         int64_t n, bool first) {
+                         int64_t n, bool first, int64_t nb, int64_t nt0, int64_t nn) {
     const int64_t rows = it->qn * p->N;
     mla_bf16_rows(p, it->b, t0, n, s);
     for (int64_t pp = 0; pp < it->qn; pp++) {
@@ -418,7 +428,11 @@ static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch
     const fia_amx_mla_args args = {rows, (rows + 15) / 16 * 16, n, s->krow, s->rrow, s->qt,
                                    s->ka, s->ke, p->scale, first, p->p_bf16, s->m, s->l, s->o,
                                    MLA_DN, s->amx};
-    return fia_amx_mla_step(&args);
+    if (nn <= 0) return fia_amx_mla_step(&args);
+    mla_bf16_rows_to(p, nb, nt0, nn, s->nkrow, s->nrrow);
+    const fia_amx_mla_next next = {{(const void *const *)s->nkrow, (const void *const *)s->nrrow},
+                                   {MLA_DN * 2, MLA_DR * 2}, nn};
+    return fia_amx_mla_step_next(&args, &next);
 }
 
 /* int8 form: one step of keys [t0, t0 + n). */
@@ -494,21 +508,23 @@ static void mla_run_tile(const mla_exec *ex, const fia_work_item *it, const fia_
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / T + 1) * T;
         if (t1 > it->kv1) t1 = it->kv1;
-        /* the next step's rows (or the next item's first step) stream in meanwhile */
+        /* the next step's rows (or the next item's first step) stream in meanwhile: prefetched
+         * here, or by the AMX kernel between its tile operations */
+        int64_t nb = it->b, nt0 = t1, nn = 0;
         if (t1 < it->kv1) {
-            const int64_t n2 = it->kv1 - t1 < T ? it->kv1 - t1 : T;
-            mla_prefetch(p, &p->k, it->b, t1, n2);
-            mla_prefetch(p, &p->kr, it->b, t1, n2);
+            nn = it->kv1 - t1 < T ? it->kv1 - t1 : T;
         } else if (next) {
             const int64_t e = (next->kv0 / T + 1) * T;
-            const int64_t n2 = (e < next->kv1 ? e : next->kv1) - next->kv0;
-            if (n2 > 0) {
-                mla_prefetch(p, &p->k, next->b, next->kv0, n2);
-                mla_prefetch(p, &p->kr, next->b, next->kv0, n2);
-            }
+            nb = next->b;
+            nt0 = next->kv0;
+            nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
+        }
+        if (nn > 0 && !p->amx) {
+            mla_prefetch(p, &p->k, nb, nt0, nn);
+            mla_prefetch(p, &p->kr, nb, nt0, nn);
         }
         const bool any = p->quant ? mla_step_int8(p, it, s, t0, t1 - t0, first)
-                         : p->amx ? mla_step_amx(p, it, s, t0, t1 - t0, first)
+                         : p->amx ? mla_step_amx(p, it, s, t0, t1 - t0, first, nb, nt0, nn)
                                   : mla_step_float(p, it, s, t0, t1 - t0, first);
         if (any) first = false;
         t0 = t1;

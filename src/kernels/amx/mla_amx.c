@@ -85,6 +85,42 @@ void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
         }
 }
 
+/* ---- prefetching the next rows ---------------------------------------------------------- */
+
+/* Lines u of the next rows in order (array 0 rows, then array 1 rows), issued a share at a
+ * time between tile operations. */
+typedef struct pf_cursor {
+    const fia_amx_mla_next *nx;
+    int64_t lines0, per0, per1; /* lines of array 0 in all; lines per row of 0 and 1 */
+    int64_t u, total;
+} pf_cursor;
+
+static void pf_init(pf_cursor *c, const fia_amx_mla_next *nx) {
+    memset(c, 0, sizeof *c);
+    if (!nx || nx->n <= 0) return;
+    c->nx = nx;
+    c->per0 = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
+    c->per1 = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
+    c->lines0 = c->per0 * nx->n;
+    c->total = c->lines0 + c->per1 * nx->n;
+}
+
+/* Issues the lines up to (and excluding) total * num / den. */
+FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
+    const int64_t e = c->total * num / den;
+    for (; c->u < e; c->u++) {
+        const int64_t u = c->u;
+        const char *p;
+        if (u < c->lines0) {
+            p = (const char *)c->nx->rows[0][u / c->per0] + (u % c->per0) * 64;
+        } else {
+            const int64_t v = u - c->lines0;
+            p = (const char *)c->nx->rows[1][v / c->per1] + (v % c->per1) * 64;
+        }
+        _mm_prefetch(p, _MM_HINT_T1);
+    }
+}
+
 /* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
 
 /* Base and byte stride of key block kb (16 keys) for the latent and rope parts: the cache rows
@@ -306,8 +342,10 @@ FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, int64_t 
 /* Tiles 0-3: 2 key blocks x 2 row blocks, 4-5: K, 6-7: Q^T; key pairs outer, so that the K
  * tiles of a pair (read from the cache rows in place, at their stride) stay in L1 while the
  * packed query tiles stream. */
-static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb_) {
+static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb_,
+                   pf_cursor *pf, int64_t slot0, int64_t slots) {
     const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16, ld = a->rows_pad;
+    int64_t slot = slot0;
     for (int64_t kb = 0; kb < nkb; kb += 2) {
         const bool two = kb + 1 < nkb;
         const kblock *b0 = &kb_[kb], *b1 = &kb_[two ? kb + 1 : kb];
@@ -332,6 +370,7 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
                     if (twoh) _tile_dpbf16ps(3, 5, 7);
                 }
             }
+            pf_until(pf, ++slot, slots);
             float *c = s->st + kb * 16 * ld + hb * 16;
             _tile_stored(0, c, ld * 4);
             if (twoh) _tile_stored(1, c + 16, ld * 4);
@@ -348,7 +387,9 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
 /* Column groups of 64 on tiles 0-3, P (hi, lo) on 4-5, V on 6-7 (alternating); column groups
  * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. Each 16 x 64
  * block of O is rescaled (or zeroed on the first step) just before its tiles are loaded. */
-static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha) {
+static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
+                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+    int64_t slot = slot0;
     const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
     const int64_t part = nhb * (T / 32) * TILE;
     const bool two = !a->p_bf16;
@@ -388,6 +429,7 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
             _tile_dpbf16ps(3, 4, 7);
             if (two) _tile_dpbf16ps(3, 5, 7);
         }
+        pf_until(pf, ++slot, slots);
         _tile_stored(0, ob, st);
         _tile_stored(1, ob + 16, st);
         _tile_stored(2, ob + 32, st);
@@ -395,8 +437,9 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
     }
 }
 
-/* One step: the V packing, S^T, the softmax with the P packing, then P . V. */
-bool fia_amx_mla_step(const fia_amx_mla_args *a) {
+/* One step: the V packing, S^T, the softmax with the P packing, then P . V; the next rows are
+ * prefetched between the tile operations of S^T and P . V. */
+bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
     if (a->rows_pad > 256) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
     /* no row with a visible key: nothing to do (and nothing is changed) */
     bool vis = false;
@@ -404,11 +447,16 @@ bool fia_amx_mla_step(const fia_amx_mla_args *a) {
         const int64_t lo = a->ka[r] > 0 ? a->ka[r] : 0, hi = a->ke[r] < a->n ? a->ke[r] : a->n;
         vis = hi > lo;
     }
-    if (!vis) return false;
+    pf_cursor pf;
+    pf_init(&pf, next);
+    if (!vis) {
+        pf_until(&pf, 1, 1);
+        return false;
+    }
     amx_scratch s;
     carve(a->rows_pad, a->scratch, &s);
     kblock kb[T / 16];
-    const int64_t nkb = (a->n + 15) / 16;
+    const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16;
     for (int64_t i = 0; i < nkb; i++) {
         const void *kp, *rp;
         key_block(a, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
@@ -416,10 +464,17 @@ bool fia_amx_mla_step(const fia_amx_mla_args *a) {
         kb[i].rp = rp;
     }
     for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, u);
+    /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
+    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
     amx_config();
-    amx_qk(a, &s, kb);
+    amx_qk(a, &s, kb, &pf, 0, slots);
     _Alignas(64) float alpha[256];
-    if (!amx_softmax(a, &s, alpha)) return false;
-    amx_pv(a, &s, alpha);
+    if (!amx_softmax(a, &s, alpha)) {
+        pf_until(&pf, 1, 1);
+        return false;
+    }
+    amx_pv(a, &s, alpha, &pf, qk_slots, slots);
     return true;
 }
+
+bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_next(a, NULL); }
