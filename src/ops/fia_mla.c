@@ -46,6 +46,7 @@ enum {
     MLA_DR = 64,           /* rope width */
     MLA_DK = MLA_DN + MLA_DR,
     MLA_ROWS = 128,        /* query rows (positions x heads) per tile */
+    MLA_MERGE_SPLIT = 8,   /* merge tasks per split group (row blocks) */
     MLA_STEP_FLOAT = 32,   /* keys per step, float form (one step's fp32 K rows, K^T panel,
                             * scores plus the resident Q and O tiles stay within L2) */
     MLA_STEP_INT8 = 64,    /* keys per step, int8 form (its tiles are 4x smaller; a deeper
@@ -575,11 +576,16 @@ static void mla_merge_write(const void *arg, int64_t r, float m, float l, float 
     mla_write_row(c->p, c->g->b, r % c->p->N, c->g->q0 + r / c->p->N, m, l, o);
 }
 
+/* Merge task: row block task % MLA_MERGE_SPLIT of group task / MLA_MERGE_SPLIT, so that all
+ * threads share the merge of a single group (decode of one request); every row is merged the
+ * same way whichever task does it. */
 static void mla_merge_task(void *arg, int64_t task, int32_t tid) {
     const mla_exec *ex = arg;
-    const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task]};
+    const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task / MLA_MERGE_SPLIT]};
     mla_scratch s = mla_scratch_of(ex, tid);
-    fia_splitkv_merge(ex->partials, c.g, c.g->qn * ex->p->N, MLA_DN, s.o, mla_merge_write, &c);
+    const int64_t rows = c.g->qn * ex->p->N, part = task % MLA_MERGE_SPLIT;
+    fia_splitkv_merge_rows(ex->partials, c.g, rows, rows * part / MLA_MERGE_SPLIT,
+                           rows * (part + 1) / MLA_MERGE_SPLIT, MLA_DN, s.o, mla_merge_write, &c);
 }
 
 static void mla_execute(fia_plan *plan, void *workspace) {
@@ -587,7 +593,7 @@ static void mla_execute(fia_plan *plan, void *workspace) {
     mla_exec ex = {p, workspace, NULL, mla_scratch_carve(p, NULL, NULL)};
     mla_workspace_layout(p, workspace, &ex.partials);
     fia_pool_run(plan->ctx->pool, p->work.num_items, mla_item_task, &ex);
-    fia_pool_run(plan->ctx->pool, p->work.num_groups, mla_merge_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_groups * MLA_MERGE_SPLIT, mla_merge_task, &ex);
 }
 
 /* ---- schedule ------------------------------------------------------------------------------ */

@@ -18,10 +18,11 @@ void fia_splitkv_store(float *partials, const fia_work_group *g, int32_t chunk, 
     }
 }
 
-void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows, int64_t dv,
-                       float *o, fia_splitkv_write_fn *write, const void *ctx) {
+void fia_splitkv_merge_rows(const float *partials, const fia_work_group *g, int64_t rows,
+                            int64_t r0, int64_t r1, int64_t dv, float *o,
+                            fia_splitkv_write_fn *write, const void *ctx) {
     const float *base = partials + g->partial;
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         float m = -INFINITY, l = 0.0f;
         for (int32_t c = 0; c < g->nchunks; c++) {
             const float *slot = base + (int64_t)c * rows * (dv + 2);
@@ -30,4 +31,9 @@ void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t r
         }
         write(ctx, r, m, l, o);
     }
+}
+
+void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows, int64_t dv,
+                       float *o, fia_splitkv_write_fn *write, const void *ctx) {
+    fia_splitkv_merge_rows(partials, g, rows, 0, rows, dv, o, write, ctx);
 }

@@ -30,4 +30,10 @@ typedef void fia_splitkv_write_fn(const void *ctx, int64_t r, float m, float l, 
 void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows, int64_t dv,
                        float *o, fia_splitkv_write_fn *write, const void *ctx);
 
+/* The same for rows r0 <= r < r1 only (rows: the group's state rows, the slot layout), so that
+ * several threads can merge one group: each row's merge is the same whoever does it. */
+void fia_splitkv_merge_rows(const float *partials, const fia_work_group *g, int64_t rows,
+                            int64_t r0, int64_t r1, int64_t dv, float *o,
+                            fia_splitkv_write_fn *write, const void *ctx);
+
 #endif /* FIA_SCHED_SPLITKV_H */
