@@ -584,8 +584,8 @@ static void mla_merge_task(void *arg, int64_t task, int32_t tid) {
     const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task / MLA_MERGE_SPLIT]};
     mla_scratch s = mla_scratch_of(ex, tid);
     const int64_t rows = c.g->qn * ex->p->N, part = task % MLA_MERGE_SPLIT;
-    fia_splitkv_merge_rows(ex->partials, c.g, rows, rows * part / MLA_MERGE_SPLIT,
-                           rows * (part + 1) / MLA_MERGE_SPLIT, MLA_DN, s.o, mla_merge_write, &c);
+    fia_splitkv_merge_rows(ex->partials, c.g, rows, MLA_DN, rows * part / MLA_MERGE_SPLIT,
+                           rows * (part + 1) / MLA_MERGE_SPLIT, s.o, mla_merge_write, &c);
 }
 
 static void mla_execute(fia_plan *plan, void *workspace) {

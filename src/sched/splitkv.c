@@ -19,7 +19,7 @@ void fia_splitkv_store(float *partials, const fia_work_group *g, int32_t chunk, 
 }
 
 void fia_splitkv_merge_rows(const float *partials, const fia_work_group *g, int64_t rows,
-                            int64_t r0, int64_t r1, int64_t dv, float *o,
+                            int64_t dv, int64_t r0, int64_t r1, float *o,
                             fia_splitkv_write_fn *write, const void *ctx) {
     const float *base = partials + g->partial;
     for (int64_t r = r0; r < r1; r++) {
@@ -31,9 +31,4 @@ void fia_splitkv_merge_rows(const float *partials, const fia_work_group *g, int6
         }
         write(ctx, r, m, l, o);
     }
-}
-
-void fia_splitkv_merge(const float *partials, const fia_work_group *g, int64_t rows, int64_t dv,
-                       float *o, fia_splitkv_write_fn *write, const void *ctx) {
-    fia_splitkv_merge_rows(partials, g, rows, 0, rows, dv, o, write, ctx);
 }

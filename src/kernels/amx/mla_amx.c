@@ -18,24 +18,11 @@
 #include <string.h>
 
 #include "kernels/amx.h"
+#include "kernels/amx/amx_tiles.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 enum { DN = FIA_AMX_MLA_DN, DR = FIA_AMX_MLA_DR, DK = DN + DR, T = FIA_AMX_MLA_STEP,
        NDB = DK / 32, NCB = DN / 16, TILE = 512 /* bf16 per tile */ };
-
-typedef struct amx_tilecfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_tilecfg;
-
-static void amx_config(void) {
-    amx_tilecfg c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
-    for (int i = 0; i < 8; i++) c.colsb[i] = 64, c.rows[i] = 16;
-    _tile_loadconfig(&c);
-}
 
 typedef struct amx_scratch {
     float *st;
@@ -466,7 +453,7 @@ bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *ne
     for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, u);
     /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
     const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
-    amx_config();
+    fia_amx_config();
     amx_qk(a, &s, kb, &pf, 0, slots);
     _Alignas(64) float alpha[256];
     if (!amx_softmax(a, &s, alpha)) {
