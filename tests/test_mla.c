@@ -594,6 +594,83 @@ static void test_amx(tu_rng *r, int count) {
     }
 }
 
+/* The AMX step itself, where the CPU has it: fia_amx_mla_step_next (the next rows prefetched
+ * between the tile operations) gives bitwise the results of fia_amx_mla_step, over steps of
+ * every size class (full 256-key steps, a partial one, a row block that sees only part of the
+ * keys) and padded row counts; a step in which no row sees a key returns false and changes
+ * nothing. */
+static uint16_t bf16_of(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void test_amx_step(tu_rng *r) {
+    if (!(fia_cpu_features() & FIA_CPU_AMX_BF16)) {
+        printf("AMX step: not available on this CPU, skipped\n");
+        return;
+    }
+    enum { XDN = FIA_AMX_MLA_DN, XDR = FIA_AMX_MLA_DR, XT = FIA_AMX_MLA_STEP };
+    static const int64_t rows_of[] = {1, 20, 128};
+    static const int64_t n_of[] = {XT, 77, 1};
+    for (int rc = 0; rc < 3; rc++)
+        for (int nc = 0; nc < 3; nc++)
+            for (int masked = 0; masked < 2; masked++) {
+                const int64_t rows = rows_of[rc], rp = (rows + 15) / 16 * 16, n = n_of[nc];
+                const int64_t L = 2 * XT; /* this step's keys and the next step's */
+                uint16_t *kv = malloc((size_t)L * (XDN + XDR) * 2), *q = malloc((size_t)rows * (XDN + XDR) * 2);
+                uint16_t *qt = aligned_alloc(64, (size_t)rp * (XDN + XDR) * 2);
+                const size_t sb = (fia_amx_mla_scratch_bytes(rp) + 63) / 64 * 64;
+                void *scr = aligned_alloc(64, sb);
+                float *o[2], *m[2], *l[2];
+                for (int v = 0; v < 2; v++) {
+                    o[v] = malloc((size_t)rp * XDN * 4);
+                    m[v] = malloc((size_t)rows * 4);
+                    l[v] = malloc((size_t)rows * 4);
+                }
+                const uint16_t **kr = malloc(sizeof(void *) * (size_t)L), **rr = malloc(sizeof(void *) * (size_t)L);
+                const uint16_t **qn = malloc(sizeof(void *) * (size_t)rows), **qr = malloc(sizeof(void *) * (size_t)rows);
+                int32_t *ka = malloc((size_t)rows * 4), *ke = malloc((size_t)rows * 4);
+                for (int64_t i = 0; i < L * (XDN + XDR); i++) kv[i] = bf16_of((float)tu_uniform(r, -1, 1));
+                for (int64_t i = 0; i < rows * (XDN + XDR); i++) q[i] = bf16_of((float)tu_uniform(r, -1, 1));
+                for (int64_t j = 0; j < L; j++) kr[j] = kv + j * (XDN + XDR), rr[j] = kr[j] + XDN;
+                for (int64_t h = 0; h < rows; h++) {
+                    qn[h] = q + h * (XDN + XDR), qr[h] = qn[h] + XDN;
+                    ka[h] = masked ? (int32_t)tu_int(r, 0, n - 1) : 0;
+                    ke[h] = masked ? (int32_t)tu_int(r, ka[h] + 1, n) : (int32_t)n;
+                }
+                fia_amx_mla_pack_q(rows, rp, qn, qr, qt);
+                for (int v = 0; v < 2; v++) {
+                    for (int64_t i = 0; i < rp * XDN; i++) o[v][i] = (float)(i % 7) * 0.25f;
+                    for (int64_t h = 0; h < rows; h++) m[v][h] = 0.5f, l[v][h] = 2.0f;
+                    const fia_amx_mla_args a = {rows, rp, n, kr, rr, qt, ka, ke, 0.05f, false,
+                                                false, m[v], l[v], o[v], XDN, scr};
+                    const fia_amx_mla_next nx = {{(const void *const *)(kr + XT), (const void *const *)(rr + XT)},
+                                                 {XDN * 2, XDR * 2}, XT};
+                    const bool any = v ? fia_amx_mla_step_next(&a, &nx) : fia_amx_mla_step(&a);
+                    tu_check(any, "AMX step rows %lld n %lld: no row saw a key", (long long)rows, (long long)n);
+                }
+                tu_check(!memcmp(o[0], o[1], (size_t)rows * XDN * 4) && !memcmp(m[0], m[1], (size_t)rows * 4) &&
+                             !memcmp(l[0], l[1], (size_t)rows * 4),
+                         "AMX step rows %lld n %lld masked %d: step_next differs from step",
+                         (long long)rows, (long long)n, masked);
+                /* no row sees a key */
+                for (int64_t h = 0; h < rows; h++) ka[h] = ke[h] = (int32_t)n;
+                memcpy(o[1], o[0], (size_t)rp * XDN * 4);
+                memcpy(m[1], m[0], (size_t)rows * 4);
+                memcpy(l[1], l[0], (size_t)rows * 4);
+                const fia_amx_mla_args a = {rows, rp, n, kr, rr, qt, ka, ke, 0.05f, false, false,
+                                            m[1], l[1], o[1], XDN, scr};
+                tu_check(!fia_amx_mla_step(&a) && !memcmp(o[0], o[1], (size_t)rp * XDN * 4) &&
+                             !memcmp(m[0], m[1], (size_t)rows * 4) && !memcmp(l[0], l[1], (size_t)rows * 4),
+                         "AMX step rows %lld n %lld: a step with no visible key changed the state",
+                         (long long)rows, (long long)n);
+                for (int v = 0; v < 2; v++) free(o[v]), free(m[v]), free(l[v]);
+                free(kv), free(q), free(qt), free(scr), free(kr), free(rr), free(qn), free(qr), free(ka), free(ke);
+            }
+    printf("AMX step: step_next against step and the no-key step, 18 cases\n");
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261121, "test_mla");
     tu_rng r = tu_rng_make(seed);
@@ -623,6 +700,7 @@ int main(int argc, char **argv) {
     test_random(&r, (int)tu_env_long("FIA_TEST_MLA_CASES", 36));
     test_edges(&r);
     test_amx(&r, (int)tu_env_long("FIA_TEST_MLA_AMX_CASES", 16));
+    test_amx_step(&r);
     test_determinism(&r);
     test_invalid(&r);
     printf("worst abs error: float forms %.3g, int8 form %.3g\n", g_worst[0], g_worst[1]);

@@ -30,7 +30,8 @@
 enum {
     FIA_AMX_MLA_DN = 512,  /* latent width (also V and O) */
     FIA_AMX_MLA_DR = 64,   /* rope width */
-    FIA_AMX_MLA_STEP = 128  /* most keys per step (a multiple of 32) */
+    FIA_AMX_MLA_STEP = 256  /* most keys per step (a multiple of 32): 256 halves the P . V blocks
+                              * (O tile loads and stores) per key against 128 */
 };
 
 /* Bytes of the per-thread scratch of fia_amx_mla_step for rows_pad rows (a multiple of 16). */
@@ -60,5 +61,18 @@ typedef struct fia_amx_mla_args {
 
 /* One step; returns whether any row saw a key (when not, nothing was changed). */
 bool fia_amx_mla_step(const fia_amx_mla_args *a);
+
+/* The rows of the next step (or of whatever the caller reads next): n rows of row_bytes[i]
+ * bytes at rows[i][j] (i = 0, 1; rows[1] may be NULL). */
+typedef struct fia_amx_mla_next {
+    const void *const *rows[2];
+    int64_t row_bytes[2];
+    int64_t n;
+} fia_amx_mla_next;
+
+/* fia_amx_mla_step that also brings the rows of `next` (may be NULL) into L2, the prefetches
+ * spread over the step's tile multiplies (a burst of them before the step stalls on the line
+ * fill buffers); the results are those of fia_amx_mla_step. */
+bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next);
 
 #endif /* FIA_KERNELS_AMX_H */

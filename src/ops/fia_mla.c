@@ -46,6 +46,7 @@ enum {
     MLA_DR = 64,           /* rope width */
     MLA_DK = MLA_DN + MLA_DR,
     MLA_ROWS = 128,        /* query rows (positions x heads) per tile */
+    MLA_MERGE_SPLIT = 8,   /* merge tasks per split group (row blocks) */
     MLA_STEP_FLOAT = 32,   /* keys per step, float form (one step's fp32 K rows, K^T panel,
                             * scores plus the resident Q and O tiles stay within L2) */
     MLA_STEP_INT8 = 64,    /* keys per step, int8 form (its tiles are 4x smaller; a deeper
@@ -98,6 +99,7 @@ typedef struct mla_scratch {
     int64_t *lo, *hi;    /* per position of the tile */
     uint16_t *qt;        /* AMX: the packed query tile */
     const uint16_t **krow, **rrow, **qnp, **qrp; /* AMX: row pointers */
+    const uint16_t **nkrow, **nrrow; /* AMX: rows of the next step (prefetched by the kernel) */
     int32_t *ka, *ke;    /* AMX: visible keys of the step per row */
     void *amx;           /* AMX: kernel scratch */
     uint16_t *qb;        /* bf16qk: the query tile's bf16 rows (rows x 576) */
@@ -128,6 +130,8 @@ static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out)
         s.qt = fia_arena_take(&a, (size_t)(R * MLA_DK) * 2);
         s.krow = fia_arena_take(&a, (size_t)T * pp);
         s.rrow = fia_arena_take(&a, (size_t)T * pp);
+        s.nkrow = fia_arena_take(&a, (size_t)T * pp);
+        s.nrrow = fia_arena_take(&a, (size_t)T * pp);
         s.qnp = fia_arena_take(&a, (size_t)R * pp);
         s.qrp = fia_arena_take(&a, (size_t)R * pp);
         s.ka = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
@@ -333,18 +337,23 @@ static bool mla_mask(const mla_plan *p, const fia_work_item *it, mla_scratch *s,
 }
 
 /* Row pointers of the bf16 latent and rope rows of tokens [t0, t0 + n) of batch b (not PA_NZ). */
-static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
+static void mla_bf16_rows_to(const mla_plan *p, int64_t b, int64_t t0, int64_t n,
+                             const uint16_t **krow, const uint16_t **rrow) {
     for (int64_t j = 0; j < n;) {
         int64_t run, run2;
         const int64_t off = mla_cache_off(p, &p->k, b, t0 + j, &run);
         const int64_t off2 = mla_cache_off(p, &p->kr, b, t0 + j, &run2);
         if (run > n - j) run = n - j;
         for (int64_t r = 0; r < run; r++) {
-            s->krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
-            s->rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
+            krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
+            rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
         }
         j += run;
     }
+}
+
+static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
+    mla_bf16_rows_to(p, b, t0, n, s->krow, s->rrow);
 }
 
 /* Float form: one step of keys [t0, t0 + n). */
@@ -397,9 +406,11 @@ static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scrat
     return true;
 }
 
-/* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h. */
+/* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h; the kernel
+ * prefetches the rows of keys [nt0, nt0 + nn) of batch nb (the next step) between its tile
+ * operations. */
 static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
-                         int64_t n, bool first) {
+                         int64_t n, bool first, int64_t nb, int64_t nt0, int64_t nn) {
     const int64_t rows = it->qn * p->N;
     mla_bf16_rows(p, it->b, t0, n, s);
     for (int64_t pp = 0; pp < it->qn; pp++) {
@@ -415,7 +426,11 @@ static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch
     const fia_amx_mla_args args = {rows, (rows + 15) / 16 * 16, n, s->krow, s->rrow, s->qt,
                                    s->ka, s->ke, p->scale, first, p->p_bf16, s->m, s->l, s->o,
                                    MLA_DN, s->amx};
-    return fia_amx_mla_step(&args);
+    if (nn <= 0) return fia_amx_mla_step(&args);
+    mla_bf16_rows_to(p, nb, nt0, nn, s->nkrow, s->nrrow);
+    const fia_amx_mla_next next = {{(const void *const *)s->nkrow, (const void *const *)s->nrrow},
+                                   {MLA_DN * 2, MLA_DR * 2}, nn};
+    return fia_amx_mla_step_next(&args, &next);
 }
 
 /* int8 form: one step of keys [t0, t0 + n). */
@@ -491,21 +506,23 @@ static void mla_run_tile(const mla_exec *ex, const fia_work_item *it, const fia_
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / T + 1) * T;
         if (t1 > it->kv1) t1 = it->kv1;
-        /* the next step's rows (or the next item's first step) stream in meanwhile */
+        /* the next step's rows (or the next item's first step) stream in meanwhile: prefetched
+         * here, or by the AMX kernel between its tile operations */
+        int64_t nb = it->b, nt0 = t1, nn = 0;
         if (t1 < it->kv1) {
-            const int64_t n2 = it->kv1 - t1 < T ? it->kv1 - t1 : T;
-            mla_prefetch(p, &p->k, it->b, t1, n2);
-            mla_prefetch(p, &p->kr, it->b, t1, n2);
+            nn = it->kv1 - t1 < T ? it->kv1 - t1 : T;
         } else if (next) {
             const int64_t e = (next->kv0 / T + 1) * T;
-            const int64_t n2 = (e < next->kv1 ? e : next->kv1) - next->kv0;
-            if (n2 > 0) {
-                mla_prefetch(p, &p->k, next->b, next->kv0, n2);
-                mla_prefetch(p, &p->kr, next->b, next->kv0, n2);
-            }
+            nb = next->b;
+            nt0 = next->kv0;
+            nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
+        }
+        if (nn > 0 && !p->amx) {
+            mla_prefetch(p, &p->k, nb, nt0, nn);
+            mla_prefetch(p, &p->kr, nb, nt0, nn);
         }
         const bool any = p->quant ? mla_step_int8(p, it, s, t0, t1 - t0, first)
-                         : p->amx ? mla_step_amx(p, it, s, t0, t1 - t0, first)
+                         : p->amx ? mla_step_amx(p, it, s, t0, t1 - t0, first, nb, nt0, nn)
                                   : mla_step_float(p, it, s, t0, t1 - t0, first);
         if (any) first = false;
         t0 = t1;
@@ -556,11 +573,16 @@ static void mla_merge_write(const void *arg, int64_t r, float m, float l, float 
     mla_write_row(c->p, c->g->b, r % c->p->N, c->g->q0 + r / c->p->N, m, l, o);
 }
 
+/* Merge task: row block task % MLA_MERGE_SPLIT of group task / MLA_MERGE_SPLIT, so that all
+ * threads share the merge of a single group (decode of one request); every row is merged the
+ * same way whichever task does it. */
 static void mla_merge_task(void *arg, int64_t task, int32_t tid) {
     const mla_exec *ex = arg;
-    const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task]};
+    const mla_merge_ctx c = {ex->p, &ex->p->work.groups[task / MLA_MERGE_SPLIT]};
     mla_scratch s = mla_scratch_of(ex, tid);
-    fia_splitkv_merge(ex->partials, c.g, c.g->qn * ex->p->N, MLA_DN, s.o, mla_merge_write, &c);
+    const int64_t rows = c.g->qn * ex->p->N, part = task % MLA_MERGE_SPLIT;
+    fia_splitkv_merge_rows(ex->partials, c.g, rows, MLA_DN, rows * part / MLA_MERGE_SPLIT,
+                           rows * (part + 1) / MLA_MERGE_SPLIT, s.o, mla_merge_write, &c);
 }
 
 static void mla_execute(fia_plan *plan, void *workspace) {
@@ -568,7 +590,7 @@ static void mla_execute(fia_plan *plan, void *workspace) {
     mla_exec ex = {p, workspace, NULL, mla_scratch_carve(p, NULL, NULL)};
     mla_workspace_layout(p, workspace, &ex.partials);
     fia_pool_run(plan->ctx->pool, p->work.num_items, mla_item_task, &ex);
-    fia_pool_run(plan->ctx->pool, p->work.num_groups, mla_merge_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_groups * MLA_MERGE_SPLIT, mla_merge_task, &ex);
 }
 
 /* ---- schedule ------------------------------------------------------------------------------ */

@@ -6,9 +6,9 @@
  *       of 16 rows, db a block of 32 of the 576 dims (16 latent + 2 rope blocks).
  *   K   A operand read straight from the cache: 16 consecutive keys at a constant stride (rows
  *       that are not, or a partial block, are first copied to a zero-padded stage).
- *   st  [j][rows_pad] fp32 S^T, then P^T in place.
- *   pa  [part][hb][kk][h][32 keys] bf16: P (hi, lo) as the A operand of O = P . V (16 x 16
- *       dword transposes of P^T key pairs).
+ *   st  [j][rows_pad] fp32 S^T (scaled and masked in place for a row block with masked keys).
+ *   pa  [part][hb][kk][h][32 keys] bf16: P (hi, lo) as the A operand of O = P . V, written by
+ *       the softmax straight from its registers (16 x 16 dword transposes of P^T key pairs).
  *   vp  [kk][cb][j2][c][2] V in the pair layout (two key rows interleaved): B operand of P . V.
  * Tile registers: QK uses 0-3 (C: 2 key blocks x 2 row blocks), 4-5 (K), 6-7 (Q^T); PV uses 0-3
  * (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
@@ -72,6 +72,42 @@ void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
         }
 }
 
+/* ---- prefetching the next rows ---------------------------------------------------------- */
+
+/* Lines u of the next rows in order (array 0 rows, then array 1 rows), issued a share at a
+ * time between tile operations. */
+typedef struct pf_cursor {
+    const fia_amx_mla_next *nx;
+    int64_t lines0, per0, per1; /* lines of array 0 in all; lines per row of 0 and 1 */
+    int64_t u, total;
+} pf_cursor;
+
+static void pf_init(pf_cursor *c, const fia_amx_mla_next *nx) {
+    memset(c, 0, sizeof *c);
+    if (!nx || nx->n <= 0) return;
+    c->nx = nx;
+    c->per0 = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
+    c->per1 = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
+    c->lines0 = c->per0 * nx->n;
+    c->total = c->lines0 + c->per1 * nx->n;
+}
+
+/* Issues the lines up to (and excluding) total * num / den. */
+FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
+    const int64_t e = c->total * num / den;
+    for (; c->u < e; c->u++) {
+        const int64_t u = c->u;
+        const char *p;
+        if (u < c->lines0) {
+            p = (const char *)c->nx->rows[0][u / c->per0] + (u % c->per0) * 64;
+        } else {
+            const int64_t v = u - c->lines0;
+            p = (const char *)c->nx->rows[1][v / c->per1] + (v % c->per1) * 64;
+        }
+        _mm_prefetch(p, _MM_HINT_T1);
+    }
+}
+
 /* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
 
 /* Base and byte stride of key block kb (16 keys) for the latent and rope parts: the cache rows
@@ -105,56 +141,21 @@ static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t k
     *kp = kd, *ks = DN * 2, *rp = rd, *rs = DR * 2;
 }
 
-#define A_ADDR(kp, ks, rp, rs, db) ((db) < DN / 32 ? (const char *)(kp) + (db) * 64 : (const char *)(rp) + ((db) - DN / 32) * 64)
-#define A_STRIDE(ks, rs, db) ((db) < DN / 32 ? (ks) : (rs))
+typedef struct kblock {
+    const char *kp, *rp; /* latent and rope parts of 16 keys: tile base addresses */
+    int64_t ks, rs;      /* their byte strides */
+} kblock;
 
-static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s) {
-    const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16, ld = a->rows_pad;
-    for (int64_t kb = 0; kb < nkb; kb += 2) {
-        const bool two = kb + 1 < nkb;
-        const void *kp0, *rp0, *kp1 = NULL, *rp1 = NULL;
-        int64_t ks0, rs0, ks1 = 0, rs1 = 0;
-        key_block(a, s, kb, &kp0, &ks0, &rp0, &rs0);
-        if (two) key_block(a, s, kb + 1, &kp1, &ks1, &rp1, &rs1);
-        for (int64_t hb = 0; hb < nhb; hb += 2) {
-            const bool twoh = hb + 1 < nhb;
-            const uint16_t *q0 = a->qt + hb * NDB * TILE, *q1 = q0 + NDB * TILE;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int db = 0; db < NDB; db++) {
-                _tile_loadd(4, A_ADDR(kp0, ks0, rp0, rs0, db), A_STRIDE(ks0, rs0, db));
-                _tile_loadd(6, q0 + db * TILE, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (twoh) {
-                    _tile_loadd(7, q1 + db * TILE, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                }
-                if (two) {
-                    _tile_loadd(5, A_ADDR(kp1, ks1, rp1, rs1, db), A_STRIDE(ks1, rs1, db));
-                    _tile_dpbf16ps(2, 5, 6);
-                    if (twoh) _tile_dpbf16ps(3, 5, 7);
-                }
-            }
-            float *c = s->st + kb * 16 * ld + hb * 16;
-            _tile_stored(0, c, ld * 4);
-            if (twoh) _tile_stored(1, c + 16, ld * 4);
-            if (two) {
-                _tile_stored(2, c + 16 * ld, ld * 4);
-                if (twoh) _tile_stored(3, c + 16 * ld + 16, ld * 4);
-            }
-        }
-    }
-}
+#define A_ADDR(b, db) ((db) < DN / 32 ? (b)->kp + (db) * 64 : (b)->rp + ((db) - DN / 32) * 64)
+#define A_STRIDE(b, db) ((db) < DN / 32 ? (b)->ks : (b)->rs)
 
 /* ---- softmax on S^T, P packing ------------------------------------------------------------ */
 
 /* e^x for 16 lanes (the softmax_tile exp of the AVX-512 table: Cody-Waite reduction, Cephes
- * polynomial, vscalefps; x clamped to [-120, 89], -inf -> 0). */
+ * polynomial, vscalefps; x clamped below at -120, -inf -> 0). Every argument here is x - max
+ * <= 0, so the table's upper clamp at 89 is left out. */
 FIA_AI __m512 exp16(__m512 x) {
     x = _mm512_max_ps(_mm512_set1_ps(-120.0f), x);
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -168,51 +169,6 @@ FIA_AI __m512 exp16(__m512 x) {
     const __m512 r2 = _mm512_mul_ps(r, r);
     const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(e, n);
-}
-
-/* Online softmax of the step, 16 rows per vector; P^T replaces S^T in st. Returns whether any
- * row saw a key; alpha (rows_pad entries) gets each row's rescale factor. */
-static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *alpha) {
-    const int64_t ld = a->rows_pad, n = a->n;
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(a->scale);
-    bool any = false;
-    for (int64_t h0 = 0; h0 < a->rows_pad; h0 += 16) {
-        const int64_t left = a->rows - h0;
-        const __mmask16 km = left >= 16 ? (__mmask16)0xffff
-                             : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-        const __m512 m_old = _mm512_mask_loadu_ps(ninf, km, a->m + h0);
-        const __m512 l_old = _mm512_maskz_loadu_ps(km, a->l + h0);
-        const __m512i ka = _mm512_maskz_loadu_epi32(km, a->ka + h0);
-        const __m512i ke = _mm512_maskz_loadu_epi32(km, a->ke + h0);
-        __m512 mx = m_old;
-        for (int64_t j = 0; j < n; j++) {
-            float *sp = s->st + j * ld + h0;
-            const __m512i vj = _mm512_set1_epi32((int32_t)j);
-            const __mmask16 vis = _mm512_cmpge_epi32_mask(vj, ka) & _mm512_cmplt_epi32_mask(vj, ke);
-            const __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(sp), vscale);
-            _mm512_storeu_ps(sp, x);
-            mx = _mm512_max_ps(mx, x);
-        }
-        const __mmask16 seen = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_UQ) & km;
-        if (seen) any = true;
-        /* rows that see nothing: P = 0, alpha = 1, state unchanged */
-        const __m512 al = _mm512_mask_blend_ps(
-            seen, _mm512_set1_ps(1.0f),
-            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ),
-                                exp16(_mm512_sub_ps(m_old, mx))));
-        const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
-        __m512 sum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < n; j++) {
-            float *sp = s->st + j * ld + h0;
-            const __m512 p = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(_mm512_loadu_ps(sp), mxs)));
-            _mm512_storeu_ps(sp, p);
-            sum = _mm512_add_ps(sum, p);
-        }
-        _mm512_storeu_ps(alpha + h0, al);
-        _mm512_mask_storeu_ps(a->m + h0, seen, mx);
-        _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
-    }
-    return any;
 }
 
 /* 16 x 16 transpose of dwords: r[i] lane c <- r[c] lane i. */
@@ -241,125 +197,271 @@ FIA_AI void transpose16(__m512i r[16]) {
     }
 }
 
-/* bf16 of 16 floats, round to nearest even (NaN stays NaN). */
-FIA_AI __m256i bf16_rne(__m512 x) { return (__m256i)_mm512_cvtneps_pbh(x); }
-FIA_AI __m512 bf16_to_f32(__m256i h) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+/* P of row block hb, keys kk 32 .. kk 32 + 31 (p[jj]: the 16 rows of key kk 32 + jj) into the
+ * A tiles of P . V: pa[part][hb][kk], 16 rows x 32 keys (16 x 16 dword transposes of key pairs). */
+FIA_AI void pack_p_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t hb, int64_t kk,
+                         const __m512 p[32]) {
+    const int64_t part = (a->rows_pad / 16) * (T / 32) * TILE;
+    /* words [bf16(p0[0..15]), bf16(p1[0..15])] -> dword i = (bf16(p0[i]), bf16(p1[i])) */
+    const __m512i il = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                        8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i top = _mm512_set1_epi32((int32_t)0xffff0000u);
+    __m512i hi[16], lo[16];
+    for (int j2 = 0; j2 < 16; j2++) {
+        const __m512 p0 = p[2 * j2], p1 = p[2 * j2 + 1];
+        hi[j2] = _mm512_permutexvar_epi16(il, (__m512i)_mm512_cvtne2ps_pbh(p1, p0));
+        if (!a->p_bf16) {
+            /* the parts as fp32: p0's in the low, p1's in the high word of each dword */
+            const __m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(hi[j2], 16));
+            const __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(hi[j2], top));
+            lo[j2] = _mm512_permutexvar_epi16(
+                il, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(p1, h1), _mm512_sub_ps(p0, h0)));
+        }
+    }
+    uint16_t *dh = s->pa + (hb * (T / 32) + kk) * TILE;
+    transpose16(hi);
+    for (int h = 0; h < 16; h++) _mm512_store_si512(dh + h * 32, hi[h]);
+    if (!a->p_bf16) {
+        transpose16(lo);
+        for (int h = 0; h < 16; h++) _mm512_store_si512(dh + part + h * 32, lo[h]);
+    }
 }
 
-/* P^T (fp32, st) into the A tiles of P . V: pa[part][hb][kk] rows = 16 rows x 32 keys. */
-static void amx_pack_p(const fia_amx_mla_args *a, const amx_scratch *s) {
-    const int64_t ld = a->rows_pad, n = a->n, nhb = a->rows_pad / 16, nkk = (n + 31) / 32;
-    const int64_t part = nhb * (T / 32) * TILE;
-    for (int64_t hb = 0; hb < nhb; hb++)
-        for (int64_t kk = 0; kk < nkk; kk++) {
-            __m512i hi[16], lo[16];
-            for (int j2 = 0; j2 < 16; j2++) {
-                const int64_t j = kk * 32 + 2 * j2;
-                const __m512 p0 = j < n ? _mm512_loadu_ps(s->st + j * ld + hb * 16) : _mm512_setzero_ps();
-                const __m512 p1 = j + 1 < n ? _mm512_loadu_ps(s->st + (j + 1) * ld + hb * 16) : _mm512_setzero_ps();
-                const __m256i h0 = bf16_rne(p0), h1 = bf16_rne(p1);
-                hi[j2] = _mm512_or_si512(_mm512_cvtepu16_epi32(h0),
-                                         _mm512_slli_epi32(_mm512_cvtepu16_epi32(h1), 16));
-                if (!a->p_bf16) {
-                    const __m256i l0 = bf16_rne(_mm512_sub_ps(p0, bf16_to_f32(h0)));
-                    const __m256i l1 = bf16_rne(_mm512_sub_ps(p1, bf16_to_f32(h1)));
-                    lo[j2] = _mm512_or_si512(_mm512_cvtepu16_epi32(l0),
-                                             _mm512_slli_epi32(_mm512_cvtepu16_epi32(l1), 16));
-                }
+/* Online softmax of the step, 16 rows per vector, fused with the packing of P (pack_p_block).
+ * Returns whether any row saw a key; alpha (rows_pad entries) gets each row's rescale factor.
+ * The state and update rule are those of fia_kernels.softmax_tile. When every row of a block
+ * sees every key of the step and the scale is positive, the max is taken over the raw scores
+ * and scaled once (scaling by a positive number is monotone: the same value) and S^T is not
+ * rewritten; otherwise S^T is scaled and masked in place first. */
+static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *alpha) {
+    const int64_t ld = a->rows_pad, n = a->n, nkk = (n + 31) / 32;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(a->scale);
+    bool any = false;
+    for (int64_t h0 = 0; h0 < a->rows_pad; h0 += 16) {
+        const int64_t left = a->rows - h0;
+        const __mmask16 km = left >= 16 ? (__mmask16)0xffff
+                             : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+        const __m512 m_old = _mm512_mask_loadu_ps(ninf, km, a->m + h0);
+        const __m512 l_old = _mm512_maskz_loadu_ps(km, a->l + h0);
+        const __m512i ka = _mm512_maskz_loadu_epi32(km, a->ka + h0);
+        const __m512i ke = _mm512_maskz_loadu_epi32(km, a->ke + h0);
+        const bool full = a->scale > 0.0f &&
+                          !_mm512_mask_cmpgt_epi32_mask(km, ka, _mm512_setzero_si512()) &&
+                          !_mm512_mask_cmplt_epi32_mask(km, ke, _mm512_set1_epi32((int32_t)n));
+        const float *st = s->st + h0;
+        __m512 mx = m_old;
+        if (full) {
+            __m512 r0 = _mm512_loadu_ps(st), r1 = r0;
+            int64_t j = 1;
+            for (; j + 1 < n; j += 2) {
+                r0 = _mm512_max_ps(r0, _mm512_loadu_ps(st + j * ld));
+                r1 = _mm512_max_ps(r1, _mm512_loadu_ps(st + (j + 1) * ld));
             }
-            uint16_t *dh = s->pa + (hb * (T / 32) + kk) * TILE;
-            transpose16(hi);
-            for (int h = 0; h < 16; h++) _mm512_storeu_si512(dh + h * 32, hi[h]);
-            if (!a->p_bf16) {
-                transpose16(lo);
-                for (int h = 0; h < 16; h++) _mm512_storeu_si512(dh + part + h * 32, lo[h]);
+            if (j < n) r0 = _mm512_max_ps(r0, _mm512_loadu_ps(st + j * ld));
+            /* a NaN score may be lost from the max (as in the in-place form); its e^x is NaN
+             * and the row ends NaN through the sum either way */
+            mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_max_ps(r0, r1), vscale));
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                float *sp = s->st + j * ld + h0;
+                const __m512i vj = _mm512_set1_epi32((int32_t)j);
+                const __mmask16 vis = _mm512_cmpge_epi32_mask(vj, ka) & _mm512_cmplt_epi32_mask(vj, ke);
+                const __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(sp), vscale);
+                _mm512_storeu_ps(sp, x);
+                mx = _mm512_max_ps(mx, x);
             }
         }
+        const __mmask16 seen = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_UQ) & km;
+        if (seen) any = true;
+        /* rows that see nothing: P = 0, alpha = 1, state unchanged */
+        const __m512 al = _mm512_mask_blend_ps(
+            seen, _mm512_set1_ps(1.0f),
+            _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ),
+                                exp16(_mm512_sub_ps(m_old, mx))));
+        const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
+        const __m512 sc = full ? vscale : _mm512_set1_ps(1.0f);
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t kk = 0; kk < nkk; kk++) {
+            __m512 p[32];
+            for (int jj = 0; jj < 32; jj++) {
+                const int64_t j = kk * 32 + jj;
+                if (j < n) {
+                    const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(st + j * ld), sc);
+                    p[jj] = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(x, mxs)));
+                    sum = _mm512_add_ps(sum, p[jj]);
+                } else {
+                    p[jj] = _mm512_setzero_ps();
+                }
+            }
+            pack_p_block(a, s, h0 / 16, kk, p);
+        }
+        _mm512_storeu_ps(alpha + h0, al);
+        _mm512_mask_storeu_ps(a->m + h0, seen, mx);
+        _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+    }
+    return any;
 }
 
-/* V rows (the first 512 of each latent row) into the pair layout vp[kk][cb][j2][c][2]. */
-static void amx_pack_v(const fia_amx_mla_args *a, const amx_scratch *s) {
-    const int64_t n = a->n, nkk = (n + 31) / 32;
+/* ---- V packing ------------------------------------------------------------------------------ */
+
+/* Unit u = kk 16 + j2 of the V packing: keys kk 32 + 2 j2 and + 1 (the first 512 of each latent
+ * row) into the pair layout vp[kk][cb][j2][c][2] (B operand of P . V). */
+FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, int64_t u) {
+    const int64_t n = a->n, kk = u / 16;
+    const int j2 = (int)(u % 16);
     const __m512i i0 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
-    for (int64_t kk = 0; kk < nkk; kk++)
-        for (int j2 = 0; j2 < 16; j2++) {
-            const int64_t j = kk * 32 + 2 * j2;
-            const uint16_t *ra = j < n ? a->krows[j] : NULL;
-            const uint16_t *rb = j + 1 < n ? a->krows[j + 1] : NULL;
-            uint16_t *dst = s->vp + kk * NCB * TILE + j2 * 32;
-            for (int cc = 0; cc < DN / 32; cc++) {
-                const __m512i va = ra ? _mm512_loadu_si512(ra + cc * 32) : _mm512_setzero_si512();
-                const __m512i vb = rb ? _mm512_loadu_si512(rb + cc * 32) : _mm512_setzero_si512();
-                _mm512_storeu_si512(dst + (2 * cc) * TILE, _mm512_permutex2var_epi16(va, i0, vb));
-                _mm512_storeu_si512(dst + (2 * cc + 1) * TILE, _mm512_permutex2var_epi16(va, i1, vb));
+    const int64_t j = kk * 32 + 2 * j2;
+    const uint16_t *ra = j < n ? a->krows[j] : NULL;
+    const uint16_t *rb = j + 1 < n ? a->krows[j + 1] : NULL;
+    uint16_t *dst = s->vp + kk * NCB * TILE + j2 * 32;
+    for (int cc = 0; cc < DN / 32; cc++) {
+        const __m512i va = ra ? _mm512_loadu_si512(ra + cc * 32) : _mm512_setzero_si512();
+        const __m512i vb = rb ? _mm512_loadu_si512(rb + cc * 32) : _mm512_setzero_si512();
+        _mm512_store_si512(dst + (2 * cc) * TILE, _mm512_permutex2var_epi16(va, i0, vb));
+        _mm512_store_si512(dst + (2 * cc + 1) * TILE, _mm512_permutex2var_epi16(va, i1, vb));
+    }
+}
+
+/* ---- S^T = K . Q^T -------------------------------------------------------------------------- */
+
+/* Tiles 0-3: 2 key blocks x 2 row blocks, 4-5: K, 6-7: Q^T; key pairs outer, so that the K
+ * tiles of a pair (read from the cache rows in place, at their stride) stay in L1 while the
+ * packed query tiles stream. */
+static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb_,
+                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+    const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16, ld = a->rows_pad;
+    int64_t slot = slot0;
+    for (int64_t kb = 0; kb < nkb; kb += 2) {
+        const bool two = kb + 1 < nkb;
+        const kblock *b0 = &kb_[kb], *b1 = &kb_[two ? kb + 1 : kb];
+        for (int64_t hb = 0; hb < nhb; hb += 2) {
+            const bool twoh = hb + 1 < nhb;
+            const uint16_t *q0 = a->qt + hb * NDB * TILE, *q1 = q0 + NDB * TILE;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int db = 0; db < NDB; db++) {
+                _tile_loadd(4, A_ADDR(b0, db), A_STRIDE(b0, db));
+                _tile_loadd(6, q0 + db * TILE, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                if (twoh) {
+                    _tile_loadd(7, q1 + db * TILE, 64);
+                    _tile_dpbf16ps(1, 4, 7);
+                }
+                if (two) {
+                    _tile_loadd(5, A_ADDR(b1, db), A_STRIDE(b1, db));
+                    _tile_dpbf16ps(2, 5, 6);
+                    if (twoh) _tile_dpbf16ps(3, 5, 7);
+                }
+            }
+            pf_until(pf, ++slot, slots);
+            float *c = s->st + kb * 16 * ld + hb * 16;
+            _tile_stored(0, c, ld * 4);
+            if (twoh) _tile_stored(1, c + 16, ld * 4);
+            if (two) {
+                _tile_stored(2, c + 16 * ld, ld * 4);
+                if (twoh) _tile_stored(3, c + 16 * ld + 16, ld * 4);
             }
         }
+    }
 }
 
 /* ---- O = alpha . O + P . V ---------------------------------------------------------------- */
 
-static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s) {
+/* Column groups of 64 on tiles 0-3, P (hi, lo) on 4-5, V on 6-7 (alternating); column groups
+ * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. Each 16 x 64
+ * block of O is rescaled (or zeroed on the first step) just before its tiles are loaded. */
+static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
+                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+    int64_t slot = slot0;
     const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
     const int64_t part = nhb * (T / 32) * TILE;
     const bool two = !a->p_bf16;
-    /* column groups outer: the V tiles of a group (16 KiB) stay in L1 across the row blocks */
+    const int64_t st = a->ldo * 4;
     for (int64_t cg = 0; cg < NCB / 4; cg++)
-        for (int64_t hb = 0; hb < nhb; hb++) {
-            float *ob = a->o + hb * 16 * a->ldo + cg * 64;
-            const int64_t st = a->ldo * 4;
-            _tile_loadd(0, ob, st);
-            _tile_loadd(1, ob + 16, st);
-            _tile_loadd(2, ob + 32, st);
-            _tile_loadd(3, ob + 48, st);
-            for (int64_t kk = 0; kk < nkk; kk++) {
-                const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
-                const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
-                _tile_loadd(4, ph, 64);
-                if (two) _tile_loadd(5, ph + part, 64);
-                _tile_loadd(6, v, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (two) _tile_dpbf16ps(0, 5, 6);
-                _tile_loadd(7, v + TILE, 64);
-                _tile_dpbf16ps(1, 4, 7);
-                if (two) _tile_dpbf16ps(1, 5, 7);
-                _tile_loadd(6, v + 2 * TILE, 64);
-                _tile_dpbf16ps(2, 4, 6);
-                if (two) _tile_dpbf16ps(2, 5, 6);
-                _tile_loadd(7, v + 3 * TILE, 64);
-                _tile_dpbf16ps(3, 4, 7);
-                if (two) _tile_dpbf16ps(3, 5, 7);
+    for (int64_t hb = 0; hb < nhb; hb++) {
+        float *ob = a->o + hb * 16 * a->ldo + cg * 64;
+        for (int r = 0; r < 16; r++) {
+            float *o = ob + r * a->ldo;
+            if (a->first) {
+                for (int c = 0; c < 64; c += 16) _mm512_storeu_ps(o + c, _mm512_setzero_ps());
+            } else if (alpha[hb * 16 + r] != 1.0f) {
+                const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
+                for (int c = 0; c < 64; c += 16)
+                    _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
             }
-            _tile_stored(0, ob, st);
-            _tile_stored(1, ob + 16, st);
-            _tile_stored(2, ob + 32, st);
-            _tile_stored(3, ob + 48, st);
         }
+        _tile_loadd(0, ob, st);
+        _tile_loadd(1, ob + 16, st);
+        _tile_loadd(2, ob + 32, st);
+        _tile_loadd(3, ob + 48, st);
+        for (int64_t kk = 0; kk < nkk; kk++) {
+            const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
+            const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
+            _tile_loadd(4, ph, 64);
+            if (two) _tile_loadd(5, ph + part, 64);
+            _tile_loadd(6, v, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            if (two) _tile_dpbf16ps(0, 5, 6);
+            _tile_loadd(7, v + TILE, 64);
+            _tile_dpbf16ps(1, 4, 7);
+            if (two) _tile_dpbf16ps(1, 5, 7);
+            _tile_loadd(6, v + 2 * TILE, 64);
+            _tile_dpbf16ps(2, 4, 6);
+            if (two) _tile_dpbf16ps(2, 5, 6);
+            _tile_loadd(7, v + 3 * TILE, 64);
+            _tile_dpbf16ps(3, 4, 7);
+            if (two) _tile_dpbf16ps(3, 5, 7);
+        }
+        pf_until(pf, ++slot, slots);
+        _tile_stored(0, ob, st);
+        _tile_stored(1, ob + 16, st);
+        _tile_stored(2, ob + 32, st);
+        _tile_stored(3, ob + 48, st);
+    }
 }
 
-bool fia_amx_mla_step(const fia_amx_mla_args *a) {
+/* One step: the V packing, S^T, the softmax with the P packing, then P . V; the next rows are
+ * prefetched between the tile operations of S^T and P . V. */
+bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
+    if (a->rows_pad > 256) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
+    /* no row with a visible key: nothing to do (and nothing is changed) */
+    bool vis = false;
+    for (int64_t r = 0; r < a->rows && !vis; r++) {
+        const int64_t lo = a->ka[r] > 0 ? a->ka[r] : 0, hi = a->ke[r] < a->n ? a->ke[r] : a->n;
+        vis = hi > lo;
+    }
+    pf_cursor pf;
+    pf_init(&pf, next);
+    if (!vis) {
+        pf_until(&pf, 1, 1);
+        return false;
+    }
     amx_scratch s;
     carve(a->rows_pad, a->scratch, &s);
-    fia_amx_config();
-    amx_qk(a, &s);
-    _Alignas(64) float alpha[256];
-    float *al = a->rows_pad <= 256 ? alpha : NULL;
-    if (!al) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
-    if (!amx_softmax(a, &s, al)) return false;
-    amx_pack_p(a, &s);
-    amx_pack_v(a, &s);
-    /* the accumulator: zero on the first step, else rows rescaled where alpha != 1 */
-    for (int64_t r = 0; r < a->rows_pad; r++) {
-        float *o = a->o + r * a->ldo;
-        if (a->first) {
-            memset(o, 0, DN * sizeof *o);
-        } else if (al[r] != 1.0f) {
-            const __m512 f = _mm512_set1_ps(al[r]);
-            for (int c = 0; c < DN; c += 16) _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
-        }
+    kblock kb[T / 16];
+    const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16;
+    for (int64_t i = 0; i < nkb; i++) {
+        const void *kp, *rp;
+        key_block(a, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
+        kb[i].kp = kp;
+        kb[i].rp = rp;
     }
-    amx_pv(a, &s);
+    for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, u);
+    /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
+    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
+    fia_amx_config();
+    amx_qk(a, &s, kb, &pf, 0, slots);
+    _Alignas(64) float alpha[256];
+    if (!amx_softmax(a, &s, alpha)) {
+        pf_until(&pf, 1, 1);
+        return false;
+    }
+    amx_pv(a, &s, alpha, &pf, qk_slots, slots);
     return true;
 }
+
+bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_next(a, NULL); }
