@@ -55,11 +55,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
 }
 
 size_t fia_sfa_workspace_layout(const sfa_plan *p, void *ws, float **partials) {
-    fia_arena a = {ws, 0};
-    fia_arena_take(&a, fia_sfa_scratch_carve(p, NULL, NULL) * (size_t)p->num_threads);
-    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
-    if (partials) *partials = part;
-    return a.used;
+    return fia_splitkv_workspace(ws, fia_sfa_scratch_carve(p, NULL, NULL), p->num_threads,
+                                 p->work.partial_floats, partials);
 }
 
 /* ---- execution --------------------------------------------------------------------------- */

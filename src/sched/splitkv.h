@@ -13,7 +13,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/plan.h"
 #include "sched/worklist.h"
+
+/* The workspace of an operator with per-thread scratch and split groups: num_threads areas of
+ * per_thread bytes (thread tid's at fia_thread_scratch, core/plan.h), then the partial slots of
+ * all groups (partial_floats). Sizes (ws == NULL) or lays it out; returns the bytes used. */
+static inline size_t fia_splitkv_workspace(void *ws, size_t per_thread, int64_t num_threads,
+                                           int64_t partial_floats, float **partials) {
+    fia_arena a = {ws, 0};
+    fia_arena_take(&a, per_thread * (size_t)num_threads);
+    float *part = fia_arena_take(&a, (size_t)partial_floats * sizeof(float));
+    if (partials) *partials = part;
+    return a.used;
+}
 
 /* Stores one item's state: m[r], l[r] and the row r of o (leading dim ldo) for r < rows;
  * empty: nothing was visible. */
