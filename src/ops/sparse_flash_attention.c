@@ -229,6 +229,8 @@ static fia_status sfa_parse_lengths(sfa_plan *p, const sfa_tensors *t,
     int64_t cols = 0;
     FIA_TRY(fia_parse_batch_lengths(&a, p->B, &p->batches, &p->block_table, &cols));
     if (t->block_table) fia_pages_init(&p->pages, p->block_table, cols, kd->S);
+    p->kv = fia_seq_kv_view(&p->k, &p->pages);
+    p->krv = fia_seq_kv_view(&p->kr, &p->pages);
     return FIA_STATUS_SUCCESS;
 }
 
