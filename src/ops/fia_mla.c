@@ -165,12 +165,8 @@ static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out)
 }
 
 static size_t mla_workspace_layout(const mla_plan *p, void *ws, float **partials) {
-    const size_t per_thread = mla_scratch_carve(p, NULL, NULL);
-    fia_arena a = {ws, 0};
-    fia_arena_take(&a, per_thread * (size_t)p->num_threads);
-    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
-    if (partials) *partials = part;
-    return a.used;
+    return fia_splitkv_workspace(ws, mla_scratch_carve(p, NULL, NULL), p->num_threads,
+                                 p->work.partial_floats, partials);
 }
 
 /* ---- addressing and conversion ------------------------------------------------------------- */

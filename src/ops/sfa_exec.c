@@ -55,11 +55,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
 }
 
 size_t fia_sfa_workspace_layout(const sfa_plan *p, void *ws, float **partials) {
-    fia_arena a = {ws, 0};
-    fia_arena_take(&a, fia_sfa_scratch_carve(p, NULL, NULL) * (size_t)p->num_threads);
-    float *part = fia_arena_take(&a, (size_t)p->work.partial_floats * sizeof(float));
-    if (partials) *partials = part;
-    return a.used;
+    return fia_splitkv_workspace(ws, fia_sfa_scratch_carve(p, NULL, NULL), p->num_threads,
+                                 p->work.partial_floats, partials);
 }
 
 /* ---- execution --------------------------------------------------------------------------- */
@@ -102,7 +99,7 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
  * advances it. Every entry is checked before a token is formed: -1 ends the row (the cursor
  * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. A
  * token's slot (sched/kvcache.h: paged or dense, tok < the batch's kv length, so always inside
- * the cache) serves the nope and the rope view. */
+ * the cache) serves the nope and the rope view (their kv_addr.h views, kept in the plan). */
 static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, const void **nope,
                           const void **rope) {
     int64_t n = 0;
@@ -124,8 +121,8 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
         int64_t tok = start + c->off;
         while (n < SFA_TILE && tok < end) {
             const fia_kv_slot at = fia_seq_slot(&p->pages, r->b, tok0, tok);
-            nope[n] = p->k.base + fia_seq_slot_off(&p->k, &p->pages, at, 0) * p->k.esize;
-            if (!p->c8) rope[n] = p->kr.base + fia_seq_slot_off(&p->kr, &p->pages, at, 0) * p->kr.esize;
+            nope[n] = p->k.base + fia_kv_row_off(&p->kv, at, 0) * p->k.esize;
+            if (!p->c8) rope[n] = p->kr.base + fia_kv_row_off(&p->krv, at, 0) * p->kr.esize;
             n++;
             tok++;
         }

@@ -59,6 +59,7 @@ typedef struct sfa_plan {
     int64_t sinks_s;
 
     fia_pages pages;      /* the block table (table NULL: dense caches) */
+    fia_kv_view kv, krv;  /* k / kr slot addressing (fia_seq_kv_view) */
     int32_t *block_table; /* owned copy behind pages.table */
     fia_batch *batches;
     /* items: b, head block [h0, h0 + nh), query position q0 (qn 1; ZERO items: qn rows), index

@@ -219,41 +219,19 @@ static fia_status sfa_parse_kv(sfa_plan *p, const sfa_tensors *t,
 static fia_status sfa_parse_lengths(sfa_plan *p, const sfa_tensors *t,
                                     const fia_sparse_flash_attention_params *prm,
                                     const fia_dims *qd, const fia_dims *kd) {
-    const int64_t B = p->B;
-    const bool qtnd = prm->layout_query == FIA_LAYOUT_TND, paged = t->block_table != NULL;
-    const bool ktnd = prm->layout_kv == FIA_LAYOUT_TND;
-    p->batches = calloc((size_t)B, sizeof *p->batches);
-    int64_t *tmp = malloc((size_t)B * 4 * sizeof *tmp);
-    if (!p->batches || !tmp) {
-        free(tmp);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-    }
-    int64_t *qlen = tmp, *qstart = tmp + B, *klen = tmp + 2 * B, *kstart = tmp + 3 * B;
-    const int64_t *kv = prm->actual_seq_lengths_kv;
-    const int64_t kc = kv ? prm->actual_seq_lengths_kv_count : 0;
-    fia_status st = fia_parse_seq_lengths(
-        prm->actual_seq_lengths_query, prm->actual_seq_lengths_query_count,
-        "actual_seq_lengths_query", B, qtnd, qd->S, qtnd ? "query dim 0 (T)" : "query dim 1 (S1)",
-        NULL, qlen, qstart);
-    if (st == FIA_STATUS_SUCCESS && paged && t->block_table->ndim != 2)
-        st = FIA_INVALID("block_table has %d dims, expected 2 ([B, max_blocks])",
-                         (int)t->block_table->ndim);
-    else if (st == FIA_STATUS_SUCCESS && paged)
-        st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, false,
-                                   fia_block_table_capacity(t->block_table, kd->S),
-                                   "block_table columns x block_size", "here", klen, kstart);
-    else if (st == FIA_STATUS_SUCCESS)
-        st = fia_parse_seq_lengths(kv, kc, "actual_seq_lengths_kv", B, ktnd, kd->S,
-                                   ktnd ? "key dim 0 (T)" : "key dim 1 (S2)", NULL, klen, kstart);
-    for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++)
-        p->batches[b] = (fia_batch){qlen[b], klen[b], qstart[b], kstart[b]};
+    const bool qtnd = prm->layout_query == FIA_LAYOUT_TND, ktnd = prm->layout_kv == FIA_LAYOUT_TND;
+    const fia_lengths_args a = {
+        prm->actual_seq_lengths_query, prm->actual_seq_lengths_kv,
+        prm->actual_seq_lengths_query_count, prm->actual_seq_lengths_kv_count,
+        "actual_seq_lengths_query", qtnd, ktnd, false, qd->S, kd->S,
+        qtnd ? "query dim 0 (T)" : "query dim 1 (S1)", ktnd ? "key dim 0 (T)" : "key dim 1 (S2)",
+        t->block_table, kd->S, kd->B, "key"};
     int64_t cols = 0;
-    if (st == FIA_STATUS_SUCCESS && paged)
-        st = fia_copy_block_table(t->block_table, B, klen, kd->S, kd->B, "key", &p->block_table,
-                                  &cols);
-    if (st == FIA_STATUS_SUCCESS && paged) fia_pages_init(&p->pages, p->block_table, cols, kd->S);
-    free(tmp);
-    return st;
+    FIA_TRY(fia_parse_batch_lengths(&a, p->B, &p->batches, &p->block_table, &cols));
+    if (t->block_table) fia_pages_init(&p->pages, p->block_table, cols, kd->S);
+    p->kv = fia_seq_kv_view(&p->k, &p->pages);
+    p->krv = fia_seq_kv_view(&p->kr, &p->pages);
+    return FIA_STATUS_SUCCESS;
 }
 
 /* A float32 [.., S, N] softmax output (the shapes were checked by sfa_rules). */

@@ -86,6 +86,41 @@ fia_status fia_parse_seq_lengths(const int64_t *v, int64_t count, const char *na
     return FIA_STATUS_SUCCESS;
 }
 
+fia_status fia_parse_batch_lengths(const fia_lengths_args *a, int64_t B, fia_batch **batches,
+                                   int32_t **table, int64_t *cols) {
+    fia_batch *bt = calloc((size_t)B, sizeof *bt);
+    *batches = bt;
+    int64_t *tmp = malloc((size_t)B * 2 * sizeof *tmp);
+    if (!bt || !tmp) {
+        free(tmp);
+        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    }
+    int64_t *len = tmp, *start = tmp + B;
+    const fia_tensor *tab = a->block_table;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (a->decode_one)
+        for (int64_t b = 0; b < B; b++) len[b] = 1, start[b] = 0;
+    else
+        st = fia_parse_seq_lengths(a->q, a->q_count, a->q_name, B, a->q_tnd, a->q_full,
+                                   a->q_what, NULL, len, start);
+    for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) bt[b].sq = len[b], bt[b].q_tok0 = start[b];
+    const int64_t kc = a->kv ? a->kv_count : 0;
+    if (st == FIA_STATUS_SUCCESS && tab && tab->ndim != 2)
+        st = FIA_INVALID("block_table has %d dims, expected 2 ([B, max_blocks])", (int)tab->ndim);
+    else if (st == FIA_STATUS_SUCCESS && tab)
+        st = fia_parse_seq_lengths(a->kv, kc, "actual_seq_lengths_kv", B, false,
+                                   fia_block_table_capacity(tab, a->block_size),
+                                   "block_table columns x block_size", "here", len, start);
+    else if (st == FIA_STATUS_SUCCESS)
+        st = fia_parse_seq_lengths(a->kv, kc, "actual_seq_lengths_kv", B, a->kv_tnd, a->kv_full,
+                                   a->kv_what, NULL, len, start);
+    for (int64_t b = 0; st == FIA_STATUS_SUCCESS && b < B; b++) bt[b].skv = len[b], bt[b].kv_tok0 = start[b];
+    if (st == FIA_STATUS_SUCCESS && tab)
+        st = fia_copy_block_table(tab, B, len, a->block_size, a->blocks, a->cache_what, table, cols);
+    free(tmp);
+    return st;
+}
+
 int64_t fia_block_table_capacity(const fia_tensor *bt, int64_t block_size) {
     if (bt->ndim != 2) return 0;
     return bt->shape[1] > FIA_MAX_LEN / block_size ? FIA_MAX_LEN

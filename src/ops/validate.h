@@ -16,6 +16,7 @@
 
 #include "core/limits.h"
 #include "fia.h"
+#include "sched/kvcache.h"
 
 
 /* Batch count. tnd: the number of cumulative lengths `name` (v, count), required ("%s
@@ -33,6 +34,28 @@ fia_status fia_parse_batch_count(bool tnd, const int64_t *v, int64_t count, cons
 fia_status fia_parse_seq_lengths(const int64_t *v, int64_t count, const char *name, int64_t B,
                                  bool cumulative, int64_t full, const char *full_what,
                                  const char *required_with, int64_t *len, int64_t *start);
+
+/* Where a call's lengths come from, for fia_parse_batch_lengths. */
+typedef struct fia_lengths_args {
+    const int64_t *q, *kv;    /* actual query / kv lengths (either may be NULL) */
+    int64_t q_count, kv_count;
+    const char *q_name;       /* the query lengths' parameter ("actual_seq_lengths_query") */
+    bool q_tnd, kv_tnd;       /* cumulative (TND) */
+    bool decode_one;          /* one query row per batch, whatever the query lengths say */
+    int64_t q_full, kv_full;  /* the query's and (dense) the key's sequence dims */
+    const char *q_what, *kv_what;  /* those dims in messages ("query dim 1 (S1)") */
+    const fia_tensor *block_table; /* paged cache: its block table; NULL: dense */
+    int64_t block_size, blocks;    /* paged: the cache's block size and block count */
+    const char *cache_what;        /* the paged cache in messages ("key", "the cache") */
+} fia_lengths_args;
+
+/* The per-batch lengths into a calloc'ed *batches[B] (set even on failure, for the plan's
+ * destroy): query lengths (decode_one: 1 each; else fia_parse_seq_lengths over q_full) and kv
+ * lengths (paged: actual_seq_lengths_kv required, up to the block table's capacity, the table
+ * 2-D; else over kv_full); a paged cache's block table is then validated against the kv lengths
+ * (ids in [0, blocks)) and copied into *table (B x *cols). */
+fia_status fia_parse_batch_lengths(const fia_lengths_args *a, int64_t B, fia_batch **batches,
+                                   int32_t **table, int64_t *cols);
 
 /* The longest kv length a block table can address: its columns x block_size (block_size >= 1),
  * at most FIA_MAX_LEN; 0 when the table is not 2-D. */

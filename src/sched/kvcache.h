@@ -102,10 +102,17 @@ static inline fia_kv_slot fia_seq_slot(const fia_pages *pg, int64_t b, int64_t t
     return sl;
 }
 
-/* Element offset of head h of slot sl in the view s. */
+/* The strides of the view s as sched/kv_addr.h addresses slots (dense: the batch is the block). */
+static inline fia_kv_view fia_seq_kv_view(const fia_seq *s, const fia_pages *pg) {
+    const fia_kv_view v = {pg->table ? s->s_blk : s->s_b, s->s_t, s->s_h, 0, s->nz_w};
+    return v;
+}
+
+/* Element offset of head h of slot sl in the view s (fia_kv_row_off of fia_seq_kv_view: an
+ * operator that addresses many slots may keep that view). */
 static inline int64_t fia_seq_slot_off(const fia_seq *s, const fia_pages *pg, fia_kv_slot sl,
                                        int64_t h) {
-    const fia_kv_view v = {pg->table ? s->s_blk : s->s_b, s->s_t, s->s_h, 0, s->nz_w};
+    const fia_kv_view v = fia_seq_kv_view(s, pg);
     return fia_kv_row_off(&v, sl, h);
 }
 
