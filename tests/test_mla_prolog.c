@@ -31,11 +31,13 @@ typedef struct pcase {
     int kvq, qq;      /* kv_cache_quant_mode, query_quant_mode */
     double clip;      /* mode 3: k_nope_clip_alpha (0: NULL) */
     int zero_tile;    /* mode 3: gamma_ckv zero over tile 1, so that tile is all zero */
+    int wq;           /* weight_quant_mode */
+    int smooth;       /* weight_quant_mode >= 1: pass smooth_scales_cq */
 } pcase;
 
 typedef struct pbufs {
     tu_tensor x, wdq, wuq, wuk, wdkv, gcq, gckv, sin, cos, kv, kr, ci, qo, qr, qn;
-    tu_tensor qsckv, qsckr, alpha, dqn;
+    tu_tensor qsckv, qsckr, alpha, dqn, dsx, dswdq, dswuq, dswdkv, smooth, dqnorm;
     fia_mla_prolog_v3_tensors t;
     fia_mla_prolog_v3_params prm;
 } pbufs;
@@ -61,7 +63,8 @@ static void nz_to_rows(const tu_tensor *nz, int64_t W, unsigned char *rows) {
 static void free_bufs(pbufs *b) {
     tu_tensor *all[] = {&b->x, &b->wdq, &b->wuq, &b->wuk, &b->wdkv, &b->gcq, &b->gckv, &b->sin,
                         &b->cos, &b->kv, &b->kr, &b->ci, &b->qo, &b->qr, &b->qn,
-                        &b->qsckv, &b->qsckr, &b->alpha, &b->dqn};
+                        &b->qsckv, &b->qsckr, &b->alpha, &b->dqn, &b->dsx, &b->dswdq,
+                        &b->dswuq, &b->dswdkv, &b->smooth, &b->dqnorm};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tu_free(all[i]);
 }
 
@@ -86,18 +89,30 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     const int64_t he[1] = {c->He}, dr[1] = {DR}, qo[2] = {c->N, HCKV}, qr[2] = {c->N, DR},
                   hcq[1] = {c->Hcq};
     int e = 0;
-    e |= tok_alloc(&b->x, c, FIA_DTYPE_BFLOAT16, 1, he, 0);
-    e |= tu_alloc(&b->wdq, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->He, c->Hcq}, NULL, 0);
-    e |= tu_alloc(&b->wuq, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->Hcq, W}, NULL, 0);
+    const fia_dtype w2 = c->wq == 2 ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    const fia_dtype w1 = c->wq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    e |= tok_alloc(&b->x, c, w2, 1, he, 0);
+    e |= tu_alloc(&b->wdq, w2, 2, (int64_t[]){c->He, c->Hcq}, NULL, 0);
+    e |= tu_alloc(&b->wuq, w1, 2, (int64_t[]){c->Hcq, W}, NULL, 0);
+    if (c->wq) {
+        e |= tu_alloc(&b->dswuq, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, W}, NULL, 0);
+        if (c->smooth) e |= tu_alloc(&b->smooth, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, c->Hcq}, NULL, 0);
+        if (c->qnorm) e |= tu_alloc(&b->dqnorm, FIA_DTYPE_FLOAT32, 2, (int64_t[]){T, 1}, NULL, 0);
+    }
+    if (c->wq == 2) {
+        e |= tu_alloc(&b->dsx, FIA_DTYPE_FLOAT32, 2, (int64_t[]){T, 1}, NULL, 0);
+        e |= tu_alloc(&b->dswdq, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, c->Hcq}, NULL, 0);
+        e |= tu_alloc(&b->dswdkv, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, HCKV + DR}, NULL, 0);
+    }
     e |= tu_alloc(&b->wuk, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->N, c->D, HCKV}, NULL, 0);
-    e |= tu_alloc(&b->wdkv, FIA_DTYPE_BFLOAT16, 2, (int64_t[]){c->He, HCKV + DR}, NULL, 0);
+    e |= tu_alloc(&b->wdkv, w2, 2, (int64_t[]){c->He, HCKV + DR}, NULL, 0);
     e |= tu_alloc(&b->gcq, FIA_DTYPE_BFLOAT16, 1, (int64_t[]){c->Hcq}, NULL, 0);
     e |= tu_alloc(&b->gckv, FIA_DTYPE_BFLOAT16, 1, (int64_t[]){HCKV}, NULL, 0);
     e |= tok_alloc(&b->sin, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
     e |= tok_alloc(&b->cos, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
     e |= tok_alloc(&b->qo, c, c->qq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16, 2, qo, 0);
     e |= tok_alloc(&b->qr, c, FIA_DTYPE_BFLOAT16, 2, qr, 0);
-    if (c->qnorm) e |= tok_alloc(&b->qn, c, FIA_DTYPE_BFLOAT16, 1, hcq, 0);
+    if (c->qnorm) e |= tok_alloc(&b->qn, c, w1, 1, hcq, 0);
     if (c->qq) e |= tok_alloc(&b->dqn, c, FIA_DTYPE_FLOAT32, 2, (int64_t[]){c->N, 1}, 0);
     /* cache rows: kv (mode 3: the 656-byte row) and kr (mode 3: a dummy, never written) */
     const fia_dtype kvdt = c->kvq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
@@ -130,11 +145,28 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     if (c->kvq == 3 && c->clip > 0)
         e |= tu_alloc(&b->alpha, FIA_DTYPE_FLOAT32, 1, (int64_t[]){1}, NULL, 0);
     if (e) return -1;
-    tu_fill_uniform(&b->x.t, r, -1, 1);
-    tu_fill_uniform(&b->wdq.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
-    tu_fill_uniform(&b->wuq.t, r, -1.0 / sqrt((double)c->Hcq), 1.0 / sqrt((double)c->Hcq));
+    if (c->wq == 2) { /* int8 x and weights with their scales: the same value ranges */
+        tu_fill_uniform(&b->x.t, r, -127, 128);
+        tu_fill_uniform(&b->wdq.t, r, -127, 128);
+        tu_fill_uniform(&b->dsx.t, r, 0.5 / 127, 1.5 / 127);
+        tu_fill_uniform(&b->dswdq.t, r, 0.5 / 127 / sqrt((double)c->He), 1.5 / 127 / sqrt((double)c->He));
+        tu_fill_uniform(&b->dswdkv.t, r, 0.5 / 127 / sqrt((double)c->He), 1.5 / 127 / sqrt((double)c->He));
+    } else {
+        tu_fill_uniform(&b->x.t, r, -1, 1);
+        tu_fill_uniform(&b->wdq.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
+    }
+    if (c->wq) {
+        tu_fill_uniform(&b->wuq.t, r, -127, 128);
+        tu_fill_uniform(&b->dswuq.t, r, 0.5 / 127 / sqrt((double)c->Hcq), 1.5 / 127 / sqrt((double)c->Hcq));
+        if (c->smooth) tu_fill_uniform(&b->smooth.t, r, 0.5, 1.5);
+    } else {
+        tu_fill_uniform(&b->wuq.t, r, -1.0 / sqrt((double)c->Hcq), 1.0 / sqrt((double)c->Hcq));
+    }
     tu_fill_uniform(&b->wuk.t, r, -1.0 / sqrt((double)c->D), 1.0 / sqrt((double)c->D));
-    tu_fill_uniform(&b->wdkv.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
+    if (c->wq == 2)
+        tu_fill_uniform(&b->wdkv.t, r, -127, 128);
+    else
+        tu_fill_uniform(&b->wdkv.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
     tu_fill_uniform(&b->gcq.t, r, 0.5, 1.5);
     tu_fill_uniform(&b->gckv.t, r, 0.5, 1.5);
     if (c->zero_tile)
@@ -175,6 +207,7 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     b->prm.qc_qr_scale = c->aq;
     b->prm.kc_scale = c->akv;
     b->prm.kv_cache_quant_mode = c->kvq;
+    b->prm.weight_quant_mode = c->wq;
     b->prm.query_quant_mode = c->qq;
     b->prm.ckvkr_repo_mode = b->prm.quant_scale_repo_mode = c->kvq == 3;
     fia_mla_prolog_v3_tensors *t = &b->t;
@@ -198,6 +231,12 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     t->quant_scale_ckr = b->qsckr.buf ? &b->qsckr.t : NULL;
     t->k_nope_clip_alpha = b->alpha.buf ? &b->alpha.t : NULL;
     t->dequant_scale_q_nope = b->dqn.buf ? &b->dqn.t : NULL;
+    t->dequant_scale_x = b->dsx.buf ? &b->dsx.t : NULL;
+    t->dequant_scale_w_dq = b->dswdq.buf ? &b->dswdq.t : NULL;
+    t->dequant_scale_w_uq_qr = b->dswuq.buf ? &b->dswuq.t : NULL;
+    t->dequant_scale_w_dkv_kr = b->dswdkv.buf ? &b->dswdkv.t : NULL;
+    t->smooth_scales_cq = b->smooth.buf ? &b->smooth.t : NULL;
+    t->dequant_scale_q_norm = b->dqnorm.buf ? &b->dqnorm.t : NULL;
     return 0;
 }
 
@@ -357,7 +396,29 @@ static void check_quant(const pcase *c, pbufs *b, const ref_prolog_out *o,
         bad += cmp_block("query_out", &b->qo.t, 0, o->qo, o->sqo, T * N * HCKV, desc);
         bad += cmp_block("query_rope_out", &b->qr.t, 0, o->qr, o->sqr, T * N * DR, desc);
     }
-    if (c->qnorm) bad += cmp_block("query_norm", &b->qn.t, 0, o->qn, o->sqn, T * c->Hcq, desc);
+    if (c->qnorm && !c->wq)
+        bad += cmp_block("query_norm", &b->qn.t, 0, o->qn, o->sqn, T * c->Hcq, desc);
+    if (c->qnorm && c->wq) { /* int8 query_norm and its per-token scale */
+        const int8_t *qn = b->qn.buf;
+        const float *sc = b->dqnorm.buf;
+        for (int64_t tt = 0; tt < T; tt++) {
+            if (!(fabs(sc[tt] - o->qns[tt]) <= 1e-5 * o->qns[tt])) {
+                if (bad < 3) fprintf(stderr, "  dequant_scale_q_norm[%lld]: %g oracle %g (%s)\n",
+                                     (long long)tt, (double)sc[tt], o->qns[tt], desc);
+                bad++;
+            }
+            for (int64_t j = 0; j < c->Hcq; j++) {
+                g_i8_total++;
+                g_i8_exact += qn[tt * c->Hcq + j] == (int)fmin(fmax(rint(o->qn[tt * c->Hcq + j]), -128), 127);
+                if (i8_off(qn[tt * c->Hcq + j], o->qn[tt * c->Hcq + j], 1e-4)) {
+                    if (bad < 3) fprintf(stderr, "  query_norm[%lld]: %d oracle %.4f (%s)\n",
+                                         (long long)(tt * c->Hcq + j), qn[tt * c->Hcq + j],
+                                         o->qn[tt * c->Hcq + j], desc);
+                    bad++;
+                }
+            }
+        }
+    }
     /* cache rows */
     const int64_t rows = paged(c) ? c->blocks * c->bs : T;
     const int64_t kvb = b->kv.bytes / (size_t)(rows ? rows : 1), krb = b->kr.bytes / (size_t)(rows ? rows : 1);
@@ -387,6 +448,14 @@ static void check_quant(const pcase *c, pbufs *b, const ref_prolog_out *o,
             continue;
         }
         const double *skv = o->skv + tt * HCKV;
+        if (c->kvq == 0) { /* bf16 rows */
+            tu_tensor kvt = b->kv, krt = b->kr;
+            kvt.t.data = kvr;
+            krt.t.data = krr;
+            bad += cmp_block("kv_cache", &kvt.t, sl * HCKV, o->kv + tt * HCKV, skv, HCKV, desc);
+            bad += cmp_block("kr_cache", &krt.t, sl * DR, o->kr + tt * DR, o->skr + tt * DR, DR, desc);
+            continue;
+        }
         for (int j = 0; j < HCKV; j++) {
             double unit = c->kvq == 1 ? qsckv[0] : c->kvq == 2 ? qsckv[j] : 0;
             if (c->kvq == 3) unit = 1.0 / q->kscale[tt * 4 + j / 128];
@@ -457,11 +526,11 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     char desc[256];
     snprintf(desc, sizeof desc,
              "seed %llu T %lld (%s) He %lld Hcq %lld N %lld D %lld %s%s bs %lld qnorm %d "
-             "aq %.2f akv %.2f kvq %d qq %d clip %.2f",
+             "aq %.2f akv %.2f kvq %d qq %d clip %.2f wq %d smooth %d",
              (unsigned long long)seed, (long long)ntok(c), c->three_d ? "B,S" : "T",
              (long long)c->He, (long long)c->Hcq, (long long)c->N, (long long)c->D,
              fia_layout_name(c->mode), c->cache4d ? "-4d" : "", (long long)c->bs, c->qnorm,
-             c->aq, c->akv, c->kvq, c->qq, c->clip);
+             c->aq, c->akv, c->kvq, c->qq, c->clip, c->wq, c->smooth);
     tu_rng r = tu_rng_make(seed);
     pbufs b;
     if (make_bufs(&b, c, &r) != 0) {
@@ -485,8 +554,9 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     double *sqn = malloc(sizeof(double) * (size_t)(T * c->Hcq + 1));
     double *skv = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
     double *skr = malloc(sizeof(double) * (size_t)(T * DR + 1));
-    const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr};
-    const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL};
+    double *qns = malloc(sizeof(double) * (size_t)(T + 1));
+    const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr, qns};
+    const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL, NULL};
     double *kvq = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
     double *ksc = malloc(sizeof(double) * (size_t)(T * 4 + 1));
     double *krq = malloc(sizeof(double) * (size_t)(T * DR + 1));
@@ -494,7 +564,7 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     double *qoq = malloc(sizeof(double) * (size_t)(T * c->N * HCKV + 1));
     double *qrq = malloc(sizeof(double) * (size_t)(T * c->N * DR + 1));
     const ref_prolog_quant quant = {kvq, ksc, krq, qsv, qoq, qrq};
-    const int quantized = c->kvq || c->qq;
+    const int quantized = c->kvq || c->qq || c->wq;
     if (fia_ref_mla_prolog_v3(&b.t, &b.prm, 2, &golden) != 0 ||
         fia_ref_mla_prolog_v3(&b.t, &b.prm, 0, &exact) != 0 ||
         (quantized && fia_ref_mla_prolog_v3_quant(&b.t, &b.prm, &golden, &quant) != 0))
@@ -530,6 +600,7 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
                      "outputs differ bitwise from ctx %s: %s", g_ctx_name[0], d2);
         }
     }
+    free(qns);
     free(kvq);
     free(ksc);
     free(krq);
@@ -589,6 +660,9 @@ static pcase random_case(tu_rng *r) {
     c.qq = c.kvq == 1 && tu_chance(r, 0.6);
     c.clip = c.kvq != 3 ? 0.0 : tu_chance(r, 0.3) ? 0.0 : tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.5, 1.0);
     c.zero_tile = c.kvq == 3 && tu_chance(r, 0.25);
+    const int wqs[] = {0, 0, 1, 2};
+    c.wq = TU_PICK(r, wqs);
+    c.smooth = c.wq && tu_chance(r, 0.5);
     return c;
 }
 
@@ -597,7 +671,7 @@ static pcase random_case(tu_rng *r) {
 static int msg_has(const char *s) { return strstr(fia_last_error(), s) != NULL; }
 
 static void test_errors(uint64_t seed) {
-    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
     tu_rng r = tu_rng_make(seed);
     pbufs b;
     if (make_bufs(&b, &c, &r) != 0) {
@@ -624,8 +698,9 @@ static void test_errors(uint64_t seed) {
         int32_t wq, kvq, qq, repo;
         fia_status st;
         const char *name;
-    } modes[] = {{1, 0, 0, 0, FIA_STATUS_UNSUPPORTED, "weight_quant_mode"},
-                 {2, 0, 0, 0, FIA_STATUS_UNSUPPORTED, "weight_quant_mode"},
+    } modes[] = {{1, 0, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "dequant_scale_w_uq_qr is NULL"},
+                 {2, 0, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "dequant_scale_x is NULL"},
+                 {3, 0, 0, 0, FIA_STATUS_UNSUPPORTED, "weight_quant_mode"},
                  {6, 0, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "weight_quant_mode"},
                  {0, 4, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "kv_cache_quant_mode"},
                  {0, 1, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "quant_scale_ckv is NULL"},
@@ -663,7 +738,8 @@ static void test_errors(uint64_t seed) {
         fia_mla_prolog_v3_tensors t = b.t;
         t.smooth_scales_cq = &b.gcq.t;
         st = fia_mla_prolog_v3(ctx, &t, &b.prm);
-        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("smooth_scales_cq"), "smooth: %s %s",
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("smooth_scales_cq is given"),
+                 "smooth: %s %s",
                  fia_status_string(st), fia_last_error());
     }
     /* shape errors name the tensor */
@@ -732,7 +808,7 @@ static void test_errors(uint64_t seed) {
  * byte changes. */
 static void test_errors_quant(uint64_t seed) {
     pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 0, 1.0, 1.0, 0.0,
-               3, 0, 0.9, 0};
+               3, 0, 0.9, 0, 0, 0};
     tu_rng r = tu_rng_make(seed);
     pbufs b;
     if (make_bufs(&b, &c, &r) != 0) {
@@ -848,7 +924,7 @@ int main(int argc, char **argv) {
     printf("\n");
     /* without oneDNN the operator must say so, and nothing else is tested */
     {
-        pcase c = {1, 1, 0, 16, 8, 1, 8, FIA_LAYOUT_TND, 0, 0, 0, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+        pcase c = {1, 1, 0, 16, 8, 1, 8, FIA_LAYOUT_TND, 0, 0, 0, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
         tu_rng r = tu_rng_make(seed);
         pbufs b;
         if (make_bufs(&b, &c, &r) == 0) {
@@ -870,47 +946,58 @@ int main(int argc, char **argv) {
     }
     /* edge cases */
     {
-        pcase c = {1, 1, 0, 1, 8, 1, 8, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+        pcase c = {1, 1, 0, 1, 8, 1, 8, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
         run_case(&c, seed + 1, g_nctx); /* T = 1, He = 1, the largest block size */
-        pcase odd = {2, 3, 1, 33, 24, 4, 16, FIA_LAYOUT_PA_BSND, 4, 16, 0, 1, 0.7, 1.3, 1.0, 0, 0, 0.0, 0};
+        pcase odd = {2, 3, 1, 33, 24, 4, 16, FIA_LAYOUT_PA_BSND, 4, 16, 0, 1, 0.7, 1.3, 1.0, 0, 0, 0.0, 0, 0, 0};
         run_case(&odd, seed + 2, g_nctx); /* every cache index negative */
-        pcase zero = {0, 4, 1, 16, 8, 2, 8, FIA_LAYOUT_PA_BSND, 1, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+        pcase zero = {0, 4, 1, 16, 8, 2, 8, FIA_LAYOUT_PA_BSND, 1, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
         run_case(&zero, seed + 3, g_nctx); /* T = 0: nothing written */
-        pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1, 0, 0, 0.0, 0};
+        pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1, 0, 0, 0.0, 0, 0, 0};
         run_case(&big_t, seed + 4, g_nctx); /* more tokens than one gemm row tile */
-        pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2, 0, 0, 0.0, 0};
+        pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2, 0, 0, 0.0, 0, 0, 0};
         run_case(&nz, seed + 8, g_nctx); /* PA_NZ, the largest block size */
     }
     /* quantized modes: the C8 row with the largest block size, an all-zero tile, every index
      * negative, positional caches; int8 caches in PA_NZ; the int8 query */
     {
         pcase c8 = {2, 3, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 1, 1.0, 1.0, 0.0,
-                    3, 0, 0.9, 1};
+                    3, 0, 0.9, 1, 0, 0};
         run_case(&c8, seed + 11, g_nctx);
         pcase c8neg = {1, 5, 0, 33, 16, 2, 8, FIA_LAYOUT_PA_BSND, 2, 16, 0, 0, 1.0, 1.0, 1.0,
-                       3, 0, 1.0, 0};
+                       3, 0, 1.0, 0, 0, 0};
         run_case(&c8neg, seed + 12, g_nctx);
         pcase c8tnd = {1, 7, 0, 64, 32, 2, 16, FIA_LAYOUT_TND, 0, 0, 0, 1, 1.3, 0.8, 0.0,
-                       3, 0, 0.0, 1};
+                       3, 0, 0.0, 1, 0, 0};
         run_case(&c8tnd, seed + 13, g_nctx);
         pcase c8bsnd = {2, 3, 1, 64, 32, 2, 16, FIA_LAYOUT_BSND, 0, 0, 0, 0, 1.0, 1.0, 0.0,
-                        3, 0, 0.6, 0};
+                        3, 0, 0.6, 0, 0, 0};
         run_case(&c8bsnd, seed + 14, g_nctx);
         pcase nz1 = {2, 4, 1, 48, 32, 4, 24, FIA_LAYOUT_PA_NZ, 2, 16, 0, 1, 1.0, 1.0, 0.2,
-                     1, 1, 0.0, 0};
+                     1, 1, 0.0, 0, 0, 0};
         run_case(&nz1, seed + 15, g_nctx);
         pcase nz2 = {1, 6, 0, 48, 32, 2, 16, FIA_LAYOUT_PA_NZ, 1, 128, 0, 0, 1.0, 1.2, 0.2,
-                     2, 0, 0.0, 0};
+                     2, 0, 0.0, 0, 0, 0};
         run_case(&nz2, seed + 16, g_nctx);
         pcase ds8 = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0,
-                     0.0, 3, 0, 1.0, 0};
+                     0.0, 3, 0, 1.0, 0, 0, 0};
         run_case(&ds8, seed + 17, g_nctx);
+        /* int8 weights: W_UQ_QR only with the C8 cache (the recipes' DeepSeek-V3.2 C8 call),
+         * and the full int8 form with per-tensor kv and the int8 query */
+        pcase w1 = {1, 5, 0, 64, 48, 4, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.2,
+                    3, 0, 1.0, 0, 1, 1};
+        run_case(&w1, seed + 18, g_nctx);
+        pcase w2 = {2, 3, 1, 80, 32, 2, 24, FIA_LAYOUT_PA_BSND, 1, 16, 0, 1, 1.2, 0.9, 0.0,
+                    1, 1, 0.0, 0, 2, 1};
+        run_case(&w2, seed + 19, g_nctx);
+        pcase ds_w1 = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0,
+                       1.0, 0.0, 3, 0, 1.0, 0, 1, 1};
+        run_case(&ds_w1, seed + 20, g_nctx);
     }
     /* model shapes at small T (one context plus the 1-thread one for determinism) */
     {
-        pcase ds = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+        pcase ds = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
         run_case(&ds, seed + 5, g_nctx);
-        pcase glm = {1, 2, 1, 6144, 2048, 64, 192, FIA_LAYOUT_PA_BSND, 1, 64, 0, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
+        pcase glm = {1, 2, 1, 6144, 2048, 64, 192, FIA_LAYOUT_PA_BSND, 1, 64, 0, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0, 0, 0};
         run_case(&glm, seed + 6, g_nctx);
     }
     test_errors(seed + 7);

@@ -43,7 +43,13 @@ static const cli_flag prolog_flags[] = {
     {"qc_qr_scale", CLI_FLAG_FLOAT, 0, "default 1.0"},
     {"kc_scale", CLI_FLAG_FLOAT, 0, "default 1.0"},
     {"query_norm_flag", CLI_FLAG_INT, 0, "1: write query_norm (default 0)"},
-    {"weight_quant_mode", CLI_FLAG_INT, 0, "0 (default; 1, 2 unsupported)"},
+    {"weight_quant_mode", CLI_FLAG_INT, 0, "0 (default), 1 int8 weight_uq_qr, 2 also int8 "
+                                           "token_x / weight_dq / weight_dkv_kr"},
+    {"dequant_scale_x", CLI_FLAG_TENSOR, 0, "float32 [T, 1] (weight_quant_mode 2)"},
+    {"dequant_scale_w_dq", CLI_FLAG_TENSOR, 0, "float32 [1, Hcq] (weight_quant_mode 2)"},
+    {"dequant_scale_w_uq_qr", CLI_FLAG_TENSOR, 0, "float32 [1, N*(D+64)] (weight_quant_mode 1, 2)"},
+    {"dequant_scale_w_dkv_kr", CLI_FLAG_TENSOR, 0, "float32 [1, 576] (weight_quant_mode 2)"},
+    {"smooth_scales_cq", CLI_FLAG_TENSOR, 0, "float32 [1, Hcq] (weight_quant_mode 1, 2; optional)"},
     {"kv_cache_quant_mode", CLI_FLAG_INT, 0, "0 (default), 1 per tensor, 2 per channel, 3 C8 "
                                              "per 128-tile (int8 caches)"},
     {"query_quant_mode", CLI_FLAG_INT, 0, "0 (default), 1 int8 query per token-head"},
@@ -56,7 +62,7 @@ static const cli_flag prolog_flags[] = {
     {NULL, CLI_FLAG_SWITCH, 0, NULL}};
 static const char *const prolog_outputs[] = {"query_out", "query_rope_out", "query_norm",
                                              "kv_cache", "kr_cache", "dequant_scale_q_nope",
-                                             NULL};
+                                             "dequant_scale_q_norm", NULL};
 
 static fia_status prolog_plan_fn(fia_context *ctx, const void *call, fia_plan **plan, size_t *ws) {
     const void *const *c = call;
@@ -125,13 +131,16 @@ static int64_t cache_elem(const fia_tensor *cache, fia_layout mode, int64_t slot
 }
 
 static int run_prolog(const cli_args *a) {
-    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, QSKV, QSKR, ALPHA, N_IN };
+    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, QSKV, QSKR, ALPHA, DSX, DSWDQ,
+           DSWUQ, DSWKV, SMOOTH, N_IN };
     static const char *const names[N_IN] = {
         "token_x", "weight_dq", "weight_uq_qr", "weight_uk", "weight_dkv_kr", "rmsnorm_gamma_cq",
         "rmsnorm_gamma_ckv", "rope_sin", "rope_cos", "kv_cache", "kr_cache", "cache_index",
-        "quant_scale_ckv", "quant_scale_ckr", "k_nope_clip_alpha"};
+        "quant_scale_ckv", "quant_scale_ckr", "k_nope_clip_alpha", "dequant_scale_x",
+        "dequant_scale_w_dq", "dequant_scale_w_uq_qr", "dequant_scale_w_dkv_kr",
+        "smooth_scales_cq"};
     cli_tensor in[N_IN];
-    cli_output outs[6];
+    cli_output outs[7];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
     double *kv0 = NULL, *kr0 = NULL, *skvf = NULL, *skrf = NULL, *cidx = NULL;
@@ -157,7 +166,7 @@ static int run_prolog(const cli_args *a) {
     p.ckvkr_repo_mode = (int32_t)cli_arg_int(a, "ckvkr_repo_mode", 0);
     p.quant_scale_repo_mode = (int32_t)cli_arg_int(a, "quant_scale_repo_mode", 0);
     p.tile_size = cli_arg_int(a, "tile_size", p.tile_size);
-    if (a->check && (p.kv_cache_quant_mode || p.query_quant_mode)) {
+    if (a->check && (p.kv_cache_quant_mode || p.query_quant_mode || p.weight_quant_mode)) {
         cli_error("--check covers the bf16 modes only (the quantized modes are checked by "
                   "tests/test_mla_prolog)");
         return CLI_EXIT_USAGE;
@@ -183,11 +192,18 @@ static int run_prolog(const cli_args *a) {
     if (p.query_quant_mode &&
         cli_alloc_output(&outs[5], "dequant_scale_q_nope", FIA_DTYPE_FLOAT32, lead + 2, sd) != 0)
         goto done;
+    const int64_t st1[2] = {T, 1};
+    if (p.weight_quant_mode && p.query_norm_flag &&
+        cli_alloc_output(&outs[6], "dequant_scale_q_norm", FIA_DTYPE_FLOAT32, 2, st1) != 0)
+        goto done;
     if (cli_alloc_output(&outs[0], "query_out",
                          p.query_quant_mode ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16, lead + 2,
                          sq) != 0 ||
         cli_alloc_output(&outs[1], "query_rope_out", FIA_DTYPE_BFLOAT16, lead + 2, sr) != 0 ||
-        (p.query_norm_flag && cli_alloc_output(&outs[2], "query_norm", FIA_DTYPE_BFLOAT16, lead + 1, sn) != 0))
+        (p.query_norm_flag &&
+         cli_alloc_output(&outs[2], "query_norm",
+                          p.weight_quant_mode ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16, lead + 1,
+                          sn) != 0))
         goto done;
     if (a->check) {
         if (!in[KR].present) {
@@ -212,6 +228,12 @@ static int run_prolog(const cli_args *a) {
     t.quant_scale_ckr = in[QSKR].present ? &in[QSKR].t : NULL;
     t.k_nope_clip_alpha = in[ALPHA].present ? &in[ALPHA].t : NULL;
     t.dequant_scale_q_nope = p.query_quant_mode ? &outs[5].t : NULL;
+    t.dequant_scale_q_norm = p.weight_quant_mode && p.query_norm_flag ? &outs[6].t : NULL;
+    t.dequant_scale_x = in[DSX].present ? &in[DSX].t : NULL;
+    t.dequant_scale_w_dq = in[DSWDQ].present ? &in[DSWDQ].t : NULL;
+    t.dequant_scale_w_uq_qr = in[DSWUQ].present ? &in[DSWUQ].t : NULL;
+    t.dequant_scale_w_dkv_kr = in[DSWKV].present ? &in[DSWKV].t : NULL;
+    t.smooth_scales_cq = in[SMOOTH].present ? &in[SMOOTH].t : NULL;
     t.query_out = &outs[0].t, t.query_rope_out = &outs[1].t;
     t.query_norm = p.query_norm_flag ? &outs[2].t : NULL;
     const void *call[2] = {&t, &p};
@@ -269,9 +291,9 @@ static int run_prolog(const cli_args *a) {
     }
     {
         /* query_norm only when computed */
-        cli_output w[6];
+        cli_output w[7];
         int nw = 0;
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             if (outs[i].name) w[nw++] = outs[i];
         if (cli_write_outputs(a, w, nw) != 0) rc = CLI_EXIT_USAGE;
     }
@@ -283,6 +305,7 @@ done:
     for (int i = 0; i < N_IN; i++) cli_free_tensor(&in[i]);
     for (int i = 0; i < 3; i++) free(outs[i].data);
     free(outs[5].data);
+    free(outs[6].data);
     return rc;
 }
 

@@ -111,7 +111,7 @@ def test_mla_prolog_v3_bsnd_and_errors():
     _ulps_close(q, gq, "query_out")
     _ulps_close(kv, kv2, "kv_cache")
     with pytest.raises(NotImplementedError, match="weight_quant_mode"):
-        fia.npu_mla_prolog_v3(*a3.values(), kv, kr, cache_mode="BSND", weight_quant_mode=1)
+        fia.npu_mla_prolog_v3(*a3.values(), kv, kr, cache_mode="BSND", weight_quant_mode=3)
     with pytest.raises(ValueError):  # slot beyond the cache: nothing written
         kvp = torch.zeros(2, 4, 1, 512, dtype=torch.bfloat16)
         fia.npu_mla_prolog_v3(*a.values(), kvp, torch.zeros(2, 4, 1, 64, dtype=torch.bfloat16),
@@ -198,3 +198,33 @@ def test_mla_prolog_v3_int8_query_and_caches():
             wr = kr0.view(64, 64)[s_].float() * sr[0]
             gr = kr8.view(64, 64)[s_].float()
             assert ((gr - wr.clamp(-128, 127)).abs() <= 0.5 + wr.abs() * 2 ** -8).all()
+
+
+def test_mla_prolog_v3_int8_weight_uq_qr():
+    """weight_quant_mode=1 (the recipes' DeepSeek-V3.2 call, here with the C8 cache): W_UQ_QR
+    int8 per column with dequant_scale_w_uq_qr; query_norm comes back int8 with
+    dequant_scale_q_norm [T, 1] and dequantizes to the bf16 query_norm of the bf16 call within
+    a step; the query and the C8 rows stay close to the bf16 call's (the weight quantization
+    error only)."""
+    a, kv, kr = _prolog_inputs(5)
+    idx = torch.tensor([5, 17, 2, 40, 63, 0, 22], dtype=torch.int64)
+    q0, qr0, _, qn0, _ = fia.npu_mla_prolog_v3(*a.values(), kv.clone(), kr.clone(),
+                                               cache_index=idx, query_norm_flag=True)
+    w = a["weight_uq_qr"].float()
+    ws = w.abs().amax(0, keepdim=True) / 127
+    a8 = dict(a, weight_uq_qr=torch.round(w / ws).to(torch.int8))
+    c8 = torch.zeros(4, 16, 1, 656, dtype=torch.int8)
+    q, qr, _, qn, sqn = fia.npu_mla_prolog_v3(
+        *a8.values(), c8, torch.zeros(1, dtype=torch.bfloat16), cache_index=idx,
+        query_norm_flag=True, weight_quant_mode=1, dequant_scale_w_uq_qr=ws,
+        smooth_scales_cq=torch.ones(1, 64), kv_cache_quant_mode=3, ckvkr_repo_mode=1,
+        quant_scale_repo_mode=1)
+    assert qn.dtype == torch.int8 and sqn.shape == (7, 1) and q.dtype == torch.bfloat16
+    deq = qn.float() * sqn
+    assert ((deq - qn0.float()).abs() <= sqn * 0.5 + qn0.float().abs() * 2 ** -7).all()
+    rel = (q.float() - q0.float()).norm() / q0.float().norm()
+    assert rel < 0.03, float(rel)
+    assert (qr.float() - qr0.float()).norm() / qr0.float().norm() < 0.03
+    with pytest.raises(ValueError, match="dequant_scale_w_uq_qr is NULL"):
+        fia.npu_mla_prolog_v3(*a8.values(), kv.clone(), kr.clone(), cache_index=idx,
+                              weight_quant_mode=1)

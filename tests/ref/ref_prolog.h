@@ -5,7 +5,10 @@
  * Slow and obvious, sharing no code with src/. Every element is read through its strides.
  * rounding: 0 computes every step in double; 1 rounds to bfloat16 only what feeds a bf16
  * matmul (the normalized c_q and each head's q_c); 2 rounds where the contract's golden does:
- * also x . W_DQ, all of cq . W_UQ_QR and x . W_DKV_KR (fia's rounding points). The final
+ * also x . W_DQ, all of cq . W_UQ_QR and x . W_DKV_KR (fia's rounding points). With int8
+ * weights (weight_quant_mode 1, 2) the normalized c_q is quantized per token (smooth scales,
+ * scale max / 127, rint) and the int8 sums are dequantized by the per-token and per-column
+ * scales (mode 2: x . W_DQ is not rounded to bf16, as the golden). The final
  * outputs are returned unrounded (double).
  */
 #ifndef FIA_REF_PROLOG_H
@@ -26,6 +29,8 @@
 typedef struct ref_prolog_out {
     double *qo, *qr, *qn, *kv, *kr;
     double *sqo, *sqr, *sqn, *skv, *skr;
+    double *qns; /* weight_quant_mode 1, 2: [T] the scale of the int8 query_norm (may be NULL);
+                  * qn then holds the real value the int8 rounds (cq * smooth / scale) */
 } ref_prolog_out;
 
 int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,

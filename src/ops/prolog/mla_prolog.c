@@ -1,7 +1,8 @@
 /*
  * mla_prolog.c - mla_prolog_v3 (include/fia/prolog.h): validation, planning and execution of
- * the bf16 path (weight_quant_mode 0, kv_cache_quant_mode 0) for PA_BSND, PA_NZ, BSND and TND
- * caches.
+ * the bf16-weight path (weight_quant_mode 0) with bf16 or int8 caches (kv_cache_quant_mode 0-3,
+ * mode 3 the 656-byte C8 row) and the int8 query (query_quant_mode 1), for PA_BSND, PA_NZ, BSND
+ * and TND caches.
  *
  * Execution, five pool runs over fixed tasks (none depends on the thread count):
  *   1. x . W_DQ -> cq and x . W_DKV_KR -> kvkr (fp32 results), tiles of the tiled gemms;
@@ -76,6 +77,13 @@ typedef struct pro_plan {
     float qs_ckv[PRO_HCKV];       /* modes 1 (broadcast) and 2: quant_scale_ckv */
     float qs_ckr[PRO_DR];         /* mode 2: quant_scale_ckr */
     pro_rows dqn;                 /* query_quant_mode 1: dequant_scale_q_nope [T, N, 1] */
+    /* int8 weights (weight_quant_mode 1: W_UQ_QR; 2: also x, W_DQ, W_DKV_KR), copied at plan */
+    int32_t wq;
+    float *smooth;                /* [Hcq] smooth_scales_cq (1 where absent) */
+    float *dq_uq, *dq_dq, *dq_dkv; /* per-column dequant scales of the int8 weights */
+    float *dsx;                   /* [T] dequant_scale_x */
+    int64_t *dqnorm_off;          /* [T] element offsets into dequant_scale_q_norm */
+    char *dqnorm;
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
     size_t scratch_bytes;         /* per thread */
 } pro_plan;
@@ -88,6 +96,7 @@ typedef struct pro_ws {
     float *cq, *qcqr, *kvkr;
     uint16_t *cqn, *qc;
     uint16_t *qob;                /* query_quant_mode 1: bf16 q_nope [T, N, 512] before quant */
+    float *sq;                    /* weight_quant_mode >= 1: per-token scale of the int8 cq */
     char *scratch;
 } pro_ws;
 
@@ -140,10 +149,11 @@ static void pro_put(char *base, const fia_kv_view *v, size_t es, fia_kv_slot s, 
 
 /* Per-thread scratch of stage_norm (no gemm runs then): the bf16 input row, the fp32
  * normalized latent and rope rows, and the two composed cache rows. */
-enum { PRO_SC_YF = PRO_HCKV * 4, PRO_SC_RF = PRO_DR * 4, PRO_SC_RKV = 704, PRO_SC_RKR = 128 };
+enum { PRO_SC_RF = PRO_DR * 4, PRO_SC_RKV = 704, PRO_SC_RKR = 128 };
 static size_t pro_sc_xb(const pro_plan *p) {
     return ((size_t)(p->Hcq > PRO_HCKV ? p->Hcq : PRO_HCKV) * 2 + 63) / 64 * 64;
 }
+static size_t pro_sc_yf(const pro_plan *p) { return pro_sc_xb(p) * 2; }
 
 /* The quantized cache rows of token t (kv_cache_quant_mode 1, 2, 3) from its fp32 latent
  * row kvkr (c_kv | k_r), written to slot s:
@@ -157,7 +167,7 @@ static void pro_kv_quant(const pro_plan *p, int64_t t, const float *kvkr, char *
                          fia_kv_slot s) {
     uint16_t *xb = (uint16_t *)sc;
     float *yf = (float *)(sc + pro_sc_xb(p));
-    float *rf = yf + PRO_HCKV;
+    float *rf = (float *)(sc + pro_sc_xb(p) + pro_sc_yf(p));
     int8_t *rkv = (int8_t *)(rf + PRO_DR);
     char *rkr = (char *)rkv + PRO_SC_RKV;
     p->core->f32_to_bf16(kvkr, xb, PRO_HCKV);
@@ -191,6 +201,16 @@ static void pro_kv_quant(const pro_plan *p, int64_t t, const float *kvkr, char *
     pro_put(p->kr, &p->krv, p->kr_es, s, rkr, PRO_DR);
 }
 
+/* x[j] = (float)int32 x[j] * a * b[j] in place (the int32 sums of an int8 gemm, dequantized in
+ * the golden's order: the per-token scale, then the per-column one). */
+static void pro_dequant_row(float *x, int64_t n, float a, const float *b) {
+    for (int64_t j = 0; j < n; j++) {
+        int32_t v;
+        memcpy(&v, &x[j], 4);
+        x[j] = (float)v * a * b[j];
+    }
+}
+
 /* ---- execution ------------------------------------------------------------------------------ */
 
 typedef struct pro_run {
@@ -206,6 +226,15 @@ static void stage_down(void *arg, int64_t task, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
     const int64_t n1 = fia_tgemm_tasks(&p->g_dq);
+    if (p->wq == 2) { /* int8 x, W_DQ, W_DKV_KR: int32 sums into the fp32 buffers */
+        if (task < n1)
+            fia_tgemm_run_task_s8(&p->g_dq, task, tid, p->x.base, p->wdq, r->w.cq,
+                                  slot_scratch(r, tid));
+        else
+            fia_tgemm_run_task_s8(&p->g_dkv, task - n1, tid, p->x.base, p->wdkv, r->w.kvkr,
+                                  slot_scratch(r, tid));
+        return;
+    }
     if (task < n1)
         fia_tgemm_run_task(&p->g_dq, task, tid, p->x.base, p->wdq, r->w.cq, slot_scratch(r, tid));
     else
@@ -218,8 +247,38 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
     pro_plan *p = r->p;
     uint16_t *cqn = r->w.cqn + t * p->Hcq;
     uint16_t *xb = (uint16_t *)slot_scratch(r, tid); /* no gemm runs in this stage */
-    prolog_norm(p, r->w.cq + t * p->Hcq, p->Hcq, p->gcq, p->eps_cq, p->alpha_q, xb, cqn);
-    if (p->qnorm) memcpy(p->qn.base + (size_t)(t * p->qn.rs) * 2, cqn, (size_t)p->Hcq * 2);
+    if (p->wq == 2) { /* dequantize the int32 sums in place: sum * dequant_scale_x * w scale */
+        pro_dequant_row(r->w.cq + t * p->Hcq, p->Hcq, p->dsx[t], p->dq_dq);
+        pro_dequant_row(r->w.kvkr + t * (PRO_HCKV + PRO_DR), PRO_HCKV + PRO_DR, p->dsx[t],
+                        p->dq_dkv);
+    }
+    if (p->wq == 0) {
+        prolog_norm(p, r->w.cq + t * p->Hcq, p->Hcq, p->gcq, p->eps_cq, p->alpha_q, xb, cqn);
+        if (p->qnorm) memcpy(p->qn.base + (size_t)(t * p->qn.rs) * 2, cqn, (size_t)p->Hcq * 2);
+    } else {
+        /* the normalized c_q in fp32 (from c_q rounded to bf16 with int8 W_UQ_QR only, as the
+         * golden), then its dynamic per-token int8 quant with the smooth scales */
+        float *yf = (float *)((char *)xb + pro_sc_xb(p));
+        const float *cq = r->w.cq + t * p->Hcq;
+        if (p->wq == 1) {
+            p->core->f32_to_bf16(cq, xb, p->Hcq);
+            p->chain->rms_norm_row(xb, NULL, FIA_DTYPE_BFLOAT16, p->gcq, FIA_DTYPE_FLOAT32,
+                                   p->Hcq, p->eps_cq, p->alpha_q, yf, FIA_DTYPE_FLOAT32, NULL);
+        } else {
+            p->chain->rms_norm_row(cq, NULL, FIA_DTYPE_FLOAT32, p->gcq, FIA_DTYPE_FLOAT32,
+                                   p->Hcq, p->eps_cq, p->alpha_q, yf, FIA_DTYPE_FLOAT32, NULL);
+        }
+        const float sq = p->chain->absmax_row(yf, FIA_DTYPE_FLOAT32, p->smooth,
+                                              FIA_DTYPE_FLOAT32, p->Hcq) / 127.0f;
+        int8_t *qi = (int8_t *)r->w.cqn + t * p->Hcq;
+        p->chain->quant_row_i8(yf, FIA_DTYPE_FLOAT32, p->smooth, FIA_DTYPE_FLOAT32, p->Hcq, sq,
+                               qi);
+        r->w.sq[t] = sq;
+        if (p->qnorm) {
+            memcpy(p->qn.base + (size_t)(t * p->qn.rs), qi, (size_t)p->Hcq);
+            memcpy(p->dqnorm + (size_t)p->dqnorm_off[t] * 4, &sq, 4);
+        }
+    }
     fia_kv_slot s = {0, t}; /* positional caches: row t */
     if (p->paged) {
         if (p->slot[t] < 0) return; /* a negative cache_index: no write */
@@ -248,7 +307,12 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
 static void stage_up(void *arg, int64_t task, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
-    fia_tgemm_run_task(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr, slot_scratch(r, tid));
+    if (p->wq)
+        fia_tgemm_run_task_s8(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr,
+                              slot_scratch(r, tid));
+    else
+        fia_tgemm_run_task(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr,
+                           slot_scratch(r, tid));
 }
 
 /* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
@@ -258,6 +322,7 @@ static void stage_split(void *arg, int64_t t, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
     const int64_t dd = p->D + PRO_DR;
+    if (p->wq) pro_dequant_row(r->w.qcqr + t * p->W, p->W, r->w.sq[t], p->dq_uq);
     const float *q = r->w.qcqr + t * p->W;
     uint16_t *qc = r->w.qc + t * p->N * p->D;
     for (int64_t n = 0; n < p->N; n++) {
@@ -308,6 +373,7 @@ static size_t pro_layout(const pro_plan *p, char *base, pro_ws *w) {
     w->qc = fia_arena_take(&a, (size_t)(p->T * p->N * p->D) * 2);
     w->kvkr = fia_arena_take(&a, (size_t)(p->T * (PRO_HCKV + PRO_DR)) * 4);
     w->qob = p->qq ? fia_arena_take(&a, (size_t)(p->T * p->N * PRO_HCKV) * 2) : NULL;
+    w->sq = p->wq ? fia_arena_take(&a, (size_t)p->T * 4) : NULL;
     w->scratch = fia_arena_take(&a, p->scratch_bytes * (size_t)p->num_threads);
     return a.used;
 }
@@ -337,6 +403,12 @@ static void pro_destroy(fia_plan *plan) {
     free(p->slot);
     free(p->row_kv);
     free(p->row_kr);
+    free(p->smooth);
+    free(p->dq_uq);
+    free(p->dq_dq);
+    free(p->dq_dkv);
+    free(p->dsx);
+    free(p->dqnorm_off);
     free(p);
 }
 
@@ -396,8 +468,9 @@ static fia_status token_rows(const fia_tensor *t, const char *name, const int64_
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status weight2(const fia_tensor *t, const char *name, int64_t rows, int64_t cols) {
-    FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+static fia_status weight2(const fia_tensor *t, const char *name, fia_dtype dt, int64_t rows,
+                          int64_t cols) {
+    FIA_TRY(need(t, name, dt));
     FIA_TRY(fia_tensor_check_ndim(t, name, 2));
     FIA_TRY(fia_tensor_check_dim(t, name, 0, rows, "required"));
     return fia_tensor_check_dim(t, name, 1, cols, "required");
@@ -479,17 +552,81 @@ static fia_status f32_vec(const fia_tensor *t, const char *name, int64_t n, floa
     return FIA_STATUS_SUCCESS;
 }
 
+/* A per-token tensor of T values in any shape with T elements (e.g. [T, 1], [B, S, 1]):
+ * the element offset of each token's value. */
+static fia_status tok_offsets(const fia_tensor *t, const char *name, int64_t T, int64_t *off) {
+    FIA_TRY(need(t, name, FIA_DTYPE_FLOAT32));
+    const int64_t n = fia_tensor_numel(t);
+    if (n != T)
+        return FIA_INVALID("%s has %lld elements (shape [T, 1]), must be T = %lld", name,
+                           (long long)n, (long long)T);
+    for (int64_t i = 0; i < T; i++) {
+        int64_t rest = i, o = 0;
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            o += (rest % t->shape[d]) * t->strides[d];
+            rest /= t->shape[d];
+        }
+        off[i] = o;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status pro_alloc_f32(float **out, int64_t n) {
+    *out = malloc((size_t)(n > 0 ? n : 1) * sizeof **out);
+    return *out ? FIA_STATUS_SUCCESS : fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+}
+
+/* The int8-weight scales (weight_quant_mode 1, 2), copied; after the shapes are known. */
+static fia_status pro_weight_scales(pro_plan *p, const fia_mla_prolog_v3_tensors *t) {
+    if (!p->wq) return FIA_STATUS_SUCCESS;
+    FIA_TRY(pro_alloc_f32(&p->smooth, p->Hcq));
+    FIA_TRY(pro_alloc_f32(&p->dq_uq, p->W));
+    FIA_TRY(f32_vec(t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr", p->W, p->dq_uq));
+    if (t->smooth_scales_cq && fia_tensor_numel(t->smooth_scales_cq) == 1 && p->Hcq > 1) {
+        FIA_TRY(f32_vec(t->smooth_scales_cq, "smooth_scales_cq", 1, p->smooth));
+        for (int64_t j = 1; j < p->Hcq; j++) p->smooth[j] = p->smooth[0];
+    } else if (t->smooth_scales_cq) {
+        FIA_TRY(f32_vec(t->smooth_scales_cq, "smooth_scales_cq", p->Hcq, p->smooth));
+    } else {
+        for (int64_t j = 0; j < p->Hcq; j++) p->smooth[j] = 1.0f;
+    }
+    if (p->qnorm) {
+        p->dqnorm_off = malloc((size_t)(p->T ? p->T : 1) * sizeof *p->dqnorm_off);
+        if (!p->dqnorm_off) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+        FIA_TRY(tok_offsets(t->dequant_scale_q_norm, "dequant_scale_q_norm", p->T,
+                            p->dqnorm_off));
+        p->dqnorm = fia_tensor_ptr(t->dequant_scale_q_norm);
+    }
+    if (p->wq != 2) return FIA_STATUS_SUCCESS;
+    FIA_TRY(pro_alloc_f32(&p->dq_dq, p->Hcq));
+    FIA_TRY(pro_alloc_f32(&p->dq_dkv, PRO_HCKV + PRO_DR));
+    FIA_TRY(pro_alloc_f32(&p->dsx, p->T));
+    FIA_TRY(f32_vec(t->dequant_scale_w_dq, "dequant_scale_w_dq", p->Hcq, p->dq_dq));
+    FIA_TRY(f32_vec(t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr", PRO_HCKV + PRO_DR,
+                    p->dq_dkv));
+    int64_t *off = malloc((size_t)(p->T ? p->T : 1) * sizeof *off);
+    if (!off) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    fia_status st = tok_offsets(t->dequant_scale_x, "dequant_scale_x", p->T, off);
+    for (int64_t i = 0; st == FIA_STATUS_SUCCESS && i < p->T; i++) {
+        memcpy(&p->dsx[i], (const char *)fia_tensor_ptr(t->dequant_scale_x) + off[i] * 4, 4);
+        if (!isfinite(p->dsx[i]))
+            st = FIA_INVALID("dequant_scale_x[%lld] is %g, must be finite", (long long)i,
+                             (double)p->dsx[i]);
+    }
+    free(off);
+    return st;
+}
+
 /* The quantization modes and their tensors (before any shape check): what fia does not
  * implement is UNSUPPORTED, a tensor given to a mode that does not read it is INVALID. */
 static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                             const fia_mla_prolog_v3_params *prm) {
-    if (prm->weight_quant_mode != 0) {
-        if (prm->weight_quant_mode < 0 || prm->weight_quant_mode > 5)
-            return FIA_INVALID("weight_quant_mode is %d, must be 0..5",
-                               (int)prm->weight_quant_mode);
-        return FIA_UNSUPPORTED("weight_quant_mode %d is not implemented (only 0, bf16 weights)",
-                               (int)prm->weight_quant_mode);
-    }
+    p->wq = prm->weight_quant_mode;
+    if (p->wq < 0 || p->wq > 5)
+        return FIA_INVALID("weight_quant_mode is %d, must be 0..5", (int)p->wq);
+    if (p->wq > 2)
+        return FIA_UNSUPPORTED("weight_quant_mode %d (the Ascend 950 fp8 / hif8 forms) is not "
+                               "implemented (0, 1, 2 are)", (int)p->wq);
     p->kvq = prm->kv_cache_quant_mode;
     p->qq = prm->query_quant_mode;
     if (p->kvq < 0 || p->kvq > 3)
@@ -522,40 +659,38 @@ static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                            (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode,
                            (int)p->kvq);
     }
-    const struct {
-        const fia_tensor *t;
-        const char *name;
-    } wq[] = {{t->dequant_scale_x, "dequant_scale_x"},
-              {t->dequant_scale_w_dq, "dequant_scale_w_dq"},
-              {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr"},
-              {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr"},
-              {t->smooth_scales_cq, "smooth_scales_cq"},
-              {t->dequant_scale_q_norm, "dequant_scale_q_norm"}};
-    for (size_t i = 0; i < sizeof wq / sizeof wq[0]; i++)
-        if (wq[i].t)
-            return FIA_UNSUPPORTED("%s is given: the weight quantization modes (1, 2) that read "
-                                   "it are not implemented (pass NULL)", wq[i].name);
     if (t->actual_seq_len)
         return FIA_UNSUPPORTED("actual_seq_len is given: the PA_BLK cache modes that read it "
                                "are not implemented (pass NULL)");
-    /* per-mode tensors: required by their mode, refused elsewhere */
+    /* per-mode tensors: required (or optional) in their mode, refused elsewhere */
+    const bool wq1 = p->wq >= 1, wq2 = p->wq == 2;
     const struct {
         const void *t;
         const char *name;
-        bool want;
+        bool want, optional;
         const char *modes;
-    } mt[] = {{t->quant_scale_ckv, "quant_scale_ckv", p->kvq == 1 || p->kvq == 2,
+    } mt[] = {{t->quant_scale_ckv, "quant_scale_ckv", p->kvq == 1 || p->kvq == 2, false,
                "kv_cache_quant_mode 1 and 2"},
-              {t->quant_scale_ckr, "quant_scale_ckr", p->kvq == 2, "kv_cache_quant_mode 2"},
-              {t->k_nope_clip_alpha, "k_nope_clip_alpha", p->kvq == 3, "kv_cache_quant_mode 3"},
-              {t->dequant_scale_q_nope, "dequant_scale_q_nope", p->qq == 1,
-               "query_quant_mode 1"}};
+              {t->quant_scale_ckr, "quant_scale_ckr", p->kvq == 2, false, "kv_cache_quant_mode 2"},
+              {t->k_nope_clip_alpha, "k_nope_clip_alpha", p->kvq == 3, true,
+               "kv_cache_quant_mode 3"},
+              {t->dequant_scale_q_nope, "dequant_scale_q_nope", p->qq == 1, false,
+               "query_quant_mode 1"},
+              {t->dequant_scale_x, "dequant_scale_x", wq2, false, "weight_quant_mode 2"},
+              {t->dequant_scale_w_dq, "dequant_scale_w_dq", wq2, false, "weight_quant_mode 2"},
+              {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr", wq2, false,
+               "weight_quant_mode 2"},
+              {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr", wq1, false,
+               "weight_quant_mode 1 and 2"},
+              {t->smooth_scales_cq, "smooth_scales_cq", wq1, true, "weight_quant_mode 1 and 2"},
+              {t->dequant_scale_q_norm, "dequant_scale_q_norm", wq1 && prm->query_norm_flag,
+               false, "weight_quant_mode 1 and 2 with query_norm_flag"}};
     for (size_t i = 0; i < sizeof mt / sizeof mt[0]; i++) {
         if (mt[i].t && !mt[i].want)
-            return FIA_INVALID("%s is given but only %s reads it (kv_cache_quant_mode %d, "
-                               "query_quant_mode %d)", mt[i].name, mt[i].modes, (int)p->kvq,
-                               (int)p->qq);
-        if (!mt[i].t && mt[i].want && i != 2)
+            return FIA_INVALID("%s is given but only %s reads it (weight_quant_mode %d, "
+                               "kv_cache_quant_mode %d, query_quant_mode %d)", mt[i].name,
+                               mt[i].modes, (int)p->wq, (int)p->kvq, (int)p->qq);
+        if (!mt[i].t && mt[i].want && !mt[i].optional)
             return FIA_INVALID("%s is NULL; %s requires it", mt[i].name, mt[i].modes);
     }
     if (p->kvq == 1) {
@@ -594,7 +729,8 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                            prm->qc_qr_scale, prm->kc_scale);
 
     /* token_x */
-    FIA_TRY(need(t->token_x, "token_x", FIA_DTYPE_BFLOAT16));
+    const fia_dtype i8 = FIA_DTYPE_INT8, b16 = FIA_DTYPE_BFLOAT16;
+    FIA_TRY(need(t->token_x, "token_x", p->wq == 2 ? i8 : b16));
     const fia_tensor *x = t->token_x;
     if (x->ndim != 2 && x->ndim != 3)
         return FIA_INVALID("token_x has %d dims, must be [T, He] or [B, S, He]", (int)x->ndim);
@@ -607,7 +743,7 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     FIA_TRY(token_rows(x, "token_x", tok, tok_dims, he1, 1, &p->x));
 
     /* weights */
-    FIA_TRY(need(t->weight_dq, "weight_dq", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(need(t->weight_dq, "weight_dq", p->wq == 2 ? i8 : b16));
     FIA_TRY(fia_tensor_check_ndim(t->weight_dq, "weight_dq", 2));
     p->Hcq = t->weight_dq->shape[1];
     FIA_TRY(fia_tensor_check_dim(t->weight_dq, "weight_dq", 0, p->He, "token_x's He"));
@@ -623,8 +759,9 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     FIA_TRY(fia_tensor_check_dim(t->weight_uk, "weight_uk", 2, PRO_HCKV, "Hckv"));
     p->wuk_sn = t->weight_uk->strides[0];
     p->W = p->N * (p->D + PRO_DR);
-    FIA_TRY(weight2(t->weight_uq_qr, "weight_uq_qr", p->Hcq, p->W));
-    FIA_TRY(weight2(t->weight_dkv_kr, "weight_dkv_kr", p->He, PRO_HCKV + PRO_DR));
+    FIA_TRY(weight2(t->weight_uq_qr, "weight_uq_qr", p->wq ? i8 : b16, p->Hcq, p->W));
+    FIA_TRY(weight2(t->weight_dkv_kr, "weight_dkv_kr", p->wq == 2 ? i8 : b16, p->He,
+                    PRO_HCKV + PRO_DR));
     p->ld_dq = t->weight_dq->strides[0];
     p->ld_uq = t->weight_uq_qr->strides[0];
     p->ld_uk = t->weight_uk->strides[1];
@@ -663,9 +800,10 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     FIA_TRY(token_rows(t->query_rope_out, "query_rope_out", tok, tok_dims, qr_in, 2, &p->qro));
     p->qnorm = prm->query_norm_flag != 0;
     if (p->qnorm) {
-        FIA_TRY(need(t->query_norm, "query_norm (query_norm_flag is set)", FIA_DTYPE_BFLOAT16));
+        FIA_TRY(need(t->query_norm, "query_norm (query_norm_flag is set)", p->wq ? i8 : b16));
         FIA_TRY(token_rows(t->query_norm, "query_norm", tok, tok_dims, qn_in, 1, &p->qn));
     }
+    FIA_TRY(pro_weight_scales(p, t));
 
     /* caches */
     /* (kv_cache_quant_mode 3: kr_cache is not read nor written: the rope is in the kv row) */
@@ -757,13 +895,15 @@ static fia_status pro_gemms(pro_plan *p) {
     const int32_t slots = p->num_threads;
     const int64_t T = p->T;
     fia_gemm_desc d;
+    fia_status (*const down)(fia_tgemm *, const fia_gemm_desc *, int64_t, int64_t, int32_t) =
+        p->wq == 2 ? fia_tgemm_plan_s8 : fia_tgemm_plan;
     d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32};
-    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY(down(&p->g_dq, &d, PRO_MC, PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
                         FIA_DTYPE_FLOAT32};
-    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY(down(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
     d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32};
-    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY((p->wq ? fia_tgemm_plan_s8 : fia_tgemm_plan)(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
                         p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
@@ -771,7 +911,7 @@ static fia_status pro_gemms(pro_plan *p) {
     for (int i = 0; i < 4; i++)
         if (g[i]->scratch_bytes > p->scratch_bytes) p->scratch_bytes = g[i]->scratch_bytes;
     /* stage_norm's bf16 row (no gemm runs then) */
-    const size_t row = pro_sc_xb(p) + PRO_SC_YF + PRO_SC_RF + PRO_SC_RKV + PRO_SC_RKR;
+    const size_t row = pro_sc_xb(p) + pro_sc_yf(p) + PRO_SC_RF + PRO_SC_RKV + PRO_SC_RKR;
     if (row > p->scratch_bytes) p->scratch_bytes = row;
     p->scratch_bytes = (p->scratch_bytes + 63) / 64 * 64;
     return FIA_STATUS_SUCCESS;
