@@ -174,9 +174,9 @@ static void test_tensor_spec(void) {
     bad.ndim = 99;
     const fia_tensor_spec spec[] = {
         {"a", offsetof(three, a), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT,
-         "float16, bfloat16 or float32", -1},
-        {"b", offsetof(three, b), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1},
-        {"c", offsetof(three, c), 0, 0, NULL, 0},
+         "float16, bfloat16 or float32", -1, 0, NULL},
+        {"b", offsetof(three, b), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1, 0, NULL},
+        {"c", offsetof(three, c), 0, 0, NULL, 0, 0, NULL},
     };
     const size_t n = FIA_SPEC_COUNT(spec);
     three t = {NULL, NULL, &bad};
@@ -200,6 +200,70 @@ static void test_tensor_spec(void) {
     tu_check(fia_tensor_spec_check(&t, spec, n) == FIA_STATUS_SUCCESS &&
                  fia_tensor_spec_dtypes(&t, spec, n) == FIA_STATUS_SUCCESS,
              "valid tensors pass");
+    /* conditional entries (when / when_what) and "same as or one of" (FIA_SPEC_SAME_OR) */
+    const fia_tensor_spec cond[] = {
+        {"a", offsetof(three, a), FIA_SPEC_REQUIRED, FIA_DT(FLOAT16), "float16", -1, 0, NULL},
+        {"b", offsetof(three, b), FIA_SPEC_SAME_OR, FIA_DT(FLOAT32), "float32", 0, 0, NULL},
+        {"c", offsetof(three, c), FIA_SPEC_REQUIRED, FIA_DT(FLOAT32), "float32", -1, 1u,
+         "flag is set"},
+    };
+    const size_t nc = FIA_SPEC_COUNT(cond);
+    t = (three){&f16, &f16, NULL};
+    tu_check(fia_tensor_spec_check_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_check_when(&t, cond, nc, 1u) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c is NULL but flag is set"),
+             "when: required only under its condition: %s", fia_last_error());
+    t = (three){&f16, &f32, &bad};
+    tu_check(fia_tensor_spec_check_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS &&
+                 fia_tensor_spec_dtypes_when(&t, cond, nc, 0) == FIA_STATUS_SUCCESS,
+             "when: an inactive entry is not checked: %s", fia_last_error());
+    t = (three){&f16, &f16, &f16};
+    tu_check(fia_tensor_spec_dtypes_when(&t, cond, nc, 1u) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c dtype is float16, must be float32"),
+             "when: an active entry's dtype: %s", fia_last_error());
+    fia_tensor bf = f16;
+    bf.dtype = FIA_DTYPE_BFLOAT16;
+    t = (three){&f16, &bf, NULL};
+    tu_check(fia_tensor_spec_dtypes_when(&t, cond, nc, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(),
+                         "b dtype is bfloat16, must be float16 (the a's) or float32"),
+             "same-or: %s", fia_last_error());
+    const int64_t want[2] = {2, 4};
+    static const char *const what[2] = {"rows", "the width"};
+    tu_check(fia_tensor_check_shape(&f16, "a", 2, want, what) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a dim 1 is 3, the width is 4") &&
+                 fia_tensor_check_shape(&f16, "a", 3, want, what) ==
+                     FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
+                 fia_tensor_check_shape(&f16, "a", 2, sh, what) == FIA_STATUS_SUCCESS,
+             "check_shape: %s", fia_last_error());
+}
+
+/* fia_worklist_chunks: ungrouped items on the token grid; sort_range orders a range only. */
+static void test_worklist_chunks(void) {
+    fia_worklist wl;
+    memset(&wl, 0, sizeof wl);
+    int ok = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        fia_worklist_begin(&wl, pass);
+        fia_worklist_chunks(&wl, 1, 0, 1, 5, 2, 100, 9000, 4096, 2);
+        fia_worklist_chunks(&wl, 0, 0, 1, 0, 1, 0, 4096, 4096, 1);
+        ok &= fia_worklist_end(&wl) == FIA_STATUS_SUCCESS;
+    }
+    ok &= wl.num_items == 4 && wl.num_groups == 0;
+    if (ok) {
+        const int64_t a[4] = {100, 4096, 8192, 0}, e[4] = {4096, 8192, 9000, 4096};
+        for (int i = 0; i < 4; i++)
+            ok &= wl.items[i].kv0 == a[i] && wl.items[i].kv1 == e[i] && wl.items[i].group == -1 &&
+                  wl.items[i].cost == fia_cost_tile(wl.items[i].qn, e[i] - a[i]);
+        ok &= wl.items[0].chunk == 0 && wl.items[2].chunk == 2 && wl.items[0].q0 == 5;
+        fia_worklist_sort_range(&wl, 0, 3);
+        /* by cost: the full chunk, then the shorter ones; item 3 (outside the range) stays */
+        ok &= wl.items[0].kv0 == 4096 && wl.items[1].kv0 == 100 && wl.items[2].kv0 == 8192 &&
+              wl.items[3].kv0 == 0;
+    }
+    tu_check(ok, "worklist_chunks: items on the chunk grid, sort_range");
+    fia_worklist_free(&wl);
 }
 
 int main(int argc, char **argv) {
@@ -209,5 +273,6 @@ int main(int argc, char **argv) {
     test_splitkv(&r);
     test_kvcache(&r);
     test_tensor_spec();
+    test_worklist_chunks();
     return tu_summary();
 }

@@ -693,14 +693,14 @@ static fia_status mla_scalar_scale(const fia_tensor *t, const char *name, const 
 #define MLA_T(m) offsetof(fia_fused_infer_attention_score_tensors, m)
 #define MLA_REQ (FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT)
 static const fia_tensor_spec mla_tensors[] = {
-    {"query", MLA_T(query), MLA_REQ, 0, NULL, -1},
-    {"query_rope", MLA_T(query_rope), MLA_REQ, 0, NULL, -1},
-    {"key", MLA_T(key), MLA_REQ, 0, NULL, -1},
-    {"key_rope", MLA_T(key_rope), MLA_REQ, 0, NULL, -1},
-    {"value", MLA_T(value), MLA_REQ, 0, NULL, -1},
-    {"attention_out", MLA_T(attention_out), MLA_REQ, 0, NULL, -1},
-    {"atten_mask", MLA_T(atten_mask), 0, 0, NULL, -1},
-    {"block_table", MLA_T(block_table), 0, 0, NULL, -1},
+    {"query", MLA_T(query), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"query_rope", MLA_T(query_rope), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"key", MLA_T(key), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"key_rope", MLA_T(key_rope), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"value", MLA_T(value), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"attention_out", MLA_T(attention_out), MLA_REQ, 0, NULL, -1, 0, NULL},
+    {"atten_mask", MLA_T(atten_mask), 0, 0, NULL, -1, 0, NULL},
+    {"block_table", MLA_T(block_table), 0, 0, NULL, -1, 0, NULL},
 };
 #undef MLA_REQ
 #undef MLA_T

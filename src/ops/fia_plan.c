@@ -238,15 +238,16 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
 #define FIA_T(m) offsetof(fia_fused_infer_attention_score_tensors, m)
 static const fia_tensor_spec fia_dense_tensors[] = {
     {"query", FIA_T(query), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT,
-     "float16, bfloat16 or float32", -1},
+     "float16, bfloat16 or float32", -1, 0, NULL},
     {"key", FIA_T(key), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, FIA_DT_FLOAT | FIA_DT(INT8),
-     "float16, bfloat16, float32 or int8", -1},
-    {"value", FIA_T(value), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 1},
-    {"attention_out", FIA_T(attention_out), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 0},
-    {"atten_mask", FIA_T(atten_mask), 0, 0, NULL, -1},
-    {"block_table", FIA_T(block_table), 0, 0, NULL, -1},
-    {"antiquant_scale", FIA_T(antiquant_scale), 0, 0, NULL, -1},
-    {"antiquant_offset", FIA_T(antiquant_offset), 0, 0, NULL, -1},
+     "float16, bfloat16, float32 or int8", -1, 0, NULL},
+    {"value", FIA_T(value), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 1, 0, NULL},
+    {"attention_out", FIA_T(attention_out), FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, 0, NULL, 0,
+     0, NULL},
+    {"atten_mask", FIA_T(atten_mask), 0, 0, NULL, -1, 0, NULL},
+    {"block_table", FIA_T(block_table), 0, 0, NULL, -1, 0, NULL},
+    {"antiquant_scale", FIA_T(antiquant_scale), 0, 0, NULL, -1, 0, NULL},
+    {"antiquant_offset", FIA_T(antiquant_offset), 0, 0, NULL, -1, 0, NULL},
 };
 #undef FIA_T
 

@@ -1,6 +1,7 @@
 /*
  * tensor_spec.c - the shared checker of the operators' tensor tables (see tensor_spec.h).
  */
+#include <stdbool.h>
 #include <string.h>
 
 #include "core/status.h"
@@ -13,22 +14,51 @@ static const fia_tensor *fia_spec_get(const void *tensors, const fia_tensor_spec
     return t;
 }
 
-fia_status fia_tensor_spec_check(const void *tensors, const fia_tensor_spec *spec, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if ((spec[i].flags & FIA_SPEC_REQUIRED) && !fia_spec_get(tensors, &spec[i]))
-            return FIA_INVALID("%s is NULL", spec[i].name);
+/* Does the entry apply to a call with these conditions? */
+static bool fia_spec_applies(const fia_tensor_spec *s, uint32_t conds) {
+    return (s->when & ~conds) == 0;
+}
+
+static bool fia_spec_dtype_in(const fia_tensor_spec *s, fia_dtype dt) {
+    return (unsigned)dt < 32u && ((s->dtypes >> dt) & 1u);
+}
+
+fia_status fia_tensor_spec_check_when(const void *tensors, const fia_tensor_spec *spec, size_t n,
+                                      uint32_t conds) {
+    for (size_t i = 0; i < n; i++) {
+        if (!fia_spec_applies(&spec[i], conds) || !(spec[i].flags & FIA_SPEC_REQUIRED) ||
+            fia_spec_get(tensors, &spec[i]))
+            continue;
+        if (spec[i].when_what)
+            return FIA_INVALID("%s is NULL but %s", spec[i].name, spec[i].when_what);
+        return FIA_INVALID("%s is NULL", spec[i].name);
+    }
     for (size_t i = 0; i < n; i++) {
         const fia_tensor *t = fia_spec_get(tensors, &spec[i]);
-        if (t) FIA_TRY(fia_tensor_check(t, spec[i].name, (spec[i].flags & FIA_SPEC_INNER_UNIT) != 0));
+        if (t && fia_spec_applies(&spec[i], conds))
+            FIA_TRY(fia_tensor_check(t, spec[i].name, (spec[i].flags & FIA_SPEC_INNER_UNIT) != 0));
     }
     return FIA_STATUS_SUCCESS;
 }
 
-fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *spec, size_t n) {
+fia_status fia_tensor_spec_check(const void *tensors, const fia_tensor_spec *spec, size_t n) {
+    return fia_tensor_spec_check_when(tensors, spec, n, 0);
+}
+
+fia_status fia_tensor_spec_dtypes_when(const void *tensors, const fia_tensor_spec *spec, size_t n,
+                                       uint32_t conds) {
     for (size_t i = 0; i < n; i++) {
         const fia_tensor *t = fia_spec_get(tensors, &spec[i]);
-        if (!t) continue;
-        if (spec[i].dtypes && !((unsigned)t->dtype < 32u && (spec[i].dtypes >> t->dtype) & 1u))
+        if (!t || !fia_spec_applies(&spec[i], conds)) continue;
+        if (spec[i].flags & FIA_SPEC_SAME_OR) {
+            const fia_tensor_spec *o = &spec[spec[i].same_as];
+            const fia_tensor *u = fia_spec_get(tensors, o);
+            if (fia_spec_dtype_in(&spec[i], t->dtype) || (u && t->dtype == u->dtype)) continue;
+            return FIA_INVALID("%s dtype is %s, must be %s (the %s's) or %s", spec[i].name,
+                               fia_dtype_name(t->dtype), u ? fia_dtype_name(u->dtype) : "?",
+                               o->name, spec[i].dtypes_what);
+        }
+        if (spec[i].dtypes && !fia_spec_dtype_in(&spec[i], t->dtype))
             return FIA_INVALID("%s dtype is %s, must be %s", spec[i].name,
                                fia_dtype_name(t->dtype), spec[i].dtypes_what);
         if (spec[i].same_as >= 0) {
@@ -39,5 +69,20 @@ fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *sp
                                    fia_dtype_name(t->dtype), o->name, fia_dtype_name(u->dtype));
         }
     }
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *spec, size_t n) {
+    return fia_tensor_spec_dtypes_when(tensors, spec, n, 0);
+}
+
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what) {
+    if (t->ndim != ndim)
+        return FIA_INVALID("%s has %d dims, expected %d", name, (int)t->ndim, (int)ndim);
+    for (int32_t i = 0; i < ndim; i++)
+        if (t->shape[i] != want[i])
+            return FIA_INVALID("%s dim %d is %lld, %s is %lld", name, (int)i,
+                               (long long)t->shape[i], what[i], (long long)want[i]);
     return FIA_STATUS_SUCCESS;
 }

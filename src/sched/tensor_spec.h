@@ -3,10 +3,14 @@
  * pointer sits in its tensors struct, required or optional, unit inner stride, allowed dtypes or
  * the tensor whose dtype it must share) and this shared code checks them in a fixed order, with
  * the messages every operator used to write by hand:
- *   pass 1, required tensors in table order:  "<name> is NULL"
+ *   pass 1, required tensors in table order:  "<name> is NULL" ("... but <when_what>")
  *   pass 2, every given tensor in table order: fia_tensor_check (view, device, extent, stride)
  *   pass 3 (fia_tensor_spec_dtypes), every given tensor with a rule, in table order:
  *     "<name> dtype is <dtype>, must be <dtypes_what>"  or  "<name> dtype is <d>, <other> is <d2>"
+ *     or, FIA_SPEC_SAME_OR: "<name> dtype is <d>, must be <d2> (the <other>'s) or <dtypes_what>"
+ * An entry with `when` bits applies only to calls whose conditions (the _when variants' conds)
+ * include all of them: otherwise the tensor is ignored (not required, not checked, not read).
+ * fia_tensor_check_shape compares a whole shape with the one the operator derived.
  * The operator keeps only what no table says: its shape algebra and conditional rules.
  */
 #ifndef FIA_SCHED_TENSOR_SPEC_H
@@ -19,7 +23,8 @@
 
 enum {
     FIA_SPEC_REQUIRED = 1u << 0,  /* NULL is an error */
-    FIA_SPEC_INNER_UNIT = 1u << 1 /* the innermost stride must be 1 */
+    FIA_SPEC_INNER_UNIT = 1u << 1, /* the innermost stride must be 1 */
+    FIA_SPEC_SAME_OR = 1u << 2     /* dtype: same_as's dtype, or one of dtypes */
 };
 
 #define FIA_DT(x) (1u << FIA_DTYPE_##x)
@@ -32,13 +37,25 @@ typedef struct fia_tensor_spec {
     uint32_t dtypes;         /* FIA_DT bits allowed; 0: no dtype rule here */
     const char *dtypes_what; /* the allowed dtypes as the message lists them */
     int32_t same_as;         /* index of the entry whose dtype this one must have; -1: none */
+    uint32_t when;           /* condition bits the call must have for the entry to apply; 0: always */
+    const char *when_what;   /* the condition as the NULL message says it ("return_value is set") */
 } fia_tensor_spec;
 
-/* Passes 1 and 2 over spec[0..n) of the tensors struct at tensors. */
+/* Passes 1 and 2 over spec[0..n) of the tensors struct at tensors (conds: the call's condition
+ * bits; the plain forms pass 0, so entries with `when` bits are skipped). */
+fia_status fia_tensor_spec_check_when(const void *tensors, const fia_tensor_spec *spec, size_t n,
+                                      uint32_t conds);
 fia_status fia_tensor_spec_check(const void *tensors, const fia_tensor_spec *spec, size_t n);
 
 /* Pass 3: the dtype rules (call after fia_tensor_spec_check succeeded). */
+fia_status fia_tensor_spec_dtypes_when(const void *tensors, const fia_tensor_spec *spec, size_t n,
+                                       uint32_t conds);
 fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *spec, size_t n);
+
+/* Requires t (named name) to have ndim dims of sizes want[i]; what[i] names want[i] in the
+ * message: "<name> has <n> dims, expected <ndim>" / "<name> dim <i> is <v>, <what> is <want>". */
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what);
 
 #define FIA_SPEC_COUNT(spec) (sizeof(spec) / sizeof((spec)[0]))
 

@@ -43,6 +43,17 @@ int64_t fia_worklist_split(fia_worklist *wl, int64_t b, int64_t h0, int64_t nh, 
     return g;
 }
 
+void fia_worklist_chunks(fia_worklist *wl, int64_t b, int64_t h0, int64_t nh, int64_t q0,
+                         int64_t qn, int64_t kv0, int64_t kv1, int64_t chunk, int64_t rows) {
+    for (int64_t c = kv0 / chunk; c <= (kv1 - 1) / chunk; c++) {
+        const int64_t a = c * chunk > kv0 ? c * chunk : kv0;
+        const int64_t e = (c + 1) * chunk < kv1 ? (c + 1) * chunk : kv1;
+        fia_worklist_add(wl, (fia_work_item){FIA_WORK_TILE, (int32_t)b, (int32_t)h0, (int32_t)nh,
+                                             -1, (int32_t)c, q0, qn, a, e,
+                                             nh * fia_cost_tile(rows, e - a)});
+    }
+}
+
 void fia_worklist_zero(fia_worklist *wl, int64_t b, int64_t q0, int64_t qn, int64_t cost) {
     fia_worklist_add(wl, (fia_work_item){FIA_WORK_ZERO, (int32_t)b, 0, 0, -1, 0, q0, qn, 0, 0,
                                          cost});
@@ -76,9 +87,11 @@ static int fia_work_item_cmp(const void *a, const void *b) {
     return x->q0 < y->q0 ? -1 : x->q0 > y->q0;
 }
 
-void fia_worklist_sort(fia_worklist *wl) {
-    qsort(wl->items, (size_t)wl->num_items, sizeof *wl->items, fia_work_item_cmp);
+void fia_worklist_sort_range(fia_worklist *wl, int64_t i0, int64_t i1) {
+    if (i1 > i0) qsort(wl->items + i0, (size_t)(i1 - i0), sizeof *wl->items, fia_work_item_cmp);
 }
+
+void fia_worklist_sort(fia_worklist *wl) { fia_worklist_sort_range(wl, 0, wl->num_items); }
 
 void fia_worklist_free(fia_worklist *wl) {
     free(wl->items);

@@ -67,7 +67,14 @@ int64_t fia_worklist_split(fia_worklist *wl, int64_t b, int64_t h0, int64_t nh, 
                            int64_t qn, int64_t kv0, int64_t kv1, int64_t chunk, int64_t rows,
                            int64_t dv);
 
-/* Rows [q0, q0 + qn) of batch b that see no key (padding past the actual length). */
+/* Items over keys [kv0, kv1) (kv1 > kv0), one per chunk of the token grid [c * chunk,
+ * (c + 1) * chunk) the range touches, each writing its own part of the output (no group, no
+ * merge: operators whose items' results are disjoint in key space, e.g. the indexer's scores).
+ * item.chunk is the grid index c; cost as fia_worklist_tile. */
+void fia_worklist_chunks(fia_worklist *wl, int64_t b, int64_t h0, int64_t nh, int64_t q0,
+                         int64_t qn, int64_t kv0, int64_t kv1, int64_t chunk, int64_t rows);
+
+/* Rows [q0, q0 + qn) of batch b (padding past the actual length). */
 void fia_worklist_zero(fia_worklist *wl, int64_t b, int64_t q0, int64_t qn, int64_t cost);
 
 /* FIA_STATUS_UNSUPPORTED once the list holds more than FIA_MAX_ITEMS items. */
@@ -80,6 +87,9 @@ fia_status fia_worklist_end(fia_worklist *wl);
  * threads working at the same time read neighbouring rows. A total order: the result does not
  * depend on qsort's algorithm. */
 void fia_worklist_sort(fia_worklist *wl);
+
+/* The same order over items [i0, i1) only (a phase that runs as one pool pass). */
+void fia_worklist_sort_range(fia_worklist *wl, int64_t i0, int64_t i1);
 
 void fia_worklist_free(fia_worklist *wl);
 
