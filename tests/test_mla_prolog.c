@@ -886,6 +886,7 @@ static void test_errors_quant(uint64_t seed) {
         t.k_nope_clip_alpha = NULL;
         t.quant_scale_ckv = &b.alpha.t; /* [1]: mode 2 needs [1, 512] */
         t.quant_scale_ckr = &b.alpha.t;
+        t.kr_cache = &b.kv.t; /* an int8 kr (mode 2); the scale's shape fails first */
         st = fia_mla_prolog_v3(ctx, &t, &p);
         tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("quant_scale_ckv dim 0 is 1"),
                  "mode 2 scale shape: %s %s", fia_status_string(st), fia_last_error());

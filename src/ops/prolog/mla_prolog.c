@@ -30,6 +30,7 @@
 #include "kernels/sfa_kernels.h"
 #include "ops/prolog/gemm.h"
 #include "sched/kv_addr.h"
+#include "sched/tensor_spec.h"
 
 enum {
     PRO_HCKV = 512,
@@ -77,6 +78,8 @@ typedef struct pro_plan {
     float qs_ckv[PRO_HCKV];       /* modes 1 (broadcast) and 2: quant_scale_ckv */
     float qs_ckr[PRO_DR];         /* mode 2: quant_scale_ckr */
     pro_rows dqn;                 /* query_quant_mode 1: dequant_scale_q_nope [T, N, 1] */
+    int64_t tok[2];               /* token_x's leading dims ([T] or [B, S]) */
+    int tok_dims;
     /* int8 weights (weight_quant_mode 1: W_UQ_QR; 2: also x, W_DQ, W_DKV_KR), copied at plan */
     int32_t wq;
     float *smooth;                /* [Hcq] smooth_scales_cq (1 where absent) */
@@ -617,18 +620,21 @@ static fia_status pro_weight_scales(pro_plan *p, const fia_mla_prolog_v3_tensors
     return st;
 }
 
-/* The quantization modes and their tensors (before any shape check): what fia does not
- * implement is UNSUPPORTED, a tensor given to a mode that does not read it is INVALID. */
-static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
-                            const fia_mla_prolog_v3_params *prm) {
+/* The modes (before any tensor): what fia does not implement is UNSUPPORTED, a combination
+ * the contract does not define INVALID, naming the parameter. */
+static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_params *prm) {
     p->wq = prm->weight_quant_mode;
+    p->kvq = prm->kv_cache_quant_mode;
+    p->qq = prm->query_quant_mode;
+    if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_PA_NZ &&
+        prm->cache_mode != FIA_LAYOUT_BSND && prm->cache_mode != FIA_LAYOUT_TND)
+        return FIA_INVALID("cache_mode is %s, must be PA_BSND, PA_NZ, BSND or TND",
+                           fia_layout_name(prm->cache_mode));
     if (p->wq < 0 || p->wq > 5)
         return FIA_INVALID("weight_quant_mode is %d, must be 0..5", (int)p->wq);
     if (p->wq > 2)
         return FIA_UNSUPPORTED("weight_quant_mode %d (the Ascend 950 fp8 / hif8 forms) is not "
                                "implemented (0, 1, 2 are)", (int)p->wq);
-    p->kvq = prm->kv_cache_quant_mode;
-    p->qq = prm->query_quant_mode;
     if (p->kvq < 0 || p->kvq > 3)
         return FIA_INVALID("kv_cache_quant_mode is %d, must be 0..3", (int)p->kvq);
     if (p->qq < 0 || p->qq > 1)
@@ -637,62 +643,147 @@ static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         return FIA_INVALID("query_quant_mode 1 needs kv_cache_quant_mode 1 (the query rope is "
                            "rescaled by the per-tensor quant_scale_ckv); kv_cache_quant_mode is "
                            "%d", (int)p->kvq);
-    if ((prm->ckvkr_repo_mode != 0 && prm->ckvkr_repo_mode != 1) ||
-        (prm->quant_scale_repo_mode != 0 && prm->quant_scale_repo_mode != 1))
+    const int32_t ckr = prm->ckvkr_repo_mode, qsr = prm->quant_scale_repo_mode;
+    if ((ckr != 0 && ckr != 1) || (qsr != 0 && qsr != 1))
         return FIA_INVALID("ckvkr_repo_mode / quant_scale_repo_mode are %d / %d, must be 0 or 1",
-                           (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode);
+                           (int)ckr, (int)qsr);
     if (p->kvq == 3) {
-        if (prm->ckvkr_repo_mode != 1 || prm->quant_scale_repo_mode != 1)
+        if (ckr != 1 || qsr != 1)
             return FIA_UNSUPPORTED("kv_cache_quant_mode 3 is implemented for the combined "
                                    "656-byte row only (ckvkr_repo_mode 1 and "
-                                   "quant_scale_repo_mode 1); they are %d and %d",
-                                   (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode);
+                                   "quant_scale_repo_mode 1); they are %d and %d", (int)ckr,
+                                   (int)qsr);
         if (prm->tile_size != FIA_C8_TILE)
             return FIA_INVALID("tile_size is %lld, must be 128 with kv_cache_quant_mode 3 (4 "
                                "tiles of the 512-wide latent)", (long long)prm->tile_size);
         if (prm->cache_mode == FIA_LAYOUT_PA_NZ)
             return FIA_UNSUPPORTED("cache_mode PA_NZ with kv_cache_quant_mode 3: the 656-byte "
                                    "row is not a whole number of 32-byte NZ chunks");
-    } else if (prm->ckvkr_repo_mode != 0 || prm->quant_scale_repo_mode != 0) {
+    } else if (ckr != 0 || qsr != 0) {
         return FIA_INVALID("ckvkr_repo_mode / quant_scale_repo_mode are %d / %d: the combined "
-                           "row needs kv_cache_quant_mode 3 (it is %d)",
-                           (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode,
+                           "row needs kv_cache_quant_mode 3 (it is %d)", (int)ckr, (int)qsr,
                            (int)p->kvq);
     }
-    if (t->actual_seq_len)
-        return FIA_UNSUPPORTED("actual_seq_len is given: the PA_BLK cache modes that read it "
-                               "are not implemented (pass NULL)");
-    /* per-mode tensors: required (or optional) in their mode, refused elsewhere */
-    const bool wq1 = p->wq >= 1, wq2 = p->wq == 2;
-    const struct {
-        const void *t;
-        const char *name;
-        bool want, optional;
-        const char *modes;
-    } mt[] = {{t->quant_scale_ckv, "quant_scale_ckv", p->kvq == 1 || p->kvq == 2, false,
-               "kv_cache_quant_mode 1 and 2"},
-              {t->quant_scale_ckr, "quant_scale_ckr", p->kvq == 2, false, "kv_cache_quant_mode 2"},
-              {t->k_nope_clip_alpha, "k_nope_clip_alpha", p->kvq == 3, true,
-               "kv_cache_quant_mode 3"},
-              {t->dequant_scale_q_nope, "dequant_scale_q_nope", p->qq == 1, false,
-               "query_quant_mode 1"},
-              {t->dequant_scale_x, "dequant_scale_x", wq2, false, "weight_quant_mode 2"},
-              {t->dequant_scale_w_dq, "dequant_scale_w_dq", wq2, false, "weight_quant_mode 2"},
-              {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr", wq2, false,
-               "weight_quant_mode 2"},
-              {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr", wq1, false,
-               "weight_quant_mode 1 and 2"},
-              {t->smooth_scales_cq, "smooth_scales_cq", wq1, true, "weight_quant_mode 1 and 2"},
-              {t->dequant_scale_q_norm, "dequant_scale_q_norm", wq1 && prm->query_norm_flag,
-               false, "weight_quant_mode 1 and 2 with query_norm_flag"}};
-    for (size_t i = 0; i < sizeof mt / sizeof mt[0]; i++) {
-        if (mt[i].t && !mt[i].want)
-            return FIA_INVALID("%s is given but only %s reads it (weight_quant_mode %d, "
-                               "kv_cache_quant_mode %d, query_quant_mode %d)", mt[i].name,
-                               mt[i].modes, (int)p->wq, (int)p->kvq, (int)p->qq);
-        if (!mt[i].t && mt[i].want && !mt[i].optional)
-            return FIA_INVALID("%s is NULL; %s requires it", mt[i].name, mt[i].modes);
-    }
+    if (!(prm->rmsnorm_epsilon_cq > 0) || !(prm->rmsnorm_epsilon_ckv > 0))
+        return FIA_INVALID("rmsnorm_epsilon_cq / _ckv are %g / %g, must be > 0",
+                           prm->rmsnorm_epsilon_cq, prm->rmsnorm_epsilon_ckv);
+    if (!isfinite(prm->qc_qr_scale) || !isfinite(prm->kc_scale))
+        return FIA_INVALID("qc_qr_scale / kc_scale are %g / %g, must be finite",
+                           prm->qc_qr_scale, prm->kc_scale);
+    p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND || prm->cache_mode == FIA_LAYOUT_PA_NZ;
+    p->qnorm = prm->query_norm_flag != 0;
+    p->kv_es = p->kvq ? 1 : 2;
+    p->kr_es = p->kvq == 2 ? 1 : 2;
+    p->kv_w = p->kvq == 3 ? FIA_C8_ROW_BYTES : PRO_HCKV;
+    return FIA_STATUS_SUCCESS;
+}
+
+/* ---- the tensor table (sched/tensor_spec.h): presence, views and dtypes per mode ---------- */
+
+enum { /* the call's conditions (pro_conds) */
+    C_XBF = 1u << 0,  /* weight_quant_mode 0, 1: bf16 token_x, W_DQ, W_DKV_KR */
+    C_W2 = 1u << 1,   /* weight_quant_mode 2 */
+    C_UQBF = 1u << 2, /* weight_quant_mode 0: bf16 W_UQ_QR */
+    C_WQ = 1u << 3,   /* weight_quant_mode 1, 2 */
+    C_QN = 1u << 4,   /* query_norm_flag */
+    C_QNBF = 1u << 5, /* query_norm_flag, weight_quant_mode 0 */
+    C_QNWQ = 1u << 6, /* query_norm_flag, weight_quant_mode 1, 2 */
+    C_QOBF = 1u << 7, /* query_quant_mode 0 */
+    C_QOI8 = 1u << 8, /* query_quant_mode 1 */
+    C_KVBF = 1u << 9, /* kv_cache_quant_mode 0 */
+    C_KVI8 = 1u << 10, /* kv_cache_quant_mode 1-3 */
+    C_KR = 1u << 11,  /* kv_cache_quant_mode 0-2: a kr cache */
+    C_KRBF = 1u << 12, /* kv_cache_quant_mode 0, 1 */
+    C_KRI8 = 1u << 13, /* kv_cache_quant_mode 2 */
+    C_QSKV = 1u << 14, /* kv_cache_quant_mode 1, 2 */
+    C_C8 = 1u << 15,  /* kv_cache_quant_mode 3 */
+    C_PAGED = 1u << 16 /* cache_mode PA_BSND, PA_NZ */
+};
+
+static uint32_t pro_conds(const pro_plan *p) {
+    uint32_t c = p->wq < 2 ? C_XBF : C_W2;
+    c |= p->wq ? C_WQ : C_UQBF;
+    if (p->qnorm) c |= C_QN | (p->wq ? C_QNWQ : C_QNBF);
+    c |= p->qq ? C_QOI8 : C_QOBF;
+    c |= p->kvq ? C_KVI8 : C_KVBF;
+    if (p->kvq != 3) c |= C_KR | (p->kvq == 2 ? C_KRI8 : C_KRBF);
+    if (p->kvq == 1 || p->kvq == 2) c |= C_QSKV;
+    if (p->kvq == 3) c |= C_C8;
+    if (p->paged) c |= C_PAGED;
+    return c;
+}
+
+#define PT(f) offsetof(fia_mla_prolog_v3_tensors, f)
+#define REQ FIA_SPEC_REQUIRED
+#define ONLY (FIA_SPEC_REQUIRED | FIA_SPEC_ONLY_WHEN)
+#define BF FIA_DT(BFLOAT16)
+#define I8 FIA_DT(INT8)
+#define F32 FIA_DT(FLOAT32)
+static const fia_tensor_spec pro_spec[] = {
+    {"token_x", PT(token_x), REQ, 0, NULL, -1, 0, NULL},
+    {"token_x", PT(token_x), 0, BF, "bfloat16 (weight_quant_mode 0, 1)", -1, C_XBF, NULL},
+    {"token_x", PT(token_x), 0, I8, "int8 (weight_quant_mode 2)", -1, C_W2, NULL},
+    {"weight_dq", PT(weight_dq), REQ, 0, NULL, -1, 0, NULL},
+    {"weight_dq", PT(weight_dq), 0, BF, "bfloat16 (weight_quant_mode 0, 1)", -1, C_XBF, NULL},
+    {"weight_dq", PT(weight_dq), 0, I8, "int8 (weight_quant_mode 2)", -1, C_W2, NULL},
+    {"weight_uq_qr", PT(weight_uq_qr), REQ, 0, NULL, -1, 0, NULL},
+    {"weight_uq_qr", PT(weight_uq_qr), 0, BF, "bfloat16 (weight_quant_mode 0)", -1, C_UQBF, NULL},
+    {"weight_uq_qr", PT(weight_uq_qr), 0, I8, "int8 (weight_quant_mode 1, 2)", -1, C_WQ, NULL},
+    {"weight_uk", PT(weight_uk), REQ, BF, "bfloat16", -1, 0, NULL},
+    {"weight_dkv_kr", PT(weight_dkv_kr), REQ, 0, NULL, -1, 0, NULL},
+    {"weight_dkv_kr", PT(weight_dkv_kr), 0, BF, "bfloat16 (weight_quant_mode 0, 1)", -1, C_XBF,
+     NULL},
+    {"weight_dkv_kr", PT(weight_dkv_kr), 0, I8, "int8 (weight_quant_mode 2)", -1, C_W2, NULL},
+    {"rmsnorm_gamma_cq", PT(rmsnorm_gamma_cq), REQ, BF, "bfloat16", -1, 0, NULL},
+    {"rmsnorm_gamma_ckv", PT(rmsnorm_gamma_ckv), REQ, BF, "bfloat16", -1, 0, NULL},
+    {"rope_sin", PT(rope_sin), REQ, FIA_DT_FLOAT, "float16, bfloat16 or float32", -1, 0, NULL},
+    {"rope_cos", PT(rope_cos), REQ, 0, NULL, 15, 0, NULL},
+    {"kv_cache", PT(kv_cache), REQ, 0, NULL, -1, 0, NULL},
+    {"kv_cache", PT(kv_cache), 0, BF, "bfloat16 (kv_cache_quant_mode 0)", -1, C_KVBF, NULL},
+    {"kv_cache", PT(kv_cache), 0, I8, "int8 (kv_cache_quant_mode 1-3)", -1, C_KVI8, NULL},
+    {"kr_cache", PT(kr_cache), REQ, 0, NULL, -1, C_KR, "kv_cache_quant_mode is 0, 1 or 2"},
+    {"kr_cache", PT(kr_cache), 0, BF, "bfloat16 (kv_cache_quant_mode 0, 1)", -1, C_KRBF, NULL},
+    {"kr_cache", PT(kr_cache), 0, I8, "int8 (kv_cache_quant_mode 2)", -1, C_KRI8, NULL},
+    {"cache_index", PT(cache_index), ONLY, FIA_DT(INT64), "int64", -1, C_PAGED,
+     "cache_mode is PA_BSND or PA_NZ"},
+    {"dequant_scale_x", PT(dequant_scale_x), ONLY, F32, "float32", -1, C_W2,
+     "weight_quant_mode is 2"},
+    {"dequant_scale_w_dq", PT(dequant_scale_w_dq), ONLY, F32, "float32", -1, C_W2,
+     "weight_quant_mode is 2"},
+    {"dequant_scale_w_uq_qr", PT(dequant_scale_w_uq_qr), ONLY, F32, "float32", -1, C_WQ,
+     "weight_quant_mode is 1 or 2"},
+    {"dequant_scale_w_dkv_kr", PT(dequant_scale_w_dkv_kr), ONLY, F32, "float32", -1, C_W2,
+     "weight_quant_mode is 2"},
+    {"smooth_scales_cq", PT(smooth_scales_cq), FIA_SPEC_ONLY_WHEN, F32, "float32", -1, C_WQ,
+     "weight_quant_mode is 1 or 2"},
+    {"quant_scale_ckv", PT(quant_scale_ckv), ONLY, F32, "float32", -1, C_QSKV,
+     "kv_cache_quant_mode is 1 or 2"},
+    {"quant_scale_ckr", PT(quant_scale_ckr), ONLY, F32, "float32", -1, C_KRI8,
+     "kv_cache_quant_mode is 2"},
+    {"k_nope_clip_alpha", PT(k_nope_clip_alpha), FIA_SPEC_ONLY_WHEN, F32, "float32", -1, C_C8,
+     "kv_cache_quant_mode is 3"},
+    {"query_out", PT(query_out), REQ, 0, NULL, -1, 0, NULL},
+    {"query_out", PT(query_out), 0, BF, "bfloat16 (query_quant_mode 0)", -1, C_QOBF, NULL},
+    {"query_out", PT(query_out), 0, I8, "int8 (query_quant_mode 1)", -1, C_QOI8, NULL},
+    {"query_rope_out", PT(query_rope_out), REQ, BF, "bfloat16", -1, 0, NULL},
+    {"dequant_scale_q_nope", PT(dequant_scale_q_nope), ONLY, F32, "float32", -1, C_QOI8,
+     "query_quant_mode is 1"},
+    {"query_norm", PT(query_norm), REQ, 0, NULL, -1, C_QN, "query_norm_flag is set"},
+    {"query_norm", PT(query_norm), 0, BF, "bfloat16 (weight_quant_mode 0)", -1, C_QNBF, NULL},
+    {"query_norm", PT(query_norm), 0, I8, "int8 (weight_quant_mode 1, 2)", -1, C_QNWQ, NULL},
+    {"dequant_scale_q_norm", PT(dequant_scale_q_norm), ONLY, F32, "float32", -1, C_QNWQ,
+     "query_norm_flag is set with weight_quant_mode 1 or 2"},
+};
+#undef PT
+#undef REQ
+#undef ONLY
+#undef BF
+#undef I8
+#undef F32
+
+/* The per-token scale tensors of the int8 weights, then the kv quant scales (copied). */
+static fia_status pro_scales(pro_plan *p, const fia_mla_prolog_v3_tensors *t) {
+    FIA_TRY(pro_weight_scales(p, t));
     if (p->kvq == 1) {
         FIA_TRY(f32_vec(t->quant_scale_ckv, "quant_scale_ckv", 1, p->qs_ckv));
         for (int c = 1; c < PRO_HCKV; c++) p->qs_ckv[c] = p->qs_ckv[0];
@@ -708,47 +799,26 @@ static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                                    (double)p->clip_alpha);
         }
     }
-    p->kv_es = p->kvq ? 1 : 2;
-    p->kr_es = p->kvq == 2 ? 1 : 2;
-    p->kv_w = p->kvq == 3 ? FIA_C8_ROW_BYTES : PRO_HCKV;
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
-                               const fia_mla_prolog_v3_params *prm) {
-    if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_PA_NZ &&
-        prm->cache_mode != FIA_LAYOUT_BSND && prm->cache_mode != FIA_LAYOUT_TND)
-        return FIA_INVALID("cache_mode is %s, must be PA_BSND, PA_NZ, BSND or TND",
-                           fia_layout_name(prm->cache_mode));
-    FIA_TRY(pro_modes(p, t, prm));
-    if (!(prm->rmsnorm_epsilon_cq > 0) || !(prm->rmsnorm_epsilon_ckv > 0))
-        return FIA_INVALID("rmsnorm_epsilon_cq / _ckv are %g / %g, must be > 0",
-                           prm->rmsnorm_epsilon_cq, prm->rmsnorm_epsilon_ckv);
-    if (!isfinite(prm->qc_qr_scale) || !isfinite(prm->kc_scale))
-        return FIA_INVALID("qc_qr_scale / kc_scale are %g / %g, must be finite",
-                           prm->qc_qr_scale, prm->kc_scale);
-
-    /* token_x */
-    const fia_dtype i8 = FIA_DTYPE_INT8, b16 = FIA_DTYPE_BFLOAT16;
-    FIA_TRY(need(t->token_x, "token_x", p->wq == 2 ? i8 : b16));
+/* token_x, the weights and gammas, the rope tables: the dims T, He, Hcq, N, D. */
+static fia_status pro_inputs(pro_plan *p, const fia_mla_prolog_v3_tensors *t) {
     const fia_tensor *x = t->token_x;
     if (x->ndim != 2 && x->ndim != 3)
         return FIA_INVALID("token_x has %d dims, must be [T, He] or [B, S, He]", (int)x->ndim);
-    const int tok_dims = x->ndim - 1;
-    int64_t tok[2] = {x->shape[0], tok_dims == 2 ? x->shape[1] : 0};
-    p->T = tok_dims == 2 ? tok[0] * tok[1] : tok[0];
+    p->tok_dims = x->ndim - 1;
+    p->tok[0] = x->shape[0];
+    p->tok[1] = p->tok_dims == 2 ? x->shape[1] : 0;
+    p->T = p->tok_dims == 2 ? p->tok[0] * p->tok[1] : p->tok[0];
     p->He = x->shape[x->ndim - 1];
     if (p->He < 1) return FIA_INVALID("token_x dim %d (He) is 0, must be >= 1", x->ndim - 1);
-    int64_t he1[1] = {p->He};
-    FIA_TRY(token_rows(x, "token_x", tok, tok_dims, he1, 1, &p->x));
-
-    /* weights */
-    FIA_TRY(need(t->weight_dq, "weight_dq", p->wq == 2 ? i8 : b16));
+    int64_t he1[1] = {p->He}, dr1[1] = {PRO_DR};
+    FIA_TRY(token_rows(x, "token_x", p->tok, p->tok_dims, he1, 1, &p->x));
     FIA_TRY(fia_tensor_check_ndim(t->weight_dq, "weight_dq", 2));
     p->Hcq = t->weight_dq->shape[1];
     FIA_TRY(fia_tensor_check_dim(t->weight_dq, "weight_dq", 0, p->He, "token_x's He"));
     if (p->Hcq < 1) return FIA_INVALID("weight_dq dim 1 (Hcq) is 0, must be >= 1");
-    FIA_TRY(need(t->weight_uk, "weight_uk", FIA_DTYPE_BFLOAT16));
     FIA_TRY(fia_tensor_check_ndim(t->weight_uk, "weight_uk", 3));
     p->N = t->weight_uk->shape[0];
     p->D = t->weight_uk->shape[1];
@@ -757,11 +827,11 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
                            PRO_MAX_HEADS);
     if (p->D < 1) return FIA_INVALID("weight_uk dim 1 (D) is 0, must be >= 1");
     FIA_TRY(fia_tensor_check_dim(t->weight_uk, "weight_uk", 2, PRO_HCKV, "Hckv"));
-    p->wuk_sn = t->weight_uk->strides[0];
     p->W = p->N * (p->D + PRO_DR);
-    FIA_TRY(weight2(t->weight_uq_qr, "weight_uq_qr", p->wq ? i8 : b16, p->Hcq, p->W));
-    FIA_TRY(weight2(t->weight_dkv_kr, "weight_dkv_kr", p->wq == 2 ? i8 : b16, p->He,
+    FIA_TRY(weight2(t->weight_uq_qr, "weight_uq_qr", t->weight_uq_qr->dtype, p->Hcq, p->W));
+    FIA_TRY(weight2(t->weight_dkv_kr, "weight_dkv_kr", t->weight_dkv_kr->dtype, p->He,
                     PRO_HCKV + PRO_DR));
+    p->wuk_sn = t->weight_uk->strides[0];
     p->ld_dq = t->weight_dq->strides[0];
     p->ld_uq = t->weight_uq_qr->strides[0];
     p->ld_uk = t->weight_uk->strides[1];
@@ -772,61 +842,69 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     p->wdkv = fia_tensor_ptr(t->weight_dkv_kr);
     FIA_TRY(gamma_copy(t->rmsnorm_gamma_cq, "rmsnorm_gamma_cq", p->Hcq, &p->gcq));
     FIA_TRY(gamma_copy(t->rmsnorm_gamma_ckv, "rmsnorm_gamma_ckv", PRO_HCKV, &p->gckv));
+    FIA_TRY(token_rows(t->rope_sin, "rope_sin", p->tok, p->tok_dims, dr1, 1, &p->sin));
+    return token_rows(t->rope_cos, "rope_cos", p->tok, p->tok_dims, dr1, 1, &p->cos);
+}
 
-    /* rope tables */
-    int64_t dr1[1] = {PRO_DR};
-    FIA_TRY(need(t->rope_sin, "rope_sin", (fia_dtype)-1));
-    FIA_TRY(need(t->rope_cos, "rope_cos", (fia_dtype)-1));
-    if (!fia_dtype_is_float(t->rope_sin->dtype) || t->rope_cos->dtype != t->rope_sin->dtype)
-        return FIA_INVALID("rope_sin / rope_cos dtypes are %s / %s, must be the same float type",
-                           fia_dtype_name(t->rope_sin->dtype), fia_dtype_name(t->rope_cos->dtype));
-    FIA_TRY(token_rows(t->rope_sin, "rope_sin", tok, tok_dims, dr1, 1, &p->sin));
-    FIA_TRY(token_rows(t->rope_cos, "rope_cos", tok, tok_dims, dr1, 1, &p->cos));
-
-    /* outputs */
+/* query_out, query_rope_out, dequant_scale_q_nope, query_norm: their token rows. */
+static fia_status pro_outputs(pro_plan *p, const fia_mla_prolog_v3_tensors *t) {
     int64_t qo_in[2] = {p->N, PRO_HCKV}, qr_in[2] = {p->N, PRO_DR}, qn_in[1] = {p->Hcq};
-    FIA_TRY(need(t->query_out, "query_out", p->qq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16));
-    FIA_TRY(token_rows(t->query_out, "query_out", tok, tok_dims, qo_in, 2, &p->qo));
+    FIA_TRY(token_rows(t->query_out, "query_out", p->tok, p->tok_dims, qo_in, 2, &p->qo));
+    FIA_TRY(token_rows(t->query_rope_out, "query_rope_out", p->tok, p->tok_dims, qr_in, 2,
+                       &p->qro));
     if (p->qq) { /* [T, N, 1] / [B, S, N, 1], or [B * S, N, 1] with token_x [B, S, He] */
         const fia_tensor *dq = t->dequant_scale_q_nope;
         int64_t dq_in[2] = {p->N, 1}, flat[1] = {p->T};
-        FIA_TRY(need(dq, "dequant_scale_q_nope", FIA_DTYPE_FLOAT32));
-        if (tok_dims == 2 && dq->ndim == 3)
+        if (p->tok_dims == 2 && dq->ndim == 3)
             FIA_TRY(token_rows(dq, "dequant_scale_q_nope", flat, 1, dq_in, 2, &p->dqn));
         else
-            FIA_TRY(token_rows(dq, "dequant_scale_q_nope", tok, tok_dims, dq_in, 2, &p->dqn));
+            FIA_TRY(token_rows(dq, "dequant_scale_q_nope", p->tok, p->tok_dims, dq_in, 2,
+                               &p->dqn));
     }
-    FIA_TRY(need(t->query_rope_out, "query_rope_out", FIA_DTYPE_BFLOAT16));
-    FIA_TRY(token_rows(t->query_rope_out, "query_rope_out", tok, tok_dims, qr_in, 2, &p->qro));
-    p->qnorm = prm->query_norm_flag != 0;
-    if (p->qnorm) {
-        FIA_TRY(need(t->query_norm, "query_norm (query_norm_flag is set)", p->wq ? i8 : b16));
-        FIA_TRY(token_rows(t->query_norm, "query_norm", tok, tok_dims, qn_in, 1, &p->qn));
-    }
-    FIA_TRY(pro_weight_scales(p, t));
+    if (p->qnorm)
+        FIA_TRY(token_rows(t->query_norm, "query_norm", p->tok, p->tok_dims, qn_in, 1, &p->qn));
+    return FIA_STATUS_SUCCESS;
+}
 
-    /* caches */
+/* cache_index: copied and checked now, so that nothing is written on a bad index. */
+static fia_status pro_cache_index(pro_plan *p, const fia_tensor *ci) {
+    if (ci->ndim != p->tok_dims)
+        return FIA_INVALID("cache_index has %d dims, must be %d (token_x's leading dims)",
+                           (int)ci->ndim, (int)p->tok_dims);
+    for (int i = 0; i < p->tok_dims; i++)
+        if (ci->shape[i] != p->tok[i])
+            return FIA_INVALID("cache_index dim %d is %lld, token_x has %lld", i,
+                               (long long)ci->shape[i], (long long)p->tok[i]);
+    p->slot = malloc((size_t)(p->T ? p->T : 1) * sizeof *p->slot);
+    if (!p->slot) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
+    const int64_t slots = p->blocks * p->block_size, S = p->tok[1];
+    for (int64_t i = 0; i < p->T; i++) {
+        int64_t idx[2] = {p->tok_dims == 2 ? i / S : i, p->tok_dims == 2 ? i % S : 0};
+        int64_t v;
+        memcpy(&v, fia_tensor_elem(ci, idx), sizeof v);
+        if (v >= slots)
+            return FIA_INVALID("cache_index[%lld] is %lld, must be < blocks x block_size "
+                               "(%lld x %lld = %lld) or negative (no write)", (long long)i,
+                               (long long)v, (long long)p->blocks, (long long)p->block_size,
+                               (long long)slots);
+        p->slot[i] = v;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The caches: paged (block geometry, the index copy) or positional (token rows). */
+static fia_status pro_caches(pro_plan *p, const fia_mla_prolog_v3_tensors *t, fia_layout mode) {
     /* (kv_cache_quant_mode 3: kr_cache is not read nor written: the rope is in the kv row) */
     const bool use_kr = p->kvq != 3;
-    const fia_dtype kvdt = p->kvq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
-    const fia_dtype krdt = p->kvq == 2 ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
-    if (!t->kv_cache) return FIA_INVALID("kv_cache is NULL");
-    if (!t->kr_cache && use_kr) return FIA_INVALID("kr_cache is NULL");
-    p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND || prm->cache_mode == FIA_LAYOUT_PA_NZ;
+    const fia_dtype kvdt = t->kv_cache->dtype, krdt = use_kr ? t->kr_cache->dtype : kvdt;
     if (p->paged) {
-        const bool nz = prm->cache_mode == FIA_LAYOUT_PA_NZ;
+        const bool nz = mode == FIA_LAYOUT_PA_NZ;
         int64_t kb, kbs, rb, rbs;
         FIA_TRY(paged_cache(t->kv_cache, "kv_cache", p->kv_w, nz, kvdt, &kb, &kbs, &p->kvv));
         rb = kb;
         rbs = kbs;
         if (use_kr)
             FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, krdt, &rb, &rbs, &p->krv));
-        if (nz && p->kvq == 0) {
-            p->row_kv = malloc((size_t)p->num_threads * PRO_HCKV * 2);
-            p->row_kr = malloc((size_t)p->num_threads * PRO_DR * 2);
-            if (!p->row_kv || !p->row_kr)
-                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        }
         if (rb != kb || rbs != kbs)
             return FIA_INVALID("kr_cache is [%lld blocks, %lld], kv_cache [%lld, %lld]: they "
                                "must match", (long long)rb, (long long)rbs, (long long)kb,
@@ -837,58 +915,48 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         p->blocks = kb;
         p->block_size = kbs;
         p->block_shift = fia_kv_shift(kbs);
-        /* cache_index: copied and checked now, so that nothing is written on a bad index */
-        const fia_tensor *ci = t->cache_index;
-        if (!ci) return FIA_INVALID("cache_index is NULL; cache_mode %s requires it",
-                                    nz ? "PA_NZ" : "PA_BSND");
-        FIA_TRY(need(ci, "cache_index", FIA_DTYPE_INT64));
-        if (ci->ndim != tok_dims)
-            return FIA_INVALID("cache_index has %d dims, must be %d (token_x's leading dims)",
-                               (int)ci->ndim, tok_dims);
-        for (int i = 0; i < tok_dims; i++)
-            if (ci->shape[i] != tok[i])
-                return FIA_INVALID("cache_index dim %d is %lld, token_x has %lld", i,
-                                   (long long)ci->shape[i], (long long)tok[i]);
-        p->slot = malloc((size_t)(p->T ? p->T : 1) * sizeof *p->slot);
-        if (!p->slot) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
-        const int64_t slots = kb * kbs;
-        for (int64_t i = 0; i < p->T; i++) {
-            int64_t idx[2] = {tok_dims == 2 ? i / tok[1] : i, tok_dims == 2 ? i % tok[1] : 0};
-            int64_t v;
-            memcpy(&v, fia_tensor_elem(ci, idx), sizeof v);
-            if (v >= slots)
-                return FIA_INVALID("cache_index[%lld] is %lld, must be < blocks x block_size "
-                                   "(%lld x %lld = %lld) or negative (no write)", (long long)i,
-                                   (long long)v, (long long)kb, (long long)kbs,
-                                   (long long)slots);
-            p->slot[i] = v;
+        if (nz && p->kvq == 0) {
+            p->row_kv = malloc((size_t)p->num_threads * PRO_HCKV * 2);
+            p->row_kr = malloc((size_t)p->num_threads * PRO_DR * 2);
+            if (!p->row_kv || !p->row_kr)
+                return fia_error(FIA_STATUS_OUT_OF_MEMORY, "plan: out of memory");
         }
+        FIA_TRY(pro_cache_index(p, t->cache_index));
         p->kv = fia_tensor_ptr(t->kv_cache);
         p->kr = use_kr ? fia_tensor_ptr(t->kr_cache) : NULL;
-    } else {
-        /* BSND: [B, S, 1, W] with token_x [B, S, He]; TND: [T, 1, W] with token_x [T, He] */
-        const bool bsnd = prm->cache_mode == FIA_LAYOUT_BSND;
-        if (bsnd != (tok_dims == 2))
-            return FIA_INVALID("cache_mode %s needs token_x %s; token_x has %d dims",
-                               bsnd ? "BSND" : "TND", bsnd ? "[B, S, He]" : "[T, He]",
-                               (int)x->ndim);
-        if (t->cache_index)
-            return FIA_INVALID("cache_index is given with cache_mode %s (it writes by position)",
-                               bsnd ? "BSND" : "TND");
-        int64_t kv_in[2] = {1, p->kv_w}, kr_in[2] = {1, PRO_DR};
-        pro_rows kv, kr = {0};
-        FIA_TRY(need(t->kv_cache, "kv_cache", kvdt));
-        FIA_TRY(token_rows(t->kv_cache, "kv_cache", tok, tok_dims, kv_in, 2, &kv));
-        if (use_kr) {
-            FIA_TRY(need(t->kr_cache, "kr_cache", krdt));
-            FIA_TRY(token_rows(t->kr_cache, "kr_cache", tok, tok_dims, kr_in, 2, &kr));
-        }
-        p->kv = kv.base;
-        p->kr = kr.base;
-        p->kvv = (fia_kv_view){0, kv.rs, 0, 0, 0};
-        p->krv = (fia_kv_view){0, kr.rs, 0, 0, 0};
+        return FIA_STATUS_SUCCESS;
     }
+    /* BSND: [B, S, 1, W] with token_x [B, S, He]; TND: [T, 1, W] with token_x [T, He] */
+    const bool bsnd = mode == FIA_LAYOUT_BSND;
+    if (bsnd != (p->tok_dims == 2))
+        return FIA_INVALID("cache_mode %s needs token_x %s; token_x has %d dims",
+                           bsnd ? "BSND" : "TND", bsnd ? "[B, S, He]" : "[T, He]",
+                           (int)p->tok_dims + 1);
+    int64_t kv_in[2] = {1, p->kv_w}, kr_in[2] = {1, PRO_DR};
+    pro_rows kv, kr = {0};
+    FIA_TRY(token_rows(t->kv_cache, "kv_cache", p->tok, p->tok_dims, kv_in, 2, &kv));
+    if (use_kr) FIA_TRY(token_rows(t->kr_cache, "kr_cache", p->tok, p->tok_dims, kr_in, 2, &kr));
+    p->kv = kv.base;
+    p->kr = kr.base;
+    p->kvv = (fia_kv_view){0, kv.rs, 0, 0, 0};
+    p->krv = (fia_kv_view){0, kr.rs, 0, 0, 0};
     return FIA_STATUS_SUCCESS;
+}
+
+/* The whole validation: modes, the tensor table, then the shape algebra. */
+static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
+                               const fia_mla_prolog_v3_params *prm) {
+    FIA_TRY(pro_modes(p, prm));
+    if (t->actual_seq_len)
+        return FIA_UNSUPPORTED("actual_seq_len is given: the PA_BLK cache modes that read it "
+                               "are not implemented (pass NULL)");
+    const uint32_t conds = pro_conds(p);
+    FIA_TRY(fia_tensor_spec_check_when(t, pro_spec, FIA_SPEC_COUNT(pro_spec), conds));
+    FIA_TRY(fia_tensor_spec_dtypes_when(t, pro_spec, FIA_SPEC_COUNT(pro_spec), conds));
+    FIA_TRY(pro_inputs(p, t));
+    FIA_TRY(pro_outputs(p, t));
+    FIA_TRY(pro_scales(p, t));
+    return pro_caches(p, t, prm->cache_mode);
 }
 
 static fia_status pro_gemms(pro_plan *p) {
