@@ -7,7 +7,10 @@
  * caches (--kv_cache_quant_mode 1, 2, 3 with --quant_scale_ckv / --quant_scale_ckr /
  * --k_nope_clip_alpha; mode 3 with --ckvkr_repo_mode 1 --quant_scale_repo_mode 1 writes the
  * 656-byte C8 rows into an int8 kv_cache and needs no kr_cache) and the int8 query
- * (--query_quant_mode 1: query_out int8 plus dequant_scale_q_nope) are int8 .npy files.
+ * (--query_quant_mode 1: query_out int8 plus dequant_scale_q_nope) are int8 .npy files; so
+ * are the int8 weights (--weight_quant_mode 1: weight_uq_qr; 2: also token_x, weight_dq,
+ * weight_dkv_kr) with their --dequant_scale_* / --smooth_scales_cq, query_norm then int8 with
+ * a dequant_scale_q_norm output.
  *
  * --check compares with the double-precision oracle (tests/ref/ref_prolog.c) at the contract's
  * rounding points: every float output within 1e-3 + 5e-3 |ref| plus the oracle's per-element

@@ -20,7 +20,8 @@ typedef struct fia_mla_prolog_v3_params {
     double rmsnorm_epsilon_ckv;   /* default 1e-5 */
     fia_layout cache_mode;        /* PA_BSND (default), PA_NZ, BSND or TND */
     int32_t query_norm_flag;      /* nonzero: write query_norm (default 0) */
-    int32_t weight_quant_mode;    /* 0 only (1 and 2: FIA_STATUS_UNSUPPORTED) */
+    int32_t weight_quant_mode;    /* 0 (default), 1, 2: see "Int8 weights" below (3-5:
+                                   * FIA_STATUS_UNSUPPORTED) */
     int32_t kv_cache_quant_mode;  /* 0 (default), 1, 2, 3: see "Quantized caches" below */
     int32_t query_quant_mode;     /* 0 (default), 1 (with kv_cache_quant_mode 1) */
     int32_t ckvkr_repo_mode;      /* 1 with kv_cache_quant_mode 3, else 0 (default) */
@@ -33,11 +34,9 @@ typedef struct fia_mla_prolog_v3_params {
 /* Sets the defaults listed above. */
 FIA_API void fia_mla_prolog_v3_params_init(fia_mla_prolog_v3_params *p);
 
-/* Tensors of one call. Optional tensors are NULL when absent. quant_scale_ckv (kv modes 1, 2),
- * quant_scale_ckr (mode 2), k_nope_clip_alpha (mode 3) and dequant_scale_q_nope
- * (query_quant_mode 1) belong to their modes and must be NULL otherwise; the weight-quant
- * tensors (dequant_scale_x / _w_dq / _w_uq_qr / _w_dkv_kr, smooth_scales_cq,
- * dequant_scale_q_norm) and actual_seq_len are not implemented and must be NULL. */
+/* Tensors of one call. Optional tensors are NULL when absent. The quantization tensors belong to
+ * their modes (below) and must be NULL otherwise ("<name> is given, but only read when ...");
+ * actual_seq_len (the PA_BLK modes) is not implemented and must be NULL. */
 typedef struct fia_mla_prolog_v3_tensors {
     const fia_tensor *token_x;
     const fia_tensor *weight_dq;
@@ -64,7 +63,7 @@ typedef struct fia_mla_prolog_v3_tensors {
     fia_tensor *query_rope_out;       /* output */
     fia_tensor *dequant_scale_q_nope; /* output of query_quant_mode 1, else NULL */
     fia_tensor *query_norm;           /* output, required iff query_norm_flag */
-    fia_tensor *dequant_scale_q_norm; /* output of the quant modes: NULL */
+    fia_tensor *dequant_scale_q_norm; /* output: weight_quant_mode 1, 2 with query_norm_flag */
 } fia_mla_prolog_v3_tensors;
 
 /*
@@ -110,6 +109,17 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   query_out      [T, N, Hckv] or [B, S, N, Hckv]; query_rope_out [.., N, Dr]
  *   query_norm     [T, Hcq] (or [B, S, Hcq]) when query_norm_flag
  *
+ * Int8 weights (scales float32, copied at plan time; int8 GEMMs with exact int32 sums on oneDNN):
+ *   weight_quant_mode 1: weight_uq_qr int8 with dequant_scale_w_uq_qr [1, N*(D+Dr)], optional
+ *            smooth_scales_cq [1, Hcq] (or [1]). The normalized c_q (fp32, from bf16(x . W_DQ))
+ *            times smooth is quantized per token: s_t = max|cq * smooth| / 127,
+ *            q = sat_int8(rint(cq * smooth / s_t)); qcqr = (float)(q . W_UQ_QR) * s_t *
+ *            dequant_scale_w_uq_qr[col]. query_norm is then int8 (q) and dequant_scale_q_norm
+ *            float32 [T, 1] (any shape of T elements) gets s_t.
+ *   weight_quant_mode 2: also token_x, weight_dq, weight_dkv_kr int8, with dequant_scale_x
+ *            [T, 1] (any shape of T elements), dequant_scale_w_dq [1, Hcq],
+ *            dequant_scale_w_dkv_kr [1, Hckv+Dr]: c_q = (float)(x . W_DQ) * dequant_scale_x[t] *
+ *            dequant_scale_w_dq[col] (not rounded to bf16, as the golden), likewise kvkr.
  * Quantized caches and query (the scale tensors are float32, copied at plan time; int8 stores
  * are sat_int8(rint(v)), round half to even, all arithmetic in fp32; y is the normalized latent
  * row kc_scale * RmsNorm(bf16(kvkr[:512])) in fp32, not rounded to bf16):
@@ -144,7 +154,7 @@ typedef struct fia_mla_prolog_v3_tensors {
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values; a mode's tensor given to another mode, a
  *   missing one, a non-finite scale, k_nope_clip_alpha <= 0); FIA_STATUS_UNSUPPORTED for
- *   what fia does not implement (weight_quant_mode 1-5 and their tensors, actual_seq_len,
+ *   what fia does not implement (weight_quant_mode 3-5, actual_seq_len,
  *   kv_cache_quant_mode 3 with separate scales or rope, or with PA_NZ), for non-unit
  *   innermost strides, and when fia was built without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
  *   Nothing is written on a failed call.
