@@ -221,7 +221,7 @@ static int pro_check(void *inst, bench_check *r, char *err, size_t err_len) {
         return -1;
     }
     const ref_prolog_out o = {want, want + nqo, NULL, want + nqo + nqr, want + nqo + nqr + PB_HCKV,
-                              NULL, NULL, NULL, NULL, NULL};
+                              NULL, NULL, NULL, NULL, NULL, NULL};
     if (fia_ref_mla_prolog_v3(&t, &I->prm, 2, &o) != 0) {
         free(want);
         bench_set_err(err, err_len, "check: the oracle cannot run this call");

@@ -20,6 +20,7 @@ static double at(const fia_tensor *t, const int64_t *idx) {
     case FIA_DTYPE_FLOAT32: memcpy(&f, p, 4); return f;
     case FIA_DTYPE_FLOAT16: memcpy(&h, p, 2); return fia_f16_to_f32(h);
     case FIA_DTYPE_BFLOAT16: memcpy(&h, p, 2); return fia_bf16_to_f32(h);
+    case FIA_DTYPE_INT8: return (double)*(const int8_t *)p;
     default: return 0.0;
     }
 }
@@ -33,6 +34,24 @@ static double at2(const fia_tensor *t, int64_t i, int64_t j) {
 static double tok(const fia_tensor *t, int64_t S, int64_t tt, int64_t j) {
     if (t->ndim == 2) return at2(t, tt, j);
     const int64_t idx[3] = {tt / S, tt % S, j};
+    return at(t, idx);
+}
+
+/* Element i of a tensor in row-major order over its shape (a per-token scale [T, 1]). */
+static double flat(const fia_tensor *t, int64_t i) {
+    int64_t idx[FIA_MAX_DIMS];
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = i % t->shape[d];
+        i /= t->shape[d];
+    }
+    return at(t, idx);
+}
+
+/* Value i of a float32 vector shaped [n] or [1, n] (or a single value for every i). */
+static double vec1(const fia_tensor *t, int64_t i) {
+    int64_t idx[FIA_MAX_DIMS] = {0};
+    const int64_t n = t->ndim ? t->shape[t->ndim - 1] : 1;
+    if (t->ndim) idx[t->ndim - 1] = n == 1 ? 0 : i;
     return at(t, idx);
 }
 
@@ -72,6 +91,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     const int64_t Hcq = t->weight_dq->shape[1];
     const int64_t N = t->weight_uk->shape[0], D = t->weight_uk->shape[1];
     const int64_t W = N * (D + DR);
+    const int wq = prm->weight_quant_mode;
     double *cq = malloc(sizeof(double) * (size_t)Hcq);
     double *q = malloc(sizeof(double) * (size_t)W);
     double *xr = malloc(sizeof(double) * (size_t)He);
@@ -89,12 +109,15 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
             cs[i] = tok(t->rope_cos, S, tt, i);
             sn[i] = tok(t->rope_sin, S, tt, i);
         }
-        /* c_q = x . W_DQ, RmsNorm, alpha_q */
+        /* c_q = x . W_DQ (weight_quant_mode 2: int8 sums * dequant_scale_x * w scale, not
+         * rounded), RmsNorm, alpha_q */
+        const double dsx = wq == 2 ? flat(t->dequant_scale_x, tt) : 1.0;
         double ss = 0.0;
         for (int64_t j = 0; j < Hcq; j++) {
             double a = 0.0;
             for (int64_t k = 0; k < He; k++) a += xr[k] * at2(t->weight_dq, k, j);
-            cq[j] = bf(a, g == 2);
+            if (wq == 2) a = a * dsx * vec1(t->dequant_scale_w_dq, j);
+            cq[j] = bf(a, g == 2 && wq != 2);
             ss += cq[j] * cq[j];
         }
         const double r = 1.0 / sqrt(ss / (double)Hcq + prm->rmsnorm_epsilon_cq);
@@ -102,14 +125,33 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
             const int64_t i1[1] = {j};
             const double f = r * at(t->rmsnorm_gamma_cq, i1) * prm->qc_qr_scale;
             const double raw = cq[j] * f;
-            cq[j] = bf(raw, g);
+            cq[j] = wq ? raw : bf(raw, g);
             if (qn) qn[tt * Hcq + j] = raw;
-            if (o->sqn) o->sqn[tt * Hcq + j] = g == 2 ? ulp(raw / f) * fabs(f) : 0.0;
+            if (o->sqn) o->sqn[tt * Hcq + j] = g == 2 && !wq ? ulp(raw / f) * fabs(f) : 0.0;
+        }
+        /* int8 W_UQ_QR: dynamic per-token quant of cq with the smooth scales; query_norm is
+         * then the real value before rounding, its scale in qns */
+        double sq = 1.0;
+        if (wq) {
+            double amax = 0.0;
+            for (int64_t j = 0; j < Hcq; j++) {
+                const double sm = t->smooth_scales_cq ? vec1(t->smooth_scales_cq, j) : 1.0;
+                amax = fmax(amax, fabs(cq[j] * sm));
+            }
+            sq = amax / 127.0;
+            for (int64_t j = 0; j < Hcq; j++) {
+                const double sm = t->smooth_scales_cq ? vec1(t->smooth_scales_cq, j) : 1.0;
+                const double qreal = sq > 0 ? cq[j] * sm / sq : 0.0;
+                cq[j] = fmin(fmax(rint(qreal), -128.0), 127.0);
+                if (qn) qn[tt * Hcq + j] = qreal;
+            }
+            if (o->qns) o->qns[tt] = sq;
         }
         /* qcqr = cq . W_UQ_QR */
         for (int64_t j = 0; j < W; j++) {
             double a = 0.0;
             for (int64_t k = 0; k < Hcq; k++) a += cq[k] * at2(t->weight_uq_qr, k, j);
+            if (wq) a = a * sq * vec1(t->dequant_scale_w_uq_qr, j);
             q[j] = bf(a, g == 2);
         }
         for (int64_t n = 0; n < N; n++) {
@@ -140,6 +182,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
         for (int64_t j = 0; j < HCKV + DR; j++) {
             double a = 0.0;
             for (int64_t k = 0; k < He; k++) a += xr[k] * at2(t->weight_dkv_kr, k, j);
+            if (wq == 2) a = a * dsx * vec1(t->dequant_scale_w_dkv_kr, j);
             ck[j] = bf(a, g == 2);
             if (j < HCKV) ss += ck[j] * ck[j];
         }
@@ -156,5 +199,64 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     free(cq);
     free(q);
     free(xr);
+    return 0;
+}
+
+/* Value i of a float32 vector shaped [n] or [1, n] (or a scalar). */
+static double vec(const fia_tensor *t, int64_t i) {
+    int64_t idx[FIA_MAX_DIMS] = {0};
+    if (t->ndim) idx[t->ndim - 1] = i;
+    return at(t, idx);
+}
+
+int fia_ref_mla_prolog_v3_quant(const fia_mla_prolog_v3_tensors *t,
+                                const fia_mla_prolog_v3_params *prm, const ref_prolog_out *o,
+                                const ref_prolog_quant *q) {
+    const fia_tensor *x = t->token_x;
+    const int64_t T = x->ndim == 3 ? x->shape[0] * x->shape[1] : x->shape[0];
+    const int64_t N = t->weight_uk->shape[0];
+    const int kvq = prm->kv_cache_quant_mode;
+    for (int64_t tt = 0; tt < T; tt++) {
+        const double *kv = o->kv + tt * HCKV;
+        if (kvq == 1 || kvq == 2) {
+            if (!t->quant_scale_ckv) return -1;
+            for (int64_t c = 0; c < HCKV; c++)
+                q->kvq[tt * HCKV + c] = kv[c] * vec(t->quant_scale_ckv, kvq == 1 ? 0 : c);
+        }
+        if (kvq == 2) {
+            if (!t->quant_scale_ckr) return -1;
+            for (int64_t d = 0; d < DR; d++)
+                q->krq[tt * DR + d] = o->kr[tt * DR + d] * vec(t->quant_scale_ckr, d);
+        }
+        if (kvq == 3) {
+            const double alpha = t->k_nope_clip_alpha ? vec(t->k_nope_clip_alpha, 0) : 1.0;
+            for (int i = 0; i < HCKV / 128; i++) {
+                double amax = 0.0;
+                for (int c = 0; c < 128; c++) amax = fmax(amax, fabs(kv[i * 128 + c]));
+                amax = fmax(amax, 1e-8) * alpha;
+                const double scale = amax / 127.0;
+                q->kscale[tt * 4 + i] = scale;
+                for (int c = 0; c < 128; c++)
+                    q->kvq[tt * HCKV + i * 128 + c] =
+                        fmin(fmax(kv[i * 128 + c], -amax), amax) / scale;
+            }
+        }
+        if (prm->query_quant_mode == 1) {
+            if (!t->quant_scale_ckv) return -1;
+            const double qsckv = vec(t->quant_scale_ckv, 0);
+            for (int64_t n = 0; n < N; n++) {
+                const double *qo = o->qo + (tt * N + n) * HCKV;
+                double amax = 0.0;
+                for (int c = 0; c < HCKV; c++) amax = fmax(amax, fabs(bf(qo[c], 1)));
+                const double s = amax / 127.0;
+                q->qs[tt * N + n] = s;
+                for (int c = 0; c < HCKV; c++)
+                    q->qoq[(tt * N + n) * HCKV + c] = s > 0 ? bf(qo[c], 1) / s : 0.0;
+                for (int d = 0; d < DR; d++)
+                    q->qrq[(tt * N + n) * DR + d] =
+                        s > 0 ? bf(o->qr[(tt * N + n) * DR + d], 1) * qsckv / s : 0.0;
+            }
+        }
+    }
     return 0;
 }

@@ -231,6 +231,19 @@ static void test_tensor_spec(void) {
                  !strcmp(fia_last_error(),
                          "b dtype is bfloat16, must be float16 (the a's) or float32"),
              "same-or: %s", fia_last_error());
+    /* FIA_SPEC_ONLY_WHEN: a tensor given to a call without the entry's condition is refused */
+    const fia_tensor_spec only[] = {
+        {"c", offsetof(three, c), FIA_SPEC_ONLY_WHEN, FIA_DT(FLOAT16), "float16", -1, 2u,
+         "mode is 2"},
+    };
+    t = (three){NULL, NULL, &f16};
+    tu_check(fia_tensor_spec_check_when(&t, only, 1, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "c is given, but only read when mode is 2") &&
+                 fia_tensor_spec_check_when(&t, only, 1, 2u) == FIA_STATUS_SUCCESS,
+             "only-when: %s", fia_last_error());
+    t = (three){NULL, NULL, NULL};
+    tu_check(fia_tensor_spec_check_when(&t, only, 1, 0) == FIA_STATUS_SUCCESS,
+             "only-when: absent is fine");
     const int64_t want[2] = {2, 4};
     static const char *const what[2] = {"rows", "the width"};
     tu_check(fia_tensor_check_shape(&f16, "a", 2, want, what) == FIA_STATUS_INVALID_ARGUMENT &&

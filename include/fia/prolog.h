@@ -20,12 +20,13 @@ typedef struct fia_mla_prolog_v3_params {
     double rmsnorm_epsilon_ckv;   /* default 1e-5 */
     fia_layout cache_mode;        /* PA_BSND (default), PA_NZ, BSND or TND */
     int32_t query_norm_flag;      /* nonzero: write query_norm (default 0) */
-    int32_t weight_quant_mode;    /* 0 only (1 and 2: FIA_STATUS_UNSUPPORTED) */
-    int32_t kv_cache_quant_mode;  /* 0 only (1, 2, 3: FIA_STATUS_UNSUPPORTED) */
-    int32_t query_quant_mode;     /* 0 only */
-    int32_t ckvkr_repo_mode;      /* 0 only */
-    int32_t quant_scale_repo_mode; /* 0 only */
-    int64_t tile_size;            /* default 128 (used by kv_cache_quant_mode 3) */
+    int32_t weight_quant_mode;    /* 0 (default), 1, 2: see "Int8 weights" below (3-5:
+                                   * FIA_STATUS_UNSUPPORTED) */
+    int32_t kv_cache_quant_mode;  /* 0 (default), 1, 2, 3: see "Quantized caches" below */
+    int32_t query_quant_mode;     /* 0 (default), 1 (with kv_cache_quant_mode 1) */
+    int32_t ckvkr_repo_mode;      /* 1 with kv_cache_quant_mode 3, else 0 (default) */
+    int32_t quant_scale_repo_mode; /* 1 with kv_cache_quant_mode 3, else 0 (default) */
+    int64_t tile_size;            /* default 128 (kv_cache_quant_mode 3: must be 128) */
     double qc_qr_scale;           /* alpha_q, default 1.0 */
     double kc_scale;              /* alpha_kv, default 1.0 */
 } fia_mla_prolog_v3_params;
@@ -33,9 +34,9 @@ typedef struct fia_mla_prolog_v3_params {
 /* Sets the defaults listed above. */
 FIA_API void fia_mla_prolog_v3_params_init(fia_mla_prolog_v3_params *p);
 
-/* Tensors of one call. Optional tensors are NULL when absent; the quantization tensors
- * (dequant_scale_*, quant_scale_*, smooth_scales_cq, k_nope_clip_alpha, actual_seq_len,
- * dequant_scale_q_nope, dequant_scale_q_norm) belong to the quant modes and must be NULL. */
+/* Tensors of one call. Optional tensors are NULL when absent. The quantization tensors belong to
+ * their modes (below) and must be NULL otherwise ("<name> is given, but only read when ...");
+ * actual_seq_len (the PA_BLK modes) is not implemented and must be NULL. */
 typedef struct fia_mla_prolog_v3_tensors {
     const fia_tensor *token_x;
     const fia_tensor *weight_dq;
@@ -60,9 +61,9 @@ typedef struct fia_mla_prolog_v3_tensors {
     const fia_tensor *k_nope_clip_alpha;
     fia_tensor *query_out;            /* output */
     fia_tensor *query_rope_out;       /* output */
-    fia_tensor *dequant_scale_q_nope; /* output of the quant modes: NULL */
+    fia_tensor *dequant_scale_q_nope; /* output of query_quant_mode 1, else NULL */
     fia_tensor *query_norm;           /* output, required iff query_norm_flag */
-    fia_tensor *dequant_scale_q_norm; /* output of the quant modes: NULL */
+    fia_tensor *dequant_scale_q_norm; /* output: weight_quant_mode 1, 2 with query_norm_flag */
 } fia_mla_prolog_v3_tensors;
 
 /*
@@ -108,6 +109,42 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   query_out      [T, N, Hckv] or [B, S, N, Hckv]; query_rope_out [.., N, Dr]
  *   query_norm     [T, Hcq] (or [B, S, Hcq]) when query_norm_flag
  *
+ * Int8 weights (scales float32, copied at plan time; int8 GEMMs with exact int32 sums on oneDNN):
+ *   weight_quant_mode 1: weight_uq_qr int8 with dequant_scale_w_uq_qr [1, N*(D+Dr)], optional
+ *            smooth_scales_cq [1, Hcq] (or [1]). The normalized c_q (fp32, from bf16(x . W_DQ))
+ *            times smooth is quantized per token: s_t = max|cq * smooth| / 127,
+ *            q = sat_int8(rint(cq * smooth / s_t)); qcqr = (float)(q . W_UQ_QR) * s_t *
+ *            dequant_scale_w_uq_qr[col]. query_norm is then int8 (q) and dequant_scale_q_norm
+ *            float32 [T, 1] (any shape of T elements) gets s_t.
+ *   weight_quant_mode 2: also token_x, weight_dq, weight_dkv_kr int8, with dequant_scale_x
+ *            [T, 1] (any shape of T elements), dequant_scale_w_dq [1, Hcq],
+ *            dequant_scale_w_dkv_kr [1, Hckv+Dr]: c_q = (float)(x . W_DQ) * dequant_scale_x[t] *
+ *            dequant_scale_w_dq[col] (not rounded to bf16, as the golden), likewise kvkr.
+ * Quantized caches and query (the scale tensors are float32, copied at plan time; int8 stores
+ * are sat_int8(rint(v)), round half to even, all arithmetic in fp32; y is the normalized latent
+ * row kc_scale * RmsNorm(bf16(kvkr[:512])) in fp32, not rounded to bf16):
+ *   kv_cache_quant_mode 1: kv_cache int8, kv[c] = int8(y[c] * quant_scale_ckv[0]),
+ *            quant_scale_ckv [1] (or [1, 1]); kr_cache bf16 as in mode 0.
+ *   kv_cache_quant_mode 2: kv[c] = int8(y[c] * quant_scale_ckv[c]), quant_scale_ckv [1, 512]
+ *            (or [512]); kr_cache int8, kr[d] = int8(rope[d] * quant_scale_ckr[d]) with the
+ *            rope in fp32, quant_scale_ckr [1, 64].
+ *            Modes 1 and 2 take every cache_mode; PA_NZ int8 caches are
+ *            [blocks, 1, W / 32, block_size, 32] (32-byte chunks).
+ *   kv_cache_quant_mode 3 (needs ckvkr_repo_mode 1, quant_scale_repo_mode 1, tile_size 128;
+ *            PA_BSND, BSND or TND): per 128-tile i of y: amax = max(max|y|, 1e-8) *
+ *            k_nope_clip_alpha[0] (float32 [1]; NULL: 1), y clipped to [-amax, amax],
+ *            scale_i = amax / 127, q = int8(y / scale_i); kv_cache int8 [blocks, block_size, 1,
+ *            656] (or [.., 656] / BSND [B, S, 1, 656] / TND [T, 1, 656]) gets the C8 row of
+ *            kv_quant_sparse_flash_attention (fia/sparse.h): q[512] | bf16 rope[64] | fp32
+ *            scale[4]. kr_cache is neither read nor written (may be NULL).
+ *   query_quant_mode 1 (needs kv_cache_quant_mode 1): per token and head, with q the bf16
+ *            query_out of mode 0: s = max|q| / 127, query_out int8 = int8(q / s),
+ *            dequant_scale_q_nope float32 [T, N, 1] (also [B, S, N, 1] or [B*S, N, 1] with 3-D
+ *            token_x) = s, query_rope_out = bf16(bf16 rope * quant_scale_ckv / s) (0 when s = 0).
+ * The golden (cann-recipes test_npu_mla_prolog_v3.py) quantizes the same fp32 latent with
+ * torch.round (half to even); fia matches it except where fp32 and its inputs' bf16 rounding
+ * decide a tie differently (one step).
+ *
  * Threads and determinism: the projections run on oneDNN (bf16 matmul: AMX, AVX512-BF16 or
  * AVX-512, chosen at run time from the CPU, whatever FIA_ISA says), cut into fixed tiles run by
  * the context's threads one tile per thread, so outputs are bitwise identical for any thread
@@ -115,10 +152,12 @@ typedef struct fia_mla_prolog_v3_tensors {
  * picks kernels by shape).
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
- *   names the tensor, the dim and the values); FIA_STATUS_UNSUPPORTED for the modes fia does
- *   not implement (weight_quant_mode 1/2, kv_cache_quant_mode 1-3, query_quant_mode 1,
- *   a quantization tensor given), for non-unit innermost strides, and when fia was built
- *   without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
+ *   names the tensor, the dim and the values; a mode's tensor given to another mode, a
+ *   missing one, a non-finite scale, k_nope_clip_alpha <= 0); FIA_STATUS_UNSUPPORTED for
+ *   what fia does not implement (weight_quant_mode 3-5, actual_seq_len,
+ *   kv_cache_quant_mode 3 with separate scales or rope, or with PA_NZ), for non-unit
+ *   innermost strides, and when fia was built without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
+ *   Nothing is written on a failed call.
  * Memory: *plan is owned by the caller (fia_plan_destroy). *plan and *workspace_bytes are
  *   written only on success; workspace_bytes may be NULL.
  */

@@ -26,6 +26,10 @@ static bool fia_spec_dtype_in(const fia_tensor_spec *s, fia_dtype dt) {
 fia_status fia_tensor_spec_check_when(const void *tensors, const fia_tensor_spec *spec, size_t n,
                                       uint32_t conds) {
     for (size_t i = 0; i < n; i++) {
+        if (!fia_spec_applies(&spec[i], conds) && (spec[i].flags & FIA_SPEC_ONLY_WHEN) &&
+            fia_spec_get(tensors, &spec[i]))
+            return FIA_INVALID("%s is given, but only read when %s", spec[i].name,
+                               spec[i].when_what ? spec[i].when_what : "its mode is on");
         if (!fia_spec_applies(&spec[i], conds) || !(spec[i].flags & FIA_SPEC_REQUIRED) ||
             fia_spec_get(tensors, &spec[i]))
             continue;

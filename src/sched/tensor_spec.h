@@ -9,7 +9,9 @@
  *     "<name> dtype is <dtype>, must be <dtypes_what>"  or  "<name> dtype is <d>, <other> is <d2>"
  *     or, FIA_SPEC_SAME_OR: "<name> dtype is <d>, must be <d2> (the <other>'s) or <dtypes_what>"
  * An entry with `when` bits applies only to calls whose conditions (the _when variants' conds)
- * include all of them: otherwise the tensor is ignored (not required, not checked, not read).
+ * include all of them: otherwise the tensor is ignored (not required, not checked, not read),
+ * or, with FIA_SPEC_ONLY_WHEN, refused in pass 1 when given (a mode's tensor passed to a call
+ * of another mode): "<name> is given, but only read when <when_what>".
  * fia_tensor_check_shape compares a whole shape with the one the operator derived.
  *   pass 4 (fia_tensor_spec_dims), the rank and dim rules between the table's tensors in their
  *     order (fia_dim_rule), under the same conditions.
@@ -26,7 +28,8 @@
 enum {
     FIA_SPEC_REQUIRED = 1u << 0,  /* NULL is an error */
     FIA_SPEC_INNER_UNIT = 1u << 1, /* the innermost stride must be 1 */
-    FIA_SPEC_SAME_OR = 1u << 2     /* dtype: same_as's dtype, or one of dtypes */
+    FIA_SPEC_SAME_OR = 1u << 2,    /* dtype: same_as's dtype, or one of dtypes */
+    FIA_SPEC_ONLY_WHEN = 1u << 3   /* given to a call without the entry's `when` bits: an error */
 };
 
 #define FIA_DT(x) (1u << FIA_DTYPE_##x)

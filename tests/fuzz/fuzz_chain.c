@@ -501,7 +501,7 @@ static void run_gs(fia_context *ctx, fz *f) {
 /* ---- mla_prolog_v3 (plan validation) ----------------------------------------------------------- */
 
 static void run_prolog(fia_context *ctx, fz *f) {
-    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, QO, QR, QN, NT };
+    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, QO, QR, QN, QSV, QSR, AL, DQN, NT };
     ftensor v[NT];
     memset(v, 0, sizeof v);
     const int64_t T = rng(f, 1, 4), He = rng(f, 1, 24), Hcq = rng(f, 1, 24), N = rng(f, 1, 3),
@@ -512,7 +512,16 @@ static void run_prolog(fia_context *ctx, fz *f) {
     p.cache_mode = mode == 0 ? FIA_LAYOUT_PA_BSND : mode == 1 ? FIA_LAYOUT_PA_NZ : mode == 2 ? FIA_LAYOUT_BSND : FIA_LAYOUT_TND;
     if (p.cache_mode == FIA_LAYOUT_BSND) p.cache_mode = FIA_LAYOUT_TND; /* BSND needs a 3-D token_x */
     p.query_norm_flag = u8(f) % 2;
+    /* the quantized caches (1, 2, 3: the C8 row) and the int8 query */
+    const int kvq = (int)(u8(f) % 4);
+    p.kv_cache_quant_mode = kvq;
+    if (kvq == 3) {
+        p.ckvkr_repo_mode = p.quant_scale_repo_mode = 1;
+        if (p.cache_mode == FIA_LAYOUT_PA_NZ && !rare(f, 8)) p.cache_mode = FIA_LAYOUT_PA_BSND;
+    }
+    p.query_quant_mode = kvq == 1 && u8(f) % 2;
     if (g_corrupt && u8(f) % 8 == 0) p.kv_cache_quant_mode = (int32_t)rng(f, 0, 4);
+    if (g_corrupt && u8(f) % 8 == 0) p.query_quant_mode = (int32_t)rng(f, 0, 2);
     if (g_corrupt && u8(f) % 8 == 0) p.weight_quant_mode = (int32_t)rng(f, 0, 3);
     const fia_dtype bf = FIA_DTYPE_BFLOAT16;
     const int64_t xs[2] = {T, He}, wdq[2] = {He, Hcq}, wuq[2] = {Hcq, N * (D + 64)}, wuk[3] = {N, D, 512},
@@ -527,25 +536,35 @@ static void run_prolog(fia_context *ctx, fz *f) {
     build(f, &v[GCKV], bf, 1, gckv, FILL_FLOAT);
     build(f, &v[SIN], bf, 2, rs, FILL_FLOAT);
     build(f, &v[COS], bf, 2, rs, FILL_FLOAT);
+    const fia_dtype kvdt = kvq ? FIA_DTYPE_INT8 : bf, krdt = kvq == 2 ? FIA_DTYPE_INT8 : bf;
+    const int64_t kw = kvq == 3 ? 656 : 512, kc = kvq ? 32 : 16, rc = kvq == 2 ? 32 : 16;
     if (p.cache_mode == FIA_LAYOUT_PA_NZ) {
-        const int64_t kvs[5] = {blocks, 1, 512 / 16, bs, 16}, krs[5] = {blocks, 1, 64 / 16, bs, 16};
-        build(f, &v[KV], bf, 5, kvs, FILL_OUT | KEEP2);
-        build(f, &v[KR], bf, 5, krs, FILL_OUT | KEEP2);
+        const int64_t kvs[5] = {blocks, 1, kw / kc, bs, kc}, krs[5] = {blocks, 1, 64 / rc, bs, rc};
+        build(f, &v[KV], kvdt, 5, kvs, FILL_OUT | KEEP2);
+        build(f, &v[KR], krdt, 5, krs, FILL_OUT | KEEP2);
     } else if (p.cache_mode == FIA_LAYOUT_PA_BSND) {
-        const int64_t kvs[4] = {blocks, bs, 1, 512}, krs[4] = {blocks, bs, 1, 64};
-        build(f, &v[KV], bf, 4, kvs, FILL_OUT);
-        build(f, &v[KR], bf, 4, krs, FILL_OUT);
+        const int64_t kvs[4] = {blocks, bs, 1, kw}, krs[4] = {blocks, bs, 1, 64};
+        build(f, &v[KV], kvdt, 4, kvs, FILL_OUT);
+        build(f, &v[KR], krdt, 4, krs, FILL_OUT);
     } else {
-        const int64_t kvs[3] = {T, 1, 512}, krs[3] = {T, 1, 64};
-        build(f, &v[KV], bf, 3, kvs, FILL_OUT);
-        build(f, &v[KR], bf, 3, krs, FILL_OUT);
+        const int64_t kvs[3] = {T, 1, kw}, krs[3] = {T, 1, 64};
+        build(f, &v[KV], kvdt, 3, kvs, FILL_OUT);
+        build(f, &v[KR], krdt, 3, krs, FILL_OUT);
     }
+    const int64_t one[1] = {1}, ckv[2] = {1, 512}, ckr[2] = {1, 64}, dqn[3] = {T, N, 1};
+    if (kvq == 1 || (g_corrupt && rare(f, 16))) build(f, &v[QSV], FIA_DTYPE_FLOAT32, 1, one, FILL_FLOAT);
+    if (kvq == 2) {
+        build(f, &v[QSV], FIA_DTYPE_FLOAT32, 2, ckv, FILL_FLOAT);
+        build(f, &v[QSR], FIA_DTYPE_FLOAT32, 2, ckr, FILL_FLOAT);
+    }
+    if (kvq == 3 && !rare(f, 4)) build(f, &v[AL], FIA_DTYPE_FLOAT32, 1, one, FILL_FLOAT);
+    if (p.query_quant_mode == 1) build(f, &v[DQN], FIA_DTYPE_FLOAT32, 3, dqn, FILL_OUT);
     const int paged = p.cache_mode == FIA_LAYOUT_PA_BSND || p.cache_mode == FIA_LAYOUT_PA_NZ;
     if (paged || rare(f, 16)) {
         build(f, &v[CI], FIA_DTYPE_INT64, 1, ci, FILL_BYTES);
         fill_indices(f, &v[CI], blocks * bs);
     }
-    build(f, &v[QO], bf, 3, qo, FILL_OUT);
+    build(f, &v[QO], p.query_quant_mode == 1 ? FIA_DTYPE_INT8 : bf, 3, qo, FILL_OUT);
     build(f, &v[QR], bf, 3, qr, FILL_OUT);
     if (p.query_norm_flag) build(f, &v[QN], bf, 2, qn, FILL_OUT);
     int bad = 0;
@@ -559,18 +578,24 @@ static void run_prolog(fia_context *ctx, fz *f) {
     t.cache_index = v[CI].buf || v[CI].oversize ? &v[CI].t : NULL;
     t.query_out = &v[QO].t, t.query_rope_out = &v[QR].t;
     t.query_norm = p.query_norm_flag ? &v[QN].t : NULL;
-    ftensor *outs[5] = {&v[KV], &v[KR], &v[QO], &v[QR], p.query_norm_flag ? &v[QN] : NULL};
+    if (kvq == 3 && rare(f, 2)) t.kr_cache = NULL; /* the C8 row needs no kr cache */
+    t.quant_scale_ckv = v[QSV].buf || v[QSV].oversize ? &v[QSV].t : NULL;
+    t.quant_scale_ckr = v[QSR].buf || v[QSR].oversize ? &v[QSR].t : NULL;
+    t.k_nope_clip_alpha = v[AL].buf || v[AL].oversize ? &v[AL].t : NULL;
+    t.dequant_scale_q_nope = v[DQN].buf || v[DQN].oversize ? &v[DQN].t : NULL;
+    ftensor *outs[6] = {&v[KV], &v[KR], &v[QO], &v[QR], p.query_norm_flag ? &v[QN] : NULL,
+                        v[DQN].buf ? &v[DQN] : NULL};
     fia_plan *const sentinel = (fia_plan *)(uintptr_t)0x5a5a;
     fia_plan *plan = sentinel;
     size_t ws = 12345;
     const fia_status s = fia_mla_prolog_v3_plan(ctx, &t, &p, &plan, &ws);
     if (g_verbose)
-        fprintf(stderr, "  mla_prolog_v3 %s T %lld He %lld Hcq %lld N %lld D %lld: %s\n",
-                fia_layout_name(p.cache_mode), (long long)T, (long long)He, (long long)Hcq, (long long)N,
+        fprintf(stderr, "  mla_prolog_v3 %s kvq %d qq %d T %lld He %lld Hcq %lld N %lld D %lld: %s\n",
+                fia_layout_name(p.cache_mode), (int)p.kv_cache_quant_mode, (int)p.query_quant_mode, (long long)T, (long long)He, (long long)Hcq, (long long)N,
                 (long long)D, s == FIA_STATUS_SUCCESS ? "planned" : fia_last_error());
     if (s != FIA_STATUS_SUCCESS) {
         if (plan != sentinel || ws != 12345) FAIL("mla_prolog_v3: a refused plan wrote *plan / *workspace_bytes");
-        if (!all_untouched(list(outs), 5)) FAIL("mla_prolog_v3: a refused plan wrote an output");
+        if (!all_untouched(list(outs), 6)) FAIL("mla_prolog_v3: a refused plan wrote an output");
     } else {
         if (!g_corrupt && bad) FAIL("mla_prolog_v3: a cache_index past the cache was accepted");
         fia_plan_destroy(plan); /* plan validation only: the projections are slow under ASan */

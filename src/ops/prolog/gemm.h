@@ -68,4 +68,14 @@ bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
                         void *c, void *scratch);
 void fia_tgemm_free(fia_tgemm *t);
 
+/* ---- int8 gemms (weight_quant_mode 1, 2): A int8 x B int8 -> C int32 (exact sums), the
+ * same plan / run / tiles / destroy as above (fia_gemm_run, fia_tgemm_free); c_dtype is
+ * ignored. ---- */
+fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
+                              size_t *scratch_bytes);
+fia_status fia_tgemm_plan_s8(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
+                             int32_t slots);
+bool fia_tgemm_run_task_s8(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
+                           const void *b, void *c, void *scratch);
+
 #endif /* FIA_OPS_PROLOG_GEMM_H */

@@ -262,3 +262,129 @@ void fia_tgemm_free(fia_tgemm *t) {
     for (int i = 0; i < 4; i++) fia_gemm_destroy(t->g[i]);
     memset(t->g, 0, sizeof t->g);
 }
+
+/* ---- int8 gemms (the prolog's weight_quant_mode 1 and 2): A s8 x B s8 -> C s32 ----
+ * The same interface as the bf16 gemms (fia_gemm_run, fia_gemm_destroy, the fixed tiles), with
+ * int8 A and B and an int32 C (exact sums; the caller dequantizes). d->c_dtype is ignored. */
+
+#ifdef FIA_HAVE_DNNL
+
+fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **out,
+                              size_t *scratch_bytes) {
+    if (!gemm_init()) return FIA_UNSUPPORTED("oneDNN: no CPU engine could be created");
+    fia_gemm *g = calloc(1, sizeof *g);
+    if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
+    g->slots = slots;
+    g->slot = calloc((size_t)slots, sizeof *g->slot);
+    if (!g->slot) {
+        free(g);
+        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
+    }
+    const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
+    const dnnl_dims_t sa = {d->lda, 1}, sb = {d->ldb, 1}, sc = {d->ldc, 1};
+    dnnl_memory_desc_t ma, mb, mc;
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_s8, sa) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_s8, sb) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_s32, sc) != dnnl_success ||
+        dnnl_matmul_desc_init(&md, &ma, &mb, NULL, &mc) != dnnl_success ||
+        dnnl_primitive_attr_create(&attr) != dnnl_success ||
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
+            dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
+        dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
+        st = FIA_UNSUPPORTED("oneDNN refused an int8 matmul of [%lld x %lld] x [%lld x %lld]",
+                             (long long)d->M, (long long)d->K, (long long)d->K,
+                             (long long)d->N);
+        goto done;
+    }
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl) {
+        strncpy(g->impl, impl, sizeof g->impl - 1);
+    }
+    const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    *scratch_bytes = ms ? dnnl_memory_desc_get_size(ms) : 0;
+    for (int32_t i = 0; i < slots; i++) {
+        gemm_slot *s = &g->slot[i];
+        if (dnnl_memory_create(&s->a, &ma, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->b, &mb, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->c, &mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
+                       dnnl_success)) {
+            st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
+            goto done;
+        }
+    }
+done:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != FIA_STATUS_SUCCESS) {
+        fia_gemm_destroy(g);
+        return st;
+    }
+    *out = g;
+    return FIA_STATUS_SUCCESS;
+}
+
+#else /* !FIA_HAVE_DNNL */
+
+fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
+                              size_t *scratch_bytes) {
+    (void)d;
+    (void)slots;
+    (void)g;
+    (void)scratch_bytes;
+    return FIA_UNSUPPORTED("fia was built without oneDNN (install libdnnl-dev, e.g. `make "
+                           "deps`, and reconfigure)");
+}
+
+#endif /* FIA_HAVE_DNNL */
+
+fia_status fia_tgemm_plan_s8(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
+                             int32_t slots) {
+    memset(t, 0, sizeof *t);
+    t->d = *d;
+    t->d.c_dtype = FIA_DTYPE_INT32;
+    t->mc = mc < d->M ? mc : d->M;
+    t->nc = nc < d->N ? nc : d->N;
+    if (t->mc < 1) t->mc = 1;
+    if (t->nc < 1) t->nc = 1;
+    t->mtiles = (d->M + t->mc - 1) / t->mc;
+    t->ntiles = (d->N + t->nc - 1) / t->nc;
+    if (d->M == 0 || d->N == 0) {
+        t->mtiles = t->ntiles = 0;
+        return FIA_STATUS_SUCCESS;
+    }
+    for (int i = 0; i < 4; i++) {
+        const int64_t rows = (i & 2) ? d->M - (t->mtiles - 1) * t->mc : t->mc;
+        const int64_t cols = (i & 1) ? d->N - (t->ntiles - 1) * t->nc : t->nc;
+        if ((i & 2) && rows == t->mc) continue;
+        if ((i & 1) && cols == t->nc) continue;
+        fia_gemm_desc s = t->d;
+        s.M = rows;
+        s.N = cols;
+        size_t sb = 0;
+        fia_status st = fia_gemm_create_s8(&s, slots, &t->g[i], &sb);
+        if (st != FIA_STATUS_SUCCESS) {
+            fia_tgemm_free(t);
+            return st;
+        }
+        if (sb > t->scratch_bytes) t->scratch_bytes = sb;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+bool fia_tgemm_run_task_s8(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
+                           const void *b, void *c, void *scratch) {
+    const int64_t mi = task / t->ntiles, ni = task % t->ntiles;
+    const int64_t m0 = mi * t->mc, n0 = ni * t->nc;
+    int k = 0;
+    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) k |= 2;
+    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) k |= 1;
+    return fia_gemm_run(t->g[k], slot, (const int8_t *)a + m0 * t->d.lda,
+                        (const int8_t *)b + n0, (int32_t *)c + (m0 * t->d.ldc + n0), scratch);
+}
