@@ -47,6 +47,8 @@ struct fia_gemm {
     int64_t M, N, K, lda, ldc;
     size_t cs, lib_scratch, a_off, c_off;
     bool a_copy, c_copy;
+    dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
+    dnnl_memory_t rsrc, rdst;
 };
 
 static dnnl_engine_t g_engine;
@@ -88,6 +90,9 @@ void fia_gemm_destroy(fia_gemm *g) {
         free(g->slot);
     }
     if (g->prim) dnnl_primitive_destroy(g->prim);
+    if (g->reorder) dnnl_primitive_destroy(g->reorder);
+    if (g->rsrc) dnnl_memory_destroy(g->rsrc);
+    if (g->rdst) dnnl_memory_destroy(g->rdst);
     free(g);
 }
 
@@ -231,26 +236,40 @@ bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
            dnnl_memory_desc_equal(&x->mb_plain, &y->mb_plain);
 }
 
+static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed);
+
 bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
-    if (!g->packed) return false;
-    dnnl_primitive_desc_t rpd = NULL;
-    dnnl_primitive_t r = NULL;
-    dnnl_memory_t src = NULL, dst = NULL;
-    bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine, &g->mb_packed,
-                                                 g_engine, NULL) == dnnl_success &&
-              dnnl_primitive_create(&r, rpd) == dnnl_success &&
-              dnnl_memory_create(&src, &g->mb_plain, g_engine, (void *)b) == dnnl_success &&
-              dnnl_memory_create(&dst, &g->mb_packed, g_engine, packed) == dnnl_success;
-    if (ok) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
-        ok = dnnl_primitive_execute(r, g_stream, 2, args) == dnnl_success &&
-             dnnl_stream_wait(g_stream) == dnnl_success;
-    }
-    if (src) dnnl_memory_destroy(src);
-    if (dst) dnnl_memory_destroy(dst);
-    if (r) dnnl_primitive_destroy(r);
-    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    /* one OpenMP thread for the whole packing (the reorder's creation included): fia's pool
+     * threads may be spinning beside it, and a team of libgomp threads spinning at its
+     * barriers against them cost seconds per plan on a busy CPU (measured) */
+    const int old = omp_get_max_threads();
+    if (old != 1) omp_set_num_threads(1);
+    const bool ok = gemm_pack_b(g, b, packed);
+    if (old != 1) omp_set_num_threads(old);
     return ok;
+}
+
+static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    if (!g->packed) return false;
+    if (!g->reorder) { /* one reorder per gemm shape, reused for every panel */
+        dnnl_primitive_desc_t rpd = NULL;
+        bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine,
+                                                     &g->mb_packed, g_engine, NULL) ==
+                      dnnl_success &&
+                  dnnl_primitive_create(&g->reorder, rpd) == dnnl_success &&
+                  dnnl_memory_create(&g->rsrc, &g->mb_plain, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success &&
+                  dnnl_memory_create(&g->rdst, &g->mb_packed, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success;
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (!ok) return false;
+    }
+    if (dnnl_memory_set_data_handle(g->rsrc, (void *)b) != dnnl_success ||
+        dnnl_memory_set_data_handle(g->rdst, packed) != dnnl_success)
+        return false;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, g->rsrc}, {DNNL_ARG_TO, g->rdst}};
+    return dnnl_primitive_execute(g->reorder, g_stream, 2, args) == dnnl_success &&
+           dnnl_stream_wait(g_stream) == dnnl_success;
 }
 
 #else /* !FIA_HAVE_DNNL */
