@@ -621,6 +621,8 @@ int main(int argc, char **argv) {
         run_case(&zero, seed + 3, g_nctx); /* T = 0: nothing written */
         pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1};
         run_case(&big_t, seed + 4, g_nctx); /* more tokens than one gemm row tile */
+        pcase wide = {1, 1100, 0, 40, 24, 2, 8, FIA_LAYOUT_PA_BSND, 70, 16, 0, 0, 1.0, 1.0, 0.0};
+        run_case(&wide, seed + 9, g_nctx); /* the prefill tiling of a plan (T >= 1024, a row tail) */
         pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2};
         run_case(&nz, seed + 8, g_nctx); /* PA_NZ, the largest block size */
     }

@@ -35,7 +35,13 @@ enum {
     PRO_MAX_HEADS = 128,
     PRO_MAX_BLOCK = 1024,
     PRO_MC = 512,     /* rows (tokens) per gemm tile */
-    PRO_NC = 256      /* columns per gemm tile */
+    PRO_NC = 256,     /* columns per gemm tile */
+    /* packed weights and at least PRO_WIDE_T tokens (compute-bound): the down and up
+     * projections run in row tiles of PRO_WIDE_MC tokens over the full width, so that C is
+     * dense (oneDNN's blocked matmul writes it in place, no copy) and B is walked once per
+     * row tile; decode keeps the column tiles (many tasks stream the weights in parallel) */
+    PRO_WIDE_T = 1024,
+    PRO_WIDE_MC = 256
 };
 
 /* A row-addressed tensor: row r of the flattened leading dims at base + r * rs (elements),
@@ -549,14 +555,16 @@ static fia_status pro_gemms(pro_plan *p) {
     const int32_t slots = p->num_threads;
     const int64_t T = p->T;
     const bool pk = p->packed;
+    const bool wide = pk && T >= PRO_WIDE_T;
+    const int64_t mc = wide ? PRO_WIDE_MC : PRO_MC;
     fia_gemm_desc d;
     d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32, pk};
-    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc, wide ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
                         FIA_DTYPE_FLOAT32, pk};
-    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc, wide ? PRO_HCKV + PRO_DR : PRO_NC, slots));
     d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32, pk};
-    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
+    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc, wide ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk, p->qo.rs, FIA_DTYPE_BFLOAT16,
                         pk};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
