@@ -32,7 +32,7 @@ typedef struct fia_mla_prolog_v3_params {
                                    * matrices once into plan-owned memory in the GEMM library's
                                    * blocked layout (see "Weights" below); 0: the plan keeps the
                                    * caller's pointers and the library packs per call. The
-                                   * one-shot fia_mla_prolog_v3 packs only for T >= 1024. */
+                                   * one-shot fia_mla_prolog_v3 never packs. */
 } fia_mla_prolog_v3_params;
 
 /* Sets the defaults listed above. */
@@ -127,9 +127,8 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   the plan and plan again. (The other inputs, as for every plan, are read at execute time from
  *   the addresses given at plan time; cache_index is copied at plan time.) Planning with packing
  *   reads and writes every weight once, about the cost of one execution, so it pays off from the
- *   second execution on; prepack_weights = 0 does not pack (the plan reads the caller's weights at
- *   execute time and the library packs per call), nor does the one-shot fia_mla_prolog_v3
- *   below 1024 tokens (at and above, compute-bound, packing once pays off even for one run).
+ *   second execution on; the one-shot fia_mla_prolog_v3 and prepack_weights = 0 do not pack
+ *   (the plan reads the caller's weights at execute time and the library packs per call).
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values); FIA_STATUS_UNSUPPORTED for the modes fia does
@@ -144,7 +143,7 @@ FIA_API fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog
                                           const fia_mla_prolog_v3_params *params,
                                           fia_plan **plan, size_t *workspace_bytes);
 
-/* One-shot form: plan (packing the weights only for T >= 1024 and prepack_weights), allocate the
+/* One-shot form: plan (without packing the weights, whatever prepack_weights says), allocate the
  * workspace, execute, free. */
 FIA_API fia_status fia_mla_prolog_v3(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
                                      const fia_mla_prolog_v3_params *params);

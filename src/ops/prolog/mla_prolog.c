@@ -611,11 +611,9 @@ static fia_status pro_plan_make(fia_context *ctx, const fia_mla_prolog_v3_tensor
     p->eps_ckv = (float)prm->rmsnorm_epsilon_ckv;
     p->alpha_q = (float)prm->qc_qr_scale;
     p->alpha_kv = (float)prm->kc_scale;
+    /* a plan run once gains nothing from packing: the library packs per tile instead */
+    p->packed = prm->prepack_weights != 0 && !one_shot;
     fia_status st = pro_validate(p, t, prm);
-    /* a decode-sized plan run once gains nothing from packing (the library packs per tile
-     * instead); a prefill (T >= PRO_WIDE_T, compute-bound) gains more from the blocked matmul
-     * than packing costs, even once */
-    p->packed = prm->prepack_weights != 0 && (!one_shot || p->T >= PRO_WIDE_T);
     if (st == FIA_STATUS_SUCCESS && p->T > 0) st = pro_gemms(p);
     if (st != FIA_STATUS_SUCCESS) {
         pro_destroy(&p->base);
