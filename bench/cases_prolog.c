@@ -1,7 +1,9 @@
 /*
  * cases_prolog.c - benchmark cases of mla_prolog_v3 on DeepSeek-V3.2 dimensions (He 7168,
- * Hcq 1536, N 128, D 128; bf16 weights, PA_BSND caches of 128-token blocks): decode T = 1 and 8
- * (weight-streaming GEMVs) and prefill T = 2048 (compute-bound GEMMs).
+ * Hcq 1536, N 128, D 128) and GLM-5's (He 6144, Hcq 2048, N 64, D 192); bf16 weights, PA_BSND
+ * caches of 128-token blocks: decode T = 1 and 8 (weight-streaming GEMVs) and prefill T = 2048
+ * (compute-bound GEMMs). Each copy keeps one plan (the weights packed at plan time, as a
+ * decode loop that keeps its plan runs them).
  *
  * Counting: bytes = the four weight matrices (read once) + token_x + the outputs and cache rows
  * written; FLOPs = 2 T (He Hcq + Hcq N (D + 64) + N D 512 + He 576). Cold caches: every copy
@@ -255,11 +257,17 @@ static const bench_op prolog_bench_op = {
 static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128};
 static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128};
 static const bench_prolog_case ds_t2048 = {2048, 7168, 1536, 128, 128};
+static const bench_prolog_case glm_t1 = {1, 6144, 2048, 64, 192};
+static const bench_prolog_case glm_t8 = {8, 6144, 2048, 64, 192};
+static const bench_prolog_case glm_t2048 = {2048, 6144, 2048, 64, 192};
 
 static const bench_case prolog_cases[] = {
     {"prolog_decode_t1", &prolog_bench_op, &ds_t1, 0},
     {"prolog_decode_t8", &prolog_bench_op, &ds_t8, 0},
     {"prolog_prefill_t2048", &prolog_bench_op, &ds_t2048, 0},
+    {"prolog_glm5_decode_t1", &prolog_bench_op, &glm_t1, 0},
+    {"prolog_glm5_decode_t8", &prolog_bench_op, &glm_t8, 0},
+    {"prolog_glm5_prefill_t2048", &prolog_bench_op, &glm_t2048, 0},
 };
 
 const bench_case *bench_prolog_cases(size_t *count) {

@@ -935,6 +935,8 @@ nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, 
     p.tile_size = tile_size;
     p.qc_qr_scale = qc_qr_scale;
     p.kc_scale = kc_scale;
+    // a kept plan packs the weights once (captured at plan time); a one-shot call does not pack
+    p.prepack_weights = make_plan ? 1 : 0;
     fia_mla_prolog_v3_tensors t;
     std::memset(&t, 0, sizeof t);
     t.token_x = x.in();

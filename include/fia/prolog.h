@@ -29,6 +29,11 @@ typedef struct fia_mla_prolog_v3_params {
     int64_t tile_size;            /* default 128 (kv_cache_quant_mode 3: must be 128) */
     double qc_qr_scale;           /* alpha_q, default 1.0 */
     double kc_scale;              /* alpha_kv, default 1.0 */
+    int32_t prepack_weights;      /* 1 (default): fia_mla_prolog_v3_plan packs the four weight
+                                   * matrices once into plan-owned memory in the GEMM library's
+                                   * blocked layout (see "Weights" below); 0: the plan keeps the
+                                   * caller's pointers and the library packs per call. The
+                                   * one-shot fia_mla_prolog_v3 never packs. */
 } fia_mla_prolog_v3_params;
 
 /* Sets the defaults listed above. */
@@ -151,6 +156,17 @@ typedef struct fia_mla_prolog_v3_tensors {
  * count. The norms and RoPE are per-token. A token's results can depend on T (the library
  * picks kernels by shape).
  *
+ * Weights (prepack_weights = 1, the default): the plan copies the four weight matrices, once,
+ *   into plan-owned memory in the blocked layout the GEMM library runs fastest on (about the
+ *   weights' own size again), so that executing never re-packs them: a plan run many times
+ *   streams only the packed copy. The plan therefore captures the weights' VALUES at plan time:
+ *   weights changed after planning are not seen by fia_plan_execute; to refresh them, destroy
+ *   the plan and plan again. (The other inputs, as for every plan, are read at execute time from
+ *   the addresses given at plan time; cache_index is copied at plan time.) Planning with packing
+ *   reads and writes every weight once, about the cost of one execution, so it pays off from the
+ *   second execution on; the one-shot fia_mla_prolog_v3 and prepack_weights = 0 do not pack
+ *   (the plan reads the caller's weights at execute time and the library packs per call).
+ *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values; a mode's tensor given to another mode, a
  *   missing one, a non-finite scale, k_nope_clip_alpha <= 0); FIA_STATUS_UNSUPPORTED for
@@ -158,14 +174,16 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   kv_cache_quant_mode 3 with separate scales or rope, or with PA_NZ), for non-unit
  *   innermost strides, and when fia was built without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
  *   Nothing is written on a failed call.
- * Memory: *plan is owned by the caller (fia_plan_destroy). *plan and *workspace_bytes are
+ * Memory: *plan is owned by the caller (fia_plan_destroy); with prepack_weights it holds the
+ *   packed bf16 weights (int8 weights are read in place). *plan and *workspace_bytes are
  *   written only on success; workspace_bytes may be NULL.
  */
 FIA_API fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
                                           const fia_mla_prolog_v3_params *params,
                                           fia_plan **plan, size_t *workspace_bytes);
 
-/* One-shot form: plan, allocate the workspace, execute, free. */
+/* One-shot form: plan (without packing the weights, whatever prepack_weights says), allocate the
+ * workspace, execute, free. */
 FIA_API fia_status fia_mla_prolog_v3(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
                                      const fia_mla_prolog_v3_params *params);
 

@@ -112,6 +112,7 @@ CV_AI void cv8_stream_i8(int8_t *y, __m256 v) {
 #define cv_max(a, b) _mm256_max_ps((a), (b))
 #define cv_min(a, b) _mm256_min_ps((a), (b))
 #define cv_rint(a) _mm256_round_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define cv_any_ngt(a, b) (_mm256_movemask_ps(_mm256_cmp_ps((a), (b), _CMP_NGT_UQ)) != 0)
 #define cv_hsum(a) cv8_hsum(a)
 #define cv_hmax(a) cv8_hmax(a)
 #define cv_swap_pairs(a) _mm256_permute_ps((a), 0xB1)

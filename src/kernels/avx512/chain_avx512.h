@@ -111,6 +111,7 @@ CV_AI void cv16_stream_i8(int8_t *y, __m512 v) {
 #define cv_max(a, b) _mm512_max_ps((a), (b))
 #define cv_min(a, b) _mm512_min_ps((a), (b))
 #define cv_rint(a) _mm512_roundscale_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define cv_any_ngt(a, b) (_mm512_cmp_ps_mask((a), (b), _CMP_NGT_UQ) != 0) /* a lane !(a > b) */
 #define cv_hsum(a) cv16_hsum(a)
 #define cv_hmax(a) cv16_hmax(a)
 #define cv_swap_pairs(a) _mm512_permute_ps((a), 0xB1)

@@ -22,6 +22,7 @@
 #define cv_max(a, b) s_max_scalar((a), (b))
 #define cv_min(a, b) s_min_scalar((a), (b))
 #define cv_rint(a) rintf(a)
+#define cv_any_ngt(a, b) (!((a) > (b)))
 #define cv_hsum(a) (a)
 #define cv_hmax(a) (a)
 #define cv_store_i8(y, v) (*(y) = (int8_t)(v))

@@ -27,6 +27,9 @@ typedef struct fia_gemm_desc {
     int64_t M, N, K;
     int64_t lda, ldb, ldc;  /* row strides of A, B and C (elements) */
     fia_dtype c_dtype;      /* FIA_DTYPE_BFLOAT16 or FIA_DTYPE_FLOAT32 */
+    bool packed_b;          /* B is run pre-packed (fia_gemm_pack_b) in the blocked layout the
+                             * library prefers for this gemm, so that a run never re-packs it;
+                             * ldb is then the stride of the plain B that pack_b reads */
 } fia_gemm_desc;
 
 typedef struct fia_gemm fia_gemm;
@@ -45,6 +48,15 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
 bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void *c,
                   void *scratch);
 
+/* Pre-packed B (desc.packed_b): the bytes of the packed form (0 for a gemm planned without
+ * packed_b), and the packing itself, plain B (row stride ldb) -> packed (64-aligned), done once
+ * at plan time (it may use the library's threads: it only moves values). fia_gemm_run then
+ * takes the packed copy as b. */
+size_t fia_gemm_packed_b_bytes(const fia_gemm *g);
+bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed);
+/* Whether two gemms planned with packed_b want B in the same packed layout (same K x N). */
+bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y);
+
 /* The implementation the library chose (for FIA_VERBOSE), e.g. "brg:avx512_core_amx_bf16". */
 const char *fia_gemm_impl(const fia_gemm *g);
 
@@ -58,6 +70,12 @@ typedef struct fia_tgemm {
     int64_t mc, nc, mtiles, ntiles;
     fia_gemm *g[4];         /* [full rows | tail rows] x [full cols | tail cols] */
     size_t scratch_bytes;   /* per slot */
+    /* pre-packed B (fia_tgemm_pack): per row variant (full rows / tail rows, the same buffer
+     * when both want the same layout), per batch matrix and column tile, panels of
+     * panel_bytes; owned by the tgemm */
+    void *packed[2];
+    int64_t batch;
+    size_t panel_bytes;
 } fia_tgemm;
 
 fia_status fia_tgemm_plan(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
@@ -66,7 +84,13 @@ static inline int64_t fia_tgemm_tasks(const fia_tgemm *t) { return t->mtiles * t
 /* a, b: bfloat16; c: c_dtype. */
 bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
                         void *c, void *scratch);
-void fia_tgemm_free(fia_tgemm *t);
+/* Pre-packing (d->packed_b set at fia_tgemm_plan): copies the `batch` plain B matrices at
+ * b + i * batch_stride elements (i < batch) into tgemm-owned packed panels, once. Then
+ * fia_tgemm_run_packed runs a tile of batch matrix bi without re-packing. */
+fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride);
+bool fia_tgemm_run_packed(fia_tgemm *t, int64_t task, int32_t slot, const void *a, int64_t bi,
+                          void *c, void *scratch);
+void fia_tgemm_free(fia_tgemm *t); /* also frees the packed panels */
 
 /* ---- int8 gemms (weight_quant_mode 1, 2): A int8 x B int8 -> C int32 (exact sums), the
  * same plan / run / tiles / destroy as above (fia_gemm_run, fia_tgemm_free); c_dtype is

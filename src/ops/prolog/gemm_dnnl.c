@@ -37,6 +37,18 @@ struct fia_gemm {
     int32_t slots;
     gemm_slot *slot;
     char impl[64];
+    /* packed_b: the layout the primitive wants B in, and the reorder plain -> packed */
+    bool packed;
+    dnnl_memory_desc_t mb_plain, mb_packed;
+    size_t packed_bytes;
+    /* packed_b: oneDNN 2.6's blocked (brgemm) matmul takes only dense A and C, so a strided
+     * A is first copied into the scratch (a_off) and C computed there (c_off), then copied
+     * out; a_copy / c_copy are 0 when the strides are already dense (or M == 1) */
+    int64_t M, N, K, lda, ldc;
+    size_t cs, lib_scratch, a_off, c_off;
+    bool a_copy, c_copy;
+    dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
+    dnnl_memory_t rsrc, rdst;
 };
 
 static dnnl_engine_t g_engine;
@@ -78,6 +90,9 @@ void fia_gemm_destroy(fia_gemm *g) {
         free(g->slot);
     }
     if (g->prim) dnnl_primitive_destroy(g->prim);
+    if (g->reorder) dnnl_primitive_destroy(g->reorder);
+    if (g->rsrc) dnnl_memory_destroy(g->rsrc);
+    if (g->rdst) dnnl_memory_destroy(g->rdst);
     free(g);
 }
 
@@ -93,17 +108,28 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
     }
     const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
-    const dnnl_dims_t sa = {d->lda, 1}, sb = {d->ldb, 1}, sc = {d->ldc, 1};
-    dnnl_memory_desc_t ma, mb, mc;
+    /* packed: dense A and C (a row stride is meaningless for one row) */
+    g->a_copy = d->packed_b && d->M > 1 && d->lda != d->K;
+    g->c_copy = d->packed_b && d->M > 1 && d->ldc != d->N;
+    const dnnl_dims_t sa = {d->packed_b ? d->K : d->lda, 1}, sb = {d->ldb, 1},
+                      sc = {d->packed_b ? d->N : d->ldc, 1};
+    dnnl_memory_desc_t ma, mb, mc, mb_any;
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     const dnnl_data_type_t ct = d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32 : dnnl_bf16;
     fia_status st = FIA_STATUS_SUCCESS;
+    /* planned for the one thread it runs on (the library sizes its blocking by the thread
+     * count at creation: with more it may even pick another implementation) */
+    const int old_threads = omp_get_max_threads();
+    if (old_threads != 1) omp_set_num_threads(1);
     if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_bf16, sa) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_bf16, sb) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mc, 2, dc, ct, sc) != dnnl_success ||
-        dnnl_matmul_desc_init(&md, &ma, &mb, NULL, &mc) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&mb_any, 2, db, dnnl_bf16, dnnl_format_tag_any) !=
+            dnnl_success ||
+        dnnl_matmul_desc_init(&md, &ma, d->packed_b ? &mb_any : &mb, NULL, &mc) !=
+            dnnl_success ||
         dnnl_primitive_attr_create(&attr) != dnnl_success ||
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
             dnnl_success ||
@@ -121,6 +147,29 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     }
     const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     *scratch_bytes = ms ? dnnl_memory_desc_get_size(ms) : 0;
+    g->M = d->M;
+    g->N = d->N;
+    g->K = d->K;
+    g->lda = d->lda;
+    g->ldc = d->ldc;
+    g->cs = ct == dnnl_f32 ? 4 : 2;
+    g->lib_scratch = (*scratch_bytes + 63) / 64 * 64;
+    g->a_off = g->c_off = g->lib_scratch;
+    if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * 2 + 63) / 64 * 64;
+    if (g->c_copy) *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
+    else if (g->a_copy) *scratch_bytes = g->c_off;
+    if (d->packed_b) {
+        const dnnl_memory_desc_t *mw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+        if (!mw) {
+            st = FIA_UNSUPPORTED("oneDNN: no weights layout for a packed matmul");
+            goto done;
+        }
+        g->packed = true;
+        g->mb_plain = mb;
+        g->mb_packed = *mw;
+        g->packed_bytes = dnnl_memory_desc_get_size(mw);
+        mb = *mw; /* the slots' B objects take the packed copy */
+    }
     for (int32_t i = 0; i < slots; i++) {
         gemm_slot *s = &g->slot[i];
         if (dnnl_memory_create(&s->a, &ma, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
@@ -133,6 +182,7 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         }
     }
 done:
+    if (old_threads != 1) omp_set_num_threads(old_threads);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (st != FIA_STATUS_SUCCESS) {
@@ -146,9 +196,16 @@ done:
 bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void *c,
                   void *scratch) {
     gemm_slot *s = &g->slot[slot];
+    if (g->a_copy) { /* the A rows into the dense scratch copy */
+        uint16_t *ad = (uint16_t *)((char *)scratch + g->a_off);
+        for (int64_t m = 0; m < g->M; m++)
+            memcpy(ad + m * g->K, (const uint16_t *)a + m * g->lda, (size_t)g->K * 2);
+        a = ad;
+    }
+    void *cd = g->c_copy ? (char *)scratch + g->c_off : c;
     if (dnnl_memory_set_data_handle(s->a, (void *)a) != dnnl_success ||
         dnnl_memory_set_data_handle(s->b, (void *)b) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->c, c) != dnnl_success)
+        dnnl_memory_set_data_handle(s->c, cd) != dnnl_success)
         return false;
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, s->a}, {DNNL_ARG_WEIGHTS, s->b},
                                {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
@@ -162,10 +219,58 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
     const bool ok = dnnl_primitive_execute(g->prim, g_stream, nargs, args) == dnnl_success &&
                     dnnl_stream_wait(g_stream) == dnnl_success;
     if (old != 1) omp_set_num_threads(old);
+    if (ok && g->c_copy) /* the dense C rows out to the caller's stride */
+        for (int64_t m = 0; m < g->M; m++)
+            memcpy((char *)c + (size_t)(m * g->ldc) * g->cs, (char *)cd + (size_t)(m * g->N) * g->cs,
+                   (size_t)g->N * g->cs);
     return ok;
 }
 
 const char *fia_gemm_impl(const fia_gemm *g) { return g->impl; }
+
+size_t fia_gemm_packed_b_bytes(const fia_gemm *g) { return g->packed ? g->packed_bytes : 0; }
+
+bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
+    return x->packed && y->packed &&
+           dnnl_memory_desc_equal(&x->mb_packed, &y->mb_packed) &&
+           dnnl_memory_desc_equal(&x->mb_plain, &y->mb_plain);
+}
+
+static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed);
+
+bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    /* one OpenMP thread for the whole packing (the reorder's creation included): fia's pool
+     * threads may be spinning beside it, and a team of libgomp threads spinning at its
+     * barriers against them cost seconds per plan on a busy CPU (measured) */
+    const int old = omp_get_max_threads();
+    if (old != 1) omp_set_num_threads(1);
+    const bool ok = gemm_pack_b(g, b, packed);
+    if (old != 1) omp_set_num_threads(old);
+    return ok;
+}
+
+static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    if (!g->packed) return false;
+    if (!g->reorder) { /* one reorder per gemm shape, reused for every panel */
+        dnnl_primitive_desc_t rpd = NULL;
+        bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine,
+                                                     &g->mb_packed, g_engine, NULL) ==
+                      dnnl_success &&
+                  dnnl_primitive_create(&g->reorder, rpd) == dnnl_success &&
+                  dnnl_memory_create(&g->rsrc, &g->mb_plain, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success &&
+                  dnnl_memory_create(&g->rdst, &g->mb_packed, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success;
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (!ok) return false;
+    }
+    if (dnnl_memory_set_data_handle(g->rsrc, (void *)b) != dnnl_success ||
+        dnnl_memory_set_data_handle(g->rdst, packed) != dnnl_success)
+        return false;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, g->rsrc}, {DNNL_ARG_TO, g->rdst}};
+    return dnnl_primitive_execute(g->reorder, g_stream, 2, args) == dnnl_success &&
+           dnnl_stream_wait(g_stream) == dnnl_success;
+}
 
 #else /* !FIA_HAVE_DNNL */
 
@@ -207,6 +312,24 @@ const char *fia_gemm_impl(const fia_gemm *g) {
 }
 
 void fia_gemm_destroy(fia_gemm *g) { free(g); }
+
+size_t fia_gemm_packed_b_bytes(const fia_gemm *g) {
+    (void)g;
+    return 0;
+}
+
+bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
+    (void)x;
+    (void)y;
+    return false;
+}
+
+bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    (void)g;
+    (void)b;
+    (void)packed;
+    return false;
+}
 
 #endif /* FIA_HAVE_DNNL */
 
@@ -258,9 +381,57 @@ bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
                         scratch);
 }
 
+fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride) {
+    if (!t->d.packed_b) return FIA_UNSUPPORTED("gemm: packing B of a gemm planned unpacked");
+    t->batch = batch;
+    if (t->mtiles == 0 || batch == 0) return FIA_STATUS_SUCCESS;
+    /* one panel size for every column tile: the largest packed size among the shapes */
+    size_t pb = 0;
+    for (int i = 0; i < 4; i++)
+        if (t->g[i] && fia_gemm_packed_b_bytes(t->g[i]) > pb) pb = fia_gemm_packed_b_bytes(t->g[i]);
+    t->panel_bytes = (pb + 63) / 64 * 64;
+    /* row variant 1 (tail rows) shares variant 0's panels when the layouts agree */
+    const bool tail_rows = t->g[2] != NULL;
+    const bool share = !tail_rows || (fia_gemm_same_packing(t->g[0], t->g[2]) &&
+                                      (!t->g[1] || fia_gemm_same_packing(t->g[1], t->g[3])));
+    const size_t total = t->panel_bytes * (size_t)(t->ntiles * batch);
+    for (int r = 0; r < (share ? 1 : 2); r++) {
+        void *buf = aligned_alloc(4096, (total + 4095) / 4096 * 4096 + 4096);
+        if (!buf)
+            return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory for %zu bytes of "
+                             "packed weights", total);
+        t->packed[r] = buf;
+        for (int64_t bi = 0; bi < batch; bi++)
+            for (int64_t j = 0; j < t->ntiles; j++) {
+                const int k = (r ? 2 : 0) | (j == t->ntiles - 1 && t->g[r ? 3 : 1] ? 1 : 0);
+                if (!fia_gemm_pack_b(t->g[k], (const uint16_t *)b + bi * batch_stride + j * t->nc,
+                                     (char *)buf + t->panel_bytes * (size_t)(bi * t->ntiles + j)))
+                    return FIA_UNSUPPORTED("gemm: the library could not pack B");
+            }
+    }
+    if (share) t->packed[1] = t->packed[0];
+    return FIA_STATUS_SUCCESS;
+}
+
+bool fia_tgemm_run_packed(fia_tgemm *t, int64_t task, int32_t slot, const void *a, int64_t bi,
+                          void *c, void *scratch) {
+    const int64_t mi = task / t->ntiles, ni = task % t->ntiles;
+    const int64_t m0 = mi * t->mc, n0 = ni * t->nc;
+    int k = 0;
+    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) k |= 2;
+    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) k |= 1;
+    const size_t cs = t->d.c_dtype == FIA_DTYPE_FLOAT32 ? 4 : 2;
+    const char *pb = (const char *)t->packed[k >> 1] + t->panel_bytes * (size_t)(bi * t->ntiles + ni);
+    return fia_gemm_run(t->g[k], slot, (const uint16_t *)a + m0 * t->d.lda, pb,
+                        (char *)c + (size_t)(m0 * t->d.ldc + n0) * cs, scratch);
+}
+
 void fia_tgemm_free(fia_tgemm *t) {
     for (int i = 0; i < 4; i++) fia_gemm_destroy(t->g[i]);
     memset(t->g, 0, sizeof t->g);
+    if (t->packed[1] != t->packed[0]) free(t->packed[1]);
+    free(t->packed[0]);
+    t->packed[0] = t->packed[1] = NULL;
 }
 
 /* ---- int8 gemms (the prolog's weight_quant_mode 1 and 2): A s8 x B s8 -> C s32 ----

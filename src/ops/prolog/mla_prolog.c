@@ -38,7 +38,13 @@ enum {
     PRO_MAX_HEADS = 128,
     PRO_MAX_BLOCK = 1024,
     PRO_MC = 512,     /* rows (tokens) per gemm tile */
-    PRO_NC = 256      /* columns per gemm tile */
+    PRO_NC = 256,     /* columns per gemm tile */
+    /* packed weights and at least PRO_WIDE_T tokens (compute-bound): the down and up
+     * projections run in row tiles of PRO_WIDE_MC tokens over the full width, so that C is
+     * dense (oneDNN's blocked matmul writes it in place, no copy) and B is walked once per
+     * row tile; decode keeps the column tiles (many tasks stream the weights in parallel) */
+    PRO_WIDE_T = 1024,
+    PRO_WIDE_MC = 256
 };
 
 /* A row-addressed tensor: row r of the flattened leading dims at base + r * rs (elements),
@@ -88,6 +94,8 @@ typedef struct pro_plan {
     int64_t *dqnorm_off;          /* [T] element offsets into dequant_scale_q_norm */
     char *dqnorm;
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
+    bool packed;                  /* the gemms run on weights packed at plan time */
+    void *own_i8[3];              /* packed plans: plan-owned copies of the int8 weights */
     size_t scratch_bytes;         /* per thread */
 } pro_plan;
 
@@ -225,6 +233,16 @@ static char *slot_scratch(const pro_run *r, int32_t tid) {
     return r->w.scratch + (size_t)tid * r->p->scratch_bytes;
 }
 
+/* One tile of a projection: on the plan's packed copy of the weights (batch matrix bi), or on
+ * the caller's plain weights b (the one-shot form: the library packs per tile). */
+static void pro_tile(const pro_run *r, fia_tgemm *g, int64_t task, int32_t tid, const void *a,
+                     const void *b, int64_t bi, void *c) {
+    if (r->p->packed)
+        fia_tgemm_run_packed(g, task, tid, a, bi, c, slot_scratch(r, tid));
+    else
+        fia_tgemm_run_task(g, task, tid, a, b, c, slot_scratch(r, tid));
+}
+
 static void stage_down(void *arg, int64_t task, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
@@ -239,10 +257,9 @@ static void stage_down(void *arg, int64_t task, int32_t tid) {
         return;
     }
     if (task < n1)
-        fia_tgemm_run_task(&p->g_dq, task, tid, p->x.base, p->wdq, r->w.cq, slot_scratch(r, tid));
+        pro_tile(r, &p->g_dq, task, tid, p->x.base, p->wdq, 0, r->w.cq);
     else
-        fia_tgemm_run_task(&p->g_dkv, task - n1, tid, p->x.base, p->wdkv, r->w.kvkr,
-                           slot_scratch(r, tid));
+        pro_tile(r, &p->g_dkv, task - n1, tid, p->x.base, p->wdkv, 0, r->w.kvkr);
 }
 
 static void stage_norm(void *arg, int64_t t, int32_t tid) {
@@ -314,8 +331,7 @@ static void stage_up(void *arg, int64_t task, int32_t tid) {
         fia_tgemm_run_task_s8(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr,
                               slot_scratch(r, tid));
     else
-        fia_tgemm_run_task(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr,
-                           slot_scratch(r, tid));
+        pro_tile(r, &p->g_uq, task, tid, r->w.cqn, p->wuq, 0, r->w.qcqr);
 }
 
 /* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
@@ -341,8 +357,8 @@ static void stage_heads(void *arg, int64_t task, int32_t tid) {
     const int64_t per_head = fia_tgemm_tasks(&p->g_uk);
     const int64_t n = task / per_head;
     uint16_t *c = p->qq ? r->w.qob + n * PRO_HCKV : (uint16_t *)p->qo.base + n * p->qo.hs;
-    fia_tgemm_run_task(&p->g_uk, task % per_head, tid, r->w.qc + n * p->D,
-                       p->wuk + n * p->wuk_sn, c, slot_scratch(r, tid));
+    pro_tile(r, &p->g_uk, task % per_head, tid, r->w.qc + n * p->D, p->wuk + n * p->wuk_sn, n,
+             c);
 }
 
 /* query_quant_mode 1, per token and head: s = max|q_nope| / 127 (q_nope the bf16 W_UK output),
@@ -412,6 +428,7 @@ static void pro_destroy(fia_plan *plan) {
     free(p->dq_dkv);
     free(p->dsx);
     free(p->dqnorm_off);
+    for (int i = 0; i < 3; i++) free(p->own_i8[i]);
     free(p);
 }
 
@@ -427,6 +444,7 @@ void fia_mla_prolog_v3_params_init(fia_mla_prolog_v3_params *p) {
     p->tile_size = 128;
     p->qc_qr_scale = 1.0;
     p->kc_scale = 1.0;
+    p->prepack_weights = 1;
 }
 
 static fia_status need(const fia_tensor *t, const char *name, fia_dtype dt) {
@@ -959,22 +977,54 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     return pro_caches(p, t, prm->cache_mode);
 }
 
+/* A packed plan captures every weight's values at plan time (prolog.h): the int8 weights, which
+ * the s8 gemms read in their plain layout, are copied as they are into plan-owned memory. */
+static fia_status pro_keep_i8(const uint16_t **w, int64_t rows, int64_t ld, int64_t cols,
+                              void **own) {
+    const size_t bytes = (size_t)((rows - 1) * ld + cols);
+    *own = malloc(bytes);
+    if (!*own) return FIA_STATUS_OUT_OF_MEMORY;
+    memcpy(*own, *w, bytes);
+    *w = *own;
+    return FIA_STATUS_SUCCESS;
+}
+
 static fia_status pro_gemms(pro_plan *p) {
     const int32_t slots = p->num_threads;
     const int64_t T = p->T;
+    const bool pk = p->packed;
+    const bool wide = pk && T >= PRO_WIDE_T;
+    const int64_t mc = wide ? PRO_WIDE_MC : PRO_MC;
     fia_gemm_desc d;
+    /* the int8 gemms (weight_quant_mode 1: W_UQ_QR; 2: also W_DQ, W_DKV_KR) run on the
+     * caller's weights, unpacked; the bf16 ones on the packed copy when p->packed */
+    const bool pk_down = pk && p->wq != 2, pk_up = pk && p->wq == 0;
     fia_status (*const down)(fia_tgemm *, const fia_gemm_desc *, int64_t, int64_t, int32_t) =
         p->wq == 2 ? fia_tgemm_plan_s8 : fia_tgemm_plan;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32};
-    FIA_TRY(down(&p->g_dq, &d, PRO_MC, PRO_NC, slots));
+    const int64_t mc_down = pk_down ? mc : PRO_MC, mc_up = pk_up ? mc : PRO_MC;
+    const bool wide_down = wide && pk_down, wide_up = wide && pk_up;
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32, pk_down};
+    FIA_TRY(down(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        FIA_DTYPE_FLOAT32};
-    FIA_TRY(down(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32};
-    FIA_TRY((p->wq ? fia_tgemm_plan_s8 : fia_tgemm_plan)(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
+                        FIA_DTYPE_FLOAT32, pk_down};
+    FIA_TRY(down(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32, pk_up};
+    FIA_TRY((p->wq ? fia_tgemm_plan_s8 : fia_tgemm_plan)(&p->g_uq, &d, mc_up,
+                                                         wide_up ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
-                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16};
+                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
+    if (pk) { /* the weights' values, captured now (prolog.h) */
+        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
+        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0));
+        if (pk_up) FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0));
+        FIA_TRY(fia_tgemm_pack(&p->g_uk, p->wuk, p->N, p->wuk_sn));
+        if (p->wq) FIA_TRY(pro_keep_i8(&p->wuq, p->Hcq, p->ld_uq, p->W, &p->own_i8[0]));
+        if (p->wq == 2) {
+            FIA_TRY(pro_keep_i8(&p->wdq, p->He, p->ld_dq, p->Hcq, &p->own_i8[1]));
+            FIA_TRY(pro_keep_i8(&p->wdkv, p->He, p->ld_dkv, PRO_HCKV + PRO_DR, &p->own_i8[2]));
+        }
+    }
     const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
     for (int i = 0; i < 4; i++)
         if (g[i]->scratch_bytes > p->scratch_bytes) p->scratch_bytes = g[i]->scratch_bytes;
@@ -985,15 +1035,17 @@ static fia_status pro_gemms(pro_plan *p) {
     return FIA_STATUS_SUCCESS;
 }
 
-fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
-                                  const fia_mla_prolog_v3_params *prm, fia_plan **plan,
-                                  size_t *workspace_bytes) {
+static fia_status pro_plan_make(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                                const fia_mla_prolog_v3_params *prm, bool one_shot,
+                                fia_plan **plan, size_t *workspace_bytes) {
     FIA_TRY(fia_plan_args(ctx, t, prm, plan));
     fia_mla_prolog_v3_params prm_v;
     fia_mla_prolog_v3_params_init(&prm_v);
     FIA_TRY(fia_params_import(&prm_v, sizeof prm_v, prm, sizeof prm_v,
                               "fia_mla_prolog_v3_params_init"));
     prm = &prm_v;
+    if (prm->prepack_weights != 0 && prm->prepack_weights != 1)
+        return FIA_INVALID("prepack_weights is %d, must be 0 or 1", (int)prm->prepack_weights);
     const char *why = NULL;
     if (!fia_gemm_available(&why)) return FIA_UNSUPPORTED("mla_prolog_v3: %s", why);
     pro_plan *p = calloc(1, sizeof *p);
@@ -1010,6 +1062,8 @@ fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tens
     p->eps_ckv = (float)prm->rmsnorm_epsilon_ckv;
     p->alpha_q = (float)prm->qc_qr_scale;
     p->alpha_kv = (float)prm->kc_scale;
+    /* a plan run once gains nothing from packing: the library packs per tile instead */
+    p->packed = prm->prepack_weights != 0 && !one_shot;
     fia_status st = pro_validate(p, t, prm);
     if (st == FIA_STATUS_SUCCESS && p->T > 0) st = pro_gemms(p);
     if (st != FIA_STATUS_SUCCESS) {
@@ -1020,18 +1074,25 @@ fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tens
     p->base.workspace_bytes = pro_layout(p, NULL, &w) + FIA_WORKSPACE_ALIGN;
     if (ctx->verbose)
         fprintf(stderr, "fia: mla_prolog_v3: T=%lld He=%lld Hcq=%lld N=%lld D=%lld %s "
-                "workspace=%zu gemm=%s\n", (long long)p->T, (long long)p->He,
+                "workspace=%zu gemm=%s weights=%s\n", (long long)p->T, (long long)p->He,
                 (long long)p->Hcq, (long long)p->N, (long long)p->D,
                 fia_layout_name(prm->cache_mode), p->base.workspace_bytes,
-                p->T > 0 ? fia_gemm_impl(p->g_uq.g[0]) : "-");
+                p->T > 0 ? fia_gemm_impl(p->g_uq.g[0]) : "-",
+                p->packed ? "packed at plan time" : "plain (packed per call)");
     *plan = &p->base;
     if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
     return FIA_STATUS_SUCCESS;
 }
 
+fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
+                                  const fia_mla_prolog_v3_params *prm, fia_plan **plan,
+                                  size_t *workspace_bytes) {
+    return pro_plan_make(ctx, t, prm, false, plan, workspace_bytes);
+}
+
 fia_status fia_mla_prolog_v3(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
                              const fia_mla_prolog_v3_params *prm) {
     fia_plan *plan = NULL;
-    FIA_TRY(fia_mla_prolog_v3_plan(ctx, t, prm, &plan, NULL));
+    FIA_TRY(pro_plan_make(ctx, t, prm, true, &plan, NULL));
     return fia_plan_run_once(plan);
 }
