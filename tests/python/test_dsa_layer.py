@@ -114,3 +114,37 @@ def test_layer_c8_fia_indexer_and_attention(cfg):
     ops.npu_mla_prolog_v3 = npu_golden.npu_mla_prolog_v3
     ses = run_session(cfg, ops, c8=True, seed=13, decode_steps=16)
     assert ses.checked_rows == 136
+
+
+def test_forward_dense_equals_sparse_when_topk_covers_the_context():
+    """forward_dense (dense MLA through npu_fused_infer_attention_score, the demo's comparison)
+    attends every cached token: with a top-k at least the context length the sparse layer
+    selects every token too, and the two decode steps agree (same residual, outputs within the
+    bf16 rounding of two attention kernels). Also checks that it refuses prefill calls."""
+    import copy
+    fia = _fia_ops()
+    from fia.models.dsa import DSAAttention, KVPool
+    from fia.models.dsa_weights import random_weights
+    cfg = small_config(DEEPSEEK_V32, index_topk=4096)
+    layer = DSAAttention(cfg, random_weights(cfg, seed=1), ops=fia)
+    a, pool = BlockAllocator(16, 16), KVPool(cfg, 16, 16)
+    a.add(0)
+    a.add(1)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(50, cfg.hidden_size, generator=g).bfloat16()
+    r = torch.randn(50, cfg.hidden_size, generator=g).bfloat16()
+    step = Step.build(a, [0, 1], [30, 20])
+    with pytest.raises(NotImplementedError):
+        layer.forward_dense(h, r, step, copy.deepcopy(pool))
+    layer.forward(h, r, step, pool)
+    for _ in range(3):
+        h = torch.randn(2, cfg.hidden_size, generator=g).bfloat16()
+        r = torch.randn(2, cfg.hidden_size, generator=g).bfloat16()
+        step = Step.build(a, [0, 1], [1, 1])
+        pool2 = copy.deepcopy(pool)
+        o1, x1 = layer.forward(h, r, step, pool)
+        o2, x2 = layer.forward_dense(h, r, step, pool2)
+        assert torch.equal(x1, x2)
+        assert torch.equal(pool.kv_cache, pool2.kv_cache)
+        err = float((o1.float() - o2.float()).abs().max())
+        assert err <= 2e-2 * float(o1.float().abs().max()), err

@@ -472,6 +472,33 @@ class DSAAttention:
 
     __call__ = forward
 
+    def forward_dense(self, hidden, residual, step: Step, pool: KVPool):
+        """The same decode step as dense MLA (every cached token attended, no indexer: the
+        attention of MLA models before DSA), for comparison: norm, prolog, then
+        npu_fused_infer_attention_score over the whole latent cache (BSND query, one token per
+        request, PA_BSND cache), V absorb and o_proj. Decode steps of the bf16 path on one
+        process only (every request one new token). Returns (out, new residual)."""
+        if self.world > 1 or self.c8 or not (np.asarray(step.q_lens) == 1).all():
+            raise NotImplementedError("forward_dense: decode steps (one token per request) of "
+                                      "the bf16 path on one process")
+        cfg, B = self.cfg, len(step.rids)
+        self._pos = step.positions
+        with self._phase("prolog"):
+            u, x = self._norm(hidden, residual)
+            cos, sin = self.rope_tables(step.positions)
+            q_nope, q_pe, _ = self._prolog_paged(u, cos, sin, pool, step.slots)
+        with self._phase("attention"):
+            N = cfg.num_heads
+            lat, _ = self.ops.npu_fused_infer_attention_score(
+                q_nope.view(B, 1, N, -1), pool.kv_cache, pool.kv_cache,
+                query_rope=q_pe.view(B, 1, N, -1), key_rope=pool.kr_cache,
+                block_table=_i32(step.block_table), actual_seq_lengths_kv=_i32(step.kv_lens),
+                num_heads=N, num_key_value_heads=1, scale=cfg.softmax_scale,
+                input_layout="BSND", block_size=pool.block_size)
+        with self._phase("projections"):
+            out = self._epilogue(lat.view(B, N, -1))
+        return out, x
+
     # ------------------------------------------------------------------ context parallelism
     def _gather(self, t, counts):
         """All-gathers rows t [counts[rank], ...] of every rank (gloo moves raw bytes);
