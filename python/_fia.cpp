@@ -884,12 +884,14 @@ nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, 
                             nb::handle gamma_cq, nb::handle gamma_ckv, nb::handle rope_sin, nb::handle rope_cos,
                             nb::handle kv_cache, nb::handle kr_cache, nb::handle cache_index,
                             nb::handle query_out, nb::handle query_rope_out, nb::handle query_norm,
+                            nb::handle quant_scale_ckv, nb::handle quant_scale_ckr,
+                            nb::handle k_nope_clip_alpha, nb::handle dequant_scale_q_nope,
                             double eps_cq, double eps_ckv, const char *cache_mode, bool query_norm_flag,
                             int32_t weight_quant_mode, int32_t kv_cache_quant_mode, int32_t query_quant_mode,
                             int32_t ckvkr_repo_mode, int32_t quant_scale_repo_mode, int64_t tile_size,
                             double qc_qr_scale, double kc_scale)
 {
-    Tn x, wdq, wuq, wuk, wdkv, gcq, gckv, sn, cs, kv, kr, ci, qo, qro, qn;
+    Tn x, wdq, wuq, wuk, wdkv, gcq, gckv, sn, cs, kv, kr, ci, qo, qro, qn, qsv, qsr, alpha, dqn;
     load_in(token_x, "token_x", x);
     load_in(weight_dq, "weight_dq", wdq);
     load_in(weight_uq_qr, "weight_uq_qr", wuq);
@@ -905,6 +907,10 @@ nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, 
     load_out(query_out, "query_out", qo);
     load_out(query_rope_out, "query_rope_out", qro);
     load_out(query_norm, "query_norm", qn);
+    load_in(quant_scale_ckv, "quant_scale_ckv", qsv);
+    load_in(quant_scale_ckr, "quant_scale_ckr", qsr);
+    load_in(k_nope_clip_alpha, "k_nope_clip_alpha", alpha);
+    load_out(dequant_scale_q_nope, "dequant_scale_q_nope", dqn);
     fia_mla_prolog_v3_params p;
     fia_mla_prolog_v3_params_init(&p);
     p.rmsnorm_epsilon_cq = eps_cq;
@@ -936,6 +942,10 @@ nb::object op_mla_prolog_v3(nb::handle ctx, bool make_plan, nb::handle token_x, 
     t.query_out = qo.out();
     t.query_rope_out = qro.out();
     t.query_norm = qn.out();
+    t.quant_scale_ckv = qsv.in();
+    t.quant_scale_ckr = qsr.in();
+    t.k_nope_clip_alpha = alpha.in();
+    t.dequant_scale_q_nope = dqn.out();
     return run(ctx, make_plan, [&](fia_context *c, fia_plan **pl, size_t *ws) {
         return fia_mla_prolog_v3_plan(c, &t, &p, pl, ws);
     });

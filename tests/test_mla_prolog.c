@@ -28,10 +28,14 @@ typedef struct pcase {
     int qnorm;
     double aq, akv;
     double neg_frac;  /* share of negative cache indices */
+    int kvq, qq;      /* kv_cache_quant_mode, query_quant_mode */
+    double clip;      /* mode 3: k_nope_clip_alpha (0: NULL) */
+    int zero_tile;    /* mode 3: gamma_ckv zero over tile 1, so that tile is all zero */
 } pcase;
 
 typedef struct pbufs {
     tu_tensor x, wdq, wuq, wuk, wdkv, gcq, gckv, sin, cos, kv, kr, ci, qo, qr, qn;
+    tu_tensor qsckv, qsckr, alpha, dqn;
     fia_mla_prolog_v3_tensors t;
     fia_mla_prolog_v3_params prm;
 } pbufs;
@@ -41,21 +45,23 @@ static int paged(const pcase *c) {
     return c->mode == FIA_LAYOUT_PA_BSND || c->mode == FIA_LAYOUT_PA_NZ;
 }
 
-/* A PA_NZ cache [blocks, 1, W / 16, bs, 16] gathered into row-major [blocks * bs, W] (bytes
- * moved as they are, so untouched 0x55 bytes stay 0x55). */
+/* A PA_NZ cache [blocks, 1, W / c, bs, c] (c = 32 bytes of elements) gathered into row-major
+ * [blocks * bs, W] (bytes moved as they are, so untouched 0x55 bytes stay 0x55). */
 static void nz_to_rows(const tu_tensor *nz, int64_t W, unsigned char *rows) {
     const int64_t blocks = nz->t.shape[0], bs = nz->t.shape[3];
-    const uint16_t *src = nz->buf;
-    uint16_t *dst = (uint16_t *)rows;
+    const int64_t es = (int64_t)fia_dtype_size(nz->t.dtype), c = 32 / es;
+    const unsigned char *src = nz->buf;
     for (int64_t b = 0; b < blocks; b++)
         for (int64_t r = 0; r < bs; r++)
             for (int64_t d = 0; d < W; d++)
-                dst[(b * bs + r) * W + d] = src[b * W * bs + (d / 16) * bs * 16 + r * 16 + d % 16];
+                memcpy(rows + ((b * bs + r) * W + d) * es,
+                       src + (b * W * bs + (d / c) * bs * c + r * c + d % c) * es, (size_t)es);
 }
 
 static void free_bufs(pbufs *b) {
     tu_tensor *all[] = {&b->x, &b->wdq, &b->wuq, &b->wuk, &b->wdkv, &b->gcq, &b->gckv, &b->sin,
-                        &b->cos, &b->kv, &b->kr, &b->ci, &b->qo, &b->qr, &b->qn};
+                        &b->cos, &b->kv, &b->kr, &b->ci, &b->qo, &b->qr, &b->qn,
+                        &b->qsckv, &b->qsckr, &b->alpha, &b->dqn};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tu_free(all[i]);
 }
 
@@ -89,27 +95,40 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     e |= tu_alloc(&b->gckv, FIA_DTYPE_BFLOAT16, 1, (int64_t[]){HCKV}, NULL, 0);
     e |= tok_alloc(&b->sin, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
     e |= tok_alloc(&b->cos, c, FIA_DTYPE_BFLOAT16, 1, dr, 0);
-    e |= tok_alloc(&b->qo, c, FIA_DTYPE_BFLOAT16, 2, qo, 0);
+    e |= tok_alloc(&b->qo, c, c->qq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16, 2, qo, 0);
     e |= tok_alloc(&b->qr, c, FIA_DTYPE_BFLOAT16, 2, qr, 0);
     if (c->qnorm) e |= tok_alloc(&b->qn, c, FIA_DTYPE_BFLOAT16, 1, hcq, 0);
+    if (c->qq) e |= tok_alloc(&b->dqn, c, FIA_DTYPE_FLOAT32, 2, (int64_t[]){c->N, 1}, 0);
+    /* cache rows: kv (mode 3: the 656-byte row) and kr (mode 3: a dummy, never written) */
+    const fia_dtype kvdt = c->kvq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    const fia_dtype krdt = c->kvq == 2 ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    const int64_t KW = c->kvq == 3 ? 656 : HCKV;
+    const int64_t kc = 32 / (int64_t)fia_dtype_size(kvdt), rc = 32 / (int64_t)fia_dtype_size(krdt);
     if (c->mode == FIA_LAYOUT_PA_NZ) {
-        e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){c->blocks, 1, HCKV / 16, c->bs, 16}, NULL, 0x55);
-        e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 5, (int64_t[]){c->blocks, 1, DR / 16, c->bs, 16}, NULL, 0x55);
+        e |= tu_alloc(&b->kv, kvdt, 5, (int64_t[]){c->blocks, 1, KW / kc, c->bs, kc}, NULL, 0x55);
+        e |= tu_alloc(&b->kr, krdt, 5, (int64_t[]){c->blocks, 1, DR / rc, c->bs, rc}, NULL, 0x55);
         e |= tok_alloc(&b->ci, c, FIA_DTYPE_INT64, 0, NULL, 0);
     } else if (c->mode == FIA_LAYOUT_PA_BSND) {
         if (c->cache4d) {
-            e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, HCKV}, NULL, 0x55);
-            e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 4, (int64_t[]){c->blocks, c->bs, 1, DR}, NULL, 0x55);
+            e |= tu_alloc(&b->kv, kvdt, 4, (int64_t[]){c->blocks, c->bs, 1, KW}, NULL, 0x55);
+            e |= tu_alloc(&b->kr, krdt, 4, (int64_t[]){c->blocks, c->bs, 1, DR}, NULL, 0x55);
         } else {
-            e |= tu_alloc(&b->kv, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->blocks, c->bs, HCKV}, NULL, 0x55);
-            e |= tu_alloc(&b->kr, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){c->blocks, c->bs, DR}, NULL, 0x55);
+            e |= tu_alloc(&b->kv, kvdt, 3, (int64_t[]){c->blocks, c->bs, KW}, NULL, 0x55);
+            e |= tu_alloc(&b->kr, krdt, 3, (int64_t[]){c->blocks, c->bs, DR}, NULL, 0x55);
         }
         e |= tok_alloc(&b->ci, c, FIA_DTYPE_INT64, 0, NULL, 0);
     } else {
-        const int64_t kv1[2] = {1, HCKV}, kr1[2] = {1, DR};
-        e |= tok_alloc(&b->kv, c, FIA_DTYPE_BFLOAT16, 2, kv1, 0x55);
-        e |= tok_alloc(&b->kr, c, FIA_DTYPE_BFLOAT16, 2, kr1, 0x55);
+        const int64_t kv1[2] = {1, KW}, kr1[2] = {1, DR};
+        e |= tok_alloc(&b->kv, c, kvdt, 2, kv1, 0x55);
+        e |= tok_alloc(&b->kr, c, krdt, 2, kr1, 0x55);
     }
+    if (c->kvq == 1) e |= tu_alloc(&b->qsckv, FIA_DTYPE_FLOAT32, 1, (int64_t[]){1}, NULL, 0);
+    if (c->kvq == 2) {
+        e |= tu_alloc(&b->qsckv, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, HCKV}, NULL, 0);
+        e |= tu_alloc(&b->qsckr, FIA_DTYPE_FLOAT32, 2, (int64_t[]){1, DR}, NULL, 0);
+    }
+    if (c->kvq == 3 && c->clip > 0)
+        e |= tu_alloc(&b->alpha, FIA_DTYPE_FLOAT32, 1, (int64_t[]){1}, NULL, 0);
     if (e) return -1;
     tu_fill_uniform(&b->x.t, r, -1, 1);
     tu_fill_uniform(&b->wdq.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
@@ -118,6 +137,14 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     tu_fill_uniform(&b->wdkv.t, r, -1.0 / sqrt((double)c->He), 1.0 / sqrt((double)c->He));
     tu_fill_uniform(&b->gcq.t, r, 0.5, 1.5);
     tu_fill_uniform(&b->gckv.t, r, 0.5, 1.5);
+    if (c->zero_tile)
+        for (int64_t i = 128; i < 256; i++) tu_store(&b->gckv.t, i, 0.0);
+    if (c->kvq == 1) tu_store(&b->qsckv.t, 0, tu_uniform(r, 15, 40));
+    if (c->kvq == 2) {
+        tu_fill_uniform(&b->qsckv.t, r, 10, 40);
+        tu_fill_uniform(&b->qsckr.t, r, 20, 120);
+    }
+    if (b->alpha.buf) tu_store(&b->alpha.t, 0, c->clip);
     /* cos/sin of random angles */
     for (int64_t i = 0; i < T * DR / 2; i++) {
         const double a = tu_uniform(r, -3.14159, 3.14159);
@@ -147,6 +174,9 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     b->prm.query_norm_flag = c->qnorm;
     b->prm.qc_qr_scale = c->aq;
     b->prm.kc_scale = c->akv;
+    b->prm.kv_cache_quant_mode = c->kvq;
+    b->prm.query_quant_mode = c->qq;
+    b->prm.ckvkr_repo_mode = b->prm.quant_scale_repo_mode = c->kvq == 3;
     fia_mla_prolog_v3_tensors *t = &b->t;
     memset(t, 0, sizeof *t);
     t->token_x = &b->x.t;
@@ -164,6 +194,10 @@ static int make_bufs(pbufs *b, const pcase *c, tu_rng *r) {
     t->query_out = &b->qo.t;
     t->query_rope_out = &b->qr.t;
     t->query_norm = c->qnorm ? &b->qn.t : NULL;
+    t->quant_scale_ckv = b->qsckv.buf ? &b->qsckv.t : NULL;
+    t->quant_scale_ckr = b->qsckr.buf ? &b->qsckr.t : NULL;
+    t->k_nope_clip_alpha = b->alpha.buf ? &b->alpha.t : NULL;
+    t->dequant_scale_q_nope = b->dqn.buf ? &b->dqn.t : NULL;
     return 0;
 }
 
@@ -261,10 +295,156 @@ static void check_outputs(const pcase *c, pbufs *b, const ref_prolog_out *o, con
              (long long)untouched_bad, desc);
 }
 
+/* An int8 result against the real value the contract rounds: exact, or one off where the
+ * value sits within `slack` (in quantization steps) of a rounding tie. Returns 1 when off. */
+static int i8_off(int got, double real, double slack) {
+    const double r = fmin(fmax(real, -128.0), 127.0);
+    const double want = fmin(fmax(rint(real), -128.0), 127.0);
+    if (got == (int)want) return 0;
+    return !(fabs(got - want) == 1.0 && fabs(got - r) <= 0.5 + 1e-4 + slack);
+}
+
+static int64_t g_i8_total, g_i8_exact; /* int8 elements compared, and equal to rint(oracle) */
+
+/* The quantized modes: caches per kv_cache_quant_mode, query_out / dequant_scale_q_nope /
+ * query_rope_out per query_quant_mode, untouched bytes, against the oracle o and its quantized
+ * form q. */
+static void check_quant(const pcase *c, pbufs *b, const ref_prolog_out *o,
+                        const ref_prolog_quant *q, const char *desc) {
+    const int64_t T = ntok(c), N = c->N;
+    int64_t bad = 0, untouched_bad = 0;
+    if (c->qq) {
+        const int8_t *qo = b->qo.buf;
+        const float *dq = b->dqn.buf;
+        const double qs0 = ((const float *)b->qsckv.buf)[0];
+        for (int64_t i = 0; i < T * N; i++) {
+            double smax = 0.0, amax = 0.0;
+            for (int j = 0; j < HCKV; j++) {
+                smax = fmax(smax, o->sqo[i * HCKV + j]);
+                amax = fmax(amax, fabs(o->qo[i * HCKV + j]));
+            }
+            const double s = q->qs[i], ds = (1e-3 + 5e-3 * amax + smax) / 127.0;
+            if (!(fabs(dq[i] - s) <= ds)) {
+                if (bad < 3) fprintf(stderr, "  dequant_scale_q_nope[%lld]: %g oracle %g (%s)\n",
+                                     (long long)i, (double)dq[i], s, desc);
+                bad++;
+            }
+            for (int j = 0; j < HCKV; j++) {
+                const double ref = o->qo[i * HCKV + j];
+                const double tol = s > 0 ? (1e-3 + 5e-3 * fabs(ref) + o->sqo[i * HCKV + j]) / s : 0;
+                g_i8_total++;
+                g_i8_exact += qo[i * HCKV + j] == (int)fmin(fmax(rint(q->qoq[i * HCKV + j]), -128), 127);
+                if (i8_off(qo[i * HCKV + j], q->qoq[i * HCKV + j], tol)) {
+                    if (bad < 3) fprintf(stderr, "  query_out[%lld]: %d oracle %.4f (%s)\n",
+                                         (long long)(i * HCKV + j), qo[i * HCKV + j],
+                                         q->qoq[i * HCKV + j], desc);
+                    bad++;
+                }
+            }
+            for (int d = 0; d < DR; d++) {
+                const double ref = q->qrq[i * DR + d];
+                const double g = ld(&b->qr.t, i * DR + d);
+                const double tol = 1e-3 + 5e-3 * fabs(ref) +
+                                   (s > 0 ? (fabs(ref) * ds + o->sqr[i * DR + d] * qs0) / s : 0);
+                if (!(fabs(g - ref) <= tol)) {
+                    if (bad < 3) fprintf(stderr, "  query_rope_out[%lld]: %g oracle %g (%s)\n",
+                                         (long long)(i * DR + d), g, ref, desc);
+                    bad++;
+                }
+            }
+        }
+    } else {
+        bad += cmp_block("query_out", &b->qo.t, 0, o->qo, o->sqo, T * N * HCKV, desc);
+        bad += cmp_block("query_rope_out", &b->qr.t, 0, o->qr, o->sqr, T * N * DR, desc);
+    }
+    if (c->qnorm) bad += cmp_block("query_norm", &b->qn.t, 0, o->qn, o->sqn, T * c->Hcq, desc);
+    /* cache rows */
+    const int64_t rows = paged(c) ? c->blocks * c->bs : T;
+    const int64_t kvb = b->kv.bytes / (size_t)(rows ? rows : 1), krb = b->kr.bytes / (size_t)(rows ? rows : 1);
+    unsigned char *kvr = b->kv.buf, *krr = b->kr.buf, *nzbuf = NULL;
+    if (c->mode == FIA_LAYOUT_PA_NZ) {
+        nzbuf = malloc(b->kv.bytes + b->kr.bytes);
+        nz_to_rows(&b->kv, kvb / (int64_t)fia_dtype_size(b->kv.t.dtype), nzbuf);
+        nz_to_rows(&b->kr, DR, nzbuf + b->kv.bytes);
+        kvr = nzbuf;
+        krr = nzbuf + b->kv.bytes;
+    }
+    int64_t *owner = malloc(sizeof(int64_t) * (size_t)(rows ? rows : 1));
+    for (int64_t i = 0; i < rows; i++) owner[i] = -1;
+    for (int64_t tt = 0; tt < T; tt++) {
+        int64_t sl = tt;
+        if (paged(c)) memcpy(&sl, (char *)b->ci.t.data + tu_offset(&b->ci.t, tt) * 8, 8);
+        if (sl >= 0) owner[sl] = tt;
+    }
+    const float *qsckv = b->qsckv.buf, *qsckr = b->qsckr.buf;
+    for (int64_t sl = 0; sl < rows; sl++) {
+        const int64_t tt = owner[sl];
+        const int8_t *kv = (const int8_t *)(kvr + sl * kvb);
+        if (tt < 0 || c->kvq == 3) /* mode 3: the kr cache is never written */
+            for (int64_t j = 0; j < krb; j++) untouched_bad += krr[sl * krb + j] != 0x55;
+        if (tt < 0) {
+            for (int64_t j = 0; j < kvb; j++) untouched_bad += kvr[sl * kvb + j] != 0x55;
+            continue;
+        }
+        const double *skv = o->skv + tt * HCKV;
+        for (int j = 0; j < HCKV; j++) {
+            double unit = c->kvq == 1 ? qsckv[0] : c->kvq == 2 ? qsckv[j] : 0;
+            if (c->kvq == 3) unit = 1.0 / q->kscale[tt * 4 + j / 128];
+            g_i8_total++;
+            g_i8_exact += kv[j] == (int)fmin(fmax(rint(q->kvq[tt * HCKV + j]), -128), 127);
+            if (i8_off(kv[j], q->kvq[tt * HCKV + j], skv[j] * fabs(unit))) {
+                if (bad < 3) fprintf(stderr, "  kv_cache row %lld [%d]: %d oracle %.4f (%s)\n",
+                                     (long long)sl, j, kv[j], q->kvq[tt * HCKV + j], desc);
+                bad++;
+            }
+        }
+        if (c->kvq == 3) {
+            tu_tensor rope = b->kv; /* the bf16 rope at bytes 512.. of the row */
+            rope.t.data = kvr + sl * kvb + 512;
+            bad += cmp_block("kv_cache rope", &rope.t, 0, o->kr + tt * DR, o->skr + tt * DR, DR, desc);
+            for (int i = 0; i < 4; i++) {
+                float sc;
+                memcpy(&sc, kvr + sl * kvb + 640 + i * 4, 4);
+                double smax = 0.0;
+                for (int j = 0; j < 128; j++) smax = fmax(smax, skv[i * 128 + j]);
+                const double want = q->kscale[tt * 4 + i];
+                const double a = c->clip > 0 ? c->clip : 1.0;
+                if (!(fabs(sc - want) <= 1e-5 * want + smax * a / 127.0)) {
+                    if (bad < 3) fprintf(stderr, "  kv_cache row %lld scale %d: %g oracle %g (%s)\n",
+                                         (long long)sl, i, (double)sc, want, desc);
+                    bad++;
+                }
+            }
+        } else if (c->kvq == 2) {
+            const int8_t *kr = (const int8_t *)(krr + sl * krb);
+            for (int d = 0; d < DR; d++) {
+                g_i8_total++;
+                g_i8_exact += kr[d] == (int)fmin(fmax(rint(q->krq[tt * DR + d]), -128), 127);
+                if (i8_off(kr[d], q->krq[tt * DR + d],
+                           (o->skr[tt * DR + d] + 1e-6 * fabs(o->kr[tt * DR + d])) * qsckr[d])) {
+                    if (bad < 3) fprintf(stderr, "  kr_cache row %lld [%d]: %d oracle %.4f (%s)\n",
+                                         (long long)sl, d, kr[d], q->krq[tt * DR + d], desc);
+                    bad++;
+                }
+            }
+        } else {
+            tu_tensor kr = b->kr;
+            kr.t.data = krr;
+            bad += cmp_block("kr_cache", &kr.t, sl * DR, o->kr + tt * DR, o->skr + tt * DR, DR, desc);
+        }
+    }
+    free(owner);
+    free(nzbuf);
+    tu_check(bad == 0, "%lld elements off the oracle: %s", (long long)bad, desc);
+    tu_check(untouched_bad == 0, "%lld cache bytes written outside the indexed slots: %s",
+             (long long)untouched_bad, desc);
+}
+
 static void reset_outputs(pbufs *b) {
     memset(b->kv.buf, 0x55, b->kv.bytes);
     memset(b->kr.buf, 0x55, b->kr.bytes);
     memset(b->qo.buf, 0, b->qo.bytes);
+    if (b->dqn.buf) memset(b->dqn.buf, 0, b->dqn.bytes);
     memset(b->qr.buf, 0, b->qr.bytes);
     if (b->qn.buf) memset(b->qn.buf, 0, b->qn.bytes);
 }
@@ -277,11 +457,11 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     char desc[256];
     snprintf(desc, sizeof desc,
              "seed %llu T %lld (%s) He %lld Hcq %lld N %lld D %lld %s%s bs %lld qnorm %d "
-             "aq %.2f akv %.2f",
+             "aq %.2f akv %.2f kvq %d qq %d clip %.2f",
              (unsigned long long)seed, (long long)ntok(c), c->three_d ? "B,S" : "T",
              (long long)c->He, (long long)c->Hcq, (long long)c->N, (long long)c->D,
              fia_layout_name(c->mode), c->cache4d ? "-4d" : "", (long long)c->bs, c->qnorm,
-             c->aq, c->akv);
+             c->aq, c->akv, c->kvq, c->qq, c->clip);
     tu_rng r = tu_rng_make(seed);
     pbufs b;
     if (make_bufs(&b, c, &r) != 0) {
@@ -307,8 +487,17 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     double *skr = malloc(sizeof(double) * (size_t)(T * DR + 1));
     const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr};
     const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL};
+    double *kvq = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
+    double *ksc = malloc(sizeof(double) * (size_t)(T * 4 + 1));
+    double *krq = malloc(sizeof(double) * (size_t)(T * DR + 1));
+    double *qsv = malloc(sizeof(double) * (size_t)(T * c->N + 1));
+    double *qoq = malloc(sizeof(double) * (size_t)(T * c->N * HCKV + 1));
+    double *qrq = malloc(sizeof(double) * (size_t)(T * c->N * DR + 1));
+    const ref_prolog_quant quant = {kvq, ksc, krq, qsv, qoq, qrq};
+    const int quantized = c->kvq || c->qq;
     if (fia_ref_mla_prolog_v3(&b.t, &b.prm, 2, &golden) != 0 ||
-        fia_ref_mla_prolog_v3(&b.t, &b.prm, 0, &exact) != 0)
+        fia_ref_mla_prolog_v3(&b.t, &b.prm, 0, &exact) != 0 ||
+        (quantized && fia_ref_mla_prolog_v3_quant(&b.t, &b.prm, &golden, &quant) != 0))
         tu_check(0, "oracle");
     snap first = {0};
     for (int k = 0; k < nctx; k++) {
@@ -319,9 +508,12 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
         if (!tu_check(st == FIA_STATUS_SUCCESS, "status %s (%s): %s", fia_status_string(st),
                       fia_last_error(), d2))
             continue;
-        check_outputs(c, &b, &golden, d2, 0);
+        if (quantized)
+            check_quant(c, &b, &golden, &quant, d2);
+        else
+            check_outputs(c, &b, &golden, d2, 0);
         if (k == 0) {
-            check_outputs(c, &b, &exact, d2, 1);
+            if (!quantized) check_outputs(c, &b, &exact, d2, 1);
             first.kv = malloc(b.kv.bytes);
             first.kr = malloc(b.kr.bytes);
             first.qo = malloc(b.qo.bytes);
@@ -338,6 +530,12 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
                      "outputs differ bitwise from ctx %s: %s", g_ctx_name[0], d2);
         }
     }
+    free(kvq);
+    free(ksc);
+    free(krq);
+    free(qsv);
+    free(qoq);
+    free(qrq);
     free(first.kv);
     free(first.kr);
     free(first.qo);
@@ -385,6 +583,12 @@ static pcase random_case(tu_rng *r) {
     c.aq = tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.25, 2.0);
     c.akv = tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.25, 2.0);
     c.neg_frac = tu_chance(r, 0.3) ? 0.3 : 0.0;
+    const int kvqs[] = {0, 0, 1, 2, 3, 3};
+    c.kvq = TU_PICK(r, kvqs);
+    if (c.kvq == 3 && c.mode == FIA_LAYOUT_PA_NZ) c.mode = FIA_LAYOUT_PA_BSND;
+    c.qq = c.kvq == 1 && tu_chance(r, 0.6);
+    c.clip = c.kvq != 3 ? 0.0 : tu_chance(r, 0.3) ? 0.0 : tu_chance(r, 0.5) ? 1.0 : tu_uniform(r, 0.5, 1.0);
+    c.zero_tile = c.kvq == 3 && tu_chance(r, 0.25);
     return c;
 }
 
@@ -393,7 +597,7 @@ static pcase random_case(tu_rng *r) {
 static int msg_has(const char *s) { return strstr(fia_last_error(), s) != NULL; }
 
 static void test_errors(uint64_t seed) {
-    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.0};
+    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
     tu_rng r = tu_rng_make(seed);
     pbufs b;
     if (make_bufs(&b, &c, &r) != 0) {
@@ -415,23 +619,38 @@ static void test_errors(uint64_t seed) {
              "index out of range: %s %s", fia_status_string(st), fia_last_error());
     tu_check(!memcmp(kv0, b.kv.buf, b.kv.bytes), "cache written on a failed call");
     memcpy((char *)b.ci.buf + 16, &saved, 8);
-    /* unsupported modes name the argument */
+    /* modes: unsupported or inconsistent ones name the argument */
     struct {
-        int field;
-        int32_t value;
+        int32_t wq, kvq, qq, repo;
+        fia_status st;
         const char *name;
-    } modes[] = {{0, 1, "weight_quant_mode"}, {0, 2, "weight_quant_mode"},
-                 {1, 1, "kv_cache_quant_mode"}, {1, 3, "kv_cache_quant_mode"},
-                 {2, 1, "query_quant_mode"}, {3, 1, "ckvkr_repo_mode"},
-                 {4, 1, "quant_scale_repo_mode"}};
+    } modes[] = {{1, 0, 0, 0, FIA_STATUS_UNSUPPORTED, "weight_quant_mode"},
+                 {2, 0, 0, 0, FIA_STATUS_UNSUPPORTED, "weight_quant_mode"},
+                 {6, 0, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "weight_quant_mode"},
+                 {0, 4, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "kv_cache_quant_mode"},
+                 {0, 1, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "quant_scale_ckv is NULL"},
+                 {0, 2, 0, 0, FIA_STATUS_INVALID_ARGUMENT, "quant_scale_ckv is NULL"},
+                 {0, 3, 0, 0, FIA_STATUS_UNSUPPORTED, "kv_cache_quant_mode 3"},
+                 {0, 0, 1, 0, FIA_STATUS_INVALID_ARGUMENT, "query_quant_mode"},
+                 {0, 0, 2, 0, FIA_STATUS_INVALID_ARGUMENT, "query_quant_mode"},
+                 {0, 0, 0, 1, FIA_STATUS_INVALID_ARGUMENT, "ckvkr_repo_mode"}};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         fia_mla_prolog_v3_params p = b.prm;
-        int32_t *f[] = {&p.weight_quant_mode, &p.kv_cache_quant_mode, &p.query_quant_mode,
-                        &p.ckvkr_repo_mode, &p.quant_scale_repo_mode};
-        *f[modes[i].field] = modes[i].value;
+        p.weight_quant_mode = modes[i].wq;
+        p.kv_cache_quant_mode = modes[i].kvq;
+        p.query_quant_mode = modes[i].qq;
+        p.ckvkr_repo_mode = p.quant_scale_repo_mode = modes[i].repo;
         st = fia_mla_prolog_v3(ctx, &b.t, &p);
-        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has(modes[i].name), "%s %d: %s %s",
-                 modes[i].name, modes[i].value, fia_status_string(st), fia_last_error());
+        tu_check(st == modes[i].st && msg_has(modes[i].name), "modes %d %d %d %d: %s %s",
+                 (int)modes[i].wq, (int)modes[i].kvq, (int)modes[i].qq, (int)modes[i].repo,
+                 fia_status_string(st), fia_last_error());
+    }
+    {
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.k_nope_clip_alpha = &b.gcq.t; /* given without kv_cache_quant_mode 3 */
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("k_nope_clip_alpha is given"),
+                 "clip alpha without mode 3: %s %s", fia_status_string(st), fia_last_error());
     }
     {
         fia_mla_prolog_v3_params p = b.prm;
@@ -509,6 +728,103 @@ static void test_errors(uint64_t seed) {
     free_bufs(&b);
 }
 
+/* The quantized modes' bad input: each call fails naming the tensor and dim, and no cache
+ * byte changes. */
+static void test_errors_quant(uint64_t seed) {
+    pcase c = {1, 4, 0, 64, 32, 2, 16, FIA_LAYOUT_PA_BSND, 2, 16, 1, 0, 1.0, 1.0, 0.0,
+               3, 0, 0.9, 0};
+    tu_rng r = tu_rng_make(seed);
+    pbufs b;
+    if (make_bufs(&b, &c, &r) != 0) {
+        tu_check(0, "errors (quant): allocation");
+        free_bufs(&b);
+        return;
+    }
+    fia_context *ctx = g_ctx[0];
+    reset_outputs(&b);
+    unsigned char *kv0 = malloc(b.kv.bytes);
+    memcpy(kv0, b.kv.buf, b.kv.bytes);
+    fia_status st;
+    /* an out-of-range cache index after valid ones: nothing written */
+    {
+        int64_t saved;
+        memcpy(&saved, (char *)b.ci.buf + 24, 8);
+        const int64_t big = c.blocks * c.bs + 3;
+        memcpy((char *)b.ci.buf + 24, &big, 8);
+        st = fia_mla_prolog_v3(ctx, &b.t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("cache_index[3]"),
+                 "C8 index out of range: %s %s", fia_status_string(st), fia_last_error());
+        memcpy((char *)b.ci.buf + 24, &saved, 8);
+    }
+    /* kv_cache: bf16 dtype, 512 wide */
+    {
+        fia_tensor kv = b.kv.t;
+        kv.dtype = FIA_DTYPE_BFLOAT16;
+        kv.shape[3] = 328;
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.kv_cache = &kv;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("kv_cache dtype"),
+                 "C8 kv dtype: %s %s", fia_status_string(st), fia_last_error());
+        kv = b.kv.t;
+        kv.shape[3] = 512;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("kv_cache dim 3"),
+                 "C8 kv width: %s %s", fia_status_string(st), fia_last_error());
+    }
+    /* clip alpha <= 0, wrong shape; tile size; PA_NZ */
+    {
+        float *a = b.alpha.buf;
+        a[0] = 0.0f;
+        st = fia_mla_prolog_v3(ctx, &b.t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("k_nope_clip_alpha"),
+                 "alpha 0: %s %s", fia_status_string(st), fia_last_error());
+        a[0] = 0.9f;
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.k_nope_clip_alpha = &b.gckv.t;
+        st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("k_nope_clip_alpha dtype"),
+                 "alpha dtype: %s %s", fia_status_string(st), fia_last_error());
+        fia_mla_prolog_v3_params p = b.prm;
+        p.tile_size = 64;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("tile_size"), "tile 64: %s %s",
+                 fia_status_string(st), fia_last_error());
+        p = b.prm;
+        p.cache_mode = FIA_LAYOUT_PA_NZ;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("PA_NZ"), "C8 PA_NZ: %s %s",
+                 fia_status_string(st), fia_last_error());
+        p = b.prm;
+        p.quant_scale_repo_mode = 0;
+        st = fia_mla_prolog_v3(ctx, &b.t, &p);
+        tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has("quant_scale_repo_mode"),
+                 "C8 separate scales: %s %s", fia_status_string(st), fia_last_error());
+    }
+    /* mode 1 / query quant: scale shapes and dtypes */
+    {
+        fia_mla_prolog_v3_params p = b.prm;
+        p.kv_cache_quant_mode = 2;
+        p.ckvkr_repo_mode = p.quant_scale_repo_mode = 0;
+        fia_mla_prolog_v3_tensors t = b.t;
+        t.k_nope_clip_alpha = NULL;
+        t.quant_scale_ckv = &b.alpha.t; /* [1]: mode 2 needs [1, 512] */
+        t.quant_scale_ckr = &b.alpha.t;
+        st = fia_mla_prolog_v3(ctx, &t, &p);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("quant_scale_ckv dim 0 is 1"),
+                 "mode 2 scale shape: %s %s", fia_status_string(st), fia_last_error());
+        p.kv_cache_quant_mode = 1;
+        p.query_quant_mode = 1;
+        t.quant_scale_ckr = NULL;
+        st = fia_mla_prolog_v3(ctx, &t, &p);
+        tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("dequant_scale_q_nope is NULL"),
+                 "qq without scale output: %s %s", fia_status_string(st), fia_last_error());
+    }
+    tu_check(!memcmp(kv0, b.kv.buf, b.kv.bytes), "C8 cache written by a failed call");
+    free(kv0);
+    free_bufs(&b);
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261202, "test_mla_prolog");
     const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
@@ -532,7 +848,7 @@ int main(int argc, char **argv) {
     printf("\n");
     /* without oneDNN the operator must say so, and nothing else is tested */
     {
-        pcase c = {1, 1, 0, 16, 8, 1, 8, FIA_LAYOUT_TND, 0, 0, 0, 0, 1.0, 1.0, 0.0};
+        pcase c = {1, 1, 0, 16, 8, 1, 8, FIA_LAYOUT_TND, 0, 0, 0, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
         tu_rng r = tu_rng_make(seed);
         pbufs b;
         if (make_bufs(&b, &c, &r) == 0) {
@@ -554,25 +870,53 @@ int main(int argc, char **argv) {
     }
     /* edge cases */
     {
-        pcase c = {1, 1, 0, 1, 8, 1, 8, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 0, 1.0, 1.0, 0.0};
+        pcase c = {1, 1, 0, 1, 8, 1, 8, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 0, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
         run_case(&c, seed + 1, g_nctx); /* T = 1, He = 1, the largest block size */
-        pcase odd = {2, 3, 1, 33, 24, 4, 16, FIA_LAYOUT_PA_BSND, 4, 16, 0, 1, 0.7, 1.3, 1.0};
+        pcase odd = {2, 3, 1, 33, 24, 4, 16, FIA_LAYOUT_PA_BSND, 4, 16, 0, 1, 0.7, 1.3, 1.0, 0, 0, 0.0, 0};
         run_case(&odd, seed + 2, g_nctx); /* every cache index negative */
-        pcase zero = {0, 4, 1, 16, 8, 2, 8, FIA_LAYOUT_PA_BSND, 1, 16, 1, 1, 1.0, 1.0, 0.0};
+        pcase zero = {0, 4, 1, 16, 8, 2, 8, FIA_LAYOUT_PA_BSND, 1, 16, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
         run_case(&zero, seed + 3, g_nctx); /* T = 0: nothing written */
-        pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1};
+        pcase big_t = {1, 600, 0, 64, 48, 2, 16, FIA_LAYOUT_PA_BSND, 40, 16, 1, 0, 1.0, 1.0, 0.1, 0, 0, 0.0, 0};
         run_case(&big_t, seed + 4, g_nctx); /* more tokens than one gemm row tile */
-        pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2};
+        pcase nz = {2, 5, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_NZ, 1, 1024, 0, 1, 1.0, 1.0, 0.2, 0, 0, 0.0, 0};
         run_case(&nz, seed + 8, g_nctx); /* PA_NZ, the largest block size */
+    }
+    /* quantized modes: the C8 row with the largest block size, an all-zero tile, every index
+     * negative, positional caches; int8 caches in PA_NZ; the int8 query */
+    {
+        pcase c8 = {2, 3, 1, 40, 24, 4, 16, FIA_LAYOUT_PA_BSND, 1, 1024, 1, 1, 1.0, 1.0, 0.0,
+                    3, 0, 0.9, 1};
+        run_case(&c8, seed + 11, g_nctx);
+        pcase c8neg = {1, 5, 0, 33, 16, 2, 8, FIA_LAYOUT_PA_BSND, 2, 16, 0, 0, 1.0, 1.0, 1.0,
+                       3, 0, 1.0, 0};
+        run_case(&c8neg, seed + 12, g_nctx);
+        pcase c8tnd = {1, 7, 0, 64, 32, 2, 16, FIA_LAYOUT_TND, 0, 0, 0, 1, 1.3, 0.8, 0.0,
+                       3, 0, 0.0, 1};
+        run_case(&c8tnd, seed + 13, g_nctx);
+        pcase c8bsnd = {2, 3, 1, 64, 32, 2, 16, FIA_LAYOUT_BSND, 0, 0, 0, 0, 1.0, 1.0, 0.0,
+                        3, 0, 0.6, 0};
+        run_case(&c8bsnd, seed + 14, g_nctx);
+        pcase nz1 = {2, 4, 1, 48, 32, 4, 24, FIA_LAYOUT_PA_NZ, 2, 16, 0, 1, 1.0, 1.0, 0.2,
+                     1, 1, 0.0, 0};
+        run_case(&nz1, seed + 15, g_nctx);
+        pcase nz2 = {1, 6, 0, 48, 32, 2, 16, FIA_LAYOUT_PA_NZ, 1, 128, 0, 0, 1.0, 1.2, 0.2,
+                     2, 0, 0.0, 0};
+        run_case(&nz2, seed + 16, g_nctx);
+        pcase ds8 = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0,
+                     0.0, 3, 0, 1.0, 0};
+        run_case(&ds8, seed + 17, g_nctx);
     }
     /* model shapes at small T (one context plus the 1-thread one for determinism) */
     {
-        pcase ds = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0, 0.0};
+        pcase ds = {1, 2, 0, 7168, 1536, 128, 128, FIA_LAYOUT_PA_BSND, 2, 128, 1, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
         run_case(&ds, seed + 5, g_nctx);
-        pcase glm = {1, 2, 1, 6144, 2048, 64, 192, FIA_LAYOUT_PA_BSND, 1, 64, 0, 1, 1.0, 1.0, 0.0};
+        pcase glm = {1, 2, 1, 6144, 2048, 64, 192, FIA_LAYOUT_PA_BSND, 1, 64, 0, 1, 1.0, 1.0, 0.0, 0, 0, 0.0, 0};
         run_case(&glm, seed + 6, g_nctx);
     }
     test_errors(seed + 7);
+    test_errors_quant(seed + 9);
+    printf("int8 outputs equal to rint(oracle): %lld of %lld (the rest one off at a rounding "
+           "tie)\n", (long long)g_i8_exact, (long long)g_i8_total);
     printf("against the all-double oracle (no bf16 intermediates): %lld of %lld "
            "elements within 1e-3 + 5e-3 |ref| (%.4f%%)\n", (long long)g_close, (long long)g_total,
            g_total ? 100.0 * (double)g_close / (double)g_total : 100.0);

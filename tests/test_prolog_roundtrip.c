@@ -10,6 +10,8 @@
  * moves a whole head's logits): ref_prolog (the golden's rounding points) -> its outputs
  * rounded to bf16 (the dtype of the prolog's outputs and caches) in fp32 tensors -> ref_sfa /
  * ref_mla.
+ * The same prefill into the C8 cache (kv_cache_quant_mode 3: the 656-byte int8 rows) feeds
+ * kv_quant_sparse_flash_attention, checked the same two ways.
  * Tolerance per element: 1e-3 max(1, max |cache value|) + 5e-3 |ref| + one bf16 ulp of ref
  * (the cache rows after RMSNorm reach |3|; an output is a convex combination of them, so the
  * absolute term scales with them; the ulp covers input rounding ties).
@@ -289,6 +291,111 @@ static void roundtrip(fia_context *ctx, uint64_t seed, int64_t L, int64_t N, int
         tu_free(&nkv);
         tu_free(&nkr);
         tu_free(&no);
+    }
+    /* 5. the same prefill into the C8 cache (kv_cache_quant_mode 3, the 656-byte rows, no kr
+     * cache) read by kv_quant_sparse_flash_attention: (a) against its oracle on the same cache,
+     * every element (with the oracle's P-rounding slack); (b) end to end: the oracle's C8 rows
+     * (ref_prolog's quantized form, rounded to int8 / bf16 / fp32 as stored) under the C8
+     * oracle, at most 0.1% of the elements off */
+    {
+        tu_tensor kv8, kv8r, q576, alpha, o8;
+        int e8 = 0;
+        e8 |= tu_alloc(&kv8, FIA_DTYPE_INT8, 4, (int64_t[]){blocks, BS, 1, 656}, NULL, 0);
+        e8 |= tu_alloc(&kv8r, FIA_DTYPE_INT8, 4, (int64_t[]){blocks, BS, 1, 656}, NULL, 0);
+        e8 |= tu_alloc(&q576, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){L, N, HCKV + DR}, NULL, 0);
+        e8 |= tu_alloc(&alpha, FIA_DTYPE_FLOAT32, 1, (int64_t[]){1}, NULL, 0);
+        e8 |= tu_alloc(&o8, FIA_DTYPE_BFLOAT16, 3, (int64_t[]){L, N, HCKV}, NULL, 0);
+        double *kvq = malloc(sizeof(double) * (size_t)(L * HCKV));
+        double *ksc = malloc(sizeof(double) * (size_t)(L * 4));
+        double *slack = malloc(sizeof(double) * (size_t)(L * N * HCKV));
+        if (e8 || !kvq || !ksc || !slack) {
+            tu_check(0, "allocation (C8): %s", desc);
+        } else {
+            ((float *)alpha.buf)[0] = 0.95f;
+            fia_mla_prolog_v3_params p8 = pp;
+            p8.kv_cache_quant_mode = 3;
+            p8.ckvkr_repo_mode = p8.quant_scale_repo_mode = 1;
+            fia_mla_prolog_v3_tensors t8 = pt;
+            t8.kv_cache = &kv8.t;
+            t8.kr_cache = NULL;
+            t8.k_nope_clip_alpha = &alpha.t;
+            st = fia_mla_prolog_v3(ctx, &t8, &p8);
+            if (tu_check(st == FIA_STATUS_SUCCESS, "prolog C8: %s %s: %s", fia_status_string(st),
+                         fia_last_error(), desc)) {
+                const ref_prolog_quant oq = {kvq, ksc, NULL, NULL, NULL, NULL};
+                tu_check(fia_ref_mla_prolog_v3_quant(&t8, &p8, &o, &oq) == 0, "quant oracle");
+                for (int64_t t = 0; t < L; t++) {
+                    const int64_t sl = ((int64_t *)ci.buf)[t];
+                    int8_t *row = (int8_t *)kv8r.buf + sl * 656;
+                    for (int j = 0; j < HCKV; j++)
+                        row[j] = (int8_t)fmin(fmax(rint(kvq[t * HCKV + j]), -128), 127);
+                    for (int j = 0; j < DR; j++) {
+                        const uint16_t h = fia_f32_to_bf16((float)okr[t * DR + j]);
+                        memcpy(row + HCKV + 2 * j, &h, 2);
+                    }
+                    for (int i = 0; i < 4; i++) {
+                        const float sc = (float)ksc[t * 4 + i];
+                        memcpy(row + 640 + 4 * i, &sc, 4);
+                    }
+                }
+                /* the query: [query_out | query_rope_out] of the same call */
+                for (int64_t i = 0; i < L * N; i++) {
+                    memcpy((uint16_t *)q576.buf + i * (HCKV + DR), (uint16_t *)qo.buf + i * HCKV, HCKV * 2);
+                    memcpy((uint16_t *)q576.buf + i * (HCKV + DR) + HCKV, (uint16_t *)qr.buf + i * DR, DR * 2);
+                }
+                fia_kv_quant_sparse_flash_attention_params kp;
+                fia_kv_quant_sparse_flash_attention_params_init(&kp);
+                kp.base.scale_value = scale;
+                kp.base.layout_query = FIA_LAYOUT_TND;
+                kp.base.layout_kv = FIA_LAYOUT_PA_BSND;
+                kp.base.sparse_mode = 3;
+                kp.base.actual_seq_lengths_query = qlen;
+                kp.base.actual_seq_lengths_query_count = 1;
+                kp.base.actual_seq_lengths_kv = kvlen;
+                kp.base.actual_seq_lengths_kv_count = 1;
+                fia_kv_quant_sparse_flash_attention_tensors ft8 = {&q576.t, &kv8.t, NULL, &idx.t,
+                                                                   &bt.t, &o8.t, NULL, NULL, NULL,
+                                                                   NULL};
+                st = fia_kv_quant_sparse_flash_attention(ctx, &ft8, &kp);
+                if (tu_check(st == FIA_STATUS_SUCCESS, "C8 sfa: %s %s: %s",
+                             fia_status_string(st), fia_last_error(), desc)) {
+                    for (int pass = 0; pass < 2; pass++) {
+                        fia_kv_quant_sparse_flash_attention_tensors rt8 = ft8;
+                        if (pass) rt8.key = &kv8r.t;
+                        if (!tu_check(fia_ref_kv_quant_sparse_flash_attention_stats(
+                                          &rt8, &kp, NULL, 0, want, NULL, NULL, NULL, slack) == 0,
+                                      "C8 oracle"))
+                            break;
+                        int64_t bad = 0;
+                        for (int64_t i = 0; i < L * N * HCKV; i++) {
+                            const double g = fia_ref_load(&o8.t, i);
+                            int ex;
+                            frexp(fabs(want[i]), &ex);
+                            const double ulp = want[i] != 0.0 ? ldexp(1.0, ex - 8) : 0.0;
+                            if (!(fabs(g - want[i]) <= 1e-3 * (vmax > 1 ? vmax : 1) +
+                                                           5e-3 * fabs(want[i]) + ulp + slack[i])) {
+                                if (bad < 3 && !pass)
+                                    fprintf(stderr, "  C8 [%lld]: fia %.6g oracle %.6g\n",
+                                            (long long)i, g, want[i]);
+                                bad++;
+                            }
+                        }
+                        if (!pass) {
+                            tu_check(bad == 0, "prolog C8 cache -> kv_quant_sparse_flash_attention "
+                                     "(oracle on the same cache): %lld elements off: %s",
+                                     (long long)bad, desc);
+                        } else {
+                            chain_count(bad, L * N * HCKV);
+                            tu_check(bad <= L * N * HCKV / 1000, "prolog C8 -> kv_quant_sparse_"
+                                     "flash_attention vs the oracle chain: %lld elements off "
+                                     "(> 0.1%%): %s", (long long)bad, desc);
+                        }
+                    }
+                }
+            }
+        }
+        free(kvq), free(ksc), free(slack);
+        tu_free(&kv8), tu_free(&kv8r), tu_free(&q576), tu_free(&alpha), tu_free(&o8);
     }
 done:
     free(want), free(oqo), free(oqr), free(okv), free(okr);

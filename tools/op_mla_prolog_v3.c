@@ -3,7 +3,11 @@
  *
  * Inputs as in fia/prolog.h (bfloat16: append :bf16 to a uint16 .npy); the caches are updated
  * in place and written back with --out kv_cache=PATH / --out kr_cache=PATH; query_out,
- * query_rope_out and (with --query_norm_flag 1) query_norm are bf16 outputs.
+ * query_rope_out and (with --query_norm_flag 1) query_norm are bf16 outputs. The quantized
+ * caches (--kv_cache_quant_mode 1, 2, 3 with --quant_scale_ckv / --quant_scale_ckr /
+ * --k_nope_clip_alpha; mode 3 with --ckvkr_repo_mode 1 --quant_scale_repo_mode 1 writes the
+ * 656-byte C8 rows into an int8 kv_cache and needs no kr_cache) and the int8 query
+ * (--query_quant_mode 1: query_out int8 plus dequant_scale_q_nope) are int8 .npy files.
  *
  * --check compares with the double-precision oracle (tests/ref/ref_prolog.c) at the contract's
  * rounding points: every float output within 1e-3 + 5e-3 |ref| plus the oracle's per-element
@@ -31,7 +35,7 @@ static const cli_flag prolog_flags[] = {
     {"rope_sin", CLI_FLAG_TENSOR, 1, "[T, 64] or [B, S, 64] (half layout)"},
     {"rope_cos", CLI_FLAG_TENSOR, 1, "as rope_sin"},
     {"kv_cache", CLI_FLAG_TENSOR, 1, "PA_BSND [blocks, bs, 1, 512], PA_NZ, BSND or TND (updated)"},
-    {"kr_cache", CLI_FLAG_TENSOR, 1, "as kv_cache with 64 (updated)"},
+    {"kr_cache", CLI_FLAG_TENSOR, 0, "as kv_cache with 64 (updated; unused by kv_cache_quant_mode 3)"},
     {"cache_index", CLI_FLAG_TENSOR, 0, "int64 [T] or [B, S] slots (PA_*; negative: no write)"},
     {"cache_mode", CLI_FLAG_STRING, 0, "PA_BSND (default), PA_NZ, BSND or TND"},
     {"rmsnorm_epsilon_cq", CLI_FLAG_FLOAT, 0, "default 1e-5"},
@@ -40,11 +44,19 @@ static const cli_flag prolog_flags[] = {
     {"kc_scale", CLI_FLAG_FLOAT, 0, "default 1.0"},
     {"query_norm_flag", CLI_FLAG_INT, 0, "1: write query_norm (default 0)"},
     {"weight_quant_mode", CLI_FLAG_INT, 0, "0 (default; 1, 2 unsupported)"},
-    {"kv_cache_quant_mode", CLI_FLAG_INT, 0, "0 (default; 1-3 unsupported)"},
-    {"query_quant_mode", CLI_FLAG_INT, 0, "0 (default)"},
+    {"kv_cache_quant_mode", CLI_FLAG_INT, 0, "0 (default), 1 per tensor, 2 per channel, 3 C8 "
+                                             "per 128-tile (int8 caches)"},
+    {"query_quant_mode", CLI_FLAG_INT, 0, "0 (default), 1 int8 query per token-head"},
+    {"ckvkr_repo_mode", CLI_FLAG_INT, 0, "1 with kv_cache_quant_mode 3 (default 0)"},
+    {"quant_scale_repo_mode", CLI_FLAG_INT, 0, "1 with kv_cache_quant_mode 3 (default 0)"},
+    {"tile_size", CLI_FLAG_INT, 0, "128 (default)"},
+    {"quant_scale_ckv", CLI_FLAG_TENSOR, 0, "float32 [1] (mode 1) or [1, 512] (mode 2)"},
+    {"quant_scale_ckr", CLI_FLAG_TENSOR, 0, "float32 [1, 64] (mode 2)"},
+    {"k_nope_clip_alpha", CLI_FLAG_TENSOR, 0, "float32 [1] (mode 3; default 1)"},
     {NULL, CLI_FLAG_SWITCH, 0, NULL}};
 static const char *const prolog_outputs[] = {"query_out", "query_rope_out", "query_norm",
-                                             "kv_cache", "kr_cache", NULL};
+                                             "kv_cache", "kr_cache", "dequant_scale_q_nope",
+                                             NULL};
 
 static fia_status prolog_plan_fn(fia_context *ctx, const void *call, fia_plan **plan, size_t *ws) {
     const void *const *c = call;
@@ -113,12 +125,13 @@ static int64_t cache_elem(const fia_tensor *cache, fia_layout mode, int64_t slot
 }
 
 static int run_prolog(const cli_args *a) {
-    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, N_IN };
+    enum { X, WDQ, WUQ, WUK, WKV, GCQ, GCKV, SIN, COS, KV, KR, CI, QSKV, QSKR, ALPHA, N_IN };
     static const char *const names[N_IN] = {
         "token_x", "weight_dq", "weight_uq_qr", "weight_uk", "weight_dkv_kr", "rmsnorm_gamma_cq",
-        "rmsnorm_gamma_ckv", "rope_sin", "rope_cos", "kv_cache", "kr_cache", "cache_index"};
+        "rmsnorm_gamma_ckv", "rope_sin", "rope_cos", "kv_cache", "kr_cache", "cache_index",
+        "quant_scale_ckv", "quant_scale_ckr", "k_nope_clip_alpha"};
     cli_tensor in[N_IN];
-    cli_output outs[5];
+    cli_output outs[6];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
     double *kv0 = NULL, *kr0 = NULL, *skvf = NULL, *skrf = NULL, *cidx = NULL;
@@ -141,6 +154,14 @@ static int run_prolog(const cli_args *a) {
     p.weight_quant_mode = (int32_t)cli_arg_int(a, "weight_quant_mode", 0);
     p.kv_cache_quant_mode = (int32_t)cli_arg_int(a, "kv_cache_quant_mode", 0);
     p.query_quant_mode = (int32_t)cli_arg_int(a, "query_quant_mode", 0);
+    p.ckvkr_repo_mode = (int32_t)cli_arg_int(a, "ckvkr_repo_mode", 0);
+    p.quant_scale_repo_mode = (int32_t)cli_arg_int(a, "quant_scale_repo_mode", 0);
+    p.tile_size = cli_arg_int(a, "tile_size", p.tile_size);
+    if (a->check && (p.kv_cache_quant_mode || p.query_quant_mode)) {
+        cli_error("--check covers the bf16 modes only (the quantized modes are checked by "
+                  "tests/test_mla_prolog)");
+        return CLI_EXIT_USAGE;
+    }
 
     for (int i = 0; i < N_IN; i++)
         if (cli_load_tensor(a, names[i], &in[i]) != 0) goto done;
@@ -156,11 +177,23 @@ static int run_prolog(const cli_args *a) {
     const int32_t lead = x->ndim - 1;
     for (int32_t d = 0; d < lead; d++) sq[d] = sr[d] = sn[d] = x->shape[d];
     sq[lead] = sr[lead] = N, sq[lead + 1] = HCKV, sr[lead + 1] = DR, sn[lead] = Hcq;
-    if (cli_alloc_output(&outs[0], "query_out", FIA_DTYPE_BFLOAT16, lead + 2, sq) != 0 ||
+    int64_t sd[4];
+    memcpy(sd, sq, sizeof sd);
+    sd[lead + 1] = 1;
+    if (p.query_quant_mode &&
+        cli_alloc_output(&outs[5], "dequant_scale_q_nope", FIA_DTYPE_FLOAT32, lead + 2, sd) != 0)
+        goto done;
+    if (cli_alloc_output(&outs[0], "query_out",
+                         p.query_quant_mode ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16, lead + 2,
+                         sq) != 0 ||
         cli_alloc_output(&outs[1], "query_rope_out", FIA_DTYPE_BFLOAT16, lead + 2, sr) != 0 ||
         (p.query_norm_flag && cli_alloc_output(&outs[2], "query_norm", FIA_DTYPE_BFLOAT16, lead + 1, sn) != 0))
         goto done;
     if (a->check) {
+        if (!in[KR].present) {
+            cli_error("--check needs kr_cache");
+            goto done;
+        }
         kv0 = snap(&in[KV].t), kr0 = snap(&in[KR].t);
         if (!kv0 || !kr0) {
             cli_error("check: out of memory");
@@ -172,15 +205,21 @@ static int run_prolog(const cli_args *a) {
     memset(&t, 0, sizeof t);
     t.token_x = x, t.weight_dq = dq, t.weight_uq_qr = &in[WUQ].t, t.weight_uk = uk;
     t.weight_dkv_kr = &in[WKV].t, t.rmsnorm_gamma_cq = &in[GCQ].t, t.rmsnorm_gamma_ckv = &in[GCKV].t;
-    t.rope_sin = &in[SIN].t, t.rope_cos = &in[COS].t, t.kv_cache = &in[KV].t, t.kr_cache = &in[KR].t;
+    t.rope_sin = &in[SIN].t, t.rope_cos = &in[COS].t, t.kv_cache = &in[KV].t;
+    t.kr_cache = in[KR].present ? &in[KR].t : NULL;
     t.cache_index = in[CI].present ? &in[CI].t : NULL;
+    t.quant_scale_ckv = in[QSKV].present ? &in[QSKV].t : NULL;
+    t.quant_scale_ckr = in[QSKR].present ? &in[QSKR].t : NULL;
+    t.k_nope_clip_alpha = in[ALPHA].present ? &in[ALPHA].t : NULL;
+    t.dequant_scale_q_nope = p.query_quant_mode ? &outs[5].t : NULL;
     t.query_out = &outs[0].t, t.query_rope_out = &outs[1].t;
     t.query_norm = p.query_norm_flag ? &outs[2].t : NULL;
     const void *call[2] = {&t, &p};
     rc = cli_run_op(a, "mla_prolog_v3", prolog_plan_fn, call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
     outs[3].name = "kv_cache", outs[3].t = in[KV].t, outs[3].data = in[KV].t.data;
-    outs[4].name = "kr_cache", outs[4].t = in[KR].t, outs[4].data = in[KR].t.data;
+    if (in[KR].present)
+        outs[4].name = "kr_cache", outs[4].t = in[KR].t, outs[4].data = in[KR].t.data;
     if (a->check) {
         const int64_t nkv = fia_tensor_numel(&in[KV].t), nkr = fia_tensor_numel(&in[KR].t);
         const size_t q = (size_t)(T * N * HCKV + 1), r = (size_t)(T * N * DR + 1);
@@ -230,9 +269,9 @@ static int run_prolog(const cli_args *a) {
     }
     {
         /* query_norm only when computed */
-        cli_output w[5];
+        cli_output w[6];
         int nw = 0;
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 6; i++)
             if (outs[i].name) w[nw++] = outs[i];
         if (cli_write_outputs(a, w, nw) != 0) rc = CLI_EXIT_USAGE;
     }
@@ -243,6 +282,7 @@ done:
     free(o.kv), free(o.skv), free(o.kr), free(o.skr);
     for (int i = 0; i < N_IN; i++) cli_free_tensor(&in[i]);
     for (int i = 0; i < 3; i++) free(outs[i].data);
+    free(outs[5].data);
     return rc;
 }
 

@@ -204,20 +204,24 @@ def npu_gather_selection_kv_cache(selection_k_rope, selection_kv_cache, selectio
 # MLA prolog (include/fia/prolog.h)
 # ---------------------------------------------------------------------------------------------
 
-_PROLOG_QUANT_TENSORS = ("dequant_scale_x", "dequant_scale_w_dq", "dequant_scale_w_uq_qr",
-                         "dequant_scale_w_dkv_kr", "quant_scale_ckv", "quant_scale_ckr",
-                         "smooth_scales_cq", "actual_seq_len", "k_nope_clip_alpha")
+_PROLOG_WEIGHT_QUANT_TENSORS = ("dequant_scale_x", "dequant_scale_w_dq", "dequant_scale_w_uq_qr",
+                                "dequant_scale_w_dkv_kr", "smooth_scales_cq", "actual_seq_len")
 
 
-def _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq, query_norm_flag):
+def _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq, query_norm_flag,
+                    query_quant_mode=0):
     lead = tuple(token_x.shape[:-1])
     N, _, C = tuple(weight_uk.shape)
     Dr = tuple(rope_sin.shape)[-1]
-    e = empty(token_x, (0,), "float32")
+    T = 1
+    for d in lead:
+        T *= int(d)
+    e = (empty(token_x, (T, N, 1), "float32") if query_quant_mode
+         else empty(token_x, (0,), "float32"))
     qn = (empty(token_x, lead + (tuple(weight_dq.shape)[-1],), None) if query_norm_flag
           else empty(token_x, (0,), None))
-    return (empty(token_x, lead + (N, C), None), empty(token_x, lead + (N, Dr), None), e, qn,
-            empty(token_x, (0,), "float32"))
+    qo = empty(token_x, lead + (N, C), "int8" if query_quant_mode else None)
+    return (qo, empty(token_x, lead + (N, Dr), None), e, qn, empty(token_x, (0,), "float32"))
 
 
 def npu_mla_prolog_v3(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr,
@@ -248,42 +252,55 @@ def npu_mla_prolog_v3(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr
     rope_sin / rope_cos [T, Dr] (as token_x); kv_cache / kr_cache PA_BSND [blocks, block_size,
     1, 512] / [.., 64] with cache_index int64 [T] (flat slots; negative: not written), BSND
     [B, S, 1, 512] or TND [T, 1, 512] (row t).
+    Quantized caches (int8 kv_cache; fia/prolog.h has the exact rounding):
+      kv_cache_quant_mode=1: kv = int8(rint(kv row * quant_scale_ckv)), quant_scale_ckv [1];
+      kv_cache_quant_mode=2: per channel, quant_scale_ckv [1, 512], and kr_cache int8 with
+        quant_scale_ckr [1, 64];
+      kv_cache_quant_mode=3 with ckvkr_repo_mode=1, quant_scale_repo_mode=1, tile_size=128: the
+        C8 cache that npu_kv_quant_sparse_flash_attention reads, kv_cache int8
+        [blocks, block_size, 1, 656] (or BSND / TND with 656), each row int8 latent per
+        128-tile (clipped by k_nope_clip_alpha [1], default 1) | bf16 rope | 4 fp32 scales;
+        kr_cache is not touched (pass any tensor, e.g. a dummy).
+    query_quant_mode=1 (with kv_cache_quant_mode=1): query_out int8, dequant_scale_q_nope
+    fp32 [T, N, 1], query_rope_out scaled by quant_scale_ckv / dequant_scale_q_nope.
     Returns (query_out, query_rope_out, dequant_scale_q_nope, query_norm,
     dequant_scale_q_norm): the unused ones are [0] tensors (query_norm [T, Hcq] with
     query_norm_flag).
-    Not supported (NotImplementedError): the quantized modes (weight_quant_mode,
-    kv_cache_quant_mode, query_quant_mode, the repo modes and their scale tensors), PA_NZ, and
-    the `*_dtype` arguments other than None / bfloat16."""
+    Not supported (NotImplementedError): weight_quant_mode 1 and 2 (int8 weights) and their
+    tensors (dequant_scale_*, smooth_scales_cq), actual_seq_len, and the `*_dtype` arguments
+    other than None / bfloat16 (kv_cache_dtype: also int8)."""
     op = "npu_mla_prolog_v3"
-    given = [n for n, v in zip(_PROLOG_QUANT_TENSORS,
+    given = [n for n, v in zip(_PROLOG_WEIGHT_QUANT_TENSORS,
                                (dequant_scale_x, dequant_scale_w_dq, dequant_scale_w_uq_qr,
-                                dequant_scale_w_dkv_kr, quant_scale_ckv, quant_scale_ckr,
-                                smooth_scales_cq, actual_seq_len, k_nope_clip_alpha))
+                                dequant_scale_w_dkv_kr, smooth_scales_cq, actual_seq_len))
              if v is not None]
-    modes = [("%s=%r" % (n, v)) for n, v in (("weight_quant_mode", weight_quant_mode),
-                                             ("kv_cache_quant_mode", kv_cache_quant_mode),
-                                             ("query_quant_mode", query_quant_mode),
-                                             ("ckvkr_repo_mode", ckvkr_repo_mode),
-                                             ("quant_scale_repo_mode", quant_scale_repo_mode))
-             if v != 0]
+    modes = (["weight_quant_mode=%r" % (weight_quant_mode,)] if weight_quant_mode != 0 else [])
     dts = [("%s=%s" % (n, dtype_arg(v))) for n, v in (
         ("token_x_dtype", token_x_dtype), ("weight_dq_dtype", weight_dq_dtype),
-        ("weight_uq_qr_dtype", weight_uq_qr_dtype), ("weight_dkv_kr_dtype", weight_dkv_kr_dtype),
-        ("kv_cache_dtype", kv_cache_dtype)) if dtype_arg(v) not in (None, "bfloat16")]
+        ("weight_uq_qr_dtype", weight_uq_qr_dtype), ("weight_dkv_kr_dtype", weight_dkv_kr_dtype))
+        if dtype_arg(v) not in (None, "bfloat16")]
+    if dtype_arg(kv_cache_dtype) not in (None, "bfloat16", "int8"):
+        dts.append("kv_cache_dtype=%s" % dtype_arg(kv_cache_dtype))
     if given or modes or dts:
         unsupported(op, modes + given + dts)
     x = _arr(token_x)
     if out is None:
-        outs = _prolog_outputs(x, weight_uk, rope_sin, weight_dq, query_norm_flag)
+        outs = _prolog_outputs(x, weight_uk, rope_sin, weight_dq, query_norm_flag,
+                               int(query_quant_mode))
     else:
         outs = check_out(op, out, 5)
     return run(_fia.mla_prolog_v3,
         (x, _arr(weight_dq), _arr(weight_uq_qr), _arr(weight_uk), _arr(weight_dkv_kr),
          _arr(rmsnorm_gamma_cq), _arr(rmsnorm_gamma_ckv), _arr(rope_sin), _arr(rope_cos),
          kv_cache, kr_cache, None if cache_index is None else _arr(cache_index), outs[0],
-         outs[1], outs[3] if query_norm_flag else None, float(rmsnorm_epsilon_cq),
-         float(rmsnorm_epsilon_ckv), str(cache_mode), bool(query_norm_flag), 0, 0, 0, 0, 0,
-         int(tile_size), float(qc_qr_scale), float(kc_scale)), outs)
+         outs[1], outs[3] if query_norm_flag else None,
+         None if quant_scale_ckv is None else _arr(quant_scale_ckv),
+         None if quant_scale_ckr is None else _arr(quant_scale_ckr),
+         None if k_nope_clip_alpha is None else _arr(k_nope_clip_alpha),
+         outs[2] if query_quant_mode else None, float(rmsnorm_epsilon_cq),
+         float(rmsnorm_epsilon_ckv), str(cache_mode), bool(query_norm_flag), 0,
+         int(kv_cache_quant_mode), int(query_quant_mode), int(ckvkr_repo_mode),
+         int(quant_scale_repo_mode), int(tile_size), float(qc_qr_scale), float(kc_scale)), outs)
 
 
 def _rms_fake(self, gamma, epsilon=1e-06):
@@ -326,7 +343,7 @@ def _gather_selection_fake(selection_k_rope, selection_kv_cache, selection_kv_bl
 def _prolog_fake(token_x, weight_dq, weight_uq_qr, weight_uk, weight_dkv_kr, rmsnorm_gamma_cq,
                  rmsnorm_gamma_ckv, rope_sin, rope_cos, kv_cache, kr_cache, **kw):
     return _prolog_outputs(token_x, weight_uk, rope_sin, weight_dq,
-                           kw.get("query_norm_flag", False))
+                           kw.get("query_norm_flag", False), kw.get("query_quant_mode", 0))
 
 
 OPS = {

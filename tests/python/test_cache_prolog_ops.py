@@ -110,10 +110,91 @@ def test_mla_prolog_v3_bsnd_and_errors():
     assert q.shape == (1, 7, 4, 512)
     _ulps_close(q, gq, "query_out")
     _ulps_close(kv, kv2, "kv_cache")
-    with pytest.raises(NotImplementedError, match="kv_cache_quant_mode"):
-        fia.npu_mla_prolog_v3(*a3.values(), kv, kr, cache_mode="BSND", kv_cache_quant_mode=3)
+    with pytest.raises(NotImplementedError, match="weight_quant_mode"):
+        fia.npu_mla_prolog_v3(*a3.values(), kv, kr, cache_mode="BSND", weight_quant_mode=1)
     with pytest.raises(ValueError):  # slot beyond the cache: nothing written
         kvp = torch.zeros(2, 4, 1, 512, dtype=torch.bfloat16)
         fia.npu_mla_prolog_v3(*a.values(), kvp, torch.zeros(2, 4, 1, 64, dtype=torch.bfloat16),
                               cache_index=torch.arange(7) * 2)
     assert not kvp.any()
+
+
+def test_mla_prolog_v3_c8_cache():
+    """kv_cache_quant_mode=3: the 656-byte C8 rows (int8 latent per 128-tile | bf16 rope | 4 fp32
+    scales) against the bf16 path of the same call: the rope bytes equal its kr row, each scale
+    is the tile's max |latent| (clipped by k_nope_clip_alpha) / 127, the int8 latent times its
+    scale is the bf16 latent within half a step (plus a bf16 ulp); rows of negative indices and
+    the dummy kr_cache are untouched; nothing is written on a bad call."""
+    a, kv, kr = _prolog_inputs(3)
+    idx = torch.tensor([5, 17, -1, 40, 63, 0, 22], dtype=torch.int64)
+    kv0, kr0 = kv.clone(), kr.clone()
+    fia.npu_mla_prolog_v3(*a.values(), kv0, kr0, cache_index=idx)
+    c8 = torch.full((4, 16, 1, 656), 7, dtype=torch.int8)
+    dummy = torch.zeros(1, dtype=torch.bfloat16)
+    alpha = torch.tensor([0.9], dtype=torch.float32)
+    q, qr, _, _, _ = fia.npu_mla_prolog_v3(
+        *a.values(), c8, dummy, cache_index=idx, kv_cache_quant_mode=3, ckvkr_repo_mode=1,
+        quant_scale_repo_mode=1, tile_size=128, k_nope_clip_alpha=alpha)
+    assert not dummy.any()
+    rows = c8.view(64, 656)
+    for t, s in enumerate(idx.tolist()):
+        if s < 0:
+            continue
+        row = rows[s]
+        assert torch.equal(row[512:640].view(torch.bfloat16), kr0.view(64, 64)[s])
+        scale = row[640:656].view(torch.float32)
+        lat = kv0.view(64, 512)[s].float().view(4, 128)
+        amax = lat.abs().amax(-1) * 0.9
+        assert torch.allclose(scale, amax / 127, rtol=2 ** -7)
+        deq = row[:512].float().view(4, 128) * scale[:, None]
+        want = torch.maximum(torch.minimum(lat, amax[:, None]), -amax[:, None])
+        assert ((deq - want).abs() <= scale[:, None] * 0.5 + want.abs() * 2 ** -8 + 1e-6).all()
+    untouched = torch.ones(64, dtype=torch.bool)
+    untouched[idx[idx >= 0]] = False
+    assert (rows[untouched] == 7).all()
+    with pytest.raises(ValueError, match="kv_cache dim 3"):
+        bad = torch.zeros(4, 16, 1, 512, dtype=torch.int8)
+        fia.npu_mla_prolog_v3(*a.values(), bad, dummy, cache_index=idx, kv_cache_quant_mode=3,
+                              ckvkr_repo_mode=1, quant_scale_repo_mode=1)
+    assert not bad.any()
+
+
+def test_mla_prolog_v3_int8_query_and_caches():
+    """kv_cache_quant_mode=1 with query_quant_mode=1: query_out int8 = rint(q / s) of the bf16
+    query of the same call, s = max|q| / 127 per token-head (dequant_scale_q_nope [T, N, 1]),
+    query_rope_out = bf16(rope * quant_scale_ckv / s); the kv cache int8 rint(kv * scale)
+    (within one step of the bf16 latent); kv_cache_quant_mode=2 quantizes kr per channel."""
+    a, kv, kr = _prolog_inputs(4)
+    idx = torch.tensor([3, 9, 1, -4, 60, 33, 12], dtype=torch.int64)
+    kv0, kr0 = kv.clone(), kr.clone()
+    q0, qr0, _, _, _ = fia.npu_mla_prolog_v3(*a.values(), kv0, kr0, cache_index=idx)
+    qs = torch.tensor([30.0])
+    kv8 = torch.zeros(4, 16, 1, 512, dtype=torch.int8)
+    q, qr, dq, _, _ = fia.npu_mla_prolog_v3(*a.values(), kv8, kr.clone(), cache_index=idx,
+                                            kv_cache_quant_mode=1, query_quant_mode=1,
+                                            quant_scale_ckv=qs)
+    assert q.dtype == torch.int8 and dq.shape == (7, 4, 1) and dq.dtype == torch.float32
+    s = q0.float().abs().amax(-1, keepdim=True) / 127
+    assert torch.equal(dq, s)
+    assert torch.equal(q, torch.round(q0.float() / s).clamp(-128, 127).to(torch.int8))
+    assert torch.equal(qr, (qr0.float() * 30.0 / s).bfloat16())
+    for s_ in idx.tolist():
+        if s_ >= 0:
+            want = kv0.view(64, 512)[s_].float() * 30.0
+            got = kv8.view(64, 512)[s_].float()
+            assert ((got - want.clamp(-128, 127)).abs() <= 0.5 + want.abs() * 2 ** -8).all()
+    # per channel, int8 kr
+    kv8.zero_()
+    kr8 = torch.zeros(4, 16, 1, 64, dtype=torch.int8)
+    sc = torch.linspace(10, 40, 512).view(1, 512)
+    sr = torch.linspace(20, 60, 64).view(1, 64)
+    fia.npu_mla_prolog_v3(*a.values(), kv8, kr8, cache_index=idx, kv_cache_quant_mode=2,
+                          quant_scale_ckv=sc, quant_scale_ckr=sr)
+    for s_ in idx.tolist():
+        if s_ >= 0:
+            want = kv0.view(64, 512)[s_].float() * sc[0]
+            got = kv8.view(64, 512)[s_].float()
+            assert ((got - want.clamp(-128, 127)).abs() <= 0.5 + want.abs() * 2 ** -8).all()
+            wr = kr0.view(64, 64)[s_].float() * sr[0]
+            gr = kr8.view(64, 64)[s_].float()
+            assert ((gr - wr.clamp(-128, 127)).abs() <= 0.5 + wr.abs() * 2 ** -8).all()

@@ -158,3 +158,62 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     free(xr);
     return 0;
 }
+
+/* Value i of a float32 vector shaped [n] or [1, n] (or a scalar). */
+static double vec(const fia_tensor *t, int64_t i) {
+    int64_t idx[FIA_MAX_DIMS] = {0};
+    if (t->ndim) idx[t->ndim - 1] = i;
+    return at(t, idx);
+}
+
+int fia_ref_mla_prolog_v3_quant(const fia_mla_prolog_v3_tensors *t,
+                                const fia_mla_prolog_v3_params *prm, const ref_prolog_out *o,
+                                const ref_prolog_quant *q) {
+    const fia_tensor *x = t->token_x;
+    const int64_t T = x->ndim == 3 ? x->shape[0] * x->shape[1] : x->shape[0];
+    const int64_t N = t->weight_uk->shape[0];
+    const int kvq = prm->kv_cache_quant_mode;
+    for (int64_t tt = 0; tt < T; tt++) {
+        const double *kv = o->kv + tt * HCKV;
+        if (kvq == 1 || kvq == 2) {
+            if (!t->quant_scale_ckv) return -1;
+            for (int64_t c = 0; c < HCKV; c++)
+                q->kvq[tt * HCKV + c] = kv[c] * vec(t->quant_scale_ckv, kvq == 1 ? 0 : c);
+        }
+        if (kvq == 2) {
+            if (!t->quant_scale_ckr) return -1;
+            for (int64_t d = 0; d < DR; d++)
+                q->krq[tt * DR + d] = o->kr[tt * DR + d] * vec(t->quant_scale_ckr, d);
+        }
+        if (kvq == 3) {
+            const double alpha = t->k_nope_clip_alpha ? vec(t->k_nope_clip_alpha, 0) : 1.0;
+            for (int i = 0; i < HCKV / 128; i++) {
+                double amax = 0.0;
+                for (int c = 0; c < 128; c++) amax = fmax(amax, fabs(kv[i * 128 + c]));
+                amax = fmax(amax, 1e-8) * alpha;
+                const double scale = amax / 127.0;
+                q->kscale[tt * 4 + i] = scale;
+                for (int c = 0; c < 128; c++)
+                    q->kvq[tt * HCKV + i * 128 + c] =
+                        fmin(fmax(kv[i * 128 + c], -amax), amax) / scale;
+            }
+        }
+        if (prm->query_quant_mode == 1) {
+            if (!t->quant_scale_ckv) return -1;
+            const double qsckv = vec(t->quant_scale_ckv, 0);
+            for (int64_t n = 0; n < N; n++) {
+                const double *qo = o->qo + (tt * N + n) * HCKV;
+                double amax = 0.0;
+                for (int c = 0; c < HCKV; c++) amax = fmax(amax, fabs(bf(qo[c], 1)));
+                const double s = amax / 127.0;
+                q->qs[tt * N + n] = s;
+                for (int c = 0; c < HCKV; c++)
+                    q->qoq[(tt * N + n) * HCKV + c] = s > 0 ? bf(qo[c], 1) / s : 0.0;
+                for (int d = 0; d < DR; d++)
+                    q->qrq[(tt * N + n) * DR + d] =
+                        s > 0 ? bf(o->qr[(tt * N + n) * DR + d], 1) * qsckv / s : 0.0;
+            }
+        }
+    }
+    return 0;
+}

@@ -32,4 +32,26 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
                           const fia_mla_prolog_v3_params *params, int rounding,
                           const ref_prolog_out *out);
 
+/* The quantized outputs (kv_cache_quant_mode 1, 2, 3; query_quant_mode 1), from the unrounded
+ * outputs of fia_ref_mla_prolog_v3 (in `o`) and the quant tensors of `t`, in double, at the
+ * contract's rounding points. The int8 values are returned as the real number the contract
+ * rounds (before rint and saturation), so a caller can tell a rounding tie from an error:
+ *   kvq [T, 512]      mode 1: kv * quant_scale_ckv; mode 2: kv[c] * quant_scale_ckv[c];
+ *                     mode 3: per 128-tile, amax = max(max|kv|, 1e-8) * k_nope_clip_alpha
+ *                     (1 when NULL), kv clipped to [-amax, amax], scale = amax / 127,
+ *                     kvq = kv / scale
+ *   kscale [T, 4]     mode 3: the tile scales
+ *   krq [T, 64]       mode 2: kr[d] * quant_scale_ckr[d]
+ *   qs [T, N]         query_quant_mode 1: s = max|bf16(qo)| / 127 per token and head
+ *   qoq [T, N, 512]   bf16(qo) / s
+ *   qrq [T, N, 64]    bf16(qr) * quant_scale_ckv / s (0 where s is 0)
+ * Arrays of modes not in use may be NULL. Returns 0, -1 on bad input. */
+typedef struct ref_prolog_quant {
+    double *kvq, *kscale, *krq, *qs, *qoq, *qrq;
+} ref_prolog_quant;
+
+int fia_ref_mla_prolog_v3_quant(const fia_mla_prolog_v3_tensors *t,
+                                const fia_mla_prolog_v3_params *params, const ref_prolog_out *o,
+                                const ref_prolog_quant *q);
+
 #endif /* FIA_REF_PROLOG_H */

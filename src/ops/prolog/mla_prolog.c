@@ -26,6 +26,7 @@
 #include "core/plan.h"
 #include "core/status.h"
 #include "core/tensor.h"
+#include "kernels/sfa_kernels.h"
 #include "ops/prolog/gemm.h"
 #include "sched/kv_addr.h"
 
@@ -67,6 +68,14 @@ typedef struct pro_plan {
     int block_shift;              /* fia_kv_shift(block_size) */
     uint16_t *row_kv, *row_kr;    /* PA_NZ: per-thread row buffers (plan-owned) */
     int64_t *slot;                /* paged: cache_index copy; positional: NULL */
+    /* quantized caches and query (kv_cache_quant_mode 1-3, query_quant_mode 1) */
+    int32_t kvq, qq;              /* the two modes */
+    size_t kv_es, kr_es;          /* element sizes of the caches (2 bf16, 1 int8) */
+    int64_t kv_w;                 /* kv row width in its elements: 512, or 656 (mode 3) */
+    float clip_alpha;             /* mode 3: k_nope_clip_alpha[0] (copied at plan time) */
+    float qs_ckv[PRO_HCKV];       /* modes 1 (broadcast) and 2: quant_scale_ckv */
+    float qs_ckr[PRO_DR];         /* mode 2: quant_scale_ckr */
+    pro_rows dqn;                 /* query_quant_mode 1: dequant_scale_q_nope [T, N, 1] */
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
     size_t scratch_bytes;         /* per thread */
 } pro_plan;
@@ -78,6 +87,7 @@ typedef struct pro_plan {
 typedef struct pro_ws {
     float *cq, *qcqr, *kvkr;
     uint16_t *cqn, *qc;
+    uint16_t *qob;                /* query_quant_mode 1: bf16 q_nope [T, N, 512] before quant */
     char *scratch;
 } pro_ws;
 
@@ -93,14 +103,92 @@ static void prolog_norm(const pro_plan *p, const float *x, int64_t n, const floa
 }
 
 /* The MLA interleave-half RoPE of the 64-wide fp32 row x rounded to bf16, with token t's
- * cos / sin: x' = [x[0::2], x[1::2]], y = x' * cos + [-x'[32:], x'[:32]] * sin. */
-static void prolog_rope(const pro_plan *p, int64_t t, const float *x, uint16_t *y) {
+ * cos / sin: x' = [x[0::2], x[1::2]], y = x' * cos + [-x'[32:], x'[:32]] * sin (y: ydt). */
+static void prolog_rope_dt(const pro_plan *p, int64_t t, const float *x, void *y, fia_dtype ydt) {
     const size_t es = fia_dtype_size(p->sin.dt);
     uint16_t xb[PRO_DR];
     p->core->f32_to_bf16(x, xb, PRO_DR);
     p->chain->rope_row(xb, FIA_DTYPE_BFLOAT16, p->cos.base + (size_t)(t * p->cos.rs) * es,
                        p->sin.base + (size_t)(t * p->sin.rs) * es, p->sin.dt, PRO_DR,
-                       FIA_ROPE_INTERLEAVE_HALF, y, FIA_DTYPE_BFLOAT16);
+                       FIA_ROPE_INTERLEAVE_HALF, y, ydt);
+}
+
+static void prolog_rope(const pro_plan *p, int64_t t, const float *x, uint16_t *y) {
+    prolog_rope_dt(p, t, x, y, FIA_DTYPE_BFLOAT16);
+}
+
+/* sat_int8(rint(v)) (NaN: 0), the contract's int8 store. */
+static int8_t pro_sat_i8(float v) {
+    if (v != v) return 0;
+    v = rintf(v);
+    return (int8_t)(v > 127.0f ? 127.0f : v < -128.0f ? -128.0f : v);
+}
+
+/* Writes w elements (es bytes each) of row src to cache slot s through its kv_addr.h view
+ * (NZ: in chunks of v->w elements). */
+static void pro_put(char *base, const fia_kv_view *v, size_t es, fia_kv_slot s, const void *src,
+                    int64_t w) {
+    const char *from = src;
+    if (!v->w) {
+        memcpy(base + (size_t)fia_kv_row_off(v, s, 0) * es, from, (size_t)w * es);
+        return;
+    }
+    for (int64_t d = 0; d < w; d += v->w)
+        memcpy(base + (size_t)fia_kv_elem_off(v, s, d) * es, from + (size_t)d * es,
+               (size_t)v->w * es);
+}
+
+/* Per-thread scratch of stage_norm (no gemm runs then): the bf16 input row, the fp32
+ * normalized latent and rope rows, and the two composed cache rows. */
+enum { PRO_SC_YF = PRO_HCKV * 4, PRO_SC_RF = PRO_DR * 4, PRO_SC_RKV = 704, PRO_SC_RKR = 128 };
+static size_t pro_sc_xb(const pro_plan *p) {
+    return ((size_t)(p->Hcq > PRO_HCKV ? p->Hcq : PRO_HCKV) * 2 + 63) / 64 * 64;
+}
+
+/* The quantized cache rows of token t (kv_cache_quant_mode 1, 2, 3) from its fp32 latent
+ * row kvkr (c_kv | k_r), written to slot s:
+ *   1, 2: kv[c] = sat_int8(rint(y[c] * quant_scale_ckv[c]))  (1: one scale for every c);
+ *         kr: bf16 rope (1), sat_int8(rint(rope[d] * quant_scale_ckr[d])) (2);
+ *   3:    per 128-tile i: amax = max(max|y|, 1e-8) * k_nope_clip_alpha, y clipped to
+ *         [-amax, amax], scale_i = amax / 127, kv[c] = sat_int8(rint(y[c] / scale_i)); the
+ *         656-byte row int8[512] | bf16 rope[64] | fp32 scale[4] (kr_cache is not written);
+ * with y = bf16(kvkr[:512]) normalized (fp32, kc_scale applied), all in fp32. */
+static void pro_kv_quant(const pro_plan *p, int64_t t, const float *kvkr, char *sc,
+                         fia_kv_slot s) {
+    uint16_t *xb = (uint16_t *)sc;
+    float *yf = (float *)(sc + pro_sc_xb(p));
+    float *rf = yf + PRO_HCKV;
+    int8_t *rkv = (int8_t *)(rf + PRO_DR);
+    char *rkr = (char *)rkv + PRO_SC_RKV;
+    p->core->f32_to_bf16(kvkr, xb, PRO_HCKV);
+    p->chain->rms_norm_row(xb, NULL, FIA_DTYPE_BFLOAT16, p->gckv, FIA_DTYPE_FLOAT32, PRO_HCKV,
+                           p->eps_ckv, p->alpha_kv, yf, FIA_DTYPE_FLOAT32, NULL);
+    if (p->kvq == 3) {
+        for (int i = 0; i < FIA_C8_NOPE / FIA_C8_TILE; i++) {
+            float *x = yf + i * FIA_C8_TILE;
+            float amax = p->chain->absmax_row(x, FIA_DTYPE_FLOAT32, NULL, FIA_DTYPE_FLOAT32,
+                                              FIA_C8_TILE);
+            if (!(amax >= 1e-8f)) amax = 1e-8f;
+            amax *= p->clip_alpha;
+            for (int c = 0; c < FIA_C8_TILE; c++) x[c] = fminf(fmaxf(x[c], -amax), amax);
+            const float scale = amax / 127.0f;
+            p->chain->quant_row_i8(x, FIA_DTYPE_FLOAT32, NULL, FIA_DTYPE_FLOAT32, FIA_C8_TILE,
+                                   scale, rkv + i * FIA_C8_TILE);
+            memcpy((char *)rkv + FIA_C8_NOPE + FIA_C8_ROPE * 2 + i * 4, &scale, 4);
+        }
+        prolog_rope(p, t, kvkr + PRO_HCKV, (uint16_t *)(rkv + FIA_C8_NOPE));
+        pro_put(p->kv, &p->kvv, 1, s, rkv, FIA_C8_ROW_BYTES);
+        return;
+    }
+    for (int c = 0; c < PRO_HCKV; c++) rkv[c] = pro_sat_i8(yf[c] * p->qs_ckv[c]);
+    pro_put(p->kv, &p->kvv, 1, s, rkv, PRO_HCKV);
+    if (p->kvq == 2) {
+        prolog_rope_dt(p, t, kvkr + PRO_HCKV, rf, FIA_DTYPE_FLOAT32);
+        for (int d = 0; d < PRO_DR; d++) ((int8_t *)rkr)[d] = pro_sat_i8(rf[d] * p->qs_ckr[d]);
+    } else {
+        prolog_rope(p, t, kvkr + PRO_HCKV, (uint16_t *)rkr);
+    }
+    pro_put(p->kr, &p->krv, p->kr_es, s, rkr, PRO_DR);
 }
 
 /* ---- execution ------------------------------------------------------------------------------ */
@@ -138,6 +226,10 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
         s = fia_kv_slot_of(p->slot[t], p->block_size, p->block_shift);
     }
     const float *kvkr = r->w.kvkr + t * (PRO_HCKV + PRO_DR);
+    if (p->kvq != 0) {
+        pro_kv_quant(p, t, kvkr, slot_scratch(r, tid), s);
+        return;
+    }
     const bool nz = p->kvv.w != 0;
     uint16_t *dkv = nz ? p->row_kv + (size_t)tid * PRO_HCKV
                        : (uint16_t *)p->kv + fia_kv_row_off(&p->kvv, s, 0);
@@ -180,9 +272,32 @@ static void stage_heads(void *arg, int64_t task, int32_t tid) {
     pro_plan *p = r->p;
     const int64_t per_head = fia_tgemm_tasks(&p->g_uk);
     const int64_t n = task / per_head;
+    uint16_t *c = p->qq ? r->w.qob + n * PRO_HCKV : (uint16_t *)p->qo.base + n * p->qo.hs;
     fia_tgemm_run_task(&p->g_uk, task % per_head, tid, r->w.qc + n * p->D,
-                       p->wuk + n * p->wuk_sn, (uint16_t *)p->qo.base + n * p->qo.hs,
-                       slot_scratch(r, tid));
+                       p->wuk + n * p->wuk_sn, c, slot_scratch(r, tid));
+}
+
+/* query_quant_mode 1, per token and head: s = max|q_nope| / 127 (q_nope the bf16 W_UK output),
+ * query_out = sat_int8(rint(q_nope / s)), dequant_scale_q_nope = s, and query_rope_out
+ * rescaled in place to bf16(q_rope * quant_scale_ckv / s), so that the rope and nope logits
+ * share one scale (0 where s is 0: an all-zero q_nope). */
+static void stage_qquant(void *arg, int64_t t, int32_t tid) {
+    (void)tid;
+    pro_run *r = arg;
+    pro_plan *p = r->p;
+    for (int64_t n = 0; n < p->N; n++) {
+        const uint16_t *src = r->w.qob + (t * p->N + n) * PRO_HCKV;
+        const float s = p->chain->absmax_row(src, FIA_DTYPE_BFLOAT16, NULL, FIA_DTYPE_FLOAT32,
+                                             PRO_HCKV) / 127.0f;
+        p->chain->quant_row_i8(src, FIA_DTYPE_BFLOAT16, NULL, FIA_DTYPE_FLOAT32, PRO_HCKV, s,
+                               (int8_t *)p->qo.base + t * p->qo.rs + n * p->qo.hs);
+        memcpy(p->dqn.base + (size_t)(t * p->dqn.rs + n * p->dqn.hs) * 4, &s, 4);
+        uint16_t *qr = (uint16_t *)p->qro.base + t * p->qro.rs + n * p->qro.hs;
+        for (int d = 0; d < PRO_DR; d++) {
+            const float v = fia_cvt_bf16_to_f32(qr[d]) * p->qs_ckv[0];
+            qr[d] = fia_cvt_f32_to_bf16(s > 0.0f ? v / s : 0.0f);
+        }
+    }
 }
 
 static size_t pro_layout(const pro_plan *p, char *base, pro_ws *w) {
@@ -192,6 +307,7 @@ static size_t pro_layout(const pro_plan *p, char *base, pro_ws *w) {
     w->qcqr = fia_arena_take(&a, (size_t)(p->T * p->W) * 4);
     w->qc = fia_arena_take(&a, (size_t)(p->T * p->N * p->D) * 2);
     w->kvkr = fia_arena_take(&a, (size_t)(p->T * (PRO_HCKV + PRO_DR)) * 4);
+    w->qob = p->qq ? fia_arena_take(&a, (size_t)(p->T * p->N * PRO_HCKV) * 2) : NULL;
     w->scratch = fia_arena_take(&a, p->scratch_bytes * (size_t)p->num_threads);
     return a.used;
 }
@@ -207,6 +323,7 @@ static void pro_execute(fia_plan *plan, void *workspace) {
     fia_pool_run(pool, fia_tgemm_tasks(&p->g_uq), stage_up, &r);
     fia_pool_run(pool, p->T, stage_split, &r);
     fia_pool_run(pool, p->N * fia_tgemm_tasks(&p->g_uk), stage_heads, &r);
+    if (p->qq) fia_pool_run(pool, p->T, stage_qquant, &r);
 }
 
 static void pro_destroy(fia_plan *plan) {
@@ -299,26 +416,28 @@ static fia_status gamma_copy(const fia_tensor *t, const char *name, int64_t n, f
 }
 
 /* A paged cache [blocks, block_size, 1, width] or [blocks, block_size, width] (PA_BSND), or
- * [blocks, 1, width / 16, block_size, 16] (PA_NZ, bf16: 32-byte chunks): its kv_addr.h view. */
+ * [blocks, 1, width / c, block_size, c] (PA_NZ: 32-byte chunks, c = 16 bf16 or 32 int8) of
+ * dtype dt: its kv_addr.h view. */
 static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t width, bool nz,
-                              int64_t *blocks, int64_t *bs, fia_kv_view *v) {
-    FIA_TRY(need(t, name, FIA_DTYPE_BFLOAT16));
+                              fia_dtype dt, int64_t *blocks, int64_t *bs, fia_kv_view *v) {
+    FIA_TRY(need(t, name, dt));
     memset(v, 0, sizeof *v);
     if (nz) {
+        const int64_t c = 32 / (int64_t)fia_dtype_size(dt);
         if (t->ndim != 5)
             return FIA_INVALID("%s has %d dims: a PA_NZ cache is [blocks, 1, %lld, block_size, "
-                               "16]", name, (int)t->ndim, (long long)(width / 16));
+                               "%lld]", name, (int)t->ndim, (long long)(width / c), (long long)c);
         FIA_TRY(fia_tensor_check_dim(t, name, 1, 1, "the one KV head"));
-        FIA_TRY(fia_tensor_check_dim(t, name, 2, width / 16, "width / 16"));
-        FIA_TRY(fia_tensor_check_dim(t, name, 4, 16, "the NZ chunk (16 bf16)"));
-        if (t->shape[3] > 1 && t->strides[3] != 16)
-            return FIA_UNSUPPORTED("%s (PA_NZ) dim 3 stride is %lld, must be 16 (rows of a "
-                                   "chunk adjacent)", name, (long long)t->strides[3]);
+        FIA_TRY(fia_tensor_check_dim(t, name, 2, width / c, "width / chunk"));
+        FIA_TRY(fia_tensor_check_dim(t, name, 4, c, "the NZ chunk (32 bytes)"));
+        if (t->shape[3] > 1 && t->strides[3] != c)
+            return FIA_UNSUPPORTED("%s (PA_NZ) dim 3 stride is %lld, must be %lld (rows of a "
+                                   "chunk adjacent)", name, (long long)t->strides[3], (long long)c);
         *blocks = t->shape[0];
         *bs = t->shape[3];
         v->s_blk = t->strides[0];
         v->s_c = t->strides[2];
-        v->s_t = v->w = 16;
+        v->s_t = v->w = c;
         return FIA_STATUS_SUCCESS;
     }
     if (t->ndim == 4) {
@@ -338,9 +457,32 @@ static fia_status paged_cache(const fia_tensor *t, const char *name, int64_t wid
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
-                               const fia_mla_prolog_v3_params *prm) {
-    /* modes first: what fia does not implement is UNSUPPORTED, naming the argument */
+/* A float32 vector of n values shaped [n], [1, n] (n = 1 also: [], [1, 1]), copied to out. */
+static fia_status f32_vec(const fia_tensor *t, const char *name, int64_t n, float *out) {
+    FIA_TRY(need(t, name, FIA_DTYPE_FLOAT32));
+    int64_t idx[FIA_MAX_DIMS] = {0};
+    for (int d = 0; d + 1 < t->ndim; d++)
+        if (t->shape[d] != 1)
+            return FIA_INVALID("%s dim %d is %lld, must be 1 (shape [%lld] or [1, %lld])", name,
+                               d, (long long)t->shape[d], (long long)n, (long long)n);
+    const int64_t got = t->ndim ? t->shape[t->ndim - 1] : 1;
+    if (got != n)
+        return FIA_INVALID("%s dim %d is %lld, must be %lld", name, t->ndim ? t->ndim - 1 : 0,
+                           (long long)got, (long long)n);
+    for (int64_t i = 0; i < n; i++) {
+        if (t->ndim) idx[t->ndim - 1] = i;
+        memcpy(&out[i], fia_tensor_elem(t, idx), 4);
+        if (!isfinite(out[i]))
+            return FIA_INVALID("%s[%lld] is %g, must be finite", name, (long long)i,
+                               (double)out[i]);
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The quantization modes and their tensors (before any shape check): what fia does not
+ * implement is UNSUPPORTED, a tensor given to a mode that does not read it is INVALID. */
+static fia_status pro_modes(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
+                            const fia_mla_prolog_v3_params *prm) {
     if (prm->weight_quant_mode != 0) {
         if (prm->weight_quant_mode < 0 || prm->weight_quant_mode > 5)
             return FIA_INVALID("weight_quant_mode is %d, must be 0..5",
@@ -348,44 +490,102 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         return FIA_UNSUPPORTED("weight_quant_mode %d is not implemented (only 0, bf16 weights)",
                                (int)prm->weight_quant_mode);
     }
-    if (prm->kv_cache_quant_mode != 0) {
-        if (prm->kv_cache_quant_mode < 0 || prm->kv_cache_quant_mode > 3)
-            return FIA_INVALID("kv_cache_quant_mode is %d, must be 0..3",
-                               (int)prm->kv_cache_quant_mode);
-        return FIA_UNSUPPORTED("kv_cache_quant_mode %d is not implemented (only 0, bf16 caches)",
-                               (int)prm->kv_cache_quant_mode);
+    p->kvq = prm->kv_cache_quant_mode;
+    p->qq = prm->query_quant_mode;
+    if (p->kvq < 0 || p->kvq > 3)
+        return FIA_INVALID("kv_cache_quant_mode is %d, must be 0..3", (int)p->kvq);
+    if (p->qq < 0 || p->qq > 1)
+        return FIA_INVALID("query_quant_mode is %d, must be 0 or 1", (int)p->qq);
+    if (p->qq == 1 && p->kvq != 1)
+        return FIA_INVALID("query_quant_mode 1 needs kv_cache_quant_mode 1 (the query rope is "
+                           "rescaled by the per-tensor quant_scale_ckv); kv_cache_quant_mode is "
+                           "%d", (int)p->kvq);
+    if ((prm->ckvkr_repo_mode != 0 && prm->ckvkr_repo_mode != 1) ||
+        (prm->quant_scale_repo_mode != 0 && prm->quant_scale_repo_mode != 1))
+        return FIA_INVALID("ckvkr_repo_mode / quant_scale_repo_mode are %d / %d, must be 0 or 1",
+                           (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode);
+    if (p->kvq == 3) {
+        if (prm->ckvkr_repo_mode != 1 || prm->quant_scale_repo_mode != 1)
+            return FIA_UNSUPPORTED("kv_cache_quant_mode 3 is implemented for the combined "
+                                   "656-byte row only (ckvkr_repo_mode 1 and "
+                                   "quant_scale_repo_mode 1); they are %d and %d",
+                                   (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode);
+        if (prm->tile_size != FIA_C8_TILE)
+            return FIA_INVALID("tile_size is %lld, must be 128 with kv_cache_quant_mode 3 (4 "
+                               "tiles of the 512-wide latent)", (long long)prm->tile_size);
+        if (prm->cache_mode == FIA_LAYOUT_PA_NZ)
+            return FIA_UNSUPPORTED("cache_mode PA_NZ with kv_cache_quant_mode 3: the 656-byte "
+                                   "row is not a whole number of 32-byte NZ chunks");
+    } else if (prm->ckvkr_repo_mode != 0 || prm->quant_scale_repo_mode != 0) {
+        return FIA_INVALID("ckvkr_repo_mode / quant_scale_repo_mode are %d / %d: the combined "
+                           "row needs kv_cache_quant_mode 3 (it is %d)",
+                           (int)prm->ckvkr_repo_mode, (int)prm->quant_scale_repo_mode,
+                           (int)p->kvq);
     }
-    if (prm->query_quant_mode != 0)
-        return FIA_UNSUPPORTED("query_quant_mode %d is not implemented (only 0)",
-                               (int)prm->query_quant_mode);
-    if (prm->ckvkr_repo_mode != 0)
-        return FIA_UNSUPPORTED("ckvkr_repo_mode %d is not implemented (only 0, with "
-                               "kv_cache_quant_mode 0)", (int)prm->ckvkr_repo_mode);
-    if (prm->quant_scale_repo_mode != 0)
-        return FIA_UNSUPPORTED("quant_scale_repo_mode %d is not implemented (only 0)",
-                               (int)prm->quant_scale_repo_mode);
+    const struct {
+        const fia_tensor *t;
+        const char *name;
+    } wq[] = {{t->dequant_scale_x, "dequant_scale_x"},
+              {t->dequant_scale_w_dq, "dequant_scale_w_dq"},
+              {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr"},
+              {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr"},
+              {t->smooth_scales_cq, "smooth_scales_cq"},
+              {t->dequant_scale_q_norm, "dequant_scale_q_norm"}};
+    for (size_t i = 0; i < sizeof wq / sizeof wq[0]; i++)
+        if (wq[i].t)
+            return FIA_UNSUPPORTED("%s is given: the weight quantization modes (1, 2) that read "
+                                   "it are not implemented (pass NULL)", wq[i].name);
+    if (t->actual_seq_len)
+        return FIA_UNSUPPORTED("actual_seq_len is given: the PA_BLK cache modes that read it "
+                               "are not implemented (pass NULL)");
+    /* per-mode tensors: required by their mode, refused elsewhere */
+    const struct {
+        const void *t;
+        const char *name;
+        bool want;
+        const char *modes;
+    } mt[] = {{t->quant_scale_ckv, "quant_scale_ckv", p->kvq == 1 || p->kvq == 2,
+               "kv_cache_quant_mode 1 and 2"},
+              {t->quant_scale_ckr, "quant_scale_ckr", p->kvq == 2, "kv_cache_quant_mode 2"},
+              {t->k_nope_clip_alpha, "k_nope_clip_alpha", p->kvq == 3, "kv_cache_quant_mode 3"},
+              {t->dequant_scale_q_nope, "dequant_scale_q_nope", p->qq == 1,
+               "query_quant_mode 1"}};
+    for (size_t i = 0; i < sizeof mt / sizeof mt[0]; i++) {
+        if (mt[i].t && !mt[i].want)
+            return FIA_INVALID("%s is given but only %s reads it (kv_cache_quant_mode %d, "
+                               "query_quant_mode %d)", mt[i].name, mt[i].modes, (int)p->kvq,
+                               (int)p->qq);
+        if (!mt[i].t && mt[i].want && i != 2)
+            return FIA_INVALID("%s is NULL; %s requires it", mt[i].name, mt[i].modes);
+    }
+    if (p->kvq == 1) {
+        FIA_TRY(f32_vec(t->quant_scale_ckv, "quant_scale_ckv", 1, p->qs_ckv));
+        for (int c = 1; c < PRO_HCKV; c++) p->qs_ckv[c] = p->qs_ckv[0];
+    } else if (p->kvq == 2) {
+        FIA_TRY(f32_vec(t->quant_scale_ckv, "quant_scale_ckv", PRO_HCKV, p->qs_ckv));
+        FIA_TRY(f32_vec(t->quant_scale_ckr, "quant_scale_ckr", PRO_DR, p->qs_ckr));
+    } else if (p->kvq == 3) {
+        p->clip_alpha = 1.0f; /* k_nope_clip_alpha NULL: no clipping */
+        if (t->k_nope_clip_alpha) {
+            FIA_TRY(f32_vec(t->k_nope_clip_alpha, "k_nope_clip_alpha", 1, &p->clip_alpha));
+            if (!(p->clip_alpha > 0.0f))
+                return FIA_INVALID("k_nope_clip_alpha[0] is %g, must be > 0",
+                                   (double)p->clip_alpha);
+        }
+    }
+    p->kv_es = p->kvq ? 1 : 2;
+    p->kr_es = p->kvq == 2 ? 1 : 2;
+    p->kv_w = p->kvq == 3 ? FIA_C8_ROW_BYTES : PRO_HCKV;
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
+                               const fia_mla_prolog_v3_params *prm) {
     if (prm->cache_mode != FIA_LAYOUT_PA_BSND && prm->cache_mode != FIA_LAYOUT_PA_NZ &&
         prm->cache_mode != FIA_LAYOUT_BSND && prm->cache_mode != FIA_LAYOUT_TND)
         return FIA_INVALID("cache_mode is %s, must be PA_BSND, PA_NZ, BSND or TND",
                            fia_layout_name(prm->cache_mode));
-    const struct {
-        const fia_tensor *t;
-        const char *name;
-    } quant[] = {{t->dequant_scale_x, "dequant_scale_x"},
-                 {t->dequant_scale_w_dq, "dequant_scale_w_dq"},
-                 {t->dequant_scale_w_uq_qr, "dequant_scale_w_uq_qr"},
-                 {t->dequant_scale_w_dkv_kr, "dequant_scale_w_dkv_kr"},
-                 {t->quant_scale_ckv, "quant_scale_ckv"},
-                 {t->quant_scale_ckr, "quant_scale_ckr"},
-                 {t->smooth_scales_cq, "smooth_scales_cq"},
-                 {t->actual_seq_len, "actual_seq_len"},
-                 {t->k_nope_clip_alpha, "k_nope_clip_alpha"},
-                 {t->dequant_scale_q_nope, "dequant_scale_q_nope"},
-                 {t->dequant_scale_q_norm, "dequant_scale_q_norm"}};
-    for (size_t i = 0; i < sizeof quant / sizeof quant[0]; i++)
-        if (quant[i].t)
-            return FIA_UNSUPPORTED("%s is given: the quantization modes are not implemented "
-                                   "(pass NULL)", quant[i].name);
+    FIA_TRY(pro_modes(p, t, prm));
     if (!(prm->rmsnorm_epsilon_cq > 0) || !(prm->rmsnorm_epsilon_ckv > 0))
         return FIA_INVALID("rmsnorm_epsilon_cq / _ckv are %g / %g, must be > 0",
                            prm->rmsnorm_epsilon_cq, prm->rmsnorm_epsilon_ckv);
@@ -448,8 +648,17 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
 
     /* outputs */
     int64_t qo_in[2] = {p->N, PRO_HCKV}, qr_in[2] = {p->N, PRO_DR}, qn_in[1] = {p->Hcq};
-    FIA_TRY(need(t->query_out, "query_out", FIA_DTYPE_BFLOAT16));
+    FIA_TRY(need(t->query_out, "query_out", p->qq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16));
     FIA_TRY(token_rows(t->query_out, "query_out", tok, tok_dims, qo_in, 2, &p->qo));
+    if (p->qq) { /* [T, N, 1] / [B, S, N, 1], or [B * S, N, 1] with token_x [B, S, He] */
+        const fia_tensor *dq = t->dequant_scale_q_nope;
+        int64_t dq_in[2] = {p->N, 1}, flat[1] = {p->T};
+        FIA_TRY(need(dq, "dequant_scale_q_nope", FIA_DTYPE_FLOAT32));
+        if (tok_dims == 2 && dq->ndim == 3)
+            FIA_TRY(token_rows(dq, "dequant_scale_q_nope", flat, 1, dq_in, 2, &p->dqn));
+        else
+            FIA_TRY(token_rows(dq, "dequant_scale_q_nope", tok, tok_dims, dq_in, 2, &p->dqn));
+    }
     FIA_TRY(need(t->query_rope_out, "query_rope_out", FIA_DTYPE_BFLOAT16));
     FIA_TRY(token_rows(t->query_rope_out, "query_rope_out", tok, tok_dims, qr_in, 2, &p->qro));
     p->qnorm = prm->query_norm_flag != 0;
@@ -459,15 +668,22 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     }
 
     /* caches */
+    /* (kv_cache_quant_mode 3: kr_cache is not read nor written: the rope is in the kv row) */
+    const bool use_kr = p->kvq != 3;
+    const fia_dtype kvdt = p->kvq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    const fia_dtype krdt = p->kvq == 2 ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
     if (!t->kv_cache) return FIA_INVALID("kv_cache is NULL");
-    if (!t->kr_cache) return FIA_INVALID("kr_cache is NULL");
+    if (!t->kr_cache && use_kr) return FIA_INVALID("kr_cache is NULL");
     p->paged = prm->cache_mode == FIA_LAYOUT_PA_BSND || prm->cache_mode == FIA_LAYOUT_PA_NZ;
     if (p->paged) {
         const bool nz = prm->cache_mode == FIA_LAYOUT_PA_NZ;
         int64_t kb, kbs, rb, rbs;
-        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", PRO_HCKV, nz, &kb, &kbs, &p->kvv));
-        FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, &rb, &rbs, &p->krv));
-        if (nz) {
+        FIA_TRY(paged_cache(t->kv_cache, "kv_cache", p->kv_w, nz, kvdt, &kb, &kbs, &p->kvv));
+        rb = kb;
+        rbs = kbs;
+        if (use_kr)
+            FIA_TRY(paged_cache(t->kr_cache, "kr_cache", PRO_DR, nz, krdt, &rb, &rbs, &p->krv));
+        if (nz && p->kvq == 0) {
             p->row_kv = malloc((size_t)p->num_threads * PRO_HCKV * 2);
             p->row_kr = malloc((size_t)p->num_threads * PRO_DR * 2);
             if (!p->row_kv || !p->row_kr)
@@ -510,7 +726,7 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
             p->slot[i] = v;
         }
         p->kv = fia_tensor_ptr(t->kv_cache);
-        p->kr = fia_tensor_ptr(t->kr_cache);
+        p->kr = use_kr ? fia_tensor_ptr(t->kr_cache) : NULL;
     } else {
         /* BSND: [B, S, 1, W] with token_x [B, S, He]; TND: [T, 1, W] with token_x [T, He] */
         const bool bsnd = prm->cache_mode == FIA_LAYOUT_BSND;
@@ -521,12 +737,14 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
         if (t->cache_index)
             return FIA_INVALID("cache_index is given with cache_mode %s (it writes by position)",
                                bsnd ? "BSND" : "TND");
-        int64_t kv_in[2] = {1, PRO_HCKV}, kr_in[2] = {1, PRO_DR};
-        pro_rows kv, kr;
-        FIA_TRY(need(t->kv_cache, "kv_cache", FIA_DTYPE_BFLOAT16));
-        FIA_TRY(need(t->kr_cache, "kr_cache", FIA_DTYPE_BFLOAT16));
+        int64_t kv_in[2] = {1, p->kv_w}, kr_in[2] = {1, PRO_DR};
+        pro_rows kv, kr = {0};
+        FIA_TRY(need(t->kv_cache, "kv_cache", kvdt));
         FIA_TRY(token_rows(t->kv_cache, "kv_cache", tok, tok_dims, kv_in, 2, &kv));
-        FIA_TRY(token_rows(t->kr_cache, "kr_cache", tok, tok_dims, kr_in, 2, &kr));
+        if (use_kr) {
+            FIA_TRY(need(t->kr_cache, "kr_cache", krdt));
+            FIA_TRY(token_rows(t->kr_cache, "kr_cache", tok, tok_dims, kr_in, 2, &kr));
+        }
         p->kv = kv.base;
         p->kr = kr.base;
         p->kvv = (fia_kv_view){0, kv.rs, 0, 0, 0};
@@ -546,13 +764,14 @@ static fia_status pro_gemms(pro_plan *p) {
     FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, PRO_MC, PRO_NC, slots));
     d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32};
     FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, PRO_MC, PRO_NC, slots));
-    d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk, p->qo.rs, FIA_DTYPE_BFLOAT16};
+    d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
+                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
     for (int i = 0; i < 4; i++)
         if (g[i]->scratch_bytes > p->scratch_bytes) p->scratch_bytes = g[i]->scratch_bytes;
     /* stage_norm's bf16 row (no gemm runs then) */
-    const size_t row = (size_t)(p->Hcq > PRO_HCKV ? p->Hcq : PRO_HCKV) * 2;
+    const size_t row = pro_sc_xb(p) + PRO_SC_YF + PRO_SC_RF + PRO_SC_RKV + PRO_SC_RKR;
     if (row > p->scratch_bytes) p->scratch_bytes = row;
     p->scratch_bytes = (p->scratch_bytes + 63) / 64 * 64;
     return FIA_STATUS_SUCCESS;
