@@ -41,11 +41,13 @@ def schedule():
     return calls
 
 
-def session(cfg, ops, c8, rank=0, world=1, group=None, seed=21, check=False, a_tol_decode=None):
+def session(cfg, ops, c8, rank=0, world=1, group=None, seed=21, check=False, a_tol_decode=None,
+            c8_latent_bf16=True):
     """Runs the schedule; every rank draws the same inputs (same seed). With check, each call
-    is checked against the float64 reference (dsa_harness.Session.check, its rule)."""
+    is checked against the float64 reference (dsa_harness.Session.check, its rule; for
+    c8_latent_bf16 see dsa_reference.reference_layer)."""
     from dsa_harness import Session
-    ses = Session(cfg, seed, c8)
+    ses = Session(cfg, seed, c8, c8_latent_bf16)
     layer = DSAAttention(cfg, ses.w, c8=c8, ops=ops, group=group)
     alloc = BlockAllocator(64, 16, rank=rank, world=world)
     pool = KVPool(cfg, 64, 16, c8=c8)
@@ -106,8 +108,10 @@ def rank_main(rank, world, port, cfg_name, ops_name, c8, q):
     try:
         ops = load_ops(ops_name)
         cfg = small_config(CONFIGS[cfg_name])
+        # fia's C8 prolog quantizes the unrounded normalized latent (the golden: its bf16)
         cp = session(cfg, ops, c8, rank, world, dist.group.WORLD, check=rank == 0,
-                     a_tol_decode=A_CP_DECODE_C8 if c8 else A_CP_DECODE)
+                     a_tol_decode=A_CP_DECODE_C8 if c8 else A_CP_DECODE,
+                     c8_latent_bf16=not (c8 and ops_name == "fia"))
         if rank == 0:
             need = max(session.need)
             same, worst = compare(session(cfg, ops, c8), cp)
