@@ -281,17 +281,22 @@ class DSAAttention:
         y, _, x = ops.npu_add_rms_norm(residual, hidden, self.gamma_in, eps)
         return y, x
 
-    def _prolog(self, u, cos, sin, kv_cache, kr_cache, cache_index, cache_mode):
+    def _prolog_kw(self, cache_index, cache_mode):
         cfg = self.cfg
-        kw = dict(cache_index=cache_index, rmsnorm_epsilon_cq=cfg.rms_norm_eps,
-                  rmsnorm_epsilon_ckv=cfg.rms_norm_eps, cache_mode=cache_mode,
-                  query_norm_flag=True, weight_quant_mode=0)
+        kw = dict(rmsnorm_epsilon_cq=cfg.rms_norm_eps, rmsnorm_epsilon_ckv=cfg.rms_norm_eps,
+                  cache_mode=cache_mode, query_norm_flag=True, weight_quant_mode=0)
+        if cache_index is not None:
+            kw["cache_index"] = cache_index
         if self.c8:
             kw.update(kv_cache_quant_mode=3, ckvkr_repo_mode=1, quant_scale_repo_mode=1,
                       tile_size=128, k_nope_clip_alpha=self.clip_alpha)
+        return kw
+
+    def _prolog(self, u, cos, sin, kv_cache, kr_cache, cache_index, cache_mode):
         q_nope, q_pe, _, qr, _ = self.ops.npu_mla_prolog_v3(
             u, self.w_dq, self.w_uq_qr, self.w_uk, self.w_dkv_kr, self.gamma_cq,
-            self.gamma_ckv, sin, cos, kv_cache, kr_cache, **kw)
+            self.gamma_ckv, sin, cos, kv_cache, kr_cache,
+            **self._prolog_kw(cache_index, cache_mode))
         return q_nope, q_pe, qr
 
     PLAN_MAX_TOKENS = 64  # calls of at most this many tokens reuse a kept prolog plan
@@ -308,7 +313,7 @@ class DSAAttention:
         one-shot call with cache_mode PA_BSND."""
         T = u.shape[0]
         plan_ns = getattr(self.ops, "plan", None)
-        if (self.c8 or plan_ns is None or T > self.PLAN_MAX_TOKENS
+        if (plan_ns is None or T > self.PLAN_MAX_TOKENS
                 or not hasattr(plan_ns, "npu_mla_prolog_v3")):
             return self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache, _i64(slots),
                                 "PA_BSND")
@@ -316,13 +321,14 @@ class DSAAttention:
         if ent is None:
             cfg = self.cfg
             bu, bc, bsn = torch.empty_like(u), torch.empty_like(cos), torch.empty_like(sin)
-            kv = torch.empty(T, 1, cfg.kv_lora_rank, dtype=BF16)
+            if self.c8:  # the 656-byte row; the rope lives in it (kr_cache is a dummy)
+                kv = torch.empty(T, 1, C8_ROW, dtype=torch.int8)
+            else:
+                kv = torch.empty(T, 1, cfg.kv_lora_rank, dtype=BF16)
             kr = torch.empty(T, 1, cfg.qk_rope_head_dim, dtype=BF16)
-            plan = plan_ns.npu_mla_prolog_v3(
-                bu, self.w_dq, self.w_uq_qr, self.w_uk, self.w_dkv_kr, self.gamma_cq,
-                self.gamma_ckv, bsn, bc, kv, kr, rmsnorm_epsilon_cq=cfg.rms_norm_eps,
-                rmsnorm_epsilon_ckv=cfg.rms_norm_eps, cache_mode="TND", query_norm_flag=True,
-                weight_quant_mode=0)
+            plan = plan_ns.npu_mla_prolog_v3(bu, self.w_dq, self.w_uq_qr, self.w_uk,
+                                             self.w_dkv_kr, self.gamma_cq, self.gamma_ckv, bsn,
+                                             bc, kv, kr, **self._prolog_kw(None, "TND"))
             ent = self._prolog_plans[T] = (plan, bu, bc, bsn, kv, kr)
         plan, bu, bc, bsn, kv, kr = ent
         bu.copy_(u)
@@ -335,9 +341,15 @@ class DSAAttention:
             sel = torch.from_numpy(keep)
             self.ops.npu_scatter_nd_update_(pool.kv_cache.view(-1, kv.shape[-1]), idx,
                                             kv[sel, 0].contiguous())
-            self.ops.npu_scatter_nd_update_(pool.kr_cache.view(-1, kr.shape[-1]), idx,
-                                            kr[sel, 0].contiguous())
+            if not self.c8:
+                self.ops.npu_scatter_nd_update_(pool.kr_cache.view(-1, kr.shape[-1]), idx,
+                                                kr[sel, 0].contiguous())
         return q_nope, q_pe, qr
+
+    def reset_plans(self):
+        """Drops the kept prolog plans: a plan captures the weights' values when it is made
+        (fia packs them at plan time), so call this after changing the layer's weights."""
+        self._prolog_plans.clear()
 
     def _index_qk(self, u, qr, cos, sin):
         """Indexer query [T, Hi, Di], key [T, Di] (bf16, or int8 with scales) and weights."""
