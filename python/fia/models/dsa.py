@@ -18,6 +18,13 @@ The chain is the seed's `forward_absorb`, shared by prefill and decode:
 Tokens of a call are TND: the requests' new tokens concatenated, with cumulative query lengths;
 a call may mix requests that prefill (many new tokens) and requests that decode (one).
 
+Decode performance: calls of at most PLAN_MAX_TOKENS tokens run the prolog through a fia.Plan
+kept per token count (weights packed once at plan time where fia packs them; reset_plans()
+after changing weights); the indexer and attention are planned per call (their plans copy the
+lengths and block tables, which change every step; planning costs microseconds); the
+projections outside the prolog are torch bf16 GEMMs on [out, in] weights (F.linear), which
+stream the weights at the read bandwidth for a decode step.
+
 State is explicit: a KVPool holds one layer's paged caches, a BlockAllocator the block lists
 and lengths of the requests (share it between the layers of a model), and Step describes one
 call (positions, slot mapping, block table, lengths). Nothing is global.
@@ -34,7 +41,11 @@ sharded by token, position g on rank g % P at local position g // P.
     its shard with scores, the global top-k is the merge of the P lists (descending score, ties
     to the lower position, exactly the single-process ranking), each rank attends over the
     selected tokens of its shard with softmax_lse, and the partial states are combined with
-    fia.merge.merge_attention_states in rank order.
+    fia.merge.merge_attention_states in rank order. The C8 path does the same with fia's
+    extensions: npu_quant_lightning_indexer(return_value=True) for the scores and
+    npu_kv_quant_sparse_flash_attention(return_softmax_lse=True) for softmax_max / softmax_sum
+    (lse = max + log(sum); a shard whose row sees nothing gives max = sum = 0, lse +inf,
+    weight 0 in the merge).
 """
 from __future__ import annotations
 
