@@ -19,7 +19,7 @@ PIP        := $(PY) -m pip --disable-pip-version-check -q
 run: deps build py-install
 	./$(BUILD)/fia demo
 	$(PY) python/examples/quickstart.py
-	$(PY) -m fia.models.dsa_demo
+	$(PY) -m fia.models.dsa_demo --fia-cli ./$(BUILD)/fia
 
 test: deps test-release test-asan test-python
 
