@@ -19,7 +19,7 @@ PIP        := $(PY) -m pip --disable-pip-version-check -q
 run: deps build py-install
 	./$(BUILD)/fia demo
 	$(PY) python/examples/quickstart.py
-	$(PY) -m fia.models.dsa_demo
+	$(PY) -m fia.models.dsa_demo --fia-cli ./$(BUILD)/fia
 
 test: deps test-release test-asan test-python
 
@@ -55,14 +55,14 @@ test-asan: build-asan
 
 # The project's virtual environment: the build requirements of the package (no build isolation,
 # so $(PY_BUILD) is reused and rebuilds are incremental) and numpy / ml_dtypes; the tests add
-# torch (the PyPI wheel) and pytest.
+# torch (the PyPI wheel), pytest and safetensors (test_dsa_weights cross-checks its loader).
 $(VENV)/.deps-run:
 	python3 -m venv $(VENV)
 	$(PIP) install "scikit-build-core>=0.10" "nanobind>=2.4" numpy ml_dtypes
 	touch $@
 
 $(VENV)/.deps-test: $(VENV)/.deps-run
-	$(PIP) install torch pytest
+	$(PIP) install torch pytest safetensors
 	touch $@
 
 # `pip install .` into the venv (builds the C library and the nanobind extension).

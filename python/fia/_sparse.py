@@ -98,9 +98,16 @@ def npu_sparse_flash_attention(
 # kv_quant_sparse_flash_attention (C8)
 # ---------------------------------------------------------------------------------------------
 
-def kv_quant_sfa_outputs(query, rope_head_dim=64):
+def kv_quant_sfa_outputs(query, rope_head_dim=64, key=None, layout_query="BSND",
+                         layout_kv="BSND", return_softmax_lse=False):
+    """attention_out (the query's shape with D - rope_head_dim); with return_softmax_lse the
+    tuple (attention_out, softmax_max, softmax_sum) shaped as sfa_outputs gives them."""
     qs = tuple(query.shape)
-    return empty(query, qs[:-1] + (qs[-1] - rope_head_dim,), None)
+    o = empty(query, qs[:-1] + (qs[-1] - rope_head_dim,), None)
+    if not return_softmax_lse:
+        return o
+    _, smax, ssum = sfa_outputs(query, key, layout_query, layout_kv, True)
+    return o, smax, ssum
 
 
 def npu_kv_quant_sparse_flash_attention(
@@ -109,7 +116,8 @@ def npu_kv_quant_sparse_flash_attention(
         actual_seq_lengths_query=None, actual_seq_lengths_kv=None, sparse_block_size=1,
         layout_query="BSND", layout_kv="BSND", sparse_mode=3, pre_tokens=INT64_MAX,
         next_tokens=INT64_MAX, attention_mode=0, quant_scale_repo_mode=1, tile_size=128,
-        rope_head_dim=64, key_dtype=None, value_dtype=None, sinks=None, out=None):
+        rope_head_dim=64, key_dtype=None, value_dtype=None, sinks=None,
+        return_softmax_lse=False, out=None):
     """torch_npu.npu_kv_quant_sparse_flash_attention: sparse flash attention over the C8 latent
     cache (DeepSeek-V3.2). Each cached token is one 656-byte int8 row: bytes [0, 512) int8
     k_nope, [512, 640) 64 bfloat16 k_rope values, [640, 656) 4 float32 scales (one per 128-value
@@ -126,6 +134,10 @@ def npu_kv_quant_sparse_flash_attention(
       sinks:          None or float32 [N1], as npu_sparse_flash_attention.
     Returns attention_out: the query's shape with 512 (D - rope_head_dim), query dtype
     (float16 or bfloat16). out= preallocates it.
+    fia extension (torch_npu's C8 op returns only the output): return_softmax_lse=True returns
+    (attention_out, softmax_max, softmax_sum) with the shapes and convention of
+    npu_sparse_flash_attention (lse = max + log(sum); max = sum = 0 on a row with no valid
+    token), what context-parallel decode merges; out= is then the triple.
     Supported flags (anything else raises NotImplementedError naming it): key_quant_mode=2,
     value_quant_mode=2, attention_mode=2, quant_scale_repo_mode=1, tile_size=128,
     rope_head_dim=64, key_dtype / value_dtype None or int8, no key/value_dequant_scale
@@ -147,12 +159,24 @@ def npu_kv_quant_sparse_flash_attention(
                    ("next_tokens", next_tokens, next_tokens == INT64_MAX)))
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
-    o = kv_quant_sfa_outputs(query, rope_head_dim) if out is None else check_out(op, out, 1)
+    flag = bool(return_softmax_lse)
+    if flag:
+        if out is None:
+            if type(key) is not np.ndarray and not is_torch(key):
+                key = as_array(key)
+            outs = kv_quant_sfa_outputs(query, rope_head_dim, key, layout_query, layout_kv, True)
+        else:
+            outs = check_out(op, out, 3)
+        o, smax, ssum = outs
+    else:
+        o = kv_quant_sfa_outputs(query, rope_head_dim) if out is None else check_out(op, out, 1)
+        smax = ssum = None
+        outs = o
     return run(_fia.kv_quant_sparse_flash_attention,
-               (query, key, value, sparse_indices, block_table, sinks, o, None, None, None,
+               (query, key, value, sparse_indices, block_table, sinks, o, None, smax, ssum,
                 actual_seq_lengths_query, actual_seq_lengths_kv, scale_value, key_quant_mode,
                 value_quant_mode, sparse_block_size, layout_query, layout_kv, sparse_mode,
-                attention_mode, quant_scale_repo_mode, tile_size, rope_head_dim, False), o)
+                attention_mode, quant_scale_repo_mode, tile_size, rope_head_dim, flag), outs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +264,7 @@ def npu_quant_lightning_indexer(
         key_quant_mode, *, actual_seq_lengths_query=None, actual_seq_lengths_key=None,
         block_table=None, layout_query="BSND", layout_key="BSND", sparse_count=2048,
         sparse_mode=3, pre_tokens=INT64_MAX, next_tokens=INT64_MAX, query_dtype=None,
-        key_dtype=None, exact_ranking=False, out=None):
+        key_dtype=None, exact_ranking=False, return_value=False, out=None):
     """torch_npu.npu_quant_lightning_indexer: the int8 ("A8C8") lightning indexer, with
 
       score[t, j] = sum_h w[t, h] * sq[t, h] * sk[j] * ReLU(q[t, h] . k[j])
@@ -256,6 +280,9 @@ def npu_quant_lightning_indexer(
     query_quant_mode, key_quant_mode: 0 (per-token symmetric int8, the only mode); query_dtype /
     key_dtype: None or int8 (else NotImplementedError).
     Returns sparse_indices (int32). out= preallocates it.
+    fia extension: return_value=True returns (sparse_indices, sparse_values), the float32
+    scores the ranking used (-inf where the index is -1); out= is then the pair. Context-
+    parallel decode merges the ranks' lists by these scores.
     """
     op = "npu_quant_lightning_indexer"
     qd, kd = dtype_arg(query_dtype), dtype_arg(key_dtype)
@@ -269,17 +296,21 @@ def npu_quant_lightning_indexer(
                        ("next_tokens", next_tokens, next_tokens == INT64_MAX)))
     if type(query) is not np.ndarray and not is_torch(query):
         query = as_array(query)
+    rv = bool(return_value)
     if out is None:
         if type(key) is not np.ndarray and not is_torch(key):
             key = as_array(key)
-        idx = li_outputs(query, key, layout_query, layout_key, sparse_count, False, None)[0]
+        idx, vals = li_outputs(query, key, layout_query, layout_key, sparse_count, rv,
+                               "float32")
+    elif rv:
+        idx, vals = check_out(op, out, 2)
     else:
-        idx = check_out(op, out, 1)
+        idx, vals = check_out(op, out, 1), None
     return run(_fia.lightning_indexer,
                (True, query, key, weights, query_dequant_scale, key_dequant_scale, block_table,
-                idx, None, actual_seq_lengths_query, actual_seq_lengths_key, layout_query,
-                layout_key, sparse_count, sparse_mode, pre_tokens, next_tokens, False,
-                query_quant_mode, key_quant_mode, bool(exact_ranking)), idx)
+                idx, vals if rv else None, actual_seq_lengths_query, actual_seq_lengths_key,
+                layout_query, layout_key, sparse_count, sparse_mode, pre_tokens, next_tokens, rv,
+                query_quant_mode, key_quant_mode, bool(exact_ranking)), (idx, vals) if rv else idx)
 
 
 for _f in (npu_lightning_indexer, npu_quant_lightning_indexer):
@@ -293,7 +324,9 @@ def _sfa_fake(query, key, value, sparse_indices, scale_value, **kw):
 
 def _kv_quant_sfa_fake(query, key, value, sparse_indices, scale_value, key_quant_mode,
                        value_quant_mode, **kw):
-    return kv_quant_sfa_outputs(query, kw.get("rope_head_dim", 64))
+    return kv_quant_sfa_outputs(query, kw.get("rope_head_dim", 64), key,
+                                kw.get("layout_query", "BSND"), kw.get("layout_kv", "BSND"),
+                                kw.get("return_softmax_lse", False))
 
 
 def _li_fake(query, key, weights, **kw):
@@ -303,8 +336,10 @@ def _li_fake(query, key, weights, **kw):
 
 def _qli_fake(query, key, weights, query_dequant_scale, key_dequant_scale, query_quant_mode,
               key_quant_mode, **kw):
-    return li_outputs(query, key, kw.get("layout_query", "BSND"), kw.get("layout_key", "BSND"),
-                      kw.get("sparse_count", 2048), False, None)[0]
+    rv = kw.get("return_value", False)
+    res = li_outputs(query, key, kw.get("layout_query", "BSND"), kw.get("layout_key", "BSND"),
+                     kw.get("sparse_count", 2048), rv, "float32")
+    return res if rv else res[0]
 
 
 OPS = {

@@ -48,8 +48,9 @@ def bf16_weights(cfg, seed):
 class Session:
     """Histories of the layer inputs per request, for the stateless reference."""
 
-    def __init__(self, cfg, seed, c8):
+    def __init__(self, cfg, seed, c8, c8_latent_bf16=True):
         self.cfg, self.c8 = cfg, c8
+        self.c8_latent_bf16 = c8_latent_bf16  # see dsa_reference.reference_layer
         self.w = bf16_weights(cfg, seed)
         self.rng = np.random.default_rng(seed + 1000)
         self.hist = {}
@@ -84,7 +85,7 @@ class Session:
             Rr = np.concatenate(self.hist[rid][1])
             L = H.shape[0]
             ref = R.reference_layer(cfg, self.w, H, Rr, q_start=L - n, c8=self.c8,
-                                    emulate_bf16=True)
+                                    emulate_bf16=True, c8_latent_bf16=self.c8_latent_bf16)
             got_sel = []
             for i in range(n):
                 g = topk[o + i, 0].numpy()
@@ -95,7 +96,8 @@ class Session:
                 self.tie_rows += nd > 0
                 got_sel.append(g)
             ref2 = R.reference_layer(cfg, self.w, H, Rr, q_start=L - n, c8=self.c8,
-                                     emulate_bf16=True, round_out=False, selection=got_sel)
+                                     emulate_bf16=True, round_out=False, selection=got_sel,
+                                     c8_latent_bf16=self.c8_latent_bf16)
             r = ref2.out.numpy()
             y = out[o:o + n].float().numpy()
             s = np.abs(r).max()
@@ -110,11 +112,11 @@ class Session:
 
 
 def run_session(cfg, ops, *, c8=False, seed=0, decode_steps=16, block_size=16,
-                num_blocks=96, check=True):
+                num_blocks=96, check=True, a_tol=None, c8_latent_bf16=True):
     """Prefill of 3 variable-length requests, then `decode_steps` decode steps; at step 4 a
     request joins (its prefill runs in the same call as the others' decode: a mixed TND call),
     at step 9 one is dropped (its blocks are freed and reused). Returns the session."""
-    ses = Session(cfg, seed, c8)
+    ses = Session(cfg, seed, c8, c8_latent_bf16)
     layer = DSAAttention(cfg, ses.w, c8=c8, ops=ops)
     alloc = BlockAllocator(num_blocks, block_size)
     pool = KVPool(cfg, num_blocks, block_size, c8=c8)
@@ -125,7 +127,7 @@ def run_session(cfg, ops, *, c8=False, seed=0, decode_steps=16, block_size=16,
         out, x, topk = layer.forward(h, r, step, pool, return_topk=True)
         assert out.dtype == torch.bfloat16 and out.shape == (sum(q_lens), cfg.hidden_size)
         if check:
-            ses.check(rids, q_lens, out, x, topk)
+            ses.check(rids, q_lens, out, x, topk, a_tol=a_tol)
         return out
 
     live = [10, 11, 12]

@@ -17,7 +17,8 @@ from fia._schemas import SCHEMAS
 from conftest import f64, rnd, to_kind, torch
 
 # fia's keyword-only extensions beyond the torch_npu schemas (never a changed torch_npu default)
-EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype", "exact_ranking", "cache_mode"}
+EXTENSIONS = {"out", "mla_rescale", "sparse_values_dtype", "exact_ranking", "cache_mode",
+              "return_softmax_lse", "return_value"}  # the last two: C8 extensions (CP decode)
 
 
 def parse_schema(s):

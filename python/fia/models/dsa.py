@@ -18,6 +18,13 @@ The chain is the seed's `forward_absorb`, shared by prefill and decode:
 Tokens of a call are TND: the requests' new tokens concatenated, with cumulative query lengths;
 a call may mix requests that prefill (many new tokens) and requests that decode (one).
 
+Decode performance: calls of at most PLAN_MAX_TOKENS tokens run the prolog through a fia.Plan
+kept per token count (weights packed once at plan time where fia packs them; reset_plans()
+after changing weights); the indexer and attention are planned per call (their plans copy the
+lengths and block tables, which change every step; planning costs microseconds); the
+projections outside the prolog are torch bf16 GEMMs on [out, in] weights (F.linear), which
+stream the weights at the read bandwidth for a decode step.
+
 State is explicit: a KVPool holds one layer's paged caches, a BlockAllocator the block lists
 and lengths of the requests (share it between the layers of a model), and Step describes one
 call (positions, slot mapping, block table, lengths). Nothing is global.
@@ -34,7 +41,11 @@ sharded by token, position g on rank g % P at local position g // P.
     its shard with scores, the global top-k is the merge of the P lists (descending score, ties
     to the lower position, exactly the single-process ranking), each rank attends over the
     selected tokens of its shard with softmax_lse, and the partial states are combined with
-    fia.merge.merge_attention_states in rank order.
+    fia.merge.merge_attention_states in rank order. The C8 path does the same with fia's
+    extensions: npu_quant_lightning_indexer(return_value=True) for the scores and
+    npu_kv_quant_sparse_flash_attention(return_softmax_lse=True) for softmax_max / softmax_sum
+    (lse = max + log(sum); a shard whose row sees nothing gives max = sum = 0, lse +inf,
+    weight 0 in the merge).
 """
 from __future__ import annotations
 
@@ -45,6 +56,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..merge import merge_attention_states
 from .dsa_config import DSAConfig
@@ -229,18 +241,24 @@ class DSAAttention:
         self.w_dkv_kr = t("self_attn.kv_a_proj_with_mqa.weight").T.contiguous().to(BF16)
         self.gamma_cq = t("self_attn.q_a_layernorm.weight").to(BF16)
         self.gamma_ckv = t("self_attn.kv_a_layernorm.weight").to(BF16)
-        self.w_o_t = t("self_attn.o_proj.weight").T.contiguous().to(BF16)            # [N Dv, He]
-        self.wq_b_t = t("self_attn.indexer.wq_b.weight").T.contiguous().to(BF16)     # [Hcq, Hi Di]
-        self.wk_t = t("self_attn.indexer.wk.weight").T.contiguous().to(BF16)         # [He, Di]
+        # The projections outside the prolog keep the HF [out, in] layout and run as
+        # torch.nn.functional.linear: for a decode step (one row per request) torch's bf16 GEMV
+        # streams an [out, in] weight at the read bandwidth, while x @ W^T stored [in, out]
+        # measured 2x slower (o_proj at 128K: the largest weight of the step).
+        self.w_o = t("self_attn.o_proj.weight").contiguous().to(BF16)                # [He, N Dv]
+        self.wq_b = t("self_attn.indexer.wq_b.weight").contiguous().to(BF16)         # [Hi Di, Hcq]
+        self.wk = t("self_attn.indexer.wk.weight").contiguous().to(BF16)             # [Di, He]
         self.k_norm_w = t("self_attn.indexer.k_norm.weight")
         self.k_norm_b = t("self_attn.indexer.k_norm.bias")
-        self.w_proj_t = t("self_attn.indexer.weights_proj.weight").T.contiguous()    # fp32
+        self.w_proj = t("self_attn.indexer.weights_proj.weight").contiguous()        # fp32 [Hi, He]
         self.hadamard = hadamard(cfg.index_head_dim, torch.float32) if c8 else None
         self.clip_alpha = torch.ones(1, dtype=torch.float32)
         # Phase timings: set to a dict to accumulate seconds per phase ("prolog" = norm +
         # mla_prolog_v3, "indexer" = projection, RoPE, quant, cache write and lightning_indexer,
         # "attention" = sparse_flash_attention, "projections" = V absorb + o_proj).
         self.timings: Optional[Dict[str, float]] = None
+        # Kept prolog plans (fia.plan), by token count: see _prolog_paged.
+        self._prolog_plans: Dict[int, tuple] = {}
 
     @contextlib.contextmanager
     def _phase(self, name):
@@ -274,18 +292,75 @@ class DSAAttention:
         y, _, x = ops.npu_add_rms_norm(residual, hidden, self.gamma_in, eps)
         return y, x
 
-    def _prolog(self, u, cos, sin, kv_cache, kr_cache, cache_index, cache_mode):
+    def _prolog_kw(self, cache_index, cache_mode):
         cfg = self.cfg
-        kw = dict(cache_index=cache_index, rmsnorm_epsilon_cq=cfg.rms_norm_eps,
-                  rmsnorm_epsilon_ckv=cfg.rms_norm_eps, cache_mode=cache_mode,
-                  query_norm_flag=True, weight_quant_mode=0)
+        kw = dict(rmsnorm_epsilon_cq=cfg.rms_norm_eps, rmsnorm_epsilon_ckv=cfg.rms_norm_eps,
+                  cache_mode=cache_mode, query_norm_flag=True, weight_quant_mode=0)
+        if cache_index is not None:
+            kw["cache_index"] = cache_index
         if self.c8:
             kw.update(kv_cache_quant_mode=3, ckvkr_repo_mode=1, quant_scale_repo_mode=1,
                       tile_size=128, k_nope_clip_alpha=self.clip_alpha)
+        return kw
+
+    def _prolog(self, u, cos, sin, kv_cache, kr_cache, cache_index, cache_mode):
         q_nope, q_pe, _, qr, _ = self.ops.npu_mla_prolog_v3(
             u, self.w_dq, self.w_uq_qr, self.w_uk, self.w_dkv_kr, self.gamma_cq,
-            self.gamma_ckv, sin, cos, kv_cache, kr_cache, **kw)
+            self.gamma_ckv, sin, cos, kv_cache, kr_cache,
+            **self._prolog_kw(cache_index, cache_mode))
         return q_nope, q_pe, qr
+
+    PLAN_MAX_TOKENS = 64  # calls of at most this many tokens reuse a kept prolog plan
+
+    def _prolog_paged(self, u, cos, sin, pool, slots):
+        """The prolog of a call writing the paged caches at `slots` (-1: not stored here).
+
+        With fia's operators (fia.plan) and a small call (decode), the prolog is planned once
+        per token count and kept across calls: the plan reads its inputs from buffers this
+        layer owns (rewritten in place each call) and writes the latent / k_pe rows of the new
+        tokens to TND staging rows, which npu_scatter_nd_update_ then puts at the slots (the
+        plan copies cache_index at plan time, so a kept plan cannot write the paged cache
+        itself). Weights packed at plan time are thus packed once, not per step. Otherwise the
+        one-shot call with cache_mode PA_BSND."""
+        T = u.shape[0]
+        plan_ns = getattr(self.ops, "plan", None)
+        if (plan_ns is None or T > self.PLAN_MAX_TOKENS
+                or not hasattr(plan_ns, "npu_mla_prolog_v3")):
+            return self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache, _i64(slots),
+                                "PA_BSND")
+        ent = self._prolog_plans.get(T)
+        if ent is None:
+            cfg = self.cfg
+            bu, bc, bsn = torch.empty_like(u), torch.empty_like(cos), torch.empty_like(sin)
+            if self.c8:  # the 656-byte row; the rope lives in it (kr_cache is a dummy)
+                kv = torch.empty(T, 1, C8_ROW, dtype=torch.int8)
+            else:
+                kv = torch.empty(T, 1, cfg.kv_lora_rank, dtype=BF16)
+            kr = torch.empty(T, 1, cfg.qk_rope_head_dim, dtype=BF16)
+            plan = plan_ns.npu_mla_prolog_v3(bu, self.w_dq, self.w_uq_qr, self.w_uk,
+                                             self.w_dkv_kr, self.gamma_cq, self.gamma_ckv, bsn,
+                                             bc, kv, kr, **self._prolog_kw(None, "TND"))
+            ent = self._prolog_plans[T] = (plan, bu, bc, bsn, kv, kr)
+        plan, bu, bc, bsn, kv, kr = ent
+        bu.copy_(u)
+        bc.copy_(cos)
+        bsn.copy_(sin)
+        q_nope, q_pe, _, qr, _ = plan.execute()
+        keep = np.asarray(slots) >= 0
+        if keep.any():
+            idx = _i64(np.asarray(slots)[keep]).view(-1, 1)
+            sel = torch.from_numpy(keep)
+            self.ops.npu_scatter_nd_update_(pool.kv_cache.view(-1, kv.shape[-1]), idx,
+                                            kv[sel, 0].contiguous())
+            if not self.c8:
+                self.ops.npu_scatter_nd_update_(pool.kr_cache.view(-1, kr.shape[-1]), idx,
+                                                kr[sel, 0].contiguous())
+        return q_nope, q_pe, qr
+
+    def reset_plans(self):
+        """Drops the kept prolog plans: a plan captures the weights' values when it is made
+        (fia packs them at plan time), so call this after changing the layer's weights."""
+        self._prolog_plans.clear()
 
     def _index_qk(self, u, qr, cos, sin):
         """Indexer query [T, Hi, Di], key [T, Di] (bf16, or int8 with scales) and weights."""
@@ -296,17 +371,17 @@ class DSAAttention:
             c, s = rope_cos_sin(cfg, self._pos)
             cos = c.repeat_interleave(2, -1).to(BF16)
             sin = s.repeat_interleave(2, -1).to(BF16)
-        qi = torch.matmul(qr, self.wq_b_t).view(T, Hi, Di)
+        qi = F.linear(qr, self.wq_b).view(T, Hi, Di)
         q_pe = ops.npu_rotary_mul(qi[None, :, :, :Dr].contiguous(), cos[None, :, None],
                                   sin[None, :, None], mode)[0]
         qi = torch.cat((q_pe, qi[..., Dr:]), -1)
-        k = torch.matmul(u, self.wk_t).float()
+        k = F.linear(u, self.wk).float()
         k = torch.nn.functional.layer_norm(k, (Di,), self.k_norm_w, self.k_norm_b,
                                            cfg.index_norm_eps).to(BF16)
         k_pe = ops.npu_rotary_mul(k[None, :, None, :Dr].contiguous(), cos[None, :, None],
                                   sin[None, :, None], mode)[0, :, 0]
         ki = torch.cat((k_pe, k[:, Dr:]), -1).contiguous()
-        w = torch.matmul(u.float(), self.w_proj_t) * cfg.index_weight_scale
+        w = F.linear(u.float(), self.w_proj) * cfg.index_weight_scale
         if not self.c8:
             return qi.contiguous(), ki, None, None, w.contiguous()
         qh = torch.matmul(qi.float(), self.hadamard)
@@ -348,9 +423,9 @@ class DSAAttention:
                   block_table=_i32(block_table), layout_query="TND", layout_key="PA_BSND",
                   sparse_count=cfg.index_topk, sparse_mode=3)
         if self.c8:
-            if return_value:
-                raise NotImplementedError("context-parallel decode needs the indexer scores, "
-                                          "which npu_quant_lightning_indexer does not return")
+            if return_value:  # fia extension: the fp32 scores the ranking used
+                return ops.npu_quant_lightning_indexer(qi, pool.idx_cache, w, qs, pool.idx_scale,
+                                                       0, 0, return_value=True, **kw)
             idx = ops.npu_quant_lightning_indexer(qi, pool.idx_cache, w, qs, pool.idx_scale, 0, 0,
                                                   **kw)
             return idx, None
@@ -366,20 +441,24 @@ class DSAAttention:
                   actual_seq_lengths_kv=_i32(kv_lens), sparse_block_size=1, layout_query="TND",
                   layout_kv="PA_BSND", sparse_mode=3, attention_mode=2)
         if self.c8:
-            if lse:
-                raise NotImplementedError("npu_kv_quant_sparse_flash_attention returns no "
-                                          "softmax_lse: the C8 path has no context-parallel decode")
             q = torch.cat((q_nope, q_pe), -1).contiguous()
-            out = ops.npu_kv_quant_sparse_flash_attention(
+            res = ops.npu_kv_quant_sparse_flash_attention(
                 q, pool.kv_cache, pool.kv_cache, idx, cfg.softmax_scale, 2, 2,
-                quant_scale_repo_mode=1, tile_size=128, rope_head_dim=cfg.qk_rope_head_dim, **kw)
-            return out, None
-        out, smax, ssum = ops.npu_sparse_flash_attention(
-            q_nope, pool.kv_cache, pool.kv_cache, idx, cfg.softmax_scale, query_rope=q_pe,
-            key_rope=pool.kr_cache, return_softmax_lse=lse, **kw)
-        if not lse:
-            return out, None
-        # softmax_max / softmax_sum [N2=1, T, N]: lse = max + log(sum) (empty rows: +inf)
+                quant_scale_repo_mode=1, tile_size=128, rope_head_dim=cfg.qk_rope_head_dim,
+                **(dict(return_softmax_lse=True) if lse else {}), **kw)
+            if not lse:
+                return res, None
+            # fia extension: softmax_max / softmax_sum as npu_sparse_flash_attention's
+            out, smax, ssum = res
+        else:
+            out, smax, ssum = ops.npu_sparse_flash_attention(
+                q_nope, pool.kv_cache, pool.kv_cache, idx, cfg.softmax_scale, query_rope=q_pe,
+                key_rope=pool.kr_cache, return_softmax_lse=lse, **kw)
+            if not lse:
+                return out, None
+        # softmax_max / softmax_sum [N2=1, T, N]: lse = max + log(sum) (natural log; the max is
+        # the largest scaled logit); a row that sees no token holds max = sum = 0: lse +inf,
+        # which merge_attention_states weighs 0
         l = smax[0].float() + torch.log(ssum[0].float())
         l = torch.where(ssum[0] > 0, l, torch.full_like(l, float("inf")))
         return out, l
@@ -388,7 +467,7 @@ class DSAAttention:
         """V absorb (matmul with the value half of kv_b_proj) and o_proj: [T, N, 512] -> [T, He]."""
         T, N = lat.shape[0], self.cfg.num_heads
         o = torch.matmul(lat.transpose(0, 1), self.w_uv_t)          # [N, T, Dv]
-        return torch.matmul(o.transpose(0, 1).reshape(T, -1), self.w_o_t)
+        return F.linear(o.transpose(0, 1).reshape(T, -1), self.w_o)
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, hidden, residual, step: Step, pool: KVPool, *, return_topk=False):
@@ -401,8 +480,7 @@ class DSAAttention:
         with self._phase("prolog"):
             u, x = self._norm(hidden, residual)
             cos, sin = self.rope_tables(step.positions)
-            q_nope, q_pe, qr = self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache,
-                                            _i64(step.slots), "PA_BSND")
+            q_nope, q_pe, qr = self._prolog_paged(u, cos, sin, pool, step.slots)
         with self._phase("indexer"):
             qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
             self._write_index(pool, ki, ks, step.slots, step.prefill)
@@ -416,6 +494,33 @@ class DSAAttention:
         return (out, x, idx) if return_topk else (out, x)
 
     __call__ = forward
+
+    def forward_dense(self, hidden, residual, step: Step, pool: KVPool):
+        """The same decode step as dense MLA (every cached token attended, no indexer: the
+        attention of MLA models before DSA), for comparison: norm, prolog, then
+        npu_fused_infer_attention_score over the whole latent cache (BSND query, one token per
+        request, PA_BSND cache), V absorb and o_proj. Decode steps of the bf16 path on one
+        process only (every request one new token). Returns (out, new residual)."""
+        if self.world > 1 or self.c8 or not (np.asarray(step.q_lens) == 1).all():
+            raise NotImplementedError("forward_dense: decode steps (one token per request) of "
+                                      "the bf16 path on one process")
+        cfg, B = self.cfg, len(step.rids)
+        self._pos = step.positions
+        with self._phase("prolog"):
+            u, x = self._norm(hidden, residual)
+            cos, sin = self.rope_tables(step.positions)
+            q_nope, q_pe, _ = self._prolog_paged(u, cos, sin, pool, step.slots)
+        with self._phase("attention"):
+            N = cfg.num_heads
+            lat, _ = self.ops.npu_fused_infer_attention_score(
+                q_nope.view(B, 1, N, -1), pool.kv_cache, pool.kv_cache,
+                query_rope=q_pe.view(B, 1, N, -1), key_rope=pool.kr_cache,
+                block_table=_i32(step.block_table), actual_seq_lengths_kv=_i32(step.kv_lens),
+                num_heads=N, num_key_value_heads=1, scale=cfg.softmax_scale,
+                input_layout="BSND", block_size=pool.block_size)
+        with self._phase("projections"):
+            out = self._epilogue(lat.view(B, N, -1))
+        return out, x
 
     # ------------------------------------------------------------------ context parallelism
     def _gather(self, t, counts):
@@ -539,8 +644,7 @@ class DSAAttention:
         self._pos = step.positions
         u, x = self._norm(hidden, residual)
         cos, sin = self.rope_tables(step.positions)
-        q_nope, q_pe, qr = self._prolog(u, cos, sin, pool.kv_cache, pool.kr_cache,
-                                        _i64(step.slots), "PA_BSND")
+        q_nope, q_pe, qr = self._prolog_paged(u, cos, sin, pool, step.slots)
         qi, ki, qs, ks, w = self._index_qk(u, qr, cos, sin)
         self._write_index(pool, ki, ks, step.slots, False)
         k = cfg.index_topk

@@ -182,9 +182,16 @@ class RefOutput:
 def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int = 0, *,
                     positions=None, c8: bool = False, emulate_bf16: bool = False,
                     mode: str = "absorb", round_out: Optional[bool] = None,
-                    selection: Optional[Sequence] = None) -> RefOutput:
+                    selection: Optional[Sequence] = None,
+                    c8_latent_bf16: bool = True) -> RefOutput:
     """One request: hidden/residual [L, He] for positions 0..L-1 (or `positions`), outputs of
-    rows q_start..L-1. w: {HF short name: array} (see dsa_weights)."""
+    rows q_start..L-1. w: {HF short name: array} (see dsa_weights).
+    c8_latent_bf16 (with c8 and emulate_bf16): the rounding point of the C8 latent
+    quantization. True: the normalized latent row is rounded to bf16 and then quantized (the
+    pure-torch golden of npu_mla_prolog_v3, tests/python/npu_golden.py); False: the unrounded
+    normalized row is quantized (fia's prolog: its fp32 row). The contract (per 128-tile,
+    scale amax/127, round) does not fix this point; the two differ by one int8 step in a few
+    percent of the elements."""
     if mode not in ("absorb", "mha"):
         raise ValueError(f"mode {mode!r}: 'absorb' or 'mha'")
     bf = (lambda a: a.to(torch.bfloat16).to(F64)) if emulate_bf16 else (lambda a: a)
@@ -205,12 +212,14 @@ def reference_layer(cfg: DSAConfig, w: dict, hidden, residual=None, q_start: int
     q = bf(qr @ W["self_attn.q_b_proj.weight"].T).view(L, N, D + Dr)
     q_nope, q_pe = q[..., :D], bf(rope_interleaved(q[..., D:], cos, sin))
     kv = bf(u @ W["self_attn.kv_a_proj_with_mqa.weight"].T)
-    c = bf(_rms(kv[:, :C], W["self_attn.kv_a_layernorm.weight"], cfg.rms_norm_eps))
+    c_f = _rms(kv[:, :C], W["self_attn.kv_a_layernorm.weight"], cfg.rms_norm_eps)
+    c = bf(c_f)
     k_pe = bf(rope_interleaved(kv[:, C:].unsqueeze(1), cos, sin).squeeze(1))
     wkv_b = W["self_attn.kv_b_proj.weight"].view(N, D + Dv, C)
     w_uk, w_uv = wkv_b[:, :D], wkv_b[:, D:]
     q_abs = bf(torch.einsum("lhd,hdc->lhc", q_nope, w_uk))
-    c_att = bf(quant_int8_tiles(c)[0]) if c8 else c  # C8: dequantized K cast to bf16
+    # C8: dequantized K cast to bf16
+    c_att = bf(quant_int8_tiles(c if c8_latent_bf16 else c_f)[0]) if c8 else c
 
     # indexer
     qi = bf(qr @ W["self_attn.indexer.wq_b.weight"].T).view(L, Hi, Di)
