@@ -552,7 +552,8 @@ static void run_prolog(fia_context *ctx, fz *f) {
         build(f, &v[KR], krdt, 3, krs, FILL_OUT);
     }
     const int64_t one[1] = {1}, ckv[2] = {1, 512}, ckr[2] = {1, 64}, dqn[3] = {T, N, 1};
-    if (kvq == 1 || (g_corrupt && rare(f, 16))) build(f, &v[QSV], FIA_DTYPE_FLOAT32, 1, one, FILL_FLOAT);
+    if (kvq == 1 || (kvq != 2 && g_corrupt && rare(f, 16)))
+        build(f, &v[QSV], FIA_DTYPE_FLOAT32, 1, one, FILL_FLOAT);
     if (kvq == 2) {
         build(f, &v[QSV], FIA_DTYPE_FLOAT32, 2, ckv, FILL_FLOAT);
         build(f, &v[QSR], FIA_DTYPE_FLOAT32, 2, ckr, FILL_FLOAT);
