@@ -26,7 +26,9 @@
 typedef struct fia_gemm_desc {
     int64_t M, N, K;
     int64_t lda, ldb, ldc;  /* row strides of A, B and C (elements) */
-    fia_dtype c_dtype;      /* FIA_DTYPE_BFLOAT16 or FIA_DTYPE_FLOAT32 */
+    fia_dtype c_dtype;      /* FIA_DTYPE_BFLOAT16 or FIA_DTYPE_FLOAT32 with bfloat16 A and B;
+                             * FIA_DTYPE_INT32: int8 A and B, exact int32 sums (the prolog's
+                             * weight_quant_mode 1 and 2; the caller dequantizes) */
     bool packed_b;          /* B is run pre-packed (fia_gemm_pack_b) in the blocked layout the
                              * library prefers for this gemm, so that a run never re-packs it;
                              * ldb is then the stride of the plain B that pack_b reads */
@@ -81,7 +83,7 @@ typedef struct fia_tgemm {
 fia_status fia_tgemm_plan(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
                           int32_t slots);
 static inline int64_t fia_tgemm_tasks(const fia_tgemm *t) { return t->mtiles * t->ntiles; }
-/* a, b: bfloat16; c: c_dtype. */
+/* a, b: bfloat16 (int8 when c_dtype is FIA_DTYPE_INT32); c: c_dtype. */
 bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
                         void *c, void *scratch);
 /* Pre-packing (d->packed_b set at fia_tgemm_plan): copies the `batch` plain B matrices at
@@ -91,15 +93,5 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
 bool fia_tgemm_run_packed(fia_tgemm *t, int64_t task, int32_t slot, const void *a, int64_t bi,
                           void *c, void *scratch);
 void fia_tgemm_free(fia_tgemm *t); /* also frees the packed panels */
-
-/* ---- int8 gemms (weight_quant_mode 1, 2): A int8 x B int8 -> C int32 (exact sums), the
- * same plan / run / tiles / destroy as above (fia_gemm_run, fia_tgemm_free); c_dtype is
- * ignored. ---- */
-fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
-                              size_t *scratch_bytes);
-fia_status fia_tgemm_plan_s8(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
-                             int32_t slots);
-bool fia_tgemm_run_task_s8(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
-                           const void *b, void *c, void *scratch);
 
 #endif /* FIA_OPS_PROLOG_GEMM_H */

@@ -45,7 +45,7 @@ struct fia_gemm {
      * A is first copied into the scratch (a_off) and C computed there (c_off), then copied
      * out; a_copy / c_copy are 0 when the strides are already dense (or M == 1) */
     int64_t M, N, K, lda, ldc;
-    size_t cs, lib_scratch, a_off, c_off;
+    size_t as, cs, lib_scratch, a_off, c_off; /* element sizes of A and C */
     bool a_copy, c_copy;
     dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
     dnnl_memory_t rsrc, rdst;
@@ -117,16 +117,19 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    const dnnl_data_type_t ct = d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32 : dnnl_bf16;
+    const bool s8 = d->c_dtype == FIA_DTYPE_INT32; /* int8 A and B, exact int32 sums */
+    const dnnl_data_type_t abt = s8 ? dnnl_s8 : dnnl_bf16;
+    const dnnl_data_type_t ct = s8 ? dnnl_s32 : d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32
+                                                                                : dnnl_bf16;
     fia_status st = FIA_STATUS_SUCCESS;
     /* planned for the one thread it runs on (the library sizes its blocking by the thread
      * count at creation: with more it may even pick another implementation) */
     const int old_threads = omp_get_max_threads();
     if (old_threads != 1) omp_set_num_threads(1);
-    if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_bf16, sa) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_bf16, sb) != dnnl_success ||
+    if (dnnl_memory_desc_init_by_strides(&ma, 2, da, abt, sa) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mb, 2, db, abt, sb) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mc, 2, dc, ct, sc) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&mb_any, 2, db, dnnl_bf16, dnnl_format_tag_any) !=
+        dnnl_memory_desc_init_by_tag(&mb_any, 2, db, abt, dnnl_format_tag_any) !=
             dnnl_success ||
         dnnl_matmul_desc_init(&md, &ma, d->packed_b ? &mb_any : &mb, NULL, &mc) !=
             dnnl_success ||
@@ -135,8 +138,8 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
             dnnl_success ||
         dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
         dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
-        st = FIA_UNSUPPORTED("oneDNN refused a bf16 matmul of [%lld x %lld] x [%lld x %lld]",
-                             (long long)d->M, (long long)d->K, (long long)d->K,
+        st = FIA_UNSUPPORTED("oneDNN refused %s matmul of [%lld x %lld] x [%lld x %lld]",
+                             s8 ? "an int8" : "a bf16", (long long)d->M, (long long)d->K, (long long)d->K,
                              (long long)d->N);
         goto done;
     }
@@ -152,10 +155,11 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     g->K = d->K;
     g->lda = d->lda;
     g->ldc = d->ldc;
-    g->cs = ct == dnnl_f32 ? 4 : 2;
+    g->cs = ct == dnnl_bf16 ? 2 : 4;
+    g->as = s8 ? 1 : 2;
     g->lib_scratch = (*scratch_bytes + 63) / 64 * 64;
     g->a_off = g->c_off = g->lib_scratch;
-    if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * 2 + 63) / 64 * 64;
+    if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * g->as + 63) / 64 * 64;
     if (g->c_copy) *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
     else if (g->a_copy) *scratch_bytes = g->c_off;
     if (d->packed_b) {
@@ -197,9 +201,10 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
                   void *scratch) {
     gemm_slot *s = &g->slot[slot];
     if (g->a_copy) { /* the A rows into the dense scratch copy */
-        uint16_t *ad = (uint16_t *)((char *)scratch + g->a_off);
+        char *ad = (char *)scratch + g->a_off;
         for (int64_t m = 0; m < g->M; m++)
-            memcpy(ad + m * g->K, (const uint16_t *)a + m * g->lda, (size_t)g->K * 2);
+            memcpy(ad + (size_t)(m * g->K) * g->as, (const char *)a + (size_t)(m * g->lda) * g->as,
+                   (size_t)g->K * g->as);
         a = ad;
     }
     void *cd = g->c_copy ? (char *)scratch + g->c_off : c;
@@ -368,17 +373,31 @@ fia_status fia_tgemm_plan(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int6
     return FIA_STATUS_SUCCESS;
 }
 
-bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
-                        void *c, void *scratch) {
+/* Tile `task` of a tgemm: its shape variant k and the element offsets of A and C it starts at. */
+typedef struct tgemm_tile {
+    int k;
+    int64_t n0;
+    size_t a_off, c_off; /* bytes */
+} tgemm_tile;
+
+static tgemm_tile tgemm_tile_of(const fia_tgemm *t, int64_t task) {
     const int64_t mi = task / t->ntiles, ni = task % t->ntiles;
     const int64_t m0 = mi * t->mc, n0 = ni * t->nc;
-    int k = 0;
-    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) k |= 2;
-    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) k |= 1;
-    const size_t cs = t->d.c_dtype == FIA_DTYPE_FLOAT32 ? 4 : 2;
-    return fia_gemm_run(t->g[k], slot, (const uint16_t *)a + m0 * t->d.lda,
-                        (const uint16_t *)b + n0, (char *)c + (size_t)(m0 * t->d.ldc + n0) * cs,
-                        scratch);
+    tgemm_tile r = {0, n0, 0, 0};
+    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) r.k |= 2;
+    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) r.k |= 1;
+    const bool s8 = t->d.c_dtype == FIA_DTYPE_INT32;
+    r.a_off = (size_t)(m0 * t->d.lda) * (s8 ? 1 : 2);
+    r.c_off = (size_t)(m0 * t->d.ldc + n0) * (t->d.c_dtype == FIA_DTYPE_BFLOAT16 ? 2 : 4);
+    return r;
+}
+
+bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
+                        void *c, void *scratch) {
+    const tgemm_tile x = tgemm_tile_of(t, task);
+    const size_t bs = t->d.c_dtype == FIA_DTYPE_INT32 ? 1 : 2;
+    return fia_gemm_run(t->g[x.k], slot, (const char *)a + x.a_off,
+                        (const char *)b + (size_t)x.n0 * bs, (char *)c + x.c_off, scratch);
 }
 
 fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride) {
@@ -415,15 +434,11 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
 
 bool fia_tgemm_run_packed(fia_tgemm *t, int64_t task, int32_t slot, const void *a, int64_t bi,
                           void *c, void *scratch) {
-    const int64_t mi = task / t->ntiles, ni = task % t->ntiles;
-    const int64_t m0 = mi * t->mc, n0 = ni * t->nc;
-    int k = 0;
-    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) k |= 2;
-    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) k |= 1;
-    const size_t cs = t->d.c_dtype == FIA_DTYPE_FLOAT32 ? 4 : 2;
-    const char *pb = (const char *)t->packed[k >> 1] + t->panel_bytes * (size_t)(bi * t->ntiles + ni);
-    return fia_gemm_run(t->g[k], slot, (const uint16_t *)a + m0 * t->d.lda, pb,
-                        (char *)c + (size_t)(m0 * t->d.ldc + n0) * cs, scratch);
+    const tgemm_tile x = tgemm_tile_of(t, task);
+    const int64_t ni = task % t->ntiles;
+    const char *pb = (const char *)t->packed[x.k >> 1] + t->panel_bytes * (size_t)(bi * t->ntiles + ni);
+    return fia_gemm_run(t->g[x.k], slot, (const char *)a + x.a_off, pb, (char *)c + x.c_off,
+                        scratch);
 }
 
 void fia_tgemm_free(fia_tgemm *t) {
@@ -432,130 +447,4 @@ void fia_tgemm_free(fia_tgemm *t) {
     if (t->packed[1] != t->packed[0]) free(t->packed[1]);
     free(t->packed[0]);
     t->packed[0] = t->packed[1] = NULL;
-}
-
-/* ---- int8 gemms (the prolog's weight_quant_mode 1 and 2): A s8 x B s8 -> C s32 ----
- * The same interface as the bf16 gemms (fia_gemm_run, fia_gemm_destroy, the fixed tiles), with
- * int8 A and B and an int32 C (exact sums; the caller dequantizes). d->c_dtype is ignored. */
-
-#ifdef FIA_HAVE_DNNL
-
-fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **out,
-                              size_t *scratch_bytes) {
-    if (!gemm_init()) return FIA_UNSUPPORTED("oneDNN: no CPU engine could be created");
-    fia_gemm *g = calloc(1, sizeof *g);
-    if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
-    g->slots = slots;
-    g->slot = calloc((size_t)slots, sizeof *g->slot);
-    if (!g->slot) {
-        free(g);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
-    }
-    const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
-    const dnnl_dims_t sa = {d->lda, 1}, sb = {d->ldb, 1}, sc = {d->ldc, 1};
-    dnnl_memory_desc_t ma, mb, mc;
-    dnnl_matmul_desc_t md;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    fia_status st = FIA_STATUS_SUCCESS;
-    if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_s8, sa) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_s8, sb) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_s32, sc) != dnnl_success ||
-        dnnl_matmul_desc_init(&md, &ma, &mb, NULL, &mc) != dnnl_success ||
-        dnnl_primitive_attr_create(&attr) != dnnl_success ||
-        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
-            dnnl_success ||
-        dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
-        dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
-        st = FIA_UNSUPPORTED("oneDNN refused an int8 matmul of [%lld x %lld] x [%lld x %lld]",
-                             (long long)d->M, (long long)d->K, (long long)d->K,
-                             (long long)d->N);
-        goto done;
-    }
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl) {
-        strncpy(g->impl, impl, sizeof g->impl - 1);
-    }
-    const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    *scratch_bytes = ms ? dnnl_memory_desc_get_size(ms) : 0;
-    for (int32_t i = 0; i < slots; i++) {
-        gemm_slot *s = &g->slot[i];
-        if (dnnl_memory_create(&s->a, &ma, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->b, &mb, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->c, &mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
-                       dnnl_success)) {
-            st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
-            goto done;
-        }
-    }
-done:
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    if (st != FIA_STATUS_SUCCESS) {
-        fia_gemm_destroy(g);
-        return st;
-    }
-    *out = g;
-    return FIA_STATUS_SUCCESS;
-}
-
-#else /* !FIA_HAVE_DNNL */
-
-fia_status fia_gemm_create_s8(const fia_gemm_desc *d, int32_t slots, fia_gemm **g,
-                              size_t *scratch_bytes) {
-    (void)d;
-    (void)slots;
-    (void)g;
-    (void)scratch_bytes;
-    return FIA_UNSUPPORTED("fia was built without oneDNN (install libdnnl-dev, e.g. `make "
-                           "deps`, and reconfigure)");
-}
-
-#endif /* FIA_HAVE_DNNL */
-
-fia_status fia_tgemm_plan_s8(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int64_t nc,
-                             int32_t slots) {
-    memset(t, 0, sizeof *t);
-    t->d = *d;
-    t->d.c_dtype = FIA_DTYPE_INT32;
-    t->mc = mc < d->M ? mc : d->M;
-    t->nc = nc < d->N ? nc : d->N;
-    if (t->mc < 1) t->mc = 1;
-    if (t->nc < 1) t->nc = 1;
-    t->mtiles = (d->M + t->mc - 1) / t->mc;
-    t->ntiles = (d->N + t->nc - 1) / t->nc;
-    if (d->M == 0 || d->N == 0) {
-        t->mtiles = t->ntiles = 0;
-        return FIA_STATUS_SUCCESS;
-    }
-    for (int i = 0; i < 4; i++) {
-        const int64_t rows = (i & 2) ? d->M - (t->mtiles - 1) * t->mc : t->mc;
-        const int64_t cols = (i & 1) ? d->N - (t->ntiles - 1) * t->nc : t->nc;
-        if ((i & 2) && rows == t->mc) continue;
-        if ((i & 1) && cols == t->nc) continue;
-        fia_gemm_desc s = t->d;
-        s.M = rows;
-        s.N = cols;
-        size_t sb = 0;
-        fia_status st = fia_gemm_create_s8(&s, slots, &t->g[i], &sb);
-        if (st != FIA_STATUS_SUCCESS) {
-            fia_tgemm_free(t);
-            return st;
-        }
-        if (sb > t->scratch_bytes) t->scratch_bytes = sb;
-    }
-    return FIA_STATUS_SUCCESS;
-}
-
-bool fia_tgemm_run_task_s8(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
-                           const void *b, void *c, void *scratch) {
-    const int64_t mi = task / t->ntiles, ni = task % t->ntiles;
-    const int64_t m0 = mi * t->mc, n0 = ni * t->nc;
-    int k = 0;
-    if (mi == t->mtiles - 1 && m0 + t->mc != t->d.M) k |= 2;
-    if (ni == t->ntiles - 1 && n0 + t->nc != t->d.N) k |= 1;
-    return fia_gemm_run(t->g[k], slot, (const int8_t *)a + m0 * t->d.lda,
-                        (const int8_t *)b + n0, (int32_t *)c + (m0 * t->d.ldc + n0), scratch);
 }

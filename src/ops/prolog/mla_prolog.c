@@ -237,7 +237,7 @@ static char *slot_scratch(const pro_run *r, int32_t tid) {
  * the caller's plain weights b (the one-shot form: the library packs per tile). */
 static void pro_tile(const pro_run *r, fia_tgemm *g, int64_t task, int32_t tid, const void *a,
                      const void *b, int64_t bi, void *c) {
-    if (r->p->packed)
+    if (g->packed[0]) /* packed at plan time (the bf16 gemms of a packed plan) */
         fia_tgemm_run_packed(g, task, tid, a, bi, c, slot_scratch(r, tid));
     else
         fia_tgemm_run_task(g, task, tid, a, b, c, slot_scratch(r, tid));
@@ -247,15 +247,7 @@ static void stage_down(void *arg, int64_t task, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
     const int64_t n1 = fia_tgemm_tasks(&p->g_dq);
-    if (p->wq == 2) { /* int8 x, W_DQ, W_DKV_KR: int32 sums into the fp32 buffers */
-        if (task < n1)
-            fia_tgemm_run_task_s8(&p->g_dq, task, tid, p->x.base, p->wdq, r->w.cq,
-                                  slot_scratch(r, tid));
-        else
-            fia_tgemm_run_task_s8(&p->g_dkv, task - n1, tid, p->x.base, p->wdkv, r->w.kvkr,
-                                  slot_scratch(r, tid));
-        return;
-    }
+    /* weight_quant_mode 2: int8 x, W_DQ, W_DKV_KR, int32 sums into the fp32 buffers */
     if (task < n1)
         pro_tile(r, &p->g_dq, task, tid, p->x.base, p->wdq, 0, r->w.cq);
     else
@@ -327,11 +319,7 @@ static void stage_norm(void *arg, int64_t t, int32_t tid) {
 static void stage_up(void *arg, int64_t task, int32_t tid) {
     pro_run *r = arg;
     pro_plan *p = r->p;
-    if (p->wq)
-        fia_tgemm_run_task_s8(&p->g_uq, task, tid, r->w.cqn, p->wuq, r->w.qcqr,
-                              slot_scratch(r, tid));
-    else
-        pro_tile(r, &p->g_uq, task, tid, r->w.cqn, p->wuq, 0, r->w.qcqr);
+    pro_tile(r, &p->g_uq, task, tid, r->w.cqn, p->wuq, 0, r->w.qcqr); /* int8 with wq */
 }
 
 /* Per token: q_c of every head to bf16 (the W_UK gemm's input), RoPE of every q_r. */
@@ -999,18 +987,17 @@ static fia_status pro_gemms(pro_plan *p) {
     /* the int8 gemms (weight_quant_mode 1: W_UQ_QR; 2: also W_DQ, W_DKV_KR) run on the
      * caller's weights, unpacked; the bf16 ones on the packed copy when p->packed */
     const bool pk_down = pk && p->wq != 2, pk_up = pk && p->wq == 0;
-    fia_status (*const down)(fia_tgemm *, const fia_gemm_desc *, int64_t, int64_t, int32_t) =
-        p->wq == 2 ? fia_tgemm_plan_s8 : fia_tgemm_plan;
+    const fia_dtype down_c = p->wq == 2 ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
+    const fia_dtype up_c = p->wq ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
     const int64_t mc_down = pk_down ? mc : PRO_MC, mc_up = pk_up ? mc : PRO_MC;
     const bool wide_down = wide && pk_down, wide_up = wide && pk_up;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, FIA_DTYPE_FLOAT32, pk_down};
-    FIA_TRY(down(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down};
+    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        FIA_DTYPE_FLOAT32, pk_down};
-    FIA_TRY(down(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, FIA_DTYPE_FLOAT32, pk_up};
-    FIA_TRY((p->wq ? fia_tgemm_plan_s8 : fia_tgemm_plan)(&p->g_uq, &d, mc_up,
-                                                         wide_up ? p->W : PRO_NC, slots));
+                        down_c, pk_down};
+    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up};
+    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc_up, wide_up ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
                         p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
