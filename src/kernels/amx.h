@@ -30,8 +30,7 @@
 enum {
     FIA_AMX_MLA_DN = 512,  /* latent width (also V and O) */
     FIA_AMX_MLA_DR = 64,   /* rope width */
-    FIA_AMX_MLA_STEP = 256  /* most keys per step (a multiple of 32): 256 halves the P . V blocks
-                              * (O tile loads and stores) per key against 128 */
+    FIA_AMX_MLA_STEP = 128  /* most keys per step (a multiple of 32) */
 };
 
 /* Bytes of the per-thread scratch of fia_amx_mla_step for rows_pad rows (a multiple of 16). */
