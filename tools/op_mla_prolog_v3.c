@@ -12,7 +12,7 @@
  * weight_dkv_kr) with their --dequant_scale_* / --smooth_scales_cq, query_norm then int8 with
  * a dequant_scale_q_norm output.
  *
- * --check compares with the double-precision oracle (tests/ref/ref_prolog.c) at the contract's
+ * --check compares with the double-precision oracle (ref/ref_prolog.c) at the contract's
  * rounding points: every float output within 1e-3 + 5e-3 |ref| plus the oracle's per-element
  * slack (one bf16 ulp of the rounded intermediates it reads), every written cache row the same
  * way, and every cache element outside the indexed slots unchanged.
@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "core/tensor.h"
 #include "ref_prolog.h"
 
 enum { HCKV = 512, DR = 64 };
@@ -79,7 +78,7 @@ static double load_at(const fia_tensor *t, int64_t i) {
         off += (r % t->shape[k]) * t->strides[k];
         r /= t->shape[k];
     }
-    const char *p = (const char *)fia_tensor_ptr(t) + off * (int64_t)fia_dtype_size(t->dtype);
+    const char *p = (const char *)t->data + t->byte_offset + off * (int64_t)fia_dtype_size(t->dtype);
     uint16_t h;
     float f;
     int64_t v;
