@@ -21,8 +21,8 @@ parts, each with the bytes it must read (weights once, the indexer keys of the w
 the selected latent rows) and the FLOPs it must do; a part's roofline time is
 max(bytes / bandwidth, FLOPs / peak of the unit it runs on), a phase's the sum of its parts',
 and "share" is that time over the measured time. The units: torch's and the prolog's bf16
-GEMMs and fia's bf16 sparse / MLA attention run on AMX where the CPU has it (else the fp32 FMA
-path), fia's bf16 lightning indexer on fp32 FMA.
+GEMMs, fia's bf16 sparse / MLA attention and fia's bf16 lightning indexer scoring run on AMX
+where the CPU has it (else the fp32 FMA path).
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def phase_parts(cfg, start, T, gemm_unit, dense=False):
         "prolog": [(2 * p_prolog, 2 * T * p_prolog, gemm_unit)],
         "indexer": [] if dense else [
             (2 * p_iproj + 4 * He * Hi, 2 * T * (p_iproj + He * Hi), gemm_unit),
-            (2 * L * Di, 2 * Hi * Di * vis.sum(), "fma")],
+            (2 * L * Di, 2 * Hi * Di * vis.sum(), gemm_unit)],
         "attention": [(2 * att_rows * (C + Dr), 2 * N * sel.sum() * (C + Dr + C), gemm_unit)],
         "projections": [(2 * p_proj, 2 * T * p_proj, gemm_unit)],
     }
