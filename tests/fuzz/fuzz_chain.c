@@ -571,6 +571,9 @@ static void run_prolog(fia_context *ctx, fz *f) {
     int bad = 0;
     if (v[CI].buf && !v[CI].oversize && v[CI].t.dtype == FIA_DTYPE_INT64)
         for (int64_t i = 0; i < fia_tensor_numel(&v[CI].t) && i < 4096; i++) bad |= get_int(&v[CI].t, i) >= blocks * bs;
+    /* a packed plan reads the weights at plan time (prolog.h): dummy-data weights plan unpacked */
+    if (v[WDQ].oversize || v[WUQ].oversize || v[WUK].oversize || v[WKV].oversize)
+        p.prepack_weights = 0;
     fia_mla_prolog_v3_tensors t;
     memset(&t, 0, sizeof t);
     t.token_x = &v[X].t, t.weight_dq = &v[WDQ].t, t.weight_uq_qr = &v[WUQ].t, t.weight_uk = &v[WUK].t;
