@@ -174,6 +174,9 @@ static fia_status gs_parse_cache(const fia_tensor *t, const char *name, gs_cache
     if (t->dtype != FIA_DTYPE_FLOAT16 && t->dtype != FIA_DTYPE_BFLOAT16 && t->dtype != FIA_DTYPE_INT8)
         return FIA_INVALID("%s dtype is %s, must be float16, bfloat16 or int8", name,
                            fia_dtype_name(t->dtype));
+    if (t->shape[1] < 1)
+        return FIA_INVALID("%s dim 1 (block_size) is %lld, must be at least 1", name,
+                           (long long)t->shape[1]);
     if (out) FIA_TRY(chain_check_out_lead(t, name, 2));
     memset(c, 0, sizeof *c);
     c->base = fia_tensor_ptr(t);
