@@ -373,7 +373,8 @@ fia_status fia_tgemm_plan(fia_tgemm *t, const fia_gemm_desc *d, int64_t mc, int6
     return FIA_STATUS_SUCCESS;
 }
 
-/* Tile `task` of a tgemm: its shape variant k and the element offsets of A and C it starts at. */
+/* Tile `task` of a tgemm: its shape variant k, its first column and the byte offsets of A and C
+ * it starts at. */
 typedef struct tgemm_tile {
     int k;
     int64_t n0;
