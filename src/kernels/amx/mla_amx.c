@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "kernels/amx.h"
+#include "kernels/avx512/exp_avx512.h"
 #include "kernels/amx/amx_tiles.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -151,26 +152,7 @@ typedef struct kblock {
 
 /* ---- softmax on S^T, P packing ------------------------------------------------------------ */
 
-/* e^x for 16 lanes (the softmax_tile exp of the AVX-512 table: Cody-Waite reduction, Cephes
- * polynomial, vscalefps; x clamped below at -120, -inf -> 0). Every argument here is x - max
- * <= 0, so the table's upper clamp at 89 is left out. */
-FIA_AI __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-120.0f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 r2 = _mm512_mul_ps(r, r);
-    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(e, n);
-}
-
+/* e^x: kernels/avx512/exp_avx512.h (every argument here is x - max <= 0). */
 /* 16 x 16 transpose of dwords: r[i] lane c <- r[c] lane i. */
 FIA_AI void transpose16(__m512i r[16]) {
     __m512i t[16], u[16];
@@ -277,7 +259,7 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
         const __m512 al = _mm512_mask_blend_ps(
             seen, _mm512_set1_ps(1.0f),
             _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ),
-                                exp16(_mm512_sub_ps(m_old, mx))));
+                                fia_avx512_exp16(_mm512_sub_ps(m_old, mx))));
         const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
         const __m512 sc = full ? vscale : _mm512_set1_ps(1.0f);
         __m512 sum = _mm512_setzero_ps();
@@ -287,7 +269,7 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
                 const int64_t j = kk * 32 + jj;
                 if (j < n) {
                     const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(st + j * ld), sc);
-                    p[jj] = _mm512_maskz_mov_ps(seen, exp16(_mm512_sub_ps(x, mxs)));
+                    p[jj] = _mm512_maskz_mov_ps(seen, fia_avx512_exp16(_mm512_sub_ps(x, mxs)));
                     sum = _mm512_add_ps(sum, p[jj]);
                 } else {
                     p[jj] = _mm512_setzero_ps();

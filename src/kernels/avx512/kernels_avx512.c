@@ -38,6 +38,7 @@
 
 #include "core/convert.h"
 #include "kernels/amla.h"
+#include "kernels/avx512/exp_avx512.h"
 #include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -414,27 +415,6 @@ void fia_transpose_f32__avx512_16x16(const float *src, int64_t lds, float *dst, 
 /* softmax_tile                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-/* e^x for 16 lanes. x = n*ln2 + r, |r| <= ln2/2 (ln2 split in two constants, FMA reduction),
- * e^r = 1 + r + r^2 * P(r) (Cephes expf coefficients), result = e^r * 2^n via vscalefps, which
- * rounds denormal results correctly and gives 0 / inf on under- / overflow. x is clamped to
- * [-120, 89] first (-inf -> 0, +inf -> inf); NaN propagates. */
-FIA_AI __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(-120.0f), x); /* NaN in x stays NaN (second operand) */
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    const __m512 r2 = _mm512_mul_ps(r, r);
-    const __m512 e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(e, n);
-}
 
 /* softmax_tile and its AMLA form (amla: probabilities times c = exp(mx + e ln2), the
  * accumulator rescale as an exponent delta, see kernels.h). */
@@ -476,12 +456,13 @@ FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64
                 d = dd < -255 ? -255 : (int32_t)dd;
             }
         } else if (old != -INFINITY) {
-            al = _mm512_cvtss_f32(exp16(_mm512_set1_ps(old - mx)));
+            al = _mm512_cvtss_f32(fia_avx512_exp16(_mm512_set1_ps(old - mx)));
         }
         const __m512 vmx = _mm512_set1_ps(mx), vc = _mm512_set1_ps(cf);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-#define SM_EXP(x) (amla ? _mm512_mul_ps(exp16(_mm512_sub_ps((x), vmx)), vc)                  \
-                        : exp16(_mm512_sub_ps((x), vmx)))
+#define SM_EXP(x)                                                                          \
+    (amla ? _mm512_mul_ps(fia_avx512_exp16(_mm512_sub_ps((x), vmx)), vc)                      \
+          : fia_avx512_exp16(_mm512_sub_ps((x), vmx)))
         j = 0;
         for (; j + 32 <= nfull; j += 32) {
             const __m512 e0 = SM_EXP(_mm512_loadu_ps(sr + j));
