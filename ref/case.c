@@ -13,13 +13,15 @@
 
 extern const fia_case_desc fia_case_rms_norm, fia_case_add_rms_norm, fia_case_rotary_mul,
     fia_case_interleave_rope, fia_case_dynamic_quant, fia_case_scatter_update,
-    fia_case_scatter_nd_update, fia_case_gather_selection, fia_case_fia, fia_case_smallq;
+    fia_case_scatter_nd_update, fia_case_gather_selection, fia_case_fia, fia_case_smallq,
+    fia_case_sfa, fia_case_sfa_c8, fia_case_li, fia_case_qli, fia_case_prolog;
 
 static const fia_case_desc *const g_cases[] = {
     &fia_case_rms_norm,         &fia_case_add_rms_norm,     &fia_case_rotary_mul,
     &fia_case_interleave_rope,  &fia_case_dynamic_quant,    &fia_case_scatter_update,
     &fia_case_scatter_nd_update, &fia_case_gather_selection, &fia_case_fia,
-    &fia_case_smallq,
+    &fia_case_smallq,           &fia_case_sfa,              &fia_case_sfa_c8,
+    &fia_case_li,               &fia_case_qli,              &fia_case_prolog,
 };
 
 const fia_case_desc *const *fia_case_list(int *count) {
@@ -34,6 +36,20 @@ const fia_case_desc *fia_case_find(const char *op) {
 }
 
 /* ---- helpers for the descriptions (case_util.h) --------------------------------------------- */
+
+int fia_case_dims_ok(const int64_t *d, int n, int64_t big) {
+    int64_t e = 1;
+    for (int i = 0; i < n; i++) {
+        if (d[i] < 1 || d[i] > big) return 0;
+        e *= d[i];
+        if (e > big) return 0;
+    }
+    return 1;
+}
+
+int fia_case_float_dtype(fia_dtype dt) {
+    return dt == FIA_DTYPE_FLOAT32 || dt == FIA_DTYPE_FLOAT16 || dt == FIA_DTYPE_BFLOAT16;
+}
 
 uint64_t fia_case_rand(uint64_t *s) { /* splitmix64 */
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -112,9 +128,9 @@ int fia_case_prepare(fia_case *c) {
         const int64_t n = fia_tensor_numel(o->got);
         free(o->want), free(o->quot);
         o->want = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
-        o->quot = c->desc == &fia_case_dynamic_quant && i == 0
-                      ? malloc((size_t)(n > 0 ? n : 1) * sizeof(double)) : NULL;
-        if (!o->want || (c->desc == &fia_case_dynamic_quant && i == 0 && !o->quot)) return -1;
+        const int aux = (c->desc == &fia_case_dynamic_quant && i == 0) || (c->desc->slack >> i & 1u);
+        o->quot = aux ? calloc((size_t)(n > 0 ? n : 1), sizeof(double)) : NULL;
+        if (!o->want || (aux && !o->quot)) return -1;
         if (o->inplace)
             for (int64_t k = 0; k < n; k++) o->want[k] = fia_ref_load(o->got, k);
     }
@@ -158,6 +174,31 @@ int64_t fia_case_check(const fia_case *c, int op_wide, fia_ref_check *each) {
         if (each) each[i] = k;
     }
     return bad;
+}
+
+int64_t fia_case_failed_rows(const fia_case *c, int op_wide, int64_t row_len, int64_t *rows) {
+    int64_t nrows = -1;
+    for (int i = 0; i < c->n_out; i++) {
+        const fia_case_output *o = &c->out[i];
+        const int64_t n = o->got ? fia_tensor_numel(o->got) : 0;
+        if (o->got && row_len > 0 && n % row_len == 0 && nrows < 0) nrows = n / row_len;
+    }
+    if (rows) *rows = nrows < 0 ? 0 : nrows;
+    if (nrows <= 0) return 0;
+    unsigned char *bad = calloc((size_t)nrows, 1);
+    if (!bad) return -1;
+    for (int i = 0; i < c->n_out; i++) {
+        const fia_case_output *o = &c->out[i];
+        if (!o->got || !o->want || fia_tensor_numel(o->got) != nrows * row_len) continue;
+        const fia_ref_tolerance *tol = fia_case_tolerance(c, i, op_wide);
+        for (int64_t e = 0; e < nrows * row_len; e++) /* (no INT_TIES clamp: not for integer rows) */
+            if (!fia_ref_tolerance_pass(tol, fia_ref_load(o->got, e), o->want[e], o->quot ? o->quot[e] : 0.0, NULL))
+                bad[e / row_len] = 1;
+    }
+    int64_t nb = 0;
+    for (int64_t r = 0; r < nrows; r++) nb += bad[r];
+    free(bad);
+    return nb;
 }
 
 void fia_case_free(fia_case *c) {

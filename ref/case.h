@@ -3,8 +3,8 @@
  * build the tensors of a call from a seed and a shape, run the operator through the public API,
  * run its double-precision oracle and compare every output with the tolerance table
  * (tolerance.h). The tests (tests/test_cases.c), the fuzz targets (tests/fuzz/fuzz_cases.c), the
- * benchmark's checks (bench/cases_chain.c) and `fia op --check` (tools/op_chain.c,
- * tools/op_smallq_flash_attention.c) use the same descriptions.
+ * benchmark's checks (bench/cases*.c) and `fia op --check` (tools/op_*.c) use the same
+ * descriptions.
  *
  * Two ways in:
  *   fia_case_build   - the case owns compact tensors filled from the seed (tests, fuzz);
@@ -15,8 +15,10 @@
  * run: the oracles assume inputs the library accepted), fia_case_check, fia_case_free.
  *
  * Operators: rms_norm, add_rms_norm, rotary_mul, interleave_rope, dynamic_quant,
- * scatter_update, scatter_nd_update, gather_selection_kv_cache (bind only: no builder yet),
- * fused_infer_attention_score (dense; the MLA form binds to the MLA oracle), smallq_flash_attention.
+ * scatter_update, scatter_nd_update, gather_selection_kv_cache, fused_infer_attention_score
+ * (dense; the MLA form binds to the MLA oracle), smallq_flash_attention (case_attention.c),
+ * sparse_flash_attention, kv_quant_sparse_flash_attention, lightning_indexer,
+ * quant_lightning_indexer (case_sparse.c), mla_prolog_v3 (bf16 modes; case_prolog.c).
  * Public headers only (fia.h): nothing here is shared with src/.
  */
 #ifndef FIA_REF_CASE_H
@@ -27,8 +29,8 @@
 #include "fia.h"
 #include "tolerance.h"
 
-#define FIA_CASE_MAX_TENSORS 12
-#define FIA_CASE_MAX_OUTPUTS 4
+#define FIA_CASE_MAX_TENSORS 16
+#define FIA_CASE_MAX_OUTPUTS 6
 
 /* What a builder makes: dims and their meaning per operator (fia_case_desc.shape_doc). */
 typedef struct fia_case_shape {
@@ -41,7 +43,9 @@ typedef struct fia_case_output {
     const char *name; /* as the tensors struct (and `fia op --out`) names it */
     fia_tensor *got;  /* what the operator writes (in place: the updated tensor) */
     double *want;     /* the oracle's, compact over got's logical shape (fia_case_oracle) */
-    double *quot;     /* dynamic_quant's y: the unrounded quotients (ties) */
+    double *quot;     /* dynamic_quant's y: the unrounded quotients (ties); a float output of a
+                       * description with a slack (fia_case_desc.slack): the oracle's per-element
+                       * slack (tolerance.h) */
     int inplace;      /* got is also an input: fia_case_prepare snapshots it into want */
 } fia_case_output;
 
@@ -57,6 +61,10 @@ typedef struct fia_case {
         fia_gather_selection_kv_cache_tensors gather_selection;
         fia_fused_infer_attention_score_tensors fia;
         struct { const fia_tensor *q, *k, *v; fia_tensor *o; } smallq;
+        fia_sparse_flash_attention_tensors sfa;
+        fia_kv_quant_sparse_flash_attention_tensors sfa_c8;
+        fia_lightning_indexer_tensors li; /* lightning_indexer and quant_lightning_indexer */
+        fia_mla_prolog_v3_tensors prolog;
     } t;
     union {
         fia_rms_norm_params rms_norm;
@@ -67,7 +75,12 @@ typedef struct fia_case {
         fia_scatter_nd_update_params scatter_nd_update;
         fia_gather_selection_kv_cache_params gather_selection;
         fia_fused_infer_attention_score_params fia;
+        fia_sparse_flash_attention_params sfa;
+        fia_kv_quant_sparse_flash_attention_params sfa_c8;
+        fia_lightning_indexer_params li;
+        fia_mla_prolog_v3_params prolog;
     } p;
+    int64_t lens[2][16]; /* built calls: the params' length lists point here */
     /* owned by fia_case_build */
     fia_tensor ten[FIA_CASE_MAX_TENSORS];
     void *buf[FIA_CASE_MAX_TENSORS];
@@ -93,6 +106,7 @@ typedef struct fia_case_desc {
     int (*oracle)(fia_case *c);
     /* The tolerance table's op key for this call (NULL: op). */
     const char *(*tol_op)(const fia_case *c);
+    unsigned slack; /* bit i: output i gets a quot array (zeroed) for the oracle's slack */
 } fia_case_desc;
 
 /* Every description, and the one of an operator (NULL when none). */
@@ -126,6 +140,12 @@ const fia_ref_tolerance *fia_case_tolerance(const fia_case *c, int i, int op_wid
 /* Compares every output with the oracle; each[i] (may be NULL) receives output i's counts.
  * Returns the total failures. */
 int64_t fia_case_check(const fia_case *c, int op_wide, fia_ref_check *each);
+
+/* Rows (runs of row_len consecutive logical elements of every output; outputs whose element
+ * count is not a multiple of row_len are skipped) holding at least one element outside the
+ * tolerance (op_wide as fia_case_check); *rows (may be NULL) receives the row count of the
+ * first output. The indexer's `fia op --check` counts rows this way. */
+int64_t fia_case_failed_rows(const fia_case *c, int op_wide, int64_t row_len, int64_t *rows);
 
 /* Frees what build / oracle allocated (not the caller's tensors). */
 void fia_case_free(fia_case *c);

@@ -14,15 +14,7 @@
 
 #define BIG ((int64_t)1 << 22) /* elements a builder makes at most per tensor */
 
-static int dims_ok(const int64_t *d, int n) {
-    int64_t e = 1;
-    for (int i = 0; i < n; i++) {
-        if (d[i] < 1 || d[i] > BIG) return 0;
-        e *= d[i];
-        if (e > BIG) return 0;
-    }
-    return 1;
-}
+#define dims_ok(d, n) fia_case_dims_ok(d, n, BIG)
 
 /* ---- fused_infer_attention_score: dims {B, S1, S2, N1, N2, D}; variant 1: with softmax_lse ---- */
 
@@ -78,7 +70,7 @@ const fia_case_desc fia_case_fia = {
     "fused_infer_attention_score",
     "dims {B, S1, S2, N1, N2, D}: BSND q [B, S1, N1, D], k / v [B, S2, N2, D] of dtype, no mask; "
     "variant 1: softmax_lse [B, N1, S1, 1]",
-    build_fia, bind_fia, plan_fia, oracle_fia, tol_fia};
+    build_fia, bind_fia, plan_fia, oracle_fia, tol_fia, 0};
 
 /* ---- smallq_flash_attention: dims {heads, q_len, kv_len, D}, float16 ------------------------ */
 
@@ -114,4 +106,4 @@ static int oracle_smallq(fia_case *c) {
 
 const fia_case_desc fia_case_smallq = {
     "smallq_flash_attention", "dims {heads, q_len, kv_len, D}: q [heads, q_len, D], k / v [heads, kv_len, D], float16",
-    build_smallq, bind_smallq, plan_smallq, oracle_smallq, NULL};
+    build_smallq, bind_smallq, plan_smallq, oracle_smallq, NULL, 0};

@@ -1,7 +1,7 @@
 /*
  * case_chain.c - the case descriptions (case.h) of the attention-chain operators: rms_norm,
  * add_rms_norm, rotary_mul, interleave_rope, dynamic_quant, scatter_update, scatter_nd_update
- * and gather_selection_kv_cache (bind only). Builders make compact tensors of the contract's
+ * and gather_selection_kv_cache. Builders make compact tensors of the contract's
  * plain forms from a seed; shapes outside the contract are refused (-1), so a built case is one
  * the library must accept (or, for the scatter variants with an out-of-range index, one the
  * contract refuses at execute time: the oracle says so).
@@ -15,19 +15,8 @@
 
 #define BIG ((int64_t)1 << 24) /* elements a builder makes at most per tensor */
 
-static int dims_ok(const int64_t *d, int n) {
-    int64_t e = 1;
-    for (int i = 0; i < n; i++) {
-        if (d[i] < 1 || d[i] > BIG) return 0;
-        e *= d[i];
-        if (e > BIG) return 0;
-    }
-    return 1;
-}
-
-static int float_dtype(fia_dtype dt) {
-    return dt == FIA_DTYPE_FLOAT32 || dt == FIA_DTYPE_FLOAT16 || dt == FIA_DTYPE_BFLOAT16;
-}
+#define dims_ok(d, n) fia_case_dims_ok(d, n, BIG)
+#define float_dtype fia_case_float_dtype
 
 /* ---- rms_norm / add_rms_norm: dims {T, H} ------------------------------------------------------ */
 
@@ -88,10 +77,10 @@ static int oracle_add_rms(fia_case *c) {
 
 const fia_case_desc fia_case_rms_norm = {
     "rms_norm", "dims {T, H}: x [T, H] and gamma [H] of dtype, rstd [T, 1]",
-    build_rms, bind_rms, plan_rms, oracle_rms, NULL};
+    build_rms, bind_rms, plan_rms, oracle_rms, NULL, 0};
 const fia_case_desc fia_case_add_rms_norm = {
     "add_rms_norm", "dims {T, H}: x1, x2 [T, H] and gamma [H] of dtype, rstd [T, 1], x [T, H]",
-    build_add_rms, bind_add_rms, plan_add_rms, oracle_add_rms, NULL};
+    build_add_rms, bind_add_rms, plan_add_rms, oracle_add_rms, NULL, 0};
 
 /* ---- rotary_mul / interleave_rope: dims {T, N, D} ------------------------------------------- */
 
@@ -139,10 +128,10 @@ static int oracle_irope(fia_case *c) {
 
 const fia_case_desc fia_case_rotary_mul = {
     "rotary_mul", "dims {T, N, D}: x [T, N, D], cos / sin [T, 1, D] of dtype; variant: rotary_mode",
-    build_rotary, bind_rope, plan_rotary, oracle_rotary, NULL};
+    build_rotary, bind_rope, plan_rotary, oracle_rotary, NULL, 0};
 const fia_case_desc fia_case_interleave_rope = {
     "interleave_rope", "dims {T, N, D}: x [T, N, D], cos / sin [T, 1, D] of dtype",
-    build_irope, bind_rope, plan_irope, oracle_irope, NULL};
+    build_irope, bind_rope, plan_irope, oracle_irope, NULL, 0};
 
 /* ---- dynamic_quant: dims {T, H}, variant = quant_mode --------------------------------------- */
 
@@ -181,7 +170,7 @@ static int oracle_quant(fia_case *c) {
 
 const fia_case_desc fia_case_dynamic_quant = {
     "dynamic_quant", "dims {T, H}: x [T, H] of dtype; variant: quant_mode (0 pertoken, 1 pertensor, 2 perchannel)",
-    build_quant, bind_quant, plan_quant, oracle_quant, NULL};
+    build_quant, bind_quant, plan_quant, oracle_quant, NULL, 0};
 
 /* ---- scatter_update: dims {B, S, H, U} -------------------------------------------------------- */
 
@@ -218,7 +207,7 @@ static int oracle_su(fia_case *c) {
 const fia_case_desc fia_case_scatter_update = {
     "scatter_update", "dims {B, S, H, U}: data [B, S, H], indices int64 [B], updates [B, U, H] (axis 1); "
     "variant 1: one start out of range",
-    build_su, bind_su, plan_su, oracle_su, NULL};
+    build_su, bind_su, plan_su, oracle_su, NULL, 0};
 
 /* ---- scatter_nd_update: dims {R, H, K} (variant 0 plain, 2 out of range) or {blocks, bs, H, K}
  *      (variant 1, PA_BSND flat slots) ------------------------------------------------------------ */
@@ -273,9 +262,72 @@ const fia_case_desc fia_case_scatter_nd_update = {
     "scatter_nd_update", "variant 0: dims {R, H, K}: input [R, H], indices int64 [K, 1] (distinct rows), "
     "updates [K, H]; variant 1: dims {blocks, bs, H, K}, PA_BSND slots; variant 2: as 0 with one row "
     "out of range",
-    build_snd, bind_snd, plan_snd, oracle_snd, NULL};
+    build_snd, bind_snd, plan_snd, oracle_snd, NULL, 0};
 
-/* ---- gather_selection_kv_cache: bind only ---------------------------------------------------- */
+/* ---- gather_selection_kv_cache: dims {B, S, K, sbs, C, R}, H = 1 -------------------------------
+ * Full caches of 2 sbs-token blocks, (K + 1) blocks per batch (shuffled table), selection caches
+ * of 2 sbs-token blocks (distinct per row); kv lengths in [0, full], query lengths in [0, S];
+ * top-k entries mostly valid, now and then one beyond the blocks, a -1 tail now and then.
+ * variant 0: with k_rope [.., R]; 1: without (C8-style). float16, bfloat16 or int8. */
+
+static fia_tensor *perm_table(fia_case *c, int64_t rows, int64_t cols, uint64_t *r) {
+    const int64_t sh[2] = {rows, cols};
+    fia_tensor *t = fia_case_tensor(c, FIA_DTYPE_INT32, 2, sh, NULL, 0, 0);
+    if (!t) return NULL;
+    int32_t *v = t->data;
+    for (int64_t i = 0; i < rows * cols; i++) v[i] = (int32_t)i;
+    for (int64_t i = rows * cols - 1; i > 0; i--) {
+        const int64_t j = fia_case_int(r, 0, i);
+        const int32_t x = v[i];
+        v[i] = v[j], v[j] = x;
+    }
+    return t;
+}
+
+static int build_gs(fia_case *c, const fia_case_shape *s, uint64_t seed) {
+    const int64_t B = s->dims[0], S = s->dims[1], K = s->dims[2], sbs = s->dims[3], C = s->dims[4], R = s->dims[5];
+    const int rope = s->variant == 0;
+    if (!dims_ok(s->dims, 6) || s->variant < 0 || s->variant > 1 || K > FIA_GATHER_SELECTION_MAX_TOPK ||
+        (K > 32 && sbs != 1) || (s->dtype != FIA_DTYPE_FLOAT16 && s->dtype != FIA_DTYPE_BFLOAT16 && s->dtype != FIA_DTYPE_INT8))
+        return -1;
+    const int64_t bsz = 2 * sbs, fmax = K + 1, rows = B * S, smax = (K * sbs + bsz - 1) / bsz;
+    if (B * fmax * bsz * (C > R ? C : R) > BIG || rows * smax * bsz * (C > R ? C : R) > BIG || rows * (K + 1) > BIG)
+        return -1;
+    uint64_t r = seed;
+    const int64_t skv[3] = {rows * smax, bsz, C}, sr[3] = {rows * smax, bsz, R}, fkv[3] = {B * fmax, bsz, C};
+    const int64_t fr[3] = {B * fmax, bsz, R}, st[4] = {B, S, 1, K + 1}, tk[4] = {B, S, 1, K};
+    const double lo = s->dtype == FIA_DTYPE_INT8 ? -127 : -1, hi = -lo;
+    fia_tensor *selr = rope ? fia_case_tensor(c, s->dtype, 3, sr, &r, lo, hi) : NULL;
+    fia_tensor *selkv = fia_case_tensor(c, s->dtype, 3, skv, &r, lo, hi);
+    fia_tensor *seltab = perm_table(c, rows, smax, &r);
+    fia_tensor *status = fia_case_tensor(c, FIA_DTYPE_INT32, 4, st, &r, -3, 9);
+    fia_tensor *topk = fia_case_tensor(c, FIA_DTYPE_INT32, 4, tk, NULL, 0, 0);
+    fia_tensor *fullr = rope ? fia_case_tensor(c, s->dtype, 3, fr, &r, lo, hi) : NULL;
+    fia_tensor *fullkv = fia_case_tensor(c, s->dtype, 3, fkv, &r, lo, hi);
+    fia_tensor *fulltab = perm_table(c, B, fmax, &r);
+    fia_tensor *kvl = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &B, NULL, 0, 0);
+    fia_tensor *ql = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &B, NULL, 0, 0);
+    fia_tensor *out = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &rows, NULL, 0, 0);
+    if ((rope && (!selr || !fullr)) || !selkv || !seltab || !status || !topk || !fullkv || !fulltab || !kvl || !ql ||
+        !out)
+        return -1;
+    for (int64_t b = 0; b < B; b++) {
+        fia_case_store(kvl, b, (double)fia_case_int(&r, 0, fmax * bsz));
+        fia_case_store(ql, b, (double)fia_case_int(&r, 0, S));
+    }
+    const int64_t nent = (fmax * bsz + sbs - 1) / sbs;
+    for (int64_t i = 0; i < rows; i++) {
+        const int64_t tail = fia_case_int(&r, 0, 3) == 0 ? fia_case_int(&r, 0, K) : K;
+        for (int64_t k = 0; k < K; k++)
+            fia_case_store(topk, i * K + k, k >= tail ? -1.0 : (double)fia_case_int(&r, 0, nent));
+    }
+    fia_gather_selection_kv_cache_params_init(&c->p.gather_selection);
+    c->p.gather_selection.selection_topk_block_size = sbs;
+    const fia_gather_selection_kv_cache_tensors t = {selr, selkv, seltab, status, topk, fullr, fullkv, fulltab,
+                                                     kvl, ql, out};
+    c->t.gather_selection = t;
+    return 0;
+}
 
 static void bind_gs(fia_case *c) {
     const fia_gather_selection_kv_cache_tensors *t = &c->t.gather_selection;
@@ -306,5 +358,7 @@ static int oracle_gs(fia_case *c) {
 }
 
 const fia_case_desc fia_case_gather_selection = {
-    "gather_selection_kv_cache", "no builder: bind the caller's tensors",
-    NULL, bind_gs, plan_gs, oracle_gs, NULL};
+    "gather_selection_kv_cache",
+    "dims {B, S, K, sbs, C, R}: full caches [B (K + 1), 2 sbs, C / R], selection caches [B S smax, 2 sbs, "
+    "C / R], top-k [B, S, 1, K] of dtype (float16, bfloat16, int8); variant 0: with k_rope, 1: without",
+    build_gs, bind_gs, plan_gs, oracle_gs, NULL, 0};

@@ -1,5 +1,5 @@
 /*
- * case_util.h - what the per-operator case descriptions (case_chain.c, case_attention.c) share
+ * case_util.h - what the per-operator case descriptions (case_chain.c, case_attention.c, case_sparse.c, case_prolog.c) share
  * with case.c: a seeded generator and compact tensors owned by the case.
  */
 #ifndef FIA_REF_CASE_UTIL_H
@@ -12,6 +12,11 @@
 uint64_t fia_case_rand(uint64_t *state);
 double fia_case_uniform(uint64_t *state, double lo, double hi);
 int64_t fia_case_int(uint64_t *state, int64_t lo, int64_t hi); /* in [lo, hi] */
+
+/* Nonzero when d[0..n) are each in [1, big] and their product is at most big. */
+int fia_case_dims_ok(const int64_t *d, int n, int64_t big);
+/* float32, float16 or bfloat16. */
+int fia_case_float_dtype(fia_dtype dt);
 
 /* Element i of a compact tensor set to v (rounded to its dtype). */
 void fia_case_store(fia_tensor *t, int64_t i, double v);

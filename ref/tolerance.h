@@ -5,8 +5,11 @@
  * fia_ref_check_tensor. Public headers only (fia.h); nothing here is shared with src/.
  *
  * A row says, for an operator's output of a dtype, which rule applies:
- *   FIA_REF_TOL_CLOSE     |got - want| <= atol + rtol |want| (inclusive; NaN never passes;
- *                         want = +-inf passes only for got = the same infinity);
+ *   FIA_REF_TOL_CLOSE     |got - want| <= atol + rtol |want| + slack (inclusive; NaN never
+ *                         passes; want = +-inf passes only for got = the same infinity); slack
+ *                         is the oracle's own per-element allowance for a rounding tie of the
+ *                         contract (C8's P cast, the prolog's bf16 intermediates, the indexer's
+ *                         fp32 scores), 0 when the oracle gives none (the `quot` argument);
  *   FIA_REF_TOL_EXACT     got == want (in-place targets, copies, indices);
  *   FIA_REF_TOL_INT_TIES  integer outputs: want is the unsaturated rounded quotient, clamped to
  *                         the output's range; got must equal it, or differ by 1 where the
@@ -45,8 +48,8 @@ const fia_ref_tolerance *fia_ref_tolerance_of(const char *op, const char *output
 /* The whole table and its length (for documentation and the tests). */
 const fia_ref_tolerance *fia_ref_tolerance_table(int *count);
 
-/* One element under tol: 1 when got passes for want (quot: the unrounded quotient, INT_TIES
- * only); *tie (may be NULL) is set when it passes as a rounding tie. want is used as given (the
+/* One element under tol: 1 when got passes for want (quot: the unrounded quotient for
+ * INT_TIES, the oracle's slack for CLOSE, 0 when none); *tie (may be NULL) is set when it passes as a rounding tie. want is used as given (the
  * INT_TIES clamp to the output's range is the caller's, or fia_ref_check_tensor's). */
 int fia_ref_tolerance_pass(const fia_ref_tolerance *tol, double got, double want, double quot,
                            int *tie);
@@ -66,7 +69,7 @@ typedef struct fia_ref_check {
 
 /* Compares a tensor of any dtype (read through its strides, logical row-major order) with the
  * compact double array want[numel] under tol, adding to *c. quot: the unrounded quotients for
- * FIA_REF_TOL_INT_TIES (may be NULL otherwise). Returns the failures of this tensor. */
+ * FIA_REF_TOL_INT_TIES, the oracle's per-element slack for FIA_REF_TOL_CLOSE (NULL: none). Returns the failures of this tensor. */
 int64_t fia_ref_check_tensor(const fia_tensor *got, const double *want, const double *quot,
                              const fia_ref_tolerance *tol, fia_ref_check *c);
 

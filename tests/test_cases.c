@@ -12,50 +12,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain_util.h"
 #include "fia.h"
 #include "ref/case.h"
-#include "test_util.h"
 
-static fia_context *g_ctx[3];
-static fia_isa g_isa[3];
-static int g_nctx;
-static fia_context *g_ctx1;
-
+/* dtypes: a mask of the dtypes to run (bit 0 float32, 1 float16, 2 bfloat16, 3 int8; 0: the
+ * three float dtypes) */
 typedef struct tcase {
     const char *op;
     int64_t dims[6];
     int variant;
+    unsigned dtypes;
 } tcase;
 
-static const tcase g_cases[] = {
-    {"rms_norm", {1, 1}, 0},          {"rms_norm", {3, 7}, 0},           {"rms_norm", {5, 7168}, 0},
-    {"add_rms_norm", {1, 1}, 0},      {"add_rms_norm", {4, 130}, 0},     {"add_rms_norm", {3, 7168}, 0},
-    {"rotary_mul", {2, 3, 64}, 0},    {"rotary_mul", {1, 1, 2}, 1},      {"rotary_mul", {5, 4, 128}, 1},
-    {"rotary_mul", {3, 2, 894}, 0},   {"interleave_rope", {2, 3, 64}, 0}, {"interleave_rope", {3, 2, 6}, 0},
-    {"dynamic_quant", {4, 33}, 0},    {"dynamic_quant", {1, 7}, 1},      {"dynamic_quant", {8, 256}, 2},
-    {"dynamic_quant", {3, 7168}, 0},  {"scatter_update", {2, 8, 16, 3}, 0}, {"scatter_update", {1, 1, 5, 1}, 0},
-    {"scatter_update", {3, 9, 4, 2}, 1}, {"scatter_nd_update", {10, 16, 4}, 0},
-    {"scatter_nd_update", {4, 16, 8, 5}, 1}, {"scatter_nd_update", {10, 16, 4}, 2},
-    {"fused_infer_attention_score", {1, 1, 100, 8, 2, 64}, 1},
-    {"fused_infer_attention_score", {2, 5, 37, 4, 4, 24}, 0},
-    {"fused_infer_attention_score", {1, 3, 3, 2, 1, 128}, 1},
-    {"smallq_flash_attention", {4, 2, 300, 128}, 0}, {"smallq_flash_attention", {1, 1, 1, 576}, 0},
-};
+#define F16BF16 6u
+#define BF16 4u
 
-static void open_contexts(void) {
-    const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
-    for (int i = 0; i < 3; i++) {
-        fia_context_options o = {3, levels[i]};
-        fia_context *ctx = NULL;
-        const fia_status st = fia_context_create(&o, &ctx);
-        if (st == FIA_STATUS_UNSUPPORTED_ISA) continue;
-        if (!tu_check(st == FIA_STATUS_SUCCESS, "context %s", fia_isa_name(levels[i]))) continue;
-        g_ctx[g_nctx] = ctx;
-        g_isa[g_nctx++] = levels[i];
-    }
-    fia_context_options o1 = {1, g_isa[g_nctx - 1]};
-    tu_check(fia_context_create(&o1, &g_ctx1) == FIA_STATUS_SUCCESS, "1-thread context");
-}
+static const tcase g_cases[] = {
+    {"rms_norm", {1, 1}, 0, 0},          {"rms_norm", {3, 7}, 0, 0},           {"rms_norm", {5, 7168}, 0, 0},
+    {"add_rms_norm", {1, 1}, 0, 0},      {"add_rms_norm", {4, 130}, 0, 0},     {"add_rms_norm", {3, 7168}, 0, 0},
+    {"rotary_mul", {2, 3, 64}, 0, 0},    {"rotary_mul", {1, 1, 2}, 1, 0},      {"rotary_mul", {5, 4, 128}, 1, 0},
+    {"rotary_mul", {3, 2, 894}, 0, 0},   {"interleave_rope", {2, 3, 64}, 0, 0}, {"interleave_rope", {3, 2, 6}, 0, 0},
+    {"dynamic_quant", {4, 33}, 0, 0},    {"dynamic_quant", {1, 7}, 1, 0},      {"dynamic_quant", {8, 256}, 2, 0},
+    {"dynamic_quant", {3, 7168}, 0, 0},  {"scatter_update", {2, 8, 16, 3}, 0, 0}, {"scatter_update", {1, 1, 5, 1}, 0, 0},
+    {"scatter_update", {3, 9, 4, 2}, 1, 0}, {"scatter_nd_update", {10, 16, 4}, 0, 0},
+    {"scatter_nd_update", {4, 16, 8, 5}, 1, 0}, {"scatter_nd_update", {10, 16, 4}, 2, 0},
+    {"fused_infer_attention_score", {1, 1, 100, 8, 2, 64}, 1, 0},
+    {"fused_infer_attention_score", {2, 5, 37, 4, 4, 24}, 0, 0},
+    {"fused_infer_attention_score", {1, 3, 3, 2, 1, 128}, 1, 0},
+    {"smallq_flash_attention", {4, 2, 300, 128}, 0, 2u}, {"smallq_flash_attention", {1, 1, 1, 576}, 0, 2u},
+    {"gather_selection_kv_cache", {2, 3, 4, 2, 16, 8}, 0, F16BF16},
+    {"gather_selection_kv_cache", {1, 2, 40, 1, 8, 4}, 1, F16BF16},
+    {"gather_selection_kv_cache", {2, 2, 5, 3, 32, 16}, 0, 8u},
+    {"sparse_flash_attention", {2, 3, 40, 4, 12, 1}, 0, F16BF16},
+    {"sparse_flash_attention", {3, 1, 70, 16, 24, 16}, 1, F16BF16},
+    {"sparse_flash_attention", {1, 4, 50, 3, 10, 4}, 2, F16BF16},
+    {"kv_quant_sparse_flash_attention", {2, 2, 40, 4, 12, 1}, 0, F16BF16},
+    {"kv_quant_sparse_flash_attention", {2, 1, 64, 8, 20, 16}, 1, F16BF16},
+    {"lightning_indexer", {2, 3, 40, 4, 32, 16}, 0, F16BF16},
+    {"lightning_indexer", {2, 1, 70, 8, 64, 24}, 1, F16BF16},
+    {"lightning_indexer", {1, 5, 20, 3, 16, 30}, 2, F16BF16},
+    {"quant_lightning_indexer", {2, 3, 40, 4, 32, 16}, 0, F16BF16},
+    {"quant_lightning_indexer", {2, 1, 70, 8, 64, 24}, 1, 1u},
+    {"mla_prolog_v3", {3, 96, 48, 2, 16, 4}, 0, BF16},
+    {"mla_prolog_v3", {2, 64, 32, 3, 8, 1}, 1, BF16},
+};
 
 /* The bytes of every output of c (for the determinism comparison); caller frees. */
 static unsigned char *output_bytes(const fia_case *c, size_t *len) {
@@ -140,14 +141,11 @@ static void run_one(const tcase *tc, fia_dtype dt, uint64_t seed) {
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261204, "test_cases");
     open_contexts();
-    printf("testing ISAs:");
-    for (int i = 0; i < g_nctx; i++) printf(" %s", fia_isa_name(g_isa[i]));
-    printf("\n");
-    const fia_dtype dts[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
+    const fia_dtype dts[4] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16, FIA_DTYPE_INT8};
     for (size_t i = 0; i < sizeof g_cases / sizeof g_cases[0]; i++)
-        for (int d = 0; d < 3; d++) {
+        for (int d = 0; d < 4; d++) {
             const fia_dtype dt = dts[d];
-            if (strcmp(g_cases[i].op, "smallq_flash_attention") == 0 && dt != FIA_DTYPE_FLOAT16) continue;
+            if (!((g_cases[i].dtypes ? g_cases[i].dtypes : 7u) >> d & 1u)) continue;
             for (uint64_t s = 0; s < 2; s++) run_one(&g_cases[i], dt, seed + 7919 * s + i);
         }
     /* the tolerance table keeps the values its clients used (ref/tolerance.c lists them) */
@@ -181,11 +179,10 @@ int main(int argc, char **argv) {
     fia_case_shape bad;
     memset(&bad, 0, sizeof bad);
     bad.dtype = FIA_DTYPE_FLOAT16;
-    tu_check(fia_case_build(&c, "gather_selection_kv_cache", &bad, 1) == -1, "gather_selection: no builder");
+    tu_check(fia_case_build(&c, "sparse_flash_attention", &bad, 1) == -1, "sparse_flash_attention: zero dims");
     bad.dims[0] = 2, bad.dims[1] = 3, bad.dims[2] = 5; /* odd D */
     tu_check(fia_case_build(&c, "rotary_mul", &bad, 1) == -1, "rotary_mul: odd D refused by the builder");
     tu_check(fia_case_build(&c, "no_such_op", &bad, 1) == -1, "unknown op");
-    for (int i = 0; i < g_nctx; i++) fia_context_destroy(g_ctx[i]);
-    fia_context_destroy(g_ctx1);
+    close_contexts();
     return tu_summary();
 }

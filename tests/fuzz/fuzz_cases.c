@@ -1,6 +1,6 @@
 /*
  * fuzz_cases.c - libFuzzer target over the case descriptions of ref/case.h (zstd's fuzz-helper
- * shape): the input picks an operator with a builder, a dtype, a variant, the dims (small) and a
+ * shape): the input picks an operator with a builder (every operator of case.h), a dtype, a variant, the dims (small) and a
  * seed; the description builds the tensors (shapes outside the contract are refused by the
  * builder and skipped), the operator runs through the public API on a 2-thread context, and
  * every output must match the double-precision oracle under the tolerance table
@@ -36,10 +36,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const fia_case_desc *const *list = fia_case_list(&n);
     const fia_case_desc *d = list[u8(&f) % n];
     if (!d->build) return 0;
-    static const fia_dtype dts[3] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16};
+    static const fia_dtype dts[4] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16, FIA_DTYPE_INT8};
     fia_case_shape s;
     memset(&s, 0, sizeof s);
-    s.dtype = dts[u8(&f) % 3];
+    s.dtype = dts[u8(&f) % 4];
     s.variant = (int)(u8(&f) % 3);
     /* dims: mostly small, now and then one up to 4096 (the builders cap the element count) */
     for (int i = 0; i < 6; i++) s.dims[i] = u8(&f) % 8 == 0 ? rng(&f, 0, 4096) : rng(&f, 1, 12);
@@ -53,7 +53,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * cost B * N1 * S1 * S2 * D in double) at most 2^22, 2^20 for the attention operators */
     double work = 1;
     for (int i = 0; i < 6; i++) work *= (double)(s.dims[i] > 0 ? s.dims[i] : 1);
-    const int attention = d == fia_case_find("fused_infer_attention_score") || d == fia_case_find("smallq_flash_attention");
+    static const char *const heavy[] = {"fused_infer_attention_score", "smallq_flash_attention",
+                                        "sparse_flash_attention", "kv_quant_sparse_flash_attention",
+                                        "lightning_indexer", "quant_lightning_indexer", "mla_prolog_v3"};
+    int attention = 0;
+    for (size_t i = 0; i < sizeof heavy / sizeof heavy[0]; i++) attention |= d == fia_case_find(heavy[i]);
     if (work > (double)(attention ? 1 << 20 : 1 << 22)) return 0;
     fia_case c;
     if (fia_case_build(&c, d->op, &s, seed) != 0) return 0;
