@@ -1,18 +1,17 @@
 /*
  * op_lightning_indexer.c - `fia op lightning_indexer` and `fia op quant_lightning_indexer`: load
  * the .npy inputs, allocate sparse_indices (and sparse_values) with the contract's shapes, run
- * the library, optionally compare with the oracle (tests/ref/ref_li.c), then write the outputs.
+ * the library, optionally compare with the oracle (ref/case_sparse.c), then write the outputs.
  *
  * --check compares every row by rank: the oracle's score of the i-th returned index must equal
  * the oracle's i-th best score within the fp32 rounding bound (so near-ties may swap), padding
  * must be -1, and sparse_values (when written) must hold the scores within the same bound.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "ref_li.h"
+#include "case.h"
 
 #define LI_COMMON_FLAGS                                                                           \
     {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"},       \
@@ -56,64 +55,6 @@ static const char *const li_outputs[] = {"sparse_indices", "sparse_values", NULL
 enum { L_QUERY, L_KEY, L_W, L_SQ, L_SK, L_BT, L_COUNT };
 
 static int li_fits_int32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
-
-/* The oracle check described at the top. Returns the number of bad rows, -1 out of memory. */
-static int64_t li_check_rows(const fia_lightning_indexer_tensors *t,
-                             const fia_lightning_indexer_params *p, int quant, int64_t *rows_out) {
-    const int64_t rows = fia_ref_li_num_rows(t, p), K = p->sparse_count;
-    int64_t maxkv = 1;
-    const fia_tensor *k = t->key;
-    if (p->layout_key == FIA_LAYOUT_PA_BSND) maxkv = t->block_table->shape[1] * k->shape[1];
-    else maxkv = k->shape[p->layout_key == FIA_LAYOUT_TND ? 0 : 1];
-    if (maxkv < 1) maxkv = 1;
-    double *s = malloc((size_t)maxkv * sizeof *s), *tol = malloc((size_t)maxkv * sizeof *tol);
-    int32_t *order = malloc((size_t)maxkv * sizeof *order);
-    if (!s || !tol || !order) {
-        free(s), free(tol), free(order);
-        return -1;
-    }
-    const fia_tensor *oi = t->sparse_indices, *ov = p->return_value ? t->sparse_values : NULL;
-    int64_t bad = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        const int64_t n = fia_ref_li_row_scores(t, p, quant, r, s, tol);
-        fia_ref_li_sort(s, n, order);
-        const int64_t cnt = n < K ? n : K;
-        int ok = 1;
-        for (int64_t i = 0; i < K && ok; i++) {
-            /* element (r, i) of [B, S1, 1, K] / [T1, 1, K]: rows are row-major over the leading
-             * dims */
-            int64_t off = i * oi->strides[oi->ndim - 1];
-            if (oi->ndim == 4) off += (r / oi->shape[1]) * oi->strides[0] + (r % oi->shape[1]) * oi->strides[1];
-            else off += r * oi->strides[0];
-            int32_t g;
-            memcpy(&g, (const char *)oi->data + off * 4, 4);
-            if (i >= cnt) {
-                ok = g == -1;
-                continue;
-            }
-            ok = g >= 0 && g < n && fabs(s[g] - s[order[i]]) <= tol[g] + tol[order[i]];
-            if (ok && ov) { /* the value rounded to its dtype: + half an ulp */
-                const double half = ov->dtype == FIA_DTYPE_FLOAT16 ? 0x1p-11
-                                    : ov->dtype == FIA_DTYPE_BFLOAT16 ? 0x1p-8 : 0.0;
-                double v;
-                if (ov->dtype == FIA_DTYPE_FLOAT32) {
-                    float f;
-                    memcpy(&f, (const char *)ov->data + off * 4, 4);
-                    v = f;
-                } else {
-                    uint16_t h;
-                    memcpy(&h, (const char *)ov->data + off * 2, 2);
-                    v = ov->dtype == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(h) : fia_bf16_to_f32(h);
-                }
-                ok = fabs(v - s[g]) <= tol[g] * (1 + half) + half * fabs(s[g]) + 1e-30;
-            }
-        }
-        bad += !ok;
-    }
-    free(s), free(tol), free(order);
-    *rows_out = rows;
-    return bad;
-}
 
 /* One call of either operator, for cli_run_op. */
 typedef struct li_call {
@@ -230,9 +171,15 @@ static int run_li_common(const cli_args *a, int quant) {
     rc = cli_run_op(a, opname, li_call_plan, &call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
 
-    if (a->check) {
+    if (a->check) { /* the case description of ref/case_sparse.c, counted by rows */
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        c.t.li = t;
+        c.p.li = p;
+        fia_case_bind(&c, opname);
         int64_t rows = 0;
-        const int64_t bad = li_check_rows(&t, &p, quant, &rows);
+        const int64_t bad = fia_case_oracle(&c) == 0 ? fia_case_failed_rows(&c, 1, p.sparse_count, &rows) : -1;
+        fia_case_free(&c);
         if (bad < 0) {
             cli_error("check: out of memory");
             rc = CLI_EXIT_FAIL;

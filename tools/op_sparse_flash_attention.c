@@ -2,7 +2,7 @@
  * op_sparse_flash_attention.c - `fia op sparse_flash_attention` and
  * `fia op kv_quant_sparse_flash_attention` (the C8 cache): load the .npy inputs, allocate the
  * outputs with the contract's shapes, run the library, optionally compare with the oracle
- * (tests/ref/ref_sfa.c), then write the outputs.
+ * (the case description of ref/case_sparse.c), then write the outputs.
  *
  * --value is optional: the values of attention_mode 2 are the key rows. When given, it must be
  * the same file as --key or hold exactly the key's shape, dtype and bytes (else exit 2).
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "ref_sfa.h"
+#include "case.h"
 
 static const cli_flag sfa_flags[] = {
     {"query", CLI_FLAG_TENSOR, 1, "q_nope [B, S1, N1, 512] or [T1, N1, 512], float16 / bfloat16"},
@@ -124,8 +124,6 @@ static int run_sfa_common(const cli_args *a, int c8) {
     memset(in, 0, sizeof in);
     memset(outs, 0, sizeof outs);
     int64_t *seq = NULL, *seq_kv = NULL;
-    double *want_out = NULL, *want_lse = NULL, *lse_perm = NULL;
-    double *want_mx = NULL, *want_sm = NULL, *mx_perm = NULL, *sm_perm = NULL;
     int rc = CLI_EXIT_USAGE;
     const char *opname = c8 ? "kv_quant_sparse_flash_attention" : "sparse_flash_attention";
 
@@ -235,57 +233,20 @@ static int run_sfa_common(const cli_args *a, int c8) {
     rc = cli_run_op(a, opname, sfa_call_plan, &call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
 
-    if (a->check) {
-        const int64_t n_out = fia_tensor_numel(&outs[0].t);
-        const int64_t n1 = tnd ? q->shape[1] : q->shape[2];
-        const int64_t n_rows = n1 > 0 ? n_out / (512 * n1) : 0;
-        want_out = malloc((size_t)(n_out > 0 ? n_out : 1) * sizeof *want_out);
-        want_lse = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_lse);
-        lse_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *lse_perm);
-        want_mx = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_mx);
-        want_sm = malloc((size_t)(n_rows * n1 + 1) * sizeof *want_sm);
-        mx_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *mx_perm);
-        sm_perm = malloc((size_t)(n_rows * n1 + 1) * sizeof *sm_perm);
-        if (!want_out || !want_lse || !lse_perm || !want_mx || !want_sm || !mx_perm || !sm_perm) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        const int r = c8 ? fia_ref_kv_quant_sparse_flash_attention_stats(
-                               &tq, &qp, NULL, 0, want_out, want_lse, want_mx, want_sm, NULL)
-                         : fia_ref_sparse_flash_attention_stats(&t, p, NULL, 0, want_out,
-                                                                want_lse, want_mx, want_sm);
-        if (r != 0) {
-            cli_error("check: the oracle cannot run this call");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        double atol, rtol;
-        cli_tolerance(q->dtype, &atol, &rtol);
-        if (p->return_softmax_lse) {
-            /* the oracle's lse is [rows, N1]; the tensor's [B, N1, S1] (TND [T1, N1]) */
-            const int64_t s1 = tnd ? 1 : q->shape[1];
-            for (int64_t row = 0; row < n_rows; row++)
-                for (int64_t h = 0; h < n1; h++) {
-                    const int64_t dst = tnd ? row * n1 + h : ((row / s1) * n1 + h) * s1 + row % s1;
-                    lse_perm[dst] = want_lse[row * n1 + h];
-                    /* max / sum: [B, 1, S1, N1] (TND [1, T1, N1]) = row-major [row, h] */
-                    mx_perm[row * n1 + h] = want_mx[row * n1 + h];
-                    sm_perm[row * n1 + h] = want_sm[row * n1 + h];
-                }
-        }
-        const double *want[4] = {want_out, NULL, NULL, NULL};
-        if (i_lse >= 0) want[i_lse] = lse_perm;
-        if (i_mx >= 0) want[i_mx] = mx_perm, want[i_mx + 1] = sm_perm;
-        if (cli_check_outputs(outs, want, n_outs, atol, rtol)) rc = CLI_EXIT_FAIL;
+    if (a->check) { /* the case description of ref/case.h (C8: with the oracle's slack) */
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        if (c8) c.t.sfa_c8 = tq, c.p.sfa_c8 = qp;
+        else c.t.sfa = t, c.p.sfa = *p;
+        fia_case_bind(&c, opname);
+        const int chk = cli_check_case(&c);
+        fia_case_free(&c);
+        if (chk != 0) rc = CLI_EXIT_FAIL;
+        if (chk < 0) goto done; /* no oracle: no output written, as before */
     }
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
 done:
-    free(want_out);
-    free(want_lse);
-    free(lse_perm);
-    free(want_mx), free(want_sm), free(mx_perm), free(sm_perm);
     for (int i = 0; i < 4; i++) free(outs[i].data);
     for (int i = 0; i < S_COUNT; i++) cli_free_tensor(&in[i]);
     free(seq);
