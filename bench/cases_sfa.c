@@ -13,8 +13,7 @@
 #include <string.h>
 
 #include "cases.h"
-#include "cli.h"
-#include "ref_sfa.h"
+#include "case.h"
 
 #define SFA_BENCH_CACHE_BYTES (INT64_C(512) << 20)
 
@@ -263,45 +262,49 @@ static fia_status sfa_execute(void *inst, int copy) {
     return fia_plan_execute(I->cp[copy].plan, I->workspace, I->workspace_bytes);
 }
 
-/* Compares the first and the last query row of copy 0 (all heads) with the oracle. */
+/* Compares the first and the last query row of copy 0 (all heads) with the oracle: the case
+ * description of ref/case_sparse.c bound to batch b's views (query, indices, output and its
+ * block-table row; the kv length of the batch). */
 static int sfa_check(void *inst, bench_check *r, char *err, size_t err_len) {
     sfa_instance *I = inst;
     const bench_sfa_case *p = I->p;
     const sfa_copy *cp = &I->cp[0];
     const sfa_cache *k = &I->caches[cp->cache];
     const int64_t rows[2] = {0, p->batch - 1}, nrows = p->batch > 1 ? 2 : 1;
-    const int64_t per = p->num_heads * 512;
-    double *want = malloc((size_t)(nrows * per) * sizeof *want);
-    if (!want) {
-        bench_set_err(err, err_len, "check: out of memory");
-        return -1;
-    }
-    int rc;
-    if (p->c8) {
-        const fia_kv_quant_sparse_flash_attention_tensors t = {
-            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, (fia_tensor *)&cp->to, NULL, NULL, NULL, NULL};
-        rc = fia_ref_kv_quant_sparse_flash_attention(&t, &I->qprm, rows, nrows, want, NULL);
-    } else {
-        const fia_sparse_flash_attention_tensors t = {
-            &cp->tq, &k->tk, NULL, &cp->tidx, &k->tbt, &cp->tqr, &k->tkr, (fia_tensor *)&cp->to, NULL,
-            NULL, NULL, NULL};
-        rc = fia_ref_sparse_flash_attention(&t, &I->prm, rows, nrows, want, NULL);
-    }
-    if (rc != 0) {
-        free(want);
-        bench_set_err(err, err_len, "check: the oracle cannot run this call");
-        return -1;
-    }
-    double atol, rtol;
-    cli_tolerance(FIA_DTYPE_BFLOAT16, &atol, &rtol);
-    cli_check chk = {0, 0, 0};
+    fia_ref_check chk = FIA_REF_CHECK_INIT;
     for (int64_t i = 0; i < nrows; i++) {
-        fia_tensor o = cp->to; /* row b: [1, 1, N1, 512] */
-        o.shape[0] = 1;
-        o.data = (uint16_t *)cp->o + rows[i] * per;
-        cli_check_tensor(&o, want + i * per, atol, rtol, &chk);
+        const int64_t b = rows[i];
+        fia_tensor q = bench_sub_view(&cp->tq, 0, b, 1), o = bench_sub_view(&cp->to, 0, b, 1);
+        fia_tensor idx = bench_sub_view(&cp->tidx, 0, b, 1), bt = bench_sub_view(&k->tbt, 0, b, 1);
+        fia_tensor qr = p->c8 ? q : bench_sub_view(&cp->tqr, 0, b, 1);
+        fia_case c;
+        memset(&c, 0, sizeof c);
+        if (p->c8) {
+            const fia_kv_quant_sparse_flash_attention_tensors t = {&q, &k->tk, NULL, &idx, &bt, &o,
+                                                                   NULL, NULL, NULL, NULL};
+            c.t.sfa_c8 = t, c.p.sfa_c8 = I->qprm;
+            c.p.sfa_c8.base.actual_seq_lengths_kv = &I->kvlens[b];
+            c.p.sfa_c8.base.actual_seq_lengths_kv_count = 1;
+        } else {
+            const fia_sparse_flash_attention_tensors t = {&q, &k->tk, NULL, &idx, &bt, &qr, &k->tkr, &o,
+                                                          NULL, NULL, NULL, NULL};
+            c.t.sfa = t, c.p.sfa = I->prm;
+            c.p.sfa.actual_seq_lengths_kv = &I->kvlens[b];
+            c.p.sfa.actual_seq_lengths_kv_count = 1;
+        }
+        fia_case_bind(&c, p->c8 ? "kv_quant_sparse_flash_attention" : "sparse_flash_attention");
+        fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+        const int rc = fia_case_oracle(&c);
+        if (rc == 0) fia_case_check(&c, 0, each);
+        const int oom = c.out[0].want == NULL;
+        fia_case_free(&c);
+        if (rc != 0) {
+            bench_set_err(err, err_len, oom ? "check: out of memory" : "check: the oracle cannot run this call");
+            return -1;
+        }
+        chk.failures += each[0].failures;
+        if (each[0].max_abs_err > chk.max_abs_err) chk.max_abs_err = each[0].max_abs_err;
     }
-    free(want);
     r->passed = chk.failures == 0;
     r->max_abs_err = chk.max_abs_err;
     snprintf(r->detail, sizeof r->detail, "%lld/%lld rows x %lld heads", (long long)nrows,
