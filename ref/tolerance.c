@@ -86,7 +86,7 @@ int fia_ref_tolerance_pass(const fia_ref_tolerance *tol, double g, double w, dou
     int dummy;
     if (!tie) tie = &dummy;
     *tie = 0;
-    if (tol->rule == FIA_REF_TOL_EXACT) return g == w;
+    if (tol->rule == FIA_REF_TOL_EXACT) return g == w || (isnan(g) && isnan(w)); /* a copied NaN */
     if (tol->rule == FIA_REF_TOL_INT_TIES) {
         if (g == w) return 1;
         const double fr = quot - floor(quot);

@@ -10,7 +10,7 @@
  *                         is the oracle's own per-element allowance for a rounding tie of the
  *                         contract (C8's P cast, the prolog's bf16 intermediates, the indexer's
  *                         fp32 scores), 0 when the oracle gives none (the `quot` argument);
- *   FIA_REF_TOL_EXACT     got == want (in-place targets, copies, indices);
+ *   FIA_REF_TOL_EXACT     got == want, or both NaN (in-place targets, copies, indices);
  *   FIA_REF_TOL_INT_TIES  integer outputs: want is the unsaturated rounded quotient, clamped to
  *                         the output's range; got must equal it, or differ by 1 where the
  *                         unrounded quotient (the `quot` array) lies within tie_band of a .5 tie

@@ -30,6 +30,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "fuzz/fuzz_tensors.h"
 #pragma GCC diagnostic pop
+#include "ref/case.h"
 
 #define FAIL(...)                                                                                  \
     do {                                                                                           \
@@ -292,12 +293,20 @@ static void run_quant(fia_context *ctx, fz *f) {
 
 /* ---- scatter_update ------------------------------------------------------------------------- */
 
-/* Copies n elements of es bytes: the oracle for the scatters (logical element order). */
-static void copy_elem(const fia_tensor *dst, void *dbase, int64_t di, const fia_tensor *src, int64_t si) {
-    const size_t es = fia_dtype_size(dst->dtype);
-    /* dst addresses are computed on the live view, then shifted into the oracle's copy */
-    const char *d = elem(dst, di);
-    memcpy((char *)dbase + (d - (char *)dst->data), elem(src, si), es);
+/* The scatters' oracle: the case description of ref/case.h bound to the fuzzed tensors, the
+ * target snapshotted before the call (case_begin), compared after a successful one (case_end:
+ * the EXACT row, element by element through the strides). */
+static void case_begin(fia_case *c, const char *op) {
+    fia_case_bind(c, op);
+    if (fia_case_prepare(c) != 0) abort();
+}
+static void case_end(fia_case *c, const char *op) {
+    if (fia_case_oracle(c) != 0) FAIL("%s: the oracle refuses a call the library ran", op);
+    fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+    if (fia_case_check(c, 0, each) != 0) {
+        fia_ref_check_report(c->out[0].name, &each[0], fia_case_tolerance(c, 0, 0));
+        FAIL("%s: %s differs from the oracle", op, c->out[0].name);
+    }
 }
 
 static void run_su(fia_context *ctx, fz *f) {
@@ -336,28 +345,12 @@ static void run_su(fia_context *ctx, fz *f) {
     fia_scatter_update_tensors t = {&d.t, &ix.t, &up.t};
     ftensor *outs[1] = {&d};
     ftensor *ins[2] = {&ix, &up};
-    void *want = NULL;
     const int oracle = clean && !bad && !d.oversize && !up.oversize && up.buf;
-    if (oracle) { /* the expected bytes: entries in order, the later one wins */
-        want = malloc(d.bytes ? d.bytes : 1);
-        memcpy(want, d.buf, d.bytes);
-        const int64_t inner = fia_tensor_numel(&up.t) / (K ? K : 1);
-        for (int64_t k = 0; k < K; k++) {
-            const int64_t b = pairs ? get_int(&ix.t, 2 * k) : k, p0 = get_int(&ix.t, pairs ? 2 * k + 1 : k);
-            for (int64_t j = 0; j < inner; j++) { /* j: the index inside updates[k] */
-                int64_t rem = j, di = 0, mul = 1;
-                for (int32_t a = nd - 1; a >= 1; a--) {
-                    int64_t c = rem % us[a];
-                    rem /= us[a];
-                    if (a == axis) c += p0;
-                    di += c * mul;
-                    mul *= sh[a];
-                }
-                di += b * mul;
-                copy_elem(&d.t, want, di, &up.t, k * inner + j);
-            }
-        }
-    }
+    fia_case c;
+    memset(&c, 0, sizeof c);
+    c.t.scatter_update = t;
+    c.p.scatter_update = p;
+    if (oracle) case_begin(&c, "scatter_update");
     if (g_verbose) {
         fprintf(stderr, "fuzz_chain: scatter_update axis %lld pairs %d bad %d data", (long long)p.axis, pairs, bad);
         for (int32_t i = 0; i < nd; i++) fprintf(stderr, " %lld/%lld", (long long)sh[i], (long long)us[i]);
@@ -368,9 +361,8 @@ static void run_su(fia_context *ctx, fz *f) {
     }
     const int st = call(ctx, (plan_fn)fia_scatter_update_plan, &t, &p, list(outs), 1, list(ins), 2, 1);
     if (clean && bad && st == FIA_STATUS_SUCCESS) FAIL("scatter_update: an out-of-range index was accepted");
-    if (oracle && st == FIA_STATUS_SUCCESS && memcmp(want, d.buf, d.bytes) != 0)
-        FAIL("scatter_update: data differs from the oracle");
-    free(want);
+    if (oracle && st == FIA_STATUS_SUCCESS) case_end(&c, "scatter_update");
+    fia_case_free(&c);
     release(&d), release(&ix), release(&up);
 }
 
@@ -416,33 +408,20 @@ static void run_snd(fia_context *ctx, fz *f) {
             bad |= v < 0 || v >= hi;
         }
     }
-    void *want = NULL;
     const int oracle = clean && !bad && !in.oversize && !up.oversize && up.buf;
-    const int64_t tuples = fia_tensor_numel(&ix.t) / a;
-    if (oracle) {
-        want = malloc(in.bytes ? in.bytes : 1);
-        memcpy(want, in.buf, in.bytes);
-        int64_t row = 1; /* elements per index tuple: input.shape[a:] (paged: [2:]) */
-        for (int32_t i = paged ? 2 : a; i < nd; i++) row *= sh[i];
-        for (int64_t k = 0; k < tuples; k++) {
-            int64_t base = 0;
-            if (paged) {
-                base = get_int(&ix.t, k);
-            } else {
-                for (int32_t c = 0; c < a; c++) base = base * sh[c] + get_int(&ix.t, k * a + c);
-            }
-            for (int64_t j = 0; j < row; j++) copy_elem(&in.t, want, base * row + j, &up.t, k * row + j);
-        }
-    }
     fia_scatter_nd_update_tensors t = {&in.t, &ix.t, &up.t};
+    fia_case c;
+    memset(&c, 0, sizeof c);
+    c.t.scatter_nd_update = t;
+    c.p.scatter_nd_update = p;
+    if (oracle) case_begin(&c, "scatter_nd_update");
     ftensor *outs[1] = {&in};
     ftensor *ins[2] = {&ix, &up};
     if (g_verbose) fprintf(stderr, "fuzz_chain: scatter_nd_update paged %d a %d bad %d\n", paged, (int)a, bad);
     const int st = call(ctx, (plan_fn)fia_scatter_nd_update_plan, &t, &p, list(outs), 1, list(ins), 2, 1);
     if (clean && bad && st == FIA_STATUS_SUCCESS) FAIL("scatter_nd_update: an out-of-range index was accepted");
-    if (oracle && st == FIA_STATUS_SUCCESS && memcmp(want, in.buf, in.bytes) != 0)
-        FAIL("scatter_nd_update: input differs from the oracle");
-    free(want);
+    if (oracle && st == FIA_STATUS_SUCCESS) case_end(&c, "scatter_nd_update");
+    fia_case_free(&c);
     release(&in), release(&ix), release(&up);
 }
 
