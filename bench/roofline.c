@@ -285,14 +285,16 @@ typedef struct roofline_tilecfg {
     uint8_t rows[16];
 } roofline_tilecfg;
 
-__attribute__((target("amx-tile,amx-bf16"))) static float amx_bf16_probe(long iters) {
+/* int8 0: bf16 (tdpbf16ps, A = B = 0x3580), 1: int8 (tdpbssd, A = B = 1); the caller runs only
+ * the kind the CPU has. */
+__attribute__((target("amx-tile,amx-bf16,amx-int8"))) static float amx_probe(long iters, int int8) {
     roofline_tilecfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
     for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
     _tile_loadconfig(&cfg);
-    _Alignas(64) uint16_t buf[2 * 512];
-    for (int i = 0; i < 2 * 512; i++) buf[i] = 0x3580;
+    _Alignas(64) uint16_t buf[2 * 512]; /* two 1 KiB tiles */
+    for (int i = 0; i < 2 * 512; i++) buf[i] = int8 ? 0x0101 : 0x3580;
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -301,45 +303,27 @@ __attribute__((target("amx-tile,amx-bf16"))) static float amx_bf16_probe(long it
     _tile_loadd(5, buf + 512, 64);
     _tile_loadd(6, buf, 64);
     _tile_loadd(7, buf + 512, 64);
-    for (long i = 0; i < iters; i++) {
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-    }
-    _Alignas(64) float out[256];
-    _tile_stored(0, out, 64);
+    if (int8)
+        for (long i = 0; i < iters; i++) {
+            _tile_dpbssd(0, 4, 6);
+            _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(2, 5, 6);
+            _tile_dpbssd(3, 5, 7);
+        }
+    else
+        for (long i = 0; i < iters; i++) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    _Alignas(64) union { float f[256]; int32_t i[256]; } out;
+    _tile_stored(0, &out, 64);
     _tile_release();
-    return out[0];
+    return int8 ? (float)out.i[0] : out.f[0];
 }
-
-__attribute__((target("amx-tile,amx-int8"))) static float amx_int8_probe(long iters) {
-    roofline_tilecfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
-    _tile_loadconfig(&cfg);
-    _Alignas(64) int8_t buf[2 * 1024];
-    memset(buf, 1, sizeof buf);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    _tile_loadd(4, buf, 64);
-    _tile_loadd(5, buf + 1024, 64);
-    _tile_loadd(6, buf, 64);
-    _tile_loadd(7, buf + 1024, 64);
-    for (long i = 0; i < iters; i++) {
-        _tile_dpbssd(0, 4, 6);
-        _tile_dpbssd(1, 4, 7);
-        _tile_dpbssd(2, 5, 6);
-        _tile_dpbssd(3, 5, 7);
-    }
-    _Alignas(64) int32_t out[256];
-    _tile_stored(0, out, 64);
-    _tile_release();
-    return (float)out[0];
-}
+static float amx_bf16_probe(long iters) { return amx_probe(iters, 0); }
+static float amx_int8_probe(long iters) { return amx_probe(iters, 1); }
 
 /* AMX usable: CPUID.(7,0):EDX amx-tile (24) plus amx-bf16 (22) / amx-int8 (25), and the OS
  * grants this process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+). */

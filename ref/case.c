@@ -96,6 +96,28 @@ fia_tensor *fia_case_tensor(fia_case *c, fia_dtype dt, int32_t ndim, const int64
     return t;
 }
 
+int fia_case_distinct(fia_tensor *t, int64_t n, int64_t range, uint64_t *rng) {
+    int64_t *perm = malloc((size_t)(range > 0 ? range : 1) * sizeof *perm);
+    if (!perm || n > range) {
+        free(perm);
+        return -1;
+    }
+    for (int64_t i = 0; i < range; i++) perm[i] = i;
+    for (int64_t k = 0; k < n; k++) { /* a partial shuffle: the first n of a random permutation */
+        const int64_t j = fia_case_int(rng, k, range - 1), v = perm[j];
+        perm[j] = perm[k], perm[k] = v;
+        fia_case_store(t, k, (double)v);
+    }
+    free(perm);
+    return 0;
+}
+
+fia_tensor *fia_case_perm_table(fia_case *c, int64_t rows, int64_t cols, uint64_t *rng) {
+    const int64_t sh[2] = {rows, cols};
+    fia_tensor *t = fia_case_tensor(c, FIA_DTYPE_INT32, 2, sh, NULL, 0, 0);
+    return t && fia_case_distinct(t, rows * cols, rows * cols, rng) == 0 ? t : NULL;
+}
+
 /* ---- build / bind / oracle / run / check ---------------------------------------------------- */
 
 int fia_case_build(fia_case *c, const char *op, const fia_case_shape *shape, uint64_t seed) {

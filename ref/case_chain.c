@@ -224,18 +224,8 @@ static int build_snd(fia_case *c, const fia_case_shape *s, uint64_t seed) {
     fia_tensor *in = fia_case_tensor(c, s->dtype, paged ? 3 : 2, paged ? ps : (const int64_t[]){rows, H}, &r, -1, 1);
     fia_tensor *ix = fia_case_tensor(c, FIA_DTYPE_INT64, 2, is, NULL, 0, 0);
     fia_tensor *u = fia_case_tensor(c, s->dtype, 2, us, &r, -1, 1);
-    int64_t *perm = malloc((size_t)rows * sizeof *perm);
-    if (!in || !ix || !u || !perm) {
-        free(perm);
-        return -1;
-    }
-    for (int64_t i = 0; i < rows; i++) perm[i] = i;
-    for (int64_t k = 0; k < K; k++) { /* distinct rows: the result does not depend on write order */
-        const int64_t j = fia_case_int(&r, k, rows - 1), v = perm[j];
-        perm[j] = perm[k], perm[k] = v;
-        fia_case_store(ix, k, (double)v);
-    }
-    free(perm);
+    /* distinct rows: the result does not depend on write order */
+    if (!in || !ix || !u || fia_case_distinct(ix, K, rows, &r) != 0) return -1;
     if (s->variant == 2) fia_case_store(ix, fia_case_int(&r, 0, K - 1), (double)rows); /* out of range */
     const fia_scatter_nd_update_tensors t = {in, ix, u};
     c->t.scatter_nd_update = t;
@@ -270,20 +260,6 @@ const fia_case_desc fia_case_scatter_nd_update = {
  * top-k entries mostly valid, now and then one beyond the blocks, a -1 tail now and then.
  * variant 0: with k_rope [.., R]; 1: without (C8-style). float16, bfloat16 or int8. */
 
-static fia_tensor *perm_table(fia_case *c, int64_t rows, int64_t cols, uint64_t *r) {
-    const int64_t sh[2] = {rows, cols};
-    fia_tensor *t = fia_case_tensor(c, FIA_DTYPE_INT32, 2, sh, NULL, 0, 0);
-    if (!t) return NULL;
-    int32_t *v = t->data;
-    for (int64_t i = 0; i < rows * cols; i++) v[i] = (int32_t)i;
-    for (int64_t i = rows * cols - 1; i > 0; i--) {
-        const int64_t j = fia_case_int(r, 0, i);
-        const int32_t x = v[i];
-        v[i] = v[j], v[j] = x;
-    }
-    return t;
-}
-
 static int build_gs(fia_case *c, const fia_case_shape *s, uint64_t seed) {
     const int64_t B = s->dims[0], S = s->dims[1], K = s->dims[2], sbs = s->dims[3], C = s->dims[4], R = s->dims[5];
     const int rope = s->variant == 0;
@@ -299,12 +275,12 @@ static int build_gs(fia_case *c, const fia_case_shape *s, uint64_t seed) {
     const double lo = s->dtype == FIA_DTYPE_INT8 ? -127 : -1, hi = -lo;
     fia_tensor *selr = rope ? fia_case_tensor(c, s->dtype, 3, sr, &r, lo, hi) : NULL;
     fia_tensor *selkv = fia_case_tensor(c, s->dtype, 3, skv, &r, lo, hi);
-    fia_tensor *seltab = perm_table(c, rows, smax, &r);
+    fia_tensor *seltab = fia_case_perm_table(c, rows, smax, &r);
     fia_tensor *status = fia_case_tensor(c, FIA_DTYPE_INT32, 4, st, &r, -3, 9);
     fia_tensor *topk = fia_case_tensor(c, FIA_DTYPE_INT32, 4, tk, NULL, 0, 0);
     fia_tensor *fullr = rope ? fia_case_tensor(c, s->dtype, 3, fr, &r, lo, hi) : NULL;
     fia_tensor *fullkv = fia_case_tensor(c, s->dtype, 3, fkv, &r, lo, hi);
-    fia_tensor *fulltab = perm_table(c, B, fmax, &r);
+    fia_tensor *fulltab = fia_case_perm_table(c, B, fmax, &r);
     fia_tensor *kvl = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &B, NULL, 0, 0);
     fia_tensor *ql = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &B, NULL, 0, 0);
     fia_tensor *out = fia_case_tensor(c, FIA_DTYPE_INT32, 1, &rows, NULL, 0, 0);

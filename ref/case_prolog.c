@@ -59,17 +59,8 @@ static int build_prolog(fia_case *c, const fia_case_shape *s, uint64_t seed) {
     if (!x || !dq || !uq || !uk || !dkv || !gq || !gk || !sn || !cs || !kv || !kr || (v == 0 && !ci) || !qo ||
         !qr || (v == 1 && !qn))
         return -1;
-    if (v == 0) { /* distinct slots (a partial shuffle), one token skipped */
-        const int64_t slots = blocks * bs;
-        int64_t *perm = malloc((size_t)slots * sizeof *perm);
-        if (!perm) return -1;
-        for (int64_t i = 0; i < slots; i++) perm[i] = i;
-        for (int64_t t = 0; t < T; t++) {
-            const int64_t j = fia_case_int(&r, t, slots - 1), y = perm[j];
-            perm[j] = perm[t], perm[t] = y;
-            fia_case_store(ci, t, (double)y);
-        }
-        free(perm);
+    if (v == 0) { /* distinct slots, one token skipped */
+        if (fia_case_distinct(ci, T, blocks * bs, &r) != 0) return -1;
         if (T > 1) fia_case_store(ci, fia_case_int(&r, 0, T - 1), -1.0);
     }
     fia_mla_prolog_v3_params *p = &c->p.prolog;

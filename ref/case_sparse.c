@@ -35,21 +35,6 @@
 
 static int half_dtype(fia_dtype dt) { return dt == FIA_DTYPE_FLOAT16 || dt == FIA_DTYPE_BFLOAT16; }
 
-/* A block table [B, nb]: a shuffled permutation of B * nb blocks (c->lens unused). */
-static fia_tensor *block_table(fia_case *c, int64_t B, int64_t nb, uint64_t *r) {
-    const int64_t bs[2] = {B, nb};
-    fia_tensor *bt = fia_case_tensor(c, FIA_DTYPE_INT32, 2, bs, NULL, 0, 0);
-    if (!bt) return NULL;
-    int32_t *v = bt->data;
-    for (int64_t i = 0; i < B * nb; i++) v[i] = (int32_t)i;
-    for (int64_t i = B * nb - 1; i > 0; i--) {
-        const int64_t j = fia_case_int(r, 0, i);
-        const int32_t t = v[i];
-        v[i] = v[j], v[j] = t;
-    }
-    return bt;
-}
-
 /* ---- sparse_flash_attention / kv_quant_sparse_flash_attention ------------------------------- */
 
 static int build_sfa_common(fia_case *c, const fia_case_shape *s, uint64_t seed, int c8) {
@@ -79,7 +64,7 @@ static int build_sfa_common(fia_case *c, const fia_case_shape *s, uint64_t seed,
     fia_tensor *mx = v == 1 ? fia_case_tensor(c, FIA_DTYPE_FLOAT32, 4, ms, NULL, 0, 0) : NULL;
     fia_tensor *sm = v == 1 ? fia_case_tensor(c, FIA_DTYPE_FLOAT32, 4, ms, NULL, 0, 0) : NULL;
     fia_tensor *sinks = v == 1 ? fia_case_tensor(c, FIA_DTYPE_FLOAT32, 1, &N1, &r, -1, 1) : NULL;
-    fia_tensor *bt = v == 1 ? block_table(c, B, nb, &r) : NULL;
+    fia_tensor *bt = v == 1 ? fia_case_perm_table(c, B, nb, &r) : NULL;
     if (!q || !k || (!c8 && (!qr || !kr)) || !idx || !o || !lse || (v == 1 && (!mx || !sm || !sinks || !bt)))
         return -1;
     if (c8) { /* int8 latent, bf16 rope, four tile scales per 656-byte row */
@@ -222,7 +207,7 @@ static int build_li_common(fia_case *c, const fia_case_shape *s, uint64_t seed, 
     fia_tensor *w = fia_case_tensor(c, wdt, 3, ws, &r, -1, 1);
     fia_tensor *sq = quant ? fia_case_tensor(c, FIA_DTYPE_FLOAT16, 3, ws, &r, 0.005, 0.02) : NULL;
     fia_tensor *sk = quant ? fia_case_tensor(c, FIA_DTYPE_FLOAT16, 3, ks, &r, 0.01, 0.03) : NULL;
-    fia_tensor *bt = v == 1 ? block_table(c, B, nb, &r) : NULL;
+    fia_tensor *bt = v == 1 ? fia_case_perm_table(c, B, nb, &r) : NULL;
     fia_tensor *idx = fia_case_tensor(c, FIA_DTYPE_INT32, 4, os, NULL, 0, 0);
     fia_tensor *val = v ? fia_case_tensor(c, v == 1 ? FIA_DTYPE_FLOAT32 : wdt, 4, os, NULL, 0, 0) : NULL;
     if (!q || !k || !w || (quant && (!sq || !sk)) || (v == 1 && !bt) || !idx || (v && !val)) return -1;

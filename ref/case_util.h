@@ -26,6 +26,14 @@ void fia_case_store(fia_tensor *t, int64_t i, double v);
 fia_tensor *fia_case_tensor(fia_case *c, fia_dtype dt, int32_t ndim, const int64_t *shape,
                             uint64_t *rng, double lo, double hi);
 
+/* Elements 0..n-1 of compact t: n distinct values of [0, range) in random order (n = range: a
+ * permutation); 0, or -1 (n > range, out of memory). */
+int fia_case_distinct(fia_tensor *t, int64_t n, int64_t range, uint64_t *rng);
+
+/* An int32 [rows, cols] block table owned by c holding a permutation of 0..rows*cols-1 (every
+ * block id once: distinct rows use distinct blocks); NULL as fia_case_tensor. */
+fia_tensor *fia_case_perm_table(fia_case *c, int64_t rows, int64_t cols, uint64_t *rng);
+
 /* An output slot of c (inplace: got is also an input, snapshotted by fia_case_prepare). */
 static inline void fia_case_out(fia_case *c, const char *name, fia_tensor *got, int inplace) {
     c->out[c->n_out].name = name;

@@ -193,6 +193,10 @@ int cli_run_op(const cli_args *a, const char *op, cli_plan_fn plan_fn, const voi
  * -1 (message printed) when the oracle could not run (out of memory, an input it cannot read). */
 struct fia_case;
 int cli_check_case(struct fia_case *c);
+/* Binds c (its tensors and params filled by the caller) to op's description (op NULL: bound and
+ * prepared already), runs cli_check_case, frees c's oracle arrays and sets *rc to CLI_EXIT_FAIL
+ * when the check failed; returns cli_check_case's value (< 0: write no output). */
+int cli_check_op(struct fia_case *c, const char *op, int *rc);
 
 /* Checks outs[i] against the compact double array want[i] for i < n at atol / rtol, prints one
  * "check NAME" line per output (cli_print_check) and then "check: pass|FAIL". Returns 1 when

@@ -262,6 +262,14 @@ int cli_check_outputs(const cli_output *outs, const double *const *want, int n, 
     return failed;
 }
 
+int cli_check_op(fia_case *c, const char *op, int *rc) {
+    if (op) fia_case_bind(c, op);
+    const int chk = cli_check_case(c);
+    fia_case_free(c);
+    if (chk != 0) *rc = CLI_EXIT_FAIL;
+    return chk;
+}
+
 int cli_check_case(fia_case *c) {
     const int r = fia_case_oracle(c);
     if (r < 0) {

@@ -113,11 +113,7 @@ static int run_norm(const cli_args *a, int add) {
         if (add) c.t.add_rms_norm = t2;
         else c.t.rms_norm = t1;
         c.p.rms_norm = p;
-        fia_case_bind(&c, add ? "add_rms_norm" : "rms_norm");
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, add ? "add_rms_norm" : "rms_norm", &rc) < 0) goto done;
     }
     if (cli_write_outputs(a, outs, add ? 3 : 2) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -170,11 +166,7 @@ static int run_rope_common(const cli_args *a, int inter) {
         c.t.rope = t;
         if (inter) c.p.interleave_rope = ip;
         else c.p.rotary_mul = p;
-        fia_case_bind(&c, inter ? "interleave_rope" : "rotary_mul");
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, inter ? "interleave_rope" : "rotary_mul", &rc) < 0) goto done;
     }
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -242,11 +234,7 @@ static int run_quant(const cli_args *a) {
         memset(&c, 0, sizeof c);
         c.t.dynamic_quant = t;
         c.p.dynamic_quant = p;
-        fia_case_bind(&c, "dynamic_quant");
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, "dynamic_quant", &rc) < 0) goto done;
     }
     if (cli_write_outputs(a, outs, 2) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -307,9 +295,7 @@ static int run_scatter_common(const cli_args *a, int nd) {
     rc = cli_run_op(a, nd ? "scatter_nd_update" : "scatter_update", chain_plan_fn, &call, &out);
     if (rc != CLI_EXIT_OK) goto done;
     if (a->check) {
-        const int chk = cli_check_case(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, NULL, &rc) < 0) goto done;
     }
     if (cli_write_outputs(a, &out, 1) != 0) rc = CLI_EXIT_USAGE;
 done:
@@ -381,9 +367,7 @@ static int run_gs(const cli_args *a) {
     int nout = 3;
     if (rope) outs[nout++] = inplace_out("selection_k_rope", &in[SR]);
     if (a->check) {
-        const int chk = cli_check_case(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, NULL, &rc) < 0) goto done;
     }
     if (cli_write_outputs(a, outs, nout) != 0) rc = CLI_EXIT_USAGE;
     outs[1].data = outs[2].data = outs[3].data = NULL; /* views of inputs */

@@ -307,11 +307,8 @@ static int run_fused_infer_attention_score(const cli_args *a) {
         memset(&c, 0, sizeof c);
         c.t.fia = t;
         c.p.fia = p;
-        fia_case_bind(&c, "fused_infer_attention_score");
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done; /* no oracle: no output written, as before */
+        /* no oracle: no output written, as before */
+        if (cli_check_op(&c, "fused_infer_attention_score", &rc) < 0) goto done;
     }
 
     /* Outputs last: only a successful call writes files. */

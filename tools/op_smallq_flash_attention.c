@@ -92,11 +92,7 @@ static int run_smallq_flash_attention(const cli_args *a) {
         memset(&c, 0, sizeof c);
         c.t.smallq.q = &in[SQ_Q].t, c.t.smallq.k = &in[SQ_K].t, c.t.smallq.v = &in[SQ_V].t;
         c.t.smallq.o = &out.t;
-        fia_case_bind(&c, "smallq_flash_attention");
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done;
+        if (cli_check_op(&c, "smallq_flash_attention", &rc) < 0) goto done;
     }
 
     /* Output last: only a successful call writes the file. */

@@ -16,28 +16,36 @@
 #include "cli.h"
 #include "case.h"
 
+/* The flags both operators share (in --help order). */
+#define SFA_SELECT_FLAGS \
+    {"sparse_indices", CLI_FLAG_TENSOR, 1, "int32 (or int64) [B, S1, 1, K] or [T1, 1, K]"}, \
+    {"scale_value", CLI_FLAG_FLOAT, 1, "multiplies the logits"}
+#define SFA_LAYOUT_FLAGS \
+    {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"}, \
+    {"actual_seq_lengths_query", CLI_FLAG_INT_LIST, 0, "query lengths (TND: cumulative)"}, \
+    {"actual_seq_lengths_kv", CLI_FLAG_INT_LIST, 0, "kv lengths (TND: cumulative; PA_BSND: " \
+                                                     "per batch, required)"}, \
+    {"sparse_block_size", CLI_FLAG_INT, 0, "tokens per index entry, power of two 1..128 " \
+                                           "(default 1)"}, \
+    {"layout_query", CLI_FLAG_STRING, 0, "BSND (default) or TND"}, \
+    {"layout_kv", CLI_FLAG_STRING, 0, "BSND (default), TND or PA_BSND"}, \
+    {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"}, \
+    {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"}
+#define SFA_SOFTMAX_FLAGS \
+    {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out " \
+                                               "softmax_lse / softmax_max / softmax_sum=...)"}, \
+    {"sinks", CLI_FLAG_TENSOR, 0, "optional float32 [N1]: one sink logit per head"}
+
 static const cli_flag sfa_flags[] = {
     {"query", CLI_FLAG_TENSOR, 1, "q_nope [B, S1, N1, 512] or [T1, N1, 512], float16 / bfloat16"},
     {"key", CLI_FLAG_TENSOR, 1, "latent cache [B, S2, 1, 512], [T2, 1, 512] or paged "
                                 "[blocks, block_size, 1, 512]"},
     {"value", CLI_FLAG_TENSOR, 0, "optional: must equal --key (values are k_nope)"},
-    {"sparse_indices", CLI_FLAG_TENSOR, 1, "int32 (or int64) [B, S1, 1, K] or [T1, 1, K]"},
-    {"scale_value", CLI_FLAG_FLOAT, 1, "multiplies the logits"},
+    SFA_SELECT_FLAGS,
     {"query_rope", CLI_FLAG_TENSOR, 1, "[.., N1, 64], the query's dtype"},
     {"key_rope", CLI_FLAG_TENSOR, 1, "[.., 1, 64], the key's layout"},
-    {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"},
-    {"actual_seq_lengths_query", CLI_FLAG_INT_LIST, 0, "query lengths (TND: cumulative)"},
-    {"actual_seq_lengths_kv", CLI_FLAG_INT_LIST, 0, "kv lengths (TND: cumulative; PA_BSND: "
-                                                     "per batch, required)"},
-    {"sparse_block_size", CLI_FLAG_INT, 0, "tokens per index entry, power of two 1..128 "
-                                           "(default 1)"},
-    {"layout_query", CLI_FLAG_STRING, 0, "BSND (default) or TND"},
-    {"layout_kv", CLI_FLAG_STRING, 0, "BSND (default), TND or PA_BSND"},
-    {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"},
-    {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
-    {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
-                                               "softmax_lse / softmax_max / softmax_sum=...)"},
-    {"sinks", CLI_FLAG_TENSOR, 0, "optional float32 [N1]: one sink logit per head"},
+    SFA_LAYOUT_FLAGS,
+    SFA_SOFTMAX_FLAGS,
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
@@ -47,26 +55,14 @@ static const cli_flag c8_flags[] = {
     {"key", CLI_FLAG_TENSOR, 1, "int8 656-byte rows [B, S2, 1, 656], [T2, 1, 656] or paged "
                                 "[blocks, block_size, 1, 656]"},
     {"value", CLI_FLAG_TENSOR, 0, "optional: must equal --key"},
-    {"sparse_indices", CLI_FLAG_TENSOR, 1, "int32 (or int64) [B, S1, 1, K] or [T1, 1, K]"},
-    {"scale_value", CLI_FLAG_FLOAT, 1, "multiplies the logits"},
-    {"block_table", CLI_FLAG_TENSOR, 0, "int32 (or int64) [B, max_blocks]: with PA_BSND"},
-    {"actual_seq_lengths_query", CLI_FLAG_INT_LIST, 0, "query lengths (TND: cumulative)"},
-    {"actual_seq_lengths_kv", CLI_FLAG_INT_LIST, 0, "kv lengths (TND: cumulative; PA_BSND: "
-                                                     "per batch, required)"},
-    {"sparse_block_size", CLI_FLAG_INT, 0, "tokens per index entry, power of two 1..128 "
-                                           "(default 1)"},
-    {"layout_query", CLI_FLAG_STRING, 0, "BSND (default) or TND"},
-    {"layout_kv", CLI_FLAG_STRING, 0, "BSND (default), TND or PA_BSND"},
-    {"sparse_mode", CLI_FLAG_INT, 0, "0 or 3 (default 3)"},
-    {"attention_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
+    SFA_SELECT_FLAGS,
+    SFA_LAYOUT_FLAGS,
     {"key_quant_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
     {"value_quant_mode", CLI_FLAG_INT, 0, "must be 2 (default 2)"},
     {"quant_scale_repo_mode", CLI_FLAG_INT, 0, "must be 1 (default 1)"},
     {"tile_size", CLI_FLAG_INT, 0, "must be 128 (default 128)"},
     {"rope_head_dim", CLI_FLAG_INT, 0, "must be 64 (default 64)"},
-    {"return_softmax_lse", CLI_FLAG_SWITCH, 0, "also compute softmax_lse (implied by --out "
-                                               "softmax_lse / softmax_max / softmax_sum=...)"},
-    {"sinks", CLI_FLAG_TENSOR, 0, "optional float32 [N1]: one sink logit per head"},
+    SFA_SOFTMAX_FLAGS,
     {NULL, CLI_FLAG_SWITCH, 0, NULL},
 };
 
@@ -238,11 +234,7 @@ static int run_sfa_common(const cli_args *a, int c8) {
         memset(&c, 0, sizeof c);
         if (c8) c.t.sfa_c8 = tq, c.p.sfa_c8 = qp;
         else c.t.sfa = t, c.p.sfa = *p;
-        fia_case_bind(&c, opname);
-        const int chk = cli_check_case(&c);
-        fia_case_free(&c);
-        if (chk != 0) rc = CLI_EXIT_FAIL;
-        if (chk < 0) goto done; /* no oracle: no output written, as before */
+        if (cli_check_op(&c, opname, &rc) < 0) goto done; /* no oracle: no output written */
     }
     if (cli_write_outputs(a, outs, n_outs) != 0) rc = CLI_EXIT_USAGE;
 
