@@ -153,8 +153,11 @@ int fia_case_prepare(fia_case *c) {
         const int aux = (c->desc == &fia_case_dynamic_quant && i == 0) || (c->desc->slack >> i & 1u);
         o->quot = aux ? calloc((size_t)(n > 0 ? n : 1), sizeof(double)) : NULL;
         if (!o->want || (aux && !o->quot)) return -1;
-        if (o->inplace)
-            for (int64_t k = 0; k < n; k++) o->want[k] = fia_ref_load(o->got, k);
+        if (o->inplace) /* the snapshot; with a slack, every element exact until the oracle writes it */
+            for (int64_t k = 0; k < n; k++) {
+                o->want[k] = fia_ref_load(o->got, k);
+                if (o->quot) o->quot[k] = -1.0;
+            }
     }
     return 0;
 }

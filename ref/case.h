@@ -45,7 +45,7 @@ typedef struct fia_case_output {
     double *want;     /* the oracle's, compact over got's logical shape (fia_case_oracle) */
     double *quot;     /* dynamic_quant's y: the unrounded quotients (ties); a float output of a
                        * description with a slack (fia_case_desc.slack): the oracle's per-element
-                       * slack (tolerance.h) */
+                       * slack (tolerance.h; an in-place target starts at -1: exact) */
     int inplace;      /* got is also an input: fia_case_prepare snapshots it into want */
 } fia_case_output;
 

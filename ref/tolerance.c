@@ -93,6 +93,7 @@ int fia_ref_tolerance_pass(const fia_ref_tolerance *tol, double g, double w, dou
         if (fabs(g - w) == 1 && fabs(fr - 0.5) < tol->tie_band) return *tie = 1;
         return 0;
     }
+    if (quot < 0) return g == w || (isnan(g) && isnan(w)); /* an element to leave as it was */
     if (isinf(w)) return isinf(g) && (g > 0) == (w > 0);
     return fabs(g - w) <= tol->atol + tol->rtol * fabs(w) + quot; /* false for NaN */
 }
@@ -106,6 +107,7 @@ int64_t fia_ref_check_tensor(const fia_tensor *got, const double *want, const do
     int64_t bad = 0;
     c->worst = -1;
     c->worst_excess = -1.0;
+    c->first = -1;
     for (int64_t i = 0; i < n; i++) {
         const double g = fia_ref_load(got, i);
         double w = want[i];
@@ -117,9 +119,9 @@ int64_t fia_ref_check_tensor(const fia_tensor *got, const double *want, const do
         const double err = fabs(g - w);
         if (!isinf(g) && !isinf(w) && err > c->max_abs_err) c->max_abs_err = err; /* NaN: no */
         if (ok) continue;
-        bad++;
-        const double bound =
-            tol->rule == FIA_REF_TOL_CLOSE ? tol->atol + tol->rtol * fabs(w) + (quot ? quot[i] : 0.0) : 0.0;
+        if (bad++ == 0) c->first = i;
+        const double sl = quot && tol->rule == FIA_REF_TOL_CLOSE ? quot[i] : 0.0;
+        const double bound = tol->rule == FIA_REF_TOL_CLOSE && sl >= 0 ? tol->atol + tol->rtol * fabs(w) + sl : 0.0;
         const double excess = isnan(err) || isinf(err) ? INFINITY : err / (bound > 0 ? bound : 1e-300);
         if (excess > c->worst_excess || c->worst < 0) {
             c->worst_excess = excess;

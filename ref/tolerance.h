@@ -9,7 +9,9 @@
  *                         passes; want = +-inf passes only for got = the same infinity); slack
  *                         is the oracle's own per-element allowance for a rounding tie of the
  *                         contract (C8's P cast, the prolog's bf16 intermediates, the indexer's
- *                         fp32 scores), 0 when the oracle gives none (the `quot` argument);
+ *                         fp32 scores), 0 when the oracle gives none (the `quot` argument); a
+ *                         negative slack makes the element exact (an element of an in-place
+ *                         target the call must leave as it was);
  *   FIA_REF_TOL_EXACT     got == want, or both NaN (in-place targets, copies, indices);
  *   FIA_REF_TOL_INT_TIES  integer outputs: want is the unsaturated rounded quotient, clamped to
  *                         the output's range; got must equal it, or differ by 1 where the
@@ -63,9 +65,10 @@ typedef struct fia_ref_check {
     int64_t worst;       /* logical index of the worst failing element of the last tensor, -1 */
     double worst_excess; /* its |got - want| / (atol + rtol |want|), +inf for NaN / inf */
     double worst_got, worst_want;
+    int64_t first;       /* logical index of the first failing element of the last tensor, -1 */
 } fia_ref_check;
 
-#define FIA_REF_CHECK_INIT {0, 0, 0, 0.0, -1, -1.0, 0.0, 0.0}
+#define FIA_REF_CHECK_INIT {0, 0, 0, 0.0, -1, -1.0, 0.0, 0.0, -1}
 
 /* Compares a tensor of any dtype (read through its strides, logical row-major order) with the
  * compact double array want[numel] under tol, adding to *c. quot: the unrounded quotients for

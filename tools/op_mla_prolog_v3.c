@@ -12,17 +12,17 @@
  * weight_dkv_kr) with their --dequant_scale_* / --smooth_scales_cq, query_norm then int8 with
  * a dequant_scale_q_norm output.
  *
- * --check compares with the double-precision oracle (ref/ref_prolog.c) at the contract's
+ * --check compares with the double-precision oracle (ref/case_prolog.c) at the contract's
  * rounding points: every float output within 1e-3 + 5e-3 |ref| plus the oracle's per-element
  * slack (one bf16 ulp of the rounded intermediates it reads), every written cache row the same
  * way, and every cache element outside the indexed slots unchanged.
  */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "ref_prolog.h"
+#include "case.h"
+#include "ref_util.h"
 
 enum { HCKV = 512, DR = 64 };
 
@@ -71,65 +71,16 @@ static fia_status prolog_plan_fn(fia_context *ctx, const void *call, fia_plan **
     return fia_mla_prolog_v3_plan(ctx, c[0], c[1], plan, ws);
 }
 
-/* Element (logical, row-major over the view) i of a loaded tensor as double. */
-static double load_at(const fia_tensor *t, int64_t i) {
-    int64_t off = 0, r = i;
-    for (int32_t k = t->ndim - 1; k >= 0; k--) {
-        off += (r % t->shape[k]) * t->strides[k];
-        r /= t->shape[k];
-    }
-    const char *p = (const char *)t->data + t->byte_offset + off * (int64_t)fia_dtype_size(t->dtype);
-    uint16_t h;
-    float f;
-    int64_t v;
-    switch (t->dtype) {
-    case FIA_DTYPE_FLOAT32: memcpy(&f, p, 4); return f;
-    case FIA_DTYPE_FLOAT16: memcpy(&h, p, 2); return fia_f16_to_f32(h);
-    case FIA_DTYPE_BFLOAT16: memcpy(&h, p, 2); return fia_bf16_to_f32(h);
-    case FIA_DTYPE_INT64: memcpy(&v, p, 8); return (double)v;
-    default: return 0.0;
-    }
-}
-
-static double *snap(const fia_tensor *t) {
-    const int64_t n = fia_tensor_numel(t);
-    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof *d);
-    if (d)
-        for (int64_t i = 0; i < n; i++) d[i] = load_at(t, i);
-    return d;
-}
-
-/* Compares a tensor with want[] at 1e-3 + 5e-3 |want| + slack[i] (slack may be NULL; tol0
- * nonzero: exact where exact[i]); prints one check line; returns 1 on failure. */
-static int check_slack(const char *name, const fia_tensor *t, const double *want,
-                       const double *slack, const unsigned char *exact) {
-    const int64_t n = fia_tensor_numel(t);
-    int64_t bad = 0, first = -1;
-    double maxerr = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        const double g = load_at(t, i), e = fabs(g - want[i]);
-        const double tol = exact && exact[i] ? 0.0 : 1e-3 + 5e-3 * fabs(want[i]) + (slack ? slack[i] : 0.0);
-        if (e > maxerr) maxerr = e;
-        if (!(e <= tol)) {
-            if (first < 0) first = i;
-            bad++;
-        }
-    }
-    printf("check %s: max abs err %.3g, %lld of %lld off the oracle", name, maxerr, (long long)bad,
-           (long long)n);
-    if (first >= 0)
-        printf(" (first at %lld: fia %.6g oracle %.6g)", (long long)first, load_at(t, first), want[first]);
-    printf(", %s\n", bad ? "FAIL" : "pass");
-    return bad != 0;
-}
-
-/* The logical element index of element d of cache row `slot` (W wide) in `cache`. */
-static int64_t cache_elem(const fia_tensor *cache, fia_layout mode, int64_t slot, int64_t d, int64_t W) {
-    if (mode == FIA_LAYOUT_PA_NZ) {
-        const int64_t bs = cache->shape[3], b = slot / bs, r = slot % bs;
-        return ((b * (W / 16) + d / 16) * bs + r) * 16 + d % 16;
-    }
-    return slot * W + d;
+/* One check line: every float output within 1e-3 + 5e-3 |want| plus the oracle's slack, the
+ * cache elements outside the written slots exact (ref/case_prolog.c); returns 1 on failure. */
+static int print_check(const fia_case_output *o, const fia_ref_check *k) {
+    printf("check %s: max abs err %.3g, %lld of %lld off the oracle", o->name, k->max_abs_err,
+           (long long)k->failures, (long long)k->elements);
+    if (k->first >= 0)
+        printf(" (first at %lld: fia %.6g oracle %.6g)", (long long)k->first, fia_ref_load(o->got, k->first),
+               o->want[k->first]);
+    printf(", %s\n", k->failures ? "FAIL" : "pass");
+    return k->failures != 0;
 }
 
 static int run_prolog(const cli_args *a) {
@@ -145,10 +96,8 @@ static int run_prolog(const cli_args *a) {
     cli_output outs[7];
     memset(in, 0, sizeof in), memset(outs, 0, sizeof outs);
     int rc = CLI_EXIT_USAGE;
-    double *kv0 = NULL, *kr0 = NULL, *skvf = NULL, *skrf = NULL, *cidx = NULL;
-    unsigned char *ekv = NULL, *ekr = NULL;
-    ref_prolog_out o;
-    memset(&o, 0, sizeof o);
+    fia_case c; /* --check: the case description of ref/case_prolog.c */
+    memset(&c, 0, sizeof c);
 
     fia_mla_prolog_v3_params p;
     fia_mla_prolog_v3_params_init(&p);
@@ -212,12 +161,6 @@ static int run_prolog(const cli_args *a) {
             cli_error("--check needs kr_cache");
             goto done;
         }
-        kv0 = snap(&in[KV].t), kr0 = snap(&in[KR].t);
-        if (!kv0 || !kr0) {
-            cli_error("check: out of memory");
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
     }
     fia_mla_prolog_v3_tensors t;
     memset(&t, 0, sizeof t);
@@ -238,6 +181,16 @@ static int run_prolog(const cli_args *a) {
     t.smooth_scales_cq = in[SMOOTH].present ? &in[SMOOTH].t : NULL;
     t.query_out = &outs[0].t, t.query_rope_out = &outs[1].t;
     t.query_norm = p.query_norm_flag ? &outs[2].t : NULL;
+    if (a->check) { /* the caches as loaded: snapshotted before the call */
+        c.t.prolog = t;
+        c.p.prolog = p;
+        fia_case_bind(&c, "mla_prolog_v3");
+        if (fia_case_prepare(&c) != 0) {
+            cli_error("check: out of memory");
+            rc = CLI_EXIT_FAIL;
+            goto done;
+        }
+    }
     const void *call[2] = {&t, &p};
     rc = cli_run_op(a, "mla_prolog_v3", prolog_plan_fn, call, &outs[0]);
     if (rc != CLI_EXIT_OK) goto done;
@@ -245,49 +198,15 @@ static int run_prolog(const cli_args *a) {
     if (in[KR].present)
         outs[4].name = "kr_cache", outs[4].t = in[KR].t, outs[4].data = in[KR].t.data;
     if (a->check) {
-        const int64_t nkv = fia_tensor_numel(&in[KV].t), nkr = fia_tensor_numel(&in[KR].t);
-        const size_t q = (size_t)(T * N * HCKV + 1), r = (size_t)(T * N * DR + 1);
-        o.qo = malloc(q * 8), o.sqo = malloc(q * 8), o.qr = malloc(r * 8), o.sqr = malloc(r * 8);
-        o.kv = malloc((size_t)(T * HCKV + 1) * 8), o.skv = malloc((size_t)(T * HCKV + 1) * 8);
-        o.kr = malloc((size_t)(T * DR + 1) * 8), o.skr = malloc((size_t)(T * DR + 1) * 8);
-        if (p.query_norm_flag) {
-            o.qn = malloc((size_t)(T * Hcq + 1) * 8);
-            o.sqn = malloc((size_t)(T * Hcq + 1) * 8);
-        }
-        skvf = calloc((size_t)nkv + 1, 8), skrf = calloc((size_t)nkr + 1, 8);
-        ekv = malloc((size_t)nkv + 1), ekr = malloc((size_t)nkr + 1);
-        cidx = t.cache_index ? snap(t.cache_index) : NULL;
-        if (!o.qo || !o.sqo || !o.qr || !o.sqr || !o.kv || !o.skv || !o.kr || !o.skr ||
-            (p.query_norm_flag && (!o.qn || !o.sqn)) || !skvf || !skrf || !ekv || !ekr ||
-            (t.cache_index && !cidx)) {
-            cli_error("check: out of memory");
+        if (fia_case_oracle(&c) != 0) {
             rc = CLI_EXIT_FAIL;
             goto done;
         }
-        if (fia_ref_mla_prolog_v3(&t, &p, 2, &o) != 0) {
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-        /* the expected caches: the rows before the call, the written slots from the oracle */
-        memset(ekv, 1, (size_t)nkv), memset(ekr, 1, (size_t)nkr);
-        const int paged = p.cache_mode == FIA_LAYOUT_PA_BSND || p.cache_mode == FIA_LAYOUT_PA_NZ;
-        for (int64_t tt = 0; tt < T; tt++) {
-            const int64_t slot = paged ? (int64_t)cidx[tt] : tt;
-            if (slot < 0) continue;
-            for (int64_t d = 0; d < HCKV; d++) {
-                const int64_t e = cache_elem(&in[KV].t, p.cache_mode, slot, d, HCKV);
-                kv0[e] = o.kv[tt * HCKV + d], skvf[e] = o.skv[tt * HCKV + d], ekv[e] = 0;
-            }
-            for (int64_t d = 0; d < DR; d++) {
-                const int64_t e = cache_elem(&in[KR].t, p.cache_mode, slot, d, DR);
-                kr0[e] = o.kr[tt * DR + d], skrf[e] = o.skr[tt * DR + d], ekr[e] = 0;
-            }
-        }
-        int bad = check_slack("query_out", &outs[0].t, o.qo, o.sqo, NULL);
-        bad |= check_slack("query_rope_out", &outs[1].t, o.qr, o.sqr, NULL);
-        if (p.query_norm_flag) bad |= check_slack("query_norm", &outs[2].t, o.qn, o.sqn, NULL);
-        bad |= check_slack("kv_cache", &in[KV].t, kv0, skvf, ekv);
-        bad |= check_slack("kr_cache", &in[KR].t, kr0, skrf, ekr);
+        fia_ref_check each[FIA_CASE_MAX_OUTPUTS];
+        fia_case_check(&c, 1, each);
+        int bad = 0;
+        for (int i = 0; i < c.n_out; i++)
+            if (c.out[i].got) bad |= print_check(&c.out[i], &each[i]);
         printf("check: %s\n", bad ? "FAIL" : "pass");
         if (bad) rc = CLI_EXIT_FAIL;
     }
@@ -301,9 +220,7 @@ static int run_prolog(const cli_args *a) {
     }
     outs[3].data = outs[4].data = NULL; /* views of the loaded caches */
 done:
-    free(kv0), free(kr0), free(skvf), free(skrf), free(cidx), free(ekv), free(ekr);
-    free(o.qo), free(o.sqo), free(o.qr), free(o.sqr), free(o.qn), free(o.sqn);
-    free(o.kv), free(o.skv), free(o.kr), free(o.skr);
+    fia_case_free(&c);
     for (int i = 0; i < N_IN; i++) cli_free_tensor(&in[i]);
     for (int i = 0; i < 3; i++) free(outs[i].data);
     free(outs[5].data);
