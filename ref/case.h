@@ -80,7 +80,7 @@ typedef struct fia_case {
         fia_lightning_indexer_params li;
         fia_mla_prolog_v3_params prolog;
     } p;
-    int64_t lens[2][16]; /* built calls: the params' length lists point here */
+    int64_t lens[16]; /* built calls: the params' per-batch length list points here (B <= 16) */
     /* owned by fia_case_build */
     fia_tensor ten[FIA_CASE_MAX_TENSORS];
     void *buf[FIA_CASE_MAX_TENSORS];

@@ -97,8 +97,8 @@ static int build_sfa_common(fia_case *c, const fia_case_shape *s, uint64_t seed,
     p->return_softmax_lse = 1;
     if (v == 1) {
         p->layout_kv = FIA_LAYOUT_PA_BSND;
-        for (int64_t b = 0; b < B; b++) c->lens[1][b] = b == 0 ? S2 - S2 / 3 : S2;
-        p->actual_seq_lengths_kv = c->lens[1];
+        for (int64_t b = 0; b < B; b++) c->lens[b] = b == 0 ? S2 - S2 / 3 : S2;
+        p->actual_seq_lengths_kv = c->lens;
         p->actual_seq_lengths_kv_count = B;
     }
     if (c8) {
@@ -218,8 +218,8 @@ static int build_li_common(fia_case *c, const fia_case_shape *s, uint64_t seed, 
     p->return_value = v != 0;
     if (v == 1) {
         p->layout_key = FIA_LAYOUT_PA_BSND;
-        for (int64_t b = 0; b < B; b++) c->lens[1][b] = b == 0 ? S2 - S2 / 3 : S2;
-        p->actual_seq_lengths_key = c->lens[1];
+        for (int64_t b = 0; b < B; b++) c->lens[b] = b == 0 ? S2 - S2 / 3 : S2;
+        p->actual_seq_lengths_key = c->lens;
         p->actual_seq_lengths_key_count = B;
     }
     fia_lightning_indexer_tensors t = {0};
