@@ -1,7 +1,6 @@
 /*
  * chain_util.h - what the tests of the chain operators (test_norm, test_rope, test_quant,
- * test_cache) share: one context per ISA the CPU has (3 threads) plus a 1-thread context of the
- * best ISA for the determinism checks, and the element comparison against an oracle array under
+ * test_cache) share: the contexts of contexts.h, the chain-kernel variants, and the element comparison against an oracle array under
  * a row of ref/tolerance.h (by default the dtype's: atol 1e-3 + rtol 5e-3 for fp16 / bf16,
  * 1e-5 + 1e-5 for fp32).
  */
@@ -10,32 +9,10 @@
 
 #include <math.h>
 
+#include "contexts.h"
 #include "kernel_variants.h"
 #include "ref/tolerance.h"
 #include "test_util.h"
-
-static fia_context *g_ctx[4];
-static fia_isa g_isa[4];
-static int g_nctx;
-static fia_context *g_ctx1; /* best ISA, 1 thread: determinism */
-
-static void open_contexts(void) {
-    const fia_isa levels[3] = {FIA_ISA_SCALAR, FIA_ISA_AVX2, FIA_ISA_AVX512};
-    for (int i = 0; i < 3; i++) {
-        fia_context_options o = {3, levels[i]};
-        fia_context *ctx = NULL;
-        const fia_status st = fia_context_create(&o, &ctx);
-        if (st == FIA_STATUS_UNSUPPORTED_ISA) continue;
-        if (!tu_check(st == FIA_STATUS_SUCCESS, "context %s", fia_isa_name(levels[i]))) continue;
-        g_ctx[g_nctx] = ctx;
-        g_isa[g_nctx++] = levels[i];
-    }
-    fia_context_options o1 = {1, g_isa[g_nctx - 1]};
-    tu_check(fia_context_create(&o1, &g_ctx1) == FIA_STATUS_SUCCESS, "1-thread context");
-    printf("testing ISAs:");
-    for (int i = 0; i < g_nctx; i++) printf(" %s", fia_isa_name(g_isa[i]));
-    printf("\n");
-}
 
 /* Every chain-kernel variant this CPU runs (the registry's sets), the scalar one first, in *v;
  * returns how many (at most 16). */
@@ -90,12 +67,6 @@ static inline int64_t cmp_row(const fia_tensor *got, const double *want, const f
 /* The same under the default row of dtype tol_dt (an output of op whose only row is its dtype's). */
 static inline int64_t cmp(const fia_tensor *got, const double *want, fia_dtype tol_dt) {
     return cmp_row(got, want, fia_ref_tolerance_of(NULL, NULL, tol_dt));
-}
-
-/* Closes the contexts of open_contexts. */
-static void close_contexts(void) {
-    for (int i = 0; i < g_nctx; i++) fia_context_destroy(g_ctx[i]);
-    fia_context_destroy(g_ctx1);
 }
 
 /* Nonzero when every byte of buf[0..n) is b (an output that a failed call must not touch). */

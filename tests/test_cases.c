@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chain_util.h"
+#include "contexts.h"
 #include "fia.h"
 #include "ref/case.h"
 
