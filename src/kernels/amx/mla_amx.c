@@ -17,6 +17,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/amla.h"
 #include "kernels/amx.h"
 #include "kernels/avx512/exp_avx512.h"
 #include "kernels/amx/amx_tiles.h"
@@ -112,11 +113,14 @@ FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
 /* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
 
 /* Base and byte stride of key block kb (16 keys) for the latent and rope parts: the cache rows
- * in place when they are 16 full rows at one stride, else a zero-padded copy. */
-static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t kb,
-                      const void **kp, int64_t *ks, const void **rp, int64_t *rs) {
+ * in place when they are 16 full rows at one stride, else a zero-padded copy (PA_NZ rows:
+ * gathered from their 32-byte chunks, chunk-major so that each chunk's 16 rows, adjacent in
+ * the cache, are read in order). */
+static void key_block(const fia_amx_mla_args *a, const fia_amx_mla_ext *x, const amx_scratch *s,
+                      int64_t kb, const void **kp, int64_t *ks, const void **rp, int64_t *rs) {
     const int64_t j0 = kb * 16, cnt = a->n - j0 < 16 ? a->n - j0 : 16;
-    bool direct = cnt == 16;
+    const bool nz = x->k_chunk_bytes || x->r_chunk_bytes;
+    bool direct = cnt == 16 && !nz;
     if (direct) {
         const char *k0 = (const char *)a->krows[j0], *r0 = (const char *)a->rrows[j0];
         const int64_t kst = (const char *)a->krows[j0 + 1] - k0;
@@ -130,14 +134,28 @@ static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t k
         }
     }
     uint16_t *kd = s->kstage + j0 * DN, *rd = s->rstage + j0 * DR;
-    for (int64_t i = 0; i < 16; i++) {
-        if (i < cnt) {
+    if (nz) {
+        const int64_t kc = x->k_chunk_bytes ? x->k_chunk_bytes : 32;
+        const int64_t rc = x->r_chunk_bytes ? x->r_chunk_bytes : 32;
+        for (int c = 0; c < DN / 16; c++)
+            for (int64_t i = 0; i < cnt; i++)
+                _mm256_store_si256((__m256i *)(void *)(kd + i * DN + c * 16),
+                                   _mm256_loadu_si256((const __m256i *)(const void *)(
+                                       (const char *)a->krows[j0 + i] + c * kc)));
+        for (int c = 0; c < DR / 16; c++)
+            for (int64_t i = 0; i < cnt; i++)
+                _mm256_store_si256((__m256i *)(void *)(rd + i * DR + c * 16),
+                                   _mm256_loadu_si256((const __m256i *)(const void *)(
+                                       (const char *)a->rrows[j0 + i] + c * rc)));
+    } else {
+        for (int64_t i = 0; i < cnt; i++) {
             memcpy(kd + i * DN, a->krows[j0 + i], DN * 2);
             memcpy(rd + i * DR, a->rrows[j0 + i], DR * 2);
-        } else {
-            memset(kd + i * DN, 0, DN * 2);
-            memset(rd + i * DR, 0, DR * 2);
         }
+    }
+    for (int64_t i = cnt; i < 16; i++) {
+        memset(kd + i * DN, 0, DN * 2);
+        memset(rd + i * DR, 0, DR * 2);
     }
     *kp = kd, *ks = DN * 2, *rp = rd, *rs = DR * 2;
 }
@@ -210,12 +228,14 @@ FIA_AI void pack_p_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_
 }
 
 /* Online softmax of the step, 16 rows per vector, fused with the packing of P (pack_p_block).
- * Returns whether any row saw a key; alpha (rows_pad entries) gets each row's rescale factor.
- * The state and update rule are those of fia_kernels.softmax_tile. When every row of a block
+ * Returns whether any row saw a key; alpha (rows_pad entries) gets each row's rescale factor
+ * (AMLA: dexp gets its exponent delta, softmax_tile_amla's row_exp, instead).
+ * The state and update rule are those of fia_kernels.softmax_tile (_amla). When every row of a block
  * sees every key of the step and the scale is positive, the max is taken over the raw scores
  * and scaled once (scaling by a positive number is monotone: the same value) and S^T is not
  * rewritten; otherwise S^T is scaled and masked in place first. */
-static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *alpha) {
+static bool amx_softmax(const fia_amx_mla_args *a, const fia_amx_mla_ext *ext, const amx_scratch *s,
+                        float *alpha, int32_t *dexp) {
     const int64_t ld = a->rows_pad, n = a->n, nkk = (n + 31) / 32;
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(a->scale);
     bool any = false;
@@ -262,6 +282,28 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
                                 fia_avx512_exp16(_mm512_sub_ps(m_old, mx))));
         const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
         const __m512 sc = full ? vscale : _mm512_set1_ps(1.0f);
+        /* AMLA: per seen row e = round(-mx / ln2), c = exp(mx + e ln2) (kernels/amla.h, the
+         * reference every kernel table uses), the exponent delta d = max(e - e_old, -255)
+         * (-255 where the row saw nothing before: its accumulator is flushed to zero) */
+        _Alignas(64) float mxa[16], cv[16];
+        _Alignas(64) int32_t ev[16], dv[16];
+        bool fresh[16];
+        __m512 vc = _mm512_set1_ps(1.0f);
+        if (ext->amla) {
+            _mm512_store_ps(mxa, mx);
+            for (int i = 0; i < 16; i++) {
+                ev[i] = 0, dv[i] = 0, cv[i] = 0.0f, fresh[i] = false;
+                if (!((seen >> i) & 1)) continue;
+                fia_amla_reference(mxa[i], &ev[i], &cv[i]);
+                if (a->m[h0 + i] != -INFINITY) {
+                    const int64_t dd = (int64_t)ev[i] - ext->e[h0 + i];
+                    dv[i] = dd < -255 ? -255 : (int32_t)dd;
+                } else {
+                    dv[i] = -255, fresh[i] = true;
+                }
+            }
+            vc = _mm512_load_ps(cv);
+        }
         __m512 sum = _mm512_setzero_ps();
         for (int64_t kk = 0; kk < nkk; kk++) {
             __m512 p[32];
@@ -269,7 +311,9 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
                 const int64_t j = kk * 32 + jj;
                 if (j < n) {
                     const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(st + j * ld), sc);
-                    p[jj] = _mm512_maskz_mov_ps(seen, fia_avx512_exp16(_mm512_sub_ps(x, mxs)));
+                    __m512 e = fia_avx512_exp16(_mm512_sub_ps(x, mxs));
+                    if (ext->amla) e = _mm512_mul_ps(e, vc);
+                    p[jj] = _mm512_maskz_mov_ps(seen, e);
                     sum = _mm512_add_ps(sum, p[jj]);
                 } else {
                     p[jj] = _mm512_setzero_ps();
@@ -277,26 +321,45 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
             }
             pack_p_block(a, s, h0 / 16, kk, p);
         }
-        _mm512_storeu_ps(alpha + h0, al);
         _mm512_mask_storeu_ps(a->m + h0, seen, mx);
-        _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+        if (ext->amla) {
+            _Alignas(64) float lv[16], sv[16];
+            _mm512_store_ps(lv, l_old);
+            _mm512_store_ps(sv, sum);
+            for (int i = 0; i < 16; i++) {
+                dexp[h0 + i] = dv[i];
+                if (!((seen >> i) & 1)) continue;
+                a->l[h0 + i] = (fresh[i] ? 0.0f : ldexpf(lv[i], dv[i])) + sv[i];
+                ext->e[h0 + i] = ev[i];
+            }
+        } else {
+            _mm512_storeu_ps(alpha + h0, al);
+            _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+        }
     }
     return any;
 }
 
 /* ---- V packing ------------------------------------------------------------------------------ */
 
+/* Latent row j of the step where S^T reads it: in place, or in the stage of key_block. */
+FIA_AI const uint16_t *key_row(const kblock *kb, int64_t j) {
+    const kblock *b = &kb[j / 16];
+    return (const uint16_t *)(const void *)(b->kp + (j % 16) * b->ks);
+}
+
 /* Unit u = kk 16 + j2 of the V packing: keys kk 32 + 2 j2 and + 1 (the first 512 of each latent
  * row) into the pair layout vp[kk][cb][j2][c][2] (B operand of P . V). */
-FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, int64_t u) {
+FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb,
+                       int64_t u) {
     const int64_t n = a->n, kk = u / 16;
     const int j2 = (int)(u % 16);
     const __m512i i0 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
     const int64_t j = kk * 32 + 2 * j2;
-    const uint16_t *ra = j < n ? a->krows[j] : NULL;
-    const uint16_t *rb = j + 1 < n ? a->krows[j + 1] : NULL;
+    const uint16_t *ra = j < n ? key_row(kb, j) : NULL;
+    const uint16_t *rb = j + 1 < n ? key_row(kb, j + 1) : NULL;
     uint16_t *dst = s->vp + kk * NCB * TILE + j2 * 32;
     for (int cc = 0; cc < DN / 32; cc++) {
         const __m512i va = ra ? _mm512_loadu_si512(ra + cc * 32) : _mm512_setzero_si512();
@@ -353,11 +416,25 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
 
 /* ---- O = alpha . O + P . V ---------------------------------------------------------------- */
 
+/* x . 2^e for 16 floats, sh = e << 23 (-255 <= e <= 0): the AMLA exponent add on |x| (as the
+ * AVX-512 table's gemm_f32_acc does it); results that leave the normal range become +-0,
+ * inf / NaN lanes are kept. */
+FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __m512i r = _mm512_add_epi32(mag, sh);
+    const __mmask16 keep = _mm512_cmpgt_epi32_mask(r, _mm512_set1_epi32(0x007fffff));
+    const __mmask16 special = _mm512_cmpge_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    const __m512i sign = _mm512_xor_si512(bits, mag);
+    const __m512i out = _mm512_mask_or_epi32(sign, keep, sign, r);
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
+}
+
 /* Column groups of 64 on tiles 0-3, P (hi, lo) on 4-5, V on 6-7 (alternating); column groups
  * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. Each 16 x 64
  * block of O is rescaled (or zeroed on the first step) just before its tiles are loaded. */
 static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
-                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+                   const int32_t *dexp, pf_cursor *pf, int64_t slot0, int64_t slots) {
     int64_t slot = slot0;
     const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
     const int64_t part = nhb * (T / 32) * TILE;
@@ -370,6 +447,12 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
             float *o = ob + r * a->ldo;
             if (a->first) {
                 for (int c = 0; c < 64; c += 16) _mm512_storeu_ps(o + c, _mm512_setzero_ps());
+            } else if (dexp) {
+                if (dexp[hb * 16 + r] != 0) {
+                    const __m512i sh = _mm512_set1_epi32(dexp[hb * 16 + r] * (1 << 23));
+                    for (int c = 0; c < 64; c += 16)
+                        _mm512_storeu_ps(o + c, exp_add16(_mm512_loadu_ps(o + c), sh));
+                }
             } else if (alpha[hb * 16 + r] != 1.0f) {
                 const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
                 for (int c = 0; c < 64; c += 16)
@@ -408,7 +491,10 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
 
 /* One step: the V packing, S^T, the softmax with the P packing, then P . V; the next rows are
  * prefetched between the tile operations of S^T and P . V. */
-bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
+bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *xo,
+                          const fia_amx_mla_next *next) {
+    static const fia_amx_mla_ext none;
+    const fia_amx_mla_ext *x = xo ? xo : &none;
     if (a->rows_pad > 256) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
     /* no row with a visible key: nothing to do (and nothing is changed) */
     bool vis = false;
@@ -428,22 +514,27 @@ bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *ne
     const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16;
     for (int64_t i = 0; i < nkb; i++) {
         const void *kp, *rp;
-        key_block(a, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
+        key_block(a, x, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
         kb[i].kp = kp;
         kb[i].rp = rp;
     }
-    for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, u);
+    for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, kb, u);
     /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
     const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
     fia_amx_config();
     amx_qk(a, &s, kb, &pf, 0, slots);
     _Alignas(64) float alpha[256];
-    if (!amx_softmax(a, &s, alpha)) {
+    _Alignas(64) int32_t dexp[256];
+    if (!amx_softmax(a, x, &s, alpha, dexp)) {
         pf_until(&pf, 1, 1);
         return false;
     }
-    amx_pv(a, &s, alpha, &pf, qk_slots, slots);
+    amx_pv(a, &s, alpha, x->amla ? dexp : NULL, &pf, qk_slots, slots);
     return true;
 }
 
-bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_next(a, NULL); }
+bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
+    return fia_amx_mla_step_ext(a, NULL, next);
+}
+
+bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_ext(a, NULL, NULL); }
