@@ -80,33 +80,31 @@ void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
  * time between tile operations. */
 typedef struct pf_cursor {
     const fia_amx_mla_next *nx;
-    int64_t lines0, per0, per1; /* lines of array 0 in all; lines per row of 0 and 1 */
-    int64_t u, total;
+    int64_t per[2];          /* lines per row of arrays 0 and 1 (0: none) */
+    int64_t u, total;        /* lines issued, lines in all */
+    int64_t arr, row, line;  /* the next line: array, row, line of the row */
 } pf_cursor;
 
 static void pf_init(pf_cursor *c, const fia_amx_mla_next *nx) {
     memset(c, 0, sizeof *c);
     if (!nx || nx->n <= 0) return;
     c->nx = nx;
-    c->per0 = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
-    c->per1 = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
-    c->lines0 = c->per0 * nx->n;
-    c->total = c->lines0 + c->per1 * nx->n;
+    c->per[0] = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
+    c->per[1] = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
+    c->total = (c->per[0] + c->per[1]) * nx->n;
+    c->arr = c->per[0] ? 0 : 1;
 }
 
-/* Issues the lines up to (and excluding) total * num / den. */
+/* Issues the lines up to (and excluding) total * num / den (no division per line: a line
+ * counter within the row, a row counter within the array). */
 FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
     const int64_t e = c->total * num / den;
     for (; c->u < e; c->u++) {
-        const int64_t u = c->u;
-        const char *p;
-        if (u < c->lines0) {
-            p = (const char *)c->nx->rows[0][u / c->per0] + (u % c->per0) * 64;
-        } else {
-            const int64_t v = u - c->lines0;
-            p = (const char *)c->nx->rows[1][v / c->per1] + (v % c->per1) * 64;
+        _mm_prefetch((const char *)c->nx->rows[c->arr][c->row] + c->line * 64, _MM_HINT_T1);
+        if (++c->line == c->per[c->arr]) {
+            c->line = 0;
+            if (++c->row == c->nx->n) c->row = 0, c->arr = 1;
         }
-        _mm_prefetch(p, _MM_HINT_T1);
     }
 }
 
@@ -401,8 +399,8 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
                     _tile_dpbf16ps(2, 5, 6);
                     if (twoh) _tile_dpbf16ps(3, 5, 7);
                 }
+                if (db % 6 == 5) pf_until(pf, ++slot, slots);
             }
-            pf_until(pf, ++slot, slots);
             float *c = s->st + kb * 16 * ld + hb * 16;
             _tile_stored(0, c, ld * 4);
             if (twoh) _tile_stored(1, c + 16, ld * 4);
@@ -430,9 +428,34 @@ FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
     return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
 }
 
+/* Rescales rows [16 hb, 16 hb + 16), columns [64 cg, 64 cg + 64) of O by alpha (AMLA: by the
+ * exponent add of dexp); rows whose factor is 1 (delta 0) are only brought into L1. */
+FIA_AI void rescale_block(const fia_amx_mla_args *a, const float *alpha, const int32_t *dexp,
+                          int64_t cg, int64_t hb) {
+    float *ob = a->o + hb * 16 * a->ldo + cg * 64;
+    for (int r = 0; r < 16; r++) {
+        float *o = ob + r * a->ldo;
+        const bool one = dexp ? dexp[hb * 16 + r] == 0 : alpha[hb * 16 + r] == 1.0f;
+        if (one) {
+            for (int c = 0; c < 64; c += 16) _mm_prefetch((const char *)(o + c), _MM_HINT_T0);
+        } else if (dexp) {
+            const __m512i sh = _mm512_set1_epi32(dexp[hb * 16 + r] * (1 << 23));
+            for (int c = 0; c < 64; c += 16)
+                _mm512_storeu_ps(o + c, exp_add16(_mm512_loadu_ps(o + c), sh));
+        } else {
+            const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
+            for (int c = 0; c < 64; c += 16)
+                _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
+        }
+    }
+}
+
 /* Column groups of 64 on tiles 0-3, P (hi, lo) on 4-5, V on 6-7 (alternating); column groups
- * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. Each 16 x 64
- * block of O is rescaled (or zeroed on the first step) just before its tiles are loaded. */
+ * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. The 16 x 64
+ * blocks of O start from zero tiles on the first step; later, each block is rescaled one block
+ * ahead, between the tile multiplies of the block before it, so that its vector stores have
+ * left the store buffer when its tiles are loaded (a tile load right after stores to the same
+ * lines waits for them to drain). */
 static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
                    const int32_t *dexp, pf_cursor *pf, int64_t slot0, int64_t slots) {
     int64_t slot = slot0;
@@ -440,29 +463,21 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
     const int64_t part = nhb * (T / 32) * TILE;
     const bool two = !a->p_bf16;
     const int64_t st = a->ldo * 4;
+    if (!a->first) rescale_block(a, alpha, dexp, 0, 0);
     for (int64_t cg = 0; cg < NCB / 4; cg++)
     for (int64_t hb = 0; hb < nhb; hb++) {
         float *ob = a->o + hb * 16 * a->ldo + cg * 64;
-        for (int r = 0; r < 16; r++) {
-            float *o = ob + r * a->ldo;
-            if (a->first) {
-                for (int c = 0; c < 64; c += 16) _mm512_storeu_ps(o + c, _mm512_setzero_ps());
-            } else if (dexp) {
-                if (dexp[hb * 16 + r] != 0) {
-                    const __m512i sh = _mm512_set1_epi32(dexp[hb * 16 + r] * (1 << 23));
-                    for (int c = 0; c < 64; c += 16)
-                        _mm512_storeu_ps(o + c, exp_add16(_mm512_loadu_ps(o + c), sh));
-                }
-            } else if (alpha[hb * 16 + r] != 1.0f) {
-                const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
-                for (int c = 0; c < 64; c += 16)
-                    _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
-            }
+        if (a->first) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        } else {
+            _tile_loadd(0, ob, st);
+            _tile_loadd(1, ob + 16, st);
+            _tile_loadd(2, ob + 32, st);
+            _tile_loadd(3, ob + 48, st);
         }
-        _tile_loadd(0, ob, st);
-        _tile_loadd(1, ob + 16, st);
-        _tile_loadd(2, ob + 32, st);
-        _tile_loadd(3, ob + 48, st);
         for (int64_t kk = 0; kk < nkk; kk++) {
             const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
             const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
@@ -480,8 +495,12 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
             _tile_loadd(7, v + 3 * TILE, 64);
             _tile_dpbf16ps(3, 4, 7);
             if (two) _tile_dpbf16ps(3, 5, 7);
+            if (kk == 0 && !a->first) { /* the next block, (cg, hb + 1) or (cg + 1, 0) */
+                if (hb + 1 < nhb) rescale_block(a, alpha, dexp, cg, hb + 1);
+                else if (cg + 1 < NCB / 4) rescale_block(a, alpha, dexp, cg + 1, 0);
+            }
+            pf_until(pf, ++slot, slots);
         }
-        pf_until(pf, ++slot, slots);
         _tile_stored(0, ob, st);
         _tile_stored(1, ob + 16, st);
         _tile_stored(2, ob + 32, st);
@@ -519,8 +538,10 @@ bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *xo,
         kb[i].rp = rp;
     }
     for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, kb, u);
-    /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
-    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
+    /* prefetch slots (a few lines each, so that the line fill buffers never fill up): three
+     * per S^T block (key pair x row pair), one per 32 keys of each P . V block */
+    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2) * (NDB / 6);
+    const int64_t slots = qk_slots + NCB / 4 * nhb * ((a->n + 31) / 32);
     fia_amx_config();
     amx_qk(a, &s, kb, &pf, 0, slots);
     _Alignas(64) float alpha[256];
