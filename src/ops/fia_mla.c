@@ -19,7 +19,11 @@
  *   - Items are sorted by cost (rows x keys plus a fixed overhead, as FlashMLA balances) and
  *     handed out dynamically; the next step's rows are prefetched while a step computes.
  *   - AMLA (mla_rescale): probabilities relative to a power of two, O rescaled by an integer add
- *     on its exponent bits (kernels.h gemm_f32_acc / softmax_tile_amla).
+ *     on its exponent bits (kernels.h gemm_f32_acc / softmax_tile_amla; on AMX the same
+ *     numerics inside the step, kernels/amx.h).
+ *   - AMX form (bf16 query and latent, value = key; PA_BSND, dense or PA_NZ, every rescale):
+ *     kernels/amx.h steps of FIA_AMX_MLA_STEP keys on the rows in place (PA_NZ: each key block
+ *     gathered from its 16-element chunks by the kernel); FIA_AMX=0 keeps the paths below.
  *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [VNNI] + scale . q_rope . k_rope [fp32];
  *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [VNNI].
  */

@@ -5,13 +5,16 @@
  *   qt  [hb][db][d2][h][2]  Q^T in the pair (VNNI) layout: B operand of S^T = K . Q^T; hb a block
  *       of 16 rows, db a block of 32 of the 576 dims (16 latent + 2 rope blocks).
  *   K   A operand read straight from the cache: 16 consecutive keys at a constant stride (rows
- *       that are not, or a partial block, are first copied to a zero-padded stage).
+ *       that are not, a partial block, or PA_NZ rows gathered from their 32-byte chunks, are
+ *       first copied to a zero-padded stage; V is packed from where K is read).
  *   st  [j][rows_pad] fp32 S^T (scaled and masked in place for a row block with masked keys).
  *   pa  [part][hb][kk][h][32 keys] bf16: P (hi, lo) as the A operand of O = P . V, written by
  *       the softmax straight from its registers (16 x 16 dword transposes of P^T key pairs).
  *   vp  [kk][cb][j2][c][2] V in the pair layout (two key rows interleaved): B operand of P . V.
  * Tile registers: QK uses 0-3 (C: 2 key blocks x 2 row blocks), 4-5 (K), 6-7 (Q^T); PV uses 0-3
  * (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
+ * AMLA: the softmax keeps P relative to 2^-e per row (e, c from kernels/amla.h) and P . V rescales
+ * O by an exponent add instead of a multiply (fia_amx_mla_ext).
  */
 #include <immintrin.h>
 #include <math.h>
