@@ -678,13 +678,14 @@ static void test_amx_step(tu_rng *r) {
 static void amx_two_steps(int64_t rows, int64_t n, const uint16_t *const *K, const uint16_t *const *R,
                           const uint16_t *qt, const int32_t *ka0, const int32_t *ke0,
                           const int32_t *ka1, const int32_t *ke1, const fia_amx_mla_ext *x, int pf,
+                          float scale,
                           void *scr, float *o, float *m, float *l) {
     enum { XT = FIA_AMX_MLA_STEP };
     const int64_t rp = (rows + 15) / 16 * 16;
     for (int64_t h = 0; h < rows; h++) m[h] = -INFINITY, l[h] = 0.0f, x->e[h] = 0;
     for (int st = 0; st < 2; st++) {
         const fia_amx_mla_args a = {rows, rp, n, K + st * XT, R + st * XT, qt, st ? ka1 : ka0,
-                                    st ? ke1 : ke0, 0.05f, st == 0, false, m, l, o,
+                                    st ? ke1 : ke0, scale, st == 0, false, m, l, o,
                                     FIA_AMX_MLA_DN, scr};
         const fia_amx_mla_next nx = {{(const void *const *)(K + XT), (const void *const *)(R + XT)},
                                      {64, 64}, n};
@@ -749,44 +750,47 @@ static void test_amx_step_ext(tu_rng *r) {
                 ke1[h] = (int32_t)tu_int(r, ka1[h] + 1, n);
             }
             fia_amx_mla_pack_q(rows, rp, qn, qr, qt);
-            /* v: 0 contiguous multiply, 1 contiguous AMLA, 2 NZ multiply, 3 NZ AMLA */
-            for (int v = 0; v < 4; v++) {
-                const int64_t cb = v >= 2 ? L * 16 * 2 : 0;
-                const fia_amx_mla_ext x = {cb, cb, (v & 1) != 0, e[v]};
-                amx_two_steps(rows, n, v >= 2 ? kz : kr, v >= 2 ? rz : rr, qt, ka0, ke0, ka1, ke1,
-                              &x, v >= 2, scr, o[v], m[v], l[v]);
-            }
-            for (int v = 0; v < 2; v++)
-                tu_check(!memcmp(o[v], o[v + 2], (size_t)rows * XDN * 4) &&
-                             !memcmp(m[v], m[v + 2], (size_t)rows * 4) &&
-                             !memcmp(l[v], l[v + 2], (size_t)rows * 4) &&
-                             !memcmp(e[v], e[v + 2], (size_t)rows * 4),
-                         "AMX step rows %lld n %lld %s: PA_NZ differs from contiguous rows",
-                         (long long)rows, (long long)n, v ? "AMLA" : "multiply");
-            int ok = 1;
-            for (int64_t h = 0; h < rows && ok; h++) {
-                const double lse0 = m[0][h] + log((double)l[0][h]);
-                const double lse1 = -e[1][h] * 0.69314718055994530942 + log((double)l[1][h]);
-                ok = fabs(lse0 - lse1) <= 1e-5 + 1e-5 * fabs(lse0);
-                if (!ok)
-                    tu_check(0, "AMX step rows %lld n %lld row %lld: AMLA lse %.9g, multiply %.9g",
-                             (long long)rows, (long long)n, (long long)h, lse1, lse0);
-                for (int64_t d = 0; d < XDN && ok; d++) {
-                    const double w = o[0][h * XDN + d] / l[0][h], g = o[1][h * XDN + d] / l[1][h];
-                    ok = fabs(w - g) <= 1e-4 + 1e-5 * fabs(w);
-                    if (!ok)
-                        tu_check(0, "AMX step rows %lld n %lld (%lld, %lld): AMLA O/l %.9g, "
-                                 "multiply %.9g", (long long)rows, (long long)n, (long long)h,
-                                 (long long)d, g, w);
+            for (int big = 0; big < 2; big++) { /* scale 40: the max jumps by > 255 binades */
+                const float sc = big ? 40.0f : 0.05f;
+                /* v: 0 contiguous multiply, 1 contiguous AMLA, 2 NZ multiply, 3 NZ AMLA */
+                for (int v = 0; v < 4; v++) {
+                    const int64_t cb = v >= 2 ? L * 16 * 2 : 0;
+                    const fia_amx_mla_ext x = {cb, cb, (v & 1) != 0, e[v]};
+                    amx_two_steps(rows, n, v >= 2 ? kz : kr, v >= 2 ? rz : rr, qt, ka0, ke0, ka1, ke1,
+                                  &x, v >= 2, sc, scr, o[v], m[v], l[v]);
                 }
+                for (int v = 0; v < 2; v++)
+                    tu_check(!memcmp(o[v], o[v + 2], (size_t)rows * XDN * 4) &&
+                                 !memcmp(m[v], m[v + 2], (size_t)rows * 4) &&
+                                 !memcmp(l[v], l[v + 2], (size_t)rows * 4) &&
+                                 !memcmp(e[v], e[v + 2], (size_t)rows * 4),
+                             "AMX step rows %lld n %lld %s: PA_NZ differs from contiguous rows",
+                             (long long)rows, (long long)n, v ? "AMLA" : "multiply");
+                int ok = 1;
+                for (int64_t h = 0; h < rows && ok; h++) {
+                    const double lse0 = m[0][h] + log((double)l[0][h]);
+                    const double lse1 = -e[1][h] * 0.69314718055994530942 + log((double)l[1][h]);
+                    ok = fabs(lse0 - lse1) <= 1e-5 + 1e-5 * fabs(lse0);
+                    if (!ok)
+                        tu_check(0, "AMX step rows %lld n %lld row %lld: AMLA lse %.9g, multiply %.9g",
+                                 (long long)rows, (long long)n, (long long)h, lse1, lse0);
+                    for (int64_t d = 0; d < XDN && ok; d++) {
+                        const double w = o[0][h * XDN + d] / l[0][h], g = o[1][h * XDN + d] / l[1][h];
+                        ok = fabs(w - g) <= 1e-4 + 1e-5 * fabs(w);
+                        if (!ok)
+                            tu_check(0, "AMX step rows %lld n %lld (%lld, %lld): AMLA O/l %.9g, "
+                                     "multiply %.9g", (long long)rows, (long long)n, (long long)h,
+                                     (long long)d, g, w);
+                    }
+                }
+                if (ok) tu_check(1, "");
+                cases++;
             }
-            if (ok) tu_check(1, "");
-            cases++;
             for (int v = 0; v < 4; v++) free(o[v]), free(m[v]), free(l[v]), free(e[v]);
             free(kv), free(q), free(nzk), free(nzr), free(qt), free(scr), free(kr), free(rr), free(kz), free(rz);
             free(qn), free(qr), free(ka0), free(ke0), free(ka1), free(ke1);
         }
-    printf("AMX step (PA_NZ, AMLA): %d cases, 4 variants each\n", cases);
+    printf("AMX step (PA_NZ, AMLA): %d cases (scales 0.05 and 40), 4 variants each\n", cases);
 }
 
 int main(int argc, char **argv) {

@@ -283,27 +283,39 @@ static bool amx_softmax(const fia_amx_mla_args *a, const fia_amx_mla_ext *ext, c
                                 fia_avx512_exp16(_mm512_sub_ps(m_old, mx))));
         const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
         const __m512 sc = full ? vscale : _mm512_set1_ps(1.0f);
-        /* AMLA: per seen row e = round(-mx / ln2), c = exp(mx + e ln2) (kernels/amla.h, the
-         * reference every kernel table uses), the exponent delta d = max(e - e_old, -255)
-         * (-255 where the row saw nothing before: its accumulator is flushed to zero) */
-        _Alignas(64) float mxa[16], cv[16];
-        _Alignas(64) int32_t ev[16], dv[16];
-        bool fresh[16];
+        /* AMLA, 16 rows at a time: e = round(-mx / ln2) in double as kernels/amla.h computes it
+         * (|e| clamped to 2^30, NaN to 2^30), c = exp(mx + e ln2) (the argument in double, in
+         * [-ln2 / 2, ln2 / 2], the exp in fp32: c within a few ulp of the reference's), the
+         * exponent delta d = max(e - e_old, -255) (e never grows: the max only rises), -255
+         * where the row saw nothing before (its accumulator is flushed to zero), 0 for rows that
+         * see nothing */
         __m512 vc = _mm512_set1_ps(1.0f);
-        if (ext->amla) {
-            _mm512_store_ps(mxa, mx);
-            for (int i = 0; i < 16; i++) {
-                ev[i] = 0, dv[i] = 0, cv[i] = 0.0f, fresh[i] = false;
-                if (!((seen >> i) & 1)) continue;
-                fia_amla_reference(mxa[i], &ev[i], &cv[i]);
-                if (a->m[h0 + i] != -INFINITY) {
-                    const int64_t dd = (int64_t)ev[i] - ext->e[h0 + i];
-                    dv[i] = dd < -255 ? -255 : (int32_t)dd;
-                } else {
-                    dv[i] = -255, fresh[i] = true;
-                }
+        __m512i ve = _mm512_setzero_si512(), vd = _mm512_setzero_si512();
+        __mmask16 fresh = 0;
+        if (ext->amla && seen) {
+            const __m512d ln2 = _mm512_set1_pd(0.69314718055994530942);
+            const __m512d emax = _mm512_set1_pd((double)FIA_AMLA_MAX_E);
+            __m256i eh[2];
+            __m256 th[2];
+            for (int hh = 0; hh < 2; hh++) {
+                const __m512d md = _mm512_cvtps_pd(hh ? _mm512_extractf32x8_ps(mx, 1)
+                                                      : _mm512_castps512_ps256(mx));
+                __m512d xd = _mm512_div_pd(_mm512_sub_pd(_mm512_setzero_pd(), md), ln2);
+                xd = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xd, emax, _CMP_LT_OQ), emax, xd);
+                xd = _mm512_max_pd(xd, _mm512_sub_pd(_mm512_setzero_pd(), emax));
+                const __m512d r = _mm512_roundscale_pd(xd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                eh[hh] = _mm512_cvtpd_epi32(r);
+                th[hh] = _mm512_cvtpd_ps(_mm512_add_pd(md, _mm512_mul_pd(r, ln2)));
             }
-            vc = _mm512_load_ps(cv);
+            ve = _mm512_inserti64x4(_mm512_castsi256_si512(eh[0]), eh[1], 1);
+            vc = fia_avx512_exp16(_mm512_insertf32x8(_mm512_castps256_ps512(th[0]), th[1], 1));
+            const __mmask16 had = _mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ) & seen;
+            fresh = seen & ~had;
+            const __m512i dd = _mm512_sub_epi32(ve, _mm512_maskz_loadu_epi32(km, ext->e + h0));
+            vd = _mm512_maskz_mov_epi32(
+                had, _mm512_min_epi32(_mm512_max_epi32(dd, _mm512_set1_epi32(-255)),
+                                      _mm512_setzero_si512()));
+            vd = _mm512_mask_mov_epi32(vd, fresh, _mm512_set1_epi32(-255));
         }
         __m512 sum = _mm512_setzero_ps();
         for (int64_t kk = 0; kk < nkk; kk++) {
@@ -324,15 +336,12 @@ static bool amx_softmax(const fia_amx_mla_args *a, const fia_amx_mla_ext *ext, c
         }
         _mm512_mask_storeu_ps(a->m + h0, seen, mx);
         if (ext->amla) {
-            _Alignas(64) float lv[16], sv[16];
-            _mm512_store_ps(lv, l_old);
-            _mm512_store_ps(sv, sum);
-            for (int i = 0; i < 16; i++) {
-                dexp[h0 + i] = dv[i];
-                if (!((seen >> i) & 1)) continue;
-                a->l[h0 + i] = (fresh[i] ? 0.0f : ldexpf(lv[i], dv[i])) + sv[i];
-                ext->e[h0 + i] = ev[i];
-            }
+            /* l = l 2^d + sum (fresh rows: sum), as softmax_tile_amla's ldexpf */
+            const __m512 ls = _mm512_scalef_ps(l_old, _mm512_cvtepi32_ps(vd));
+            const __m512 ln = _mm512_add_ps(_mm512_mask_mov_ps(ls, fresh, _mm512_setzero_ps()), sum);
+            _mm512_storeu_si512(dexp + h0, vd);
+            _mm512_mask_storeu_ps(a->l + h0, seen, ln);
+            _mm512_mask_storeu_epi32(ext->e + h0, seen, ve);
         } else {
             _mm512_storeu_ps(alpha + h0, al);
             _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
