@@ -18,13 +18,14 @@
  *         two bf16 parts P = hi + lo + O(2^-17 P) (hi = bf16(P), lo = bf16(P - hi)), both
  *         multiplied on tiles into the same fp32 accumulators; with p_bf16 set only hi is used
  *         (P rounded to bf16: the NPU numerics of the contract, an explicit option).
- * AMLA (fia_amx_mla_ext.amla): the softmax of fia_kernels.softmax_tile_amla instead (e = round(-mx / ln2),
- *   c = exp(mx + e ln2) per row, P = exp(s - mx) c, row_exp = max(e - e_old, -255), l = l 2^row_exp
- *   + sum P) and O = O . 2^row_exp + P . V with the rescale an integer add on the fp32 exponent
- *   bits (an element leaving the normal range becomes +-0; kernels.h gemm_f32_acc).
- * PA_NZ rows (fia_amx_mla_ext.k_chunk_bytes, r_chunk_bytes): each key block's rows are gathered from their
- *   16-element chunks into a row-major stage first; the results are bitwise those of the same
- *   rows given contiguous.
+ * AMLA (fia_amx_mla_ext.amla): the softmax of fia_kernels.softmax_tile_amla instead:
+ *   e = round(-mx / ln2), c = exp(mx + e ln2) per row (the argument in double, the exp in
+ *   fp32), P = exp(s - mx) c, row_exp = max(e - e_old, -255), l = l 2^row_exp + sum P; and
+ *   O = O . 2^row_exp + P . V with the rescale an integer add on the fp32 exponent bits (an
+ *   element leaving the normal range becomes +-0; kernels.h gemm_f32_acc).
+ * PA_NZ rows (fia_amx_mla_ext.k_chunk_bytes, r_chunk_bytes): each key block's rows are gathered
+ *   from their 16-element chunks into a row-major stage first; the results are bitwise those of
+ *   the same rows given contiguous.
  * Results are deterministic (a fixed order of tile operations) and independent of threads.
  */
 #ifndef FIA_KERNELS_AMX_H
