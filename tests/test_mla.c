@@ -417,14 +417,15 @@ static void test_edges(tu_rng *r) {
     run_case(&c, r);
 }
 
-/* Bitwise identical output for 1, 2 and 7 threads, and for a request inside a larger batch. */
+/* Bitwise identical output for 1, 2 and 7 threads, and for a request inside a larger batch
+ * (PA_BSND: multiply, AMLA, int8; PA_NZ: AMLA). */
 static void test_determinism(tu_rng *r) {
-    const int resc[3] = {FIA_MLA_RESCALE_MULTIPLY, FIA_MLA_RESCALE_AMLA, -1};
-    for (int v = 0; v < 3; v++) {
+    const int resc[4] = {FIA_MLA_RESCALE_MULTIPLY, FIA_MLA_RESCALE_AMLA, -1, FIA_MLA_RESCALE_AMLA};
+    for (int v = 0; v < 4; v++) {
         mcase c;
         memset(&c, 0, sizeof c);
         c.layout = FIA_LAYOUT_BSND;
-        c.cache = CACHE_PA4;
+        c.cache = v == 3 ? CACHE_NZ : CACHE_PA4;
         c.N = 32;
         c.B = 2;
         c.bs = 128;
@@ -566,13 +567,14 @@ static void test_invalid(tu_rng *r) {
     }
 }
 
-/* The AMX bf16 path (bf16 query and latent, value = key, not PA_NZ, not AMLA): random cases of
- * every shape it takes (1..128 heads, so padded row blocks; 1..4 positions; causal; paged with
- * blocks of 16 (key blocks staged) or more, dense, split-KV), on the AVX-512 context, against
- * the oracle at the unchanged tolerance; where the CPU has no AMX the same cases run the fp32
- * path. Then the same with P rounded to bf16 (FIA_MLA_P_BF16=1, the opt-in NPU numerics, not
- * exact): its own bound, atol = rtol = 8e-3 (P's rounding, <= 2^-9 P, moves an output by at
- * most 2^-9 max|V| ~ 2e-3 here; the default path's tolerance is not used for it). */
+/* The AMX bf16 path (bf16 query and latent, value = key): random cases of every shape it takes
+ * (1..128 heads, so padded row blocks; 1..4 positions; causal; paged with blocks of 16 (key
+ * blocks staged) or more, PA_NZ (every key block gathered from its chunks), dense, split-KV;
+ * the multiply and the AMLA rescale), on the AVX-512 context, against the oracle at the
+ * unchanged tolerance; where the CPU has no AMX the same cases run the fp32 path. Then the same
+ * with P rounded to bf16 (FIA_MLA_P_BF16=1, the opt-in NPU numerics, not exact): its own bound,
+ * atol = rtol = 8e-3 (P's rounding, <= 2^-9 P, moves an output by at most 2^-9 max|V| ~ 2e-3
+ * here; the default path's tolerance is not used for it). */
 static void test_amx(tu_rng *r, int count) {
     const bool ab = (fia_cpu_features() & FIA_CPU_AMX_BF16) != 0;
     printf("AMX bf16: %s\n", ab ? "exercised" : "not available on this CPU (fp32 path tested)");
@@ -584,9 +586,9 @@ static void test_amx(tu_rng *r, int count) {
             gen_random(r, &c);
             c.qdt = c.kdt = c.rdt = c.odt = FIA_DTYPE_BFLOAT16;
             c.N = TU_PICK(r, heads);
-            c.rescale = (int)tu_int(r, 0, 1);
+            c.rescale = (int)tu_int(r, 0, 2);
             c.sep_value = 0;
-            if (c.cache == CACHE_NZ) c.cache = CACHE_PA4;
+            if (i % 3 == 0) c.cache = CACHE_NZ;
             if (pass) c.tol = 8e-3;
             run_case(&c, r);
         }
@@ -671,6 +673,126 @@ static void test_amx_step(tu_rng *r) {
     printf("AMX step: step_next against step and the no-key step, 18 cases\n");
 }
 
+/* Two steps of fia_amx_mla_step_ext: keys [0, n) of K / R with the row ranges ka0 / ke0, then
+ * keys [XT, XT + n) with ka1 / ke1 (the first step prefetches the second's rows when pf). */
+static void amx_two_steps(int64_t rows, int64_t n, const uint16_t *const *K, const uint16_t *const *R,
+                          const uint16_t *qt, const int32_t *ka0, const int32_t *ke0,
+                          const int32_t *ka1, const int32_t *ke1, const fia_amx_mla_ext *x, int pf,
+                          float scale,
+                          void *scr, float *o, float *m, float *l) {
+    enum { XT = FIA_AMX_MLA_STEP };
+    const int64_t rp = (rows + 15) / 16 * 16;
+    for (int64_t h = 0; h < rows; h++) m[h] = -INFINITY, l[h] = 0.0f, x->e[h] = 0;
+    for (int st = 0; st < 2; st++) {
+        const fia_amx_mla_args a = {rows, rp, n, K + st * XT, R + st * XT, qt, st ? ka1 : ka0,
+                                    st ? ke1 : ke0, scale, st == 0, false, m, l, o,
+                                    FIA_AMX_MLA_DN, scr};
+        const fia_amx_mla_next nx = {{(const void *const *)(K + XT), (const void *const *)(R + XT)},
+                                     {64, 64}, n};
+        tu_check(fia_amx_mla_step_ext(&a, x, pf && st == 0 ? &nx : NULL),
+                 "AMX step_ext rows %lld n %lld step %d: no row saw a key", (long long)rows,
+                 (long long)n, st);
+    }
+}
+
+/* The step's cache layout and rescale variants (fia_amx_mla_step_ext), where the CPU has AMX,
+ * over two steps (the second with 3x larger keys, so that the max moves, and random row ranges;
+ * every third row sees nothing in the first step, so that its accumulator starts in the second):
+ *   - PA_NZ rows (each row's 16-element chunks L rows apart: every key block gathered from its
+ *     chunks) give bitwise the results of the same rows given contiguous, for the multiply and
+ *     the AMLA rescale, with the next rows prefetched;
+ *   - AMLA against the multiply rescale: the state identity (m, l) = (-e ln2, l_amla) as a
+ *     log-sum-exp (1e-5 + 1e-5 relative), and O / l per element (1e-4 + 1e-5 relative: both
+ *     carry P's hi + lo split, <= 2^-18 P each, times |V| <= 3). */
+static void test_amx_step_ext(tu_rng *r) {
+    if (!(fia_cpu_features() & FIA_CPU_AMX_BF16)) {
+        printf("AMX step (PA_NZ, AMLA): not available on this CPU, skipped\n");
+        return;
+    }
+    enum { XDN = FIA_AMX_MLA_DN, XDR = FIA_AMX_MLA_DR, XT = FIA_AMX_MLA_STEP, L = 2 * XT };
+    static const int64_t rows_of[] = {1, 20, 128};
+    static const int64_t n_of[] = {XT, 77, 5};
+    int cases = 0;
+    for (int rc = 0; rc < 3; rc++)
+        for (int nc = 0; nc < 3; nc++) {
+            const int64_t rows = rows_of[rc], rp = (rows + 15) / 16 * 16, n = n_of[nc];
+            uint16_t *kv = malloc((size_t)L * (XDN + XDR) * 2), *q = malloc((size_t)rows * (XDN + XDR) * 2);
+            uint16_t *nzk = malloc((size_t)L * XDN * 2), *nzr = malloc((size_t)L * XDR * 2);
+            uint16_t *qt = aligned_alloc(64, (size_t)rp * (XDN + XDR) * 2);
+            void *scr = aligned_alloc(64, (fia_amx_mla_scratch_bytes(rp) + 63) / 64 * 64);
+            const uint16_t **kr = malloc(sizeof(void *) * L), **rr = malloc(sizeof(void *) * L);
+            const uint16_t **kz = malloc(sizeof(void *) * L), **rz = malloc(sizeof(void *) * L);
+            const uint16_t **qn = malloc(sizeof(void *) * (size_t)rows), **qr = malloc(sizeof(void *) * (size_t)rows);
+            int32_t *ka0 = malloc((size_t)rows * 4), *ke0 = malloc((size_t)rows * 4);
+            int32_t *ka1 = malloc((size_t)rows * 4), *ke1 = malloc((size_t)rows * 4);
+            float *o[4], *m[4], *l[4];
+            int32_t *e[4];
+            for (int v = 0; v < 4; v++) {
+                o[v] = malloc((size_t)rp * XDN * 4);
+                m[v] = malloc((size_t)rows * 4);
+                l[v] = malloc((size_t)rows * 4);
+                e[v] = malloc((size_t)rows * 4);
+            }
+            for (int64_t j = 0; j < L; j++)
+                for (int64_t d = 0; d < XDN + XDR; d++)
+                    kv[j * (XDN + XDR) + d] = bf16_of((float)tu_uniform(r, -1, 1) * (j >= XT ? 3.0f : 1.0f));
+            for (int64_t i = 0; i < rows * (XDN + XDR); i++) q[i] = bf16_of((float)tu_uniform(r, -1, 1));
+            for (int64_t j = 0; j < L; j++) {
+                kr[j] = kv + j * (XDN + XDR), rr[j] = kr[j] + XDN;
+                kz[j] = nzk + j * 16, rz[j] = nzr + j * 16;
+                for (int64_t d = 0; d < XDN; d++) nzk[(d / 16) * L * 16 + j * 16 + d % 16] = kr[j][d];
+                for (int64_t d = 0; d < XDR; d++) nzr[(d / 16) * L * 16 + j * 16 + d % 16] = rr[j][d];
+            }
+            for (int64_t h = 0; h < rows; h++) {
+                qn[h] = q + h * (XDN + XDR), qr[h] = qn[h] + XDN;
+                ka0[h] = 0, ke0[h] = h % 3 == 1 ? 0 : (int32_t)n;
+                ka1[h] = (int32_t)tu_int(r, 0, n - 1);
+                ke1[h] = (int32_t)tu_int(r, ka1[h] + 1, n);
+            }
+            fia_amx_mla_pack_q(rows, rp, qn, qr, qt);
+            for (int big = 0; big < 2; big++) { /* scale 40: the max jumps by > 255 binades */
+                const float sc = big ? 40.0f : 0.05f;
+                /* v: 0 contiguous multiply, 1 contiguous AMLA, 2 NZ multiply, 3 NZ AMLA */
+                for (int v = 0; v < 4; v++) {
+                    const int64_t cb = v >= 2 ? L * 16 * 2 : 0;
+                    const fia_amx_mla_ext x = {cb, cb, (v & 1) != 0, e[v]};
+                    amx_two_steps(rows, n, v >= 2 ? kz : kr, v >= 2 ? rz : rr, qt, ka0, ke0, ka1, ke1,
+                                  &x, v >= 2, sc, scr, o[v], m[v], l[v]);
+                }
+                for (int v = 0; v < 2; v++)
+                    tu_check(!memcmp(o[v], o[v + 2], (size_t)rows * XDN * 4) &&
+                                 !memcmp(m[v], m[v + 2], (size_t)rows * 4) &&
+                                 !memcmp(l[v], l[v + 2], (size_t)rows * 4) &&
+                                 !memcmp(e[v], e[v + 2], (size_t)rows * 4),
+                             "AMX step rows %lld n %lld %s: PA_NZ differs from contiguous rows",
+                             (long long)rows, (long long)n, v ? "AMLA" : "multiply");
+                int ok = 1;
+                for (int64_t h = 0; h < rows && ok; h++) {
+                    const double lse0 = m[0][h] + log((double)l[0][h]);
+                    const double lse1 = -e[1][h] * 0.69314718055994530942 + log((double)l[1][h]);
+                    ok = fabs(lse0 - lse1) <= 1e-5 + 1e-5 * fabs(lse0);
+                    if (!ok)
+                        tu_check(0, "AMX step rows %lld n %lld row %lld: AMLA lse %.9g, multiply %.9g",
+                                 (long long)rows, (long long)n, (long long)h, lse1, lse0);
+                    for (int64_t d = 0; d < XDN && ok; d++) {
+                        const double w = o[0][h * XDN + d] / l[0][h], g = o[1][h * XDN + d] / l[1][h];
+                        ok = fabs(w - g) <= 1e-4 + 1e-5 * fabs(w);
+                        if (!ok)
+                            tu_check(0, "AMX step rows %lld n %lld (%lld, %lld): AMLA O/l %.9g, "
+                                     "multiply %.9g", (long long)rows, (long long)n, (long long)h,
+                                     (long long)d, g, w);
+                    }
+                }
+                if (ok) tu_check(1, "");
+                cases++;
+            }
+            for (int v = 0; v < 4; v++) free(o[v]), free(m[v]), free(l[v]), free(e[v]);
+            free(kv), free(q), free(nzk), free(nzr), free(qt), free(scr), free(kr), free(rr), free(kz), free(rz);
+            free(qn), free(qr), free(ka0), free(ke0), free(ka1), free(ke1);
+        }
+    printf("AMX step (PA_NZ, AMLA): %d cases (scales 0.05 and 40), 4 variants each\n", cases);
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261121, "test_mla");
     tu_rng r = tu_rng_make(seed);
@@ -701,6 +823,7 @@ int main(int argc, char **argv) {
     test_edges(&r);
     test_amx(&r, (int)tu_env_long("FIA_TEST_MLA_AMX_CASES", 16));
     test_amx_step(&r);
+    test_amx_step_ext(&r);
     test_determinism(&r);
     test_invalid(&r);
     printf("worst abs error: float forms %.3g, int8 form %.3g\n", g_worst[0], g_worst[1]);

@@ -18,6 +18,14 @@
  *         two bf16 parts P = hi + lo + O(2^-17 P) (hi = bf16(P), lo = bf16(P - hi)), both
  *         multiplied on tiles into the same fp32 accumulators; with p_bf16 set only hi is used
  *         (P rounded to bf16: the NPU numerics of the contract, an explicit option).
+ * AMLA (fia_amx_mla_ext.amla): the softmax of fia_kernels.softmax_tile_amla instead:
+ *   e = round(-mx / ln2), c = exp(mx + e ln2) per row (the argument in double, the exp in
+ *   fp32), P = exp(s - mx) c, row_exp = max(e - e_old, -255), l = l 2^row_exp + sum P; and
+ *   O = O . 2^row_exp + P . V with the rescale an integer add on the fp32 exponent bits (an
+ *   element leaving the normal range becomes +-0; kernels.h gemm_f32_acc).
+ * PA_NZ rows (fia_amx_mla_ext.k_chunk_bytes, r_chunk_bytes): each key block's rows are gathered
+ *   from their 16-element chunks into a row-major stage first; the results are bitwise those of
+ *   the same rows given contiguous.
  * Results are deterministic (a fixed order of tile operations) and independent of threads.
  */
 #ifndef FIA_KERNELS_AMX_H
@@ -58,6 +66,17 @@ typedef struct fia_amx_mla_args {
     void *scratch;                  /* fia_amx_mla_scratch_bytes, 64-byte aligned */
 } fia_amx_mla_args;
 
+/* The cache layout and rescale variant of a step (fia_amx_mla_step_ext); all zero: rows
+ * contiguous, the default (multiply) rescale, as fia_amx_mla_step. */
+typedef struct fia_amx_mla_ext {
+    int64_t k_chunk_bytes;          /* PA_NZ latent rows: krows[j] is chunk 0 of row j (16 bf16),
+                                     * chunk c at krows[j] + c k_chunk_bytes; 0: rows contiguous */
+    int64_t r_chunk_bytes;          /* the same for the rope rows */
+    bool amla;                      /* AMLA rescale (kernels.h softmax_tile_amla): P relative to
+                                     * 2^-e[r], O rescaled by an exponent add */
+    int32_t *e;                     /* AMLA: per row its power-of-two exponent (rows entries) */
+} fia_amx_mla_ext;
+
 /* One step; returns whether any row saw a key (when not, nothing was changed). */
 bool fia_amx_mla_step(const fia_amx_mla_args *a);
 
@@ -73,5 +92,9 @@ typedef struct fia_amx_mla_next {
  * spread over the step's tile multiplies (a burst of them before the step stalls on the line
  * fill buffers); the results are those of fia_amx_mla_step. */
 bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next);
+
+/* fia_amx_mla_step_next with a cache layout and rescale variant (x may be NULL: all zero). */
+bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *x,
+                          const fia_amx_mla_next *next);
 
 #endif /* FIA_KERNELS_AMX_H */

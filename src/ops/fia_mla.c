@@ -19,7 +19,11 @@
  *   - Items are sorted by cost (rows x keys plus a fixed overhead, as FlashMLA balances) and
  *     handed out dynamically; the next step's rows are prefetched while a step computes.
  *   - AMLA (mla_rescale): probabilities relative to a power of two, O rescaled by an integer add
- *     on its exponent bits (kernels.h gemm_f32_acc / softmax_tile_amla).
+ *     on its exponent bits (kernels.h gemm_f32_acc / softmax_tile_amla; on AMX the same
+ *     numerics inside the step, kernels/amx.h).
+ *   - AMX form (bf16 query and latent, value = key; PA_BSND, dense or PA_NZ, every rescale):
+ *     kernels/amx.h steps of FIA_AMX_MLA_STEP keys on the rows in place (PA_NZ: each key block
+ *     gathered from its 16-element chunks by the kernel); FIA_AMX=0 keeps the paths below.
  *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [VNNI] + scale . q_rope . k_rope [fp32];
  *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [VNNI].
  */
@@ -51,7 +55,10 @@ enum {
                             * scores plus the resident Q and O tiles stay within L2) */
     MLA_STEP_INT8 = 64,    /* keys per step, int8 form (its tiles are 4x smaller; a deeper
                             * P.V keeps the int8 GEMM near its peak) */
-    MLA_CHUNK = 1024       /* keys per split-KV chunk (a multiple of both steps) */
+    MLA_CHUNK = 1024,      /* keys per split-KV chunk (a multiple of both steps) */
+    /* AMX, PA_NZ: the most 16-row chunk regions of one step (at most 2 T / 16 + 1 groups of 16
+     * rows: T / 16 plus one per block, blocks being at least 16 rows; 36 chunks each) */
+    MLA_NZ_REGIONS = (2 * FIA_AMX_MLA_STEP / 16 + 1) * (MLA_DK / 16)
 };
 
 typedef struct mla_plan {
@@ -100,6 +107,7 @@ typedef struct mla_scratch {
     uint16_t *qt;        /* AMX: the packed query tile */
     const uint16_t **krow, **rrow, **qnp, **qrp; /* AMX: row pointers */
     const uint16_t **nkrow, **nrrow; /* AMX: rows of the next step (prefetched by the kernel) */
+    const void **npf;    /* AMX, PA_NZ: the chunk regions of the next step (mla_nz_regions) */
     int32_t *ka, *ke;    /* AMX: visible keys of the step per row */
     void *amx;           /* AMX: kernel scratch */
     uint16_t *qb;        /* bf16qk: the query tile's bf16 rows (rows x 576) */
@@ -137,6 +145,7 @@ static size_t mla_scratch_carve(const mla_plan *p, char *base, mla_scratch *out)
         s.ka = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
         s.ke = fia_arena_take(&a, (size_t)R * sizeof(int32_t));
         s.amx = fia_arena_take(&a, fia_amx_mla_scratch_bytes(R));
+        if (p->k.nz_w) s.npf = fia_arena_take(&a, (size_t)MLA_NZ_REGIONS * pp);
     } else if (p->bf16qk) {
         s.qb = fia_arena_take(&a, (size_t)(R * MLA_DK) * 2);
         s.krow = fia_arena_take(&a, (size_t)T * sizeof(void *));
@@ -332,20 +341,44 @@ static bool mla_mask(const mla_plan *p, const fia_work_item *it, mla_scratch *s,
     return any;
 }
 
-/* Row pointers of the bf16 latent and rope rows of tokens [t0, t0 + n) of batch b (not PA_NZ). */
+/* Row pointers of the bf16 latent and rope rows of tokens [t0, t0 + n) of batch b; PA_NZ: the
+ * pointers of each row's first 16-element chunk (its chunk c lies c s_nz elements further). */
 static void mla_bf16_rows_to(const mla_plan *p, int64_t b, int64_t t0, int64_t n,
                              const uint16_t **krow, const uint16_t **rrow) {
+    const int64_t ks = fia_seq_row_step(&p->k), rs = fia_seq_row_step(&p->kr);
     for (int64_t j = 0; j < n;) {
         int64_t run, run2;
         const int64_t off = mla_cache_off(p, &p->k, b, t0 + j, &run);
         const int64_t off2 = mla_cache_off(p, &p->kr, b, t0 + j, &run2);
         if (run > n - j) run = n - j;
         for (int64_t r = 0; r < run; r++) {
-            krow[j + r] = (const uint16_t *)p->k.base + off + r * p->k.s_t;
-            rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * p->kr.s_t;
+            krow[j + r] = (const uint16_t *)p->k.base + off + r * ks;
+            rrow[j + r] = (const uint16_t *)p->kr.base + off2 + r * rs;
         }
         j += run;
     }
+}
+
+/* PA_NZ (AMX): the 512-byte regions (16 rows of one 16-element chunk) that hold the latent and
+ * rope rows of tokens [t0, t0 + n) of batch b, for the kernel's prefetch of the next step; at
+ * most MLA_NZ_REGIONS. A region may reach past the last row (a prefetch only). */
+static int64_t mla_nz_regions(const mla_plan *p, int64_t b, int64_t t0, int64_t n,
+                              const void **out) {
+    int64_t cnt = 0;
+    for (int64_t j = 0; j < n;) {
+        int64_t run, run2;
+        const int64_t off = mla_cache_off(p, &p->k, b, t0 + j, &run);
+        const int64_t off2 = mla_cache_off(p, &p->kr, b, t0 + j, &run2);
+        if (run > n - j) run = n - j;
+        for (int64_t g = 0; g < run; g += 16) {
+            for (int64_t c = 0; c < MLA_DN / 16; c++)
+                out[cnt++] = (const uint16_t *)p->k.base + off + c * p->k.s_nz + g * 16;
+            for (int64_t c = 0; c < MLA_DR / 16; c++)
+                out[cnt++] = (const uint16_t *)p->kr.base + off2 + c * p->kr.s_nz + g * 16;
+        }
+        j += run;
+    }
+    return cnt;
 }
 
 static void mla_bf16_rows(const mla_plan *p, int64_t b, int64_t t0, int64_t n, mla_scratch *s) {
@@ -404,7 +437,7 @@ static bool mla_step_float(const mla_plan *p, const fia_work_item *it, mla_scrat
 
 /* AMX form (bf16 query and latent): one step of keys [t0, t0 + n), kernels/amx.h; the kernel
  * prefetches the rows of keys [nt0, nt0 + nn) of batch nb (the next step) between its tile
- * operations. */
+ * operations (PA_NZ: the 512-byte chunk regions that hold them). */
 static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch *s, int64_t t0,
                          int64_t n, bool first, int64_t nb, int64_t nt0, int64_t nn) {
     const int64_t rows = it->qn * p->N;
@@ -422,11 +455,17 @@ static bool mla_step_amx(const mla_plan *p, const fia_work_item *it, mla_scratch
     const fia_amx_mla_args args = {rows, (rows + 15) / 16 * 16, n, s->krow, s->rrow, s->qt,
                                    s->ka, s->ke, p->scale, first, p->p_bf16, s->m, s->l, s->o,
                                    MLA_DN, s->amx};
-    if (nn <= 0) return fia_amx_mla_step(&args);
+    const fia_amx_mla_ext x = {p->k.s_nz * p->k.esize, p->kr.s_nz * p->kr.esize, p->amla, s->e};
+    if (nn <= 0) return fia_amx_mla_step_ext(&args, &x, NULL);
+    if (p->k.nz_w) {
+        const fia_amx_mla_next next = {{s->npf, NULL}, {16 * 32, 0},
+                                       mla_nz_regions(p, nb, nt0, nn, s->npf)};
+        return fia_amx_mla_step_ext(&args, &x, &next);
+    }
     mla_bf16_rows_to(p, nb, nt0, nn, s->nkrow, s->nrrow);
     const fia_amx_mla_next next = {{(const void *const *)s->nkrow, (const void *const *)s->nrrow},
                                    {MLA_DN * 2, MLA_DR * 2}, nn};
-    return fia_amx_mla_step_next(&args, &next);
+    return fia_amx_mla_step_ext(&args, &x, &next);
 }
 
 /* int8 form: one step of keys [t0, t0 + n). */
@@ -965,11 +1004,11 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
     p->num_threads = ctx->num_threads;
     fia_status st = mla_validate(p, ctx, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
-        /* AMX: bf16 query and latent cache (PA_BSND or dense), value = key, default or
-         * multiply rescale (AMLA keeps the fp32 path) */
-        p->amx = ctx->amx_bf16 && !p->quant && !p->amla && p->v_is_k &&
+        /* AMX: bf16 query and latent cache (PA_BSND, PA_NZ or dense; the latent and its rope
+         * both PA_NZ or neither), value = key, every rescale variant (AMLA's in the kernel) */
+        p->amx = ctx->amx_bf16 && !p->quant && p->v_is_k &&
                  t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
-                 p->k.nz_w == 0 && p->kr.nz_w == 0;
+                 (p->k.nz_w == 0) == (p->kr.nz_w == 0);
         p->bf16qk = !p->amx && ctx->bf16dp_fast && !p->quant &&
                     t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
                     p->k.nz_w == 0 && p->kr.nz_w == 0;

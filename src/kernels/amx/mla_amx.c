@@ -5,18 +5,22 @@
  *   qt  [hb][db][d2][h][2]  Q^T in the pair (VNNI) layout: B operand of S^T = K . Q^T; hb a block
  *       of 16 rows, db a block of 32 of the 576 dims (16 latent + 2 rope blocks).
  *   K   A operand read straight from the cache: 16 consecutive keys at a constant stride (rows
- *       that are not, or a partial block, are first copied to a zero-padded stage).
+ *       that are not, a partial block, or PA_NZ rows gathered from their 32-byte chunks, are
+ *       first copied to a zero-padded stage; V is packed from where K is read).
  *   st  [j][rows_pad] fp32 S^T (scaled and masked in place for a row block with masked keys).
  *   pa  [part][hb][kk][h][32 keys] bf16: P (hi, lo) as the A operand of O = P . V, written by
  *       the softmax straight from its registers (16 x 16 dword transposes of P^T key pairs).
  *   vp  [kk][cb][j2][c][2] V in the pair layout (two key rows interleaved): B operand of P . V.
  * Tile registers: QK uses 0-3 (C: 2 key blocks x 2 row blocks), 4-5 (K), 6-7 (Q^T); PV uses 0-3
  * (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
+ * AMLA: the softmax keeps P relative to 2^-e per row (e, c from kernels/amla.h) and P . V rescales
+ * O by an exponent add instead of a multiply (fia_amx_mla_ext).
  */
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels/amla.h"
 #include "kernels/amx.h"
 #include "kernels/avx512/exp_avx512.h"
 #include "kernels/amx/amx_tiles.h"
@@ -79,44 +83,45 @@ void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
  * time between tile operations. */
 typedef struct pf_cursor {
     const fia_amx_mla_next *nx;
-    int64_t lines0, per0, per1; /* lines of array 0 in all; lines per row of 0 and 1 */
-    int64_t u, total;
+    int64_t per[2];          /* lines per row of arrays 0 and 1 (0: none) */
+    int64_t u, total;        /* lines issued, lines in all */
+    int64_t arr, row, line;  /* the next line: array, row, line of the row */
 } pf_cursor;
 
 static void pf_init(pf_cursor *c, const fia_amx_mla_next *nx) {
     memset(c, 0, sizeof *c);
     if (!nx || nx->n <= 0) return;
     c->nx = nx;
-    c->per0 = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
-    c->per1 = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
-    c->lines0 = c->per0 * nx->n;
-    c->total = c->lines0 + c->per1 * nx->n;
+    c->per[0] = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
+    c->per[1] = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
+    c->total = (c->per[0] + c->per[1]) * nx->n;
+    c->arr = c->per[0] ? 0 : 1;
 }
 
-/* Issues the lines up to (and excluding) total * num / den. */
+/* Issues the lines up to (and excluding) total * num / den (no division per line: a line
+ * counter within the row, a row counter within the array). */
 FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
     const int64_t e = c->total * num / den;
     for (; c->u < e; c->u++) {
-        const int64_t u = c->u;
-        const char *p;
-        if (u < c->lines0) {
-            p = (const char *)c->nx->rows[0][u / c->per0] + (u % c->per0) * 64;
-        } else {
-            const int64_t v = u - c->lines0;
-            p = (const char *)c->nx->rows[1][v / c->per1] + (v % c->per1) * 64;
+        _mm_prefetch((const char *)c->nx->rows[c->arr][c->row] + c->line * 64, _MM_HINT_T1);
+        if (++c->line == c->per[c->arr]) {
+            c->line = 0;
+            if (++c->row == c->nx->n) c->row = 0, c->arr = 1;
         }
-        _mm_prefetch(p, _MM_HINT_T1);
     }
 }
 
 /* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
 
 /* Base and byte stride of key block kb (16 keys) for the latent and rope parts: the cache rows
- * in place when they are 16 full rows at one stride, else a zero-padded copy. */
-static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t kb,
-                      const void **kp, int64_t *ks, const void **rp, int64_t *rs) {
+ * in place when they are 16 full rows at one stride, else a zero-padded copy (PA_NZ rows:
+ * gathered from their 32-byte chunks, chunk-major so that each chunk's 16 rows, adjacent in
+ * the cache, are read in order). */
+static void key_block(const fia_amx_mla_args *a, const fia_amx_mla_ext *x, const amx_scratch *s,
+                      int64_t kb, const void **kp, int64_t *ks, const void **rp, int64_t *rs) {
     const int64_t j0 = kb * 16, cnt = a->n - j0 < 16 ? a->n - j0 : 16;
-    bool direct = cnt == 16;
+    const bool nz = x->k_chunk_bytes || x->r_chunk_bytes;
+    bool direct = cnt == 16 && !nz;
     if (direct) {
         const char *k0 = (const char *)a->krows[j0], *r0 = (const char *)a->rrows[j0];
         const int64_t kst = (const char *)a->krows[j0 + 1] - k0;
@@ -130,14 +135,28 @@ static void key_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t k
         }
     }
     uint16_t *kd = s->kstage + j0 * DN, *rd = s->rstage + j0 * DR;
-    for (int64_t i = 0; i < 16; i++) {
-        if (i < cnt) {
+    if (nz) {
+        const int64_t kc = x->k_chunk_bytes ? x->k_chunk_bytes : 32;
+        const int64_t rc = x->r_chunk_bytes ? x->r_chunk_bytes : 32;
+        for (int c = 0; c < DN / 16; c++)
+            for (int64_t i = 0; i < cnt; i++)
+                _mm256_store_si256((__m256i *)(void *)(kd + i * DN + c * 16),
+                                   _mm256_loadu_si256((const __m256i *)(const void *)(
+                                       (const char *)a->krows[j0 + i] + c * kc)));
+        for (int c = 0; c < DR / 16; c++)
+            for (int64_t i = 0; i < cnt; i++)
+                _mm256_store_si256((__m256i *)(void *)(rd + i * DR + c * 16),
+                                   _mm256_loadu_si256((const __m256i *)(const void *)(
+                                       (const char *)a->rrows[j0 + i] + c * rc)));
+    } else {
+        for (int64_t i = 0; i < cnt; i++) {
             memcpy(kd + i * DN, a->krows[j0 + i], DN * 2);
             memcpy(rd + i * DR, a->rrows[j0 + i], DR * 2);
-        } else {
-            memset(kd + i * DN, 0, DN * 2);
-            memset(rd + i * DR, 0, DR * 2);
         }
+    }
+    for (int64_t i = cnt; i < 16; i++) {
+        memset(kd + i * DN, 0, DN * 2);
+        memset(rd + i * DR, 0, DR * 2);
     }
     *kp = kd, *ks = DN * 2, *rp = rd, *rs = DR * 2;
 }
@@ -210,12 +229,14 @@ FIA_AI void pack_p_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_
 }
 
 /* Online softmax of the step, 16 rows per vector, fused with the packing of P (pack_p_block).
- * Returns whether any row saw a key; alpha (rows_pad entries) gets each row's rescale factor.
- * The state and update rule are those of fia_kernels.softmax_tile. When every row of a block
+ * Returns whether any row saw a key; alpha (rows_pad entries) gets each row's rescale factor
+ * (AMLA: dexp gets its exponent delta, softmax_tile_amla's row_exp, instead).
+ * The state and update rule are those of fia_kernels.softmax_tile (_amla). When every row of a block
  * sees every key of the step and the scale is positive, the max is taken over the raw scores
  * and scaled once (scaling by a positive number is monotone: the same value) and S^T is not
  * rewritten; otherwise S^T is scaled and masked in place first. */
-static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *alpha) {
+static bool amx_softmax(const fia_amx_mla_args *a, const fia_amx_mla_ext *ext, const amx_scratch *s,
+                        float *alpha, int32_t *dexp) {
     const int64_t ld = a->rows_pad, n = a->n, nkk = (n + 31) / 32;
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vscale = _mm512_set1_ps(a->scale);
     bool any = false;
@@ -262,6 +283,40 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
                                 fia_avx512_exp16(_mm512_sub_ps(m_old, mx))));
         const __m512 mxs = _mm512_mask_blend_ps(seen, _mm512_setzero_ps(), mx);
         const __m512 sc = full ? vscale : _mm512_set1_ps(1.0f);
+        /* AMLA, 16 rows at a time: e = round(-mx / ln2) in double as kernels/amla.h computes it
+         * (|e| clamped to 2^30, NaN to 2^30), c = exp(mx + e ln2) (the argument in double, in
+         * [-ln2 / 2, ln2 / 2], the exp in fp32: c within a few ulp of the reference's), the
+         * exponent delta d = max(e - e_old, -255) (e never grows: the max only rises), -255
+         * where the row saw nothing before (its accumulator is flushed to zero), 0 for rows that
+         * see nothing */
+        __m512 vc = _mm512_set1_ps(1.0f);
+        __m512i ve = _mm512_setzero_si512(), vd = _mm512_setzero_si512();
+        __mmask16 fresh = 0;
+        if (ext->amla && seen) {
+            const __m512d ln2 = _mm512_set1_pd(0.69314718055994530942);
+            const __m512d emax = _mm512_set1_pd((double)FIA_AMLA_MAX_E);
+            __m256i eh[2];
+            __m256 th[2];
+            for (int hh = 0; hh < 2; hh++) {
+                const __m512d md = _mm512_cvtps_pd(hh ? _mm512_extractf32x8_ps(mx, 1)
+                                                      : _mm512_castps512_ps256(mx));
+                __m512d xd = _mm512_div_pd(_mm512_sub_pd(_mm512_setzero_pd(), md), ln2);
+                xd = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(xd, emax, _CMP_LT_OQ), emax, xd);
+                xd = _mm512_max_pd(xd, _mm512_sub_pd(_mm512_setzero_pd(), emax));
+                const __m512d r = _mm512_roundscale_pd(xd, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                eh[hh] = _mm512_cvtpd_epi32(r);
+                th[hh] = _mm512_cvtpd_ps(_mm512_add_pd(md, _mm512_mul_pd(r, ln2)));
+            }
+            ve = _mm512_inserti64x4(_mm512_castsi256_si512(eh[0]), eh[1], 1);
+            vc = fia_avx512_exp16(_mm512_insertf32x8(_mm512_castps256_ps512(th[0]), th[1], 1));
+            const __mmask16 had = _mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_UQ) & seen;
+            fresh = seen & ~had;
+            const __m512i dd = _mm512_sub_epi32(ve, _mm512_maskz_loadu_epi32(km, ext->e + h0));
+            vd = _mm512_maskz_mov_epi32(
+                had, _mm512_min_epi32(_mm512_max_epi32(dd, _mm512_set1_epi32(-255)),
+                                      _mm512_setzero_si512()));
+            vd = _mm512_mask_mov_epi32(vd, fresh, _mm512_set1_epi32(-255));
+        }
         __m512 sum = _mm512_setzero_ps();
         for (int64_t kk = 0; kk < nkk; kk++) {
             __m512 p[32];
@@ -269,7 +324,9 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
                 const int64_t j = kk * 32 + jj;
                 if (j < n) {
                     const __m512 x = _mm512_mul_ps(_mm512_loadu_ps(st + j * ld), sc);
-                    p[jj] = _mm512_maskz_mov_ps(seen, fia_avx512_exp16(_mm512_sub_ps(x, mxs)));
+                    __m512 e = fia_avx512_exp16(_mm512_sub_ps(x, mxs));
+                    if (ext->amla) e = _mm512_mul_ps(e, vc);
+                    p[jj] = _mm512_maskz_mov_ps(seen, e);
                     sum = _mm512_add_ps(sum, p[jj]);
                 } else {
                     p[jj] = _mm512_setzero_ps();
@@ -277,26 +334,42 @@ static bool amx_softmax(const fia_amx_mla_args *a, const amx_scratch *s, float *
             }
             pack_p_block(a, s, h0 / 16, kk, p);
         }
-        _mm512_storeu_ps(alpha + h0, al);
         _mm512_mask_storeu_ps(a->m + h0, seen, mx);
-        _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+        if (ext->amla) {
+            /* l = l 2^d + sum (fresh rows: sum), as softmax_tile_amla's ldexpf */
+            const __m512 ls = _mm512_scalef_ps(l_old, _mm512_cvtepi32_ps(vd));
+            const __m512 ln = _mm512_add_ps(_mm512_mask_mov_ps(ls, fresh, _mm512_setzero_ps()), sum);
+            _mm512_storeu_si512(dexp + h0, vd);
+            _mm512_mask_storeu_ps(a->l + h0, seen, ln);
+            _mm512_mask_storeu_epi32(ext->e + h0, seen, ve);
+        } else {
+            _mm512_storeu_ps(alpha + h0, al);
+            _mm512_mask_storeu_ps(a->l + h0, seen, _mm512_fmadd_ps(l_old, al, sum));
+        }
     }
     return any;
 }
 
 /* ---- V packing ------------------------------------------------------------------------------ */
 
+/* Latent row j of the step where S^T reads it: in place, or in the stage of key_block. */
+FIA_AI const uint16_t *key_row(const kblock *kb, int64_t j) {
+    const kblock *b = &kb[j / 16];
+    return (const uint16_t *)(const void *)(b->kp + (j % 16) * b->ks);
+}
+
 /* Unit u = kk 16 + j2 of the V packing: keys kk 32 + 2 j2 and + 1 (the first 512 of each latent
  * row) into the pair layout vp[kk][cb][j2][c][2] (B operand of P . V). */
-FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, int64_t u) {
+FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb,
+                       int64_t u) {
     const int64_t n = a->n, kk = u / 16;
     const int j2 = (int)(u % 16);
     const __m512i i0 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
     const int64_t j = kk * 32 + 2 * j2;
-    const uint16_t *ra = j < n ? a->krows[j] : NULL;
-    const uint16_t *rb = j + 1 < n ? a->krows[j + 1] : NULL;
+    const uint16_t *ra = j < n ? key_row(kb, j) : NULL;
+    const uint16_t *rb = j + 1 < n ? key_row(kb, j + 1) : NULL;
     uint16_t *dst = s->vp + kk * NCB * TILE + j2 * 32;
     for (int cc = 0; cc < DN / 32; cc++) {
         const __m512i va = ra ? _mm512_loadu_si512(ra + cc * 32) : _mm512_setzero_si512();
@@ -338,8 +411,8 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
                     _tile_dpbf16ps(2, 5, 6);
                     if (twoh) _tile_dpbf16ps(3, 5, 7);
                 }
+                if (db % 6 == 5) pf_until(pf, ++slot, slots);
             }
-            pf_until(pf, ++slot, slots);
             float *c = s->st + kb * 16 * ld + hb * 16;
             _tile_stored(0, c, ld * 4);
             if (twoh) _tile_stored(1, c + 16, ld * 4);
@@ -353,33 +426,70 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
 
 /* ---- O = alpha . O + P . V ---------------------------------------------------------------- */
 
+/* x . 2^e for 16 floats, sh = e << 23 (-255 <= e <= 0): the AMLA exponent add on |x| (as the
+ * AVX-512 table's gemm_f32_acc does it); results that leave the normal range become +-0,
+ * inf / NaN lanes are kept. */
+FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
+    const __m512i bits = _mm512_castps_si512(x);
+    const __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
+    const __m512i r = _mm512_add_epi32(mag, sh);
+    const __mmask16 keep = _mm512_cmpgt_epi32_mask(r, _mm512_set1_epi32(0x007fffff));
+    const __mmask16 special = _mm512_cmpge_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
+    const __m512i sign = _mm512_xor_si512(bits, mag);
+    const __m512i out = _mm512_mask_or_epi32(sign, keep, sign, r);
+    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
+}
+
+/* Rescales rows [16 hb, 16 hb + 16), columns [64 cg, 64 cg + 64) of O by alpha (AMLA: by the
+ * exponent add of dexp); rows whose factor is 1 (delta 0) are only brought into L1. */
+FIA_AI void rescale_block(const fia_amx_mla_args *a, const float *alpha, const int32_t *dexp,
+                          int64_t cg, int64_t hb) {
+    float *ob = a->o + hb * 16 * a->ldo + cg * 64;
+    for (int r = 0; r < 16; r++) {
+        float *o = ob + r * a->ldo;
+        const bool one = dexp ? dexp[hb * 16 + r] == 0 : alpha[hb * 16 + r] == 1.0f;
+        if (one) {
+            for (int c = 0; c < 64; c += 16) _mm_prefetch((const char *)(o + c), _MM_HINT_T0);
+        } else if (dexp) {
+            const __m512i sh = _mm512_set1_epi32(dexp[hb * 16 + r] * (1 << 23));
+            for (int c = 0; c < 64; c += 16)
+                _mm512_storeu_ps(o + c, exp_add16(_mm512_loadu_ps(o + c), sh));
+        } else {
+            const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
+            for (int c = 0; c < 64; c += 16)
+                _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
+        }
+    }
+}
+
 /* Column groups of 64 on tiles 0-3, P (hi, lo) on 4-5, V on 6-7 (alternating); column groups
- * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. Each 16 x 64
- * block of O is rescaled (or zeroed on the first step) just before its tiles are loaded. */
+ * outer, so that the V tiles of a group (16 KiB) stay in L1 across the row blocks. The 16 x 64
+ * blocks of O start from zero tiles on the first step; later, each block is rescaled one block
+ * ahead, between the tile multiplies of the block before it, so that its vector stores have
+ * left the store buffer when its tiles are loaded (a tile load right after stores to the same
+ * lines waits for them to drain). */
 static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
-                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+                   const int32_t *dexp, pf_cursor *pf, int64_t slot0, int64_t slots) {
     int64_t slot = slot0;
     const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
     const int64_t part = nhb * (T / 32) * TILE;
     const bool two = !a->p_bf16;
     const int64_t st = a->ldo * 4;
+    if (!a->first) rescale_block(a, alpha, dexp, 0, 0);
     for (int64_t cg = 0; cg < NCB / 4; cg++)
     for (int64_t hb = 0; hb < nhb; hb++) {
         float *ob = a->o + hb * 16 * a->ldo + cg * 64;
-        for (int r = 0; r < 16; r++) {
-            float *o = ob + r * a->ldo;
-            if (a->first) {
-                for (int c = 0; c < 64; c += 16) _mm512_storeu_ps(o + c, _mm512_setzero_ps());
-            } else if (alpha[hb * 16 + r] != 1.0f) {
-                const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
-                for (int c = 0; c < 64; c += 16)
-                    _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), f));
-            }
+        if (a->first) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+        } else {
+            _tile_loadd(0, ob, st);
+            _tile_loadd(1, ob + 16, st);
+            _tile_loadd(2, ob + 32, st);
+            _tile_loadd(3, ob + 48, st);
         }
-        _tile_loadd(0, ob, st);
-        _tile_loadd(1, ob + 16, st);
-        _tile_loadd(2, ob + 32, st);
-        _tile_loadd(3, ob + 48, st);
         for (int64_t kk = 0; kk < nkk; kk++) {
             const uint16_t *ph = s->pa + (hb * (T / 32) + kk) * TILE;
             const uint16_t *v = s->vp + (kk * NCB + cg * 4) * TILE;
@@ -397,8 +507,12 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
             _tile_loadd(7, v + 3 * TILE, 64);
             _tile_dpbf16ps(3, 4, 7);
             if (two) _tile_dpbf16ps(3, 5, 7);
+            if (kk == 0 && !a->first) { /* the next block, (cg, hb + 1) or (cg + 1, 0) */
+                if (hb + 1 < nhb) rescale_block(a, alpha, dexp, cg, hb + 1);
+                else if (cg + 1 < NCB / 4) rescale_block(a, alpha, dexp, cg + 1, 0);
+            }
+            pf_until(pf, ++slot, slots);
         }
-        pf_until(pf, ++slot, slots);
         _tile_stored(0, ob, st);
         _tile_stored(1, ob + 16, st);
         _tile_stored(2, ob + 32, st);
@@ -408,7 +522,10 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
 
 /* One step: the V packing, S^T, the softmax with the P packing, then P . V; the next rows are
  * prefetched between the tile operations of S^T and P . V. */
-bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
+bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *xo,
+                          const fia_amx_mla_next *next) {
+    static const fia_amx_mla_ext none;
+    const fia_amx_mla_ext *x = xo ? xo : &none;
     if (a->rows_pad > 256) return false; /* rows_pad is at most 128 (fia_mla.c MLA_ROWS) */
     /* no row with a visible key: nothing to do (and nothing is changed) */
     bool vis = false;
@@ -428,22 +545,29 @@ bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *ne
     const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16;
     for (int64_t i = 0; i < nkb; i++) {
         const void *kp, *rp;
-        key_block(a, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
+        key_block(a, x, &s, i, &kp, &kb[i].ks, &rp, &kb[i].rs);
         kb[i].kp = kp;
         kb[i].rp = rp;
     }
-    for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, u);
-    /* prefetch slots: one per S^T block (key pair x row pair), one per P . V block */
-    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2), slots = qk_slots + NCB / 4 * nhb;
+    for (int64_t u = 0; u < (a->n + 31) / 32 * 16; u++) vpack_unit(a, &s, kb, u);
+    /* prefetch slots (a few lines each, so that the line fill buffers never fill up): three
+     * per S^T block (key pair x row pair), one per 32 keys of each P . V block */
+    const int64_t qk_slots = (nkb + 1) / 2 * ((nhb + 1) / 2) * (NDB / 6);
+    const int64_t slots = qk_slots + NCB / 4 * nhb * ((a->n + 31) / 32);
     fia_amx_config();
     amx_qk(a, &s, kb, &pf, 0, slots);
     _Alignas(64) float alpha[256];
-    if (!amx_softmax(a, &s, alpha)) {
+    _Alignas(64) int32_t dexp[256];
+    if (!amx_softmax(a, x, &s, alpha, dexp)) {
         pf_until(&pf, 1, 1);
         return false;
     }
-    amx_pv(a, &s, alpha, &pf, qk_slots, slots);
+    amx_pv(a, &s, alpha, x->amla ? dexp : NULL, &pf, qk_slots, slots);
     return true;
 }
 
-bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_next(a, NULL); }
+bool fia_amx_mla_step_next(const fia_amx_mla_args *a, const fia_amx_mla_next *next) {
+    return fia_amx_mla_step_ext(a, NULL, next);
+}
+
+bool fia_amx_mla_step(const fia_amx_mla_args *a) { return fia_amx_mla_step_ext(a, NULL, NULL); }
