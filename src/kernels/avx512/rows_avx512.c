@@ -295,12 +295,15 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
            a51 = zero, a60 = zero, a61 = zero, a70 = zero, a71 = zero;
     FIA_PV_INIT(0) FIA_PV_INIT(1) FIA_PV_INIT(2) FIA_PV_INIT(3)
     FIA_PV_INIT_HI(4) FIA_PV_INIT_HI(5) FIA_PV_INIT_HI(6) FIA_PV_INIT_HI(7)
-    /* The next tile's rows are prefetched one per value row, spread over the loop. */
-    const int64_t pf_bytes = dv * fia_dt_size(dt);
+    /* The next tile's rows are prefetched one per value row, spread over the loop: this column
+     * block prefetches its own columns' bytes of each row (every block does, so the lines of a
+     * row are requested over all the column passes, not in one burst). */
+    const int64_t es = fia_dt_size(dt), pf_bytes = dv * es;
+    const int64_t pf0 = c0 * es, pf1 = (c0 + 16 * NV < dv ? c0 + 16 * NV : dv) * es;
     const int64_t npre = npf < n ? npf : n;
     int64_t j = 0;
     for (; j < npre; j++) {
-        for (int64_t off = 0; off < pf_bytes; off += 64)
+        for (int64_t off = pf0; off < pf1; off += 64)
             _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
         const void *row = vrows[j];
         FIA_PV_LOAD(0) FIA_PV_LOAD(1) FIA_PV_LOAD(2) FIA_PV_LOAD(3)
@@ -315,7 +318,7 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
         FIA_PV_FMA(0) FIA_PV_FMA(1) FIA_PV_FMA(2) FIA_PV_FMA(3)
         FIA_PV_FMA_HI(4) FIA_PV_FMA_HI(5) FIA_PV_FMA_HI(6) FIA_PV_FMA_HI(7)
     }
-    if (npf > n) fia_prefetch_rows(pf, npf, n, npf, pf_bytes);
+    if (npf > n && c0 == 0) fia_prefetch_rows(pf, npf, n, npf, pf_bytes);
     FIA_PV_STORE(0) FIA_PV_STORE(1) FIA_PV_STORE(2) FIA_PV_STORE(3)
     FIA_PV_STORE_HI(4) FIA_PV_STORE_HI(5) FIA_PV_STORE_HI(6) FIA_PV_STORE_HI(7)
 }
@@ -331,14 +334,14 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
 #undef FIA_PV_STORE
 #undef FIA_PV_MASK
 
-/* All columns for RB rows in blocks of NV vectors; the first column block issues the
- * prefetches. */
+/* All columns for RB rows in blocks of NV vectors; each column block prefetches its columns of
+ * the next tile's rows. */
 FIA_AI void fia_pv_rowblock(const int RB, const int NV, int64_t n, int64_t dv, const float *p,
                             int64_t ldp, const void *const *vrows, fia_dtype dt, float *o,
                             int64_t ldo, const float *row_scale, const void *const *pf,
                             int64_t npf) {
     for (int64_t c0 = 0; c0 < dv; c0 += 16 * NV) {
-        const int64_t np = c0 ? 0 : npf;
+        const int64_t np = npf;
         if (c0 + 16 * NV <= dv)
             fia_pv_block(RB, NV, 1, n, c0, dv, p, ldp, vrows, dt, o, ldo, row_scale, pf, np);
         else
