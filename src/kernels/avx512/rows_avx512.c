@@ -125,7 +125,7 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
 FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
                          int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
                          int64_t lds, const void *const *pf, int64_t npf) {
-    const int64_t row_bytes = d * fia_dt_size(dt);
+    const int64_t es = fia_dt_size(dt);
     const __mmask16 tail = fia_mask16(d & 15), full = (__mmask16)0xffff;
     float part[16][16] __attribute__((aligned(64)));
     /* U keys per iteration (U divides KB): U independent FMA chains per row, U * RB <= 16
@@ -135,19 +135,27 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
     for (int kk = 0; kk < KB; kk += U) {
         const void *r0 = kptr[kk], *r1 = kptr[kk + 1], *r2 = kptr[kk + (U > 2 ? 2 : 0)],
                    *r3 = kptr[kk + (U > 2 ? 3 : 0)];
-        if (kk < npf) fia_prefetch_rows(pf, npf, kk, kk + U, row_bytes);
+        /* Rows kk .. kk+U-1 of the next tile, one cache line each per 64 bytes of the head-dim
+         * loop below (spread over the loop rather than issued in one burst). */
+        const int npk = kk + U <= npf ? U : kk < npf ? (int)(npf - kk) : 0;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                a7 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, b4 = a0, b5 = a0, b6 = a0, b7 = a0,
                e0 = a0, e1 = a0, e2 = a0, e3 = a0, e4 = a0, e5 = a0, e6 = a0, e7 = a0, f0 = a0,
                f1 = a0, f2 = a0, f3 = a0, f4 = a0, f5 = a0, f6 = a0, f7 = a0;
         int64_t c = 0;
         for (; c + 16 <= d; c += 16) {
+            if (npk && ((c * es) & 63) == 0)
+                for (int u = 0; u < npk; u++)
+                    _mm_prefetch((const char *)pf[kk + u] + c * es, _MM_HINT_T1);
             const __m512 k0 = fia_load16_full(r0, c, dt), k1 = fia_load16_full(r1, c, dt);
             const __m512 k2 = U > 2 ? fia_load16_full(r2, c, dt) : k0;
             const __m512 k3 = U > 2 ? fia_load16_full(r3, c, dt) : k1;
             FIA_QK_ROWS(c, full)
         }
         if (c < d) {
+            if (npk && ((c * es) & 63) == 0)
+                for (int u = 0; u < npk; u++)
+                    _mm_prefetch((const char *)pf[kk + u] + c * es, _MM_HINT_T1);
             const __m512 k0 = fia_load16(r0, c, dt, tail), k1 = fia_load16(r1, c, dt, tail);
             const __m512 k2 = U > 2 ? fia_load16(r2, c, dt, tail) : k0;
             const __m512 k3 = U > 2 ? fia_load16(r3, c, dt, tail) : k1;
