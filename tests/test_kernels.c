@@ -266,6 +266,9 @@ static void test_rows(const fia_kernels *kt, tu_rng *rng) {
         }
         qk_rows_case(kt, rng, 4, 64, 128, dts[t]);
         pv_rows_case(kt, rng, 4, 64, 128, dts[t], 1);
+        for (int64_t m = 8; m <= 17; m++) /* the 8-row P.V blocks, with 4-, 3-, 2- and 1-row rests */
+            pv_rows_case(kt, rng, m, tu_int(rng, 1, 70), m & 1 ? tu_int(rng, 1, 130) : 128, dts[t],
+                         (int)(m >> 1 & 1));
         pv_rows_case(kt, rng, 3, 0, 20, dts[t], 0); /* no rows: O = 0 */
     }
 }
