@@ -24,6 +24,28 @@ def _fia_ops():
     return fia
 
 
+@pytest.mark.parametrize("cfg", [DEEPSEEK_V32, GLM5], ids=lambda c: c.name)
+def test_rope_tables_match_reference(cfg):
+    """The layer's per-step RoPE tables (numpy float64, rounded once to bf16) equal the
+    reference's rope_cos_sin rounded to bf16, in both layouts, up to 300K positions."""
+    from fia.models.dsa import DSAAttention
+    from fia.models.dsa_reference import rope_cos_sin
+
+    layer = DSAAttention.__new__(DSAAttention)
+    layer.cfg, layer._inv_freq = cfg, None
+    pos = np.r_[np.arange(0, 300000, 13), 131071, 131072, 163839]
+    c, s = rope_cos_sin(cfg, pos)
+    half = (torch.cat((c, c), -1), torch.cat((s, s), -1))
+    inter = (c.repeat_interleave(2, -1), s.repeat_interleave(2, -1))
+    for il, ref in ((False, half), (True, inter)):
+        got = layer._rope_table(pos, il)
+        for g, r in zip(got, ref):
+            assert g.dtype == torch.bfloat16 and g.shape == (len(pos), cfg.qk_rope_head_dim)
+            assert torch.equal(g, r.to(torch.bfloat16))
+    one = layer.rope_tables(np.array([131072]))
+    assert torch.equal(one[0][0], half[0][-2].to(torch.bfloat16))
+
+
 def test_allocator_and_step():
     a = BlockAllocator(6, 4)
     a.add("x")

@@ -23,7 +23,10 @@ kept per token count (weights packed once at plan time where fia packs them; res
 after changing weights); the indexer and attention are planned per call (their plans copy the
 lengths and block tables, which change every step; planning costs microseconds); the
 projections outside the prolog are torch bf16 GEMMs on [out, in] weights (F.linear), which
-stream the weights at the read bandwidth for a decode step.
+stream the weights at the read bandwidth for a decode step. torch's OpenMP pool and fia's pool
+take turns on the same cores: set OMP_WAIT_POLICY=PASSIVE before torch is imported (the demo
+does), or libgomp's idle workers spin through fia's calls and take cores from them (a decode
+step at 128K on 2 cores: 24 -> 21 ms).
 
 State is explicit: a KVPool holds one layer's paged caches, a BlockAllocator the block lists
 and lengths of the requests (share it between the layers of a model), and Step describes one
@@ -60,7 +63,7 @@ import torch.nn.functional as F
 
 from ..merge import merge_attention_states
 from .dsa_config import DSAConfig
-from .dsa_reference import hadamard, rope_cos_sin
+from .dsa_reference import hadamard, rope_inv_freq
 
 __all__ = ["BlockAllocator", "KVPool", "Step", "DSAAttention"]
 
@@ -259,6 +262,7 @@ class DSAAttention:
         self.timings: Optional[Dict[str, float]] = None
         # Kept prolog plans (fia.plan), by token count: see _prolog_paged.
         self._prolog_plans: Dict[int, tuple] = {}
+        self._inv_freq = None  # the RoPE frequencies (numpy float64), see _rope_table
 
     @contextlib.contextmanager
     def _phase(self, name):
@@ -278,11 +282,24 @@ class DSAAttention:
         return cls(cfg, load_layer(path, layer=layer, cfg=cfg), **kw)
 
     # ---------------------------------------------------------------------------- helpers
+    def _rope_table(self, positions, interleave):
+        """cos, sin [T, Dr] bf16 of `positions` (half layout: frequency i at i and i + Dr/2;
+        interleave: at 2i and 2i + 1): rope_cos_sin's float64 angles (position * frequency)
+        and cos / sin, rounded once to bf16, computed with numpy on the T rows (a decode
+        step's torch version, with its concatenations and casts, cost ~0.3 ms)."""
+        if self._inv_freq is None:
+            self._inv_freq = rope_inv_freq(self.cfg).numpy()
+        ang = np.asarray(positions, dtype=np.float64).reshape(-1, 1) * self._inv_freq
+        c, s = np.cos(ang), np.sin(ang)
+        if interleave:
+            c, s = np.repeat(c, 2, -1), np.repeat(s, 2, -1)
+        else:
+            c, s = np.concatenate((c, c), -1), np.concatenate((s, s), -1)
+        return torch.from_numpy(c).to(BF16), torch.from_numpy(s).to(BF16)
+
     def rope_tables(self, positions):
         """cos, sin [T, Dr] bf16 in the half layout (frequency i at i and i + Dr/2)."""
-        c, s = rope_cos_sin(self.cfg, positions)
-        return (torch.cat((c, c), -1).to(BF16).contiguous(),
-                torch.cat((s, s), -1).to(BF16).contiguous())
+        return self._rope_table(positions, False)
 
     def _norm(self, hidden, residual):
         ops, eps = self.ops, self.cfg.rms_norm_eps
@@ -363,32 +380,34 @@ class DSAAttention:
         self._prolog_plans.clear()
 
     def _index_qk(self, u, qr, cos, sin):
-        """Indexer query [T, Hi, Di], key [T, Di] (bf16, or int8 with scales) and weights."""
+        """Indexer query [T, Hi, Di], key [T, Di] (bf16, or int8 with scales) and weights.
+        The torch work (the three projections, the key's LayerNorm) runs first and fia's
+        RoPE after it, so that the step changes between torch's and fia's thread pools as
+        few times as it can (libgomp's workers spin a while after each torch call unless
+        OMP_WAIT_POLICY=PASSIVE, taking a core from fia's next call when cores are few)."""
         cfg, ops = self.cfg, self.ops
         T, Hi, Di, Dr = u.shape[0], cfg.index_n_heads, cfg.index_head_dim, cfg.qk_rope_head_dim
         mode = "interleave" if cfg.indexer_rope_interleave else "half"
         if mode == "interleave":
-            c, s = rope_cos_sin(cfg, self._pos)
-            cos = c.repeat_interleave(2, -1).to(BF16)
-            sin = s.repeat_interleave(2, -1).to(BF16)
+            cos, sin = self._rope_table(self._pos, True)
         qi = F.linear(qr, self.wq_b).view(T, Hi, Di)
-        q_pe = ops.npu_rotary_mul(qi[None, :, :, :Dr].contiguous(), cos[None, :, None],
-                                  sin[None, :, None], mode)[0]
-        qi = torch.cat((q_pe, qi[..., Dr:]), -1)
         k = F.linear(u, self.wk).float()
         k = torch.nn.functional.layer_norm(k, (Di,), self.k_norm_w, self.k_norm_b,
                                            cfg.index_norm_eps).to(BF16)
+        w = F.linear(u.float(), self.w_proj) * cfg.index_weight_scale
+        q_pe = ops.npu_rotary_mul(qi[None, :, :, :Dr].contiguous(), cos[None, :, None],
+                                  sin[None, :, None], mode)[0]
         k_pe = ops.npu_rotary_mul(k[None, :, None, :Dr].contiguous(), cos[None, :, None],
                                   sin[None, :, None], mode)[0, :, 0]
-        ki = torch.cat((k_pe, k[:, Dr:]), -1).contiguous()
-        w = F.linear(u.float(), self.w_proj) * cfg.index_weight_scale
+        qi = torch.cat((q_pe, qi[..., Dr:]), -1)
+        ki = torch.cat((k_pe, k[:, Dr:]), -1)
         if not self.c8:
-            return qi.contiguous(), ki, None, None, w.contiguous()
+            return qi, ki, None, None, w
         qh = torch.matmul(qi.float(), self.hadamard)
         kh = torch.matmul(ki.float(), self.hadamard)
         q8, qs = ops.npu_dynamic_quant(qh)            # [T, Hi, Di] int8, [T, Hi]
         k8, ks = ops.npu_dynamic_quant(kh)            # [T, Di] int8, [T]
-        return q8, k8, qs, ks, w.contiguous()
+        return q8, k8, qs, ks, w
 
     def _write_index(self, pool, k, ks, slots, prefill):
         """The indexer keys (and C8 scales) of the new tokens into the indexer cache."""

@@ -4,13 +4,20 @@ decode step with dense MLA.
 
     python -m fia.models.dsa_demo [--config deepseek-v3.2|glm-5] [--prefill 4096]
                                   [--contexts 32768,131072] [--steps 3] [--fia-cli PATH]
+                                  [--c8] [--omp-spin]
 
 One layer with seeded random bf16 weights. The prefill runs one request in chunks of 512
 tokens (chunked prefill through the same TND path). Decode steps run one token against caches
 of 32K and 128K tokens whose contents are random (a decode step's cost does not depend on the
 values), after one untimed warm-up step (the kept prolog plan is made there); then the same
 steps as dense MLA (DSAAttention.forward_dense: every cached token attended by
-npu_fused_infer_attention_score, no indexer).
+npu_fused_infer_attention_score, no indexer). --c8 runs the C8 path (656-byte latent rows,
+int8 indexer keys; no dense comparison).
+
+Threads: torch's OpenMP pool (the projections) and fia's pool (the operators) take turns on the
+same cores; the demo re-runs itself with OMP_WAIT_POLICY=PASSIVE (unless the environment sets
+the OpenMP wait policy, or --omp-spin) so that torch's idle workers sleep instead of spinning
+through fia's calls (see passive_omp). An engine mixing torch and fia should do the same.
 
 Roofline, measured in this run: the read bandwidth by a streaming probe (128 MiB, torch's
 threads: the faster of a float32 sum and a bf16 GEMV) just before and just after every timed call (the larger of the two: the bandwidth of
@@ -148,12 +155,13 @@ def fast_random_weights(cfg, seed=0):
     return out
 
 
-def phase_parts(cfg, start, T, gemm_unit, dense=False):
+def phase_parts(cfg, start, T, gemm_unit, dense=False, c8=False):
     """(bytes, flops, unit) parts of each phase for T new tokens of one request whose context
     grows from `start` to start + T tokens (causal): bf16 weights read once, fp32
     weights_proj; the lightning indexer reads every visible key once; sparse attention the
     selected latent rows (576 bf16 each) once. dense: the attention of dense MLA over every
-    visible token, and no indexer."""
+    visible token, and no indexer. c8: the C8 caches (a key of Di int8 and a float32 scale,
+    a latent row of 656 bytes)."""
     He, N, Hcq, C = cfg.hidden_size, cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank
     D, Dr, Dv, Hi, Di = (cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim,
                          cfg.index_n_heads, cfg.index_head_dim)
@@ -165,12 +173,14 @@ def phase_parts(cfg, start, T, gemm_unit, dense=False):
     p_proj = N * Dv * C + N * Dv * He
     sel = vis if dense else np.minimum(vis, k)
     att_rows = L if dense else min(L, k * T)  # latent rows read (at most the whole context)
+    key_bytes = Di + 4 if c8 else 2 * Di
+    row_bytes = 656 if c8 else 2 * (C + Dr)
     parts = {
         "prolog": [(2 * p_prolog, 2 * T * p_prolog, gemm_unit)],
         "indexer": [] if dense else [
             (2 * p_iproj + 4 * He * Hi, 2 * T * (p_iproj + He * Hi), gemm_unit),
-            (2 * L * Di, 2 * Hi * Di * vis.sum(), gemm_unit)],
-        "attention": [(2 * att_rows * (C + Dr), 2 * N * sel.sum() * (C + Dr + C), gemm_unit)],
+            (key_bytes * L, 2 * Hi * Di * vis.sum(), gemm_unit)],
+        "attention": [(row_bytes * att_rows, 2 * N * sel.sum() * (C + Dr + C), gemm_unit)],
         "projections": [(2 * p_proj, 2 * T * p_proj, gemm_unit)],
     }
     return parts
@@ -186,9 +196,19 @@ def synthetic_pool(cfg, alloc, pool, rid, L, gen):
     bar = Bar(L, "cache")
     for a in range(0, L, 16384):
         s = slots[a:a + 16384]
-        kv[s] = torch.randn(len(s), kv.shape[1], generator=gen).bfloat16()
-        kr[s] = torch.randn(len(s), kr.shape[1], generator=gen).bfloat16()
-        ix[s] = torch.randn(len(s), ix.shape[1], generator=gen).bfloat16()
+        n = len(s)
+        if pool.c8:  # int8 latent, bf16 rope (bytes 512..639), 4 float32 tile scales
+            C = pool.cfg.kv_lora_rank
+            row = torch.randint(-127, 128, (n, kv.shape[1]), generator=gen, dtype=torch.int8)
+            row[:, C:C + 128] = torch.randn(n, 64, generator=gen).bfloat16().view(torch.int8)
+            row[:, C + 128:] = torch.full((n, 4), 0.01).view(torch.int8)
+            kv[s] = row
+            ix[s] = torch.randint(-127, 128, (n, ix.shape[1]), generator=gen, dtype=torch.int8)
+            pool.idx_scale.view(-1)[s] = 0.01
+        else:
+            kv[s] = torch.randn(n, kv.shape[1], generator=gen).bfloat16()
+            kr[s] = torch.randn(n, kr.shape[1], generator=gen).bfloat16()
+            ix[s] = torch.randn(n, ix.shape[1], generator=gen).bfloat16()
         bar.update(min(a + 16384, L))
 
 
@@ -226,6 +246,7 @@ class Tally:
 
 
 def decode_steps(layer, roof, alloc, pool, cfg, gen, steps, dense):
+    c8 = pool.c8
     """One warm-up step and `steps` timed decode steps of request "d"; returns the Tally."""
     fwd = layer.forward_dense if dense else layer.forward
     tally = Tally()
@@ -239,7 +260,7 @@ def decode_steps(layer, roof, alloc, pool, cfg, gen, steps, dense):
         if s:
             L = int(step.kv_lens[0])
             tally.add(roof, layer.timings, t,
-                      phase_parts(cfg, L - 1, 1, roof.gemm_unit(), dense), gbps)
+                      phase_parts(cfg, L - 1, 1, roof.gemm_unit(), dense, c8), gbps)
         bar.update(s + 1)
     return tally
 
@@ -253,27 +274,36 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3, help="timed decode steps per context")
     ap.add_argument("--block-size", type=int, default=128)
     ap.add_argument("--fia-cli", default=None, help="the fia tool for the compute peaks")
+    ap.add_argument("--c8", action="store_true",
+                    help="the C8 path (int8 656-byte latent rows, int8 indexer keys); no dense "
+                         "comparison")
+    ap.add_argument("--omp-spin", action="store_true",
+                    help="keep libgomp's default wait policy (spinning idle workers) instead "
+                         "of re-running with OMP_WAIT_POLICY=PASSIVE (see passive_omp)")
     a = ap.parse_args(argv)
     import fia
     cfg = CONFIGS[a.config]
     ctxs = [int(c) for c in a.contexts.split(",") if c]
-    print("fia %s: one %s attention layer (hidden %d, %d heads, q_lora %d, kv_lora %d, "
-          "indexer %d x %d, top-%d), %d threads" % (fia.__version__, cfg.name, cfg.hidden_size,
+    print("fia %s: one %s attention layer, %s path (hidden %d, %d heads, q_lora %d, kv_lora "
+          "%d, indexer %d x %d, top-%d), %d threads" % (
+              fia.__version__, cfg.name, "C8" if a.c8 else "bf16", cfg.hidden_size,
           cfg.num_heads, cfg.q_lora_rank, cfg.kv_lora_rank, cfg.index_n_heads,
           cfg.index_head_dim, cfg.index_topk, fia.get_num_threads()))
+    print("torch: %d threads, OMP_WAIT_POLICY=%s" % (
+        torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)")))
     roof = Roofline(find_cli(a.fia_cli))
     print("roofline of this run: compute peaks from %s%s; read bandwidth probed next to every "
           "timed call (now %.1f GB/s)" % (
               roof.source, "".join(", %s %.0f GFLOP/s" % kv for kv in roof.peaks.items()),
               roof.read_gbps()))
     t0 = time.perf_counter()
-    layer = DSAAttention(cfg, fast_random_weights(cfg), ops=fia)
+    layer = DSAAttention(cfg, fast_random_weights(cfg), ops=fia, c8=a.c8)
     print("random weights: %.1fs" % (time.perf_counter() - t0))
     gen = torch.Generator().manual_seed(1)
     bs = a.block_size
     need = max([a.prefill] + ctxs) + 2 * a.steps + 4
     nb = -(-need // bs) + 2
-    pool = KVPool(cfg, nb, bs)
+    pool = KVPool(cfg, nb, bs, c8=a.c8)
 
     if a.prefill:
         print("\nprefill: one request of %d tokens in chunks of %d" % (a.prefill, a.chunk))
@@ -289,7 +319,8 @@ def main(argv=None):
             step = Step.build(alloc, ["p"], [n], prefill=True)
             layer.timings = {}
             t, gbps = roof.timed(lambda: layer.forward(h, r, step, pool))
-            tally.add(roof, layer.timings, t, phase_parts(cfg, done, n, roof.gemm_unit()), gbps)
+            tally.add(roof, layer.timings, t,
+                      phase_parts(cfg, done, n, roof.gemm_unit(), c8=a.c8), gbps)
             done += n
             bar.update(done)
         nchunks = -(-a.prefill // a.chunk)
@@ -310,6 +341,9 @@ def main(argv=None):
               "%.2f ms: step / roofline %.2fx (bandwidth %.1f-%.1f GB/s)" % (
                   1e3 * st, 1 / st, 1e3 * sp.roof_total / a.steps, sp.total / sp.roof_total,
                   min(sp.gbps), max(sp.gbps)))
+        if a.c8:
+            alloc.drop("d")
+            continue
         dn = decode_steps(layer, roof, alloc, pool, cfg, gen, a.steps, True)
         print("  the same step with dense MLA (every token attended, no indexer):")
         dn.table(a.steps, ("prolog", "attention", "projections"))
@@ -322,5 +356,26 @@ def main(argv=None):
     return 0
 
 
+def passive_omp(argv=None):
+    """Re-runs this demo with OMP_WAIT_POLICY=PASSIVE unless the environment sets the OpenMP
+    wait policy (OMP_WAIT_POLICY or GOMP_SPINCOUNT) or --omp-spin is given.
+
+    The step alternates torch's OpenMP pool (the projections' GEMVs) and fia's pool (the
+    prolog, the indexer, the attention) on the same cores. libgomp's default lets an idle
+    worker spin for ~300000 pauses (milliseconds) after every parallel region, so through a
+    decode step torch's worker keeps spinning while fia's threads run, taking one core of
+    two from the fia operators (measured at 128K on 2 cores: prolog 6.3 -> 4.8 ms, lightning
+    indexer 4.7 -> 4.0 ms, the step 24 -> 21 ms). The policy is read when libgomp is loaded
+    (importing torch, which importing fia does), hence the re-execution."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if ("--omp-spin" in argv or "OMP_WAIT_POLICY" in os.environ
+            or "GOMP_SPINCOUNT" in os.environ):
+        return
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "fia.models.dsa_demo"] + argv, env)
+
+
 if __name__ == "__main__":
+    passive_omp()
     sys.exit(main())
