@@ -16,6 +16,7 @@
 
 #include "core/context.h"
 #include "kernels/amx.h"
+#include "kernels/sfa_amx.h"
 #include "kernels/softmax_state.h"
 #include "ops/sfa_internal.h"
 #include "sched/splitkv.h"
@@ -45,10 +46,19 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     }
     t.qt = NULL;
     t.amx = NULL;
+    t.c8_mold = t.c8_inv = t.c8_f = t.c8_c = NULL;
+    t.c8_k = NULL;
     if (p->amx) {
         const int64_t rp = (p->head_block + 15) / 16 * 16;
         t.qt = fia_arena_take(&a, (size_t)rp * SFA_DK * 2);
-        t.amx = fia_arena_take(&a, fia_amx_mla_scratch_bytes(rp));
+        t.amx = fia_arena_take(&a, p->c8 ? fia_sfa_amx_scratch_bytes(rp) : fia_amx_mla_scratch_bytes(rp));
+        if (p->c8) {
+            t.c8_mold = fia_arena_take(&a, hb * f);
+            t.c8_inv = fia_arena_take(&a, hb * f);
+            t.c8_f = fia_arena_take(&a, (size_t)rp * f);
+            t.c8_c = fia_arena_take(&a, (size_t)rp * f);
+            t.c8_k = fia_arena_take(&a, hb * sizeof(double));
+        }
     }
     if (s) *s = t;
     return a.used;
@@ -200,6 +210,53 @@ static bool sfa_step_amx(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh,
     return fia_amx_mla_step(&a);
 }
 
+/* One tile of n gathered C8 tokens on AMX tiles (bf16 query, kernels/sfa_amx.h): the rows
+ * dequantized and cast to bf16 (the contract's K and V), S = Q.K^T, the online-softmax step
+ * (fia_kernels.softmax_tile: the same state as the fp32 path, the sum of the fp32 p), then P
+ * rounded as sfa_round_p rounds it, R(p c) with c = e^(m - k ln2), k = round(m / ln2), and
+ * O += R(p c).V on the tiles. The accumulator o of a head holds the state's o times c (the
+ * rounded values summed as they are, not times 1 / c): when k changes the rescale
+ * alpha c' / c is the power of two 2^(k - k'), exact; sfa_c8_amx_finish multiplies by 1 / c
+ * at the end of the slice. A head with nothing visible yet (m = -inf) starts from o = 0. */
+static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                            int64_t nn, bool first) {
+    static const double ln2 = 0.69314718055994530942;
+    const int64_t rp = (nh + 15) / 16 * 16;
+    fia_sfa_amx_c8_stage(s->nope[cur], n, s->nope[cur ^ 1], nn, rp, s->amx);
+    fia_sfa_amx_scores(nh, rp, n, s->qt, p->scale, s->s, SFA_TILE, s->amx);
+    memcpy(s->c8_mold, s->m, (size_t)nh * sizeof(float));
+    p->kern->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+    for (int64_t h = 0; h < nh; h++) {
+        const float m = s->m[h], m0 = s->c8_mold[h];
+        double kk = 0.0, c = 1.0;
+        if (m > -INFINITY && m < INFINITY) {
+            kk = nearbyint((double)m / ln2);
+            c = exp((double)m - kk * ln2);
+        }
+        float f;
+        if (first || m0 == -INFINITY) f = 0.0f;                      /* a fresh state */
+        else if (m0 < INFINITY && m > -INFINITY && m < INFINITY) f = (float)exp2(s->c8_k[h] - kk);
+        else f = s->alpha[h];                                         /* NaN / inf rows */
+        s->c8_f[h] = f;
+        s->c8_c[h] = (float)c;
+        s->c8_k[h] = kk;
+        s->c8_inv[h] = (float)(1.0 / c);
+    }
+    for (int64_t h = nh; h < rp; h++) s->c8_f[h] = 0.0f, s->c8_c[h] = 0.0f;
+    fia_sfa_amx_pv(nh, rp, n, s->s, SFA_TILE, s->c8_c, s->c8_f, s->o, SFA_LDV, s->amx);
+}
+
+/* The end of an AMX C8 slice: o from the accumulator (times 1 / c, sfa_step_amx_c8). */
+static void sfa_c8_amx_finish(sfa_scratch *s, int64_t nh) {
+    for (int64_t h = 0; h < nh; h++) {
+        if (s->m[h] == -INFINITY) continue; /* the empty state: o is not read */
+        const float inv = s->c8_inv[h];
+        float *o = s->o + h * SFA_LDV;
+        if (inv != 1.0f)
+            for (int64_t d = 0; d < SFA_DN; d++) o[d] *= inv;
+    }
+}
+
 /* One tile of n gathered tokens in fp32: K^T and V panels, S = Q.K^T, the online-softmax step
  * (C8: P rounded), O = alpha.O + P.V. */
 static void sfa_step_f32(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
@@ -229,7 +286,10 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
     int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
     while (n > 0) {
         const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-        if (p->amx) {
+        if (p->amx && p->c8) {
+            sfa_step_amx_c8(p, s, cur, nh, n, nn, first);
+            first = false;
+        } else if (p->amx) {
             sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
             if (sfa_step_amx(p, s, cur, nh, n, first)) first = false;
         } else {
@@ -240,12 +300,20 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
         n = nn;
     }
     s->ended = c.ended;
+    if (p->amx && p->c8 && !first) sfa_c8_amx_finish(s, nh);
     return !first;
 }
 
 /* Packs the query rows of heads [h0, h0 + nh) of a row, fp32, scale folded in. */
 static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int64_t nh,
                            sfa_scratch *s) {
+    if (p->amx && p->c8) { /* the 576 bf16 of each row, packed for the tiles */
+        const uint16_t *q[FIA_MAX_LATENT_HEADS];
+        for (int64_t h = 0; h < nh; h++)
+            q[h] = (const uint16_t *)(const void *)fia_seq_row(&p->q, r->b, r->t, h0 + h);
+        fia_sfa_amx_pack_q(nh, (nh + 15) / 16 * 16, q, s->qt);
+        return;
+    }
     if (p->amx) { /* bf16 rows as they are, packed for the tiles; the scale comes after the dot */
         const uint16_t *qn[FIA_MAX_LATENT_HEADS], *qr[FIA_MAX_LATENT_HEADS];
         for (int64_t h = 0; h < nh; h++) {
