@@ -1011,7 +1011,7 @@ static void test_amx_kernels(uint64_t seed) {
         printf("AMX C8 kernels: not available on this CPU, skipped\n");
         return;
     }
-    enum { N = FIA_SFA_AMX_KEYS, R = FIA_SFA_AMX_ROWS, LDS = 72, LDO = 528 };
+    enum { N = FIA_SFA_AMX_KEYS, R = FIA_SFA_AMX_ROWS, LDS = N + 8, LDO = 528 };
     tu_rng r = tu_rng_make(seed ^ 0xa3c8ull);
     unsigned char *rows = malloc(N * 656 + 5);
     float *kn = malloc(sizeof(float) * N * 512), *kr = malloc(sizeof(float) * N * 64);
@@ -1038,7 +1038,7 @@ static void test_amx_kernels(uint64_t seed) {
     tu_scalar_kernels()->sfa.c8_rows_to_f32(ptrs, N, kn, 512, kr, 64, FIA_DTYPE_BFLOAT16);
     for (int64_t i = 0; i < R * 576; i++) q[i] = fia_f32_to_bf16((float)tu_uniform(&r, -1, 1));
     for (int i = 0; i < R; i++) qp[i] = q + i * 576;
-    const int64_t rows_list[] = {1, 7, 16, 37, 128}, n_list[] = {1, 5, 16, 31, 33, 64};
+    const int64_t rows_list[] = {1, 7, 16, 37, 128}, n_list[] = {1, 5, 16, 31, 33, 64, 97, N};
     for (size_t a = 0; a < sizeof rows_list / sizeof *rows_list; a++)
         for (size_t b = 0; b < sizeof n_list / sizeof *n_list; b++) {
             const int64_t nr = rows_list[a], rp = (nr + 15) / 16 * 16, n = n_list[b];
@@ -1047,9 +1047,9 @@ static void test_amx_kernels(uint64_t seed) {
             const float scale = 0.0625f;
             ncase++;
             fia_sfa_amx_pack_q(nr, rp, qp, qt);
-            fia_sfa_amx_c8_stage(ptrs + k0, n, NULL, 0, rp, scratch);
+            fia_sfa_amx_c8_stage(ptrs + k0, n, rp, scratch);
             for (int64_t i = 0; i < (nr + 1) * LDS; i++) s[i] = -7.0f;
-            fia_sfa_amx_scores(nr, rp, n, qt, scale, s, LDS, scratch);
+            fia_sfa_amx_scores(nr, rp, n, qt, scale, s, LDS, ptrs, N, scratch);
             for (int64_t i = nr * LDS; i < (nr + 1) * LDS; i++) canary &= s[i] == -7.0f;
             for (int64_t h = 0; h < nr; h++)
                 for (int64_t j = 0; j < n; j++) {
@@ -1073,7 +1073,7 @@ static void test_amx_kernels(uint64_t seed) {
                     o[h * LDO + d] = f[h] == 0.0f ? NAN : (float)tu_uniform(&r, -2, 2);
             }
             memcpy(o0, o, sizeof(float) * R * LDO);
-            fia_sfa_amx_pv(nr, rp, n, p, LDS, c, f, o, LDO, scratch);
+            fia_sfa_amx_pv(nr, rp, n, p, LDS, c, f, o, LDO, ptrs, N, scratch);
             for (int64_t h = 0; h < nr; h++) {
                 float pr[FIA_SFA_AMX_KEYS];
                 memcpy(pr, p + h * LDS, sizeof(float) * (size_t)n);

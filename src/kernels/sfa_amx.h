@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 enum {
-    FIA_SFA_AMX_KEYS = 64,   /* most keys per step (a multiple of 32) */
+    FIA_SFA_AMX_KEYS = 128,  /* most keys per step (a multiple of 32) */
     FIA_SFA_AMX_ROWS = 128   /* most rows (heads) per call */
 };
 
@@ -41,22 +41,26 @@ void fia_sfa_amx_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
 
 /* Dequantizes the n (1..FIA_SFA_AMX_KEYS) C8 rows (kernels/sfa_kernels.h, any alignment) into
  * the scratch: k_nope[c] = bf16((float)int8[c] * scale[c / 128]), k_rope as it is; keys n up
- * to the next multiple of 32 are zero. next (nn rows, may be NULL) are prefetched into L2 as
- * the rows are read. */
-void fia_sfa_amx_c8_stage(const void *const *rows, int64_t n, const void *const *next,
-                          int64_t nn, int64_t rows_pad, void *scratch);
+ * to the next multiple of 32 are zero. */
+void fia_sfa_amx_c8_stage(const void *const *rows, int64_t n, int64_t rows_pad, void *scratch);
 
 /* S[r * lds + j] = scale * sum_c qt_r[c] K_j[c] (fp32) for r < rows, j < n (the staged keys);
- * columns j up to the next multiple of 16 are written too (lds >= that). */
+ * columns j up to the next multiple of 16 are written too (lds >= that).
+ * next: the nn C8 rows of the next step (may be NULL when nn is 0): scores brings the first
+ * half of their cache lines into L2, pv the second half, spread over the tile multiplies (a
+ * burst of prefetches stalls on the line fill buffers). */
 void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_t *qt,
-                        float scale, float *s, int64_t lds, void *scratch);
+                        float scale, float *s, int64_t lds, const void *const *next, int64_t nn,
+                        void *scratch);
 
 /* For r < rows_pad: O[r][0..512) (rows ldo >= 512 floats apart, rows_pad rows allocated):
  *   f[r] == 0: O[r] = 0 first (its old contents, maybe NaN garbage, are never read);
  *   f[r] == 1: kept; otherwise O[r] *= f[r];
  * then, for r < rows, O[r][d] += sum_{j<n} bf16(p[r * ldp + j] * c[r]) * V_j[d] (fp32 products
- * and sums on the tiles; bf16(): nearest even). Rows r >= rows add nothing. */
+ * and sums on the tiles; bf16(): nearest even; V the staged keys). Rows r >= rows add
+ * nothing. */
 void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, int64_t ldp,
-                    const float *c, const float *f, float *o, int64_t ldo, void *scratch);
+                    const float *c, const float *f, float *o, int64_t ldo,
+                    const void *const *next, int64_t nn, void *scratch);
 
 #endif /* FIA_KERNELS_SFA_AMX_H */

@@ -23,6 +23,12 @@
 
 /* ---- workspace --------------------------------------------------------------------------- */
 
+/* Tokens per tile: SFA_TILE; the AMX C8 step takes FIA_SFA_AMX_KEYS (its P . V reloads the
+ * accumulator once per step: more keys per step, less traffic per tile multiply). */
+static inline int64_t sfa_tile_of(const sfa_plan *p) {
+    return p->amx && p->c8 ? FIA_SFA_AMX_KEYS : SFA_TILE;
+}
+
 size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     fia_arena a = {base, 0};
     const size_t f = sizeof(float), hb = (size_t)p->head_block;
@@ -31,7 +37,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     t.kt = fia_arena_take(&a, (size_t)SFA_DK * SFA_TILE * f);
     t.vp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_LDV * f);
     t.rp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_DR * f);
-    t.s = fia_arena_take(&a, hb * SFA_TILE * f);
+    const size_t tile = (size_t)sfa_tile_of(p);
+    t.s = fia_arena_take(&a, hb * tile * f);
     /* AMX: o has whole 16-row blocks */
     t.o = fia_arena_take(&a, (p->amx ? (hb + 15) / 16 * 16 : hb) * SFA_LDV * f);
     t.m = fia_arena_take(&a, hb * f);
@@ -41,8 +48,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     t.am = fia_arena_take(&a, hb * f);
     t.al = fia_arena_take(&a, hb * f);
     for (int i = 0; i < 2; i++) {
-        t.nope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
-        t.rope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
+        t.nope[i] = fia_arena_take(&a, tile * sizeof(void *));
+        t.rope[i] = fia_arena_take(&a, tile * sizeof(void *));
     }
     t.qt = NULL;
     t.amx = NULL;
@@ -105,7 +112,7 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
     return v;
 }
 
-/* Fills the row pointers of the next tile (at most SFA_TILE tokens) from the cursor and
+/* Fills the row pointers of the next tile (at most sfa_tile_of tokens) from the cursor and
  * advances it. Every entry is checked before a token is formed: -1 ends the row (the cursor
  * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. A
  * token's slot (sched/kvcache.h: paged or dense, tok < the batch's kv length, so always inside
@@ -113,8 +120,8 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
 static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, const void **nope,
                           const void **rope) {
     int64_t n = 0;
-    const int64_t sbs = p->sbs, thr = r->thr, tok0 = p->batches[r->b].kv_tok0;
-    while (n < SFA_TILE && c->e < c->e1) {
+    const int64_t sbs = p->sbs, thr = r->thr, tok0 = p->batches[r->b].kv_tok0, tile = sfa_tile_of(p);
+    while (n < tile && c->e < c->e1) {
         const int32_t v = sfa_index(p, r, c->e);
         if (v == -1) {
             c->e = c->e1;
@@ -129,7 +136,7 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
         }
         const int64_t end = start + sbs < thr ? start + sbs : thr;
         int64_t tok = start + c->off;
-        while (n < SFA_TILE && tok < end) {
+        while (n < tile && tok < end) {
             const fia_kv_slot at = fia_seq_slot(&p->pages, r->b, tok0, tok);
             nope[n] = p->k.base + fia_kv_row_off(&p->kv, at, 0) * p->k.esize;
             if (!p->c8) rope[n] = p->kr.base + fia_kv_row_off(&p->krv, at, 0) * p->kr.esize;
@@ -222,10 +229,11 @@ static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t 
                             int64_t nn, bool first) {
     static const double ln2 = 0.69314718055994530942;
     const int64_t rp = (nh + 15) / 16 * 16;
-    fia_sfa_amx_c8_stage(s->nope[cur], n, s->nope[cur ^ 1], nn, rp, s->amx);
-    fia_sfa_amx_scores(nh, rp, n, s->qt, p->scale, s->s, SFA_TILE, s->amx);
+    const void *const *next = s->nope[cur ^ 1];
+    fia_sfa_amx_c8_stage(s->nope[cur], n, rp, s->amx);
+    fia_sfa_amx_scores(nh, rp, n, s->qt, p->scale, s->s, FIA_SFA_AMX_KEYS, next, nn, s->amx);
     memcpy(s->c8_mold, s->m, (size_t)nh * sizeof(float));
-    p->kern->softmax_tile(s->s, SFA_TILE, nh, n, s->m, s->l, s->alpha);
+    p->kern->softmax_tile(s->s, FIA_SFA_AMX_KEYS, nh, n, s->m, s->l, s->alpha);
     for (int64_t h = 0; h < nh; h++) {
         const float m = s->m[h], m0 = s->c8_mold[h];
         double kk = 0.0, c = 1.0;
@@ -243,7 +251,7 @@ static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t 
         s->c8_inv[h] = (float)(1.0 / c);
     }
     for (int64_t h = nh; h < rp; h++) s->c8_f[h] = 0.0f, s->c8_c[h] = 0.0f;
-    fia_sfa_amx_pv(nh, rp, n, s->s, SFA_TILE, s->c8_c, s->c8_f, s->o, SFA_LDV, s->amx);
+    fia_sfa_amx_pv(nh, rp, n, s->s, FIA_SFA_AMX_KEYS, s->c8_c, s->c8_f, s->o, SFA_LDV, next, nn, s->amx);
 }
 
 /* The end of an AMX C8 slice: o from the accumulator (times 1 / c, sfa_step_amx_c8). */

@@ -52,18 +52,39 @@ static size_t carve(int64_t rows_pad, char *base, amx_scratch *s) {
 
 size_t fia_sfa_amx_scratch_bytes(int64_t rows_pad) { return carve(rows_pad, NULL, NULL); }
 
+/* ---- prefetching the next rows ---------------------------------------------------------- */
+
+/* Line u of the next rows: row u / PF, line u % PF (PF lines cover a 656-byte row at any
+ * alignment: offsets 0, 64, .., 640 and 655). */
+enum { PF = 12 };
+FIA_AI void pf_lines(const void *const *next, int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) {
+        const int l = (int)(u % PF);
+        _mm_prefetch((const char *)next[u / PF] + (l < PF - 1 ? 64 * l : FIA_C8_ROW_BYTES - 1),
+                     _MM_HINT_T1);
+    }
+}
+
+/* Slot i of slots: the lines [lo + (hi - lo) i / slots, lo + (hi - lo) (i + 1) / slots). */
+FIA_AI void pf_slot(const void *const *next, int64_t lo, int64_t hi, int64_t i, int64_t slots) {
+    if (hi > lo) pf_lines(next, lo + (hi - lo) * i / slots, lo + (hi - lo) * (i + 1) / slots);
+}
+
+FIA_AI void transpose16(__m512i r[16]);
+
 void fia_sfa_amx_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q, uint16_t *qt) {
-    /* dword view: qt32[((hb NDB + db) 16 + d2) 16 + h] = pair (2 d2, 2 d2 + 1) of block db */
-    uint32_t *q32 = (uint32_t *)(void *)qt;
+    /* dword view: qt32[((hb NDB + db) 16 + d2) 16 + h] = pair (2 d2, 2 d2 + 1) of block db:
+     * per block, the 16 rows' 16 dwords transposed */
     for (int64_t hb = 0; hb < rows_pad / 16; hb++)
-        for (int h = 0; h < 16; h++) {
-            const int64_t r = hb * 16 + h;
-            uint32_t *dst = q32 + hb * NDB * 256 + h;
-            for (int i = 0; i < DK / 2; i++) {
-                uint32_t v = 0;
-                if (r < rows) memcpy(&v, q[r] + 2 * i, 4);
-                dst[i * 16] = v;
+        for (int db = 0; db < NDB; db++) {
+            __m512i x[16];
+            for (int h = 0; h < 16; h++) {
+                const int64_t r = hb * 16 + h;
+                x[h] = r < rows ? _mm512_loadu_si512(q[r] + db * 32) : _mm512_setzero_si512();
             }
+            transpose16(x);
+            uint16_t *dst = qt + (hb * NDB + db) * TILE;
+            for (int d2 = 0; d2 < 16; d2++) _mm512_storeu_si512(dst + d2 * 32, x[d2]);
         }
 }
 
@@ -79,43 +100,39 @@ FIA_AI __m512i dequant32(const unsigned char *r, int c0, __m512 sc) {
     return (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
 }
 
-void fia_sfa_amx_c8_stage(const void *const *rows, int64_t n, const void *const *next,
-                          int64_t nn, int64_t rows_pad, void *scratch) {
-    amx_scratch s;
-    carve(rows_pad, scratch, &s);
+/* Keys j, j + 1 (j even) of rows[0..n): the K rows and the V pair layout. */
+FIA_AI void stage_pair(const amx_scratch *s, const void *const *rows, int64_t n, int64_t j) {
     /* pair interleave: words [a0..a31], [b0..b31] -> dwords (a c, b c), c < 16 / c >= 16 */
     const __m512i i0 = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40,
                                         8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
-    const int64_t npad = (n + 31) / 32 * 32;
-    for (int64_t j = 0; j < npad; j += 2) {
-        for (int64_t i = j; i < j + 2 && i < nn; i++)
-            for (int l = 0; l < FIA_C8_ROW_BYTES; l += 64)
-                _mm_prefetch((const char *)next[i] + l, _MM_HINT_T1);
-        const unsigned char *ra = j < n ? rows[j] : NULL, *rb = j + 1 < n ? rows[j + 1] : NULL;
-        float sa[4] = {0}, sb[4] = {0};
-        if (ra) memcpy(sa, ra + FIA_C8_NOPE + 2 * FIA_C8_ROPE, sizeof sa);
-        if (rb) memcpy(sb, rb + FIA_C8_NOPE + 2 * FIA_C8_ROPE, sizeof sb);
-        uint16_t *ka = s.ks + j * DK, *kb = ka + DK;
-        uint16_t *vd = s.vs + (j / 32) * NCB * TILE + (j % 32) / 2 * 32;
-        for (int cc = 0; cc < DN / 32; cc++) {
-            const int t = cc / (FIA_C8_TILE / 32);
-            const __m512i a = ra ? dequant32(ra, cc * 32, _mm512_set1_ps(sa[t])) : _mm512_setzero_si512();
-            const __m512i b = rb ? dequant32(rb, cc * 32, _mm512_set1_ps(sb[t])) : _mm512_setzero_si512();
-            _mm512_storeu_si512(ka + cc * 32, a);
-            _mm512_storeu_si512(kb + cc * 32, b);
-            _mm512_store_si512(vd + (2 * cc) * TILE, _mm512_permutex2var_epi16(a, i0, b));
-            _mm512_store_si512(vd + (2 * cc + 1) * TILE, _mm512_permutex2var_epi16(a, i1, b));
-        }
-        for (int h = 0; h < DR; h += 32) {
-            _mm512_storeu_si512(ka + DN + h, ra ? _mm512_loadu_si512(ra + FIA_C8_NOPE + 2 * h)
-                                                : _mm512_setzero_si512());
-            _mm512_storeu_si512(kb + DN + h, rb ? _mm512_loadu_si512(rb + FIA_C8_NOPE + 2 * h)
-                                                : _mm512_setzero_si512());
-        }
+    const unsigned char *ra = j < n ? rows[j] : NULL, *rb = j + 1 < n ? rows[j + 1] : NULL;
+    float sa[4] = {0}, sb[4] = {0};
+    if (ra) memcpy(sa, ra + FIA_C8_NOPE + 2 * FIA_C8_ROPE, sizeof sa);
+    if (rb) memcpy(sb, rb + FIA_C8_NOPE + 2 * FIA_C8_ROPE, sizeof sb);
+    uint16_t *ka = s->ks + j * DK, *kb = ka + DK;
+    uint16_t *vd = s->vs + (j / 32) * NCB * TILE + (j % 32) / 2 * 32;
+    for (int cc = 0; cc < DN / 32; cc++) {
+        const int t = cc / (FIA_C8_TILE / 32);
+        const __m512i a = ra ? dequant32(ra, cc * 32, _mm512_set1_ps(sa[t])) : _mm512_setzero_si512();
+        const __m512i b = rb ? dequant32(rb, cc * 32, _mm512_set1_ps(sb[t])) : _mm512_setzero_si512();
+        _mm512_storeu_si512(ka + cc * 32, a);
+        _mm512_storeu_si512(kb + cc * 32, b);
+        _mm512_store_si512(vd + (2 * cc) * TILE, _mm512_permutex2var_epi16(a, i0, b));
+        _mm512_store_si512(vd + (2 * cc + 1) * TILE, _mm512_permutex2var_epi16(a, i1, b));
     }
-    for (int64_t i = npad; i < nn; i++)
-        for (int l = 0; l < FIA_C8_ROW_BYTES; l += 64) _mm_prefetch((const char *)next[i] + l, _MM_HINT_T1);
+    for (int h = 0; h < DR; h += 32) {
+        _mm512_storeu_si512(ka + DN + h, ra ? _mm512_loadu_si512(ra + FIA_C8_NOPE + 2 * h)
+                                            : _mm512_setzero_si512());
+        _mm512_storeu_si512(kb + DN + h, rb ? _mm512_loadu_si512(rb + FIA_C8_NOPE + 2 * h)
+                                            : _mm512_setzero_si512());
+    }
+}
+
+void fia_sfa_amx_c8_stage(const void *const *rows, int64_t n, int64_t rows_pad, void *scratch) {
+    amx_scratch s;
+    carve(rows_pad, scratch, &s);
+    for (int64_t j = 0; j < (n + 31) / 32 * 32; j += 2) stage_pair(&s, rows, n, j);
 }
 
 /* ---- S = scale . Q . K^T ------------------------------------------------------------------ */
@@ -159,11 +176,14 @@ FIA_AI void put_block(const float *ct, float scale, float *s, int64_t lds, int64
 }
 
 void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_t *qt,
-                        float scale, float *s, int64_t lds, void *scratch) {
+                        float scale, float *s, int64_t lds, const void *const *next, int64_t nn,
+                        void *scratch) {
     amx_scratch sc;
     carve(rows_pad, scratch, &sc);
     fia_amx_config();
     const int64_t nkb = (n + 15) / 16, nhb = rows_pad / 16, kst = DK * 2;
+    const int64_t slots = (nkb + 1) / 2 * ((nhb + 1) / 2), half = nn * PF / 2;
+    int64_t slot = 0;
     for (int64_t kb = 0; kb < nkb; kb += 2) {
         const bool two = kb + 1 < nkb;
         const uint16_t *k0 = sc.ks + kb * 16 * DK, *k1 = k0 + 16 * DK;
@@ -188,6 +208,7 @@ void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_
                     if (twoh) _tile_dpbf16ps(3, 5, 7);
                 }
             }
+            pf_slot(next, 0, half, slot++, slots);
             _tile_stored(0, sc.ct, 64);
             put_block(sc.ct, scale, s, lds, hb * 16, kb * 16, rows);
             if (twoh) {
@@ -209,7 +230,8 @@ void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_
 /* ---- O = f . O + bf16(P c) . V ------------------------------------------------------------ */
 
 void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, int64_t ldp,
-                    const float *c, const float *f, float *o, int64_t ldo, void *scratch) {
+                    const float *c, const float *f, float *o, int64_t ldo,
+                    const void *const *next, int64_t nn, void *scratch) {
     amx_scratch sc;
     carve(rows_pad, scratch, &sc);
     const int64_t nkk = (n + 31) / 32, nhb = rows_pad / 16;
@@ -233,6 +255,8 @@ void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, i
     }
     fia_amx_config();
     const int64_t st = ldo * 4;
+    const int64_t slots = NCB / 4 * nhb, lo = nn * PF / 2, hi = nn * PF;
+    int64_t slot = 0;
     for (int64_t cg = 0; cg < NCB / 4; cg++)
         for (int64_t hb = 0; hb < nhb; hb++) {
             float *ob = o + hb * 16 * ldo + cg * 64;
@@ -263,6 +287,7 @@ void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, i
                 _tile_loadd(7, v + 3 * TILE, 64);
                 _tile_dpbf16ps(3, 4, 7);
             }
+            pf_slot(next, lo, hi, slot++, slots);
             _tile_stored(0, ob, st);
             _tile_stored(1, ob + 16, st);
             _tile_stored(2, ob + 32, st);
