@@ -23,10 +23,11 @@
 
 /* ---- workspace --------------------------------------------------------------------------- */
 
-/* Tokens per tile: SFA_TILE; the AMX C8 step takes FIA_SFA_AMX_KEYS (its P . V reloads the
- * accumulator once per step: more keys per step, less traffic per tile multiply). */
+/* Tokens per tile: SFA_TILE; the AMX steps take their most keys per step, FIA_SFA_AMX_KEYS (C8)
+ * and FIA_AMX_MLA_STEP (bf16): their P . V reloads the accumulator once per step, so more keys
+ * per step is less traffic per tile multiply. */
 static inline int64_t sfa_tile_of(const sfa_plan *p) {
-    return p->amx && p->c8 ? FIA_SFA_AMX_KEYS : SFA_TILE;
+    return !p->amx ? SFA_TILE : p->c8 ? FIA_SFA_AMX_KEYS : FIA_AMX_MLA_STEP;
 }
 
 size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
