@@ -1063,8 +1063,9 @@ static void test_amx_kernels(uint64_t seed) {
                     ok_s &= near_or_same(s[h * LDS + j], scale * want, scale * mag * 1e-5 + 1e-30);
                 }
             /* P . V: p in (0, 1], scales c in [2^-1/2, 2^1/2], accumulator factors 0 / 1 / other */
-            float c[R], f[R];
+            float c[R], f[R], post[R];
             for (int64_t h = 0; h < rp; h++) {
+                post[h] = tu_chance(&r, 0.2) ? 1.0f : (float)tu_uniform(&r, 0.7072, 1.4142);
                 c[h] = (float)tu_uniform(&r, 0.7072, 1.4142);
                 const int kind = (int)tu_int(&r, 0, 3);
                 f[h] = kind == 0 ? 0.0f : kind == 1 ? 1.0f : kind == 2 ? 0.25f : (float)tu_uniform(&r, 0, 1);
@@ -1073,7 +1074,7 @@ static void test_amx_kernels(uint64_t seed) {
                     o[h * LDO + d] = f[h] == 0.0f ? NAN : (float)tu_uniform(&r, -2, 2);
             }
             memcpy(o0, o, sizeof(float) * R * LDO);
-            fia_sfa_amx_pv(nr, rp, n, p, LDS, c, f, o, LDO, ptrs, N, scratch);
+            fia_sfa_amx_pv(nr, rp, n, p, LDS, c, f, o, LDO, b % 2 ? post : NULL, ptrs, N, scratch);
             for (int64_t h = 0; h < nr; h++) {
                 float pr[FIA_SFA_AMX_KEYS];
                 memcpy(pr, p + h * LDS, sizeof(float) * (size_t)n);
@@ -1085,6 +1086,7 @@ static void test_amx_kernels(uint64_t seed) {
                         want += (double)pr[j] * kn[(k0 + j) * 512 + d];
                         mag += fabs((double)pr[j] * kn[(k0 + j) * 512 + d]);
                     }
+                    if (b % 2) want *= post[h], mag *= post[h];
                     ok_o &= near_or_same(o[h * LDO + d], want, mag * 1e-5 + 1e-30);
                 }
             }

@@ -58,9 +58,10 @@ void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_
  *   f[r] == 1: kept; otherwise O[r] *= f[r];
  * then, for r < rows, O[r][d] += sum_{j<n} bf16(p[r * ldp + j] * c[r]) * V_j[d] (fp32 products
  * and sums on the tiles; bf16(): nearest even; V the staged keys). Rows r >= rows add
- * nothing. */
+ * nothing. post (NULL: none): then O[r] *= post[r] for r < rows (an fp32 multiply; skipped
+ * where post[r] == 1), while the block is still in L1. */
 void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, int64_t ldp,
-                    const float *c, const float *f, float *o, int64_t ldo,
+                    const float *c, const float *f, float *o, int64_t ldo, const float *post,
                     const void *const *next, int64_t nn, void *scratch);
 
 #endif /* FIA_KERNELS_SFA_AMX_H */

@@ -224,8 +224,8 @@ static bool sfa_step_amx(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh,
  * rounded as sfa_round_p rounds it, R(p c) with c = e^(m - k ln2), k = round(m / ln2), and
  * O += R(p c).V on the tiles. The accumulator o of a head holds the state's o times c (the
  * rounded values summed as they are, not times 1 / c): when k changes the rescale
- * alpha c' / c is the power of two 2^(k - k'), exact; sfa_c8_amx_finish multiplies by 1 / c
- * at the end of the slice. A head with nothing visible yet (m = -inf) starts from o = 0. */
+ * alpha c' / c is the power of two 2^(k - k'), exact; the slice's last step multiplies by
+ * 1 / c. A head with nothing visible yet (m = -inf) starts from o = 0. */
 static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
                             int64_t nn, bool first) {
     static const double ln2 = 0.69314718055994530942;
@@ -252,18 +252,9 @@ static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t 
         s->c8_inv[h] = (float)(1.0 / c);
     }
     for (int64_t h = nh; h < rp; h++) s->c8_f[h] = 0.0f, s->c8_c[h] = 0.0f;
-    fia_sfa_amx_pv(nh, rp, n, s->s, FIA_SFA_AMX_KEYS, s->c8_c, s->c8_f, s->o, SFA_LDV, next, nn, s->amx);
-}
-
-/* The end of an AMX C8 slice: o from the accumulator (times 1 / c, sfa_step_amx_c8). */
-static void sfa_c8_amx_finish(sfa_scratch *s, int64_t nh) {
-    for (int64_t h = 0; h < nh; h++) {
-        if (s->m[h] == -INFINITY) continue; /* the empty state: o is not read */
-        const float inv = s->c8_inv[h];
-        float *o = s->o + h * SFA_LDV;
-        if (inv != 1.0f)
-            for (int64_t d = 0; d < SFA_DN; d++) o[d] *= inv;
-    }
+    /* the slice's last step (no next tile) leaves o times 1 / c: the state's o */
+    fia_sfa_amx_pv(nh, rp, n, s->s, FIA_SFA_AMX_KEYS, s->c8_c, s->c8_f, s->o, SFA_LDV,
+                   nn == 0 ? s->c8_inv : NULL, next, nn, s->amx);
 }
 
 /* One tile of n gathered tokens in fp32: K^T and V panels, S = Q.K^T, the online-softmax step
@@ -309,7 +300,6 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
         n = nn;
     }
     s->ended = c.ended;
-    if (p->amx && p->c8 && !first) sfa_c8_amx_finish(s, nh);
     return !first;
 }
 

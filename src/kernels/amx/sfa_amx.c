@@ -230,7 +230,7 @@ void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_
 /* ---- O = f . O + bf16(P c) . V ------------------------------------------------------------ */
 
 void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, int64_t ldp,
-                    const float *c, const float *f, float *o, int64_t ldo,
+                    const float *c, const float *f, float *o, int64_t ldo, const float *post,
                     const void *const *next, int64_t nn, void *scratch) {
     amx_scratch sc;
     carve(rows_pad, scratch, &sc);
@@ -292,5 +292,13 @@ void fia_sfa_amx_pv(int64_t rows, int64_t rows_pad, int64_t n, const float *p, i
             _tile_stored(1, ob + 16, st);
             _tile_stored(2, ob + 32, st);
             _tile_stored(3, ob + 48, st);
+            if (post) /* the block as it left the tiles, still in L1 */
+                for (int64_t r = 0; r < 16 && hb * 16 + r < rows; r++) {
+                    const float g = post[hb * 16 + r];
+                    if (g == 1.0f) continue;
+                    float *orow = ob + r * ldo;
+                    for (int d = 0; d < 64; d += 16)
+                        _mm512_storeu_ps(orow + d, _mm512_mul_ps(_mm512_loadu_ps(orow + d), _mm512_set1_ps(g)));
+                }
         }
 }
