@@ -9,6 +9,9 @@
  * their slices in order and write the output; split items write their slice's partial state.
  * Phase 2 merges the partials of split rows in slice order (sched/splitkv.h), SFA_MERGE_HEADS heads
  * per task.
+ * With AMX (p->amx: a bf16 query) the tiles hold up to 128 tokens and run on AMX: bf16 caches
+ * through the MLA step (kernels/amx.h), C8 rows dequantized and cast to bf16 into a staging block
+ * (kernels/sfa_amx.h, sfa_step_amx_c8).
  * Nothing here allocates.
  */
 #include <math.h>
