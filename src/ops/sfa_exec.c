@@ -9,6 +9,9 @@
  * their slices in order and write the output; split items write their slice's partial state.
  * Phase 2 merges the partials of split rows in slice order (sched/splitkv.h), SFA_MERGE_HEADS heads
  * per task.
+ * With AMX (p->amx: a bf16 query) the tiles hold up to 128 tokens and run on AMX: bf16 caches
+ * through the MLA step (kernels/amx.h), C8 rows dequantized and cast to bf16 into a staging block
+ * (kernels/sfa_amx.h, sfa_step_amx_c8).
  * Nothing here allocates.
  */
 #include <math.h>
@@ -16,11 +19,19 @@
 
 #include "core/context.h"
 #include "kernels/amx.h"
+#include "kernels/sfa_amx.h"
 #include "kernels/softmax_state.h"
 #include "ops/sfa_internal.h"
 #include "sched/splitkv.h"
 
 /* ---- workspace --------------------------------------------------------------------------- */
+
+/* Tokens per tile: SFA_TILE; the AMX steps take their most keys per step, FIA_SFA_AMX_KEYS (C8)
+ * and FIA_AMX_MLA_STEP (bf16): their P . V reloads the accumulator once per step, so more keys
+ * per step is less traffic per tile multiply. */
+static inline int64_t sfa_tile_of(const sfa_plan *p) {
+    return !p->amx ? SFA_TILE : p->c8 ? FIA_SFA_AMX_KEYS : FIA_AMX_MLA_STEP;
+}
 
 size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     fia_arena a = {base, 0};
@@ -30,7 +41,8 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     t.kt = fia_arena_take(&a, (size_t)SFA_DK * SFA_TILE * f);
     t.vp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_LDV * f);
     t.rp = fia_arena_take(&a, (size_t)SFA_TILE * SFA_DR * f);
-    t.s = fia_arena_take(&a, hb * SFA_TILE * f);
+    const size_t tile = (size_t)sfa_tile_of(p);
+    t.s = fia_arena_take(&a, hb * tile * f);
     /* AMX: o has whole 16-row blocks */
     t.o = fia_arena_take(&a, (p->amx ? (hb + 15) / 16 * 16 : hb) * SFA_LDV * f);
     t.m = fia_arena_take(&a, hb * f);
@@ -40,15 +52,24 @@ size_t fia_sfa_scratch_carve(const sfa_plan *p, char *base, sfa_scratch *s) {
     t.am = fia_arena_take(&a, hb * f);
     t.al = fia_arena_take(&a, hb * f);
     for (int i = 0; i < 2; i++) {
-        t.nope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
-        t.rope[i] = fia_arena_take(&a, SFA_TILE * sizeof(void *));
+        t.nope[i] = fia_arena_take(&a, tile * sizeof(void *));
+        t.rope[i] = fia_arena_take(&a, tile * sizeof(void *));
     }
     t.qt = NULL;
     t.amx = NULL;
+    t.c8_mold = t.c8_inv = t.c8_f = t.c8_c = NULL;
+    t.c8_k = NULL;
     if (p->amx) {
         const int64_t rp = (p->head_block + 15) / 16 * 16;
         t.qt = fia_arena_take(&a, (size_t)rp * SFA_DK * 2);
-        t.amx = fia_arena_take(&a, fia_amx_mla_scratch_bytes(rp));
+        t.amx = fia_arena_take(&a, p->c8 ? fia_sfa_amx_scratch_bytes(rp) : fia_amx_mla_scratch_bytes(rp));
+        if (p->c8) {
+            t.c8_mold = fia_arena_take(&a, hb * f);
+            t.c8_inv = fia_arena_take(&a, hb * f);
+            t.c8_f = fia_arena_take(&a, (size_t)rp * f);
+            t.c8_c = fia_arena_take(&a, (size_t)rp * f);
+            t.c8_k = fia_arena_take(&a, hb * sizeof(double));
+        }
     }
     if (s) *s = t;
     return a.used;
@@ -95,7 +116,7 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
     return v;
 }
 
-/* Fills the row pointers of the next tile (at most SFA_TILE tokens) from the cursor and
+/* Fills the row pointers of the next tile (at most sfa_tile_of tokens) from the cursor and
  * advances it. Every entry is checked before a token is formed: -1 ends the row (the cursor
  * jumps to the end), values < -1 and entries starting at or beyond the bound are skipped. A
  * token's slot (sched/kvcache.h: paged or dense, tok < the batch's kv length, so always inside
@@ -103,8 +124,8 @@ static inline int32_t sfa_index(const sfa_plan *p, const sfa_row *r, int64_t e) 
 static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, const void **nope,
                           const void **rope) {
     int64_t n = 0;
-    const int64_t sbs = p->sbs, thr = r->thr, tok0 = p->batches[r->b].kv_tok0;
-    while (n < SFA_TILE && c->e < c->e1) {
+    const int64_t sbs = p->sbs, thr = r->thr, tok0 = p->batches[r->b].kv_tok0, tile = sfa_tile_of(p);
+    while (n < tile && c->e < c->e1) {
         const int32_t v = sfa_index(p, r, c->e);
         if (v == -1) {
             c->e = c->e1;
@@ -119,7 +140,7 @@ static int64_t sfa_gather(const sfa_plan *p, const sfa_row *r, sfa_cursor *c, co
         }
         const int64_t end = start + sbs < thr ? start + sbs : thr;
         int64_t tok = start + c->off;
-        while (n < SFA_TILE && tok < end) {
+        while (n < tile && tok < end) {
             const fia_kv_slot at = fia_seq_slot(&p->pages, r->b, tok0, tok);
             nope[n] = p->k.base + fia_kv_row_off(&p->kv, at, 0) * p->k.esize;
             if (!p->c8) rope[n] = p->kr.base + fia_kv_row_off(&p->krv, at, 0) * p->kr.esize;
@@ -200,6 +221,45 @@ static bool sfa_step_amx(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh,
     return fia_amx_mla_step(&a);
 }
 
+/* One tile of n gathered C8 tokens on AMX tiles (bf16 query, kernels/sfa_amx.h): the rows
+ * dequantized and cast to bf16 (the contract's K and V), S = Q.K^T, the online-softmax step
+ * (fia_kernels.softmax_tile: the same state as the fp32 path, the sum of the fp32 p), then P
+ * rounded as sfa_round_p rounds it, R(p c) with c = e^(m - k ln2), k = round(m / ln2), and
+ * O += R(p c).V on the tiles. The accumulator o of a head holds the state's o times c (the
+ * rounded values summed as they are, not times 1 / c): when k changes the rescale
+ * alpha c' / c is the power of two 2^(k - k'), exact; the slice's last step multiplies by
+ * 1 / c. A head with nothing visible yet (m = -inf) starts from o = 0. */
+static void sfa_step_amx_c8(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
+                            int64_t nn, bool first) {
+    static const double ln2 = 0.69314718055994530942;
+    const int64_t rp = (nh + 15) / 16 * 16;
+    const void *const *next = s->nope[cur ^ 1];
+    fia_sfa_amx_c8_stage(s->nope[cur], n, rp, s->amx);
+    fia_sfa_amx_scores(nh, rp, n, s->qt, p->scale, s->s, FIA_SFA_AMX_KEYS, next, nn, s->amx);
+    memcpy(s->c8_mold, s->m, (size_t)nh * sizeof(float));
+    p->kern->softmax_tile(s->s, FIA_SFA_AMX_KEYS, nh, n, s->m, s->l, s->alpha);
+    for (int64_t h = 0; h < nh; h++) {
+        const float m = s->m[h], m0 = s->c8_mold[h];
+        double kk = 0.0, c = 1.0;
+        if (m > -INFINITY && m < INFINITY) {
+            kk = nearbyint((double)m / ln2);
+            c = exp((double)m - kk * ln2);
+        }
+        float f;
+        if (first || m0 == -INFINITY) f = 0.0f;                      /* a fresh state */
+        else if (m0 < INFINITY && m > -INFINITY && m < INFINITY) f = (float)exp2(s->c8_k[h] - kk);
+        else f = s->alpha[h];                                         /* NaN / inf rows */
+        s->c8_f[h] = f;
+        s->c8_c[h] = (float)c;
+        s->c8_k[h] = kk;
+        s->c8_inv[h] = (float)(1.0 / c);
+    }
+    for (int64_t h = nh; h < rp; h++) s->c8_f[h] = 0.0f, s->c8_c[h] = 0.0f;
+    /* the slice's last step (no next tile) leaves o times 1 / c: the state's o */
+    fia_sfa_amx_pv(nh, rp, n, s->s, FIA_SFA_AMX_KEYS, s->c8_c, s->c8_f, s->o, SFA_LDV,
+                   nn == 0 ? s->c8_inv : NULL, next, nn, s->amx);
+}
+
 /* One tile of n gathered tokens in fp32: K^T and V panels, S = Q.K^T, the online-softmax step
  * (C8: P rounded), O = alpha.O + P.V. */
 static void sfa_step_f32(const sfa_plan *p, sfa_scratch *s, int cur, int64_t nh, int64_t n,
@@ -229,7 +289,10 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
     int64_t n = sfa_gather(p, r, &c, s->nope[0], s->rope[0]);
     while (n > 0) {
         const int64_t nn = sfa_gather(p, r, &c, s->nope[cur ^ 1], s->rope[cur ^ 1]);
-        if (p->amx) {
+        if (p->amx && p->c8) {
+            sfa_step_amx_c8(p, s, cur, nh, n, nn, first);
+            first = false;
+        } else if (p->amx) {
             sfa_prefetch_rows(p, s, cur ^ 1, 0, nn);
             if (sfa_step_amx(p, s, cur, nh, n, first)) first = false;
         } else {
@@ -246,6 +309,13 @@ static bool sfa_run_slice(const sfa_plan *p, const sfa_row *r, int64_t nh, int64
 /* Packs the query rows of heads [h0, h0 + nh) of a row, fp32, scale folded in. */
 static void sfa_pack_query(const sfa_plan *p, const sfa_row *r, int64_t h0, int64_t nh,
                            sfa_scratch *s) {
+    if (p->amx && p->c8) { /* the 576 bf16 of each row, packed for the tiles */
+        const uint16_t *q[FIA_MAX_LATENT_HEADS];
+        for (int64_t h = 0; h < nh; h++)
+            q[h] = (const uint16_t *)(const void *)fia_seq_row(&p->q, r->b, r->t, h0 + h);
+        fia_sfa_amx_pack_q(nh, (nh + 15) / 16 * 16, q, s->qt);
+        return;
+    }
     if (p->amx) { /* bf16 rows as they are, packed for the tiles; the scale comes after the dot */
         const uint16_t *qn[FIA_MAX_LATENT_HEADS], *qr[FIA_MAX_LATENT_HEADS];
         for (int64_t h = 0; h < nh; h++) {

@@ -80,6 +80,11 @@ typedef struct sfa_scratch {
     bool ended;                      /* the last slice run met the row's -1 */
     uint16_t *qt;                    /* AMX: the packed query of the head block */
     void *amx;                       /* AMX: kernel scratch */
+    /* AMX C8 (sfa_exec.c sfa_step_amx_c8): per head, the running max before the step, the
+     * power-of-two exponent k of the accumulator (o holds the state's o times c = e^(m - k ln2)),
+     * 1 / c, and per padded row the step's accumulator factor and P scale */
+    float *c8_mold, *c8_inv, *c8_f, *c8_c;
+    double *c8_k;
 } sfa_scratch;
 
 /* Sizes (base == NULL) or carves one thread's scratch; returns its bytes. */

@@ -367,10 +367,10 @@ static fia_status sfa_plan_common(fia_context *ctx, const sfa_tensors *t,
     p->c8 = c8;
     fia_status st = sfa_validate(p, t, prm);
     if (st == FIA_STATUS_SUCCESS) st = sfa_schedule(p);
-    /* AMX: bf16 query and cache (not C8), sfa_exec.c sfa_run_slice_amx */
-    p->amx = st == FIA_STATUS_SUCCESS && ctx->amx_bf16 && !c8 &&
-             p->q.dtype == FIA_DTYPE_BFLOAT16 && p->qr.dtype == FIA_DTYPE_BFLOAT16 &&
-             p->k.dtype == FIA_DTYPE_BFLOAT16 && p->kr.dtype == FIA_DTYPE_BFLOAT16;
+    /* AMX (sfa_exec.c): bf16 query and cache; C8 with a bf16 query (its rows cast to bf16) */
+    p->amx = st == FIA_STATUS_SUCCESS && ctx->amx_bf16 && p->q.dtype == FIA_DTYPE_BFLOAT16 &&
+             (c8 || (p->qr.dtype == FIA_DTYPE_BFLOAT16 && p->k.dtype == FIA_DTYPE_BFLOAT16 &&
+                    p->kr.dtype == FIA_DTYPE_BFLOAT16));
     p->base.unit = p->amx ? "amx_bf16" : "fma";
     if (st != FIA_STATUS_SUCCESS) {
         sfa_destroy(&p->base);
