@@ -426,19 +426,6 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
 
 /* ---- O = alpha . O + P . V ---------------------------------------------------------------- */
 
-/* x . 2^e for 16 floats, sh = e << 23 (-255 <= e <= 0): the AMLA exponent add on |x| (as the
- * AVX-512 table's gemm_f32_acc does it); results that leave the normal range become +-0,
- * inf / NaN lanes are kept. */
-FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
-    const __m512i bits = _mm512_castps_si512(x);
-    const __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
-    const __m512i r = _mm512_add_epi32(mag, sh);
-    const __mmask16 keep = _mm512_cmpgt_epi32_mask(r, _mm512_set1_epi32(0x007fffff));
-    const __mmask16 special = _mm512_cmpge_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
-    const __m512i sign = _mm512_xor_si512(bits, mag);
-    const __m512i out = _mm512_mask_or_epi32(sign, keep, sign, r);
-    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
-}
 
 /* Rescales rows [16 hb, 16 hb + 16), columns [64 cg, 64 cg + 64) of O by alpha (AMLA: by the
  * exponent add of dexp); rows whose factor is 1 (delta 0) are only brought into L1. */
@@ -453,7 +440,7 @@ FIA_AI void rescale_block(const fia_amx_mla_args *a, const float *alpha, const i
         } else if (dexp) {
             const __m512i sh = _mm512_set1_epi32(dexp[hb * 16 + r] * (1 << 23));
             for (int c = 0; c < 64; c += 16)
-                _mm512_storeu_ps(o + c, exp_add16(_mm512_loadu_ps(o + c), sh));
+                _mm512_storeu_ps(o + c, fia_avx512_exp_add16(_mm512_loadu_ps(o + c), sh));
         } else {
             const __m512 f = _mm512_set1_ps(alpha[hb * 16 + r]);
             for (int c = 0; c < 64; c += 16)

@@ -59,18 +59,6 @@ static inline __mmask16 tail_mask16(int64_t n) {
  * (gemm_f32), from C (gemm_f32_acc without row_exp) or from C times 2^row_exp (gemm_f32_acc). */
 enum { GEMM_ZERO = 0, GEMM_SCALE = 1, GEMM_ACC = 2, GEMM_EXP = 3 };
 
-/* x . 2^e for 16 floats, sh = e << 23 (e <= 0): the AMLA exponent add on |x|, results that
- * leave the normal range become +-0, inf / NaN lanes are kept. */
-FIA_AI __m512 exp_add16(__m512 x, __m512i sh) {
-    const __m512i bits = _mm512_castps_si512(x);
-    const __m512i mag = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff));
-    const __m512i r = _mm512_add_epi32(mag, sh);
-    const __mmask16 keep = _mm512_cmpgt_epi32_mask(r, _mm512_set1_epi32(0x007fffff));
-    const __mmask16 special = _mm512_cmpge_epi32_mask(mag, _mm512_set1_epi32(0x7f800000));
-    const __m512i sign = _mm512_xor_si512(bits, mag);
-    const __m512i out = _mm512_mask_or_epi32(sign, keep, sign, r);
-    return _mm512_castsi512_ps(_mm512_mask_mov_epi32(out, special, bits));
-}
 
 /* One micro-tile: MR rows (compile-time after inlining) x NV zmm columns. The first NV-1
  * column vectors are always full; the last one is full when FULL, else masked by mt. */
@@ -95,8 +83,8 @@ FIA_AI void gemm_tile(const int MR, const int NV, const int FULL, int64_t k, con
             if (NV > 1) x1 = _mm512_mul_ps(sc, x1);                                           \
         } else if (mode == GEMM_EXP && row_exp[i] != 0) {                                     \
             const __m512i sh = _mm512_set1_epi32(row_exp[i] * (1 << 23));                     \
-            x0 = exp_add16(x0, sh);                                                           \
-            if (NV > 1) x1 = exp_add16(x1, sh);                                               \
+            x0 = fia_avx512_exp_add16(x0, sh);                                                \
+            if (NV > 1) x1 = fia_avx512_exp_add16(x1, sh);                                    \
         }                                                                                     \
         acc0[i] = x0;                                                                         \
         if (NV > 1) acc1[i] = x1;                                                             \
