@@ -339,21 +339,12 @@ fia_status fia_gather_selection_kv_cache_plan(fia_context *ctx,
                               "fia_gather_selection_kv_cache_params_init"));
     gs_plan *p = chain_plan_new(ctx, sizeof *p, gs_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = gs_validate(p, t, v.selection_topk_block_size);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = gs_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, gs_validate(p, t, v.selection_topk_block_size), gs_check,
+                           plan, workspace_bytes);
 }
 
 fia_status fia_gather_selection_kv_cache(fia_context *ctx,
                                          const fia_gather_selection_kv_cache_tensors *t,
                                          const fia_gather_selection_kv_cache_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_gather_selection_kv_cache_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_gather_selection_kv_cache_plan, ctx, t, prm);
 }

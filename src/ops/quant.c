@@ -348,24 +348,15 @@ fia_status fia_dynamic_quant_plan(fia_context *ctx, const fia_dynamic_quant_tens
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
     p->k = &ctx->kernels.chain;
     const fia_status st = quant_validate(p, t, &v);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = quant_check;
-    if (p->mode == FIA_QUANT_MODE_PERTENSOR) {
+    if (st == FIA_STATUS_SUCCESS && p->mode == FIA_QUANT_MODE_PERTENSOR) {
         fia_arena a = {NULL, 0};
         fia_arena_take(&a, (size_t)(p->tasks > 0 ? p->tasks : 1) * sizeof(float));
         p->base.workspace_bytes = a.used + FIA_WORKSPACE_ALIGN;
     }
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, st, quant_check, plan, workspace_bytes);
 }
 
 fia_status fia_dynamic_quant(fia_context *ctx, const fia_dynamic_quant_tensors *t,
                              const fia_dynamic_quant_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_dynamic_quant_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_dynamic_quant_plan, ctx, t, prm);
 }

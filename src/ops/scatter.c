@@ -133,6 +133,49 @@ static void nd_execute(fia_plan *plan, void *ws) {
     }
 }
 
+/* A paged target (PA_BSND [blocks, block_size, N, D] / [blocks, block_size, D], PA_NZ
+ * [blocks, 1, D / w, block_size, w]) written through flat slots: its geometry, and the row
+ * shape every entry writes into row[*rnd]. */
+static fia_status nd_paged_row(nd_plan *p, const fia_tensor *in, const fia_tensor *up,
+                               fia_layout mode, int64_t *row, int32_t *rnd) {
+    if (p->a != 1)
+        return FIA_INVALID("indices last dim is %d, must be 1 (flat slots) with cache_mode %s",
+                           (int)p->a, fia_layout_name(mode));
+    p->blocks = in->shape[0];
+    if (mode == FIA_LAYOUT_PA_BSND) {
+        if (in->ndim != 3 && in->ndim != 4)
+            return FIA_INVALID("input has %d dims, a PA_BSND cache is [blocks, block_size, N, "
+                               "D] or [blocks, block_size, D]", (int)in->ndim);
+        p->block_size = in->shape[1];
+        for (int32_t d = 2; d < in->ndim; d++) row[(*rnd)++] = in->shape[d];
+        p->v.s_blk = in->strides[0];
+        p->v.s_t = in->strides[1];
+        FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
+    } else {
+        const int64_t w = 32 / (int64_t)fia_dtype_size(in->dtype);
+        if (in->ndim != 5 || in->shape[1] != 1 || in->shape[4] != w)
+            return FIA_INVALID("input must be a PA_NZ cache [blocks, 1, D / %lld, block_size, "
+                               "%lld]; it has %d dims", (long long)w, (long long)w, (int)in->ndim);
+        if (in->strides[4] != 1 || (in->shape[3] > 1 && in->strides[3] != w))
+            return FIA_UNSUPPORTED("input (PA_NZ) dims 3 and 4 strides are %lld and %lld, must "
+                                   "be %lld and 1", (long long)in->strides[3],
+                                   (long long)in->strides[4], (long long)w);
+        FIA_TRY(chain_check_out_lead(in, "input", 3));
+        p->block_size = in->shape[3];
+        p->D = in->shape[2] * w;
+        p->v.s_blk = in->strides[0];
+        p->v.s_c = in->strides[2];
+        p->v.w = w;
+        /* updates row: [D] or [1, D] */
+        const int32_t ur = up->ndim - p->lead;
+        if (ur == 2 && up->ndim >= 2 && up->shape[up->ndim - 2] == 1) row[(*rnd)++] = 1;
+        row[(*rnd)++] = p->D;
+    }
+    p->shift = fia_kv_shift(p->block_size);
+    p->slots = p->blocks * p->block_size;
+    return FIA_STATUS_SUCCESS;
+}
+
 static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t, fia_layout mode) {
     if (!t->input) return FIA_INVALID("input is NULL");
     if (!t->updates) return FIA_INVALID("updates is NULL");
@@ -161,41 +204,7 @@ static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t
         for (int32_t d = p->a; d < in->ndim; d++) row[rnd++] = in->shape[d];
         FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
     } else {
-        if (p->a != 1)
-            return FIA_INVALID("indices last dim is %d, must be 1 (flat slots) with cache_mode %s",
-                               (int)p->a, fia_layout_name(mode));
-        p->blocks = in->shape[0];
-        if (mode == FIA_LAYOUT_PA_BSND) {
-            if (in->ndim != 3 && in->ndim != 4)
-                return FIA_INVALID("input has %d dims, a PA_BSND cache is [blocks, block_size, N, "
-                                   "D] or [blocks, block_size, D]", (int)in->ndim);
-            p->block_size = in->shape[1];
-            for (int32_t d = 2; d < in->ndim; d++) row[rnd++] = in->shape[d];
-            p->v.s_blk = in->strides[0];
-            p->v.s_t = in->strides[1];
-            FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
-        } else {
-            const int64_t w = 32 / (int64_t)fia_dtype_size(in->dtype);
-            if (in->ndim != 5 || in->shape[1] != 1 || in->shape[4] != w)
-                return FIA_INVALID("input must be a PA_NZ cache [blocks, 1, D / %lld, block_size, "
-                                   "%lld]; it has %d dims", (long long)w, (long long)w, (int)in->ndim);
-            if (in->strides[4] != 1 || (in->shape[3] > 1 && in->strides[3] != w))
-                return FIA_UNSUPPORTED("input (PA_NZ) dims 3 and 4 strides are %lld and %lld, must "
-                                       "be %lld and 1", (long long)in->strides[3],
-                                       (long long)in->strides[4], (long long)w);
-            FIA_TRY(chain_check_out_lead(in, "input", 3));
-            p->block_size = in->shape[3];
-            p->D = in->shape[2] * w;
-            p->v.s_blk = in->strides[0];
-            p->v.s_c = in->strides[2];
-            p->v.w = w;
-            /* updates row: [D] or [1, D] */
-            const int32_t ur = up->ndim - p->lead;
-            if (ur == 2 && up->ndim >= 2 && up->shape[up->ndim - 2] == 1) row[rnd++] = 1;
-            row[rnd++] = p->D;
-        }
-        p->shift = fia_kv_shift(p->block_size);
-        p->slots = p->blocks * p->block_size;
+        FIA_TRY(nd_paged_row(p, in, up, mode, row, &rnd));
     }
     /* updates = indices.shape[:-1] + row */
     if (up->ndim != p->lead + rnd)
@@ -227,22 +236,13 @@ fia_status fia_scatter_nd_update_plan(fia_context *ctx, const fia_scatter_nd_upd
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_nd_update_params_init"));
     nd_plan *p = chain_plan_new(ctx, sizeof *p, nd_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = nd_validate(p, t, v.cache_mode);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = nd_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, nd_validate(p, t, v.cache_mode), nd_check, plan,
+                           workspace_bytes);
 }
 
 fia_status fia_scatter_nd_update(fia_context *ctx, const fia_scatter_nd_update_tensors *t,
                                  const fia_scatter_nd_update_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_scatter_nd_update_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_scatter_nd_update_plan, ctx, t, prm);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -370,20 +370,10 @@ fia_status fia_scatter_update_plan(fia_context *ctx, const fia_scatter_update_te
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_update_params_init"));
     su_plan *p = chain_plan_new(ctx, sizeof *p, su_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = su_validate(p, t, v.axis);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = su_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, su_validate(p, t, v.axis), su_check, plan, workspace_bytes);
 }
 
 fia_status fia_scatter_update(fia_context *ctx, const fia_scatter_update_tensors *t,
                               const fia_scatter_update_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_scatter_update_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_scatter_update_plan, ctx, t, prm);
 }
