@@ -262,6 +262,14 @@ static void test_tensor_spec(void) {
                  !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
                  fia_tensor_spec_dims(&t, spec, shape2, 3, 0, ok) == FIA_STATUS_SUCCESS,
              "derived shape: %s", fia_last_error());
+    static const char *const what[2] = {"rows", "the width"};
+    tu_check(fia_tensor_check_shape(&f16, "a", 2, want, what) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a dim 1 is 3, the width is 4") &&
+                 fia_tensor_check_shape(&f16, "a", 3, want, what) ==
+                     FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
+                 fia_tensor_check_shape(&f16, "a", 2, ok, what) == FIA_STATUS_SUCCESS,
+             "check_shape: %s", fia_last_error());
 }
 
 /* fia_worklist_chunks: ungrouped items on the token grid; sort_range orders a range only. */

@@ -116,72 +116,6 @@ static const fia_tensor_spec li_quant_tensors[] = {
 #undef LI_REQ
 #undef LI_T
 
-/* The shapes the operator derives: the tensors below (names and places only), the values the
- * rules compare with (li_vals) and the call's layout conditions. */
-enum { LS_W, LS_QS, LS_KS, LS_IDX, LS_VAL };
-#define LI_T(m) offsetof(fia_lightning_indexer_tensors, m)
-#define LI_SHAPE(m) {#m, LI_T(m), 0, 0, NULL, -1, 0, NULL}
-static const fia_tensor_spec li_shape_tensors[] = {
-    [LS_W] = LI_SHAPE(weights), [LS_QS] = LI_SHAPE(query_dequant_scale),
-    [LS_KS] = LI_SHAPE(key_dequant_scale), [LS_IDX] = LI_SHAPE(sparse_indices),
-    [LS_VAL] = LI_SHAPE(sparse_values),
-};
-#undef LI_SHAPE
-#undef LI_T
-enum { LV_B, LV_S1, LV_N1, LV_K, LV_K0, LV_K1, LV_S2, LV_ONE, LV_COUNT };
-enum { /* conditions: query BSND / TND; key BSND, TND, paged, BSND or paged (3-D key scale) */
-    LC_QB = 1u << 1, LC_QT = 1u << 2, LC_KB = 1u << 3, LC_KT = 1u << 4, LC_KP = 1u << 5,
-    LC_K3 = 1u << 6
-};
-#define LI_RANK(x, n, when) {FIA_RANK_CONST, x, 0, 0, 0, n, NULL, when}
-#define LI_DIM(x, d, v, what, when) {FIA_DIM_VAL, x, d, 0, 0, v, what, when}
-/* weights, query_dequant_scale: [B, S1, N1] / [T1, N1] */
-#define LI_PER_HEAD(x)                                                                            \
-    LI_RANK(x, 3, LC_QB), LI_RANK(x, 2, LC_QT), LI_DIM(x, -3, LV_B, "batch", LC_QB),              \
-    LI_DIM(x, -2, LV_S1, "the query's S1", LC_QB), LI_DIM(x, -2, LV_S1, "the query's T1", LC_QT), \
-    LI_DIM(x, -1, LV_N1, "heads", 0)
-static const fia_dim_rule li_query_rules[] = {LI_PER_HEAD(LS_W), LI_PER_HEAD(LS_QS)};
-/* key_dequant_scale: the key's shape without the head dim */
-static const fia_dim_rule li_key_rules[] = {
-    LI_RANK(LS_KS, 2, LC_KT), LI_DIM(LS_KS, 0, LV_S2, "the key's T2", LC_KT),
-    LI_DIM(LS_KS, 1, LV_ONE, "required", LC_KT), LI_RANK(LS_KS, 3, LC_K3),
-    LI_DIM(LS_KS, 0, LV_K0, "the key's batch", LC_KB),
-    LI_DIM(LS_KS, 0, LV_K0, "the key's blocks", LC_KP),
-    LI_DIM(LS_KS, 1, LV_K1, "the key's S2", LC_KB), LI_DIM(LS_KS, 1, LV_K1, "block_size", LC_KP),
-    LI_DIM(LS_KS, 2, LV_ONE, "required", LC_K3),
-};
-/* sparse_indices, sparse_values (return_value): [B, S1, 1, k] / [T1, 1, k] */
-#define LI_OUT(x, when)                                                                           \
-    LI_RANK(x, 4, LC_QB | when), LI_RANK(x, 3, LC_QT | when),                                     \
-    LI_DIM(x, -4, LV_B, "batch", LC_QB | when),                                                   \
-    LI_DIM(x, -3, LV_S1, "the query's S1", LC_QB | when),                                         \
-    LI_DIM(x, -3, LV_S1, "the query's T1", LC_QT | when),                                         \
-    LI_DIM(x, -2, LV_ONE, "required", when), LI_DIM(x, -1, LV_K, "sparse_count", when)
-static const fia_dim_rule li_out_rules[] = {LI_OUT(LS_IDX, 0), LI_OUT(LS_VAL, LI_RETURN_VALUE)};
-#undef LI_OUT
-#undef LI_PER_HEAD
-#undef LI_DIM
-#undef LI_RANK
-
-/* The layout conditions of the shape rules (with return_value's). */
-static uint32_t li_conds(const fia_li_plan *p, const fia_lightning_indexer_params *prm) {
-    const fia_layout lk = prm->layout_key;
-    return (p->tnd ? LC_QT : LC_QB) | (prm->return_value ? LI_RETURN_VALUE : 0u) |
-           (lk == FIA_LAYOUT_TND ? LC_KT : LC_K3) | (lk == FIA_LAYOUT_BSND ? LC_KB : 0u) |
-           (lk == FIA_LAYOUT_PA_BSND ? LC_KP : 0u);
-}
-
-/* Checks rules[0..nr) of the shape tensors against p's derived values. */
-static fia_status li_check_shapes(const fia_li_plan *p, const fia_lightning_indexer_tensors *t,
-                                  const fia_lightning_indexer_params *prm,
-                                  const fia_dim_rule *rules, size_t nr, const int64_t *key) {
-    const int64_t vals[LV_COUNT] = {
-        [LV_B] = p->B, [LV_S1] = p->S1, [LV_N1] = p->N1, [LV_K] = p->K,
-        [LV_K0] = key ? key[0] : 0, [LV_K1] = key ? key[1] : 0, [LV_S2] = key ? key[2] : 0,
-        [LV_ONE] = 1};
-    return fia_tensor_spec_dims(t, li_shape_tensors, rules, nr, li_conds(p, prm), vals);
-}
-
 typedef struct li_lens {
     int64_t *q_len, *kv_len, *q_tok0; /* [B] each */
 } li_lens;
@@ -263,12 +197,17 @@ static fia_status li_parse_query(fia_li_plan *p, const fia_lightning_indexer_ten
     if (rows_total > LI_MAX_ROWS)
         return FIA_UNSUPPORTED("%lld query rows, at most %lld are supported",
                                (long long)rows_total, (long long)LI_MAX_ROWS);
-    FIA_TRY(li_check_shapes(p, t, prm, li_query_rules, FIA_SPEC_COUNT(li_query_rules), NULL));
+    const int64_t want[3] = {p->B, S1, N1};
+    static const char *const what[3] = {"batch", "the query's S1", "heads"};
+    static const char *const what_t[2] = {"the query's T1", "heads"};
     const fia_tensor *ws[2] = {t->weights, p->quant ? t->query_dequant_scale : NULL};
+    static const char *const names[2] = {"weights", "query_dequant_scale"};
     fia_seq *views[2] = {&p->w, &p->sq};
     for (int i = 0; i < 2; i++) {
         const fia_tensor *x = ws[i];
         if (!x) continue;
+        FIA_TRY(fia_tensor_check_shape(x, names[i], tnd ? 2 : 3, tnd ? want + 1 : want,
+                                       tnd ? what_t : what));
         *views[i] = tnd ? li_seq(x, 0, x->strides[0], x->strides[1])
                         : li_seq(x, x->strides[0], x->strides[1], x->strides[2]);
     }
@@ -278,9 +217,7 @@ static fia_status li_parse_query(fia_li_plan *p, const fia_lightning_indexer_ten
 /* The key (BSND [B, S2, 1, D], TND [T2, 1, D], PA_BSND [blocks, block_size, 1, D]) and its
  * scale (the key's shape without the head dim); *S2 and *blocks as the layout has them. */
 static fia_status li_parse_key(fia_li_plan *p, const fia_lightning_indexer_tensors *t,
-                               const fia_lightning_indexer_params *prm, int64_t *S2,
-                               int64_t *blocks) {
-    const fia_layout lk = prm->layout_key;
+                               fia_layout lk, int64_t *S2, int64_t *blocks) {
     const fia_tensor *k = t->key;
     const bool paged = lk == FIA_LAYOUT_PA_BSND;
     if (lk == FIA_LAYOUT_TND && k->ndim != 3)
@@ -311,12 +248,17 @@ static fia_status li_parse_key(fia_li_plan *p, const fia_lightning_indexer_tenso
     }
     if (!p->quant) return FIA_STATUS_SUCCESS;
     const fia_tensor *s = t->key_dequant_scale;
-    const int64_t key[3] = {k->shape[0], k->shape[1], *S2};
-    FIA_TRY(li_check_shapes(p, t, prm, li_key_rules, FIA_SPEC_COUNT(li_key_rules), key));
+    static const char *const what_b[3] = {"the key's batch", "the key's S2", "required"};
+    static const char *const what_p[3] = {"the key's blocks", "block_size", "required"};
+    static const char *const what_t[2] = {"the key's T2", "required"};
     if (lk == FIA_LAYOUT_TND) {
+        const int64_t want[2] = {*S2, 1};
+        FIA_TRY(fia_tensor_check_shape(s, "key_dequant_scale", 2, want, what_t));
         p->sk = li_seq(s, 0, s->strides[0], 0);
         return FIA_STATUS_SUCCESS;
     }
+    const int64_t want[3] = {k->shape[0], k->shape[1], 1};
+    FIA_TRY(fia_tensor_check_shape(s, "key_dequant_scale", 3, want, paged ? what_p : what_b));
     p->sk = li_seq(s, paged ? 0 : s->strides[0], s->strides[1], 0);
     if (paged) p->sk.s_blk = s->strides[0];
     return FIA_STATUS_SUCCESS;
@@ -370,12 +312,17 @@ static fia_status li_parse_lengths(fia_li_plan *p, const fia_lightning_indexer_t
 /* sparse_indices and sparse_values: [B, S1, 1, k] or [T1, 1, k]. */
 static fia_status li_parse_outputs(fia_li_plan *p, const fia_lightning_indexer_tensors *t,
                                    const fia_lightning_indexer_params *prm) {
-    FIA_TRY(li_check_shapes(p, t, prm, li_out_rules, FIA_SPEC_COUNT(li_out_rules), NULL));
+    const int64_t want4[4] = {p->B, p->S1, 1, p->K}, want3[3] = {p->S1, 1, p->K};
+    static const char *const what4[4] = {"batch", "the query's S1", "required", "sparse_count"};
+    static const char *const what3[3] = {"the query's T1", "required", "sparse_count"};
     const fia_tensor *outs[2] = {t->sparse_indices, prm->return_value ? t->sparse_values : NULL};
+    static const char *const names[2] = {"sparse_indices", "sparse_values"};
     fia_seq *views[2] = {&p->oi, &p->ov};
     for (int i = 0; i < 2; i++) {
         const fia_tensor *o = outs[i];
         if (!o) continue;
+        if (p->tnd) FIA_TRY(fia_tensor_check_shape(o, names[i], 3, want3, what3));
+        else FIA_TRY(fia_tensor_check_shape(o, names[i], 4, want4, what4));
         *views[i] = p->tnd ? li_seq(o, 0, o->strides[0], o->strides[2])
                            : li_seq(o, o->strides[0], o->strides[1], o->strides[3]);
     }
@@ -388,7 +335,7 @@ static fia_status li_validate(fia_li_plan *p, const fia_lightning_indexer_tensor
     FIA_TRY(li_check_tensors(p, t, prm));
     FIA_TRY(li_check_params(p, t, prm));
     FIA_TRY(li_parse_query(p, t, prm));
-    FIA_TRY(li_parse_key(p, t, prm, &S2, &blocks));
+    FIA_TRY(li_parse_key(p, t, prm->layout_key, &S2, &blocks));
     FIA_TRY(li_parse_lengths(p, t, prm, L, S2, blocks));
     return li_parse_outputs(p, t, prm);
 }

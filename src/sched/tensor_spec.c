@@ -130,3 +130,14 @@ fia_status fia_tensor_spec_dims(const void *tensors, const fia_tensor_spec *spec
     }
     return FIA_STATUS_SUCCESS;
 }
+
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what) {
+    fia_dim_rule r = {FIA_RANK_CONST, 0, 0, 0, 0, ndim, NULL, 0};
+    FIA_TRY(fia_spec_rule(t, name, NULL, NULL, &r, want));
+    for (int32_t i = 0; i < ndim; i++) {
+        r = (fia_dim_rule){FIA_DIM_VAL, 0, (int8_t)i, 0, 0, i, what[i], 0};
+        FIA_TRY(fia_spec_rule(t, name, NULL, NULL, &r, want));
+    }
+    return FIA_STATUS_SUCCESS;
+}

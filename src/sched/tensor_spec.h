@@ -14,7 +14,8 @@
  * of another mode): "<name> is given, but only read when <when_what>".
  *   pass 4 (fia_tensor_spec_dims), the shape rules (fia_dim_rule) in their order, under the same
  *     conditions: a tensor's rank or dim against another tensor of the table, a constant, or a
- *     value the operator derived (its batch, its heads, ...).
+ *     value the operator derived (its batch, its heads, ...); fia_tensor_check_shape applies
+ *     such rules to one tensor and a whole derived shape.
  * The operator keeps only what no table says: its shape algebra and conditional rules.
  */
 #ifndef FIA_SCHED_TENSOR_SPEC_H
@@ -83,6 +84,12 @@ typedef struct fia_dim_rule {
     const char *what; /* what the value is, for the message (FIA_DIM_CONST NULL: "required") */
     uint32_t when;    /* condition bits the call must have for the rule to apply; 0: always */
 } fia_dim_rule;
+
+/* A whole shape the operator derived, as FIA_RANK_CONST (what NULL) and FIA_DIM_VAL rules on t
+ * (named name): ndim dims of sizes want[i], what[i] naming want[i] in the message:
+ * "<name> has <n> dims, expected <ndim>" / "<name> dim <i> is <v>, <what[i]> is <want[i]>". */
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what);
 
 /* Pass 4: rules[0..nr) over the tensors of spec (checked by the passes before); vals: the
  * derived values FIA_DIM_VAL rules read (NULL when there are none). */
