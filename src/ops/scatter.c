@@ -5,6 +5,7 @@
  * win). Paged targets (PA_BSND, PA_NZ) are addressed through sched/kv_addr.h, the addressing the
  * attention operators read the same caches with.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 #include "core/tensor.h"
 #include "ops/chain_common.h"
 #include "sched/kv_addr.h"
+#include "sched/tensor_spec.h"
 
 /* Reads index element at element offset off of an int32 / int64 tensor. */
 static inline int64_t sc_index(const fia_tensor *t, int64_t off) {
@@ -45,13 +47,23 @@ static void sc_copy(char *dst, const int64_t *ds, const char *src, const int64_t
         sc_copy(dst + i * ds[0] * es, ds + 1, src + i * ss[0] * es, ss + 1, shape + 1, nd - 1, es);
 }
 
-static fia_status sc_check_index_tensor(const fia_tensor *t, const char *name) {
-    if (!t) return FIA_INVALID("%s is NULL", name);
-    FIA_TRY(fia_tensor_check(t, name, false));
-    if (t->dtype != FIA_DTYPE_INT32 && t->dtype != FIA_DTYPE_INT64)
-        return FIA_INVALID("%s dtype is %s, must be int32 or int64", name, fia_dtype_name(t->dtype));
-    return FIA_STATUS_SUCCESS;
-}
+/* The tensor tables (sched/tensor_spec.h): the target, the updates, the int32 / int64 indices. */
+#define SC_INDICES(type) \
+    {"indices", offsetof(type, indices), FIA_SPEC_REQUIRED, FIA_DT(INT32) | FIA_DT(INT64), \
+     "int32 or int64", -1, 0, NULL}
+static const fia_tensor_spec nd_spec[] = {
+    {"input", offsetof(fia_scatter_nd_update_tensors, input), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+    {"updates", offsetof(fia_scatter_nd_update_tensors, updates), FIA_SPEC_REQUIRED, 0, NULL, -1, 0,
+     NULL},
+    SC_INDICES(fia_scatter_nd_update_tensors),
+};
+static const fia_tensor_spec su_spec[] = {
+    {"data", offsetof(fia_scatter_update_tensors, data), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+    {"updates", offsetof(fia_scatter_update_tensors, updates), FIA_SPEC_REQUIRED, 0, NULL, -1, 0,
+     NULL},
+    SC_INDICES(fia_scatter_update_tensors),
+};
+#undef SC_INDICES
 
 /* ------------------------------------------------------------------------------------------ */
 /* scatter_nd_update                                                                           */
@@ -177,12 +189,9 @@ static fia_status nd_paged_row(nd_plan *p, const fia_tensor *in, const fia_tenso
 }
 
 static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t, fia_layout mode) {
-    if (!t->input) return FIA_INVALID("input is NULL");
-    if (!t->updates) return FIA_INVALID("updates is NULL");
-    FIA_TRY(sc_check_index_tensor(t->indices, "indices"));
+    FIA_TRY(fia_tensor_spec_check(t, nd_spec, FIA_SPEC_COUNT(nd_spec)));
+    FIA_TRY(fia_tensor_spec_dtypes(t, nd_spec, FIA_SPEC_COUNT(nd_spec)));
     const fia_tensor *in = t->input, *ix = t->indices, *up = t->updates;
-    FIA_TRY(fia_tensor_check(in, "input", false));
-    FIA_TRY(fia_tensor_check(up, "updates", false));
     if (in->ndim < 1) return FIA_INVALID("input has 0 dims, needs 1..8");
     if (up->dtype != in->dtype)
         return FIA_INVALID("updates dtype is %s, must be input's (%s)", fia_dtype_name(up->dtype),
@@ -309,12 +318,9 @@ static void su_execute(fia_plan *plan, void *ws) {
 }
 
 static fia_status su_validate(su_plan *p, const fia_scatter_update_tensors *t, int64_t axis) {
-    if (!t->data) return FIA_INVALID("data is NULL");
-    if (!t->updates) return FIA_INVALID("updates is NULL");
-    FIA_TRY(sc_check_index_tensor(t->indices, "indices"));
+    FIA_TRY(fia_tensor_spec_check(t, su_spec, FIA_SPEC_COUNT(su_spec)));
+    FIA_TRY(fia_tensor_spec_dtypes(t, su_spec, FIA_SPEC_COUNT(su_spec)));
     const fia_tensor *d = t->data, *ix = t->indices, *up = t->updates;
-    FIA_TRY(fia_tensor_check(d, "data", false));
-    FIA_TRY(fia_tensor_check(up, "updates", false));
     if (d->ndim < 2) return FIA_INVALID("data has %d dims, needs 2..8", (int)d->ndim);
     if (up->dtype != d->dtype)
         return FIA_INVALID("updates dtype is %s, must be data's (%s)", fia_dtype_name(up->dtype),
