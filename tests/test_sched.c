@@ -9,7 +9,8 @@
  *   kvcache:     fia_seq_row_ptrs against the definition (dense, TND offset, paged with runs
  *                crossing blocks, every block size 1..9);
  *   tensor_spec: the order of the three passes and their messages; conditions (required when,
- *                applies when), the rank and dim rules (dims from the end) and their messages.
+ *                applies when), the rank and dim rules (dims from the end, against another
+ *                tensor, a constant or a derived value) and their messages.
  * Usage: test_sched [seed].
  */
 #include <math.h>
@@ -244,14 +245,30 @@ static void test_tensor_spec(void) {
     t = (three){NULL, NULL, NULL};
     tu_check(fia_tensor_spec_check_when(&t, only, 1, 0) == FIA_STATUS_SUCCESS,
              "only-when: absent is fine");
+    /* a derived shape: the rank, then each dim against a value the operator computed */
     const int64_t want[2] = {2, 4};
+    const fia_dim_rule shape2[] = {
+        {FIA_RANK_CONST, 0, 0, 0, 0, 2, NULL, 0},
+        {FIA_DIM_VAL, 0, 0, 0, 0, 0, "rows", 0},
+        {FIA_DIM_VAL, 0, 1, 0, 0, 1, "the width", 0},
+    };
+    const fia_dim_rule shape3[] = {{FIA_RANK_CONST, 0, 0, 0, 0, 3, NULL, 0}};
+    const int64_t ok[2] = {2, 3};
+    t = (three){&f16, NULL, NULL};
+    tu_check(fia_tensor_spec_dims(&t, spec, shape2, 3, 0, want) == FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a dim 1 is 3, the width is 4") &&
+                 fia_tensor_spec_dims(&t, spec, shape3, 1, 0, NULL) ==
+                     FIA_STATUS_INVALID_ARGUMENT &&
+                 !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
+                 fia_tensor_spec_dims(&t, spec, shape2, 3, 0, ok) == FIA_STATUS_SUCCESS,
+             "derived shape: %s", fia_last_error());
     static const char *const what[2] = {"rows", "the width"};
     tu_check(fia_tensor_check_shape(&f16, "a", 2, want, what) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "a dim 1 is 3, the width is 4") &&
                  fia_tensor_check_shape(&f16, "a", 3, want, what) ==
                      FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "a has 2 dims, expected 3") &&
-                 fia_tensor_check_shape(&f16, "a", 2, sh, what) == FIA_STATUS_SUCCESS,
+                 fia_tensor_check_shape(&f16, "a", 2, ok, what) == FIA_STATUS_SUCCESS,
              "check_shape: %s", fia_last_error());
 }
 
@@ -323,30 +340,30 @@ static void test_tensor_spec_rules(void) {
                  !strcmp(fia_last_error(), "o dtype is float32, must be float16"),
              "applies when: %s", fia_last_error());
     t.r = &r;
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE, NULL) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "r dim 1 is 5, q dim 1 is 3"),
              "dim rule: %s", fia_last_error());
     r.shape[1] = 3;
     r.shape[3] = 3;
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE, NULL) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "r dim 3 is 3, must be 2 (the rope)"),
              "const dim: %s", fia_last_error());
     r.shape[3] = 2;
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_SUCCESS,
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE, NULL) == FIA_STATUS_SUCCESS,
              "rules pass: %s", fia_last_error());
     t.q = &qt; /* 3-D: r's rank differs; without ROPE the rank rule is skipped, dim -4 too */
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE) == FIA_STATUS_INVALID_ARGUMENT &&
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, ROPE, NULL) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "r has 4 dims, q has 3"),
              "rank rule: %s", fia_last_error());
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_SUCCESS,
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0, NULL) == FIA_STATUS_SUCCESS,
              "conditional rules skipped: %s", fia_last_error());
     t.s = &s2;
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0, NULL) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "s has 4 dims, must be 1 ([N])"),
              "const rank: %s", fia_last_error());
     s.shape[0] = 5;
     t.s = &s;
-    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0) == FIA_STATUS_INVALID_ARGUMENT &&
+    tu_check(fia_tensor_spec_dims(&t, spec, rules, nr, 0, NULL) == FIA_STATUS_INVALID_ARGUMENT &&
                  !strcmp(fia_last_error(), "s dim 0 is 5, q dim 1 is 4"),
              "dim rule from the end of a 3-D tensor: %s", fia_last_error());
 }

@@ -46,12 +46,20 @@ static inline char *fia_thread_scratch(void *workspace, size_t per_thread, int32
     return (char *)workspace + per_thread * (size_t)tid;
 }
 
-/* Runs plan with a freshly allocated workspace and destroys it: the one-shot calls. */
 /* The checks every fia_<op>_plan entry point starts with: clears the thread's error, then
  * refuses a NULL context, tensors, params or plan (INVALID_ARGUMENT naming it). */
 fia_status fia_plan_args(const fia_context *ctx, const void *tensors, const void *params,
                          fia_plan **plan);
 
+/* Runs plan with a freshly allocated workspace and destroys it: the one-shot calls. */
 fia_status fia_plan_run_once(fia_plan *plan);
+
+/* The body of a one-shot call fia_<op>(ctx, t, prm): plans with plan_fn, runs the plan once. */
+#define FIA_PLAN_RUN_ONCE(plan_fn, ctx, t, prm)                                                  \
+    do {                                                                                         \
+        fia_plan *once_plan_ = NULL;                                                             \
+        FIA_TRY(plan_fn(ctx, t, prm, &once_plan_, NULL));                                        \
+        return fia_plan_run_once(once_plan_);                                                    \
+    } while (0)
 
 #endif /* FIA_CORE_PLAN_H */

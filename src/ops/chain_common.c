@@ -67,6 +67,18 @@ void *chain_plan_new(fia_context *ctx, size_t bytes, void (*execute)(fia_plan *,
     return p;
 }
 
+fia_status chain_plan_done(fia_plan *p, fia_status st, fia_status (*check)(fia_plan *),
+                           fia_plan **plan, size_t *workspace_bytes) {
+    if (st != FIA_STATUS_SUCCESS) {
+        free(p);
+        return st;
+    }
+    p->check = check;
+    *plan = p;
+    if (workspace_bytes) *workspace_bytes = p->workspace_bytes;
+    return FIA_STATUS_SUCCESS;
+}
+
 void chain_run(fia_context *ctx, int64_t tasks, void (*fn)(void *, int64_t, int32_t), void *arg) {
     if (tasks <= 0) return;
     if (tasks == 1) fn(arg, 0, 0);

@@ -74,6 +74,11 @@ static inline int64_t chain_rows_per_task(int64_t row_elems) {
  * memory (error set). */
 void *chain_plan_new(fia_context *ctx, size_t bytes, void (*execute)(fia_plan *, void *));
 
+/* Hands out a chain plan p after its validation status st: on failure frees p and returns st;
+ * else sets its check callback (NULL: none), *plan and (when non-NULL) *workspace_bytes. */
+fia_status chain_plan_done(fia_plan *p, fia_status st, fia_status (*check)(fia_plan *),
+                           fia_plan **plan, size_t *workspace_bytes);
+
 /* Runs fn(arg, task, tid) for every task on the context's pool. */
 void chain_run(fia_context *ctx, int64_t tasks, void (*fn)(void *, int64_t, int32_t), void *arg);
 

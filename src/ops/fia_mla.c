@@ -892,6 +892,43 @@ static fia_status mla_parse_outputs(mla_plan *p, const fia_fused_infer_attention
     return FIA_STATUS_SUCCESS;
 }
 
+/* sparse_mode (0 or 3) and the mask (compressed, with sparse_mode 3). */
+static fia_status mla_check_mask(mla_plan *p, const fia_fused_infer_attention_score_tensors *t,
+                                 int32_t mode) {
+    if (mode != 0 && mode != 3) {
+        if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0 or 3", (int)mode);
+        return FIA_UNSUPPORTED("sparse_mode %d is not supported with MLA (0 and 3 are)", (int)mode);
+    }
+    p->causal = mode == 3;
+    if (t->atten_mask) {
+        if (mode == 0)
+            return FIA_UNSUPPORTED("atten_mask with sparse_mode 0 is not supported with MLA");
+        if (!fia_is_compressed_mask(t->atten_mask))
+            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
+                               "sparse_mode 3");
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The int8 query scale: [B, S1, N] / [B, S1, N, 1] (TND: [T, N] / [T, N, 1]). */
+static fia_status mla_parse_query_scale(mla_plan *p, fia_context *ctx, const fia_tensor *s,
+                                        const fia_dims *qd) {
+    const int32_t base = p->tnd ? 2 : 3;
+    const bool ok = (s->ndim == base || (s->ndim == base + 1 && s->shape[base] == 1)) &&
+                    (p->tnd ? s->shape[0] == qd->S && s->shape[1] == p->N
+                            : s->shape[0] == p->B && s->shape[1] == qd->S && s->shape[2] == p->N);
+    if (!ok)
+        return FIA_INVALID("dequant_scale_query must be %s (per token and head); it has %d "
+                           "dims", p->tnd ? "[T, N] or [T, N, 1]" : "[B, S1, N] or [B, S1, N, 1]",
+                           (int)s->ndim);
+    p->sq = fia_tensor_ptr(s);
+    p->sq_s_b = p->tnd ? 0 : s->strides[0];
+    p->sq_s_t = p->tnd ? s->strides[0] : s->strides[1];
+    p->sq_s_h = p->tnd ? s->strides[1] : s->strides[2];
+    p->i8 = &ctx->kernels.i8;
+    return FIA_STATUS_SUCCESS;
+}
+
 static fia_status mla_validate(mla_plan *p, fia_context *ctx,
                                const fia_fused_infer_attention_score_tensors *t,
                                const fia_fused_infer_attention_score_params *prm) {
@@ -956,38 +993,8 @@ static fia_status mla_validate(mla_plan *p, fia_context *ctx,
                               &p->batches, &p->block_table, &p->pages.cols));
     p->pages.table = p->block_table;
 
-    /* sparse mode and mask */
-    const int32_t mode = prm->sparse_mode;
-    if (mode != 0 && mode != 3) {
-        if (mode < 0 || mode > 9) return FIA_INVALID("sparse_mode is %d, must be 0 or 3", (int)mode);
-        return FIA_UNSUPPORTED("sparse_mode %d is not supported with MLA (0 and 3 are)", (int)mode);
-    }
-    p->causal = mode == 3;
-    if (t->atten_mask) {
-        if (mode == 0)
-            return FIA_UNSUPPORTED("atten_mask with sparse_mode 0 is not supported with MLA");
-        if (!fia_is_compressed_mask(t->atten_mask))
-            return FIA_INVALID("atten_mask must be the compressed [2048, 2048] form with "
-                               "sparse_mode 3");
-    }
-
-    /* int8 query scale: [B, S1, N] / [B, S1, N, 1] (TND: [T, N] / [T, N, 1]) */
-    if (p->quant) {
-        const fia_tensor *s = t->dequant_scale_query;
-        const int32_t base = p->tnd ? 2 : 3;
-        const bool ok = (s->ndim == base || (s->ndim == base + 1 && s->shape[base] == 1)) &&
-                        (p->tnd ? s->shape[0] == qd.S && s->shape[1] == N
-                                : s->shape[0] == B && s->shape[1] == qd.S && s->shape[2] == N);
-        if (!ok)
-            return FIA_INVALID("dequant_scale_query must be %s (per token and head); it has %d "
-                               "dims", p->tnd ? "[T, N] or [T, N, 1]" : "[B, S1, N] or [B, S1, N, 1]",
-                               (int)s->ndim);
-        p->sq = fia_tensor_ptr(s);
-        p->sq_s_b = p->tnd ? 0 : s->strides[0];
-        p->sq_s_t = p->tnd ? s->strides[0] : s->strides[1];
-        p->sq_s_h = p->tnd ? s->strides[1] : s->strides[2];
-        p->i8 = &ctx->kernels.i8;
-    }
+    FIA_TRY(mla_check_mask(p, t, prm->sparse_mode));
+    if (p->quant) FIA_TRY(mla_parse_query_scale(p, ctx, t->dequant_scale_query, &qd));
 
     FIA_TRY(mla_parse_outputs(p, t, prm, layout, in_layout, &qd));
     return FIA_STATUS_SUCCESS;

@@ -343,6 +343,46 @@ static fia_status fia_attn_parse_mask(fia_attn_plan *p, const fia_fused_infer_at
     return FIA_STATUS_SUCCESS;
 }
 
+/* num_heads, num_key_value_heads (0: num_heads), scale. */
+static fia_status fia_attn_check_heads(fia_attn_plan *p,
+                                       const fia_fused_infer_attention_score_params *prm) {
+    const int64_t N1 = prm->num_heads;
+    const int64_t N2 = prm->num_key_value_heads == 0 ? N1 : prm->num_key_value_heads;
+    if (N1 < 1 || N1 > FIA_MAX_HEADS)
+        return FIA_INVALID("num_heads is %lld, must be 1..%d", (long long)N1, FIA_MAX_HEADS);
+    if (N2 < 1 || N2 > FIA_MAX_HEADS)
+        return FIA_INVALID("num_key_value_heads is %lld, must be 0..%d", (long long)N2, FIA_MAX_HEADS);
+    if (N1 % N2 != 0)
+        return FIA_INVALID("num_heads %lld is not a multiple of num_key_value_heads %lld",
+                           (long long)N1, (long long)N2);
+    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
+    p->N1 = N1;
+    p->N2 = N2;
+    p->G = N1 / N2;
+    p->scale = (float)prm->scale;
+    return FIA_STATUS_SUCCESS;
+}
+
+/* input_layout: the query's and the output's layouts, p->tnd (the token-packed layouts, TND,
+ * NTD and their input_output pairs, share TND's rules). */
+static fia_status fia_attn_layouts(fia_attn_plan *p, fia_layout layout, fia_layout *in_layout,
+                                   fia_layout *out_layout) {
+    if (layout == FIA_LAYOUT_PA_BSND || layout == FIA_LAYOUT_PA_NZ)
+        return FIA_UNSUPPORTED("input_layout %s is not supported by fused_infer_attention_score "
+                               "yet", fia_layout_name(layout));
+    if ((unsigned)layout > FIA_LAYOUT_NTD_TND)
+        return FIA_INVALID("input_layout is %d, unknown", (int)layout);
+    p->tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD ||
+             layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_NTD_TND;
+    *in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD
+                 : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND
+                 : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : layout;
+    *out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND
+                  : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_NTD
+                  : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_TND : layout;
+    return FIA_STATUS_SUCCESS;
+}
+
 static fia_status fia_attn_validate(fia_attn_plan *p,
                                     const fia_fused_infer_attention_score_tensors *t,
                                     const fia_fused_infer_attention_score_params *prm) {
@@ -361,38 +401,11 @@ static fia_status fia_attn_validate(fia_attn_plan *p,
     if (kt != FIA_DTYPE_INT8 && (t->antiquant_scale || t->antiquant_offset))
         return FIA_INVALID("antiquant_scale/offset given but key is %s, not int8", fia_dtype_name(kt));
 
-    /* heads, scale, layout */
-    const int64_t N1 = prm->num_heads;
-    const int64_t N2 = prm->num_key_value_heads == 0 ? N1 : prm->num_key_value_heads;
-    if (N1 < 1 || N1 > FIA_MAX_HEADS)
-        return FIA_INVALID("num_heads is %lld, must be 1..%d", (long long)N1, FIA_MAX_HEADS);
-    if (N2 < 1 || N2 > FIA_MAX_HEADS)
-        return FIA_INVALID("num_key_value_heads is %lld, must be 0..%d", (long long)N2, FIA_MAX_HEADS);
-    if (N1 % N2 != 0)
-        return FIA_INVALID("num_heads %lld is not a multiple of num_key_value_heads %lld",
-                           (long long)N1, (long long)N2);
-    if (!isfinite(prm->scale)) return FIA_INVALID("scale is not finite");
-    p->N1 = N1;
-    p->N2 = N2;
-    p->G = N1 / N2;
-    p->scale = (float)prm->scale;
-
-    const fia_layout layout = prm->input_layout;
-    if (layout == FIA_LAYOUT_PA_BSND || layout == FIA_LAYOUT_PA_NZ)
-        return FIA_UNSUPPORTED("input_layout %s is not supported by fused_infer_attention_score "
-                               "yet", fia_layout_name(layout));
-    if ((unsigned)layout > FIA_LAYOUT_NTD_TND)
-        return FIA_INVALID("input_layout is %d, unknown", (int)layout);
-    /* the token-packed layouts (TND, NTD and their input_output pairs) share TND's rules */
-    const bool tnd = layout == FIA_LAYOUT_TND || layout == FIA_LAYOUT_NTD ||
-                     layout == FIA_LAYOUT_TND_NTD || layout == FIA_LAYOUT_NTD_TND;
-    p->tnd = tnd;
-    const fia_layout in_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BNSD
-                                 : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_TND
-                                 : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_NTD : layout;
-    const fia_layout out_layout = layout == FIA_LAYOUT_BNSD_BSND ? FIA_LAYOUT_BSND
-                                  : layout == FIA_LAYOUT_TND_NTD ? FIA_LAYOUT_NTD
-                                  : layout == FIA_LAYOUT_NTD_TND ? FIA_LAYOUT_TND : layout;
+    fia_layout in_layout = prm->input_layout, out_layout = in_layout;
+    FIA_TRY(fia_attn_check_heads(p, prm));
+    FIA_TRY(fia_attn_layouts(p, prm->input_layout, &in_layout, &out_layout));
+    const bool tnd = p->tnd;
+    const int64_t N1 = p->N1;
 
     /* query */
     fia_dims qd;

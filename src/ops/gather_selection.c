@@ -6,6 +6,7 @@
  * table) to the next sbs selection slots (through the row's selection block table), both with
  * sched/kv_addr.h, the addressing the attention operators read these caches with.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 #include "core/tensor.h"
 #include "ops/chain_common.h"
 #include "sched/kv_addr.h"
+#include "sched/tensor_spec.h"
 
 typedef struct gs_cache {
     char *base;
@@ -164,16 +166,31 @@ static void gs_execute(fia_plan *plan, void *ws) {
     chain_run(plan->ctx, p->B * p->S * p->H, gs_task, p);
 }
 
-/* A [blocks, block_size, W] or [blocks, block_size, 1, W] cache with contiguous rows. */
+/* The tensor table (sched/tensor_spec.h): presence, views, dtypes; the ropes only when both
+ * are non-empty (GS_ROPE). */
+enum { GS_ROPE = 1 };
+#define GT(m) offsetof(fia_gather_selection_kv_cache_tensors, m)
+#define GS_CACHE FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT, \
+    FIA_DT(FLOAT16) | FIA_DT(BFLOAT16) | FIA_DT(INT8), "float16, bfloat16 or int8", -1
+#define GS_I32(m) {#m, GT(m), FIA_SPEC_REQUIRED, FIA_DT(INT32), "int32", -1, 0, NULL}
+static const fia_tensor_spec gs_spec[] = {
+    {"selection_kv_cache", GT(selection_kv_cache), GS_CACHE, 0, NULL},
+    {"full_kv_cache", GT(full_kv_cache), GS_CACHE, 0, NULL},
+    {"selection_k_rope", GT(selection_k_rope), GS_CACHE, GS_ROPE, NULL},
+    {"full_k_rope", GT(full_k_rope), GS_CACHE, GS_ROPE, NULL},
+    GS_I32(selection_topk_indices), GS_I32(selection_kv_block_status),
+    GS_I32(full_kv_actual_seq), GS_I32(full_q_actual_seq), GS_I32(full_kv_block_table),
+    GS_I32(selection_kv_block_table), GS_I32(selection_kv_actual_seq),
+};
+#undef GS_I32
+#undef GS_CACHE
+#undef GT
+
+/* A [blocks, block_size, W] or [blocks, block_size, 1, W] cache (checked by the table). */
 static fia_status gs_parse_cache(const fia_tensor *t, const char *name, gs_cache *c, bool out) {
-    if (!t) return FIA_INVALID("%s is NULL", name);
-    FIA_TRY(fia_tensor_check(t, name, true));
     if (t->ndim != 3 && !(t->ndim == 4 && t->shape[2] == 1))
         return FIA_INVALID("%s has %d dims, must be [blocks, block_size, W] or [blocks, "
                            "block_size, 1, W]", name, (int)t->ndim);
-    if (t->dtype != FIA_DTYPE_FLOAT16 && t->dtype != FIA_DTYPE_BFLOAT16 && t->dtype != FIA_DTYPE_INT8)
-        return FIA_INVALID("%s dtype is %s, must be float16, bfloat16 or int8", name,
-                           fia_dtype_name(t->dtype));
     if (t->shape[1] < 1)
         return FIA_INVALID("%s dim 1 (block_size) is %lld, must be at least 1", name,
                            (long long)t->shape[1]);
@@ -189,17 +206,8 @@ static fia_status gs_parse_cache(const fia_tensor *t, const char *name, gs_cache
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status gs_check_i32(const fia_tensor *t, const char *name, int32_t ndim) {
-    if (!t) return FIA_INVALID("%s is NULL", name);
-    FIA_TRY(fia_tensor_check(t, name, false));
-    if (t->dtype != FIA_DTYPE_INT32)
-        return FIA_INVALID("%s dtype is %s, must be int32", name, fia_dtype_name(t->dtype));
-    if (ndim > 0 && t->ndim != ndim)
-        return FIA_INVALID("%s has %d dims, must have %d", name, (int)t->ndim, (int)ndim);
-    return FIA_STATUS_SUCCESS;
-}
-
-static fia_status gs_validate(gs_plan *p, const fia_gather_selection_kv_cache_tensors *t, int64_t sbs) {
+/* The kv caches and (p->rope) the rope caches: one dtype, matching rows and geometry. */
+static fia_status gs_parse_caches(gs_plan *p, const fia_gather_selection_kv_cache_tensors *t) {
     FIA_TRY(gs_parse_cache(t->selection_kv_cache, "selection_kv_cache", &p->skv, true));
     FIA_TRY(gs_parse_cache(t->full_kv_cache, "full_kv_cache", &p->fkv, false));
     const fia_dtype dt = t->full_kv_cache->dtype;
@@ -210,41 +218,44 @@ static fia_status gs_validate(gs_plan *p, const fia_gather_selection_kv_cache_te
         return FIA_INVALID("selection_kv_cache row is %lld wide, full_kv_cache's is %lld",
                            (long long)p->skv.width, (long long)p->fkv.width);
     p->es = (int64_t)fia_dtype_size(dt);
-    /* rope: both empty, or both caches like the kv ones */
+    if (!p->rope) return FIA_STATUS_SUCCESS;
     const fia_tensor *sr = t->selection_k_rope, *fr = t->full_k_rope;
-    const bool sr_empty = !sr || fia_tensor_numel(sr) == 0, fr_empty = !fr || fia_tensor_numel(fr) == 0;
-    if (sr_empty != fr_empty)
-        return FIA_INVALID("selection_k_rope is %s but full_k_rope is %s: both or neither",
-                           sr_empty ? "empty" : "given", fr_empty ? "empty" : "given");
-    p->rope = !sr_empty;
-    if (p->rope) {
-        FIA_TRY(gs_parse_cache(sr, "selection_k_rope", &p->srope, true));
-        FIA_TRY(gs_parse_cache(fr, "full_k_rope", &p->frope, false));
-        if (sr->dtype != dt || fr->dtype != dt)
-            return FIA_INVALID("selection_k_rope / full_k_rope dtypes are %s / %s, must be the kv "
-                               "caches' %s", fia_dtype_name(sr->dtype), fia_dtype_name(fr->dtype),
-                               fia_dtype_name(dt));
-        if (p->srope.width != p->frope.width)
-            return FIA_INVALID("selection_k_rope row is %lld wide, full_k_rope's is %lld",
-                               (long long)p->srope.width, (long long)p->frope.width);
-        if (p->srope.blocks != p->skv.blocks || p->srope.block_size != p->skv.block_size)
-            return FIA_INVALID("selection_k_rope is [%lld, %lld, ..], selection_kv_cache [%lld, %lld, ..]",
-                               (long long)p->srope.blocks, (long long)p->srope.block_size,
-                               (long long)p->skv.blocks, (long long)p->skv.block_size);
-        if (p->frope.blocks != p->fkv.blocks || p->frope.block_size != p->fkv.block_size)
-            return FIA_INVALID("full_k_rope is [%lld, %lld, ..], full_kv_cache [%lld, %lld, ..]",
-                               (long long)p->frope.blocks, (long long)p->frope.block_size,
-                               (long long)p->fkv.blocks, (long long)p->fkv.block_size);
-    }
-    /* indices and status: [B, S, H, K] / [B * S, H, K] */
+    FIA_TRY(gs_parse_cache(sr, "selection_k_rope", &p->srope, true));
+    FIA_TRY(gs_parse_cache(fr, "full_k_rope", &p->frope, false));
+    if (sr->dtype != dt || fr->dtype != dt)
+        return FIA_INVALID("selection_k_rope / full_k_rope dtypes are %s / %s, must be the kv "
+                           "caches' %s", fia_dtype_name(sr->dtype), fia_dtype_name(fr->dtype),
+                           fia_dtype_name(dt));
+    if (p->srope.width != p->frope.width)
+        return FIA_INVALID("selection_k_rope row is %lld wide, full_k_rope's is %lld",
+                           (long long)p->srope.width, (long long)p->frope.width);
+    if (p->srope.blocks != p->skv.blocks || p->srope.block_size != p->skv.block_size)
+        return FIA_INVALID("selection_k_rope is [%lld, %lld, ..], selection_kv_cache [%lld, %lld, ..]",
+                           (long long)p->srope.blocks, (long long)p->srope.block_size,
+                           (long long)p->skv.blocks, (long long)p->skv.block_size);
+    if (p->frope.blocks != p->fkv.blocks || p->frope.block_size != p->fkv.block_size)
+        return FIA_INVALID("full_k_rope is [%lld, %lld, ..], full_kv_cache [%lld, %lld, ..]",
+                           (long long)p->frope.blocks, (long long)p->frope.block_size,
+                           (long long)p->fkv.blocks, (long long)p->fkv.block_size);
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The ranks of the int32 tensors (0: any), in the table's order after the indices. */
+static fia_status gs_check_ranks(const fia_gather_selection_kv_cache_tensors *t) {
+    const fia_tensor *v[6] = {t->selection_kv_block_status, t->full_kv_actual_seq,
+                              t->full_q_actual_seq, t->full_kv_block_table,
+                              t->selection_kv_block_table, t->selection_kv_actual_seq};
+    const int32_t nd[6] = {t->selection_topk_indices->ndim, 1, 1, 2, 2, 1};
+    for (int i = 0; i < 6; i++)
+        if (v[i]->ndim != nd[i])
+            return FIA_INVALID("%s has %d dims, must have %d", gs_spec[5 + i].name, (int)v[i]->ndim,
+                               (int)nd[i]);
+    return FIA_STATUS_SUCCESS;
+}
+
+/* B from the lengths; S, H, K from the indices [B, S, H, K] / [B * S, H, K]; the status. */
+static fia_status gs_parse_rows(gs_plan *p, const fia_gather_selection_kv_cache_tensors *t) {
     const fia_tensor *ix = t->selection_topk_indices, *st = t->selection_kv_block_status;
-    FIA_TRY(gs_check_i32(ix, "selection_topk_indices", 0));
-    FIA_TRY(gs_check_i32(st, "selection_kv_block_status", ix->ndim));
-    FIA_TRY(gs_check_i32(t->full_kv_actual_seq, "full_kv_actual_seq", 1));
-    FIA_TRY(gs_check_i32(t->full_q_actual_seq, "full_q_actual_seq", 1));
-    FIA_TRY(gs_check_i32(t->full_kv_block_table, "full_kv_block_table", 2));
-    FIA_TRY(gs_check_i32(t->selection_kv_block_table, "selection_kv_block_table", 2));
-    FIA_TRY(gs_check_i32(t->selection_kv_actual_seq, "selection_kv_actual_seq", 1));
     p->B = t->full_kv_actual_seq->shape[0];
     if (p->B < 1) return FIA_INVALID("full_kv_actual_seq dim 0 (B) is %lld, must be >= 1", (long long)p->B);
     FIA_TRY(fia_tensor_check_dim(t->full_q_actual_seq, "full_q_actual_seq", 0, p->B, "B (full_kv_actual_seq)"));
@@ -279,7 +290,23 @@ static fia_status gs_validate(gs_plan *p, const fia_gather_selection_kv_cache_te
     const int64_t rows = p->B * p->S * p->H;
     FIA_TRY(fia_tensor_check_dim(t->selection_kv_block_table, "selection_kv_block_table", 0, rows, "B * S * H"));
     FIA_TRY(fia_tensor_check_dim(t->selection_kv_actual_seq, "selection_kv_actual_seq", 0, rows, "B * S * H"));
-    FIA_TRY(chain_check_out_lead(t->selection_kv_actual_seq, "selection_kv_actual_seq", 1));
+    return chain_check_out_lead(t->selection_kv_actual_seq, "selection_kv_actual_seq", 1);
+}
+
+static fia_status gs_validate(gs_plan *p, const fia_gather_selection_kv_cache_tensors *t, int64_t sbs) {
+    /* rope: both empty, or both caches like the kv ones */
+    const fia_tensor *sr = t->selection_k_rope, *fr = t->full_k_rope;
+    const bool sr_empty = !sr || fia_tensor_numel(sr) == 0, fr_empty = !fr || fia_tensor_numel(fr) == 0;
+    if (sr_empty != fr_empty)
+        return FIA_INVALID("selection_k_rope is %s but full_k_rope is %s: both or neither",
+                           sr_empty ? "empty" : "given", fr_empty ? "empty" : "given");
+    p->rope = !sr_empty;
+    const uint32_t conds = p->rope ? GS_ROPE : 0;
+    FIA_TRY(fia_tensor_spec_check_when(t, gs_spec, FIA_SPEC_COUNT(gs_spec), conds));
+    FIA_TRY(fia_tensor_spec_dtypes_when(t, gs_spec, FIA_SPEC_COUNT(gs_spec), conds));
+    FIA_TRY(gs_parse_caches(p, t));
+    FIA_TRY(gs_check_ranks(t));
+    FIA_TRY(gs_parse_rows(p, t));
     if (sbs < 1) return FIA_INVALID("selection_topk_block_size is %lld, must be >= 1", (long long)sbs);
     if (p->K > 32 && sbs != 1)
         return FIA_INVALID("selection_topk_block_size is %lld, must be 1 when K (%lld) > 32",
@@ -292,8 +319,8 @@ static fia_status gs_validate(gs_plan *p, const fia_gather_selection_kv_cache_te
     p->smax = t->selection_kv_block_table->shape[1];
     p->fmax = t->full_kv_block_table->shape[1];
     p->stable = *t->selection_kv_block_table;
-    p->status = *st;
-    p->topk = *ix;
+    p->status = *t->selection_kv_block_status;
+    p->topk = *t->selection_topk_indices;
     p->ftable = *t->full_kv_block_table;
     p->kvlen = *t->full_kv_actual_seq;
     p->qlen = *t->full_q_actual_seq;
@@ -312,21 +339,12 @@ fia_status fia_gather_selection_kv_cache_plan(fia_context *ctx,
                               "fia_gather_selection_kv_cache_params_init"));
     gs_plan *p = chain_plan_new(ctx, sizeof *p, gs_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = gs_validate(p, t, v.selection_topk_block_size);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = gs_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, gs_validate(p, t, v.selection_topk_block_size), gs_check,
+                           plan, workspace_bytes);
 }
 
 fia_status fia_gather_selection_kv_cache(fia_context *ctx,
                                          const fia_gather_selection_kv_cache_tensors *t,
                                          const fia_gather_selection_kv_cache_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_gather_selection_kv_cache_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_gather_selection_kv_cache_plan, ctx, t, prm);
 }

@@ -827,9 +827,7 @@ fia_status fia_lightning_indexer_plan(fia_context *ctx, const fia_lightning_inde
 
 fia_status fia_lightning_indexer(fia_context *ctx, const fia_lightning_indexer_tensors *t,
                                  const fia_lightning_indexer_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(li_plan(ctx, t, prm, &plan, NULL, false));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_lightning_indexer_plan, ctx, t, prm);
 }
 
 fia_status fia_quant_lightning_indexer_plan(fia_context *ctx,
@@ -841,7 +839,5 @@ fia_status fia_quant_lightning_indexer_plan(fia_context *ctx,
 
 fia_status fia_quant_lightning_indexer(fia_context *ctx, const fia_lightning_indexer_tensors *t,
                                        const fia_lightning_indexer_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(li_plan(ctx, t, prm, &plan, NULL, true));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_quant_lightning_indexer_plan, ctx, t, prm);
 }

@@ -158,14 +158,9 @@ static fia_status norm_plan_common(fia_context *ctx, const fia_tensor *x1, const
     norm_plan *p = chain_plan_new(ctx, sizeof *p, norm_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
     p->k = &ctx->kernels.chain;
-    const fia_status st = norm_validate(p, x1, x1_name, x2, gamma, y, rstd, x, prm_v.epsilon);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base,
+                           norm_validate(p, x1, x1_name, x2, gamma, y, rstd, x, prm_v.epsilon),
+                           NULL, plan, workspace_bytes);
 }
 
 fia_status fia_rms_norm_plan(fia_context *ctx, const fia_rms_norm_tensors *t,
@@ -179,9 +174,7 @@ fia_status fia_rms_norm_plan(fia_context *ctx, const fia_rms_norm_tensors *t,
 
 fia_status fia_rms_norm(fia_context *ctx, const fia_rms_norm_tensors *t,
                         const fia_rms_norm_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_rms_norm_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_rms_norm_plan, ctx, t, prm);
 }
 
 fia_status fia_add_rms_norm_plan(fia_context *ctx, const fia_add_rms_norm_tensors *t,
@@ -196,7 +189,5 @@ fia_status fia_add_rms_norm_plan(fia_context *ctx, const fia_add_rms_norm_tensor
 
 fia_status fia_add_rms_norm(fia_context *ctx, const fia_add_rms_norm_tensors *t,
                             const fia_rms_norm_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_add_rms_norm_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_add_rms_norm_plan, ctx, t, prm);
 }

@@ -11,6 +11,7 @@
  * group_index is read at execute time and checked by the plan's check callback first.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "ops/chain_common.h"
+#include "sched/tensor_spec.h"
 
 enum { QUANT_COLS = 512 /* columns per perchannel task */ };
 
@@ -202,11 +204,19 @@ static void quant_scale_shape(const quant_plan *p, const fia_tensor *x, int64_t 
     }
 }
 
-static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors *t,
-                                 const fia_dynamic_quant_params *prm) {
-    if (!t->x) return FIA_INVALID("x is NULL");
-    if (!t->y) return FIA_INVALID("y is NULL");
-    if (!t->scale) return FIA_INVALID("scale is NULL");
+/* The tensor table (sched/tensor_spec.h): presence, views, dtypes. */
+#define QT(m) offsetof(fia_dynamic_quant_tensors, m)
+static const fia_tensor_spec quant_spec[] = {
+    {"x", QT(x), FIA_SPEC_REQUIRED, FIA_DT_FLOAT, "float32, float16 or bfloat16", -1, 0, NULL},
+    {"y", QT(y), FIA_SPEC_REQUIRED, FIA_DT(INT8), "int8", -1, 0, NULL},
+    {"scale", QT(scale), FIA_SPEC_REQUIRED, FIA_DT(FLOAT32), "float32", -1, 0, NULL},
+    {"smooth_scales", QT(smooth_scales), 0, FIA_DT_FLOAT, "float32, float16 or bfloat16", -1, 0,
+     NULL},
+    {"group_index", QT(group_index), 0, FIA_DT(INT32), "int32", -1, 0, NULL},
+};
+#undef QT
+
+static fia_status quant_check_params(quant_plan *p, const fia_dynamic_quant_params *prm) {
     if (prm->quant_mode != FIA_QUANT_MODE_PERTOKEN && prm->quant_mode != FIA_QUANT_MODE_PERTENSOR &&
         prm->quant_mode != FIA_QUANT_MODE_PERCHANNEL)
         return FIA_INVALID("quant_mode is %d, must be 0 (pertoken), 1 (pertensor) or 2 "
@@ -221,94 +231,104 @@ static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors 
                            prm->dst_type_max);
     p->mode = prm->quant_mode;
     p->dmax = prm->dst_type_max > 0.0 ? (float)prm->dst_type_max : 127.0f;
-    const fia_tensor *x = t->x;
-    FIA_TRY(chain_check_float(x, "x"));
+    return FIA_STATUS_SUCCESS;
+}
+
+/* x and y (x's shape, int8): the row geometry. */
+static fia_status quant_check_x(quant_plan *p, const fia_tensor *x, const fia_tensor *y) {
+    if (x->ndim < 1) return FIA_INVALID("x has 0 dims, needs at least 1");
     if (p->mode == FIA_QUANT_MODE_PERCHANNEL && x->ndim < 2)
         return FIA_INVALID("x has %d dims, perchannel needs at least 2", (int)x->ndim);
     FIA_TRY(chain_check_compact_tail(x, "x", 1));
-    FIA_TRY(fia_tensor_check(t->y, "y", false));
-    if (t->y->dtype != FIA_DTYPE_INT8)
-        return FIA_INVALID("y dtype is %s, must be int8", fia_dtype_name(t->y->dtype));
-    FIA_TRY(chain_check_same_shape(t->y, "y", x, "x"));
-    FIA_TRY(chain_check_compact_tail(t->y, "y", 1));
-    FIA_TRY(chain_check_out_lead(t->y, "y", x->ndim - 1));
+    FIA_TRY(chain_check_same_shape(y, "y", x, "x"));
+    FIA_TRY(chain_check_compact_tail(y, "y", 1));
+    FIA_TRY(chain_check_out_lead(y, "y", x->ndim - 1));
     p->lead = x->ndim - 1;
     p->H = x->shape[x->ndim - 1];
     p->rows = chain_prod(x->shape, 0, p->lead);
     p->R = x->ndim >= 2 ? x->shape[x->ndim - 2] : 1;
     p->L = x->ndim >= 2 ? chain_prod(x->shape, 0, x->ndim - 2) : 1;
-    /* scale */
-    const fia_tensor *s = t->scale;
-    FIA_TRY(fia_tensor_check(s, "scale", false));
-    if (s->dtype != FIA_DTYPE_FLOAT32)
-        return FIA_INVALID("scale dtype is %s, must be float32", fia_dtype_name(s->dtype));
+    return FIA_STATUS_SUCCESS;
+}
+
+/* scale: the mode's shape ([] or [1] where one value). */
+static fia_status quant_check_scale(const quant_plan *p, const fia_tensor *x, const fia_tensor *s) {
     int64_t want[FIA_MAX_DIMS];
     int32_t wnd;
     quant_scale_shape(p, x, want, &wnd);
     const bool scalar_ok = wnd == 0 || (p->mode == FIA_QUANT_MODE_PERTENSOR);
-    if (scalar_ok && s->ndim <= 1 && fia_tensor_numel(s) == 1) {
-        /* [] or [1] */
-    } else {
-        if (s->ndim != wnd)
-            return FIA_INVALID("scale has %d dims, must have %d for this quant_mode", (int)s->ndim,
-                               (int)wnd);
-        for (int32_t d = 0; d < wnd; d++)
-            if (s->shape[d] != want[d])
-                return FIA_INVALID("scale dim %d is %lld, must be %lld", (int)d,
-                                   (long long)s->shape[d], (long long)want[d]);
-        FIA_TRY(chain_check_out_lead(s, "scale", wnd));
-        if (p->mode == FIA_QUANT_MODE_PERCHANNEL) FIA_TRY(chain_check_compact_tail(s, "scale", 1));
-    }
-    /* smooth_scales, group_index */
-    const fia_tensor *sm = t->smooth_scales, *gi = t->group_index;
+    if (scalar_ok && s->ndim <= 1 && fia_tensor_numel(s) == 1) return FIA_STATUS_SUCCESS;
+    if (s->ndim != wnd)
+        return FIA_INVALID("scale has %d dims, must have %d for this quant_mode", (int)s->ndim,
+                           (int)wnd);
+    for (int32_t d = 0; d < wnd; d++)
+        if (s->shape[d] != want[d])
+            return FIA_INVALID("scale dim %d is %lld, must be %lld", (int)d,
+                               (long long)s->shape[d], (long long)want[d]);
+    FIA_TRY(chain_check_out_lead(s, "scale", wnd));
+    if (p->mode == FIA_QUANT_MODE_PERCHANNEL) FIA_TRY(chain_check_compact_tail(s, "scale", 1));
+    return FIA_STATUS_SUCCESS;
+}
+
+/* smooth_scales [H] ([R] perchannel), or [E, H] with group_index [E]. */
+static fia_status quant_check_smooth(quant_plan *p, const fia_tensor *x, const fia_tensor *sm,
+                                     const fia_tensor *gi) {
     if (gi && !sm) return FIA_INVALID("group_index is given without smooth_scales");
     if (gi && p->mode != FIA_QUANT_MODE_PERTOKEN)
         return FIA_INVALID("group_index needs quant_mode pertoken (quant_mode is %d)",
                            (int)p->mode);
-    if (sm) {
-        FIA_TRY(chain_check_float(sm, "smooth_scales"));
-        if (sm->dtype != x->dtype && sm->dtype != FIA_DTYPE_FLOAT32)
-            return FIA_INVALID("smooth_scales dtype is %s, must be x's (%s) or float32",
-                               fia_dtype_name(sm->dtype), fia_dtype_name(x->dtype));
-        if (gi) {
-            FIA_TRY(fia_tensor_check(gi, "group_index", false));
-            if (gi->dtype != FIA_DTYPE_INT32)
-                return FIA_INVALID("group_index dtype is %s, must be int32",
-                                   fia_dtype_name(gi->dtype));
-            if (gi->ndim != 1) return FIA_INVALID("group_index has %d dims, must have 1", (int)gi->ndim);
-            if (sm->ndim != 2)
-                return FIA_INVALID("smooth_scales has %d dims, must be [E, H] with group_index",
-                                   (int)sm->ndim);
-            p->E = sm->shape[0];
-            if (p->E < 1 || p->E > FIA_DYNAMIC_QUANT_MAX_GROUPS)
-                return FIA_INVALID("smooth_scales dim 0 (groups) is %lld, must be 1..%d",
-                                   (long long)p->E, FIA_DYNAMIC_QUANT_MAX_GROUPS);
-            if (gi->shape[0] != p->E)
-                return FIA_INVALID("group_index dim 0 is %lld, smooth_scales has %lld groups",
-                                   (long long)gi->shape[0], (long long)p->E);
-            if (sm->shape[1] != p->H)
-                return FIA_INVALID("smooth_scales dim 1 is %lld, x's last dim is %lld",
-                                   (long long)sm->shape[1], (long long)p->H);
-        } else {
-            const int64_t need = p->mode == FIA_QUANT_MODE_PERCHANNEL ? p->R : p->H;
-            if (sm->ndim != 1 || sm->shape[0] != need)
-                return FIA_INVALID("smooth_scales must be 1-D [%lld] (%s); it has %d dims, dim 0 "
-                                   "%lld", (long long)need,
-                                   p->mode == FIA_QUANT_MODE_PERCHANNEL ? "x dim -2"
-                                                                        : "x's last dim",
-                                   (int)sm->ndim, (long long)sm->shape[0]);
-        }
-        if (p->mode != FIA_QUANT_MODE_PERCHANNEL) FIA_TRY(chain_check_compact_tail(sm, "smooth_scales", 1));
-        p->smooth = *sm;
+    if (!sm) return FIA_STATUS_SUCCESS;
+    if (sm->ndim < 1) return FIA_INVALID("smooth_scales has 0 dims, needs at least 1");
+    if (sm->dtype != x->dtype && sm->dtype != FIA_DTYPE_FLOAT32)
+        return FIA_INVALID("smooth_scales dtype is %s, must be x's (%s) or float32",
+                           fia_dtype_name(sm->dtype), fia_dtype_name(x->dtype));
+    if (gi) {
+        if (gi->ndim != 1) return FIA_INVALID("group_index has %d dims, must have 1", (int)gi->ndim);
+        if (sm->ndim != 2)
+            return FIA_INVALID("smooth_scales has %d dims, must be [E, H] with group_index",
+                               (int)sm->ndim);
+        p->E = sm->shape[0];
+        if (p->E < 1 || p->E > FIA_DYNAMIC_QUANT_MAX_GROUPS)
+            return FIA_INVALID("smooth_scales dim 0 (groups) is %lld, must be 1..%d",
+                               (long long)p->E, FIA_DYNAMIC_QUANT_MAX_GROUPS);
+        if (gi->shape[0] != p->E)
+            return FIA_INVALID("group_index dim 0 is %lld, smooth_scales has %lld groups",
+                               (long long)gi->shape[0], (long long)p->E);
+        if (sm->shape[1] != p->H)
+            return FIA_INVALID("smooth_scales dim 1 is %lld, x's last dim is %lld",
+                               (long long)sm->shape[1], (long long)p->H);
+    } else {
+        const bool pc = p->mode == FIA_QUANT_MODE_PERCHANNEL;
+        const int64_t need = pc ? p->R : p->H;
+        if (sm->ndim != 1 || sm->shape[0] != need)
+            return FIA_INVALID("smooth_scales must be 1-D [%lld] (%s); it has %d dims, dim 0 "
+                               "%lld", (long long)need, pc ? "x dim -2" : "x's last dim",
+                               (int)sm->ndim, (long long)sm->shape[0]);
+    }
+    if (p->mode != FIA_QUANT_MODE_PERCHANNEL)
+        FIA_TRY(chain_check_compact_tail(sm, "smooth_scales", 1));
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors *t,
+                                 const fia_dynamic_quant_params *prm) {
+    FIA_TRY(fia_tensor_spec_check(t, quant_spec, FIA_SPEC_COUNT(quant_spec)));
+    FIA_TRY(quant_check_params(p, prm));
+    FIA_TRY(fia_tensor_spec_dtypes(t, quant_spec, FIA_SPEC_COUNT(quant_spec)));
+    FIA_TRY(quant_check_x(p, t->x, t->y));
+    FIA_TRY(quant_check_scale(p, t->x, t->scale));
+    FIA_TRY(quant_check_smooth(p, t->x, t->smooth_scales, t->group_index));
+    if (t->smooth_scales) {
+        p->smooth = *t->smooth_scales;
         p->has_smooth = true;
     }
-    if (gi) {
-        p->gidx = *gi;
+    if (t->group_index) {
+        p->gidx = *t->group_index;
         p->has_gidx = true;
     }
-    p->x = *x;
+    p->x = *t->x;
     p->y = *t->y;
-    p->scale = *s;
+    p->scale = *t->scale;
     if (p->H == 0) p->rows = 0;
     p->rows_per_task = chain_rows_per_task(p->H);
     p->tasks = (p->rows + p->rows_per_task - 1) / p->rows_per_task;
@@ -328,24 +348,15 @@ fia_status fia_dynamic_quant_plan(fia_context *ctx, const fia_dynamic_quant_tens
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
     p->k = &ctx->kernels.chain;
     const fia_status st = quant_validate(p, t, &v);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = quant_check;
-    if (p->mode == FIA_QUANT_MODE_PERTENSOR) {
+    if (st == FIA_STATUS_SUCCESS && p->mode == FIA_QUANT_MODE_PERTENSOR) {
         fia_arena a = {NULL, 0};
         fia_arena_take(&a, (size_t)(p->tasks > 0 ? p->tasks : 1) * sizeof(float));
         p->base.workspace_bytes = a.used + FIA_WORKSPACE_ALIGN;
     }
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = p->base.workspace_bytes;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, st, quant_check, plan, workspace_bytes);
 }
 
 fia_status fia_dynamic_quant(fia_context *ctx, const fia_dynamic_quant_tensors *t,
                              const fia_dynamic_quant_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_dynamic_quant_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_dynamic_quant_plan, ctx, t, prm);
 }

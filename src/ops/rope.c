@@ -113,9 +113,7 @@ static fia_status rope_plan_common(fia_context *ctx, const fia_rotary_mul_tensor
     p->rows = chain_prod(x->shape, 0, p->lead);
     p->rows_per_task = chain_rows_per_task(D);
     p->stream = p->rows * D * (int64_t)fia_dtype_size(x->dtype) > FIA_CHAIN_STREAM_BYTES;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, FIA_STATUS_SUCCESS, NULL, plan, workspace_bytes);
 }
 
 fia_status fia_rotary_mul_plan(fia_context *ctx, const fia_rotary_mul_tensors *t,
@@ -136,9 +134,7 @@ fia_status fia_rotary_mul_plan(fia_context *ctx, const fia_rotary_mul_tensors *t
 
 fia_status fia_rotary_mul(fia_context *ctx, const fia_rotary_mul_tensors *t,
                           const fia_rotary_mul_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_rotary_mul_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_rotary_mul_plan, ctx, t, prm);
 }
 
 fia_status fia_interleave_rope_plan(fia_context *ctx, const fia_rotary_mul_tensors *t,
@@ -153,7 +149,5 @@ fia_status fia_interleave_rope_plan(fia_context *ctx, const fia_rotary_mul_tenso
 
 fia_status fia_interleave_rope(fia_context *ctx, const fia_rotary_mul_tensors *t,
                                const fia_interleave_rope_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_interleave_rope_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_interleave_rope_plan, ctx, t, prm);
 }

@@ -5,6 +5,7 @@
  * win). Paged targets (PA_BSND, PA_NZ) are addressed through sched/kv_addr.h, the addressing the
  * attention operators read the same caches with.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 #include "core/tensor.h"
 #include "ops/chain_common.h"
 #include "sched/kv_addr.h"
+#include "sched/tensor_spec.h"
 
 /* Reads index element at element offset off of an int32 / int64 tensor. */
 static inline int64_t sc_index(const fia_tensor *t, int64_t off) {
@@ -45,13 +47,23 @@ static void sc_copy(char *dst, const int64_t *ds, const char *src, const int64_t
         sc_copy(dst + i * ds[0] * es, ds + 1, src + i * ss[0] * es, ss + 1, shape + 1, nd - 1, es);
 }
 
-static fia_status sc_check_index_tensor(const fia_tensor *t, const char *name) {
-    if (!t) return FIA_INVALID("%s is NULL", name);
-    FIA_TRY(fia_tensor_check(t, name, false));
-    if (t->dtype != FIA_DTYPE_INT32 && t->dtype != FIA_DTYPE_INT64)
-        return FIA_INVALID("%s dtype is %s, must be int32 or int64", name, fia_dtype_name(t->dtype));
-    return FIA_STATUS_SUCCESS;
-}
+/* The tensor tables (sched/tensor_spec.h): the target, the updates, the int32 / int64 indices. */
+#define SC_INDICES(type) \
+    {"indices", offsetof(type, indices), FIA_SPEC_REQUIRED, FIA_DT(INT32) | FIA_DT(INT64), \
+     "int32 or int64", -1, 0, NULL}
+static const fia_tensor_spec nd_spec[] = {
+    {"input", offsetof(fia_scatter_nd_update_tensors, input), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+    {"updates", offsetof(fia_scatter_nd_update_tensors, updates), FIA_SPEC_REQUIRED, 0, NULL, -1, 0,
+     NULL},
+    SC_INDICES(fia_scatter_nd_update_tensors),
+};
+static const fia_tensor_spec su_spec[] = {
+    {"data", offsetof(fia_scatter_update_tensors, data), FIA_SPEC_REQUIRED, 0, NULL, -1, 0, NULL},
+    {"updates", offsetof(fia_scatter_update_tensors, updates), FIA_SPEC_REQUIRED, 0, NULL, -1, 0,
+     NULL},
+    SC_INDICES(fia_scatter_update_tensors),
+};
+#undef SC_INDICES
 
 /* ------------------------------------------------------------------------------------------ */
 /* scatter_nd_update                                                                           */
@@ -133,13 +145,53 @@ static void nd_execute(fia_plan *plan, void *ws) {
     }
 }
 
+/* A paged target (PA_BSND [blocks, block_size, N, D] / [blocks, block_size, D], PA_NZ
+ * [blocks, 1, D / w, block_size, w]) written through flat slots: its geometry, and the row
+ * shape every entry writes into row[*rnd]. */
+static fia_status nd_paged_row(nd_plan *p, const fia_tensor *in, const fia_tensor *up,
+                               fia_layout mode, int64_t *row, int32_t *rnd) {
+    if (p->a != 1)
+        return FIA_INVALID("indices last dim is %d, must be 1 (flat slots) with cache_mode %s",
+                           (int)p->a, fia_layout_name(mode));
+    p->blocks = in->shape[0];
+    if (mode == FIA_LAYOUT_PA_BSND) {
+        if (in->ndim != 3 && in->ndim != 4)
+            return FIA_INVALID("input has %d dims, a PA_BSND cache is [blocks, block_size, N, "
+                               "D] or [blocks, block_size, D]", (int)in->ndim);
+        p->block_size = in->shape[1];
+        for (int32_t d = 2; d < in->ndim; d++) row[(*rnd)++] = in->shape[d];
+        p->v.s_blk = in->strides[0];
+        p->v.s_t = in->strides[1];
+        FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
+    } else {
+        const int64_t w = 32 / (int64_t)fia_dtype_size(in->dtype);
+        if (in->ndim != 5 || in->shape[1] != 1 || in->shape[4] != w)
+            return FIA_INVALID("input must be a PA_NZ cache [blocks, 1, D / %lld, block_size, "
+                               "%lld]; it has %d dims", (long long)w, (long long)w, (int)in->ndim);
+        if (in->strides[4] != 1 || (in->shape[3] > 1 && in->strides[3] != w))
+            return FIA_UNSUPPORTED("input (PA_NZ) dims 3 and 4 strides are %lld and %lld, must "
+                                   "be %lld and 1", (long long)in->strides[3],
+                                   (long long)in->strides[4], (long long)w);
+        FIA_TRY(chain_check_out_lead(in, "input", 3));
+        p->block_size = in->shape[3];
+        p->D = in->shape[2] * w;
+        p->v.s_blk = in->strides[0];
+        p->v.s_c = in->strides[2];
+        p->v.w = w;
+        /* updates row: [D] or [1, D] */
+        const int32_t ur = up->ndim - p->lead;
+        if (ur == 2 && up->ndim >= 2 && up->shape[up->ndim - 2] == 1) row[(*rnd)++] = 1;
+        row[(*rnd)++] = p->D;
+    }
+    p->shift = fia_kv_shift(p->block_size);
+    p->slots = p->blocks * p->block_size;
+    return FIA_STATUS_SUCCESS;
+}
+
 static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t, fia_layout mode) {
-    if (!t->input) return FIA_INVALID("input is NULL");
-    if (!t->updates) return FIA_INVALID("updates is NULL");
-    FIA_TRY(sc_check_index_tensor(t->indices, "indices"));
+    FIA_TRY(fia_tensor_spec_check(t, nd_spec, FIA_SPEC_COUNT(nd_spec)));
+    FIA_TRY(fia_tensor_spec_dtypes(t, nd_spec, FIA_SPEC_COUNT(nd_spec)));
     const fia_tensor *in = t->input, *ix = t->indices, *up = t->updates;
-    FIA_TRY(fia_tensor_check(in, "input", false));
-    FIA_TRY(fia_tensor_check(up, "updates", false));
     if (in->ndim < 1) return FIA_INVALID("input has 0 dims, needs 1..8");
     if (up->dtype != in->dtype)
         return FIA_INVALID("updates dtype is %s, must be input's (%s)", fia_dtype_name(up->dtype),
@@ -161,41 +213,7 @@ static fia_status nd_validate(nd_plan *p, const fia_scatter_nd_update_tensors *t
         for (int32_t d = p->a; d < in->ndim; d++) row[rnd++] = in->shape[d];
         FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
     } else {
-        if (p->a != 1)
-            return FIA_INVALID("indices last dim is %d, must be 1 (flat slots) with cache_mode %s",
-                               (int)p->a, fia_layout_name(mode));
-        p->blocks = in->shape[0];
-        if (mode == FIA_LAYOUT_PA_BSND) {
-            if (in->ndim != 3 && in->ndim != 4)
-                return FIA_INVALID("input has %d dims, a PA_BSND cache is [blocks, block_size, N, "
-                                   "D] or [blocks, block_size, D]", (int)in->ndim);
-            p->block_size = in->shape[1];
-            for (int32_t d = 2; d < in->ndim; d++) row[rnd++] = in->shape[d];
-            p->v.s_blk = in->strides[0];
-            p->v.s_t = in->strides[1];
-            FIA_TRY(chain_check_out_lead(in, "input", in->ndim));
-        } else {
-            const int64_t w = 32 / (int64_t)fia_dtype_size(in->dtype);
-            if (in->ndim != 5 || in->shape[1] != 1 || in->shape[4] != w)
-                return FIA_INVALID("input must be a PA_NZ cache [blocks, 1, D / %lld, block_size, "
-                                   "%lld]; it has %d dims", (long long)w, (long long)w, (int)in->ndim);
-            if (in->strides[4] != 1 || (in->shape[3] > 1 && in->strides[3] != w))
-                return FIA_UNSUPPORTED("input (PA_NZ) dims 3 and 4 strides are %lld and %lld, must "
-                                       "be %lld and 1", (long long)in->strides[3],
-                                       (long long)in->strides[4], (long long)w);
-            FIA_TRY(chain_check_out_lead(in, "input", 3));
-            p->block_size = in->shape[3];
-            p->D = in->shape[2] * w;
-            p->v.s_blk = in->strides[0];
-            p->v.s_c = in->strides[2];
-            p->v.w = w;
-            /* updates row: [D] or [1, D] */
-            const int32_t ur = up->ndim - p->lead;
-            if (ur == 2 && up->ndim >= 2 && up->shape[up->ndim - 2] == 1) row[rnd++] = 1;
-            row[rnd++] = p->D;
-        }
-        p->shift = fia_kv_shift(p->block_size);
-        p->slots = p->blocks * p->block_size;
+        FIA_TRY(nd_paged_row(p, in, up, mode, row, &rnd));
     }
     /* updates = indices.shape[:-1] + row */
     if (up->ndim != p->lead + rnd)
@@ -227,22 +245,13 @@ fia_status fia_scatter_nd_update_plan(fia_context *ctx, const fia_scatter_nd_upd
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_nd_update_params_init"));
     nd_plan *p = chain_plan_new(ctx, sizeof *p, nd_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = nd_validate(p, t, v.cache_mode);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = nd_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, nd_validate(p, t, v.cache_mode), nd_check, plan,
+                           workspace_bytes);
 }
 
 fia_status fia_scatter_nd_update(fia_context *ctx, const fia_scatter_nd_update_tensors *t,
                                  const fia_scatter_nd_update_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_scatter_nd_update_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_scatter_nd_update_plan, ctx, t, prm);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -309,12 +318,9 @@ static void su_execute(fia_plan *plan, void *ws) {
 }
 
 static fia_status su_validate(su_plan *p, const fia_scatter_update_tensors *t, int64_t axis) {
-    if (!t->data) return FIA_INVALID("data is NULL");
-    if (!t->updates) return FIA_INVALID("updates is NULL");
-    FIA_TRY(sc_check_index_tensor(t->indices, "indices"));
+    FIA_TRY(fia_tensor_spec_check(t, su_spec, FIA_SPEC_COUNT(su_spec)));
+    FIA_TRY(fia_tensor_spec_dtypes(t, su_spec, FIA_SPEC_COUNT(su_spec)));
     const fia_tensor *d = t->data, *ix = t->indices, *up = t->updates;
-    FIA_TRY(fia_tensor_check(d, "data", false));
-    FIA_TRY(fia_tensor_check(up, "updates", false));
     if (d->ndim < 2) return FIA_INVALID("data has %d dims, needs 2..8", (int)d->ndim);
     if (up->dtype != d->dtype)
         return FIA_INVALID("updates dtype is %s, must be data's (%s)", fia_dtype_name(up->dtype),
@@ -370,20 +376,10 @@ fia_status fia_scatter_update_plan(fia_context *ctx, const fia_scatter_update_te
     FIA_TRY(fia_params_import(&v, sizeof v, prm, sizeof v, "fia_scatter_update_params_init"));
     su_plan *p = chain_plan_new(ctx, sizeof *p, su_execute);
     if (!p) return FIA_STATUS_OUT_OF_MEMORY;
-    const fia_status st = su_validate(p, t, v.axis);
-    if (st != FIA_STATUS_SUCCESS) {
-        free(p);
-        return st;
-    }
-    p->base.check = su_check;
-    *plan = &p->base;
-    if (workspace_bytes) *workspace_bytes = 0;
-    return FIA_STATUS_SUCCESS;
+    return chain_plan_done(&p->base, su_validate(p, t, v.axis), su_check, plan, workspace_bytes);
 }
 
 fia_status fia_scatter_update(fia_context *ctx, const fia_scatter_update_tensors *t,
                               const fia_scatter_update_params *prm) {
-    fia_plan *plan = NULL;
-    FIA_TRY(fia_scatter_update_plan(ctx, t, prm, &plan, NULL));
-    return fia_plan_run_once(plan);
+    FIA_PLAN_RUN_ONCE(fia_scatter_update_plan, ctx, t, prm);
 }

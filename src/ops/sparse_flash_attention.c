@@ -285,7 +285,8 @@ static fia_status sfa_validate(sfa_plan *p, const sfa_tensors *t,
     fia_dims qd, kd;
     FIA_TRY(sfa_parse_query(p, t, prm, &qd));
     FIA_TRY(sfa_parse_kv(p, t, prm, &kd));
-    FIA_TRY(fia_tensor_spec_dims(t, sfa_spec, sfa_rules, FIA_SPEC_COUNT(sfa_rules), conds));
+    FIA_TRY(fia_tensor_spec_dims(t, sfa_spec, sfa_rules, FIA_SPEC_COUNT(sfa_rules), conds,
+                                 NULL));
     FIA_TRY(sfa_parse_lengths(p, t, prm, &qd, &kd));
     return sfa_parse_outputs(p, t, prm, &qd);
 }

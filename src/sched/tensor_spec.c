@@ -80,17 +80,6 @@ fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *sp
     return fia_tensor_spec_dtypes_when(tensors, spec, n, 0);
 }
 
-fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
-                                  const int64_t *want, const char *const *what) {
-    if (t->ndim != ndim)
-        return FIA_INVALID("%s has %d dims, expected %d", name, (int)t->ndim, (int)ndim);
-    for (int32_t i = 0; i < ndim; i++)
-        if (t->shape[i] != want[i])
-            return FIA_INVALID("%s dim %d is %lld, %s is %lld", name, (int)i,
-                               (long long)t->shape[i], what[i], (long long)want[i]);
-    return FIA_STATUS_SUCCESS;
-}
-
 /* Dim d of t (negative: from the end) as an index, or -1 when t has no such dim. */
 static int fia_spec_dim(const fia_tensor *t, int d) {
     const int i = d < 0 ? (int)t->ndim + d : d;
@@ -98,31 +87,38 @@ static int fia_spec_dim(const fia_tensor *t, int d) {
 }
 
 static fia_status fia_spec_rule(const fia_tensor *a, const char *an, const fia_tensor *b,
-                                const char *bn, const fia_dim_rule *r) {
-    const char *what = r->what ? r->what : "required";
-    if (r->kind == FIA_RANK_CONST && a->ndim != r->value)
-        return FIA_INVALID("%s has %d dims, must be %lld (%s)", an, (int)a->ndim,
-                           (long long)r->value, what);
-    if (r->kind == FIA_RANK_EQ && b && a->ndim != b->ndim)
-        return FIA_INVALID("%s has %d dims, %s has %d", an, (int)a->ndim, bn, (int)b->ndim);
-    if (r->kind != FIA_DIM_EQ && r->kind != FIA_DIM_CONST) return FIA_STATUS_SUCCESS;
-    const int i = fia_spec_dim(a, r->ad);
-    if (i < 0) return FIA_STATUS_SUCCESS;
-    if (r->kind == FIA_DIM_CONST) {
-        if (a->shape[i] != r->value)
-            return FIA_INVALID("%s dim %d is %lld, must be %lld (%s)", an, i,
-                               (long long)a->shape[i], (long long)r->value, what);
-        return FIA_STATUS_SUCCESS;
+                                const char *bn, const fia_dim_rule *r, const int64_t *vals) {
+    if (r->kind == FIA_RANK_CONST || r->kind == FIA_RANK_EQ) {
+        if (r->kind == FIA_RANK_EQ && !b) return FIA_STATUS_SUCCESS;
+        const int64_t want = r->kind == FIA_RANK_CONST ? r->value : b->ndim;
+        if (a->ndim == want) return FIA_STATUS_SUCCESS;
+        if (r->kind == FIA_RANK_EQ)
+            return FIA_INVALID("%s has %d dims, %s has %d", an, (int)a->ndim, bn, (int)b->ndim);
+        if (!r->what)
+            return FIA_INVALID("%s has %d dims, expected %lld", an, (int)a->ndim, (long long)want);
+        return FIA_INVALID("%s has %d dims, must be %lld (%s)", an, (int)a->ndim, (long long)want,
+                           r->what);
     }
-    const int j = b ? fia_spec_dim(b, r->bd) : -1;
-    if (j >= 0 && a->shape[i] != b->shape[j])
+    const int i = fia_spec_dim(a, r->ad);
+    const int j = r->kind == FIA_DIM_EQ && b ? fia_spec_dim(b, r->bd) : -1;
+    if (i < 0 || (r->kind == FIA_DIM_EQ && j < 0)) return FIA_STATUS_SUCCESS;
+    const int64_t want = r->kind == FIA_DIM_EQ    ? b->shape[j]
+                         : r->kind == FIA_DIM_VAL ? vals[r->value]
+                                                  : r->value;
+    if (a->shape[i] == want) return FIA_STATUS_SUCCESS;
+    if (r->kind == FIA_DIM_EQ)
         return FIA_INVALID("%s dim %d is %lld, %s dim %d is %lld", an, i, (long long)a->shape[i],
-                           bn, j, (long long)b->shape[j]);
-    return FIA_STATUS_SUCCESS;
+                           bn, j, (long long)want);
+    if (r->kind == FIA_DIM_VAL)
+        return FIA_INVALID("%s dim %d is %lld, %s is %lld", an, i, (long long)a->shape[i],
+                           r->what, (long long)want);
+    return FIA_INVALID("%s dim %d is %lld, must be %lld (%s)", an, i, (long long)a->shape[i],
+                       (long long)want, r->what ? r->what : "required");
 }
 
 fia_status fia_tensor_spec_dims(const void *tensors, const fia_tensor_spec *spec,
-                                const fia_dim_rule *rules, size_t nr, uint32_t conds) {
+                                const fia_dim_rule *rules, size_t nr, uint32_t conds,
+                                const int64_t *vals) {
     for (size_t k = 0; k < nr; k++) {
         const fia_dim_rule *r = &rules[k];
         if (r->when & ~conds) continue;
@@ -130,7 +126,18 @@ fia_status fia_tensor_spec_dims(const void *tensors, const fia_tensor_spec *spec
         const bool two = r->kind == FIA_DIM_EQ || r->kind == FIA_RANK_EQ;
         const fia_tensor *b = two ? fia_spec_get(tensors, &spec[r->b]) : NULL;
         if (!a) continue;
-        FIA_TRY(fia_spec_rule(a, spec[r->a].name, b, two ? spec[r->b].name : NULL, r));
+        FIA_TRY(fia_spec_rule(a, spec[r->a].name, b, two ? spec[r->b].name : NULL, r, vals));
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what) {
+    fia_dim_rule r = {FIA_RANK_CONST, 0, 0, 0, 0, ndim, NULL, 0};
+    FIA_TRY(fia_spec_rule(t, name, NULL, NULL, &r, want));
+    for (int32_t i = 0; i < ndim; i++) {
+        r = (fia_dim_rule){FIA_DIM_VAL, 0, (int8_t)i, 0, 0, i, what[i], 0};
+        FIA_TRY(fia_spec_rule(t, name, NULL, NULL, &r, want));
     }
     return FIA_STATUS_SUCCESS;
 }

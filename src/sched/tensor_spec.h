@@ -12,9 +12,10 @@
  * include all of them: otherwise the tensor is ignored (not required, not checked, not read),
  * or, with FIA_SPEC_ONLY_WHEN, refused in pass 1 when given (a mode's tensor passed to a call
  * of another mode): "<name> is given, but only read when <when_what>".
- * fia_tensor_check_shape compares a whole shape with the one the operator derived.
- *   pass 4 (fia_tensor_spec_dims), the rank and dim rules between the table's tensors in their
- *     order (fia_dim_rule), under the same conditions.
+ *   pass 4 (fia_tensor_spec_dims), the shape rules (fia_dim_rule) in their order, under the same
+ *     conditions: a tensor's rank or dim against another tensor of the table, a constant, or a
+ *     value the operator derived (its batch, its heads, ...); fia_tensor_check_shape applies
+ *     such rules to one tensor and a whole derived shape.
  * The operator keeps only what no table says: its shape algebra and conditional rules.
  */
 #ifndef FIA_SCHED_TENSOR_SPEC_H
@@ -57,22 +58,20 @@ fia_status fia_tensor_spec_dtypes_when(const void *tensors, const fia_tensor_spe
                                        uint32_t conds);
 fia_status fia_tensor_spec_dtypes(const void *tensors, const fia_tensor_spec *spec, size_t n);
 
-/* Requires t (named name) to have ndim dims of sizes want[i]; what[i] names want[i] in the
- * message: "<name> has <n> dims, expected <ndim>" / "<name> dim <i> is <v>, <what> is <want>". */
-fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
-                                  const int64_t *want, const char *const *what);
-
-/* A shape rule between table entries a and b (indices into the spec). Dims count from the end
- * when negative (-1: the innermost), so that one rule serves layouts of different ranks (BSND
- * and TND); a rule whose dim a tensor lacks, or whose tensor is NULL, is skipped (the rank rules
- * come first).
- *   FIA_DIM_EQ:     dim ad of a == dim bd of b  "<a> dim <i> is <x>, <b> dim <j> is <y>"
- *   FIA_DIM_CONST:  dim ad of a == value        "<a> dim <i> is <x>, must be <value> (<what>)"
- *   FIA_RANK_EQ:    a has as many dims as b      "<a> has <n> dims, <b> has <m>"
- *   FIA_RANK_CONST: a has value dims            "<a> has <n> dims, must be <value> (<what>)" */
+/* A shape rule on table entry a (an index into the spec). Dims count from the end when negative
+ * (-1: the innermost), so that one rule serves layouts of different ranks (BSND and TND); a rule
+ * whose dim a tensor lacks, or whose tensor is NULL, is skipped (the rank rules come first).
+ *   FIA_DIM_EQ:     dim ad of a == dim bd of entry b  "<a> dim <i> is <x>, <b> dim <j> is <y>"
+ *   FIA_DIM_CONST:  dim ad of a == value              "<a> dim <i> is <x>, must be <value> (<what>)"
+ *   FIA_DIM_VAL:    dim ad of a == vals[value], a value the operator derived and passes to
+ *                   fia_tensor_spec_dims             "<a> dim <i> is <x>, <what> is <vals[value]>"
+ *   FIA_RANK_EQ:    a has as many dims as entry b     "<a> has <n> dims, <b> has <m>"
+ *   FIA_RANK_CONST: a has value dims                  "<a> has <n> dims, must be <value> (<what>)",
+ *                   or with what NULL                 "<a> has <n> dims, expected <value>" */
 typedef enum fia_dim_rule_kind {
     FIA_DIM_EQ = 0,
     FIA_DIM_CONST,
+    FIA_DIM_VAL,
     FIA_RANK_EQ,
     FIA_RANK_CONST
 } fia_dim_rule_kind;
@@ -81,14 +80,22 @@ typedef struct fia_dim_rule {
     uint8_t kind;     /* fia_dim_rule_kind */
     int8_t a, ad;     /* tensor (spec index) and dim */
     int8_t b, bd;     /* the other tensor and dim (FIA_DIM_EQ, FIA_RANK_EQ) */
-    int64_t value;    /* FIA_DIM_CONST, FIA_RANK_CONST */
-    const char *what; /* what the constant is, for the message (NULL: "required") */
+    int64_t value;    /* FIA_DIM_CONST, FIA_RANK_CONST: the constant; FIA_DIM_VAL: index in vals */
+    const char *what; /* what the value is, for the message (FIA_DIM_CONST NULL: "required") */
     uint32_t when;    /* condition bits the call must have for the rule to apply; 0: always */
 } fia_dim_rule;
 
-/* Pass 4: rules[0..nr) over the tensors of spec (checked by the passes before). */
+/* A whole shape the operator derived, as FIA_RANK_CONST (what NULL) and FIA_DIM_VAL rules on t
+ * (named name): ndim dims of sizes want[i], what[i] naming want[i] in the message:
+ * "<name> has <n> dims, expected <ndim>" / "<name> dim <i> is <v>, <what[i]> is <want[i]>". */
+fia_status fia_tensor_check_shape(const fia_tensor *t, const char *name, int32_t ndim,
+                                  const int64_t *want, const char *const *what);
+
+/* Pass 4: rules[0..nr) over the tensors of spec (checked by the passes before); vals: the
+ * derived values FIA_DIM_VAL rules read (NULL when there are none). */
 fia_status fia_tensor_spec_dims(const void *tensors, const fia_tensor_spec *spec,
-                                const fia_dim_rule *rules, size_t nr, uint32_t conds);
+                                const fia_dim_rule *rules, size_t nr, uint32_t conds,
+                                const int64_t *vals);
 
 #define FIA_SPEC_COUNT(spec) (sizeof(spec) / sizeof((spec)[0]))
 
