@@ -558,7 +558,9 @@ static void run_prolog(fia_context *ctx, fz *f) {
     t.token_x = &v[X].t, t.weight_dq = &v[WDQ].t, t.weight_uq_qr = &v[WUQ].t, t.weight_uk = &v[WUK].t;
     t.weight_dkv_kr = &v[WKV].t, t.rmsnorm_gamma_cq = &v[GCQ].t, t.rmsnorm_gamma_ckv = &v[GCKV].t;
     t.rope_sin = &v[SIN].t, t.rope_cos = &v[COS].t, t.kv_cache = &v[KV].t, t.kr_cache = &v[KR].t;
-    t.cache_index = v[CI].buf || v[CI].oversize ? &v[CI].t : NULL;
+    /* the plan reads cache_index (its indices are checked at plan time, prolog.h): dummy data
+     * (oversize) cannot serve it, so such a draw plans without one */
+    t.cache_index = v[CI].buf && !v[CI].oversize ? &v[CI].t : NULL;
     t.query_out = &v[QO].t, t.query_rope_out = &v[QR].t;
     t.query_norm = p.query_norm_flag ? &v[QN].t : NULL;
     if (kvq == 3 && rare(f, 2)) t.kr_cache = NULL; /* the C8 row needs no kr cache */
