@@ -180,7 +180,10 @@ typedef struct fia_kv_quant_sparse_flash_attention_tensors {
  *               which no one-pass kernel can (the NPU kernel rounds exp(s - m) too): the two
  *               differ by at most one query-dtype ulp per probability.
  * Otherwise the logits and the output are those of fia_sparse_flash_attention_plan on the
- * dequantized row (values = the rounded k_nope).
+ * dequantized row (values = the rounded k_nope). With a bfloat16 query on a CPU with AMX (and
+ * FIA_AMX unset or 1), these casts make K, V and P bfloat16 values, so Q.K^T and P.V run on AMX
+ * tiles with fp32 accumulation; the results differ from the vector path in the last bits only
+ * (summation order), and AMX reads bf16 denormals (below 2^-126) as zero.
  *
  * Shapes:
  *   query:          BSND [B, S1, N1, 576]   TND [T1, N1, 576]   ([q_nope 512, q_rope 64])
