@@ -130,6 +130,53 @@ CV_AI uint16_t cv16_absmax_bits16(const void *x, int64_t n, int64_t *done) {
     return (uint16_t)(0xffffu - (uint16_t)_mm_cvtsi128_si32(c));
 }
 
+CV_AI __m512 cv16_bf16_lo(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), v));
+}
+CV_AI __m512 cv16_bf16_hi(__m512i v) {
+    return _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), v));
+}
+
+/* The elementwise pass of a bf16 RMSNorm row with bf16 gamma and output (chain_rows.inc
+ * rms_norm_impl without x2): y = x * rstd * gamma (* alpha), 32 elements per step read in the
+ * unpack order of cv16_bf16_lo/hi below (the arithmetic is per element, so the order does not
+ * change a bit); PACK2(lo, hi) turns the two fp32 vectors back into 32 bf16 in element order.
+ * Prefetches the next row (nt) as the template does. Returns the elements done (n rounded down
+ * to 32). */
+#define CV16_RMS_BF16_PASS2(NAME, PACK2)                                                          \
+    static inline int64_t NAME(const uint16_t *x, const uint16_t *g, int64_t n, float rstd,    \
+                               float alpha, int scaled, uint16_t *y, int nt) {                    \
+        const __m512 vr = _mm512_set1_ps(rstd), va = _mm512_set1_ps(alpha);                     \
+        int64_t i = 0;                                                                            \
+        for (; i + 32 <= n; i += 32) {                                                            \
+            if (nt) __builtin_prefetch(x + n + i, 0, 2);                                          \
+            const __m512i xv = _mm512_loadu_si512(x + i), gv = _mm512_loadu_si512(g + i);       \
+            __m512 lo = _mm512_mul_ps(_mm512_mul_ps(cv16_bf16_lo(xv), vr), cv16_bf16_lo(gv));   \
+            __m512 hi = _mm512_mul_ps(_mm512_mul_ps(cv16_bf16_hi(xv), vr), cv16_bf16_hi(gv));   \
+            if (scaled) lo = _mm512_mul_ps(lo, va), hi = _mm512_mul_ps(hi, va);                  \
+            const __m512i o = PACK2(lo, hi);                                                      \
+            if (nt && (uintptr_t)(y + i) % 64 == 0) _mm512_stream_si512((void *)(y + i), o);     \
+            else _mm512_storeu_si512(y + i, o);                                                   \
+        }                                                                                         \
+        return i;                                                                                 \
+    }
+
+/* The rounded bf16 of each fp32 lane in its low 16 bits (cv16_bf16 before the narrowing). */
+CV_AI __m512i cv16_bf16_bits(__m512 f) {
+    const __m512i u = _mm512_castps_si512(f);
+    const __m512i absu = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(absu, _mm512_set1_epi32(0x7f800000));
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i h = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
+    return _mm512_mask_mov_epi32(h, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+}
+
+/* vpackusdw undoes the unpack order lane by lane (values < 65536: no saturation). */
+CV_AI __m512i cv16_pack2_bf16(__m512 lo, __m512 hi) {
+    return _mm512_packus_epi32(cv16_bf16_bits(lo), cv16_bf16_bits(hi));
+}
+
 /* The bf16 quantization rows (chain_rows.inc quant_impl with a normal scale and inverse; x and
  * the optional smoothing row s in bf16): 64 elements per block, read as two 32-element vectors
  * whose bf16 halves vpunpck{l,h}wd place into fp32 lanes out of order (lane k of 128 bits: the
@@ -140,12 +187,6 @@ CV_AI uint16_t cv16_absmax_bits16(const void *x, int64_t n, int64_t *done) {
  * without a branch (a mispredicted branch per failing block cost more than the redo). The blocks go
  * to a chunk buffer in L1 first, then to y with plain or (nt, aligned) streaming 64-byte stores.
  * Returns the elements done (n rounded down to 64). Results are the division's, bit for bit. */
-CV_AI __m512 cv16_bf16_lo(__m512i v) {
-    return _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), v));
-}
-CV_AI __m512 cv16_bf16_hi(__m512i v) {
-    return _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), v));
-}
 
 /* Vector v (0..3) of the 64-element block at x (times s's): the unpack order above. */
 CV_AI __m512 cv16_bf16_blockvec(const uint16_t *x, const uint16_t *s, int v) {
@@ -261,6 +302,9 @@ static inline int64_t cv16_quant_bf16_rows(const uint16_t *x, const uint16_t *s,
 #define cv_store_i8_i(y, i) cv16_store_i8_i((y), (i))
 #define cv_stream_i8_i(y, i) cv16_stream_i8_i((y), (i))
 #define cv_absmax_bits16(x, n, done) cv16_absmax_bits16((x), (n), (done))
+CV16_RMS_BF16_PASS2(cv16_rms_bf16_pass2, cv16_pack2_bf16)
+#define cv_rms_bf16_pass2(x, g, n, rstd, alpha, scaled, y, nt) \
+    cv16_rms_bf16_pass2((x), (g), (n), (rstd), (alpha), (scaled), (y), (nt))
 #define cv_quant_bf16_rows(x, s, n, scale, inv, y, nt) \
     cv16_quant_bf16_rows((x), (s), (n), (scale), (inv), (y), (nt))
 
