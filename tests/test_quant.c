@@ -254,6 +254,94 @@ static void test_kernel_tables(tu_rng *rng) {
     }
 }
 
+/* quant_row_i8 (plain and _nt, aligned and misaligned outputs) of every variant against the
+ * division it stands for, y = sat(rint(x * s / scale)) in fp32 (NaN: -128; a bad scale: 0), on
+ * rows built to sit on or next to rounding ties (the kernels replace the division by a
+ * multiplication where that is provably the same), with NaN, inf, huge and subnormal elements
+ * and scales that push the quotients far out of the int8 range. */
+static int8_t div_q8(float a, float scale) {
+    if (!(scale > 0.0f) || isinf(scale)) return 0;
+    float v = rintf(a / scale);
+    v = v > -128.0f ? v : -128.0f;
+    v = v < 127.0f ? v : 127.0f;
+    return (int8_t)v;
+}
+
+static void test_kernel_division(tu_rng *rng) {
+    const tu_kernel_variant *v;
+    const int nt = chain_variants(&v);
+    enum { N = 1100 };
+    static float xf[N], sf[N];
+    static uint16_t xh[N], sh[N];
+    static _Alignas(64) int8_t y1[N + 64], y2[N + 64];
+    float scales[] = {1.0f / 127.0f, 4.0f / 127.0f, 0.5f, 3.0f, 1e-3f, 1e-30f, 7e-38f, 1e30f,
+                      0.0f, INFINITY, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const fia_dtype dts[3] = {FIA_DTYPE_BFLOAT16, FIA_DTYPE_FLOAT16, FIA_DTYPE_FLOAT32};
+    for (int rep = 0; rep < 6; rep++)
+        for (int di = 0; di < 3; di++) {
+            const fia_dtype dt = dts[di];
+            for (int si = 0; si < (int)(sizeof scales / sizeof scales[0]); si++) {
+                /* the last scales: x0 / scale within 2^-22 (relative) of a tie, x0 exact in dt */
+                float x0 = (float)tu_uniform(rng, 0.5, 2.0);
+                x0 = dt == FIA_DTYPE_BFLOAT16 ? fia_bf16_to_f32(fia_f32_to_bf16(x0))
+                     : dt == FIA_DTYPE_FLOAT16 ? fia_f16_to_f32(fia_f32_to_f16(x0)) : x0;
+                if (si >= 10)
+                    scales[si] = (float)(x0 / ((tu_int(rng, 0, 126) + 0.5) *
+                                               (1.0 + tu_uniform(rng, -1, 1) * 0x1p-22)));
+                const float scale = scales[si];
+                for (int i = 0; i < N; i++) {
+                    float f;
+                    const int kind = (int)tu_int(rng, 0, 9);
+                    if (kind < 2 && si >= 10) f = kind ? x0 : -x0;
+                    else if (kind < 4) /* on or next to a tie (fp32: within 2^-20 relative) */
+                        f = (float)((tu_int(rng, -300, 300) + 0.5) * scale *
+                                    (1.0 + (kind == 0 ? 0.0 : tu_uniform(rng, -1, 1) * 0x1p-20)));
+                    else if (kind < 6) f = (float)tu_uniform(rng, -1, 1) * 128.0f * scale;
+                    else if (kind == 6) f = (float)tu_uniform(rng, -1, 1);
+                    else if (kind == 7) f = tu_chance(rng, 0.5) ? 0.5f : -0.5f;
+                    else if (kind == 8) f = (float)tu_uniform(rng, -1, 1) * 1e-39f;
+                    else {
+                        const float sp[5] = {NAN, INFINITY, -INFINITY, 3e38f, -3e38f};
+                        f = tu_chance(rng, 0.1) ? sp[tu_int(rng, 0, 4)] : 0.0f;
+                    }
+                    const float g = (float)tu_uniform(rng, 0.25, 2.0);
+                    if (dt == FIA_DTYPE_FLOAT32) xf[i] = f, sf[i] = g;
+                    else if (dt == FIA_DTYPE_BFLOAT16) xh[i] = fia_f32_to_bf16(f), sh[i] = fia_f32_to_bf16(g);
+                    else xh[i] = fia_f32_to_f16(f), sh[i] = fia_f32_to_f16(g);
+                }
+                const void *x = dt == FIA_DTYPE_FLOAT32 ? (const void *)xf : (const void *)xh;
+                const void *sm = dt == FIA_DTYPE_FLOAT32 ? (const void *)sf : (const void *)sh;
+                for (int withs = 0; withs < 2; withs++) {
+                    const void *s = withs ? sm : NULL;
+                    int8_t want[N];
+                    for (int i = 0; i < N; i++) {
+                        float a = dt == FIA_DTYPE_FLOAT32 ? xf[i]
+                                  : dt == FIA_DTYPE_BFLOAT16 ? fia_bf16_to_f32(xh[i]) : fia_f16_to_f32(xh[i]);
+                        if (s) a *= dt == FIA_DTYPE_FLOAT32 ? sf[i]
+                                    : dt == FIA_DTYPE_BFLOAT16 ? fia_bf16_to_f32(sh[i]) : fia_f16_to_f32(sh[i]);
+                        want[i] = div_q8(a, scale);
+                    }
+                    for (int t = 0; t < nt; t++) {
+                        const fia_chain_kernels *kt = &v[t].set.chain;
+                        const int off = rep % 2 ? 3 : 0;
+                        const int64_t n = N - rep * 7;
+                        memset(y1, 0x5A, sizeof y1), memset(y2, 0x5A, sizeof y2);
+                        kt->quant_row_i8(x, dt, s, dt, n, scale, y1 + off);
+                        kt->quant_row_i8_nt(x, dt, s, dt, n, scale, y2 + off);
+                        kt->stream_fence();
+                        int bad = -1;
+                        for (int64_t i = 0; i < n && bad < 0; i++)
+                            if (y1[off + i] != want[i] || y2[off + i] != want[i]) bad = (int)i;
+                        tu_check(bad < 0 && y1[off + n] == 0x5A && y2[off + n] == 0x5A,
+                                 "%s quant_row_i8 %s%s scale %g n %lld: the division's results (first "
+                                 "difference at %d)", kt->name, fia_dtype_name(dt), s ? " smooth" : "",
+                                 (double)scale, (long long)n, bad);
+                    }
+                }
+            }
+        }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261204, "test_quant");
     tu_rng rng = tu_rng_make(seed);
@@ -289,6 +377,7 @@ int main(int argc, char **argv) {
     test_ties();
     test_errors();
     test_kernel_tables(&rng);
+    test_kernel_division(&rng);
     close_contexts();
     return tu_summary();
 }

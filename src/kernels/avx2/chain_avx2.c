@@ -92,6 +92,42 @@ CV_AI void cv8_stream_i8(int8_t *y, __m256 v) {
     else _mm_storel_epi64((__m128i *)y, p8);
 }
 
+/* The int32 forms of the quantization fast path (chain_rows.inc quant_impl). */
+CV_AI __m128i cv8_i8_i(__m256i i) {
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    return _mm_packs_epi16(p16, p16);
+}
+
+CV_AI void cv8_store_i8_i(int8_t *y, __m256i i) { _mm_storel_epi64((__m128i *)y, cv8_i8_i(i)); }
+
+CV_AI void cv8_stream_i8_i(int8_t *y, __m256i i) {
+    const __m128i p8 = cv8_i8_i(i);
+    if ((uintptr_t)y % 8 == 0) _mm_stream_si64((long long *)y, _mm_cvtsi128_si64(p8));
+    else _mm_storel_epi64((__m128i *)y, p8);
+}
+
+/* The largest 16-bit pattern with the sign cleared over the full 16-element blocks of a row of
+ * n 16-bit floats; *done = the elements covered. */
+CV_AI uint16_t cv8_absmax_bits16(const void *x, int64_t n, int64_t *done) {
+    const __m256i mag = _mm256_set1_epi16(0x7fff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    const uint16_t *p = x;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + i)), mag));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + i + 16)), mag));
+    }
+    if (i + 16 <= n) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p + i)), mag));
+        i += 16;
+    }
+    m0 = _mm256_max_epu16(m0, m1);
+    const __m128i q = _mm_max_epu16(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    const __m128i c = _mm_minpos_epu16(_mm_xor_si128(q, _mm_set1_epi16(-1)));
+    *done = i;
+    return (uint16_t)(0xffffu - (uint16_t)_mm_cvtsi128_si32(c));
+}
+
 #define cv_stream(p, dt, v) cv8_stream((p), (dt), (v))
 #define cv_stream_i8(y, v) cv8_stream_i8((y), (v))
 #define cv_sfence() _mm_sfence()
@@ -118,5 +154,11 @@ CV_AI void cv8_stream_i8(int8_t *y, __m256 v) {
 #define cv_swap_pairs(a) _mm256_permute_ps((a), 0xB1)
 #define cv_pair_sign() _mm256_setr_ps(-1.f, 1.f, -1.f, 1.f, -1.f, 1.f, -1.f, 1.f)
 #define cv_store_i8(y, v) cv8_store_i8((y), (v))
+#define cv_i __m256i
+#define cv_cvt_i(v) _mm256_cvtps_epi32(v)
+#define cv_i2f(i) _mm256_cvtepi32_ps(i)
+#define cv_store_i8_i(y, i) cv8_store_i8_i((y), (i))
+#define cv_stream_i8_i(y, i) cv8_stream_i8_i((y), (i))
+#define cv_absmax_bits16(x, n, done) cv8_absmax_bits16((x), (n), (done))
 
 #include "kernels/chain_rows.inc"

@@ -20,6 +20,20 @@ static inline void cv16b_stream(void *p, fia_dtype dt, __m512 v) {
     else cv16_stream(p, dt, v);
 }
 
+/* The two unpack-ordered vectors of CV16_RMS_BF16_PASS2 to 32 bf16 in element order:
+ * vcvtne2ps2bf16 puts lo's 16 values in words 0..15 and hi's in 16..31; vpermw interleaves
+ * them back (element 8k + j is lo's word 4k + j for j < 4, hi's word 4k + j - 4 else). */
+static inline __m512i cv16b_pack2_bf16(__m512 lo, __m512 hi) {
+    const __m512i idx = _mm512_set_epi16(31, 30, 29, 28, 15, 14, 13, 12, 27, 26, 25, 24, 11, 10,
+                                         9, 8, 23, 22, 21, 20, 7, 6, 5, 4, 19, 18, 17, 16, 3, 2,
+                                         1, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+CV16_RMS_BF16_PASS2(cv16b_rms_bf16_pass2, cv16b_pack2_bf16)
+#undef cv_rms_bf16_pass2
+#define cv_rms_bf16_pass2(x, g, n, rstd, alpha, scaled, y, nt) \
+    cv16b_rms_bf16_pass2((x), (g), (n), (rstd), (alpha), (scaled), (y), (nt))
+
 #undef cv_store
 #undef cv_stream
 #define cv_store(p, dt, v) cv16b_store((p), (dt), (v))
