@@ -25,4 +25,30 @@ static inline void fia_amx_config(void) {
     _tile_loadconfig(&c);
 }
 
+/* 16 x 16 transpose of dwords (an S^T tile's store into S): r[i] lane c <- r[c] lane i. */
+static inline __attribute__((always_inline)) void fia_amx_transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* u[4 i + k] lane L holds column 4 L + k of rows 4 i .. 4 i + 3 */
+    for (int k = 0; k < 4; k++) {
+        const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
+        const __m512i x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
+        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
+        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
+        r[k] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+        r[4 + k] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+        r[8 + k] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+        r[12 + k] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+    }
+}
+
 #endif /* FIA_KERNELS_AMX_TILES_H */

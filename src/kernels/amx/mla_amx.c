@@ -172,32 +172,6 @@ typedef struct kblock {
 /* ---- softmax on S^T, P packing ------------------------------------------------------------ */
 
 /* e^x: kernels/avx512/exp_avx512.h (every argument here is x - max <= 0). */
-/* 16 x 16 transpose of dwords: r[i] lane c <- r[c] lane i. */
-FIA_AI void transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    /* u[4 i + k] lane L holds column 4 L + k of rows 4 i .. 4 i + 3 */
-    for (int k = 0; k < 4; k++) {
-        const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
-        const __m512i x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
-        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
-        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
-        r[k] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-        r[4 + k] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
-        r[8 + k] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        r[12 + k] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
-    }
-}
-
 /* P of row block hb, keys kk 32 .. kk 32 + 31 (p[jj]: the 16 rows of key kk 32 + jj) into the
  * A tiles of P . V: pa[part][hb][kk], 16 rows x 32 keys (16 x 16 dword transposes of key pairs). */
 FIA_AI void pack_p_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_t hb, int64_t kk,
@@ -220,10 +194,10 @@ FIA_AI void pack_p_block(const fia_amx_mla_args *a, const amx_scratch *s, int64_
         }
     }
     uint16_t *dh = s->pa + (hb * (T / 32) + kk) * TILE;
-    transpose16(hi);
+    fia_amx_transpose16(hi);
     for (int h = 0; h < 16; h++) _mm512_store_si512(dh + h * 32, hi[h]);
     if (!a->p_bf16) {
-        transpose16(lo);
+        fia_amx_transpose16(lo);
         for (int h = 0; h < 16; h++) _mm512_store_si512(dh + part + h * 32, lo[h]);
     }
 }

@@ -70,8 +70,6 @@ FIA_AI void pf_slot(const void *const *next, int64_t lo, int64_t hi, int64_t i, 
     if (hi > lo) pf_lines(next, lo + (hi - lo) * i / slots, lo + (hi - lo) * (i + 1) / slots);
 }
 
-FIA_AI void transpose16(__m512i r[16]);
-
 void fia_sfa_amx_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q, uint16_t *qt) {
     /* dword view: qt32[((hb NDB + db) 16 + d2) 16 + h] = pair (2 d2, 2 d2 + 1) of block db:
      * per block, the 16 rows' 16 dwords transposed */
@@ -82,7 +80,7 @@ void fia_sfa_amx_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
                 const int64_t r = hb * 16 + h;
                 x[h] = r < rows ? _mm512_loadu_si512(q[r] + db * 32) : _mm512_setzero_si512();
             }
-            transpose16(x);
+            fia_amx_transpose16(x);
             uint16_t *dst = qt + (hb * NDB + db) * TILE;
             for (int d2 = 0; d2 < 16; d2++) _mm512_storeu_si512(dst + d2 * 32, x[d2]);
         }
@@ -137,38 +135,13 @@ void fia_sfa_amx_c8_stage(const void *const *rows, int64_t n, int64_t rows_pad, 
 
 /* ---- S = scale . Q . K^T ------------------------------------------------------------------ */
 
-/* 16 x 16 transpose of dwords: r[i] lane c <- r[c] lane i. */
-FIA_AI void transpose16(__m512i r[16]) {
-    __m512i t[16], u[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
-        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-    }
-    for (int k = 0; k < 4; k++) {
-        const __m512i x0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
-        const __m512i x1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
-        const __m512i y0 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
-        const __m512i y1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
-        r[k] = _mm512_shuffle_i32x4(x0, y0, 0x88);
-        r[4 + k] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
-        r[8 + k] = _mm512_shuffle_i32x4(x1, y1, 0x88);
-        r[12 + k] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
-    }
-}
-
 /* The 16 x 16 block of S^T at ct (keys x rows) into S (rows h0.., columns j0..), scaled;
  * rows >= rows are not written. */
 FIA_AI void put_block(const float *ct, float scale, float *s, int64_t lds, int64_t h0, int64_t j0,
                       int64_t rows) {
     __m512i r[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_load_si512(ct + 16 * i);
-    transpose16(r);
+    fia_amx_transpose16(r);
     const __m512 vs = _mm512_set1_ps(scale);
     const int64_t nr = rows - h0 < 16 ? rows - h0 : 16;
     for (int64_t i = 0; i < nr; i++)
