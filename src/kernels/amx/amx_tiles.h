@@ -51,4 +51,12 @@ static inline __attribute__((always_inline)) void fia_amx_transpose16(__m512i r[
     }
 }
 
+/* Carves a kernel's scratch: field of *s (when s is not NULL) at base + off, then off advances by
+ * bytes rounded up to 64 (the tiles' alignment); with s NULL it only sizes. */
+#define FIA_AMX_TAKE(s, base, off, field, type, bytes)                                          \
+    do {                                                                                       \
+        if (s) (s)->field = (type *)(void *)((base) + (off));                                  \
+        (off) += ((size_t)(bytes) + 63) & ~(size_t)63;                                         \
+    } while (0)
+
 #endif /* FIA_KERNELS_AMX_TILES_H */

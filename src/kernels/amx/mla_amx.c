@@ -36,11 +36,7 @@ typedef struct amx_scratch {
 
 static size_t carve(int64_t rows_pad, char *base, amx_scratch *s) {
     size_t off = 0;
-#define TAKE(field, type, bytes)                                                               \
-    do {                                                                                       \
-        if (s) s->field = (type *)(void *)(base + off);                                        \
-        off += ((size_t)(bytes) + 63) & ~(size_t)63;                                           \
-    } while (0)
+#define TAKE(field, type, bytes) FIA_AMX_TAKE(s, base, off, field, type, bytes)
     TAKE(st, float, (size_t)T * (size_t)rows_pad * 4);
     TAKE(pa, uint16_t, 2 * (size_t)(rows_pad / 16) * (T / 32) * TILE * 2);
     TAKE(vp, uint16_t, (size_t)(T / 32) * NCB * TILE * 2);
