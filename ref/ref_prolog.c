@@ -65,19 +65,24 @@ static double ulp(double x) {
     return ldexp(1.0, e - 8);
 }
 
-/* MLA interleave-half RoPE of a 64-wide row; slack (may be NULL): one ulp of each input. */
-static void rope(const double *x, const double *c, const double *s, double *y, double *slack,
-                 int rounded) {
-    double xp[DR];
+/* MLA interleave-half RoPE of a 64-wide row; slack (may be NULL): one ulp of each input plus
+ * the input's own slack xs (may be NULL: none). */
+static void rope(const double *x, const double *xs, const double *c, const double *s, double *y,
+                 double *slack, int rounded) {
+    double xp[DR], xsp[DR];
     for (int i = 0; i < DR / 2; i++) {
         xp[i] = x[2 * i];
         xp[i + DR / 2] = x[2 * i + 1];
+        xsp[i] = xs ? xs[2 * i] : 0.0;
+        xsp[i + DR / 2] = xs ? xs[2 * i + 1] : 0.0;
     }
     for (int i = 0; i < DR; i++) {
-        const double rot = i < DR / 2 ? -xp[i + DR / 2] : xp[i - DR / 2];
+        const int o = i < DR / 2 ? i + DR / 2 : i - DR / 2;
+        const double rot = i < DR / 2 ? -xp[o] : xp[o];
         y[i] = xp[i] * c[i] + rot * s[i];
         if (slack)
-            slack[i] = rounded ? ulp(xp[i]) * fabs(c[i]) + ulp(rot) * fabs(s[i]) : 0.0;
+            slack[i] = rounded ? (ulp(xp[i]) + xsp[i]) * fabs(c[i]) + (ulp(rot) + xsp[o]) * fabs(s[i])
+                               : 0.0;
     }
 }
 
@@ -94,10 +99,12 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     const int wq = prm->weight_quant_mode;
     double *cq = malloc(sizeof(double) * (size_t)Hcq);
     double *q = malloc(sizeof(double) * (size_t)W);
+    double *qs = malloc(sizeof(double) * (size_t)W); /* q's slack: flips of the rounded c_q */
     double *xr = malloc(sizeof(double) * (size_t)He);
-    if (!cq || !q || !xr) {
+    if (!cq || !q || !qs || !xr) {
         free(cq);
         free(q);
+        free(qs);
         free(xr);
         fprintf(stderr, "ref_prolog: out of memory\n");
         return -1;
@@ -147,12 +154,24 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
             }
             if (o->qns) o->qns[tt] = sq;
         }
-        /* qcqr = cq . W_UQ_QR */
+        /* qcqr = cq . W_UQ_QR; qs: the two largest one-ulp flips of the bf16 c_q it reads (as
+         * query_out's slack counts those of q_c) */
         for (int64_t j = 0; j < W; j++) {
-            double a = 0.0;
-            for (int64_t k = 0; k < Hcq; k++) a += cq[k] * at2(t->weight_uq_qr, k, j);
+            double a = 0.0, f1 = 0.0, f2 = 0.0;
+            for (int64_t k = 0; k < Hcq; k++) {
+                const double w = at2(t->weight_uq_qr, k, j);
+                a += cq[k] * w;
+                const double f = g == 2 && !wq ? ulp(cq[k]) * fabs(w) : 0.0;
+                if (f > f1) {
+                    f2 = f1;
+                    f1 = f;
+                } else if (f > f2) {
+                    f2 = f;
+                }
+            }
             if (wq) a = a * sq * vec1(t->dequant_scale_w_uq_qr, j);
             q[j] = bf(a, g == 2);
+            qs[j] = f1 + f2;
         }
         for (int64_t n = 0; n < N; n++) {
             const double *qc = q + n * (D + DR);
@@ -173,7 +192,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
                 qo[(tt * N + n) * HCKV + c] = a;
                 if (o->sqo) o->sqo[(tt * N + n) * HCKV + c] = f1 + f2;
             }
-            rope(qc + D, cs, sn, qr + (tt * N + n) * DR, o->sqr ? o->sqr + (tt * N + n) * DR : NULL,
+            rope(qc + D, qs + n * (D + DR) + D, cs, sn, qr + (tt * N + n) * DR, o->sqr ? o->sqr + (tt * N + n) * DR : NULL,
                  g == 2);
         }
         /* kv / kr */
@@ -194,10 +213,11 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
             if (o->skv)
                 o->skv[tt * HCKV + j] = g == 2 ? ulp(ck[j]) * fabs(f) : 0.0;
         }
-        rope(ck + HCKV, cs, sn, kr + tt * DR, o->skr ? o->skr + tt * DR : NULL, g == 2);
+        rope(ck + HCKV, NULL, cs, sn, kr + tt * DR, o->skr ? o->skr + tt * DR : NULL, g == 2);
     }
     free(cq);
     free(q);
+    free(qs);
     free(xr);
     return 0;
 }
