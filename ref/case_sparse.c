@@ -263,6 +263,9 @@ static int oracle_li_common(fia_case *c, int quant) {
     const fia_case_output *oi = &c->out[0], *ov = &c->out[1];
     const double half = !ov->got ? 0.0 : ov->got->dtype == FIA_DTYPE_FLOAT16 ? 0x1p-11
                                      : ov->got->dtype == FIA_DTYPE_BFLOAT16 ? 0x1p-8 : 0.0;
+    /* half the spacing of the dtype's subnormals: rounding there is absolute, not relative */
+    const double sub = !ov->got ? 0.0 : ov->got->dtype == FIA_DTYPE_FLOAT16 ? 0x1p-25
+                                    : ov->got->dtype == FIA_DTYPE_BFLOAT16 ? 0x1p-134 : 0.0;
     for (int64_t r = 0; r < rows; r++) {
         const int64_t n = fia_ref_li_row_scores(t, p, quant, r, s, tol);
         fia_ref_li_sort(s, n, order);
@@ -276,7 +279,7 @@ static int oracle_li_common(fia_case *c, int quant) {
             if (!ov->want) continue;
             const int64_t j = ok ? g : mine;
             ov->want[e] = j < 0 ? -INFINITY : s[j];
-            ov->quot[e] = j < 0 ? 0.0 : tol[j] * (1 + half) + half * fabs(s[j]) + 1e-30;
+            ov->quot[e] = j < 0 ? 0.0 : tol[j] * (1 + half) + fmax(half * fabs(s[j]), sub) + 1e-30;
         }
     }
     free(s), free(tol), free(order);

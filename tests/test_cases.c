@@ -54,6 +54,8 @@ static const tcase g_cases[] = {
     {"lightning_indexer", {1, 5, 20, 3, 16, 30}, 2, F16BF16},
     {"quant_lightning_indexer", {2, 3, 40, 4, 32, 16}, 0, F16BF16},
     {"quant_lightning_indexer", {2, 1, 70, 8, 64, 24}, 1, 1u},
+    /* sparse_values in fp16 subnormals (fuzz_cases input KwFB) */
+    {"quant_lightning_indexer", {5, 6, 11, 1, 1, 10}, 2, F16BF16},
     {"mla_prolog_v3", {3, 96, 48, 2, 16, 4}, 0, BF16},
     {"mla_prolog_v3", {2, 64, 32, 3, 8, 1}, 1, BF16},
     /* tiny Hcq: a one-ulp flip of the bf16 c_q moves q_r visibly (fuzz_cases input OyoVcA==) */
