@@ -21,7 +21,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/threadpool.h"
 #include "fia.h"
 
 typedef struct fia_gemm_desc {
@@ -57,9 +56,6 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
  * takes the packed copy as b. */
 size_t fia_gemm_packed_b_bytes(const fia_gemm *g);
 bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed);
-/* Makes what fia_gemm_pack_b needs once (the library's reorder), so that panels of one gemm can
- * then be packed from several threads at once. */
-bool fia_gemm_pack_prepare(fia_gemm *g);
 /* Whether two gemms planned with packed_b want B in the same packed layout (same K x N). */
 bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y);
 
@@ -91,11 +87,9 @@ static inline int64_t fia_tgemm_tasks(const fia_tgemm *t) { return t->mtiles * t
 bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a, const void *b,
                         void *c, void *scratch);
 /* Pre-packing (d->packed_b set at fia_tgemm_plan): copies the `batch` plain B matrices at
- * b + i * batch_stride elements (i < batch) into tgemm-owned packed panels, once, the panels
- * as tasks of `pool` (NULL: on the calling thread). Then fia_tgemm_run_packed runs a tile of
- * batch matrix bi without re-packing. */
-fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride,
-                          fia_pool *pool);
+ * b + i * batch_stride elements (i < batch) into tgemm-owned packed panels, once. Then
+ * fia_tgemm_run_packed runs a tile of batch matrix bi without re-packing. */
+fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride);
 bool fia_tgemm_run_packed(fia_tgemm *t, int64_t task, int32_t slot, const void *a, int64_t bi,
                           void *c, void *scratch);
 void fia_tgemm_free(fia_tgemm *t); /* also frees the packed panels */

@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "core/status.h"
-#include "core/threadpool.h"
 
 #ifdef FIA_HAVE_DNNL
 
@@ -48,8 +47,8 @@ struct fia_gemm {
     int64_t M, N, K, lda, ldc;
     size_t as, cs, lib_scratch, a_off, c_off; /* element sizes of A and C */
     bool a_copy, c_copy;
-    dnnl_primitive_t reorder; /* plain -> packed, made by fia_gemm_pack_prepare (or the first
-                               * fia_gemm_pack_b) */
+    dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
+    dnnl_memory_t rsrc, rdst;
 };
 
 static dnnl_engine_t g_engine;
@@ -92,6 +91,8 @@ void fia_gemm_destroy(fia_gemm *g) {
     }
     if (g->prim) dnnl_primitive_destroy(g->prim);
     if (g->reorder) dnnl_primitive_destroy(g->reorder);
+    if (g->rsrc) dnnl_memory_destroy(g->rsrc);
+    if (g->rdst) dnnl_memory_destroy(g->rdst);
     free(g);
 }
 
@@ -242,54 +243,38 @@ bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
 
 static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed);
 
-/* Creates g's reorder (once per gemm shape, reused for every panel). */
-static bool gemm_reorder(fia_gemm *g) {
-    if (!g->packed) return false;
-    if (g->reorder) return true;
-    dnnl_primitive_desc_t rpd = NULL;
-    const bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine,
-                                                       &g->mb_packed, g_engine, NULL) ==
-                        dnnl_success &&
-                    dnnl_primitive_create(&g->reorder, rpd) == dnnl_success;
-    if (rpd) dnnl_primitive_desc_destroy(rpd);
-    return ok;
-}
-
-/* The reorder runs from memory objects made per call (a few microseconds against the
- * megabytes of a panel), so that panels of one gemm can be packed concurrently. */
-static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
-    if (!gemm_reorder(g)) return false;
-    dnnl_memory_t src = NULL, dst = NULL;
-    bool ok = dnnl_memory_create(&src, &g->mb_plain, g_engine, (void *)b) == dnnl_success &&
-              dnnl_memory_create(&dst, &g->mb_packed, g_engine, packed) == dnnl_success;
-    if (ok) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
-        ok = dnnl_primitive_execute(g->reorder, g_stream, 2, args) == dnnl_success &&
-             dnnl_stream_wait(g_stream) == dnnl_success;
-    }
-    if (src) dnnl_memory_destroy(src);
-    if (dst) dnnl_memory_destroy(dst);
-    return ok;
-}
-
-/* One OpenMP thread for the packing (the reorder's creation included): fia's pool threads may
- * be spinning beside it, and a team of libgomp threads spinning at its barriers against them
- * cost seconds per plan on a busy CPU (measured). The ICV is per thread: each pool thread sets
- * its own. */
-bool fia_gemm_pack_prepare(fia_gemm *g) {
-    const int old = omp_get_max_threads();
-    if (old != 1) omp_set_num_threads(1);
-    const bool ok = gemm_reorder(g);
-    if (old != 1) omp_set_num_threads(old);
-    return ok;
-}
-
 bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    /* one OpenMP thread for the whole packing (the reorder's creation included): fia's pool
+     * threads may be spinning beside it, and a team of libgomp threads spinning at its
+     * barriers against them cost seconds per plan on a busy CPU (measured) */
     const int old = omp_get_max_threads();
     if (old != 1) omp_set_num_threads(1);
     const bool ok = gemm_pack_b(g, b, packed);
     if (old != 1) omp_set_num_threads(old);
     return ok;
+}
+
+static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
+    if (!g->packed) return false;
+    if (!g->reorder) { /* one reorder per gemm shape, reused for every panel */
+        dnnl_primitive_desc_t rpd = NULL;
+        bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine,
+                                                     &g->mb_packed, g_engine, NULL) ==
+                      dnnl_success &&
+                  dnnl_primitive_create(&g->reorder, rpd) == dnnl_success &&
+                  dnnl_memory_create(&g->rsrc, &g->mb_plain, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success &&
+                  dnnl_memory_create(&g->rdst, &g->mb_packed, g_engine, DNNL_MEMORY_NONE) ==
+                      dnnl_success;
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (!ok) return false;
+    }
+    if (dnnl_memory_set_data_handle(g->rsrc, (void *)b) != dnnl_success ||
+        dnnl_memory_set_data_handle(g->rdst, packed) != dnnl_success)
+        return false;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, g->rsrc}, {DNNL_ARG_TO, g->rdst}};
+    return dnnl_primitive_execute(g->reorder, g_stream, 2, args) == dnnl_success &&
+           dnnl_stream_wait(g_stream) == dnnl_success;
 }
 
 #else /* !FIA_HAVE_DNNL */
@@ -348,11 +333,6 @@ bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
     (void)g;
     (void)b;
     (void)packed;
-    return false;
-}
-
-bool fia_gemm_pack_prepare(fia_gemm *g) {
-    (void)g;
     return false;
 }
 
@@ -421,29 +401,7 @@ bool fia_tgemm_run_task(fia_tgemm *t, int64_t task, int32_t slot, const void *a,
                         (const char *)b + (size_t)x.n0 * bs, (char *)c + x.c_off, scratch);
 }
 
-/* One packing job: its panels (row variant r, batch matrix bi, column tile j) as pool tasks. */
-typedef struct tgemm_pack_job {
-    fia_tgemm *t;
-    const uint16_t *b;
-    int64_t batch_stride;
-    int failed;
-} tgemm_pack_job;
-
-static void tgemm_pack_task(void *arg, int64_t task, int32_t tid) {
-    (void)tid;
-    tgemm_pack_job *jb = arg;
-    fia_tgemm *t = jb->t;
-    const int64_t per = t->ntiles * t->batch;
-    const int r = (int)(task / per);
-    const int64_t bi = task % per / t->ntiles, j = task % t->ntiles;
-    const int k = (r ? 2 : 0) | (j == t->ntiles - 1 && t->g[r ? 3 : 1] ? 1 : 0);
-    if (!fia_gemm_pack_b(t->g[k], jb->b + bi * jb->batch_stride + j * t->nc,
-                         (char *)t->packed[r] + t->panel_bytes * (size_t)(bi * t->ntiles + j)))
-        __atomic_store_n(&jb->failed, 1, __ATOMIC_RELAXED);
-}
-
-fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride,
-                          fia_pool *pool) {
+fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t batch_stride) {
     if (!t->d.packed_b) return FIA_UNSUPPORTED("gemm: packing B of a gemm planned unpacked");
     t->batch = batch;
     if (t->mtiles == 0 || batch == 0) return FIA_STATUS_SUCCESS;
@@ -457,25 +415,21 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
     const bool share = !tail_rows || (fia_gemm_same_packing(t->g[0], t->g[2]) &&
                                       (!t->g[1] || fia_gemm_same_packing(t->g[1], t->g[3])));
     const size_t total = t->panel_bytes * (size_t)(t->ntiles * batch);
-    const int rows = share ? 1 : 2;
-    for (int r = 0; r < rows; r++) {
+    for (int r = 0; r < (share ? 1 : 2); r++) {
         void *buf = aligned_alloc(4096, (total + 4095) / 4096 * 4096 + 4096);
         if (!buf)
             return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory for %zu bytes of "
                              "packed weights", total);
         t->packed[r] = buf;
+        for (int64_t bi = 0; bi < batch; bi++)
+            for (int64_t j = 0; j < t->ntiles; j++) {
+                const int k = (r ? 2 : 0) | (j == t->ntiles - 1 && t->g[r ? 3 : 1] ? 1 : 0);
+                if (!fia_gemm_pack_b(t->g[k], (const uint16_t *)b + bi * batch_stride + j * t->nc,
+                                     (char *)buf + t->panel_bytes * (size_t)(bi * t->ntiles + j)))
+                    return FIA_UNSUPPORTED("gemm: the library could not pack B");
+            }
     }
     if (share) t->packed[1] = t->packed[0];
-    /* the reorders first (one per shape), then every panel as a task of the pool */
-    for (int k = 0; k < 4; k++)
-        if (t->g[k] && (rows == 2 || k < 2) && !fia_gemm_pack_prepare(t->g[k]))
-            return FIA_UNSUPPORTED("gemm: the library could not pack B");
-    tgemm_pack_job jb = {t, b, batch_stride, 0};
-    const int64_t n = rows * t->ntiles * batch;
-    if (pool) fia_pool_run(pool, n, tgemm_pack_task, &jb);
-    else
-        for (int64_t i = 0; i < n; i++) tgemm_pack_task(&jb, i, 0);
-    if (jb.failed) return FIA_UNSUPPORTED("gemm: the library could not pack B");
     return FIA_STATUS_SUCCESS;
 }
 

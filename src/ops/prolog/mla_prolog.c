@@ -1002,11 +1002,10 @@ static fia_status pro_gemms(pro_plan *p) {
                         p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     if (pk) { /* the weights' values, captured now (prolog.h) */
-        fia_pool *pool = p->base.ctx->pool; /* the panels in parallel */
-        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0, pool));
-        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0, pool));
-        if (pk_up) FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0, pool));
-        FIA_TRY(fia_tgemm_pack(&p->g_uk, p->wuk, p->N, p->wuk_sn, pool));
+        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
+        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0));
+        if (pk_up) FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0));
+        FIA_TRY(fia_tgemm_pack(&p->g_uk, p->wuk, p->N, p->wuk_sn));
         if (p->wq) FIA_TRY(pro_keep_i8(&p->wuq, p->Hcq, p->ld_uq, p->W, &p->own_i8[0]));
         if (p->wq == 2) {
             FIA_TRY(pro_keep_i8(&p->wdq, p->He, p->ld_dq, p->Hcq, &p->own_i8[1]));
