@@ -25,16 +25,19 @@ CV_AI __m512 cv16_load(const void *p, fia_dtype dt) {
     }
 }
 
-CV_AI __m256i cv16_bf16(__m512 f) {
+/* The rounded bf16 of each fp32 lane in its low 16 bits (round to nearest even; NaN kept quiet). */
+CV_AI __m512i cv16_bf16_bits(__m512 f) {
     const __m512i u = _mm512_castps_si512(f);
     const __m512i absu = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(absu, _mm512_set1_epi32(0x7f800000));
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i h = _mm512_srli_epi32(
         _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    h = _mm512_mask_mov_epi32(h, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-    return _mm512_cvtepi32_epi16(h);
+    return _mm512_mask_mov_epi32(h, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
 }
+
+/* The rounded bf16 of 16 fp32 lanes. */
+CV_AI __m256i cv16_bf16(__m512 f) { return _mm512_cvtepi32_epi16(cv16_bf16_bits(f)); }
 
 CV_AI void cv16_store(void *p, fia_dtype dt, __m512 v) {
     switch (dt) {
@@ -160,17 +163,6 @@ CV_AI __m512 cv16_bf16_hi(__m512i v) {
         }                                                                                         \
         return i;                                                                                 \
     }
-
-/* The rounded bf16 of each fp32 lane in its low 16 bits (cv16_bf16 before the narrowing). */
-CV_AI __m512i cv16_bf16_bits(__m512 f) {
-    const __m512i u = _mm512_castps_si512(f);
-    const __m512i absu = _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(absu, _mm512_set1_epi32(0x7f800000));
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i h = _mm512_srli_epi32(
-        _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    return _mm512_mask_mov_epi32(h, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-}
 
 /* vpackusdw undoes the unpack order lane by lane (values < 65536: no saturation). */
 CV_AI __m512i cv16_pack2_bf16(__m512 lo, __m512 hi) {
