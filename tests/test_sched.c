@@ -10,15 +10,23 @@
  *                crossing blocks, every block size 1..9);
  *   tensor_spec: the order of the three passes and their messages; conditions (required when,
  *                applies when), the rank and dim rules (dims from the end, against another
- *                tensor, a constant or a derived value) and their messages.
+ *                tensor, a constant or a derived value) and their messages;
+ *   threadpool:  every task runs exactly once (1..4 threads, task counts around the thread
+ *                count); creating and running a pool leaves the caller's affinity mask as it
+ *                was; a pinned pool (as many threads as allowed CPUs) never runs a worker on the
+ *                CPU the caller is on, wherever the caller moves (the test moves it).
  * Usage: test_sched [seed].
  */
+#define _GNU_SOURCE
+
 #include <math.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/threadpool.h"
 #include "kernels/softmax_state.h"
 #include "sched/kvcache.h"
 #include "sched/splitkv.h"
@@ -368,6 +376,87 @@ static void test_tensor_spec_rules(void) {
              "dim rule from the end of a 3-D tensor: %s", fia_last_error());
 }
 
+/* ---- threadpool ---- */
+
+typedef struct pool_probe {
+    int *count;     /* runs of each task */
+    int *cpu;       /* the CPU each task ran on */
+    int *tid;       /* the thread that ran it */
+} pool_probe;
+
+static void pool_task(void *arg, int64_t task, int32_t tid) {
+    pool_probe *p = arg;
+    __atomic_fetch_add(&p->count[task], 1, __ATOMIC_RELAXED);
+    p->cpu[task] = sched_getcpu();
+    p->tid[task] = tid;
+    /* a little work, so that workers get a share */
+    volatile double x = 0;
+    for (int i = 0; i < 2000; i++) x += i * 0.5;
+}
+
+static void test_pool(void) {
+    enum { MAXT = 64 };
+    int count[MAXT], cpu[MAXT], tid[MAXT];
+    pool_probe p = {count, cpu, tid};
+    cpu_set_t before, after;
+    CPU_ZERO(&before);
+    tu_check(sched_getaffinity(0, sizeof before, &before) == 0, "sched_getaffinity");
+    for (int32_t threads = 1; threads <= 4; threads++) {
+        fia_pool *pool = NULL;
+        tu_check(fia_pool_create(threads, &pool) == FIA_STATUS_SUCCESS, "pool_create %d", threads);
+        if (pool == NULL) continue;
+        tu_check(fia_pool_size(pool) == threads, "pool size %d", threads);
+        int bad = 0;
+        for (int rep = 0; rep < 50; rep++) {
+            const int64_t n = 1 + (rep * 7) % (MAXT - 1);
+            memset(count, 0, sizeof count);
+            fia_pool_run(pool, n, pool_task, &p);
+            for (int64_t t = 0; t < MAXT; t++)
+                if (count[t] != (t < n) || (t < n && (tid[t] < 0 || tid[t] >= threads))) bad++;
+        }
+        tu_check(bad == 0, "pool of %d: %d tasks not run exactly once", threads, bad);
+        fia_pool_destroy(pool);
+    }
+    CPU_ZERO(&after);
+    sched_getaffinity(0, sizeof after, &after);
+    tu_check(CPU_EQUAL(&before, &after), "the pool changed the caller's affinity mask");
+
+    /* A pinned pool: the caller moved onto each allowed CPU in turn; no worker runs there. */
+    const int ncpu = CPU_COUNT(&before);
+    if (ncpu < 2 || ncpu > 8) return;
+    const char *env = getenv("FIA_PIN_THREADS");
+    if (env && !strcmp(env, "0")) return;
+    fia_pool *pool = NULL;
+    tu_check(fia_pool_create(ncpu, &pool) == FIA_STATUS_SUCCESS, "pool_create %d", ncpu);
+    if (pool == NULL) return;
+    int clashes = 0, worker_tasks = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int c = 0; c < CPU_SETSIZE; c++) {
+            if (!CPU_ISSET(c, &before)) continue;
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(c, &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0) continue;
+            for (int rep = 0; rep < 20; rep++) {
+                memset(count, 0, sizeof count);
+                fia_pool_run(pool, MAXT, pool_task, &p);
+                for (int t = 0; t < MAXT; t++) {
+                    if (tid[t] == 0) continue;
+                    worker_tasks++;
+                    if (cpu[t] == c) clashes++;
+                }
+            }
+        }
+    }
+    sched_setaffinity(0, sizeof before, &before);
+    fia_pool_destroy(pool);
+    tu_check(clashes == 0, "pinned pool: %d of %d worker tasks ran on the caller's CPU", clashes,
+             worker_tasks);
+    CPU_ZERO(&after);
+    sched_getaffinity(0, sizeof after, &after);
+    tu_check(CPU_EQUAL(&before, &after), "the caller's affinity mask was not restored");
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20261202, "test_sched");
     tu_rng r = tu_rng_make(seed);
@@ -377,5 +466,6 @@ int main(int argc, char **argv) {
     test_tensor_spec();
     test_tensor_spec_rules();
     test_worklist_chunks();
+    test_pool();
     return tu_summary();
 }
