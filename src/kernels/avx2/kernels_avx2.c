@@ -27,12 +27,14 @@
  * softmax_tile: vector row max, vector expf (Cody-Waite range reduction with a two-constant
  *   ln2, degree-7 polynomial, scale by 2^n as two exponent-built factors so denormal results are
  *   right and -inf gives 0; under 1 ulp over [-87.3, 0] in the tests), fp32 vector row sums;
- *   row tails use vmaskmovps.
+ *   row tails use vmaskmovps. softmax_tile_amla: the same rows, probabilities times the AMLA
+ *   factor c and the exponent delta of kernels/amla.h (one template, as in the AVX-512 table).
  */
 #include <immintrin.h>
 #include <math.h>
 
 #include "core/convert.h"
+#include "kernels/amla.h"
 #include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -349,8 +351,12 @@ FIA_AI __m256 exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(e, s1), s2);
 }
 
-void fia_softmax_tile__avx2_expcw_u8(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
-                              float *row_sum, float *alpha) {
+/* softmax_tile and its AMLA form (amla: probabilities times c = exp(mx + e ln2), the
+ * accumulator rescale as an exponent delta, see kernels.h; c and e from fia_amla_reference as in
+ * the scalar and AVX-512 kernels). */
+FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64_t n,
+                         float *row_max, float *row_sum, float *alpha, int32_t *row_e,
+                         int32_t *row_exp) {
     const __m256 ninf = _mm256_set1_ps(-INFINITY);
     const int64_t nfull = n & ~(int64_t)7;
     const int64_t rem = n - nfull;
@@ -378,39 +384,71 @@ void fia_softmax_tile__avx2_expcw_u8(float *s, int64_t lds, int64_t m, int64_t n
             const __m256 z = _mm256_setzero_ps();
             for (j = 0; j < nfull; j += 8) _mm256_storeu_ps(sr + j, z);
             if (rem) _mm256_maskstore_ps(sr + nfull, tm, z);
-            alpha[r] = 1.0f;
+            if (amla)
+                row_exp[r] = 0;
+            else
+                alpha[r] = 1.0f;
             continue;
         }
-        const float al =
-            old == -INFINITY ? 0.0f : _mm256_cvtss_f32(exp8(_mm256_set1_ps(old - mx)));
-        const __m256 vmx = _mm256_set1_ps(mx);
+        float cf = 1.0f, al = 0.0f;
+        int32_t e = 0, d = -255;
+        if (amla) {
+            fia_amla_reference(mx, &e, &cf);
+            if (old != -INFINITY) {
+                const int64_t dd = (int64_t)e - row_e[r];
+                d = dd < -255 ? -255 : (int32_t)dd;
+            }
+        } else if (old != -INFINITY) {
+            al = _mm256_cvtss_f32(exp8(_mm256_set1_ps(old - mx)));
+        }
+        const __m256 vmx = _mm256_set1_ps(mx), vc = _mm256_set1_ps(cf);
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+#define SM_EXP(x)                                                                          \
+    (amla ? _mm256_mul_ps(exp8(_mm256_sub_ps((x), vmx)), vc) : exp8(_mm256_sub_ps((x), vmx)))
         j = 0;
         for (; j + 16 <= nfull; j += 16) {
-            const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
-            const __m256 e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j + 8), vmx));
+            const __m256 e0 = SM_EXP(_mm256_loadu_ps(sr + j));
+            const __m256 e1 = SM_EXP(_mm256_loadu_ps(sr + j + 8));
             _mm256_storeu_ps(sr + j, e0);
             _mm256_storeu_ps(sr + j + 8, e1);
             acc0 = _mm256_add_ps(acc0, e0);
             acc1 = _mm256_add_ps(acc1, e1);
         }
         if (j < nfull) {
-            const __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(sr + j), vmx));
+            const __m256 e0 = SM_EXP(_mm256_loadu_ps(sr + j));
             _mm256_storeu_ps(sr + j, e0);
             acc0 = _mm256_add_ps(acc0, e0);
         }
         if (rem) {
             const __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(sr + nfull, tm),
                                               _mm256_castsi256_ps(tm));
-            const __m256 e1 = _mm256_and_ps(exp8(_mm256_sub_ps(v, vmx)), _mm256_castsi256_ps(tm));
+            const __m256 e1 = _mm256_and_ps(SM_EXP(v), _mm256_castsi256_ps(tm));
             _mm256_maskstore_ps(sr + nfull, tm, e1);
             acc1 = _mm256_add_ps(acc1, e1);
         }
+#undef SM_EXP
         const float sum = hsum8(_mm256_add_ps(acc0, acc1));
-        alpha[r] = al;
-        row_sum[r] = row_sum[r] * al + sum;
+        if (amla) {
+            row_exp[r] = d;
+            row_sum[r] = (old == -INFINITY ? 0.0f : ldexpf(row_sum[r], d)) + sum;
+            row_e[r] = e;
+        } else {
+            alpha[r] = al;
+            row_sum[r] = row_sum[r] * al + sum;
+        }
         row_max[r] = mx;
     }
+}
+
+void fia_softmax_tile__avx2_expcw_u8(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
+                              float *row_sum, float *alpha) {
+    softmax_rows(0, s, lds, m, n, row_max, row_sum, alpha, NULL, NULL);
+}
+
+void fia_softmax_tile_amla__avx2_expcw_u8(float *s, int64_t lds, int64_t m, int64_t n,
+                                          float *row_max, float *row_sum, int32_t *row_e,
+                                          int32_t *row_exp) {
+    softmax_rows(1, s, lds, m, n, row_max, row_sum, NULL, row_e, row_exp);
 }
 
 /* gemm_f32_acc: the exponent rescale as a scalar pass over C, then the GEMM with a unit row

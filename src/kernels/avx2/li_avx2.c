@@ -7,6 +7,7 @@
  *   6 keys x 2 ymm = 12 accumulators, 2 query loads and 6 broadcasts per dimension (15 of the 16
  *   ymm registers). Each head block adds sum_h w_h * max(acc_h, 0) of its heads to out[j] (the
  *   first block stores), lanes beyond nh zeroed by a lane mask. max(x, 0) gives 0 for NaN x.
+ * keys_to_u8: 32 bytes per step (xor 0x80), the row tail and the 0x80 padding scalar.
  */
 #include <immintrin.h>
 
@@ -184,5 +185,23 @@ void fia_li_score_i8__avx2_8x4(int64_t n, int64_t d4, int64_t nh, const uint8_t 
             s += t;
         }
         out[j] = sk[j] * s;
+    }
+}
+
+/* int8 keys to uint8 + 128: 32 bytes per step, the row tail and the padding to 4 * d4 (0x80,
+ * a zero key) through a 32-byte buffer, so only rows[j][0 .. d-1] is read. */
+void fia_li_keys_to_u8__avx2_u32(int64_t n, int64_t d, int64_t d4, const void *const *rows,
+                                 uint8_t *dst, int64_t ldk) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    const int64_t full = d / 32 * 32, w = 4 * d4;
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *r = rows[j];
+        uint8_t *o = dst + j * ldk;
+        int64_t c = 0;
+        for (; c < full; c += 32)
+            _mm256_storeu_si256((__m256i *)(o + c),
+                                _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(r + c)), bias));
+        for (; c < d; c++) o[c] = r[c] ^ 0x80u;
+        for (; c < w; c++) o[c] = 0x80u;
     }
 }
