@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "core/params.h"
 #include "core/tensor.h"
+#include "kernels/gqa_amx.h"
 #include "ops/fia_internal.h"
 #include "sched/tensor_spec.h"
 
@@ -476,6 +477,16 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
         p->dvp = (p->Dv + 15) / 16 * 16;
         st = fia_attn_schedule(p);
     }
+    if (st == FIA_STATUS_SUCCESS && ctx->amx_bf16 && p->aq == FIA_AQ_NONE &&
+        p->q.dtype == FIA_DTYPE_BFLOAT16 && p->k.dtype == FIA_DTYPE_BFLOAT16 &&
+        p->v.dtype == FIA_DTYPE_BFLOAT16 && fia_amx_gqa_fits(p->D, p->Dv)) {
+        /* the GEMM tiles (items with 16+ rows per head, fia_exec.c) on AMX bf16 tiles */
+        for (int64_t i = 0; i < p->work.num_items && !p->amx; i++) {
+            const fia_work_item *it = &p->work.items[i];
+            p->amx = it->kind == FIA_WORK_TILE && it->qn * p->G >= 16;
+        }
+        if (p->amx) p->base.unit = "amx_bf16";
+    }
     if (st != FIA_STATUS_SUCCESS) {
         fia_attn_destroy(&p->base);
         return st;
@@ -483,10 +494,10 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
     p->base.workspace_bytes = fia_attn_workspace_layout(p, NULL, NULL, NULL) + FIA_WORKSPACE_ALIGN;
     if (ctx->verbose)
         fprintf(stderr, "fia: fused_infer_attention_score: B=%lld N1=%lld N2=%lld D=%lld Dv=%lld "
-                "items=%lld split-groups=%lld workspace=%zu kernels=%s\n", (long long)p->B,
+                "items=%lld split-groups=%lld workspace=%zu kernels=%s%s\n", (long long)p->B,
                 (long long)p->N1, (long long)p->N2, (long long)p->D, (long long)p->Dv,
                 (long long)p->work.num_items, (long long)p->work.num_groups, p->base.workspace_bytes,
-                p->kern->name);
+                p->kern->name, p->amx ? " (prefill tiles: amx bf16)" : "");
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;
 }
