@@ -427,9 +427,11 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
      * into a transposed fp32 panel shared by all rows (GEMM), dequantizing int8 rows as they
      * are packed (the packing prefetches). */
     fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
+    /* AMX: a positive scale is applied by the softmax after the mask (-inf stays -inf) */
+    const float amx_scale = p->scale > 0.0f ? p->scale : 1.0f;
     if (amx) { /* bf16 Q and K on tiles, the scale after the dot product */
-        fia_amx_gqa_qk(rows, n, D, s->qb + hh * ((rows + 15) / 16 * 16) * D, s->kptr, p->scale,
-                       s->s, nk, s->kpf, nn, s->amx);
+        fia_amx_gqa_qk(rows, n, D, s->qb + hh * ((rows + 15) / 16 * 16) * D, s->kptr,
+                       p->scale > 0.0f ? 1.0f : p->scale, s->s, nk, s->kpf, nn, s->amx);
     } else if (gemm_path) {
         fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kpf, nn, s->kr, dp);
         k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
@@ -439,11 +441,12 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
         if (quant) fia_aq_scores(p, s, hh, rows, n);
     }
     if (!fia_mask_tile(p, it, s, t0, n)) return false;
-    k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
+    if (amx) fia_amx_gqa_softmax(rows, n, s->s, nk, amx_scale, m, l, s->alpha, s->amx);
+    else k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
     const float *scale = first ? NULL : s->alpha;
     fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
     if (amx) { /* P as two bf16 parts (hi + lo) and bf16 V on tiles */
-        fia_amx_gqa_pv(rows, n, Dv, s->s, nk, s->vptr, o, dvp, scale, s->vpf, nn, s->amx);
+        fia_amx_gqa_pv(rows, n, Dv, s->vptr, o, dvp, scale, s->vpf, nn, s->amx);
     } else if (gemm_path) {
         fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vpf, nn, s->vp, dvp);
         k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, o, dvp, scale);

@@ -11,9 +11,11 @@
  * 0-3 (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/amx/amx_tiles.h"
+#include "kernels/avx512/exp_avx512.h"
 #include "kernels/gqa_amx.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -25,17 +27,19 @@ typedef struct gqa_scratch {
 } gqa_scratch;
 
 /* The scratch of rows_pad rows, head dims D / Dv and nk keys. The kernels carve it with the
- * dims they use (qk: Dv 16, pv: D 32), which never places a field they use beyond the size
- * fia_amx_gqa_scratch_bytes reserved for the real dims. */
+ * dims they use and know (qk: Dv 16, softmax: D 32, Dv 16, pv: D 32), which never places a
+ * field beyond the size fia_amx_gqa_scratch_bytes reserved for the real dims. P (ph, pl) lives
+ * from fia_amx_gqa_softmax to fia_amx_gqa_pv: it comes first, so its place depends only on the
+ * step's rows and keys, the same for both. */
 static size_t carve(int64_t rows_pad, int64_t D, int64_t Dv, int64_t nk, char *base,
                     gqa_scratch *s) {
     size_t off = 0;
     const int64_t nkp = (nk + 31) / 32 * 32;
 #define TAKE(field, type, bytes) FIA_AMX_TAKE(s, base, off, field, type, bytes)
-    TAKE(kt, uint16_t, (size_t)(nkp * D) * 2);
-    TAKE(vp, uint16_t, (size_t)(nkp * Dv) * 2);
     TAKE(ph, uint16_t, (size_t)(rows_pad * nkp) * 2);
     TAKE(pl, uint16_t, (size_t)(rows_pad * nkp) * 2);
+    TAKE(kt, uint16_t, (size_t)(nkp * D) * 2);
+    TAKE(vp, uint16_t, (size_t)(nkp * Dv) * 2);
     TAKE(ot, float, 16 * 64 * 4);
 #undef TAKE
     return off;
@@ -112,7 +116,8 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
             }
         }
     }
-    /* the scale after the dot product */
+    /* the scale after the dot product (1: left to fia_amx_gqa_softmax) */
+    if (scale == 1.0f) return;
     const __m512 vs = _mm512_set1_ps(scale);
     const __mmask16 tail = (__mmask16)((1u << (n % 16)) - 1u);
     for (int64_t r = 0; r < rows; r++) {
@@ -126,30 +131,72 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
 
 /* ---- O = alpha . O + P . V -------------------------------------------------------------- */
 
-/* P rows into hi / lo bf16 rows (nkp keys, zero beyond n; rows rows .. rows_pad zero). */
-static void pack_p(int64_t rows, int64_t rows_pad, int64_t n, int64_t nkp, const float *p,
-                   int64_t lds, uint16_t *ph, uint16_t *pl) {
+/* Stores 32 probabilities (p0: keys j .. j + 15, p1: the next 16) as their bf16 hi and lo
+ * parts. */
+FIA_AI void store_p32(uint16_t *h, uint16_t *l, __m512 p0, __m512 p1) {
+    const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
+    const __m512 h0 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
+    const __m512 h1 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+    _mm512_storeu_si512(h, hi);
+    _mm512_storeu_si512(l, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(p1, h1), _mm512_sub_ps(p0, h0)));
+}
+
+void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, float scale,
+                         float *row_max, float *row_sum, float *alpha, void *scratch) {
+    gqa_scratch sc;
+    const int64_t rows_pad = (rows + 15) / 16 * 16, nkp = (n + 31) / 32 * 32;
+    carve(rows_pad, 32, 16, nkp, scratch, &sc);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
     for (int64_t r = 0; r < rows_pad; r++) {
-        uint16_t *h = ph + r * nkp, *l = pl + r * nkp;
+        uint16_t *h = sc.ph + r * nkp, *l = sc.pl + r * nkp;
         if (r >= rows) {
             memset(h, 0, (size_t)nkp * 2);
             memset(l, 0, (size_t)nkp * 2);
             continue;
         }
-        const float *pr = p + r * lds;
+        const float *sr = s + r * lds;
+        /* the row max of the raw scores, then scaled (scale > 0: the max of the scaled
+         * scores); NaN scores are skipped as softmax_tile skips them */
+        __m512 vm0 = ninf, vm1 = ninf;
         for (int64_t j = 0; j < nkp; j += 32) {
             const int64_t left0 = n - j, left1 = n - j - 16;
             const __mmask16 m0 = left0 >= 16 ? 0xffff : left0 <= 0 ? 0 : (__mmask16)((1u << left0) - 1u);
             const __mmask16 m1 = left1 >= 16 ? 0xffff : left1 <= 0 ? 0 : (__mmask16)((1u << left1) - 1u);
-            const __m512 p0 = _mm512_maskz_loadu_ps(m0, pr + j);
-            const __m512 p1 = _mm512_maskz_loadu_ps(m1, pr + j + 16);
-            const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
-            const __m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-            const __m512 h1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
-            const __m512i lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(p1, h1), _mm512_sub_ps(p0, h0));
-            _mm512_storeu_si512(h + j, hi);
-            _mm512_storeu_si512(l + j, lo);
+            vm0 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, m0, sr + j), vm0);
+            vm1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, m1, sr + j + 16), vm1);
         }
+        float mx = _mm512_reduce_max_ps(_mm512_max_ps(vm0, vm1)) * scale;
+        const float old = row_max[r];
+        if (old > mx) mx = old;
+        if (mx == -INFINITY) {
+            memset(h, 0, (size_t)nkp * 2);
+            memset(l, 0, (size_t)nkp * 2);
+            alpha[r] = 1.0f;
+            continue;
+        }
+        const float al = old != -INFINITY
+                             ? _mm512_cvtss_f32(fia_avx512_exp16(_mm512_set1_ps(old - mx)))
+                             : 0.0f;
+        const __m512 vmx = _mm512_set1_ps(mx);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int64_t j = 0; j < nkp; j += 32) {
+            const int64_t left0 = n - j, left1 = n - j - 16;
+            const __mmask16 m0 = left0 >= 16 ? 0xffff : left0 <= 0 ? 0 : (__mmask16)((1u << left0) - 1u);
+            const __mmask16 m1 = left1 >= 16 ? 0xffff : left1 <= 0 ? 0 : (__mmask16)((1u << left1) - 1u);
+            const __m512 x0 = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m0, sr + j), vs);
+            const __m512 x1 = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m1, sr + j + 16), vs);
+            const __m512 e0 = _mm512_maskz_mov_ps(m0, fia_avx512_exp16(_mm512_sub_ps(x0, vmx)));
+            const __m512 e1 = _mm512_maskz_mov_ps(m1, fia_avx512_exp16(_mm512_sub_ps(x1, vmx)));
+            acc0 = _mm512_add_ps(acc0, e0);
+            acc1 = _mm512_add_ps(acc1, e1);
+            store_p32(h + j, l + j, e0, e1);
+        }
+        const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+        alpha[r] = al;
+        row_sum[r] = row_sum[r] * al + sum;
+        row_max[r] = mx;
     }
 }
 
@@ -177,15 +224,13 @@ static void pack_v(int64_t n, int64_t nkp, int64_t Dv, const void *const *vrows,
     }
 }
 
-void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const float *p, int64_t lds,
-                    const void *const *vrows, float *o, int64_t ldo, const float *alpha,
+void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrows, float *o, int64_t ldo, const float *alpha,
                     const void *const *pf, int64_t npf, void *scratch) {
     gqa_scratch sc;
     const int64_t nhb = (rows + 15) / 16, rows_pad = nhb * 16, nkp = (n + 31) / 32 * 32;
     const int64_t nkk = nkp / 32, ncb = Dv / 16;
     carve(rows_pad, 32, Dv, nkp, scratch, &sc);
     pack_v(n, nkp, Dv, vrows, pf, npf, sc.vp);
-    pack_p(rows, rows_pad, n, nkp, p, lds, sc.ph, sc.pl);
     if (alpha)
         for (int64_t r = 0; r < rows; r++) {
             if (alpha[r] == 1.0f) continue;
