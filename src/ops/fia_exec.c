@@ -6,9 +6,11 @@
  * each head: S = Q.K^T, mask, online softmax, O = alpha.O + P.V, the next step's rows
  * prefetched meanwhile. Decode-sized tiles read K/V rows in place (qk_rows / pv_rows); larger
  * tiles (prefill) pack K into a transposed fp32 panel and V into fp32 rows and run GEMMs; int8
- * rows are dequantized while packed there. Decode tiles read int8 rows raw with the
- * dequantization folded around the kernels (see "antiquant on the row path" below). The item
- * then writes the normalised output (and lse) or, for a split request, its partial state. A
+ * rows are dequantized while packed there; with bf16 Q, K and V on a CPU with AMX bf16 (p->amx)
+ * those tiles run on AMX instead (kernels/gqa_amx.h: bf16 Q.K^T, the scale after the dot, the
+ * softmax writing P as bf16 hi + lo parts for P.V, steps of 128 keys). Decode tiles read int8
+ * rows raw with the dequantization folded around the kernels (see "antiquant on the row
+ * path" below). The item then writes the normalised output (and lse) or, for a split request, its partial state. A
  * ZERO item writes 0 / +inf for rows no query position occupies.
  * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
  * Nothing here allocates; every buffer comes from the workspace laid out below.
