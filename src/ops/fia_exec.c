@@ -10,8 +10,8 @@
  * those tiles run on AMX instead (kernels/gqa_amx.h: bf16 Q.K^T, the scale after the dot, the
  * softmax writing P as bf16 hi + lo parts for P.V, steps of 128 keys). Decode tiles read int8
  * rows raw with the dequantization folded around the kernels (see "antiquant on the row
- * path" below). The item then writes the normalised output (and lse) or, for a split request, its partial state. A
- * ZERO item writes 0 / +inf for rows no query position occupies.
+ * path" below). The item then writes the normalised output (and lse) or, for a split
+ * request, its partial state. A ZERO item writes 0 / +inf for rows no query position occupies.
  * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
  * Nothing here allocates; every buffer comes from the workspace laid out below.
  */
