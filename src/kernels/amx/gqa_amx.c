@@ -187,6 +187,12 @@ void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, f
             const __mmask16 m1 = left1 >= 16 ? 0xffff : left1 <= 0 ? 0 : (__mmask16)((1u << left1) - 1u);
             const __m512 x0 = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m0, sr + j), vs);
             const __m512 x1 = _mm512_mul_ps(_mm512_mask_loadu_ps(ninf, m1, sr + j + 16), vs);
+            /* 32 masked keys (the causal diagonal): their e^x is 0, skip it */
+            if (!(_mm512_cmp_ps_mask(x0, ninf, _CMP_NEQ_UQ) | _mm512_cmp_ps_mask(x1, ninf, _CMP_NEQ_UQ))) {
+                memset(h + j, 0, 64);
+                memset(l + j, 0, 64);
+                continue;
+            }
             const __m512 e0 = _mm512_maskz_mov_ps(m0, fia_avx512_exp16(_mm512_sub_ps(x0, vmx)));
             const __m512 e1 = _mm512_maskz_mov_ps(m1, fia_avx512_exp16(_mm512_sub_ps(x1, vmx)));
             acc0 = _mm512_add_ps(acc0, e0);
