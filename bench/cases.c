@@ -543,9 +543,16 @@ static int fia_check(void *inst, bench_check *r, char *err, size_t err_len) {
     return 0;
 }
 
+/* The plan's compute unit (amx_bf16 for bf16 prefill tiles on AMX, else fma) picks the
+ * roofline the case is judged against. */
+static const fia_plan *fia_plan_of(void *inst) {
+    fia_instance *I = inst;
+    return I->cp[0].plan;
+}
+
 static const bench_op fia_bench_op = {
     "fused_infer_attention_score", fia_shape, fia_params_json, fia_counts, fia_copy_bytes,
-    fia_prepare, fia_execute, fia_check, fia_destroy, NULL,
+    fia_prepare, fia_execute, fia_check, fia_destroy, fia_plan_of,
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -735,6 +742,8 @@ static const bench_fia_case gqa_decode_16k = {1, 32, 8, 128, 128, 1, 16384, NULL
 static const bench_fia_case mha_decode_16k = {1, 32, 32, 128, 128, 1, 16384, NULL, F16, F16, 0, 0};
 static const bench_fia_case mha_decode_64k = {1, 32, 32, 128, 128, 1, 65536, NULL, F16, F16, 0, 0};
 static const bench_fia_case gqa_prefill_2k = {1, 32, 8, 128, 128, 2048, 2048, NULL, F16, F16, 3, 0};
+static const bench_fia_case gqa_prefill_2k_bf16 = {1, 32, 8, 128, 128, 2048, 2048, NULL, BF16,
+                                                   BF16, 3, 0};
 static const int64_t ragged_lens[8] = {4096, 1024, 3072, 2048, 3584, 512, 2560, 1536};
 static const bench_fia_case gqa_decode_b8 = {8, 32, 8, 128, 128, 1, 4096, ragged_lens, F16, F16,
                                              0, 0};
@@ -753,6 +762,7 @@ static const bench_smallq_case smallq_q8_16k = {32, 128, 8, 16384};
 
 static const bench_case cases[] = {
     {"fia_prefill_causal_gqa_s2k", &fia_bench_op, &gqa_prefill_2k, 1},
+    {"fia_prefill_causal_gqa_s2k_bf16", &fia_bench_op, &gqa_prefill_2k_bf16, 0},
     {"fia_decode_gqa_kv4k", &fia_bench_op, &gqa_decode_4k, 1},
     {"fia_decode_gqa_kv16k", &fia_bench_op, &gqa_decode_16k, 1},
     {"fia_decode_mha_kv16k", &fia_bench_op, &mha_decode_16k, 0},

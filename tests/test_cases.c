@@ -40,6 +40,11 @@ static const tcase g_cases[] = {
     {"fused_infer_attention_score", {1, 1, 100, 8, 2, 64}, 1, 0},
     {"fused_infer_attention_score", {2, 5, 37, 4, 4, 24}, 0, 0},
     {"fused_infer_attention_score", {1, 3, 3, 2, 1, 128}, 1, 0},
+    /* bf16 prefill: the AMX tiles where the CPU has them (GQA 4 / MHA / GQA 8, lengths not
+     * multiples of 16 or 32, several key steps) */
+    {"fused_infer_attention_score", {2, 19, 130, 4, 1, 64}, 1, BF16},
+    {"fused_infer_attention_score", {1, 33, 37, 2, 2, 64}, 1, BF16},
+    {"fused_infer_attention_score", {1, 5, 150, 8, 1, 128}, 0, BF16},
     {"smallq_flash_attention", {4, 2, 300, 128}, 0, 2u}, {"smallq_flash_attention", {1, 1, 1, 576}, 0, 2u},
     {"gather_selection_kv_cache", {2, 3, 4, 2, 16, 8}, 0, F16BF16},
     {"gather_selection_kv_cache", {1, 2, 40, 1, 8, 4}, 1, F16BF16},

@@ -6,10 +6,12 @@
  * each head: S = Q.K^T, mask, online softmax, O = alpha.O + P.V, the next step's rows
  * prefetched meanwhile. Decode-sized tiles read K/V rows in place (qk_rows / pv_rows); larger
  * tiles (prefill) pack K into a transposed fp32 panel and V into fp32 rows and run GEMMs; int8
- * rows are dequantized while packed there. Decode tiles read int8 rows raw with the
- * dequantization folded around the kernels (see "antiquant on the row path" below). The item
- * then writes the normalised output (and lse) or, for a split request, its partial state. A
- * ZERO item writes 0 / +inf for rows no query position occupies.
+ * rows are dequantized while packed there; with bf16 Q, K and V on a CPU with AMX bf16 (p->amx)
+ * those tiles run on AMX instead (kernels/gqa_amx.h: bf16 Q.K^T, the scale after the dot, the
+ * softmax writing P as bf16 hi + lo parts for P.V, steps of 128 keys). Decode tiles read int8
+ * rows raw with the dequantization folded around the kernels (see "antiquant on the row
+ * path" below). The item then writes the normalised output (and lse) or, for a split
+ * request, its partial state. A ZERO item writes 0 / +inf for rows no query position occupies.
  * Phase 2 merges the partials of each split request in chunk order (log-sum-exp rule).
  * Nothing here allocates; every buffer comes from the workspace laid out below.
  */
@@ -18,6 +20,7 @@
 
 #include "core/context.h"
 #include "core/tensor.h"
+#include "kernels/gqa_amx.h"
 #include "kernels/softmax_state.h"
 #include "ops/fia_internal.h"
 #include "sched/splitkv.h"
@@ -68,7 +71,8 @@ static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch 
     if (p->aq != FIA_AQ_NONE && kt_floats < aq_floats) kt_floats = aq_floats;
     t.kt = fia_arena_take(&a, (size_t)kt_floats * f);
     t.vp = fia_arena_take(&a, (size_t)(nk * p->dvp) * f);
-    t.s = fia_arena_take(&a, (size_t)(rows * nk) * f);
+    const int64_t rows_pad = (rows + 15) / 16 * 16;
+    t.s = fia_arena_take(&a, (size_t)((p->amx ? rows_pad : rows) * nk) * f);
     t.o = fia_arena_take(&a, (size_t)(all * p->dvp) * f);
     t.m = fia_arena_take(&a, (size_t)all * f);
     t.l = fia_arena_take(&a, (size_t)all * f);
@@ -79,6 +83,13 @@ static size_t fia_scratch_carve(const fia_attn_plan *p, char *base, fia_scratch 
     t.vptr = fia_arena_take(&a, (size_t)nk * sizeof(void *));
     t.lo = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
     t.hi = fia_arena_take(&a, (size_t)p->tile_pos * sizeof(int64_t));
+    t.qb = NULL;
+    t.amx = NULL;
+    if (p->amx) {
+        /* AMX items have 16+ rows per head: their padding is at most 15 rows per 16 */
+        t.qb = fia_arena_take(&a, (size_t)((2 * all + 16) * p->D) * sizeof(uint16_t));
+        t.amx = fia_arena_take(&a, fia_amx_gqa_scratch_bytes(rows_pad, p->D, p->Dv, nk));
+    }
     if (s) *s = t;
     return a.used;
 }
@@ -392,6 +403,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     const int64_t step = fia_item_step(p, it);
     const int64_t rows = it->qn * p->G;
     const bool gemm_path = !fia_item_rows(p, it);
+    const bool amx = gemm_path && p->amx;
     const bool quant = p->aq != FIA_AQ_NONE;
     const float *q = s->q + hh * rows * dp;
     float *o = s->o + hh * rows * dvp, *m = s->m + hh * rows, *l = s->l + hh * rows;
@@ -417,7 +429,12 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
      * into a transposed fp32 panel shared by all rows (GEMM), dequantizing int8 rows as they
      * are packed (the packing prefetches). */
     fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
-    if (gemm_path) {
+    /* AMX: a positive scale is applied by the softmax after the mask (-inf stays -inf) */
+    const float amx_scale = p->scale > 0.0f ? p->scale : 1.0f;
+    if (amx) { /* bf16 Q and K on tiles, the scale after the dot product */
+        fia_amx_gqa_qk(rows, n, D, s->qb + hh * ((rows + 15) / 16 * 16) * D, s->kptr,
+                       p->scale > 0.0f ? 1.0f : p->scale, s->s, nk, s->kpf, nn, s->amx);
+    } else if (gemm_path) {
         fia_pack_rows(p, ex, 0, b, n2, t0, n, s->kptr, s->kpf, nn, s->kr, dp);
         k->transpose_f32(s->kr, dp, s->kt, nk, n, D);
         k->gemm_f32(rows, n, D, q, dp, s->kt, nk, s->s, nk, NULL);
@@ -426,10 +443,13 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
         if (quant) fia_aq_scores(p, s, hh, rows, n);
     }
     if (!fia_mask_tile(p, it, s, t0, n)) return false;
-    k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
+    if (amx) fia_amx_gqa_softmax(rows, n, s->s, nk, amx_scale, m, l, s->alpha, s->amx);
+    else k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
     const float *scale = first ? NULL : s->alpha;
     fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
-    if (gemm_path) {
+    if (amx) { /* P as two bf16 parts (hi + lo) and bf16 V on tiles */
+        fia_amx_gqa_pv(rows, n, Dv, s->vptr, o, dvp, scale, s->vpf, nn, s->amx);
+    } else if (gemm_path) {
         fia_pack_rows(p, ex, 1, b, n2, t0, n, s->vptr, s->vpf, nn, s->vp, dvp);
         k->gemm_f32(rows, Dv, n, s->s, nk, s->vp, dvp, o, dvp, scale);
     } else if (quant && p->aq == FIA_AQ_TOKEN) {
@@ -455,7 +475,17 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
     const int64_t rows = it->qn * G, all = rows * it->nh;
     const fia_batch *bi = &p->batches[b];
 
-    for (int64_t hh = 0; hh < it->nh; hh++)
+    const bool amx = p->amx && !fia_item_rows(p, it);
+    const int64_t rows_pad = (rows + 15) / 16 * 16;
+    for (int64_t hh = 0; hh < it->nh && amx; hh++) { /* the bf16 rows as they are */
+        uint16_t *qb = s->qb + hh * rows_pad * D;
+        for (int64_t pp = 0; pp < it->qn; pp++)
+            for (int64_t g = 0; g < G; g++)
+                memcpy(qb + (pp * G + g) * D, fia_q_row(p, bi, b, (it->h0 + hh) * G + g, it->q0 + pp),
+                       (size_t)D * sizeof(uint16_t));
+        memset(qb + rows * D, 0, (size_t)((rows_pad - rows) * D) * sizeof(uint16_t));
+    }
+    for (int64_t hh = 0; hh < it->nh && !amx; hh++)
         for (int64_t pp = 0; pp < it->qn; pp++)
             for (int64_t g = 0; g < G; g++) {
                 float *dst = s->q + (hh * rows + pp * G + g) * dp;

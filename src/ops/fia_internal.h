@@ -76,6 +76,9 @@ typedef struct fia_attn_plan {
     int64_t kv_chunk;
     int64_t dp, dvp;     /* D, Dv rounded up to 16 floats */
     int64_t num_threads;
+    bool amx;            /* GEMM tiles on AMX bf16 (kernels/gqa_amx.h): bf16 Q, K, V, no
+                          * antiquant, fia_amx_gqa_fits(D, Dv), the context's amx_bf16, and
+                          * some item with GEMM-sized rows */
 } fia_attn_plan;
 
 /* Per-thread scratch, carved from the workspace. */
@@ -84,13 +87,15 @@ typedef struct fia_scratch {
     float *kr;    /* kv_tile x dp: K rows in fp32 */
     float *kt;    /* dp x kv_tile: K^T panel */
     float *vp;    /* kv_tile x dvp */
-    float *s;     /* tile_rows x kv_tile */
+    float *s;     /* tile_rows (amx: rounded up to 16) x kv_tile */
     float *o;     /* state_rows x dvp */
     float *m, *l; /* state_rows */
     float *alpha; /* tile_rows */
     const void **kptr, **vptr; /* kv_tile row pointers */
     const void **kpf, **vpf;   /* row pointers of the next tile (prefetched) */
     int64_t *lo, *hi;     /* per query position of the tile */
+    uint16_t *qb; /* amx: the item's bf16 query rows, per head rows rounded up to 16 x D */
+    void *amx;    /* amx: kernels/gqa_amx.h scratch */
 } fia_scratch;
 
 /* Visible key range [lo, hi] of query position i of batch bi (sched/kvcache.h fia_vis_range). */

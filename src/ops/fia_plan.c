@@ -18,11 +18,13 @@
 #include "core/status.h"
 #include "core/params.h"
 #include "core/tensor.h"
+#include "kernels/gqa_amx.h"
 #include "ops/fia_internal.h"
 #include "sched/tensor_spec.h"
 
 enum {
     FIA_KV_TILE = 64,     /* keys per K/V tile */
+    FIA_KV_TILE_AMX = 128, /* keys per K/V tile of plans with AMX prefill tiles */
     FIA_KV_CHUNK = 2048,  /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
     FIA_SPLIT_TILE_BYTES = 512 * 1024, /* K+V bytes of one step of a split item, current + next */
     FIA_TILE_ROWS = 256   /* target query rows per tile */
@@ -468,13 +470,26 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
     p->num_threads = ctx->num_threads;
     fia_status st = fia_attn_validate(p, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
-        p->kv_tile = FIA_KV_TILE;
+        /* bf16 Q, K, V with a GEMM-sized tile somewhere (16+ rows per kv head: a batch of
+         * sq G >= 16 has one, its first tile): those tiles run on AMX bf16 (fia_exec.c), with
+         * steps of FIA_KV_TILE_AMX keys */
+        bool amx = ctx->amx_bf16 && p->aq == FIA_AQ_NONE && p->q.dtype == FIA_DTYPE_BFLOAT16 &&
+                   p->k.dtype == FIA_DTYPE_BFLOAT16 && p->v.dtype == FIA_DTYPE_BFLOAT16 &&
+                   fia_amx_gqa_fits(p->D, p->Dv);
+        bool big = false;
+        for (int64_t b = 0; b < p->B && amx && !big; b++) big = p->batches[b].sq * p->G >= 16;
+        p->kv_tile = amx && big ? FIA_KV_TILE_AMX : FIA_KV_TILE;
         p->kv_chunk = FIA_KV_CHUNK;
         p->tile_pos = p->G >= FIA_TILE_ROWS ? 1 : FIA_TILE_ROWS / p->G;
         p->tile_rows = p->tile_pos * p->G;
         p->dp = (p->D + 15) / 16 * 16;
         p->dvp = (p->Dv + 15) / 16 * 16;
         st = fia_attn_schedule(p);
+        for (int64_t i = 0; st == FIA_STATUS_SUCCESS && amx && big && i < p->work.num_items && !p->amx; i++) {
+            const fia_work_item *it = &p->work.items[i];
+            p->amx = it->kind == FIA_WORK_TILE && it->qn * p->G >= 16;
+        }
+        if (p->amx) p->base.unit = "amx_bf16";
     }
     if (st != FIA_STATUS_SUCCESS) {
         fia_attn_destroy(&p->base);
@@ -483,10 +498,10 @@ fia_status fia_dense_plan(fia_context *ctx, const fia_fused_infer_attention_scor
     p->base.workspace_bytes = fia_attn_workspace_layout(p, NULL, NULL, NULL) + FIA_WORKSPACE_ALIGN;
     if (ctx->verbose)
         fprintf(stderr, "fia: fused_infer_attention_score: B=%lld N1=%lld N2=%lld D=%lld Dv=%lld "
-                "items=%lld split-groups=%lld workspace=%zu kernels=%s\n", (long long)p->B,
+                "items=%lld split-groups=%lld workspace=%zu kernels=%s%s\n", (long long)p->B,
                 (long long)p->N1, (long long)p->N2, (long long)p->D, (long long)p->Dv,
                 (long long)p->work.num_items, (long long)p->work.num_groups, p->base.workspace_bytes,
-                p->kern->name);
+                p->kern->name, p->amx ? " (prefill tiles: amx bf16)" : "");
     *plan = &p->base;
     return FIA_STATUS_SUCCESS;
 }
