@@ -392,10 +392,25 @@ static void fia_write_state_row(const fia_attn_plan *p, int64_t b, int64_t n2, i
     fia_write_row(p, &p->batches[b], b, (n2 + hh) * p->G + rr % p->G, q0 + rr / p->G, o, lse);
 }
 
+/* The next step's row pointers (computed for its prefetch) become the current ones. */
+static inline void fia_swap_ptrs(fia_scratch *s) {
+    const void **t = s->kptr;
+    s->kptr = s->kpf;
+    s->kpf = t;
+    t = s->vptr;
+    s->vptr = s->vpf;
+    s->vpf = t;
+}
+
 /* One KV head of one tile: S = Q.K^T, mask, online softmax, O = alpha.O + P.V. Returns whether
- * any score of the tile was visible (the same for every head of the item). */
+ * any score of the tile was visible (the same for every head of the item).
+ * *ptrs_ready: on entry, whether s->kptr / s->vptr already hold this tile's row pointers (the
+ * previous step of a one-head item computed them as its prefetch pointers); on return, whether
+ * they hold the next step's (the prefetch arrays are swapped in: one-head items only, whose next
+ * step reads the rows just prefetched). */
 static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia_work_item *next,
-                          fia_scratch *s, int64_t n2, int64_t hh, int64_t t0, int64_t n, bool first) {
+                          fia_scratch *s, int64_t n2, int64_t hh, int64_t t0, int64_t n, bool first,
+                          bool *ptrs_ready) {
     const fia_attn_plan *p = ex->p;
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
@@ -411,6 +426,9 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     /* The next tile's rows, prefetched while this one is computed; after the item's last tile,
      * the first tile of the next item in the queue (whichever thread takes it). */
     int64_t nn = it->kv1 - (t0 + n) < step ? it->kv1 - (t0 + n) : step;
+    const bool ready = *ptrs_ready;
+    /* The next step (keys [t0 + n, t0 + n + nn), step-aligned) is this item's and head's. */
+    *ptrs_ready = nn > 0 && it->nh == 1 && !gemm_path;
     if (nn > 0) {
         fia_row_ptrs(p, 0, bi, b, n2, t0 + n, nn, s->kpf);
         fia_row_ptrs(p, 1, bi, b, n2, t0 + n, nn, s->vpf);
@@ -428,7 +446,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
      * folded around the kernel (the kernel prefetches the next tile); large tiles pack K once
      * into a transposed fp32 panel shared by all rows (GEMM), dequantizing int8 rows as they
      * are packed (the packing prefetches). */
-    fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
+    if (!ready) fia_row_ptrs(p, 0, bi, b, n2, t0, n, s->kptr);
     /* AMX: a positive scale is applied by the softmax after the mask (-inf stays -inf) */
     const float amx_scale = p->scale > 0.0f ? p->scale : 1.0f;
     if (amx) { /* bf16 Q and K on tiles, the scale after the dot product */
@@ -442,11 +460,14 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
         k->qk_rows(rows, n, D, q, dp, s->kptr, p->k.dtype, s->s, nk, s->kpf, nn);
         if (quant) fia_aq_scores(p, s, hh, rows, n);
     }
-    if (!fia_mask_tile(p, it, s, t0, n)) return false;
+    if (!fia_mask_tile(p, it, s, t0, n)) {
+        if (*ptrs_ready) fia_swap_ptrs(s);
+        return false;
+    }
     if (amx) fia_amx_gqa_softmax(rows, n, s->s, nk, amx_scale, m, l, s->alpha, s->amx);
     else k->softmax_tile(s->s, nk, rows, n, m, l, s->alpha);
     const float *scale = first ? NULL : s->alpha;
-    fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
+    if (!ready) fia_row_ptrs(p, 1, bi, b, n2, t0, n, s->vptr);
     if (amx) { /* P as two bf16 parts (hi + lo) and bf16 V on tiles */
         fia_amx_gqa_pv(rows, n, Dv, s->vptr, o, dvp, scale, s->vpf, nn, s->amx);
     } else if (gemm_path) {
@@ -462,6 +483,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     } else {
         k->pv_rows(rows, n, Dv, s->s, nk, s->vptr, p->v.dtype, o, dvp, scale, s->vpf, nn);
     }
+    if (*ptrs_ready) fia_swap_ptrs(s);
     return true;
 }
 
@@ -474,6 +496,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
     const int64_t dp = p->dp, dvp = p->dvp, step = fia_item_step(p, it);
     const int64_t rows = it->qn * G, all = rows * it->nh;
     const fia_batch *bi = &p->batches[b];
+    const float scale = p->scale; /* a local: stored through dst, p->scale would be reloaded */
 
     const bool amx = p->amx && !fia_item_rows(p, it);
     const int64_t rows_pad = (rows + 15) / 16 * 16;
@@ -491,7 +514,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
                 float *dst = s->q + (hh * rows + pp * G + g) * dp;
                 const char *q = fia_q_row(p, bi, b, (it->h0 + hh) * G + g, it->q0 + pp);
                 fia_kernels_to_f32(p->kern, q, p->q.dtype, dst, D);
-                for (int64_t d = 0; d < D; d++) dst[d] *= p->scale;
+                for (int64_t d = 0; d < D; d++) dst[d] *= scale;
             }
     const bool fold = p->aq != FIA_AQ_NONE && fia_item_rows(p, it);
     if (fold) fia_aq_fold_query(p, ex, it, s);
@@ -502,7 +525,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
         s->l[r] = 0.0f;
     }
 
-    bool first = true;
+    bool first = true, ptrs_ready = false;
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / step + 1) * step;
         if (t1 > it->kv1) t1 = it->kv1;
@@ -513,8 +536,11 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
             bool any = false;
             if (fold && p->aq == FIA_AQ_TOKEN) fia_aq_step_tokens(p, s, b, t0, t1 - t0);
             for (int64_t hh = 0; hh < it->nh; hh++)
-                any = fia_tile_head(ex, it, next, s, it->h0 + hh, hh, t0, t1 - t0, first);
+                any = fia_tile_head(ex, it, next, s, it->h0 + hh, hh, t0, t1 - t0, first,
+                                    &ptrs_ready);
             if (any) first = false;
+        } else {
+            ptrs_ready = false;
         }
         t0 = t1;
     }
