@@ -17,6 +17,9 @@
  *       - canaries in C's ldc padding and after the last row; A padding bytes are junk;
  *         C pre-filled with NaN when row_beta is NULL (must not be read).
  *     m == 0 / n == 0 leave C untouched.
+ *   AMX (the amx-int8 table): the same cases plus the tile edges (m, n around 16 and 32, k around
+ *     multiples of 64, k up to 65536), and bit for bit the VNNI gemm on the same pack, row_beta
+ *     included (same exact integers, same epilogue).
  *   s8_to_u8_offset: all 256 values, lengths 0..200 at odd offsets, in place, canaries.
  * The VNNI part is skipped (reported) when the CPU lacks AVX-512 VNNI (the context decides).
  *
@@ -228,6 +231,16 @@ static void gemm_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t m, int64_t 
         pv = pack_checked(vn, &B, o.kn, &bytes2);
         vn->gemm(m, n, k, a, lda, pv, cv, ldc, row_scale, row_beta, a_offset);
     }
+    /* The AMX gemm adds the same exact integers and runs the VNNI epilogue: bit for bit the VNNI
+     * gemm's result, with row_beta too. */
+    int ok_amx = 1;
+    if (vn && vn->gemm == fia_i8_gemm__amx_32x32) {
+        float *cw = (float *)xmalloc((size_t)nc * sizeof(float));
+        memcpy(cw, c0, (size_t)nc * sizeof(float));
+        fia_i8_gemm__avx512vnni_6x64(m, n, k, a, lda, pv, cw, ldc, row_scale, row_beta, a_offset);
+        ok_amx = memcmp(cw, cv, (size_t)nc * sizeof(float)) == 0;
+        free(cw);
+    }
 
     /* AVX2 (no AVX-512: no fused epilogue) matches the scalar kernels bit for bit always */
     const int exact = vn && !(vn->features & FIA_CPU_AVX512);
@@ -283,6 +296,7 @@ static void gemm_case(const fia_i8_kernels *vn, tu_rng *rng, int64_t m, int64_t 
         tu_check(ok_v, "%s gemm %s: (%" PRId64 ",%" PRId64 ") got %.9g want %.9g", vn->name, desc,
                  bad_r, bad_j, bad_got, bad_want);
     tu_check(ok_canary, "gemm %s: wrote outside C", desc);
+    tu_check(ok_amx, "%s gemm %s: differs from the VNNI gemm", vn ? vn->name : "", desc);
 
     free(dot), free(pv), free(cv), free(cs), free(c0), free(rb), free(rs), free(a2), free(a),
         free(as), free(pk);
@@ -335,6 +349,21 @@ static void test_gemm(const fia_i8_kernels *vn, tu_rng *rng) {
             const gemm_opts o = {bits & 1, (bits >> 1) & 1, (bits >> 2) & 1, (bits >> 3) & 1};
             gemm_case(vn, rng, edge[i][0], edge[i][1], edge[i][2], o);
         }
+    /* the AMX tile edges: m around 16 / 32 (row tiles, reconfigured tails), n around 16 / 32
+     * (one or two B panels), k around multiples of 64 (full tile depth, the vpdpbusd depth tail
+     * with a partial last group), m == 1, and a large k */
+    static const int64_t em[] = {1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 65, 97};
+    static const int64_t en[] = {1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 80};
+    static const int64_t ek[] = {63, 64, 65, 66, 67, 127, 128, 129, 190, 191, 192, 257, 1023};
+    for (size_t i = 0; i < sizeof em / sizeof em[0]; i++)
+        for (size_t j = 0; j < sizeof en / sizeof en[0]; j++)
+            rnd_case(vn, rng, em[i], em[i], en[j], en[j], ek[(i + j) % 13], ek[(i + j) % 13]);
+    for (size_t i = 0; i < sizeof ek / sizeof ek[0]; i++) rnd_case(vn, rng, 17, 40, 17, 40, ek[i], ek[i]);
+    for (int bits = 0; bits < 16; bits++) {
+        const gemm_opts o = {bits & 1, (bits >> 1) & 1, (bits >> 2) & 1, (bits >> 3) & 1};
+        gemm_case(vn, rng, 33, 33, 4099, o);
+    }
+    gemm_case(vn, rng, 20, 18, 65536, (gemm_opts){1, 1, 1, 1});
     /* random shapes over the whole range */
     for (int i = 0; i < 40; i++)
         rnd_case(vn, rng, 1, 130, 1, 200, 0, 300);

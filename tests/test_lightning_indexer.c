@@ -6,7 +6,8 @@
  *
  * Sections:
  *   kernels      every ISA's score_f32 / score_i8 against the scalar table on random tiles
- *                (n 1..53, heads 1..64, head dims 1..133), and the top-k selection against a
+ *                (n 1..53, heads 1..64, head dims 1..133; the AMX int8 kernel also bit for
+ *                bit against the VNNI one, tile edges included), and the top-k selection against a
  *                stable sort on rows built to stress it (many equal values, NaN, -0 and +0,
  *                -inf, values in one narrow binade, n < k, n == k, n > k).
  *   cases        BSND, TND and paged keys; sparse_mode 0 and 3; k = 1, 7, 2048 and k larger
@@ -48,9 +49,18 @@ static void test_kernels(tu_rng *rng) {
     for (int ti = 0; ti < nv; ti++) {
         const fia_li_kernels *kt = &v[ti].set.li;
         int bad_f = 0, bad_i = 0;
-        for (int rep = 0; rep < 60; rep++) {
-            const int64_t n = tu_int(rng, 1, 53), nh = rep < 4 ? 64 : tu_int(rng, 1, 64);
-            const int64_t d = rep % 3 == 0 ? 128 : tu_int(rng, 1, 133);
+        /* after the random tiles, the AMX edges: d4 at and around multiples of 16 (full tile
+         * depth, the vpdpbusd depth tail), n around 16 (reconfigured key tails), n == 1, 1..64
+         * heads, a large d */
+        static const int64_t edge[][3] = {{16, 64, 64},  {17, 64, 65},  {1, 64, 128},   {48, 64, 128},
+                                          {33, 16, 124}, {31, 17, 127}, {15, 48, 192},  {47, 33, 196},
+                                          {32, 1, 60},   {9, 64, 61},   {50, 64, 1000}, {16, 49, 257}};
+        const int ne = (int)(sizeof edge / sizeof edge[0]);
+        for (int rep = 0; rep < 60 + ne; rep++) {
+            const int64_t *e = rep >= 60 ? edge[rep - 60] : NULL;
+            int64_t n = tu_int(rng, 1, 53), nh = rep < 4 ? 64 : tu_int(rng, 1, 64);
+            int64_t d = rep % 3 == 0 ? 128 : tu_int(rng, 1, 133);
+            if (e) n = e[0], nh = e[1], d = e[2];
             const int64_t ldq = (nh + 15) / 16 * 16, ldk = d + tu_int(rng, 0, 5);
             const int64_t d4 = (d + 3) / 4, ldk8 = 4 * d4 + tu_int(rng, 0, 7);
             float *k = malloc(sizeof(float) * (size_t)(n * ldk));
@@ -94,6 +104,14 @@ static void test_kernels(tu_rng *rng) {
             const int f16 = rep % 2; /* the contract's fp16 rounding point, or none */
             tu_scalar_kernels()->li.score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, f16, o1);
             kt->score_i8(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, f16, o2);
+            /* the AMX int8 kernel adds the same exact integers and runs the VNNI epilogue: bit
+             * for bit the VNNI kernel's scores */
+            if (kt->score_i8 == fia_li_score_i8__amx_16x64) {
+                float *o3 = malloc(sizeof(float) * (size_t)n);
+                fia_li_score_i8__avx512vnni_12x64(n, d4, nh, ku, ldk8, qp, ldq, qb, w, sk, f16, o3);
+                if (memcmp(o2, o3, sizeof(float) * (size_t)n) != 0) bad_i++;
+                free(o3);
+            }
             for (int64_t j = 0; j < n; j++) {
                 double mag = 0; /* sum of |terms| of the head sum */
                 for (int64_t h = 0; h < nh; h++) {

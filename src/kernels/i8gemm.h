@@ -4,9 +4,10 @@
  * 512-deep latent, O = beta . O + P8 . V8) and by the quantized lightning indexer.
  *
  * Variants with one contract (the i8 family of registry.inc): scalar (plain C, the reference),
- * AVX2 (vpmaddwd on int16-widened bytes; bit identical to scalar) and AVX-512 VNNI (vpdpbusd),
- * chosen by the context from the CPU features. All read and write the same packed B format, so
- * a panel packed by one may be used by another's gemm.
+ * AVX2 (vpmaddwd on int16-widened bytes; bit identical to scalar), AVX-512 VNNI (vpdpbusd) and,
+ * for the gemm slot only, AMX int8 tiles (amx/i8gemm_amx.c: tdpbusd reading the VNNI pack in
+ * place, results bitwise the VNNI gemm's), chosen by the context from the CPU features. All read
+ * and write the same packed B format, so a panel packed by one may be used by another's gemm.
  *
  * Packed B panel (B is the logical k x n matrix, b[t][j], t < k depth, j < n columns):
  *   k4 = ceil(k / 4), panels = ceil(n / 16), panel_bytes = 64 * k4 + 64,

@@ -24,8 +24,9 @@
  *   - AMX form (bf16 query and latent, value = key; PA_BSND, dense or PA_NZ, every rescale):
  *     kernels/amx.h steps of FIA_AMX_MLA_STEP keys on the rows in place (PA_NZ: each key block
  *     gathered from its 16-element chunks by the kernel); FIA_AMX=0 keeps the paths below.
- *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [VNNI] + scale . q_rope . k_rope [fp32];
- *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [VNNI].
+ *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [int8 GEMM] + scale . q_rope . k_rope [fp32];
+ *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [int8
+ *     GEMM: VNNI, or AMX tiles where the CPU has AMX int8, the same exact integers].
  */
 #include <math.h>
 #include <stddef.h>
@@ -1025,7 +1026,11 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
         p->pos_per_tile = MLA_ROWS / p->N;
         p->rows_max = p->pos_per_tile * p->N;
         if (p->amx) p->rows_max = (p->rows_max + 15) / 16 * 16;
-        p->base.unit = p->amx ? "amx_bf16" : p->bf16qk ? "bf16dp" : p->quant && (ctx->features & FIA_CPU_AVX512VNNI) ? "vnni" : "fma";
+        p->base.unit = p->amx                                           ? "amx_bf16"
+                       : p->bf16qk                                      ? "bf16dp"
+                       : p->quant && (p->i8->features & FIA_CPU_AMX_INT8) ? "amx_int8"
+                       : p->quant && (ctx->features & FIA_CPU_AVX512VNNI) ? "vnni"
+                                                                          : "fma";
         st = mla_schedule(p);
     }
     if (st != FIA_STATUS_SUCCESS) {

@@ -794,7 +794,8 @@ static fia_status li_plan(fia_context *ctx, const fia_lightning_indexer_tensors 
         if (quant && p->ldk < p->D) p->ldk = p->D;
         p->dpad = (p->D + 31) / 32 * 32;
         p->bf16 = !quant && p->q.dtype == FIA_DTYPE_BFLOAT16 && p->lik->score_bf16 != NULL;
-        p->base.unit = p->bf16                                        ? "amx_bf16"
+        p->base.unit = p->bf16                                         ? "amx_bf16"
+                       : quant && (p->lik->features & FIA_CPU_AMX_INT8)   ? "amx_int8"
                        : quant && (p->lik->features & FIA_CPU_AVX512VNNI) ? "vnni"
                                                                           : "fma";
         st = li_make_rows(p, &L, prm->sparse_mode);
