@@ -16,6 +16,10 @@
  *                  row_max = -inf starts, large spreads (underflow), canaries in the lds padding
  *                  and in the row after the last; plus the vector expf's ulp error over
  *                  [-87.3, 0] (must be <= 2 ulp).
+ *   p_to_u8:       bit-exact codes and returned max: lengths 1..1000 (every vector tail), random
+ *                  rows in [0, 1], rows at the rounding ties (x = p * 255 / mx + 0.5 exactly an
+ *                  integer, 1 and 255 included, +-1 ulp around them), all-zero rows, negative
+ *                  and NaN entries; exactly sized input, output canaries on both sides.
  *
  * Usage: test_kernels [seed]. Prints the seed first and "N passed, N failed" last.
  */
@@ -568,6 +572,68 @@ static void test_softmax(const fia_kernels *kt, tu_rng *rng) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* p_to_u8                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* kind 0: random [0, 1]; 1: ties (mx 255: x = p + 0.5, p = k + 0.5 and +-1 ulp); 2: ties at mx 1
+ * (p = (k - 0.5) / 255 rounded, +-1 ulp); 3: all zero; 4: random with -0, negatives and NaNs;
+ * 5: random [0, 1e-3] (tiny maxima); 6: a random max mx and p within 3 ulp of (k - 0.5) / f,
+ * f = 255 / mx, so that p * f lands next to the integer boundaries of x (an FMA shows here). */
+static void p_to_u8_case(const fia_kernels *kt, tu_rng *rng, int64_t n, int kind) {
+    float *p = alloc_f32(n);
+    for (int64_t j = 0; j < n; j++) {
+        float v = rnd_f32(rng, 0, 1);
+        const int k = tu_int(rng, 0, 255), d = tu_int(rng, -1, 1);
+        if (kind == 1) v = nextafterf((float)k - 0.5f, d < 0 ? 0.0f : d > 0 ? 1e9f : (float)k - 0.5f);
+        if (kind == 1 && v < 0.0f) v = 0.0f;
+        if (kind == 2) {
+            v = ((float)k - 0.5f) / 255.0f;
+            v = d ? nextafterf(v, d < 0 ? 0.0f : 2.0f) : v;
+            if (v < 0.0f || v > 1.0f) v = 0.0f;
+        }
+        if (kind == 3) v = 0.0f;
+        if (kind == 4 && tu_int(rng, 0, 7) == 0) {
+            const int w = tu_int(rng, 0, 2);
+            v = w == 0 ? -0.0f : w == 1 ? -v : NAN;
+        }
+        if (kind == 5) v *= 1e-3f;
+        p[j] = v;
+    }
+    if (kind == 6) {
+        const float mx = rnd_f32(rng, 0.01, 1), f = 255.0f / mx;
+        for (int64_t j = 0; j < n; j++) {
+            float v = ((float)tu_int(rng, 1, 255) - 0.5f) / f;
+            for (int s = (int)tu_int(rng, -3, 3); s != 0; s += s < 0 ? 1 : -1)
+                v = nextafterf(v, s < 0 ? 0.0f : 2.0f);
+            p[j] = v < mx ? v : mx;
+        }
+        p[tu_int(rng, 0, (int)n - 1)] = mx;
+    }
+    if (kind == 1) p[tu_int(rng, 0, (int)n - 1)] = 255.0f; /* mx exactly 255: f = 1 */
+    if (kind == 2) p[tu_int(rng, 0, (int)n - 1)] = 1.0f;
+    uint8_t *want = (uint8_t *)malloc((size_t)n + 32), *got = (uint8_t *)malloc((size_t)n + 32);
+    memset(want, 0xa5, (size_t)n + 32), memset(got, 0xa5, (size_t)n + 32);
+    const float mw = tu_scalar_kernels()->core.p_to_u8(p, n, want + 16);
+    const float mg = kt->p_to_u8(p, n, got + 16);
+    int at = -1;
+    for (int64_t j = 0; j < n + 32 && at < 0; j++)
+        if (got[j] != want[j]) at = (int)j;
+    tu_check(at < 0 && fia_f32_bits(mg) == fia_f32_bits(mw),
+             "%s p_to_u8 (n %" PRId64 ", kind %d): max 0x%08x vs 0x%08x, first difference at "
+             "byte %d (%d vs %d, canaries at 0..15 and n+16..)",
+             kt->name, n, kind, fia_f32_bits(mg), fia_f32_bits(mw), at - 16, at >= 0 ? got[at] : 0,
+             at >= 0 ? want[at] : 0);
+    free(p), free(want), free(got);
+}
+
+static void test_p_to_u8(const fia_kernels *kt, tu_rng *rng) {
+    static const int64_t ns[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 512, 1000};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        for (int kind = 0; kind < 7; kind++) p_to_u8_case(kt, rng, ns[i], kind);
+    for (int t = 0; t < 200; t++) p_to_u8_case(kt, rng, tu_int(rng, 1, 300), t % 7);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 
 /* Every registry line this CPU runs is the kernel of its slot in the set built from exactly its
  * own features (else a later line with fewer needs hides it: dead code). */
@@ -600,6 +666,7 @@ int main(int argc, char **argv) {
         test_transpose(kt, &rng);
         test_softmax(kt, &rng);
         test_rows(kt, &rng);
+        test_p_to_u8(kt, &rng);
         printf("%s: done\n", kt->name);
         fflush(stdout);
     }

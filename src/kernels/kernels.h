@@ -47,6 +47,7 @@ typedef void fia_core_qk_rows_fn(int64_t m, int64_t n, int64_t d, const float *q
 typedef void fia_core_pv_rows_fn(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                                  const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                                  const float *row_scale, const void *const *pf, int64_t npf);
+typedef float fia_core_p_to_u8_fn(const float *p, int64_t n, uint8_t *q);
 
 typedef struct fia_kernels {
     const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
@@ -109,6 +110,14 @@ typedef struct fia_kernels {
      *     when npf is 0; the scalar table ignores it). */
     fia_core_qk_rows_fn *qk_rows;
     fia_core_pv_rows_fn *pv_rows;
+
+    /* The int8 MLA decode's cast of a P row (softmax_tile output, NaN-free or not) to u8 codes:
+     *   mx = max(0, p[j] for j < n) as the loop mx = p[j] > mx ? p[j] : mx (NaNs skipped);
+     *   mx > 0:  f = 255 / mx, x = p[j] * f + 0.5 (an fp32 multiply, then an fp32 add: no
+     *            FMA), q[j] = x >= 1 ? (uint8_t)trunc(min(x, 255)) : 0 (NaN -> 0); returns mx;
+     *   else:    q[j] = 0 for j < n; returns 0.
+     * Every variant is bit-exact with the scalar kernel. */
+    fia_core_p_to_u8_fn *p_to_u8;
 } fia_kernels;
 
 /* Converts n elements of a row of dtype dt (float16, bfloat16, int8 or float32) to fp32 with the

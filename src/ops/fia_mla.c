@@ -25,8 +25,9 @@
  *     kernels/amx.h steps of FIA_AMX_MLA_STEP keys on the rows in place (PA_NZ: each key block
  *     gathered from its 16-element chunks by the kernel); FIA_AMX=0 keeps the paths below.
  *   - int8 form: S = (scale.sq.sk) . (q8 . k8) [int8 GEMM] + scale . q_rope . k_rope [fp32];
- *     P quantized per row to u8 (scale max/255), O = alpha.O + (sv.max/255) . (p8 . v8) [int8
- *     GEMM: VNNI, or AMX tiles where the CPU has AMX int8, the same exact integers].
+ *     P quantized per row to u8 (scale max/255; kernel p_to_u8), O = alpha.O + (sv.max/255) .
+ *     (p8 . v8) [int8 GEMM: VNNI, or AMX tiles where the CPU has AMX int8, the same exact
+ *     integers].
  */
 #include <math.h>
 #include <stddef.h>
@@ -488,22 +489,9 @@ static bool mla_step_int8(const mla_plan *p, const fia_work_item *it, mla_scratc
     /* P (in [0, 1] relative to the running max) to u8 codes with a per-row scale */
     const float sv = *p->sv;
     for (int64_t r = 0; r < rows; r++) {
-        const float *pr = s->s + r * T;
-        uint8_t *q = s->p8 + r * T;
-        float mx = 0.0f;
-        for (int64_t j = 0; j < n; j++) mx = pr[j] > mx ? pr[j] : mx;
-        if (!(mx > 0.0f)) {
-            memset(q, 0, (size_t)n);
-            s->ps[r] = 0.0f;
-            continue;
-        }
-        const float f = 255.0f / mx;
-        for (int64_t j = 0; j < n; j++) {
-            /* a NaN probability (NaN inputs; the row sum is NaN too) becomes code 0 */
-            const float x = pr[j] * f + 0.5f;
-            q[j] = x >= 1.0f ? (uint8_t)(int32_t)(x < 255.0f ? x : 255.0f) : 0;
-        }
-        s->ps[r] = sv * mx / 255.0f;
+        /* mx = 0 when the row has no positive probability (codes all 0) */
+        const float mx = k->p_to_u8(s->s + r * T, n, s->p8 + r * T);
+        s->ps[r] = mx > 0.0f ? sv * mx / 255.0f : 0.0f;
     }
     if (p->v_is_k) {
         memcpy(s->vptr, s->kptr, (size_t)n * sizeof *s->vptr);

@@ -467,3 +467,53 @@ void fia_gemm_f32_acc__avx2_6x16(int64_t m, int64_t n, int64_t k, const float *a
                       ldc, ones);
 }
 
+
+/* p_to_u8: vmaxps is p > mx ? p : mx (NaN p skipped) and vminps x < 255 ? x : 255, exactly the
+ * scalar selects; the code is vmulps then vaddps (no FMA), vcvttps2dq (truncation), zeroed
+ * where x >= 1 fails (NaN included), narrowed by unsigned-saturating packs (codes are 0..255,
+ * so exact). The tail goes through a zero-padded copy. Every max lane is +0 or positive. */
+static inline __m128i p_to_u8_x8(__m256 v, __m256 f) {
+    const __m256 x = _mm256_add_ps(_mm256_mul_ps(v, f), _mm256_set1_ps(0.5f));
+    const __m256 ge = _mm256_cmp_ps(x, _mm256_set1_ps(1.0f), _CMP_GE_OQ);
+    const __m256i t = _mm256_cvttps_epi32(_mm256_min_ps(x, _mm256_set1_ps(255.0f)));
+    const __m256i c = _mm256_and_si256(t, _mm256_castps_si256(ge));
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+float fia_p_to_u8__avx2_u16(const float *p, int64_t n, uint8_t *q) {
+    __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        m0 = _mm256_max_ps(_mm256_loadu_ps(p + j), m0);
+        m1 = _mm256_max_ps(_mm256_loadu_ps(p + j + 8), m1);
+    }
+    float tail[16] = {0};
+    if (j < n) memcpy(tail, p + j, (size_t)(n - j) * sizeof(float));
+    m0 = _mm256_max_ps(_mm256_loadu_ps(tail), m0);
+    m1 = _mm256_max_ps(_mm256_loadu_ps(tail + 8), m1);
+    __m256 m = _mm256_max_ps(m0, m1);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    const float mx = _mm_cvtss_f32(h);
+    if (!(mx > 0.0f)) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    const __m256 f = _mm256_set1_ps(255.0f / mx);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m128i a = p_to_u8_x8(_mm256_loadu_ps(p + i), f);
+        const __m128i b = p_to_u8_x8(_mm256_loadu_ps(p + i + 8), f);
+        _mm_storeu_si128((__m128i *)(q + i), _mm_unpacklo_epi64(a, b));
+    }
+    if (i < n) {
+        uint8_t out[16];
+        const __m128i a = p_to_u8_x8(_mm256_loadu_ps(tail), f);
+        const __m128i b = p_to_u8_x8(_mm256_loadu_ps(tail + 8), f);
+        _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi64(a, b));
+        memcpy(q + i, out, (size_t)(n - i));
+    }
+    return mx;
+}

@@ -495,3 +495,35 @@ void fia_softmax_tile_amla__avx512_expcw_u16(float *s, int64_t lds, int64_t m, i
     softmax_rows(1, s, lds, m, n, row_max, row_sum, NULL, row_e, row_exp);
 }
 
+
+/* p_to_u8: vmaxps is p > mx ? p : mx (NaN p skipped) and vminps x < 255 ? x : 255, exactly the
+ * scalar selects; the code is vmulps then vaddps (no FMA), vcvttps2dq (truncation), zeroed
+ * where x >= 1 fails (NaN included), narrowed by vpmovdb. Tails masked (zero lanes: 0 for the
+ * max, not stored). Max order does not matter: every lane is +0 or a positive number. */
+float fia_p_to_u8__avx512_u32(const float *p, int64_t n, uint8_t *q) {
+    __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 <= n; j += 32) {
+        m0 = _mm512_max_ps(_mm512_loadu_ps(p + j), m0);
+        m1 = _mm512_max_ps(_mm512_loadu_ps(p + j + 16), m1);
+    }
+    for (; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        m0 = _mm512_max_ps(_mm512_maskz_loadu_ps(k, p + j), m0);
+    }
+    const float mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+    if (!(mx > 0.0f)) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    const __m512 f = _mm512_set1_ps(255.0f / mx), half = _mm512_set1_ps(0.5f),
+                 one = _mm512_set1_ps(1.0f), top = _mm512_set1_ps(255.0f);
+    for (j = 0; j < n; j += 16) {
+        const __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1u);
+        const __m512 x = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), f), half);
+        const __mmask16 ge = _mm512_cmp_ps_mask(x, one, _CMP_GE_OQ);
+        const __m512i c = _mm512_maskz_cvttps_epi32(ge, _mm512_min_ps(x, top));
+        _mm512_mask_cvtepi32_storeu_epi8(q + j, k, c);
+    }
+    return mx;
+}

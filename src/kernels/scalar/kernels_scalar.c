@@ -174,3 +174,19 @@ void fia_pv_rows__scalar(int64_t m, int64_t n, int64_t dv, const float *p, int64
     }
 }
 
+
+float fia_p_to_u8__scalar(const float *p, int64_t n, uint8_t *q) {
+    float mx = 0.0f;
+    for (int64_t j = 0; j < n; j++) mx = p[j] > mx ? p[j] : mx;
+    if (!(mx > 0.0f)) {
+        memset(q, 0, (size_t)n);
+        return 0.0f;
+    }
+    const float f = 255.0f / mx;
+    for (int64_t j = 0; j < n; j++) {
+        /* a NaN probability (NaN inputs; the row sum is NaN too) becomes code 0 */
+        const float x = p[j] * f + 0.5f;
+        q[j] = x >= 1.0f ? (uint8_t)(int32_t)(x < 255.0f ? x : 255.0f) : 0;
+    }
+    return mx;
+}
