@@ -13,10 +13,12 @@
  * library never splits a reduction across threads and results do not depend on the thread
  * count. Each slot (pool thread) owns its memory objects, whose data handles are set per run.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "ops/prolog/gemm.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/status.h"
 
@@ -416,7 +418,14 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
                                       (!t->g[1] || fia_gemm_same_packing(t->g[1], t->g[3])));
     const size_t total = t->panel_bytes * (size_t)(t->ntiles * batch);
     for (int r = 0; r < (share ? 1 : 2); r++) {
-        void *buf = aligned_alloc(4096, (total + 4095) / 4096 * 4096 + 4096);
+        /* 2 MiB-aligned and advised to transparent huge pages (THP "madvise" mode), so that
+         * streaming the weights at decode walks few TLB entries */
+        const size_t huge = (size_t)2 << 20;
+        const size_t bytes = (total + 4096 + huge - 1) / huge * huge; /* + slack, as before */
+        void *buf = aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+        if (buf) (void)madvise(buf, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
         if (!buf)
             return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory for %zu bytes of "
                              "packed weights", total);
