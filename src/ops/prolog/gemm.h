@@ -32,6 +32,11 @@ typedef struct fia_gemm_desc {
     bool packed_b;          /* B is run pre-packed (fia_gemm_pack_b) in the blocked layout the
                              * library prefers for this gemm, so that a run never re-packs it;
                              * ldb is then the stride of the plain B that pack_b reads */
+    bool wt;                /* (with packed_b) run as C^T = B^T A^T: the packed form of B is
+                             * B^T ([N x K], dense rows), the library's A operand, and A is its
+                             * small B operand; C^T lands dense in the scratch and is written
+                             * out transposed. For a small M (decode), where the library's
+                             * kernels stream a large A faster than a packed B */
 } fia_gemm_desc;
 
 typedef struct fia_gemm fia_gemm;

@@ -13,10 +13,13 @@
  * library never splits a reduction across threads and results do not depend on the thread
  * count. Each slot (pool thread) owns its memory objects, whose data handles are set per run.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "ops/prolog/gemm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/status.h"
 
@@ -47,6 +50,7 @@ struct fia_gemm {
     int64_t M, N, K, lda, ldc;
     size_t as, cs, lib_scratch, a_off, c_off; /* element sizes of A and C */
     bool a_copy, c_copy;
+    bool wt;                       /* desc.wt: C^T = B^T A^T, C^T in the scratch at c_off */
     dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
     dnnl_memory_t rsrc, rdst;
 };
@@ -96,6 +100,92 @@ void fia_gemm_destroy(fia_gemm *g) {
     free(g);
 }
 
+/* desc.wt: the library computes C^T [N x M] = B^T [N x K] . A^T [K x M], with B^T (the
+ * weights, packed at plan time by a reorder that transposes them) as its dense row-major
+ * source and A^T as its "ba" (transposed) weights, A copied to a dense scratch first when its
+ * rows are strided; C^T is written dense into the scratch and copied out transposed. With
+ * M = tokens small, the library maps the long weight dimension to its row blocking and streams
+ * the weight rows directly (faster than a packed B at M = 2..16: the figures are at
+ * PRO_WT_MAX_T in mla_prolog.c). */
+static fia_status gemm_create_wt(const fia_gemm_desc *d, fia_gemm *g, fia_gemm **out,
+                                 size_t *scratch_bytes) {
+    const dnnl_dims_t dw = {d->N, d->K}, dx = {d->K, d->M}, dc = {d->N, d->M};
+    const dnnl_dims_t sw_plain = {1, d->ldb}; /* the caller's B [K x N], viewed as B^T */
+    const bool s8 = d->c_dtype == FIA_DTYPE_INT32;
+    const dnnl_data_type_t abt = s8 ? dnnl_s8 : dnnl_bf16;
+    const dnnl_data_type_t ct = s8 ? dnnl_s32 : d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32
+                                                                                : dnnl_bf16;
+    dnnl_memory_desc_t mw, mwp, mx, mc;
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    fia_status st = FIA_STATUS_SUCCESS;
+    const int old_threads = omp_get_max_threads();
+    if (old_threads != 1) omp_set_num_threads(1);
+    if (dnnl_memory_desc_init_by_tag(&mw, 2, dw, abt, dnnl_ab) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mwp, 2, dw, abt, sw_plain) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&mx, 2, dx, abt, dnnl_ba) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&mc, 2, dc, ct, dnnl_ab) != dnnl_success ||
+        dnnl_matmul_desc_init(&md, &mw, &mx, NULL, &mc) != dnnl_success ||
+        dnnl_primitive_attr_create(&attr) != dnnl_success ||
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
+            dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
+        dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
+        st = FIA_UNSUPPORTED("oneDNN refused a transposed %s matmul of [%lld x %lld] x "
+                             "[%lld x %lld]", s8 ? "int8" : "bf16", (long long)d->N,
+                             (long long)d->K, (long long)d->K, (long long)d->M);
+        goto done;
+    }
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl) {
+        snprintf(g->impl, sizeof g->impl, "wt:%s", impl);
+    }
+    const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    const size_t lib = ms ? dnnl_memory_desc_get_size(ms) : 0;
+    g->wt = true;
+    g->M = d->M;
+    g->N = d->N;
+    g->K = d->K;
+    g->lda = d->lda;
+    g->ldc = d->ldc;
+    g->cs = ct == dnnl_bf16 ? 2 : 4;
+    g->as = s8 ? 1 : 2;
+    g->lib_scratch = (lib + 63) / 64 * 64;
+    g->a_copy = d->M > 1 && d->lda != d->K;
+    g->c_copy = true;
+    g->a_off = g->c_off = g->lib_scratch;
+    if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * g->as + 63) / 64 * 64;
+    *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
+    g->packed = true;
+    g->mb_plain = mwp;
+    g->mb_packed = mw;
+    g->packed_bytes = dnnl_memory_desc_get_size(&mw);
+    for (int32_t i = 0; i < g->slots; i++) {
+        gemm_slot *s = &g->slot[i];
+        /* a: the caller's A (the library's weights), b: the packed B^T (its source) */
+        if (dnnl_memory_create(&s->a, &mx, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->b, &mw, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->c, &mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
+                       dnnl_success)) {
+            st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
+            goto done;
+        }
+    }
+done:
+    if (old_threads != 1) omp_set_num_threads(old_threads);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st != FIA_STATUS_SUCCESS) {
+        fia_gemm_destroy(g);
+        return st;
+    }
+    *out = g;
+    return FIA_STATUS_SUCCESS;
+}
+
 fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out,
                            size_t *scratch_bytes) {
     if (!gemm_init()) return FIA_UNSUPPORTED("oneDNN: no CPU engine could be created");
@@ -107,6 +197,12 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         free(g);
         return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
     }
+    if (d->wt && !d->packed_b) {
+        free(g->slot);
+        free(g);
+        return FIA_UNSUPPORTED("gemm: the transposed form needs packed B");
+    }
+    if (d->wt) return gemm_create_wt(d, g, out, scratch_bytes);
     const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
     /* packed: dense A and C (a row stride is meaningless for one row) */
     g->a_copy = d->packed_b && d->M > 1 && d->lda != d->K;
@@ -212,7 +308,8 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
         dnnl_memory_set_data_handle(s->b, (void *)b) != dnnl_success ||
         dnnl_memory_set_data_handle(s->c, cd) != dnnl_success)
         return false;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, s->a}, {DNNL_ARG_WEIGHTS, s->b},
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->wt ? s->b : s->a},
+                               {DNNL_ARG_WEIGHTS, g->wt ? s->a : s->b},
                                {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
     int nargs = 3;
     if (s->scratch) {
@@ -224,7 +321,21 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
     const bool ok = dnnl_primitive_execute(g->prim, g_stream, nargs, args) == dnnl_success &&
                     dnnl_stream_wait(g_stream) == dnnl_success;
     if (old != 1) omp_set_num_threads(old);
-    if (ok && g->c_copy) /* the dense C rows out to the caller's stride */
+    if (ok && g->wt) { /* C^T [N x M] dense -> C rows at the caller's stride */
+        if (g->cs == 4) {
+            const uint32_t *ct = cd;
+            for (int64_t m = 0; m < g->M; m++) {
+                uint32_t *cr = (uint32_t *)c + m * g->ldc;
+                for (int64_t n = 0; n < g->N; n++) cr[n] = ct[n * g->M + m];
+            }
+        } else {
+            const uint16_t *ct = cd;
+            for (int64_t m = 0; m < g->M; m++) {
+                uint16_t *cr = (uint16_t *)c + m * g->ldc;
+                for (int64_t n = 0; n < g->N; n++) cr[n] = ct[n * g->M + m];
+            }
+        }
+    } else if (ok && g->c_copy) /* the dense C rows out to the caller's stride */
         for (int64_t m = 0; m < g->M; m++)
             memcpy((char *)c + (size_t)(m * g->ldc) * g->cs, (char *)cd + (size_t)(m * g->N) * g->cs,
                    (size_t)g->N * g->cs);
@@ -416,7 +527,14 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
                                       (!t->g[1] || fia_gemm_same_packing(t->g[1], t->g[3])));
     const size_t total = t->panel_bytes * (size_t)(t->ntiles * batch);
     for (int r = 0; r < (share ? 1 : 2); r++) {
-        void *buf = aligned_alloc(4096, (total + 4095) / 4096 * 4096 + 4096);
+        /* 2 MiB-aligned and advised to transparent huge pages (THP "madvise" mode), so that
+         * streaming the weights at decode walks few TLB entries */
+        const size_t huge = (size_t)2 << 20;
+        const size_t bytes = (total + 4096 + huge - 1) / huge * huge; /* + slack, as before */
+        void *buf = aligned_alloc(huge, bytes);
+#ifdef MADV_HUGEPAGE
+        if (buf) (void)madvise(buf, bytes, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
         if (!buf)
             return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory for %zu bytes of "
                              "packed weights", total);

@@ -44,7 +44,13 @@ enum {
      * dense (oneDNN's blocked matmul writes it in place, no copy) and B is walked once per
      * row tile; decode keeps the column tiles (many tasks stream the weights in parallel) */
     PRO_WIDE_T = 1024,
-    PRO_WIDE_MC = 256
+    PRO_WIDE_MC = 256,
+    /* packed weights and 2..PRO_WT_MAX_T tokens (decode): the bf16 down and up projections
+     * run transposed (gemm.h desc.wt, W^T . x^T): oneDNN then streams the weight rows as its
+     * large A at 14-15 GB/s per thread where its AMX kernel on a packed B at M = 2..16
+     * streamed 11-12 (single-thread oneDNN probe, 0.8 GB of weights, this machine). T = 1
+     * keeps the packed-B path (its AVX-512 kernel streams as fast there) */
+    PRO_WT_MAX_T = 16
 };
 
 /* A row-addressed tensor: row r of the flattened leading dims at base + r * rs (elements),
@@ -991,15 +997,18 @@ static fia_status pro_gemms(pro_plan *p) {
     const fia_dtype up_c = p->wq ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
     const int64_t mc_down = pk_down ? mc : PRO_MC, mc_up = pk_up ? mc : PRO_MC;
     const bool wide_down = wide && pk_down, wide_up = wide && pk_up;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down};
+    const bool wt = T >= 2 && T <= PRO_WT_MAX_T;
+    const bool wt_down = wt && pk_down && down_c == FIA_DTYPE_FLOAT32;
+    const bool wt_up = wt && pk_up && up_c == FIA_DTYPE_FLOAT32;
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down, wt_down};
     FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        down_c, pk_down};
+                        down_c, pk_down, wt_down};
     FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up};
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up, wt_up};
     FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc_up, wide_up ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
-                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk};
+                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     if (pk) { /* the weights' values, captured now (prolog.h) */
         if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
