@@ -50,6 +50,9 @@ typedef fia_chain_rms_norm_row_fn fia_chain_rms_norm_row_nt_fn;
 typedef fia_chain_rope_row_fn fia_chain_rope_row_nt_fn;
 typedef fia_chain_quant_row_i8_fn fia_chain_quant_row_i8_nt_fn;
 typedef void fia_chain_stream_fence_fn(void);
+typedef float fia_chain_quant_row_i8_next_fn(const void *x, fia_dtype xdt, const void *s,
+                                             fia_dtype sdt, int64_t n, float scale, int8_t *y,
+                                             int nt, const void *xn, const void *sn);
 
 typedef struct fia_chain_kernels {
     const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
@@ -86,6 +89,12 @@ typedef struct fia_chain_kernels {
     fia_chain_rope_row_nt_fn *rope_row_nt;
     fia_chain_quant_row_i8_nt_fn *quant_row_i8_nt;
     fia_chain_stream_fence_fn *stream_fence;
+
+    /* quant_row_i8 (nt: quant_row_i8_nt) of row x, then returns absmax_row of the next row xn
+     * (smoothing row sn; xn NULL: returns 0): the same results as those two calls, the next
+     * row's loads overlapping this row's arithmetic where the kernel can (AVX-512, bf16 without
+     * smoothing). */
+    fia_chain_quant_row_i8_next_fn *quant_row_i8_next;
 } fia_chain_kernels;
 
 /* Output size from which the chain operators use the streaming-store kernels. */

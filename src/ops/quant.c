@@ -3,7 +3,8 @@
  * absmax_row / quant_row_i8 (per token, per tensor) and absmax_cols / quant_cols_i8 (per
  * channel).
  *
- * pertoken:   row tasks; one absmax and one quantization pass per row.
+ * pertoken:   row tasks; one absmax and one quantization pass per row (the max of the next row
+ *             taken during the quantization of this one: quant_row_i8_next).
  * pertensor:  pass 1 row tasks write their max to the workspace, folded in task order (a max is
  *             exact, so any order gives the same scale); pass 2 quantizes.
  * perchannel: x seen as [L, R, H]; a task owns (l, a chunk of QUANT_COLS columns), takes the
@@ -78,6 +79,30 @@ static inline const char *quant_x_row(const quant_plan *p, const int64_t *idx) {
            chain_off(&p->x, idx, p->lead) * (int64_t)fia_dtype_size(p->x.dtype);
 }
 
+/* pertoken: row r's max is taken while row r - 1 is quantized (quant_row_i8_next), so that
+ * the next row's loads overlap the arithmetic of this one. */
+static void quant_token_rows(const quant_plan *p, int64_t r0, int64_t r1, int64_t *idx) {
+    int64_t nidx[FIA_MAX_DIMS];
+    const void *x = quant_x_row(p, idx), *s = quant_smooth_row(p, r0);
+    float m = p->k->absmax_row(x, p->x.dtype, s, p->smooth.dtype, p->H);
+    for (int64_t r = r0; r < r1; r++) {
+        const void *xn = NULL, *sn = NULL;
+        if (r + 1 < r1) {
+            memcpy(nidx, idx, sizeof nidx);
+            chain_next(p->x.shape, p->lead, nidx);
+            xn = quant_x_row(p, nidx);
+            sn = quant_smooth_row(p, r + 1);
+        }
+        const float sc = m / p->dmax;
+        int8_t *y = (int8_t *)fia_tensor_ptr(&p->y) + chain_off(&p->y, idx, p->lead);
+        m = p->k->quant_row_i8_next(x, p->x.dtype, s, p->smooth.dtype, p->H, sc, y, p->stream,
+                                    xn, sn);
+        *((float *)fia_tensor_ptr(&p->scale) + chain_off(&p->scale, idx, p->lead)) = sc;
+        if (xn) memcpy(idx, nidx, sizeof nidx);
+        x = xn, s = sn;
+    }
+}
+
 static void quant_token_task(void *arg, int64_t task, int32_t tid) {
     (void)tid;
     const quant_run *run = arg;
@@ -86,18 +111,16 @@ static void quant_token_task(void *arg, int64_t task, int32_t tid) {
     const int64_t r1 = r0 + p->rows_per_task < p->rows ? r0 + p->rows_per_task : p->rows;
     int64_t idx[FIA_MAX_DIMS];
     chain_unravel(p->x.shape, p->lead, r0, idx);
-    for (int64_t r = r0; r < r1; r++, chain_next(p->x.shape, p->lead, idx)) {
+    if (p->mode == FIA_QUANT_MODE_PERTOKEN) {
+        quant_token_rows(p, r0, r1, idx);
+        if (p->stream) p->k->stream_fence();
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++, chain_next(p->x.shape, p->lead, idx)) { /* pertensor */
         const void *x = quant_x_row(p, idx), *s = quant_smooth_row(p, r);
         int8_t *y = (int8_t *)fia_tensor_ptr(&p->y) + chain_off(&p->y, idx, p->lead);
-        if (p->mode == FIA_QUANT_MODE_PERTENSOR) {
-            (p->stream ? p->k->quant_row_i8_nt : p->k->quant_row_i8)(
-                x, p->x.dtype, s, p->smooth.dtype, p->H, run->tensor_scale, y);
-            continue;
-        }
-        const float sc = p->k->absmax_row(x, p->x.dtype, s, p->smooth.dtype, p->H) / p->dmax;
-        (p->stream ? p->k->quant_row_i8_nt : p->k->quant_row_i8)(x, p->x.dtype, s,
-                                                                 p->smooth.dtype, p->H, sc, y);
-        *((float *)fia_tensor_ptr(&p->scale) + chain_off(&p->scale, idx, p->lead)) = sc;
+        (p->stream ? p->k->quant_row_i8_nt : p->k->quant_row_i8)(
+            x, p->x.dtype, s, p->smooth.dtype, p->H, run->tensor_scale, y);
     }
     if (p->stream) p->k->stream_fence();
 }
@@ -330,9 +353,12 @@ static fia_status quant_validate(quant_plan *p, const fia_dynamic_quant_tensors 
     p->y = *t->y;
     p->scale = *t->scale;
     if (p->H == 0) p->rows = 0;
-    p->rows_per_task = chain_rows_per_task(p->H);
+    /* streaming stores where x (the rows streamed through) is above FIA_CHAIN_STREAM_BYTES, as
+     * rms_norm decides; there, tasks of 8x more rows, so that the next-row overlap of the
+     * pertoken pass restarts less often (a task's first row waits alone on memory) */
+    p->stream = p->rows * p->H * (int64_t)fia_dtype_size(t->x->dtype) > FIA_CHAIN_STREAM_BYTES;
+    p->rows_per_task = chain_rows_per_task(p->H) * (p->stream ? 8 : 1);
     p->tasks = (p->rows + p->rows_per_task - 1) / p->rows_per_task;
-    p->stream = p->rows * p->H > FIA_CHAIN_STREAM_BYTES;
     if (p->mode == FIA_QUANT_MODE_PERCHANNEL && (p->H == 0 || p->R == 0)) p->L = 0;
     return FIA_STATUS_SUCCESS;
 }

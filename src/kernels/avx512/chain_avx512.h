@@ -109,6 +109,15 @@ CV_AI void cv16_stream_i8_i(int8_t *y, __m512i i) {
     else _mm_storeu_si128((__m128i *)y, q);
 }
 
+/* The largest of the 32 unsigned 16-bit lanes of m. */
+CV_AI uint16_t cv16_hmax_epu16(__m512i m) {
+    const __m256i h = _mm256_max_epu16(_mm512_castsi512_si256(m), _mm512_extracti64x4_epi64(m, 1));
+    const __m128i q = _mm_max_epu16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    /* max = 0xffff - min(0xffff - v) */
+    const __m128i c = _mm_minpos_epu16(_mm_xor_si128(q, _mm_set1_epi16(-1)));
+    return (uint16_t)(0xffffu - (uint16_t)_mm_cvtsi128_si32(c));
+}
+
 /* The largest 16-bit pattern with the sign cleared over the full 32-element blocks of a row of
  * n 16-bit floats; *done = the elements covered. */
 CV_AI uint16_t cv16_absmax_bits16(const void *x, int64_t n, int64_t *done) {
@@ -124,13 +133,8 @@ CV_AI uint16_t cv16_absmax_bits16(const void *x, int64_t n, int64_t *done) {
         m0 = _mm512_max_epu16(m0, _mm512_and_si512(_mm512_loadu_si512(p + i), mag));
         i += 32;
     }
-    m0 = _mm512_max_epu16(m0, m1);
-    const __m256i h = _mm256_max_epu16(_mm512_castsi512_si256(m0), _mm512_extracti64x4_epi64(m0, 1));
-    const __m128i q = _mm_max_epu16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    /* max = 0xffff - min(0xffff - v) */
-    const __m128i c = _mm_minpos_epu16(_mm_xor_si128(q, _mm_set1_epi16(-1)));
     *done = i;
-    return (uint16_t)(0xffffu - (uint16_t)_mm_cvtsi128_si32(c));
+    return cv16_hmax_epu16(_mm512_max_epu16(m0, m1));
 }
 
 CV_AI __m512 cv16_bf16_lo(__m512i v) {
@@ -214,12 +218,21 @@ CV_AI __m512i cv16_q_div(__m512 a, __m512 vs) {
         _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-128.0f)), _mm512_set1_ps(127.0f)));
 }
 
+/* xn (optional, a bf16 row of n elements, no smoothing): while quantizing x, the loop also
+ * takes the largest bit pattern with the sign cleared over xn's first (n rounded down to 64)
+ * elements into *xn_bits, as cv16_absmax_bits16 does (the max of the next row of a per-token
+ * quantization, whose loads then overlap this row's arithmetic instead of waiting alone on
+ * memory after it); the next row is then prefetched a kilobyte ahead of those loads (into L1)
+ * instead of the row after x. */
 static inline int64_t cv16_quant_bf16_rows(const uint16_t *x, const uint16_t *s, int64_t n,
-                                           float scale, float inv, int8_t *y, int nt) {
+                                           float scale, float inv, int8_t *y, int nt,
+                                           const uint16_t *xn, uint16_t *xn_bits) {
     enum { CH = 1024 };
     _Alignas(64) int8_t tmp[CH];
     int32_t bad[CH / 64];
     const __m512 vi = _mm512_set1_ps(inv), vs = _mm512_set1_ps(scale);
+    const __m512i mag = _mm512_set1_epi16(0x7fff);
+    __m512i m0 = _mm512_setzero_si512(), m1 = _mm512_setzero_si512();
     int64_t i0 = 0;
     while (i0 + 64 <= n) {
         const int64_t m = n - i0 >= CH ? CH : (n - i0) / 64 * 64;
@@ -227,7 +240,13 @@ static inline int64_t cv16_quant_bf16_rows(const uint16_t *x, const uint16_t *s,
         int nb = 0;
         for (int32_t j = 0; j < m; j += 64) {
             const uint16_t *xp = xc + j, *sp = sc ? sc + j : NULL;
-            if (nt) {
+            if (xn) {
+                const uint16_t *np = xn + i0 + j;
+                __builtin_prefetch(np + 512, 0, 3);
+                __builtin_prefetch(np + 512 + 32, 0, 3);
+                m0 = _mm512_max_epu16(m0, _mm512_and_si512(_mm512_loadu_si512(np), mag));
+                m1 = _mm512_max_epu16(m1, _mm512_and_si512(_mm512_loadu_si512(np + 32), mag));
+            } else if (nt) {
                 __builtin_prefetch(xp + n, 0, 2);
                 __builtin_prefetch(xp + n + 32, 0, 2);
             }
@@ -260,6 +279,7 @@ static inline int64_t cv16_quant_bf16_rows(const uint16_t *x, const uint16_t *s,
         }
         i0 += m;
     }
+    if (xn) *xn_bits = cv16_hmax_epu16(_mm512_max_epu16(m0, m1));
     return i0;
 }
 
@@ -297,7 +317,7 @@ static inline int64_t cv16_quant_bf16_rows(const uint16_t *x, const uint16_t *s,
 CV16_RMS_BF16_PASS2(cv16_rms_bf16_pass2, cv16_pack2_bf16)
 #define cv_rms_bf16_pass2(x, g, n, rstd, alpha, scaled, y, nt) \
     cv16_rms_bf16_pass2((x), (g), (n), (rstd), (alpha), (scaled), (y), (nt))
-#define cv_quant_bf16_rows(x, s, n, scale, inv, y, nt) \
-    cv16_quant_bf16_rows((x), (s), (n), (scale), (inv), (y), (nt))
+#define cv_quant_bf16_rows(x, s, n, scale, inv, y, nt, xn, xn_bits) \
+    cv16_quant_bf16_rows((x), (s), (n), (scale), (inv), (y), (nt), (xn), (xn_bits))
 
 #endif /* FIA_KERNELS_AVX512_CHAIN_AVX512_H */
