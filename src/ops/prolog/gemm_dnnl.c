@@ -107,77 +107,109 @@ void fia_gemm_destroy(fia_gemm *g) {
  * M = tokens small, the library maps the long weight dimension to its row blocking and streams
  * the weight rows directly (faster than a packed B at M = 2..16: the figures are at
  * PRO_WT_MAX_T in mla_prolog.c). */
-static fia_status gemm_create_wt(const fia_gemm_desc *d, fia_gemm *g, fia_gemm **out,
-                                 size_t *scratch_bytes) {
-    const dnnl_dims_t dw = {d->N, d->K}, dx = {d->K, d->M}, dc = {d->N, d->M};
-    const dnnl_dims_t sw_plain = {1, d->ldb}; /* the caller's B [K x N], viewed as B^T */
-    const bool s8 = d->c_dtype == FIA_DTYPE_INT32;
-    const dnnl_data_type_t abt = s8 ? dnnl_s8 : dnnl_bf16;
-    const dnnl_data_type_t ct = s8 ? dnnl_s32 : d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32
-                                                                                : dnnl_bf16;
-    dnnl_memory_desc_t mw, mwp, mx, mc;
+/* The dtypes of a gemm: bf16 (or int8) A and B; C bf16, fp32 or exact int32 sums. */
+static dnnl_data_type_t gemm_ab_type(const fia_gemm_desc *d) {
+    return d->c_dtype == FIA_DTYPE_INT32 ? dnnl_s8 : dnnl_bf16;
+}
+static dnnl_data_type_t gemm_c_type(const fia_gemm_desc *d) {
+    return d->c_dtype == FIA_DTYPE_INT32   ? dnnl_s32
+           : d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32
+                                             : dnnl_bf16;
+}
+
+/* The primitive of src . weights -> dst, planned for the one thread it runs on (the library
+ * sizes its blocking by the thread count at creation: with more it may even pick another
+ * implementation), with the caller's scratch memory; its implementation name (behind `tag`) goes
+ * to g->impl. Returns its descriptor (the caller queries and destroys it), NULL when refused. */
+static dnnl_primitive_desc_t gemm_prim(fia_gemm *g, const dnnl_memory_desc_t *src,
+                                       const dnnl_memory_desc_t *wei,
+                                       const dnnl_memory_desc_t *dst, const char *tag) {
     dnnl_matmul_desc_t md;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    fia_status st = FIA_STATUS_SUCCESS;
     const int old_threads = omp_get_max_threads();
     if (old_threads != 1) omp_set_num_threads(1);
-    if (dnnl_memory_desc_init_by_tag(&mw, 2, dw, abt, dnnl_ab) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mwp, 2, dw, abt, sw_plain) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&mx, 2, dx, abt, dnnl_ba) != dnnl_success ||
-        dnnl_memory_desc_init_by_tag(&mc, 2, dc, ct, dnnl_ab) != dnnl_success ||
-        dnnl_matmul_desc_init(&md, &mw, &mx, NULL, &mc) != dnnl_success ||
+    if (dnnl_matmul_desc_init(&md, src, wei, NULL, dst) != dnnl_success ||
         dnnl_primitive_attr_create(&attr) != dnnl_success ||
         dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
             dnnl_success ||
         dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
         dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
-        st = FIA_UNSUPPORTED("oneDNN refused a transposed %s matmul of [%lld x %lld] x "
-                             "[%lld x %lld]", s8 ? "int8" : "bf16", (long long)d->N,
-                             (long long)d->K, (long long)d->K, (long long)d->M);
-        goto done;
+        if (pd) dnnl_primitive_desc_destroy(pd);
+        pd = NULL;
     }
+    if (old_threads != 1) omp_set_num_threads(old_threads);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl) {
-        snprintf(g->impl, sizeof g->impl, "wt:%s", impl);
-    }
+    if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
+        impl)
+        snprintf(g->impl, sizeof g->impl, "%s%s", tag, impl);
+    return pd;
+}
+
+/* The fields every form shares: shapes, element sizes, the scratch layout (the library's
+ * scratch, then the dense A copy when a_copy, then C when c_copy; g->a_copy / c_copy set by the
+ * caller), and each slot's memory objects (a, b, c: the descriptors bound to SRC / WEIGHTS / DST
+ * in the caller's order; run() gives the addresses). */
+static fia_status gemm_slots(fia_gemm *g, const fia_gemm_desc *d, dnnl_primitive_desc_t pd,
+                             const dnnl_memory_desc_t *ma, const dnnl_memory_desc_t *mb,
+                             const dnnl_memory_desc_t *mc, size_t *scratch_bytes) {
     const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    const size_t lib = ms ? dnnl_memory_desc_get_size(ms) : 0;
-    g->wt = true;
+    *scratch_bytes = ms ? dnnl_memory_desc_get_size(ms) : 0;
     g->M = d->M;
     g->N = d->N;
     g->K = d->K;
     g->lda = d->lda;
     g->ldc = d->ldc;
-    g->cs = ct == dnnl_bf16 ? 2 : 4;
-    g->as = s8 ? 1 : 2;
-    g->lib_scratch = (lib + 63) / 64 * 64;
-    g->a_copy = d->M > 1 && d->lda != d->K;
-    g->c_copy = true;
+    g->cs = gemm_c_type(d) == dnnl_bf16 ? 2 : 4;
+    g->as = gemm_ab_type(d) == dnnl_s8 ? 1 : 2;
+    g->lib_scratch = (*scratch_bytes + 63) / 64 * 64;
     g->a_off = g->c_off = g->lib_scratch;
     if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * g->as + 63) / 64 * 64;
-    *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
+    if (g->c_copy) *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
+    else if (g->a_copy) *scratch_bytes = g->c_off;
+    for (int32_t i = 0; i < g->slots; i++) {
+        gemm_slot *s = &g->slot[i];
+        if (dnnl_memory_create(&s->a, ma, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->b, mb, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            dnnl_memory_create(&s->c, mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
+            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
+                       dnnl_success))
+            return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_status gemm_create_wt(const fia_gemm_desc *d, fia_gemm *g, fia_gemm **out,
+                                 size_t *scratch_bytes) {
+    const dnnl_dims_t dw = {d->N, d->K}, dx = {d->K, d->M}, dc = {d->N, d->M};
+    const dnnl_dims_t sw_plain = {1, d->ldb}; /* the caller's B [K x N], viewed as B^T */
+    const bool s8 = d->c_dtype == FIA_DTYPE_INT32;
+    const dnnl_data_type_t abt = gemm_ab_type(d);
+    dnnl_memory_desc_t mw, mwp, mx, mc;
+    dnnl_primitive_desc_t pd = NULL;
+    fia_status st = FIA_STATUS_SUCCESS;
+    if (dnnl_memory_desc_init_by_tag(&mw, 2, dw, abt, dnnl_ab) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mwp, 2, dw, abt, sw_plain) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&mx, 2, dx, abt, dnnl_ba) != dnnl_success ||
+        dnnl_memory_desc_init_by_tag(&mc, 2, dc, gemm_c_type(d), dnnl_ab) != dnnl_success ||
+        !(pd = gemm_prim(g, &mw, &mx, &mc, "wt:"))) {
+        st = FIA_UNSUPPORTED("oneDNN refused a transposed %s matmul of [%lld x %lld] x "
+                             "[%lld x %lld]", s8 ? "int8" : "bf16", (long long)d->N,
+                             (long long)d->K, (long long)d->K, (long long)d->M);
+        goto done;
+    }
+    g->wt = true;
+    g->a_copy = d->M > 1 && d->lda != d->K;
+    g->c_copy = true;
     g->packed = true;
     g->mb_plain = mwp;
     g->mb_packed = mw;
     g->packed_bytes = dnnl_memory_desc_get_size(&mw);
-    for (int32_t i = 0; i < g->slots; i++) {
-        gemm_slot *s = &g->slot[i];
-        /* a: the caller's A (the library's weights), b: the packed B^T (its source) */
-        if (dnnl_memory_create(&s->a, &mx, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->b, &mw, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->c, &mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
-                       dnnl_success)) {
-            st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
-            goto done;
-        }
-    }
+    /* a: the caller's A (the library's weights), b: the packed B^T (its source) */
+    st = gemm_slots(g, d, pd, &mx, &mw, &mc, scratch_bytes);
 done:
-    if (old_threads != 1) omp_set_num_threads(old_threads);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (attr) dnnl_primitive_attr_destroy(attr);
     if (st != FIA_STATUS_SUCCESS) {
         fia_gemm_destroy(g);
         return st;
@@ -210,54 +242,21 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     const dnnl_dims_t sa = {d->packed_b ? d->K : d->lda, 1}, sb = {d->ldb, 1},
                       sc = {d->packed_b ? d->N : d->ldc, 1};
     dnnl_memory_desc_t ma, mb, mc, mb_any;
-    dnnl_matmul_desc_t md;
-    dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     const bool s8 = d->c_dtype == FIA_DTYPE_INT32; /* int8 A and B, exact int32 sums */
-    const dnnl_data_type_t abt = s8 ? dnnl_s8 : dnnl_bf16;
-    const dnnl_data_type_t ct = s8 ? dnnl_s32 : d->c_dtype == FIA_DTYPE_FLOAT32 ? dnnl_f32
-                                                                                : dnnl_bf16;
+    const dnnl_data_type_t abt = gemm_ab_type(d);
     fia_status st = FIA_STATUS_SUCCESS;
-    /* planned for the one thread it runs on (the library sizes its blocking by the thread
-     * count at creation: with more it may even pick another implementation) */
-    const int old_threads = omp_get_max_threads();
-    if (old_threads != 1) omp_set_num_threads(1);
     if (dnnl_memory_desc_init_by_strides(&ma, 2, da, abt, sa) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mb, 2, db, abt, sb) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mc, 2, dc, ct, sc) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mc, 2, dc, gemm_c_type(d), sc) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&mb_any, 2, db, abt, dnnl_format_tag_any) !=
             dnnl_success ||
-        dnnl_matmul_desc_init(&md, &ma, d->packed_b ? &mb_any : &mb, NULL, &mc) !=
-            dnnl_success ||
-        dnnl_primitive_attr_create(&attr) != dnnl_success ||
-        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) !=
-            dnnl_success ||
-        dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success ||
-        dnnl_primitive_create(&g->prim, pd) != dnnl_success) {
+        !(pd = gemm_prim(g, &ma, d->packed_b ? &mb_any : &mb, &mc, ""))) {
         st = FIA_UNSUPPORTED("oneDNN refused %s matmul of [%lld x %lld] x [%lld x %lld]",
                              s8 ? "an int8" : "a bf16", (long long)d->M, (long long)d->K, (long long)d->K,
                              (long long)d->N);
         goto done;
     }
-    const char *impl = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success &&
-        impl) {
-        strncpy(g->impl, impl, sizeof g->impl - 1);
-    }
-    const dnnl_memory_desc_t *ms = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-    *scratch_bytes = ms ? dnnl_memory_desc_get_size(ms) : 0;
-    g->M = d->M;
-    g->N = d->N;
-    g->K = d->K;
-    g->lda = d->lda;
-    g->ldc = d->ldc;
-    g->cs = ct == dnnl_bf16 ? 2 : 4;
-    g->as = s8 ? 1 : 2;
-    g->lib_scratch = (*scratch_bytes + 63) / 64 * 64;
-    g->a_off = g->c_off = g->lib_scratch;
-    if (g->a_copy) g->c_off += ((size_t)(d->M * d->K) * g->as + 63) / 64 * 64;
-    if (g->c_copy) *scratch_bytes = g->c_off + (size_t)(d->M * d->N) * g->cs;
-    else if (g->a_copy) *scratch_bytes = g->c_off;
     if (d->packed_b) {
         const dnnl_memory_desc_t *mw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
         if (!mw) {
@@ -270,21 +269,9 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         g->packed_bytes = dnnl_memory_desc_get_size(mw);
         mb = *mw; /* the slots' B objects take the packed copy */
     }
-    for (int32_t i = 0; i < slots; i++) {
-        gemm_slot *s = &g->slot[i];
-        if (dnnl_memory_create(&s->a, &ma, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->b, &mb, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            dnnl_memory_create(&s->c, &mc, g_engine, DNNL_MEMORY_NONE) != dnnl_success ||
-            (ms && dnnl_memory_create(&s->scratch, ms, g_engine, DNNL_MEMORY_NONE) !=
-                       dnnl_success)) {
-            st = fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: oneDNN memory objects");
-            goto done;
-        }
-    }
+    st = gemm_slots(g, d, pd, &ma, &mb, &mc, scratch_bytes);
 done:
-    if (old_threads != 1) omp_set_num_threads(old_threads);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (attr) dnnl_primitive_attr_destroy(attr);
     if (st != FIA_STATUS_SUCCESS) {
         fia_gemm_destroy(g);
         return st;
