@@ -25,6 +25,33 @@ static inline void fia_amx_config(void) {
     _tile_loadconfig(&c);
 }
 
+/* Tiles 0..3 = the 2 x 2 block [A0; A1] . [B0 B1] over ndb 32-deep steps of bf16 pairs: A rows
+ * (16 each) at a row stride of lda bytes, stepping 32 elements; B as packed 16 x 32 pair tiles
+ * (64-byte rows), stepping 512 elements. two_a / two_b: whether A1 / B1 exist (tiles 2-3 / 1, 3
+ * are then left untouched apart from zeroing). Uses tiles 4-7 for the operands. */
+static inline __attribute__((always_inline)) void fia_amx_bf16_2x2(
+    const uint16_t *a0, const uint16_t *a1, int64_t lda, const uint16_t *b0, const uint16_t *b1,
+    int64_t ndb, int two_a, int two_b) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t db = 0; db < ndb; db++) {
+        _tile_loadd(4, a0 + db * 32, lda);
+        _tile_loadd(6, b0 + db * 512, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (two_b) {
+            _tile_loadd(7, b1 + db * 512, 64);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        if (two_a) {
+            _tile_loadd(5, a1 + db * 32, lda);
+            _tile_dpbf16ps(2, 5, 6);
+            if (two_b) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+}
+
 /* 16 x 16 transpose of dwords (an S^T tile's store into S): r[i] lane c <- r[c] lane i. */
 static inline __attribute__((always_inline)) void fia_amx_transpose16(__m512i r[16]) {
     __m512i t[16], u[16];

@@ -89,24 +89,7 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
         for (int64_t kb = 0; kb < nkb; kb += 2) {
             const bool twok = kb + 1 < nkb;
             const uint16_t *k0 = sc.kt + kb * ndb * TILE, *k1 = k0 + ndb * TILE;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int64_t db = 0; db < ndb; db++) {
-                _tile_loadd(4, q0 + db * 32, qs);
-                _tile_loadd(6, k0 + db * TILE, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (twok) {
-                    _tile_loadd(7, k1 + db * TILE, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                }
-                if (twoh) {
-                    _tile_loadd(5, q1 + db * 32, qs);
-                    _tile_dpbf16ps(2, 5, 6);
-                    if (twok) _tile_dpbf16ps(3, 5, 7);
-                }
-            }
+            fia_amx_bf16_2x2(q0, q1, qs, k0, k1, ndb, twoh, twok);
             float *c = s + hb * 16 * lds + kb * 16;
             _tile_stored(0, c, cs);
             if (twok) _tile_stored(1, c + 16, cs);

@@ -159,24 +159,7 @@ void fia_sfa_amx_scores(int64_t rows, int64_t rows_pad, int64_t n, const uint16_
         for (int64_t hb = 0; hb < nhb; hb += 2) {
             const bool twoh = hb + 1 < nhb;
             const uint16_t *q0 = qt + hb * NDB * TILE, *q1 = q0 + NDB * TILE;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int db = 0; db < NDB; db++) {
-                _tile_loadd(4, k0 + db * 32, kst);
-                _tile_loadd(6, q0 + db * TILE, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                if (twoh) {
-                    _tile_loadd(7, q1 + db * TILE, 64);
-                    _tile_dpbf16ps(1, 4, 7);
-                }
-                if (two) {
-                    _tile_loadd(5, k1 + db * 32, kst);
-                    _tile_dpbf16ps(2, 5, 6);
-                    if (twoh) _tile_dpbf16ps(3, 5, 7);
-                }
-            }
+            fia_amx_bf16_2x2(k0, k1, kst, q0, q1, NDB, two, twoh);
             pf_slot(next, 0, half, slot++, slots);
             _tile_stored(0, sc.ct, 64);
             put_block(sc.ct, scale, s, lds, hb * 16, kb * 16, rows);
