@@ -9,9 +9,9 @@
  * rows ldq * 4 bytes apart), over the full 64-byte blocks of the 4 d4 key bytes. A last group of
  * fewer than 16 keys reconfigures the tiles to its row count. The tiles go to a 16 x 64 int32
  * stage; then per key, on AVX-512: the groups past the last full block (d4 % 16) are added with
- * vpdpbusd, and the VNNI kernel's epilogue follows operation for operation (minus qbias, ReLU in
- * int32, fp32, the f16 rounding point, times ws summed over the head vectors in order, one
- * horizontal add, times sk). The integer part is exact in any order, so the scores are bitwise
+ * vpdpbusd, and the VNNI kernel's epilogue follows, the same code (kernels/li_i8_epilogue.h:
+ * minus qbias, ReLU in int32, fp32, the f16 rounding point, times ws summed over the head
+ * vectors in order, one horizontal add, times sk). The integer part is exact in any order, so the scores are bitwise
  * those of the VNNI kernel (avx512vnni/li_vnni.c).
  * Fewer than 16 groups (d4 < 16), fewer than 16 keys or at most 16 heads run the VNNI kernel
  * itself (no faster on tiles: per call, 48 keys x 64 heads x 128 dims 2.45k cycles vs VNNI
@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kernels/amx/amx_tiles.h"
+#include "kernels/li_i8_epilogue.h"
 #include "kernels/registry.h"
 
 #define LI_AI static inline __attribute__((always_inline))
@@ -79,25 +80,9 @@ LI_AI LI_VNNI void li_amx_epilogue(const int F16, const int NV, int64_t m, int64
                                    __mmask16 mlast, float *out, const int32_t *st) {
     const int64_t qstride = ldq * 4;
 
-    /* the VNNI kernel's epilogue (li_vnni.c li_tile_i8), value for value */
+    /* the VNNI kernel's epilogue (kernels/li_i8_epilogue.h), value for value */
     const __m512i zero = _mm512_setzero_si512();
-    const __m512 w0 = NV > 1 ? _mm512_loadu_ps(ws) : _mm512_maskz_loadu_ps(mlast, ws);
-    const __m512 w1 = NV > 2 ? _mm512_loadu_ps(ws + 16)
-                             : NV > 1 ? _mm512_maskz_loadu_ps(mlast, ws + 16) : _mm512_setzero_ps();
-    const __m512 w2 = NV > 3 ? _mm512_loadu_ps(ws + 32)
-                             : NV > 2 ? _mm512_maskz_loadu_ps(mlast, ws + 32) : _mm512_setzero_ps();
-    const __m512 w3 = NV > 3 ? _mm512_maskz_loadu_ps(mlast, ws + 48) : _mm512_setzero_ps();
-    const __m512i b0 = _mm512_loadu_si512((const void *)qbias);
-    const __m512i b1 = NV > 1 ? _mm512_loadu_si512((const void *)(qbias + 16)) : zero;
-    const __m512i b2 = NV > 2 ? _mm512_loadu_si512((const void *)(qbias + 32)) : zero;
-    const __m512i b3 = NV > 3 ? _mm512_loadu_si512((const void *)(qbias + 48)) : zero;
-    const __m512 inv1024 = _mm512_set1_ps(1.0f / 1024.0f);
-    (void)inv1024;
-#define LI_RELU0(a, bias) _mm512_cvtepi32_ps(_mm512_max_epi32(_mm512_sub_epi32(a, bias), zero))
-#define LI_RELU(a, bias)                                                                          \
-    (F16 ? _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mul_ps(LI_RELU0(a, bias), inv1024),           \
-                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))        \
-         : LI_RELU0(a, bias))
+    const fia_li_i8_epi epi = fia_li_i8_epi_init(NV, qbias, ws, mlast);
     for (int64_t j = 0; j < m; j++) {
         const int32_t *sj = st + 64 * j;
         __m512i a0 = _mm512_loadu_si512((const void *)sj);
@@ -114,14 +99,8 @@ LI_AI LI_VNNI void li_amx_epilogue(const int F16, const int NV, int64_t m, int64
             if (NV > 2) a2 = _mm512_dpbusd_epi32(a2, b, _mm512_loadu_si512((const void *)(qc + 128)));
             if (NV > 3) a3 = _mm512_dpbusd_epi32(a3, b, _mm512_loadu_si512((const void *)(qc + 192)));
         }
-        __m512 s = _mm512_mul_ps(w0, LI_RELU(a0, b0));
-        if (NV > 1) s = _mm512_fmadd_ps(w1, LI_RELU(a1, b1), s);
-        if (NV > 2) s = _mm512_fmadd_ps(w2, LI_RELU(a2, b2), s);
-        if (NV > 3) s = _mm512_fmadd_ps(w3, LI_RELU(a3, b3), s);
-        out[j] = sk[j] * _mm512_reduce_add_ps(s);
+        out[j] = fia_li_i8_score(F16, NV, &epi, a0, a1, a2, a3, sk[j]);
     }
-#undef LI_RELU
-#undef LI_RELU0
 }
 
 /* The groups of 16 keys, the epilogue one group behind the tiles (two stages): the AVX-512
