@@ -10,8 +10,9 @@
  *                    product of two bf16 values is exact in fp32 and the tiles sum in fp32, the
  *                    scale is applied after the dot product (one fp32 multiply, here or, for a
  *                    positive scale, in fia_amx_gqa_softmax after the caller's mask).
- *   fia_amx_gqa_softmax  softmax_tile's rule (the same e^x, exp_avx512.h), P kept as two bf16
- *                    parts in the scratch instead of fp32 in S.
+ *   fia_amx_gqa_softmax  softmax_tile's rule (the same e^x, exp_avx512.h): the row max and
+ *                    alpha here; e^x, the row sums and P (two bf16 parts in the scratch instead
+ *                    of fp32 in S) in fia_amx_gqa_pv, between its tile operations.
  *   fia_amx_gqa_pv   O = alpha . O + P . V with P (fp32, from the softmax) split into two bf16
  *                    parts P = hi + lo + O(2^-17 P) (hi = bf16(P), lo = bf16(P - hi)), both
  *                    multiplied with the bf16 V on tiles into the same fp32 accumulators: the
@@ -52,15 +53,18 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
 
 /* The online-softmax step of fia_kernels.softmax_tile on S (r < rows, j < n, rows lds apart)
  * times scale (> 0; the max is taken over the raw scores and scaled once, which for a positive
- * scale is the max of the scaled scores), with the same state rules (row_max, row_sum, alpha),
- * except that P is not written back into S but kept in the scratch as its bf16 hi and lo parts
- * for the fia_amx_gqa_pv of the same rows and n that follows. */
+ * scale is the max of the scaled scores), with the same state rules (row_max, row_sum, alpha)
+ * and values, except that row_max and alpha are final on return, while row_sum and P (not
+ * written back into S but kept in the scratch as its bf16 hi and lo parts) are computed by the
+ * fia_amx_gqa_pv of the same rows and n that must follow (S, row_max, row_sum and alpha stay
+ * in place until it returns). */
 void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, float scale,
                          float *row_max, float *row_sum, float *alpha, void *scratch);
 
 /* O[r][c] = (alpha ? alpha[r] O[r][c] : 0) + sum_{j<n} P[r][j] V_j[c] for r < rows, c < Dv
  * (O rows ldo floats apart, only rows r < rows touched; with alpha NULL O is never read);
- * P the hi and lo parts fia_amx_gqa_softmax left in the scratch, V_j = vrows[j] (Dv bf16).
+ * P and row_sum the step fia_amx_gqa_softmax left pending (row block hb + 1's P computed on the
+ * vector units while the tiles multiply block hb), V_j = vrows[j] (Dv bf16).
  * pf: npf value rows of the next step (L2). */
 void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrows, float *o,
                     int64_t ldo, const float *alpha, const void *const *pf, int64_t npf,

@@ -9,6 +9,9 @@
  *   vp  [kk][cb][j2][c][2]: V rows interleaved in pairs, B operand (32 keys x 16 columns).
  * Tile registers: QK uses 0-3 (C: 2 row blocks x 2 key blocks), 4-5 (Q), 6-7 (K^T); PV uses
  * 0-3 (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
+ * The softmax (row max, alpha) runs alone; e^x and P of row block hb + 1 run in fia_amx_gqa_pv,
+ * a slice of rows after each group of tile operations of block hb (the tile unit works through
+ * them while the vector units compute), so the exp work and the P . V tiles overlap.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -21,21 +24,34 @@
 #define FIA_AI static inline __attribute__((always_inline))
 enum { TILE = 512 /* bf16 per tile */ };
 
+/* The step fia_amx_gqa_softmax leaves to fia_amx_gqa_pv: the scores, the state arrays (row_max
+ * and alpha final, row_sum to be finished) and the shapes. */
+typedef struct gqa_pending {
+    const float *s;
+    int64_t lds, n, rows;
+    float scale;
+    const float *row_max;
+    float *row_sum;
+    const float *alpha;
+} gqa_pending;
+
 typedef struct gqa_scratch {
+    gqa_pending *pend;
     uint16_t *kt, *vp, *ph, *pl;
     float *ot; /* 16 x 64: a partial row block of O */
 } gqa_scratch;
 
 /* The scratch of rows_pad rows, head dims D / Dv and nk keys. The kernels carve it with the
  * dims they use and know (qk: Dv 16, softmax: D 32, Dv 16, pv: D 32), which never places a
- * field beyond the size fia_amx_gqa_scratch_bytes reserved for the real dims. P (ph, pl) lives
- * from fia_amx_gqa_softmax to fia_amx_gqa_pv: it comes first, so its place depends only on the
- * step's rows and keys, the same for both. */
+ * field beyond the size fia_amx_gqa_scratch_bytes reserved for the real dims. The pending step
+ * and P (ph, pl) live from fia_amx_gqa_softmax to fia_amx_gqa_pv: they come first, so their
+ * place depends only on the step's rows and keys, the same for both. */
 static size_t carve(int64_t rows_pad, int64_t D, int64_t Dv, int64_t nk, char *base,
                     gqa_scratch *s) {
     size_t off = 0;
     const int64_t nkp = (nk + 31) / 32 * 32;
 #define TAKE(field, type, bytes) FIA_AMX_TAKE(s, base, off, field, type, bytes)
+    TAKE(pend, gqa_pending, sizeof(gqa_pending));
     TAKE(ph, uint16_t, (size_t)(rows_pad * nkp) * 2);
     TAKE(pl, uint16_t, (size_t)(rows_pad * nkp) * 2);
     TAKE(kt, uint16_t, (size_t)(nkp * D) * 2);
@@ -115,13 +131,15 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
 /* ---- O = alpha . O + P . V -------------------------------------------------------------- */
 
 /* Stores 32 probabilities (p0: keys j .. j + 15, p1: the next 16) as their bf16 hi and lo
- * parts. */
+ * parts. The hi parts widen back to fp32 with one zero-masked word permute each (bf16 word i
+ * into the high half of dword i). */
 FIA_AI void store_p32(uint16_t *h, uint16_t *l, __m512 p0, __m512 p1) {
+    const __m512i w0 = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0, 7,
+                                        0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0, 1, 0, 0, 0);
+    const __m512i w1 = _mm512_add_epi16(w0, _mm512_set1_epi16(16));
     const __m512i hi = (__m512i)_mm512_cvtne2ps_pbh(p1, p0);
-    const __m512 h0 = _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-    const __m512 h1 = _mm512_castsi512_ps(
-        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
+    const __m512 h0 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, w0, hi));
+    const __m512 h1 = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, w1, hi));
     _mm512_storeu_si512(h, hi);
     _mm512_storeu_si512(l, (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(p1, h1), _mm512_sub_ps(p0, h0)));
 }
@@ -131,14 +149,8 @@ void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, f
     gqa_scratch sc;
     const int64_t rows_pad = (rows + 15) / 16 * 16, nkp = (n + 31) / 32 * 32;
     carve(rows_pad, 32, 16, nkp, scratch, &sc);
-    const __m512 ninf = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(scale);
-    for (int64_t r = 0; r < rows_pad; r++) {
-        uint16_t *h = sc.ph + r * nkp, *l = sc.pl + r * nkp;
-        if (r >= rows) {
-            memset(h, 0, (size_t)nkp * 2);
-            memset(l, 0, (size_t)nkp * 2);
-            continue;
-        }
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < rows; r++) {
         const float *sr = s + r * lds;
         /* the row max of the raw scores, then scaled (scale > 0: the max of the scaled
          * scores); NaN scores are skipped as softmax_tile skips them */
@@ -153,16 +165,34 @@ void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, f
         float mx = _mm512_reduce_max_ps(_mm512_max_ps(vm0, vm1)) * scale;
         const float old = row_max[r];
         if (old > mx) mx = old;
-        if (mx == -INFINITY) {
-            memset(h, 0, (size_t)nkp * 2);
-            memset(l, 0, (size_t)nkp * 2);
+        if (mx == -INFINITY) { /* row_max stays -inf: fia_amx_gqa_pv writes a zero P */
             alpha[r] = 1.0f;
             continue;
         }
-        const float al = old != -INFINITY
-                             ? _mm512_cvtss_f32(fia_avx512_exp16(_mm512_set1_ps(old - mx)))
-                             : 0.0f;
-        const __m512 vmx = _mm512_set1_ps(mx);
+        alpha[r] = old != -INFINITY ? _mm512_cvtss_f32(fia_avx512_exp16(_mm512_set1_ps(old - mx)))
+                                    : 0.0f;
+        row_max[r] = mx;
+    }
+    /* e^x, the row sums and P follow in fia_amx_gqa_pv, between its tile operations */
+    *sc.pend = (gqa_pending){s, lds, n, rows, scale, row_max, row_sum, alpha};
+}
+
+/* P of rows r0 .. r1 - 1 (the step fia_amx_gqa_softmax left pending): e^(scale S - row max)
+ * as bf16 hi and lo parts (zero for masked keys, fully masked rows and rows past `rows`), and
+ * row_sum = row_sum alpha + the row's sum of e^x (two 16-lane accumulators, one reduction). */
+FIA_AI void p_rows(const gqa_pending *pd, const gqa_scratch *sc, int64_t nkp, int64_t r0,
+                   int64_t r1) {
+    const int64_t n = pd->n;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(pd->scale);
+    for (int64_t r = r0; r < r1; r++) {
+        uint16_t *h = sc->ph + r * nkp, *l = sc->pl + r * nkp;
+        if (r >= pd->rows || pd->row_max[r] == -INFINITY) {
+            memset(h, 0, (size_t)nkp * 2);
+            memset(l, 0, (size_t)nkp * 2);
+            continue;
+        }
+        const float *sr = pd->s + r * pd->lds;
+        const __m512 vmx = _mm512_set1_ps(pd->row_max[r]);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int64_t j = 0; j < nkp; j += 32) {
             const int64_t left0 = n - j, left1 = n - j - 16;
@@ -183,9 +213,7 @@ void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, f
             store_p32(h + j, l + j, e0, e1);
         }
         const float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-        alpha[r] = al;
-        row_sum[r] = row_sum[r] * al + sum;
-        row_max[r] = mx;
+        pd->row_sum[r] = pd->row_sum[r] * pd->alpha[r] + sum;
     }
 }
 
@@ -217,8 +245,9 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
                     const void *const *pf, int64_t npf, void *scratch) {
     gqa_scratch sc;
     const int64_t nhb = (rows + 15) / 16, rows_pad = nhb * 16, nkp = (n + 31) / 32 * 32;
-    const int64_t nkk = nkp / 32, ncb = Dv / 16;
+    const int64_t nkk = nkp / 32, ncb = Dv / 16, ncg = Dv / 64;
     carve(rows_pad, 32, Dv, nkp, scratch, &sc);
+    const gqa_pending pd = *sc.pend;
     pack_v(n, nkp, Dv, vrows, pf, npf, sc.vp);
     if (alpha)
         for (int64_t r = 0; r < rows; r++) {
@@ -228,11 +257,15 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
             for (int64_t c = 0; c < Dv; c += 16)
                 _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), f));
         }
+    p_rows(&pd, &sc, nkp, 0, 16);
     fia_amx_config();
-    const int64_t ps = nkp * 2;
-    for (int64_t cg = 0; cg < Dv / 64; cg++)
-        for (int64_t hb = 0; hb < nhb; hb++) {
-            const int64_t left = rows - hb * 16;
+    const int64_t ps = nkp * 2, nsteps = ncg * nkk;
+    /* row block hb on the tiles while the vector units compute P of block hb + 1, a slice of
+     * its rows after each group of tile operations (the tile unit runs them asynchronously) */
+    for (int64_t hb = 0; hb < nhb; hb++) {
+        const int64_t left = rows - hb * 16, next = hb + 1 < nhb ? (hb + 1) * 16 : -1;
+        const uint16_t *h = sc.ph + hb * 16 * nkp, *l = sc.pl + hb * 16 * nkp;
+        for (int64_t cg = 0; cg < ncg; cg++) {
             float *ob = o + hb * 16 * ldo + cg * 64;
             float *cb = ob;
             int64_t st = ldo * 4;
@@ -255,23 +288,26 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
                 _tile_zero(2);
                 _tile_zero(3);
             }
-            const uint16_t *h = sc.ph + hb * 16 * nkp, *l = sc.pl + hb * 16 * nkp;
             for (int64_t kk = 0; kk < nkk; kk++) {
                 const uint16_t *v = sc.vp + (kk * ncb + cg * 4) * TILE;
                 _tile_loadd(4, h + kk * 32, ps);
                 _tile_loadd(5, l + kk * 32, ps);
                 _tile_loadd(6, v, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(0, 5, 6);
                 _tile_loadd(7, v + TILE, 64);
+                _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(0, 5, 6);
                 _tile_dpbf16ps(1, 5, 7);
                 _tile_loadd(6, v + 2 * TILE, 64);
-                _tile_dpbf16ps(2, 4, 6);
-                _tile_dpbf16ps(2, 5, 6);
                 _tile_loadd(7, v + 3 * TILE, 64);
+                _tile_dpbf16ps(2, 4, 6);
                 _tile_dpbf16ps(3, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
+                if (next >= 0) {
+                    const int64_t t = cg * nkk + kk;
+                    p_rows(&pd, &sc, nkp, next + 16 * t / nsteps, next + 16 * (t + 1) / nsteps);
+                }
             }
             _tile_stored(0, cb, st);
             _tile_stored(1, cb + 16, st);
@@ -280,4 +316,5 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
             if (left < 16)
                 for (int64_t r = 0; r < left; r++) memcpy(ob + r * ldo, cb + r * 64, 64 * 4);
         }
+    }
 }
