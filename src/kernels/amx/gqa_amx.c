@@ -179,12 +179,19 @@ void fia_amx_gqa_softmax(int64_t rows, int64_t n, const float *s, int64_t lds, f
 
 /* P of rows r0 .. r1 - 1 (the step fia_amx_gqa_softmax left pending): e^(scale S - row max)
  * as bf16 hi and lo parts (zero for masked keys, fully masked rows and rows past `rows`), and
- * row_sum = row_sum alpha + the row's sum of e^x (two 16-lane accumulators, one reduction). */
+ * row_sum = row_sum alpha + the row's sum of e^x (two 16-lane accumulators, one reduction);
+ * with alpha, O row r (r < rows) times alpha[r] first, just before the tiles load its block. */
 FIA_AI void p_rows(const gqa_pending *pd, const gqa_scratch *sc, int64_t nkp, int64_t r0,
-                   int64_t r1) {
+                   int64_t r1, float *o, int64_t ldo, int64_t Dv, const float *alpha) {
     const int64_t n = pd->n;
     const __m512 ninf = _mm512_set1_ps(-INFINITY), vs = _mm512_set1_ps(pd->scale);
     for (int64_t r = r0; r < r1; r++) {
+        if (alpha && r < pd->rows && alpha[r] != 1.0f) {
+            const __m512 f = _mm512_set1_ps(alpha[r]);
+            float *orow = o + r * ldo;
+            for (int64_t c = 0; c < Dv; c += 16)
+                _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), f));
+        }
         uint16_t *h = sc->ph + r * nkp, *l = sc->pl + r * nkp;
         if (r >= pd->rows || pd->row_max[r] == -INFINITY) {
             memset(h, 0, (size_t)nkp * 2);
@@ -249,15 +256,7 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
     carve(rows_pad, 32, Dv, nkp, scratch, &sc);
     const gqa_pending pd = *sc.pend;
     pack_v(n, nkp, Dv, vrows, pf, npf, sc.vp);
-    if (alpha)
-        for (int64_t r = 0; r < rows; r++) {
-            if (alpha[r] == 1.0f) continue;
-            const __m512 f = _mm512_set1_ps(alpha[r]);
-            float *orow = o + r * ldo;
-            for (int64_t c = 0; c < Dv; c += 16)
-                _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), f));
-        }
-    p_rows(&pd, &sc, nkp, 0, 16);
+    p_rows(&pd, &sc, nkp, 0, 16, o, ldo, Dv, alpha);
     fia_amx_config();
     const int64_t ps = nkp * 2, nsteps = ncg * nkk;
     /* row block hb on the tiles while the vector units compute P of block hb + 1, a slice of
@@ -306,7 +305,8 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
                 _tile_dpbf16ps(3, 5, 7);
                 if (next >= 0) {
                     const int64_t t = cg * nkk + kk;
-                    p_rows(&pd, &sc, nkp, next + 16 * t / nsteps, next + 16 * (t + 1) / nsteps);
+                    p_rows(&pd, &sc, nkp, next + 16 * t / nsteps, next + 16 * (t + 1) / nsteps, o, ldo,
+                           Dv, alpha);
                 }
             }
             _tile_stored(0, cb, st);
