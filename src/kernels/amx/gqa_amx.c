@@ -5,7 +5,8 @@
  *   qb  [r][D] bf16: A operand of S = Q . K^T (tile (hb, db) at row 16 hb, column 32 db).
  *   kt  [kb][db][d2][j][2]: K^T in the pair layout, B operand (16 keys x 32 dims per tile),
  *       from 16 x 16 dword transposes of the key rows (keys n .. up to 16 zero).
- *   ph, pl [r][nkp] bf16: P's hi and lo parts, A operands of P . V (keys n .. nkp zero).
+ *   ph, pl [r % 32][nkp] bf16: P's hi and lo parts, A operands of P . V (keys n .. nkp zero),
+ *       a ring of two row blocks (block hb + 1 written while the tiles read block hb: in L1).
  *   vp  [kk][cb][j2][c][2]: V rows interleaved in pairs, B operand (32 keys x 16 columns).
  * Tile registers: QK uses 0-3 (C: 2 row blocks x 2 key blocks), 4-5 (Q), 6-7 (K^T); PV uses
  * 0-3 (C: 4 column blocks of O), 4-5 (P hi, lo), 6-7 (V, alternating).
@@ -44,16 +45,16 @@ typedef struct gqa_scratch {
 /* The scratch of rows_pad rows, head dims D / Dv and nk keys. The kernels carve it with the
  * dims they use and know (qk: Dv 16, softmax: D 32, Dv 16, pv: D 32), which never places a
  * field beyond the size fia_amx_gqa_scratch_bytes reserved for the real dims. The pending step
- * and P (ph, pl) live from fia_amx_gqa_softmax to fia_amx_gqa_pv: they come first, so their
- * place depends only on the step's rows and keys, the same for both. */
+ * lives from fia_amx_gqa_softmax to fia_amx_gqa_pv: it comes first, at the same place for both;
+ * P (ph, pl, two row blocks whatever rows_pad is) lives within fia_amx_gqa_pv. */
 static size_t carve(int64_t rows_pad, int64_t D, int64_t Dv, int64_t nk, char *base,
                     gqa_scratch *s) {
     size_t off = 0;
     const int64_t nkp = (nk + 31) / 32 * 32;
 #define TAKE(field, type, bytes) FIA_AMX_TAKE(s, base, off, field, type, bytes)
     TAKE(pend, gqa_pending, sizeof(gqa_pending));
-    TAKE(ph, uint16_t, (size_t)(rows_pad * nkp) * 2);
-    TAKE(pl, uint16_t, (size_t)(rows_pad * nkp) * 2);
+    TAKE(ph, uint16_t, (size_t)(32 * nkp) * 2); /* two row blocks (a ring) */
+    TAKE(pl, uint16_t, (size_t)(32 * nkp) * 2);
     TAKE(kt, uint16_t, (size_t)(nkp * D) * 2);
     TAKE(vp, uint16_t, (size_t)(nkp * Dv) * 2);
     TAKE(ot, float, 16 * 64 * 4);
@@ -96,7 +97,9 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
     const int64_t nkb = (n + 15) / 16, nhb = (rows + 15) / 16, ndb = D / 32;
     const int64_t nkp = (n + 31) / 32 * 32;
     carve(nhb * 16, D, 16, nkp, scratch, &sc);
-    for (int64_t kb = 0; kb < nkb; kb++) pack_k_block(n, D, krows, kb, pf, npf, sc.kt);
+    /* the first key block pair now, each next one while the tiles multiply the one before it
+     * (first row block pair) */
+    for (int64_t kb = 0; kb < 2 && kb < nkb; kb++) pack_k_block(n, D, krows, kb, pf, npf, sc.kt);
     fia_amx_config();
     const int64_t qs = D * 2, cs = lds * 4;
     for (int64_t hb = 0; hb < nhb; hb += 2) {
@@ -106,6 +109,9 @@ void fia_amx_gqa_qk(int64_t rows, int64_t n, int64_t D, const uint16_t *qb,
             const bool twok = kb + 1 < nkb;
             const uint16_t *k0 = sc.kt + kb * ndb * TILE, *k1 = k0 + ndb * TILE;
             fia_amx_bf16_2x2(q0, q1, qs, k0, k1, ndb, twoh, twok);
+            if (hb == 0)
+                for (int64_t kn = kb + 2; kn < kb + 4 && kn < nkb; kn++)
+                    pack_k_block(n, D, krows, kn, pf, npf, sc.kt);
             float *c = s + hb * 16 * lds + kb * 16;
             _tile_stored(0, c, cs);
             if (twok) _tile_stored(1, c + 16, cs);
@@ -192,7 +198,7 @@ FIA_AI void p_rows(const gqa_pending *pd, const gqa_scratch *sc, int64_t nkp, in
             for (int64_t c = 0; c < Dv; c += 16)
                 _mm512_storeu_ps(orow + c, _mm512_mul_ps(_mm512_loadu_ps(orow + c), f));
         }
-        uint16_t *h = sc->ph + r * nkp, *l = sc->pl + r * nkp;
+        uint16_t *h = sc->ph + (r & 31) * nkp, *l = sc->pl + (r & 31) * nkp;
         if (r >= pd->rows || pd->row_max[r] == -INFINITY) {
             memset(h, 0, (size_t)nkp * 2);
             memset(l, 0, (size_t)nkp * 2);
@@ -263,7 +269,7 @@ void fia_amx_gqa_pv(int64_t rows, int64_t n, int64_t Dv, const void *const *vrow
      * its rows after each group of tile operations (the tile unit runs them asynchronously) */
     for (int64_t hb = 0; hb < nhb; hb++) {
         const int64_t left = rows - hb * 16, next = hb + 1 < nhb ? (hb + 1) * 16 : -1;
-        const uint16_t *h = sc.ph + hb * 16 * nkp, *l = sc.pl + hb * 16 * nkp;
+        const uint16_t *h = sc.ph + (hb & 1) * 16 * nkp, *l = sc.pl + (hb & 1) * 16 * nkp;
         for (int64_t cg = 0; cg < ncg; cg++) {
             float *ob = o + hb * 16 * ldo + cg * 64;
             float *cb = ob;
