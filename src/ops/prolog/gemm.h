@@ -7,7 +7,10 @@
  * A and B are bfloat16, C is bfloat16 (rounded to nearest even from the fp32 accumulation) or
  * float32. Strides count elements; the innermost stride of each matrix is 1. The library picks
  * its kernels at run time from the CPU (AMX, AVX512-BF16, AVX-512, AVX2); fia's own ISA level
- * (FIA_ISA) does not apply to it.
+ * (FIA_ISA) does not apply to it. Where the library has no bf16 matmul (oneDNN 2.6 on a CPU
+ * without AVX-512, or under ONEDNN_MAX_CPU_ISA=AVX2), a bf16 gemm is planned as an fp32 one:
+ * B widened to fp32 once (packed_b) or per run, A widened per run into the scratch, fp32
+ * accumulation, C rounded to bf16 (nearest even) or written as fp32 (fia_gemm_widened).
  *
  * Planning may allocate and may take milliseconds (kernel generation); running never allocates
  * fia memory: the library's scratch memory comes from the caller (scratch_bytes, 64-aligned).
@@ -22,6 +25,7 @@
 #include <stdint.h>
 
 #include "fia.h"
+#include "kernels/i8gemm.h"
 
 typedef struct fia_gemm_desc {
     int64_t M, N, K;
@@ -37,6 +41,11 @@ typedef struct fia_gemm_desc {
                              * small B operand; C^T lands dense in the scratch and is written
                              * out transposed. For a small M (decode), where the library's
                              * kernels stream a large A faster than a packed B */
+    const fia_i8_kernels *i8; /* (int32 C, may be NULL) fia's exact int8 kernels, run instead of
+                             * the library where its int8 matmul is not exact: oneDNN 2.6
+                             * without AVX-512 VNNI sums u8 x s8 pairs in saturating int16
+                             * (vpmaddubsw), e.g. AVX2 CPUs and Skylake-SP. B is then packed
+                             * per run into the scratch (packed_b is refused) */
 } fia_gemm_desc;
 
 typedef struct fia_gemm fia_gemm;
@@ -64,8 +73,12 @@ bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed);
 /* Whether two gemms planned with packed_b want B in the same packed layout (same K x N). */
 bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y);
 
-/* The implementation the library chose (for FIA_VERBOSE), e.g. "brg:avx512_core_amx_bf16". */
+/* The implementation the library chose (for FIA_VERBOSE), e.g. "brg:avx512_core_amx_bf16";
+ * "f32:..." for the fp32 fallback. */
 const char *fia_gemm_impl(const fia_gemm *g);
+/* Whether the gemm runs a fallback: a bf16 one as an fp32 matmul (no bf16 matmul in the
+ * library here), an int8 one on fia's kernels (desc.i8). */
+bool fia_gemm_widened(const fia_gemm *g);
 
 void fia_gemm_destroy(fia_gemm *g); /* NULL is a no-op */
 

@@ -6,7 +6,9 @@
  * fp32 weights (twice the bytes) and its sgemm measured 3.4x slower than oneDNN's AMX bf16
  * matmul at prefill sizes on this machine (README / the prolog commit notes the figures).
  * oneDNN dispatches at run time: AMX on Sapphire Rapids and later, AVX512-BF16 on Cooper Lake
- * and Zen 4/5, plain AVX-512 / AVX2 elsewhere.
+ * and Zen 4/5, plain AVX-512 elsewhere. oneDNN 2.6 has no bf16 matmul below AVX-512 (Zen 2/3,
+ * Haswell..Broadwell Xeons, ONEDNN_MAX_CPU_ISA=AVX2): there a bf16 gemm falls back to its fp32
+ * matmul on widened operands (gemm_build_f32).
  *
  * Threading: this oneDNN uses OpenMP. fia runs each tile on one of its own pool threads and
  * holds OpenMP to one thread for the call (omp_set_num_threads, restored afterwards), so the
@@ -21,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/convert.h"
 #include "core/status.h"
 
 #ifdef FIA_HAVE_DNNL
@@ -53,11 +56,26 @@ struct fia_gemm {
     bool wt;                       /* desc.wt: C^T = B^T A^T, C^T in the scratch at c_off */
     dnnl_primitive_t reorder;      /* plain -> packed, made at the first fia_gemm_pack_b */
     dnnl_memory_t rsrc, rdst;
+    /* the fp32 fallback (the library has no bf16 matmul on this CPU: oneDNN 2.6 without
+     * AVX-512): an fp32 matmul on widened operands. A (row stride lda) is widened into the
+     * scratch at a_off; B is the plan's fp32 copy [K x N] (packed_b: widened once by
+     * fia_gemm_pack_b) or widened per run into the scratch at b_off; C is written in place
+     * (fp32) or computed in the scratch at c_off and rounded to bf16 (nearest even) */
+    bool f32;
+    int64_t ldb;
+    size_t b_off;
+    /* the int8 fallback (desc.i8, the library's int8 matmul not exact here): fia's kernels on
+     * the u8-offset A (scratch at a_off), B packed per run (scratch at b_off, its row pointers
+     * at rows_off), the exact sums converted from their fp32 form to int32 in C */
+    const fia_i8_kernels *i8;
+    size_t rows_off;
 };
 
 static dnnl_engine_t g_engine;
 static dnnl_stream_t g_stream;
 static int g_init_state; /* 0 not tried, 1 ready, -1 failed */
+static bool g_s8_exact;  /* the library's int8 matmul has exact int32 sums: AVX-512 VNNI (or
+                          * AMX) within its ISA (ONEDNN_MAX_CPU_ISA counts) */
 
 static bool gemm_init(void) {
     /* Plans are made under the context lock, but two contexts may plan at once: a one-time
@@ -70,6 +88,10 @@ static bool gemm_init(void) {
         int ok = dnnl_engine_create(&g_engine, dnnl_cpu, 0) == dnnl_success &&
                  dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags) ==
                      dnnl_success;
+        /* below AVX-512 VNNI, oneDNN 2.6's s8 x s8 matmul adds u8 x s8 pairs in saturating
+         * int16 (vpmaddubsw): measured wrong by up to 2.5e5 at K = 7168 under
+         * ONEDNN_MAX_CPU_ISA=AVX2 and AVX512_CORE. The VNNI bit of the ISA masks. */
+        g_s8_exact = ((unsigned)dnnl_get_effective_cpu_isa() & 0x40u) != 0;
         __atomic_store_n(&g_init_state, ok ? 1 : -1, __ATOMIC_RELEASE);
     }
     __atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
@@ -180,24 +202,22 @@ static fia_status gemm_slots(fia_gemm *g, const fia_gemm_desc *d, dnnl_primitive
     return FIA_STATUS_SUCCESS;
 }
 
-static fia_status gemm_create_wt(const fia_gemm_desc *d, fia_gemm *g, fia_gemm **out,
-                                 size_t *scratch_bytes) {
+/* The builders below fill a fresh gemm; *refused is set (and no message) when the library
+ * refuses the primitive, so that fia_gemm_create may fall back before it reports. */
+static fia_status gemm_build_wt(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes,
+                                bool *refused) {
     const dnnl_dims_t dw = {d->N, d->K}, dx = {d->K, d->M}, dc = {d->N, d->M};
     const dnnl_dims_t sw_plain = {1, d->ldb}; /* the caller's B [K x N], viewed as B^T */
-    const bool s8 = d->c_dtype == FIA_DTYPE_INT32;
     const dnnl_data_type_t abt = gemm_ab_type(d);
     dnnl_memory_desc_t mw, mwp, mx, mc;
     dnnl_primitive_desc_t pd = NULL;
-    fia_status st = FIA_STATUS_SUCCESS;
     if (dnnl_memory_desc_init_by_tag(&mw, 2, dw, abt, dnnl_ab) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mwp, 2, dw, abt, sw_plain) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&mx, 2, dx, abt, dnnl_ba) != dnnl_success ||
         dnnl_memory_desc_init_by_tag(&mc, 2, dc, gemm_c_type(d), dnnl_ab) != dnnl_success ||
         !(pd = gemm_prim(g, &mw, &mx, &mc, "wt:"))) {
-        st = FIA_UNSUPPORTED("oneDNN refused a transposed %s matmul of [%lld x %lld] x "
-                             "[%lld x %lld]", s8 ? "int8" : "bf16", (long long)d->N,
-                             (long long)d->K, (long long)d->K, (long long)d->M);
-        goto done;
+        *refused = true;
+        return FIA_STATUS_UNSUPPORTED;
     }
     g->wt = true;
     g->a_copy = d->M > 1 && d->lda != d->K;
@@ -207,34 +227,13 @@ static fia_status gemm_create_wt(const fia_gemm_desc *d, fia_gemm *g, fia_gemm *
     g->mb_packed = mw;
     g->packed_bytes = dnnl_memory_desc_get_size(&mw);
     /* a: the caller's A (the library's weights), b: the packed B^T (its source) */
-    st = gemm_slots(g, d, pd, &mx, &mw, &mc, scratch_bytes);
-done:
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (st != FIA_STATUS_SUCCESS) {
-        fia_gemm_destroy(g);
-        return st;
-    }
-    *out = g;
-    return FIA_STATUS_SUCCESS;
+    const fia_status st = gemm_slots(g, d, pd, &mx, &mw, &mc, scratch_bytes);
+    dnnl_primitive_desc_destroy(pd);
+    return st;
 }
 
-fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out,
-                           size_t *scratch_bytes) {
-    if (!gemm_init()) return FIA_UNSUPPORTED("oneDNN: no CPU engine could be created");
-    fia_gemm *g = calloc(1, sizeof *g);
-    if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
-    g->slots = slots;
-    g->slot = calloc((size_t)slots, sizeof *g->slot);
-    if (!g->slot) {
-        free(g);
-        return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
-    }
-    if (d->wt && !d->packed_b) {
-        free(g->slot);
-        free(g);
-        return FIA_UNSUPPORTED("gemm: the transposed form needs packed B");
-    }
-    if (d->wt) return gemm_create_wt(d, g, out, scratch_bytes);
+static fia_status gemm_build_plain(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes,
+                                   bool *refused) {
     const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
     /* packed: dense A and C (a row stride is meaningless for one row) */
     g->a_copy = d->packed_b && d->M > 1 && d->lda != d->K;
@@ -243,7 +242,6 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
                       sc = {d->packed_b ? d->N : d->ldc, 1};
     dnnl_memory_desc_t ma, mb, mc, mb_any;
     dnnl_primitive_desc_t pd = NULL;
-    const bool s8 = d->c_dtype == FIA_DTYPE_INT32; /* int8 A and B, exact int32 sums */
     const dnnl_data_type_t abt = gemm_ab_type(d);
     fia_status st = FIA_STATUS_SUCCESS;
     if (dnnl_memory_desc_init_by_strides(&ma, 2, da, abt, sa) != dnnl_success ||
@@ -252,10 +250,8 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         dnnl_memory_desc_init_by_tag(&mb_any, 2, db, abt, dnnl_format_tag_any) !=
             dnnl_success ||
         !(pd = gemm_prim(g, &ma, d->packed_b ? &mb_any : &mb, &mc, ""))) {
-        st = FIA_UNSUPPORTED("oneDNN refused %s matmul of [%lld x %lld] x [%lld x %lld]",
-                             s8 ? "an int8" : "a bf16", (long long)d->M, (long long)d->K, (long long)d->K,
-                             (long long)d->N);
-        goto done;
+        *refused = true;
+        return FIA_STATUS_UNSUPPORTED;
     }
     if (d->packed_b) {
         const dnnl_memory_desc_t *mw = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -271,7 +267,123 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     }
     st = gemm_slots(g, d, pd, &ma, &mb, &mc, scratch_bytes);
 done:
-    if (pd) dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_desc_destroy(pd);
+    return st;
+}
+
+static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
+
+/* The fp32 fallback (struct fia_gemm, f32): C = A . B on fp32 copies of the bf16 operands, with
+ * the library's fp32 accumulation. The products of two bf16 values are exact in fp32, so it
+ * differs from the bf16 matmul only in the order of the fp32 sums. Always the plain form (the
+ * transposed one, desc.wt, is a bandwidth trick for the bf16 kernels). */
+static fia_status gemm_build_f32(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes,
+                                 bool *refused) {
+    const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
+    const bool c_f32 = d->c_dtype == FIA_DTYPE_FLOAT32; /* written in place */
+    const dnnl_dims_t sa = {d->K, 1}, sb = {d->N, 1}, sbp = {d->ldb, 1},
+                      sc = {c_f32 ? d->ldc : d->N, 1};
+    dnnl_memory_desc_t ma, mb, mbp, mc;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_f32, sa) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_f32, sb) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mbp, 2, db, dnnl_bf16, sbp) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_f32, sc) != dnnl_success ||
+        !(pd = gemm_prim(g, &ma, &mb, &mc, "f32:"))) {
+        *refused = true;
+        return FIA_STATUS_UNSUPPORTED;
+    }
+    g->f32 = true;
+    g->ldb = d->ldb;
+    const fia_status st = gemm_slots(g, d, pd, &ma, &mb, &mc, scratch_bytes);
+    dnnl_primitive_desc_destroy(pd);
+    if (st != FIA_STATUS_SUCCESS) return st;
+    /* scratch: the library's, A in fp32, B in fp32 (unpacked gemms), C in fp32 (bf16 C) */
+    g->a_off = g->lib_scratch;
+    g->b_off = g->a_off + align64((size_t)(d->M * d->K) * 4);
+    g->c_off = g->b_off + (d->packed_b ? 0 : align64((size_t)(d->K * d->N) * 4));
+    *scratch_bytes = g->c_off + (c_f32 ? 0 : (size_t)(d->M * d->N) * 4);
+    if (d->packed_b) { /* the plan's copy: B widened to a dense fp32 [K x N] */
+        g->packed = true;
+        g->mb_plain = mbp;
+        g->mb_packed = mb;
+        g->packed_bytes = (size_t)(d->K * d->N) * 4;
+    }
+    return FIA_STATUS_SUCCESS;
+}
+
+/* The int8 fallback (struct fia_gemm, i8): no library primitive. Scratch: A as u8 (x ^ 0x80,
+ * a_offset 128: the exact s8 x s8 sums), the pack of B, the pack's row pointers. */
+static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes) {
+    if (d->packed_b)
+        return FIA_UNSUPPORTED("gemm: pre-packed B for the int8 fallback is not implemented");
+    g->i8 = d->i8;
+    g->M = d->M;
+    g->N = d->N;
+    g->K = d->K;
+    g->lda = d->lda;
+    g->ldb = d->ldb;
+    g->ldc = d->ldc;
+    g->as = 1;
+    g->cs = 4;
+    snprintf(g->impl, sizeof g->impl, "fia-i8:%s", d->i8->name);
+    g->a_off = 0;
+    g->b_off = align64((size_t)(d->M * d->K));
+    g->rows_off = g->b_off + align64(d->i8->pack_bytes(d->N, d->K));
+    *scratch_bytes = g->rows_off + (size_t)d->K * sizeof(const int8_t *);
+    return FIA_STATUS_SUCCESS;
+}
+
+static fia_gemm *gemm_new(int32_t slots) {
+    fia_gemm *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->slots = slots;
+    g->slot = calloc((size_t)slots, sizeof *g->slot);
+    if (!g->slot) {
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out,
+                           size_t *scratch_bytes) {
+    if (!gemm_init()) return FIA_UNSUPPORTED("oneDNN: no CPU engine could be created");
+    if (d->wt && !d->packed_b) return FIA_UNSUPPORTED("gemm: the transposed form needs packed B");
+    const bool s8 = d->c_dtype == FIA_DTYPE_INT32; /* int8 A and B, exact int32 sums */
+    if (s8 && !g_s8_exact && !d->i8)
+        return FIA_UNSUPPORTED("oneDNN's int8 matmul is not exact without AVX-512 VNNI (on this "
+                               "CPU or under ONEDNN_MAX_CPU_ISA) and no int8 fallback was given");
+    fia_gemm *g = gemm_new(slots);
+    if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
+    if (s8 && !g_s8_exact) {
+        const fia_status st8 = gemm_build_i8(d, g, scratch_bytes);
+        if (st8 != FIA_STATUS_SUCCESS) {
+            fia_gemm_destroy(g);
+            return st8;
+        }
+        *out = g;
+        return FIA_STATUS_SUCCESS;
+    }
+    bool refused = false;
+    fia_status st = d->wt ? gemm_build_wt(d, g, scratch_bytes, &refused)
+                          : gemm_build_plain(d, g, scratch_bytes, &refused);
+    bool fallback = false;
+    if (refused && !s8) {
+        /* no bf16 matmul in the library on this CPU (oneDNN 2.6 needs AVX-512 for it): the
+         * fp32 one on widened operands */
+        fia_gemm_destroy(g);
+        if (!(g = gemm_new(slots))) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
+        refused = false;
+        fallback = true;
+        st = gemm_build_f32(d, g, scratch_bytes, &refused);
+    }
+    if (refused)
+        st = FIA_UNSUPPORTED("oneDNN refused %s%s matmul of [%lld x %lld] x [%lld x %lld]%s",
+                             s8 ? "an int8" : "a bf16", d->wt && !fallback ? " transposed" : "",
+                             (long long)d->M, (long long)d->K, (long long)d->K, (long long)d->N,
+                             fallback ? " and its fp32 fallback (neither is available on this "
+                                        "CPU or under ONEDNN_MAX_CPU_ISA)" : "");
     if (st != FIA_STATUS_SUCCESS) {
         fia_gemm_destroy(g);
         return st;
@@ -280,9 +392,79 @@ done:
     return FIA_STATUS_SUCCESS;
 }
 
+/* The int8 fallback's run: B packed, A offset to u8, the exact sums (as fp32: integers, the
+ * same value the caller's (float) of the int32 gives) back to int32 in place. */
+static bool gemm_run_i8(fia_gemm *g, const void *a, const void *b, void *c, void *scratch) {
+    const int64_t M = g->M, N = g->N, K = g->K;
+    char *sc = scratch;
+    const int8_t **rows = (const int8_t **)(void *)(sc + g->rows_off);
+    for (int64_t k = 0; k < K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
+    void *pk = sc + g->b_off;
+    g->i8->pack_b_kn(rows, K, N, pk);
+    uint8_t *au = (uint8_t *)(sc + g->a_off);
+    for (int64_t m = 0; m < M; m++)
+        g->i8->s8_to_u8_offset((const int8_t *)a + m * g->lda, au + m * K, K);
+    g->i8->gemm(M, N, K, au, K, pk, c, g->ldc, NULL, NULL, 128);
+    for (int64_t m = 0; m < M; m++) {
+        char *cr = (char *)c + (size_t)(m * g->ldc) * 4;
+        for (int64_t n = 0; n < N; n++) {
+            float f;
+            memcpy(&f, cr + 4 * n, 4);
+            const int32_t v = (int32_t)f;
+            memcpy(cr + 4 * n, &v, 4);
+        }
+    }
+    return true;
+}
+
+/* The fp32 fallback's run: A (and an unpacked B) widened into the scratch, the fp32 matmul,
+ * a bf16 C rounded to nearest even from the fp32 result. */
+static bool gemm_run_f32(fia_gemm *g, gemm_slot *s, const void *a, const void *b, void *c,
+                         void *scratch) {
+    const int64_t M = g->M, N = g->N, K = g->K;
+    float *af = (float *)((char *)scratch + g->a_off);
+    for (int64_t m = 0; m < M; m++) {
+        const uint16_t *ar = (const uint16_t *)a + m * g->lda;
+        float *dr = af + m * K;
+        for (int64_t k = 0; k < K; k++) dr[k] = fia_cvt_bf16_to_f32(ar[k]);
+    }
+    const float *bf = b;
+    if (!g->packed) {
+        float *bw = (float *)((char *)scratch + g->b_off);
+        for (int64_t k = 0; k < K; k++) {
+            const uint16_t *br = (const uint16_t *)b + k * g->ldb;
+            for (int64_t n = 0; n < N; n++) bw[k * N + n] = fia_cvt_bf16_to_f32(br[n]);
+        }
+        bf = bw;
+    }
+    float *cf = g->cs == 4 ? c : (float *)((char *)scratch + g->c_off);
+    if (dnnl_memory_set_data_handle(s->a, af) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->b, (void *)bf) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->c, cf) != dnnl_success ||
+        (s->scratch && dnnl_memory_set_data_handle(s->scratch, scratch) != dnnl_success))
+        return false;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, s->a}, {DNNL_ARG_WEIGHTS, s->b},
+                               {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
+    const int old = omp_get_max_threads();
+    if (old != 1) omp_set_num_threads(1);
+    const bool ok = dnnl_primitive_execute(g->prim, g_stream, s->scratch ? 4 : 3, args) ==
+                        dnnl_success &&
+                    dnnl_stream_wait(g_stream) == dnnl_success;
+    if (old != 1) omp_set_num_threads(old);
+    if (ok && g->cs == 2)
+        for (int64_t m = 0; m < M; m++) {
+            uint16_t *cr = (uint16_t *)c + m * g->ldc;
+            const float *fr = cf + m * N;
+            for (int64_t n = 0; n < N; n++) cr[n] = fia_cvt_f32_to_bf16(fr[n]);
+        }
+    return ok;
+}
+
 bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void *c,
                   void *scratch) {
     gemm_slot *s = &g->slot[slot];
+    if (g->i8) return gemm_run_i8(g, a, b, c, scratch);
+    if (g->f32) return gemm_run_f32(g, s, a, b, c, scratch);
     if (g->a_copy) { /* the A rows into the dense scratch copy */
         char *ad = (char *)scratch + g->a_off;
         for (int64_t m = 0; m < g->M; m++)
@@ -331,6 +513,8 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
 
 const char *fia_gemm_impl(const fia_gemm *g) { return g->impl; }
 
+bool fia_gemm_widened(const fia_gemm *g) { return g->f32 || g->i8; }
+
 size_t fia_gemm_packed_b_bytes(const fia_gemm *g) { return g->packed ? g->packed_bytes : 0; }
 
 bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
@@ -354,6 +538,14 @@ bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
 
 static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
     if (!g->packed) return false;
+    if (g->f32) { /* the fp32 fallback: B widened to a dense fp32 [K x N] */
+        float *pf = packed;
+        for (int64_t k = 0; k < g->K; k++) {
+            const uint16_t *br = (const uint16_t *)b + k * g->ldb;
+            for (int64_t n = 0; n < g->N; n++) pf[k * g->N + n] = fia_cvt_bf16_to_f32(br[n]);
+        }
+        return true;
+    }
     if (!g->reorder) { /* one reorder per gemm shape, reused for every panel */
         dnnl_primitive_desc_t rpd = NULL;
         bool ok = dnnl_reorder_primitive_desc_create(&rpd, &g->mb_plain, g_engine,
@@ -412,6 +604,11 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
 const char *fia_gemm_impl(const fia_gemm *g) {
     (void)g;
     return "none";
+}
+
+bool fia_gemm_widened(const fia_gemm *g) {
+    (void)g;
+    return false;
 }
 
 void fia_gemm_destroy(fia_gemm *g) { free(g); }

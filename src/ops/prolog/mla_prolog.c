@@ -1000,15 +1000,17 @@ static fia_status pro_gemms(pro_plan *p) {
     const bool wt = T >= 2 && T <= PRO_WT_MAX_T;
     const bool wt_down = wt && pk_down && down_c == FIA_DTYPE_FLOAT32;
     const bool wt_up = wt && pk_up && up_c == FIA_DTYPE_FLOAT32;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down, wt_down};
+    /* the int8 gemms' exact fallback where oneDNN's int8 matmul is not (gemm.h) */
+    const fia_i8_kernels *i8 = &p->base.ctx->kernels.i8;
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down, wt_down, i8};
     FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        down_c, pk_down, wt_down};
+                        down_c, pk_down, wt_down, i8};
     FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up, wt_up};
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up, wt_up, i8};
     FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc_up, wide_up ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
-                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false};
+                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false, NULL};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     if (pk) { /* the weights' values, captured now (prolog.h) */
         if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
@@ -1068,6 +1070,8 @@ static fia_status pro_plan_make(fia_context *ctx, const fia_mla_prolog_v3_tensor
     }
     pro_ws w;
     p->base.workspace_bytes = pro_layout(p, NULL, &w) + FIA_WORKSPACE_ALIGN;
+    /* no bf16 matmul in oneDNN here: its fp32 one on widened operands (gemm.h) */
+    if (p->T > 0 && fia_gemm_widened(p->g_uk.g[0])) p->base.unit = "fma";
     if (ctx->verbose)
         fprintf(stderr, "fia: mla_prolog_v3: T=%lld He=%lld Hcq=%lld N=%lld D=%lld %s "
                 "workspace=%zu gemm=%s weights=%s\n", (long long)p->T, (long long)p->He,
