@@ -31,7 +31,8 @@
  * softmax_tile: vector row max, vector expf (Cody-Waite range reduction with a two-constant
  *   ln2, degree-7 polynomial, scale by 2^n with vscalefps so results down to the denormal range
  *   are right and -inf gives 0; under 1 ulp over [-87.3, 0] in the tests), fp32 vector row sums;
- *   row tails masked.
+ *   row tails masked. Groups of 2-8 rows reduce their row maxima and sums together and compute
+ *   their rescale factors in one e^x (softmax_rows8), with the bits of the per-row code.
  */
 #include <immintrin.h>
 #include <math.h>

@@ -10,7 +10,8 @@
  *   sequential stream the hardware prefetchers follow (a head-dim-major order touches KB rows
  *   in turn and defeats them: 10 GB/s instead of 27 GB/s on one Zen 4 core without software
  *   prefetch). The 16 accumulators are folded into one vector of 16 dot products by a 4-level
- *   shuffle/add tree (45 ops per 16 dot products).
+ *   shuffle/add tree (45 ops per 16 dot products). 8-row blocks gather 8 such vectors (16 keys)
+ *   and store them as 8 row vectors after an 8 x 8 pair transpose (fia_qk_rowblock8).
  * pv_rows_avx512: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_j P[r][j] * V_j[c]
  *   Blocks of RB rows x NV 16-wide column vectors, RB * NV <= 16 zmm accumulators: 8 rows x 32
  *   columns while 8 rows remain (each V element converted once per 8 rows), then 4 or 3 rows x
