@@ -31,7 +31,8 @@
  * softmax_tile: vector row max, vector expf (Cody-Waite range reduction with a two-constant
  *   ln2, degree-7 polynomial, scale by 2^n with vscalefps so results down to the denormal range
  *   are right and -inf gives 0; under 1 ulp over [-87.3, 0] in the tests), fp32 vector row sums;
- *   row tails masked.
+ *   row tails masked. Groups of 2-8 rows reduce their row maxima and sums together and compute
+ *   their rescale factors in one e^x (softmax_rows8), with the bits of the per-row code.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -484,9 +485,117 @@ FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64
     }
 }
 
+/* The horizontal reductions of 8 row vectors at once: lane r (< 8) of the result is op over
+ * the 16 lanes of a[r], in exactly the order and operand order of gcc's _mm512_reduce_max_ps /
+ * _mm512_reduce_add_ps (256-bit halves hi op lo, then the 128-bit halves hi op lo, then lanes
+ * (0 op 2, 1 op 3), then lane 0 op lane 1), so every row's value has the bits the per-row
+ * reduction gives (for max, +-0 included). */
+#define SM_REDUCE8(name, op)                                                                   \
+    FIA_AI __m512 name(const __m512 *a) {                                                      \
+        const __m512 b01 = op(_mm512_shuffle_f32x4(a[0], a[1], 0xEE),                          \
+                              _mm512_shuffle_f32x4(a[0], a[1], 0x44));                         \
+        const __m512 b23 = op(_mm512_shuffle_f32x4(a[2], a[3], 0xEE),                          \
+                              _mm512_shuffle_f32x4(a[2], a[3], 0x44));                         \
+        const __m512 b45 = op(_mm512_shuffle_f32x4(a[4], a[5], 0xEE),                          \
+                              _mm512_shuffle_f32x4(a[4], a[5], 0x44));                         \
+        const __m512 b67 = op(_mm512_shuffle_f32x4(a[6], a[7], 0xEE),                          \
+                              _mm512_shuffle_f32x4(a[6], a[7], 0x44));                         \
+        const __m512 c0 = op(_mm512_shuffle_f32x4(b01, b23, 0xDD),                             \
+                             _mm512_shuffle_f32x4(b01, b23, 0x88));                            \
+        const __m512 c1 = op(_mm512_shuffle_f32x4(b45, b67, 0xDD),                             \
+                             _mm512_shuffle_f32x4(b45, b67, 0x88));                            \
+        const __m512 d = op(_mm512_shuffle_ps(c0, c1, 0x44), _mm512_shuffle_ps(c0, c1, 0xEE)); \
+        const __m512 e = op(d, _mm512_permute_ps(d, 0xB1));                                    \
+        return _mm512_permutexvar_ps(                                                          \
+            _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 10, 6, 2, 12, 8, 4, 0), e);            \
+    }
+SM_REDUCE8(sm_reduce8_max, _mm512_max_ps)
+SM_REDUCE8(sm_reduce8_add, _mm512_add_ps)
+#undef SM_REDUCE8
+
+/* softmax_tile for up to 8 rows (g), the per-row steps vectorised across the rows: the row
+ * maxima reduced together, one e^x for the 8 rescale factors, the sums reduced together and
+ * the state updated in one vector; the rows' latency chains (reduce, exp, reduce) overlap
+ * instead of running one after another. The same operations per row as softmax_rows (same
+ * bits). Returns false, having written nothing, when a row's max is -inf (softmax_rows
+ * handles those rows). */
+FIA_AI bool softmax_rows8(float *s, int64_t lds, int64_t g, int64_t n, float *row_max,
+                          float *row_sum, float *alpha) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const int64_t nfull = n & ~(int64_t)15;
+    const __mmask16 tm = tail_mask16(n - nfull), gm = tail_mask16(g);
+    __m512 v[8];
+    for (int64_t r = 0; r < 8; r++) {
+        if (r >= g) {
+            v[r] = ninf;
+            continue;
+        }
+        const float *sr = s + r * lds;
+        __m512 vm0 = ninf, vm1 = ninf;
+        int64_t j = 0;
+        for (; j + 32 <= nfull; j += 32) {
+            vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
+            vm1 = _mm512_max_ps(_mm512_loadu_ps(sr + j + 16), vm1);
+        }
+        if (j < nfull) vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
+        if (tm) vm1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vm1);
+        v[r] = _mm512_max_ps(vm0, vm1);
+    }
+    const __m512 old = _mm512_mask_loadu_ps(ninf, gm, row_max);
+    const __m512 mx = _mm512_max_ps(old, sm_reduce8_max(v)); /* old > mx ? old : mx */
+    if (_mm512_mask_cmp_ps_mask(gm, mx, ninf, _CMP_EQ_OQ)) return false;
+    /* alpha = e^(old - mx), 0 where old == -inf */
+    const __m512 al = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(old, ninf, _CMP_NEQ_UQ),
+                                          fia_avx512_exp16(_mm512_sub_ps(old, mx)));
+    float mxs[16] __attribute__((aligned(64)));
+    _mm512_store_ps(mxs, mx);
+    for (int64_t r = 0; r < 8; r++) {
+        if (r >= g) {
+            v[r] = _mm512_setzero_ps();
+            continue;
+        }
+        float *sr = s + r * lds;
+        const __m512 vmx = _mm512_set1_ps(mxs[r]);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        int64_t j = 0;
+        for (; j + 32 <= nfull; j += 32) {
+            const __m512 e0 = fia_avx512_exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j), vmx));
+            const __m512 e1 = fia_avx512_exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j + 16), vmx));
+            _mm512_storeu_ps(sr + j, e0);
+            _mm512_storeu_ps(sr + j + 16, e1);
+            acc0 = _mm512_add_ps(acc0, e0);
+            acc1 = _mm512_add_ps(acc1, e1);
+        }
+        if (j < nfull) {
+            const __m512 e0 = fia_avx512_exp16(_mm512_sub_ps(_mm512_loadu_ps(sr + j), vmx));
+            _mm512_storeu_ps(sr + j, e0);
+            acc0 = _mm512_add_ps(acc0, e0);
+        }
+        if (tm) {
+            const __m512 e1 =
+                fia_avx512_exp16(_mm512_sub_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vmx));
+            _mm512_mask_storeu_ps(sr + nfull, tm, e1);
+            acc1 = _mm512_add_ps(acc1, _mm512_maskz_mov_ps(tm, e1));
+        }
+        v[r] = _mm512_add_ps(acc0, acc1);
+    }
+    const __m512 sum = sm_reduce8_add(v);
+    /* row_sum * alpha + sum: a multiply then an add, as the scalar expression (no contraction) */
+    const __m512 ls = _mm512_maskz_loadu_ps(gm, row_sum);
+    _mm512_mask_storeu_ps(row_sum, gm, _mm512_add_ps(_mm512_mul_ps(ls, al), sum));
+    _mm512_mask_storeu_ps(alpha, gm, al);
+    _mm512_mask_storeu_ps(row_max, gm, mx);
+    return true;
+}
+
 void fia_softmax_tile__avx512_expcw_u16(float *s, int64_t lds, int64_t m, int64_t n, float *row_max,
                                 float *row_sum, float *alpha) {
-    softmax_rows(0, s, lds, m, n, row_max, row_sum, alpha, NULL, NULL);
+    for (int64_t r0 = 0; r0 < m; r0 += 8) {
+        const int64_t g = m - r0 < 8 ? m - r0 : 8;
+        if (g < 2 || !softmax_rows8(s + r0 * lds, lds, g, n, row_max + r0, row_sum + r0, alpha + r0))
+            softmax_rows(0, s + r0 * lds, lds, g, n, row_max + r0, row_sum + r0, alpha + r0, NULL,
+                         NULL);
+    }
 }
 
 void fia_softmax_tile_amla__avx512_expcw_u16(float *s, int64_t lds, int64_t m, int64_t n,

@@ -10,7 +10,8 @@
  *   sequential stream the hardware prefetchers follow (a head-dim-major order touches KB rows
  *   in turn and defeats them: 10 GB/s instead of 27 GB/s on one Zen 4 core without software
  *   prefetch). The 16 accumulators are folded into one vector of 16 dot products by a 4-level
- *   shuffle/add tree (45 ops per 16 dot products).
+ *   shuffle/add tree (45 ops per 16 dot products). 8-row blocks gather 8 such vectors (16 keys)
+ *   and store them as 8 row vectors after an 8 x 8 pair transpose (fia_qk_rowblock8).
  * pv_rows_avx512: O[r][c] = (row_scale ? row_scale[r] * O[r][c] : 0) + sum_j P[r][j] * V_j[c]
  *   Blocks of RB rows x NV 16-wide column vectors, RB * NV <= 16 zmm accumulators: 8 rows x 32
  *   columns while 8 rows remain (each V element converted once per 8 rows), then 4 or 3 rows x
@@ -128,9 +129,9 @@ FIA_AI __m512 fia_hsum16(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, 
             _mm512_store_ps(part[rr * KB + kk + 3], f##rr);                                       \
         }                                                                                         \
     }
-FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
-                         int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
-                         int64_t lds, const void *const *pf, int64_t npf) {
+FIA_AI __m512 fia_qk_sums(const int RB, const int KB, int64_t d, const float *q, int64_t ldq,
+                          const void *const *kptr, fia_dtype dt, const void *const *pf,
+                          int64_t npf) {
     const int64_t es = fia_dt_size(dt);
     const __mmask16 tail = fia_mask16(d & 15), full = (__mmask16)0xffff;
     float part[16][16] __attribute__((aligned(64)));
@@ -176,6 +177,15 @@ FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, cons
                                   FIA_QK_P(10), FIA_QK_P(11), FIA_QK_P(12), FIA_QK_P(13),
                                   FIA_QK_P(14), FIA_QK_P(15));
 #undef FIA_QK_P
+    return sum;
+}
+
+/* One block of RB rows x KB keys: the 16 dot products folded (lane rr * KB + key), each row's
+ * kb values stored into S. */
+FIA_AI void fia_qk_block(const int RB, const int KB, int64_t kb, int64_t d, const float *q,
+                         int64_t ldq, const void *const *kptr, fia_dtype dt, float *s,
+                         int64_t lds, const void *const *pf, int64_t npf) {
+    const __m512 sum = fia_qk_sums(RB, KB, d, q, ldq, kptr, dt, pf, npf);
     const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int rr = 0; rr < RB; rr++) {
         const __m512 v =
@@ -208,13 +218,63 @@ FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, co
     if (npf > j0) fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
 }
 
+/* 8 rows x 2 keys per block (as fia_qk_rowblock(8, 2)), the blocks' folded sums (lane
+ * 2 rr + key) gathered 8 at a time and transposed as 8 x 8 pairs into 16-key row vectors of S:
+ * one store per row and 16 keys (24 shuffles) instead of 8 permutes and 8 two-lane masked stores
+ * per 2 keys (whose pieces the softmax then reloaded as whole vectors). The same sums, the same
+ * bits; the same prefetches. */
+FIA_AI void fia_qk_rowblock8(int64_t n, int64_t d, const float *q, int64_t ldq,
+                             const void *const *krows, fia_dtype dt, float *s, int64_t lds,
+                             const void *const *pf, int64_t npf) {
+    float vb[8][16] __attribute__((aligned(64)));
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        const int64_t nb = n - j0 >= 16 ? 8 : (n - j0 + 1) / 2;
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t j = j0 + 2 * b;
+            const void *kp[2] = {krows[j], krows[j + 1 < n ? j + 1 : n - 1]};
+            const int64_t np = npf - j < 0 ? 0 : npf - j > 2 ? 2 : npf - j;
+            _mm512_store_ps(vb[b], fia_qk_sums(8, 2, d, q, ldq, kp, dt, np ? pf + j : NULL, np));
+        }
+        for (int64_t b = nb; b < 8; b++) _mm512_store_ps(vb[b], _mm512_setzero_ps());
+#define FIA_V(b) _mm512_load_pd((const double *)vb[b])
+        const __m512d t0 = _mm512_unpacklo_pd(FIA_V(0), FIA_V(1)),
+                      t1 = _mm512_unpackhi_pd(FIA_V(0), FIA_V(1)),
+                      t2 = _mm512_unpacklo_pd(FIA_V(2), FIA_V(3)),
+                      t3 = _mm512_unpackhi_pd(FIA_V(2), FIA_V(3)),
+                      t4 = _mm512_unpacklo_pd(FIA_V(4), FIA_V(5)),
+                      t5 = _mm512_unpackhi_pd(FIA_V(4), FIA_V(5)),
+                      t6 = _mm512_unpacklo_pd(FIA_V(6), FIA_V(7)),
+                      t7 = _mm512_unpackhi_pd(FIA_V(6), FIA_V(7));
+#undef FIA_V
+        /* u0: pairs 0 and 4 of blocks 0-3, u2: pairs 2 and 6, u1: 1 and 5, u3: 3 and 7; u4..u7
+         * the same of blocks 4-7 */
+        const __m512d u0 = _mm512_shuffle_f64x2(t0, t2, 0x88), u2 = _mm512_shuffle_f64x2(t0, t2, 0xDD),
+                      u1 = _mm512_shuffle_f64x2(t1, t3, 0x88), u3 = _mm512_shuffle_f64x2(t1, t3, 0xDD),
+                      u4 = _mm512_shuffle_f64x2(t4, t6, 0x88), u6 = _mm512_shuffle_f64x2(t4, t6, 0xDD),
+                      u5 = _mm512_shuffle_f64x2(t5, t7, 0x88), u7 = _mm512_shuffle_f64x2(t5, t7, 0xDD);
+        const __mmask16 mk = fia_mask16(n - j0);
+#define FIA_ROW(r, x) _mm512_mask_storeu_ps(s + (r) * lds + j0, mk, _mm512_castpd_ps(x))
+        FIA_ROW(0, _mm512_shuffle_f64x2(u0, u4, 0x88));
+        FIA_ROW(4, _mm512_shuffle_f64x2(u0, u4, 0xDD));
+        FIA_ROW(1, _mm512_shuffle_f64x2(u1, u5, 0x88));
+        FIA_ROW(5, _mm512_shuffle_f64x2(u1, u5, 0xDD));
+        FIA_ROW(2, _mm512_shuffle_f64x2(u2, u6, 0x88));
+        FIA_ROW(6, _mm512_shuffle_f64x2(u2, u6, 0xDD));
+        FIA_ROW(3, _mm512_shuffle_f64x2(u3, u7, 0x88));
+        FIA_ROW(7, _mm512_shuffle_f64x2(u3, u7, 0xDD));
+#undef FIA_ROW
+    }
+    const int64_t done = (n + 1) / 2 * 2; /* rows of pf the blocks prefetched */
+    if (npf > done) fia_prefetch_rows(pf, npf, done, npf, d * fia_dt_size(dt));
+}
+
 /* Row blocks of 8, 4, 2, 1; the first block issues the prefetches of the next tile. */
 FIA_AI void fia_qk_rows_dt(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                            const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                            const void *const *pf, int64_t npf) {
     int64_t r0 = 0;
 #define FIA_QK_ARGS n, d, q + r0 * ldq, ldq, krows, dt, s + r0 * lds, lds, pf, r0 ? 0 : npf
-    for (; r0 + 8 <= m; r0 += 8) fia_qk_rowblock(8, 2, FIA_QK_ARGS);
+    for (; r0 + 8 <= m; r0 += 8) fia_qk_rowblock8(FIA_QK_ARGS);
     for (; r0 + 4 <= m; r0 += 4) fia_qk_rowblock(4, 4, FIA_QK_ARGS);
     for (; r0 + 2 <= m; r0 += 2) fia_qk_rowblock(2, 8, FIA_QK_ARGS);
     for (; r0 < m; r0++) fia_qk_rowblock(1, 16, FIA_QK_ARGS);
