@@ -574,12 +574,6 @@ static void fia_merge_write(const void *arg, int64_t r, float m, float l, float 
     fia_write_state_row(c->p, c->g->b, c->g->h0, c->g->q0, c->g->qn * c->p->G, r, m, l, o);
 }
 
-static void fia_merge_group(const fia_exec *ex, const fia_work_group *g, fia_scratch *s) {
-    const fia_merge_ctx c = {ex->p, g};
-    fia_splitkv_merge(ex->partials, g, g->qn * ex->p->G * g->nh, ex->p->Dv, s->o, fia_merge_write,
-                      &c);
-}
-
 static fia_scratch fia_scratch_of(const fia_exec *ex, int32_t tid) {
     fia_scratch s;
     fia_scratch_carve(ex->p, fia_thread_scratch(ex->ws, ex->scratch_bytes, tid), &s);
@@ -595,10 +589,19 @@ static void fia_item_task(void *arg, int64_t task, int32_t tid) {
     else fia_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
 }
 
+/* Merge task: row block task % merge_split of group task / merge_split (so that the threads
+ * share the merge of a few large groups, e.g. one decode request with whole-row items); every
+ * row is merged the same way whichever task does it. */
 static void fia_merge_task(void *arg, int64_t task, int32_t tid) {
     const fia_exec *ex = arg;
+    const fia_attn_plan *p = ex->p;
+    const int64_t split = p->merge_split, part = task % split;
+    const fia_work_group *g = &p->work.groups[task / split];
+    const fia_merge_ctx c = {p, g};
+    const int64_t rows = g->qn * p->G * g->nh;
     fia_scratch s = fia_scratch_of(ex, tid);
-    fia_merge_group(ex, &ex->p->work.groups[task], &s);
+    fia_splitkv_merge_rows(ex->partials, g, rows, p->Dv, rows * part / split,
+                           rows * (part + 1) / split, s.o, fia_merge_write, &c);
 }
 
 /* Per-tensor / per-channel dequant vectors in fp32: [K|V][scale|offset][N2][D]. */
@@ -639,5 +642,5 @@ void fia_attn_execute(fia_plan *plan, void *workspace) {
     fia_prepare_antiquant(p, aq);
     ex.aq = aq;
     fia_pool_run(plan->ctx->pool, p->work.num_items, fia_item_task, &ex);
-    fia_pool_run(plan->ctx->pool, p->work.num_groups, fia_merge_task, &ex);
+    fia_pool_run(plan->ctx->pool, p->work.num_groups * p->merge_split, fia_merge_task, &ex);
 }

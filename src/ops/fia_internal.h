@@ -76,6 +76,7 @@ typedef struct fia_attn_plan {
     int64_t kv_chunk;
     int64_t dp, dvp;     /* D, Dv rounded up to 16 floats */
     int64_t num_threads;
+    int64_t merge_split; /* merge tasks per split group (row blocks, fia_exec.c) */
     bool amx;            /* GEMM tiles on AMX bf16 (kernels/gqa_amx.h): bf16 Q, K, V, no
                           * antiquant, fia_amx_gqa_fits(D, Dv), the context's amx_bf16, and
                           * some item with GEMM-sized rows */

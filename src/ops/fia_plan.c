@@ -27,7 +27,8 @@ enum {
     FIA_KV_TILE_AMX = 128, /* keys per K/V tile of plans with AMX prefill tiles */
     FIA_KV_CHUNK = 2048,  /* keys per split-KV chunk (a multiple of FIA_KV_TILE) */
     FIA_SPLIT_TILE_BYTES = 512 * 1024, /* K+V bytes of one step of a split item, current + next */
-    FIA_TILE_ROWS = 256   /* target query rows per tile */
+    FIA_TILE_ROWS = 256,  /* target query rows per tile */
+    FIA_MERGE_MIN_ROWS = 4 /* rows per merge task at least */
 };
 #define FIA_BAND_LIMIT (INT64_C(1) << 40)
 
@@ -176,25 +177,78 @@ static bool fia_request_split(const fia_attn_plan *p, const fia_batch *bi, int64
     return *kv1 - *kv0 > p->kv_chunk;
 }
 
+/* Estimated makespan of items of the given costs on threads workers taking the largest first
+ * (the order fia_worklist_sort gives them); sorts costs. */
+static int fia_cost_desc(const void *a, const void *b) {
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x > y ? -1 : x < y;
+}
+static int64_t fia_makespan(int64_t *costs, int64_t n, int64_t *load, int64_t threads) {
+    qsort(costs, (size_t)n, sizeof *costs, fia_cost_desc);
+    for (int64_t t = 0; t < threads; t++) load[t] = 0;
+    int64_t span = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t best = 0;
+        for (int64_t t = 1; t < threads; t++)
+            if (load[t] < load[best]) best = t;
+        load[best] += costs[i];
+        if (load[best] > span) span = load[best];
+    }
+    return span;
+}
+
 /* KV heads per split item. Token-major caches (BSH, BSND, TND, BnBsH) keep the rows of all KV
  * heads of a token together, so one item takes several heads of a chunk and reads memory
- * sequentially: as many as keep one step (this tile and the prefetched next one) within
- * FIA_SPLIT_TILE_BYTES of L2, and fewer when that would leave under 4 items per thread.
+ * sequentially: at most as many as keep one step (this tile and the prefetched next one) within
+ * FIA_SPLIT_TILE_BYTES of L2. Fewer heads per item make more, smaller items (balance) but read
+ * each token's row in parts, which streams slower (GQA 32/8 decode kv4k, two threads: items of
+ * 2 of the 8 heads took 1.24x the time of whole rows, 4 heads 1.12x): the block is the one whose
+ * items, taken largest first by the threads, finish first when an item of a partial row is
+ * charged FIA_PART_ROW_COST / 16 of its keys; ties go to the larger block.
  * Head-major caches (BNSD, BnNBsD) take one head per item. The choice never changes a result:
  * every head is computed the same way whichever item holds it. */
+enum { FIA_PART_ROW_COST = 18, FIA_BLOCK_PLAN_ITEMS = 1 << 14 };
 static int64_t fia_split_head_block(const fia_attn_plan *p) {
     if (!p->token_major) return 1;
+    const int64_t step_bytes = 2 * p->kv_tile * (p->D * p->k.esize + p->Dv * p->v.esize);
+    int64_t cap = FIA_SPLIT_TILE_BYTES / step_bytes;
+    cap = cap < 1 ? 1 : cap > p->N2 ? p->N2 : cap;
     int64_t chunks = 0;
     for (int64_t b = 0; b < p->B; b++) {
         int64_t kv0, kv1;
         if (fia_request_split(p, &p->batches[b], &kv0, &kv1))
             chunks += (kv1 - 1) / p->kv_chunk - kv0 / p->kv_chunk + 1;
     }
-    const int64_t step_bytes = 2 * p->kv_tile * (p->D * p->k.esize + p->Dv * p->v.esize);
-    int64_t hb = FIA_SPLIT_TILE_BYTES / step_bytes;
-    hb = hb < 1 ? 1 : hb > p->N2 ? p->N2 : hb;
-    while (hb > 1 && chunks * ((p->N2 + hb - 1) / hb) < 4 * p->num_threads) hb = (hb + 1) / 2;
-    return hb;
+    const int64_t threads = p->num_threads < 1 ? 1 : p->num_threads;
+    /* many items balance whatever the block; a single thread needs no balance */
+    if (chunks == 0 || threads == 1 || chunks * p->N2 > FIA_BLOCK_PLAN_ITEMS) return cap;
+    int64_t *costs = malloc((size_t)(chunks * p->N2 + threads) * sizeof *costs);
+    if (!costs) return cap;
+    int64_t *load = costs + chunks * p->N2;
+    int64_t best = cap, best_span = INT64_MAX;
+    for (int64_t hb = cap;; hb = (hb + 1) / 2) {
+        int64_t n = 0;
+        for (int64_t b = 0; b < p->B; b++) {
+            int64_t kv0, kv1;
+            if (!fia_request_split(p, &p->batches[b], &kv0, &kv1)) continue;
+            for (int64_t c = kv0 / p->kv_chunk; c <= (kv1 - 1) / p->kv_chunk; c++) {
+                const int64_t a = c * p->kv_chunk > kv0 ? c * p->kv_chunk : kv0;
+                const int64_t e = (c + 1) * p->kv_chunk < kv1 ? (c + 1) * p->kv_chunk : kv1;
+                for (int64_t n2 = 0; n2 < p->N2; n2 += hb) {
+                    const int64_t nh = p->N2 - n2 < hb ? p->N2 - n2 : hb;
+                    costs[n++] = (e - a) * nh * (nh < p->N2 ? FIA_PART_ROW_COST : 16);
+                }
+            }
+        }
+        const int64_t span = fia_makespan(costs, n, load, threads);
+        if (span < best_span) {
+            best_span = span;
+            best = hb;
+        }
+        if (hb == 1) break;
+    }
+    free(costs);
+    return best;
 }
 
 /* Builds the work list from the batches: a request whose query fits one tile and sees more than
@@ -233,6 +287,16 @@ static fia_status fia_attn_schedule(fia_attn_plan *p) {
         FIA_TRY(fia_worklist_end(wl));
     }
     fia_worklist_sort(wl);
+    /* Merge tasks: a few groups (a decode request of whole-row items is one) are merged in row
+     * blocks, about two per thread, at least FIA_MERGE_MIN_ROWS rows each. */
+    int64_t min_rows = INT64_MAX;
+    for (int64_t g = 0; g < wl->num_groups; g++) {
+        const int64_t r = wl->groups[g].qn * p->G * wl->groups[g].nh;
+        if (r < min_rows) min_rows = r;
+    }
+    int64_t split = wl->num_groups ? (2 * p->num_threads + wl->num_groups - 1) / wl->num_groups : 1;
+    if (wl->num_groups && split > min_rows / FIA_MERGE_MIN_ROWS) split = min_rows / FIA_MERGE_MIN_ROWS;
+    p->merge_split = split < 1 ? 1 : split;
     return FIA_STATUS_SUCCESS;
 }
 
