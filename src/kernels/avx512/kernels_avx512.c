@@ -31,7 +31,7 @@
  * softmax_tile: vector row max, vector expf (Cody-Waite range reduction with a two-constant
  *   ln2, degree-7 polynomial, scale by 2^n with vscalefps so results down to the denormal range
  *   are right and -inf gives 0; under 1 ulp over [-87.3, 0] in the tests), fp32 vector row sums;
- *   row tails masked. Groups of 2-8 rows reduce their row maxima and sums together and compute
+ *   row tails masked. Groups of 4-8 rows reduce their row maxima and sums together and compute
  *   their rescale factors in one e^x (softmax_rows8), with the bits of the per-row code.
  */
 #include <immintrin.h>
@@ -592,7 +592,9 @@ void fia_softmax_tile__avx512_expcw_u16(float *s, int64_t lds, int64_t m, int64_
                                 float *row_sum, float *alpha) {
     for (int64_t r0 = 0; r0 < m; r0 += 8) {
         const int64_t g = m - r0 < 8 ? m - r0 : 8;
-        if (g < 2 || !softmax_rows8(s + r0 * lds, lds, g, n, row_max + r0, row_sum + r0, alpha + r0))
+        /* 1-3 rows: the per-row code (SmallQ q2, one thread in L2: the 8-lane reductions cost
+         * more than they save) */
+        if (g < 4 || !softmax_rows8(s + r0 * lds, lds, g, n, row_max + r0, row_sum + r0, alpha + r0))
             softmax_rows(0, s + r0 * lds, lds, g, n, row_max + r0, row_sum + r0, alpha + r0, NULL,
                          NULL);
     }
