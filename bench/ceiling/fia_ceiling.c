@@ -402,8 +402,22 @@ int main(int argc, char **argv) {
                (double)bytes / mn * 1e-9, (double)bytes / md * 1e-9, frac[m * reps + reps / 2]);
     }
     roofline_probe_destroy(probe);
-    for (int64_t cp = 0; cp < c.copies; cp++) fia_plan_destroy(plans[cp]);
+    for (int64_t cp = 0; cp < c.copies; cp++) {
+        fia_plan_destroy(plans[cp]);
+        free(c.k[cp]);
+        free(c.v[cp]);
+    }
     if (waker) fia_plan_destroy(waker);
     fia_context_destroy(fctx);
+    free(waker_mem);
+    free(plans);
+    free(c.k);
+    free(c.v);
+    free(q);
+    free(o);
+    free(ws);
+    free(t);
+    free(ids);
+    free(wa);
     return 0;
 }
