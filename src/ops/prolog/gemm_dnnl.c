@@ -275,38 +275,44 @@ static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
 /* The fp32 fallback (struct fia_gemm, f32): C = A . B on fp32 copies of the bf16 operands, with
  * the library's fp32 accumulation. The products of two bf16 values are exact in fp32, so it
- * differs from the bf16 matmul only in the order of the fp32 sums. Always the plain form (the
- * transposed one, desc.wt, is a bandwidth trick for the bf16 kernels). */
+ * differs from the bf16 matmul only in the order of the fp32 sums. desc.wt (decode, packed B):
+ * as the bf16 form, C^T = B^T A^T with the plan's fp32 B^T [N x K] as the library's streamed
+ * source and C^T in the scratch (its sgemm then streams the weights once instead of packing
+ * them per call). */
 static fia_status gemm_build_f32(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes,
                                  bool *refused) {
-    const dnnl_dims_t da = {d->M, d->K}, db = {d->K, d->N}, dc = {d->M, d->N};
-    const bool c_f32 = d->c_dtype == FIA_DTYPE_FLOAT32; /* written in place */
-    const dnnl_dims_t sa = {d->K, 1}, sb = {d->N, 1}, sbp = {d->ldb, 1},
-                      sc = {c_f32 ? d->ldc : d->N, 1};
+    const bool t = d->wt;
+    const bool c_f32 = d->c_dtype == FIA_DTYPE_FLOAT32 && !t; /* written in place */
+    const dnnl_dims_t da = {t ? d->N : d->M, d->K}, db = {d->K, t ? d->M : d->N},
+                      dc = {t ? d->N : d->M, t ? d->M : d->N}, dbp = {d->K, d->N};
+    const dnnl_dims_t sa = {d->K, 1}, sb = {t ? 1 : d->N, t ? d->K : 1}, sbp = {d->ldb, 1},
+                      sc = {c_f32 ? d->ldc : dc[1], 1};
     dnnl_memory_desc_t ma, mb, mbp, mc;
     dnnl_primitive_desc_t pd = NULL;
     if (dnnl_memory_desc_init_by_strides(&ma, 2, da, dnnl_f32, sa) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mb, 2, db, dnnl_f32, sb) != dnnl_success ||
-        dnnl_memory_desc_init_by_strides(&mbp, 2, db, dnnl_bf16, sbp) != dnnl_success ||
+        dnnl_memory_desc_init_by_strides(&mbp, 2, dbp, dnnl_bf16, sbp) != dnnl_success ||
         dnnl_memory_desc_init_by_strides(&mc, 2, dc, dnnl_f32, sc) != dnnl_success ||
-        !(pd = gemm_prim(g, &ma, &mb, &mc, "f32:"))) {
+        !(pd = gemm_prim(g, &ma, &mb, &mc, t ? "f32:wt:" : "f32:"))) {
         *refused = true;
         return FIA_STATUS_UNSUPPORTED;
     }
     g->f32 = true;
+    g->wt = t;
     g->ldb = d->ldb;
     const fia_status st = gemm_slots(g, d, pd, &ma, &mb, &mc, scratch_bytes);
     dnnl_primitive_desc_destroy(pd);
     if (st != FIA_STATUS_SUCCESS) return st;
-    /* scratch: the library's, A in fp32, B in fp32 (unpacked gemms), C in fp32 (bf16 C) */
+    /* scratch: the library's, A in fp32, B in fp32 (unpacked gemms), C (C^T) in fp32 unless
+     * written in place */
     g->a_off = g->lib_scratch;
     g->b_off = g->a_off + align64((size_t)(d->M * d->K) * 4);
     g->c_off = g->b_off + (d->packed_b ? 0 : align64((size_t)(d->K * d->N) * 4));
     *scratch_bytes = g->c_off + (c_f32 ? 0 : (size_t)(d->M * d->N) * 4);
-    if (d->packed_b) { /* the plan's copy: B widened to a dense fp32 [K x N] */
+    if (d->packed_b) { /* the plan's copy: B (B^T) widened to a dense fp32 [K x N] ([N x K]) */
         g->packed = true;
         g->mb_plain = mbp;
-        g->mb_packed = mb;
+        g->mb_packed = t ? ma : mb;
         g->packed_bytes = (size_t)(d->K * d->N) * 4;
     }
     return FIA_STATUS_SUCCESS;
@@ -373,14 +379,15 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
         /* no bf16 matmul in the library on this CPU (oneDNN 2.6 needs AVX-512 for it): the
          * fp32 one on widened operands */
         fia_gemm_destroy(g);
-        if (!(g = gemm_new(slots))) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
+        if (!(g = gemm_new(slots)))
+            return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
         refused = false;
         fallback = true;
         st = gemm_build_f32(d, g, scratch_bytes, &refused);
     }
     if (refused)
         st = FIA_UNSUPPORTED("oneDNN refused %s%s matmul of [%lld x %lld] x [%lld x %lld]%s",
-                             s8 ? "an int8" : "a bf16", d->wt && !fallback ? " transposed" : "",
+                             s8 ? "an int8" : "a bf16", d->wt ? " transposed" : "",
                              (long long)d->M, (long long)d->K, (long long)d->K, (long long)d->N,
                              fallback ? " and its fp32 fallback (neither is available on this "
                                         "CPU or under ONEDNN_MAX_CPU_ISA)" : "");
@@ -437,9 +444,11 @@ static bool gemm_run_f32(fia_gemm *g, gemm_slot *s, const void *a, const void *b
         }
         bf = bw;
     }
-    float *cf = g->cs == 4 ? c : (float *)((char *)scratch + g->c_off);
-    if (dnnl_memory_set_data_handle(s->a, af) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->b, (void *)bf) != dnnl_success ||
+    const bool in_place = g->cs == 4 && !g->wt;
+    float *cf = in_place ? c : (float *)((char *)scratch + g->c_off);
+    /* wt: the library's source is B^T, its weights A^T */
+    if (dnnl_memory_set_data_handle(s->a, g->wt ? (void *)bf : af) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->b, g->wt ? af : (void *)bf) != dnnl_success ||
         dnnl_memory_set_data_handle(s->c, cf) != dnnl_success ||
         (s->scratch && dnnl_memory_set_data_handle(s->scratch, scratch) != dnnl_success))
         return false;
@@ -451,11 +460,18 @@ static bool gemm_run_f32(fia_gemm *g, gemm_slot *s, const void *a, const void *b
                         dnnl_success &&
                     dnnl_stream_wait(g_stream) == dnnl_success;
     if (old != 1) omp_set_num_threads(old);
-    if (ok && g->cs == 2)
+    if (ok && !in_place) /* C (C^T [N x M] when wt) in fp32 -> the caller's C */
         for (int64_t m = 0; m < M; m++) {
-            uint16_t *cr = (uint16_t *)c + m * g->ldc;
-            const float *fr = cf + m * N;
-            for (int64_t n = 0; n < N; n++) cr[n] = fia_cvt_f32_to_bf16(fr[n]);
+            char *cr = (char *)c + (size_t)(m * g->ldc) * g->cs;
+            for (int64_t n = 0; n < N; n++) {
+                const float v = g->wt ? cf[n * M + m] : cf[m * N + n];
+                if (g->cs == 4)
+                    memcpy(cr + 4 * n, &v, 4);
+                else {
+                    const uint16_t h = fia_cvt_f32_to_bf16(v);
+                    memcpy(cr + 2 * n, &h, 2);
+                }
+            }
         }
     return ok;
 }
@@ -538,11 +554,14 @@ bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
 
 static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
     if (!g->packed) return false;
-    if (g->f32) { /* the fp32 fallback: B widened to a dense fp32 [K x N] */
+    if (g->f32) { /* the fp32 fallback: B widened to a dense fp32 [K x N] (wt: B^T [N x K]) */
         float *pf = packed;
         for (int64_t k = 0; k < g->K; k++) {
             const uint16_t *br = (const uint16_t *)b + k * g->ldb;
-            for (int64_t n = 0; n < g->N; n++) pf[k * g->N + n] = fia_cvt_bf16_to_f32(br[n]);
+            if (g->wt)
+                for (int64_t n = 0; n < g->N; n++) pf[n * g->K + k] = fia_cvt_bf16_to_f32(br[n]);
+            else
+                for (int64_t n = 0; n < g->N; n++) pf[k * g->N + n] = fia_cvt_bf16_to_f32(br[n]);
         }
         return true;
     }
