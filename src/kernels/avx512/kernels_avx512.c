@@ -405,6 +405,21 @@ void fia_transpose_f32__avx512_16x16(const float *src, int64_t lds, float *dst, 
 /* ------------------------------------------------------------------------------------------ */
 
 
+/* One row's lane-wise max over n scores (nfull = n rounded down to 16, tm = the tail's mask),
+ * two accumulators; NaN scores are skipped like the scalar "s > mx ? s : mx". */
+FIA_AI __m512 row_max_lanes(const float *sr, int64_t nfull, __mmask16 tm) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 vm0 = ninf, vm1 = ninf;
+    int64_t j = 0;
+    for (; j + 32 <= nfull; j += 32) {
+        vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
+        vm1 = _mm512_max_ps(_mm512_loadu_ps(sr + j + 16), vm1);
+    }
+    if (j < nfull) vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
+    if (tm) vm1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vm1);
+    return _mm512_max_ps(vm0, vm1);
+}
+
 /* softmax_tile and its AMLA form (amla: probabilities times c = exp(mx + e ln2), the
  * accumulator rescale as an exponent delta, see kernels.h). */
 FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64_t n,
@@ -415,16 +430,8 @@ FIA_AI void softmax_rows(const int amla, float *s, int64_t lds, int64_t m, int64
     const __mmask16 tm = tail_mask16(n - nfull);
     for (int64_t r = 0; r < m; r++) {
         float *sr = s + r * lds;
-        /* row max; NaN scores are skipped like the scalar "s > mx ? s : mx" */
-        __m512 vm0 = ninf, vm1 = ninf;
-        int64_t j = 0;
-        for (; j + 32 <= nfull; j += 32) {
-            vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
-            vm1 = _mm512_max_ps(_mm512_loadu_ps(sr + j + 16), vm1);
-        }
-        if (j < nfull) vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
-        if (tm) vm1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vm1);
-        float mx = _mm512_reduce_max_ps(_mm512_max_ps(vm0, vm1));
+        int64_t j;
+        float mx = _mm512_reduce_max_ps(row_max_lanes(sr, nfull, tm)); /* row max */
         const float old = row_max[r];
         if (old > mx) mx = old;
 
@@ -531,15 +538,7 @@ FIA_AI bool softmax_rows8(float *s, int64_t lds, int64_t g, int64_t n, float *ro
             continue;
         }
         const float *sr = s + r * lds;
-        __m512 vm0 = ninf, vm1 = ninf;
-        int64_t j = 0;
-        for (; j + 32 <= nfull; j += 32) {
-            vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
-            vm1 = _mm512_max_ps(_mm512_loadu_ps(sr + j + 16), vm1);
-        }
-        if (j < nfull) vm0 = _mm512_max_ps(_mm512_loadu_ps(sr + j), vm0);
-        if (tm) vm1 = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, tm, sr + nfull), vm1);
-        v[r] = _mm512_max_ps(vm0, vm1);
+        v[r] = row_max_lanes(sr, nfull, tm);
     }
     const __m512 old = _mm512_mask_loadu_ps(ninf, gm, row_max);
     const __m512 mx = _mm512_max_ps(old, sm_reduce8_max(v)); /* old > mx ? old : mx */
