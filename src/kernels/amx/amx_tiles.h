@@ -52,6 +52,34 @@ static inline __attribute__((always_inline)) void fia_amx_bf16_2x2(
     }
 }
 
+/* Tiles 0..nv-1 (nv <= 4) += one block of 16 keys times up to four blocks of 16 heads, over
+ * ndb 64-byte steps: the keys' A tile at a row stride of ldk bytes, the heads' B tiles qstride
+ * bytes per row, 64 bytes apart, the next step 16 rows further. DP is the tile dot product of
+ * the operands' type (_tile_dpbf16ps for bf16 pairs, _tile_dpbusd for u8 x s8 quads). Operand
+ * tiles 4-6; the accumulators are neither zeroed nor stored here. A macro: the tile numbers of
+ * the intrinsics must be constants. */
+#define FIA_AMX_KEYS_X_HEADS(DP, nv, k, ldk, qp, qstride, ndb)                                \
+    do {                                                                                       \
+        for (int64_t db_ = 0; db_ < (ndb); db_++) {                                            \
+            _tile_loadd(4, (k) + db_ * 64, (ldk));                                             \
+            const char *q_ = (const char *)(qp) + db_ * 16 * (qstride);                        \
+            _tile_loadd(5, q_, (qstride));                                                     \
+            DP(0, 4, 5);                                                                       \
+            if ((nv) > 1) {                                                                    \
+                _tile_loadd(6, q_ + 64, (qstride));                                            \
+                DP(1, 4, 6);                                                                   \
+            }                                                                                  \
+            if ((nv) > 2) {                                                                    \
+                _tile_loadd(5, q_ + 128, (qstride));                                           \
+                DP(2, 4, 5);                                                                   \
+            }                                                                                  \
+            if ((nv) > 3) {                                                                    \
+                _tile_loadd(6, q_ + 192, (qstride));                                           \
+                DP(3, 4, 6);                                                                   \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
 /* 16 x 16 transpose of dwords (an S^T tile's store into S): r[i] lane c <- r[c] lane i. */
 static inline __attribute__((always_inline)) void fia_amx_transpose16(__m512i r[16]) {
     __m512i t[16], u[16];

@@ -60,24 +60,7 @@ void fia_li_score_bf16__amx_16x64(int64_t n, int64_t d, int64_t nh, const void *
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        for (int64_t db = 0; db < ndb; db++) {
-            _tile_loadd(4, k + db * 64, kstride);
-            const char *q = (const char *)qp + db * 16 * qstride;
-            _tile_loadd(5, q, qstride);
-            _tile_dpbf16ps(0, 4, 5);
-            if (nhb > 1) {
-                _tile_loadd(6, q + 64, qstride);
-                _tile_dpbf16ps(1, 4, 6);
-            }
-            if (nhb > 2) {
-                _tile_loadd(5, q + 128, qstride);
-                _tile_dpbf16ps(2, 4, 5);
-            }
-            if (nhb > 3) {
-                _tile_loadd(6, q + 192, qstride);
-                _tile_dpbf16ps(3, 4, 6);
-            }
-        }
+        FIA_AMX_KEYS_X_HEADS(_tile_dpbf16ps, nhb, k, kstride, qp, qstride, ndb);
         _tile_stored(0, st, 256);
         _tile_stored(1, st + 16, 256);
         _tile_stored(2, st + 32, 256);

@@ -48,24 +48,7 @@ LI_AI void li_amx_tiles(const int NV, int64_t ndb, const uint8_t *k, int64_t ldk
     if (NV > 1) _tile_zero(1);
     if (NV > 2) _tile_zero(2);
     if (NV > 3) _tile_zero(3);
-    for (int64_t db = 0; db < ndb; db++) {
-        _tile_loadd(4, k + 64 * db, ldk);
-        const int8_t *q = qp + db * 16 * qstride;
-        _tile_loadd(5, q, qstride);
-        _tile_dpbusd(0, 4, 5);
-        if (NV > 1) {
-            _tile_loadd(6, q + 64, qstride);
-            _tile_dpbusd(1, 4, 6);
-        }
-        if (NV > 2) {
-            _tile_loadd(5, q + 128, qstride);
-            _tile_dpbusd(2, 4, 5);
-        }
-        if (NV > 3) {
-            _tile_loadd(6, q + 192, qstride);
-            _tile_dpbusd(3, 4, 6);
-        }
-    }
+    FIA_AMX_KEYS_X_HEADS(_tile_dpbusd, NV, k, ldk, qp, qstride, ndb);
     _tile_stored(0, st, 256);
     if (NV > 1) _tile_stored(1, st + 16, 256);
     if (NV > 2) _tile_stored(2, st + 32, 256);
