@@ -399,6 +399,27 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     return FIA_STATUS_SUCCESS;
 }
 
+/* One execution of the primitive on the slot's memory objects: src and wei (two of the slot's
+ * a, b) pointed at src_p and wei_p, its c at dst, its scratchpad at scratch; OpenMP held to one
+ * thread for the call (the file comment). */
+static bool gemm_exec(const fia_gemm *g, gemm_slot *s, dnnl_memory_t src, const void *src_p,
+                      dnnl_memory_t wei, const void *wei_p, void *dst, void *scratch) {
+    if (dnnl_memory_set_data_handle(src, (void *)src_p) != dnnl_success ||
+        dnnl_memory_set_data_handle(wei, (void *)wei_p) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->c, dst) != dnnl_success ||
+        (s->scratch && dnnl_memory_set_data_handle(s->scratch, scratch) != dnnl_success))
+        return false;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei},
+                               {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
+    const int old = omp_get_max_threads();
+    if (old != 1) omp_set_num_threads(1);
+    const bool ok = dnnl_primitive_execute(g->prim, g_stream, s->scratch ? 4 : 3, args) ==
+                        dnnl_success &&
+                    dnnl_stream_wait(g_stream) == dnnl_success;
+    if (old != 1) omp_set_num_threads(old);
+    return ok;
+}
+
 /* The int8 fallback's run: B packed, A offset to u8, the exact sums (as fp32: integers, the
  * same value the caller's (float) of the int32 gives) back to int32 in place. */
 static bool gemm_run_i8(fia_gemm *g, const void *a, const void *b, void *c, void *scratch) {
@@ -447,19 +468,7 @@ static bool gemm_run_f32(fia_gemm *g, gemm_slot *s, const void *a, const void *b
     const bool in_place = g->cs == 4 && !g->wt;
     float *cf = in_place ? c : (float *)((char *)scratch + g->c_off);
     /* wt: the library's source is B^T, its weights A^T */
-    if (dnnl_memory_set_data_handle(s->a, g->wt ? (void *)bf : af) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->b, g->wt ? af : (void *)bf) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->c, cf) != dnnl_success ||
-        (s->scratch && dnnl_memory_set_data_handle(s->scratch, scratch) != dnnl_success))
-        return false;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, s->a}, {DNNL_ARG_WEIGHTS, s->b},
-                               {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
-    const int old = omp_get_max_threads();
-    if (old != 1) omp_set_num_threads(1);
-    const bool ok = dnnl_primitive_execute(g->prim, g_stream, s->scratch ? 4 : 3, args) ==
-                        dnnl_success &&
-                    dnnl_stream_wait(g_stream) == dnnl_success;
-    if (old != 1) omp_set_num_threads(old);
+    const bool ok = gemm_exec(g, s, s->a, g->wt ? bf : af, s->b, g->wt ? af : bf, cf, scratch);
     if (ok && !in_place) /* C (C^T [N x M] when wt) in fp32 -> the caller's C */
         for (int64_t m = 0; m < M; m++) {
             char *cr = (char *)c + (size_t)(m * g->ldc) * g->cs;
@@ -489,23 +498,9 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
         a = ad;
     }
     void *cd = g->c_copy ? (char *)scratch + g->c_off : c;
-    if (dnnl_memory_set_data_handle(s->a, (void *)a) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->b, (void *)b) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->c, cd) != dnnl_success)
-        return false;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->wt ? s->b : s->a},
-                               {DNNL_ARG_WEIGHTS, g->wt ? s->a : s->b},
-                               {DNNL_ARG_DST, s->c}, {DNNL_ARG_SCRATCHPAD, s->scratch}};
-    int nargs = 3;
-    if (s->scratch) {
-        if (dnnl_memory_set_data_handle(s->scratch, scratch) != dnnl_success) return false;
-        nargs = 4;
-    }
-    const int old = omp_get_max_threads();
-    if (old != 1) omp_set_num_threads(1);
-    const bool ok = dnnl_primitive_execute(g->prim, g_stream, nargs, args) == dnnl_success &&
-                    dnnl_stream_wait(g_stream) == dnnl_success;
-    if (old != 1) omp_set_num_threads(old);
+    /* wt: the library's source is the slot's b (B^T), its weights the slot's a */
+    const bool ok = g->wt ? gemm_exec(g, s, s->b, b, s->a, a, cd, scratch)
+                          : gemm_exec(g, s, s->a, a, s->b, b, cd, scratch);
     if (ok && g->wt) { /* C^T [N x M] dense -> C rows at the caller's stride */
         if (g->cs == 4) {
             const uint32_t *ct = cd;
