@@ -12,6 +12,7 @@
  *   transpose_f32: exact on odd shapes, canaries in dst padding.
  *   qk_rows / pv_rows: f32 / f16 / bf16 / int8 rows, each its own exactly sized allocation, every
  *                  head-dim / row tail, padded leading dims with canaries, 1e-5 * sum |x y|.
+ *   qk_heads / pv_heads: bit-exact against the same table's qk_rows / pv_rows head by head.
  *   softmax_tile:  1e-6 relative of scalar (libm expf), -inf entries, fully -inf rows,
  *                  row_max = -inf starts, large spreads (underflow), canaries in the lds padding
  *                  and in the row after the last; plus the vector expf's ulp error over
@@ -277,13 +278,6 @@ static void test_rows(const fia_kernels *kt, tu_rng *rng) {
     }
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* conversions                                                                                */
-/* ------------------------------------------------------------------------------------------ */
-
-typedef void (*cvt_u16_f32)(const uint16_t *, float *, int64_t);
-typedef void (*cvt_f32_u16)(const float *, uint16_t *, int64_t);
-
 static int same_f32(const float *x, const float *y, int64_t n, int64_t *at) {
     for (int64_t i = 0; i < n; i++)
         if (fia_f32_bits(x[i]) != fia_f32_bits(y[i])) {
@@ -292,6 +286,89 @@ static int same_f32(const float *x, const float *y, int64_t n, int64_t *at) {
         }
     return 1;
 }
+
+/* qk_heads / pv_heads (NULL in tables without them): bit-exact against the same table's
+ * qk_rows / pv_rows with m = 1, head by head, on n token rows of nh heads hs >= d elements
+ * apart (each row exactly sized), padded leading dims with canaries, prefetch lists none or
+ * the rows themselves. */
+static void qk_heads_case(const fia_kernels *kt, tu_rng *rng, int64_t nh, int64_t n, int64_t d,
+                          fia_dtype dt) {
+    const int64_t hs = d + tu_int(rng, 0, 3), len = (nh - 1) * hs + d;
+    const int64_t ldq = d + tu_int(rng, 0, 3), lds = n + tu_int(rng, 0, 3), ns = nh * lds;
+    const size_t es = (size_t)fia_dtype_size(dt);
+    float *q = alloc_f32(nh * ldq), *kv = alloc_f32(n * len), *sr = alloc_f32(ns),
+          *sg = alloc_f32(ns);
+    for (int64_t i = 0; i < nh * ldq; i++) q[i] = (i % ldq) < d ? rnd_f32(rng, -1, 1) : NAN;
+    void **kr = make_rows(rng, n, len, dt, kv);
+    const void **kh = (const void **)malloc((size_t)(n > 0 ? n : 1) * sizeof(void *));
+    for (int64_t i = 0; i < ns; i++) sr[i] = sg[i] = (i % lds) < n ? NAN : canary();
+    for (int64_t h = 0; h < nh; h++) {
+        for (int64_t j = 0; j < n; j++) kh[j] = (const char *)kr[j] + (size_t)(h * hs) * es;
+        kt->qk_rows(1, n, d, q + h * ldq, ldq, kh, dt, sr + h * lds, lds, NULL, 0);
+    }
+    const int64_t npf = tu_chance(rng, 0.5) ? n : 0;
+    kt->qk_heads(nh, n, d, q, ldq, (const void *const *)kr, hs, dt, sg, lds,
+                 npf ? (const void *const *)kr : NULL, npf);
+    int64_t at = -1;
+    const int ok = same_f32(sg, sr, ns, &at);
+    tu_check(ok, "%s qk_heads nh=%" PRId64 " n=%" PRId64 " d=%" PRId64 " hs=%" PRId64
+                 " dt=%d: not qk_rows' bits at (%" PRId64 ",%" PRId64 ")",
+             kt->name, nh, n, d, hs, (int)dt, ok ? 0 : at / lds, ok ? 0 : at % lds);
+    free_rows(kr, n);
+    free(kh), free(q), free(kv), free(sr), free(sg);
+}
+
+static void pv_heads_case(const fia_kernels *kt, tu_rng *rng, int64_t nh, int64_t n, int64_t dv,
+                          fia_dtype dt, int with_scale) {
+    const int64_t hs = dv + tu_int(rng, 0, 3), len = (nh - 1) * hs + dv;
+    const int64_t ldp = n + tu_int(rng, 0, 3), ldo = dv + tu_int(rng, 0, 3), no = nh * ldo;
+    const size_t es = (size_t)fia_dtype_size(dt);
+    float *p = alloc_f32(nh * ldp), *vv = alloc_f32(n * len), *orf = alloc_f32(no),
+          *og = alloc_f32(no), *rs = alloc_f32(nh);
+    for (int64_t i = 0; i < nh * ldp; i++) p[i] = (i % ldp) < n ? rnd_f32(rng, 0, 1) : NAN;
+    void **vr = make_rows(rng, n, len, dt, vv);
+    const void **vh = (const void **)malloc((size_t)(n > 0 ? n : 1) * sizeof(void *));
+    for (int64_t i = 0; i < no; i++)
+        orf[i] = og[i] = (i % ldo) < dv ? (with_scale ? rnd_f32(rng, -2, 2) : NAN) : canary();
+    for (int64_t h = 0; h < nh; h++) rs[h] = tu_chance(rng, 0.2) ? 0.0f : rnd_f32(rng, 0, 1);
+    for (int64_t h = 0; h < nh; h++) {
+        for (int64_t j = 0; j < n; j++) vh[j] = (const char *)vr[j] + (size_t)(h * hs) * es;
+        kt->pv_rows(1, n, dv, p + h * ldp, ldp, vh, dt, orf + h * ldo, ldo,
+                    with_scale ? rs + h : NULL, NULL, 0);
+    }
+    const int64_t npf = tu_chance(rng, 0.5) ? n : 0;
+    kt->pv_heads(nh, n, dv, p, ldp, (const void *const *)vr, hs, dt, og, ldo,
+                 with_scale ? rs : NULL, npf ? (const void *const *)vr : NULL, npf);
+    int64_t at = -1;
+    const int ok = same_f32(og, orf, no, &at);
+    tu_check(ok, "%s pv_heads nh=%" PRId64 " n=%" PRId64 " dv=%" PRId64 " hs=%" PRId64
+                 " dt=%d scale=%d: not pv_rows' bits at (%" PRId64 ",%" PRId64 ")",
+             kt->name, nh, n, dv, hs, (int)dt, with_scale, ok ? 0 : at / ldo, ok ? 0 : at % ldo);
+    free_rows(vr, n);
+    free(vh), free(p), free(vv), free(orf), free(og), free(rs);
+}
+
+static void test_heads(const fia_kernels *kt, tu_rng *rng) {
+    if (!kt->qk_heads && !kt->pv_heads) return;
+    tu_check(kt->qk_heads && kt->pv_heads, "%s: qk_heads and pv_heads come together", kt->name);
+    static const fia_dtype dts[] = {FIA_DTYPE_FLOAT32, FIA_DTYPE_FLOAT16, FIA_DTYPE_BFLOAT16,
+                                    FIA_DTYPE_INT8};
+    static const int64_t dims[] = {1, 3, 8, 15, 16, 17, 31, 32, 33, 64, 65, 100, 128, 256};
+    for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++)
+        for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+            /* heads x keys: every count of pairs mod 16, 32 heads of decode among them */
+            const int64_t nh = i % 3 == 0 ? 32 : tu_int(rng, 1, 40), n = tu_int(rng, 0, 40);
+            qk_heads_case(kt, rng, nh, n, dims[i], dts[t]);
+            pv_heads_case(kt, rng, nh, n, dims[i], dts[t], (int)(i & 1));
+        }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* conversions                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef void (*cvt_u16_f32)(const uint16_t *, float *, int64_t);
+typedef void (*cvt_f32_u16)(const float *, uint16_t *, int64_t);
 
 static int same_u16(const uint16_t *x, const uint16_t *y, int64_t n, int64_t *at) {
     for (int64_t i = 0; i < n; i++)
@@ -666,6 +743,7 @@ int main(int argc, char **argv) {
         test_transpose(kt, &rng);
         test_softmax(kt, &rng);
         test_rows(kt, &rng);
+        test_heads(kt, &rng);
         test_p_to_u8(kt, &rng);
         printf("%s: done\n", kt->name);
         fflush(stdout);

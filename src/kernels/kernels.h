@@ -47,6 +47,13 @@ typedef void fia_core_qk_rows_fn(int64_t m, int64_t n, int64_t d, const float *q
 typedef void fia_core_pv_rows_fn(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                                  const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                                  const float *row_scale, const void *const *pf, int64_t npf);
+typedef void fia_core_qk_heads_fn(int64_t nh, int64_t n, int64_t d, const float *q, int64_t ldq,
+                                  const void *const *krows, int64_t hs, fia_dtype dt, float *s,
+                                  int64_t lds, const void *const *pf, int64_t npf);
+typedef void fia_core_pv_heads_fn(int64_t nh, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                                  const void *const *vrows, int64_t hs, fia_dtype dt, float *o,
+                                  int64_t ldo, const float *row_scale, const void *const *pf,
+                                  int64_t npf);
 typedef float fia_core_p_to_u8_fn(const float *p, int64_t n, uint8_t *q);
 
 typedef struct fia_kernels {
@@ -110,6 +117,21 @@ typedef struct fia_kernels {
      *     when npf is 0; the scalar table ignores it). */
     fia_core_qk_rows_fn *qk_rows;
     fia_core_pv_rows_fn *pv_rows;
+
+    /* qk_rows / pv_rows for nh heads of one query row each (MHA decode), reading the rows in
+     * token order: key j's row pointer krows[j] (vrows[j]) addresses head 0, head h lies hs
+     * elements further (token-major caches: all heads of a token in one row), and every key's
+     * heads are read before the next key's (one call reads nh heads' part of each token row
+     * once, instead of nh calls each reading d elements of every row).
+     * qk_heads: S[h][j] = sum_{c<d} Q[h][c] * K_{j,h}[c]             (h < nh, j < n)
+     * pv_heads: O[h][c] = (row_scale ? row_scale[h] * O[h][c] : 0) + sum_{j<n} P[h][j] V_{j,h}[c]
+     * with Q[h] = q + h ldq, S[h] = s + h lds, P[h] = p + h ldp, O[h] = o + h ldo. Every value
+     * has the bits the same table's qk_rows / pv_rows give with m = 1 for head h alone (the
+     * operators choose between the two freely). pf: npf token rows of the next tile (the same
+     * nh heads), prefetched as the kernel reads. Optional: NULL where no kernel is faster than
+     * qk_rows / pv_rows head by head. */
+    fia_core_qk_heads_fn *qk_heads;
+    fia_core_pv_heads_fn *pv_heads;
 
     /* The int8 MLA decode's cast of a P row (softmax_tile output, NaN-free or not) to u8 codes:
      *   mx = max(0, p[j] for j < n) as the loop mx = p[j] > mx ? p[j] : mx (NaNs skipped);

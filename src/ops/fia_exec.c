@@ -502,6 +502,62 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     return true;
 }
 
+/* Whether the item runs its heads together (fia_tile_heads): MHA decode rows on the heads
+ * kernels (fia_heads_path), more than one head, no more than the score tile's rows. */
+static inline bool fia_item_heads(const fia_attn_plan *p, const fia_work_item *it) {
+    return it->nh > 1 && it->nh <= p->tile_rows && fia_heads_path(p, it->qn * p->G);
+}
+
+/* All kv heads of an MHA decode item (fia_item_heads: one query row per head) in one pass over
+ * the step's token rows: qk_heads fills the nh x n score block (row hh = head hh, the state's
+ * row hh), each head's row masked as fia_tile_head masks it, one softmax_tile over the nh rows
+ * (each row's softmax is the per-row one), pv_heads. The kernels read the rows in token order
+ * with the bits of qk_rows / pv_rows head by head, so the result is fia_tile_head's for every
+ * head. Row pointers are those of head h0 (the kernels step by the head stride); the next
+ * step's are computed for the prefetch and then reused, as for one-head items. */
+static bool fia_tile_heads(const fia_exec *ex, const fia_work_item *it, const fia_work_item *next,
+                           fia_scratch *s, int64_t t0, int64_t n, bool first, bool *ptrs_ready) {
+    const fia_attn_plan *p = ex->p;
+    const fia_kernels *k = p->kern;
+    const fia_batch *bi = &p->batches[it->b];
+    const int64_t b = it->b, nh = it->nh, nk = p->kv_tile, step = fia_item_step(p, it);
+
+    int64_t nn = it->kv1 - (t0 + n) < step ? it->kv1 - (t0 + n) : step;
+    const bool ready = *ptrs_ready;
+    *ptrs_ready = nn > 0;
+    if (nn > 0) {
+        fia_row_ptrs(p, 0, bi, b, it->h0, t0 + n, nn, s->kpf);
+        fia_row_ptrs(p, 1, bi, b, it->h0, t0 + n, nn, s->vpf);
+    } else if (next && next->nh >= nh && next->kv1 > next->kv0) {
+        /* the next item's first step, when it has these heads' rows (the kernels prefetch nh) */
+        const int64_t nstep = fia_item_step(p, next);
+        const int64_t e = (next->kv0 / nstep + 1) * nstep;
+        nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
+        const fia_batch *nb = &p->batches[next->b];
+        fia_row_ptrs(p, 0, nb, next->b, next->h0, next->kv0, nn, s->kpf);
+        fia_row_ptrs(p, 1, nb, next->b, next->h0, next->kv0, nn, s->vpf);
+    } else {
+        nn = 0;
+    }
+    if (!ready) fia_row_ptrs(p, 0, bi, b, it->h0, t0, n, s->kptr);
+    k->qk_heads(nh, n, p->D, s->q, p->dp, s->kptr, p->k.s_h, p->k.dtype, s->s, nk, s->kpf, nn);
+    /* fia_mask_tile masks the score rows at s->s: once per head row (the same keys each time) */
+    fia_scratch hs = *s;
+    bool any = false;
+    for (int64_t hh = 0; hh < nh; hh++) {
+        hs.s = s->s + hh * nk;
+        any = fia_mask_tile(p, it, &hs, t0, n);
+    }
+    if (any) {
+        k->softmax_tile(s->s, nk, nh, n, s->m, s->l, s->alpha);
+        if (!ready) fia_row_ptrs(p, 1, bi, b, it->h0, t0, n, s->vptr);
+        k->pv_heads(nh, n, p->Dv, s->s, nk, s->vptr, p->v.s_h, p->v.dtype, s->o, p->dvp,
+                    first ? NULL : s->alpha, s->vpf, nn);
+    }
+    if (*ptrs_ready) fia_swap_ptrs(s);
+    return any;
+}
+
 /* A TILE item: the query tile of kv heads [n2, n2 + nh) stays resident (packed, scale folded
  * in) while the item's key range streams through step by step, all heads per step. */
 static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_work_item *next,
@@ -541,6 +597,7 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
     }
 
     bool first = true, ptrs_ready = false;
+    const bool heads = fia_item_heads(p, it);
     for (int64_t t0 = it->kv0; t0 < it->kv1;) {
         int64_t t1 = (t0 / step + 1) * step;
         if (t1 > it->kv1) t1 = it->kv1;
@@ -550,9 +607,12 @@ static void fia_run_tile(const fia_exec *ex, const fia_work_item *it, const fia_
         if (visible) {
             bool any = false;
             if (fold && p->aq == FIA_AQ_TOKEN) fia_aq_step_tokens(p, s, b, t0, t1 - t0);
-            for (int64_t hh = 0; hh < it->nh; hh++)
-                any = fia_tile_head(ex, it, next, s, it->h0 + hh, hh, t0, t1 - t0, first,
-                                    &ptrs_ready);
+            if (heads)
+                any = fia_tile_heads(ex, it, next, s, t0, t1 - t0, first, &ptrs_ready);
+            else
+                for (int64_t hh = 0; hh < it->nh; hh++)
+                    any = fia_tile_head(ex, it, next, s, it->h0 + hh, hh, t0, t1 - t0, first,
+                                        &ptrs_ready);
             if (any) first = false;
         } else {
             ptrs_ready = false;

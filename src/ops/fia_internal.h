@@ -105,6 +105,16 @@ static inline void fia_row_range(const fia_attn_plan *p, const fia_batch *bi, in
     fia_vis_range(p->vis, p->pre, p->next, bi, i, lo, hi);
 }
 
+/* Whether tiles of `rows` query rows per kv head run all their kv heads at once through
+ * qk_heads / pv_heads (fia_exec.c fia_tile_heads): MHA decode rows (one row per head) of a
+ * token-major cache, no antiquant, and a kernel table that has the two kernels. Such items
+ * read large parts of token rows, so the plan gives them many heads (fia_plan.c); the kernels give
+ * every head the bits of the head-by-head path, so no result depends on the choice. */
+static inline bool fia_heads_path(const fia_attn_plan *p, int64_t rows) {
+    return rows == 1 && p->G == 1 && p->token_major && p->aq == FIA_AQ_NONE && p->kern->qk_heads &&
+           p->kern->pv_heads;
+}
+
 /* ---- validation pieces shared by the dense path and MLA (fia_common.c) ---- */
 
 /* Checks attention_out's batch (non-TND) and sequence dims against the query's. */

@@ -17,7 +17,21 @@
  *   columns while 8 rows remain (each V element converted once per 8 rows), then 4 or 3 rows x
  *   64 columns, 1 or 2 rows x 128 columns (a 128-wide value row read whole, converted once);
  *   P broadcast from memory; full blocks without masks. With row_scale NULL, O is never read.
- * Both prefetch the next tile's rows (pf) spread over their own loop.
+ * qk_heads_avx512 / pv_heads_avx512: the m = 1 forms for nh heads whose slices of a token row
+ *   lie hs elements apart, read in token order (every head of key j before key j + 1), so that
+ *   one call reads a block of whole token rows of a token-major cache. qk_heads: the (head, key)
+ *   pairs in token order, 16 per fold, each a 16-lane FMA chain over the head dim exactly as
+ *   fia_qk_sums builds a key's, folded by the same fia_hsum16 (whose lanes all add in one
+ *   order): the bits of qk_rows with m = 1. pv_heads: O of the nh heads (L1) as the
+ *   accumulators, started as pv_rows starts them (row_scale times O, or 0), then per pair of
+ *   keys and per head the two keys' FMAs in key order: each element the FMA chain of pv_rows
+ *   with m = 1. Both read a cache line at a time with its prefetch and no test in the loop: the
+ *   scalar work of the pair addressing and per-step prefetch tests took the FMA / conversion
+ *   ports (one thread, 32 heads x 64 keys in L2: 48.5 GB/s for qk_heads, 50 for qk_rows head by
+ *   head; 38 before). Read from memory, token order streams no faster than qk_rows' head-by-head
+ *   steps here (one thread: 19-20 against 21-23 GB/s); the operator gains from the items of
+ *   16 heads they allow (fia_plan.c).
+ * All prefetch the next tile's rows (pf) spread over their own loop.
  * Preconditions: Q, P, O fp32 with unit inner stride; row pointers valid for d (dv) elements.
  * Nothing is read or written beyond the sizes given (masked loads and stores at the tails).
  */
@@ -462,3 +476,237 @@ void fia_pv_rows__avx512_4x64(int64_t m, int64_t n, int64_t dv, const float *p, 
         break;
     }
 }
+
+/* The full 16-wide steps c of [c, len) a cache line (LC steps, a compile-time 1, 2 or 4) at a
+ * time: PF(c) once per line (and once for the last partial line), STEP(c) per step, c left at
+ * the first step of the tail. */
+#define FIA_BY_LINES(len, PF, STEP)                                                               \
+    for (; c + 16 * LC <= (len); c += 16 * LC) {                                                  \
+        PF(c)                                                                                     \
+        STEP(c)                                                                                   \
+        if (LC > 1) STEP(c + 16)                                                                  \
+        if (LC > 2) {                                                                             \
+            STEP(c + 32)                                                                          \
+            STEP(c + 48)                                                                          \
+        }                                                                                         \
+    }                                                                                             \
+    if (c < (len)) PF(c)                                                                          \
+    for (; c + 16 <= (len); c += 16) STEP(c)
+
+/* Four (head, key) dot products q_i . r_i (d elements each), parked in part[0..3]: every pair
+ * one FMA chain from zero over the head dim in 16-wide steps (the tail masked), as fia_qk_sums
+ * accumulates a key; four independent chains. Read a cache line (LC steps) at a time, each line
+ * of pair i prefetching the same line of f_i (the pair's own slice when there is nothing to
+ * prefetch: no test in the loop, whose scalar work would take the vector ports' cycles). */
+FIA_AI void fia_qk_quad(int64_t d, const float *q0, const float *q1, const float *q2,
+                        const float *q3, const void *r0, const void *r1, const void *r2,
+                        const void *r3, const char *f0, const char *f1, const char *f2,
+                        const char *f3, fia_dtype dt, float (*part)[16]) {
+    const int64_t es = fia_dt_size(dt), LC = 64 / (16 * es) ? 64 / (16 * es) : 1;
+    const __mmask16 tail = fia_mask16(d & 15);
+    __m512 a = _mm512_setzero_ps(), b = a, e = a, f = a;
+#define FIA_QH_PF(c)                                                                              \
+    {                                                                                             \
+        _mm_prefetch(f0 + (c) * es, _MM_HINT_T1);                                                 \
+        _mm_prefetch(f1 + (c) * es, _MM_HINT_T1);                                                 \
+        _mm_prefetch(f2 + (c) * es, _MM_HINT_T1);                                                 \
+        _mm_prefetch(f3 + (c) * es, _MM_HINT_T1);                                                 \
+    }
+#define FIA_QH_STEP(c)                                                                            \
+    {                                                                                             \
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + (c)), fia_load16_full(r0, (c), dt), a);          \
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(q1 + (c)), fia_load16_full(r1, (c), dt), b);          \
+        e = _mm512_fmadd_ps(_mm512_loadu_ps(q2 + (c)), fia_load16_full(r2, (c), dt), e);          \
+        f = _mm512_fmadd_ps(_mm512_loadu_ps(q3 + (c)), fia_load16_full(r3, (c), dt), f);          \
+    }
+    int64_t c = 0;
+    FIA_BY_LINES(d, FIA_QH_PF, FIA_QH_STEP)
+#undef FIA_QH_STEP
+#undef FIA_QH_PF
+    if (c < d) {
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q0 + c), fia_load16(r0, c, dt, tail), a);
+        b = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q1 + c), fia_load16(r1, c, dt, tail), b);
+        e = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q2 + c), fia_load16(r2, c, dt, tail), e);
+        f = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, q3 + c), fia_load16(r3, c, dt, tail), f);
+    }
+    _mm512_store_ps(part[0], a);
+    _mm512_store_ps(part[1], b);
+    _mm512_store_ps(part[2], e);
+    _mm512_store_ps(part[3], f);
+}
+
+/* The 16 parked chains folded as fia_qk_sums folds its 16 (fia_hsum16: every lane adds in the
+ * same order), so lane u is pair u's score with the bits of qk_rows. */
+FIA_AI __m512 fia_qk_fold16(float (*part)[16]) {
+#define FIA_QK_P(i) _mm512_load_ps(part[i])
+    return fia_hsum16(FIA_QK_P(0), FIA_QK_P(1), FIA_QK_P(2), FIA_QK_P(3), FIA_QK_P(4), FIA_QK_P(5),
+                      FIA_QK_P(6), FIA_QK_P(7), FIA_QK_P(8), FIA_QK_P(9), FIA_QK_P(10),
+                      FIA_QK_P(11), FIA_QK_P(12), FIA_QK_P(13), FIA_QK_P(14), FIA_QK_P(15));
+#undef FIA_QK_P
+}
+
+/* The (head, key) pairs in token order (key-major, heads inner), 16 per fold. With nh a
+ * multiple of 16 a fold is 16 heads of one key, addressed by strides; otherwise the pairs run
+ * on through the keys, addressed by a list, and a partial last fold repeats its last pair in
+ * the unused lanes (computed, not stored). */
+FIA_AI void fia_qk_heads_dt(int64_t nh, int64_t n, int64_t d, const float *q, int64_t ldq,
+                            const void *const *krows, int64_t hs, fia_dtype dt, float *s,
+                            int64_t lds, const void *const *pf, int64_t npf) {
+    const int64_t es = fia_dt_size(dt), hb = hs * es;
+    float part[16][16] __attribute__((aligned(64)));
+    float sum[16] __attribute__((aligned(64)));
+    if (nh % 16 == 0) {
+        for (int64_t j = 0; j < n; j++) {
+            const char *row = (const char *)krows[j];
+            const char *prow = j < npf ? (const char *)pf[j] : row;
+            for (int64_t h0 = 0; h0 < nh; h0 += 16) {
+                for (int u = 0; u < 16; u += 4) {
+                    const int64_t h = h0 + u;
+                    const float *qh = q + h * ldq;
+                    const char *kh = row + h * hb, *ph = prow + h * hb;
+                    fia_qk_quad(d, qh, qh + ldq, qh + 2 * ldq, qh + 3 * ldq, kh, kh + hb,
+                                kh + 2 * hb, kh + 3 * hb, ph, ph + hb, ph + 2 * hb, ph + 3 * hb,
+                                dt, part + u);
+                }
+                _mm512_store_ps(sum, fia_qk_fold16(part));
+                for (int u = 0; u < 16; u++) s[(h0 + u) * lds + j] = sum[u];
+            }
+        }
+    } else {
+        const float *qp[16];
+        const char *kp[16], *pfp[16];
+        int64_t sj[16], sh[16];
+        for (int64_t j = 0, h = 0; nh > 0 && j < n;) {
+            int cnt = 0;
+            for (; cnt < 16 && j < n; cnt++) {
+                qp[cnt] = q + h * ldq;
+                kp[cnt] = (const char *)krows[j] + h * hb;
+                pfp[cnt] = j < npf ? (const char *)pf[j] + h * hb : kp[cnt];
+                sj[cnt] = j;
+                sh[cnt] = h;
+                if (++h == nh) h = 0, j++;
+            }
+            for (int u = cnt; u < 16; u++) {
+                qp[u] = qp[cnt - 1];
+                kp[u] = kp[cnt - 1];
+                pfp[u] = pfp[cnt - 1];
+            }
+            for (int u = 0; u < 16; u += 4)
+                fia_qk_quad(d, qp[u], qp[u + 1], qp[u + 2], qp[u + 3], kp[u], kp[u + 1],
+                            kp[u + 2], kp[u + 3], pfp[u], pfp[u + 1], pfp[u + 2], pfp[u + 3], dt,
+                            part + u);
+            _mm512_store_ps(sum, fia_qk_fold16(part));
+            for (int u = 0; u < cnt; u++) s[sh[u] * lds + sj[u]] = sum[u];
+        }
+    }
+    if (nh > 0 && npf > n) fia_prefetch_rows(pf, npf, n, npf, ((nh - 1) * hs + d) * es);
+}
+
+void fia_qk_heads__avx512_tok_4acc(int64_t nh, int64_t n, int64_t d, const float *q, int64_t ldq,
+                                   const void *const *krows, int64_t hs, fia_dtype dt, float *s,
+                                   int64_t lds, const void *const *pf, int64_t npf) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_FLOAT16, s, lds, pf, npf);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_BFLOAT16, s, lds, pf, npf);
+        break;
+    case FIA_DTYPE_INT8:
+        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_INT8, s, lds, pf, npf);
+        break;
+    default:
+        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_FLOAT32, s, lds, pf, npf);
+        break;
+    }
+}
+
+/* O[h][c0 .. dv) += P[h][j] V_j + P[h][j + 1] V_{j+1} (JB = 2; JB = 1: key j alone), 16 columns
+ * at a time: loaded, one FMA per key in key order, stored (each element the FMA chain of
+ * fia_pv_block, parked in O between key blocks). Read a cache line (LC steps) at a time, each
+ * line prefetching the same line of f0 / f1 (the slice itself when there is nothing to fetch). */
+FIA_AI void fia_pv_head_keys(const int JB, int64_t dv, const float *pj, const void *v0,
+                             const void *v1, const char *f0, const char *f1, fia_dtype dt,
+                             float *oh) {
+    const int64_t es = fia_dt_size(dt), LC = 64 / (16 * es) ? 64 / (16 * es) : 1;
+    const __m512 p0 = _mm512_set1_ps(pj[0]), p1 = JB > 1 ? _mm512_set1_ps(pj[1]) : p0;
+#define FIA_PH_PF(c)                                                                              \
+    {                                                                                             \
+        _mm_prefetch(f0 + (c) * es, _MM_HINT_T1);                                                 \
+        if (JB > 1) _mm_prefetch(f1 + (c) * es, _MM_HINT_T1);                                     \
+    }
+#define FIA_PH_STEP(c)                                                                            \
+    {                                                                                             \
+        __m512 acc = _mm512_fmadd_ps(p0, fia_load16_full(v0, (c), dt), _mm512_loadu_ps(oh + (c))); \
+        if (JB > 1) acc = _mm512_fmadd_ps(p1, fia_load16_full(v1, (c), dt), acc);                \
+        _mm512_storeu_ps(oh + (c), acc);                                                          \
+    }
+    int64_t c = 0;
+    FIA_BY_LINES(dv, FIA_PH_PF, FIA_PH_STEP)
+#undef FIA_PH_STEP
+#undef FIA_PH_PF
+    if (c < dv) {
+        const __mmask16 tail = fia_mask16(dv - c);
+        __m512 acc = _mm512_fmadd_ps(p0, fia_load16(v0, c, dt, tail), _mm512_maskz_loadu_ps(tail, oh + c));
+        if (JB > 1) acc = _mm512_fmadd_ps(p1, fia_load16(v1, c, dt, tail), acc);
+        _mm512_mask_storeu_ps(oh + c, tail, acc);
+    }
+}
+
+/* O[h] as the accumulators (nh x dv floats, in L1 for decode heads): started as fia_pv_block
+ * starts its registers (row_scale[h] times O, or 0), then per pair of keys, per head, both keys'
+ * FMAs in key order (two token rows read side by side, every head of both before the next
+ * pair). */
+FIA_AI void fia_pv_heads_dt(int64_t nh, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                            const void *const *vrows, int64_t hs, fia_dtype dt, float *o,
+                            int64_t ldo, const float *row_scale, const void *const *pf,
+                            int64_t npf) {
+    const int64_t es = fia_dt_size(dt), hb = hs * es;
+    for (int64_t h = 0; h < nh; h++) {
+        float *oh = o + h * ldo;
+        const __m512 sc = _mm512_set1_ps(row_scale ? row_scale[h] : 0.0f);
+        for (int64_t c = 0; c < dv; c += 16) {
+            const __mmask16 mk = fia_mask16(dv - c);
+            const __m512 x = row_scale ? _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(mk, oh + c))
+                                       : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(oh + c, mk, x);
+        }
+    }
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) {
+        const char *r0 = (const char *)vrows[j], *r1 = (const char *)vrows[j + 1];
+        const char *g0 = j < npf ? (const char *)pf[j] : r0;
+        const char *g1 = j + 1 < npf ? (const char *)pf[j + 1] : r1;
+        for (int64_t h = 0; h < nh; h++)
+            fia_pv_head_keys(2, dv, p + h * ldp + j, r0 + h * hb, r1 + h * hb, g0 + h * hb,
+                             g1 + h * hb, dt, o + h * ldo);
+    }
+    if (j < n) {
+        const char *r0 = (const char *)vrows[j], *g0 = j < npf ? (const char *)pf[j] : r0;
+        for (int64_t h = 0; h < nh; h++)
+            fia_pv_head_keys(1, dv, p + h * ldp + j, r0 + h * hb, r0, g0 + h * hb, g0, dt,
+                             o + h * ldo);
+    }
+    if (nh > 0 && npf > n) fia_prefetch_rows(pf, npf, n, npf, ((nh - 1) * hs + dv) * es);
+}
+
+void fia_pv_heads__avx512_tok(int64_t nh, int64_t n, int64_t dv, const float *p, int64_t ldp,
+                              const void *const *vrows, int64_t hs, fia_dtype dt, float *o,
+                              int64_t ldo, const float *row_scale, const void *const *pf,
+                              int64_t npf) {
+    switch (dt) {
+    case FIA_DTYPE_FLOAT16:
+        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_FLOAT16, o, ldo, row_scale, pf, npf);
+        break;
+    case FIA_DTYPE_BFLOAT16:
+        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_BFLOAT16, o, ldo, row_scale, pf, npf);
+        break;
+    case FIA_DTYPE_INT8:
+        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_INT8, o, ldo, row_scale, pf, npf);
+        break;
+    default:
+        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_FLOAT32, o, ldo, row_scale, pf, npf);
+        break;
+    }
+}
+#undef FIA_BY_LINES
