@@ -86,6 +86,54 @@ static void rope(const double *x, const double *xs, const double *c, const doubl
     }
 }
 
+/* The bf16 value on the other side of the rounding midpoint nearest x (where x rounds to when
+ * it moves past that midpoint), *mid that midpoint. */
+static double bf_other(double x, double *mid) {
+    uint16_t h = fia_f32_to_bf16((float)x);
+    const double b = fia_bf16_to_f32(h);
+    h = fabs(x) >= fabs(b) ? (uint16_t)(h + 1) : (uint16_t)(h - 1); /* sign-magnitude bits */
+    const double o = fia_bf16_to_f32(h);
+    *mid = (b + o) / 2;
+    return o;
+}
+
+/* The sum of the effects e_k of flips that may happen together: the worst case sum |e_k| (every
+ * candidate flips, each with the worst sign), or, smaller from 16 candidates on, the probable
+ * bound 4 sqrt(sum e_k^2) (the flips independent, of either sign: a 4-sigma tail; most
+ * candidates do not even flip). */
+static double flip_bound(double sum_abs, double sum_sq) { return fmin(sum_abs, 4.0 * sqrt(sum_sq)); }
+
+#define U32 (1.0 / 16777216.0) /* fp32 unit roundoff 2^-24 */
+
+/*
+ * The slack of c_q rounding flips (rounding 2). The oracle rounds the normalized c_q (to bf16;
+ * with int8 W_UQ_QR: to int8 by its per-token quant) where the contract does, but from double
+ * sums: the kernel's fp32 value can land on the other side of a rounding midpoint, one bf16 ulp
+ * (one int8 step) away, and W_UQ_QR carries that to q_c / q_r and W_UK on to query_out (seen:
+ * under the AVX2 fp32 fallback of x . W_DQ, a pre-norm flip that moved r by 1e-3 flipped 6 c_q
+ * of a token of test_mla_prolog's T = 600 case). The candidates ("cq_flips", per token) follow
+ * the contract's rounding points:
+ *   1. c_q = bf16(x . W_DQ): the fp32 sum of He exact bf16 products p_k (any order) differs
+ *      from the double one by ~u sqrt(He / 6) |p|_2 (u = 2^-24; sequential: the i-th addition
+ *      errs by up to u |partial sum|, uniformly, the partial sums a random walk of size
+ *      ~sqrt(i / He) |p|_2; blocked sums err less): 2 u sqrt(He) |p|_2 (~5 sigma) from a
+ *      midpoint is a candidate, which moves c_q[j] by one bf16 step s_j (the pre-norm flips;
+ *      not with weight_quant_mode 2, whose int8 sums are exact and not rounded).
+ *   2. the RMSNorm scale r = 1/sqrt(mean(c_q^2) + eps): the pre-norm flips move it by
+ *      rho = (flip_bound_j(|c_q[j]| s_j) + sum s_j^2 / 2) / (sum c_q^2 + Hcq eps) relative
+ *      (first order); the kernel's fp32 norm (a positive sum of squares in at most Hcq/32 + 36 sequential
+ *      additions, halved by the square root, then the divide, eps, sqrt, reciprocal and three
+ *      products) adds e_n = (Hcq/64 + 32) u relative.
+ *   3. the normalized c_q[i] = c_q r gamma alpha within (rho + e_n) |c_q[i]| (plus the pre-norm
+ *      move s_i |f_i| of its own flip) of a bf16 midpoint is a candidate: one bf16 step, or with
+ *      int8 W_UQ_QR one int8 step plus that move in steps, of an int8 quant whose scale
+ *      amax / 127 moves by the largest such move of the row relative to amax (plus 2 u).
+ * Each candidate k moves q[j] by up to its step times |W_UQ_QR[k, j]| (int8: times the dequant
+ * scales); flip_bound adds them up. query_out gets the flips carried through W_UK (per
+ * candidate, M = W_UQ_QR[k, head] . W_UK[head]) and the q_c roundings those moves can change
+ * (q_c[d] within its slack of a bf16 midpoint: one ulp times |W_UK[d, c]|), beside its own two
+ * largest q_c flips. query_norm (int8) gets the move of its real value in steps.
+ */
 int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
                           const fia_mla_prolog_v3_params *prm, int g, const ref_prolog_out *o) {
     double *qo = o->qo, *qr = o->qr, *qn = o->qn, *kv = o->kv, *kr = o->kr;
@@ -97,18 +145,35 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     const int64_t N = t->weight_uk->shape[0], D = t->weight_uk->shape[1];
     const int64_t W = N * (D + DR);
     const int wq = prm->weight_quant_mode;
+    const int sl = g == 2; /* slack of the rounding flips */
     double *cq = malloc(sizeof(double) * (size_t)Hcq);
     double *q = malloc(sizeof(double) * (size_t)W);
     double *qs = malloc(sizeof(double) * (size_t)W); /* q's slack: flips of the rounded c_q */
+    double *qa = malloc(sizeof(double) * (size_t)W); /* q before its rounding */
     double *xr = malloc(sizeof(double) * (size_t)He);
-    if (!cq || !q || !qs || !xr) {
+    double *pre = malloc(sizeof(double) * (size_t)Hcq); /* pre-norm flip steps (0: none) */
+    double *mv = malloc(sizeof(double) * (size_t)Hcq);  /* c_q candidates' steps (0: none) */
+    double *uk = malloc(sizeof(double) * (size_t)(N * D * HCKV + 1));
+    double *ma = malloc(sizeof(double) * (size_t)(N * HCKV * 2 + 1)); /* sum |m|, sum m^2 */
+    if (!cq || !q || !qs || !qa || !xr || !pre || !mv || !uk || !ma) {
         free(cq);
         free(q);
         free(qs);
+        free(qa);
         free(xr);
+        free(pre);
+        free(mv);
+        free(uk);
+        free(ma);
         fprintf(stderr, "ref_prolog: out of memory\n");
         return -1;
     }
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t c = 0; c < HCKV; c++) {
+                const int64_t i3[3] = {n, d, c};
+                uk[(n * D + d) * HCKV + c] = at(t->weight_uk, i3);
+            }
     for (int64_t tt = 0; tt < T; tt++) {
         for (int64_t k = 0; k < He; k++) xr[k] = tok(x, S, tt, k);
         double cs[DR], sn[DR];
@@ -119,67 +184,115 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
         /* c_q = x . W_DQ (weight_quant_mode 2: int8 sums * dequant_scale_x * w scale, not
          * rounded), RmsNorm, alpha_q */
         const double dsx = wq == 2 ? flat(t->dequant_scale_x, tt) : 1.0;
-        double ss = 0.0;
+        double ss = 0.0, rho = 0.0, rho2 = 0.0, rho_s = 0.0;
         for (int64_t j = 0; j < Hcq; j++) {
-            double a = 0.0;
-            for (int64_t k = 0; k < He; k++) a += xr[k] * at2(t->weight_dq, k, j);
+            double a = 0.0, p2 = 0.0;
+            for (int64_t k = 0; k < He; k++) {
+                const double p = xr[k] * at2(t->weight_dq, k, j);
+                a += p;
+                p2 += p * p;
+            }
             if (wq == 2) a = a * dsx * vec1(t->dequant_scale_w_dq, j);
             cq[j] = bf(a, g == 2 && wq != 2);
+            pre[j] = 0.0;
+            if (sl && wq != 2) {
+                double mid;
+                const double other = bf_other(a, &mid);
+                if (fabs(a - mid) <= 2.0 * U32 * sqrt((double)He * p2)) pre[j] = fabs(other - cq[j]);
+            }
+            rho += fabs(cq[j]) * pre[j];
+            rho2 += cq[j] * pre[j] * cq[j] * pre[j];
+            rho_s += pre[j] * pre[j] / 2;
             ss += cq[j] * cq[j];
         }
         const double r = 1.0 / sqrt(ss / (double)Hcq + prm->rmsnorm_epsilon_cq);
+        /* relative move of the normalized c_q (step 2 above) */
+        const double rel = (flip_bound(rho, rho2) + rho_s) / (ss + (double)Hcq * prm->rmsnorm_epsilon_cq) +
+                           ((double)Hcq / 64 + 32 + (wq == 2 ? 2 : 0)) * U32;
         for (int64_t j = 0; j < Hcq; j++) {
             const int64_t i1[1] = {j};
             const double f = r * at(t->rmsnorm_gamma_cq, i1) * prm->qc_qr_scale;
             const double raw = cq[j] * f;
             cq[j] = wq ? raw : bf(raw, g);
+            mv[j] = rel * fabs(raw) + pre[j] * fabs(f); /* how far raw may move */
+            if (sl && !wq) {
+                double mid;
+                const double other = bf_other(raw, &mid);
+                mv[j] = pre[j] > 0 || fabs(raw - mid) <= mv[j] ? mv[j] + fabs(other - cq[j]) : 0.0;
+            } else if (!wq) {
+                mv[j] = 0.0;
+            }
             if (qn) qn[tt * Hcq + j] = raw;
             if (o->sqn) o->sqn[tt * Hcq + j] = g == 2 && !wq ? ulp(raw / f) * fabs(f) : 0.0;
         }
         /* int8 W_UQ_QR: dynamic per-token quant of cq with the smooth scales; query_norm is
-         * then the real value before rounding, its scale in qns */
-        double sq = 1.0;
+         * then the real value before rounding, its scale in qns (its slack: the move in steps) */
+        double sq = 1.0, esq = 0.0;
         if (wq) {
-            double amax = 0.0;
+            double amax = 0.0, up = 0.0, down = 0.0; /* amax, the most it may grow, shrink */
             for (int64_t j = 0; j < Hcq; j++) {
                 const double sm = t->smooth_scales_cq ? vec1(t->smooth_scales_cq, j) : 1.0;
+                if (fabs(cq[j] * sm) > amax) down = mv[j] * sm;
                 amax = fmax(amax, fabs(cq[j] * sm));
+                up = fmax(up, (fabs(cq[j]) + mv[j]) * sm);
             }
             sq = amax / 127.0;
+            /* the scale's relative move (2 u: its fp32 max and divide) */
+            esq = sl && amax > 0 ? fmax(up - amax, down) / amax + 2 * U32 : 0.0;
             for (int64_t j = 0; j < Hcq; j++) {
                 const double sm = t->smooth_scales_cq ? vec1(t->smooth_scales_cq, j) : 1.0;
                 const double qreal = sq > 0 ? cq[j] * sm / sq : 0.0;
                 cq[j] = fmin(fmax(rint(qreal), -128.0), 127.0);
+                const double m = sq > 0 ? mv[j] * sm / sq + esq * fabs(qreal) : 0.0;
+                mv[j] = sl && 0.5 - fabs(qreal - rint(qreal)) <= m ? 1.0 + m : 0.0;
                 if (qn) qn[tt * Hcq + j] = qreal;
+                if (o->sqn) o->sqn[tt * Hcq + j] = sl ? m : 0.0;
             }
             if (o->qns) o->qns[tt] = sq;
+            if (o->sqns) o->sqns[tt] = esq;
         }
-        /* qcqr = cq . W_UQ_QR; qs: the two largest one-ulp flips of the bf16 c_q it reads (as
-         * query_out's slack counts those of q_c) */
+        /* qcqr = cq . W_UQ_QR; qs: the candidates' flips (mv: steps of c_q) carried by it */
         for (int64_t j = 0; j < W; j++) {
-            double a = 0.0, f1 = 0.0, f2 = 0.0;
+            const double dq = wq ? sq * vec1(t->dequant_scale_w_uq_qr, j) : 1.0;
+            double a = 0.0, fa = 0.0, f2 = 0.0;
             for (int64_t k = 0; k < Hcq; k++) {
                 const double w = at2(t->weight_uq_qr, k, j);
                 a += cq[k] * w;
-                const double f = g == 2 && !wq ? ulp(cq[k]) * fabs(w) : 0.0;
-                if (f > f1) {
-                    f2 = f1;
-                    f1 = f;
-                } else if (f > f2) {
-                    f2 = f;
+                const double f = mv[k] * fabs(w) * dq;
+                fa += f;
+                f2 += f * f;
+            }
+            if (wq) a = a * dq;
+            qa[j] = a;
+            q[j] = bf(a, g == 2);
+            qs[j] = flip_bound(fa, f2) + esq * fabs(a); /* int8: q scales with sq */
+        }
+        /* the candidates through W_UK: m = step * (W_UQ_QR[k, head] . W_UK[head]) */
+        for (int64_t i = 0; i < N * HCKV * 2; i++) ma[i] = 0.0;
+        for (int64_t k = 0; k < Hcq; k++) {
+            if (mv[k] == 0.0) continue;
+            for (int64_t n = 0; n < N; n++) {
+                double m[HCKV] = {0};
+                for (int64_t d = 0; d < D; d++) {
+                    const int64_t j = n * (D + DR) + d;
+                    const double w = at2(t->weight_uq_qr, k, j) * mv[k] *
+                                     (wq ? sq * vec1(t->dequant_scale_w_uq_qr, j) : 1.0);
+                    for (int64_t c = 0; c < HCKV; c++) m[c] += w * uk[(n * D + d) * HCKV + c];
+                }
+                for (int64_t c = 0; c < HCKV; c++) {
+                    ma[(n * HCKV + c) * 2] += fabs(m[c]);
+                    ma[(n * HCKV + c) * 2 + 1] += m[c] * m[c];
                 }
             }
-            if (wq) a = a * sq * vec1(t->dequant_scale_w_uq_qr, j);
-            q[j] = bf(a, g == 2);
-            qs[j] = f1 + f2;
         }
         for (int64_t n = 0; n < N; n++) {
             const double *qc = q + n * (D + DR);
+            const double *qcs = qs + n * (D + DR);
             for (int64_t c = 0; c < HCKV; c++) {
                 double a = 0.0, f1 = 0.0, f2 = 0.0; /* the two largest flips */
+                double ga = 0.0, g2 = 0.0;          /* q_c roundings the c_q flips can change */
                 for (int64_t d = 0; d < D; d++) {
-                    const int64_t i3[3] = {n, d, c};
-                    const double w = at(t->weight_uk, i3);
+                    const double w = uk[(n * D + d) * HCKV + c];
                     a += bf(qc[d], g) * w;
                     const double f = g ? ulp(qc[d]) * fabs(w) : 0.0;
                     if (f > f1) {
@@ -188,11 +301,27 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
                     } else if (f > f2) {
                         f2 = f;
                     }
+                    if (sl && qcs[d] > 0) {
+                        double mid;
+                        const double v = qa[n * (D + DR) + d];
+                        const double other = bf_other(v, &mid);
+                        if (fabs(v - mid) <= qcs[d]) {
+                            /* one step s at worst; the variance of the rounding's change: a
+                             * step with probability ~ slack / s, or when the slack passes
+                             * s / 6 two independent uniform rounding errors, s^2 / 6 */
+                            const double st = fabs(other - bf(v, 1));
+                            ga += st * fabs(w);
+                            g2 += fmin(qcs[d] * st, st * st / 6) * w * w;
+                        }
+                    }
                 }
                 qo[(tt * N + n) * HCKV + c] = a;
-                if (o->sqo) o->sqo[(tt * N + n) * HCKV + c] = f1 + f2;
+                if (o->sqo)
+                    o->sqo[(tt * N + n) * HCKV + c] =
+                        f1 + f2 + flip_bound(ma[(n * HCKV + c) * 2], ma[(n * HCKV + c) * 2 + 1]) +
+                        flip_bound(ga, g2) + esq * fabs(a);
             }
-            rope(qc + D, qs + n * (D + DR) + D, cs, sn, qr + (tt * N + n) * DR, o->sqr ? o->sqr + (tt * N + n) * DR : NULL,
+            rope(qc + D, qcs + D, cs, sn, qr + (tt * N + n) * DR, o->sqr ? o->sqr + (tt * N + n) * DR : NULL,
                  g == 2);
         }
         /* kv / kr */
@@ -218,7 +347,12 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     free(cq);
     free(q);
     free(qs);
+    free(qa);
     free(xr);
+    free(pre);
+    free(mv);
+    free(uk);
+    free(ma);
     return 0;
 }
 

@@ -24,13 +24,17 @@
  * The slack arrays (each may be NULL; same shapes) get, per output element, how far it moves
  * when each bf16-rounded intermediate it reads directly moves by one bf16 ulp (a rounding tie
  * decided differently by fp32 and double accumulation; rounding 2 only, else 0); for
- * query_out, flips of its two largest q_c terms (at most two ties per dot product).
+ * query_out, flips of its two largest q_c terms (at most two ties per dot product). Beside
+ * these, query_out and query_rope_out carry the flips of the rounded c_q (bf16, or the int8
+ * quant with int8 W_UQ_QR) whose value lies near a rounding midpoint (ref_prolog.c); with int8
+ * W_UQ_QR, sqn is how far the real value of query_norm may move, in int8 steps.
  * Output and cache tensors in `t` give only shapes. Returns 0, -1 on bad input. */
 typedef struct ref_prolog_out {
     double *qo, *qr, *qn, *kv, *kr;
     double *sqo, *sqr, *sqn, *skv, *skr;
     double *qns; /* weight_quant_mode 1, 2: [T] the scale of the int8 query_norm (may be NULL);
                   * qn then holds the real value the int8 rounds (cq * smooth / scale) */
+    double *sqns; /* [T] how far that scale may move, relative (c_q flips; may be NULL) */
 } ref_prolog_out;
 
 int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,

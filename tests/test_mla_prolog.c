@@ -402,7 +402,7 @@ static void check_quant(const pcase *c, pbufs *b, const ref_prolog_out *o,
         const int8_t *qn = b->qn.buf;
         const float *sc = b->dqnorm.buf;
         for (int64_t tt = 0; tt < T; tt++) {
-            if (!(fabs(sc[tt] - o->qns[tt]) <= 1e-5 * o->qns[tt])) {
+            if (!(fabs(sc[tt] - o->qns[tt]) <= (1e-5 + o->sqns[tt]) * o->qns[tt])) {
                 if (bad < 3) fprintf(stderr, "  dequant_scale_q_norm[%lld]: %g oracle %g (%s)\n",
                                      (long long)tt, (double)sc[tt], o->qns[tt], desc);
                 bad++;
@@ -410,7 +410,8 @@ static void check_quant(const pcase *c, pbufs *b, const ref_prolog_out *o,
             for (int64_t j = 0; j < c->Hcq; j++) {
                 g_i8_total++;
                 g_i8_exact += qn[tt * c->Hcq + j] == (int)fmin(fmax(rint(o->qn[tt * c->Hcq + j]), -128), 127);
-                if (i8_off(qn[tt * c->Hcq + j], o->qn[tt * c->Hcq + j], 1e-4)) {
+                if (i8_off(qn[tt * c->Hcq + j], o->qn[tt * c->Hcq + j],
+                           1e-4 + o->sqn[tt * c->Hcq + j])) {
                     if (bad < 3) fprintf(stderr, "  query_norm[%lld]: %d oracle %.4f (%s)\n",
                                          (long long)(tt * c->Hcq + j), qn[tt * c->Hcq + j],
                                          o->qn[tt * c->Hcq + j], desc);
@@ -558,8 +559,9 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     double *skv = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
     double *skr = malloc(sizeof(double) * (size_t)(T * DR + 1));
     double *qns = malloc(sizeof(double) * (size_t)(T + 1));
-    const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr, qns};
-    const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL, NULL};
+    double *sqns = malloc(sizeof(double) * (size_t)(T + 1));
+    const ref_prolog_out golden = {qo, qr, qn, kv, kr, sqo, sqr, sqn, skv, skr, qns, sqns};
+    const ref_prolog_out exact = {go, gr, gn, gv, gk, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     double *kvq = malloc(sizeof(double) * (size_t)(T * HCKV + 1));
     double *ksc = malloc(sizeof(double) * (size_t)(T * 4 + 1));
     double *krq = malloc(sizeof(double) * (size_t)(T * DR + 1));
@@ -609,6 +611,7 @@ static void run_case(const pcase *c, uint64_t seed, int nctx) {
     free(first.qr);
     run_planned(c, &b, &golden, quantized ? &quant : NULL, desc, nctx);
     free(qns);
+    free(sqns);
     free(kvq);
     free(ksc);
     free(krq);

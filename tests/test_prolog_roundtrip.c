@@ -146,7 +146,7 @@ static void roundtrip(fia_context *ctx, uint64_t seed, int64_t L, int64_t N, int
     if (!tu_check(st == FIA_STATUS_SUCCESS, "prolog: %s %s: %s", fia_status_string(st),
                   fia_last_error(), desc))
         goto done;
-    const ref_prolog_out o = {oqo, oqr, NULL, okv, okr, NULL, NULL, NULL, NULL, NULL, NULL};
+    const ref_prolog_out o = {oqo, oqr, NULL, okv, okr, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     if (!tu_check(fia_ref_mla_prolog_v3(&pt, &pp, 2, &o) == 0, "prolog oracle")) goto done;
     /* the prolog's outputs and caches are bf16 tensors: the oracle chain rounds there too */
     for (int64_t i = 0; i < L * N * HCKV; i++) ((float *)q32.buf)[i] = bf(oqo[i]);
