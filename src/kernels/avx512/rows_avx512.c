@@ -75,6 +75,16 @@ FIA_AI __m512 fia_load16(const void *row, int64_t i, fia_dtype dt, __mmask16 mk)
     return _mm512_maskz_loadu_ps(mk, (const float *)row + i);
 }
 
+/* BODY(DT) with the row dtype dt as a compile-time constant: each kernel entry compiles one
+ * copy of its loops per dtype, the conversions inlined (fp32 for any other dtype). */
+#define FIA_BY_DTYPE(dt, BODY)                                                                    \
+    switch (dt) {                                                                                 \
+    case FIA_DTYPE_FLOAT16: BODY(FIA_DTYPE_FLOAT16); break;                                       \
+    case FIA_DTYPE_BFLOAT16: BODY(FIA_DTYPE_BFLOAT16); break;                                     \
+    case FIA_DTYPE_INT8: BODY(FIA_DTYPE_INT8); break;                                             \
+    default: BODY(FIA_DTYPE_FLOAT32); break;                                                      \
+    }
+
 /* Prefetches rows [j0, j1) of pf (clipped to npf) into L2, every cache line of row_bytes. */
 FIA_AI void fia_prefetch_rows(const void *const *pf, int64_t npf, int64_t j0, int64_t j1,
                               int64_t row_bytes) {
@@ -298,18 +308,9 @@ FIA_AI void fia_qk_rows_dt(int64_t m, int64_t n, int64_t d, const float *q, int6
 void fia_qk_rows__avx512_kmajor_16acc(int64_t m, int64_t n, int64_t d, const float *q, int64_t ldq,
                         const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                         const void *const *pf, int64_t npf) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16:
-        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds, pf, npf);
-        break;
-    case FIA_DTYPE_BFLOAT16:
-        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds, pf, npf);
-        break;
-    case FIA_DTYPE_INT8:
-        fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_INT8, s, lds, pf, npf);
-        break;
-    default: fia_qk_rows_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT32, s, lds, pf, npf); break;
-    }
+#define FIA_CALL(DT) fia_qk_rows_dt(m, n, d, q, ldq, krows, DT, s, lds, pf, npf)
+    FIA_BY_DTYPE(dt, FIA_CALL)
+#undef FIA_CALL
 }
 
 /* PV accumulators: a<r><v> is row r (< RB), column vector v (< NV) of the block. */
@@ -461,20 +462,9 @@ FIA_AI void fia_pv_rows_dt(int64_t m, int64_t n, int64_t dv, const float *p, int
 void fia_pv_rows__avx512_4x64(int64_t m, int64_t n, int64_t dv, const float *p, int64_t ldp,
                         const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                         const float *row_scale, const void *const *pf, int64_t npf) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale, pf, npf);
-        break;
-    case FIA_DTYPE_BFLOAT16:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_BFLOAT16, o, ldo, row_scale, pf, npf);
-        break;
-    case FIA_DTYPE_INT8:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_INT8, o, ldo, row_scale, pf, npf);
-        break;
-    default:
-        fia_pv_rows_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT32, o, ldo, row_scale, pf, npf);
-        break;
-    }
+#define FIA_CALL(DT) fia_pv_rows_dt(m, n, dv, p, ldp, vrows, DT, o, ldo, row_scale, pf, npf)
+    FIA_BY_DTYPE(dt, FIA_CALL)
+#undef FIA_CALL
 }
 
 /* The full 16-wide steps c of [c, len) a cache line (LC steps, a compile-time 1, 2 or 4) at a
@@ -605,20 +595,9 @@ FIA_AI void fia_qk_heads_dt(int64_t nh, int64_t n, int64_t d, const float *q, in
 void fia_qk_heads__avx512_tok_4acc(int64_t nh, int64_t n, int64_t d, const float *q, int64_t ldq,
                                    const void *const *krows, int64_t hs, fia_dtype dt, float *s,
                                    int64_t lds, const void *const *pf, int64_t npf) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16:
-        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_FLOAT16, s, lds, pf, npf);
-        break;
-    case FIA_DTYPE_BFLOAT16:
-        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_BFLOAT16, s, lds, pf, npf);
-        break;
-    case FIA_DTYPE_INT8:
-        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_INT8, s, lds, pf, npf);
-        break;
-    default:
-        fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, FIA_DTYPE_FLOAT32, s, lds, pf, npf);
-        break;
-    }
+#define FIA_CALL(DT) fia_qk_heads_dt(nh, n, d, q, ldq, krows, hs, DT, s, lds, pf, npf)
+    FIA_BY_DTYPE(dt, FIA_CALL)
+#undef FIA_CALL
 }
 
 /* O[h][c0 .. dv) += P[h][j] V_j + P[h][j + 1] V_{j+1} (JB = 2; JB = 1: key j alone), 16 columns
@@ -694,19 +673,9 @@ void fia_pv_heads__avx512_tok(int64_t nh, int64_t n, int64_t dv, const float *p,
                               const void *const *vrows, int64_t hs, fia_dtype dt, float *o,
                               int64_t ldo, const float *row_scale, const void *const *pf,
                               int64_t npf) {
-    switch (dt) {
-    case FIA_DTYPE_FLOAT16:
-        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_FLOAT16, o, ldo, row_scale, pf, npf);
-        break;
-    case FIA_DTYPE_BFLOAT16:
-        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_BFLOAT16, o, ldo, row_scale, pf, npf);
-        break;
-    case FIA_DTYPE_INT8:
-        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_INT8, o, ldo, row_scale, pf, npf);
-        break;
-    default:
-        fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, FIA_DTYPE_FLOAT32, o, ldo, row_scale, pf, npf);
-        break;
-    }
+#define FIA_CALL(DT) fia_pv_heads_dt(nh, n, dv, p, ldp, vrows, hs, DT, o, ldo, row_scale, pf, npf)
+    FIA_BY_DTYPE(dt, FIA_CALL)
+#undef FIA_CALL
 }
 #undef FIA_BY_LINES
+#undef FIA_BY_DTYPE
