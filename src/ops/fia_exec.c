@@ -402,6 +402,31 @@ static inline void fia_swap_ptrs(fia_scratch *s) {
     s->vpf = t;
 }
 
+/* The row pointers (s->kpf, s->vpf) of the rows the next call reads, for the kernels to
+ * prefetch: keys [pt0, pt0 + nn) of kv head pn2 of this item (nn up to the item's step), or,
+ * when the item has no keys from pt0 on, the first step of the next item in the queue
+ * (whichever thread takes it) for its heads from next_hh, when it has `heads` of them. Returns
+ * nn (0: nothing to prefetch). */
+static int64_t fia_next_rows(const fia_attn_plan *p, const fia_work_item *it,
+                             const fia_work_item *next, int64_t pn2, int64_t pt0, int64_t next_hh,
+                             int64_t heads, fia_scratch *s) {
+    const int64_t step = fia_item_step(p, it);
+    if (pt0 < it->kv1) {
+        const int64_t nn = it->kv1 - pt0 < step ? it->kv1 - pt0 : step;
+        fia_row_ptrs(p, 0, &p->batches[it->b], it->b, pn2, pt0, nn, s->kpf);
+        fia_row_ptrs(p, 1, &p->batches[it->b], it->b, pn2, pt0, nn, s->vpf);
+        return nn;
+    }
+    if (!next || next_hh + heads > next->nh || next->kv1 <= next->kv0) return 0;
+    const int64_t nstep = fia_item_step(p, next);
+    const int64_t e = (next->kv0 / nstep + 1) * nstep;
+    const int64_t nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
+    const fia_batch *nb = &p->batches[next->b];
+    fia_row_ptrs(p, 0, nb, next->b, next->h0 + next_hh, next->kv0, nn, s->kpf);
+    fia_row_ptrs(p, 1, nb, next->b, next->h0 + next_hh, next->kv0, nn, s->vpf);
+    return nn;
+}
+
 /* One KV head of one tile: S = Q.K^T, mask, online softmax, O = alpha.O + P.V. Returns whether
  * any score of the tile was visible (the same for every head of the item).
  * *ptrs_ready: on entry, whether s->kptr / s->vptr already hold this call's row pointers (the
@@ -415,7 +440,6 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
     const int64_t b = it->b, D = p->D, Dv = p->Dv, dp = p->dp, dvp = p->dvp, nk = p->kv_tile;
-    const int64_t step = fia_item_step(p, it);
     const int64_t rows = it->qn * p->G;
     const bool gemm_path = !fia_item_rows(p, it);
     const bool amx = gemm_path && p->amx;
@@ -439,24 +463,10 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
     } else if (ahead) {
         pn2 = it->h0;
     }
-    int64_t nn = it->kv1 - pt0 < step ? it->kv1 - pt0 : step;
     const bool ready = *ptrs_ready;
-    /* The prefetched rows (keys [pt0, pt0 + nn) of head pn2, step-aligned) are the next call's. */
-    *ptrs_ready = nn > 0 && !gemm_path;
-    const int64_t next_hh = ahead ? 0 : hh;
-    if (nn > 0) {
-        fia_row_ptrs(p, 0, bi, b, pn2, pt0, nn, s->kpf);
-        fia_row_ptrs(p, 1, bi, b, pn2, pt0, nn, s->vpf);
-    } else if (next && next_hh < next->nh && next->kv1 > next->kv0) {
-        const int64_t nstep = fia_item_step(p, next);
-        const int64_t e = (next->kv0 / nstep + 1) * nstep;
-        nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
-        const fia_batch *nb = &p->batches[next->b];
-        fia_row_ptrs(p, 0, nb, next->b, next->h0 + next_hh, next->kv0, nn, s->kpf);
-        fia_row_ptrs(p, 1, nb, next->b, next->h0 + next_hh, next->kv0, nn, s->vpf);
-    } else {
-        nn = 0;
-    }
+    /* The prefetched rows (keys from pt0 of head pn2, step-aligned) are the next call's. */
+    *ptrs_ready = pt0 < it->kv1 && !gemm_path;
+    const int64_t nn = fia_next_rows(p, it, next, pn2, pt0, ahead ? 0 : hh, 1, s);
     /* S = Q.K^T: small tiles (decode) read K rows in place, int8 ones raw with the dequant
      * folded around the kernel (the kernel prefetches the next tile); large tiles pack K once
      * into a transposed fp32 panel shared by all rows (GEMM), dequantizing int8 rows as they
@@ -520,25 +530,13 @@ static bool fia_tile_heads(const fia_exec *ex, const fia_work_item *it, const fi
     const fia_attn_plan *p = ex->p;
     const fia_kernels *k = p->kern;
     const fia_batch *bi = &p->batches[it->b];
-    const int64_t b = it->b, nh = it->nh, nk = p->kv_tile, step = fia_item_step(p, it);
+    const int64_t b = it->b, nh = it->nh, nk = p->kv_tile;
 
-    int64_t nn = it->kv1 - (t0 + n) < step ? it->kv1 - (t0 + n) : step;
     const bool ready = *ptrs_ready;
-    *ptrs_ready = nn > 0;
-    if (nn > 0) {
-        fia_row_ptrs(p, 0, bi, b, it->h0, t0 + n, nn, s->kpf);
-        fia_row_ptrs(p, 1, bi, b, it->h0, t0 + n, nn, s->vpf);
-    } else if (next && next->nh >= nh && next->kv1 > next->kv0) {
-        /* the next item's first step, when it has these heads' rows (the kernels prefetch nh) */
-        const int64_t nstep = fia_item_step(p, next);
-        const int64_t e = (next->kv0 / nstep + 1) * nstep;
-        nn = (e < next->kv1 ? e : next->kv1) - next->kv0;
-        const fia_batch *nb = &p->batches[next->b];
-        fia_row_ptrs(p, 0, nb, next->b, next->h0, next->kv0, nn, s->kpf);
-        fia_row_ptrs(p, 1, nb, next->b, next->h0, next->kv0, nn, s->vpf);
-    } else {
-        nn = 0;
-    }
+    *ptrs_ready = t0 + n < it->kv1;
+    /* the next step's rows, or the next item's first step when it has nh heads (the kernels
+     * prefetch nh heads' parts of each row) */
+    const int64_t nn = fia_next_rows(p, it, next, it->h0, t0 + n, 0, nh, s);
     if (!ready) fia_row_ptrs(p, 0, bi, b, it->h0, t0, n, s->kptr);
     k->qk_heads(nh, n, p->D, s->q, p->dp, s->kptr, p->k.s_h, p->k.dtype, s->s, nk, s->kpf, nn);
     /* fia_mask_tile masks the score rows at s->s: once per head row (the same keys each time) */
