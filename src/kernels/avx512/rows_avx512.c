@@ -94,6 +94,42 @@ FIA_AI void fia_prefetch_rows(const void *const *pf, int64_t npf, int64_t j0, in
             _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
 }
 
+/* The next tile's rows as one sequence of cache lines in address order (each row's lines in
+ * turn, row after row), of which a kernel pass prefetches its part, a few lines per key.
+ * Prefetches issued in address order let the L2 streamer run ahead of them; the pv_rows
+ * passes of 32 or 64 columns used to prefetch their own columns' line of every row, a stride
+ * of one line in four (D 128 fp16), which left that to software alone (SmallQ q8 kv16k, two
+ * threads, 13.8 -> 12.2 ms). */
+typedef struct fia_pf_cursor {
+    const void *const *pf;
+    int64_t row, off, row_bytes, left, per_key;
+} fia_pf_cursor;
+
+/* Part `part` of `parts` (about equal) of the lines of the npf rows of pf, spread over n keys. */
+FIA_AI fia_pf_cursor fia_pf_part(const void *const *pf, int64_t npf, int64_t row_bytes,
+                                 int64_t part, int64_t parts, int64_t n) {
+    const int64_t lines = (row_bytes + 63) / 64, total = npf > 0 ? npf * lines : 0;
+    const int64_t per = (total + parts - 1) / parts;
+    int64_t s0 = part * per, s1 = s0 + per;
+    if (s1 > total) s1 = total;
+    if (s0 > s1) s0 = s1;
+    fia_pf_cursor c = {pf, lines ? s0 / lines : 0, lines ? s0 % lines * 64 : 0, row_bytes, s1 - s0,
+                       n > 0 ? (s1 - s0 + n - 1) / n : s1 - s0};
+    return c;
+}
+
+/* The cursor's next k lines (fewer at its end). */
+FIA_AI void fia_pf_lines(fia_pf_cursor *c, int64_t k) {
+    for (; k > 0 && c->left > 0; k--, c->left--) {
+        _mm_prefetch((const char *)c->pf[c->row] + c->off, _MM_HINT_T1);
+        c->off += 64;
+        if (c->off >= c->row_bytes) {
+            c->off = 0;
+            c->row++;
+        }
+    }
+}
+
 FIA_AI int64_t fia_dt_size(fia_dtype dt) {
     return dt == FIA_DTYPE_FLOAT32 ? 4 : dt == FIA_DTYPE_INT8 ? 1 : 2;
 }
@@ -385,16 +421,13 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
            a51 = zero, a60 = zero, a61 = zero, a70 = zero, a71 = zero;
     FIA_PV_INIT(0) FIA_PV_INIT(1) FIA_PV_INIT(2) FIA_PV_INIT(3)
     FIA_PV_INIT_HI(4) FIA_PV_INIT_HI(5) FIA_PV_INIT_HI(6) FIA_PV_INIT_HI(7)
-    /* The next tile's rows are prefetched one per value row, spread over the loop: this column
-     * block prefetches its own columns' bytes of each row (every block does, so the lines of a
-     * row are requested over all the column passes, not in one burst). */
-    const int64_t es = fia_dt_size(dt), pf_bytes = dv * es;
-    const int64_t pf0 = c0 * es, pf1 = (c0 + 16 * NV < dv ? c0 + 16 * NV : dv) * es;
-    const int64_t npre = npf < n ? npf : n;
+    /* The next tile's rows, in address order: this column block (pass) prefetches its share
+     * of their lines (fia_pf_part), a few per key, and any rest after its loop. */
+    const int64_t es = fia_dt_size(dt), passes = (dv + 16 * NV - 1) / (16 * NV);
+    fia_pf_cursor pc = fia_pf_part(pf, npf, dv * es, c0 / (16 * NV), passes, n);
     int64_t j = 0;
-    for (; j < npre; j++) {
-        for (int64_t off = pf0; off < pf1; off += 64)
-            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
+    for (; j < n && pc.left > 0; j++) {
+        fia_pf_lines(&pc, pc.per_key);
         const void *row = vrows[j];
         FIA_PV_LOAD(0) FIA_PV_LOAD(1) FIA_PV_LOAD(2) FIA_PV_LOAD(3)
         FIA_PV_LOAD(4) FIA_PV_LOAD(5) FIA_PV_LOAD(6) FIA_PV_LOAD(7)
@@ -408,7 +441,7 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
         FIA_PV_FMA(0) FIA_PV_FMA(1) FIA_PV_FMA(2) FIA_PV_FMA(3)
         FIA_PV_FMA_HI(4) FIA_PV_FMA_HI(5) FIA_PV_FMA_HI(6) FIA_PV_FMA_HI(7)
     }
-    if (npf > n && c0 == 0) fia_prefetch_rows(pf, npf, n, npf, pf_bytes);
+    fia_pf_lines(&pc, pc.left);
     FIA_PV_STORE(0) FIA_PV_STORE(1) FIA_PV_STORE(2) FIA_PV_STORE(3)
     FIA_PV_STORE_HI(4) FIA_PV_STORE_HI(5) FIA_PV_STORE_HI(6) FIA_PV_STORE_HI(7)
 }
