@@ -57,6 +57,7 @@ struct fia_pool {
     int32_t sleeping;
     /* the current run */
     fia_pool_fn fn;
+    fia_pool_ahead_fn ahead; /* fia_pool_run_ahead's (fn NULL) */
     void *arg;
     int64_t num_tasks;
     atomic_int_fast64_t next_task;
@@ -65,12 +66,24 @@ struct fia_pool {
     atomic_int stop;
 };
 
+/* Takes tasks until none is left. fia_pool_run_ahead: before running a task the thread claims
+ * its next one (then runs it, whatever the other threads do), except among the last 2 x size
+ * tasks, which are taken one at a time as fia_pool_run takes them (so that a run of few tasks
+ * still spreads over the threads, and the largest-first order still balances the end). */
 static void fia_pool_work(fia_pool *pool, int32_t tid) {
-    const int64_t n = pool->num_tasks;
-    for (;;) {
-        const int64_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
-        if (task >= n) break;
-        pool->fn(pool->arg, task, tid);
+    const int64_t n = pool->num_tasks, tail = n - 2 * (int64_t)pool->size;
+    int64_t task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+    while (task < n) {
+        if (!pool->ahead) {
+            pool->fn(pool->arg, task, tid);
+            task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+            continue;
+        }
+        const int64_t next = task < tail
+                                 ? atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed)
+                                 : n;
+        pool->ahead(pool->arg, task, next < n ? next : -1, tid);
+        task = next < n ? next : atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
     }
 }
 
@@ -224,10 +237,12 @@ static void fia_pool_steer(fia_pool *pool) {
     }
 }
 
-void fia_pool_run(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn, void *arg) {
+static void fia_pool_start(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn,
+                           fia_pool_ahead_fn ahead, void *arg) {
     if (num_tasks <= 0) return;
     pthread_mutex_lock(&pool->run_lock);
     pool->fn = fn;
+    pool->ahead = ahead;
     pool->arg = arg;
     pool->num_tasks = num_tasks;
     atomic_store_explicit(&pool->next_task, 0, memory_order_relaxed);
@@ -246,4 +261,12 @@ void fia_pool_run(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn, void *arg) 
         else sched_yield();
     }
     pthread_mutex_unlock(&pool->run_lock);
+}
+
+void fia_pool_run(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn, void *arg) {
+    fia_pool_start(pool, num_tasks, fn, NULL, arg);
+}
+
+void fia_pool_run_ahead(fia_pool *pool, int64_t num_tasks, fia_pool_ahead_fn fn, void *arg) {
+    fia_pool_start(pool, num_tasks, NULL, fn, arg);
 }

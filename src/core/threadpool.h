@@ -17,10 +17,15 @@
 
 typedef struct fia_pool fia_pool;
 typedef void (*fia_pool_fn)(void *arg, int64_t task, int32_t tid);
+/* next: the task this thread runs after this one, when it is already known (-1: not known). */
+typedef void (*fia_pool_ahead_fn)(void *arg, int64_t task, int64_t next, int32_t tid);
 
 fia_status fia_pool_create(int32_t num_threads, fia_pool **pool);
 void fia_pool_destroy(fia_pool *pool);
 int32_t fia_pool_size(const fia_pool *pool);
 void fia_pool_run(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn, void *arg);
+/* fia_pool_run, each task told the task its thread runs next (known for all but the last
+ * 2 x size tasks: the thread claims it before running this one), e.g. to prefetch its data. */
+void fia_pool_run_ahead(fia_pool *pool, int64_t num_tasks, fia_pool_ahead_fn fn, void *arg);
 
 #endif /* FIA_CORE_THREADPOOL_H */

@@ -653,10 +653,12 @@ static fia_scratch fia_scratch_of(const fia_exec *ex, int32_t tid) {
     return s;
 }
 
-static void fia_item_task(void *arg, int64_t task, int32_t tid) {
+static void fia_item_task(void *arg, int64_t task, int64_t next_task, int32_t tid) {
     const fia_exec *ex = arg;
     const fia_work_item *it = &ex->p->work.items[task];
-    const fia_work_item *next = task + 1 < ex->p->work.num_items ? it + 1 : NULL;
+    /* the item this thread takes next when the pool knows it, else the queue's next one */
+    const int64_t nt = next_task >= 0 ? next_task : task + 1;
+    const fia_work_item *next = nt < ex->p->work.num_items ? &ex->p->work.items[nt] : NULL;
     fia_scratch s = fia_scratch_of(ex, tid);
     if (it->kind == FIA_WORK_ZERO) fia_run_zero(ex, it, &s);
     else fia_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
@@ -714,6 +716,6 @@ void fia_attn_execute(fia_plan *plan, void *workspace) {
     fia_attn_workspace_layout(p, workspace, &aq, &ex.partials);
     fia_prepare_antiquant(p, aq);
     ex.aq = aq;
-    fia_pool_run(plan->ctx->pool, p->work.num_items, fia_item_task, &ex);
+    fia_pool_run_ahead(plan->ctx->pool, p->work.num_items, fia_item_task, &ex);
     fia_pool_run(plan->ctx->pool, p->work.num_groups * p->merge_split, fia_merge_task, &ex);
 }

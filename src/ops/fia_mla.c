@@ -577,11 +577,13 @@ static mla_scratch mla_scratch_of(const mla_exec *ex, int32_t tid) {
     return s;
 }
 
-static void mla_item_task(void *arg, int64_t task, int32_t tid) {
+static void mla_item_task(void *arg, int64_t task, int64_t next_task, int32_t tid) {
     const mla_exec *ex = arg;
     const mla_plan *p = ex->p;
     const fia_work_item *it = &p->work.items[task];
-    const fia_work_item *next = task + 1 < p->work.num_items ? it + 1 : NULL;
+    /* the item this thread takes next when the pool knows it, else the queue's next one */
+    const int64_t nt = next_task >= 0 ? next_task : task + 1;
+    const fia_work_item *next = nt < p->work.num_items ? &p->work.items[nt] : NULL;
     mla_scratch s = mla_scratch_of(ex, tid);
     if (it->kind == FIA_WORK_ZERO) mla_run_zero(ex, it, &s);
     else mla_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
@@ -613,7 +615,7 @@ static void mla_execute(fia_plan *plan, void *workspace) {
     const mla_plan *p = (const mla_plan *)plan;
     mla_exec ex = {p, workspace, NULL, mla_scratch_carve(p, NULL, NULL)};
     mla_workspace_layout(p, workspace, &ex.partials);
-    fia_pool_run(plan->ctx->pool, p->work.num_items, mla_item_task, &ex);
+    fia_pool_run_ahead(plan->ctx->pool, p->work.num_items, mla_item_task, &ex);
     fia_pool_run(plan->ctx->pool, p->work.num_groups * MLA_MERGE_SPLIT, mla_merge_task, &ex);
 }
 
