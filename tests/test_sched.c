@@ -394,6 +394,60 @@ static void pool_task(void *arg, int64_t task, int32_t tid) {
     for (int i = 0; i < 2000; i++) x += i * 0.5;
 }
 
+/* fia_pool_run_ahead: each thread's tasks in the order it ran them (seq), and the next task
+ * each one was told (-1: none). */
+typedef struct pool_ahead_probe {
+    int *count, *next, *tid;
+    int64_t seq[4][64];
+    int nseq[4];
+} pool_ahead_probe;
+
+static void pool_ahead_task(void *arg, int64_t task, int64_t next, int32_t tid) {
+    pool_ahead_probe *p = arg;
+    __atomic_fetch_add(&p->count[task], 1, __ATOMIC_RELAXED);
+    p->next[task] = (int)next;
+    p->tid[task] = tid;
+    p->seq[tid][p->nseq[tid]++] = task;
+    volatile double x = 0;
+    for (int i = 0; i < 2000; i++) x += i * 0.5;
+}
+
+/* Every task runs once; a task told its next one (all but the last 2 x threads are) is
+ * followed by that task on the same thread. */
+static void test_pool_ahead(void) {
+    enum { MAXT = 64 };
+    int count[MAXT], next[MAXT], tid[MAXT];
+    for (int32_t threads = 1; threads <= 4; threads++) {
+        fia_pool *pool = NULL;
+        tu_check(fia_pool_create(threads, &pool) == FIA_STATUS_SUCCESS, "pool_create %d", threads);
+        if (pool == NULL) continue;
+        int bad = 0, told = 0, unknown = 0;
+        for (int rep = 0; rep < 50; rep++) {
+            const int64_t n = 1 + (rep * 7) % (MAXT - 1);
+            pool_ahead_probe p = {count, next, tid, {{0}}, {0}};
+            memset(count, 0, sizeof count);
+            fia_pool_run_ahead(pool, n, pool_ahead_task, &p);
+            for (int64_t t = 0; t < MAXT; t++)
+                if (count[t] != (t < n) || (t < n && (tid[t] < 0 || tid[t] >= threads))) bad++;
+            for (int32_t th = 0; th < threads; th++)
+                for (int i = 0; i < p.nseq[th]; i++) {
+                    const int64_t t = p.seq[th][i];
+                    if (next[t] < 0) {
+                        if (t < n - 2 * threads) unknown++;
+                        continue;
+                    }
+                    told++;
+                    if (i + 1 >= p.nseq[th] || p.seq[th][i + 1] != next[t]) bad++;
+                }
+        }
+        tu_check(bad == 0, "pool of %d, run_ahead: %d tasks not run once or not next", threads, bad);
+        tu_check(unknown == 0, "pool of %d, run_ahead: %d tasks before the tail not told their next",
+                 threads, unknown);
+        tu_check(told > 0, "pool of %d, run_ahead: no task told its next", threads);
+        fia_pool_destroy(pool);
+    }
+}
+
 static void test_pool(void) {
     enum { MAXT = 64 };
     int count[MAXT], cpu[MAXT], tid[MAXT];
@@ -465,6 +519,7 @@ int main(int argc, char **argv) {
     test_kvcache(&r);
     test_tensor_spec();
     test_tensor_spec_rules();
+    test_pool_ahead();
     test_worklist_chunks();
     test_pool();
     return tu_summary();
