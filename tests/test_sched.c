@@ -412,8 +412,8 @@ static void pool_ahead_task(void *arg, int64_t task, int64_t next, int32_t tid) 
     for (int i = 0; i < 2000; i++) x += i * 0.5;
 }
 
-/* Every task runs once; a task told its next one (all but the last 2 x threads are) is
- * followed by that task on the same thread. */
+/* Every task runs once; a task told its next one is followed by that task on the same thread;
+ * one thread is told the next of every task before the last two. */
 static void test_pool_ahead(void) {
     enum { MAXT = 64 };
     int count[MAXT], next[MAXT], tid[MAXT];
@@ -433,7 +433,9 @@ static void test_pool_ahead(void) {
                 for (int i = 0; i < p.nseq[th]; i++) {
                     const int64_t t = p.seq[th][i];
                     if (next[t] < 0) {
-                        if (t < n - 2 * threads) unknown++;
+                        /* one thread: every task before the tail (with more, the other
+                         * threads may have taken all the rest meanwhile) */
+                        if (threads == 1 && t < n - 2) unknown++;
                         continue;
                     }
                     told++;
@@ -443,7 +445,7 @@ static void test_pool_ahead(void) {
         tu_check(bad == 0, "pool of %d, run_ahead: %d tasks not run once or not next", threads, bad);
         tu_check(unknown == 0, "pool of %d, run_ahead: %d tasks before the tail not told their next",
                  threads, unknown);
-        tu_check(told > 0, "pool of %d, run_ahead: no task told its next", threads);
+        tu_check(threads > 1 || told > 0, "pool of %d, run_ahead: no task told its next", threads);
         fia_pool_destroy(pool);
     }
 }

@@ -24,8 +24,9 @@ fia_status fia_pool_create(int32_t num_threads, fia_pool **pool);
 void fia_pool_destroy(fia_pool *pool);
 int32_t fia_pool_size(const fia_pool *pool);
 void fia_pool_run(fia_pool *pool, int64_t num_tasks, fia_pool_fn fn, void *arg);
-/* fia_pool_run, each task told the task its thread runs next (known for all but the last
- * 2 x size tasks: the thread claims it before running this one), e.g. to prefetch its data. */
+/* fia_pool_run, each task told the task its thread runs next, e.g. to prefetch its data: the
+ * thread claims it before running this one, except among the last 2 x size tasks (next -1 then,
+ * and when the other threads have taken all the rest). */
 void fia_pool_run_ahead(fia_pool *pool, int64_t num_tasks, fia_pool_ahead_fn fn, void *arg);
 
 #endif /* FIA_CORE_THREADPOOL_H */
