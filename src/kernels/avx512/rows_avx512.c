@@ -457,8 +457,8 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
 #undef FIA_PV_STORE
 #undef FIA_PV_MASK
 
-/* All columns for RB rows in blocks of NV vectors; each column block prefetches its columns of
- * the next tile's rows. */
+/* All columns for RB rows in blocks of NV vectors; each column block prefetches its share of the
+ * next tile's rows (fia_pf_part). */
 FIA_AI void fia_pv_rowblock(const int RB, const int NV, int64_t n, int64_t dv, const float *p,
                             int64_t ldp, const void *const *vrows, fia_dtype dt, float *o,
                             int64_t ldo, const float *row_scale, const void *const *pf,
