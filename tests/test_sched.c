@@ -392,6 +392,7 @@ static void pool_task(void *arg, int64_t task, int32_t tid) {
     /* a little work, so that workers get a share */
     volatile double x = 0;
     for (int i = 0; i < 2000; i++) x += i * 0.5;
+    (void)x;
 }
 
 /* fia_pool_run_ahead: each thread's tasks in the order it ran them (seq), and the next task
@@ -410,6 +411,7 @@ static void pool_ahead_task(void *arg, int64_t task, int64_t next, int32_t tid) 
     p->seq[tid][p->nseq[tid]++] = task;
     volatile double x = 0;
     for (int i = 0; i < 2000; i++) x += i * 0.5;
+    (void)x;
 }
 
 /* Every task runs once; a task told its next one is followed by that task on the same thread;

@@ -1003,10 +1003,13 @@ fia_status fia_mla_plan(fia_context *ctx, const fia_fused_infer_attention_score_
     fia_status st = mla_validate(p, ctx, t, prm);
     if (st == FIA_STATUS_SUCCESS) {
         /* AMX: bf16 query and latent cache (PA_BSND, PA_NZ or dense; the latent and its rope
-         * both PA_NZ or neither), value = key, every rescale variant (AMLA's in the kernel) */
+         * both PA_NZ or neither, PA_NZ with nonzero chunk strides: the kernel reads a chunk
+         * stride of 0 as rows stored whole, while a view may alias a row's chunks), value = key,
+         * every rescale variant (AMLA's in the kernel) */
         p->amx = ctx->amx_bf16 && !p->quant && p->v_is_k &&
                  t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
-                 (p->k.nz_w == 0) == (p->kr.nz_w == 0);
+                 (p->k.nz_w == 0) == (p->kr.nz_w == 0) &&
+                 (p->k.nz_w == 0 || (p->k.s_nz != 0 && p->kr.s_nz != 0));
         p->bf16qk = !p->amx && ctx->bf16dp_fast && !p->quant &&
                     t->query->dtype == FIA_DTYPE_BFLOAT16 && t->key->dtype == FIA_DTYPE_BFLOAT16 &&
                     p->k.nz_w == 0 && p->kr.nz_w == 0;
