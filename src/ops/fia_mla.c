@@ -690,7 +690,7 @@ static fia_status mla_parse_cache(const mla_plan *p, const fia_tensor *t, const 
         const int64_t w = 32 / c->esize;
         if (sh[1] != 1)
             return FIA_INVALID("%s (PA_NZ) dim 1 is %lld, must be 1", name, (long long)sh[1]);
-        if (sh[2] * w != dim || sh[4] != w)
+        if (sh[2] != dim / w || sh[4] != w) /* dim / w, not sh[2] * w: dims may be huge */
             return FIA_INVALID("%s (PA_NZ) must be [blocks, 1, %lld, block_size, %lld]; dims 2 "
                                "and 4 are %lld and %lld", name, (long long)(dim / w), (long long)w,
                                (long long)sh[2], (long long)sh[4]);
