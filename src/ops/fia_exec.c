@@ -409,9 +409,9 @@ static inline void fia_swap_ptrs(fia_scratch *s) {
 
 /* The row pointers (s->kpf, s->vpf) of the rows the next call reads, for the kernels to
  * prefetch: keys [pt0, pt0 + nn) of kv head pn2 of this item (nn up to the item's step), or,
- * when the item has no keys from pt0 on, the first step of the next item in the queue
- * (whichever thread takes it) for its heads from next_hh, when it has `heads` of them. Returns
- * nn (0: nothing to prefetch). */
+ * when the item has no keys from pt0 on, the first step of `next` (the item this thread runs
+ * next, fia_worklist_next_tile) for its heads from next_hh, when it has `heads` of them.
+ * Returns nn (0: nothing to prefetch). */
 static int64_t fia_next_rows(const fia_attn_plan *p, const fia_work_item *it,
                              const fia_work_item *next, int64_t pn2, int64_t pt0, int64_t next_hh,
                              int64_t heads, fia_scratch *s) {
@@ -458,8 +458,7 @@ static bool fia_tile_head(const fia_exec *ex, const fia_work_item *it, const fia
      * instead, the next step of this head, measured slower: GQA 32/8 decode 16K, one thread,
      * share of one core's read bandwidth: 0.44 without prefetch, 0.54 eight keys ahead, 0.70 a
      * step ahead, 0.80 one head ahead; two threads 2.96 -> 2.64 ms from a step to one head
-     * ahead). After the item's last tile, the first tile of the next item in the queue
-     * (whichever thread takes it). */
+     * ahead). After the item's last tile, the first tile of the item this thread runs next. */
     const bool ahead = !gemm_path && it->nh > 1;
     int64_t pn2 = n2, pt0 = t0 + n;
     if (ahead && hh + 1 < it->nh) {
@@ -661,12 +660,9 @@ static fia_scratch fia_scratch_of(const fia_exec *ex, int32_t tid) {
 static void fia_item_task(void *arg, int64_t task, int64_t next_task, int32_t tid) {
     const fia_exec *ex = arg;
     const fia_work_item *it = &ex->p->work.items[task];
-    /* the item this thread takes next when the pool knows it, else the queue's next one */
-    const int64_t nt = next_task >= 0 ? next_task : task + 1;
-    const fia_work_item *next = nt < ex->p->work.num_items ? &ex->p->work.items[nt] : NULL;
     fia_scratch s = fia_scratch_of(ex, tid);
     if (it->kind == FIA_WORK_ZERO) fia_run_zero(ex, it, &s);
-    else fia_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
+    else fia_run_tile(ex, it, fia_worklist_next_tile(&ex->p->work, task, next_task), &s);
 }
 
 /* Merge task: row block task % merge_split of group task / merge_split (so that the threads

@@ -581,12 +581,9 @@ static void mla_item_task(void *arg, int64_t task, int64_t next_task, int32_t ti
     const mla_exec *ex = arg;
     const mla_plan *p = ex->p;
     const fia_work_item *it = &p->work.items[task];
-    /* the item this thread takes next when the pool knows it, else the queue's next one */
-    const int64_t nt = next_task >= 0 ? next_task : task + 1;
-    const fia_work_item *next = nt < p->work.num_items ? &p->work.items[nt] : NULL;
     mla_scratch s = mla_scratch_of(ex, tid);
     if (it->kind == FIA_WORK_ZERO) mla_run_zero(ex, it, &s);
-    else mla_run_tile(ex, it, next && next->kind == FIA_WORK_TILE ? next : NULL, &s);
+    else mla_run_tile(ex, it, fia_worklist_next_tile(&p->work, task, next_task), &s);
 }
 
 typedef struct mla_merge_ctx {

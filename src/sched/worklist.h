@@ -52,6 +52,15 @@ typedef struct fia_worklist {
     int pass;               /* 0: count, 1: fill */
 } fia_worklist;
 
+/* The TILE item a worker runs after item `task`, for it to prefetch that item's first step:
+ * item next_task when the pool told it (fia_pool_run_ahead, >= 0), else the list's next one;
+ * NULL when there is none or it is not a TILE item. */
+static inline const fia_work_item *fia_worklist_next_tile(const fia_worklist *wl, int64_t task,
+                                                          int64_t next_task) {
+    const int64_t nt = next_task >= 0 ? next_task : task + 1;
+    return nt < wl->num_items && wl->items[nt].kind == FIA_WORK_TILE ? &wl->items[nt] : NULL;
+}
+
 /* Starts a pass (the lists of pass 1 were allocated by fia_worklist_end of pass 0). */
 void fia_worklist_begin(fia_worklist *wl, int pass);
 
