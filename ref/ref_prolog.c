@@ -150,16 +150,18 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     double *q = malloc(sizeof(double) * (size_t)W);
     double *qs = malloc(sizeof(double) * (size_t)W); /* q's slack: flips of the rounded c_q */
     double *qa = malloc(sizeof(double) * (size_t)W); /* q before its rounding */
+    double *qd = malloc(sizeof(double) * (size_t)W); /* q's dequant factor (1: not int8) */
     double *xr = malloc(sizeof(double) * (size_t)He);
     double *pre = malloc(sizeof(double) * (size_t)Hcq); /* pre-norm flip steps (0: none) */
     double *mv = malloc(sizeof(double) * (size_t)Hcq);  /* c_q candidates' steps (0: none) */
     double *uk = malloc(sizeof(double) * (size_t)(N * D * HCKV + 1));
     double *ma = malloc(sizeof(double) * (size_t)(N * HCKV * 2 + 1)); /* sum |m|, sum m^2 */
-    if (!cq || !q || !qs || !qa || !xr || !pre || !mv || !uk || !ma) {
+    if (!cq || !q || !qs || !qa || !qd || !xr || !pre || !mv || !uk || !ma) {
         free(cq);
         free(q);
         free(qs);
         free(qa);
+        free(qd);
         free(xr);
         free(pre);
         free(mv);
@@ -254,6 +256,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
         /* qcqr = cq . W_UQ_QR; qs: the candidates' flips (mv: steps of c_q) carried by it */
         for (int64_t j = 0; j < W; j++) {
             const double dq = wq ? sq * vec1(t->dequant_scale_w_uq_qr, j) : 1.0;
+            qd[j] = dq;
             double a = 0.0, fa = 0.0, f2 = 0.0;
             for (int64_t k = 0; k < Hcq; k++) {
                 const double w = at2(t->weight_uq_qr, k, j);
@@ -275,8 +278,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
                 double m[HCKV] = {0};
                 for (int64_t d = 0; d < D; d++) {
                     const int64_t j = n * (D + DR) + d;
-                    const double w = at2(t->weight_uq_qr, k, j) * mv[k] *
-                                     (wq ? sq * vec1(t->dequant_scale_w_uq_qr, j) : 1.0);
+                    const double w = at2(t->weight_uq_qr, k, j) * mv[k] * qd[j];
                     for (int64_t c = 0; c < HCKV; c++) m[c] += w * uk[(n * D + d) * HCKV + c];
                 }
                 for (int64_t c = 0; c < HCKV; c++) {
@@ -348,6 +350,7 @@ int fia_ref_mla_prolog_v3(const fia_mla_prolog_v3_tensors *t,
     free(q);
     free(qs);
     free(qa);
+    free(qd);
     free(xr);
     free(pre);
     free(mv);
