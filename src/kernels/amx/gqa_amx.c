@@ -21,6 +21,7 @@
 #include "kernels/amx/amx_tiles.h"
 #include "kernels/avx512/exp_avx512.h"
 #include "kernels/gqa_amx.h"
+#include "kernels/prefetch.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 enum { TILE = 512 /* bf16 per tile */ };
@@ -74,12 +75,8 @@ FIA_AI void pack_k_block(int64_t n, int64_t D, const void *const *krows, int64_t
                          const void *const *pf, int64_t npf, uint16_t *kt) {
     const int64_t j0 = kb * 16, ndb = D / 32;
     const uint16_t *src[16];
-    for (int j = 0; j < 16; j++) {
-        src[j] = j0 + j < n ? (const uint16_t *)krows[j0 + j] : NULL;
-        if (j0 + j < npf)
-            for (int64_t off = 0; off < D * 2; off += 64)
-                _mm_prefetch((const char *)pf[j0 + j] + off, _MM_HINT_T1);
-    }
+    if (npf > j0) fia_prefetch_rows(pf, j0, npf < j0 + 16 ? npf : j0 + 16, D * 2);
+    for (int j = 0; j < 16; j++) src[j] = j0 + j < n ? (const uint16_t *)krows[j0 + j] : NULL;
     for (int64_t db = 0; db < ndb; db++) {
         __m512i r[16];
         for (int j = 0; j < 16; j++)
@@ -238,9 +235,7 @@ static void pack_v(int64_t n, int64_t nkp, int64_t Dv, const void *const *vrows,
     const __m512i i1 = _mm512_add_epi16(i0, _mm512_set1_epi16(16));
     const int64_t ncb = Dv / 16;
     for (int64_t j = 0; j < nkp; j += 2) {
-        for (int64_t k = j; k < j + 2 && k < npf; k++)
-            for (int64_t off = 0; off < Dv * 2; off += 64)
-                _mm_prefetch((const char *)pf[k] + off, _MM_HINT_T1);
+        if (npf > j) fia_prefetch_rows(pf, j, npf < j + 2 ? npf : j + 2, Dv * 2);
         const uint16_t *ra = j < n ? (const uint16_t *)vrows[j] : NULL;
         const uint16_t *rb = j + 1 < n ? (const uint16_t *)vrows[j + 1] : NULL;
         const int64_t kk = j / 32, j2 = (j % 32) / 2;

@@ -24,6 +24,7 @@
 #include "kernels/amx.h"
 #include "kernels/avx512/exp_avx512.h"
 #include "kernels/amx/amx_tiles.h"
+#include "kernels/prefetch.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
 enum { DN = FIA_AMX_MLA_DN, DR = FIA_AMX_MLA_DR, DK = DN + DR, T = FIA_AMX_MLA_STEP,
@@ -75,36 +76,11 @@ void fia_amx_mla_pack_q(int64_t rows, int64_t rows_pad, const uint16_t *const *q
 
 /* ---- prefetching the next rows ---------------------------------------------------------- */
 
-/* Lines u of the next rows in order (array 0 rows, then array 1 rows), issued a share at a
- * time between tile operations. */
-typedef struct pf_cursor {
-    const fia_amx_mla_next *nx;
-    int64_t per[2];          /* lines per row of arrays 0 and 1 (0: none) */
-    int64_t u, total;        /* lines issued, lines in all */
-    int64_t arr, row, line;  /* the next line: array, row, line of the row */
-} pf_cursor;
-
-static void pf_init(pf_cursor *c, const fia_amx_mla_next *nx) {
-    memset(c, 0, sizeof *c);
-    if (!nx || nx->n <= 0) return;
-    c->nx = nx;
-    c->per[0] = nx->rows[0] ? (nx->row_bytes[0] + 63) / 64 : 0;
-    c->per[1] = nx->rows[1] ? (nx->row_bytes[1] + 63) / 64 : 0;
-    c->total = (c->per[0] + c->per[1]) * nx->n;
-    c->arr = c->per[0] ? 0 : 1;
-}
-
-/* Issues the lines up to (and excluding) total * num / den (no division per line: a line
- * counter within the row, a row counter within the array). */
-FIA_AI void pf_until(pf_cursor *c, int64_t num, int64_t den) {
-    const int64_t e = c->total * num / den;
-    for (; c->u < e; c->u++) {
-        _mm_prefetch((const char *)c->nx->rows[c->arr][c->row] + c->line * 64, _MM_HINT_T1);
-        if (++c->line == c->per[c->arr]) {
-            c->line = 0;
-            if (++c->row == c->nx->n) c->row = 0, c->arr = 1;
-        }
-    }
+/* The lines of the next rows (fia_pf_cursor: array 0's rows, then array 1's), issued a share at
+ * a time between tile operations (fia_pf_until). */
+static fia_pf_cursor pf_next(const fia_amx_mla_next *nx) {
+    if (!nx) return fia_pf_init(NULL, 0, NULL, 0, 0);
+    return fia_pf_init(nx->rows[0], nx->row_bytes[0], nx->rows[1], nx->row_bytes[1], nx->n);
 }
 
 /* ---- S^T = K . Q^T ----------------------------------------------------------------------- */
@@ -355,7 +331,7 @@ FIA_AI void vpack_unit(const fia_amx_mla_args *a, const amx_scratch *s, const kb
  * tiles of a pair (read from the cache rows in place, at their stride) stay in L1 while the
  * packed query tiles stream. */
 static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock *kb_,
-                   pf_cursor *pf, int64_t slot0, int64_t slots) {
+                   fia_pf_cursor *pf, int64_t slot0, int64_t slots) {
     const int64_t nkb = (a->n + 15) / 16, nhb = a->rows_pad / 16, ld = a->rows_pad;
     int64_t slot = slot0;
     for (int64_t kb = 0; kb < nkb; kb += 2) {
@@ -381,7 +357,7 @@ static void amx_qk(const fia_amx_mla_args *a, const amx_scratch *s, const kblock
                     _tile_dpbf16ps(2, 5, 6);
                     if (twoh) _tile_dpbf16ps(3, 5, 7);
                 }
-                if (db % 6 == 5) pf_until(pf, ++slot, slots);
+                if (db % 6 == 5) fia_pf_until(pf, ++slot, slots);
             }
             float *c = s->st + kb * 16 * ld + hb * 16;
             _tile_stored(0, c, ld * 4);
@@ -426,7 +402,7 @@ FIA_AI void rescale_block(const fia_amx_mla_args *a, const float *alpha, const i
  * left the store buffer when its tiles are loaded (a tile load right after stores to the same
  * lines waits for them to drain). */
 static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float *alpha,
-                   const int32_t *dexp, pf_cursor *pf, int64_t slot0, int64_t slots) {
+                   const int32_t *dexp, fia_pf_cursor *pf, int64_t slot0, int64_t slots) {
     int64_t slot = slot0;
     const int64_t nhb = a->rows_pad / 16, nkk = (a->n + 31) / 32;
     const int64_t part = nhb * (T / 32) * TILE;
@@ -468,7 +444,7 @@ static void amx_pv(const fia_amx_mla_args *a, const amx_scratch *s, const float 
                 if (hb + 1 < nhb) rescale_block(a, alpha, dexp, cg, hb + 1);
                 else if (cg + 1 < NCB / 4) rescale_block(a, alpha, dexp, cg + 1, 0);
             }
-            pf_until(pf, ++slot, slots);
+            fia_pf_until(pf, ++slot, slots);
         }
         _tile_stored(0, ob, st);
         _tile_stored(1, ob + 16, st);
@@ -490,10 +466,9 @@ bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *xo,
         const int64_t lo = a->ka[r] > 0 ? a->ka[r] : 0, hi = a->ke[r] < a->n ? a->ke[r] : a->n;
         vis = hi > lo;
     }
-    pf_cursor pf;
-    pf_init(&pf, next);
+    fia_pf_cursor pf = pf_next(next);
     if (!vis) {
-        pf_until(&pf, 1, 1);
+        fia_pf_until(&pf, 1, 1);
         return false;
     }
     amx_scratch s;
@@ -516,7 +491,7 @@ bool fia_amx_mla_step_ext(const fia_amx_mla_args *a, const fia_amx_mla_ext *xo,
     _Alignas(64) float alpha[256];
     _Alignas(64) int32_t dexp[256];
     if (!amx_softmax(a, x, &s, alpha, dexp)) {
-        pf_until(&pf, 1, 1);
+        fia_pf_until(&pf, 1, 1);
         return false;
     }
     amx_pv(a, &s, alpha, x->amla ? dexp : NULL, &pf, qk_slots, slots);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/convert.h"
+#include "kernels/prefetch.h"
 #include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -109,9 +110,7 @@ void fia_qk_rows__avx2_kmajor_8acc(int64_t m, int64_t n, int64_t d, const float 
                       const void *const *krows, fia_dtype dt, float *s, int64_t lds,
                       const void *const *pf, int64_t npf) {
     const int64_t row_bytes = d * fia_dt_bytes(dt);
-    for (int64_t j = 0; j < npf; j++)
-        for (int64_t off = 0; off < row_bytes; off += 64)
-            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
+    fia_prefetch_rows(pf, 0, npf, row_bytes);
     switch (dt) {
     case FIA_DTYPE_FLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_FLOAT16, s, lds); break;
     case FIA_DTYPE_BFLOAT16: fia_qk_rows8_dt(m, n, d, q, ldq, krows, FIA_DTYPE_BFLOAT16, s, lds); break;
@@ -177,9 +176,7 @@ void fia_pv_rows__avx2_4x16(int64_t m, int64_t n, int64_t dv, const float *p, in
                       const void *const *vrows, fia_dtype dt, float *o, int64_t ldo,
                       const float *row_scale, const void *const *pf, int64_t npf) {
     const int64_t row_bytes = dv * fia_dt_bytes(dt);
-    for (int64_t j = 0; j < npf; j++)
-        for (int64_t off = 0; off < row_bytes; off += 64)
-            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
+    fia_prefetch_rows(pf, 0, npf, row_bytes);
     switch (dt) {
     case FIA_DTYPE_FLOAT16:
         fia_pv_rows8_dt(m, n, dv, p, ldp, vrows, FIA_DTYPE_FLOAT16, o, ldo, row_scale);

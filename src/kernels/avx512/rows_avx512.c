@@ -38,6 +38,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "kernels/prefetch.h"
 #include "kernels/registry.h"
 
 #define FIA_AI static inline __attribute__((always_inline))
@@ -85,49 +86,18 @@ FIA_AI __m512 fia_load16(const void *row, int64_t i, fia_dtype dt, __mmask16 mk)
     default: BODY(FIA_DTYPE_FLOAT32); break;                                                      \
     }
 
-/* Prefetches rows [j0, j1) of pf (clipped to npf) into L2, every cache line of row_bytes. */
-FIA_AI void fia_prefetch_rows(const void *const *pf, int64_t npf, int64_t j0, int64_t j1,
-                              int64_t row_bytes) {
-    if (j1 > npf) j1 = npf;
-    for (int64_t j = j0; j < j1; j++)
-        for (int64_t off = 0; off < row_bytes; off += 64)
-            _mm_prefetch((const char *)pf[j] + off, _MM_HINT_T1);
-}
-
-/* The next tile's rows as one sequence of cache lines in address order (each row's lines in
- * turn, row after row), of which a kernel pass prefetches its part, a few lines per key.
- * Prefetches issued in address order let the L2 streamer run ahead of them; the pv_rows
- * passes of 32 or 64 columns used to prefetch their own columns' line of every row, a stride
- * of one line in four (D 128 fp16), which left that to software alone (SmallQ q8 kv16k, two
+/* Part `part` of `parts` (about equal) of the lines of the npf rows of pf (fia_pf_cursor, in
+ * address order), and in *per_key the lines per key that spread it over n keys. The pv_rows
+ * passes of 32 or 64 columns used to prefetch their own columns' line of every row, a stride of
+ * one line in four (D 128 fp16), which left that to software alone (SmallQ q8 kv16k, two
  * threads, 13.8 -> 12.2 ms). */
-typedef struct fia_pf_cursor {
-    const void *const *pf;
-    int64_t row, off, row_bytes, left, per_key;
-} fia_pf_cursor;
-
-/* Part `part` of `parts` (about equal) of the lines of the npf rows of pf, spread over n keys. */
 FIA_AI fia_pf_cursor fia_pf_part(const void *const *pf, int64_t npf, int64_t row_bytes,
-                                 int64_t part, int64_t parts, int64_t n) {
-    const int64_t lines = (row_bytes + 63) / 64, total = npf > 0 ? npf * lines : 0;
-    const int64_t per = (total + parts - 1) / parts;
-    int64_t s0 = part * per, s1 = s0 + per;
-    if (s1 > total) s1 = total;
-    if (s0 > s1) s0 = s1;
-    fia_pf_cursor c = {pf, lines ? s0 / lines : 0, lines ? s0 % lines * 64 : 0, row_bytes, s1 - s0,
-                       n > 0 ? (s1 - s0 + n - 1) / n : s1 - s0};
+                                 int64_t part, int64_t parts, int64_t n, int64_t *per_key) {
+    fia_pf_cursor c = fia_pf_init(pf, row_bytes, NULL, 0, npf);
+    const int64_t per = (c.total + parts - 1) / parts;
+    fia_pf_range(&c, part * per, per);
+    *per_key = n > 0 ? (c.left + n - 1) / n : c.left;
     return c;
-}
-
-/* The cursor's next k lines (fewer at its end). */
-FIA_AI void fia_pf_lines(fia_pf_cursor *c, int64_t k) {
-    for (; k > 0 && c->left > 0; k--, c->left--) {
-        _mm_prefetch((const char *)c->pf[c->row] + c->off, _MM_HINT_T1);
-        c->off += 64;
-        if (c->off >= c->row_bytes) {
-            c->off = 0;
-            c->row++;
-        }
-    }
 }
 
 FIA_AI int64_t fia_dt_size(fia_dtype dt) {
@@ -275,7 +245,7 @@ FIA_AI void fia_qk_rowblock(const int RB, const int KB, int64_t n, int64_t d, co
                      npf > j0 ? npf - j0 : 0);
         j0 += KB; /* the partial block prefetched KB rows of pf */
     }
-    if (npf > j0) fia_prefetch_rows(pf, npf, j0, npf, d * fia_dt_size(dt));
+    if (npf > j0) fia_prefetch_rows(pf, j0, npf, d * fia_dt_size(dt));
 }
 
 /* 8 rows x 2 keys per block (as fia_qk_rowblock(8, 2)), the blocks' folded sums (lane
@@ -325,7 +295,7 @@ FIA_AI void fia_qk_rowblock8(int64_t n, int64_t d, const float *q, int64_t ldq,
 #undef FIA_ROW
     }
     const int64_t done = (n + 1) / 2 * 2; /* rows of pf the blocks prefetched */
-    if (npf > done) fia_prefetch_rows(pf, npf, done, npf, d * fia_dt_size(dt));
+    if (npf > done) fia_prefetch_rows(pf, done, npf, d * fia_dt_size(dt));
 }
 
 /* Row blocks of 8, 4, 2, 1; the first block issues the prefetches of the next tile. */
@@ -424,10 +394,11 @@ FIA_AI void fia_pv_block(const int RB, const int NV, const int FULL, int64_t n, 
     /* The next tile's rows, in address order: this column block (pass) prefetches its share
      * of their lines (fia_pf_part), a few per key, and any rest after its loop. */
     const int64_t es = fia_dt_size(dt), passes = (dv + 16 * NV - 1) / (16 * NV);
-    fia_pf_cursor pc = fia_pf_part(pf, npf, dv * es, c0 / (16 * NV), passes, n);
+    int64_t per_key;
+    fia_pf_cursor pc = fia_pf_part(pf, npf, dv * es, c0 / (16 * NV), passes, n, &per_key);
     int64_t j = 0;
     for (; j < n && pc.left > 0; j++) {
-        fia_pf_lines(&pc, pc.per_key);
+        fia_pf_lines(&pc, per_key);
         const void *row = vrows[j];
         FIA_PV_LOAD(0) FIA_PV_LOAD(1) FIA_PV_LOAD(2) FIA_PV_LOAD(3)
         FIA_PV_LOAD(4) FIA_PV_LOAD(5) FIA_PV_LOAD(6) FIA_PV_LOAD(7)
@@ -622,7 +593,7 @@ FIA_AI void fia_qk_heads_dt(int64_t nh, int64_t n, int64_t d, const float *q, in
             for (int u = 0; u < cnt; u++) s[sh[u] * lds + sj[u]] = sum[u];
         }
     }
-    if (nh > 0 && npf > n) fia_prefetch_rows(pf, npf, n, npf, ((nh - 1) * hs + d) * es);
+    if (nh > 0 && npf > n) fia_prefetch_rows(pf, n, npf, ((nh - 1) * hs + d) * es);
 }
 
 void fia_qk_heads__avx512_tok_4acc(int64_t nh, int64_t n, int64_t d, const float *q, int64_t ldq,
@@ -699,7 +670,7 @@ FIA_AI void fia_pv_heads_dt(int64_t nh, int64_t n, int64_t dv, const float *p, i
             fia_pv_head_keys(1, dv, p + h * ldp + j, r0 + h * hb, r0, g0 + h * hb, g0, dt,
                              o + h * ldo);
     }
-    if (nh > 0 && npf > n) fia_prefetch_rows(pf, npf, n, npf, ((nh - 1) * hs + dv) * es);
+    if (nh > 0 && npf > n) fia_prefetch_rows(pf, n, npf, ((nh - 1) * hs + dv) * es);
 }
 
 void fia_pv_heads__avx512_tok(int64_t nh, int64_t n, int64_t dv, const float *p, int64_t ldp,
