@@ -41,11 +41,16 @@ typedef struct fia_gemm_desc {
                              * small B operand; C^T lands dense in the scratch and is written
                              * out transposed. For a small M (decode), where the library's
                              * kernels stream a large A faster than a packed B */
-    const fia_i8_kernels *i8; /* (int32 C, may be NULL) fia's exact int8 kernels, run instead of
-                             * the library where its int8 matmul is not exact: oneDNN 2.6
-                             * without AVX-512 VNNI sums u8 x s8 pairs in saturating int16
-                             * (vpmaddubsw), e.g. AVX2 CPUs and Skylake-SP. B is then packed
-                             * per run into the scratch (packed_b is refused) */
+    const fia_i8_kernels *i8; /* (int32 C, may be NULL) fia's exact int8 kernels (VNNI, AMX
+                             * int8, AVX2, scalar), which then run the gemm instead of the
+                             * library: its packed B is fia's pack, made once by
+                             * fia_gemm_pack_b (packed_b) or per run into the scratch. oneDNN
+                             * 2.6's own s8 matmul re-packs plain weights on every call
+                             * (DeepSeek-V3.2 prolog decode, weight_quant_mode 2: 7.1 ms
+                             * against 1.5 ms on fia's kernels with the pack made at plan time)
+                             * and is not exact below AVX-512 VNNI (vpmaddubsw sums u8 x s8
+                             * pairs in saturating int16: AVX2 CPUs, Skylake-SP). Without i8
+                             * an int8 gemm runs on the library where it is exact */
 } fia_gemm_desc;
 
 typedef struct fia_gemm fia_gemm;
@@ -76,8 +81,9 @@ bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y);
 /* The implementation the library chose (for FIA_VERBOSE), e.g. "brg:avx512_core_amx_bf16";
  * "f32:..." for the fp32 fallback. */
 const char *fia_gemm_impl(const fia_gemm *g);
-/* Whether the gemm runs a fallback: a bf16 one as an fp32 matmul (no bf16 matmul in the
- * library here), an int8 one on fia's kernels (desc.i8). */
+/* Whether the gemm runs other arithmetic than the library's matmul of its dtypes: a bf16 one
+ * as an fp32 matmul (no bf16 matmul in the library here), an int8 one on fia's kernels
+ * (desc.i8). */
 bool fia_gemm_widened(const fia_gemm *g);
 
 void fia_gemm_destroy(fia_gemm *g); /* NULL is a no-op */

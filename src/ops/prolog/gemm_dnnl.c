@@ -64,9 +64,9 @@ struct fia_gemm {
     bool f32;
     int64_t ldb;
     size_t b_off;
-    /* the int8 fallback (desc.i8, the library's int8 matmul not exact here): fia's kernels on
-     * the u8-offset A (scratch at a_off), B packed per run (scratch at b_off, its row pointers
-     * at rows_off), the exact sums converted from their fp32 form to int32 in C */
+    /* an int8 gemm on fia's kernels (desc.i8): the u8-offset A (scratch at a_off), B in fia's
+     * pack, made at plan time (packed) or per run (scratch at b_off, its row pointers at
+     * rows_off), the exact sums converted from their fp32 form to int32 in C */
     const fia_i8_kernels *i8;
     size_t rows_off;
 };
@@ -318,11 +318,11 @@ static fia_status gemm_build_f32(const fia_gemm_desc *d, fia_gemm *g, size_t *sc
     return FIA_STATUS_SUCCESS;
 }
 
-/* The int8 fallback (struct fia_gemm, i8): no library primitive. Scratch: A as u8 (x ^ 0x80,
- * a_offset 128: the exact s8 x s8 sums), the pack of B, the pack's row pointers. */
+/* An int8 gemm on fia's kernels (struct fia_gemm, i8; gemm.h): no library primitive. Scratch:
+ * A as u8 (x ^ 0x80, a_offset 128: the exact s8 x s8 sums), then, unless B is packed at plan
+ * time (packed_b: fia_gemm_pack_b makes the kernels' pack once), the pack of B and its row
+ * pointers. */
 static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes) {
-    if (d->packed_b)
-        return FIA_UNSUPPORTED("gemm: pre-packed B for the int8 fallback is not implemented");
     g->i8 = d->i8;
     g->M = d->M;
     g->N = d->N;
@@ -333,9 +333,15 @@ static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scr
     g->as = 1;
     g->cs = 4;
     snprintf(g->impl, sizeof g->impl, "fia-i8:%s", d->i8->name);
+    g->packed = d->packed_b;
+    g->packed_bytes = d->i8->pack_bytes(d->N, d->K);
     g->a_off = 0;
     g->b_off = align64((size_t)(d->M * d->K));
-    g->rows_off = g->b_off + align64(d->i8->pack_bytes(d->N, d->K));
+    if (g->packed) {
+        *scratch_bytes = g->b_off;
+        return FIA_STATUS_SUCCESS;
+    }
+    g->rows_off = g->b_off + align64(g->packed_bytes);
     *scratch_bytes = g->rows_off + (size_t)d->K * sizeof(const int8_t *);
     return FIA_STATUS_SUCCESS;
 }
@@ -359,10 +365,10 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
     const bool s8 = d->c_dtype == FIA_DTYPE_INT32; /* int8 A and B, exact int32 sums */
     if (s8 && !g_s8_exact && !d->i8)
         return FIA_UNSUPPORTED("oneDNN's int8 matmul is not exact without AVX-512 VNNI (on this "
-                               "CPU or under ONEDNN_MAX_CPU_ISA) and no int8 fallback was given");
+                               "CPU or under ONEDNN_MAX_CPU_ISA) and no int8 kernels were given");
     fia_gemm *g = gemm_new(slots);
     if (!g) return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
-    if (s8 && !g_s8_exact) {
+    if (s8 && d->i8) {
         const fia_status st8 = gemm_build_i8(d, g, scratch_bytes);
         if (st8 != FIA_STATUS_SUCCESS) {
             fia_gemm_destroy(g);
@@ -420,15 +426,19 @@ static bool gemm_exec(const fia_gemm *g, gemm_slot *s, dnnl_memory_t src, const 
     return ok;
 }
 
-/* The int8 fallback's run: B packed, A offset to u8, the exact sums (as fp32: integers, the
- * same value the caller's (float) of the int32 gives) back to int32 in place. */
+/* The run of an int8 gemm on fia's kernels: B packed (or packed now), A offset to u8, the exact
+ * sums (as fp32: integers, the same value the caller's (float) of the int32 gives) back to
+ * int32 in place. */
 static bool gemm_run_i8(fia_gemm *g, const void *a, const void *b, void *c, void *scratch) {
     const int64_t M = g->M, N = g->N, K = g->K;
     char *sc = scratch;
-    const int8_t **rows = (const int8_t **)(void *)(sc + g->rows_off);
-    for (int64_t k = 0; k < K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
-    void *pk = sc + g->b_off;
-    g->i8->pack_b_kn(rows, K, N, pk);
+    const void *pk = b; /* packed at plan time, or packed here */
+    if (!g->packed) {
+        const int8_t **rows = (const int8_t **)(void *)(sc + g->rows_off);
+        for (int64_t k = 0; k < K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
+        g->i8->pack_b_kn(rows, K, N, sc + g->b_off);
+        pk = sc + g->b_off;
+    }
     uint8_t *au = (uint8_t *)(sc + g->a_off);
     for (int64_t m = 0; m < M; m++)
         g->i8->s8_to_u8_offset((const int8_t *)a + m * g->lda, au + m * K, K);
@@ -529,6 +539,8 @@ bool fia_gemm_widened(const fia_gemm *g) { return g->f32 || g->i8; }
 size_t fia_gemm_packed_b_bytes(const fia_gemm *g) { return g->packed ? g->packed_bytes : 0; }
 
 bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
+    if (x->i8 || y->i8) /* fia's pack depends on K x N alone */
+        return x->packed && y->packed && x->i8 && y->i8 && x->K == y->K && x->N == y->N;
     return x->packed && y->packed &&
            dnnl_memory_desc_equal(&x->mb_packed, &y->mb_packed) &&
            dnnl_memory_desc_equal(&x->mb_plain, &y->mb_plain);
@@ -549,6 +561,14 @@ bool fia_gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
 
 static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
     if (!g->packed) return false;
+    if (g->i8) { /* fia's int8 kernels: their pack of B [K x N] (row stride ldb) */
+        const int8_t **rows = malloc((size_t)(g->K > 0 ? g->K : 1) * sizeof *rows);
+        if (!rows) return false;
+        for (int64_t k = 0; k < g->K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
+        g->i8->pack_b_kn(rows, g->K, g->N, packed);
+        free(rows);
+        return true;
+    }
     if (g->f32) { /* the fp32 fallback: B widened to a dense fp32 [K x N] (wt: B^T [N x K]) */
         float *pf = packed;
         for (int64_t k = 0; k < g->K; k++) {
@@ -714,6 +734,7 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
     if (!t->d.packed_b) return FIA_UNSUPPORTED("gemm: packing B of a gemm planned unpacked");
     t->batch = batch;
     if (t->mtiles == 0 || batch == 0) return FIA_STATUS_SUCCESS;
+    const int64_t es = t->d.c_dtype == FIA_DTYPE_INT32 ? 1 : 2; /* bytes of a B element */
     /* one panel size for every column tile: the largest packed size among the shapes */
     size_t pb = 0;
     for (int i = 0; i < 4; i++)
@@ -740,7 +761,8 @@ fia_status fia_tgemm_pack(fia_tgemm *t, const void *b, int64_t batch, int64_t ba
         for (int64_t bi = 0; bi < batch; bi++)
             for (int64_t j = 0; j < t->ntiles; j++) {
                 const int k = (r ? 2 : 0) | (j == t->ntiles - 1 && t->g[r ? 3 : 1] ? 1 : 0);
-                if (!fia_gemm_pack_b(t->g[k], (const uint16_t *)b + bi * batch_stride + j * t->nc,
+                const char *src = (const char *)b + (bi * batch_stride + j * t->nc) * es;
+                if (!fia_gemm_pack_b(t->g[k], src,
                                      (char *)buf + t->panel_bytes * (size_t)(bi * t->ntiles + j)))
                     return FIA_UNSUPPORTED("gemm: the library could not pack B");
             }

@@ -92,7 +92,7 @@ typedef struct pro_plan {
     pro_rows dqn;                 /* query_quant_mode 1: dequant_scale_q_nope [T, N, 1] */
     int64_t tok[2];               /* token_x's leading dims ([T] or [B, S]) */
     int tok_dims;
-    /* int8 weights (weight_quant_mode 1: W_UQ_QR; 2: also x, W_DQ, W_DKV_KR), copied at plan */
+    /* int8 weights (weight_quant_mode 1: W_UQ_QR; 2: also x, W_DQ, W_DKV_KR) */
     int32_t wq;
     float *smooth;                /* [Hcq] smooth_scales_cq (1 where absent) */
     float *dq_uq, *dq_dq, *dq_dkv; /* per-column dequant scales of the int8 weights */
@@ -101,7 +101,6 @@ typedef struct pro_plan {
     char *dqnorm;
     fia_tgemm g_dq, g_dkv, g_uq, g_uk;
     bool packed;                  /* the gemms run on weights packed at plan time */
-    void *own_i8[3];              /* packed plans: plan-owned copies of the int8 weights */
     size_t scratch_bytes;         /* per thread */
 } pro_plan;
 
@@ -243,7 +242,7 @@ static char *slot_scratch(const pro_run *r, int32_t tid) {
  * the caller's plain weights b (the one-shot form: the library packs per tile). */
 static void pro_tile(const pro_run *r, fia_tgemm *g, int64_t task, int32_t tid, const void *a,
                      const void *b, int64_t bi, void *c) {
-    if (g->packed[0]) /* packed at plan time (the bf16 gemms of a packed plan) */
+    if (g->packed[0]) /* packed at plan time (every gemm of a packed plan) */
         fia_tgemm_run_packed(g, task, tid, a, bi, c, slot_scratch(r, tid));
     else
         fia_tgemm_run_task(g, task, tid, a, b, c, slot_scratch(r, tid));
@@ -422,7 +421,6 @@ static void pro_destroy(fia_plan *plan) {
     free(p->dq_dkv);
     free(p->dsx);
     free(p->dqnorm_off);
-    for (int i = 0; i < 3; i++) free(p->own_i8[i]);
     free(p);
 }
 
@@ -971,18 +969,6 @@ static fia_status pro_validate(pro_plan *p, const fia_mla_prolog_v3_tensors *t,
     return pro_caches(p, t, prm->cache_mode);
 }
 
-/* A packed plan captures every weight's values at plan time (prolog.h): the int8 weights, which
- * the s8 gemms read in their plain layout, are copied as they are into plan-owned memory. */
-static fia_status pro_keep_i8(const uint16_t **w, int64_t rows, int64_t ld, int64_t cols,
-                              void **own) {
-    const size_t bytes = (size_t)((rows - 1) * ld + cols);
-    *own = malloc(bytes);
-    if (!*own) return FIA_STATUS_OUT_OF_MEMORY;
-    memcpy(*own, *w, bytes);
-    *w = *own;
-    return FIA_STATUS_SUCCESS;
-}
-
 static fia_status pro_gemms(pro_plan *p) {
     const int32_t slots = p->num_threads;
     const int64_t T = p->T;
@@ -990,9 +976,10 @@ static fia_status pro_gemms(pro_plan *p) {
     const bool wide = pk && T >= PRO_WIDE_T;
     const int64_t mc = wide ? PRO_WIDE_MC : PRO_MC;
     fia_gemm_desc d;
-    /* the int8 gemms (weight_quant_mode 1: W_UQ_QR; 2: also W_DQ, W_DKV_KR) run on the
-     * caller's weights, unpacked; the bf16 ones on the packed copy when p->packed */
-    const bool pk_down = pk && p->wq != 2, pk_up = pk && p->wq == 0;
+    /* a packed plan packs every weight, the int8 ones (weight_quant_mode 1: W_UQ_QR; 2: also
+     * W_DQ, W_DKV_KR) in the pack of fia's int8 kernels, which the plan keeps (prolog.h: the
+     * weights' values are captured at plan time) */
+    const bool pk_down = pk, pk_up = pk;
     const fia_dtype down_c = p->wq == 2 ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
     const fia_dtype up_c = p->wq ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
     const int64_t mc_down = pk_down ? mc : PRO_MC, mc_up = pk_up ? mc : PRO_MC;
@@ -1000,7 +987,7 @@ static fia_status pro_gemms(pro_plan *p) {
     const bool wt = T >= 2 && T <= PRO_WT_MAX_T;
     const bool wt_down = wt && pk_down && down_c == FIA_DTYPE_FLOAT32;
     const bool wt_up = wt && pk_up && up_c == FIA_DTYPE_FLOAT32;
-    /* the int8 gemms' exact fallback where oneDNN's int8 matmul is not (gemm.h) */
+    /* the int8 gemms run on fia's exact int8 kernels (gemm.h) */
     const fia_i8_kernels *i8 = &p->base.ctx->kernels.i8;
     d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down, wt_down, i8};
     FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
@@ -1017,11 +1004,6 @@ static fia_status pro_gemms(pro_plan *p) {
         if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0));
         if (pk_up) FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0));
         FIA_TRY(fia_tgemm_pack(&p->g_uk, p->wuk, p->N, p->wuk_sn));
-        if (p->wq) FIA_TRY(pro_keep_i8(&p->wuq, p->Hcq, p->ld_uq, p->W, &p->own_i8[0]));
-        if (p->wq == 2) {
-            FIA_TRY(pro_keep_i8(&p->wdq, p->He, p->ld_dq, p->Hcq, &p->own_i8[1]));
-            FIA_TRY(pro_keep_i8(&p->wdkv, p->He, p->ld_dkv, PRO_HCKV + PRO_DR, &p->own_i8[2]));
-        }
     }
     const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
     for (int i = 0; i < 4; i++)
