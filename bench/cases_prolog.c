@@ -2,8 +2,9 @@
  * cases_prolog.c - benchmark cases of mla_prolog_v3 on DeepSeek-V3.2 dimensions (He 7168,
  * Hcq 1536, N 128, D 128) and GLM-5's (He 6144, Hcq 2048, N 64, D 192); bf16 weights, PA_BSND
  * caches of 128-token blocks: decode T = 1 and 8 (weight-streaming GEMVs) and prefill T = 2048
- * (compute-bound GEMMs). Each copy keeps one plan (the weights packed at plan time, as a
- * decode loop that keeps its plan runs them).
+ * (compute-bound GEMMs); DeepSeek decode also with int8 weights (weight_quant_mode 1: W_UQ_QR;
+ * 2: also token_x, W_DQ, W_DKV_KR; per-column dequant scales). Each copy keeps one plan (the
+ * weights packed at plan time, as a decode loop that keeps its plan runs them).
  *
  * Counting: bytes = the four weight matrices (read once) + token_x + the outputs and cache rows
  * written; FLOPs = 2 T (He Hcq + Hcq N (D + 64) + N D 512 + He 576). Cold caches: every copy
@@ -20,19 +21,24 @@
 
 typedef struct bench_prolog_case {
     int64_t T, He, Hcq, N, D;
+    int32_t wq; /* weight_quant_mode: 0 bf16 weights, 1 int8 W_UQ_QR, 2 also int8 x, W_DQ, W_DKV */
 } bench_prolog_case;
 
 enum { PB_HCKV = 512, PB_DR = 64, PB_BS = 128 };
 
+/* Bytes of the weights (int8 ones: 1 byte per element and their fp32 column scales). */
 static double weight_bytes(const bench_prolog_case *p) {
-    return 2.0 * ((double)p->He * (double)p->Hcq + (double)p->Hcq * (double)(p->N * (p->D + PB_DR)) +
-                  (double)(p->N * p->D * PB_HCKV) + (double)p->He * (PB_HCKV + PB_DR));
+    const double w8 = p->wq == 2 ? 1.0 : 2.0, u8 = p->wq ? 1.0 : 2.0;
+    const double W = (double)(p->N * (p->D + PB_DR));
+    return w8 * ((double)p->He * (double)p->Hcq + (double)p->He * (PB_HCKV + PB_DR)) +
+           u8 * (double)p->Hcq * W + 2.0 * (double)(p->N * p->D * PB_HCKV) +
+           (p->wq ? 4.0 * W : 0.0) + (p->wq == 2 ? 4.0 * (double)(p->Hcq + PB_HCKV + PB_DR) : 0.0);
 }
 
 static void pro_counts(const bench_case *c, double *bytes, double *flops) {
     const bench_prolog_case *p = c->params;
     const double T = (double)p->T;
-    *bytes = weight_bytes(p) + 2.0 * T * (double)p->He +
+    *bytes = weight_bytes(p) + (p->wq == 2 ? 1.0 : 2.0) * T * (double)p->He +
              2.0 * T * (double)(p->N * (PB_HCKV + PB_DR) + PB_HCKV + PB_DR);
     *flops = 2.0 * T *
              ((double)p->He * (double)p->Hcq + (double)p->Hcq * (double)(p->N * (p->D + PB_DR)) +
@@ -47,21 +53,22 @@ static double pro_copy_bytes(const bench_case *c) {
 
 static void pro_shape(const bench_case *c, char *buf, size_t len) {
     const bench_prolog_case *p = c->params;
-    snprintf(buf, len, "T%lld He%lld Hcq%lld N%lld D%lld bf16 pa%d", (long long)p->T,
-             (long long)p->He, (long long)p->Hcq, (long long)p->N, (long long)p->D, PB_BS);
+    snprintf(buf, len, "T%lld He%lld Hcq%lld N%lld D%lld %s pa%d", (long long)p->T,
+             (long long)p->He, (long long)p->Hcq, (long long)p->N, (long long)p->D,
+             p->wq == 2 ? "w8a8" : p->wq ? "bf16 uq-w8" : "bf16", PB_BS);
 }
 
 static void pro_params_json(const bench_case *c, char *buf, size_t len) {
     const bench_prolog_case *p = c->params;
     snprintf(buf, len,
              "{\"T\":%lld,\"He\":%lld,\"Hcq\":%lld,\"N\":%lld,\"D\":%lld,\"cache_mode\":\"PA_BSND\","
-             "\"block_size\":%d,\"weight_quant_mode\":0,\"kv_cache_quant_mode\":0}",
+             "\"block_size\":%d,\"weight_quant_mode\":%d,\"kv_cache_quant_mode\":0}",
              (long long)p->T, (long long)p->He, (long long)p->Hcq, (long long)p->N,
-             (long long)p->D, PB_BS);
+             (long long)p->D, PB_BS, (int)p->wq);
 }
 
 enum { PB_X, PB_WDQ, PB_WUQ, PB_WUK, PB_WDKV, PB_GCQ, PB_GCKV, PB_SIN, PB_COS, PB_KV, PB_KR,
-       PB_CI, PB_QO, PB_QR, PB_COUNT };
+       PB_CI, PB_QO, PB_QR, PB_DSX, PB_DSDQ, PB_DSUQ, PB_DSDKV, PB_COUNT };
 
 typedef struct pro_copy {
     void *buf[PB_COUNT];
@@ -93,16 +100,18 @@ static void pro_destroy(void *inst) {
 static void make_tensors(pro_instance *I, pro_copy *cp) {
     const bench_prolog_case *p = I->p;
     const int64_t blocks = (p->T + PB_BS - 1) / PB_BS, W = p->N * (p->D + PB_DR);
+    const fia_dtype w8 = p->wq == 2 ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
+    const fia_dtype u8 = p->wq ? FIA_DTYPE_INT8 : FIA_DTYPE_BFLOAT16;
     const struct {
         fia_dtype dt;
         int nd;
         int64_t sh[4];
     } d[PB_COUNT] = {
-        [PB_X] = {FIA_DTYPE_BFLOAT16, 2, {p->T, p->He}},
-        [PB_WDQ] = {FIA_DTYPE_BFLOAT16, 2, {p->He, p->Hcq}},
-        [PB_WUQ] = {FIA_DTYPE_BFLOAT16, 2, {p->Hcq, W}},
+        [PB_X] = {w8, 2, {p->T, p->He}},
+        [PB_WDQ] = {w8, 2, {p->He, p->Hcq}},
+        [PB_WUQ] = {u8, 2, {p->Hcq, W}},
         [PB_WUK] = {FIA_DTYPE_BFLOAT16, 3, {p->N, p->D, PB_HCKV}},
-        [PB_WDKV] = {FIA_DTYPE_BFLOAT16, 2, {p->He, PB_HCKV + PB_DR}},
+        [PB_WDKV] = {w8, 2, {p->He, PB_HCKV + PB_DR}},
         [PB_GCQ] = {FIA_DTYPE_BFLOAT16, 1, {p->Hcq}},
         [PB_GCKV] = {FIA_DTYPE_BFLOAT16, 1, {PB_HCKV}},
         [PB_SIN] = {FIA_DTYPE_BFLOAT16, 2, {p->T, PB_DR}},
@@ -112,6 +121,10 @@ static void make_tensors(pro_instance *I, pro_copy *cp) {
         [PB_CI] = {FIA_DTYPE_INT64, 1, {p->T}},
         [PB_QO] = {FIA_DTYPE_BFLOAT16, 3, {p->T, p->N, PB_HCKV}},
         [PB_QR] = {FIA_DTYPE_BFLOAT16, 3, {p->T, p->N, PB_DR}},
+        [PB_DSX] = {FIA_DTYPE_FLOAT32, 2, {p->T, 1}},
+        [PB_DSDQ] = {FIA_DTYPE_FLOAT32, 2, {1, p->Hcq}},
+        [PB_DSUQ] = {FIA_DTYPE_FLOAT32, 2, {1, W}},
+        [PB_DSDKV] = {FIA_DTYPE_FLOAT32, 2, {1, PB_HCKV + PB_DR}},
     };
     for (int k = 0; k < PB_COUNT; k++) fia_tensor_init(&cp->t[k], cp->buf[k], d[k].dt, d[k].nd, d[k].sh, NULL);
 }
@@ -136,6 +149,16 @@ static fia_mla_prolog_v3_tensors tensors_of(pro_copy *cp) {
     return t;
 }
 
+/* The int8 weights' dequant scales that the case's weight_quant_mode reads (NULL otherwise). */
+static void scales_of(const pro_instance *I, pro_copy *cp, fia_mla_prolog_v3_tensors *t) {
+    if (I->p->wq >= 1) t->dequant_scale_w_uq_qr = &cp->t[PB_DSUQ];
+    if (I->p->wq == 2) {
+        t->dequant_scale_x = &cp->t[PB_DSX];
+        t->dequant_scale_w_dq = &cp->t[PB_DSDQ];
+        t->dequant_scale_w_dkv_kr = &cp->t[PB_DSDKV];
+    }
+}
+
 static int pro_prepare(const bench_case *c, fia_context *ctx, int copies, uint64_t seed,
                        void **inst, char *err, size_t err_len) {
     const bench_prolog_case *p = c->params;
@@ -146,6 +169,7 @@ static int pro_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
     if (!I->cp) goto oom;
     I->copies = copies;
     fia_mla_prolog_v3_params_init(&I->prm);
+    I->prm.weight_quant_mode = p->wq;
     uint64_t rng = seed;
     for (int i = 0; i < copies; i++) {
         pro_copy *cp = &I->cp[i];
@@ -160,23 +184,34 @@ static int pro_prepare(const bench_case *c, fia_context *ctx, int copies, uint64
                 for (size_t j = 0; j < n; j++) ((int64_t *)cp->buf[k])[j] = (int64_t)j;
             } else if (k == PB_KV || k == PB_KR || k == PB_QO || k == PB_QR) {
                 memset(cp->buf[k], 0, n * es);
-            } else if (bench_fill_random(cp->buf[k], FIA_DTYPE_BFLOAT16, n, &rng) != 0) {
+            } else if (k >= PB_DSX) { /* dequant scales: set below */
+            } else if (bench_fill_random(cp->buf[k], cp->t[k].dtype, n, &rng) != 0) {
                 goto oom;
             }
         }
-        /* weights ~ U(-1,1) / sqrt(fan-in) keep the activations O(1) */
+        /* weights ~ U(-1,1) / sqrt(fan-in) keep the activations O(1); int8 ones (U(-127,127))
+         * carry that in their column scales 1 / (127 sqrt(fan-in)), an int8 x 1 / 127 */
         const struct {
-            int k;
+            int k, ds;
             double fan;
-        } sc[] = {{PB_WDQ, (double)p->He}, {PB_WUQ, (double)p->Hcq}, {PB_WUK, (double)p->D},
-                  {PB_WDKV, (double)p->He}};
+        } sc[] = {{PB_WDQ, PB_DSDQ, (double)p->He}, {PB_WUQ, PB_DSUQ, (double)p->Hcq},
+                  {PB_WUK, -1, (double)p->D}, {PB_WDKV, PB_DSDKV, (double)p->He}};
         for (size_t s = 0; s < sizeof sc / sizeof sc[0]; s++) {
+            if (cp->t[sc[s].k].dtype == FIA_DTYPE_INT8) {
+                float *ds = cp->buf[sc[s].ds];
+                const size_t n = (size_t)fia_tensor_numel(&cp->t[sc[s].ds]);
+                for (size_t j = 0; j < n; j++) ds[j] = (float)(1.0 / (127.0 * sqrt(sc[s].fan)));
+                continue;
+            }
             uint16_t *w = cp->buf[sc[s].k];
             const float f = 1.0f / sqrtf((float)sc[s].fan);
             const size_t n = (size_t)fia_tensor_numel(&cp->t[sc[s].k]);
             for (size_t j = 0; j < n; j++) w[j] = fia_f32_to_bf16(fia_bf16_to_f32(w[j]) * f);
         }
-        const fia_mla_prolog_v3_tensors t = tensors_of(cp);
+        float *dsx = cp->buf[PB_DSX];
+        for (int64_t j = 0; j < p->T; j++) dsx[j] = 1.0f / 127.0f;
+        fia_mla_prolog_v3_tensors t = tensors_of(cp);
+        scales_of(I, cp, &t);
         size_t ws = 0;
         const fia_status s = fia_mla_prolog_v3_plan(ctx, &t, &I->prm, &cp->plan, &ws);
         if (s != FIA_STATUS_SUCCESS) {
@@ -207,6 +242,11 @@ static fia_status pro_execute(void *inst, int copy) {
 static int pro_check(void *inst, bench_check *r, char *err, size_t err_len) {
     pro_instance *I = inst;
     const bench_prolog_case *p = I->p;
+    if (p->wq) { /* case_prolog.c describes the bf16 modes; test_mla_prolog checks the int8 ones */
+        bench_set_err(err, err_len, "check: the case library's oracle has the bf16 weight mode "
+                      "only (test_mla_prolog checks weight_quant_mode %d)", (int)p->wq);
+        return -1;
+    }
     pro_copy *cp = &I->cp[0];
     fia_mla_prolog_v3_tensors t = tensors_of(cp);
     fia_tensor x = bench_sub_view(t.token_x, 0, 0, 1), sn = bench_sub_view(t.rope_sin, 0, 0, 1),
@@ -245,17 +285,23 @@ static const bench_op prolog_bench_op = {
     pro_prepare, pro_execute, pro_check, pro_destroy, pro_plan_of,
 };
 
-static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128};
-static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128};
-static const bench_prolog_case ds_t2048 = {2048, 7168, 1536, 128, 128};
-static const bench_prolog_case glm_t1 = {1, 6144, 2048, 64, 192};
-static const bench_prolog_case glm_t8 = {8, 6144, 2048, 64, 192};
-static const bench_prolog_case glm_t2048 = {2048, 6144, 2048, 64, 192};
+static const bench_prolog_case ds_t1 = {1, 7168, 1536, 128, 128, 0};
+static const bench_prolog_case ds_t8 = {8, 7168, 1536, 128, 128, 0};
+static const bench_prolog_case ds_t2048 = {2048, 7168, 1536, 128, 128, 0};
+static const bench_prolog_case ds_t1_wq1 = {1, 7168, 1536, 128, 128, 1};
+static const bench_prolog_case ds_t1_wq2 = {1, 7168, 1536, 128, 128, 2};
+static const bench_prolog_case ds_t8_wq2 = {8, 7168, 1536, 128, 128, 2};
+static const bench_prolog_case glm_t1 = {1, 6144, 2048, 64, 192, 0};
+static const bench_prolog_case glm_t8 = {8, 6144, 2048, 64, 192, 0};
+static const bench_prolog_case glm_t2048 = {2048, 6144, 2048, 64, 192, 0};
 
 static const bench_case prolog_cases[] = {
     {"prolog_decode_t1", &prolog_bench_op, &ds_t1, 0},
     {"prolog_decode_t8", &prolog_bench_op, &ds_t8, 0},
     {"prolog_prefill_t2048", &prolog_bench_op, &ds_t2048, 0},
+    {"prolog_decode_t1_wq1", &prolog_bench_op, &ds_t1_wq1, 0},
+    {"prolog_decode_t1_wq2", &prolog_bench_op, &ds_t1_wq2, 0},
+    {"prolog_decode_t8_wq2", &prolog_bench_op, &ds_t8_wq2, 0},
     {"prolog_glm5_decode_t1", &prolog_bench_op, &glm_t1, 0},
     {"prolog_glm5_decode_t8", &prolog_bench_op, &glm_t8, 0},
     {"prolog_glm5_prefill_t2048", &prolog_bench_op, &glm_t2048, 0},
