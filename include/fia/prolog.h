@@ -30,9 +30,10 @@ typedef struct fia_mla_prolog_v3_params {
     double qc_qr_scale;           /* alpha_q, default 1.0 */
     double kc_scale;              /* alpha_kv, default 1.0 */
     int32_t prepack_weights;      /* 1 (default): fia_mla_prolog_v3_plan packs the four weight
-                                   * matrices once into plan-owned memory in the GEMM library's
-                                   * blocked layout (see "Weights" below); 0: the plan keeps the
-                                   * caller's pointers and the library packs per call. The
+                                   * matrices once into plan-owned memory (bf16 ones in the GEMM
+                                   * library's blocked layout, int8 ones in the pack of fia's
+                                   * int8 kernels; see "Weights" below); 0: the plan keeps the
+                                   * caller's pointers and they are packed per call. The
                                    * one-shot fia_mla_prolog_v3 never packs. */
 } fia_mla_prolog_v3_params;
 
@@ -157,15 +158,16 @@ typedef struct fia_mla_prolog_v3_tensors {
  * picks kernels by shape).
  *
  * Weights (prepack_weights = 1, the default): the plan copies the four weight matrices, once,
- *   into plan-owned memory in the blocked layout the GEMM library runs fastest on (about the
- *   weights' own size again), so that executing never re-packs them: a plan run many times
+ *   into plan-owned memory in the blocked layout their kernels run fastest on (about the
+ *   weights' own size again; bf16: the GEMM library's, int8: fia's exact int8 kernels', which
+ *   run every int8 projection), so that executing never re-packs them: a plan run many times
  *   streams only the packed copy. The plan therefore captures the weights' VALUES at plan time:
  *   weights changed after planning are not seen by fia_plan_execute; to refresh them, destroy
  *   the plan and plan again. (The other inputs, as for every plan, are read at execute time from
  *   the addresses given at plan time; cache_index is copied at plan time.) Planning with packing
  *   reads and writes every weight once, about the cost of one execution, so it pays off from the
  *   second execution on; the one-shot fia_mla_prolog_v3 and prepack_weights = 0 do not pack
- *   (the plan reads the caller's weights at execute time and the library packs per call).
+ *   (the plan reads the caller's weights at execute time and packs them per call).
  *
  * Returns FIA_STATUS_INVALID_ARGUMENT for anything that breaks the rules above (the message
  *   names the tensor, the dim and the values; a mode's tensor given to another mode, a
@@ -175,7 +177,7 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   innermost strides, and when fia was built without oneDNN; FIA_STATUS_OUT_OF_MEMORY.
  *   Nothing is written on a failed call.
  * Memory: *plan is owned by the caller (fia_plan_destroy); with prepack_weights it holds the
- *   packed bf16 weights (int8 weights are read in place). *plan and *workspace_bytes are
+ *   packed weights. *plan and *workspace_bytes are
  *   written only on success; workspace_bytes may be NULL.
  */
 FIA_API fia_status fia_mla_prolog_v3_plan(fia_context *ctx, const fia_mla_prolog_v3_tensors *t,
