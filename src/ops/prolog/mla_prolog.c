@@ -239,7 +239,7 @@ static char *slot_scratch(const pro_run *r, int32_t tid) {
 }
 
 /* One tile of a projection: on the plan's packed copy of the weights (batch matrix bi), or on
- * the caller's plain weights b (the one-shot form: the library packs per tile). */
+ * the caller's plain weights b (the one-shot form: packed per tile as it runs). */
 static void pro_tile(const pro_run *r, fia_tgemm *g, int64_t task, int32_t tid, const void *a,
                      const void *b, int64_t bi, void *c) {
     if (g->packed[0]) /* packed at plan time (every gemm of a packed plan) */
@@ -973,36 +973,33 @@ static fia_status pro_gemms(pro_plan *p) {
     const int32_t slots = p->num_threads;
     const int64_t T = p->T;
     const bool pk = p->packed;
-    const bool wide = pk && T >= PRO_WIDE_T;
-    const int64_t mc = wide ? PRO_WIDE_MC : PRO_MC;
-    fia_gemm_desc d;
     /* a packed plan packs every weight, the int8 ones (weight_quant_mode 1: W_UQ_QR; 2: also
      * W_DQ, W_DKV_KR) in the pack of fia's int8 kernels, which the plan keeps (prolog.h: the
      * weights' values are captured at plan time) */
-    const bool pk_down = pk, pk_up = pk;
+    const bool wide = pk && T >= PRO_WIDE_T;
+    const int64_t mc = wide ? PRO_WIDE_MC : PRO_MC;
+    fia_gemm_desc d;
     const fia_dtype down_c = p->wq == 2 ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
     const fia_dtype up_c = p->wq ? FIA_DTYPE_INT32 : FIA_DTYPE_FLOAT32;
-    const int64_t mc_down = pk_down ? mc : PRO_MC, mc_up = pk_up ? mc : PRO_MC;
-    const bool wide_down = wide && pk_down, wide_up = wide && pk_up;
     const bool wt = T >= 2 && T <= PRO_WT_MAX_T;
-    const bool wt_down = wt && pk_down && down_c == FIA_DTYPE_FLOAT32;
-    const bool wt_up = wt && pk_up && up_c == FIA_DTYPE_FLOAT32;
+    const bool wt_down = wt && pk && down_c == FIA_DTYPE_FLOAT32;
+    const bool wt_up = wt && pk && up_c == FIA_DTYPE_FLOAT32;
     /* the int8 gemms run on fia's exact int8 kernels (gemm.h) */
     const fia_i8_kernels *i8 = &p->base.ctx->kernels.i8;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk_down, wt_down, i8};
-    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc_down, wide_down ? p->Hcq : PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk, wt_down, i8};
+    FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc, wide ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        down_c, pk_down, wt_down, i8};
-    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc_down, wide_down ? PRO_HCKV + PRO_DR : PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk_up, wt_up, i8};
-    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc_up, wide_up ? p->W : PRO_NC, slots));
+                        down_c, pk, wt_down, i8};
+    FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc, wide ? PRO_HCKV + PRO_DR : PRO_NC, slots));
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk, wt_up, i8};
+    FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc, wide ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
                         p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false, NULL};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     if (pk) { /* the weights' values, captured now (prolog.h) */
-        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
-        if (pk_down) FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0));
-        if (pk_up) FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0));
+        FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
+        FIA_TRY(fia_tgemm_pack(&p->g_dkv, p->wdkv, 1, 0));
+        FIA_TRY(fia_tgemm_pack(&p->g_uq, p->wuq, 1, 0));
         FIA_TRY(fia_tgemm_pack(&p->g_uk, p->wuk, p->N, p->wuk_sn));
     }
     const fia_tgemm *g[4] = {&p->g_dq, &p->g_dkv, &p->g_uq, &p->g_uk};
