@@ -46,8 +46,9 @@ typedef struct fia_gemm_desc {
                              * library: its packed B is fia's pack, made once by
                              * fia_gemm_pack_b (packed_b) or per run into the scratch. oneDNN
                              * 2.6's own s8 matmul re-packs plain weights on every call
-                             * (DeepSeek-V3.2 prolog decode, weight_quant_mode 2: 7.1 ms
-                             * against 1.5 ms on fia's kernels with the pack made at plan time)
+                             * (DeepSeek-V3.2 prolog decode T=1, weight_quant_mode 2, cold
+                             * caches: 10.2 ms against 2.6 ms on fia's kernels with the pack
+                             * made at plan time)
                              * and is not exact below AVX-512 VNNI (vpmaddubsw sums u8 x s8
                              * pairs in saturating int16: AVX2 CPUs, Skylake-SP). Without i8
                              * an int8 gemm runs on the library where it is exact */
