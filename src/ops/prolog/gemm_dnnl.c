@@ -426,6 +426,12 @@ static bool gemm_exec(const fia_gemm *g, gemm_slot *s, dnnl_memory_t src, const 
     return ok;
 }
 
+/* fia's int8 pack of B [K x N] (row stride ldb) into packed, through K row pointers in rows. */
+static void gemm_pack_i8(const fia_gemm *g, const void *b, const int8_t **rows, void *packed) {
+    for (int64_t k = 0; k < g->K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
+    g->i8->pack_b_kn(rows, g->K, g->N, packed);
+}
+
 /* The run of an int8 gemm on fia's kernels: B packed (or packed now), A offset to u8, the exact
  * sums (as fp32: integers, the same value the caller's (float) of the int32 gives) back to
  * int32 in place. */
@@ -434,9 +440,7 @@ static bool gemm_run_i8(fia_gemm *g, const void *a, const void *b, void *c, void
     char *sc = scratch;
     const void *pk = b; /* packed at plan time, or packed here */
     if (!g->packed) {
-        const int8_t **rows = (const int8_t **)(void *)(sc + g->rows_off);
-        for (int64_t k = 0; k < K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
-        g->i8->pack_b_kn(rows, K, N, sc + g->b_off);
+        gemm_pack_i8(g, b, (const int8_t **)(void *)(sc + g->rows_off), sc + g->b_off);
         pk = sc + g->b_off;
     }
     uint8_t *au = (uint8_t *)(sc + g->a_off);
@@ -564,8 +568,7 @@ static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
     if (g->i8) { /* fia's int8 kernels: their pack of B [K x N] (row stride ldb) */
         const int8_t **rows = malloc((size_t)(g->K > 0 ? g->K : 1) * sizeof *rows);
         if (!rows) return false;
-        for (int64_t k = 0; k < g->K; k++) rows[k] = (const int8_t *)b + k * g->ldb;
-        g->i8->pack_b_kn(rows, g->K, g->N, packed);
+        gemm_pack_i8(g, b, rows, packed);
         free(rows);
         return true;
     }
