@@ -841,6 +841,38 @@ static void test_errors(uint64_t seed) {
         tu_check(st == FIA_STATUS_INVALID_ARGUMENT && msg_has("query_out dim 1"),
                  "query_out N: %s %s", fia_status_string(st), fia_last_error());
     }
+    /* an innermost stride other than 1 (here 0: the view stays inside its buffer) is refused
+     * for every tensor read or written as dense rows, the weights included (the gemms read a
+     * weight row as dense: a stride-0 weight_uk was once read past its end) */
+    {
+        void *qo0 = malloc(b.qo.bytes);
+        memcpy(qo0, b.qo.buf, b.qo.bytes);
+#define DENSE(f) {offsetof(fia_mla_prolog_v3_tensors, f), #f}
+        static const struct {
+            size_t off; /* of the tensor pointer in fia_mla_prolog_v3_tensors */
+            const char *name;
+        } dense[] = {DENSE(token_x),       DENSE(weight_dq),      DENSE(weight_uq_qr),
+                     DENSE(weight_uk),     DENSE(weight_dkv_kr),  DENSE(rope_sin),
+                     DENSE(rope_cos),      DENSE(kv_cache),       DENSE(kr_cache),
+                     DENSE(query_out),     DENSE(query_rope_out)};
+#undef DENSE
+        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) {
+            fia_mla_prolog_v3_tensors t = b.t;
+            const fia_tensor *orig;
+            memcpy(&orig, (char *)&t + dense[i].off, sizeof orig);
+            fia_tensor v = *orig;
+            v.strides[v.ndim - 1] = 0;
+            const fia_tensor *pv = &v;
+            memcpy((char *)&t + dense[i].off, &pv, sizeof pv);
+            st = fia_mla_prolog_v3(ctx, &t, &b.prm);
+            tu_check(st == FIA_STATUS_UNSUPPORTED && msg_has(dense[i].name) &&
+                         msg_has("innermost stride"),
+                     "%s innermost stride 0: %s %s", dense[i].name, fia_status_string(st),
+                     fia_last_error());
+        }
+        tu_check(!memcmp(qo0, b.qo.buf, b.qo.bytes), "query_out written by a failed call");
+        free(qo0);
+    }
     tu_check(!memcmp(kv0, b.kv.buf, b.kv.bytes), "cache written by a failed call");
     /* params struct not initialised */
     {

@@ -724,8 +724,11 @@ static uint32_t pro_conds(const pro_plan *p) {
 }
 
 #define PT(f) offsetof(fia_mla_prolog_v3_tensors, f)
-#define REQ FIA_SPEC_REQUIRED
-#define ONLY (FIA_SPEC_REQUIRED | FIA_SPEC_ONLY_WHEN)
+/* The prolog reads and writes its tensors' rows as dense (prolog.h: other innermost strides are
+ * FIA_STATUS_UNSUPPORTED), all but cache_index, which is read element by element. */
+#define REQ (FIA_SPEC_REQUIRED | FIA_SPEC_INNER_UNIT)
+#define ONLY (FIA_SPEC_REQUIRED | FIA_SPEC_ONLY_WHEN | FIA_SPEC_INNER_UNIT)
+#define OPT (FIA_SPEC_ONLY_WHEN | FIA_SPEC_INNER_UNIT) /* may be NULL in its mode */
 #define BF FIA_DT(BFLOAT16)
 #define I8 FIA_DT(INT8)
 #define F32 FIA_DT(FLOAT32)
@@ -754,8 +757,8 @@ static const fia_tensor_spec pro_spec[] = {
     {"kr_cache", PT(kr_cache), REQ, 0, NULL, -1, C_KR, "kv_cache_quant_mode is 0, 1 or 2"},
     {"kr_cache", PT(kr_cache), 0, BF, "bfloat16 (kv_cache_quant_mode 0, 1)", -1, C_KRBF, NULL},
     {"kr_cache", PT(kr_cache), 0, I8, "int8 (kv_cache_quant_mode 2)", -1, C_KRI8, NULL},
-    {"cache_index", PT(cache_index), ONLY, FIA_DT(INT64), "int64", -1, C_PAGED,
-     "cache_mode is PA_BSND or PA_NZ"},
+    {"cache_index", PT(cache_index), FIA_SPEC_REQUIRED | FIA_SPEC_ONLY_WHEN, FIA_DT(INT64),
+     "int64", -1, C_PAGED, "cache_mode is PA_BSND or PA_NZ"},
     {"dequant_scale_x", PT(dequant_scale_x), ONLY, F32, "float32", -1, C_W2,
      "weight_quant_mode is 2"},
     {"dequant_scale_w_dq", PT(dequant_scale_w_dq), ONLY, F32, "float32", -1, C_W2,
@@ -764,13 +767,13 @@ static const fia_tensor_spec pro_spec[] = {
      "weight_quant_mode is 1 or 2"},
     {"dequant_scale_w_dkv_kr", PT(dequant_scale_w_dkv_kr), ONLY, F32, "float32", -1, C_W2,
      "weight_quant_mode is 2"},
-    {"smooth_scales_cq", PT(smooth_scales_cq), FIA_SPEC_ONLY_WHEN, F32, "float32", -1, C_WQ,
+    {"smooth_scales_cq", PT(smooth_scales_cq), OPT, F32, "float32", -1, C_WQ,
      "weight_quant_mode is 1 or 2"},
     {"quant_scale_ckv", PT(quant_scale_ckv), ONLY, F32, "float32", -1, C_QSKV,
      "kv_cache_quant_mode is 1 or 2"},
     {"quant_scale_ckr", PT(quant_scale_ckr), ONLY, F32, "float32", -1, C_KRI8,
      "kv_cache_quant_mode is 2"},
-    {"k_nope_clip_alpha", PT(k_nope_clip_alpha), FIA_SPEC_ONLY_WHEN, F32, "float32", -1, C_C8,
+    {"k_nope_clip_alpha", PT(k_nope_clip_alpha), OPT, F32, "float32", -1, C_C8,
      "kv_cache_quant_mode is 3"},
     {"query_out", PT(query_out), REQ, 0, NULL, -1, 0, NULL},
     {"query_out", PT(query_out), 0, BF, "bfloat16 (query_quant_mode 0)", -1, C_QOBF, NULL},
@@ -787,6 +790,7 @@ static const fia_tensor_spec pro_spec[] = {
 #undef PT
 #undef REQ
 #undef ONLY
+#undef OPT
 #undef BF
 #undef I8
 #undef F32
