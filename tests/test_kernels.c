@@ -17,6 +17,10 @@
  *                  row_max = -inf starts, large spreads (underflow), canaries in the lds padding
  *                  and in the row after the last; plus the vector expf's ulp error over
  *                  [-87.3, 0] (must be <= 2 ulp).
+ *   gemm_bf16b:    the bf16 B pack (fia_bf16b_pack) and the scalar kernel against a double
+ *                  product of the unpacked B (1e-5 * sum |a b|), every variant against scalar
+ *                  the same way: every m 1..20, n 1..70 and 256, k 0..130 and 1536, padded
+ *                  lda / ldb / ldc, C pre-filled with NaN, canaries in C's padding.
  *   p_to_u8:       bit-exact codes and returned max: lengths 1..1000 (every vector tail), random
  *                  rows in [0, 1], rows at the rounding ties (x = p * 255 / mx + 0.5 exactly an
  *                  integer, 1 and 255 included, +-1 ulp around them), all-zero rows, negative
@@ -730,6 +734,70 @@ static void test_registry(void) {
            fia_kernel_registry_size, runnable, fia_cpu_feature_name(cpu));
 }
 
+/* One gemm_bf16b case: the pack of a random bf16 B, then scalar and kt (C pre-filled with NaN,
+ * canaries past n in each row), each against the double product within 1e-5 sum |a b|. */
+static int bf16b_case(const fia_kernels *kt, tu_rng *rng, int64_t m, int64_t n, int64_t k) {
+    const int64_t lda = k + tu_int(rng, 0, 3), ldb = n + tu_int(rng, 0, 3),
+                  ldc = n + tu_int(rng, 0, 5);
+    float *a = alloc_f32(m * lda), *cr = alloc_f32(m * ldc), *cg = alloc_f32(m * ldc);
+    uint16_t *b = (uint16_t *)malloc((size_t)(k * ldb > 0 ? k * ldb : 1) * 2);
+    const int64_t pe = fia_bf16b_pack_elems(n, k);
+    uint16_t *pk = (uint16_t *)malloc((size_t)(pe > 0 ? pe : 1) * 2);
+    for (int64_t i = 0; i < m * lda; i++) a[i] = (i % lda) < k ? rnd_f32(rng, -1, 1) : NAN;
+    for (int64_t i = 0; i < k * ldb; i++)
+        b[i] = (i % ldb) < n ? fia_cvt_f32_to_bf16(rnd_f32(rng, -1, 1)) : 0x7fc1;
+    for (int64_t i = 0; i < m * ldc; i++) cr[i] = cg[i] = (i % ldc) < n ? NAN : canary();
+    fia_bf16b_pack(b, ldb, k, n, pk);
+    tu_scalar_kernels()->core.gemm_bf16b(m, n, k, a, lda, pk, cr, ldc);
+    kt->gemm_bf16b(m, n, k, a, lda, pk, cg, ldc);
+    int ok = 1;
+    for (int64_t i = 0; i < m && ok; i++)
+        for (int64_t j = 0; j < ldc && ok; j++) {
+            if (j >= n) {
+                ok = is_canary(cr[i * ldc + j]) && is_canary(cg[i * ldc + j]);
+                if (!ok)
+                    tu_check(0, "%s gemm_bf16b m=%" PRId64 " n=%" PRId64 " k=%" PRId64
+                                ": C padding (%" PRId64 ",%" PRId64 ") written",
+                             kt->name, m, n, k, i, j);
+                continue;
+            }
+            double ref = 0.0, mag = 0.0;
+            for (int64_t t = 0; t < k; t++) {
+                const double x = (double)a[i * lda + t] * fia_cvt_bf16_to_f32(b[t * ldb + j]);
+                ref += x;
+                mag += fabs(x);
+            }
+            ok = fabs(cr[i * ldc + j] - ref) <= 1e-5 * mag + 1e-30 &&
+                 fabs(cg[i * ldc + j] - ref) <= 1e-5 * mag + 1e-30;
+            if (!ok)
+                tu_check(0, "%s gemm_bf16b m=%" PRId64 " n=%" PRId64 " k=%" PRId64
+                            ": (%" PRId64 ",%" PRId64 ") scalar %g, %s %g, double %g",
+                         kt->name, m, n, k, i, j, (double)cr[i * ldc + j], kt->name,
+                         (double)cg[i * ldc + j], ref);
+        }
+    if (ok) tu_check(1, "gemm_bf16b");
+    free(a), free(b), free(pk), free(cr), free(cg);
+    return ok;
+}
+
+static void test_gemm_bf16b(const fia_kernels *kt, tu_rng *rng) {
+    for (int64_t m = 1; m <= 20; m++)
+        bf16b_case(kt, rng, m, tu_int(rng, 1, 70), tu_int(rng, 0, 130));
+    for (int64_t n = 1; n <= 71; n++)
+        bf16b_case(kt, rng, tu_int(rng, 1, 9), n <= 70 ? n : 256, tu_int(rng, 0, 130));
+    for (int64_t k = 0; k <= 131; k++)
+        bf16b_case(kt, rng, tu_int(rng, 1, 9), tu_int(rng, 1, 40), k <= 130 ? k : 1536);
+    bf16b_case(kt, rng, 8, 256, 1536); /* a prolog tile at decode */
+    {
+        float c[4] = {1, 2, 3, 4}, a = 1;
+        uint16_t b = 0x3f80;
+        kt->gemm_bf16b(0, 2, 1, &a, 1, &b, c, 2);
+        kt->gemm_bf16b(2, 0, 1, &a, 1, &b, c, 2);
+        tu_check(c[0] == 1 && c[1] == 2 && c[2] == 3 && c[3] == 4,
+                 "%s gemm_bf16b: zero size wrote C", kt->name);
+    }
+}
+
 int main(int argc, char **argv) {
     const uint64_t seed = tu_seed(argc, argv, 20240611, "test_kernels");
     test_registry();
@@ -745,6 +813,7 @@ int main(int argc, char **argv) {
         test_rows(kt, &rng);
         test_heads(kt, &rng);
         test_p_to_u8(kt, &rng);
+        test_gemm_bf16b(kt, &rng);
         printf("%s: done\n", kt->name);
         fflush(stdout);
     }

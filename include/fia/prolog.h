@@ -115,7 +115,8 @@ typedef struct fia_mla_prolog_v3_tensors {
  *   query_out      [T, N, Hckv] or [B, S, N, Hckv]; query_rope_out [.., N, Dr]
  *   query_norm     [T, Hcq] (or [B, S, Hcq]) when query_norm_flag
  *
- * Int8 weights (scales float32, copied at plan time; int8 GEMMs with exact int32 sums on oneDNN):
+ * Int8 weights (scales float32, copied at plan time; int8 GEMMs with exact int32 sums on fia's
+ * int8 kernels):
  *   weight_quant_mode 1: weight_uq_qr int8 with dequant_scale_w_uq_qr [1, N*(D+Dr)], optional
  *            smooth_scales_cq [1, Hcq] (or [1]). The normalized c_q (fp32, from bf16(x . W_DQ))
  *            times smooth is quantized per token: s_t = max|cq * smooth| / 127,
@@ -151,11 +152,12 @@ typedef struct fia_mla_prolog_v3_tensors {
  * torch.round (half to even); fia matches it except where fp32 and its inputs' bf16 rounding
  * decide a tie differently (one step).
  *
- * Threads and determinism: the projections run on oneDNN (bf16 matmul: AMX, AVX512-BF16 or
- * AVX-512, chosen at run time from the CPU, whatever FIA_ISA says), cut into fixed tiles run by
- * the context's threads one tile per thread, so outputs are bitwise identical for any thread
- * count. The norms and RoPE are per-token. A token's results can depend on T (the library
- * picks kernels by shape).
+ * Threads and determinism: the bf16 projections run on oneDNN (bf16 matmul: AMX, AVX512-BF16
+ * or AVX-512, chosen at run time from the CPU, whatever FIA_ISA says; without AVX-512, fia's
+ * bf16-weight kernel for T <= 16 and oneDNN's fp32 matmul on widened operands above), the int8
+ * ones on fia's int8 kernels, cut into fixed tiles run by the context's threads one tile per
+ * thread, so outputs are bitwise identical for any thread count. The norms and RoPE are
+ * per-token. A token's results can depend on T (the library picks kernels by shape).
  *
  * Weights (prepack_weights = 1, the default): the plan copies the four weight matrices, once,
  *   into plan-owned memory in the blocked layout their kernels run fastest on (about the

@@ -55,6 +55,8 @@ typedef void fia_core_pv_heads_fn(int64_t nh, int64_t n, int64_t dv, const float
                                   int64_t ldo, const float *row_scale, const void *const *pf,
                                   int64_t npf);
 typedef float fia_core_p_to_u8_fn(const float *p, int64_t n, uint8_t *q);
+typedef void fia_core_gemm_bf16b_fn(int64_t m, int64_t n, int64_t k, const float *a,
+                                    int64_t lda, const uint16_t *packed, float *c, int64_t ldc);
 
 typedef struct fia_kernels {
     const char *name;  /* the highest CPU feature its kernels use: "scalar", "avx2", ... */
@@ -140,7 +142,42 @@ typedef struct fia_kernels {
      *   else:    q[j] = 0 for j < n; returns 0.
      * Every variant is bit-exact with the scalar kernel. */
     fia_core_p_to_u8_fn *p_to_u8;
+
+    /* C[m x n] = A[m x k] . B[k x n]: fp32 A (leading dim lda) and C (ldc; only written, never
+     * read), bfloat16 B in the panel pack below (fia_bf16b_pack). Each sum runs over k in order
+     * from 0 in fp32 (the SIMD variants with FMA: within fp32 rounding of the scalar kernel).
+     * The MLA prolog's small-m (decode) projections where the GEMM library has no bf16 matmul
+     * (oneDNN 2.6 on AVX2 CPUs): the weights stream at 2 bytes per element instead of being
+     * widened to fp32. k == 0: C = 0. */
+    fia_core_gemm_bf16b_fn *gemm_bf16b;
 } fia_kernels;
+
+/* The B pack of gemm_bf16b: panels of 16 columns (the last one zero-padded), panel p starting at
+ * element 16 k p, its depth row t at + 16 t holding column 16p + i at 2i and column 16p + 8 + i
+ * at 2i + 1 (i < 8), so that the 8 dwords of a row hold columns 0..7 in their low halves and
+ * 8..15 in their high halves (two bf16 -> fp32 widenings without a shuffle). */
+static inline int64_t fia_bf16b_pack_elems(int64_t n, int64_t k) { return (n + 15) / 16 * 16 * k; }
+
+static inline int64_t fia_bf16b_index(int64_t k, int64_t t, int64_t j) {
+    const int64_t c = j % 16;
+    return (j / 16) * 16 * k + 16 * t + (c < 8 ? 2 * c : 2 * (c - 8) + 1);
+}
+
+/* Packs B [k x n] (bfloat16, row stride ldb >= n) into fia_bf16b_pack_elems(n, k) elements. */
+static inline void fia_bf16b_pack(const uint16_t *b, int64_t ldb, int64_t k, int64_t n,
+                                  uint16_t *packed) {
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        uint16_t *pp = packed + j0 * k;
+        for (int64_t t = 0; t < k; t++) {
+            const uint16_t *br = b + t * ldb + j0;
+            uint16_t *d = pp + 16 * t;
+            for (int64_t i = 0; i < 8; i++) {
+                d[2 * i] = j0 + i < n ? br[i] : 0;
+                d[2 * i + 1] = j0 + 8 + i < n ? br[8 + i] : 0;
+            }
+        }
+    }
+}
 
 /* Converts n elements of a row of dtype dt (float16, bfloat16, int8 or float32) to fp32 with the
  * table's conversion kernels, and back (float16, bfloat16 or float32): the one dtype dispatch

@@ -29,6 +29,12 @@
  *   right and -inf gives 0; under 1 ulp over [-87.3, 0] in the tests), fp32 vector row sums;
  *   row tails use vmaskmovps. softmax_tile_amla: the same rows, probabilities times the AMLA
  *   factor c and the exponent delta of kernels/amla.h (one template, as in the AVX-512 table).
+ * gemm_bf16b: tiles of up to 4 rows x one 16-column panel of the bf16 pack (kernels.h): per
+ *   depth row one 32-byte load, a shift and an and widen the 16 bf16 to two fp32 vectors
+ *   (columns 0..7 and 8..15, as the pack interleaves them), then per row a broadcast and two
+ *   FMAs into its two accumulators. Loop order: panels, then row blocks (m split as gemm_f32,
+ *   into blocks of 1..4 rows), so a panel (32 k bytes) is read from memory once and from cache
+ *   by the other row blocks. Ragged last panel: vmaskmovps stores.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -516,4 +522,77 @@ float fia_p_to_u8__avx2_u16(const float *p, int64_t n, uint8_t *q) {
         memcpy(q + i, out, (size_t)(n - i));
     }
     return mx;
+}
+
+/* ---- gemm_bf16b ---------------------------------------------------------------------------- */
+
+enum { BF16B_MR = 4 };
+
+/* One tile: MR rows x the 16 columns of panel bp (nc of them valid, 1..16). */
+FIA_AI void bf16b_tile(const int MR, int64_t k, const float *a, int64_t lda, const uint16_t *bp,
+                       float *c, int64_t ldc, int64_t nc) {
+    __m256 lo[BF16B_MR], hi[BF16B_MR];
+    FIA_UNROLL
+    for (int r = 0; r < MR; r++) lo[r] = hi[r] = _mm256_setzero_ps();
+    const __m256i high = _mm256_set1_epi32((int32_t)0xffff0000u);
+    for (int64_t t = 0; t < k; t++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(bp + 16 * t));
+        const __m256 b0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        const __m256 b1 = _mm256_castsi256_ps(_mm256_and_si256(v, high));
+        FIA_UNROLL
+        for (int r = 0; r < MR; r++) {
+            const __m256 ar = _mm256_broadcast_ss(a + r * lda + t);
+            lo[r] = _mm256_fmadd_ps(ar, b0, lo[r]);
+            hi[r] = _mm256_fmadd_ps(ar, b1, hi[r]);
+        }
+    }
+    FIA_UNROLL
+    for (int r = 0; r < MR; r++) {
+        float *cr = c + r * ldc;
+        if (nc == 16) {
+            _mm256_storeu_ps(cr, lo[r]);
+            _mm256_storeu_ps(cr + 8, hi[r]);
+        } else if (nc > 8) {
+            _mm256_storeu_ps(cr, lo[r]);
+            _mm256_maskstore_ps(cr + 8, tail_mask8(nc - 8), hi[r]);
+        } else {
+            _mm256_maskstore_ps(cr, tail_mask8(nc), lo[r]);
+        }
+    }
+}
+
+#define BF16B_ROWS_FN(R)                                                                      \
+    static __attribute__((noinline)) void bf16b_rows_##R(int64_t k, const float *a,           \
+                                                         int64_t lda, const uint16_t *bp,     \
+                                                         float *c, int64_t ldc, int64_t nc) { \
+        bf16b_tile(R, k, a, lda, bp, c, ldc, nc);                                             \
+    }
+BF16B_ROWS_FN(1)
+BF16B_ROWS_FN(2)
+BF16B_ROWS_FN(3)
+BF16B_ROWS_FN(4)
+
+void fia_gemm_bf16b__avx2_4x16(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                               const uint16_t *packed, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k < 0) k = 0;
+    const int64_t nb = (m + BF16B_MR - 1) / BF16B_MR;
+    const int64_t base = m / nb, extra = m % nb;
+    for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        const uint16_t *bp = packed + j0 * k;
+        const int64_t nc = n - j0 < 16 ? n - j0 : 16;
+        const float *ab = a;
+        float *cb = c + j0;
+        for (int64_t blk = 0; blk < nb; blk++) {
+            const int rows = (int)(base + (blk < extra ? 1 : 0));
+            switch (rows) {
+            case 1: bf16b_rows_1(k, ab, lda, bp, cb, ldc, nc); break;
+            case 2: bf16b_rows_2(k, ab, lda, bp, cb, ldc, nc); break;
+            case 3: bf16b_rows_3(k, ab, lda, bp, cb, ldc, nc); break;
+            default: bf16b_rows_4(k, ab, lda, bp, cb, ldc, nc); break;
+            }
+            ab += rows * lda;
+            cb += rows * ldc;
+        }
+    }
 }

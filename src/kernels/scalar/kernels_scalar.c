@@ -190,3 +190,14 @@ float fia_p_to_u8__scalar(const float *p, int64_t n, uint8_t *q) {
     }
     return mx;
 }
+
+void fia_gemm_bf16b__scalar(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                            const uint16_t *packed, float *c, int64_t ldc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (int64_t t = 0; t < k; t++)
+                s += a[i * lda + t] * fia_cvt_bf16_to_f32(packed[fia_bf16b_index(k, t, j)]);
+            c[i * ldc + j] = s;
+        }
+}

@@ -10,7 +10,8 @@
  * (FIA_ISA) does not apply to it. Where the library has no bf16 matmul (oneDNN 2.6 on a CPU
  * without AVX-512, or under ONEDNN_MAX_CPU_ISA=AVX2), a bf16 gemm is planned as an fp32 one:
  * B widened to fp32 once (packed_b) or per run, A widened per run into the scratch, fp32
- * accumulation, C rounded to bf16 (nearest even) or written as fp32 (fia_gemm_widened).
+ * accumulation, C rounded to bf16 (nearest even) or written as fp32 (fia_gemm_widened); at
+ * decode sizes (desc.core) fia's own gemm_bf16b does the same from bf16 B.
  *
  * Planning may allocate and may take milliseconds (kernel generation); running never allocates
  * fia memory: the library's scratch memory comes from the caller (scratch_bytes, 64-aligned).
@@ -26,6 +27,7 @@
 
 #include "fia.h"
 #include "kernels/i8gemm.h"
+#include "kernels/kernels.h"
 
 typedef struct fia_gemm_desc {
     int64_t M, N, K;
@@ -52,7 +54,17 @@ typedef struct fia_gemm_desc {
                              * and is not exact below AVX-512 VNNI (vpmaddubsw sums u8 x s8
                              * pairs in saturating int16: AVX2 CPUs, Skylake-SP). Without i8
                              * an int8 gemm runs on the library where it is exact */
+    const fia_kernels *core; /* (bf16 A and B, may be NULL) fia's core kernels: where the
+                             * library has no bf16 matmul (oneDNN 2.6 below AVX-512) and M <=
+                             * FIA_GEMM_BF16B_MAX_M, the gemm runs on their gemm_bf16b, which
+                             * streams B as bf16 (fia_bf16b_pack, made once by
+                             * fia_gemm_pack_b or per run into the scratch) instead of the
+                             * library's fp32 matmul on B widened to fp32 (twice the bytes) */
 } fia_gemm_desc;
+
+/* The largest M that desc.core serves: the decode projections, which stream their weights;
+ * larger M (prefill) keeps the library's fp32 matmul, whose blocking reuses B across rows. */
+#define FIA_GEMM_BF16B_MAX_M 16
 
 typedef struct fia_gemm fia_gemm;
 

@@ -7,8 +7,9 @@
  * matmul at prefill sizes on this machine (README / the prolog commit notes the figures).
  * oneDNN dispatches at run time: AMX on Sapphire Rapids and later, AVX512-BF16 on Cooper Lake
  * and Zen 4/5, plain AVX-512 elsewhere. oneDNN 2.6 has no bf16 matmul below AVX-512 (Zen 2/3,
- * Haswell..Broadwell Xeons, ONEDNN_MAX_CPU_ISA=AVX2): there a bf16 gemm falls back to its fp32
- * matmul on widened operands (gemm_build_f32).
+ * Haswell..Broadwell Xeons, ONEDNN_MAX_CPU_ISA=AVX2): there a bf16 gemm runs on fia's
+ * gemm_bf16b kernel at decode sizes (gemm_build_bf16b: the weights stay bf16) and falls back to
+ * the library's fp32 matmul on widened operands above (gemm_build_f32).
  *
  * Threading: this oneDNN uses OpenMP. fia runs each tile on one of its own pool threads and
  * holds OpenMP to one thread for the call (omp_set_num_threads, restored afterwards), so the
@@ -69,6 +70,11 @@ struct fia_gemm {
      * rows_off), the exact sums converted from their fp32 form to int32 in C */
     const fia_i8_kernels *i8;
     size_t rows_off;
+    /* a bf16 gemm on fia's gemm_bf16b (desc.core, the fp32 fallback's case at M <=
+     * FIA_GEMM_BF16B_MAX_M): A widened into the scratch at a_off, B in the bf16 pack (made at
+     * plan time, or per run into the scratch at b_off), C in place (fp32) or in the scratch at
+     * c_off and rounded to bf16 (nearest even) */
+    const fia_kernels *bk;
 };
 
 static dnnl_engine_t g_engine;
@@ -318,24 +324,29 @@ static fia_status gemm_build_f32(const fia_gemm_desc *d, fia_gemm *g, size_t *sc
     return FIA_STATUS_SUCCESS;
 }
 
-/* An int8 gemm on fia's kernels (struct fia_gemm, i8; gemm.h): no library primitive. Scratch:
- * A as u8 (x ^ 0x80, a_offset 128: the exact s8 x s8 sums), then, unless B is packed at plan
- * time (packed_b: fia_gemm_pack_b makes the kernels' pack once), the pack of B and its row
- * pointers. */
-static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes) {
-    g->i8 = d->i8;
+/* The shape, strides and pack flag of a gemm on fia's own kernels (no library primitive). */
+static void gemm_own(const fia_gemm_desc *d, fia_gemm *g) {
     g->M = d->M;
     g->N = d->N;
     g->K = d->K;
     g->lda = d->lda;
     g->ldb = d->ldb;
     g->ldc = d->ldc;
+    g->packed = d->packed_b;
+    g->a_off = 0;
+}
+
+/* An int8 gemm on fia's kernels (struct fia_gemm, i8; gemm.h): no library primitive. Scratch:
+ * A as u8 (x ^ 0x80, a_offset 128: the exact s8 x s8 sums), then, unless B is packed at plan
+ * time (packed_b: fia_gemm_pack_b makes the kernels' pack once), the pack of B and its row
+ * pointers. */
+static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes) {
+    gemm_own(d, g);
+    g->i8 = d->i8;
     g->as = 1;
     g->cs = 4;
     snprintf(g->impl, sizeof g->impl, "fia-i8:%s", d->i8->name);
-    g->packed = d->packed_b;
     g->packed_bytes = d->i8->pack_bytes(d->N, d->K);
-    g->a_off = 0;
     g->b_off = align64((size_t)(d->M * d->K));
     if (g->packed) {
         *scratch_bytes = g->b_off;
@@ -343,6 +354,20 @@ static fia_status gemm_build_i8(const fia_gemm_desc *d, fia_gemm *g, size_t *scr
     }
     g->rows_off = g->b_off + align64(g->packed_bytes);
     *scratch_bytes = g->rows_off + (size_t)d->K * sizeof(const int8_t *);
+    return FIA_STATUS_SUCCESS;
+}
+
+/* A bf16 gemm on fia's gemm_bf16b (struct fia_gemm, bk; gemm.h): no library primitive. */
+static fia_status gemm_build_bf16b(const fia_gemm_desc *d, fia_gemm *g, size_t *scratch_bytes) {
+    gemm_own(d, g);
+    g->bk = d->core;
+    g->as = 2;
+    g->cs = d->c_dtype == FIA_DTYPE_FLOAT32 ? 4 : 2;
+    snprintf(g->impl, sizeof g->impl, "fia-bf16b:%s", d->core->name);
+    g->packed_bytes = (size_t)fia_bf16b_pack_elems(d->N, d->K) * 2;
+    g->b_off = align64((size_t)(d->M * d->K) * 4);
+    g->c_off = g->b_off + (g->packed ? 0 : align64(g->packed_bytes));
+    *scratch_bytes = g->c_off + (g->cs == 4 ? 0 : (size_t)(d->M * d->N) * 4);
     return FIA_STATUS_SUCCESS;
 }
 
@@ -382,14 +407,16 @@ fia_status fia_gemm_create(const fia_gemm_desc *d, int32_t slots, fia_gemm **out
                           : gemm_build_plain(d, g, scratch_bytes, &refused);
     bool fallback = false;
     if (refused && !s8) {
-        /* no bf16 matmul in the library on this CPU (oneDNN 2.6 needs AVX-512 for it): the
-         * fp32 one on widened operands */
+        /* no bf16 matmul in the library on this CPU (oneDNN 2.6 needs AVX-512 for it): fia's
+         * gemm_bf16b at decode sizes, else the library's fp32 one on widened operands */
         fia_gemm_destroy(g);
         if (!(g = gemm_new(slots)))
             return fia_error(FIA_STATUS_OUT_OF_MEMORY, "gemm: out of memory");
         refused = false;
         fallback = true;
-        st = gemm_build_f32(d, g, scratch_bytes, &refused);
+        st = d->core && d->M <= FIA_GEMM_BF16B_MAX_M
+                 ? gemm_build_bf16b(d, g, scratch_bytes)
+                 : gemm_build_f32(d, g, scratch_bytes, &refused);
     }
     if (refused)
         st = FIA_UNSUPPORTED("oneDNN refused %s%s matmul of [%lld x %lld] x [%lld x %lld]%s",
@@ -459,6 +486,29 @@ static bool gemm_run_i8(fia_gemm *g, const void *a, const void *b, void *c, void
     return true;
 }
 
+/* The run of a bf16 gemm on gemm_bf16b: A widened into the scratch, B packed (at plan time or
+ * now), C computed in place (fp32) or in the scratch and rounded to bf16. */
+static bool gemm_run_bf16b(fia_gemm *g, const void *a, const void *b, void *c, void *scratch) {
+    const int64_t M = g->M, N = g->N, K = g->K;
+    char *sc = scratch;
+    float *af = (float *)(sc + g->a_off);
+    for (int64_t m = 0; m < M; m++)
+        g->bk->bf16_to_f32((const uint16_t *)a + m * g->lda, af + m * K, K);
+    const uint16_t *pk = b;
+    if (!g->packed) {
+        fia_bf16b_pack(b, g->ldb, K, N, (uint16_t *)(sc + g->b_off));
+        pk = (const uint16_t *)(sc + g->b_off);
+    }
+    if (g->cs == 4) {
+        g->bk->gemm_bf16b(M, N, K, af, K, pk, c, g->ldc);
+        return true;
+    }
+    float *cf = (float *)(sc + g->c_off);
+    g->bk->gemm_bf16b(M, N, K, af, K, pk, cf, N);
+    for (int64_t m = 0; m < M; m++) g->bk->f32_to_bf16(cf + m * N, (uint16_t *)c + m * g->ldc, N);
+    return true;
+}
+
 /* The fp32 fallback's run: A (and an unpacked B) widened into the scratch, the fp32 matmul,
  * a bf16 C rounded to nearest even from the fp32 result. */
 static bool gemm_run_f32(fia_gemm *g, gemm_slot *s, const void *a, const void *b, void *c,
@@ -503,6 +553,7 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
                   void *scratch) {
     gemm_slot *s = &g->slot[slot];
     if (g->i8) return gemm_run_i8(g, a, b, c, scratch);
+    if (g->bk) return gemm_run_bf16b(g, a, b, c, scratch);
     if (g->f32) return gemm_run_f32(g, s, a, b, c, scratch);
     if (g->a_copy) { /* the A rows into the dense scratch copy */
         char *ad = (char *)scratch + g->a_off;
@@ -538,13 +589,15 @@ bool fia_gemm_run(fia_gemm *g, int32_t slot, const void *a, const void *b, void 
 
 const char *fia_gemm_impl(const fia_gemm *g) { return g->impl; }
 
-bool fia_gemm_widened(const fia_gemm *g) { return g->f32 || g->i8; }
+bool fia_gemm_widened(const fia_gemm *g) { return g->f32 || g->i8 || g->bk; }
 
 size_t fia_gemm_packed_b_bytes(const fia_gemm *g) { return g->packed ? g->packed_bytes : 0; }
 
 bool fia_gemm_same_packing(const fia_gemm *x, const fia_gemm *y) {
     if (x->i8 || y->i8) /* fia's pack depends on K x N alone */
         return x->packed && y->packed && x->i8 && y->i8 && x->K == y->K && x->N == y->N;
+    if (x->bk || y->bk)
+        return x->packed && y->packed && x->bk && y->bk && x->K == y->K && x->N == y->N;
     return x->packed && y->packed &&
            dnnl_memory_desc_equal(&x->mb_packed, &y->mb_packed) &&
            dnnl_memory_desc_equal(&x->mb_plain, &y->mb_plain);
@@ -570,6 +623,10 @@ static bool gemm_pack_b(fia_gemm *g, const void *b, void *packed) {
         if (!rows) return false;
         gemm_pack_i8(g, b, rows, packed);
         free(rows);
+        return true;
+    }
+    if (g->bk) { /* gemm_bf16b: the bf16 pack */
+        fia_bf16b_pack(b, g->ldb, g->K, g->N, packed);
         return true;
     }
     if (g->f32) { /* the fp32 fallback: B widened to a dense fp32 [K x N] (wt: B^T [N x K]) */

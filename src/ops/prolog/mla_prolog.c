@@ -988,17 +988,20 @@ static fia_status pro_gemms(pro_plan *p) {
     const bool wt = T >= 2 && T <= PRO_WT_MAX_T;
     const bool wt_down = wt && pk && down_c == FIA_DTYPE_FLOAT32;
     const bool wt_up = wt && pk && up_c == FIA_DTYPE_FLOAT32;
-    /* the int8 gemms run on fia's exact int8 kernels (gemm.h) */
+    /* the int8 gemms run on fia's exact int8 kernels, the bf16 ones at decode sizes on its
+     * gemm_bf16b where the library has no bf16 matmul (gemm.h) */
     const fia_i8_kernels *i8 = &p->base.ctx->kernels.i8;
-    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk, wt_down, i8};
+    const fia_kernels *core = &p->base.ctx->kernels.core;
+    d = (fia_gemm_desc){T, p->Hcq, p->He, p->x.rs, p->ld_dq, p->Hcq, down_c, pk, wt_down, i8, core};
     FIA_TRY(fia_tgemm_plan(&p->g_dq, &d, mc, wide ? p->Hcq : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV + PRO_DR, p->He, p->x.rs, p->ld_dkv, PRO_HCKV + PRO_DR,
-                        down_c, pk, wt_down, i8};
+                        down_c, pk, wt_down, i8, core};
     FIA_TRY(fia_tgemm_plan(&p->g_dkv, &d, mc, wide ? PRO_HCKV + PRO_DR : PRO_NC, slots));
-    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk, wt_up, i8};
+    d = (fia_gemm_desc){T, p->W, p->Hcq, p->Hcq, p->ld_uq, p->W, up_c, pk, wt_up, i8, core};
     FIA_TRY(fia_tgemm_plan(&p->g_uq, &d, mc, wide ? p->W : PRO_NC, slots));
     d = (fia_gemm_desc){T, PRO_HCKV, p->D, p->N * p->D, p->ld_uk,
-                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false, NULL};
+                        p->qq ? p->N * PRO_HCKV : p->qo.rs, FIA_DTYPE_BFLOAT16, pk, false, NULL,
+                        core};
     FIA_TRY(fia_tgemm_plan(&p->g_uk, &d, PRO_MC, PRO_HCKV, slots));
     if (pk) { /* the weights' values, captured now (prolog.h) */
         FIA_TRY(fia_tgemm_pack(&p->g_dq, p->wdq, 1, 0));
