@@ -71,8 +71,13 @@ def test_allocator_and_step():
 @pytest.mark.parametrize("c8", [False, True], ids=["bf16", "c8"])
 def test_layer_golden_ops(cfg, c8):
     # the pure-torch goldens are slow: 6 decode steps (the join at step 4 included) suffice to
-    # check the composition; the fia runs below take 16
-    ses = run_session(cfg, npu_golden, c8=c8, seed=11, decode_steps=6)
+    # check the composition; the fia runs below take 16. A = 5e-3 for both: the golden rounds
+    # its fp32 projections (the BLAS's own summation order) to bf16 where the contract does,
+    # and the reference rounds float64 sums at the same points, so a rounding that falls the
+    # other way moves an intermediate by one bf16 step. Measured A needed: bf16 3.3e-3 with
+    # torch 2.15's MKL on AMD Zen 3 (under 2.5e-3 on the Xeons), fia's own ops 5.5e-4 under
+    # the unchanged 2.5e-3 of test_layer_fia_ops.
+    ses = run_session(cfg, npu_golden, c8=c8, seed=11, decode_steps=6, a_tol=5e-3)
     assert ses.checked_rows == 103  # 72 prefill + 12 + 15 (mixed) + 4 decode
 
 
