@@ -33,8 +33,8 @@
  *   depth row one 32-byte load, a shift and an and widen the 16 bf16 to two fp32 vectors
  *   (columns 0..7 and 8..15, as the pack interleaves them), then per row a broadcast and two
  *   FMAs into its two accumulators. Loop order: panels, then row blocks (m split as gemm_f32,
- *   into blocks of 1..4 rows), so a panel (32 k bytes) is read from memory once and from cache
- *   by the other row blocks. Ragged last panel: vmaskmovps stores.
+ *   into blocks of 1..4 rows), so a panel (32 bytes per depth row) is read from memory once and
+ *   from cache by the other row blocks. Ragged last panel: vmaskmovps stores.
  */
 #include <immintrin.h>
 #include <math.h>
